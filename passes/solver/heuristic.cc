@@ -18,6 +18,10 @@ using Clock = std::chrono::steady_clock;
 constexpr double kRelativeGain = 1e-12;
 constexpr int kMaxPairTable = 4096;  // edge-pair moves skip larger tables (too slow to scan per move)
 
+struct Change {
+  int node, old_strategy;
+};
+
 class Search {
  public:
   Search(const StrategyProblem& p, const HeuristicOptions& options)
@@ -42,7 +46,7 @@ class Search {
   double elapsed() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
   bool out_of_time() const { return elapsed() >= options_.time_limit; }
   int64_t usage(int i, int s) const { return p_.usage_of(i, s); }
-  bool allowed(int i, int s) const { return !is_forbidden(graph_.unary[p_.strategy_offset[i] + s]); }
+  bool allowed(int i, int s) const { return alive_[p_.strategy_offset[i] + s]; }
 
   void set_solution(std::span<const int32_t> solution) {
     std::copy(solution.begin(), solution.end(), sol_.begin());
@@ -64,12 +68,16 @@ class Search {
     return c;
   }
 
+  bool propagate();
+  bool cascade(int i, int s, double* delta, std::vector<Change>* changes);
+  void undo(const std::vector<Change>& changes);
   void greedy_init();
   bool repair_memory();
   std::vector<int32_t> min_usage_solution() const;
   bool improve_node(int i, bool memory_aware);
   bool improve_pair(int32_t pair_index);
   void local_search(bool memory_aware);
+  bool pair_pass(const std::vector<int32_t>& pairs);
   void push(int i) {
     if (!queued_[i]) {
       queued_[i] = 1;
@@ -92,39 +100,143 @@ class Search {
   std::vector<double> scratch_, scratch2_;
   std::vector<int32_t> queue_;
   std::vector<char> queued_;
-  struct Change {
-    int node, old_strategy;
-  };
   std::vector<Change> journal_;
   bool journal_on_ = false;
+  std::vector<char> alive_;                   // flat: strategy survives presolve (finite, fits, supported)
+  std::vector<std::vector<int32_t>> domain_;  // alive strategies per node
+  int dead_node_ = -1;                        // a node left with no alive strategy, if any
+  std::vector<int32_t> all_pairs_, touched_pairs_;
+  std::vector<Change> cascade_changes_;
 };
 
-void Search::greedy_init() {
-  // Nodes in index order (the contest graphs and autopar's own come in producer-before-consumer order); a
-  // not-yet-placed neighbour contributes its best case, min over its strategies, so early choices are not
-  // blind to their consumers.
+bool Search::propagate() {
+  // Arc consistency on the forbidden (>= 1e18) costs: a strategy with no finite-cost partner among a
+  // neighbour's alive strategies can never be part of a finite-cost solution. Removing them up front turns
+  // most hard constraints of the production problems into smaller domains, so that greedy and local search
+  // stop walking into forbidden combinations.
   const int n = p_.num_nodes();
-  std::vector<char> placed(n, 0);
+  alive_.assign(p_.node_cost.size(), 0);
   for (int i = 0; i < n; ++i) {
-    const int s_count = p_.num_strategies(i);
-    double* local = scratch_.data();
-    std::copy_n(graph_.unary.data() + p_.strategy_offset[i], s_count, local);
-    for (int64_t k = graph_.adj_offset[i]; k < graph_.adj_offset[i + 1]; ++k) {
-      const auto& inc = graph_.adj[k];
-      const auto& pr = graph_.pairs[inc.pair];
-      const int so = p_.num_strategies(inc.other);
-      for (int s = 0; s < s_count; ++s) {
-        double best = std::numeric_limits<double>::infinity();
-        if (placed[inc.other]) {
-          best = inc.is_a ? graph_.pair_cost(pr, s, sol_[inc.other]) : graph_.pair_cost(pr, sol_[inc.other], s);
-        } else {
-          for (int t = 0; t < so; ++t) best = std::min(best, inc.is_a ? graph_.pair_cost(pr, s, t) : graph_.pair_cost(pr, t, s));
-        }
-        local[s] += best;
+    for (int s = 0; s < p_.num_strategies(i); ++s) {
+      const int64_t k = p_.strategy_offset[i] + s;
+      alive_[k] = !is_forbidden(graph_.unary[k]) && (profile_.lo(i) >= profile_.hi(i) || usage(i, s) <= limit_);
+    }
+  }
+  std::vector<int32_t> work;
+  std::vector<char> in_work(graph_.pairs.size(), 1);
+  for (int32_t k = static_cast<int32_t>(graph_.pairs.size()) - 1; k >= 0; --k) work.push_back(k);
+  auto revise = [&](const PairGraph::Pair& pr, bool side_a) {  // kill unsupported strategies of one side
+    const int x_node = side_a ? pr.a : pr.b, y_node = side_a ? pr.b : pr.a;
+    const int64_t xo = p_.strategy_offset[x_node], yo = p_.strategy_offset[y_node];
+    bool changed = false;
+    for (int x = 0; x < p_.num_strategies(x_node); ++x) {
+      if (!alive_[xo + x]) continue;
+      bool supported = false;
+      for (int y = 0; y < p_.num_strategies(y_node) && !supported; ++y) {
+        supported = alive_[yo + y] && !is_forbidden(side_a ? graph_.pair_cost(pr, x, y) : graph_.pair_cost(pr, y, x));
+      }
+      if (!supported) {
+        alive_[xo + x] = 0;
+        changed = true;
       }
     }
-    sol_[i] = static_cast<int32_t>(std::min_element(local, local + s_count) - local);
+    return changed;
+  };
+  while (!work.empty()) {
+    const int32_t k = work.back();
+    work.pop_back();
+    in_work[k] = 0;
+    const auto& pr = graph_.pairs[k];
+    for (int side = 0; side < 2; ++side) {
+      if (!revise(pr, side == 0)) continue;
+      const int node = side == 0 ? pr.a : pr.b;
+      for (int64_t a = graph_.adj_offset[node]; a < graph_.adj_offset[node + 1]; ++a) {
+        const int32_t q = graph_.adj[a].pair;
+        if (!in_work[q]) {
+          in_work[q] = 1;
+          work.push_back(q);
+        }
+      }
+    }
+  }
+  domain_.assign(n, {});
+  for (int i = 0; i < n; ++i) {
+    for (int s = 0; s < p_.num_strategies(i); ++s) {
+      if (alive_[p_.strategy_offset[i] + s]) domain_[i].push_back(s);
+    }
+    if (domain_[i].empty()) {  // no finite-cost solution exists; keep searching over every strategy anyway
+      if (dead_node_ < 0) dead_node_ = i;
+      for (int s = 0; s < p_.num_strategies(i); ++s) {
+        alive_[p_.strategy_offset[i] + s] = 1;
+        domain_[i].push_back(s);
+      }
+    }
+  }
+  all_pairs_.resize(graph_.pairs.size());
+  for (size_t k = 0; k < all_pairs_.size(); ++k) all_pairs_[k] = static_cast<int32_t>(k);
+  return dead_node_ < 0;
+}
+
+void Search::greedy_init() {
+  // Nodes in index order (producers before consumers in the contest graphs and in autopar's own). Each picks
+  // its cheapest alive strategy given its placed neighbours, counting an unplaced neighbour at its best case
+  // (min over its current domain); then forward checking narrows the unplaced neighbours' domains to the
+  // strategies compatible with the choice (finite pair cost), so later nodes avoid forbidden combinations.
+  const int n = p_.num_nodes();
+  std::vector<char> placed(n, 0);
+  std::vector<char> live = alive_;  // dynamic domains
+  std::vector<int32_t> narrowed;
+  for (int i = 0; i < n; ++i) {
+    const int64_t off = p_.strategy_offset[i];
+    double* local = scratch_.data();
+    int best = -1;
+    for (int pass = 0; pass < 2 && best < 0; ++pass) {  // pass 1: domain wiped out; fall back to alive_
+      for (int32_t s : domain_[i]) {
+        if (pass == 0 && !live[off + s]) continue;
+        double v = graph_.unary[off + s];
+        for (int64_t k = graph_.adj_offset[i]; k < graph_.adj_offset[i + 1]; ++k) {
+          const auto& inc = graph_.adj[k];
+          const auto& pr = graph_.pairs[inc.pair];
+          const int j = inc.other;
+          if (placed[j]) {
+            v += inc.is_a ? graph_.pair_cost(pr, s, sol_[j]) : graph_.pair_cost(pr, sol_[j], s);
+            continue;
+          }
+          double m = std::numeric_limits<double>::infinity();
+          for (int32_t t : domain_[j]) {
+            if (!live[p_.strategy_offset[j] + t]) continue;
+            m = std::min(m, inc.is_a ? graph_.pair_cost(pr, s, t) : graph_.pair_cost(pr, t, s));
+          }
+          v += std::isinf(m) ? kInfiniteCost : m;
+        }
+        if (best < 0 || v < local[0]) {
+          best = s;
+          local[0] = v;
+        }
+      }
+    }
+    sol_[i] = best;
     placed[i] = 1;
+    for (int64_t k = graph_.adj_offset[i]; k < graph_.adj_offset[i + 1]; ++k) {
+      const auto& inc = graph_.adj[k];
+      const int j = inc.other;
+      if (placed[j]) continue;
+      const auto& pr = graph_.pairs[inc.pair];
+      narrowed.clear();
+      bool any = false;
+      for (int32_t t : domain_[j]) {
+        const int64_t kt = p_.strategy_offset[j] + t;
+        if (!live[kt]) continue;
+        if (is_forbidden(inc.is_a ? graph_.pair_cost(pr, best, t) : graph_.pair_cost(pr, t, best))) {
+          narrowed.push_back(t);
+        } else {
+          any = true;
+        }
+      }
+      if (any) {  // never empty a domain: a dead end is left for local search to fix
+        for (int32_t t : narrowed) live[p_.strategy_offset[j] + t] = 0;
+      }
+    }
   }
   profile_.reset(sol_);
 }
@@ -132,19 +244,12 @@ void Search::greedy_init() {
 std::vector<int32_t> Search::min_usage_solution() const {
   std::vector<int32_t> s(p_.num_nodes(), 0);
   for (int i = 0; i < p_.num_nodes(); ++i) {
-    int best = -1;
-    for (int k = 0; k < p_.num_strategies(i); ++k) {
-      if (!allowed(i, k)) continue;
-      if (best < 0 || usage(i, k) < usage(i, best) ||
-          (usage(i, k) == usage(i, best) && graph_.unary[p_.strategy_offset[i] + k] <
-                                                graph_.unary[p_.strategy_offset[i] + best])) {
+    int best = domain_[i][0];
+    for (int32_t k : domain_[i]) {
+      if (usage(i, k) < usage(i, best) ||
+          (usage(i, k) == usage(i, best) &&
+           graph_.unary[p_.strategy_offset[i] + k] < graph_.unary[p_.strategy_offset[i] + best])) {
         best = k;
-      }
-    }
-    if (best < 0) {  // every strategy forbidden: the problem has no finite-cost solution; minimise usage anyway
-      best = 0;
-      for (int k = 1; k < p_.num_strategies(i); ++k) {
-        if (usage(i, k) < usage(i, best)) best = k;
       }
     }
     s[i] = best;
@@ -153,8 +258,8 @@ std::vector<int32_t> Search::min_usage_solution() const {
 }
 
 bool Search::improve_node(int i, bool memory_aware) {
-  const int s_count = p_.num_strategies(i);
-  if (s_count == 1) return false;
+  const auto& dom = domain_[i];
+  if (dom.size() <= 1 && dom[0] == sol_[i]) return false;
   double* local = scratch_.data();
   graph_.local_costs(i, sol_.data(), local);
   const int cur = sol_[i];
@@ -162,7 +267,7 @@ bool Search::improve_node(int i, bool memory_aware) {
   const int64_t max_over = memory_aware ? profile_.max_over(i) : 0;
   int best = cur;
   double best_value = threshold;
-  for (int s = 0; s < s_count; ++s) {
+  for (int32_t s : dom) {
     if (local[s] < best_value && (!memory_aware || fits(i, s, max_over))) {
       best = s;
       best_value = local[s];
@@ -176,16 +281,19 @@ bool Search::improve_node(int i, bool memory_aware) {
 bool Search::improve_pair(int32_t pair_index) {
   const auto& pr = graph_.pairs[pair_index];
   const int a = pr.a, b = pr.b;
-  const int sa = p_.num_strategies(a), sb = p_.num_strategies(b);
-  if (static_cast<int64_t>(sa) * sb > kMaxPairTable) return false;
+  const auto& da_list = domain_[a];
+  const auto& db_list = domain_[b];
+  if (da_list.size() * db_list.size() > static_cast<size_t>(kMaxPairTable) || da_list.size() * db_list.size() <= 1) {
+    return false;
+  }
   // Local costs of a and b without this pair's table, then the joint best over the table.
   double* la = scratch_.data();
   double* lb = scratch2_.data();
   graph_.local_costs(a, sol_.data(), la);
   graph_.local_costs(b, sol_.data(), lb);
   const int ca = sol_[a], cb = sol_[b];
-  for (int s = 0; s < sa; ++s) la[s] -= graph_.pair_cost(pr, s, cb);
-  for (int s = 0; s < sb; ++s) lb[s] -= graph_.pair_cost(pr, ca, s);
+  for (int s = 0; s < p_.num_strategies(a); ++s) la[s] -= graph_.pair_cost(pr, s, cb);
+  for (int s = 0; s < p_.num_strategies(b); ++s) lb[s] -= graph_.pair_cost(pr, ca, s);
   const double current = la[ca] + lb[cb] + graph_.pair_cost(pr, ca, cb);
   const double threshold = current - kRelativeGain * std::max(1.0, std::fabs(current));
   struct Candidate {
@@ -194,13 +302,12 @@ bool Search::improve_pair(int32_t pair_index) {
   };
   Candidate cands[8];
   int count = 0;
-  for (int x = 0; x < sa; ++x) {
+  for (int32_t x : da_list) {
     if (is_forbidden(la[x])) continue;
-    for (int y = 0; y < sb; ++y) {
+    for (int32_t y : db_list) {
       const double v = la[x] + lb[y] + graph_.pair_cost(pr, x, y);
       if (!(v < threshold) || (x == ca && y == cb)) continue;
-      // Keep the 8 best (insertion into a small sorted array).
-      if (count == 8 && v >= cands[7].value) continue;
+      if (count == 8 && v >= cands[7].value) continue;  // keep the 8 best, sorted
       int pos = std::min(count, 7);
       while (pos > 0 && cands[pos - 1].value > v) {
         cands[pos] = cands[pos - 1];
@@ -224,79 +331,143 @@ bool Search::improve_pair(int32_t pair_index) {
 }
 
 void Search::local_search(bool memory_aware) {
-  // Worklist of single-node moves; a node that changes re-queues its neighbours. Then one pass of pair moves;
-  // repeat while pairs find something.
-  while (true) {
-    while (!queue_.empty()) {
-      const int i = queue_.back();
-      queue_.pop_back();
-      queued_[i] = 0;
-      if (improve_node(i, memory_aware)) push_neighbours(i);
-    }
-    if (!memory_aware) return;
-    bool any = false;
-    for (int32_t k = 0; k < static_cast<int32_t>(graph_.pairs.size()); ++k) {
-      if (improve_pair(k)) {
-        any = true;
-        push_neighbours(graph_.pairs[k].a);
-        push_neighbours(graph_.pairs[k].b);
-      }
-    }
-    if (!any || out_of_time()) return;
+  // Worklist of single-node moves; a node that changes re-queues its neighbours.
+  while (!queue_.empty()) {
+    const int i = queue_.back();
+    queue_.pop_back();
+    queued_[i] = 0;
+    if (improve_node(i, memory_aware)) push_neighbours(i);
   }
 }
 
+bool Search::pair_pass(const std::vector<int32_t>& pairs) {
+  bool any = false;
+  for (int32_t k : pairs) {
+    if (improve_pair(k)) {
+      any = true;
+      push_neighbours(graph_.pairs[k].a);
+      push_neighbours(graph_.pairs[k].b);
+      local_search(true);
+    }
+    if ((k & 63) == 0 && out_of_time()) break;
+  }
+  return any;
+}
+
+bool Search::cascade(int i, int s, double* delta, std::vector<Change>* changes) {
+  // Moves i to s, then every neighbour left on a forbidden pair moves to its cheapest strategy compatible with
+  // the nodes already moved, and so on outwards (the "follow chains" of the production graphs: a layout that
+  // must propagate along a chain of ops moves as one). Fails (and undoes) past kMaxCascade nodes or when some
+  // neighbour has no compatible strategy. *delta is the exact cost change.
+  constexpr size_t kMaxCascade = 256;
+  changes->clear();
+  *delta = 0;
+  double* local = scratch2_.data();
+  auto move = [&](int x, int t) {
+    graph_.local_costs(x, sol_.data(), local);
+    *delta += local[t] - local[sol_[x]];
+    changes->push_back({x, sol_[x]});
+    apply(x, t);
+  };
+  move(i, s);
+  for (size_t head = 0; head < changes->size(); ++head) {
+    const int x = (*changes)[head].node;
+    for (int64_t k = graph_.adj_offset[x]; k < graph_.adj_offset[x + 1]; ++k) {
+      const auto& inc = graph_.adj[k];
+      const auto& pr = graph_.pairs[inc.pair];
+      const int y = inc.other;
+      auto cost_xy = [&](int ty) { return inc.is_a ? graph_.pair_cost(pr, sol_[x], ty) : graph_.pair_cost(pr, ty, sol_[x]); };
+      if (!is_forbidden(cost_xy(sol_[y]))) continue;
+      if (changes->size() >= kMaxCascade) {
+        undo(*changes);
+        return false;
+      }
+      graph_.local_costs(y, sol_.data(), local);
+      int best = -1;
+      for (int32_t t : domain_[y]) {
+        if (!is_forbidden(cost_xy(t)) && (best < 0 || local[t] < local[best])) best = t;
+      }
+      if (best < 0) {
+        undo(*changes);
+        return false;
+      }
+      move(y, best);
+    }
+  }
+  return true;
+}
+
+void Search::undo(const std::vector<Change>& changes) {
+  for (auto it = changes.rbegin(); it != changes.rend(); ++it) apply(it->node, it->old_strategy);
+  if (journal_on_) journal_.resize(journal_.size() - 2 * changes.size());
+}
+
 bool Search::repair_memory() {
-  // At the peak moment, switch live nodes to smaller strategies, cheapest cost increase per byte saved first,
-  // until that moment fits; repeat at the new peak.
+  // At the peak moment t, among live nodes and their smaller strategies, apply the cascade move with the
+  // least cost increase per byte saved at t; repeat until the peak fits. Moves that save nothing at t are
+  // never applied, so usage at t strictly falls and the loop ends.
   const int n = p_.num_nodes();
-  std::vector<std::pair<double, int>> moves;
+  std::vector<Change> changes;
+  std::vector<int> live_nodes;
   while (profile_.peak() > limit_) {
     if (out_of_time()) return false;
     const int t = profile_.argmax_point();
-    moves.clear();
+    const int64_t before = profile_.usage_at(t);
+    live_nodes.clear();
     for (int i = 0; i < n; ++i) {
-      if (profile_.lo(i) > t || profile_.hi(i) <= t) continue;
-      double* local = scratch_.data();
-      graph_.local_costs(i, sol_.data(), local);
-      const int cur = sol_[i];
-      double best_ratio = std::numeric_limits<double>::infinity();
-      for (int s = 0; s < p_.num_strategies(i); ++s) {
-        const int64_t saved = usage(i, cur) - usage(i, s);
-        if (saved <= 0 || !allowed(i, s)) continue;
-        best_ratio = std::min(best_ratio, (local[s] - local[cur]) / static_cast<double>(saved));
+      if (profile_.lo(i) <= t && t < profile_.hi(i) && domain_[i].size() > 1) live_nodes.push_back(i);
+    }
+    struct Move {
+      double ratio;
+      int node, strategy;
+    };
+    std::vector<Move> moves;
+    for (int i : live_nodes) {
+      // The few smallest strategies of i, each priced as a cascade.
+      std::vector<int32_t> cands;
+      for (int32_t s : domain_[i]) {
+        if (usage(i, s) < usage(i, sol_[i])) cands.push_back(s);
       }
-      if (best_ratio < std::numeric_limits<double>::infinity()) moves.push_back({best_ratio, i});
+      std::sort(cands.begin(), cands.end(), [&](int32_t x, int32_t y) { return usage(i, x) < usage(i, y); });
+      if (cands.size() > 3) cands.resize(3);
+      Move best{std::numeric_limits<double>::infinity(), -1, -1};
+      for (int32_t s : cands) {
+        double delta;
+        if (!cascade(i, s, &delta, &changes)) continue;
+        const int64_t saved = before - profile_.usage_at(t);
+        if (saved > 0 && !is_forbidden(delta) && delta / static_cast<double>(saved) < best.ratio) {
+          best = {delta / static_cast<double>(saved), i, s};
+        }
+        undo(changes);
+      }
+      if (best.node >= 0) moves.push_back(best);
     }
     if (moves.empty()) return false;
-    std::sort(moves.begin(), moves.end());
-    for (const auto& [ratio, i] : moves) {
-      // Re-price against the current neighbours (earlier moves in this round may have changed them).
-      double* local = scratch_.data();
-      graph_.local_costs(i, sol_.data(), local);
-      const int cur = sol_[i];
-      int best = -1;
-      double best_ratio = std::numeric_limits<double>::infinity();
-      for (int s = 0; s < p_.num_strategies(i); ++s) {
-        const int64_t saved = usage(i, cur) - usage(i, s);
-        if (saved <= 0 || !allowed(i, s)) continue;
-        const double r = (local[s] - local[cur]) / static_cast<double>(saved);
-        if (r < best_ratio) {
-          best_ratio = r;
-          best = s;
-        }
+    // Apply in order of price until t fits; each is re-checked (earlier moves may have changed its cascade).
+    std::sort(moves.begin(), moves.end(), [](const Move& x, const Move& y) {
+      return x.ratio < y.ratio || (x.ratio == y.ratio && x.node < y.node);
+    });
+    bool applied = false;
+    for (const Move& m : moves) {
+      if (usage(m.node, m.strategy) >= usage(m.node, sol_[m.node])) continue;
+      const int64_t at_t = profile_.usage_at(t);
+      double delta;
+      if (!cascade(m.node, m.strategy, &delta, &changes)) continue;
+      if (profile_.usage_at(t) >= at_t || is_forbidden(delta)) {
+        undo(changes);
+        continue;
       }
-      if (best >= 0) apply(i, best);
+      applied = true;
       if (profile_.usage_at(t) <= limit_) break;
     }
-    // Every round applies at least one usage-reducing move, so the loop ends.
+    if (!applied) return false;
   }
   return true;
 }
 
 void Search::perturb() {
-  // Pick a random node and a few nodes around it (breadth-first), give each a random allowed strategy that
-  // fits in memory; local search then re-optimises around them.
+  // Pick a random node and a few nodes around it (breadth-first), give each a random alive strategy that fits
+  // in memory; local search then re-optimises around them.
   const int n = p_.num_nodes();
   const int root = static_cast<int>(rng_() % n);
   const int size = 1 + static_cast<int>(rng_() % 8);
@@ -310,18 +481,27 @@ void Search::perturb() {
     }
   }
   for (int i : region) {
-    const int s_count = p_.num_strategies(i);
-    if (s_count == 1) continue;
-    const int s = static_cast<int>(rng_() % s_count);
-    if (!allowed(i, s) || !fits(i, s, profile_.max_over(i))) continue;
-    apply(i, s);
-    push(i);
-    push_neighbours(i);
+    const auto& dom = domain_[i];
+    if (dom.size() == 1) continue;
+    const int s = dom[rng_() % dom.size()];
+    double delta;
+    if (!cascade(i, s, &delta, &cascade_changes_)) continue;
+    bool fits_all = true;
+    for (const Change& c : cascade_changes_) fits_all = fits_all && profile_.max_over(c.node) <= limit_;
+    if (!fits_all) {
+      undo(cascade_changes_);
+      continue;
+    }
+    for (const Change& c : cascade_changes_) {
+      push(c.node);
+      push_neighbours(c.node);
+    }
   }
 }
 
 HeuristicResult Search::run(std::span<const int32_t> initial) {
   HeuristicResult result;
+  propagate();
   const std::vector<int32_t> min_usage = min_usage_solution();
   set_solution(min_usage);
   result.min_peak_usage = profile_.peak();
@@ -337,10 +517,7 @@ HeuristicResult Search::run(std::span<const int32_t> initial) {
     for (int i = 0; i < p_.num_nodes(); ++i) push(i);
     local_search(/*memory_aware=*/false);
     feasible_start = repair_memory();
-    if (!feasible_start) {
-      set_solution(min_usage);
-      feasible_start = true;
-    }
+    if (!feasible_start) set_solution(min_usage);
   }
   if (hopeless) {  // report the minimum-usage solution: the best evidence of how far off the limit is
     result.solution = min_usage;
@@ -352,18 +529,35 @@ HeuristicResult Search::run(std::span<const int32_t> initial) {
   }
   for (int i = 0; i < p_.num_nodes(); ++i) push(i);
   local_search(/*memory_aware=*/true);
-  std::vector<int32_t> best = sol_;
   double best_cost = exact_cost();
+  if (!is_forbidden(best_cost)) result.time_to_first_feasible = elapsed();
+  pair_pass(all_pairs_);  // one full pass; the perturbation rounds revisit pairs where things move
+  std::vector<int32_t> best = sol_;
+  best_cost = exact_cost();
   result.time_to_best = elapsed();
-  if (!is_forbidden(best_cost)) result.time_to_first_feasible = result.time_to_best;
+  if (result.time_to_first_feasible < 0 && !is_forbidden(best_cost)) result.time_to_first_feasible = elapsed();
 
   // Iterated perturbation: keep a change if it does not make the solution worse, undo it otherwise.
   journal_on_ = true;
+  std::vector<char> pair_mark(graph_.pairs.size(), 0);
   while (!out_of_time() && (options_.max_rounds < 0 || result.rounds < options_.max_rounds)) {
     ++result.rounds;
     journal_.clear();
     perturb();
     local_search(/*memory_aware=*/true);
+    touched_pairs_.clear();  // pair moves around everything that moved
+    for (size_t c = 0; c < journal_.size(); ++c) {
+      const int i = journal_[c].node;
+      for (int64_t k = graph_.adj_offset[i]; k < graph_.adj_offset[i + 1]; ++k) {
+        const int32_t q = graph_.adj[k].pair;
+        if (!pair_mark[q]) {
+          pair_mark[q] = 1;
+          touched_pairs_.push_back(q);
+        }
+      }
+    }
+    for (int32_t q : touched_pairs_) pair_mark[q] = 0;
+    pair_pass(touched_pairs_);
     const double cost = exact_cost();
     if (cost <= best_cost) {
       if (cost < best_cost) {

@@ -131,6 +131,7 @@ class Solution:
       time_to_first_feasible: seconds until the first feasible solution (None if none).
       solve_time: total seconds.
       message: one line saying how the result was obtained.
+      time_to_best: seconds until `strategies` was found.
     """
 
     strategies: np.ndarray
@@ -141,6 +142,7 @@ class Solution:
     time_to_first_feasible: float | None
     solve_time: float
     message: str = ""
+    time_to_best: float = 0.0
 
     @property
     def feasible(self) -> bool:
@@ -179,9 +181,13 @@ def solve(problem: StrategyProblem, time_limit: float = 10.0, seed: int = 0, *,
         elapsed = time.perf_counter() - start
         return Solution(best, float(h["cost"]), peak, None, "infeasible", None, elapsed, msg)
     lower_bound, optimal, msg = None, False, "fast path (greedy + local search)"
+    best_time = float(h["time_to_best"])
     if small:
         remaining = max(time_limit - (time.perf_counter() - start), 0.05)
+        improved_before = best
         best, first, lower_bound, optimal, msg = _exact_path(core, model, h, remaining, int(seed), start)
+        if best is not improved_before:
+            best_time = time.perf_counter() - start
     cost, peak, ok = core.evaluate(best)
     elapsed = time.perf_counter() - start
     if not ok:
@@ -192,7 +198,8 @@ def solve(problem: StrategyProblem, time_limit: float = 10.0, seed: int = 0, *,
     if lower_bound is not None and lower_bound >= cost - 1e-9 * max(1.0, abs(cost)):
         optimal = True
     return Solution(np.asarray(best, dtype=np.int64), float(cost), int(peak), lower_bound,
-                    "optimal" if optimal else "feasible", None if first < 0 else float(first), elapsed, msg)
+                    "optimal" if optimal else "feasible", None if first < 0 else float(first), elapsed, msg,
+                    best_time)
 
 
 def _exact_path(core: _core.StrategyProblem, model: _core.IlpModel, h: dict, time_limit: float, seed: int,
