@@ -59,7 +59,8 @@ def parse_submeshes(text: str, cluster: Cluster) -> list[tuple[int, int]]:
         h, d = parse_shape(item, "submesh shape")
         if not _tiles(h, d, cluster):
             raise PassError(
-                f"submesh shape {h}x{d} does not tile the {cluster.hosts}x{cluster.devices_per_host} cluster: "
+                f"submesh shape {h}x{d} does not tile the {cluster.hosts}x{cluster.devices_per_host} "
+                "cluster: "
                 f"use 1xK with K a power of two dividing {cluster.devices_per_host}, or Nx"
                 f"{cluster.devices_per_host} with N <= {cluster.hosts}"
             )

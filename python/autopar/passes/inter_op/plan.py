@@ -47,7 +47,8 @@ class Plan:
         lines = [f"{len(self.stages)} stage(s), estimated latency {self.latency * 1e3:.3f} ms per iteration"]
         for k, s in enumerate(self.stages):
             lines.append(
-                f"  stage {k}: layers [{s.start_layer}, {s.end_layer}) on submesh {s.submesh[0]}x{s.submesh[1]} "
+                f"  stage {k}: layers [{s.start_layer}, {s.end_layer}) "
+                f"on submesh {s.submesh[0]}x{s.submesh[1]} "
                 f"(logical {s.logical_mesh[0]}x{s.logical_mesh[1]}, devices {s.device_ids}), "
                 f"{s.cost * 1e3:.3f} ms/micro-batch"
             )
