@@ -171,10 +171,11 @@ def _build_function(
     fn.attributes["sym_visibility"] = ir.StringAttr.get("private")
     for key, value in group.attributes.items():
         fn.attributes[key] = value
-    entry = fn.add_entry_block()
+    with graph.fn.location:
+        entry = fn.add_entry_block()
     mapping: dict[ir.Value, ir.Value] = dict(zip(inputs, entry.arguments, strict=True))
     order = sorted(set(_free_closure(graph, group, free)) | set(group.nodes))
-    with ir.InsertionPoint(entry):
+    with ir.InsertionPoint(entry), graph.fn.location:
         for i in order:
             old = graph.nodes[i].op
             new = old.clone()
