@@ -54,8 +54,13 @@ def plan(model: str, cluster_text: str, layers: int, micro_batches: int, memory_
     times["layer_clustering_s"] = time.perf_counter() - t
 
     options = types.SimpleNamespace(
-        cluster=cluster_text, micro_batches=micro_batches, submesh_shapes="", num_stages=0,
-        stage_imbalance_tolerance=float("inf"), memory_per_device=memory_gib, device_tflops=100.0,
+        cluster=cluster_text,
+        micro_batches=micro_batches,
+        submesh_shapes="",
+        num_stages=0,
+        stage_imbalance_tolerance=float("inf"),
+        memory_per_device=memory_gib,
+        device_tflops=100.0,
     )
     with module.context:
         t = time.perf_counter()
@@ -64,7 +69,9 @@ def plan(model: str, cluster_text: str, layers: int, micro_batches: int, memory_
         cluster = inter_op_pass._cluster(options)
         submeshes = cluster_lib.parse_submeshes("", cluster)
         profile = profile_layers(graph, layer, part, num_layers)
-        table = stage_cost_table(profile, submeshes, cluster, micro_batches, min(num_layers, cluster.num_devices))
+        table = stage_cost_table(
+            profile, submeshes, cluster, micro_batches, min(num_layers, cluster.num_devices)
+        )
         times["stage_costs_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -88,8 +95,12 @@ def plan(model: str, cluster_text: str, layers: int, micro_batches: int, memory_
         "tmax_evaluated": chosen.tmax_evaluated,
         "latency_s": chosen.latency,
         "stages": [
-            {"layers": [s.start_layer, s.end_layer], "submesh": list(s.submesh),
-             "logical_mesh": list(s.logical_mesh), "ms_per_micro_batch": round(s.cost * 1e3, 3)}
+            {
+                "layers": [s.start_layer, s.end_layer],
+                "submesh": list(s.submesh),
+                "logical_mesh": list(s.logical_mesh),
+                "ms_per_micro_batch": round(s.cost * 1e3, 3),
+            }
             for s in chosen.stages
         ],
     }

@@ -263,3 +263,19 @@ def test_more_layers_than_ops_is_an_error(data):
         PassError, match=r"cannot cut 15 blocks into 9 layers within eps=0.6 .* needs eps >= "
     ):
         clustered(sgd_step, params, x, layers=9)
+
+
+def test_pipeshard_method_plans_through_the_passes(data):
+    from autopar.api.pipeshard import AutoLayerOption, PipeshardParallel, UniformStageOption
+
+    params, x = data
+    method = PipeshardParallel(
+        num_micro_batches=2, layer_option=AutoLayerOption(layer_num=4), stage_option=UniformStageOption(2)
+    )
+    module = passes.run(air.lower(sgd_step, params, x), method.pipeline((1, 4)))
+    assert sorted(map(tuple, stage_meshes(module).values()))[0] == (0, 1)
+    assert len(ir.ArrayAttr(module.operation.attributes["autopar.inter_op.plan"])) == 2
+    out = SequentialExecutor(module)(*params, x)
+    np.testing.assert_allclose(out[0], jax.jit(sgd_step)(params, x)[0], rtol=1e-5)
+    with pytest.raises(ValueError, match="layer_option must be"):
+        PipeshardParallel(layer_option="auto")
