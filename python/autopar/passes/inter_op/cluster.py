@@ -1,0 +1,123 @@
+"""The device cluster (hosts x devices per host), Alpa's submesh shapes, logical meshes, device placement."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from autopar.errors import PassError
+
+_SHAPE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """Attributes:
+    hosts, devices_per_host: the physical cluster.
+    device_flops: sustained FLOP/s of one device.
+    memory_per_device: bytes.
+    intra_alpha, intra_beta: latency (s) and inverse bandwidth (s/byte) of a collective inside a host.
+    inter_alpha, inter_beta: the same across hosts.
+    """
+
+    hosts: int
+    devices_per_host: int
+    device_flops: float = 100e12  # V100-class: ~80% of the 125 TFLOP/s fp16 tensor-core peak
+    memory_per_device: float = 16 * 2**30  # V100 16 GB
+    intra_alpha: float = 5e-6
+    intra_beta: float = 1 / 100e9  # NVLink, ~100 GB/s per device
+    inter_alpha: float = 2e-5
+    inter_beta: float = 1 / 3.125e9  # 25 Gbit/s between hosts, as in Alpa's AWS p3.16xlarge cluster
+
+    @property
+    def num_devices(self) -> int:
+        return self.hosts * self.devices_per_host
+
+
+def parse_shape(text: str, what: str) -> tuple[int, int]:
+    match = _SHAPE.match(text)
+    if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
+        raise PassError(f"{what} '{text}' is not of the form HxD with positive H and D (e.g. 2x8)")
+    return int(match.group(1)), int(match.group(2))
+
+
+def default_submeshes(cluster: Cluster) -> list[tuple[int, int]]:
+    """Alpa's choices: (1, 1), (1, 2), (1, 4), ... up to (1, D), then (2, D), ..., (H, D)."""
+    shapes, k = [], 1
+    while k < cluster.devices_per_host:
+        if cluster.devices_per_host % k == 0:
+            shapes.append((1, k))
+        k *= 2
+    return shapes + [(n, cluster.devices_per_host) for n in range(1, cluster.hosts + 1)]
+
+
+def parse_submeshes(text: str, cluster: Cluster) -> list[tuple[int, int]]:
+    if not text.strip():
+        return default_submeshes(cluster)
+    shapes = []
+    for item in text.split(","):
+        h, d = parse_shape(item, "submesh shape")
+        if not _tiles(h, d, cluster):
+            raise PassError(
+                f"submesh shape {h}x{d} does not tile the {cluster.hosts}x{cluster.devices_per_host} "
+                "cluster: "
+                f"use 1xK with K a power of two dividing {cluster.devices_per_host}, or Nx"
+                f"{cluster.devices_per_host} with N <= {cluster.hosts}"
+            )
+        if (h, d) not in shapes:
+            shapes.append((h, d))
+    return sorted(shapes, key=lambda s: (s[0] * s[1], s))
+
+
+def _tiles(h: int, d: int, cluster: Cluster) -> bool:
+    # These shapes always pack a cluster whose devices they sum to: whole hosts first, then power-of-two
+    # slices of the remaining hosts (first-fit decreasing never leaves a hole).
+    if d == cluster.devices_per_host:
+        return h <= cluster.hosts
+    return h == 1 and d & (d - 1) == 0 and cluster.devices_per_host % d == 0
+
+
+def logical_meshes(submesh: tuple[int, int]) -> list[tuple[int, int]]:
+    """(data-parallel, tensor-parallel) shapes a submesh can take: (n / q, q) for q = 1, 2, 4, ..., n."""
+    n = submesh[0] * submesh[1]
+    shapes, q = [], 1
+    while q <= n:
+        if n % q == 0:
+            shapes.append((n // q, q))
+        q *= 2
+    if (1, n) not in shapes:
+        shapes.append((1, n))
+    return shapes
+
+
+def place(submeshes: list[tuple[int, int]], cluster: Cluster) -> list[list[int]]:
+    """Device ids (host * D + local) for each stage's submesh, in stage order."""
+    free = [cluster.devices_per_host] * cluster.hosts  # free devices left on each host, filled in order
+    ids: list[list[int] | None] = [None] * len(submeshes)
+    order = sorted(range(len(submeshes)), key=lambda k: (-submeshes[k][0] * submeshes[k][1], k))
+    next_host = 0
+    for k in order:
+        h, d = submeshes[k]
+        if d == cluster.devices_per_host:
+            hosts = range(next_host, next_host + h)
+            if next_host + h > cluster.hosts:
+                raise PassError(
+                    f"the plan's submeshes do not fit the {cluster.hosts}x{cluster.devices_per_host} cluster"
+                )
+            ids[k] = [host * d + j for host in hosts for j in range(d)]
+            for host in hosts:
+                free[host] = 0
+            next_host += h
+            continue
+        for host in range(cluster.hosts):
+            if free[host] >= d:
+                start = cluster.devices_per_host - free[host]
+                ids[k] = [host * cluster.devices_per_host + start + j for j in range(d)]
+                free[host] -= d
+                next_host = max(next_host, host + 1)
+                break
+        else:
+            raise PassError(
+                f"the plan's submeshes do not fit the {cluster.hosts}x{cluster.devices_per_host} cluster"
+            )
+    return [list(x) for x in ids if x is not None]

@@ -1,0 +1,246 @@
+"""autopar-inter-op: choose pipeline stages and submeshes (Alpa's stage DP) and outline the stages."""
+
+from __future__ import annotations
+
+import math
+import types
+
+import numpy as np
+from jaxlib.mlir import ir
+
+from autopar import _core
+from autopar.errors import PassError
+from autopar.passes.inter_op import cluster as cluster_lib
+from autopar.passes.inter_op.graph import Graph, build_graph, main_func
+from autopar.passes.inter_op.layers import APPLY, BACKWARD, FORWARD, classify_parts
+from autopar.passes.inter_op.outline import Group, outline
+from autopar.passes.inter_op.plan import Plan, StagePlan, plan_attribute
+from autopar.passes.inter_op.stage_costs import profile_layers, stage_cost_table
+from autopar.passes.registry import Option, register_pass
+
+LAYER_ATTR, PART_ATTR = "autopar.layer", "autopar.part"
+
+DESCRIPTION = """
+Alpa's inter-op pass. Reads the layers written by `autopar-cluster-layers`, enumerates Alpa's submeshes
+of the `cluster` (HxD: hosts x devices per host): (1,1), (1,2), (1,4), ..., (1,D), (2,D), ..., (H,D), or
+the `submesh-shapes` given, with every logical mesh (data x tensor parallel) each can take; costs every
+(layer range, submesh, logical mesh) with the analytic stage-cost model (see docs/inter_op.md); runs the
+stage DP in the C++ core (t_max enumeration with pruning, every device used, memory feasibility per stage
+with 1F1B's in-flight micro-batches); and outlines each stage's forward, backward and apply-gradient
+parts into private functions carrying `autopar.mesh`. `@main` becomes the driver calling them: forward
+parts in stage order, backward parts in reverse, then the apply parts. The plan and its estimated latency
+(sum of stage times + (B - 1) * slowest) are module attributes.
+
+Before (after autopar-cluster-layers{num-layers=2}):
+  func.func public @main(%arg0: tensor<8x8xf32>, %arg1: tensor<8x8xf32>, %arg2: tensor<4x8xf32>) -> ... {
+    %0 = stablehlo.dot_general %arg2, %arg0 ... {autopar.layer = 0 : i64, autopar.part = "forward"}
+    ...
+  }
+
+After (cluster=1x2 micro-batches=4):
+  module attributes {autopar.inter_op.latency = 1.2e-07 : f64, autopar.inter_op.plan = [...]} {
+    func.func public @main(...) {
+      %0:2 = call @stage_0_forward(%arg2, %arg0) ...
+      %1:3 = call @stage_1_forward(%0#0, %arg1) ...
+      %2:2 = call @stage_1_backward(...)
+      %3 = call @stage_0_backward(...)
+      ...
+    }
+    func.func private @stage_0_forward(...) attributes {autopar.mesh = {device_ids = array<i64: 0>,
+        logical_shape = array<i64: 1, 1>, shape = array<i64: 1, 1>}, autopar.part = "forward",
+        autopar.stage = 0 : i64} {...}
+    ...
+  }
+"""
+
+
+@register_pass(
+    argument="autopar-inter-op",
+    summary="Choose pipeline stages and submeshes (Alpa's stage DP) and outline each stage",
+    description=DESCRIPTION,
+    options=[
+        Option("cluster", str, "1x8", "the device cluster as hosts x devices per host"),
+        Option("micro-batches", int, 1, "number of micro-batches B of the pipeline"),
+        Option("submesh-shapes", str, "", "comma-separated HxD submesh shapes (default: Alpa's choices)"),
+        Option("num-stages", int, 0, "force this many equal submeshes (0: the DP chooses)"),
+        Option(
+            "stage-imbalance-tolerance",
+            float,
+            math.inf,
+            "every stage must cost at least slowest / (1 + tolerance); inf disables",
+        ),
+        Option("memory-per-device", float, 16.0, "device memory in GiB"),
+        Option("device-tflops", float, 100.0, "sustained TFLOP/s of one device"),
+    ],
+)
+def inter_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
+    with module_op.context, ir.Location.unknown():
+        _run(module_op, options)
+
+
+def _run(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
+    graph = build_graph(main_func(module_op))
+    layer, part, num_layers = _read_layers(module_op, graph)
+    cluster = _cluster(options)
+    submeshes = _submeshes(options, cluster, num_layers)
+    plan = plan_stages(graph, layer, part, num_layers, cluster, submeshes, options)
+    _, free = classify_parts(graph)
+    outline(graph, _groups(graph, layer, part, free, plan), free)
+    module_op.attributes["autopar.inter_op.plan"] = plan_attribute(plan)
+    module_op.attributes["autopar.inter_op.latency"] = ir.FloatAttr.get_f64(plan.latency)
+    i64 = ir.IntegerType.get_signless(64)
+    module_op.attributes["autopar.inter_op.micro_batches"] = ir.IntegerAttr.get(i64, options.micro_batches)
+
+
+def _read_layers(module_op: ir.Operation, graph: Graph) -> tuple[list[int], list[str], int]:
+    layer, part = [], []
+    for node in graph.nodes:
+        attrs = node.op.attributes
+        if LAYER_ATTR not in attrs or PART_ATTR not in attrs:
+            raise PassError(
+                f"{node.name} has no autopar.layer/autopar.part: run autopar-cluster-layers before "
+                "autopar-inter-op",
+                node.op.location,
+            )
+        layer.append(ir.IntegerAttr(attrs[LAYER_ATTR]).value)
+        part.append(ir.StringAttr(attrs[PART_ATTR]).value)
+    bad = [k for k, p in enumerate(part) if p not in (FORWARD, BACKWARD, APPLY)]
+    if bad:
+        raise PassError(
+            f"autopar.part must be forward, backward or apply, got '{part[bad[0]]}'",
+            graph.nodes[bad[0]].op.location,
+        )
+    num_layers = max(layer) + 1 if layer else 0
+    if "autopar.num_layers" in module_op.attributes:
+        num_layers = max(num_layers, ir.IntegerAttr(module_op.attributes["autopar.num_layers"]).value)
+    if min(layer, default=0) < 0:
+        raise PassError("autopar.layer must be >= 0", graph.nodes[layer.index(min(layer))].op.location)
+    return layer, part, num_layers
+
+
+def _cluster(options: types.SimpleNamespace) -> cluster_lib.Cluster:
+    hosts, devices = cluster_lib.parse_shape(options.cluster, "cluster")
+    if options.micro_batches < 1:
+        raise PassError(f"micro-batches must be >= 1, got {options.micro_batches}")
+    if not options.memory_per_device > 0 or not options.device_tflops > 0:
+        raise PassError("memory-per-device and device-tflops must be positive")
+    return cluster_lib.Cluster(
+        hosts,
+        devices,
+        device_flops=options.device_tflops * 1e12,
+        memory_per_device=options.memory_per_device * 2**30,
+    )
+
+
+def _submeshes(
+    options: types.SimpleNamespace, cluster: cluster_lib.Cluster, num_layers: int
+) -> list[tuple[int, int]]:
+    shapes = cluster_lib.parse_submeshes(options.submesh_shapes, cluster)
+    stages = options.num_stages
+    if stages == 0:
+        return shapes
+    if stages > num_layers:
+        raise PassError(
+            f"num-stages={stages} is more than the {num_layers} layers: use at most "
+            f"{num_layers} stages or cluster into more layers"
+        )
+    if stages < 0 or cluster.num_devices % stages:
+        raise PassError(
+            f"num-stages={stages} does not divide the {cluster.num_devices} devices of the cluster"
+        )
+    size = cluster.num_devices // stages
+    uniform = [s for s in shapes if s[0] * s[1] == size]
+    if not uniform:
+        raise PassError(
+            f"num-stages={stages} needs submeshes of {size} devices, which the submesh shapes "
+            f"({', '.join(f'{h}x{d}' for h, d in shapes)}) do not offer"
+        )
+    return uniform
+
+
+def plan_stages(
+    graph: Graph,
+    layer: list[int],
+    part: list[str],
+    num_layers: int,
+    cluster: cluster_lib.Cluster,
+    submeshes: list[tuple[int, int]],
+    options: types.SimpleNamespace,
+) -> Plan:
+    profile = profile_layers(graph, layer, part, num_layers)
+    max_stages = min(num_layers, cluster.num_devices)
+    table = stage_cost_table(profile, submeshes, cluster, options.micro_batches, max_stages)
+    return solve_plan(
+        table, profile, submeshes, cluster, options.micro_batches, options.stage_imbalance_tolerance
+    )
+
+
+def solve_plan(table, profile, submeshes, cluster, micro_batches: int, tolerance: float) -> Plan:
+    L = profile.num_layers
+    out = _core.solve_stages(
+        L,
+        cluster.num_devices,
+        micro_batches,
+        [h * d for h, d in submeshes],
+        table.num_configs,
+        np.nan_to_num(table.cost, nan=np.inf).ravel().tolist(),
+        table.max_succeeding_stages.ravel().tolist(),
+        imbalance_tolerance=tolerance,
+    )
+    if not out["feasible"]:
+        raise PassError(_infeasible_message(table, profile, cluster, micro_batches))
+    stages = []
+    chosen = [submeshes[s] for _, _, s, _, _ in out["stages"]]
+    device_ids = cluster_lib.place(chosen, cluster)
+    for (a, b, s, c, cost), ids in zip(out["stages"], device_ids, strict=True):
+        stages.append(
+            StagePlan(
+                a,
+                b,
+                submeshes[s],
+                table.configs[s][c],
+                ids,
+                cost,
+                float(table.fixed_memory[a, b - 1, s, c] + table.activation_memory[a, b - 1, s, c]),
+            )
+        )
+    return Plan(stages, out["latency"], out["tmax_candidates"], out["tmax_evaluated"])
+
+
+def _infeasible_message(table, profile, cluster, micro_batches: int) -> str:
+    n = cluster.num_devices
+    fixed = 2 * profile.param_bytes.sum() + profile.optimizer_bytes.sum()
+    # Best case: the whole model on every device, fully tensor-parallel, one micro-batch in flight.
+    needed = (fixed + profile.activation_bytes.sum() / micro_batches) / n
+    return (
+        f"the {cluster.hosts}x{cluster.devices_per_host} cluster cannot hold the model: it needs at least "
+        f"{needed / 2**30:.2f} GiB per device (parameters, gradients and optimizer state take "
+        f"{fixed / 2**30:.2f} GiB in all) but devices have {cluster.memory_per_device / 2**30:.2f} GiB; "
+        "use more devices, more micro-batches or a larger memory-per-device"
+    )
+
+
+def _groups(graph: Graph, layer: list[int], part: list[str], free: list[bool], plan: Plan) -> list[Group]:
+    stage_of_layer = {}
+    for k, stage in enumerate(plan.stages):
+        for lay in range(stage.start_layer, stage.end_layer):
+            stage_of_layer[lay] = k
+    members: dict[tuple[str, int], list[int]] = {}
+    for i in range(len(graph.nodes)):
+        if not free[i]:
+            members.setdefault((part[i], stage_of_layer[layer[i]]), []).append(i)
+    S = len(plan.stages)
+    order = [(FORWARD, k) for k in range(S)] + [(BACKWARD, k) for k in reversed(range(S))]
+    order += [(APPLY, k) for k in range(S)]
+    i64 = ir.IntegerType.get_signless(64)
+    groups = []
+    for kind, k in order:
+        if (kind, k) not in members:
+            continue
+        attributes = {
+            "autopar.stage": ir.IntegerAttr.get(i64, k),
+            "autopar.part": ir.StringAttr.get(kind),
+            "autopar.mesh": plan.stages[k].mesh_attribute(),
+        }
+        groups.append(Group(f"stage_{k}_{kind}", members[(kind, k)], attributes))
+    return groups

@@ -1,0 +1,264 @@
+"""Assigning every op of a training step to a layer and a part (forward, backward, apply).
+
+Forward ops are cut into layers by the C++ layer-construction DP (or at hand-placed markers). Backward
+ops are paired with forward layers by JAX's name stack (`transpose(jvp(Block_3))` pairs with
+`jvp(Block_3)`), then by data flow (the activations and parameters they read), then by the cotangents
+they read. Apply (optimizer) ops follow the parameter they update. Ops that need no input (constants,
+iota, broadcasts of constants) follow their first user: outlining clones them where they are used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from autopar import _core
+from autopar.errors import PassError
+from autopar.passes.inter_op.graph import HEAVY_OPS, Graph
+
+FORWARD, BACKWARD, APPLY = "forward", "backward", "apply"
+
+
+@dataclasses.dataclass
+class Assignment:
+    layer: list[int]
+    part: list[str]
+    num_layers: int
+
+
+def classify_parts(graph: Graph) -> tuple[list[str], list[bool]]:
+    """(part per node, whether it is free). Backward = under `transpose(` in the name stack or a backward
+    marker; apply = anything else computed from backward values; forward = the rest."""
+    nodes = graph.nodes
+    free = [False] * len(nodes)
+    for i, node in enumerate(nodes):
+        free[i] = not node.args and all(free[p] for p in node.operands) and not node.boundary
+    part = [FORWARD] * len(nodes)
+    for i, node in enumerate(nodes):
+        if node.boundary == "backward" or "transpose(" in node.scope:
+            part[i] = BACKWARD
+    if BACKWARD not in part:
+        return part, free
+    depends_on_backward = [False] * len(nodes)
+    for i, node in enumerate(nodes):
+        depends_on_backward[i] = part[i] == BACKWARD or any(depends_on_backward[p] for p in node.operands)
+        if depends_on_backward[i] and part[i] != BACKWARD and not free[i]:
+            part[i] = APPLY
+    return part, free
+
+
+def assign_layers(graph: Graph, num_layers: int, eps: float) -> Assignment:
+    nodes = graph.nodes
+    part, free = classify_parts(graph)
+    forward = [i for i in range(len(nodes)) if part[i] == FORWARD and not free[i]]
+    if not forward:
+        raise PassError("@main has no forward computation to cluster into layers", graph.fn.location)
+    markers = [i for i in forward if nodes[i].boundary == "forward"]
+    layer = [-1] * len(nodes)
+    if markers:
+        count = _layers_from_markers(graph, forward, markers, num_layers, layer)
+    else:
+        count = _layers_from_dp(graph, forward, num_layers, eps, layer)
+    backward = [i for i in range(len(nodes)) if part[i] == BACKWARD and not free[i]]
+    backward_markers = [i for i in backward if nodes[i].boundary == "backward"]
+    if markers and backward:
+        _check_markers_pair(graph, markers, backward_markers)
+        _backward_from_markers(backward, backward_markers, count, layer)
+    else:
+        _backward_from_pairing(graph, backward, part, layer, count)
+    _make_backward_monotone(graph, backward, part, layer)
+    _assign_apply(graph, part, free, layer)
+    _assign_free(graph, part, free, layer)
+    return Assignment(layer, part, count)
+
+
+def _layers_from_markers(
+    graph: Graph, forward: list[int], markers: list[int], num_layers: int, layer: list[int]
+) -> int:
+    count = len(markers) + 1
+    if num_layers not in (0, count):
+        raise PassError(
+            f"num-layers={num_layers} disagrees with the {len(markers)} pipeline boundaries marked by hand "
+            f"({count} layers): drop num-layers or set it to {count}",
+            graph.nodes[markers[0]].op.location,
+        )
+    current = 0
+    for i in forward:
+        layer[i] = current
+        if graph.nodes[i].boundary == "forward":
+            current += 1  # the marker belongs to the layer that produced its operands
+    return count
+
+
+def _layers_from_dp(graph: Graph, forward: list[int], num_layers: int, eps: float, layer: list[int]) -> int:
+    if num_layers <= 0:
+        raise PassError(
+            "autopar-cluster-layers needs num-layers >= 1 (or pipeline boundaries marked by hand)"
+        )
+    nodes = graph.nodes
+    # Blocks end at each dot/convolution so that cuts fall between the expensive ops; ops after the last
+    # one join the last block. Without enough heavy ops, every op is a block.
+    heavy = [i for i in forward if nodes[i].name in HEAVY_OPS]
+    block_of: dict[int, int] = {}
+    if len(heavy) >= num_layers:
+        b = 0
+        for i in forward:
+            block_of[i] = b
+            if nodes[i].name in HEAVY_OPS and b < len(heavy) - 1:
+                b += 1
+        num_blocks = len(heavy)
+    else:
+        block_of = {i: k for k, i in enumerate(forward)}
+        num_blocks = len(forward)
+    if num_layers > num_blocks:
+        raise PassError(
+            f"cannot cluster into {num_layers} layers: the forward pass has only {num_blocks} "
+            f"{'dot/convolution ops' if len(heavy) >= num_blocks else 'ops'}; use num-layers <= {num_blocks}",
+            graph.fn.location,
+        )
+    flops = [0.0] * num_blocks
+    for i in forward:
+        flops[block_of[i]] += nodes[i].flops
+    values = []
+    for i in forward:
+        consumers = sorted(
+            {block_of[u] for u in nodes[i].users if u in block_of and block_of[u] != block_of[i]}
+        )
+        if consumers:
+            values.append((block_of[i], nodes[i].out_bytes, consumers))
+    try:
+        result = _core.cluster_layers(flops, values, num_layers, eps)
+    except ValueError as err:
+        raise PassError(f"{err}", graph.fn.location) from None
+    for i in forward:
+        layer[i] = result["layer_of_block"][block_of[i]]
+    return num_layers
+
+
+def _check_markers_pair(graph: Graph, forward_markers: list[int], backward_markers: list[int]) -> None:
+    nodes = graph.nodes
+    if len(forward_markers) != len(backward_markers):
+        raise PassError(
+            f"pipeline markers do not pair: {len(forward_markers)} forward boundaries but "
+            f"{len(backward_markers)} backward boundaries (every marked value must reach the loss, and "
+            "backward markers come only from jax.grad of a forward marker)",
+            nodes[(forward_markers or backward_markers)[0]].op.location,
+        )
+    # JAX transposes in reverse order: the k-th backward marker is the transpose of the (n-1-k)-th forward.
+    for k, b in enumerate(backward_markers):
+        f = forward_markers[len(forward_markers) - 1 - k]
+        ftypes = [str(r.type) for r in nodes[f].op.results]
+        btypes = [str(r.type) for r in nodes[b].op.results]
+        if ftypes != btypes:
+            raise PassError(
+                f"pipeline markers do not pair: forward boundary {len(forward_markers) - 1 - k} carries "
+                f"({', '.join(ftypes)}) but its backward boundary carries ({', '.join(btypes)})",
+                nodes[b].op.location,
+            )
+
+
+def _backward_from_markers(
+    backward: list[int], backward_markers: list[int], count: int, layer: list[int]
+) -> None:
+    current = count - 1
+    markers = set(backward_markers)
+    for i in backward:
+        layer[i] = current
+        if i in markers:
+            current -= 1
+
+
+def _scope_key(scope: str) -> str:
+    """`jit(f)/transpose(jvp(Block_3))/mlp` and `jit(f)/jvp(Block_3)/mlp` -> `jit(f)/Block_3/mlp`."""
+    key = scope.replace("transpose(", "").replace("jvp(", "")
+    out, depth = [], 0
+    for ch in key:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            if depth == 0:
+                continue  # closing paren of a removed wrapper
+            depth -= 1
+        out.append(ch)
+    return "".join(out).rstrip("/")
+
+
+def _backward_from_pairing(
+    graph: Graph, backward: list[int], part: list[str], layer: list[int], count: int
+) -> None:
+    nodes = graph.nodes
+    layers_of_key: dict[str, set[int]] = {}
+    arg_layers: dict[int, set[int]] = {}
+    for i, node in enumerate(nodes):
+        if part[i] == FORWARD and layer[i] >= 0:
+            layers_of_key.setdefault(_scope_key(node.scope), set()).add(layer[i])
+            for a in node.args:
+                arg_layers.setdefault(a, set()).add(layer[i])
+    # A forward value read by forward ops of its own layer only is interior to that layer: a backward op
+    # reading it surely belongs to that layer. A boundary value may belong to either side.
+    interior = [
+        part[i] == FORWARD
+        and layer[i] >= 0
+        and all(layer[u] in (layer[i], -1) for u in nodes[i].users if part[u] == FORWARD)
+        for i in range(len(nodes))
+    ]
+    for i in backward:
+        node = nodes[i]
+        by_name = layers_of_key.get(_scope_key(node.scope), set())
+        if len(by_name) == 1:
+            layer[i] = next(iter(by_name))
+            continue
+        strong = [layer[p] for p in node.operands if interior[p]]
+        strong += [next(iter(arg_layers[a])) for a in node.args if len(arg_layers.get(a, ())) == 1]
+        if strong:
+            layer[i] = max(strong)
+            continue
+        cotangents = [layer[p] for p in node.operands if part[p] == BACKWARD and layer[p] >= 0]
+        weak = [layer[p] for p in node.operands if part[p] == FORWARD and layer[p] >= 0]
+        if cotangents:
+            layer[i] = min(cotangents)
+        elif weak:
+            layer[i] = max(weak)
+        else:
+            layer[i] = count - 1  # the loss seed: backward starts at the last layer
+
+
+def _make_backward_monotone(graph: Graph, backward: list[int], part: list[str], layer: list[int]) -> None:
+    # Backward stages run from the last layer down: a backward value may only flow to an equal or lower
+    # layer. Raise producers that feed a higher layer (users come later in program order).
+    nodes = graph.nodes
+    for i in reversed(backward):
+        for u in nodes[i].users:
+            if part[u] == BACKWARD and layer[u] > layer[i]:
+                layer[i] = layer[u]
+
+
+def _assign_apply(graph: Graph, part: list[str], free: list[bool], layer: list[int]) -> None:
+    nodes = graph.nodes
+    owner: dict[int, int] = {}
+    for i, node in enumerate(nodes):
+        if part[i] == FORWARD and layer[i] >= 0:
+            for a in node.args:
+                owner[a] = min(owner.get(a, layer[i]), layer[i])
+    for i, node in enumerate(nodes):
+        if part[i] != APPLY or free[i]:
+            continue
+        owned = [owner[a] for a in node.args if a in owner]
+        inputs = [layer[p] for p in node.operands if layer[p] >= 0 and not free[p]]
+        applies = [layer[p] for p in node.operands if part[p] == APPLY and not free[p]]
+        # The parameter's owner, unless an apply value of a later layer is needed (a global gradient
+        # norm): apply parts run in layer order, so such ops move to that later layer.
+        base = min(owned) if owned else (max(inputs) if inputs else 0)
+        layer[i] = max([base, *applies])
+
+
+def _assign_free(graph: Graph, part: list[str], free: list[bool], layer: list[int]) -> None:
+    nodes = graph.nodes
+    for i in reversed(range(len(nodes))):
+        if not free[i]:
+            continue
+        users = nodes[i].users
+        if users:
+            first = users[0]
+            layer[i], part[i] = layer[first], part[first]
+        else:
+            layer[i], part[i] = 0, FORWARD

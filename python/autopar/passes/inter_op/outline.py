@@ -1,0 +1,196 @@
+"""Outlining groups of @main's ops into private stage functions called in order from @main.
+
+PLATFORM_FACTS.md: erase replaced ops in reverse order and only once every use is rewired (erasing an op
+whose results still have uses segfaults). Ops that need no input (free: constants, iota, broadcasts of
+constants) are cloned into every group that reads them rather than passed between stages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from jaxlib.mlir import ir
+from jaxlib.mlir.dialects import func
+
+from autopar.errors import PassError
+from autopar.passes.inter_op.graph import Graph
+
+
+@dataclasses.dataclass
+class Group:
+    """Ops outlined into one function (node indices in program order) and its attributes."""
+
+    name: str
+    nodes: list[int]
+    attributes: dict[str, ir.Attribute]
+
+
+def outline(graph: Graph, groups: list[Group], free: list[bool]) -> list[func.FuncOp]:
+    """Outlines `groups` (in call order) out of graph.fn; returns the new functions."""
+    nodes = graph.nodes
+    group_of = [-1] * len(nodes)
+    for g, group in enumerate(groups):
+        for i in group.nodes:
+            group_of[i] = g
+    missing = [i for i in range(len(nodes)) if group_of[i] < 0 and not free[i]]
+    if missing:
+        raise PassError(
+            "an op belongs to no stage (internal: run autopar-cluster-layers first)",
+            nodes[missing[0]].op.location,
+        )
+    _check_call_order(graph, groups, group_of, free)
+    block = graph.fn.regions[0].blocks[0]
+    ret = block.operations[len(block.operations) - 1]
+    returned = set(ret.operands)
+    main_values: dict[ir.Value, ir.Value] = {}  # original value -> value in @main after outlining
+    functions = []
+    module_block = graph.fn.operation.parent.regions[0].blocks[0]
+    for group in groups:
+        inputs, outputs = _interface(graph, group, free, returned)
+        fn = _build_function(graph, group, inputs, outputs, free, module_block)
+        functions.append(fn)
+        with ir.InsertionPoint(ret), ret.location:
+            call = func.CallOp(fn, [main_values.get(v, v) for v in inputs])
+        results = [call.results[k] for k in range(len(outputs))] if outputs else []
+        for old, new in zip(outputs, results, strict=True):
+            main_values[old] = new
+    for k, v in enumerate(list(ret.operands)):
+        if v in main_values:
+            ret.operands[k] = main_values[v]
+        elif isinstance(v, ir.OpResult):
+            raise PassError("a returned value comes from an op that is not outlined", ret.location)
+    for node in reversed(nodes):
+        node.op.erase()
+    return functions
+
+
+def _check_call_order(graph: Graph, groups: list[Group], group_of: list[int], free: list[bool]) -> None:
+    for i, node in enumerate(graph.nodes):
+        if free[i]:
+            continue
+        for p in node.operands:
+            if not free[p] and group_of[p] > group_of[i]:
+                raise PassError(
+                    f"{groups[group_of[i]].name} reads a value computed later, by "
+                    f"{groups[group_of[p]].name}: the layer assignment breaks the stage order (check the "
+                    "autopar.layer attributes, or place boundaries by hand)",
+                    node.op.location,
+                )
+
+
+def _interface(
+    graph: Graph, group: Group, free: list[bool], returned: set
+) -> tuple[list[ir.Value], list[ir.Value]]:
+    """Values the group reads from outside (args and other groups' results) and those it must return."""
+    members = set(group.nodes)
+    inputs: list[ir.Value] = []
+    seen: set = set()
+    for i in group.nodes:
+        for v in _outer_operands(graph.nodes[i].op):
+            if v in seen:
+                continue
+            source = v.owner if isinstance(v, ir.OpResult) else None
+            if source is not None and _index_of(graph, source) in members:
+                continue
+            if source is not None and free[_index_of(graph, source)]:
+                continue  # cloned into the group
+            seen.add(v)
+            inputs.append(v)
+    outputs: list[ir.Value] = []
+    for i in group.nodes:
+        node = graph.nodes[i]
+        if not (set(node.users) - members) and not any(r in returned for r in node.op.results):
+            continue
+        for r in node.op.results:
+            if r in returned or any(_user_outside(graph, u, members) for u in r.uses):
+                outputs.append(r)
+    return inputs, outputs
+
+
+def _user_outside(graph: Graph, use: ir.OpOperand, members: set[int]) -> bool:
+    owner = use.owner
+    top = owner
+    while top.parent is not None and top.parent.operation.name != "func.func":
+        top = top.parent
+    if top.name == "func.return":
+        return False
+    return _index_of(graph, top) not in members
+
+
+def _index_of(graph: Graph, op: ir.Operation) -> int:
+    return graph.index[op.operation if hasattr(op, "operation") else op]
+
+
+def _outer_operands(op: ir.Operation) -> list[ir.Value]:
+    """Operands of op and of ops nested in it that are defined outside op."""
+    values = list(op.operands)
+    if op.regions:
+        inside: set = set()
+
+        def collect(inner: ir.Operation) -> ir.WalkResult:
+            for r in inner.results:
+                inside.add(r)
+            for region in inner.regions:
+                for b in region.blocks:
+                    for a in b.arguments:
+                        inside.add(a)
+            return ir.WalkResult.ADVANCE
+
+        op.walk(collect, walk_order=ir.WalkOrder.PRE_ORDER)
+
+        def visit(inner: ir.Operation) -> ir.WalkResult:
+            if inner != op:
+                values.extend(v for v in inner.operands if v not in inside)
+            return ir.WalkResult.ADVANCE
+
+        op.walk(visit, walk_order=ir.WalkOrder.PRE_ORDER)
+    return values
+
+
+def _free_closure(graph: Graph, group: Group, free: list[bool]) -> list[int]:
+    needed: set[int] = set()
+    stack = [p for i in group.nodes for p in graph.nodes[i].operands if free[p]]
+    while stack:
+        p = stack.pop()
+        if p not in needed:
+            needed.add(p)
+            stack.extend(q for q in graph.nodes[p].operands if free[q])
+    return sorted(needed)
+
+
+def _build_function(
+    graph: Graph,
+    group: Group,
+    inputs: list[ir.Value],
+    outputs: list[ir.Value],
+    free: list[bool],
+    module_block: ir.Block,
+) -> func.FuncOp:
+    with ir.InsertionPoint(module_block), graph.fn.location:
+        fn = func.FuncOp(group.name, ([v.type for v in inputs], [v.type for v in outputs]))
+    fn.attributes["sym_visibility"] = ir.StringAttr.get("private")
+    for key, value in group.attributes.items():
+        fn.attributes[key] = value
+    with graph.fn.location:
+        entry = fn.add_entry_block()
+    mapping: dict[ir.Value, ir.Value] = dict(zip(inputs, entry.arguments, strict=True))
+    order = sorted(set(_free_closure(graph, group, free)) | set(group.nodes))
+    with ir.InsertionPoint(entry), graph.fn.location:
+        for i in order:
+            old = graph.nodes[i].op
+            new = old.clone()
+            _remap(new, mapping)
+            for a, b in zip(old.results, new.results, strict=True):
+                mapping[a] = b
+        func.ReturnOp([mapping[v] for v in outputs])
+    return fn
+
+
+def _remap(op: ir.Operation, mapping: dict[ir.Value, ir.Value]) -> None:
+    def visit(inner: ir.Operation) -> ir.WalkResult:
+        for k, v in enumerate(inner.operands):
+            if v in mapping:
+                inner.operands[k] = mapping[v]
+        return ir.WalkResult.ADVANCE
+
+    op.walk(visit, walk_order=ir.WalkOrder.PRE_ORDER)

@@ -1,0 +1,148 @@
+"""Stage costs: the time and memory of every (layer range, submesh, logical mesh) for the stage DP.
+
+One interface, `CostTable = stage_cost_table(profile, submeshes, cluster, micro_batches)`, so the analytic
+model here can be swapped for the intra-op pass's estimate. The analytic model is additive over layers:
+each layer is profiled once from the IR (FLOPs, parameter, optimizer-state, activation and tensor-parallel
+traffic bytes) and a layer range is the sum of its layers (prefix sums), so the table costs
+O(L^2 * submeshes * logical meshes) arithmetic and no compile.
+
+Time of a stage per micro-batch on a logical mesh (p data-parallel x q tensor-parallel devices):
+  compute   (forward + backward FLOPs) / B / (p q device_flops)
+  tensor    all-reduce of the activations of every parameter matmul over q (Megatron: one all-reduce per
+            pair of matmuls, forward and backward): alpha_q + 2 (q-1)/q * bytes / B / p * beta_q
+  data      gradient all-reduce over p once per iteration, amortised over the B micro-batches
+  apply     optimizer FLOPs / (p q device_flops), amortised over B
+Memory per device: (parameters + gradients + optimizer state) / q plus the activations of one micro-batch
+/ (p q) times the micro-batches in flight (1F1B: one per stage from this one to the last).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from autopar.passes.inter_op.cluster import Cluster, logical_meshes
+from autopar.passes.inter_op.graph import HEAVY_OPS, Graph
+from autopar.passes.inter_op.layers import APPLY, BACKWARD, FORWARD
+
+
+@dataclasses.dataclass
+class LayerProfile:
+    """Per layer (arrays of length L), for the whole batch."""
+
+    compute_flops: np.ndarray  # forward + backward
+    apply_flops: np.ndarray
+    param_bytes: np.ndarray
+    optimizer_bytes: np.ndarray
+    activation_bytes: np.ndarray  # forward values the backward part reads
+    tensor_parallel_bytes: np.ndarray
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.compute_flops)
+
+
+def profile_layers(graph: Graph, layer: list[int], part: list[str], num_layers: int) -> LayerProfile:
+    z = lambda: np.zeros(num_layers)  # noqa: E731
+    compute, apply, params, opt, act, tp = z(), z(), z(), z(), z(), z()
+    arg_owner: dict[int, tuple[int, str]] = {}
+    for i, node in enumerate(graph.nodes):
+        lay, kind = layer[i], part[i]
+        if kind == APPLY:
+            apply[lay] += node.flops
+        else:
+            compute[lay] += node.flops
+        if kind == FORWARD:
+            if any(part[u] == BACKWARD for u in node.users):
+                act[lay] += node.out_bytes
+            if node.name in HEAVY_OPS and node.args:
+                tp[lay] += node.out_bytes
+        for a in node.args:
+            # A parameter is the arguments forward ops read; optimizer state only the apply part reads.
+            previous = arg_owner.get(a)
+            if previous is None or (previous[1] != FORWARD and kind == FORWARD):
+                arg_owner[a] = (lay, kind)
+    for a, (lay, kind) in arg_owner.items():
+        if kind == FORWARD:
+            params[lay] += graph.arg_bytes[a]
+        elif kind == APPLY:
+            opt[lay] += graph.arg_bytes[a]
+    return LayerProfile(compute, apply, params, opt, act, tp)
+
+
+@dataclasses.dataclass
+class CostTable:
+    """Flat [start][end][submesh][config] tables, as `_core.solve_stages` takes them.
+
+    Attributes:
+      cost: seconds per micro-batch (inf where the config does not exist for the submesh).
+      max_succeeding_stages: memory feasibility (-1: never fits).
+      fixed_memory: bytes per device of parameters, gradients and optimizer state.
+      activation_memory: bytes per device of one micro-batch's activations.
+      configs: logical meshes per submesh (padded lists).
+    """
+
+    cost: np.ndarray
+    max_succeeding_stages: np.ndarray
+    fixed_memory: np.ndarray
+    activation_memory: np.ndarray
+    configs: list[list[tuple[int, int]]]
+    num_configs: int
+
+
+def _allreduce(bytes_: np.ndarray | float, k: int, alpha: float, beta: float):
+    return 0.0 if k <= 1 else alpha + 2.0 * (k - 1) / k * bytes_ * beta
+
+
+def stage_cost_table(
+    profile: LayerProfile,
+    submeshes: list[tuple[int, int]],
+    cluster: Cluster,
+    micro_batches: int,
+    max_stages: int,
+) -> CostTable:
+    L, B = profile.num_layers, micro_batches
+    configs = [logical_meshes(s) for s in submeshes]
+    C = max(len(c) for c in configs)
+
+    def ranges(x: np.ndarray) -> np.ndarray:
+        prefix = np.concatenate([[0.0], np.cumsum(x)])
+        table = prefix[None, 1:] - prefix[:-1, None]  # [start][end inclusive]
+        return np.where(np.triu(np.ones((L, L), dtype=bool)), table, np.inf)
+
+    flops, apply = ranges(profile.compute_flops), ranges(profile.apply_flops)
+    params, opt = ranges(profile.param_bytes), ranges(profile.optimizer_bytes)
+    act, tp = ranges(profile.activation_bytes), ranges(profile.tensor_parallel_bytes)
+    cost = np.full((L, L, len(submeshes), C), np.inf)
+    fixed = np.full_like(cost, np.inf)
+    per_batch = np.full_like(cost, np.inf)
+    for s, (h, d) in enumerate(submeshes):
+        for c, (p, q) in enumerate(configs[s]):
+            n = p * q
+            q_alpha, q_beta = (
+                (cluster.inter_alpha, cluster.inter_beta)
+                if q > d
+                else (cluster.intra_alpha, cluster.intra_beta)
+            )
+            p_alpha, p_beta = (
+                (cluster.inter_alpha, cluster.inter_beta)
+                if h > 1
+                else (cluster.intra_alpha, cluster.intra_beta)
+            )
+            time = (flops + apply) / B / (n * cluster.device_flops)
+            time = time + _allreduce(tp / B / p, q, q_alpha, q_beta)
+            time = time + _allreduce(params / q, p, p_alpha, p_beta) / B
+            cost[:, :, s, c] = time
+            fixed[:, :, s, c] = (2 * params + opt) / q
+            per_batch[:, :, s, c] = act / B / n
+    # Largest k with fixed + (k + 1) * per_batch <= memory (a stage with k stages after it keeps k + 1
+    # micro-batches in flight, at most B).
+    room = cluster.memory_per_device - fixed
+    with np.errstate(divide="ignore", invalid="ignore"):
+        in_flight = np.where(per_batch > 0, np.floor(room / per_batch), np.inf)
+    cap = max(max_stages, 1)
+    succ = np.where(room < 0, -1, np.minimum(in_flight - 1, cap))
+    succ = np.where(in_flight >= B, cap, succ)  # all B micro-batches fit: any number of stages after
+    succ = np.where(np.isfinite(cost), succ, -1)
+    return CostTable(cost, succ.astype(np.int64), fixed, per_batch, configs, C)

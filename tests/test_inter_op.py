@@ -1,0 +1,281 @@
+"""autopar-cluster-layers, autopar-inter-op and the sequential executor on small training steps, checked
+against the unsharded step on 8 virtual CPU devices."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jaxlib.mlir import ir
+
+from autopar import ir as air
+from autopar import passes
+from autopar.errors import PassError
+from autopar.pipeline_marker import mark_pipeline_boundary
+from autopar.runtime.sequential import SequentialExecutor
+
+WIDTH, BATCH, LAYERS = 16, 8, 4
+
+
+def mlp_loss(params, x, marked=False):
+    for i, w in enumerate(params):
+        x = jnp.tanh(x @ w)
+        if marked and i < len(params) - 1:
+            x = mark_pipeline_boundary(x)
+    return jnp.sum(x**2)
+
+
+def sgd_step(params, x):
+    loss, grads = jax.value_and_grad(mlp_loss)(params, x)
+    return loss, [p - 0.1 * g for p, g in zip(params, grads, strict=True)]
+
+
+def marked_sgd_step(params, x):
+    loss, grads = jax.value_and_grad(lambda p, x: mlp_loss(p, x, marked=True))(params, x)
+    return loss, [p - 0.1 * g for p, g in zip(params, grads, strict=True)]
+
+
+OPTIMIZER = optax.adam(1e-2)
+
+
+def adam_step(params, opt_state, x):
+    loss, grads = jax.value_and_grad(mlp_loss)(params, x)
+    updates, opt_state = OPTIMIZER.update(grads, opt_state, params)
+    return loss, optax.apply_updates(params, updates), opt_state
+
+
+@pytest.fixture(scope="module")
+def data():
+    keys = jax.random.split(jax.random.key(0), LAYERS + 1)
+    params = [jax.random.normal(keys[i], (WIDTH, WIDTH)) * 0.3 for i in range(LAYERS)]
+    return params, jax.random.normal(keys[-1], (BATCH, WIDTH))
+
+
+def top_ops(module: ir.Module, name: str = "main") -> list[ir.Operation]:
+    for fn in module.body.operations:
+        if ir.StringAttr(fn.attributes["sym_name"]).value == name:
+            return [op.operation for op in fn.regions[0].blocks[0].operations if op.name != "func.return"]
+    raise KeyError(name)
+
+
+def layers_and_parts(module: ir.Module) -> list[tuple[str, int, str]]:
+    return [
+        (
+            op.name,
+            ir.IntegerAttr(op.attributes["autopar.layer"]).value,
+            ir.StringAttr(op.attributes["autopar.part"]).value,
+        )
+        for op in top_ops(module)
+    ]
+
+
+def clustered(step, *args, layers: int = LAYERS) -> ir.Module:
+    module = air.lower(step, *args)
+    return passes.run(module, f"builtin.module(autopar-inline,autopar-cluster-layers{{num-layers={layers}}})")
+
+
+def test_every_op_gets_a_layer_and_each_parameter_stays_in_one_layer(data):
+    params, x = data
+    module = clustered(sgd_step, params, x)
+    ops = top_ops(module)
+    assert all("autopar.layer" in op.attributes for op in ops)
+    forward_layers = {lay for _, lay, part in layers_and_parts(module) if part == "forward"}
+    assert forward_layers == set(range(LAYERS))
+    # Parameter i (argument i) is read by a forward dot, a backward dot and the update: same layer.
+    block_args = list(module.body.operations[0].regions[0].blocks[0].arguments)
+    for i in range(LAYERS):
+        readers = [op for op in ops if any(v == block_args[i] for v in op.operands)]
+        parts = {ir.StringAttr(op.attributes["autopar.part"]).value for op in readers}
+        # Layer 0's backward needs no input cotangent, so nothing in it reads parameter 0.
+        assert parts == ({"forward", "backward", "apply"} if i else {"forward", "apply"})
+        assert {ir.IntegerAttr(op.attributes["autopar.layer"]).value for op in readers} == {i}
+
+
+def test_clustering_is_deterministic(data):
+    params, x = data
+    first = str(clustered(sgd_step, params, x))
+    assert str(clustered(sgd_step, params, x)) == first
+
+
+def test_marker_is_an_identity_under_grad(data):
+    params, x = data
+    plain = jax.jit(sgd_step)(params, x)
+    marked = jax.jit(marked_sgd_step)(params, x)
+    np.testing.assert_allclose(plain[0], marked[0], rtol=1e-6)
+    for a, b in zip(plain[1], marked[1], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_markers_define_the_layers(data):
+    params, x = data
+    module = air.lower(marked_sgd_step, params, x)
+    text = str(module)
+    assert text.count('autopar.pipeline_boundary = "forward"') == LAYERS - 1
+    assert text.count('autopar.pipeline_boundary = "backward"') == LAYERS - 1
+    passes.run(module, "builtin.module(autopar-inline,autopar-cluster-layers)")
+    ops = layers_and_parts(module)
+    forward = [lay for name, lay, part in ops if part == "forward" and name == "stablehlo.dot_general"]
+    assert forward == list(range(LAYERS))
+    markers = [lay for name, lay, part in ops if name == "stablehlo.optimization_barrier"]
+    assert markers == [
+        0,
+        1,
+        2,
+        3,
+        2,
+        1,
+    ]  # forward boundaries after layers 0..2, backward ones from layer 3 down
+
+
+def test_markers_disagreeing_with_num_layers_is_an_error(data):
+    params, x = data
+    module = air.lower(marked_sgd_step, params, x)
+    with pytest.raises(PassError, match="num-layers=2 disagrees with the 3 pipeline boundaries"):
+        passes.run(module, "builtin.module(autopar-inline,autopar-cluster-layers{num-layers=2})")
+
+
+def test_unpaired_markers_are_an_error(data):
+    params, x = data
+
+    def loss(params, x):
+        unused = mark_pipeline_boundary(x * 2.0)  # never reaches the loss: no backward marker
+        del unused
+        return mlp_loss(params, mark_pipeline_boundary(x))
+
+    def step(params, x):
+        return jax.grad(loss)(params, x)
+
+    module = air.lower(step, params, x)
+    with pytest.raises(PassError, match="markers do not pair"):
+        passes.run(module, "builtin.module(autopar-inline,autopar-cluster-layers)")
+
+
+def run_pipeline(step, args, options: str, layers: int = LAYERS) -> ir.Module:
+    module = air.lower(step, *args)
+    return passes.run(
+        module,
+        f"builtin.module(autopar-inline,autopar-cluster-layers{{num-layers={layers}}},autopar-inter-op{{{options}}})",
+    )
+
+
+def stage_meshes(module: ir.Module) -> dict[str, list[int]]:
+    meshes = {}
+    for fn in module.body.operations:
+        if "autopar.mesh" in fn.attributes:
+            mesh = ir.DictAttr(fn.attributes["autopar.mesh"])
+            meshes[ir.StringAttr(fn.attributes["sym_name"]).value] = list(
+                ir.DenseI64ArrayAttr(mesh["device_ids"])
+            )
+    return meshes
+
+
+def test_four_stages_on_disjoint_submeshes_match_the_unsharded_step(data):
+    params, x = data
+    module = run_pipeline(sgd_step, (params, x), "cluster=2x4 micro-batches=4 submesh-shapes=1x2")
+    meshes = stage_meshes(module)
+    forward = [meshes[f"stage_{k}_forward"] for k in range(4)]
+    assert sorted(d for ids in forward for d in ids) == list(range(8))
+    for k in range(4):
+        assert meshes[f"stage_{k}_backward"] == forward[k] == meshes[f"stage_{k}_apply"]
+    plan = ir.ArrayAttr(module.operation.attributes["autopar.inter_op.plan"])
+    assert [list(ir.DenseI64ArrayAttr(ir.DictAttr(s)["layers"])) for s in plan] == [
+        [k, k + 1] for k in range(4)
+    ]
+    out = SequentialExecutor(module)(*params, x)
+    loss, new_params = jax.jit(sgd_step)(params, x)
+    np.testing.assert_allclose(out[0], loss, rtol=1e-5)
+    for got, want in zip(out[1:], new_params, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_adam_step_with_optimizer_state_matches(data):
+    params, x = data
+    opt_state = OPTIMIZER.init(params)
+    module = run_pipeline(
+        adam_step, (params, opt_state, x), "cluster=1x4 micro-batches=2 submesh-shapes=1x2", 2
+    )
+    assert len({tuple(v) for v in stage_meshes(module).values()}) == 2
+    flat_args = jax.tree.leaves((params, opt_state, x))
+    out = SequentialExecutor(module)(*flat_args)
+    want = jax.tree.leaves(jax.jit(adam_step)(params, opt_state, x))
+    assert len(out) == len(want)
+    for got, ref in zip(out, want, strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_small_model_on_fast_devices_takes_one_stage(data):
+    params, x = data
+    module = run_pipeline(sgd_step, (params, x), "cluster=1x8 micro-batches=4")
+    plan = ir.ArrayAttr(module.operation.attributes["autopar.inter_op.plan"])
+    assert len(plan) == 1
+
+
+def test_uniform_layers_give_balanced_stages(data):
+    params, x = data
+    big = [jnp.zeros((1024, 1024))] * 8
+    module = run_pipeline(
+        sgd_step,
+        (big, jnp.zeros((4096, 1024))),
+        "cluster=1x4 micro-batches=16 submesh-shapes=1x1 device-tflops=0.01",
+        layers=8,
+    )
+    plan = ir.ArrayAttr(module.operation.attributes["autopar.inter_op.plan"])
+    sizes = [int(np.diff(list(ir.DenseI64ArrayAttr(ir.DictAttr(s)["layers"])))[0]) for s in plan]
+    assert sizes == [2, 2, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("options", "layers", "message"),
+    [
+        ("cluster=1x8 num-stages=8", LAYERS, "num-stages=8 is more than the 4 layers"),
+        ("cluster=1x8 submesh-shapes=1x3", LAYERS, "submesh shape 1x3 does not tile the 1x8 cluster"),
+        ("cluster=2x4 submesh-shapes=3x4", LAYERS, "submesh shape 3x4 does not tile the 2x4 cluster"),
+        (
+            "cluster=1x2 memory-per-device=1e-6",
+            LAYERS,
+            r"cannot hold the model: it needs at least .* GiB per device",
+        ),
+        ("cluster=8", LAYERS, "cluster '8' is not of the form HxD"),
+        ("cluster=1x4 micro-batches=0", LAYERS, "micro-batches must be >= 1"),
+    ],
+)
+def test_bad_options_are_clear_errors(data, options, layers, message):
+    params, x = data
+    with pytest.raises(PassError, match=message):
+        run_pipeline(sgd_step, (params, x), options, layers)
+
+
+def test_inter_op_without_layers_is_an_error(data):
+    params, x = data
+    module = air.lower(sgd_step, params, x)
+    with pytest.raises(PassError, match="run autopar-cluster-layers before autopar-inter-op"):
+        passes.run(module, "builtin.module(autopar-inline,autopar-inter-op{cluster=1x2})")
+
+
+def test_more_layers_than_ops_is_an_error(data):
+    params, x = data
+    with pytest.raises(PassError, match=r"cannot cluster into 50 layers: the forward pass has only 15 ops"):
+        clustered(sgd_step, params, x, layers=50)
+    # With fewer dots than layers the ops themselves are the blocks, and balance decides.
+    with pytest.raises(
+        PassError, match=r"cannot cut 15 blocks into 9 layers within eps=0.6 .* needs eps >= "
+    ):
+        clustered(sgd_step, params, x, layers=9)
+
+
+def test_pipeshard_method_plans_through_the_passes(data):
+    from autopar.api.pipeshard import AutoLayerOption, PipeshardParallel, UniformStageOption
+
+    params, x = data
+    method = PipeshardParallel(
+        num_micro_batches=2, layer_option=AutoLayerOption(layer_num=4), stage_option=UniformStageOption(2)
+    )
+    module = passes.run(air.lower(sgd_step, params, x), method.pipeline((1, 4)))
+    assert sorted(map(tuple, stage_meshes(module).values()))[0] == (0, 1)
+    assert len(ir.ArrayAttr(module.operation.attributes["autopar.inter_op.plan"])) == 2
+    out = SequentialExecutor(module)(*params, x)
+    np.testing.assert_allclose(out[0], jax.jit(sgd_step)(params, x)[0], rtol=1e-5)
+    with pytest.raises(ValueError, match="layer_option must be"):
+        PipeshardParallel(layer_option="auto")
