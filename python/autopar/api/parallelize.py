@@ -130,7 +130,7 @@ class ParallelizedFunction:
     def get_execution_plan(self, *args: Any, **kwargs: Any) -> ExecutionPlan:
         """The plan for these arguments (compiles, cached, to read the collectives XLA emitted)."""
         entry = self._entry(args, kwargs)
-        return _execution_plan(self.method.name, entry, self._executable(entry), self.devices)
+        return _execution_plan(self.method.name, entry, self._executable(entry))
 
     def cache_size(self) -> int:
         """Number of input signatures planned so far."""
@@ -391,15 +391,13 @@ def _float_attr(module: ir.Module, name: str) -> float | None:
     return ir.FloatAttr(attrs[name]).value if name in attrs else None
 
 
-def _partition_grid(exe: rt_exe.ShardedExecutable, devices: Sequence[jax.Device]) -> Any:
-    """The XLA partition id (index into `devices`) at each mesh position."""
-    index = {d.id: i for i, d in enumerate(devices)}
+def _partition_grid(exe: rt_exe.ShardedExecutable) -> Any:
+    """The XLA partition id at each mesh position."""
+    index = {d.id: i for i, d in enumerate(exe.devices)}
     return np.vectorize(lambda d: index[d.id], otypes=[int])(exe.mesh.devices)
 
 
-def _execution_plan(
-    method_name: str, entry: _Entry, exe: rt_exe.ShardedExecutable, devices: Sequence[jax.Device]
-) -> ExecutionPlan:
+def _execution_plan(method_name: str, entry: _Entry, exe: rt_exe.ShardedExecutable) -> ExecutionPlan:
     mesh_shape = dict(exe.mesh.shape)
     inputs = tuple(
         TensorPlacement(path, aval.shape, str(aval.dtype), s.spec, role)
@@ -425,7 +423,7 @@ def _execution_plan(
         device_ids=tuple(d.id for d in exe.mesh.devices.flat),
         inputs=inputs,
         outputs=outputs,
-        collectives=tuple(parse_collectives(exe.as_text(), mesh_shape, _partition_grid(exe, devices))),
+        collectives=tuple(parse_collectives(exe.as_text(), mesh_shape, _partition_grid(exe))),
         estimated_cost=_float_attr(entry.module, "autopar.objective"),
         lower_bound=_float_attr(entry.module, "autopar.lower_bound"),
         solver_status=status,

@@ -80,6 +80,7 @@ class ShardedExecutable:
 
     Attributes:
       mesh: the device mesh the module runs on.
+      devices: the devices in XLA partition order (partition i runs on devices[i]).
       in_shardings, out_shardings: the NamedSharding of every argument and result of `@main`.
       in_avals, out_avals: their shapes and dtypes.
       donated: indices of arguments whose buffers the call may consume.
@@ -88,6 +89,7 @@ class ShardedExecutable:
     """
 
     mesh: Mesh
+    devices: tuple[jax.Device, ...]
     in_shardings: tuple[NamedSharding, ...]
     out_shardings: tuple[NamedSharding, ...]
     in_avals: tuple[jax.ShapeDtypeStruct, ...]
@@ -146,7 +148,11 @@ def compile(module: ir.Module, devices: Sequence[jax.Device] | None = None) -> S
             f"the module's mesh @{mesh_spec.name} has shape {format_shape(mesh_spec.shape)} "
             f"({mesh_spec.size} devices) but {len(devices)} devices were given"
         )
-    mesh = make_mesh(devices, mesh_spec.shape, mesh_spec.axis_names, mesh_spec.device_ids or None)
+    if mesh_spec.device_ids:
+        # Partition i runs on devices[i]: permuting the devices realises the mesh's device order.
+        devices = [devices[i] for i in mesh_spec.device_ids]
+        sh.strip_device_ids(module, mesh_spec.name)
+    mesh = make_mesh(devices, mesh_spec.shape, mesh_spec.axis_names)
     main = sh.main_func(module)
     in_avals, out_avals = _avals(main.type.inputs), _avals(main.type.results)
     _check_divisible(in_avals, layout.arg_specs, mesh, "argument")
@@ -162,6 +168,7 @@ def compile(module: ir.Module, devices: Sequence[jax.Device] | None = None) -> S
     loaded = _xla_compile(module, devices)
     return ShardedExecutable(
         mesh=mesh,
+        devices=tuple(devices),
         in_shardings=tuple(NamedSharding(mesh, s) for s in layout.arg_specs),
         out_shardings=tuple(NamedSharding(mesh, s) for s in layout.result_specs),
         in_avals=in_avals,

@@ -42,21 +42,9 @@ def check_mesh_shape(mesh_shape: Sequence[int], axis_names: Sequence[str], num_d
         )
 
 
-def make_mesh(
-    devices: Sequence[jax.Device],
-    mesh_shape: Sequence[int],
-    axis_names: Sequence[str],
-    device_order: Sequence[int] | None = None,
-) -> Mesh:
-    """The mesh whose position i (row-major) holds `devices[device_order[i]]` (identity by default).
-
-    XLA maps partition i to `device_assignment[i]` = `devices[i]`; a Shardy mesh with `device_ids` puts
-    partition `device_ids[i]` at mesh position i, which is what `device_order` expresses.
-    """
+def make_mesh(devices: Sequence[jax.Device], mesh_shape: Sequence[int], axis_names: Sequence[str]) -> Mesh:
+    """The mesh whose row-major position i holds `devices[i]`, as XLA places partition i on `devices[i]`."""
     check_mesh_shape(mesh_shape, axis_names, len(devices))
-    order = list(range(len(devices))) if device_order is None else list(device_order)
-    if sorted(order) != list(range(len(devices))):
-        raise ValueError(f"mesh device ids {order} are not a permutation of 0..{len(devices) - 1}")
-    grid = np.array([devices[i] for i in order], dtype=object).reshape(tuple(mesh_shape))
+    grid = np.array(list(devices), dtype=object).reshape(tuple(mesh_shape))
     # Auto axes: shardings are decided by the plan, never by JAX's explicit-sharding type system.
     return Mesh(grid, tuple(axis_names), axis_types=(AxisType.Auto,) * len(mesh_shape))

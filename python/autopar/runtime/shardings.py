@@ -63,6 +63,19 @@ def module_meshes(module: ir.Module) -> dict[str, MeshSpec]:
     return meshes
 
 
+def strip_device_ids(module: ir.Module, mesh_name: str) -> None:
+    """Removes `device_ids` from the mesh: the runtime orders the devices it hands XLA instead.
+
+    Executing a module whose mesh carries a device permutation crashed jaxlib 0.10.2 (segfault in
+    execute_sharded); handing XLA the devices already permuted gives the same placement.
+    """
+    for op in module.body.operations:
+        if isinstance(op, sdy.MeshOp) and ir.StringAttr(op.attributes["sym_name"]).value == mesh_name:
+            with module.context:
+                axes = list(sdy.MeshAttr(op.attributes["mesh"]).axes)
+                op.attributes["mesh"] = sdy.MeshAttr.get(axes, [])
+
+
 def add_mesh(module: ir.Module, mesh: MeshSpec) -> None:
     """Inserts `sdy.mesh @name = <[...]>` at the start of the module (must be built in place: moving a
     freshly created MeshOp crashes jaxlib)."""
