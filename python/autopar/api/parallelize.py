@@ -109,6 +109,8 @@ class ParallelizedFunction:
         self.donate_argnums = _argnums(donate_argnums, "donate_argnums")
         self._batch_explicit = batch_argnums != (1,)
         self.batch_argnums = _argnums(batch_argnums, "batch_argnums")
+        if not self._batch_explicit:  # the default (1,) simply does not apply to a static argument
+            self.batch_argnums = tuple(i for i in self.batch_argnums if i not in self.static_argnums)
         for name, nums in (("donate_argnums", self.donate_argnums), ("batch_argnums", self.batch_argnums)):
             if overlap := set(nums) & set(self.static_argnums):
                 raise ValueError(
