@@ -31,6 +31,8 @@ class AutoShardingOption:
       solver: the pass's solver choice; None = the pass's default.
       time_limit: solver time limit in seconds; None = the pass's default.
       mesh_alpha, mesh_beta: per-mesh-axis latency (s) and inverse bandwidth (s/byte); None = defaults.
+      device_flops, device_memory_bandwidth: one device's FLOP/s and memory bytes/s; None = defaults.
+      cluster_profile: a JSON file overriding device and mesh costs; None = none.
     """
 
     force_data_parallel: bool = False
@@ -45,6 +47,9 @@ class AutoShardingOption:
     time_limit: float | None = None
     mesh_alpha: tuple[float, ...] | None = None
     mesh_beta: tuple[float, ...] | None = None
+    device_flops: float | None = None
+    device_memory_bandwidth: float | None = None
+    cluster_profile: str | None = None
 
     def __post_init__(self) -> None:
         if self.zero_stage not in (0, 2, 3):
@@ -95,6 +100,12 @@ class AutoShardingOption:
             options.append(("mesh-alpha", ",".join(repr(float(a)) for a in self.mesh_alpha)))
         if self.mesh_beta is not None:
             options.append(("mesh-beta", ",".join(repr(float(b)) for b in self.mesh_beta)))
+        if self.device_flops is not None:
+            options.append(("device-flops", repr(float(self.device_flops))))
+        if self.device_memory_bandwidth is not None:
+            options.append(("device-memory-bandwidth", repr(float(self.device_memory_bandwidth))))
+        if self.cluster_profile is not None:
+            options.append(("cluster-profile", self.cluster_profile))
         return options
 
 
