@@ -25,6 +25,15 @@ pytestmark = pytest.mark.skipif(
 CPU = autopar.AutoShardingOption(device_flops=1e10, device_memory_bandwidth=1e11)
 
 
+_RNG = np.random.default_rng(0)
+
+
+def _normal(shape, seed=None):
+    """Test data drawn on the host: jax.random would compile a program per shape (seconds in total)."""
+    rng = _RNG if seed is None else np.random.default_rng(seed)
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
 def _close(a, b, rtol=2e-5, atol=2e-6):
     jax.tree.map(
         lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=atol), a, b
@@ -32,10 +41,8 @@ def _close(a, b, rtol=2e-5, atol=2e-6):
 
 
 def _dense_params(sizes, seed=0):
-    keys = jax.random.split(jax.random.key(seed), len(sizes) - 1)
-    return [
-        jax.random.normal(k, (m, n)) / np.sqrt(m) for k, m, n in zip(keys, sizes[:-1], sizes[1:], strict=True)
-    ]
+    shapes = list(zip(sizes[:-1], sizes[1:], strict=True))
+    return [_normal((m, n), seed + i) / np.sqrt(m) for i, (m, n) in enumerate(shapes)]
 
 
 def mlp(params, x):
@@ -56,7 +63,7 @@ def _counts(plan):
 
 
 def test_mlp_large_batch_small_hidden_is_data_parallel():
-    params, x = _dense_params([64, 64, 64]), jax.random.normal(jax.random.key(1), (4096, 64))
+    params, x = _dense_params([64, 64, 64]), _normal((4096, 64), seed=1)
     f = autopar.parallelize(sgd_step)
     _close(f(params, x), jax.jit(sgd_step)(params, x))
     plan = f.get_execution_plan(params, x)
@@ -66,7 +73,7 @@ def test_mlp_large_batch_small_hidden_is_data_parallel():
 
 
 def test_mlp_small_batch_large_hidden_is_megatron():
-    params, x = _dense_params([1024, 1024, 1024]), jax.random.normal(jax.random.key(1), (8, 1024))
+    params, x = _dense_params([1024, 1024, 1024]), _normal((8, 1024), seed=1)
     f = autopar.parallelize(sgd_step)
     out = f(params, x)
     _close(out, jax.jit(sgd_step)(params, x), atol=1e-5)
@@ -79,16 +86,15 @@ def test_mlp_small_batch_large_hidden_is_megatron():
 
 def test_transformer_layer_on_1d_and_2d_meshes():
     d, heads, ffn, seq, batch = 256, 8, 1024, 32, 4
-    ks = jax.random.split(jax.random.key(0), 6)
     p = {
-        "wq": jax.random.normal(ks[0], (d, heads, d // heads)) / 16,
-        "wk": jax.random.normal(ks[1], (d, heads, d // heads)) / 16,
-        "wv": jax.random.normal(ks[2], (d, heads, d // heads)) / 16,
-        "wo": jax.random.normal(ks[3], (heads, d // heads, d)) / 16,
-        "w1": jax.random.normal(ks[4], (d, ffn)) / 16,
-        "w2": jax.random.normal(ks[5], (ffn, d)) / 32,
+        "wq": _normal((d, heads, d // heads)) / 16,
+        "wk": _normal((d, heads, d // heads)) / 16,
+        "wv": _normal((d, heads, d // heads)) / 16,
+        "wo": _normal((heads, d // heads, d)) / 16,
+        "w1": _normal((d, ffn)) / 16,
+        "w2": _normal((ffn, d)) / 32,
     }
-    x = jax.random.normal(jax.random.key(9), (batch, seq, d))
+    x = _normal((batch, seq, d))
 
     def layer(p, x):
         def norm(v):
@@ -113,14 +119,13 @@ def test_transformer_layer_on_1d_and_2d_meshes():
 
 
 def test_conv_net_training_step():
-    ks = jax.random.split(jax.random.key(3), 3)
     params = {
-        "c1": jax.random.normal(ks[0], (3, 3, 3, 16)) / 5,
-        "c2": jax.random.normal(ks[1], (3, 3, 16, 16)) / 12,
-        "fc": jax.random.normal(ks[2], (16, 10)) / 4,
+        "c1": _normal((3, 3, 3, 16)) / 5,
+        "c2": _normal((3, 3, 16, 16)) / 12,
+        "fc": _normal((16, 10)) / 4,
     }
-    images = jax.random.normal(jax.random.key(4), (16, 8, 8, 3))
-    labels = jax.random.randint(jax.random.key(5), (16,), 0, 10)
+    images = _normal((16, 8, 8, 3))
+    labels = np.random.default_rng(5).integers(0, 10, (16,)).astype(np.int32)
 
     def loss_fn(p, images, labels):
         conv = lambda v, w: jax.lax.conv_general_dilated(  # noqa: E731
@@ -161,7 +166,7 @@ def test_optax_adam_step_with_donation(method):
         return optax.apply_updates(params, updates), opt_state, loss
 
     params = _dense_params([32, 128, 32], seed=2)
-    batch = (jax.random.normal(jax.random.key(6), (256, 32)), jax.random.normal(jax.random.key(7), (256, 32)))
+    batch = (_normal((256, 32), seed=6), _normal((256, 32), seed=7))
     state = optimizer.init(params)
     step = autopar.parallelize(train_step, method=method, donate_argnums=(0, 1), batch_argnums=(2,))
     reference = jax.jit(train_step)
@@ -170,7 +175,9 @@ def test_optax_adam_step_with_donation(method):
     for _ in range(3):
         *ref, ref_loss = reference(*ref, batch)
         *mine, loss = step(*mine, batch)
-        _close((mine, loss), (ref, ref_loss), rtol=1e-5, atol=1e-6)
+        # Adam divides by sqrt(nu): a near-zero gradient turns reduction-order noise into up to ~1e-5
+        # of a 1e-2 step, so params get an absolute tolerance of half a percent of one step.
+        _close((mine, loss), (ref, ref_loss), rtol=1e-5, atol=5e-5)
     assert step.cache_size() == 1
     plan = step.get_execution_plan(*mine, batch)
     if isinstance(method, autopar.DataParallel):
