@@ -1,10 +1,36 @@
 """autopar: automatic model parallelism for JAX, as MLIR passes over StableHLO.
 
 See docs/ and README.md. The public API grows as the layers land: `autopar.ir` (module I/O and lowering),
-`autopar.passes` (the pass registry and `run`), `autopar.opt` (the mlir-opt-like driver).
+`autopar.passes` (the pass registry and `run`), `autopar.opt` (the mlir-opt-like driver),
+`autopar.runtime` (compile and run annotated modules) and `parallelize` with its methods (`autopar.api`).
 """
 
 from autopar import errors
+from autopar.api import (
+    AutoShardingOption,
+    DataParallel,
+    ExecutionPlan,
+    ManualShardingOption,
+    ShardParallel,
+    Zero2Parallel,
+    Zero3Parallel,
+    parallelize,
+)
 from autopar.errors import AutoparError, IRLoadError, PassError, PipelineError, PluginError
 
-__all__ = ["AutoparError", "IRLoadError", "PassError", "PipelineError", "PluginError", "errors"]
+__all__ = [
+    "AutoShardingOption",
+    "AutoparError",
+    "DataParallel",
+    "ExecutionPlan",
+    "IRLoadError",
+    "ManualShardingOption",
+    "PassError",
+    "PipelineError",
+    "PluginError",
+    "ShardParallel",
+    "Zero2Parallel",
+    "Zero3Parallel",
+    "errors",
+    "parallelize",
+]

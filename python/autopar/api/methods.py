@@ -1,0 +1,198 @@
+"""Parallelisation methods: how `parallelize` plans a function (Alpa's `alpa.parallel_method`).
+
+`ShardParallel` runs the intra-op pass (`autopar-intra-op`) over one device mesh; `DataParallel`,
+`Zero2Parallel` and `Zero3Parallel` are ShardParallel with the option presets Alpa gives them.
+`ManualShardingOption` skips the solver: the user gives every argument's PartitionSpec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from autopar.runtime.mesh import default_axis_names, format_shape
+
+INTRA_OP_PASS = "autopar-intra-op"
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoShardingOption:
+    """Options of the intra-op solver; each maps onto the `autopar-intra-op` option of the same name.
+
+    Attributes:
+      force_data_parallel: shard every batch argument along dim 0 over all devices, replicate parameters.
+      force_batch_dim_to_mesh_dim: mesh axis index the batch dim must be split over; None leaves it free.
+      allow_all_gather: let the solver use all-gather to change layouts.
+      allow_all_to_all: let the solver use all-to-all to change layouts.
+      prefer_reduce_scatter: reduce gradients with reduce-scatter (+ all-gather) rather than all-reduce.
+      zero_stage: 0, 2 or 3 as in ZeRO (2: shard optimizer state and gradients, 3: also parameters).
+      allow_replicated_parameters: let the solver keep parameters replicated.
+      memory_budget: bytes per device the plan may use; None = the pass's default (unlimited).
+      solver: the pass's solver choice; None = the pass's default.
+      time_limit: solver time limit in seconds; None = the pass's default.
+      mesh_alpha, mesh_beta: per-mesh-axis latency (s) and inverse bandwidth (s/byte); None = defaults.
+      device_flops, device_memory_bandwidth: one device's FLOP/s and memory bytes/s; None = defaults.
+      cluster_profile: a JSON file overriding device and mesh costs; None = none.
+    """
+
+    force_data_parallel: bool = False
+    force_batch_dim_to_mesh_dim: int | None = None
+    allow_all_gather: bool = True
+    allow_all_to_all: bool = True
+    prefer_reduce_scatter: bool = False
+    zero_stage: int = 0
+    allow_replicated_parameters: bool = True
+    memory_budget: int | None = None
+    solver: str | None = None
+    time_limit: float | None = None
+    mesh_alpha: tuple[float, ...] | None = None
+    mesh_beta: tuple[float, ...] | None = None
+    device_flops: float | None = None
+    device_memory_bandwidth: float | None = None
+    cluster_profile: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.zero_stage not in (0, 2, 3):
+            raise ValueError(f"zero_stage={self.zero_stage!r}: use 0 (off), 2 or 3")
+        if self.memory_budget is not None and self.memory_budget <= 0:
+            raise ValueError(
+                f"memory_budget={self.memory_budget!r}: give a positive number of bytes per device"
+            )
+        if self.time_limit is not None and self.time_limit <= 0:
+            raise ValueError(f"time_limit={self.time_limit!r}: give a positive number of seconds")
+
+    def pass_options(self, mesh_shape: tuple[int, ...], axis_names: tuple[str, ...]) -> list[tuple[str, str]]:
+        """The `autopar-intra-op{...}` options, in a fixed order (same plan -> same pipeline text)."""
+        for name, values in (("mesh_alpha", self.mesh_alpha), ("mesh_beta", self.mesh_beta)):
+            if values is not None and len(values) != len(mesh_shape):
+                raise ValueError(
+                    f"{name} has {len(values)} values for the {len(mesh_shape)}-axis mesh "
+                    f"{format_shape(mesh_shape)}: give one per mesh axis"
+                )
+        if self.force_batch_dim_to_mesh_dim is not None and not 0 <= self.force_batch_dim_to_mesh_dim < len(
+            mesh_shape
+        ):
+            raise ValueError(
+                f"force_batch_dim_to_mesh_dim={self.force_batch_dim_to_mesh_dim} is not an axis of the "
+                f"{len(mesh_shape)}-axis mesh {format_shape(mesh_shape)}"
+            )
+        options = [
+            ("mesh", format_shape(mesh_shape)),
+            ("axis-names", ",".join(axis_names)),
+            ("force-data-parallel", _bool(self.force_data_parallel)),
+            (
+                "force-batch-dim-to-mesh-dim",
+                str(-1 if self.force_batch_dim_to_mesh_dim is None else self.force_batch_dim_to_mesh_dim),
+            ),
+            ("allow-all-gather", _bool(self.allow_all_gather)),
+            ("allow-all-to-all", _bool(self.allow_all_to_all)),
+            ("prefer-reduce-scatter", _bool(self.prefer_reduce_scatter)),
+            ("zero-stage", str(self.zero_stage)),
+            ("allow-replicated-parameters", _bool(self.allow_replicated_parameters)),
+        ]
+        if self.memory_budget is not None:
+            options.append(("memory-budget", str(int(self.memory_budget))))
+        if self.solver is not None:
+            options.append(("solver", self.solver))
+        if self.time_limit is not None:
+            options.append(("time-limit", repr(float(self.time_limit))))
+        if self.mesh_alpha is not None:
+            options.append(("mesh-alpha", ",".join(repr(float(a)) for a in self.mesh_alpha)))
+        if self.mesh_beta is not None:
+            options.append(("mesh-beta", ",".join(repr(float(b)) for b in self.mesh_beta)))
+        if self.device_flops is not None:
+            options.append(("device-flops", repr(float(self.device_flops))))
+        if self.device_memory_bandwidth is not None:
+            options.append(("device-memory-bandwidth", repr(float(self.device_memory_bandwidth))))
+        if self.cluster_profile is not None:
+            options.append(("cluster-profile", self.cluster_profile))
+        return options
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+@dataclasses.dataclass(frozen=True)
+class ManualShardingOption:
+    """A fully user-given layout: no solver runs (Alpa's ManualShardingOption, without the auto part).
+
+    Attributes:
+      mesh_axis_names: the names PartitionSpecs use, one per mesh axis.
+      in_axis_resources: a PartitionSpec (or None = replicated) per dynamic positional argument, each a
+        pytree prefix of that argument, as `jax.jit(in_shardings=...)` takes them.
+      out_axis_resources: the same for the outputs; None = every output replicated.
+    """
+
+    mesh_axis_names: tuple[str, ...]
+    in_axis_resources: Any
+    out_axis_resources: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardParallel:
+    """Intra-op parallelism on one mesh: the solver chooses how every tensor is sharded.
+
+    Attributes:
+      mesh_shape: the logical mesh, e.g. (2, 4); None = one axis over all devices.
+      axis_names: one name per mesh axis; None = x, y, z.
+      auto_sharding_option: the solver's options.
+      manual_sharding_option: when given, the user's layout is used and no solver runs.
+    """
+
+    mesh_shape: tuple[int, ...] | None = None
+    axis_names: tuple[str, ...] | None = None
+    auto_sharding_option: AutoShardingOption = AutoShardingOption()
+    manual_sharding_option: ManualShardingOption | None = None
+
+    def mesh_for(self, num_devices: int) -> tuple[tuple[int, ...], tuple[str, ...]]:
+        """(shape, axis names) of the mesh over `num_devices` devices."""
+        shape = tuple(self.mesh_shape) if self.mesh_shape is not None else (num_devices,)
+        if self.axis_names is not None:
+            names = tuple(self.axis_names)
+        elif self.manual_sharding_option is not None:
+            names = tuple(self.manual_sharding_option.mesh_axis_names)
+        else:
+            names = default_axis_names(len(shape))
+        return shape, names
+
+    def pipeline(self, mesh_shape: tuple[int, ...], axis_names: tuple[str, ...]) -> str:
+        """The pass pipeline that plans a lowered function for this method."""
+        options = " ".join(
+            f"{k}={v}" for k, v in self.auto_sharding_option.pass_options(mesh_shape, axis_names)
+        )
+        return f"builtin.module(autopar-inline,{INTRA_OP_PASS}{{{options}}})"
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+
+def _with_preset(method: ShardParallel, **preset: Any) -> None:
+    object.__setattr__(
+        method, "auto_sharding_option", dataclasses.replace(method.auto_sharding_option, **preset)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class DataParallel(ShardParallel):
+    """Data parallelism: batch split over all devices, parameters replicated, one gradient all-reduce."""
+
+    def __post_init__(self) -> None:
+        _with_preset(self, force_data_parallel=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Zero2Parallel(ShardParallel):
+    """ZeRO-2: data parallel with gradients reduce-scattered and optimizer state sharded."""
+
+    def __post_init__(self) -> None:
+        _with_preset(self, force_data_parallel=True, prefer_reduce_scatter=True, zero_stage=2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Zero3Parallel(ShardParallel):
+    """ZeRO-3: ZeRO-2 with the parameters sharded too (gathered where used)."""
+
+    def __post_init__(self) -> None:
+        _with_preset(self, force_data_parallel=True, prefer_reduce_scatter=True, zero_stage=3)

@@ -1,0 +1,432 @@
+"""`autopar.parallelize`: a `jax.jit`-like wrapper that plans, compiles and runs a function on a mesh.
+
+For each input signature (pytree structure, shapes, dtypes, static arguments) the function is lowered by
+JAX, its arguments are marked as batch or parameter, the method's pass pipeline writes the sharding plan
+into the module, XLA compiles it for the mesh, and the executable is cached. Calls place each argument
+with its planned NamedSharding and return jax.Arrays with the planned output shardings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import math
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import PartitionSpec
+from jaxlib.mlir import ir
+
+from autopar import passes
+from autopar.api.methods import INTRA_OP_PASS, ShardParallel
+from autopar.api.plan import ExecutionPlan, TensorPlacement
+from autopar.errors import AutoparError
+from autopar.ir.lower import module_from_lowered
+from autopar.runtime import executable as rt_exe
+from autopar.runtime import shardings as sh
+from autopar.runtime.hlo import parse_collectives
+from autopar.runtime.mesh import check_mesh_shape, format_shape
+
+BATCH_ATTR = "autopar.batch"
+PARAMETER_ATTR = "autopar.parameter"
+
+
+def parallelize(
+    fn: Callable[..., Any] | None = None,
+    *,
+    method: ShardParallel | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    static_argnums: int | Sequence[int] = (),
+    donate_argnums: int | Sequence[int] = (),
+    batch_argnums: int | Sequence[int] = (1,),
+) -> Any:
+    """Parallelizes `fn` over `devices` (default: all local devices) with `method` (default ShardParallel).
+
+    Usable as `parallelize(fn, ...)`, `@parallelize` or `@parallelize(method=...)`. Arguments at
+    `batch_argnums` are data batches (dim 0 is the batch dim); every other array argument is a parameter or
+    optimizer state. The result runs like `jax.jit(fn)` and has `lower`, `get_execution_plan`.
+    """
+    options = dict(
+        method=method,
+        devices=devices,
+        static_argnums=static_argnums,
+        donate_argnums=donate_argnums,
+        batch_argnums=batch_argnums,
+    )
+    if fn is None:
+        return functools.partial(parallelize, **options)
+    if not callable(fn):
+        raise TypeError(f"parallelize expects a function, got {type(fn).__name__}")
+    return ParallelizedFunction(fn, **options)
+
+
+def _argnums(value: int | Sequence[int], name: str) -> tuple[int, ...]:
+    nums = (value,) if isinstance(value, int) else tuple(value)
+    for n in nums:
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"{name} must be non-negative ints, got {value!r}")
+    return tuple(sorted(set(nums)))
+
+
+@dataclasses.dataclass
+class _Entry:
+    """Everything cached for one input signature."""
+
+    in_tree: Any
+    out_tree: Any
+    roles: tuple[str, ...]
+    paths: tuple[str, ...]
+    module: ir.Module  # the planned (annotated) module
+    executable: rt_exe.ShardedExecutable | None = None
+
+
+class ParallelizedFunction:
+    """The function `parallelize` returns. Call it like the original function."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        method: ShardParallel | None,
+        devices: Sequence[jax.Device] | None,
+        static_argnums: int | Sequence[int],
+        donate_argnums: int | Sequence[int],
+        batch_argnums: int | Sequence[int],
+    ):
+        self.fn = fn
+        self.method = ShardParallel() if method is None else method
+        if not isinstance(self.method, ShardParallel):
+            raise TypeError(f"method must be a ShardParallel (or subclass), got {type(self.method).__name__}")
+        self.devices = tuple(jax.local_devices() if devices is None else devices)
+        if not self.devices:
+            raise ValueError("devices is empty: give at least one device")
+        self.mesh_shape, self.axis_names = self.method.mesh_for(len(self.devices))
+        check_mesh_shape(self.mesh_shape, self.axis_names, len(self.devices))
+        self.static_argnums = _argnums(static_argnums, "static_argnums")
+        self.donate_argnums = _argnums(donate_argnums, "donate_argnums")
+        self._batch_explicit = batch_argnums != (1,)
+        self.batch_argnums = _argnums(batch_argnums, "batch_argnums")
+        if not self._batch_explicit:  # the default (1,) simply does not apply to a static argument
+            self.batch_argnums = tuple(i for i in self.batch_argnums if i not in self.static_argnums)
+        for name, nums in (("donate_argnums", self.donate_argnums), ("batch_argnums", self.batch_argnums)):
+            if overlap := set(nums) & set(self.static_argnums):
+                raise ValueError(
+                    f"{name} {sorted(overlap)} are also static_argnums: an argument is one or other"
+                )
+        self._cache: dict[Hashable, _Entry] = {}
+        functools.update_wrapper(self, fn)
+
+    # ---- jax.jit-like surface -------------------------------------------------------------------------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        entry = self._entry(args, kwargs)
+        return self._run(entry, args, kwargs)
+
+    def lower(self, *args: Any, **kwargs: Any) -> Lowered:
+        """Plans for these arguments (arrays or jax.ShapeDtypeStruct) without running."""
+        return Lowered(self, self._entry(args, kwargs))
+
+    def get_execution_plan(self, *args: Any, **kwargs: Any) -> ExecutionPlan:
+        """The plan for these arguments (compiles, cached, to read the collectives XLA emitted)."""
+        entry = self._entry(args, kwargs)
+        return _execution_plan(self.method.name, entry, self._executable(entry))
+
+    def cache_size(self) -> int:
+        """Number of input signatures planned so far."""
+        return len(self._cache)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    # ---- signature, lowering, planning ----------------------------------------------------------------
+
+    def _split(self, args: tuple[Any, ...]) -> tuple[list[int], tuple[Any, ...]]:
+        for i in self.static_argnums:
+            if i >= len(args):
+                raise ValueError(
+                    f"static_argnums has {i} but {self.__name__} was called with {len(args)} arguments"
+                )
+        dynamic = [i for i in range(len(args)) if i not in self.static_argnums]
+        statics = tuple(args[i] for i in self.static_argnums)
+        return dynamic, statics
+
+    def _signature(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
+        dynamic, statics = self._split(args)
+        leaves, treedef = jax.tree.flatten((tuple(args[i] for i in dynamic), kwargs))
+        for i, value in zip(self.static_argnums, statics, strict=True):
+            try:
+                hash(value)
+            except TypeError:
+                raise TypeError(
+                    f"static argument {i} of {self.__name__} has unhashable type {type(value).__name__}: "
+                    "static arguments key the cache, pass a hashable value"
+                ) from None
+        return treedef, tuple(_aval_key(x) for x in leaves), statics
+
+    def _entry(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Entry:
+        key = self._signature(args, kwargs)
+        entry = self._cache.get(key)
+        if entry is None:
+            entry = self._plan(args, kwargs)
+            self._cache[key] = entry
+        return entry
+
+    def _plan(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Entry:
+        if self._batch_explicit:
+            for i in self.batch_argnums:
+                if i >= len(args):
+                    raise ValueError(
+                        f"batch_argnums has {i} but {self.__name__} was called with {len(args)} arguments"
+                    )
+        jitted = jax.jit(
+            self.fn, static_argnums=self.static_argnums, donate_argnums=self.donate_argnums, keep_unused=True
+        )
+        lowered = jitted.lower(*args, **kwargs)
+        module = module_from_lowered(lowered)
+        dynamic, _ = self._split(args)
+        flat_avals = [a._aval for a in jax.tree.leaves(lowered.args_info)]
+        roles, paths = self._roles_and_paths(args, kwargs, dynamic, flat_avals)
+        main = sh.main_func(module)
+        if len(main.type.inputs) != len(roles) or len(main.type.results) != lowered.out_tree.num_leaves:
+            raise AutoparError(
+                f"{self.__name__} lowered to a @main with {len(main.type.inputs)} arguments and "
+                f"{len(main.type.results)} results for {len(roles)} inputs and {lowered.out_tree.num_leaves} "
+                "outputs (side effects or tokens?): only pure functions can be parallelized"
+            )
+        _mark_roles(module, roles)
+        if self.method.manual_sharding_option is not None:
+            self._annotate_manual(module, args, kwargs, dynamic, lowered)
+        else:
+            _run_intra_op(module, self.method, self.mesh_shape, self.axis_names)
+        self._check_planned_mesh(module)
+        return _Entry(lowered.in_tree, lowered.out_tree, roles, paths, module)
+
+    def _roles_and_paths(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic: list[int], avals: list[Any]
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        names = _positional_names(self.fn, len(args))
+        roles, paths = [], []
+        leaves_with_paths = jax.tree_util.tree_flatten_with_path((tuple(args[i] for i in dynamic), kwargs))[0]
+        for (path, _), aval in zip(leaves_with_paths, avals, strict=True):
+            if path[0].idx == 0:  # a positional argument
+                position = dynamic[path[1].idx]
+                head = names[position]
+                rest = path[2:]
+                is_batch = position in self.batch_argnums and len(aval.shape) >= 1
+            else:  # a keyword argument
+                head, rest, is_batch = str(path[1].key), path[2:], False
+            roles.append("batch" if is_batch else "parameter")
+            paths.append(head + jax.tree_util.keystr(tuple(rest)))
+        return tuple(roles), tuple(paths)
+
+    def _annotate_manual(
+        self,
+        module: ir.Module,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        dynamic: list[int],
+        lowered: Any,
+    ) -> None:
+        manual = self.method.manual_sharding_option
+        assert manual is not None
+        dyn_args = tuple(args[i] for i in dynamic)
+        in_specs = _broadcast_specs(manual.in_axis_resources, dyn_args, "in_axis_resources") + [None] * len(
+            jax.tree.leaves(kwargs)
+        )
+        out_shapes = jax.tree.unflatten(lowered.out_tree, [0] * lowered.out_tree.num_leaves)
+        out_specs = _broadcast_specs(manual.out_axis_resources, out_shapes, "out_axis_resources")
+        mesh = sh.MeshSpec("mesh", self.axis_names, self.mesh_shape)
+        for spec in in_specs + out_specs:
+            for entry in spec or ():
+                for axis in (entry,) if isinstance(entry, str) else (entry or ()):
+                    if axis not in self.axis_names:
+                        raise ValueError(
+                            f"PartitionSpec {spec} names axis {axis!r}; the mesh has {self.axis_names}"
+                        )
+        sh.annotate_main(
+            module, mesh, [s or PartitionSpec() for s in in_specs], [s or PartitionSpec() for s in out_specs]
+        )
+
+    def _check_planned_mesh(self, module: ir.Module) -> None:
+        meshes = sh.module_meshes(module)
+        if not meshes:
+            raise AutoparError("the plan wrote no sdy.mesh into the module; nothing says how to run it")
+        for mesh in meshes.values():
+            if math.prod(mesh.shape) != len(self.devices):
+                raise AutoparError(
+                    f"the plan's mesh @{mesh.name} {format_shape(mesh.shape)} does not cover the "
+                    f"{len(self.devices)} devices of the {format_shape(self.mesh_shape)} mesh asked for"
+                )
+
+    # ---- compile and run ------------------------------------------------------------------------------
+
+    def _executable(self, entry: _Entry) -> rt_exe.ShardedExecutable:
+        if entry.executable is None:
+            entry.executable = rt_exe.compile(entry.module, self.devices)
+        return entry.executable
+
+    def _run(self, entry: _Entry, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        exe = self._executable(entry)
+        dynamic, _ = self._split(args)
+        flat = jax.tree.leaves((tuple(args[i] for i in dynamic), kwargs))
+        return jax.tree.unflatten(entry.out_tree, exe(flat))
+
+
+class Lowered:
+    """`f.lower(*args)`: the planned module for one signature (jax.stages.Lowered's role)."""
+
+    def __init__(self, function: ParallelizedFunction, entry: _Entry):
+        self._function = function
+        self._entry = entry
+
+    @property
+    def module(self) -> ir.Module:
+        return self._entry.module
+
+    def as_text(self, *, debug_info: bool = False) -> str:
+        """The annotated StableHLO: `sdy.mesh`, `sdy.sharding` on @main, constraints, plan attributes."""
+        return self._entry.module.operation.get_asm(enable_debug_info=debug_info)
+
+    def compile(self) -> Compiled:
+        return Compiled(self._function, self._entry, self._function._executable(self._entry))
+
+
+class Compiled:
+    """`f.lower(*args).compile()`: the XLA executable for one signature; callable with concrete args."""
+
+    def __init__(self, function: ParallelizedFunction, entry: _Entry, executable: rt_exe.ShardedExecutable):
+        self._function = function
+        self._entry = entry
+        self.executable = executable
+
+    def as_text(self) -> str:
+        """XLA's compiled, partitioned HLO."""
+        return self.executable.as_text()
+
+    def cost_analysis(self) -> dict[str, float]:
+        return self.executable.cost_analysis()
+
+    def memory_analysis(self) -> Any:
+        return self.executable.memory_analysis()
+
+    @property
+    def input_shardings(self) -> Any:
+        return jax.tree.unflatten(self._entry.in_tree, self.executable.in_shardings)
+
+    @property
+    def output_shardings(self) -> Any:
+        return jax.tree.unflatten(self._entry.out_tree, self.executable.out_shardings)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        key = self._function._signature(args, kwargs)
+        if self._function._cache.get(key) is not self._entry:
+            raise TypeError("arguments do not match the signature this executable was compiled for")
+        return self._function._run(self._entry, args, kwargs)
+
+
+# ---- helpers --------------------------------------------------------------------------------------------
+
+
+def _aval_key(x: Any) -> tuple[Any, ...]:
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return tuple(x.shape), jax.numpy.dtype(x.dtype), bool(getattr(x, "weak_type", False))
+    try:
+        aval = jax.typeof(x)
+    except TypeError:
+        raise TypeError(
+            f"argument leaf of type {type(x).__name__} is not an array: pass arrays, scalars or "
+            "jax.ShapeDtypeStruct, or make the argument static (static_argnums)"
+        ) from None
+    return tuple(aval.shape), aval.dtype, bool(aval.weak_type)
+
+
+def _positional_names(fn: Callable[..., Any], n: int) -> list[str]:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    names = []
+    for i in range(n):
+        if i < len(params) and params[i].kind in (params[i].POSITIONAL_ONLY, params[i].POSITIONAL_OR_KEYWORD):
+            names.append(params[i].name)
+        else:
+            names.append(f"args[{i}]")
+    return names
+
+
+def _is_spec_leaf(x: Any) -> bool:
+    return x is None or isinstance(x, PartitionSpec)
+
+
+def _broadcast_specs(prefix: Any, tree: Any, what: str) -> list[PartitionSpec | None]:
+    try:
+        full = jax.tree.broadcast(prefix, tree, is_leaf=_is_spec_leaf)
+    except ValueError as err:
+        raise ValueError(f"{what} is not a pytree prefix of the arguments it describes: {err}") from None
+    return jax.tree.leaves(full, is_leaf=_is_spec_leaf)
+
+
+def _mark_roles(module: ir.Module, roles: Sequence[str]) -> None:
+    main = sh.main_func(module)
+    with module.context, ir.Location.unknown():
+        unit = ir.UnitAttr.get()
+        for i, role in enumerate(roles):
+            sh.set_arg_attr(main, i, BATCH_ATTR if role == "batch" else PARAMETER_ATTR, unit)
+
+
+def _run_intra_op(
+    module: ir.Module, method: ShardParallel, mesh_shape: tuple[int, ...], axis_names: tuple[str, ...]
+) -> None:
+    if passes.registry.lookup(INTRA_OP_PASS) is None:
+        raise AutoparError(
+            f"the {INTRA_OP_PASS} pass is not registered in this build, so {method.name} cannot plan; "
+            "give the layout yourself with ShardParallel(manual_sharding_option=ManualShardingOption(...))"
+        )
+    passes.run(module, method.pipeline(mesh_shape, axis_names))
+
+
+def _float_attr(module: ir.Module, name: str) -> float | None:
+    attrs = module.operation.attributes
+    return ir.FloatAttr(attrs[name]).value if name in attrs else None
+
+
+def _partition_grid(exe: rt_exe.ShardedExecutable) -> Any:
+    """The XLA partition id at each mesh position."""
+    index = {d.id: i for i, d in enumerate(exe.devices)}
+    return np.vectorize(lambda d: index[d.id], otypes=[int])(exe.mesh.devices)
+
+
+def _execution_plan(method_name: str, entry: _Entry, exe: rt_exe.ShardedExecutable) -> ExecutionPlan:
+    mesh_shape = dict(exe.mesh.shape)
+    inputs = tuple(
+        TensorPlacement(path, aval.shape, str(aval.dtype), s.spec, role)
+        for path, aval, s, role in zip(entry.paths, exe.in_avals, exe.in_shardings, entry.roles, strict=True)
+    )
+    out_paths = [
+        "out" + jax.tree_util.keystr(p)
+        for p, _ in jax.tree_util.tree_flatten_with_path(
+            jax.tree.unflatten(entry.out_tree, [0] * entry.out_tree.num_leaves)
+        )[0]
+    ]
+    outputs = tuple(
+        TensorPlacement(path, aval.shape, str(aval.dtype), s.spec, "output")
+        for path, aval, s in zip(out_paths, exe.out_avals, exe.out_shardings, strict=True)
+    )
+    attrs = entry.module.operation.attributes
+    status = (
+        ir.StringAttr(attrs["autopar.solver_status"]).value if "autopar.solver_status" in attrs else "manual"
+    )
+    return ExecutionPlan(
+        method=method_name,
+        mesh_shape=mesh_shape,
+        device_ids=tuple(d.id for d in exe.mesh.devices.flat),
+        inputs=inputs,
+        outputs=outputs,
+        collectives=tuple(parse_collectives(exe.as_text(), mesh_shape, _partition_grid(exe))),
+        estimated_cost=_float_attr(entry.module, "autopar.objective"),
+        lower_bound=_float_attr(entry.module, "autopar.lower_bound"),
+        solver_status=status,
+    )

@@ -1,0 +1,446 @@
+"""autopar.parallelize: jax.jit-like caching, pytrees, donation, AOT lower/compile, execution plans and
+errors, on 8 virtual CPU devices. Plans here are given by hand (ManualShardingOption) or by a test double
+of autopar-intra-op that checks the API's side of the pass contract; tests_api_e2e.py runs the real pass.
+Every output is compared with the unsharded program."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import PartitionSpec as P
+from jaxlib.mlir import ir
+from jaxlib.mlir.dialects import func, sdy
+
+import autopar
+from autopar.api import methods
+from autopar.errors import AutoparError
+from autopar.passes import registry
+from autopar.runtime import shardings as sh
+
+MEGATRON = autopar.ShardParallel(
+    mesh_shape=(2, 4),
+    manual_sharding_option=autopar.ManualShardingOption(
+        ("x", "y"),
+        in_axis_resources=({"w1": P(None, "y"), "w2": P("y", None)}, P("x")),
+        out_axis_resources={"y": P("x"), "h_sum": None},
+    ),
+)
+
+
+def mlp(params, x):
+    h = jnp.tanh(x @ params["w1"])
+    return {"y": h @ params["w2"], "h_sum": jnp.abs(h).sum()}
+
+
+def _params(hidden=64, d=16, seed=0):
+    return {"w1": _normal((d, hidden), seed) / 4, "w2": _normal((hidden, d), seed + 100) / 8}
+
+
+def _batch(n=32, d=16, seed=1):
+    return _normal((n, d), seed)
+
+
+_RNG = np.random.default_rng(0)
+
+
+def _normal(shape, seed=None):
+    """Test data drawn on the host: jax.random would compile a program per shape (seconds in total)."""
+    rng = _RNG if seed is None else np.random.default_rng(seed)
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
+def _close(a, b, rtol=2e-5, atol=2e-6):
+    jax.tree.map(
+        lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=atol), a, b
+    )
+
+
+def test_manual_megatron_mlp_matches_unsharded_and_returns_named_shardings():
+    f = autopar.parallelize(mlp, method=MEGATRON)
+    params, x = _params(), _batch()
+    out = f(params, x)
+    _close(out, jax.jit(mlp)(params, x))
+    assert out["y"].sharding.spec == P("x") and out["h_sum"].sharding.spec == P()
+    assert isinstance(out["y"].sharding, jax.sharding.NamedSharding)
+
+
+def test_compiles_once_per_signature():
+    f = autopar.parallelize(mlp, method=MEGATRON)
+    params, x = _params(), _batch()
+    for _ in range(3):
+        f(params, x)
+    assert f.cache_size() == 1
+    f(params, _batch(seed=5))  # same signature, other values
+    assert f.cache_size() == 1
+    f(params, _batch(n=64))  # new shape
+    assert f.cache_size() == 2
+    f(jax.tree.map(lambda a: a.astype(jnp.bfloat16), params), _batch(n=64).astype(jnp.bfloat16))
+    assert f.cache_size() == 3
+
+
+def test_static_arguments_and_pytree_structure_key_the_cache():
+    def scaled(params, x, scale):
+        return jax.tree.map(lambda w: w * scale, params), x * scale
+
+    f = autopar.parallelize(
+        scaled,
+        static_argnums=(2,),
+        method=autopar.ShardParallel(
+            manual_sharding_option=autopar.ManualShardingOption(("x",), (None, P("x")))
+        ),
+    )
+    params, x = _params(), _batch()
+    for scale in (2.0, 3.0, 2.0):
+        _close(f(params, x, scale), jax.jit(scaled, static_argnums=2)(params, x, scale))
+    assert f.cache_size() == 2
+    _close(f({"w1": params["w1"]}, x, 2.0), ({"w1": params["w1"] * 2}, x * 2))
+    assert f.cache_size() == 3
+
+
+def test_decorator_forms_and_keyword_arguments():
+    @autopar.parallelize
+    def add(a, b):
+        return a + b
+
+    @autopar.parallelize(
+        method=autopar.ShardParallel(manual_sharding_option=autopar.ManualShardingOption(("x",), (P("x"),)))
+    )
+    def affine(a, *, bias):
+        return a * 2 + bias
+
+    a = jnp.arange(16.0)
+    with pytest.raises(AutoparError) if registry.lookup(methods.INTRA_OP_PASS) is None else _nothing():
+        _close(add(a, a), a + a)
+    _close(affine(a, bias=jnp.ones(16)), a * 2 + 1)
+    assert affine.__name__ == "affine"
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_lower_with_abstract_arguments_then_compile_and_run():
+    f = autopar.parallelize(mlp, method=MEGATRON)
+    params, x = _params(), _batch()
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (params, x))
+    lowered = f.lower(*abstract)
+    text = lowered.as_text()
+    assert 'sdy.mesh @mesh = <["x"=2, "y"=4]>' in text
+    assert text.count("autopar.parameter") == 2 and text.count("autopar.batch") == 1
+    assert '#sdy.sharding<@mesh, [{}, {"y"}]>' in text
+    compiled = lowered.compile()
+    hlo = compiled.as_text()
+    assert "all-reduce(" in hlo and "ENTRY" in hlo
+    _close(compiled(params, x), jax.jit(mlp)(params, x))
+    assert compiled.input_shardings[0][1].spec == P("x")
+    f(params, x)
+    assert f.cache_size() == 1  # the abstract lowering served the concrete call
+    with pytest.raises(TypeError, match="do not match the signature"):
+        compiled(params, _batch(n=64))
+
+
+def test_execution_plan_names_parameters_and_counts_collectives():
+    f = autopar.parallelize(mlp, method=MEGATRON)
+    plan = f.get_execution_plan(_params(), _batch())
+    assert plan.mesh_shape == {"x": 2, "y": 4}
+    assert plan.parameter_specs() == {"params['w1']": P(None, "y"), "params['w2']": P("y")}
+    assert plan.input_specs()["x"] == P("x")
+    assert [t.path for t in plan.outputs] == ["out['h_sum']", "out['y']"]
+    counts = plan.collective_counts()
+    assert counts["all-reduce"] >= 1 and counts["all-gather"] == 0
+    assert all("y" in c.axes for c in plan.collectives if c.kind == "all-reduce" and c.bytes > 4)
+    assert plan.solver_status == "manual" and plan.estimated_cost is None
+    text = str(plan)
+    assert "ShardParallel on mesh [x=2, y=4]" in text and "params['w1']" in text and "all-reduce" in text
+    assert f.cache_size() == 1
+
+
+def _train_step(params, opt_state, batch):
+    x, y = batch
+
+    def loss_fn(p):
+        h = jax.nn.relu(x @ p["w1"])
+        return jnp.mean((h @ p["w2"] - y) ** 2)
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = OPTIMIZER.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+
+OPTIMIZER = optax.adam(1e-2)
+
+
+@pytest.mark.parametrize(
+    ("mesh_shape", "param_specs", "batch_spec"),
+    [
+        ((8,), {"w1": None, "w2": None}, P("x")),  # data parallel
+        ((2, 4), {"w1": P(None, "y"), "w2": P("y")}, P("x")),  # Megatron x data
+    ],
+    ids=["data-parallel", "megatron-2x4"],
+)
+def test_optax_training_step_with_donation_matches_unsharded(mesh_shape, param_specs, batch_spec):
+    names = ("x",) if len(mesh_shape) == 1 else ("x", "y")
+    opt_specs = (optax.ScaleByAdamState(count=None, mu=param_specs, nu=param_specs), optax.EmptyState())
+    method = autopar.ShardParallel(
+        mesh_shape=mesh_shape,
+        manual_sharding_option=autopar.ManualShardingOption(
+            names, (param_specs, opt_specs, batch_spec), (param_specs, opt_specs, None)
+        ),
+    )
+    step = autopar.parallelize(_train_step, method=method, donate_argnums=(0, 1), batch_argnums=(2,))
+    reference = jax.jit(_train_step)
+    params = _params(hidden=32)
+    batch = (_batch(n=32), _batch(n=32, seed=7))
+    opt_state = OPTIMIZER.init(params)
+    ref_params, ref_state = params, opt_state
+    params, opt_state = jax.tree.map(jnp.copy, (params, opt_state))
+    for _ in range(3):
+        old_w1 = params["w1"]
+        params, opt_state, loss = step(params, opt_state, batch)
+        ref_params, ref_state, ref_loss = reference(ref_params, ref_state, batch)
+        _close((params, opt_state, loss), (ref_params, ref_state, ref_loss), rtol=1e-5, atol=1e-6)
+    assert step.cache_size() == 1
+    assert params["w1"].sharding.spec == (param_specs["w1"] or P())
+    assert old_w1.is_deleted()  # donated: its buffer became the update
+    plan = step.get_execution_plan(params, opt_state, batch)
+    assert {t.path: t.role for t in plan.inputs}["batch[0]"] == "batch"
+    assert plan.parameter_specs()["opt_state[0].mu['w2']"] == (param_specs["w2"] or P())
+
+
+# ---- the API's side of the autopar-intra-op contract, through a test double of the pass -----------------
+
+
+def _write_data_parallel_plan(module_op: ir.Operation, options: types.SimpleNamespace) -> list[str]:
+    body = module_op.regions[0].blocks[0]
+    main = next(op for op in body.operations if isinstance(op, func.FuncOp) and op.name.value == "main")
+    names = options.axis_names.split(",")[: len(options.mesh.split("x"))]
+    shape = tuple(int(s) for s in options.mesh.split("x"))
+    with ir.InsertionPoint.at_block_begin(body):
+        sdy.MeshOp(
+            "mesh", sdy.MeshAttr.get([sdy.MeshAxisAttr.get(n, s) for n, s in zip(names, shape, strict=True)])
+        )
+    roles = []
+    for i, attrs in enumerate(sh.arg_attrs(main)):
+        role = "batch" if "autopar.batch" in attrs else "parameter" if "autopar.parameter" in attrs else "?"
+        roles.append(role)
+        rank = ir.RankedTensorType(main.type.inputs[i]).rank
+        spec = P(tuple(names)) if role == "batch" else P()
+        sh.set_arg_attr(main, i, "sdy.sharding", sh.spec_to_sharding(spec, rank, "mesh"))
+    f64 = ir.F64Type.get()
+    module_op.attributes["autopar.objective"] = ir.FloatAttr.get(f64, 1.5e-3)
+    module_op.attributes["autopar.lower_bound"] = ir.FloatAttr.get(f64, 1.25e-3)
+    module_op.attributes["autopar.solver_status"] = ir.StringAttr.get("optimal")
+    return roles
+
+
+@pytest.fixture
+def recording_intra_op(monkeypatch):
+    """Registers a stand-in `autopar-intra-op` that records what it was given and writes a data-parallel
+    plan (batch dim 0 over every mesh axis, the rest replicated) with the plan attributes the real pass
+    writes. Restored after the test."""
+    seen = types.SimpleNamespace(options=None, roles=None)
+
+    def run(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
+        seen.options = options
+        with module_op.context, ir.Location.unknown():
+            seen.roles = _write_data_parallel_plan(module_op, options)
+
+    real = registry.lookup(methods.INTRA_OP_PASS)
+    options = (
+        real.options
+        if real is not None
+        else tuple(
+            registry.Option(name, kind, default, "contract option")
+            for name, kind, default in [
+                ("mesh", str, "1x8"),
+                ("axis-names", str, "x,y,z"),
+                ("mesh-alpha", str, ""),
+                ("mesh-beta", str, ""),
+                ("memory-budget", int, 0),
+                ("solver", str, "auto"),
+                ("time-limit", float, 10.0),
+                ("force-data-parallel", bool, False),
+                ("force-batch-dim-to-mesh-dim", int, -1),
+                ("allow-all-gather", bool, True),
+                ("allow-all-to-all", bool, True),
+                ("prefer-reduce-scatter", bool, False),
+                ("zero-stage", int, 0),
+                ("allow-replicated-parameters", bool, True),
+            ]
+        )
+    )
+    info = registry.PassInfo(methods.INTRA_OP_PASS, "test double", "test double", tuple(options), run)
+    monkeypatch.setitem(registry._REGISTRY, methods.INTRA_OP_PASS, info)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        (autopar.DataParallel(), dict(force_data_parallel=True, zero_stage=0, mesh="8", axis_names="x")),
+        (
+            autopar.Zero2Parallel(mesh_shape=(2, 4)),
+            dict(
+                force_data_parallel=True,
+                prefer_reduce_scatter=True,
+                zero_stage=2,
+                mesh="2x4",
+                axis_names="x,y",
+            ),
+        ),
+        (autopar.Zero3Parallel(), dict(zero_stage=3, mesh="8")),
+        (
+            autopar.ShardParallel(
+                mesh_shape=(2, 2, 2),
+                axis_names=("dp", "tp", "pp"),
+                auto_sharding_option=autopar.AutoShardingOption(
+                    memory_budget=1 << 20,
+                    solver="ilp",
+                    time_limit=2.0,
+                    allow_all_to_all=False,
+                    mesh_beta=(1e-9, 2e-9, 3e-9),
+                ),
+            ),
+            dict(
+                mesh="2x2x2",
+                axis_names="dp,tp,pp",
+                memory_budget=1 << 20,
+                solver="ilp",
+                time_limit=2.0,
+                allow_all_to_all=False,
+                force_data_parallel=False,
+                mesh_beta="1e-09,2e-09,3e-09",
+            ),
+        ),
+    ],
+    ids=["data", "zero2", "zero3", "options"],
+)
+def test_methods_reach_the_pass_as_its_options(recording_intra_op, method, expected):
+    f = autopar.parallelize(mlp, method=method)
+    params, x = _params(), _batch()
+    _close(f(params, x), jax.jit(mlp)(params, x))
+    for key, value in expected.items():
+        assert getattr(recording_intra_op.options, key) == value, key
+    assert recording_intra_op.roles == ["parameter", "parameter", "batch"]
+    plan = f.get_execution_plan(params, x)
+    assert plan.solver_status == "optimal" and plan.estimated_cost == 1.5e-3 and plan.lower_bound == 1.25e-3
+    assert plan.input_specs()["x"] == P(tuple(method.mesh_for(8)[1]))
+    assert "estimated cost 0.0015 s (lower bound 0.00125 s)" in str(plan)
+
+
+def test_batch_argnums_marks_batches_and_scalars_stay_parameters(recording_intra_op):
+    def f(x, params, step):
+        return x @ params * step
+
+    g = autopar.parallelize(f, method=autopar.DataParallel(), batch_argnums=(0,))
+    args = (_batch(), jnp.ones((16, 4)), jnp.float32(2.0))
+    _close(g(*args), jax.jit(f)(*args))
+    assert recording_intra_op.roles == ["batch", "parameter", "parameter"]
+
+
+# ---- errors ----------------------------------------------------------------------------------------------
+
+
+def test_mesh_shape_that_does_not_match_the_devices():
+    with pytest.raises(ValueError, match="mesh shape 2x4 needs 8 devices but 4 devices"):
+        autopar.parallelize(mlp, method=autopar.ShardParallel(mesh_shape=(2, 4)), devices=jax.devices()[:4])
+
+
+def test_default_devices_are_all_local_devices():
+    f = autopar.parallelize(mlp, method=autopar.DataParallel())
+    assert f.devices == tuple(jax.local_devices()) and f.mesh_shape == (8,)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (dict(static_argnums=(0,), donate_argnums=(0,)), ValueError, "also static_argnums"),
+        (dict(static_argnums=(-1,)), ValueError, "non-negative"),
+        (dict(method="data"), TypeError, "method must be a ShardParallel"),
+        (
+            dict(method=autopar.ShardParallel(mesh_shape=(2, 4), axis_names=("x",))),
+            ValueError,
+            "1 axis names",
+        ),
+    ],
+)
+def test_bad_parallelize_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        autopar.parallelize(mlp, **kwargs)
+
+
+def test_bad_call_arguments():
+    f = autopar.parallelize(
+        lambda a, n: a * len(n),
+        static_argnums=(1,),
+        method=autopar.ShardParallel(manual_sharding_option=autopar.ManualShardingOption(("x",), (None,))),
+    )
+    with pytest.raises(TypeError, match="unhashable type list"):
+        f(jnp.ones(8), [1, 2])
+    g = autopar.parallelize(
+        lambda a: a,
+        method=autopar.ShardParallel(manual_sharding_option=autopar.ManualShardingOption(("x",), (None,))),
+        batch_argnums=(3,),
+    )
+    with pytest.raises(ValueError, match="batch_argnums has 3"):
+        g(jnp.ones(8))
+    with pytest.raises(TypeError, match="not an array"):
+        g("text")
+    h = autopar.parallelize(
+        lambda a: a,
+        method=autopar.ShardParallel(manual_sharding_option=autopar.ManualShardingOption(("x",), (P("y"),))),
+    )
+    with pytest.raises(ValueError, match="names axis 'y'"):
+        h(jnp.ones(8))
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (dict(zero_stage=1), "zero_stage=1"),
+        (dict(memory_budget=0), "memory_budget=0"),
+        (dict(time_limit=-1.0), "time_limit=-1.0"),
+    ],
+)
+def test_auto_sharding_option_validation(option, message):
+    with pytest.raises(ValueError, match=message):
+        autopar.AutoShardingOption(**option)
+
+
+def test_per_axis_costs_must_match_the_mesh():
+    method = autopar.ShardParallel(
+        mesh_shape=(2, 4), auto_sharding_option=autopar.AutoShardingOption(mesh_alpha=(1e-6,))
+    )
+    with pytest.raises(ValueError, match="mesh_alpha has 1 values for the 2-axis mesh 2x4"):
+        method.pipeline((2, 4), ("x", "y"))
+    method = dataclasses.replace(
+        method, auto_sharding_option=autopar.AutoShardingOption(force_batch_dim_to_mesh_dim=2)
+    )
+    with pytest.raises(ValueError, match="force_batch_dim_to_mesh_dim=2 is not an axis"):
+        method.pipeline((2, 4), ("x", "y"))
+
+
+def test_pipeline_text_is_deterministic_and_names_every_contract_option():
+    text = autopar.Zero3Parallel(mesh_shape=(2, 4)).pipeline((2, 4), ("x", "y"))
+    assert text == autopar.Zero3Parallel(mesh_shape=(2, 4)).pipeline((2, 4), ("x", "y"))
+    assert text.startswith("builtin.module(autopar-inline,autopar-intra-op{mesh=2x4 axis-names=x,y ")
+    for option in (
+        "force-data-parallel=true",
+        "force-batch-dim-to-mesh-dim=-1",
+        "allow-all-gather=true",
+        "allow-all-to-all=true",
+        "prefer-reduce-scatter=true",
+        "zero-stage=3",
+        "allow-replicated-parameters=true",
+    ):
+        assert option in text
