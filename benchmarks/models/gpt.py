@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,9 +68,8 @@ def abstract_params(cfg: GPTConfig, dtype=jnp.float32) -> dict[str, Any]:
 def init_params(cfg: GPTConfig, seed: int = 0) -> dict[str, Any]:
     shapes = param_shapes(cfg)
     leaves, treedef = jax.tree.flatten(shapes, is_leaf=lambda x: isinstance(x, tuple))
-    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-    values = [jax.random.normal(k, s, jnp.float32) * (0.02 if len(s) > 1 else 0.1) for k, s in
-              zip(keys, leaves, strict=True)]
+    rng = np.random.default_rng(seed)  # numpy: eager jax.random compiles once per shape (slow in tests)
+    values = [(rng.standard_normal(s) * (0.02 if len(s) > 1 else 0.1)).astype(np.float32) for s in leaves]
     return jax.tree.unflatten(treedef, values)
 
 
