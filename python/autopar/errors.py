@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class AutoparError(Exception):
     """Base class of every error autopar raises on purpose."""
@@ -31,13 +33,18 @@ class PluginError(AutoparError):
     """A pass plugin module failed to import or to register its passes."""
 
 
+_FILE_LOC = re.compile(r'"([^"]*)":(\d+):(\d+)')
+_NAME_LOC = re.compile(r'"([^"]+)"\(')
+
+
 def format_location(location: object | None) -> str:
-    """Renders an MLIR location as `file:line:col` (or the name-stack name), '' when unknown."""
+    """Renders an MLIR location for a one-line message: the innermost `file:line:col` (for an inlined op,
+    the callee's), else the first name-stack name (`jit(f)/dot_general`), else ''."""
     if location is None:
         return ""
     text = str(location)
-    if text in ("loc(unknown)", ""):
-        return ""
-    if text.startswith("loc(") and text.endswith(")"):
-        text = text[4:-1]
-    return text
+    file_loc = _FILE_LOC.search(text)
+    if file_loc:
+        return f"{file_loc.group(1)}:{file_loc.group(2)}:{file_loc.group(3)}"
+    name_loc = _NAME_LOC.search(text)
+    return name_loc.group(1) if name_loc else ""

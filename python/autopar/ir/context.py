@@ -3,16 +3,53 @@
 from __future__ import annotations
 
 import functools
+import sys
 
 from jax.interpreters import mlir as jax_mlir
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
 
+class DiagnosticSink:
+    """Catches diagnostics no narrower handler took, so MLIR never writes multi-line noise to stderr.
+
+    Errors are kept for the caller to turn into one exception line (`take_errors`); warnings and remarks
+    (a pass explaining a fallback, say) are printed as single lines.
+    """
+
+    def __init__(self) -> None:
+        self._errors: list[str] = []
+
+    def __call__(self, diagnostic: ir.Diagnostic) -> bool:
+        where = str(diagnostic.location)
+        where = where[4:-1] if where.startswith("loc(") and where.endswith(")") else where
+        line = f"{where}: {diagnostic.message}" if where and where != "unknown" else diagnostic.message
+        if diagnostic.severity == ir.DiagnosticSeverity.ERROR:
+            self._errors.append(line)
+        else:
+            kind = "warning" if diagnostic.severity == ir.DiagnosticSeverity.WARNING else "remark"
+            sys.stderr.write(f"{kind}: {line}\n")
+        return True
+
+    def take_errors(self) -> list[str]:
+        errors, self._errors = self._errors, []
+        return errors
+
+
 @functools.cache
-def context() -> ir.Context:
-    """The shared context. Created once: modules from different contexts cannot be mixed."""
+def _context_and_sink() -> tuple[ir.Context, DiagnosticSink]:
     ctx = jax_mlir.make_ir_context()
     # Registers stablehlo-legalize-to-vhlo, stablehlo-refine-shapes, ... for textual pipelines.
     stablehlo.register_stablehlo_passes()
-    return ctx
+    sink = DiagnosticSink()
+    ctx.attach_diagnostic_handler(sink)
+    return ctx, sink
+
+
+def context() -> ir.Context:
+    """The shared context. Created once: modules from different contexts cannot be mixed."""
+    return _context_and_sink()[0]
+
+
+def diagnostics() -> DiagnosticSink:
+    return _context_and_sink()[1]

@@ -18,7 +18,7 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
 from autopar.errors import IRLoadError
-from autopar.ir.context import context
+from autopar.ir.context import context, diagnostics
 
 MLIR_BYTECODE_MAGIC = b"ML\xefR"
 
@@ -118,8 +118,11 @@ def _parse_bytecode(data: bytes, source_name: str) -> ir.Module:
         if module is None or _is_vhlo(module):
             # A VHLO artifact parses as vhlo ops; legalize it back to StableHLO (version-checked).
             try:
+                diagnostics().take_errors()
                 module = _jax.mlir.deserialize_portable_artifact(data, context())
             except Exception as err:  # jaxlib raises a plain ValueError/RuntimeError here
+                reasons = diagnostics().take_errors()
+                err = reasons[0].replace('"-":', f"{source_name}:") if reasons else err
                 if module is None:
                     raise IRLoadError(
                         f"{source_name}: MLIR bytecode this jaxlib cannot read "
@@ -131,9 +134,7 @@ def _parse_bytecode(data: bytes, source_name: str) -> ir.Module:
 
 
 def _is_vhlo(module: ir.Module) -> bool:
-    for op in module.body.operations:
-        return op.operation.name.startswith("vhlo.")
-    return False
+    return any(op.operation.name.startswith("vhlo.") for op in module.body.operations)
 
 
 def _looks_like_exported(data: bytes) -> bool:
@@ -147,10 +148,9 @@ def _parse_exported(data: bytes, source_name: str) -> ir.Module:
         from jax import export
 
         exported = export.deserialize(bytearray(data))
-    except Exception as err:  # flatbuffers raises assorted errors on garbage
+    except Exception:  # flatbuffers raises assorted errors on garbage
         raise IRLoadError(
-            f"{source_name}: binary data that is neither MLIR bytecode nor a serialized jax.export "
-            f"artifact ({type(err).__name__})"
+            f"{source_name}: binary data that is neither MLIR bytecode nor a serialized jax.export artifact"
         ) from None
     return parse_bytes(bytes(exported.mlir_module_serialized), source_name=source_name)
 

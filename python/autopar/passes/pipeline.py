@@ -128,7 +128,9 @@ def parsed_options(element: Element) -> types.SimpleNamespace:
 
 def _python_pass(info: registry.PassInfo, options: types.SimpleNamespace):
     def run(op: ir.Operation, pass_: object) -> None:
-        info.run(op, options)
+        # Passes build attributes and ops: give them the module's context and a default location.
+        with op.context, ir.Location.unknown(op.context):
+            info.run(op, options)
 
     run.__name__ = info.argument
     return run

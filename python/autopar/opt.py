@@ -1,0 +1,319 @@
+"""`autopar-opt` / `python -m autopar.opt`: an mlir-opt for StableHLO with autopar's passes.
+
+    autopar-opt model.mlir --pass-pipeline='builtin.module(autopar-inline,canonicalize,cse)' -o out.mlir
+
+Conventions follow mlir-opt: input file or `-` for stdin, `-o` (default stdout), pipelines that mix
+autopar passes with every pass jaxlib registers. User mistakes print one `error:` line and exit 1; when a
+pass fails, the IR it started from is saved and the command that reproduces the failure is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import re
+import shlex
+import sys
+import textwrap
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from autopar.errors import AutoparError, IRLoadError, PassError, PipelineError, PluginError
+
+SPLIT_MARKER = "// -----"
+PROG = "autopar-opt"
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        prog=PROG,
+        description="Run autopar and MLIR passes over a StableHLO module.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example: autopar-opt in.mlir --pass-pipeline='builtin.module(autopar-inline,cse)' -o out.mlir",
+    )
+    parser.add_argument("input", nargs="?", default="-", help="input file (text, bytecode, VHLO, jax.export); - = stdin")
+    parser.add_argument("-o", dest="output", default="-", help="output file (written atomically); - = stdout")
+    parser.add_argument("--pass-pipeline", default="", help="textual pipeline: builtin.module(pass{opt=val},...)")
+    parser.add_argument("--list-passes", action="store_true", help="list autopar passes with their options")
+    parser.add_argument("--describe-pass", metavar="PASS", help="print one pass's full description")
+    parser.add_argument("--emit", choices=["text", "bytecode", "vhlo"], default="text", help="output format")
+    parser.add_argument("--split-input-file", action="store_true", help=f"process each '{SPLIT_MARKER}' chunk alone")
+    parser.add_argument("--mlir-print-ir-before-all", action="store_true", help="print the IR before every pass")
+    parser.add_argument("--mlir-print-ir-after-all", action="store_true", help="print the IR after every pass")
+    parser.add_argument("--mlir-timing", action="store_true", help="print a pass timing report to stderr")
+    parser.add_argument("--mlir-print-debuginfo", action="store_true", help="print locations in text output")
+    parser.add_argument(
+        "--load-pass-plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a Python module (dotted name or .py path) that registers extra passes",
+    )
+    parser.add_argument("--show-traceback", action="store_true", help="show Python tracebacks of internal errors")
+    return parser
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line and exit 1, like every other user mistake
+        raise _UsageError(message)
+
+
+class _UsageError(Exception):
+    pass
+
+
+@dataclass
+class _Run:
+    args: argparse.Namespace
+
+    @property
+    def source_name(self) -> str:
+        return "<stdin>" if self.args.input == "-" else self.args.input
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_arg_parser().parse_args(argv)
+    except _UsageError as err:
+        return _fail(str(err))
+    run = _Run(args)
+    try:
+        for plugin in args.load_pass_plugin:
+            load_plugin(plugin)
+        if args.list_passes:
+            sys.stdout.write(list_passes_text())
+            return 0
+        if args.describe_pass:
+            sys.stdout.write(describe_pass_text(args.describe_pass))
+            return 0
+        return _process(run)
+    except AutoparError as err:
+        return _fail(str(err))
+    except KeyboardInterrupt:
+        return _fail("interrupted")
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    return 1
+
+
+def load_plugin(name: str) -> None:
+    """Imports a plugin module by dotted name or file path; its import registers its passes."""
+    try:
+        if name.endswith(".py") or os.sep in name:
+            path = Path(name)
+            if not path.is_file():
+                raise PluginError(f"cannot load pass plugin '{name}': no such file")
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[path.stem] = module
+            spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())  # like `python -m`, find plugins in the working directory
+            importlib.import_module(name)
+    except PluginError:
+        raise
+    except Exception as err:  # any failure inside a plugin's import is the plugin's, reported in one line
+        detail = str(err).splitlines()[0] if str(err) else ""
+        raise PluginError(f"cannot load pass plugin '{name}': {type(err).__name__}: {detail}") from None
+
+
+def list_passes_text() -> str:
+    from autopar.passes import registered_passes
+
+    lines = ["autopar passes (use in --pass-pipeline='builtin.module(...)'):"]
+    for info in registered_passes():
+        lines.append(f"  {info.argument}: {info.summary}")
+        for opt in info.options:
+            choices = f" (one of {', '.join(str(c) for c in opt.choices)})" if opt.choices else ""
+            default = _format_default(opt.default)
+            lines.append(f"    {opt.name}: {opt.type.__name__} = {default}{choices}  {opt.help}")
+    lines.append("")
+    lines.append("Any pass jaxlib registers works too, e.g. canonicalize, cse, symbol-dce, inline,")
+    lines.append("func.func(sdy-populate-op-sharding-rules), sdy-propagation-pipeline; see PLATFORM_FACTS.md.")
+    return "\n".join(lines) + "\n"
+
+
+def _format_default(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value)
+    return str(value)
+
+
+def describe_pass_text(argument: str) -> str:
+    from autopar.passes import registry
+
+    info = registry.lookup(argument)
+    if info is None:
+        raise PipelineError(f"unknown pass '{argument}' (autopar-opt --list-passes lists them)")
+    body = [f"{info.argument}: {info.summary}", "", info.description, "", "Options:"]
+    for opt in info.options:
+        body.append(f"  {opt.name}: {opt.type.__name__} = {_format_default(opt.default)}  {opt.help}")
+    if not info.options:
+        body.append("  (none)")
+    return "\n".join(body) + "\n"
+
+
+def _process(run: _Run) -> int:
+    from autopar import ir as air
+    from autopar.passes import pipeline
+
+    args = run.args
+    elements = pipeline.parse_pipeline(args.pass_pipeline) if args.pass_pipeline.strip() else []
+    raw = _read_input(args.input)
+    emit = air.Emit(args.emit)
+    if args.split_input_file:
+        chunks = _split_chunks(raw, run.source_name)
+        if emit is not air.Emit.TEXT:
+            raise PipelineError("--split-input-file needs --emit=text (binary outputs cannot be split)")
+    else:
+        chunks = [raw]
+    outputs, failed = [], False
+    for chunk in chunks:
+        try:
+            module = air.parse_bytes(chunk, source_name=run.source_name)
+            _run_pipeline(run, module, elements)
+            outputs.append(_serialize(module, emit, args.mlir_print_debuginfo))
+        except AutoparError as err:
+            if not args.split_input_file:
+                raise
+            sys.stderr.write(f"{PROG}: error: {err}\n")
+            failed = True
+    separator = f"\n{SPLIT_MARKER}\n".encode()
+    _write_output(args.output, separator.join(o.rstrip(b"\n") + b"\n" for o in outputs) if len(outputs) > 1 else (outputs[0] if outputs else b""))
+    return 1 if failed else 0
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise IRLoadError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise IRLoadError(f"{path}: is a directory, expected a StableHLO file") from None
+    except OSError as err:
+        raise IRLoadError(f"{path}: cannot read ({err.strerror})") from None
+
+
+def _split_chunks(raw: bytes, source_name: str) -> list[bytes]:
+    """Splits at marker lines, padding each chunk with newlines so diagnostics keep file line numbers."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise IRLoadError(f"{source_name}: --split-input-file needs a text input") from None
+    chunks, current, start_line = [], [], 0
+    for number, line in enumerate(text.splitlines(keepends=True)):
+        if line.strip() == SPLIT_MARKER:
+            chunks.append("\n" * start_line + "".join(current))
+            current, start_line = [], number + 1
+        else:
+            current.append(line)
+    chunks.append("\n" * start_line + "".join(current))
+    return [c.encode() for c in chunks]
+
+
+def _serialize(module, emit, debug_info: bool) -> bytes:
+    from autopar import ir as air
+
+    return air.to_bytes(module, emit, debug_info=debug_info or emit is not air.Emit.TEXT)
+
+
+def _write_output(path: str, data: bytes) -> None:
+    from autopar import ir as air
+
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        air.write_atomically(Path(path), data)
+    except OSError as err:
+        raise AutoparError(f"{path}: cannot write output ({err.strerror})") from None
+
+
+def _run_pipeline(run: _Run, module, elements) -> None:
+    """Runs all elements in one real PassManager. On failure, replays them one by one from the saved
+    input to find the failing element and the IR it started from, and writes a reproducer."""
+    if not elements:
+        return
+    from autopar import ir as air
+    from autopar.passes import pipeline
+
+    args = run.args
+    snapshot = air.to_bytes(module, air.Emit.BYTECODE)
+    pm = pipeline.build_pass_manager(elements, module.context)
+    if args.mlir_print_ir_before_all or args.mlir_print_ir_after_all:
+        pm.enable_ir_printing(
+            print_before_all=args.mlir_print_ir_before_all, print_after_all=args.mlir_print_ir_after_all
+        )
+    if args.mlir_timing:
+        pm.enable_timing()
+    try:
+        pipeline.run_pass_manager(pm, module)
+    except PassError as err:
+        raise _with_reproducer(run, snapshot, elements, err) from None
+    except Exception as err:  # a bug inside a pass: still one line, with the reproducer
+        if args.show_traceback:
+            traceback.print_exc()
+        internal = PassError(f"internal error: {type(err).__name__}: {err}")
+        raise _with_reproducer(run, snapshot, elements, internal) from None
+    finally:
+        del pm  # prints the timing report now, before the output
+
+
+def _with_reproducer(run: _Run, snapshot: bytes, elements, err: PassError) -> PassError:
+    from autopar import ir as air
+    from autopar.passes import pipeline
+
+    module = air.parse_bytes(snapshot, source_name=run.source_name)
+    for element in elements:
+        before = air.to_bytes(module, air.Emit.TEXT, debug_info=True)
+        try:
+            pipeline.run_elements(module, [element])
+        except Exception:
+            saved = _save_failure_input(run, element.name, before)
+            command = f"{PROG} {shlex.quote(str(saved))} --pass-pipeline={shlex.quote(f'builtin.module({element.text})')}"
+            message = _localize(str(err), run.source_name)
+            return PassError(
+                f"pass '{element.name}' failed: {message}\n"
+                f"{PROG}: note: its input IR is saved in {saved}; reproduce with: {command}"
+            )
+    return PassError(_localize(str(err), run.source_name))
+
+
+def _save_failure_input(run: _Run, pass_name: str, text: bytes) -> Path:
+    from autopar import ir as air
+
+    if run.args.output != "-":
+        anchor = Path(run.args.output)
+    elif run.args.input != "-":
+        anchor = Path(run.args.input)
+    else:
+        anchor = Path("stdin.mlir")
+    target = anchor.with_name(f"{anchor.stem}.before-{pass_name.replace('/', '_')}.mlir")
+    try:
+        air.write_atomically(target, text)
+    except OSError:
+        target = Path(os.getcwd()) / target.name
+        air.write_atomically(target, text)
+    return target
+
+
+def _localize(message: str, source_name: str) -> str:
+    """Ops parsed from text carry `"-":line:col` locations; name the real input instead."""
+    return re.sub(r'(^|[\s(])"?-"?:(\d+:\d+)', lambda m: f"{m.group(1)}{source_name}:{m.group(2)}", message)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+// Every user mistake gives one error line naming the problem, exit code 1 (`not` fails on a crash or
+// signal as well as on success), and no output file.
+// RUN: rm -rf %t && mkdir -p %t
+// RUN: not autopar-opt %t/missing.mlir -o %t/out 2>&1 | filecheck %s --check-prefix=MISSING
+// RUN: not autopar-opt %t 2>&1 | filecheck %s --check-prefix=DIR
+// RUN: %python -c "open(r'%t/notmlir.txt','w').write('hello world\n')"
+// RUN: not autopar-opt %t/notmlir.txt -o %t/out 2>&1 | filecheck %s --check-prefix=NOTMLIR
+// RUN: %python -c "open(r'%t/newer.mlirbc','wb').write(b'ML\xefR\x63MLIR99.0\x00\x01\x02\x03')"
+// RUN: not autopar-opt %t/newer.mlirbc -o %t/out 2>&1 | filecheck %s --check-prefix=VERSION
+// RUN: %python -c "open(r'%t/junk.bin','wb').write(bytes(range(256)))"
+// RUN: not autopar-opt %t/junk.bin 2>&1 | filecheck %s --check-prefix=JUNK
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-nope)' -o %t/out 2>&1 | filecheck %s --check-prefix=UNKNOWN
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(not-a-pass)' 2>&1 | filecheck %s --check-prefix=UNKNOWN-MLIR
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-inline{nope=1})' 2>&1 | filecheck %s --check-prefix=OPTION
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-inline{keep-dead-funcs=often})' 2>&1 | filecheck %s --check-prefix=TYPED
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(canonicalize{bogus=1})' 2>&1 | filecheck %s --check-prefix=MLIR-OPTION
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-inline,func.func(cse)' 2>&1 | filecheck %s --check-prefix=UNBALANCED
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(cse))' 2>&1 | filecheck %s --check-prefix=EXTRA-PAREN
+// RUN: not autopar-opt %s --load-pass-plugin=no_such_plugin_module 2>&1 | filecheck %s --check-prefix=PLUGIN
+// RUN: %python -c "open(r'%t/broken_plugin.py','w').write('raise RuntimeError(\"plugin is broken\")\n')"
+// RUN: not autopar-opt %s --load-pass-plugin=%t/broken_plugin.py 2>&1 | filecheck %s --check-prefix=PLUGIN-RAISES
+// RUN: not autopar-opt %s --no-such-flag 2>&1 | filecheck %s --check-prefix=FLAG
+// RUN: not autopar-opt %s --emit=pdf 2>&1 | filecheck %s --check-prefix=EMIT
+// RUN: not test -e %t/out
+
+// MISSING: autopar-opt: error: {{.*}}missing.mlir: no such file
+// MISSING-NOT: Traceback
+// DIR: autopar-opt: error: {{.*}}: is a directory, expected a StableHLO file
+// NOTMLIR: autopar-opt: error: {{.*}}notmlir.txt:1:1: custom op 'hello' is unknown
+// NOTMLIR-NOT: error
+// VERSION: autopar-opt: error: {{.*}}newer.mlirbc: MLIR bytecode this jaxlib cannot read (written by another MLIR/StableHLO version?): {{.*}}newer than the current version
+// VERSION-NOT: error
+// JUNK: autopar-opt: error: {{.*}}junk.bin: {{.*}}
+// UNKNOWN: autopar-opt: error: unknown pass 'autopar-nope' (autopar-opt --list-passes lists them)
+// UNKNOWN-MLIR: autopar-opt: error: unknown pass 'not-a-pass' (autopar-opt --list-passes lists them)
+// OPTION: autopar-opt: error: pass 'autopar-inline' has no option 'nope' (its options: keep-dead-funcs)
+// TYPED: autopar-opt: error: option 'keep-dead-funcs' of pass 'autopar-inline' expects bool, got 'often'
+// MLIR-OPTION: autopar-opt: error: invalid pipeline element 'canonicalize{bogus=1}': {{.*}}bogus
+// UNBALANCED: autopar-opt: error: missing ')' at the end of pipeline
+// EXTRA-PAREN: autopar-opt: error: unbalanced ')' at column 20 of pipeline
+// PLUGIN: autopar-opt: error: cannot load pass plugin 'no_such_plugin_module': ModuleNotFoundError: No module named 'no_such_plugin_module'
+// PLUGIN-RAISES: autopar-opt: error: cannot load pass plugin '{{.*}}broken_plugin.py': RuntimeError: plugin is broken
+// FLAG: autopar-opt: error: unrecognized arguments: --no-such-flag
+// EMIT: autopar-opt: error: argument --emit: invalid choice: 'pdf'
+func.func public @main(%arg0: tensor<2xf32>) -> tensor<2xf32> {
+  return %arg0 : tensor<2xf32>
+}
