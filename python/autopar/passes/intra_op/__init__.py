@@ -115,8 +115,8 @@ def estimate(module_or_func: Any, mesh_shape: tuple[int, ...] | str, **options: 
 def _solve_or_explain(prob: problem.Problem, config: config_lib.PlanConfig) -> solve.Solution:
     budget = config.memory_budget
     if budget and prob.min_peak_memory() > budget:
-        raise PassError(f"memory-budget={budget} bytes per device is below the minimum achievable "
-                        f"{prob.min_peak_memory()} bytes on mesh {'x'.join(map(str, config.mesh.shape))}; "
+        raise PassError(f"memory-budget={budget} bytes per device is below the {prob.min_peak_memory()} bytes "
+                        f"per device that every plan needs on mesh {'x'.join(map(str, config.mesh.shape))}; "
                         "raise the budget or use a bigger mesh")
     solution = solve.solve(prob, usage_limit=budget or None, time_limit=config.time_limit, solver=config.solver)
     if not solution.feasible:
