@@ -6,5 +6,6 @@
 namespace autopar {
 
 void bind_problem(nanobind::module_& m);
+void bind_solver(nanobind::module_& m);
 
 }  // namespace autopar

@@ -5,4 +5,5 @@
 NB_MODULE(_core, m) {
   m.doc() = "autopar's C++ core: strategy problems, solvers, stage DP, transfer plans and schedules";
   autopar::bind_problem(m);
+  autopar::bind_solver(m);
 }

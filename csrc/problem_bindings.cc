@@ -1,6 +1,118 @@
-// Placeholder until the strategy-problem data model lands (issue: foundation, item 2).
+// Python view of the strategy problem (csrc/strategy_problem.h). The public wrapper is
+// autopar.solver.StrategyProblem; this layer only moves flat arrays in and out and maps errors to ValueError.
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+
+#include <stdexcept>
+
 #include "csrc/bindings.h"
+#include "csrc/numpy_util.h"
+#include "csrc/strategy_problem.h"
+
+namespace nb = nanobind;
 
 namespace autopar {
-void bind_problem(nanobind::module_& m) { m.attr("__version__") = "0.1.0"; }
+namespace {
+
+StrategyProblem from_flat(std::string name, Array1D<const int64_t> interval_start, Array1D<const int64_t> interval_end,
+                          Array1D<const int64_t> strategy_offset, Array1D<const double> node_cost,
+                          Array1D<const int64_t> usage_offset, Array1D<const int64_t> node_usage,
+                          Array1D<const int64_t> edge_u, Array1D<const int64_t> edge_v,
+                          Array1D<const int64_t> edge_offset, Array1D<const double> edge_cost,
+                          std::optional<int64_t> usage_limit) {
+  StrategyProblem p;
+  p.name = std::move(name);
+  p.interval_start = to_vector(interval_start);
+  p.interval_end = to_vector(interval_end);
+  if (usage_offset.shape(0) != strategy_offset.shape(0)) {
+    throw std::invalid_argument("node_usages has " + std::to_string(usage_offset.shape(0) - 1) +
+                                " arrays but node_costs has " + std::to_string(strategy_offset.shape(0) - 1));
+  }
+  for (size_t i = 0; i + 1 < strategy_offset.shape(0); ++i) {
+    const int64_t nc = strategy_offset(i + 1) - strategy_offset(i), nu = usage_offset(i + 1) - usage_offset(i);
+    if (nc != nu) {
+      throw std::invalid_argument("node " + std::to_string(i) + " has " + std::to_string(nc) + " costs but " +
+                                  std::to_string(nu) + " usages");
+    }
+  }
+  if (strategy_offset.shape(0) != interval_start.shape(0) + 1) {
+    throw std::invalid_argument("node_costs has " + std::to_string(strategy_offset.shape(0) - 1) +
+                                " arrays but intervals has " + std::to_string(interval_start.shape(0)) + " rows");
+  }
+  p.strategy_offset = to_vector(strategy_offset);
+  p.node_cost = to_vector(node_cost);
+  p.node_usage = to_vector(node_usage);
+  if (edge_offset.shape(0) != edge_u.shape(0) + 1) {
+    throw std::invalid_argument("edge_costs has " + std::to_string(edge_offset.shape(0) - 1) +
+                                " arrays but edges has " + std::to_string(edge_u.shape(0)) + " rows");
+  }
+  assign_edges(p, to_span(edge_u), to_span(edge_v));
+  p.edge_offset = to_vector(edge_offset);
+  p.edge_cost = to_vector(edge_cost);
+  if (usage_limit && *usage_limit < 0) {
+    throw std::invalid_argument("usage_limit must be >= 0, got " + std::to_string(*usage_limit));
+  }
+  p.usage_limit = usage_limit.value_or(kNoUsageLimit);
+  p.finalize();
+  return p;
+}
+
+nb::dict arrays_of(const StrategyProblem& p) {
+  nb::dict d;
+  d["interval_start"] = to_numpy(p.interval_start);
+  d["interval_end"] = to_numpy(p.interval_end);
+  d["strategy_offset"] = to_numpy(p.strategy_offset);
+  d["node_cost"] = to_numpy(p.node_cost);
+  d["node_usage"] = to_numpy(p.node_usage);
+  d["edge_u"] = to_numpy(p.edge_u);
+  d["edge_v"] = to_numpy(p.edge_v);
+  d["edge_offset"] = to_numpy(p.edge_offset);
+  d["edge_cost"] = to_numpy(p.edge_cost);
+  return d;
+}
+
+}  // namespace
+
+void bind_problem(nb::module_& m) {
+  m.attr("__version__") = "0.1.0";
+  m.attr("INFINITE_COST") = kInfiniteCost;
+  nb::class_<StrategyProblem>(m, "StrategyProblem",
+                              "Strategy problem in the IOPDDL contest's shape (flat arrays, validated).")
+      .def_static(
+          "from_json_text",
+          [](nb::bytes text) { return parse_problem_json(std::string_view(text.c_str(), text.size())); },
+          nb::arg("text"), "Parses the contest JSON (already decompressed).")
+      .def_static("from_flat", &from_flat, nb::arg("name"), nb::arg("interval_start"), nb::arg("interval_end"),
+                  nb::arg("strategy_offset"), nb::arg("node_cost"), nb::arg("usage_offset"), nb::arg("node_usage"),
+                  nb::arg("edge_u"), nb::arg("edge_v"), nb::arg("edge_offset"), nb::arg("edge_cost"),
+                  nb::arg("usage_limit").none())
+      .def_prop_ro("name", [](const StrategyProblem& p) { return p.name; })
+      .def_prop_ro("num_nodes", &StrategyProblem::num_nodes)
+      .def_prop_ro("num_edges", &StrategyProblem::num_edges)
+      .def_prop_ro("usage_limit",
+                   [](const StrategyProblem& p) -> std::optional<int64_t> {
+                     if (!p.has_usage_limit()) return std::nullopt;
+                     return p.usage_limit;
+                   })
+      .def("num_strategies",
+           [](const StrategyProblem& p, int64_t node) {
+             if (node < 0 || node >= p.num_nodes()) {
+               throw std::out_of_range("node " + std::to_string(node) + " out of range [0, " +
+                                       std::to_string(p.num_nodes()) + ")");
+             }
+             return p.num_strategies(static_cast<int>(node));
+           })
+      .def(
+          "evaluate",
+          [](const StrategyProblem& p, Array1D<const int64_t> solution) {
+            nb::gil_scoped_release release;
+            const Evaluation r = evaluate(p, to_span(solution));
+            return std::make_tuple(r.cost, r.peak_usage, r.feasible);
+          },
+          nb::arg("solution"), "(cost, peak usage, feasible) of a solution.")
+      .def("arrays", &arrays_of, "Copies of the flat arrays, as a dict of numpy arrays.");
+}
+
 }  // namespace autopar

@@ -16,7 +16,6 @@ import os
 import re
 import shlex
 import sys
-import textwrap
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,17 +32,27 @@ def build_arg_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Run autopar and MLIR passes over a StableHLO module.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Example: autopar-opt in.mlir --pass-pipeline='builtin.module(autopar-inline,cse)' -o out.mlir",
+        epilog="Example: autopar-opt in.mlir --pass-pipeline='builtin.module(autopar-inline,cse)' -o o.mlir",
     )
-    parser.add_argument("input", nargs="?", default="-", help="input file (text, bytecode, VHLO, jax.export); - = stdin")
+    parser.add_argument(
+        "input", nargs="?", default="-", help="input file (text, bytecode, VHLO, jax.export); - = stdin"
+    )
     parser.add_argument("-o", dest="output", default="-", help="output file (written atomically); - = stdout")
-    parser.add_argument("--pass-pipeline", default="", help="textual pipeline: builtin.module(pass{opt=val},...)")
+    parser.add_argument(
+        "--pass-pipeline", default="", help="textual pipeline: builtin.module(pass{opt=val},...)"
+    )
     parser.add_argument("--list-passes", action="store_true", help="list autopar passes with their options")
     parser.add_argument("--describe-pass", metavar="PASS", help="print one pass's full description")
     parser.add_argument("--emit", choices=["text", "bytecode", "vhlo"], default="text", help="output format")
-    parser.add_argument("--split-input-file", action="store_true", help=f"process each '{SPLIT_MARKER}' chunk alone")
-    parser.add_argument("--mlir-print-ir-before-all", action="store_true", help="print the IR before every pass")
-    parser.add_argument("--mlir-print-ir-after-all", action="store_true", help="print the IR after every pass")
+    parser.add_argument(
+        "--split-input-file", action="store_true", help=f"process each '{SPLIT_MARKER}' chunk alone"
+    )
+    parser.add_argument(
+        "--mlir-print-ir-before-all", action="store_true", help="print the IR before every pass"
+    )
+    parser.add_argument(
+        "--mlir-print-ir-after-all", action="store_true", help="print the IR after every pass"
+    )
     parser.add_argument("--mlir-timing", action="store_true", help="print a pass timing report to stderr")
     parser.add_argument("--mlir-print-debuginfo", action="store_true", help="print locations in text output")
     parser.add_argument(
@@ -53,7 +62,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="import a Python module (dotted name or .py path) that registers extra passes",
     )
-    parser.add_argument("--show-traceback", action="store_true", help="show Python tracebacks of internal errors")
+    parser.add_argument(
+        "--show-traceback", action="store_true", help="show Python tracebacks of internal errors"
+    )
     return parser
 
 
@@ -137,7 +148,9 @@ def list_passes_text() -> str:
             lines.append(f"    {opt.name}: {opt.type.__name__} = {default}{choices}  {opt.help}")
     lines.append("")
     lines.append("Any pass jaxlib registers works too, e.g. canonicalize, cse, symbol-dce, inline,")
-    lines.append("func.func(sdy-populate-op-sharding-rules), sdy-propagation-pipeline; see PLATFORM_FACTS.md.")
+    lines.append(
+        "func.func(sdy-populate-op-sharding-rules), sdy-propagation-pipeline; see PLATFORM_FACTS.md."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -169,7 +182,7 @@ def _process(run: _Run) -> int:
 
     args = run.args
     elements = pipeline.parse_pipeline(args.pass_pipeline) if args.pass_pipeline.strip() else []
-    raw = _read_input(args.input)
+    raw = air.read_input(args.input)
     emit = air.Emit(args.emit)
     if args.split_input_file:
         chunks = _split_chunks(raw, run.source_name)
@@ -189,21 +202,13 @@ def _process(run: _Run) -> int:
             sys.stderr.write(f"{PROG}: error: {err}\n")
             failed = True
     separator = f"\n{SPLIT_MARKER}\n".encode()
-    _write_output(args.output, separator.join(o.rstrip(b"\n") + b"\n" for o in outputs) if len(outputs) > 1 else (outputs[0] if outputs else b""))
+    _write_output(
+        args.output,
+        separator.join(o.rstrip(b"\n") + b"\n" for o in outputs)
+        if len(outputs) > 1
+        else (outputs[0] if outputs else b""),
+    )
     return 1 if failed else 0
-
-
-def _read_input(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise IRLoadError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise IRLoadError(f"{path}: is a directory, expected a StableHLO file") from None
-    except OSError as err:
-        raise IRLoadError(f"{path}: cannot read ({err.strerror})") from None
 
 
 def _split_chunks(raw: bytes, source_name: str) -> list[bytes]:
@@ -283,7 +288,8 @@ def _with_reproducer(run: _Run, snapshot: bytes, elements, err: PassError) -> Pa
             pipeline.run_elements(module, [element])
         except Exception:
             saved = _save_failure_input(run, element.name, before)
-            command = f"{PROG} {shlex.quote(str(saved))} --pass-pipeline={shlex.quote(f'builtin.module({element.text})')}"
+            single = shlex.quote(f"builtin.module({element.text})")
+            command = f"{PROG} {shlex.quote(str(saved))} --pass-pipeline={single}"
             message = _localize(str(err), run.source_name)
             return PassError(
                 f"pass '{element.name}' failed: {message}\n"

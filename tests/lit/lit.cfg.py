@@ -1,3 +1,4 @@
+# ruff: noqa: F821  (lit injects `config`)
 # lit configuration: every test runs `autopar-opt` (the in-tree driver, so no install is needed when
 # PYTHONPATH holds python/) and checks its output with the Python port of FileCheck.
 import importlib.util

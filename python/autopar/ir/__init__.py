@@ -1,7 +1,7 @@
 """autopar.ir: the MLIR context, module I/O in every form JAX produces, and lowering of Python functions."""
 
 from autopar.ir.context import context, diagnostics
-from autopar.ir.io import Emit, load, parse_bytes, parse_text, save, to_bytes, write_atomically
+from autopar.ir.io import Emit, load, parse_bytes, parse_text, read_input, save, to_bytes, write_atomically
 from autopar.ir.lower import lower, module_from_lowered
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "module_from_lowered",
     "parse_bytes",
     "parse_text",
+    "read_input",
     "save",
     "to_bytes",
     "write_atomically",

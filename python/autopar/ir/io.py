@@ -57,18 +57,22 @@ def parse_bytes(data: bytes, *, source_name: str = "<bytes>") -> ir.Module:
 
 def load(path: str | os.PathLike[str]) -> ir.Module:
     """Loads a module from a file, or from standard input when `path` is '-'."""
+    source_name = "<stdin>" if str(path) == "-" else str(path)
+    return parse_bytes(read_input(path), source_name=source_name)
+
+
+def read_input(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a file or of stdin ('-'); IRLoadError naming the file when it cannot be read."""
     if str(path) == "-":
-        return parse_bytes(sys.stdin.buffer.read(), source_name="<stdin>")
-    p = Path(path)
+        return sys.stdin.buffer.read()
     try:
-        data = p.read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise IRLoadError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise IRLoadError(f"{path}: is a directory, expected a StableHLO file") from None
     except OSError as err:
         raise IRLoadError(f"{path}: cannot read ({err.strerror})") from None
-    return parse_bytes(data, source_name=str(path))
 
 
 def to_bytes(module: ir.Module, emit: Emit = Emit.TEXT, *, debug_info: bool = True) -> bytes:

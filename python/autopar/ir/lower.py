@@ -11,7 +11,9 @@ from jaxlib.mlir import ir
 from autopar.ir.io import parse_bytes
 
 
-def lower(fn: Callable[..., Any], *args: Any, static_argnums: tuple[int, ...] = (), **kwargs: Any) -> ir.Module:
+def lower(
+    fn: Callable[..., Any], *args: Any, static_argnums: tuple[int, ...] = (), **kwargs: Any
+) -> ir.Module:
     """`jax.jit(fn).lower(*args)` as a module in autopar's context.
 
     Arguments may be `jax.ShapeDtypeStruct`s, so a model of any size lowers without allocating it. The

@@ -88,7 +88,9 @@ def _callees_first(funcs: dict[str, func.FuncOp]) -> list[str]:
         if state.get(name) == 2:
             return
         if state.get(name) == 1:
-            raise PassError(f"recursive call to @{name} cannot be inlined", call_site.location if call_site else None)
+            raise PassError(
+                f"recursive call to @{name} cannot be inlined", call_site.location if call_site else None
+            )
         if name not in funcs:
             raise PassError(f"call to unknown function @{name}", call_site.location if call_site else None)
         state[name] = 1
@@ -108,7 +110,9 @@ def _inline_calls_in(fn: func.FuncOp, funcs: dict[str, func.FuncOp]) -> None:
         for call in calls:
             callee = funcs[_callee_name(call)]
             with ir.InsertionPoint(call), call.location:
-                results = _jax_mlir_ext.inlined_func_call(callee.operation, list(call.operands), call.location)
+                results = _jax_mlir_ext.inlined_func_call(
+                    callee.operation, list(call.operands), call.location
+                )
             for old, new in zip(call.results, results, strict=True):
                 old.replace_all_uses_with(new)
             call.erase()

@@ -1,6 +1,6 @@
 // Each chunk is processed alone; an error in one chunk is reported with its line in this file, the
 // other chunks still produce output, and the exit code is 1.
-// RUN: not autopar-opt %s --split-input-file --pass-pipeline='builtin.module(autopar-inline)' > %t.out 2> %t.err
+// RUN: not autopar-opt %s --split-input-file --pass-pipeline='builtin.module(autopar-inline)' -o %t.out 2> %t.err
 // RUN: filecheck %s < %t.out
 // RUN: filecheck %s --check-prefix=ERR < %t.err
 

@@ -1,0 +1,46 @@
+"""`python -m autopar.solve PROBLEM.json[.gz] [--time-limit S] [--seed N]` (also `autopar-solve`).
+
+Solves a strategy problem in the IOPDDL contest format. Prints a summary (status, cost, peak usage, bound,
+times) and, as the last line, the solution in the contest's format: `[s0, s1, ...]`.
+Exit codes: 0 solved; 1 bad input (one line on stderr); 2 infeasible (the reason on stderr, no solution line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from autopar.solver import StrategyProblem, solve
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="autopar-solve", description=__doc__.splitlines()[2])
+    parser.add_argument("problem", help="problem file (.json or .json.gz, contest format)")
+    parser.add_argument("--time-limit", type=float, default=10.0, help="seconds (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    args = parser.parse_args(argv)
+    try:
+        problem = StrategyProblem.from_json(args.problem)
+        solution = solve(problem, time_limit=args.time_limit, seed=args.seed)
+    except (OSError, ValueError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    if not solution.feasible:
+        print(f"error: {args.problem}: {solution.message}", file=sys.stderr)
+        return 2
+    bound = "none" if solution.lower_bound is None else f"{solution.lower_bound:.17g}"
+    print(f"status: {solution.status}  cost: {solution.cost:.17g}  lower bound: {bound}")
+    print(f"peak usage: {solution.peak_memory}  limit: {problem.usage_limit}  "
+          f"first feasible: {solution.time_to_first_feasible:.3f} s  total: {solution.solve_time:.3f} s")
+    print("[" + ", ".join(str(int(s)) for s in solution.strategies) + "]")
+    return 0
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"cannot read {e.filename}: {e.strerror}"
+    return " ".join(str(e).split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

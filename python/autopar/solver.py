@@ -1,0 +1,302 @@
+"""The intra-op strategy problem and its solver.
+
+A strategy problem (the IOPDDL contest's shape): pick one strategy per node so that node costs plus edge
+(resharding) costs are minimal while the summed usage of the nodes live at every moment stays under a limit.
+
+    p = StrategyProblem.from_json("problem.json.gz")
+    sol = solve(p, time_limit=10.0, seed=0)
+    sol.strategies, sol.cost, sol.status, sol.lower_bound
+
+`solve` runs the C++ fast path (greedy, memory repair, local search; see passes/solver/heuristic.h) and, when
+the reduced problem is small enough, the exact path: a 0-1 ILP built in C++ and solved by HiGHS, warm-started
+from the fast path, which proves optimality or reports a lower bound. docs/solver.md has the design.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from autopar import _core
+
+__all__ = ["INFINITE_COST", "Solution", "StrategyProblem", "solve"]
+
+INFINITE_COST = 1e18
+# The exact path is tried when the reduced ILP has at most this many nonzeros (HiGHS solves models of this
+# size in seconds to minutes; bigger ones rarely close the gap within a compile-time budget).
+MAX_ILP_NONZEROS = 2_000_000
+
+
+class StrategyProblem:
+    """A validated strategy problem held by the C++ core (flat arrays).
+
+    Attributes:
+      num_nodes: number of nodes.
+      num_edges: number of edges.
+      usage_limit: the per-moment usage limit, or None when unlimited.
+      name: the problem's name ("" if none).
+    """
+
+    def __init__(self, core: _core.StrategyProblem):
+        self._core = core
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> StrategyProblem:
+        """Reads the contest format from .json or .json.gz (gzip detected by its magic bytes)."""
+        raw = Path(path).read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            try:
+                raw = gzip.decompress(raw)
+            except (OSError, EOFError, zlib.error) as e:
+                raise ValueError(f"{path}: not a readable gzip file ({e})") from None
+        try:
+            return cls(_core.StrategyProblem.from_json_text(raw))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+
+    @classmethod
+    def from_arrays(
+        cls,
+        intervals: np.ndarray | Sequence[Sequence[int]],
+        node_costs: Sequence[Sequence[float]],
+        node_usages: Sequence[Sequence[int]],
+        edges: np.ndarray | Sequence[Sequence[int]],
+        edge_costs: Sequence[Sequence[float]],
+        usage_limit: int | None = None,
+        name: str = "",
+    ) -> StrategyProblem:
+        """Builds a problem from per-node / per-edge arrays (see the module docstring for shapes)."""
+        iv = _as_pairs(intervals, "intervals")
+        ed = _as_pairs(edges, "edges")
+        costs, cost_off = _flatten(node_costs, np.float64, "node_costs")
+        usages, usage_off = _flatten(node_usages, np.int64, "node_usages")
+        ecosts, ecost_off = _flatten(edge_costs, np.float64, "edge_costs")
+        if usage_limit is not None:
+            usage_limit = int(usage_limit)
+        core = _core.StrategyProblem.from_flat(
+            name, iv[:, 0].copy(), iv[:, 1].copy(), cost_off, costs, usage_off, usages,
+            ed[:, 0].copy(), ed[:, 1].copy(), ecost_off, ecosts, usage_limit,
+        )
+        return cls(core)
+
+    @property
+    def num_nodes(self) -> int:
+        return self._core.num_nodes
+
+    @property
+    def num_edges(self) -> int:
+        return self._core.num_edges
+
+    @property
+    def usage_limit(self) -> int | None:
+        return self._core.usage_limit
+
+    @property
+    def name(self) -> str:
+        return self._core.name
+
+    def num_strategies(self, node: int) -> int:
+        return self._core.num_strategies(int(node))
+
+    def evaluate(self, solution: Sequence[int] | np.ndarray) -> tuple[float, int, bool]:
+        """(cost, peak usage, feasible); feasible means no forbidden cost and peak <= usage_limit."""
+        return self._core.evaluate(_as_solution(solution))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Copies of the flat arrays (interval_start/end, strategy_offset, node_cost, node_usage, edge_u/v,
+        edge_offset, edge_cost)."""
+        return self._core.arrays()
+
+
+@dataclass(frozen=True)
+class Solution:
+    """The result of `solve`.
+
+    Attributes:
+      strategies: chosen strategy per node (int64 [N]).
+      cost: total cost of `strategies`.
+      peak_memory: peak usage of `strategies`; when status is "infeasible", the minimum achievable peak
+        found.
+      lower_bound: proven lower bound on the optimal cost, or None when none is known.
+      status: "optimal" (proven), "feasible", or "infeasible" (no solution satisfies the limit with finite
+        costs).
+      feasible: status != "infeasible".
+      time_to_first_feasible: seconds until the first feasible solution (None if none).
+      solve_time: total seconds.
+      message: one line saying how the result was obtained.
+    """
+
+    strategies: np.ndarray
+    cost: float
+    peak_memory: int
+    lower_bound: float | None
+    status: str
+    time_to_first_feasible: float | None
+    solve_time: float
+    message: str = ""
+
+    @property
+    def feasible(self) -> bool:
+        return self.status != "infeasible"
+
+
+def solve(problem: StrategyProblem, time_limit: float = 10.0, seed: int = 0, *,
+          max_rounds: int | None = None, exact: bool = True) -> Solution:
+    """Solves `problem` within about `time_limit` seconds; the same seed gives the same solution when the
+    search ends before the clock does (always for small problems; `max_rounds` bounds the search by work).
+
+    exact=False skips the ILP (fast path only).
+    """
+    if not time_limit > 0:
+        raise ValueError(f"time_limit must be > 0, got {time_limit}")
+    start = time.perf_counter()
+    core = problem._core
+    model = _core.build_ilp(core, MAX_ILP_NONZEROS) if exact else None
+    presolve_infeasible = model is not None and model.infeasible
+    small = model is not None and model.num_cols >= 0 and not presolve_infeasible
+    # Small problems converge long before the limit; big ones get most of it for the search.
+    heuristic_limit = time_limit * (0.25 if small else 0.95)
+    rounds = -1 if max_rounds is None else int(max_rounds)
+    if presolve_infeasible:
+        rounds = 0  # only the minimum-usage evidence is wanted
+    elif small and max_rounds is None:
+        rounds = 20 * core.num_nodes + 1000  # work-bounded, hence deterministic; the ILP closes the gap
+    h = _core.solve_heuristic(core, heuristic_limit, int(seed), rounds, None)
+    best, first = h["solution"], h["time_to_first_feasible"]
+    limit = core.usage_limit
+    if not h["feasible"] and (presolve_infeasible or (limit is not None and h["min_peak_usage"] > limit)):
+        peak = int(h["min_peak_usage"])
+        msg = (f"infeasible: the smallest strategies peak at {peak}, above the usage limit {limit}"
+               if limit is not None and peak > limit
+               else "infeasible: every strategy of some node is forbidden or over the usage limit")
+        elapsed = time.perf_counter() - start
+        return Solution(best, float(h["cost"]), peak, None, "infeasible", None, elapsed, msg)
+    lower_bound, optimal, msg = None, False, "fast path (greedy + local search)"
+    if small:
+        remaining = max(time_limit - (time.perf_counter() - start), 0.05)
+        best, first, lower_bound, optimal, msg = _exact_path(core, model, h, remaining, int(seed), start)
+    cost, peak, ok = core.evaluate(best)
+    elapsed = time.perf_counter() - start
+    if not ok:
+        # None found although none was proven impossible (e.g. forbidden edge pairs everywhere).
+        if not optimal:
+            msg = "infeasible: no finite-cost solution within the usage limit was found"
+        return Solution(best, cost, int(peak), lower_bound, "infeasible", None, elapsed, msg)
+    if lower_bound is not None and lower_bound >= cost - 1e-9 * max(1.0, abs(cost)):
+        optimal = True
+    return Solution(np.asarray(best, dtype=np.int64), float(cost), int(peak), lower_bound,
+                    "optimal" if optimal else "feasible", None if first < 0 else float(first), elapsed, msg)
+
+
+def _exact_path(core: _core.StrategyProblem, model: _core.IlpModel, h: dict, time_limit: float, seed: int,
+                start: float) -> tuple[np.ndarray, float, float | None, bool, str]:
+    """Runs HiGHS warm-started from the fast path's answer `h`; returns (best, time to first feasible, lower
+    bound, proven, message). proven with an infeasible best means HiGHS proved the problem infeasible."""
+    best, first = h["solution"], h["time_to_first_feasible"]
+    best_cost = float(h["cost"]) if h["feasible"] else float("inf")
+    ilp = _solve_ilp(model, best if h["feasible"] else None, time_limit, seed)
+    if ilp is None:
+        return best, first, None, False, "fast path; the exact path found nothing within the time limit"
+    values, bound, optimal, infeasible = ilp
+    if infeasible:
+        return best, first, None, True, "infeasible: HiGHS proved no solution fits the usage limit"
+    candidate = model.decode(values)
+    cost, _, ok = core.evaluate(candidate)
+    if ok and cost < best_cost:
+        best, best_cost = candidate, cost
+        if first < 0:
+            first = time.perf_counter() - start
+    lower_bound = None if bound is None else min(bound, best_cost)
+    if optimal and ok:
+        return best, first, lower_bound, True, "exact path (HiGHS ILP): proven optimal"
+    return best, first, lower_bound, False, "exact path (HiGHS ILP) stopped at the time limit"
+
+
+def _solve_ilp(model: _core.IlpModel, start: np.ndarray | None, time_limit: float,
+               seed: int) -> tuple[np.ndarray, float | None, bool, bool] | None:
+    """Solves the reduced ILP with HiGHS; returns (column values, lower bound, proven optimal, proven
+    infeasible), or None when HiGHS found no solution and proved nothing."""
+    import highspy  # imported here: only the exact path needs it
+
+    if model.num_cols == 0:
+        return np.zeros(0), model.objective_offset, True, False
+    a = model.arrays()
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(time_limit))
+    h.setOptionValue("random_seed", int(seed) % (2**31))
+    h.setOptionValue("threads", 1)
+    h.setOptionValue("mip_rel_gap", 0.0)
+    h.setOptionValue("mip_abs_gap", 1e-6)
+    lp = highspy.HighsLp()
+    lp.num_col_ = model.num_cols
+    lp.num_row_ = model.num_rows
+    lp.col_cost_ = a["col_cost"]
+    lp.col_lower_ = np.zeros(model.num_cols)
+    lp.col_upper_ = a["col_upper"]
+    lp.row_lower_ = a["row_lower"]
+    lp.row_upper_ = a["row_upper"]
+    lp.offset_ = model.objective_offset
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+    lp.a_matrix_.num_col_ = model.num_cols
+    lp.a_matrix_.num_row_ = model.num_rows
+    lp.a_matrix_.start_ = a["row_start"].astype(np.int32)
+    lp.a_matrix_.index_ = a["row_index"]
+    lp.a_matrix_.value_ = a["row_value"]
+    lp.integrality_ = [highspy.HighsVarType.kInteger if k else highspy.HighsVarType.kContinuous
+                       for k in a["col_integer"]]
+    h.passModel(lp)
+    if start is not None:
+        values = model.start_vector(np.asarray(start, dtype=np.int64))
+        if values is not None:
+            sol = highspy.HighsSolution()
+            sol.col_value = list(values)
+            sol.value_valid = True
+            h.setSolution(sol)
+    h.run()
+    status = h.getModelStatus()
+    info = h.getInfo()
+    if status == highspy.HighsModelStatus.kInfeasible:
+        return np.zeros(model.num_cols), None, False, True
+    if info.primal_solution_status != 2:  # kSolutionStatusFeasible
+        return None
+    bound = info.mip_dual_bound if np.isfinite(info.mip_dual_bound) else None
+    optimal = status == highspy.HighsModelStatus.kOptimal
+    return np.asarray(h.getSolution().col_value, dtype=np.float64), bound, optimal, False
+
+
+def _as_solution(solution: Sequence[int] | np.ndarray) -> np.ndarray:
+    arr = np.asarray(solution)
+    if arr.ndim != 1:
+        raise ValueError(f"solution must be a 1-D sequence of strategy indices, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"solution must hold integers, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _as_pairs(values: np.ndarray | Sequence[Sequence[int]], what: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.int64) if len(values) else np.zeros((0, 2), np.int64)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"{what} must have shape [n, 2], got {arr.shape}")
+    return arr
+
+
+def _flatten(rows: Sequence[Sequence[float]], dtype: type, what: str) -> tuple[np.ndarray, np.ndarray]:
+    arrays = []
+    for k, row in enumerate(rows):
+        a = np.asarray(row, dtype=dtype)
+        if a.ndim != 1:
+            raise ValueError(f"{what}[{k}] must be 1-D, got shape {a.shape}")
+        arrays.append(a)
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    if arrays:
+        offsets[1:] = np.cumsum([a.size for a in arrays])
+    flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype)
+    return np.ascontiguousarray(flat, dtype=dtype), offsets

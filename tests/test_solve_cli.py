@@ -1,0 +1,62 @@
+"""`python -m autopar.solve`: the contest's output format, errors as one line with exit code 1."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench" / "iopddl"
+PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR))
+    return subprocess.run([sys.executable, "-m", "autopar.solve", *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def test_example_last_line_is_the_solution() -> None:
+    r = run(str(BENCH / "example.json"), "--time-limit", "5", "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[-1] == "[0, 0, 2, 1, 0]"
+    assert "status: optimal" in lines[0] and "cost: 445" in lines[0]
+
+
+def test_missing_file() -> None:
+    r = run("/nonexistent/problem.json")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.strip() == "error: cannot read /nonexistent/problem.json: No such file or directory"
+
+
+def test_malformed_json_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"problem": {"nodes": ')
+    r = run(str(bad))
+    assert r.returncode == 1
+    assert len(r.stderr.strip().splitlines()) == 1 and "malformed problem JSON at byte" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_edge_is_named(tmp_path: Path) -> None:
+    d = json.loads((BENCH / "example.json").read_text())
+    d["problem"]["edges"]["nodes"][4] = [3, 7]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(d))
+    r = run(str(bad))
+    assert r.returncode == 1 and "edge 4 joins nodes (3, 7)" in r.stderr
+
+
+def test_infeasible_limit(tmp_path: Path) -> None:
+    d = json.loads((BENCH / "example.json").read_text())
+    d["problem"]["usage_limit"] = 30
+    p = tmp_path / "tight.json"
+    p.write_text(json.dumps(d))
+    r = run(str(p), "--time-limit", "2")
+    assert r.returncode == 2 and "infeasible" in r.stderr and "50" in r.stderr
+
+
+def test_bad_time_limit() -> None:
+    r = run(str(BENCH / "example.json"), "--time-limit", "-1")
+    assert r.returncode == 1 and r.stderr.strip() == "error: time_limit must be > 0, got -1.0"

@@ -1,0 +1,123 @@
+"""The solver: proven optimum on the contest example, brute force agreement on small random problems,
+infeasibility, determinism, and the fast path on a public production problem."""
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autopar import _core
+from autopar.solver import Solution, StrategyProblem, solve
+
+BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench" / "iopddl"
+
+
+def random_problem(rng: np.random.Generator, n: int, tight: float, forbid: float = 0.0) -> StrategyProblem:
+    starts = rng.integers(0, 20, n)
+    intervals = np.stack([starts, starts + rng.integers(0, 10, n)], axis=1)
+    sizes = rng.integers(1, 4, n)
+    costs = [np.where(rng.random(k) < forbid, 1e18, rng.integers(0, 100, k).astype(float)) for k in sizes]
+    usages = [rng.integers(1, 50, k) for k in sizes]
+    edges = [(i, j) for i in range(n) for j in range(i + 1, n) if rng.random() < 2.5 / n]
+    edge_costs = [np.where(rng.random(sizes[i] * sizes[j]) < forbid, 1e18,
+                           rng.integers(0, 60, sizes[i] * sizes[j]).astype(float)) for i, j in edges]
+    max_peak = sum(int(u.max()) for u in usages)
+    edge_array = np.array(edges, dtype=np.int64).reshape(-1, 2)
+    return StrategyProblem.from_arrays(intervals, costs, usages, edge_array, edge_costs,
+                                       usage_limit=int(tight * max_peak))
+
+
+def brute_force(p: StrategyProblem) -> float | None:
+    best = None
+    for sol in itertools.product(*[range(p.num_strategies(i)) for i in range(p.num_nodes)]):
+        cost, _, ok = p.evaluate(list(sol))
+        if ok and (best is None or cost < best):
+            best = cost
+    return best
+
+
+def test_example_is_solved_to_proven_optimum() -> None:
+    # By hand: node 2 cannot take strategy 1 (at t in [50,70) nodes 0,1,2 would use 10+25+20 > 50); the best
+    # of the 8 remaining choices is [0, 0, 2, 1, 0] at 445.
+    p = StrategyProblem.from_json(BENCH / "example.json")
+    sol = solve(p, time_limit=5.0)
+    assert isinstance(sol, Solution)
+    assert sol.strategies.tolist() == [0, 0, 2, 1, 0]
+    assert (sol.cost, sol.peak_memory, sol.status, sol.feasible) == (445.0, 50, "optimal", True)
+    assert sol.lower_bound == pytest.approx(445.0)
+    assert sol.time_to_first_feasible is not None and sol.solve_time < 5.0
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_agrees_with_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    p = random_problem(rng, n=int(rng.integers(4, 9)), tight=float(rng.uniform(0.3, 0.9)),
+                       forbid=0.15 if seed % 3 == 0 else 0.0)
+    expected = brute_force(p)
+    sol = solve(p, time_limit=5.0, seed=seed)
+    if expected is None:
+        assert sol.status == "infeasible" and not sol.feasible
+        return
+    assert sol.status == "optimal"
+    assert sol.cost == pytest.approx(expected)
+    assert p.evaluate(sol.strategies) == (sol.cost, sol.peak_memory, True)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_path_is_feasible_and_never_lies(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    p = random_problem(rng, n=60, tight=0.45)
+    sol = solve(p, time_limit=1.0, seed=seed, exact=False, max_rounds=2000)
+    cost, peak, ok = p.evaluate(sol.strategies)
+    assert ok == sol.feasible and (sol.status == "infeasible") == (not ok)
+    if ok:
+        assert (cost, peak) == (sol.cost, sol.peak_memory) and peak <= p.usage_limit
+        exact = solve(p, time_limit=20.0, seed=seed)
+        assert exact.status == "optimal" and exact.cost <= sol.cost
+
+
+def test_unsatisfiable_limit_reports_minimum_peak() -> None:
+    # Two overlapping nodes whose smallest strategies use 30 + 40 = 70 > 60.
+    p = StrategyProblem.from_arrays([[0, 5], [2, 8]], [[1.0, 2.0], [1.0, 3.0]], [[50, 30], [40, 45]],
+                                    [[0, 1]], [[0.0, 1.0, 1.0, 0.0]], usage_limit=60)
+    sol = solve(p, time_limit=2.0)
+    assert (sol.status, sol.feasible, sol.peak_memory) == ("infeasible", False, 70)
+    assert "70" in sol.message
+
+
+def test_all_forbidden_is_infeasible() -> None:
+    p = StrategyProblem.from_arrays([[0, 5], [2, 8]], [[1.0, 2.0], [1.0]], [[1, 1], [1]],
+                                    [[0, 1]], [[1e18, 1e18]])
+    sol = solve(p, time_limit=2.0)
+    assert sol.status == "infeasible" and not sol.feasible
+
+
+def test_no_limit_and_no_edges() -> None:
+    p = StrategyProblem.from_arrays([[0, 5], [2, 8]], [[3.0, 2.0], [1.0, 4.0]], [[1, 9], [1, 1]], [], [])
+    sol = solve(p, time_limit=2.0)
+    assert (sol.strategies.tolist(), sol.cost, sol.status) == ([1, 0], 3.0, "optimal")
+
+
+def test_same_seed_same_solution() -> None:
+    p = random_problem(np.random.default_rng(7), n=200, tight=0.5)
+    runs = [solve(p, time_limit=30.0, seed=3, exact=False, max_rounds=3000) for _ in range(2)]
+    assert runs[0].strategies.tolist() == runs[1].strategies.tolist()
+    assert runs[0].cost == runs[1].cost
+
+
+def test_bad_arguments() -> None:
+    p = StrategyProblem.from_json(BENCH / "example.json")
+    with pytest.raises(ValueError, match="time_limit must be > 0"):
+        solve(p, time_limit=0)
+    with pytest.raises(ValueError, match="initial solution: node 2 picks strategy 7"):
+        _core.solve_heuristic(p._core, 1.0, 0, 10, np.array([0, 0, 7, 0, 0], dtype=np.int64))
+
+
+@pytest.mark.skipif(not (BENCH / "asplos-2025-iopddl-G.json.gz").exists(), reason="benchmark data absent")
+def test_fast_path_on_public_problem_g() -> None:
+    p = StrategyProblem.from_json(BENCH / "asplos-2025-iopddl-G.json.gz")
+    sol = solve(p, time_limit=2.0, exact=False)
+    cost, peak, ok = p.evaluate(sol.strategies)
+    assert ok and sol.feasible and peak <= p.usage_limit and cost == sol.cost
+    assert sol.time_to_first_feasible is not None and sol.time_to_first_feasible < 0.2
