@@ -20,11 +20,14 @@
 // CHECK-NEXT: %[[C1:.*]] = sdy.sharding_constraint %[[D1]] <@mesh, [{"y"}, {}]>
 // CHECK-NEXT: return %[[C1]]
 
-// On a 2-D mesh the batch is split over both axes, outer axis first.
+// On a 2-D mesh the batch goes to the fast inner axis; the second layer also splits its output columns
+// over the outer axis (cheaper to read its weight split than whole).
 // MESH2D: autopar.mesh_shape = array<i64: 2, 4>
 // MESH2D: sdy.mesh @mesh = <["x"=2, "y"=4]>
-// MESH2D: %arg0: tensor<64x256xf32> {autopar.batch, sdy.sharding = #sdy.sharding<@mesh, [{"x", "y"}, {}]>}
-// MESH2D: sdy.sharding_constraint %{{.*}} <@mesh, [{"x", "y"}, {}]> : tensor<64x1024xf32>
+// MESH2D: %arg0: tensor<64x256xf32> {autopar.batch, sdy.sharding = #sdy.sharding<@mesh, [{"y"}, {}]>}
+// MESH2D-SAME: %arg2: tensor<1024x256xf32> {autopar.parameter, sdy.sharding = #sdy.sharding<@mesh, [{}, {"x"}]>}
+// MESH2D: sdy.sharding_constraint %{{.*}} <@mesh, [{"y"}, {}]> : tensor<64x1024xf32>
+// MESH2D: sdy.sharding_constraint %{{.*}} <@mesh, [{"y"}, {"x"}]> : tensor<64x256xf32>
 func.func public @main(%arg0: tensor<64x256xf32> {autopar.batch}, %arg1: tensor<256x1024xf32> {autopar.parameter},
                        %arg2: tensor<1024x256xf32> {autopar.parameter}) -> (tensor<64x256xf32> {jax.result_info = "result"}) {
   %0 = stablehlo.dot_general %arg0, %arg1, contracting_dims = [1] x [0] : (tensor<64x256xf32>, tensor<256x1024xf32>) -> tensor<64x1024xf32>

@@ -1,14 +1,14 @@
-// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=8 memory-budget=10})' 2>&1 | filecheck %s --check-prefix=BUDGET
-// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=8 zero-stage=3 allow-all-gather=false})' 2>&1 | filecheck %s --check-prefix=INFEASIBLE
-// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=2x0})' 2>&1 | filecheck %s --check-prefix=MESH
-// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=2x2x2x2})' 2>&1 | filecheck %s --check-prefix=MESH4
-// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=2x4 axis-names=a})' 2>&1 | filecheck %s --check-prefix=NAMES
-// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=2x4 mesh-beta=1,2,3})' 2>&1 | filecheck %s --check-prefix=BETA
-// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=2x4 force-batch-dim-to-mesh-dim=2})' 2>&1 | filecheck %s --check-prefix=AXIS
-// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{zero-stage=1})' 2>&1 | filecheck %s --check-prefix=ZERO
-// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=3 force-data-parallel})' 2>&1 | filecheck %s --check-prefix=DIVIDE
-// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{cluster-profile=%t.missing.json})' 2>&1 | filecheck %s --check-prefix=PROFILE
-// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op,autopar-intra-op)' 2>&1 | filecheck %s --check-prefix=TWICE
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=8 memory-budget=10})' -o %t.out 2>&1 | filecheck %s --check-prefix=BUDGET
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=8 zero-stage=3 allow-all-gather=false})' -o %t.out 2>&1 | filecheck %s --check-prefix=INFEASIBLE
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=2x0})' -o %t.out 2>&1 | filecheck %s --check-prefix=MESH
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=2x2x2x2})' -o %t.out 2>&1 | filecheck %s --check-prefix=MESH4
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=2x4 axis-names=a})' -o %t.out 2>&1 | filecheck %s --check-prefix=NAMES
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=2x4 mesh-beta=1,2,3})' -o %t.out 2>&1 | filecheck %s --check-prefix=BETA
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=2x4 force-batch-dim-to-mesh-dim=2})' -o %t.out 2>&1 | filecheck %s --check-prefix=AXIS
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{zero-stage=1})' -o %t.out 2>&1 | filecheck %s --check-prefix=ZERO
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=3 force-data-parallel})' -o %t.out 2>&1 | filecheck %s --check-prefix=DIVIDE
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{cluster-profile=%t.missing.json})' -o %t.out 2>&1 | filecheck %s --check-prefix=PROFILE
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op,autopar-intra-op)' -o %t.out 2>&1 | filecheck %s --check-prefix=TWICE
 
 // BUDGET: error: pass 'autopar-intra-op' failed: memory-budget=10 bytes per device is below the 335872 bytes per device that every plan needs on mesh 8; raise the budget or use a bigger mesh
 // INFEASIBLE: error: pass 'autopar-intra-op' failed: no sharding plan satisfies the options

@@ -13,7 +13,7 @@
 // RUN: autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=8 zero-stage=3})' | filecheck %s --check-prefix=ZERO3
 
 // NAMES: sdy.mesh @mesh = <["data"=2, "model"=4]>
-// NAMES: %arg0: tensor<64x256xf32> {autopar.batch, sdy.sharding = #sdy.sharding<@mesh, [{"data", "model"}, {}]>}
+// NAMES: %arg0: tensor<64x256xf32> {autopar.batch, sdy.sharding = #sdy.sharding<@mesh, [{"model"}, {}]>}
 
 // Parameters may not be replicated: Megatron (column- then row-split), one all-reduce at the end.
 // NOREPL: autopar.solver_status = "optimal"

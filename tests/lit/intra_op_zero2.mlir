@@ -3,7 +3,7 @@
 // RUN: autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=8 zero-stage=2})' | filecheck %s --check-prefix=ZERO2
 // RUN: autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=8 zero-stage=2 prefer-reduce-scatter})' | filecheck %s --check-prefix=RS
 
-// ZERO2: %arg2: tensor<256x256xf32> {autopar.parameter, sdy.sharding = #sdy.sharding<@mesh, [{}, {"x"}]>}
+// ZERO2: %arg2: tensor<256x256xf32> {autopar.parameter, sdy.sharding = #sdy.sharding<@mesh, [{"x"}, {}]>}
 // ZERO2: %[[G:.*]] = stablehlo.dot_general
 // ZERO2-NEXT: sdy.sharding_constraint %[[G]] <@mesh, [{}, {}]>
 

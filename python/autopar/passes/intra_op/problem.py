@@ -268,19 +268,31 @@ def parameter_results(graph: Graph) -> dict[int, int]:
 def _add_state_edges(graph: Graph, node_strategies: list[strat.Strategies], config: PlanConfig,
                      edges: np.ndarray, edge_costs: list[np.ndarray]):
     """Edges from each updated parameter's producer back to its argument: the next step's reshard."""
-    extra_keys, extra_costs = [], []
+    index = {(int(u), int(v)): e for e, (u, v) in enumerate(edges)}
+    edge_costs = list(edge_costs)
+    extra_keys = []
     for v, j in parameter_results(graph).items():
         u, r = graph.returns[j]
         produced = node_strategies[u].result_layouts[r]
         required = node_strategies[v].result_layouts[0]
         cost = _reshard_cached(produced.tobytes(), produced.shape, required.tobytes(), required.shape,
                                graph.nodes[v].result_shapes[0], graph.nodes[v].result_itemsizes[0], config)
-        if cost is not None:
+        if cost is None:
+            continue
+        # One edge per node pair: fold into an existing edge (either direction) when there is one.
+        if (u, v) in index:
+            e = index[(u, v)]
+            edge_costs[e] = np.minimum(edge_costs[e] + cost.ravel(), strat.FORBIDDEN)
+        elif (v, u) in index:
+            e = index[(v, u)]
+            edge_costs[e] = np.minimum(edge_costs[e] + cost.T.ravel(), strat.FORBIDDEN)
+        else:
+            index[(u, v)] = len(edge_costs)
             extra_keys.append((u, v))
-            extra_costs.append(cost.ravel())
-    if not extra_keys:
-        return edges, edge_costs
-    return np.concatenate([edges, np.asarray(extra_keys, dtype=np.int64)]), edge_costs + extra_costs
+            edge_costs.append(cost.ravel())
+    if extra_keys:
+        edges = np.concatenate([edges.reshape(-1, 2), np.asarray(extra_keys, dtype=np.int64)])
+    return edges, edge_costs
 
 
 def _edges(graph: Graph, node_strategies: list[strat.Strategies], config: PlanConfig):
