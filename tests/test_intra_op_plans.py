@@ -127,6 +127,7 @@ def _rand(key, shape, scale=0.1):
 
 # ---------------------------------------------------------------- MLP training step
 
+
 def mlp_loss(params, x, y):
     h = x
     for i, w in enumerate(params):
@@ -148,7 +149,9 @@ def test_mlp_large_batch_small_hidden_is_data_parallel(mesh):
     x, y = _rand(3, (batch, hidden), 1.0), _rand(4, (batch, hidden), 1.0)
     module = plan(sgd_step, params, x, y, options=f"mesh={mesh}", batch_args=(2, 3), parameter_args=(0, 1))
     specs = arg_specs(module)
-    assert specs[0] == PartitionSpec(None, None) and specs[1] == PartitionSpec(None, None)  # weights replicated
+    assert specs[0] == PartitionSpec(None, None) and specs[1] == PartitionSpec(
+        None, None
+    )  # weights replicated
     assert specs[2][0] is not None and specs[3][0] is not None  # batch split
     hlo = check_numerics(sgd_step, module, params, x, y)
     counts = count(hlo)
@@ -187,16 +190,28 @@ def test_inference_mlp_megatron_pairs_have_one_all_reduce_each():
         return h
 
     # Weights must not be replicated (as when they do not fit): Megatron is then the cheapest layout.
-    module = plan(forward, params, x, options="mesh=8 allow-replicated-parameters=false",
-                  batch_args=(4,), parameter_args=(0, 1, 2, 3))
+    module = plan(
+        forward,
+        params,
+        x,
+        options="mesh=8 allow-replicated-parameters=false",
+        batch_args=(4,),
+        parameter_args=(0, 1, 2, 3),
+    )
     specs = arg_specs(module)
     assert specs[:4] == [PartitionSpec(None, "x"), PartitionSpec("x", None)] * 2, specs
     counts = count(check_numerics(forward, module, params, x))
-    assert counts == {"all-reduce": 2, "all-gather": 0, "reduce-scatter": 0, "all-to-all": 0,
-                      "collective-permute": 0}, counts
+    assert counts == {
+        "all-reduce": 2,
+        "all-gather": 0,
+        "reduce-scatter": 0,
+        "all-to-all": 0,
+        "collective-permute": 0,
+    }, counts
 
 
 # ---------------------------------------------------------------- transformer layer
+
 
 def _transformer_step():
     from benchmarks.models import gpt
@@ -216,8 +231,14 @@ def _transformer_step():
 def test_transformer_layer_is_split_megatron_style(mesh):
     step, params, x = _transformer_step()
     names = sorted(params)
-    module = plan(step, params, x, options=f"mesh={mesh}", batch_args=(len(names),),
-                  parameter_args=tuple(range(len(names))))
+    module = plan(
+        step,
+        params,
+        x,
+        options=f"mesh={mesh}",
+        batch_args=(len(names),),
+        parameter_args=tuple(range(len(names))),
+    )
     specs = dict(zip(names, arg_specs(module), strict=False))
     # Heads (qkv_w columns) and the MLP's inner dim are split; proj_w and fc2_w are split by rows.
     assert specs["qkv_w"][1] is not None and specs["fc1_w"][1] is not None, specs
@@ -228,6 +249,7 @@ def test_transformer_layer_is_split_megatron_style(mesh):
 
 
 # ---------------------------------------------------------------- conv net
+
 
 def conv_loss(params, images, labels):
     k1, k2, w = params
@@ -247,13 +269,16 @@ def test_conv_net_training_step():
         loss, grads = jax.value_and_grad(conv_loss)(params, images, labels)
         return [p - 0.1 * g for p, g in zip(params, grads, strict=True)], loss
 
-    module = plan(step, params, images, labels, options="mesh=2x4", batch_args=(3, 4), parameter_args=(0, 1, 2))
+    module = plan(
+        step, params, images, labels, options="mesh=2x4", batch_args=(3, 4), parameter_args=(0, 1, 2)
+    )
     specs = arg_specs(module)
     assert specs[3][0] is not None  # images split by batch
     check_numerics(step, module, params, images, labels)
 
 
 # ---------------------------------------------------------------- optax training step
+
 
 def test_optax_adam_step_with_zero2():
     params = {"w1": _rand(1, (64, 256)), "w2": _rand(2, (256, 64))}
@@ -267,8 +292,16 @@ def test_optax_adam_step_with_zero2():
         return optax.apply_updates(params, updates), state, loss
 
     num_state = len(jax.tree.leaves((params, state)))
-    module = plan(step, params, state, x, y, options="mesh=2x4 zero-stage=2",
-                  batch_args=(num_state, num_state + 1), parameter_args=tuple(range(num_state)))
+    module = plan(
+        step,
+        params,
+        state,
+        x,
+        y,
+        options="mesh=2x4 zero-stage=2",
+        batch_args=(num_state, num_state + 1),
+        parameter_args=tuple(range(num_state)),
+    )
     specs = arg_specs(module)
     flat_state = jax.tree.leaves(state)
     # Adam's moments (the optimizer state read only elementwise) are split over all 8 devices.

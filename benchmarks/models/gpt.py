@@ -45,24 +45,32 @@ GPT_SUITE = {
 def param_shapes(cfg: GPTConfig) -> dict[str, Any]:
     h = cfg.hidden
     layer = {
-        "ln1_g": (h,), "ln1_b": (h,),
-        "qkv_w": (h, 3 * h), "qkv_b": (3 * h,),
-        "proj_w": (h, h), "proj_b": (h,),
-        "ln2_g": (h,), "ln2_b": (h,),
-        "fc1_w": (h, 4 * h), "fc1_b": (4 * h,),
-        "fc2_w": (4 * h, h), "fc2_b": (h,),
+        "ln1_g": (h,),
+        "ln1_b": (h,),
+        "qkv_w": (h, 3 * h),
+        "qkv_b": (3 * h,),
+        "proj_w": (h, h),
+        "proj_b": (h,),
+        "ln2_g": (h,),
+        "ln2_b": (h,),
+        "fc1_w": (h, 4 * h),
+        "fc1_b": (4 * h,),
+        "fc2_w": (4 * h, h),
+        "fc2_b": (h,),
     }
     return {
         "wte": (cfg.vocab, h),
         "wpe": (cfg.seq_len, h),
         "layers": [dict(layer) for _ in range(cfg.layers)],
-        "lnf_g": (h,), "lnf_b": (h,),
+        "lnf_g": (h,),
+        "lnf_b": (h,),
     }
 
 
 def abstract_params(cfg: GPTConfig, dtype=jnp.float32) -> dict[str, Any]:
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, dtype), param_shapes(cfg),
-                        is_leaf=lambda x: isinstance(x, tuple))
+    return jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s, dtype), param_shapes(cfg), is_leaf=lambda x: isinstance(x, tuple)
+    )
 
 
 def init_params(cfg: GPTConfig, seed: int = 0) -> dict[str, Any]:

@@ -176,7 +176,9 @@ def load_profile(path: str | os.PathLike[str], shape: Sequence[int]) -> tuple[di
     except FileNotFoundError:
         raise ValueError(f"cluster profile '{path}' does not exist") from None
     except json.JSONDecodeError as err:
-        raise ValueError(f"cluster profile '{path}' is not valid JSON: {err.msg} at line {err.lineno}") from None
+        raise ValueError(
+            f"cluster profile '{path}' is not valid JSON: {err.msg} at line {err.lineno}"
+        ) from None
     if not isinstance(data, dict):
         raise ValueError(f"cluster profile '{path}' must hold a JSON object")
     device_data = data.get("device", {})

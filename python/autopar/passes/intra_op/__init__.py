@@ -53,7 +53,9 @@ OPTIONS = [
     Option("mesh", str, "1x8", "logical mesh shape, outermost axis first: 8, 2x4 or 2x2x2"),
     Option("axis-names", str, "x,y,z", "comma list of mesh axis names (the first len(mesh) are used)"),
     Option("mesh-alpha", str, "", "per-axis collective latency in seconds: one value or a comma list"),
-    Option("mesh-beta", str, "", "per-axis seconds per byte: one value or a comma list (default: last axis fast)"),
+    Option(
+        "mesh-beta", str, "", "per-axis seconds per byte: one value or a comma list (default: last axis fast)"
+    ),
     Option("device-flops", float, 1.0e13, "peak FLOP/s of one device"),
     Option("device-memory-bandwidth", float, 1.0e12, "bytes/s between a device and its memory"),
     Option("cluster-profile", str, "", "JSON file overriding device and mesh costs (see docs/intra_op.md)"),
@@ -65,7 +67,9 @@ OPTIONS = [
     Option("allow-all-gather", bool, True, "allow reshards that all-gather"),
     Option("allow-all-to-all", bool, True, "allow all-to-all reshards (else costed as all-gather + slice)"),
     Option("prefer-reduce-scatter", bool, False, "also consider reduce-scattering partial sums"),
-    Option("zero-stage", int, 0, "0, 2 (shard optimizer state) or 3 (shard parameters too)", choices=(0, 2, 3)),
+    Option(
+        "zero-stage", int, 0, "0, 2 (shard optimizer state) or 3 (shard parameters too)", choices=(0, 2, 3)
+    ),
     Option("allow-replicated-parameters", bool, True, "allow autopar.parameter arguments to be replicated"),
 ]
 
@@ -91,7 +95,9 @@ def intra_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
             _drop_rules(module_op)
 
 
-def estimate(module_or_func: Any, mesh_shape: tuple[int, ...] | str, **options: Any) -> tuple[float, int, str]:
+def estimate(
+    module_or_func: Any, mesh_shape: tuple[int, ...] | str, **options: Any
+) -> tuple[float, int, str]:
     """(objective seconds, peak memory bytes per device, solver status) of the best plan; IR left unchanged.
 
     `options` are the pass options with underscores (`memory_budget=2**30`, `zero_stage=2`). An infeasible
@@ -105,8 +111,9 @@ def estimate(module_or_func: Any, mesh_shape: tuple[int, ...] | str, **options: 
     finally:
         if added_rules:
             _drop_rules(module_op)
-    solution = solve.solve(prob, usage_limit=config.memory_budget or None, time_limit=config.time_limit,
-                           solver=config.solver)
+    solution = solve.solve(
+        prob, usage_limit=config.memory_budget or None, time_limit=config.time_limit, solver=config.solver
+    )
     if not solution.feasible:
         return float("inf"), prob.min_peak_memory(), "infeasible"
     return solution.cost, solution.peak_memory, solution.status
@@ -115,14 +122,20 @@ def estimate(module_or_func: Any, mesh_shape: tuple[int, ...] | str, **options: 
 def _solve_or_explain(prob: problem.Problem, config: config_lib.PlanConfig) -> solve.Solution:
     budget = config.memory_budget
     if budget and prob.min_peak_memory() > budget:
-        raise PassError(f"memory-budget={budget} bytes per device is below the {prob.min_peak_memory()} bytes "
-                        f"per device that every plan needs on mesh {'x'.join(map(str, config.mesh.shape))}; "
-                        "raise the budget or use a bigger mesh")
-    solution = solve.solve(prob, usage_limit=budget or None, time_limit=config.time_limit, solver=config.solver)
+        raise PassError(
+            f"memory-budget={budget} bytes per device is below the {prob.min_peak_memory()} bytes "
+            f"per device that every plan needs on mesh {'x'.join(map(str, config.mesh.shape))}; "
+            "raise the budget or use a bigger mesh"
+        )
+    solution = solve.solve(
+        prob, usage_limit=budget or None, time_limit=config.time_limit, solver=config.solver
+    )
     if not solution.feasible:
         hint = " or raise memory-budget" if budget else ""
-        raise PassError("no sharding plan satisfies the options (allow-all-gather=false, forced data "
-                        f"parallelism or ZeRO constraints); relax them{hint}")
+        raise PassError(
+            "no sharding plan satisfies the options (allow-all-gather=false, forced data "
+            f"parallelism or ZeRO constraints); relax them{hint}"
+        )
     return solution
 
 
@@ -148,13 +161,18 @@ def _module_and_func(module_or_func: Any) -> tuple[ir.Operation, ir.Operation]:
 def _check_unannotated(module_op: ir.Operation, config: config_lib.PlanConfig) -> None:
     for op in module_op.regions[0].blocks[0].operations:
         if op.operation.name == "sdy.mesh":
-            raise PassError("the module already has an sdy.mesh: autopar-intra-op plans unannotated modules "
-                            "(lower without shardings)", op.location)
+            raise PassError(
+                "the module already has an sdy.mesh: autopar-intra-op plans unannotated modules "
+                "(lower without shardings)",
+                op.location,
+            )
     if "mhlo.num_partitions" in module_op.attributes:
         partitions = ir.IntegerAttr(module_op.attributes["mhlo.num_partitions"]).value
         if partitions not in (1, config.mesh.num_devices):
-            raise PassError(f"the module was lowered for {partitions} partitions but mesh "
-                            f"{'x'.join(map(str, config.mesh.shape))} has {config.mesh.num_devices} devices")
+            raise PassError(
+                f"the module was lowered for {partitions} partitions but mesh "
+                f"{'x'.join(map(str, config.mesh.shape))} has {config.mesh.num_devices} devices"
+            )
 
 
 def _has_rules(module_op: ir.Operation) -> bool:

@@ -95,8 +95,11 @@ def from_options(options: types.SimpleNamespace | dict) -> PlanConfig:
     o = dict(vars(options)) if isinstance(options, types.SimpleNamespace) else dict(options)
     get = lambda key, default: o.get(key, default)  # noqa: E731
     mesh_value = get("mesh", "1x8")
-    shape = tuple(mesh_value) if isinstance(mesh_value, Sequence) and not isinstance(mesh_value, str) \
+    shape = (
+        tuple(mesh_value)
+        if isinstance(mesh_value, Sequence) and not isinstance(mesh_value, str)
         else parse_mesh_shape(str(mesh_value))
+    )
     n = len(shape)
     alpha = _parse_floats(str(get("mesh_alpha", "")), "mesh-alpha", n)
     beta = _parse_floats(str(get("mesh_beta", "")), "mesh-beta", n)
@@ -115,14 +118,21 @@ def from_options(options: types.SimpleNamespace | dict) -> PlanConfig:
             raise PassError(str(err)) from None
         alpha = alpha or overrides.get("alpha")
         beta = beta or overrides.get("beta")
-    mesh = cost.make_mesh(shape, _parse_axis_names(str(get("axis_names", "x,y,z")), n),
-                          alpha=alpha, beta=beta, device=device)
+    mesh = cost.make_mesh(
+        shape, _parse_axis_names(str(get("axis_names", "x,y,z")), n), alpha=alpha, beta=beta, device=device
+    )
     return _checked(mesh, o, get)
 
 
 def _checked(mesh: cost.MeshModel, o: dict, get) -> PlanConfig:
     known = {f.name for f in dataclasses.fields(PlanConfig)} | {
-        "mesh_alpha", "mesh_beta", "axis_names", "device_flops", "device_memory_bandwidth", "cluster_profile"}
+        "mesh_alpha",
+        "mesh_beta",
+        "axis_names",
+        "device_flops",
+        "device_memory_bandwidth",
+        "cluster_profile",
+    }
     unknown = sorted(set(o) - known)
     if unknown:
         raise PassError(f"unknown autopar-intra-op option(s) {', '.join(unknown)}")
@@ -141,7 +151,8 @@ def _checked(mesh: cost.MeshModel, o: dict, get) -> PlanConfig:
     batch_axis = int(get("force_batch_dim_to_mesh_dim", -1))
     if not -1 <= batch_axis < len(mesh.shape):
         raise PassError(
-            f"force-batch-dim-to-mesh-dim={batch_axis} is not a mesh axis of mesh {mesh.shape} (use -1 to disable)"
+            f"force-batch-dim-to-mesh-dim={batch_axis} is not a mesh axis of mesh {mesh.shape} "
+            "(use -1 to disable)"
         )
     return PlanConfig(
         mesh=mesh,

@@ -30,14 +30,26 @@ def sharding_attr(layout: np.ndarray, rank: int, mesh: MeshModel) -> ir.Attribut
     return sdy.TensorShardingAttr.get(MESH_NAME, dims)
 
 
-def write_plan(module_op: ir.Operation, graph: Graph, problem: Problem, solution: Solution, mesh: MeshModel,
-               remarks: list[str]) -> None:
+def write_plan(
+    module_op: ir.Operation,
+    graph: Graph,
+    problem: Problem,
+    solution: Solution,
+    mesh: MeshModel,
+    remarks: list[str],
+) -> None:
     with module_op.context, ir.Location.unknown():
         _write(module_op, graph, problem, solution, mesh, remarks)
 
 
-def _write(module_op: ir.Operation, graph: Graph, problem: Problem, solution: Solution, mesh: MeshModel,
-           remarks: list[str]) -> None:
+def _write(
+    module_op: ir.Operation,
+    graph: Graph,
+    problem: Problem,
+    solution: Solution,
+    mesh: MeshModel,
+    remarks: list[str],
+) -> None:
     chosen = solution.strategies
     _insert_mesh(module_op, mesh)
     layouts = [problem.strategies[v].result_layouts for v in range(len(graph.nodes))]
@@ -46,11 +58,15 @@ def _write(module_op: ir.Operation, graph: Graph, problem: Problem, solution: So
         return layouts[v][r][chosen[v]]
 
     func_op = graph.func
-    arg_shardings = [sharding_attr(result_layout(v, 0), len(graph.nodes[v].result_shapes[0]), mesh)
-                     for v in range(graph.num_args)]
+    arg_shardings = [
+        sharding_attr(result_layout(v, 0), len(graph.nodes[v].result_shapes[0]), mesh)
+        for v in range(graph.num_args)
+    ]
     _set_func_attrs(func_op, "arg_attrs", arg_shardings)
-    result_shardings = [sharding_attr(result_layout(u, r), len(graph.nodes[u].result_shapes[r]), mesh)
-                        for u, r in graph.returns]
+    result_shardings = [
+        sharding_attr(result_layout(u, r), len(graph.nodes[u].result_shapes[r]), mesh)
+        for u, r in graph.returns
+    ]
     _set_func_attrs(func_op, "res_attrs", result_shardings)
     if any(mesh.shape[a] > 1 for a in range(len(mesh.shape))):
         for v in range(graph.num_args, len(graph.nodes)):
@@ -65,7 +81,9 @@ def _needs_constraint(node: Node, v: int, problem: Problem, chosen: list[int], r
         return False
     rule = node.rule
     elementwise = (
-        rule is not None and not rule.reduction and len(node.result_shapes) == 1
+        rule is not None
+        and not rule.reduction
+        and len(node.result_shapes) == 1
         and all(s == node.result_shapes[0] for s in node.operand_shapes)
     )
     if not elementwise:
@@ -108,7 +126,9 @@ def _set_func_attrs(func_op: ir.Operation, key: str, shardings: list[ir.Attribut
     func_op.attributes[key] = ir.ArrayAttr.get(dicts)
 
 
-def _set_module_attrs(module_op: ir.Operation, mesh: MeshModel, solution: Solution, remarks: list[str]) -> None:
+def _set_module_attrs(
+    module_op: ir.Operation, mesh: MeshModel, solution: Solution, remarks: list[str]
+) -> None:
     f64 = ir.F64Type.get()
     attrs = module_op.attributes
     attrs["mhlo.num_partitions"] = ir.IntegerAttr.get(ir.IntegerType.get_signless(32), mesh.num_devices)
@@ -117,6 +137,8 @@ def _set_module_attrs(module_op: ir.Operation, mesh: MeshModel, solution: Soluti
     attrs["autopar.objective"] = ir.FloatAttr.get(f64, float(solution.cost))
     attrs["autopar.lower_bound"] = ir.FloatAttr.get(f64, float(solution.lower_bound))
     attrs["autopar.solver_status"] = ir.StringAttr.get(solution.status)
-    attrs["autopar.peak_memory"] = ir.IntegerAttr.get(ir.IntegerType.get_signless(64), int(solution.peak_memory))
+    attrs["autopar.peak_memory"] = ir.IntegerAttr.get(
+        ir.IntegerType.get_signless(64), int(solution.peak_memory)
+    )
     if remarks:
         attrs["autopar.remarks"] = ir.ArrayAttr.get([ir.StringAttr.get(r) for r in remarks])

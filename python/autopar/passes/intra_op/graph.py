@@ -110,8 +110,10 @@ def read_function(func_op: ir.Operation) -> Graph:
             break
         node_id = len(nodes)
         operands = [_producer_of(v, producer, operation) for v in operation.operands]
-        facts = [_tensor_facts(r.type, operation, f"result {k} of {operation.name}") for k, r in
-                 enumerate(operation.results)]
+        facts = [
+            _tensor_facts(r.type, operation, f"result {k} of {operation.name}")
+            for k, r in enumerate(operation.results)
+        ]
         node = Node(
             kind=operation.name,
             op=operation,
@@ -134,11 +136,15 @@ def read_function(func_op: ir.Operation) -> Graph:
     return Graph(func=func_op, nodes=nodes, returns=returns, num_args=len(block.arguments))
 
 
-def _producer_of(value: ir.Value, producer: dict[ir.Value, tuple[int, int]], user: ir.Operation) -> tuple[int, int]:
+def _producer_of(
+    value: ir.Value, producer: dict[ir.Value, tuple[int, int]], user: ir.Operation
+) -> tuple[int, int]:
     try:
         return producer[value]
     except KeyError:
-        raise PassError(f"'{user.name}' reads a value defined outside the function body", user.location) from None
+        raise PassError(
+            f"'{user.name}' reads a value defined outside the function body", user.location
+        ) from None
 
 
 def read_rule(operation: ir.Operation) -> Rule | None:
@@ -148,7 +154,9 @@ def read_rule(operation: ir.Operation) -> Rule | None:
     operand_maps = tuple(_tensor_mapping(t) for t in attr.operand_mappings)
     result_maps = tuple(_tensor_mapping(t) for t in attr.result_mappings)
     unshardable = (
-        set(attr.need_replication_factors) | set(attr.permutation_factors) | set(attr.blocked_propagation_factors)
+        set(attr.need_replication_factors)
+        | set(attr.permutation_factors)
+        | set(attr.blocked_propagation_factors)
     )
     return Rule(
         factor_sizes=tuple(int(s) for s in attr.factor_sizes),
@@ -160,8 +168,10 @@ def read_rule(operation: ir.Operation) -> Rule | None:
 
 
 def _tensor_mapping(attr: ir.Attribute) -> tuple[tuple[int, ...], ...]:
-    return tuple(tuple(int(f) for f in sdy.DimMappingAttr(d).factor_indices)
-                 for d in sdy.TensorMappingAttr(attr).dim_mappings)
+    return tuple(
+        tuple(int(f) for f in sdy.DimMappingAttr(d).factor_indices)
+        for d in sdy.TensorMappingAttr(attr).dim_mappings
+    )
 
 
 def _arg_attr_dicts(func_op: ir.Operation, count: int) -> list[set[str]]:
@@ -177,8 +187,10 @@ def _tensor_facts(t: ir.Type, where: ir.Operation, what: str) -> tuple[tuple[int
     """(shape, element size in bytes); non-tensor values (tokens) are size-0 scalars."""
     if not isinstance(t, ir.RankedTensorType):
         if isinstance(t, ir.ShapedType):
-            raise PassError(f"{what} has unranked type {t}; autopar-intra-op needs static shapes",
-                            getattr(where, "location", None))
+            raise PassError(
+                f"{what} has unranked type {t}; autopar-intra-op needs static shapes",
+                getattr(where, "location", None),
+            )
         return (), 0
     if not t.has_static_shape:
         raise PassError(

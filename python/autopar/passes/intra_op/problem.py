@@ -19,6 +19,7 @@ from autopar.passes.intra_op import strategies as strat
 from autopar.passes.intra_op.config import PlanConfig
 from autopar.passes.intra_op.graph import Graph, Node
 
+
 @dataclasses.dataclass
 class Problem:
     """The arrays the solver takes, plus what is needed to read its answer back.
@@ -44,8 +45,10 @@ class Problem:
         return _peak(self.intervals, np.array([u.min() for u in self.node_usages], dtype=np.int64))
 
     def peak_memory(self, chosen: list[int]) -> int:
-        return _peak(self.intervals, np.array([u[s] for u, s in zip(self.node_usages, chosen, strict=True)],
-                                              dtype=np.int64))
+        return _peak(
+            self.intervals,
+            np.array([u[s] for u, s in zip(self.node_usages, chosen, strict=True)], dtype=np.int64),
+        )
 
     def objective(self, chosen: list[int]) -> float:
         total = sum(float(c[s]) for c, s in zip(self.node_costs, chosen, strict=True))
@@ -67,7 +70,9 @@ def _peak(intervals: np.ndarray, usage: np.ndarray) -> int:
 def build(graph: Graph, config: PlanConfig) -> Problem:
     remarks: list[str] = []
     batch_factors = _batch_factors(graph)
-    node_strategies = [_node_strategies(graph, v, config, batch_factors, remarks) for v in range(len(graph.nodes))]
+    node_strategies = [
+        _node_strategies(graph, v, config, batch_factors, remarks) for v in range(len(graph.nodes))
+    ]
     edges, edge_costs = _edges(graph, node_strategies, config)
     edges, edge_costs = _add_state_edges(graph, node_strategies, config, edges, edge_costs)
     return Problem(
@@ -125,20 +130,24 @@ def _batch_factors(graph: Graph) -> dict[int, frozenset[int]]:
     return factors
 
 
-def _node_strategies(graph: Graph, v: int, config: PlanConfig, batch_factors: dict[int, frozenset[int]],
-                     remarks: list[str]) -> strat.Strategies:
+def _node_strategies(
+    graph: Graph, v: int, config: PlanConfig, batch_factors: dict[int, frozenset[int]], remarks: list[str]
+) -> strat.Strategies:
     node = graph.nodes[v]
     mesh = config.mesh
     if node.kind == "arg":
-        s = strat.argument_strategies(node.result_shapes[0], node.result_itemsizes[0], mesh, config.active_axes)
+        s = strat.argument_strategies(
+            node.result_shapes[0], node.result_itemsizes[0], mesh, config.active_axes
+        )
         return _constrain_argument(graph, v, s, config)
     if node.rule is None or node.kind == "stablehlo.constant":
         if node.rule is None and node.kind != "stablehlo.constant" and any(node.result_shapes):
             remarks.append(f"{node.kind} at {_where(node)} has no Shardy sharding rule: kept replicated")
         facts = _facts(node)
         time = strat.op_time(facts, mesh) if facts.rule is not None else _unruled_time(node, config)
-        return strat.replicated_strategy(len(node.operands), tuple(node.result_shapes),
-                                         tuple(node.result_itemsizes), len(mesh.shape), time)
+        return strat.replicated_strategy(
+            len(node.operands), tuple(node.result_shapes), tuple(node.result_itemsizes), len(mesh.shape), time
+        )
     s = strat.op_strategies(_facts(node), mesh, config.active_axes, config.prefer_reduce_scatter)
     if v in batch_factors:
         s = _constrain_batch(node, s, batch_factors[v], config, remarks)
@@ -148,8 +157,9 @@ def _node_strategies(graph: Graph, v: int, config: PlanConfig, batch_factors: di
 def _facts(node: Node) -> strat.OpFacts:
     from autopar.passes.intra_op.graph import Rule
 
-    rule = node.rule or Rule((), tuple(() for _ in node.operands), tuple(() for _ in node.result_shapes),
-                             frozenset(), frozenset())
+    rule = node.rule or Rule(
+        (), tuple(() for _ in node.operands), tuple(() for _ in node.result_shapes), frozenset(), frozenset()
+    )
     return strat.OpFacts(
         name=node.kind,
         rule=rule,
@@ -180,8 +190,9 @@ def _required_batch_axes(config: PlanConfig) -> tuple[int, ...]:
     return ()
 
 
-def _constrain_batch(node: Node, s: strat.Strategies, factors: frozenset[int], config: PlanConfig,
-                     remarks: list[str]) -> strat.Strategies:
+def _constrain_batch(
+    node: Node, s: strat.Strategies, factors: frozenset[int], config: PlanConfig, remarks: list[str]
+) -> strat.Strategies:
     axes = _required_batch_axes(config)
     if not axes:
         return s
@@ -189,8 +200,10 @@ def _constrain_batch(node: Node, s: strat.Strategies, factors: frozenset[int], c
     for axis in axes:
         keep &= np.isin(s.assignment[:, axis], list(factors))
     if not keep.any():
-        remarks.append(f"{node.kind} at {_where(node)}: its batch dim cannot be split over mesh axes "
-                       f"{list(axes)}; left to the solver")
+        remarks.append(
+            f"{node.kind} at {_where(node)}: its batch dim cannot be split over mesh axes "
+            f"{list(axes)}; left to the solver"
+        )
         return s
     return s.take(keep)
 
@@ -202,7 +215,11 @@ def _is_optimizer_state(graph: Graph, v: int) -> bool:
     for u in node.users:
         user = graph.nodes[u]
         rule = user.rule
-        if rule is None or rule.reduction or any(s != shape for s in user.operand_shapes + user.result_shapes):
+        if (
+            rule is None
+            or rule.reduction
+            or any(s != shape for s in user.operand_shapes + user.result_shapes)
+        ):
             return False
     return True
 
@@ -218,8 +235,10 @@ def _constrain_argument(graph: Graph, v: int, s: strat.Strategies, config: PlanC
         if not keep.any():
             total = int(np.prod([config.mesh.shape[a] for a in _required_batch_axes(config)]))
             dim0 = node.result_shapes[0][0] if node.result_shapes[0] else 1
-            raise PassError(f"batch {where}: dim 0 of size {dim0} does not divide over {total} devices; "
-                            "use a batch size that is a multiple of the mesh axes it is forced onto")
+            raise PassError(
+                f"batch {where}: dim 0 of size {dim0} does not divide over {total} devices; "
+                "use a batch size that is a multiple of the mesh axes it is forced onto"
+            )
     if node.is_parameter:
         want = _parameter_filter(graph, v, layouts, config)
         if want is not None and (keep & want).any():  # a tensor too small to split stays replicated
@@ -258,15 +277,22 @@ def parameter_results(graph: Graph) -> dict[int, int]:
             if u == v:
                 continue
             if (graph.nodes[u].result_shapes[r], graph.nodes[u].result_itemsizes[r]) == (
-                    node.result_shapes[0], node.result_itemsizes[0]):
+                node.result_shapes[0],
+                node.result_itemsizes[0],
+            ):
                 pairs[v] = j
                 next_result = j + 1
                 break
     return pairs
 
 
-def _add_state_edges(graph: Graph, node_strategies: list[strat.Strategies], config: PlanConfig,
-                     edges: np.ndarray, edge_costs: list[np.ndarray]):
+def _add_state_edges(
+    graph: Graph,
+    node_strategies: list[strat.Strategies],
+    config: PlanConfig,
+    edges: np.ndarray,
+    edge_costs: list[np.ndarray],
+):
     """Edges from each updated parameter's producer back to its argument: the next step's reshard."""
     index = {(int(u), int(v)): e for e, (u, v) in enumerate(edges)}
     edge_costs = list(edge_costs)
@@ -275,8 +301,15 @@ def _add_state_edges(graph: Graph, node_strategies: list[strat.Strategies], conf
         u, r = graph.returns[j]
         produced = node_strategies[u].result_layouts[r]
         required = node_strategies[v].result_layouts[0]
-        cost = _reshard_cached(produced.tobytes(), produced.shape, required.tobytes(), required.shape,
-                               graph.nodes[v].result_shapes[0], graph.nodes[v].result_itemsizes[0], config)
+        cost = _reshard_cached(
+            produced.tobytes(),
+            produced.shape,
+            required.tobytes(),
+            required.shape,
+            graph.nodes[v].result_shapes[0],
+            graph.nodes[v].result_itemsizes[0],
+            config,
+        )
         if cost is None:
             continue
         # One edge per node pair: fold into an existing edge (either direction) when there is one.
@@ -302,8 +335,15 @@ def _edges(graph: Graph, node_strategies: list[strat.Strategies], config: PlanCo
             produced = node_strategies[u].result_layouts[r]
             required = node_strategies[v].operand_layouts[k]
             shape = graph.nodes[u].result_shapes[r]
-            cost = _reshard_cached(produced.tobytes(), produced.shape, required.tobytes(), required.shape, shape,
-                                   graph.nodes[u].result_itemsizes[r], config)
+            cost = _reshard_cached(
+                produced.tobytes(),
+                produced.shape,
+                required.tobytes(),
+                required.shape,
+                shape,
+                graph.nodes[u].result_itemsizes[r],
+                config,
+            )
             if cost is None:
                 continue
             key = (u, v)
@@ -315,11 +355,14 @@ def _edges(graph: Graph, node_strategies: list[strat.Strategies], config: PlanCo
 
 
 @functools.lru_cache(maxsize=65536)
-def _reshard_cached(produced: bytes, produced_shape, required: bytes, required_shape, shape, itemsize,
-                    config: PlanConfig) -> np.ndarray | None:
+def _reshard_cached(
+    produced: bytes, produced_shape, required: bytes, required_shape, shape, itemsize, config: PlanConfig
+) -> np.ndarray | None:
     p = np.frombuffer(produced, dtype=np.int8).reshape(produced_shape)
     c = np.frombuffer(required, dtype=np.int8).reshape(required_shape)
-    cost = strat.reshard_cost(p, c, shape, itemsize, config.mesh, config.allow_all_gather, config.allow_all_to_all)
+    cost = strat.reshard_cost(
+        p, c, shape, itemsize, config.mesh, config.allow_all_gather, config.allow_all_to_all
+    )
     if not cost.any():
         return None  # scalars, size-1 meshes: no edge needed
     cost.setflags(write=False)

@@ -70,7 +70,9 @@ def tensor_bytes(shape: tuple[int, ...], itemsize: int) -> int:
 
 
 @functools.lru_cache(maxsize=4096)
-def argument_strategies(shape: tuple[int, ...], itemsize: int, mesh: MeshModel, active: tuple[int, ...]) -> Strategies:
+def argument_strategies(
+    shape: tuple[int, ...], itemsize: int, mesh: MeshModel, active: tuple[int, ...]
+) -> Strategies:
     """Every layout of a tensor whose sharded dims divide evenly; the replicated layout first.
 
     Each device reads its part of every argument once: bigger parts cost more, so an input nobody needs
@@ -90,8 +92,13 @@ def argument_strategies(shape: tuple[int, ...], itemsize: int, mesh: MeshModel, 
     return Strategies((), (layouts,), read_time, memory.astype(np.int64), layouts.astype(np.int16))
 
 
-def replicated_strategy(operand_count: int, result_shapes: tuple[tuple[int, ...], ...],
-                        result_itemsizes: tuple[int, ...], num_axes: int, op_time: float) -> Strategies:
+def replicated_strategy(
+    operand_count: int,
+    result_shapes: tuple[tuple[int, ...], ...],
+    result_itemsizes: tuple[int, ...],
+    num_axes: int,
+    op_time: float,
+) -> Strategies:
     """The one strategy of an op Shardy cannot describe (or a constant): everything replicated."""
     layout = np.full((1, num_axes), -1, dtype=np.int8)
     memory = sum(tensor_bytes(s, i) for s, i in zip(result_shapes, result_itemsizes, strict=True))
@@ -126,7 +133,9 @@ class OpFacts:
 
 def op_time(facts: OpFacts, mesh: MeshModel) -> float:
     """Roofline time of the whole op on one device."""
-    moved = sum(tensor_bytes(s, i) for s, i in zip(facts.operand_shapes, facts.operand_itemsizes, strict=True))
+    moved = sum(
+        tensor_bytes(s, i) for s, i in zip(facts.operand_shapes, facts.operand_itemsizes, strict=True)
+    )
     moved += sum(tensor_bytes(s, i) for s, i in zip(facts.result_shapes, facts.result_itemsizes, strict=True))
     if facts.name in _MAC_OPS:
         flops = 2.0 * math.prod(facts.rule.factor_sizes)
@@ -149,8 +158,12 @@ def _shardable_factors(rule: Rule) -> list[int]:
         for dim in maps:
             in_results.update(dim)
     return [
-        f for f, size in enumerate(rule.factor_sizes)
-        if size > 1 and f not in rule.unshardable and f not in minor and (f in in_results or f in rule.reduction)
+        f
+        for f, size in enumerate(rule.factor_sizes)
+        if size > 1
+        and f not in rule.unshardable
+        and f not in minor
+        and (f in in_results or f in rule.reduction)
     ]
 
 
@@ -160,7 +173,9 @@ def _tensor_layout(maps: tuple[tuple[int, ...], ...], assignment: tuple[int, ...
 
 
 @functools.lru_cache(maxsize=16384)
-def op_strategies(facts: OpFacts, mesh: MeshModel, active: tuple[int, ...], reduce_scatter: bool) -> Strategies:
+def op_strategies(
+    facts: OpFacts, mesh: MeshModel, active: tuple[int, ...], reduce_scatter: bool
+) -> Strategies:
     """All strategies of an op with a sharding rule; the replicated strategy first."""
     rule = facts.rule
     num_axes = len(mesh.shape)
@@ -220,12 +235,15 @@ def _valid(assignment: list[int], rule: Rule, tensors, mesh_shape: tuple[int, ..
 def _result_memory(results: list[list[int]], facts: OpFacts, mesh_shape: tuple[int, ...]) -> int:
     total = 0
     for layout, shape, itemsize in zip(results, facts.result_shapes, facts.result_itemsizes, strict=True):
-        total += tensor_bytes(shape, itemsize) // math.prod(mesh_shape[a] for a, d in enumerate(layout) if d >= 0)
+        total += tensor_bytes(shape, itemsize) // math.prod(
+            mesh_shape[a] for a, d in enumerate(layout) if d >= 0
+        )
     return total
 
 
-def _reduction_variants(results: list[list[int]], reduced: list[int], facts: OpFacts, mesh: MeshModel,
-                        reduce_scatter: bool):
+def _reduction_variants(
+    results: list[list[int]], reduced: list[int], facts: OpFacts, mesh: MeshModel, reduce_scatter: bool
+):
     """(result layouts, collective seconds) for an op whose axes `reduced` leave partial sums."""
     if not reduced:
         yield results, 0.0
@@ -247,8 +265,13 @@ def _reduction_variants(results: list[list[int]], reduced: list[int], facts: OpF
 
 
 def reshard_cost(
-    produced: np.ndarray, required: np.ndarray, shape: tuple[int, ...], itemsize: int, mesh: MeshModel,
-    allow_all_gather: bool, allow_all_to_all: bool,
+    produced: np.ndarray,
+    required: np.ndarray,
+    shape: tuple[int, ...],
+    itemsize: int,
+    mesh: MeshModel,
+    allow_all_gather: bool,
+    allow_all_to_all: bool,
 ) -> np.ndarray:
     """[Sp, Sc] seconds to turn each produced layout into each required layout.
 
@@ -270,6 +293,8 @@ def reshard_cost(
         gather_cost = mesh.all_gather(per_device, [axis])[None, :]
         if not allow_all_gather:
             gather_cost = np.full_like(gather_cost, FORBIDDEN)
-        move_cost = mesh.all_to_all(per_device, [axis]) if allow_all_to_all else mesh.all_gather(per_device, [axis])
+        move_cost = (
+            mesh.all_to_all(per_device, [axis]) if allow_all_to_all else mesh.all_gather(per_device, [axis])
+        )
         cost += np.where(gather, gather_cost, 0.0) + np.where(moved, move_cost[None, :], 0.0)
     return np.minimum(cost, FORBIDDEN)
