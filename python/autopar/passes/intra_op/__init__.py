@@ -61,7 +61,7 @@ OPTIONS = [
     Option("cluster-profile", str, "", "JSON file overriding device and mesh costs (see docs/intra_op.md)"),
     Option("memory-budget", int, 0, "bytes per device the plan may keep live at once; 0 = no limit"),
     Option("solver", str, "auto", "auto, ilp or heuristic", choices=config_lib.SOLVERS),
-    Option("time-limit", float, 10.0, "seconds the solver may spend"),
+    Option("time-limit", float, 4.0, "seconds the solver may spend"),
     Option("force-data-parallel", bool, False, "shard every batch dim over all mesh axes"),
     Option("force-batch-dim-to-mesh-dim", int, -1, "shard every batch dim over this mesh axis (-1 = off)"),
     Option("allow-all-gather", bool, True, "allow reshards that all-gather"),

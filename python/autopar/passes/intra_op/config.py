@@ -37,7 +37,7 @@ class PlanConfig:
     mesh: cost.MeshModel
     memory_budget: int = 0
     solver: str = "auto"
-    time_limit: float = 10.0
+    time_limit: float = 4.0
     force_data_parallel: bool = False
     force_batch_dim_to_mesh_dim: int = -1
     allow_all_gather: bool = True
@@ -139,7 +139,7 @@ def _checked(mesh: cost.MeshModel, o: dict, get) -> PlanConfig:
     solver = str(get("solver", "auto"))
     if solver not in SOLVERS:
         raise PassError(f"solver '{solver}' is not one of {', '.join(SOLVERS)}")
-    time_limit = float(get("time_limit", 10.0))
+    time_limit = float(get("time_limit", 4.0))
     if not time_limit > 0:
         raise PassError(f"time-limit must be > 0 seconds, got {time_limit}")
     budget = int(get("memory_budget", 0))
