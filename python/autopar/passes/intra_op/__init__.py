@@ -1,0 +1,209 @@
+"""autopar-intra-op: Alpa's intra-op auto-sharding (an ILP over per-op strategies) with Shardy output.
+
+`estimate(module_or_func, mesh_shape, **options)` builds and solves the same problem without writing IR:
+the inter-op planner calls it for every (stage, submesh) pair.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+from jaxlib.mlir import ir, passmanager
+
+from autopar.errors import PassError
+from autopar.passes.intra_op import config as config_lib
+from autopar.passes.intra_op import emit, graph, problem, solve
+from autopar.passes.registry import Option, register_pass
+
+DESCRIPTION = """
+Chooses how every tensor of `@main` is sharded over a logical device mesh of 1 to 3 axes, minimising
+compute + communication time under an alpha-beta cost model and an optional per-device memory budget
+(Alpa's intra-op pass). Strategies come from Shardy's per-op sharding rules: a strategy assigns each mesh
+axis to one factor of the op; a sharded reduction factor costs an all-reduce (or reduce-scatter), an operand
+whose producer's layout differs costs a reshard. Arguments marked `autopar.batch` have their dim 0 as batch
+dim, arguments marked `autopar.parameter` are parameters or optimizer state (for zero-stage and
+allow-replicated-parameters). Ops Shardy has no rule for stay replicated (listed in `autopar.remarks`).
+
+Writes `sdy.mesh @mesh`, `sdy.sharding` on @main's arguments and results, `sdy.sharding_constraint` on op
+results whose layout the plan decides, `mhlo.num_partitions`, and the module attributes
+`autopar.mesh_shape`, `autopar.objective` (seconds), `autopar.lower_bound`, `autopar.solver_status`,
+`autopar.peak_memory` (bytes per device).
+
+Before (mesh=1x8):
+  func.func public @main(%arg0: tensor<64x256xf32> {autopar.batch}, %arg1: tensor<256x256xf32>)
+      -> tensor<64x256xf32> {
+    %0 = stablehlo.dot_general %arg0, %arg1, contracting_dims = [1] x [0]
+        : (tensor<64x256xf32>, tensor<256x256xf32>) -> tensor<64x256xf32>
+    return %0 : tensor<64x256xf32>
+  }
+
+After:
+  sdy.mesh @mesh = <["x"=1, "y"=8]>
+  func.func public @main(%arg0: tensor<64x256xf32> {autopar.batch, sdy.sharding = #sdy.sharding<@mesh,
+      [{"y"}, {}]>}, %arg1: tensor<256x256xf32> {sdy.sharding = #sdy.sharding<@mesh, [{}, {}]>})
+      -> (tensor<64x256xf32> {sdy.sharding = #sdy.sharding<@mesh, [{"y"}, {}]>}) {
+    %0 = stablehlo.dot_general %arg0, %arg1, contracting_dims = [1] x [0] ...
+    %1 = sdy.sharding_constraint %0 <@mesh, [{"y"}, {}]> : tensor<64x256xf32>
+    return %1 : tensor<64x256xf32>
+  }
+"""
+
+OPTIONS = [
+    Option("mesh", str, "1x8", "logical mesh shape, outermost axis first: 8, 2x4 or 2x2x2"),
+    Option("axis-names", str, "x,y,z", "comma list of mesh axis names (the first len(mesh) are used)"),
+    Option("mesh-alpha", str, "", "per-axis collective latency in seconds: one value or a comma list"),
+    Option(
+        "mesh-beta", str, "", "per-axis seconds per byte: one value or a comma list (default: last axis fast)"
+    ),
+    Option("device-flops", float, 1.0e13, "peak FLOP/s of one device"),
+    Option("device-memory-bandwidth", float, 1.0e12, "bytes/s between a device and its memory"),
+    Option("cluster-profile", str, "", "JSON file overriding device and mesh costs (see docs/intra_op.md)"),
+    Option("memory-budget", int, 0, "bytes per device the plan may keep live at once; 0 = no limit"),
+    Option("solver", str, "auto", "auto, ilp or heuristic", choices=config_lib.SOLVERS),
+    Option("time-limit", float, 4.0, "seconds the solver may spend"),
+    Option("force-data-parallel", bool, False, "shard every batch dim over all mesh axes"),
+    Option("force-batch-dim-to-mesh-dim", int, -1, "shard every batch dim over this mesh axis (-1 = off)"),
+    Option("allow-all-gather", bool, True, "allow reshards that all-gather"),
+    Option("allow-all-to-all", bool, True, "allow all-to-all reshards (else costed as all-gather + slice)"),
+    Option("prefer-reduce-scatter", bool, False, "also consider reduce-scattering partial sums"),
+    Option(
+        "zero-stage", int, 0, "0, 2 (shard optimizer state) or 3 (shard parameters too)", choices=(0, 2, 3)
+    ),
+    Option("allow-replicated-parameters", bool, True, "allow autopar.parameter arguments to be replicated"),
+]
+
+
+@register_pass(
+    argument="autopar-intra-op",
+    summary="Shard @main over a device mesh by solving Alpa's intra-op strategy ILP; write Shardy shardings",
+    description=DESCRIPTION,
+    options=OPTIONS,
+)
+def intra_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
+    config = config_lib.from_options(options)
+    func_op = _main_func(module_op)
+    _check_unannotated(module_op, config)
+    added_rules = _populate_rules(module_op)
+    try:
+        g = graph.read_function(func_op)
+        prob = problem.build(g, config)
+        solution = _solve_or_explain(prob, config)
+        emit.write_plan(module_op, g, prob, solution, config.mesh, prob.remarks)
+    finally:
+        if added_rules:
+            _drop_rules(module_op)
+
+
+def estimate(
+    module_or_func: Any, mesh_shape: tuple[int, ...] | str, **options: Any
+) -> tuple[float, int, str]:
+    """(objective seconds, peak memory bytes per device, solver status) of the best plan; IR left unchanged.
+
+    `options` are the pass options with underscores (`memory_budget=2**30`, `zero_stage=2`). An infeasible
+    problem (memory budget too small) returns (inf, minimum achievable peak memory, 'infeasible').
+    """
+    module_op, func_op = _module_and_func(module_or_func)
+    config = config_lib.from_options({**options, "mesh": mesh_shape})
+    added_rules = _populate_rules(module_op)
+    try:
+        prob = problem.build(graph.read_function(func_op), config)
+    finally:
+        if added_rules:
+            _drop_rules(module_op)
+    solution = solve.solve(
+        prob, usage_limit=config.memory_budget or None, time_limit=config.time_limit, solver=config.solver
+    )
+    if not solution.feasible:
+        return float("inf"), prob.min_peak_memory(), "infeasible"
+    return solution.cost, solution.peak_memory, solution.status
+
+
+def _solve_or_explain(prob: problem.Problem, config: config_lib.PlanConfig) -> solve.Solution:
+    budget = config.memory_budget
+    if budget and prob.min_peak_memory() > budget:
+        raise PassError(
+            f"memory-budget={budget} bytes per device is below the {prob.min_peak_memory()} bytes "
+            f"per device that every plan needs on mesh {'x'.join(map(str, config.mesh.shape))}; "
+            "raise the budget or use a bigger mesh"
+        )
+    solution = solve.solve(
+        prob, usage_limit=budget or None, time_limit=config.time_limit, solver=config.solver
+    )
+    if not solution.feasible:
+        hint = " or raise memory-budget" if budget else ""
+        raise PassError(
+            "no sharding plan satisfies the options (allow-all-gather=false, forced data "
+            f"parallelism or ZeRO constraints); relax them{hint}"
+        )
+    return solution
+
+
+def _main_func(module_op: ir.Operation) -> ir.Operation:
+    for op in module_op.regions[0].blocks[0].operations:
+        if op.operation.name == "func.func" and ir.StringAttr(op.attributes["sym_name"]).value == "main":
+            return op.operation
+    raise PassError("autopar-intra-op needs a func.func @main (the entry point JAX lowers to)")
+
+
+def _module_and_func(module_or_func: Any) -> tuple[ir.Operation, ir.Operation]:
+    if isinstance(module_or_func, ir.Module):
+        module_op = module_or_func.operation
+        return module_op, _main_func(module_op)
+    op = module_or_func.operation if hasattr(module_or_func, "operation") else module_or_func
+    if op.name == "builtin.module":
+        return op, _main_func(op)
+    if op.name == "func.func":
+        return op.parent, op
+    raise TypeError(f"estimate() takes an ir.Module, a builtin.module or a func.func, not '{op.name}'")
+
+
+def _check_unannotated(module_op: ir.Operation, config: config_lib.PlanConfig) -> None:
+    for op in module_op.regions[0].blocks[0].operations:
+        if op.operation.name == "sdy.mesh":
+            raise PassError(
+                "the module already has an sdy.mesh: autopar-intra-op plans unannotated modules "
+                "(lower without shardings)",
+                op.location,
+            )
+    if "mhlo.num_partitions" in module_op.attributes:
+        partitions = ir.IntegerAttr(module_op.attributes["mhlo.num_partitions"]).value
+        if partitions not in (1, config.mesh.num_devices):
+            raise PassError(
+                f"the module was lowered for {partitions} partitions but mesh "
+                f"{'x'.join(map(str, config.mesh.shape))} has {config.mesh.num_devices} devices"
+            )
+
+
+def _has_rules(module_op: ir.Operation) -> bool:
+    found = False
+
+    def visit(op: ir.Operation) -> ir.WalkResult:
+        nonlocal found
+        if graph.RULE_ATTR in op.attributes:
+            found = True
+            return ir.WalkResult.INTERRUPT
+        return ir.WalkResult.ADVANCE
+
+    module_op.walk(visit, walk_order=ir.WalkOrder.PRE_ORDER)
+    return found
+
+
+def _populate_rules(module_op: ir.Operation) -> bool:
+    """Attaches Shardy's sharding rules to every op; True when this call added them (so they get dropped)."""
+    if _has_rules(module_op):
+        return False
+    _run(module_op, "builtin.module(func.func(sdy-populate-op-sharding-rules))")
+    return True
+
+
+def _drop_rules(module_op: ir.Operation) -> None:
+    _run(module_op, "builtin.module(func.func(sdy-drop-sharding-rules))")
+
+
+def _run(module_op: ir.Operation, pipeline: str) -> None:
+    pm = passmanager.PassManager.parse(pipeline, context=module_op.context)
+    pm.run(module_op)
+
+
+__all__ = ["estimate", "intra_op"]

@@ -1,0 +1,144 @@
+"""Writes a solved plan as Shardy: the mesh, argument/result shardings, constraints, plan attributes.
+
+XLA honours `sdy.sharding` only on function arguments and results and honours `sdy.sharding_constraint`
+ops; it drops `sdy.sharding` on ordinary ops and rejects `sdy.reshard` (PLATFORM_FACTS.md). So every layout
+the plan decides inside the body becomes a `sdy.sharding_constraint` on the op's result, except where
+Shardy's own propagation cannot get it wrong: an elementwise op whose operands all arrive in the result's
+layout without a reshard.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from jaxlib.mlir import ir
+from jaxlib.mlir.dialects import sdy
+
+from autopar.cost import MeshModel
+from autopar.passes.intra_op.graph import Graph, Node
+from autopar.passes.intra_op.problem import Problem
+from autopar.passes.intra_op.solve import Solution
+
+MESH_NAME = "mesh"
+SHARDING_ATTR = "sdy.sharding"
+
+
+def sharding_attr(layout: np.ndarray, rank: int, mesh: MeshModel) -> ir.Attribute:
+    dims = []
+    for dim in range(rank):
+        axes = [sdy.AxisRefAttr.get(mesh.axis_names[a]) for a in range(len(layout)) if layout[a] == dim]
+        dims.append(sdy.DimensionShardingAttr.get(axes, is_closed=True))
+    return sdy.TensorShardingAttr.get(MESH_NAME, dims)
+
+
+def write_plan(
+    module_op: ir.Operation,
+    graph: Graph,
+    problem: Problem,
+    solution: Solution,
+    mesh: MeshModel,
+    remarks: list[str],
+) -> None:
+    with module_op.context, ir.Location.unknown():
+        _write(module_op, graph, problem, solution, mesh, remarks)
+
+
+def _write(
+    module_op: ir.Operation,
+    graph: Graph,
+    problem: Problem,
+    solution: Solution,
+    mesh: MeshModel,
+    remarks: list[str],
+) -> None:
+    chosen = solution.strategies
+    _insert_mesh(module_op, mesh)
+    layouts = [problem.strategies[v].result_layouts for v in range(len(graph.nodes))]
+
+    def result_layout(v: int, r: int) -> np.ndarray:
+        return layouts[v][r][chosen[v]]
+
+    func_op = graph.func
+    arg_shardings = [
+        sharding_attr(result_layout(v, 0), len(graph.nodes[v].result_shapes[0]), mesh)
+        for v in range(graph.num_args)
+    ]
+    _set_func_attrs(func_op, "arg_attrs", arg_shardings)
+    result_shardings = [
+        sharding_attr(result_layout(u, r), len(graph.nodes[u].result_shapes[r]), mesh)
+        for u, r in graph.returns
+    ]
+    _set_func_attrs(func_op, "res_attrs", result_shardings)
+    if any(mesh.shape[a] > 1 for a in range(len(mesh.shape))):
+        for v in range(graph.num_args, len(graph.nodes)):
+            node = graph.nodes[v]
+            if _needs_constraint(node, v, problem, chosen, result_layout):
+                _constrain_results(node, [result_layout(v, r) for r in range(len(node.result_shapes))], mesh)
+    _set_module_attrs(module_op, mesh, solution, remarks)
+
+
+def _needs_constraint(node: Node, v: int, problem: Problem, chosen: list[int], result_layout) -> bool:
+    if node.kind == "stablehlo.constant" or not any(node.result_shapes):
+        return False
+    rule = node.rule
+    elementwise = (
+        rule is not None
+        and not rule.reduction
+        and len(node.result_shapes) == 1
+        and all(s == node.result_shapes[0] for s in node.operand_shapes)
+    )
+    if not elementwise:
+        return True
+    mine = result_layout(v, 0)
+    required = problem.strategies[v].operand_layouts
+    for k, (u, r) in enumerate(node.operands):
+        if not np.array_equal(result_layout(u, r), required[k][chosen[v]]) or not np.array_equal(
+            required[k][chosen[v]], mine
+        ):
+            return True
+    return False
+
+
+def _constrain_results(node: Node, result_layouts: list[np.ndarray], mesh: MeshModel) -> None:
+    op = node.op
+    assert op is not None
+    with ir.InsertionPoint.after(op), op.location:
+        for result, layout, shape in zip(op.results, result_layouts, node.result_shapes, strict=True):
+            if not shape or not isinstance(result.type, ir.RankedTensorType):
+                continue
+            constraint = sdy.ShardingConstraintOp(result, sharding_attr(layout, len(shape), mesh))
+            result.replace_all_uses_except(constraint.result, constraint.operation)
+
+
+def _insert_mesh(module_op: ir.Operation, mesh: MeshModel) -> None:
+    body = module_op.regions[0].blocks[0]
+    axes = [sdy.MeshAxisAttr.get(name, size) for name, size in zip(mesh.axis_names, mesh.shape, strict=True)]
+    with ir.InsertionPoint.at_block_begin(body), ir.Location.unknown():
+        sdy.MeshOp(MESH_NAME, sdy.MeshAttr.get(axes))
+
+
+def _set_func_attrs(func_op: ir.Operation, key: str, shardings: list[ir.Attribute]) -> None:
+    old = list(ir.ArrayAttr(func_op.attributes[key])) if key in func_op.attributes else []
+    dicts = []
+    for i, sharding in enumerate(shardings):
+        entries = {named.name: named.attr for named in ir.DictAttr(old[i])} if i < len(old) else {}
+        entries[SHARDING_ATTR] = sharding
+        dicts.append(ir.DictAttr.get(entries))
+    func_op.attributes[key] = ir.ArrayAttr.get(dicts)
+
+
+def _set_module_attrs(
+    module_op: ir.Operation, mesh: MeshModel, solution: Solution, remarks: list[str]
+) -> None:
+    f64 = ir.F64Type.get()
+    attrs = module_op.attributes
+    attrs["mhlo.num_partitions"] = ir.IntegerAttr.get(ir.IntegerType.get_signless(32), mesh.num_devices)
+    attrs["mhlo.num_replicas"] = ir.IntegerAttr.get(ir.IntegerType.get_signless(32), 1)
+    attrs["autopar.mesh_shape"] = ir.DenseI64ArrayAttr.get(list(mesh.shape))
+    attrs["autopar.objective"] = ir.FloatAttr.get(f64, float(solution.cost))
+    attrs["autopar.lower_bound"] = ir.FloatAttr.get(f64, float(solution.lower_bound))
+    attrs["autopar.solver_status"] = ir.StringAttr.get(solution.status)
+    attrs["autopar.peak_memory"] = ir.IntegerAttr.get(
+        ir.IntegerType.get_signless(64), int(solution.peak_memory)
+    )
+    if remarks:
+        attrs["autopar.remarks"] = ir.ArrayAttr.get([ir.StringAttr.get(r) for r in remarks])

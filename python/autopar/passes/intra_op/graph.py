@@ -1,0 +1,209 @@
+"""Reads one function body into plain records: values, their producers and users, Shardy's sharding rules.
+
+Nothing here decides anything; `problem.py` turns these records into the solver's arrays. Nodes are the
+function's arguments (ids 0..n_args-1) followed by its top-level ops in program order; ops nested in
+regions (reduce bodies, while bodies) belong to their parent op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from jaxlib.mlir import ir
+from jaxlib.mlir.dialects import sdy
+
+from autopar.errors import PassError
+
+RULE_ATTR = "sdy.sharding_rule"
+BATCH_ATTR = "autopar.batch"
+PARAMETER_ATTR = "autopar.parameter"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """Shardy's OpShardingRuleAttr as plain tuples (hashable: strategy enumeration is cached on it).
+
+    Attributes:
+      factor_sizes: size of every factor.
+      operand_maps / result_maps: per tensor, per dim, the factors that dim is made of (major first).
+      reduction: factors summed over (partial results when sharded).
+      unshardable: factors Shardy says need replication, permute data, or block propagation.
+    """
+
+    factor_sizes: tuple[int, ...]
+    operand_maps: tuple[tuple[tuple[int, ...], ...], ...]
+    result_maps: tuple[tuple[tuple[int, ...], ...], ...]
+    reduction: frozenset[int]
+    unshardable: frozenset[int]
+
+
+@dataclasses.dataclass
+class Node:
+    """An argument or a top-level op.
+
+    Attributes:
+      kind: 'arg' or the op name (`stablehlo.dot_general`).
+      op: the operation (None for arguments).
+      operands: per operand, the (node id, result index) producing it.
+      operand_shapes: shapes of the operands.
+      result_shapes / result_itemsizes: shapes and element sizes in bytes of the results.
+      rule: the sharding rule, None when Shardy has none for this op.
+      is_batch / is_parameter: argument attributes `autopar.batch` / `autopar.parameter`.
+      users: node ids of the ops that read any result.
+      returned: result indices the function returns.
+    """
+
+    kind: str
+    op: ir.Operation | None
+    operands: list[tuple[int, int]]
+    operand_shapes: list[tuple[int, ...]]
+    operand_itemsizes: list[int]
+    result_shapes: list[tuple[int, ...]]
+    result_itemsizes: list[int]
+    rule: Rule | None = None
+    is_batch: bool = False
+    is_parameter: bool = False
+    users: list[int] = dataclasses.field(default_factory=list)
+    returned: list[int] = dataclasses.field(default_factory=list)
+
+    @property
+    def location(self) -> ir.Location | None:
+        return self.op.location if self.op is not None else None
+
+
+@dataclasses.dataclass
+class Graph:
+    """A function body as nodes; `returns[i]` is the (node, result) the function returns as result i."""
+
+    func: ir.Operation
+    nodes: list[Node]
+    returns: list[tuple[int, int]]
+    num_args: int
+
+
+def read_function(func_op: ir.Operation) -> Graph:
+    block = func_op.regions[0].blocks[0]
+    nodes: list[Node] = []
+    producer: dict[ir.Value, tuple[int, int]] = {}
+    arg_attrs = _arg_attr_dicts(func_op, len(block.arguments))
+    for i, arg in enumerate(block.arguments):
+        shape, itemsize = _tensor_facts(arg.type, func_op, f"argument {i}")
+        nodes.append(
+            Node(
+                kind="arg",
+                op=None,
+                operands=[],
+                operand_shapes=[],
+                operand_itemsizes=[],
+                result_shapes=[shape],
+                result_itemsizes=[itemsize],
+                is_batch=BATCH_ATTR in arg_attrs[i],
+                is_parameter=PARAMETER_ATTR in arg_attrs[i],
+            )
+        )
+        producer[arg] = (i, 0)
+    returns: list[tuple[int, int]] = []
+    for op in block.operations:
+        operation = op.operation
+        if operation.name == "func.return":
+            returns = [_producer_of(v, producer, operation) for v in operation.operands]
+            break
+        node_id = len(nodes)
+        operands = [_producer_of(v, producer, operation) for v in operation.operands]
+        facts = [
+            _tensor_facts(r.type, operation, f"result {k} of {operation.name}")
+            for k, r in enumerate(operation.results)
+        ]
+        node = Node(
+            kind=operation.name,
+            op=operation,
+            operands=operands,
+            operand_shapes=[nodes[u].result_shapes[r] for u, r in operands],
+            operand_itemsizes=[nodes[u].result_itemsizes[r] for u, r in operands],
+            result_shapes=[f[0] for f in facts],
+            result_itemsizes=[f[1] for f in facts],
+            rule=read_rule(operation),
+        )
+        nodes.append(node)
+        for k, result in enumerate(operation.results):
+            producer[result] = (node_id, k)
+        for src, _ in operands:
+            if not nodes[src].users or nodes[src].users[-1] != node_id:
+                nodes[src].users.append(node_id)
+    for index, (src, result) in enumerate(returns):
+        del index
+        nodes[src].returned.append(result)
+    return Graph(func=func_op, nodes=nodes, returns=returns, num_args=len(block.arguments))
+
+
+def _producer_of(
+    value: ir.Value, producer: dict[ir.Value, tuple[int, int]], user: ir.Operation
+) -> tuple[int, int]:
+    try:
+        return producer[value]
+    except KeyError:
+        raise PassError(
+            f"'{user.name}' reads a value defined outside the function body", user.location
+        ) from None
+
+
+def read_rule(operation: ir.Operation) -> Rule | None:
+    if RULE_ATTR not in operation.attributes:
+        return None
+    attr = sdy.OpShardingRuleAttr(operation.attributes[RULE_ATTR])
+    operand_maps = tuple(_tensor_mapping(t) for t in attr.operand_mappings)
+    result_maps = tuple(_tensor_mapping(t) for t in attr.result_mappings)
+    unshardable = (
+        set(attr.need_replication_factors)
+        | set(attr.permutation_factors)
+        | set(attr.blocked_propagation_factors)
+    )
+    return Rule(
+        factor_sizes=tuple(int(s) for s in attr.factor_sizes),
+        operand_maps=operand_maps,
+        result_maps=result_maps,
+        reduction=frozenset(int(f) for f in attr.reduction_factors),
+        unshardable=frozenset(int(f) for f in unshardable),
+    )
+
+
+def _tensor_mapping(attr: ir.Attribute) -> tuple[tuple[int, ...], ...]:
+    return tuple(
+        tuple(int(f) for f in sdy.DimMappingAttr(d).factor_indices)
+        for d in sdy.TensorMappingAttr(attr).dim_mappings
+    )
+
+
+def _arg_attr_dicts(func_op: ir.Operation, count: int) -> list[set[str]]:
+    if "arg_attrs" not in func_op.attributes:
+        return [set() for _ in range(count)]
+    names = []
+    for attr in ir.ArrayAttr(func_op.attributes["arg_attrs"]):
+        names.append({named.name for named in ir.DictAttr(attr)})
+    return names
+
+
+def _tensor_facts(t: ir.Type, where: ir.Operation, what: str) -> tuple[tuple[int, ...], int]:
+    """(shape, element size in bytes); non-tensor values (tokens) are size-0 scalars."""
+    if not isinstance(t, ir.RankedTensorType):
+        if isinstance(t, ir.ShapedType):
+            raise PassError(
+                f"{what} has unranked type {t}; autopar-intra-op needs static shapes",
+                getattr(where, "location", None),
+            )
+        return (), 0
+    if not t.has_static_shape:
+        raise PassError(
+            f"{what} has dynamic shape {t}; run stablehlo-refine-shapes or lower with concrete shapes",
+            getattr(where, "location", None),
+        )
+    return tuple(t.shape), element_size(t.element_type)
+
+
+def element_size(t: ir.Type) -> int:
+    if isinstance(t, ir.ComplexType):
+        return 2 * element_size(t.element_type)
+    width = getattr(t, "width", None)
+    if width is None:
+        return 8 if isinstance(t, ir.IndexType) else 4
+    return max(1, (int(width) + 7) // 8)

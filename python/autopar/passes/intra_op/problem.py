@@ -1,0 +1,369 @@
+"""Builds the solver's arrays (the IOPDDL-shaped strategy problem) from a function graph.
+
+Node v: one argument or op; strategy s of v has cost `node_costs[v][s]` (compute + its own collectives, in
+seconds) and memory `node_usages[v][s]` (bytes per device of its results), live over `intervals[v]` in
+program order. Edge (u, v): v reads a result of u; `edge_costs[e][i * |S_v| + j]` is the resharding time
+when u picks i and v picks j. Options of the pass become filters on the strategy lists, so a forced choice
+shrinks the problem instead of adding forbidden entries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+
+from autopar.errors import PassError
+from autopar.passes.intra_op import strategies as strat
+from autopar.passes.intra_op.config import PlanConfig
+from autopar.passes.intra_op.graph import Graph, Node
+
+
+@dataclasses.dataclass
+class Problem:
+    """The arrays the solver takes, plus what is needed to read its answer back.
+
+    Attributes:
+      intervals: int64 [N, 2], first and last program point at which node N's results are live.
+      node_costs / node_usages: per node, float64 [S] / int64 [S].
+      edges: int64 [E, 2] (producer, consumer); edge_costs: per edge, float64 [S_u * S_v] row-major.
+      strategies: per node, its Strategies (layouts for writing the plan).
+      remarks: notes for the user (ops replicated because Shardy has no rule, relaxed constraints).
+    """
+
+    intervals: np.ndarray
+    node_costs: list[np.ndarray]
+    node_usages: list[np.ndarray]
+    edges: np.ndarray
+    edge_costs: list[np.ndarray]
+    strategies: list[strat.Strategies]
+    remarks: list[str]
+
+    def min_peak_memory(self) -> int:
+        """Peak over program points of the smallest memory every live node can have: no plan does better."""
+        return _peak(self.intervals, np.array([u.min() for u in self.node_usages], dtype=np.int64))
+
+    def peak_memory(self, chosen: list[int]) -> int:
+        return _peak(
+            self.intervals,
+            np.array([u[s] for u, s in zip(self.node_usages, chosen, strict=True)], dtype=np.int64),
+        )
+
+    def objective(self, chosen: list[int]) -> float:
+        total = sum(float(c[s]) for c, s in zip(self.node_costs, chosen, strict=True))
+        for (u, v), cost in zip(self.edges, self.edge_costs, strict=True):
+            total += float(cost[chosen[u] * self.strategies[v].size + chosen[v]])
+        return total
+
+
+def _peak(intervals: np.ndarray, usage: np.ndarray) -> int:
+    if len(usage) == 0:
+        return 0
+    end = int(intervals[:, 1].max()) + 2
+    delta = np.zeros(end, dtype=np.int64)
+    np.add.at(delta, intervals[:, 0], usage)
+    np.add.at(delta, intervals[:, 1] + 1, -usage)
+    return int(np.cumsum(delta).max())
+
+
+def build(graph: Graph, config: PlanConfig) -> Problem:
+    remarks: list[str] = []
+    batch_factors = _batch_factors(graph)
+    node_strategies = [
+        _node_strategies(graph, v, config, batch_factors, remarks) for v in range(len(graph.nodes))
+    ]
+    edges, edge_costs = _edges(graph, node_strategies, config)
+    edges, edge_costs = _add_state_edges(graph, node_strategies, config, edges, edge_costs)
+    return Problem(
+        intervals=_intervals(graph),
+        node_costs=[s.cost for s in node_strategies],
+        node_usages=[s.memory for s in node_strategies],
+        edges=edges,
+        edge_costs=edge_costs,
+        strategies=node_strategies,
+        remarks=remarks,
+    )
+
+
+def _intervals(graph: Graph) -> np.ndarray:
+    """Args live over the whole call (the caller holds them), results until the end, others until last use."""
+    end = len(graph.nodes)
+    out = np.zeros((len(graph.nodes), 2), dtype=np.int64)
+    for v, node in enumerate(graph.nodes):
+        start = 0 if node.kind == "arg" else v
+        last = max(node.users, default=start)
+        if node.kind == "arg" or node.returned:
+            last = end
+        out[v] = (start, last)
+    return out
+
+
+def _batch_factors(graph: Graph) -> dict[int, frozenset[int]]:
+    """Per op, the factors of its sharding rule that carry the batch dim of an `autopar.batch` argument.
+
+    Batch dims flow forward: an op's operand dim that is a batch dim makes that dim's major factor a batch
+    factor, and every result dim whose major factor is a batch factor is a batch dim of the result.
+    """
+    batch_dims: dict[tuple[int, int], set[int]] = {}
+    for v, node in enumerate(graph.nodes[: graph.num_args]):
+        if node.is_batch and node.result_shapes[0]:
+            batch_dims[(v, 0)] = {0}
+    factors: dict[int, frozenset[int]] = {}
+    for v in range(graph.num_args, len(graph.nodes)):
+        node = graph.nodes[v]
+        if node.rule is None:
+            continue
+        found = set()
+        for k, src in enumerate(node.operands):
+            for dim in batch_dims.get(src, ()):
+                maps = node.rule.operand_maps[k]
+                if dim < len(maps) and maps[dim]:
+                    found.add(maps[dim][0])
+        if not found:
+            continue
+        factors[v] = frozenset(found)
+        for r, maps in enumerate(node.rule.result_maps):
+            dims = {d for d, dim in enumerate(maps) if dim and dim[0] in found}
+            if dims:
+                batch_dims[(v, r)] = dims
+    return factors
+
+
+def _node_strategies(
+    graph: Graph, v: int, config: PlanConfig, batch_factors: dict[int, frozenset[int]], remarks: list[str]
+) -> strat.Strategies:
+    node = graph.nodes[v]
+    mesh = config.mesh
+    if node.kind == "arg":
+        s = strat.argument_strategies(
+            node.result_shapes[0], node.result_itemsizes[0], mesh, config.active_axes
+        )
+        return _constrain_argument(graph, v, s, config)
+    if node.rule is None or node.kind == "stablehlo.constant":
+        if node.rule is None and node.kind != "stablehlo.constant" and any(node.result_shapes):
+            remarks.append(f"{node.kind} at {_where(node)} has no Shardy sharding rule: kept replicated")
+        facts = _facts(node)
+        time = strat.op_time(facts, mesh) if facts.rule is not None else _unruled_time(node, config)
+        return strat.replicated_strategy(
+            len(node.operands), tuple(node.result_shapes), tuple(node.result_itemsizes), len(mesh.shape), time
+        )
+    s = strat.op_strategies(_facts(node), mesh, config.active_axes, config.prefer_reduce_scatter)
+    if v in batch_factors:
+        s = _constrain_batch(node, s, batch_factors[v], config, remarks)
+    return s
+
+
+def _facts(node: Node) -> strat.OpFacts:
+    from autopar.passes.intra_op.graph import Rule
+
+    rule = node.rule or Rule(
+        (), tuple(() for _ in node.operands), tuple(() for _ in node.result_shapes), frozenset(), frozenset()
+    )
+    return strat.OpFacts(
+        name=node.kind,
+        rule=rule,
+        operand_shapes=tuple(node.operand_shapes),
+        operand_itemsizes=tuple(node.operand_itemsizes),
+        result_shapes=tuple(node.result_shapes),
+        result_itemsizes=tuple(node.result_itemsizes),
+    )
+
+
+def _unruled_time(node: Node, config: PlanConfig) -> float:
+    moved = sum(i * int(np.prod(s)) for s, i in zip(node.operand_shapes, node.operand_itemsizes, strict=True))
+    moved += sum(i * int(np.prod(s)) for s, i in zip(node.result_shapes, node.result_itemsizes, strict=True))
+    return config.mesh.device.op_time(0.0, moved)
+
+
+def _where(node: Node) -> str:
+    from autopar.errors import format_location
+
+    return format_location(node.location) or "unknown location"
+
+
+def _required_batch_axes(config: PlanConfig) -> tuple[int, ...]:
+    if config.force_data_parallel or config.zero_stage in (2, 3):
+        return config.active_axes
+    if config.force_batch_dim_to_mesh_dim >= 0 and config.mesh.shape[config.force_batch_dim_to_mesh_dim] > 1:
+        return (config.force_batch_dim_to_mesh_dim,)
+    return ()
+
+
+def _constrain_batch(
+    node: Node, s: strat.Strategies, factors: frozenset[int], config: PlanConfig, remarks: list[str]
+) -> strat.Strategies:
+    axes = _required_batch_axes(config)
+    if not axes:
+        return s
+    keep = np.ones(s.size, dtype=bool)
+    for axis in axes:
+        keep &= np.isin(s.assignment[:, axis], list(factors))
+    if not keep.any():
+        remarks.append(
+            f"{node.kind} at {_where(node)}: its batch dim cannot be split over mesh axes "
+            f"{list(axes)}; left to the solver"
+        )
+        return s
+    return s.take(keep)
+
+
+def _is_optimizer_state(graph: Graph, v: int) -> bool:
+    """A parameter read only by elementwise ops of its own shape (Adam moments, not weights fed to a dot)."""
+    node = graph.nodes[v]
+    shape = node.result_shapes[0]
+    for u in node.users:
+        user = graph.nodes[u]
+        rule = user.rule
+        if (
+            rule is None
+            or rule.reduction
+            or any(s != shape for s in user.operand_shapes + user.result_shapes)
+        ):
+            return False
+    return True
+
+
+def _constrain_argument(graph: Graph, v: int, s: strat.Strategies, config: PlanConfig) -> strat.Strategies:
+    node = graph.nodes[v]
+    layouts = s.result_layouts[0]
+    keep = np.ones(s.size, dtype=bool)
+    where = f"argument {v} ({'x'.join(map(str, node.result_shapes[0])) or 'scalar'})"
+    if node.is_batch:
+        for axis in _required_batch_axes(config):
+            keep &= layouts[:, axis] == 0
+        if not keep.any():
+            total = int(np.prod([config.mesh.shape[a] for a in _required_batch_axes(config)]))
+            dim0 = node.result_shapes[0][0] if node.result_shapes[0] else 1
+            raise PassError(
+                f"batch {where}: dim 0 of size {dim0} does not divide over {total} devices; "
+                "use a batch size that is a multiple of the mesh axes it is forced onto"
+            )
+    if node.is_parameter:
+        want = _parameter_filter(graph, v, layouts, config)
+        if want is not None and (keep & want).any():  # a tensor too small to split stays replicated
+            keep &= want
+    return s.take(keep) if not keep.all() else s
+
+
+def _parameter_filter(graph: Graph, v: int, layouts: np.ndarray, config: PlanConfig) -> np.ndarray | None:
+    """Layouts a parameter argument may take under zero-stage / allow-replicated-parameters, None = any."""
+    want = None
+    if config.zero_stage == 3 or (config.zero_stage == 2 and _is_optimizer_state(graph, v)):
+        want = np.ones(layouts.shape[0], dtype=bool)
+        for axis in config.active_axes:
+            want &= layouts[:, axis] >= 0
+    if not config.allow_replicated_parameters and config.active_axes:
+        sharded = (layouts >= 0).any(axis=1)
+        want = sharded if want is None else want & sharded
+    return want
+
+
+def parameter_results(graph: Graph) -> dict[int, int]:
+    """Pairs `autopar.parameter` arguments with the results that update them: {arg node: result index}.
+
+    A training step returns its new parameters and optimizer state in the order it took them (JAX flattens
+    both pytrees alike), so the k-th parameter argument pairs with the next unpaired result of the same
+    type. The pair must share a layout from one step to the next; a mismatch costs a reshard per step.
+    """
+    pairs: dict[int, int] = {}
+    next_result = 0
+    for v in range(graph.num_args):
+        node = graph.nodes[v]
+        if not node.is_parameter:
+            continue
+        for j in range(next_result, len(graph.returns)):
+            u, r = graph.returns[j]
+            if u == v:
+                continue
+            if (graph.nodes[u].result_shapes[r], graph.nodes[u].result_itemsizes[r]) == (
+                node.result_shapes[0],
+                node.result_itemsizes[0],
+            ):
+                pairs[v] = j
+                next_result = j + 1
+                break
+    return pairs
+
+
+def _add_state_edges(
+    graph: Graph,
+    node_strategies: list[strat.Strategies],
+    config: PlanConfig,
+    edges: np.ndarray,
+    edge_costs: list[np.ndarray],
+):
+    """Edges from each updated parameter's producer back to its argument: the next step's reshard."""
+    index = {(int(u), int(v)): e for e, (u, v) in enumerate(edges)}
+    edge_costs = list(edge_costs)
+    extra_keys = []
+    for v, j in parameter_results(graph).items():
+        u, r = graph.returns[j]
+        produced = node_strategies[u].result_layouts[r]
+        required = node_strategies[v].result_layouts[0]
+        cost = _reshard_cached(
+            produced.tobytes(),
+            produced.shape,
+            required.tobytes(),
+            required.shape,
+            graph.nodes[v].result_shapes[0],
+            graph.nodes[v].result_itemsizes[0],
+            config,
+        )
+        if cost is None:
+            continue
+        # One edge per node pair: fold into an existing edge (either direction) when there is one.
+        if (u, v) in index:
+            e = index[(u, v)]
+            edge_costs[e] = np.minimum(edge_costs[e] + cost.ravel(), strat.FORBIDDEN)
+        elif (v, u) in index:
+            e = index[(v, u)]
+            edge_costs[e] = np.minimum(edge_costs[e] + cost.T.ravel(), strat.FORBIDDEN)
+        else:
+            index[(u, v)] = len(edge_costs)
+            extra_keys.append((u, v))
+            edge_costs.append(cost.ravel())
+    if extra_keys:
+        edges = np.concatenate([edges.reshape(-1, 2), np.asarray(extra_keys, dtype=np.int64)])
+    return edges, edge_costs
+
+
+def _edges(graph: Graph, node_strategies: list[strat.Strategies], config: PlanConfig):
+    pairs: dict[tuple[int, int], np.ndarray] = {}
+    for v, node in enumerate(graph.nodes):
+        for k, (u, r) in enumerate(node.operands):
+            produced = node_strategies[u].result_layouts[r]
+            required = node_strategies[v].operand_layouts[k]
+            shape = graph.nodes[u].result_shapes[r]
+            cost = _reshard_cached(
+                produced.tobytes(),
+                produced.shape,
+                required.tobytes(),
+                required.shape,
+                shape,
+                graph.nodes[u].result_itemsizes[r],
+                config,
+            )
+            if cost is None:
+                continue
+            key = (u, v)
+            pairs[key] = pairs[key] + cost if key in pairs else cost
+    if not pairs:
+        return np.zeros((0, 2), dtype=np.int64), []
+    keys = list(pairs)
+    return np.asarray(keys, dtype=np.int64), [np.minimum(pairs[k], strat.FORBIDDEN).ravel() for k in keys]
+
+
+@functools.lru_cache(maxsize=65536)
+def _reshard_cached(
+    produced: bytes, produced_shape, required: bytes, required_shape, shape, itemsize, config: PlanConfig
+) -> np.ndarray | None:
+    p = np.frombuffer(produced, dtype=np.int8).reshape(produced_shape)
+    c = np.frombuffer(required, dtype=np.int8).reshape(required_shape)
+    cost = strat.reshard_cost(
+        p, c, shape, itemsize, config.mesh, config.allow_all_gather, config.allow_all_to_all
+    )
+    if not cost.any():
+        return None  # scalars, size-1 meshes: no edge needed
+    cost.setflags(write=False)
+    return cost

@@ -1,0 +1,300 @@
+"""Strategies of one op from its Shardy sharding rule, and resharding costs between layouts.
+
+A *layout* of a tensor on a mesh with A axes is an int8 vector of length A: entry a is the tensor dim that
+mesh axis a shards, or -1 (replicated along a). A dim sharded by several axes lists them in mesh order.
+
+A *strategy* of an op assigns every mesh axis of size > 1 to at most one factor of the op's sharding rule
+(or to none). It fixes the layout every operand must arrive in, the layout of every result, the share of
+the work each device does, and the collectives it needs: a mesh axis on a reduction factor leaves partial
+sums, all-reduced (or, with prefer-reduce-scatter, reduce-scattered onto a result dim). One mechanism
+covers every op Shardy describes; ops it does not describe get the single replicated strategy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import math
+
+import numpy as np
+
+from autopar.cost import MeshModel
+from autopar.passes.intra_op.graph import Rule
+
+FORBIDDEN = 1.0e18
+# Ops whose work is multiply-accumulate over all factors: 2 flops per point of the factor space.
+_MAC_OPS = frozenset({"stablehlo.dot_general", "stablehlo.dot", "stablehlo.convolution"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategies:
+    """The strategies of one node, as arrays over its strategy index s.
+
+    Attributes:
+      operand_layouts: per operand, int8 [S, A].
+      result_layouts: per result, int8 [S, A].
+      cost: compute plus own collectives, seconds [S].
+      memory: bytes per device of all results [S].
+      assignment: int16 [S, A], the factor each mesh axis shards (-1: none); for args, the dim.
+    """
+
+    operand_layouts: tuple[np.ndarray, ...]
+    result_layouts: tuple[np.ndarray, ...]
+    cost: np.ndarray
+    memory: np.ndarray
+    assignment: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.cost.shape[0])
+
+    def take(self, keep: np.ndarray) -> Strategies:
+        return Strategies(
+            tuple(lay[keep] for lay in self.operand_layouts),
+            tuple(lay[keep] for lay in self.result_layouts),
+            self.cost[keep],
+            self.memory[keep],
+            self.assignment[keep],
+        )
+
+
+def shards_of(layouts: np.ndarray, mesh_shape: tuple[int, ...]) -> np.ndarray:
+    """Devices each tensor is split over, per layout row."""
+    sizes = np.asarray(mesh_shape, dtype=np.int64)
+    return np.prod(np.where(layouts >= 0, sizes[None, :], 1), axis=1)
+
+
+def tensor_bytes(shape: tuple[int, ...], itemsize: int) -> int:
+    return math.prod(shape) * itemsize
+
+
+@functools.lru_cache(maxsize=4096)
+def argument_strategies(
+    shape: tuple[int, ...], itemsize: int, mesh: MeshModel, active: tuple[int, ...]
+) -> Strategies:
+    """Every layout of a tensor whose sharded dims divide evenly; the replicated layout first.
+
+    Each device reads its part of every argument once: bigger parts cost more, so an input nobody needs
+    whole does not arrive replicated.
+    """
+    mesh_shape = mesh.shape
+    rows = []
+    for choice in itertools.product(range(-1, len(shape)), repeat=len(active)):
+        layout = [-1] * len(mesh_shape)
+        for axis, dim in zip(active, choice, strict=True):
+            layout[axis] = dim
+        if _divides(shape, layout, mesh_shape):
+            rows.append(layout)
+    layouts = np.asarray(rows, dtype=np.int8).reshape(len(rows), len(mesh_shape))
+    memory = tensor_bytes(shape, itemsize) // shards_of(layouts, mesh_shape)
+    read_time = memory / mesh.device.memory_bandwidth
+    return Strategies((), (layouts,), read_time, memory.astype(np.int64), layouts.astype(np.int16))
+
+
+def replicated_strategy(
+    operand_count: int,
+    result_shapes: tuple[tuple[int, ...], ...],
+    result_itemsizes: tuple[int, ...],
+    num_axes: int,
+    op_time: float,
+) -> Strategies:
+    """The one strategy of an op Shardy cannot describe (or a constant): everything replicated."""
+    layout = np.full((1, num_axes), -1, dtype=np.int8)
+    memory = sum(tensor_bytes(s, i) for s, i in zip(result_shapes, result_itemsizes, strict=True))
+    return Strategies(
+        tuple(layout for _ in range(operand_count)),
+        tuple(layout for _ in result_shapes),
+        np.array([op_time]),
+        np.array([memory], dtype=np.int64),
+        np.full((1, num_axes), -1, dtype=np.int16),
+    )
+
+
+def _divides(shape: tuple[int, ...], layout: list[int], mesh_shape: tuple[int, ...]) -> bool:
+    for dim, size in enumerate(shape):
+        split = math.prod(mesh_shape[a] for a, d in enumerate(layout) if d == dim)
+        if size % split:
+            return False
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class OpFacts:
+    """Everything about an op that its strategies depend on (hashable: the enumeration is cached)."""
+
+    name: str
+    rule: Rule
+    operand_shapes: tuple[tuple[int, ...], ...]
+    operand_itemsizes: tuple[int, ...]
+    result_shapes: tuple[tuple[int, ...], ...]
+    result_itemsizes: tuple[int, ...]
+
+
+def op_time(facts: OpFacts, mesh: MeshModel) -> float:
+    """Roofline time of the whole op on one device."""
+    moved = sum(
+        tensor_bytes(s, i) for s, i in zip(facts.operand_shapes, facts.operand_itemsizes, strict=True)
+    )
+    moved += sum(tensor_bytes(s, i) for s, i in zip(facts.result_shapes, facts.result_itemsizes, strict=True))
+    if facts.name in _MAC_OPS:
+        flops = 2.0 * math.prod(facts.rule.factor_sizes)
+    elif facts.rule.reduction:
+        flops = float(math.prod(facts.rule.factor_sizes))
+    else:
+        flops = float(sum(math.prod(s) for s in facts.result_shapes))
+    return mesh.device.op_time(flops, moved)
+
+
+def _shardable_factors(rule: Rule) -> list[int]:
+    """Factors a mesh axis may shard: Shardy allows it, it is the major factor of every dim it is in,
+    and it reaches a result or is a reduction factor (so sharding it splits real work)."""
+    minor = set()
+    in_results = set()
+    for maps in rule.operand_maps + rule.result_maps:
+        for dim in maps:
+            minor.update(dim[1:])
+    for maps in rule.result_maps:
+        for dim in maps:
+            in_results.update(dim)
+    return [
+        f
+        for f, size in enumerate(rule.factor_sizes)
+        if size > 1
+        and f not in rule.unshardable
+        and f not in minor
+        and (f in in_results or f in rule.reduction)
+    ]
+
+
+def _tensor_layout(maps: tuple[tuple[int, ...], ...], assignment: tuple[int, ...]) -> list[int]:
+    major = {dim[0]: d for d, dim in enumerate(maps) if dim}
+    return [major.get(f, -1) if f >= 0 else -1 for f in assignment]
+
+
+@functools.lru_cache(maxsize=16384)
+def op_strategies(
+    facts: OpFacts, mesh: MeshModel, active: tuple[int, ...], reduce_scatter: bool
+) -> Strategies:
+    """All strategies of an op with a sharding rule; the replicated strategy first."""
+    rule = facts.rule
+    num_axes = len(mesh.shape)
+    whole_time = op_time(facts, mesh)
+    choices = [-1, *_shardable_factors(rule)]
+    tensors = [(m, s) for m, s in zip(rule.operand_maps, facts.operand_shapes, strict=True)] + [
+        (m, s) for m, s in zip(rule.result_maps, facts.result_shapes, strict=True)
+    ]
+    operand_rows: list[list[list[int]]] = [[] for _ in facts.operand_shapes]
+    result_rows: list[list[list[int]]] = [[] for _ in facts.result_shapes]
+    costs: list[float] = []
+    memories: list[int] = []
+    assignments: list[list[int]] = []
+    for choice in itertools.product(choices, repeat=len(active)):
+        assignment = [-1] * num_axes
+        for axis, factor in zip(active, choice, strict=True):
+            assignment[axis] = factor
+        if not _valid(assignment, rule, tensors, mesh.shape):
+            continue
+        operands = [_tensor_layout(m, tuple(assignment)) for m in rule.operand_maps]
+        results = [_tensor_layout(m, tuple(assignment)) for m in rule.result_maps]
+        split = math.prod(mesh.shape[a] for a, f in enumerate(assignment) if f >= 0)
+        reduced = [a for a, f in enumerate(assignment) if f in rule.reduction]
+        for variant_results, collective in _reduction_variants(results, reduced, facts, mesh, reduce_scatter):
+            for rows, layout in zip(operand_rows, operands, strict=True):
+                rows.append(layout)
+            for rows, layout in zip(result_rows, variant_results, strict=True):
+                rows.append(layout)
+            costs.append(whole_time / split + collective)
+            memories.append(_result_memory(variant_results, facts, mesh.shape))
+            assignments.append(assignment)
+    return Strategies(
+        tuple(np.asarray(r, dtype=np.int8).reshape(len(costs), num_axes) for r in operand_rows),
+        tuple(np.asarray(r, dtype=np.int8).reshape(len(costs), num_axes) for r in result_rows),
+        np.asarray(costs, dtype=np.float64),
+        np.asarray(memories, dtype=np.int64),
+        np.asarray(assignments, dtype=np.int16).reshape(len(costs), num_axes),
+    )
+
+
+def _valid(assignment: list[int], rule: Rule, tensors, mesh_shape: tuple[int, ...]) -> bool:
+    per_factor: dict[int, int] = {}
+    for axis, factor in enumerate(assignment):
+        if factor >= 0:
+            per_factor[factor] = per_factor.get(factor, 1) * mesh_shape[axis]
+    for factor, split in per_factor.items():
+        if rule.factor_sizes[factor] % split:
+            return False
+    # A factor's size can differ from the dim it is the major part of (concatenate, pad): check dims too.
+    for maps, shape in tensors:
+        for dim, factors in enumerate(maps):
+            if factors and factors[0] in per_factor and shape[dim] % per_factor[factors[0]]:
+                return False
+    return True
+
+
+def _result_memory(results: list[list[int]], facts: OpFacts, mesh_shape: tuple[int, ...]) -> int:
+    total = 0
+    for layout, shape, itemsize in zip(results, facts.result_shapes, facts.result_itemsizes, strict=True):
+        total += tensor_bytes(shape, itemsize) // math.prod(
+            mesh_shape[a] for a, d in enumerate(layout) if d >= 0
+        )
+    return total
+
+
+def _reduction_variants(
+    results: list[list[int]], reduced: list[int], facts: OpFacts, mesh: MeshModel, reduce_scatter: bool
+):
+    """(result layouts, collective seconds) for an op whose axes `reduced` leave partial sums."""
+    if not reduced:
+        yield results, 0.0
+        return
+    partial_bytes = [
+        tensor_bytes(s, i) / math.prod(mesh.shape[a] for a, d in enumerate(lay) if d >= 0)
+        for lay, s, i in zip(results, facts.result_shapes, facts.result_itemsizes, strict=True)
+    ]
+    yield results, sum(mesh.all_reduce(b, reduced) for b in partial_bytes)
+    if not reduce_scatter or len(results) != 1:
+        return
+    layout, shape = results[0], facts.result_shapes[0]
+    group = math.prod(mesh.shape[a] for a in reduced)
+    for dim in range(len(shape)):
+        already = math.prod(mesh.shape[a] for a, d in enumerate(layout) if d == dim)
+        if shape[dim] % (already * group) == 0:
+            scattered = [dim if a in reduced else d for a, d in enumerate(layout)]
+            yield [scattered], mesh.reduce_scatter(partial_bytes[0], reduced)
+
+
+def reshard_cost(
+    produced: np.ndarray,
+    required: np.ndarray,
+    shape: tuple[int, ...],
+    itemsize: int,
+    mesh: MeshModel,
+    allow_all_gather: bool,
+    allow_all_to_all: bool,
+) -> np.ndarray:
+    """[Sp, Sc] seconds to turn each produced layout into each required layout.
+
+    Per mesh axis: same dim or replicated->sharded (a local slice) is free; sharded->replicated is an
+    all-gather; sharded on another dim is an all-to-all (or all-gather + slice when all-to-all is off).
+    Sizes are the per-device bytes of the required layout.
+    """
+    total = float(tensor_bytes(shape, itemsize))
+    per_device = total / shards_of(required, mesh.shape).astype(np.float64)  # [Sc]
+    cost = np.zeros((produced.shape[0], required.shape[0]))
+    for axis in range(len(mesh.shape)):
+        if mesh.shape[axis] == 1:
+            continue
+        p = produced[:, axis][:, None]
+        c = required[:, axis][None, :]
+        sharded = p >= 0
+        gather = sharded & (c < 0)
+        moved = sharded & (c >= 0) & (p != c)
+        gather_cost = mesh.all_gather(per_device, [axis])[None, :]
+        if not allow_all_gather:
+            gather_cost = np.full_like(gather_cost, FORBIDDEN)
+        move_cost = (
+            mesh.all_to_all(per_device, [axis]) if allow_all_to_all else mesh.all_gather(per_device, [axis])
+        )
+        cost += np.where(gather, gather_cost, 0.0) + np.where(moved, move_cost[None, :], 0.0)
+    return np.minimum(cost, FORBIDDEN)

@@ -1,0 +1,115 @@
+"""autopar-intra-op pieces on their own: strategies from Shardy rules, reshard costs, estimate(), errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from autopar import cost, passes
+from autopar import ir as aio
+from autopar.errors import PassError
+from autopar.passes.intra_op import estimate
+from autopar.passes.intra_op import strategies as strat
+from autopar.passes.intra_op.graph import Rule
+
+
+def _mlp():
+    def f(x, w1, w2):
+        return jnp.tanh(x @ w1) @ w2
+
+    args = [jax.ShapeDtypeStruct(s, jnp.float32) for s in ((64, 256), (256, 1024), (1024, 256))]
+    return aio.lower(f, *args)
+
+
+def test_dot_strategies_cover_every_factor_assignment():
+    rule = Rule((8, 16, 32), (((0,), (2,)), ((2,), (1,))), (((0,), (1,)),), frozenset({2}), frozenset())
+    facts = strat.OpFacts("stablehlo.dot_general", rule, ((8, 32), (32, 16)), (4, 4), ((8, 16),), (4,))
+    mesh = cost.make_mesh((2, 4))
+    s = strat.op_strategies(facts, mesh, (0, 1), False)
+    assert s.size == 16  # (none, i, j, k) per axis
+    # Axis y on the reduction factor k: operands split on k, result replicated, all-reduce paid.
+    row = next(i for i in range(s.size) if tuple(s.assignment[i]) == (-1, 2))
+    assert tuple(s.operand_layouts[0][row]) == (-1, 1) and tuple(s.result_layouts[0][row]) == (-1, -1)
+    assert s.cost[row] > s.cost[0] / 4
+    with_rs = strat.op_strategies(facts, mesh, (0, 1), True)
+    assert with_rs.size > s.size
+
+
+def test_non_dividing_factor_is_not_sharded():
+    rule = Rule((3, 5), (((0,), (1,)),), (((0,), (1,)),), frozenset(), frozenset())
+    facts = strat.OpFacts("stablehlo.tanh", rule, ((3, 5),), (4,), ((3, 5),), (4,))
+    s = strat.op_strategies(facts, cost.make_mesh((8,)), (0,), False)
+    assert s.size == 1
+
+
+def test_reshard_costs():
+    mesh = cost.make_mesh((8,), alpha=1e-5, beta=1e-9)
+    layouts = np.array([[-1], [0], [1]], dtype=np.int8)
+    c = strat.reshard_cost(layouts, layouts, (64, 64), 4, mesh, True, True)
+    assert c[0, 1] == c[0, 2] == 0.0 and np.all(np.diag(c) == 0)  # slicing is free
+    assert c[1, 0] == pytest.approx(mesh.all_gather(64 * 64 * 4, [0]))
+    assert 0 < c[1, 2] < c[1, 0]  # all-to-all moves less than a gather
+    no_a2a = strat.reshard_cost(layouts, layouts, (64, 64), 4, mesh, True, False)
+    assert no_a2a[1, 2] > c[1, 2]
+    no_ag = strat.reshard_cost(layouts, layouts, (64, 64), 4, mesh, False, True)
+    assert no_ag[1, 0] >= strat.FORBIDDEN
+
+
+def test_estimate_leaves_ir_unchanged_and_is_deterministic():
+    module = _mlp()
+    before = module.operation.get_asm()
+    first = estimate(module, (2, 4))
+    assert estimate(module, "2x4") == first
+    assert module.operation.get_asm() == before
+    objective, peak, status = first
+    assert objective > 0 and peak > 0 and status in ("optimal", "feasible")
+    assert estimate(module, (8,), memory_budget=100) == (
+        float("inf"),
+        pytest.approx(peak, rel=10),
+        "infeasible",
+    )
+
+
+def test_pass_output_is_deterministic():
+    texts = []
+    for _ in range(2):
+        module = _mlp()
+        passes.run(module, "builtin.module(autopar-intra-op{mesh=2x4})")
+        texts.append(module.operation.get_asm())
+    assert texts[0] == texts[1]
+
+
+def test_op_without_sharding_rule_stays_replicated_with_a_remark():
+    text = """
+    func.func public @main(%arg0: tensor<8x16xf32>) -> tensor<8x16xf32> {
+      %0 = stablehlo.custom_call @mystery(%arg0) : (tensor<8x16xf32>) -> tensor<8x16xf32>
+      %1 = stablehlo.tanh %0 : tensor<8x16xf32>
+      return %1 : tensor<8x16xf32>
+    }"""
+    module = aio.parse_text(text)
+    passes.run(module, "builtin.module(autopar-intra-op{mesh=8})")
+    asm = module.operation.get_asm()
+    assert "autopar.remarks" in asm and "stablehlo.custom_call" in asm and "kept replicated" in asm
+    assert "sdy.sharding_constraint %0 <@mesh, [{}, {}]>" in asm
+
+
+def test_dynamic_shapes_are_rejected():
+    text = """
+    func.func public @main(%arg0: tensor<?x16xf32>) -> tensor<?x16xf32> {
+      return %arg0 : tensor<?x16xf32>
+    }"""
+    module = aio.parse_text(text)
+    with pytest.raises(PassError, match="dynamic shape"):
+        passes.run(module, "builtin.module(autopar-intra-op)")
+
+
+def test_mismatched_partition_count_is_rejected():
+    module = _mlp()
+    with module.context:
+        from jaxlib.mlir import ir
+
+        module.operation.attributes["mhlo.num_partitions"] = ir.IntegerAttr.get(
+            ir.IntegerType.get_signless(32), 4
+        )
+    with pytest.raises(PassError, match="lowered for 4 partitions but mesh 2x4 has 8 devices"):
+        passes.run(module, "builtin.module(autopar-intra-op{mesh=2x4})")
