@@ -174,7 +174,9 @@ def solve(problem: StrategyProblem, time_limit: float = 10.0, seed: int = 0, *,
         rounds = 0  # only the minimum-usage evidence is wanted
     elif max_rounds is None:
         # Work-bounded, hence deterministic; the ILPs close the gap afterwards.
-        rounds = 20 * core.num_nodes + 1000 if not exact else min(20 * core.num_nodes + 1000, _HEURISTIC_ROUNDS)
+        rounds = 20 * core.num_nodes + 1000
+        if exact:
+            rounds = min(rounds, _HEURISTIC_ROUNDS)
     heuristic_limit = time_limit * (0.3 if exact else 0.95)
     h = _core.solve_heuristic(core, heuristic_limit, int(seed), rounds, None)
     clock_cut = rounds < 0 or (h["rounds"] < rounds and time.perf_counter() - start >= heuristic_limit)
@@ -203,7 +205,8 @@ def solve(problem: StrategyProblem, time_limit: float = 10.0, seed: int = 0, *,
         # None found although none was proven impossible (e.g. forbidden edge pairs everywhere).
         if not optimal:
             msg = "infeasible: no finite-cost solution within the usage limit was found"
-        return Solution(best, cost, int(peak), lower_bound, "infeasible", None, elapsed, msg, clock_cut=clock_cut)
+        return Solution(best, cost, int(peak), lower_bound, "infeasible", None, elapsed, msg,
+                        clock_cut=clock_cut)
     if lower_bound is not None and lower_bound >= cost - 1e-9 * max(1.0, abs(cost)):
         optimal = True
     return Solution(np.asarray(best, dtype=np.int64), float(cost), int(peak), lower_bound,
@@ -322,7 +325,8 @@ def _lns(core: _core.StrategyProblem, gm: _core.GroupModel, assignment: np.ndarr
 def _solve_ilp(model: _core.GroupIlp, start: np.ndarray | None, time_limit: float, seed: int,
                max_nodes: int | None) -> tuple[np.ndarray, float | None, bool, bool] | None:
     """Solves a group ILP with HiGHS, warm-started from the assignment `start`; returns (column values,
-    lower bound, proven optimal, proven infeasible), or None when HiGHS found no solution and proved nothing."""
+    lower bound, proven optimal, proven infeasible), or None when HiGHS found no solution and proved
+    nothing."""
     import highspy  # imported here: only the ILP phases need it
 
     if model.num_cols == 0:
