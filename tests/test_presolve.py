@@ -137,3 +137,50 @@ def test_bad_assignment_is_rejected() -> None:
         gm.cost(np.zeros(gm.num_groups + 1, np.int32))
     with pytest.raises(ValueError, match="out of range"):
         gm.cost(np.full(gm.num_groups, 7, np.int32))
+
+
+def group_domain_sizes(gm: _core.GroupModel) -> list[int]:
+    sizes = []
+    for g in range(gm.num_groups):
+        k = 0
+        while True:
+            a = np.zeros(gm.num_groups, np.int32)
+            a[g] = k + 1
+            try:
+                gm.cost(a)
+            except ValueError:
+                break
+            k += 1
+        sizes.append(k + 1)
+    return sizes
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_neighbourhood_ilp_matches_brute_force(seed: int) -> None:
+    # Free half of the groups around a feasible assignment; the sub-ILP's optimum (HiGHS) must equal the best
+    # over those groups by enumeration with the others fixed (memory rows include the fixed members).
+    from autopar.solver import _solve_ilp
+
+    rng = np.random.default_rng(2000 + seed)
+    p = follow_problem(rng, n=int(rng.integers(6, 11)), tight=float(rng.uniform(0.5, 1.0)))
+    gm = _core.GroupModel(p._core)
+    if gm.infeasible or len(gm.free_groups()) < 2:
+        return
+    sizes = group_domain_sizes(gm)
+    feasible = []
+    for combo in itertools.product(*[range(d) for d in sizes]):
+        a = np.asarray(combo, np.int32)
+        if p.evaluate(gm.expand(a))[2]:
+            feasible.append(a)
+    if not feasible:
+        return
+    current = feasible[int(rng.integers(len(feasible)))]
+    free = gm.neighbourhood(int(gm.free_groups()[0]), max(1, len(gm.free_groups()) // 2), seed)
+    expected = min(p.evaluate(gm.expand(a))[0] for a in feasible
+                   if all(a[g] == current[g] for g in range(gm.num_groups) if g not in set(free.tolist())))
+    model = gm.build(current, free.astype(np.int32), 10**7)
+    values, _, optimal, infeasible = _solve_ilp(model, current, 10.0, 0, None)
+    assert optimal and not infeasible
+    got = model.decode(values, current)
+    cost, _, ok = p.evaluate(gm.expand(got))
+    assert ok and cost == pytest.approx(expected)

@@ -7,9 +7,10 @@ A strategy problem (the IOPDDL contest's shape): pick one strategy per node so t
     sol = solve(p, time_limit=10.0, seed=0)
     sol.strategies, sol.cost, sol.status, sol.lower_bound
 
-`solve` runs the C++ fast path (greedy, memory repair, local search; see passes/solver/heuristic.h) and, when
-the reduced problem is small enough, the exact path: a 0-1 ILP built in C++ and solved by HiGHS, warm-started
-from the fast path, which proves optimality or reports a lower bound. docs/solver.md has the design.
+`solve` presolves into groups of nodes that move together (passes/solver/presolve.h), runs the C++ fast path
+(greedy, memory repair, local search; passes/solver/heuristic.h), then either the exact path (the whole
+reduced 0-1 ILP solved by HiGHS, warm-started; proves optimality or reports a bound) when it is small enough,
+or large-neighbourhood search with HiGHS sub-ILPs. docs/solver.md has the design and measurements.
 """
 
 from __future__ import annotations
