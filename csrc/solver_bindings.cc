@@ -9,6 +9,7 @@
 #include "csrc/numpy_util.h"
 #include "csrc/strategy_problem.h"
 #include "passes/solver/heuristic.h"
+#include "passes/solver/group_ilp.h"
 #include "passes/solver/ilp_model.h"
 
 namespace nb = nanobind;
@@ -50,7 +51,8 @@ nb::dict run_heuristic(const StrategyProblem& p, double time_limit, uint64_t see
   return d;
 }
 
-nb::dict ilp_arrays(const solver::IlpModel& m) {
+template <typename Model>
+nb::dict ilp_arrays(const Model& m) {
   nb::dict d;
   d["col_cost"] = to_numpy(m.col_cost);
   d["col_upper"] = to_numpy(m.col_upper);
@@ -61,6 +63,117 @@ nb::dict ilp_arrays(const solver::IlpModel& m) {
   d["row_index"] = to_numpy(m.row_index);
   d["row_value"] = to_numpy(m.row_value);
   return d;
+}
+
+// A group assignment from Python, checked against the presolved model (length and domain ranges).
+std::vector<int32_t> checked_assignment(const solver::Presolved& r, Array1D<const int32_t> a) {
+  if (static_cast<int>(a.shape(0)) != r.num_groups()) {
+    throw std::invalid_argument("assignment has " + std::to_string(a.shape(0)) + " entries, expected " +
+                                std::to_string(r.num_groups()) + " (one per group)");
+  }
+  std::vector<int32_t> out = to_vector(a);
+  for (int g = 0; g < r.num_groups(); ++g) {
+    if (out[g] < 0 || out[g] >= static_cast<int32_t>(r.domain[g].size())) {
+      throw std::invalid_argument("assignment: group " + std::to_string(g) + " picks " + std::to_string(out[g]) +
+                                  ", out of range");
+    }
+  }
+  return out;
+}
+
+void bind_group_model(nb::module_& m) {
+  using solver::GroupIlp;
+  using solver::GroupModel;
+  nb::class_<GroupIlp>(m, "GroupIlp", "An ILP over presolved groups (see group_ilp.h).")
+      .def_prop_ro("num_cols", [](const GroupIlp& x) { return x.num_cols; })
+      .def_prop_ro("num_rows", &GroupIlp::num_rows)
+      .def_prop_ro("num_nonzeros", [](const GroupIlp& x) { return x.row_index.size(); })
+      .def_prop_ro("too_big", [](const GroupIlp& x) { return x.too_big; })
+      .def_prop_ro("infeasible", [](const GroupIlp& x) { return x.infeasible; })
+      .def_prop_ro("objective_offset", [](const GroupIlp& x) { return x.objective_offset; })
+      .def_prop_ro("num_free", [](const GroupIlp& x) { return x.free_groups.size(); })
+      .def("arrays", &ilp_arrays<GroupIlp>)
+      .def("start_vector",
+           [](const GroupIlp& x, Array1D<const int32_t> a) {
+             for (size_t f = 0; f < x.free_groups.size(); ++f) {
+               const int32_t g = x.free_groups[f];
+               if (g >= static_cast<int32_t>(a.shape(0))) throw std::invalid_argument("start: assignment too short");
+             }
+             return to_numpy(x.start_vector(to_span(a)));
+           })
+      .def("decode", [](const GroupIlp& x, Array1D<const double> values, Array1D<const int32_t> a) {
+        if (static_cast<int64_t>(values.shape(0)) != x.num_cols) throw std::invalid_argument("decode: wrong length");
+        for (int32_t g : x.free_groups) {
+          if (g >= static_cast<int32_t>(a.shape(0))) throw std::invalid_argument("decode: assignment too short");
+        }
+        return to_numpy(x.decode(to_span(values), to_span(a)));
+      });
+  nb::class_<GroupModel>(m, "GroupModel", "The presolved problem (groups of nodes that move together).")
+      .def("__init__",
+           [](GroupModel* self, const StrategyProblem& p) {
+             nb::gil_scoped_release release;
+             new (self) GroupModel(p, solver::presolve(p));
+           },
+           nb::arg("problem"), nb::keep_alive<1, 2>())
+      .def_prop_ro("infeasible", [](const GroupModel& x) { return x.presolved().infeasible; })
+      .def_prop_ro("infeasible_node", [](const GroupModel& x) { return x.presolved().infeasible_node; })
+      .def_prop_ro("num_groups", [](const GroupModel& x) { return x.presolved().num_groups(); })
+      .def("stats",
+           [](const GroupModel& x) {
+             const auto& r = x.presolved();
+             nb::dict d;
+             d["groups"] = r.num_groups();
+             d["free_groups"] = r.num_free_groups();
+             d["pairs"] = r.pairs.size();
+             d["components"] = r.num_components();
+             int64_t dom = 0;
+             for (const auto& v : r.domain) dom += v.size() > 1 ? static_cast<int64_t>(v.size()) : 0;
+             d["free_strategies"] = dom;
+             d["merged"] = r.merged;
+             d["folded"] = r.folded;
+             d["dominated"] = r.dominated;
+             d["arc_removed"] = r.arc_removed;
+             return d;
+           })
+      .def("free_groups",
+           [](const GroupModel& x) {
+             std::vector<int32_t> out;
+             for (int g = 0; g < x.presolved().num_groups(); ++g) {
+               if (x.presolved().domain[g].size() > 1) out.push_back(g);
+             }
+             return to_numpy(std::move(out));
+           })
+      .def("encode",
+           [](const GroupModel& x, Array1D<const int64_t> solution) -> std::optional<nb::object> {
+             if (solution.shape(0) != x.presolved().group_of.size()) throw std::invalid_argument("encode: wrong length");
+             std::vector<int32_t> a = x.presolved().encode(narrow(to_span(solution)));
+             if (a.empty() && x.presolved().num_groups() > 0) return std::nullopt;
+             return to_numpy(std::move(a));
+           })
+      .def("expand",
+           [](const GroupModel& x, Array1D<const int32_t> a) {
+             std::vector<int32_t> s = x.presolved().expand(checked_assignment(x.presolved(), a));
+             return to_numpy(std::vector<int64_t>(s.begin(), s.end()));
+           })
+      .def("cost", [](const GroupModel& x,
+                      Array1D<const int32_t> a) { return x.presolved().cost(checked_assignment(x.presolved(), a)); })
+      .def("build",
+           [](const GroupModel& x, Array1D<const int32_t> a, Array1D<const int32_t> free_groups, int64_t max_nonzeros) {
+             std::vector<int32_t> assignment = checked_assignment(x.presolved(), a);
+             std::vector<int32_t> fg = to_vector(free_groups);
+             for (int32_t g : fg) {
+               if (g < 0 || g >= x.presolved().num_groups()) throw std::invalid_argument("build: group out of range");
+             }
+             nb::gil_scoped_release release;
+             return x.build(assignment, fg, max_nonzeros);
+           })
+      .def("neighbourhood",
+           [](const GroupModel& x, int32_t root, int size, uint64_t seed) {
+             return to_numpy(x.neighbourhood(root, size, seed));
+           })
+      .def("regret", [](const GroupModel& x, Array1D<const int32_t> a) {
+        return to_numpy(x.regret(checked_assignment(x.presolved(), a)));
+      });
 }
 
 }  // namespace
@@ -75,7 +188,7 @@ void bind_solver(nb::module_& m) {
       .def_prop_ro("num_nonzeros", [](const solver::IlpModel& x) { return x.row_index.size(); })
       .def_prop_ro("infeasible", [](const solver::IlpModel& x) { return x.infeasible; })
       .def_prop_ro("objective_offset", [](const solver::IlpModel& x) { return x.objective_offset; })
-      .def("arrays", &ilp_arrays)
+      .def("arrays", &ilp_arrays<solver::IlpModel>)
       .def("start_vector",
            [](const solver::IlpModel& x, Array1D<const int64_t> solution) -> std::optional<nb::object> {
              if (solution.shape(0) != x.fixed.size()) throw std::invalid_argument("start: wrong solution length");
@@ -95,6 +208,7 @@ void bind_solver(nb::module_& m) {
         return solver::build_ilp(p, max_nonzeros);
       },
       nb::arg("problem"), nb::arg("max_nonzeros"));
+  bind_group_model(m);
 }
 
 }  // namespace autopar

@@ -7,9 +7,10 @@ A strategy problem (the IOPDDL contest's shape): pick one strategy per node so t
     sol = solve(p, time_limit=10.0, seed=0)
     sol.strategies, sol.cost, sol.status, sol.lower_bound
 
-`solve` runs the C++ fast path (greedy, memory repair, local search; see passes/solver/heuristic.h) and, when
-the reduced problem is small enough, the exact path: a 0-1 ILP built in C++ and solved by HiGHS, warm-started
-from the fast path, which proves optimality or reports a lower bound. docs/solver.md has the design.
+`solve` presolves into groups of nodes that move together (passes/solver/presolve.h), runs the C++ fast path
+(greedy, memory repair, local search; passes/solver/heuristic.h), then either the exact path (the whole
+reduced 0-1 ILP solved by HiGHS, warm-started; proves optimality or reports a bound) when it is small enough,
+or large-neighbourhood search with HiGHS sub-ILPs. docs/solver.md has the design and measurements.
 """
 
 from __future__ import annotations
@@ -132,6 +133,8 @@ class Solution:
       solve_time: total seconds.
       message: one line saying how the result was obtained.
       time_to_best: seconds until `strategies` was found.
+      clock_cut: the wall clock stopped some phase before its work budget ran out (the result may then
+        differ between runs with the same seed).
     """
 
     strategies: np.ndarray
@@ -143,6 +146,7 @@ class Solution:
     solve_time: float
     message: str = ""
     time_to_best: float = 0.0
+    clock_cut: bool = False
 
     @property
     def feasible(self) -> bool:
@@ -150,27 +154,33 @@ class Solution:
 
 
 def solve(problem: StrategyProblem, time_limit: float = 10.0, seed: int = 0, *,
-          max_rounds: int | None = None, exact: bool = True) -> Solution:
-    """Solves `problem` within about `time_limit` seconds; the same seed gives the same solution when the
-    search ends before the clock does (always for small problems; `max_rounds` bounds the search by work).
+          max_rounds: int | None = None, exact: bool = True, work_limit: float | None = None) -> Solution:
+    """Solves `problem` within about `time_limit` seconds.
 
-    exact=False skips the ILP (fast path only).
+    Determinism: every phase stops on counted work (heuristic rounds, large-neighbourhood iterations
+    weighted by sub-ILP size, HiGHS node limits), derived from `time_limit` by fixed rates (or given as
+    `work_limit`); the wall clock is only a safety net. The same problem, seed and limits give the same
+    solution unless `Solution.clock_cut` is True (the clock stopped a phase first: slower machine or load).
+
+    exact=False skips presolve and every ILP (fast path only); max_rounds bounds its perturbation rounds.
     """
     if not time_limit > 0:
         raise ValueError(f"time_limit must be > 0, got {time_limit}")
     start = time.perf_counter()
     core = problem._core
-    model = _core.build_ilp(core, MAX_ILP_NONZEROS) if exact else None
-    presolve_infeasible = model is not None and model.infeasible
-    small = model is not None and model.num_cols >= 0 and not presolve_infeasible
-    # Small problems converge long before the limit; big ones get most of it for the search.
-    heuristic_limit = time_limit * (0.25 if small else 0.95)
+    gm = _core.GroupModel(core) if exact else None
+    presolve_infeasible = gm is not None and gm.infeasible
     rounds = -1 if max_rounds is None else int(max_rounds)
     if presolve_infeasible:
         rounds = 0  # only the minimum-usage evidence is wanted
-    elif small and max_rounds is None:
-        rounds = 20 * core.num_nodes + 1000  # work-bounded, hence deterministic; the ILP closes the gap
+    elif max_rounds is None:
+        # Work-bounded, hence deterministic; the ILPs close the gap afterwards.
+        rounds = 20 * core.num_nodes + 1000
+        if exact:
+            rounds = min(rounds, _HEURISTIC_ROUNDS)
+    heuristic_limit = time_limit * (0.3 if exact else 0.95)
     h = _core.solve_heuristic(core, heuristic_limit, int(seed), rounds, None)
+    clock_cut = rounds < 0 or (h["rounds"] < rounds and time.perf_counter() - start >= heuristic_limit)
     best, first = h["solution"], h["time_to_first_feasible"]
     limit = core.usage_limit
     if not h["feasible"] and (presolve_infeasible or (limit is not None and h["min_peak_usage"] > limit)):
@@ -182,55 +192,143 @@ def solve(problem: StrategyProblem, time_limit: float = 10.0, seed: int = 0, *,
         return Solution(best, float(h["cost"]), peak, None, "infeasible", None, elapsed, msg)
     lower_bound, optimal, msg = None, False, "fast path (greedy + local search)"
     best_time = float(h["time_to_best"])
-    if small:
-        remaining = max(time_limit - (time.perf_counter() - start), 0.05)
-        improved_before = best
-        best, first, lower_bound, optimal, msg = _exact_path(core, model, h, remaining, int(seed), start)
-        if best is not improved_before:
-            best_time = time.perf_counter() - start
+    if gm is not None:
+        improved = _improve(core, gm, h, time_limit, int(seed), start, work_limit)
+        if improved.best is not None:
+            best, best_time = improved.best, improved.best_time
+            if first < 0:
+                first = improved.best_time
+        lower_bound, optimal, msg = improved.lower_bound, improved.optimal, improved.message
+        clock_cut = clock_cut or improved.clock_cut
     cost, peak, ok = core.evaluate(best)
     elapsed = time.perf_counter() - start
     if not ok:
         # None found although none was proven impossible (e.g. forbidden edge pairs everywhere).
         if not optimal:
             msg = "infeasible: no finite-cost solution within the usage limit was found"
-        return Solution(best, cost, int(peak), lower_bound, "infeasible", None, elapsed, msg)
+        return Solution(best, cost, int(peak), lower_bound, "infeasible", None, elapsed, msg,
+                        clock_cut=clock_cut)
     if lower_bound is not None and lower_bound >= cost - 1e-9 * max(1.0, abs(cost)):
         optimal = True
     return Solution(np.asarray(best, dtype=np.int64), float(cost), int(peak), lower_bound,
                     "optimal" if optimal else "feasible", None if first < 0 else float(first), elapsed, msg,
-                    best_time)
+                    best_time, clock_cut)
 
 
-def _exact_path(core: _core.StrategyProblem, model: _core.IlpModel, h: dict, time_limit: float, seed: int,
-                start: float) -> tuple[np.ndarray, float, float | None, bool, str]:
-    """Runs HiGHS warm-started from the fast path's answer `h`; returns (best, time to first feasible, lower
-    bound, proven, message). proven with an infeasible best means HiGHS proved the problem infeasible."""
-    best, first = h["solution"], h["time_to_first_feasible"]
+# Heuristic rounds before the ILP phases take over (its perturbation rounds gain little once presolved ILPs
+# are available).
+_HEURISTIC_ROUNDS = 300
+# Work rate of the large-neighbourhood search in sub-ILP nonzeros per second of time limit (measured on A, M,
+# S on this machine: about 2-4 M/s of model built and solved; the lower end so that the clock rarely cuts).
+_LNS_WORK_PER_SECOND = 1.5e6
+# HiGHS branch-and-bound node limit per neighbourhood (deterministic, unlike its time limit).
+_LNS_MAX_NODES = 200
+
+
+@dataclass
+class _Improved:
+    best: np.ndarray | None = None
+    best_time: float = 0.0
+    lower_bound: float | None = None
+    optimal: bool = False
+    clock_cut: bool = False
+    message: str = ""
+    iterations: int = 0
+
+
+def _improve(core: _core.StrategyProblem, gm: _core.GroupModel, h: dict, time_limit: float, seed: int,
+             start: float, work_limit: float | None) -> _Improved:
+    """The ILP phases over the presolved groups: the whole reduced ILP when it is small enough (proves
+    optimality or gives a bound), else large-neighbourhood search from the heuristic's solution."""
+    out = _Improved(message="fast path (greedy + local search)")
+    assignment = gm.encode(h["solution"]) if h["feasible"] else None
     best_cost = float(h["cost"]) if h["feasible"] else float("inf")
-    ilp = _solve_ilp(model, best if h["feasible"] else None, time_limit, seed)
-    if ilp is None:
-        return best, first, None, False, "fast path; the exact path found nothing within the time limit"
-    values, bound, optimal, infeasible = ilp
-    if infeasible:
-        return best, first, None, True, "infeasible: HiGHS proved no solution fits the usage limit"
-    candidate = model.decode(values)
-    cost, _, ok = core.evaluate(candidate)
-    if ok and cost < best_cost:
-        best, best_cost = candidate, cost
-        if first < 0:
-            first = time.perf_counter() - start
-    lower_bound = None if bound is None else min(bound, best_cost)
-    if optimal and ok:
-        return best, first, lower_bound, True, "exact path (HiGHS ILP): proven optimal"
-    return best, first, lower_bound, False, "exact path (HiGHS ILP) stopped at the time limit"
+    if assignment is None:
+        assignment = np.zeros(gm.num_groups, np.int32)
+    whole = gm.build(assignment, np.zeros(0, np.int32), MAX_ILP_NONZEROS)
+    deadline = start + time_limit
+    if not whole.too_big:
+        remaining = max(deadline - time.perf_counter(), 0.05)
+        ilp = _solve_ilp(whole, assignment if h["feasible"] else None, remaining, seed, None)
+        if ilp is None:
+            out.message = "fast path; the exact path found nothing within the time limit"
+            out.clock_cut = True
+            return out
+        values, bound, optimal, infeasible = ilp
+        if infeasible:
+            out.optimal, out.message = True, "infeasible: HiGHS proved no solution fits the usage limit"
+            return out
+        candidate = gm.expand(whole.decode(values, assignment))
+        cost, _, ok = core.evaluate(candidate)
+        if ok and cost < best_cost:
+            out.best, out.best_time, best_cost = candidate, time.perf_counter() - start, cost
+        out.lower_bound = None if bound is None else min(bound, best_cost)
+        out.optimal = optimal and ok
+        out.clock_cut = not optimal
+        out.message = ("exact path (presolve + HiGHS ILP): proven optimal" if out.optimal
+                       else "exact path (presolve + HiGHS ILP) stopped at the time limit")
+        return out
+    if not h["feasible"]:
+        return out
+    return _lns(core, gm, assignment, best_cost, time_limit, seed, start, work_limit, out)
 
 
-def _solve_ilp(model: _core.IlpModel, start: np.ndarray | None, time_limit: float,
-               seed: int) -> tuple[np.ndarray, float | None, bool, bool] | None:
-    """Solves the reduced ILP with HiGHS; returns (column values, lower bound, proven optimal, proven
-    infeasible), or None when HiGHS found no solution and proved nothing."""
-    import highspy  # imported here: only the exact path needs it
+def _lns(core: _core.StrategyProblem, gm: _core.GroupModel, assignment: np.ndarray, best_cost: float,
+         time_limit: float, seed: int, start: float, work_limit: float | None, out: _Improved) -> _Improved:
+    """Large-neighbourhood search: a connected region of groups (around a group whose strategy is locally
+    regrettable, or a random one) is freed, everything else fixed, and the sub-ILP solved by HiGHS from the
+    current solution; accepted when cheaper. The region grows while sub-ILPs are solved to optimality without
+    gain and shrinks when they hit the node limit. Stops on counted work (sub-ILP nonzeros)."""
+    rng = np.random.default_rng(seed)
+    free = gm.free_groups()
+    budget = work_limit if work_limit is not None else _LNS_WORK_PER_SECOND * time_limit
+    deadline = start + time_limit * 0.97
+    size, work, stale = 40, 0.0, 0
+    out.message = "large-neighbourhood search (presolve + HiGHS sub-ILPs)"
+    while work < budget and len(free):
+        if time.perf_counter() >= deadline:
+            out.clock_cut = True
+            break
+        regret = gm.regret(assignment)[free]
+        if rng.random() < 0.5 and regret.sum() > 0:
+            root = int(rng.choice(free, p=regret / regret.sum()))
+        else:
+            root = int(free[rng.integers(len(free))])
+        region = gm.neighbourhood(root, int(size), int(rng.integers(2**63)))
+        model = gm.build(assignment, region.astype(np.int32), MAX_ILP_NONZEROS)
+        work += model.num_nonzeros + 1000
+        out.iterations += 1
+        if model.too_big:
+            size = max(8, size * 0.7)
+            continue
+        remaining = deadline - time.perf_counter()
+        ilp = _solve_ilp(model, assignment, max(min(remaining, 20.0), 0.05), seed, _LNS_MAX_NODES)
+        if ilp is None:
+            size = max(8, size * 0.7)
+            continue
+        values, _, optimal, _ = ilp
+        candidate = model.decode(values, assignment)
+        full = gm.expand(candidate)
+        cost, _, ok = core.evaluate(full)
+        if ok and cost < best_cost - 1e-9 * abs(best_cost):
+            assignment, best_cost = candidate, cost
+            out.best, out.best_time = full, time.perf_counter() - start
+            stale = 0
+        else:
+            stale += 1
+        if optimal:
+            size = min(size * (1.15 if stale else 1.0), len(free))
+        else:
+            size = max(8, size * 0.8)
+    return out
+
+
+def _solve_ilp(model: _core.GroupIlp, start: np.ndarray | None, time_limit: float, seed: int,
+               max_nodes: int | None) -> tuple[np.ndarray, float | None, bool, bool] | None:
+    """Solves a group ILP with HiGHS, warm-started from the assignment `start`; returns (column values,
+    lower bound, proven optimal, proven infeasible), or None when HiGHS found no solution and proved
+    nothing."""
+    import highspy  # imported here: only the ILP phases need it
 
     if model.num_cols == 0:
         return np.zeros(0), model.objective_offset, True, False
@@ -242,6 +340,8 @@ def _solve_ilp(model: _core.IlpModel, start: np.ndarray | None, time_limit: floa
     h.setOptionValue("threads", 1)
     h.setOptionValue("mip_rel_gap", 0.0)
     h.setOptionValue("mip_abs_gap", 1e-6)
+    if max_nodes is not None:
+        h.setOptionValue("mip_max_nodes", int(max_nodes))
     lp = highspy.HighsLp()
     lp.num_col_ = model.num_cols
     lp.num_row_ = model.num_rows
@@ -261,12 +361,10 @@ def _solve_ilp(model: _core.IlpModel, start: np.ndarray | None, time_limit: floa
                        for k in a["col_integer"]]
     h.passModel(lp)
     if start is not None:
-        values = model.start_vector(np.asarray(start, dtype=np.int64))
-        if values is not None:
-            sol = highspy.HighsSolution()
-            sol.col_value = list(values)
-            sol.value_valid = True
-            h.setSolution(sol)
+        sol = highspy.HighsSolution()
+        sol.col_value = list(model.start_vector(np.asarray(start, dtype=np.int32)))
+        sol.value_valid = True
+        h.setSolution(sol)
     h.run()
     status = h.getModelStatus()
     info = h.getInfo()

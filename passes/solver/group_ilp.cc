@@ -1,0 +1,310 @@
+#include "passes/solver/group_ilp.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace autopar::solver {
+namespace {
+
+GroupIlp too_big_model() {
+  GroupIlp m;
+  m.too_big = true;
+  return m;
+}
+
+}  // namespace
+
+GroupModel::GroupModel(const StrategyProblem& problem, Presolved presolved)
+    : p_(problem), r_(std::move(presolved)), profile_(problem), live_members_(r_.num_groups()) {
+  for (int g = 0; g < r_.num_groups(); ++g) {
+    for (int32_t k = 0; k < static_cast<int32_t>(r_.members[g].size()); ++k) {
+      const int node = r_.members[g][k].node;
+      if (profile_.lo(node) < profile_.hi(node)) live_members_[g].push_back(k);
+    }
+  }
+  // Groups ordered by their first live moment, for the time jumps of neighbourhood().
+  by_time_.clear();
+  first_point_.assign(r_.num_groups(), std::numeric_limits<int>::max());
+  for (int g = 0; g < r_.num_groups(); ++g) {
+    for (int32_t k : live_members_[g]) first_point_[g] = std::min(first_point_[g], profile_.lo(r_.members[g][k].node));
+    if (r_.domain[g].size() > 1) by_time_.push_back(g);
+  }
+  std::stable_sort(by_time_.begin(), by_time_.end(),
+                   [&](int32_t x, int32_t y) { return first_point_[x] < first_point_[y]; });
+  time_rank_.assign(r_.num_groups(), -1);
+  for (size_t k = 0; k < by_time_.size(); ++k) time_rank_[by_time_[k]] = static_cast<int32_t>(k);
+}
+
+GroupIlp GroupModel::build(std::span<const int32_t> assignment, std::span<const int32_t> free_groups,
+                           int64_t max_nonzeros) const {
+  GroupIlp m;
+  const int ng = r_.num_groups();
+  std::vector<char> is_free(ng, 0);
+  if (free_groups.empty()) {
+    for (int g = 0; g < ng; ++g) is_free[g] = r_.domain[g].size() > 1;
+  } else {
+    for (int32_t g : free_groups) is_free[g] = r_.domain[g].size() > 1;
+  }
+  for (int g = 0; g < ng; ++g) {
+    if (is_free[g]) m.free_groups.push_back(g);
+  }
+  // Objective: the fixed part is a constant; pairs to fixed groups are unary costs of the free side.
+  for (int g = 0; g < ng; ++g) {
+    if (!is_free[g]) m.objective_offset += r_.unary[g][assignment[g]];
+  }
+  for (const auto& pr : r_.pairs) {
+    if (!is_free[pr.a] && !is_free[pr.b]) m.objective_offset += r_.pair_cost(pr, assignment[pr.a], assignment[pr.b]);
+  }
+  m.x_offset.resize(m.free_groups.size());
+  std::vector<int64_t> offset_of(ng, -1);
+  for (size_t f = 0; f < m.free_groups.size(); ++f) {
+    const int g = m.free_groups[f];
+    m.x_offset[f] = m.num_cols;
+    offset_of[g] = m.num_cols;
+    const size_t d = r_.domain[g].size();
+    std::vector<double> c(r_.unary[g]);
+    for (int32_t q : r_.adj[g]) {
+      const auto& pr = r_.pairs[q];
+      const int h = pr.a == g ? pr.b : pr.a;
+      if (is_free[h]) continue;
+      for (size_t k = 0; k < d; ++k) {
+        c[k] += pr.a == g ? r_.pair_cost(pr, static_cast<int32_t>(k), assignment[h])
+                          : r_.pair_cost(pr, assignment[h], static_cast<int32_t>(k));
+      }
+    }
+    for (size_t k = 0; k < d; ++k) {
+      const bool bad = is_forbidden(c[k]);
+      m.col_cost.push_back(bad ? 0.0 : c[k]);
+      m.col_upper.push_back(bad ? 0.0 : 1.0);
+      m.col_integer.push_back(1);
+      ++m.num_cols;
+    }
+  }
+  auto end_row = [&](double lo, double hi) {
+    m.row_lower.push_back(lo);
+    m.row_upper.push_back(hi);
+    m.row_start.push_back(static_cast<int64_t>(m.row_index.size()));
+  };
+  for (size_t f = 0; f < m.free_groups.size(); ++f) {
+    for (size_t k = 0; k < r_.domain[m.free_groups[f]].size(); ++k) {
+      m.row_index.push_back(static_cast<int32_t>(m.x_offset[f] + k));
+      m.row_value.push_back(1);
+    }
+    end_row(1, 1);
+  }
+  m.y_begin = m.num_cols;
+  for (int32_t g : m.free_groups) {
+    for (int32_t q : r_.adj[g]) {
+      const auto& pr = r_.pairs[q];
+      if (pr.a != g || !is_free[pr.b]) continue;  // each free-free pair once, from its a side
+      const size_t da = r_.domain[pr.a].size(), db = r_.domain[pr.b].size();
+      std::vector<std::vector<int32_t>> by_a(da), by_b(db);
+      for (size_t k = 0; k < da; ++k) {
+        for (size_t l = 0; l < db; ++l) {
+          const double c = pr.table[k * db + l];
+          if (is_forbidden(c)) continue;
+          const int32_t col = static_cast<int32_t>(m.num_cols++);
+          m.col_cost.push_back(c);
+          m.col_upper.push_back(1);
+          m.col_integer.push_back(0);
+          m.y_col_a.push_back(static_cast<int32_t>(offset_of[pr.a] + k));
+          m.y_col_b.push_back(static_cast<int32_t>(offset_of[pr.b] + l));
+          by_a[k].push_back(col);
+          by_b[l].push_back(col);
+        }
+      }
+      for (int side = 0; side < 2; ++side) {
+        const auto& groups = side == 0 ? by_a : by_b;
+        const int64_t x_off = offset_of[side == 0 ? pr.a : pr.b];
+        for (size_t x = 0; x < groups.size(); ++x) {
+          for (int32_t col : groups[x]) {
+            m.row_index.push_back(col);
+            m.row_value.push_back(1);
+          }
+          m.row_index.push_back(static_cast<int32_t>(x_off + x));
+          m.row_value.push_back(-1);
+          end_row(0, 0);
+        }
+      }
+      if (static_cast<int64_t>(m.row_index.size()) > max_nonzeros) return too_big_model();
+    }
+  }
+  if (p_.has_usage_limit()) add_memory_rows(m, assignment, is_free, max_nonzeros);
+  if (m.too_big) return too_big_model();
+  return m;
+}
+
+void GroupModel::add_memory_rows(GroupIlp& m, std::span<const int32_t> assignment, const std::vector<char>& is_free,
+                                 int64_t max_nonzeros) const {
+  const int points = profile_.num_points();
+  // Usage of the fixed members per point (difference array).
+  std::vector<int64_t> fixed(points + 1, 0);
+  struct Live {
+    int lo, hi;
+    int32_t group, member;
+  };
+  std::vector<Live> free_live;
+  for (int g = 0; g < r_.num_groups(); ++g) {
+    for (int32_t k : live_members_[g]) {
+      const auto& mem = r_.members[g][k];
+      const int lo = profile_.lo(mem.node), hi = profile_.hi(mem.node);
+      if (is_free[g]) {
+        free_live.push_back({lo, hi, g, k});
+      } else {
+        const int64_t u = p_.usage_of(mem.node, mem.strategy[assignment[g]]);
+        fixed[lo] += u;
+        fixed[hi] -= u;
+      }
+    }
+  }
+  for (int t = 1; t <= points; ++t) fixed[t] += fixed[t - 1];
+  if (free_live.empty()) return;
+  std::vector<int> bounds;
+  for (const Live& l : free_live) {
+    bounds.push_back(l.lo);
+    bounds.push_back(l.hi);
+  }
+  std::sort(bounds.begin(), bounds.end());
+  bounds.erase(std::unique(bounds.begin(), bounds.end()), bounds.end());
+  std::vector<char> ends_at(points + 1, 0);
+  for (const Live& l : free_live) ends_at[l.hi] = 1;
+  std::sort(free_live.begin(), free_live.end(), [](const Live& x, const Live& y) {
+    return x.lo < y.lo || (x.lo == y.lo && (x.group < y.group || (x.group == y.group && x.member < y.member)));
+  });
+  const double limit = static_cast<double>(p_.usage_limit);
+  // Max fixed usage per segment [bounds[s], bounds[s+1]).
+  const size_t segs = bounds.size() - 1;
+  std::vector<int64_t> seg_fixed(segs, 0);
+  for (size_t s = 0; s < segs; ++s) {
+    int64_t mx = std::numeric_limits<int64_t>::min();
+    for (int t = bounds[s]; t < bounds[s + 1]; ++t) mx = std::max(mx, fixed[t]);
+    seg_fixed[s] = mx;
+  }
+  std::vector<Live> active;
+  size_t next = 0;
+  std::vector<std::vector<int64_t>> acc(r_.num_groups());
+  std::vector<int32_t> touched;
+  std::vector<int64_t> group_col(r_.num_groups(), -1);
+  for (size_t f = 0; f < m.free_groups.size(); ++f) group_col[m.free_groups[f]] = m.x_offset[f];
+  for (size_t s = 0; s < segs; ++s) {
+    const int t = bounds[s];
+    std::erase_if(active, [&](const Live& l) { return l.hi <= t; });
+    while (next < free_live.size() && free_live[next].lo <= t) active.push_back(free_live[next++]);
+    if (active.empty()) continue;
+    // Implied by the next segment's row: nothing ends between them and the fixed part there is no smaller.
+    if (s + 1 < segs && !ends_at[bounds[s + 1]] && seg_fixed[s + 1] >= seg_fixed[s]) continue;
+    double rhs = limit - static_cast<double>(seg_fixed[s]), spread = 0;
+    touched.clear();
+    for (const Live& l : active) {
+      auto& a = acc[l.group];
+      const auto& mem = r_.members[l.group][l.member];
+      if (a.empty()) {
+        a.assign(r_.domain[l.group].size(), 0);
+        touched.push_back(l.group);
+      }
+      for (size_t k = 0; k < a.size(); ++k) a[k] += p_.usage_of(mem.node, mem.strategy[k]);
+    }
+    std::sort(touched.begin(), touched.end());
+    const size_t row_begin = m.row_index.size();
+    for (int32_t g : touched) {
+      auto& a = acc[g];
+      const int64_t lo = *std::min_element(a.begin(), a.end()), hi = *std::max_element(a.begin(), a.end());
+      rhs -= static_cast<double>(lo);
+      spread += static_cast<double>(hi - lo);
+      for (size_t k = 0; k < a.size(); ++k) {
+        if (a[k] == lo) continue;
+        m.row_index.push_back(static_cast<int32_t>(group_col[g] + static_cast<int64_t>(k)));
+        m.row_value.push_back(static_cast<double>(a[k] - lo));
+      }
+      a.clear();
+    }
+    if (rhs < 0) {
+      m.infeasible = true;
+    }
+    if (spread <= rhs) {
+      m.row_index.resize(row_begin);
+      m.row_value.resize(row_begin);
+      continue;
+    }
+    m.row_lower.push_back(-std::numeric_limits<double>::infinity());
+    m.row_upper.push_back(rhs);
+    m.row_start.push_back(static_cast<int64_t>(m.row_index.size()));
+    if (static_cast<int64_t>(m.row_index.size()) > max_nonzeros) {
+      m.too_big = true;
+      return;
+    }
+  }
+}
+
+std::vector<int32_t> GroupModel::neighbourhood(int32_t root, int size, uint64_t seed) const {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> out;
+  std::vector<char> seen(r_.num_groups(), 0);
+  std::vector<int32_t> queue;
+  int32_t cursor = root >= 0 && root < r_.num_groups() ? time_rank_[root] : -1;
+  auto enqueue = [&](int32_t g) {
+    if (seen[g] || r_.domain[g].size() <= 1) return;
+    seen[g] = 1;
+    queue.push_back(g);
+  };
+  if (cursor >= 0) enqueue(root);
+  size_t head = 0;
+  while (static_cast<int>(out.size()) < size) {
+    if (head == queue.size()) {  // component exhausted: continue in time order
+      while (cursor >= 0 && cursor + 1 < static_cast<int32_t>(by_time_.size()) && seen[by_time_[cursor]]) ++cursor;
+      if (cursor < 0 || seen[by_time_[cursor]]) break;
+      enqueue(by_time_[cursor]);
+    }
+    const int32_t g = queue[head++];
+    out.push_back(g);
+    std::vector<int32_t> nb;
+    for (int32_t q : r_.adj[g]) nb.push_back(r_.pairs[q].a == g ? r_.pairs[q].b : r_.pairs[q].a);
+    std::shuffle(nb.begin(), nb.end(), rng);
+    for (int32_t h : nb) enqueue(h);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<double> GroupModel::regret(std::span<const int32_t> assignment) const {
+  std::vector<double> out(r_.num_groups(), 0.0);
+  for (int g = 0; g < r_.num_groups(); ++g) {
+    const size_t d = r_.domain[g].size();
+    if (d <= 1) continue;
+    std::vector<double> c(r_.unary[g]);
+    for (int32_t q : r_.adj[g]) {
+      const auto& pr = r_.pairs[q];
+      const int h = pr.a == g ? pr.b : pr.a;
+      for (size_t k = 0; k < d; ++k) {
+        c[k] += pr.a == g ? r_.pair_cost(pr, static_cast<int32_t>(k), assignment[h])
+                          : r_.pair_cost(pr, assignment[h], static_cast<int32_t>(k));
+      }
+    }
+    const double best = *std::min_element(c.begin(), c.end());
+    const double now = c[assignment[g]];
+    out[g] = is_forbidden(now) ? 1e18 : std::max(0.0, now - best);
+  }
+  return out;
+}
+
+std::vector<double> GroupIlp::start_vector(std::span<const int32_t> assignment) const {
+  std::vector<double> values(num_cols, 0.0);
+  for (size_t f = 0; f < free_groups.size(); ++f) values[x_offset[f] + assignment[free_groups[f]]] = 1.0;
+  for (size_t k = 0; k < y_col_a.size(); ++k) values[y_begin + k] = values[y_col_a[k]] * values[y_col_b[k]];
+  return values;
+}
+
+std::vector<int32_t> GroupIlp::decode(std::span<const double> col_values, std::span<const int32_t> assignment) const {
+  std::vector<int32_t> out(assignment.begin(), assignment.end());
+  for (size_t f = 0; f < free_groups.size(); ++f) {
+    const int64_t end = f + 1 < free_groups.size() ? x_offset[f + 1] : y_begin;
+    int64_t best = x_offset[f];
+    for (int64_t c = x_offset[f] + 1; c < end; ++c) {
+      if (col_values[c] > col_values[best]) best = c;
+    }
+    out[free_groups[f]] = static_cast<int32_t>(best - x_offset[f]);
+  }
+  return out;
+}
+
+}  // namespace autopar::solver

@@ -1,0 +1,69 @@
+// ILPs over the presolved groups (presolve.h): the whole reduced problem for the exact path, or a
+// neighbourhood of it with every other group fixed at its current strategy for large-neighbourhood search.
+//   x[g,k] in {0,1}, sum_k x[g,k] = 1                        one strategy per free group
+//   y[q,k,l] in [0,1], sum_l y = x[a,k], sum_k y = x[b,l]    pair q of two free groups; forbidden pairs have no y
+//   sum over free members live in a segment of usage <= limit - (max usage of the fixed members there)
+// Pairs to fixed groups become unary costs; x columns with a forbidden cost get upper bound 0. Memory rows
+// are per segment between consecutive interval ends of free members, kept only when not implied by the next.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "csrc/strategy_problem.h"
+#include "passes/solver/memory_profile.h"
+#include "passes/solver/presolve.h"
+
+namespace autopar::solver {
+
+struct GroupIlp {
+  bool too_big = false;     // more nonzeros than allowed: nothing else is filled
+  bool infeasible = false;  // the fixed part alone exceeds the limit somewhere
+  int64_t num_cols = 0;
+  std::vector<double> col_cost, col_upper;
+  std::vector<uint8_t> col_integer;
+  std::vector<double> row_lower, row_upper;
+  std::vector<int64_t> row_start{0};
+  std::vector<int32_t> row_index;
+  std::vector<double> row_value;
+  double objective_offset = 0;
+  std::vector<int32_t> free_groups;  // sorted
+  std::vector<int64_t> x_offset;     // per free group (index into free_groups)
+  std::vector<int32_t> y_col_a, y_col_b;
+  int64_t y_begin = 0;
+
+  int64_t num_rows() const { return static_cast<int64_t>(row_lower.size()); }
+  std::vector<double> start_vector(std::span<const int32_t> assignment) const;
+  // The assignment with every free group set to its largest x.
+  std::vector<int32_t> decode(std::span<const double> col_values, std::span<const int32_t> assignment) const;
+};
+
+class GroupModel {
+ public:
+  GroupModel(const StrategyProblem& problem, Presolved presolved);
+
+  const Presolved& presolved() const { return r_; }
+  // free_groups empty: every group with more than one strategy (the whole reduced problem).
+  GroupIlp build(std::span<const int32_t> assignment, std::span<const int32_t> free_groups,
+                 int64_t max_nonzeros) const;
+  // Up to `size` groups with a choice, breadth-first from `root` over pairs (neighbour order shuffled by
+  // `seed`); when the root's component runs out, the search restarts from the group whose first live member
+  // starts next in time after the root's (memory couples groups that share moments).
+  std::vector<int32_t> neighbourhood(int32_t root, int size, uint64_t seed) const;
+  // Per group: its local cost now minus its best local cost with the neighbours fixed (0 for fixed groups).
+  std::vector<double> regret(std::span<const int32_t> assignment) const;
+
+ private:
+  void add_memory_rows(GroupIlp& m, std::span<const int32_t> assignment, const std::vector<char>& is_free,
+                       int64_t max_nonzeros) const;
+
+  const StrategyProblem& p_;
+  Presolved r_;
+  MemoryProfile profile_;  // compressed time: lo/hi per node
+  std::vector<std::vector<int32_t>> live_members_;  // per group: members that are ever live
+  std::vector<int32_t> by_time_, time_rank_, first_point_;  // free groups by first live moment
+};
+
+}  // namespace autopar::solver
