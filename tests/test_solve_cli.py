@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+# The contest problems live beside the repo (../shared/bench); the 5-node example ships with the tests.
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench" / "iopddl"
+EXAMPLE = Path(__file__).resolve().parent / "data" / "iopddl_example.json"
 PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
 
 
@@ -17,7 +19,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_example_last_line_is_the_solution() -> None:
-    r = run(str(BENCH / "example.json"), "--time-limit", "5", "--seed", "1")
+    r = run(str(EXAMPLE), "--time-limit", "5", "--seed", "1")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert lines[-1] == "[0, 0, 2, 1, 0]"
@@ -40,7 +42,7 @@ def test_malformed_json_is_one_line(tmp_path: Path) -> None:
 
 
 def test_bad_edge_is_named(tmp_path: Path) -> None:
-    d = json.loads((BENCH / "example.json").read_text())
+    d = json.loads((EXAMPLE).read_text())
     d["problem"]["edges"]["nodes"][4] = [3, 7]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(d))
@@ -49,7 +51,7 @@ def test_bad_edge_is_named(tmp_path: Path) -> None:
 
 
 def test_infeasible_limit(tmp_path: Path) -> None:
-    d = json.loads((BENCH / "example.json").read_text())
+    d = json.loads((EXAMPLE).read_text())
     d["problem"]["usage_limit"] = 30
     p = tmp_path / "tight.json"
     p.write_text(json.dumps(d))
@@ -58,5 +60,5 @@ def test_infeasible_limit(tmp_path: Path) -> None:
 
 
 def test_bad_time_limit() -> None:
-    r = run(str(BENCH / "example.json"), "--time-limit", "-1")
+    r = run(str(EXAMPLE), "--time-limit", "-1")
     assert r.returncode == 1 and r.stderr.strip() == "error: time_limit must be > 0, got -1.0"

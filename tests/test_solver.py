@@ -10,7 +10,9 @@ import pytest
 from autopar import _core
 from autopar.solver import Solution, StrategyProblem, solve
 
+# The contest problems live beside the repo (../shared/bench); the 5-node example ships with the tests.
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench" / "iopddl"
+EXAMPLE = Path(__file__).resolve().parent / "data" / "iopddl_example.json"
 
 
 def random_problem(rng: np.random.Generator, n: int, tight: float, forbid: float = 0.0) -> StrategyProblem:
@@ -40,7 +42,7 @@ def brute_force(p: StrategyProblem) -> float | None:
 def test_example_is_solved_to_proven_optimum() -> None:
     # By hand: node 2 cannot take strategy 1 (at t in [50,70) nodes 0,1,2 would use 10+25+20 > 50); the best
     # of the 8 remaining choices is [0, 0, 2, 1, 0] at 445.
-    p = StrategyProblem.from_json(BENCH / "example.json")
+    p = StrategyProblem.from_json(EXAMPLE)
     sol = solve(p, time_limit=5.0)
     assert isinstance(sol, Solution)
     assert sol.strategies.tolist() == [0, 0, 2, 1, 0]
@@ -107,7 +109,7 @@ def test_same_seed_same_solution() -> None:
 
 
 def test_bad_arguments() -> None:
-    p = StrategyProblem.from_json(BENCH / "example.json")
+    p = StrategyProblem.from_json(EXAMPLE)
     with pytest.raises(ValueError, match="time_limit must be > 0"):
         solve(p, time_limit=0)
     with pytest.raises(ValueError, match="initial solution: node 2 picks strategy 7"):

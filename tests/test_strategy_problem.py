@@ -9,8 +9,9 @@ import pytest
 
 from autopar.solver import StrategyProblem
 
+# The contest problems live beside the repo (../shared/bench); the 5-node example ships with the tests.
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench" / "iopddl"
-EXAMPLE = BENCH / "example.json"
+EXAMPLE = Path(__file__).resolve().parent / "data" / "iopddl_example.json"
 
 
 def example_dict() -> dict:
