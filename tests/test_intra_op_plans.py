@@ -4,6 +4,8 @@ run, compared with the unsharded program, and their collectives counted in the c
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 
 import jax
 import jax.extend
@@ -214,6 +216,7 @@ def test_inference_mlp_megatron_pairs_have_one_all_reduce_each():
 
 
 def _transformer_step():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ (not a package on the path)
     from benchmarks.models import gpt
 
     hidden, heads = 256, 8

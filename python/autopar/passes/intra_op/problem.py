@@ -69,10 +69,8 @@ def _peak(intervals: np.ndarray, usage: np.ndarray) -> int:
 
 def build(graph: Graph, config: PlanConfig) -> Problem:
     remarks: list[str] = []
-    batch_factors = _batch_factors(graph)
-    node_strategies = [
-        _node_strategies(graph, v, config, batch_factors, remarks) for v in range(len(graph.nodes))
-    ]
+    batch = batch_factors(graph)
+    node_strategies = [_node_strategies(graph, v, config, batch, remarks) for v in range(len(graph.nodes))]
     edges, edge_costs = _edges(graph, node_strategies, config)
     edges, edge_costs = _add_state_edges(graph, node_strategies, config, edges, edge_costs)
     return Problem(
@@ -99,7 +97,7 @@ def _intervals(graph: Graph) -> np.ndarray:
     return out
 
 
-def _batch_factors(graph: Graph) -> dict[int, frozenset[int]]:
+def batch_factors(graph: Graph) -> dict[int, frozenset[int]]:
     """Per op, the factors of its sharding rule that carry the batch dim of an `autopar.batch` argument.
 
     Batch dims flow forward: an op's operand dim that is a batch dim makes that dim's major factor a batch
@@ -131,7 +129,7 @@ def _batch_factors(graph: Graph) -> dict[int, frozenset[int]]:
 
 
 def _node_strategies(
-    graph: Graph, v: int, config: PlanConfig, batch_factors: dict[int, frozenset[int]], remarks: list[str]
+    graph: Graph, v: int, config: PlanConfig, batch: dict[int, frozenset[int]], remarks: list[str]
 ) -> strat.Strategies:
     node = graph.nodes[v]
     mesh = config.mesh
@@ -149,8 +147,8 @@ def _node_strategies(
             len(node.operands), tuple(node.result_shapes), tuple(node.result_itemsizes), len(mesh.shape), time
         )
     s = strat.op_strategies(_facts(node), mesh, config.active_axes, config.prefer_reduce_scatter)
-    if v in batch_factors:
-        s = _constrain_batch(node, s, batch_factors[v], config, remarks)
+    if v in batch:
+        s = _constrain_batch(node, s, batch[v], config, remarks)
     return s
 
 
@@ -208,7 +206,7 @@ def _constrain_batch(
     return s.take(keep)
 
 
-def _is_optimizer_state(graph: Graph, v: int) -> bool:
+def is_optimizer_state(graph: Graph, v: int) -> bool:
     """A parameter read only by elementwise ops of its own shape (Adam moments, not weights fed to a dot)."""
     node = graph.nodes[v]
     shape = node.result_shapes[0]
@@ -249,7 +247,7 @@ def _constrain_argument(graph: Graph, v: int, s: strat.Strategies, config: PlanC
 def _parameter_filter(graph: Graph, v: int, layouts: np.ndarray, config: PlanConfig) -> np.ndarray | None:
     """Layouts a parameter argument may take under zero-stage / allow-replicated-parameters, None = any."""
     want = None
-    if config.zero_stage == 3 or (config.zero_stage == 2 and _is_optimizer_state(graph, v)):
+    if config.zero_stage == 3 or (config.zero_stage == 2 and is_optimizer_state(graph, v)):
         want = np.ones(layouts.shape[0], dtype=bool)
         for axis in config.active_axes:
             want &= layouts[:, axis] >= 0
