@@ -258,30 +258,54 @@ def _parameter_filter(graph: Graph, v: int, layouts: np.ndarray, config: PlanCon
 
 
 def parameter_results(graph: Graph) -> dict[int, int]:
-    """Pairs `autopar.parameter` arguments with the results that update them: {arg node: result index}.
+    """Pairs parameter arguments with the results that update them: {arg node: result index}.
 
     A training step returns its new parameters and optimizer state in the order it took them (JAX flattens
-    both pytrees alike), so the k-th parameter argument pairs with the next unpaired result of the same
-    type. The pair must share a layout from one step to the next; a mismatch costs a reshard per step.
+    both pytrees alike), so the k-th `autopar.parameter` argument pairs with the next unpaired result of the
+    same type. The pair must share a layout from one step to the next; a mismatch costs a reshard per step.
+    Without any `autopar.parameter` mark (a module from the command line), an argument is paired with the
+    next result of its type that it flows into through elementwise ops only (`p - lr * g`, Adam's update).
     """
+    marked = any(graph.nodes[v].is_parameter for v in range(graph.num_args))
     pairs: dict[int, int] = {}
     next_result = 0
     for v in range(graph.num_args):
         node = graph.nodes[v]
-        if not node.is_parameter:
+        if marked and not node.is_parameter:
             continue
         for j in range(next_result, len(graph.returns)):
             u, r = graph.returns[j]
             if u == v:
                 continue
-            if (graph.nodes[u].result_shapes[r], graph.nodes[u].result_itemsizes[r]) == (
+            same_type = (graph.nodes[u].result_shapes[r], graph.nodes[u].result_itemsizes[r]) == (
                 node.result_shapes[0],
                 node.result_itemsizes[0],
-            ):
+            )
+            if same_type and (marked or v in _elementwise_sources(graph, u)):
                 pairs[v] = j
                 next_result = j + 1
                 break
     return pairs
+
+
+def _elementwise_sources(graph: Graph, v: int) -> set[int]:
+    """Arguments that reach node v through same-shape elementwise ops only."""
+    found: set[int] = set()
+    stack, seen = [v], {v}
+    while stack:
+        w = stack.pop()
+        node = graph.nodes[w]
+        if node.kind == "arg":
+            found.add(w)
+            continue
+        rule = node.rule
+        if rule is None or rule.reduction or len(node.result_shapes) != 1:
+            continue
+        for (u, _), shape in zip(node.operands, node.operand_shapes, strict=True):
+            if shape == node.result_shapes[0] and u not in seen:
+                seen.add(u)
+                stack.append(u)
+    return found
 
 
 def _add_state_edges(
