@@ -353,3 +353,17 @@ def test_optax_adam_step_with_zero2():
         assert sorted(used) == ["x", "y"], (i, specs[i])
     assert specs[num_state] == PartitionSpec(("x", "y"), None)  # batch over every device
     check_numerics(step, module, params, state, x, y)
+
+
+# ---------------------------------------------------------------- control flow (documented fallback)
+
+
+def test_while_loop_carries_stay_replicated_with_a_remark_and_run_correctly():
+    def loop(w, x):
+        return jax.lax.fori_loop(0, 3, lambda i, h: jnp.tanh(h @ w), x)
+
+    w, x = _rand(1, (256, 256)), _rand(2, (64, 256), 1.0)
+    module = plan(loop, w, x, options="mesh=2x4", batch_args=(1,), parameter_args=(0,))
+    remarks = str(module.operation.attributes["autopar.remarks"])
+    assert "stablehlo.while" in remarks and "kept replicated" in remarks, remarks
+    check_numerics(loop, module, w, x)
