@@ -113,3 +113,22 @@ def test_mismatched_partition_count_is_rejected():
         )
     with pytest.raises(PassError, match="lowered for 4 partitions but mesh 2x4 has 8 devices"):
         passes.run(module, "builtin.module(autopar-intra-op{mesh=2x4})")
+
+
+def test_unmarked_training_step_keeps_parameters_in_their_layout():
+    # examples/mlp_train_step.mlir has no autopar.parameter marks (as from the command line): the pass
+    # pairs each argument with the result it flows into through elementwise ops (p - lr * g).
+    from pathlib import Path
+
+    from jaxlib.mlir import ir
+
+    module = aio.load(Path(__file__).resolve().parents[1] / "examples" / "mlp_train_step.mlir")
+    passes.run(module, "builtin.module(autopar-inline,autopar-intra-op{mesh=2x4})")
+    main = next(op for op in module.body.operations if op.operation.name == "func.func")
+
+    def shardings(key):
+        return [str(ir.DictAttr(d)["sdy.sharding"]) for d in ir.ArrayAttr(main.attributes[key])]
+
+    args, results = shardings("arg_attrs"), shardings("res_attrs")
+    assert args[:8] == results[:8]  # 4 weights + 4 biases come back as they went in
+    assert any("{}, {}" not in a for a in args[:8])  # and the plan does split some of them

@@ -88,7 +88,7 @@ def intra_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
     try:
         g = graph.read_function(func_op)
         prob = problem.build(g, config)
-        solution = _solve_or_explain(prob, config)
+        solution = _solve_or_explain(g, prob, config)
         emit.write_plan(module_op, g, prob, solution, config.mesh, prob.remarks)
     finally:
         if added_rules:
@@ -107,19 +107,25 @@ def estimate(
     config = config_lib.from_options({**options, "mesh": mesh_shape})
     added_rules = _populate_rules(module_op)
     try:
-        prob = problem.build(graph.read_function(func_op), config)
+        g = graph.read_function(func_op)
+        prob = problem.build(g, config)
     finally:
         if added_rules:
             _drop_rules(module_op)
     solution = solve.solve(
-        prob, usage_limit=config.memory_budget or None, time_limit=config.time_limit, solver=config.solver
+        prob,
+        usage_limit=config.memory_budget or None,
+        time_limit=config.time_limit,
+        solver=config.solver,
+        graph=g,
+        config=config,
     )
     if not solution.feasible:
         return float("inf"), prob.min_peak_memory(), "infeasible"
     return solution.cost, solution.peak_memory, solution.status
 
 
-def _solve_or_explain(prob: problem.Problem, config: config_lib.PlanConfig) -> solve.Solution:
+def _solve_or_explain(g: graph.Graph, prob: problem.Problem, config: config_lib.PlanConfig) -> solve.Solution:
     budget = config.memory_budget
     if budget and prob.min_peak_memory() > budget:
         raise PassError(
@@ -128,7 +134,12 @@ def _solve_or_explain(prob: problem.Problem, config: config_lib.PlanConfig) -> s
             "raise the budget or use a bigger mesh"
         )
     solution = solve.solve(
-        prob, usage_limit=budget or None, time_limit=config.time_limit, solver=config.solver
+        prob,
+        usage_limit=budget or None,
+        time_limit=config.time_limit,
+        solver=config.solver,
+        graph=g,
+        config=config,
     )
     if not solution.feasible:
         hint = " or raise memory-budget" if budget else ""

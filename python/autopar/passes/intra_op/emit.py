@@ -4,7 +4,10 @@ XLA honours `sdy.sharding` only on function arguments and results and honours `s
 ops; it drops `sdy.sharding` on ordinary ops and rejects `sdy.reshard` (PLATFORM_FACTS.md). So every layout
 the plan decides inside the body becomes a `sdy.sharding_constraint` on the op's result, except where
 Shardy's own propagation cannot get it wrong: an elementwise op whose operands all arrive in the result's
-layout without a reshard.
+layout without a reshard and whose users all read it in that layout. (Users matter: Shardy propagates
+backwards too, so an unconstrained value read by a user in another layout takes that user's layout. That
+is how a replicated layer-norm input read sliced by one backward op became sequence-sharded in XLA, with
+four all-gathers the plan never had.)
 """
 
 from __future__ import annotations
@@ -71,12 +74,13 @@ def _write(
     if any(mesh.shape[a] > 1 for a in range(len(mesh.shape))):
         for v in range(graph.num_args, len(graph.nodes)):
             node = graph.nodes[v]
-            if _needs_constraint(node, v, problem, chosen, result_layout):
+            if _needs_constraint(graph, v, problem, chosen, result_layout):
                 _constrain_results(node, [result_layout(v, r) for r in range(len(node.result_shapes))], mesh)
     _set_module_attrs(module_op, mesh, solution, remarks)
 
 
-def _needs_constraint(node: Node, v: int, problem: Problem, chosen: list[int], result_layout) -> bool:
+def _needs_constraint(graph: Graph, v: int, problem: Problem, chosen: list[int], result_layout) -> bool:
+    node = graph.nodes[v]
     if node.kind == "stablehlo.constant" or not any(node.result_shapes):
         return False
     rule = node.rule
@@ -95,6 +99,11 @@ def _needs_constraint(node: Node, v: int, problem: Problem, chosen: list[int], r
             required[k][chosen[v]], mine
         ):
             return True
+    for w in node.users:
+        user = graph.nodes[w]
+        for k, (u, _) in enumerate(user.operands):
+            if u == v and not np.array_equal(problem.strategies[w].operand_layouts[k][chosen[w]], mine):
+                return True
     return False
 
 

@@ -69,10 +69,8 @@ def _peak(intervals: np.ndarray, usage: np.ndarray) -> int:
 
 def build(graph: Graph, config: PlanConfig) -> Problem:
     remarks: list[str] = []
-    batch_factors = _batch_factors(graph)
-    node_strategies = [
-        _node_strategies(graph, v, config, batch_factors, remarks) for v in range(len(graph.nodes))
-    ]
+    batch = batch_factors(graph)
+    node_strategies = [_node_strategies(graph, v, config, batch, remarks) for v in range(len(graph.nodes))]
     edges, edge_costs = _edges(graph, node_strategies, config)
     edges, edge_costs = _add_state_edges(graph, node_strategies, config, edges, edge_costs)
     return Problem(
@@ -99,7 +97,7 @@ def _intervals(graph: Graph) -> np.ndarray:
     return out
 
 
-def _batch_factors(graph: Graph) -> dict[int, frozenset[int]]:
+def batch_factors(graph: Graph) -> dict[int, frozenset[int]]:
     """Per op, the factors of its sharding rule that carry the batch dim of an `autopar.batch` argument.
 
     Batch dims flow forward: an op's operand dim that is a batch dim makes that dim's major factor a batch
@@ -131,7 +129,7 @@ def _batch_factors(graph: Graph) -> dict[int, frozenset[int]]:
 
 
 def _node_strategies(
-    graph: Graph, v: int, config: PlanConfig, batch_factors: dict[int, frozenset[int]], remarks: list[str]
+    graph: Graph, v: int, config: PlanConfig, batch: dict[int, frozenset[int]], remarks: list[str]
 ) -> strat.Strategies:
     node = graph.nodes[v]
     mesh = config.mesh
@@ -149,8 +147,8 @@ def _node_strategies(
             len(node.operands), tuple(node.result_shapes), tuple(node.result_itemsizes), len(mesh.shape), time
         )
     s = strat.op_strategies(_facts(node), mesh, config.active_axes, config.prefer_reduce_scatter)
-    if v in batch_factors:
-        s = _constrain_batch(node, s, batch_factors[v], config, remarks)
+    if v in batch:
+        s = _constrain_batch(node, s, batch[v], config, remarks)
     return s
 
 
@@ -208,7 +206,7 @@ def _constrain_batch(
     return s.take(keep)
 
 
-def _is_optimizer_state(graph: Graph, v: int) -> bool:
+def is_optimizer_state(graph: Graph, v: int) -> bool:
     """A parameter read only by elementwise ops of its own shape (Adam moments, not weights fed to a dot)."""
     node = graph.nodes[v]
     shape = node.result_shapes[0]
@@ -249,7 +247,7 @@ def _constrain_argument(graph: Graph, v: int, s: strat.Strategies, config: PlanC
 def _parameter_filter(graph: Graph, v: int, layouts: np.ndarray, config: PlanConfig) -> np.ndarray | None:
     """Layouts a parameter argument may take under zero-stage / allow-replicated-parameters, None = any."""
     want = None
-    if config.zero_stage == 3 or (config.zero_stage == 2 and _is_optimizer_state(graph, v)):
+    if config.zero_stage == 3 or (config.zero_stage == 2 and is_optimizer_state(graph, v)):
         want = np.ones(layouts.shape[0], dtype=bool)
         for axis in config.active_axes:
             want &= layouts[:, axis] >= 0
@@ -260,30 +258,54 @@ def _parameter_filter(graph: Graph, v: int, layouts: np.ndarray, config: PlanCon
 
 
 def parameter_results(graph: Graph) -> dict[int, int]:
-    """Pairs `autopar.parameter` arguments with the results that update them: {arg node: result index}.
+    """Pairs parameter arguments with the results that update them: {arg node: result index}.
 
     A training step returns its new parameters and optimizer state in the order it took them (JAX flattens
-    both pytrees alike), so the k-th parameter argument pairs with the next unpaired result of the same
-    type. The pair must share a layout from one step to the next; a mismatch costs a reshard per step.
+    both pytrees alike), so the k-th `autopar.parameter` argument pairs with the next unpaired result of the
+    same type. The pair must share a layout from one step to the next; a mismatch costs a reshard per step.
+    Without any `autopar.parameter` mark (a module from the command line), an argument is paired with the
+    next result of its type that it flows into through elementwise ops only (`p - lr * g`, Adam's update).
     """
+    marked = any(graph.nodes[v].is_parameter for v in range(graph.num_args))
     pairs: dict[int, int] = {}
     next_result = 0
     for v in range(graph.num_args):
         node = graph.nodes[v]
-        if not node.is_parameter:
+        if marked and not node.is_parameter:
             continue
         for j in range(next_result, len(graph.returns)):
             u, r = graph.returns[j]
             if u == v:
                 continue
-            if (graph.nodes[u].result_shapes[r], graph.nodes[u].result_itemsizes[r]) == (
+            same_type = (graph.nodes[u].result_shapes[r], graph.nodes[u].result_itemsizes[r]) == (
                 node.result_shapes[0],
                 node.result_itemsizes[0],
-            ):
+            )
+            if same_type and (marked or v in _elementwise_sources(graph, u)):
                 pairs[v] = j
                 next_result = j + 1
                 break
     return pairs
+
+
+def _elementwise_sources(graph: Graph, v: int) -> set[int]:
+    """Arguments that reach node v through same-shape elementwise ops only."""
+    found: set[int] = set()
+    stack, seen = [v], {v}
+    while stack:
+        w = stack.pop()
+        node = graph.nodes[w]
+        if node.kind == "arg":
+            found.add(w)
+            continue
+        rule = node.rule
+        if rule is None or rule.reduction or len(node.result_shapes) != 1:
+            continue
+        for (u, _), shape in zip(node.operands, node.operand_shapes, strict=True):
+            if shape == node.result_shapes[0] and u not in seen:
+                seen.add(u)
+                stack.append(u)
+    return found
 
 
 def _add_state_edges(
