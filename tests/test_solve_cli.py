@@ -6,10 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import autopar
+
 # The contest problems live beside the repo (../shared/bench); the 5-node example ships with the tests.
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench" / "iopddl"
 EXAMPLE = Path(__file__).resolve().parent / "data" / "iopddl_example.json"
-PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
+# The subprocess imports autopar from where this process did: the installed package, or python/ in-tree.
+PYTHON_DIR = Path(autopar.__file__).resolve().parents[1]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

@@ -39,10 +39,11 @@
 // BATCH0-SAME: %arg1: tensor<256x1024xf32> {autopar.parameter, sdy.sharding = #sdy.sharding<@mesh, [{}, {"y"}]>}
 // BATCH0-SAME: %arg2: tensor<1024x256xf32> {autopar.parameter, sdy.sharding = #sdy.sharding<@mesh, [{"y"}, {}]>}
 
-// ZeRO-3: data parallel, every parameter split over all devices.
+// ZeRO-3: data parallel, every parameter split over all devices (rows or columns cost the same here: the
+// parameter is gathered whole before use either way, so the check does not fix the tie).
 // ZERO3: %arg0: tensor<64x256xf32> {autopar.batch, sdy.sharding = #sdy.sharding<@mesh, [{"x"}, {}]>}
-// ZERO3-SAME: %arg1: tensor<256x1024xf32> {autopar.parameter, sdy.sharding = #sdy.sharding<@mesh, [{"x"}, {}]>}
-// ZERO3-SAME: %arg2: tensor<1024x256xf32> {autopar.parameter, sdy.sharding = #sdy.sharding<@mesh, [{"x"}, {}]>}
+// ZERO3-SAME: %arg1: tensor<256x1024xf32> {autopar.parameter, sdy.sharding = #sdy.sharding<@mesh, {{\[\{"x"\}, \{\}\]|\[\{\}, \{"x"\}\]}}>}
+// ZERO3-SAME: %arg2: tensor<1024x256xf32> {autopar.parameter, sdy.sharding = #sdy.sharding<@mesh, {{\[\{"x"\}, \{\}\]|\[\{\}, \{"x"\}\]}}>}
 func.func public @main(%arg0: tensor<64x256xf32> {autopar.batch}, %arg1: tensor<256x1024xf32> {autopar.parameter},
                        %arg2: tensor<1024x256xf32> {autopar.parameter}) -> (tensor<64x256xf32> {jax.result_info = "result"}) {
   %0 = stablehlo.dot_general %arg0, %arg1, contracting_dims = [1] x [0] : (tensor<64x256xf32>, tensor<256x1024xf32>) -> tensor<64x1024xf32>
