@@ -211,7 +211,7 @@ def _infeasible_message(table, profile, cluster, micro_batches: int) -> str:
     n = cluster.num_devices
     fixed = 2 * profile.param_bytes.sum() + profile.optimizer_bytes.sum()
     # Best case: the whole model on every device, fully tensor-parallel, one micro-batch in flight.
-    needed = (fixed + profile.activation_bytes.sum() / micro_batches) / n
+    needed = (fixed + profile.activation_bytes.sum()) / n
     return (
         f"the {cluster.hosts}x{cluster.devices_per_host} cluster cannot hold the model: it needs at least "
         f"{needed / 2**30:.2f} GiB per device (parameters, gradients and optimizer state take "

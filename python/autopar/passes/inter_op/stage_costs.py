@@ -130,12 +130,12 @@ def stage_cost_table(
                 if h > 1
                 else (cluster.intra_alpha, cluster.intra_beta)
             )
-            time = (flops + apply) / B / (n * cluster.device_flops)
-            time = time + _allreduce(tp / B / p, q, q_alpha, q_beta)
+            time = (flops + apply / B) / (n * cluster.device_flops)
+            time = time + _allreduce(tp / p, q, q_alpha, q_beta)
             time = time + _allreduce(params / q, p, p_alpha, p_beta) / B
             cost[:, :, s, c] = time
             fixed[:, :, s, c] = (2 * params + opt) / q
-            per_batch[:, :, s, c] = act / B / n
+            per_batch[:, :, s, c] = act / n
     # Largest k with fixed + (k + 1) * per_batch <= memory (a stage with k stages after it keeps k + 1
     # micro-batches in flight, at most B).
     room = cluster.memory_per_device - fixed
