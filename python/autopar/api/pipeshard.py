@@ -104,6 +104,7 @@ class PipeshardParallel:
             f"cluster={cluster[0]}x{cluster[1]}",
             f"micro-batches={self.num_micro_batches}",
             f"memory-per-device={self.memory_per_device_gib}",
+            f"stage-cost={self.stage_cost}",
         ]
         if self.submesh_shapes:
             options.append(f"submesh-shapes={','.join(self.submesh_shapes)}")
