@@ -22,15 +22,28 @@ from autopar.passes.registry import Option, register_pass
 LAYER_ATTR, PART_ATTR = "autopar.layer", "autopar.part"
 
 DESCRIPTION = """
-Alpa's inter-op pass. Reads the layers written by `autopar-cluster-layers`, enumerates Alpa's submeshes
-of the `cluster` (HxD: hosts x devices per host): (1,1), (1,2), (1,4), ..., (1,D), (2,D), ..., (H,D), or
-the `submesh-shapes` given, with every logical mesh (data x tensor parallel) each can take; costs every
-(layer range, submesh, logical mesh) with the analytic stage-cost model (see docs/inter_op.md); runs the
-stage DP in the C++ core (t_max enumeration with pruning, every device used, memory feasibility per stage
-with 1F1B's in-flight micro-batches); and outlines each stage's forward, backward and apply-gradient
-parts into private functions carrying `autopar.mesh`. `@main` becomes the driver calling them: forward
-parts in stage order, backward parts in reverse, then the apply parts. The plan and its estimated latency
-(sum of stage times + (B - 1) * slowest) are module attributes.
+Alpa's inter-op pass. Reads the layers written by `autopar-cluster-layers` (`@main` is the training step
+of ONE micro-batch; `micro-batches` of them make an iteration), enumerates Alpa's submeshes of the
+`cluster` (HxD: hosts x devices per host): (1,1), (1,2), (1,4), ..., (1,D), (2,D), ..., (H,D), or the
+`submesh-shapes` given, with every logical mesh (p data x q tensor parallel) each can take; costs every
+(layer range, submesh, logical mesh): by default each layer's forward + backward ops are solved by the
+intra-op machinery (`autopar.passes.intra_op.estimate`, once per distinct layer and logical mesh, summed
+over layer ranges), `stage-cost=analytic` uses the fast FLOP/alpha-beta model; runs the stage DP in the
+C++ core (t_max enumeration with pruning, every device used, memory feasibility per stage: parameters,
+gradients, optimizer state and the activations of 1F1B's in-flight micro-batches; `remat` as Alpa's
+use_remat); and outlines the stages. The plan and its estimated latency (sum of stage times + (B - 1) *
+slowest) are module attributes.
+
+IR contract. Stage k is the set of private functions carrying `autopar.stage = k`; all of them carry the
+same `autopar.mesh = {shape, logical_shape, device_ids}` and one `autopar.part`:
+  @stage_k_forward   forward ops of the stage's layers (one micro-batch)
+  @stage_k_backward  their backward ops (one micro-batch); reads the residuals @stage_k_forward returns
+  @stage_k_apply     the optimizer update of the parameters the stage owns (once per iteration)
+The parts are separate functions because a pipeline schedule runs them at different times: every
+micro-batch's forward (GPipe) or interleaved forward/backward (1F1B) before one apply per iteration.
+They are linked only through `@main`'s SSA values: `@main` calls forward parts in stage order, backward
+parts in reverse, then the apply parts, and every value crossing two parts (activations, residuals,
+cotangents, gradients) is a result of one call and an operand of another. A part with no ops is omitted.
 
 Before (after autopar-cluster-layers{num-layers=2}):
   func.func public @main(%arg0: tensor<8x8xf32>, %arg1: tensor<8x8xf32>, %arg2: tensor<4x8xf32>) -> ... {
