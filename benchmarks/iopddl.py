@@ -39,10 +39,17 @@ def run_one(path: Path, time_limit: float, seed: int) -> dict:
     cost, peak, ok = problem.evaluate(sol.strategies)
     verified = ok == sol.feasible and (not ok or (cost == sol.cost and peak == sol.peak_memory))
     return {
-        "load_s": load, "cost": sol.cost, "status": sol.status, "feasible": sol.feasible,
+        "load_s": load,
+        "cost": sol.cost,
+        "status": sol.status,
+        "feasible": sol.feasible,
         "verified": verified,
-        "first_s": sol.time_to_first_feasible, "best_s": sol.time_to_best, "solve_s": sol.solve_time,
-        "peak": sol.peak_memory, "limit": problem.usage_limit, "lower_bound": sol.lower_bound,
+        "first_s": sol.time_to_first_feasible,
+        "best_s": sol.time_to_best,
+        "solve_s": sol.solve_time,
+        "peak": sol.peak_memory,
+        "limit": problem.usage_limit,
+        "lower_bound": sol.lower_bound,
         "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -58,16 +65,38 @@ def main() -> int:
     if args.child:
         print(json.dumps(run_one(Path(args.child[0]), float(args.child[1]), args.seed)))
         return 0
-    header = ("problem", "limit_s", "cost", "best_known", "ratio", "status", "first_s", "best_s",
-              "peak/limit", "rss_MiB", "verified")
+    header = (
+        "problem",
+        "limit_s",
+        "cost",
+        "best_known",
+        "ratio",
+        "status",
+        "first_s",
+        "best_s",
+        "peak/limit",
+        "rss_MiB",
+        "verified",
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     failures = 0
     for name in args.problems.split(","):
         file, timeout, best_known = PROBLEMS[name]
         limit = timeout * args.time_scale
-        out = subprocess.run([sys.executable, __file__, "--seed", str(args.seed), "--child",
-                              str(args.bench_dir / file), str(limit)], capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--seed",
+                str(args.seed),
+                "--child",
+                str(args.bench_dir / file),
+                str(limit),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode != 0:
             print(f"| {name} | {limit:g} | crashed: {out.stderr.strip().splitlines()[-1:]} |")
             failures += 1
@@ -76,10 +105,12 @@ def main() -> int:
         failures += not r["verified"]
         peak = f"{r['peak'] / r['limit']:.3f}" if r["limit"] else str(r["peak"])
         first = "-" if r["first_s"] is None else f"{r['first_s']:.2f}"
-        print(f"| {name} | {limit:g} | {r['cost']:.0f} | {best_known:.0f} | {r['cost'] / best_known:.4f} | "
-              f"{r['status']} | {first} | {r['best_s']:.2f} | {peak} | {r['rss_mib']:.0f} | "
-              f"{r['verified']} |",
-              flush=True)
+        print(
+            f"| {name} | {limit:g} | {r['cost']:.0f} | {best_known:.0f} | {r['cost'] / best_known:.4f} | "
+            f"{r['status']} | {first} | {r['best_s']:.2f} | {peak} | {r['rss_mib']:.0f} | "
+            f"{r['verified']} |",
+            flush=True,
+        )
     return 1 if failures else 0
 
 

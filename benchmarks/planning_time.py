@@ -1,20 +1,26 @@
-"""Planning time of the inter-op pass on Alpa's benchmark models, lowered with abstract arguments.
+"""Planning time of the inter-op passes on Alpa's benchmark models, lowered with abstract arguments.
 
     PYTHONPATH=python python benchmarks/planning_time.py --model gpt-39b --cluster 8x8 --json
 
-prints one JSON line: the time split (lowering, layer clustering, stage-cost table, DP, outlining) and the
-plan (stages with their layers, submesh, logical mesh). Stage costs come from the analytic model of
-autopar.passes.inter_op.stage_costs (docs/inter_op.md).
+prints one JSON line: the time split (lowering, layer clustering, stage cost estimation, DP, plan =
+outlining) and the plan (stages with their layers, submesh, logical mesh, devices). The step is lowered for
+ONE micro-batch (global batch / micro-batches), as autopar-inter-op expects. Models: gpt-{350m,1.3b,2.6b,
+6.7b,15b,39b} (benchmarks/models/gpt.py, global batch 1024), moe-{380m,...,70b} (moe.py, global batch
+1024), wresnet-{250m,...,13b} (wide_resnet.py, global batch 1536). Stage costs: `--stage-cost intra-op`
+(default: autopar.passes.intra_op.estimate per distinct layer and logical mesh) or `analytic`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 import types
 from pathlib import Path
+
+import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,65 +36,94 @@ from autopar.passes.inter_op.plan import plan_attribute  # noqa: E402
 from autopar.passes.inter_op.stage_costs import profile_layers, stage_cost_table  # noqa: E402
 
 
-def model_step(name: str):
-    if name.startswith("gpt-"):
-        from benchmarks.models.gpt_inter_op_tmp import make_step
-    elif name.startswith("moe-"):
-        from benchmarks.models.moe import make_step
-    elif name.startswith("wresnet-"):
-        from benchmarks.models.wide_resnet import make_step
+def model_step(name: str, micro_batches: int):
+    """(train_step, abstract args) of one micro-batch of the named model."""
+    family, _, size = name.partition("-")
+    if family == "gpt":
+        from benchmarks.models import gpt as lib
+
+        suite, global_batch = {k.lower(): v for k, v in lib.GPT_SUITE.items()}, 1024
+    elif family == "moe":
+        from benchmarks.models import moe as lib
+
+        suite, global_batch = {k.lower(): v for k, v in lib.MOE_SUITE.items()}, lib.GLOBAL_BATCH
+    elif family == "wresnet":
+        from benchmarks.models import wide_resnet as lib
+
+        suite, global_batch = {k.lower(): v for k, v in lib.WRESNET_SUITE.items()}, lib.GLOBAL_BATCH
     else:
         raise SystemExit(f"unknown model '{name}': use gpt-*, moe-* or wresnet-*")
-    return make_step(name)
+    if size not in suite:
+        raise SystemExit(f"unknown {family} size '{size}': choose from {', '.join(suite)}")
+    if global_batch % micro_batches:
+        raise SystemExit(f"{micro_batches} micro-batches do not divide the global batch {global_batch}")
+    cfg = dataclasses.replace(suite[size], batch=global_batch // micro_batches)
+    if family == "gpt":
+        return lib.make_train_step(cfg), (lib.abstract_params(cfg, jnp.float16), *lib.abstract_batch(cfg))
+    return lib.make_train_step(cfg), lib.abstract_args(cfg)
 
 
-def plan(model: str, cluster_text: str, layers: int, micro_batches: int, memory_gib: float) -> dict:
+def plan(args: argparse.Namespace) -> dict:
     times = {}
     t = time.perf_counter()
-    step, args = model_step(model)
-    module = air.lower(step, *args)
+    step, step_args = model_step(args.model, args.micro_batches)
+    module = air.lower(step, *step_args)
     times["lowering_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    passes.run(module, f"builtin.module(autopar-inline,autopar-cluster-layers{{num-layers={layers}}})")
+    passes.run(module, f"builtin.module(autopar-inline,autopar-cluster-layers{{num-layers={args.layers}}})")
     times["layer_clustering_s"] = time.perf_counter() - t
 
     options = types.SimpleNamespace(
-        cluster=cluster_text,
-        micro_batches=micro_batches,
+        cluster=args.cluster,
+        micro_batches=args.micro_batches,
         submesh_shapes="",
         num_stages=0,
         stage_imbalance_tolerance=float("inf"),
-        memory_per_device=memory_gib,
+        memory_per_device=args.memory_gib,
         device_tflops=100.0,
+        stage_cost=args.stage_cost,
+        stage_cost_time_limit=args.time_limit,
+        remat=args.remat,
     )
     with module.context:
         t = time.perf_counter()
         graph = build_graph(main_func(module.operation))
         layer, part, num_layers = inter_op_pass._read_layers(module.operation, graph)
+        _, free = classify_parts(graph)
         cluster = inter_op_pass._cluster(options)
         submeshes = cluster_lib.parse_submeshes("", cluster)
-        profile = profile_layers(graph, layer, part, num_layers)
+        profile = profile_layers(graph, layer, part, num_layers, free)
+        layer_time = None
+        if args.stage_cost == "intra-op":
+            layer_time = inter_op_pass.intra_op_layer_times(
+                graph, layer, part, free, num_layers, cluster, submeshes, options
+            )
+        max_stages = min(num_layers, cluster.num_devices)
         table = stage_cost_table(
-            profile, submeshes, cluster, micro_batches, min(num_layers, cluster.num_devices)
+            profile, submeshes, cluster, args.micro_batches, max_stages, layer_time, remat=args.remat
         )
         times["stage_costs_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        chosen = inter_op_pass.solve_plan(table, profile, submeshes, cluster, micro_batches, float("inf"))
+        chosen = inter_op_pass.solve_plan(
+            table, profile, submeshes, cluster, args.micro_batches, float("inf")
+        )
         times["dp_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        _, free = classify_parts(graph)
         outline(graph, inter_op_pass._groups(graph, layer, part, free, chosen), free)
         module.operation.attributes["autopar.inter_op.plan"] = plan_attribute(chosen)
-        times["outlining_s"] = time.perf_counter() - t
+        times["plan_s"] = time.perf_counter() - t
     times["total_s"] = sum(times.values())
     return {
-        "model": model,
-        "cluster": cluster_text,
-        "layers": layers,
-        "micro_batches": micro_batches,
+        "model": args.model,
+        "cluster": args.cluster,
+        "layers": args.layers,
+        "micro_batches": args.micro_batches,
+        "memory_gib": args.memory_gib,
+        "stage_cost": args.stage_cost,
+        "remat": args.remat,
         "ops": len(graph.nodes),
         **{k: round(v, 4) for k, v in times.items()},
         "tmax_candidates": chosen.tmax_candidates,
@@ -99,7 +134,9 @@ def plan(model: str, cluster_text: str, layers: int, micro_batches: int, memory_
                 "layers": [s.start_layer, s.end_layer],
                 "submesh": list(s.submesh),
                 "logical_mesh": list(s.logical_mesh),
+                "devices": [s.device_ids[0], s.device_ids[-1]],
                 "ms_per_micro_batch": round(s.cost * 1e3, 3),
+                "memory_gib": round(s.memory / 2**30, 2),
             }
             for s in chosen.stages
         ],
@@ -113,9 +150,14 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=16, help="layers for autopar-cluster-layers")
     parser.add_argument("--micro-batches", type=int, default=64)
     parser.add_argument("--memory-gib", type=float, default=16.0)
+    parser.add_argument("--stage-cost", choices=("intra-op", "analytic"), default="intra-op")
+    parser.add_argument("--time-limit", type=float, default=1.0, help="solver seconds per intra-op estimate")
+    parser.add_argument(
+        "--remat", action=argparse.BooleanOptionalAction, default=True, help="Alpa's use_remat (default on)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args()
-    result = plan(args.model, args.cluster, args.layers, args.micro_batches, args.memory_gib)
+    result = plan(args)
     if args.json:
         print(json.dumps(result))
         return

@@ -62,3 +62,18 @@ def test_out_of_range_block_is_an_error_not_a_crash():
 def test_zero_flop_blocks_join_a_neighbour():
     out = _core.cluster_layers([1.0, 0.0, 1.0], chain(3, [1.0, 1.0]), 2, 0.0)
     assert out["layer_of_block"] in ([0, 0, 1], [0, 1, 1])
+
+
+def test_layers_are_not_cut_below_the_mean_over_one_plus_eps():
+    # Blocks 4, 1, 4, 1, 4, 1 into 3 layers, eps=2 (layers <= 10 FLOPs, >= 5/3 FLOPs). The cheapest cut
+    # (after blocks 1 and 4: 2 bytes) leaves a last layer of 1 FLOP; the lower bound forbids it, so the
+    # cut costs 101 bytes and the layers are 5, 5, 5.
+    out = _core.cluster_layers([4.0, 1.0] * 3, chain(6, [100.0, 1.0, 100.0, 100.0, 1.0]), 3, 2.0)
+    assert out["layer_of_block"] == [0, 0, 1, 1, 2, 2]
+    assert out["boundary_bytes"] == 101.0
+
+
+def test_lower_bound_is_dropped_when_no_cut_meets_it():
+    # 6, 0.1, 6 into 3 layers: the middle layer must be the 0.1-FLOP block, below mean / (1 + eps).
+    out = _core.cluster_layers([6.0, 0.1, 6.0], chain(3, [1.0, 1.0]), 3, 1.0)
+    assert out["layer_of_block"] == [0, 1, 2]

@@ -93,28 +93,36 @@ Result cluster(const Problem& p) {
 
   // comm[q][b], peak[q][b]: best (bytes, largest layer) for blocks 0..b-1 in q layers; lexicographic.
   const size_t width = static_cast<size_t>(n) + 1;
-  std::vector<double> comm((N + 1) * width, kInf), peak((N + 1) * width, kInf);
-  std::vector<int> cut((N + 1) * width, -1);
-  comm[0] = 0.0;
-  peak[0] = 0.0;
-  for (int q = 1; q <= N; ++q) {
-    for (int b = q; b <= n - (N - q); ++b) {
-      for (int a = q - 1; a < b; ++a) {
-        const size_t prev = (q - 1) * width + a;
-        if (comm[prev] == kInf) continue;
-        const double layer_flops = prefix[b] - prefix[a];
-        // A layer without compute is not a layer; it would only add a boundary.
-        if (layer_flops > limit || (total > 0 && layer_flops <= 0)) continue;
-        const double c = comm[prev] + (q > 1 ? in_bytes[static_cast<size_t>(a) * n + (b - 1)] : 0.0);
-        const double pk = std::max(peak[prev], layer_flops);
-        const size_t here = q * width + b;
-        if (c < comm[here] || (c == comm[here] && pk < peak[here])) {
-          comm[here] = c;
-          peak[here] = pk;
-          cut[here] = a;
+  std::vector<double> comm, peak;
+  std::vector<int> cut;
+  // Layers of at least mean / (1 + eps) FLOPs first (otherwise a single cheap matmul between two small
+  // boundaries becomes a layer, which breaks the uniformity stage costing relies on); without that lower
+  // bound when no such cut exists.
+  for (const double lower : {total / N / (1.0 + p.eps) * (1.0 - 1e-12), 0.0}) {
+    comm.assign((N + 1) * width, kInf);
+    peak.assign((N + 1) * width, kInf);
+    cut.assign((N + 1) * width, -1);
+    comm[0] = 0.0;
+    peak[0] = 0.0;
+    for (int q = 1; q <= N; ++q) {
+      for (int b = q; b <= n - (N - q); ++b) {
+        for (int a = q - 1; a < b; ++a) {
+          const size_t prev = (q - 1) * width + a;
+          if (comm[prev] == kInf) continue;
+          const double layer_flops = prefix[b] - prefix[a];
+          if (layer_flops > limit || layer_flops < lower || (total > 0 && layer_flops <= 0)) continue;
+          const double c = comm[prev] + (q > 1 ? in_bytes[static_cast<size_t>(a) * n + (b - 1)] : 0.0);
+          const double pk = std::max(peak[prev], layer_flops);
+          const size_t here = q * width + b;
+          if (c < comm[here] || (c == comm[here] && pk < peak[here])) {
+            comm[here] = c;
+            peak[here] = pk;
+            cut[here] = a;
+          }
         }
       }
     }
+    if (comm[N * width + n] < kInf) break;
   }
   if (comm[N * width + n] == kInf) {
     const double best = min_max_layer_flops(p.flops, N);

@@ -19,7 +19,8 @@ struct Problem {
   std::vector<double> flops;  // per block, program order
   std::vector<Value> values;
   int num_layers = 1;
-  double eps = 0.6;  // a layer may have at most (1 + eps) * total / num_layers FLOPs
+  double eps = 0.6;  // a layer may have at most (1 + eps) * total / num_layers FLOPs (and, when some cut
+                     // allows it, at least total / num_layers / (1 + eps))
 };
 
 struct Result {

@@ -16,9 +16,12 @@ from autopar.api import (
     Zero3Parallel,
     parallelize,
 )
+from autopar.api.pipeshard import AutoLayerOption, PipeshardParallel, UniformStageOption
 from autopar.errors import AutoparError, IRLoadError, PassError, PipelineError, PluginError
+from autopar.pipeline_marker import mark_pipeline_boundary
 
 __all__ = [
+    "AutoLayerOption",
     "AutoShardingOption",
     "AutoparError",
     "DataParallel",
@@ -27,10 +30,13 @@ __all__ = [
     "ManualShardingOption",
     "PassError",
     "PipelineError",
+    "PipeshardParallel",
     "PluginError",
     "ShardParallel",
     "Zero2Parallel",
+    "UniformStageOption",
     "Zero3Parallel",
     "errors",
+    "mark_pipeline_boundary",
     "parallelize",
 ]

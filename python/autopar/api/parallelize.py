@@ -21,6 +21,7 @@ from jax.sharding import PartitionSpec
 from jaxlib.mlir import ir
 
 from autopar import passes
+from autopar.api import pipeshard
 from autopar.api.methods import INTRA_OP_PASS, ShardParallel
 from autopar.api.plan import ExecutionPlan, TensorPlacement
 from autopar.errors import AutoparError
@@ -29,6 +30,7 @@ from autopar.runtime import executable as rt_exe
 from autopar.runtime import shardings as sh
 from autopar.runtime.hlo import parse_collectives
 from autopar.runtime.mesh import check_mesh_shape, format_shape
+from autopar.runtime.sequential import SequentialExecutor
 
 BATCH_ATTR = "autopar.batch"
 PARAMETER_ATTR = "autopar.parameter"
@@ -37,7 +39,7 @@ PARAMETER_ATTR = "autopar.parameter"
 def parallelize(
     fn: Callable[..., Any] | None = None,
     *,
-    method: ShardParallel | None = None,
+    method: ShardParallel | pipeshard.PipeshardParallel | None = None,
     devices: Sequence[jax.Device] | None = None,
     static_argnums: int | Sequence[int] = (),
     donate_argnums: int | Sequence[int] = (),
@@ -80,7 +82,7 @@ class _Entry:
     roles: tuple[str, ...]
     paths: tuple[str, ...]
     module: ir.Module  # the planned (annotated) module
-    executable: rt_exe.ShardedExecutable | None = None
+    executable: rt_exe.ShardedExecutable | SequentialExecutor | None = None
 
 
 class ParallelizedFunction:
@@ -90,7 +92,7 @@ class ParallelizedFunction:
         self,
         fn: Callable[..., Any],
         *,
-        method: ShardParallel | None,
+        method: ShardParallel | pipeshard.PipeshardParallel | None,
         devices: Sequence[jax.Device] | None,
         static_argnums: int | Sequence[int],
         donate_argnums: int | Sequence[int],
@@ -98,13 +100,21 @@ class ParallelizedFunction:
     ):
         self.fn = fn
         self.method = ShardParallel() if method is None else method
-        if not isinstance(self.method, ShardParallel):
-            raise TypeError(f"method must be a ShardParallel (or subclass), got {type(self.method).__name__}")
+        self._pipeshard = isinstance(self.method, pipeshard.PipeshardParallel)
+        if not isinstance(self.method, ShardParallel) and not self._pipeshard:
+            raise TypeError(
+                "method must be a ShardParallel (or subclass) or a PipeshardParallel, got "
+                f"{type(self.method).__name__}"
+            )
         self.devices = tuple(jax.local_devices() if devices is None else devices)
         if not self.devices:
             raise ValueError("devices is empty: give at least one device")
-        self.mesh_shape, self.axis_names = self.method.mesh_for(len(self.devices))
-        check_mesh_shape(self.mesh_shape, self.axis_names, len(self.devices))
+        if self._pipeshard:
+            self.cluster = self.method.cluster_for(len(self.devices))
+            self.mesh_shape, self.axis_names = self.cluster, ("host", "device")
+        else:
+            self.mesh_shape, self.axis_names = self.method.mesh_for(len(self.devices))
+            check_mesh_shape(self.mesh_shape, self.axis_names, len(self.devices))
         self.static_argnums = _argnums(static_argnums, "static_argnums")
         self.donate_argnums = _argnums(donate_argnums, "donate_argnums")
         self._batch_explicit = batch_argnums != (1,)
@@ -129,9 +139,16 @@ class ParallelizedFunction:
         """Plans for these arguments (arrays or jax.ShapeDtypeStruct) without running."""
         return Lowered(self, self._entry(args, kwargs))
 
-    def get_execution_plan(self, *args: Any, **kwargs: Any) -> ExecutionPlan:
-        """The plan for these arguments (compiles, cached, to read the collectives XLA emitted)."""
+    def get_execution_plan(
+        self, *args: Any, **kwargs: Any
+    ) -> ExecutionPlan | pipeshard.PipeshardExecutionPlan:
+        """The plan for these arguments (compiles, cached, to read the collectives XLA emitted).
+
+        For PipeshardParallel: the stages (layers, submesh, device ids, logical mesh, estimated cost) read
+        from the plan, without compiling."""
         entry = self._entry(args, kwargs)
+        if self._pipeshard:
+            return pipeshard.read_plan(entry.module, self.method, self.cluster)
         return _execution_plan(self.method.name, entry, self._executable(entry))
 
     def cache_size(self) -> int:
@@ -184,7 +201,10 @@ class ParallelizedFunction:
         jitted = jax.jit(
             self.fn, static_argnums=self.static_argnums, donate_argnums=self.donate_argnums, keep_unused=True
         )
-        lowered = jitted.lower(*args, **kwargs)
+        if self._pipeshard:  # autopar-inter-op plans the step of one micro-batch (as Alpa traces it)
+            lowered = jitted.lower(*self._micro_batch_args(args), **kwargs)
+        else:
+            lowered = jitted.lower(*args, **kwargs)
         module = module_from_lowered(lowered)
         dynamic, _ = self._split(args)
         flat_avals = [a._aval for a in jax.tree.leaves(lowered.args_info)]
@@ -197,12 +217,37 @@ class ParallelizedFunction:
                 "outputs (side effects or tokens?): only pure functions can be parallelized"
             )
         _mark_roles(module, roles)
+        if self._pipeshard:
+            passes.run(module, self.method.pipeline(self.cluster))
+            return _Entry(lowered.in_tree, lowered.out_tree, roles, paths, module)
         if self.method.manual_sharding_option is not None:
             self._annotate_manual(module, args, kwargs, dynamic, lowered)
         else:
             _run_intra_op(module, self.method, self.mesh_shape, self.axis_names)
         self._check_planned_mesh(module)
         return _Entry(lowered.in_tree, lowered.out_tree, roles, paths, module)
+
+    def _micro_batch_args(self, args: tuple[Any, ...]) -> list[Any]:
+        """`args` with every batch leaf (rank >= 1) abstract at 1/B of its dim 0."""
+        B = self.method.num_micro_batches
+        out = list(args)
+        for i in self.batch_argnums:
+            if i >= len(args):
+                continue
+
+            def split(x: Any, i: int = i) -> Any:
+                shape, dtype = np.shape(x), x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+                if len(shape) == 0:
+                    return x
+                if shape[0] % B:
+                    raise ValueError(
+                        f"argument {i} has batch dim {shape[0]}, which {B} micro-batches do not divide: "
+                        f"use a batch size divisible by num_micro_batches={B}"
+                    )
+                return jax.ShapeDtypeStruct((shape[0] // B, *shape[1:]), dtype)
+
+            out[i] = jax.tree.map(split, args[i])
+        return out
 
     def _roles_and_paths(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic: list[int], avals: list[Any]
@@ -263,16 +308,21 @@ class ParallelizedFunction:
 
     # ---- compile and run ------------------------------------------------------------------------------
 
-    def _executable(self, entry: _Entry) -> rt_exe.ShardedExecutable:
+    def _executable(self, entry: _Entry) -> rt_exe.ShardedExecutable | SequentialExecutor:
         if entry.executable is None:
-            entry.executable = rt_exe.compile(entry.module, self.devices)
+            if self._pipeshard:
+                entry.executable = SequentialExecutor(
+                    entry.module, self.devices, intra_op_options=self.method.stage_intra_op_options()
+                )
+            else:
+                entry.executable = rt_exe.compile(entry.module, self.devices)
         return entry.executable
 
     def _run(self, entry: _Entry, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         exe = self._executable(entry)
         dynamic, _ = self._split(args)
         flat = jax.tree.leaves((tuple(args[i] for i in dynamic), kwargs))
-        return jax.tree.unflatten(entry.out_tree, exe(flat))
+        return jax.tree.unflatten(entry.out_tree, exe(*flat) if self._pipeshard else exe(flat))
 
 
 class Lowered:

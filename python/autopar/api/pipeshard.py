@@ -1,14 +1,21 @@
 """`PipeshardParallel` and its layer/stage options: the inter-op method of `autopar.parallelize`.
 
-`parallelize` (owned by the API layer) dispatches on the method: for a PipeshardParallel it lowers the
-step, runs `method.pipeline(cluster)` with `autopar.passes.run`, and executes the outlined module with
-`autopar.runtime.sequential.SequentialExecutor` (pipelined schedules come later).
+`parallelize` dispatches on the method: for a PipeshardParallel it lowers the step for ONE micro-batch
+(batch arguments' dim 0 divided by B, as Alpa traces it), runs `method.pipeline(cluster)` with
+`autopar.passes.run`, and executes the outlined module with
+`autopar.runtime.sequential.SequentialExecutor` (each stage sharded by autopar-intra-op on its submesh;
+micro-batches run one after the other, gradients are averaged and applied once; pipelined schedules come
+later). `get_execution_plan` returns a `PipeshardExecutionPlan` read from the plan attributes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Literal
+
+from jaxlib.mlir import ir
+
+from autopar.api.methods import AutoShardingOption
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +46,9 @@ class PipeshardParallel:
     stage_option: "auto" (Alpa's stage DP) or UniformStageOption.
     submesh_shapes: HxD shapes the DP may use (default: Alpa's).
     memory_per_device_gib: device memory the plan must fit.
+    cluster_shape: (hosts, devices per host) of the devices given to parallelize; None = (1, all).
+    auto_sharding_option: autopar-intra-op options for every stage (its mesh is the stage's logical mesh).
+    stage_cost: "intra-op" (autopar.passes.intra_op.estimate per layer) or "analytic" (the fast model).
     """
 
     num_micro_batches: int = 1
@@ -46,6 +56,9 @@ class PipeshardParallel:
     stage_option: UniformStageOption | Literal["auto"] = "auto"
     submesh_shapes: tuple[str, ...] = ()
     memory_per_device_gib: float = 16.0
+    cluster_shape: tuple[int, int] | None = None
+    auto_sharding_option: AutoShardingOption = AutoShardingOption()
+    stage_cost: Literal["intra-op", "analytic"] = "intra-op"
 
     def __post_init__(self) -> None:
         if self.num_micro_batches < 1:
@@ -58,6 +71,27 @@ class PipeshardParallel:
             raise ValueError(
                 f"stage_option must be 'auto' or UniformStageOption(...), got {self.stage_option!r}"
             )
+        if self.stage_cost not in ("intra-op", "analytic"):
+            raise ValueError(f"stage_cost must be 'intra-op' or 'analytic', got {self.stage_cost!r}")
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def cluster_for(self, num_devices: int) -> tuple[int, int]:
+        """(hosts, devices per host) over `num_devices` devices."""
+        shape = self.cluster_shape if self.cluster_shape is not None else (1, num_devices)
+        if len(shape) != 2 or shape[0] * shape[1] != num_devices:
+            raise ValueError(
+                f"cluster_shape {shape} needs {shape[0] * shape[1] if len(shape) == 2 else '?'} devices but "
+                f"{num_devices} devices were given: give (hosts, devices per host) multiplying to "
+                f"{num_devices}"
+            )
+        return int(shape[0]), int(shape[1])
+
+    def stage_intra_op_options(self) -> list[tuple[str, str]]:
+        """The autopar-intra-op options each stage is sharded with (its mesh comes from the plan)."""
+        return [(k, v) for k, v in self.auto_sharding_option.pass_options((1, 1), ("x", "y")) if k != "mesh"]
 
     def pipeline(self, cluster: tuple[int, int]) -> str:
         """The pass pipeline that plans this method on a hosts x devices-per-host cluster."""
@@ -70,9 +104,96 @@ class PipeshardParallel:
             f"cluster={cluster[0]}x{cluster[1]}",
             f"micro-batches={self.num_micro_batches}",
             f"memory-per-device={self.memory_per_device_gib}",
+            f"stage-cost={self.stage_cost}",
         ]
         if self.submesh_shapes:
             options.append(f"submesh-shapes={','.join(self.submesh_shapes)}")
         if isinstance(self.stage_option, UniformStageOption):
             options.append(f"num-stages={self.stage_option.num_stages}")
         return f"builtin.module(autopar-inline,{layers},autopar-inter-op{{{' '.join(options)}}})"
+
+
+@dataclasses.dataclass(frozen=True)
+class StagePlacement:
+    """One pipeline stage of a PipeshardExecutionPlan.
+
+    Attributes:
+      index: stage number k (its functions are @stage_k_forward/_backward/_apply).
+      layers: [start, end) of the layers it runs.
+      submesh: physical submesh (hosts, devices per host).
+      logical_mesh: (data-parallel, tensor-parallel) mesh autopar-intra-op shards it over.
+      device_ids: the cluster devices it runs on (indices into parallelize's devices).
+      estimated_cost: seconds per micro-batch (the planner's model).
+      estimated_memory: bytes per device with its in-flight micro-batches.
+    """
+
+    index: int
+    layers: tuple[int, int]
+    submesh: tuple[int, int]
+    logical_mesh: tuple[int, int]
+    device_ids: tuple[int, ...]
+    estimated_cost: float
+    estimated_memory: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PipeshardExecutionPlan:
+    """How a PipeshardParallel function runs: its stages on submeshes and the estimated latency.
+
+    Attributes:
+      method: "PipeshardParallel".
+      num_micro_batches: B.
+      cluster: (hosts, devices per host).
+      stages: one StagePlacement per stage, in pipeline order.
+      estimated_latency: seconds per iteration, sum of stage costs + (B - 1) * slowest (the DP's objective).
+    """
+
+    method: str
+    num_micro_batches: int
+    cluster: tuple[int, int]
+    stages: tuple[StagePlacement, ...]
+    estimated_latency: float
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.method} on a {self.cluster[0]}x{self.cluster[1]} cluster, {len(self.stages)} stage(s), "
+            f"{self.num_micro_batches} micro-batch(es), estimated latency {self.estimated_latency:.4g} s"
+        ]
+        for s in self.stages:
+            lines.append(
+                f"  stage {s.index}: layers [{s.layers[0]}, {s.layers[1]}) on submesh "
+                f"{s.submesh[0]}x{s.submesh[1]} devices {list(s.device_ids)}, logical mesh "
+                f"{s.logical_mesh[0]}x{s.logical_mesh[1]}, {s.estimated_cost:.4g} s/micro-batch, "
+                f"{s.estimated_memory / 2**30:.3g} GiB/device"
+            )
+        return "\n".join(lines)
+
+
+def read_plan(
+    module: ir.Module, method: PipeshardParallel, cluster: tuple[int, int]
+) -> PipeshardExecutionPlan:
+    """The plan autopar-inter-op wrote into `module`'s attributes."""
+    attrs = module.operation.attributes
+    stages = []
+    for k, entry in enumerate(ir.ArrayAttr(attrs["autopar.inter_op.plan"])):
+        stage = ir.DictAttr(entry)
+        mesh = ir.DictAttr(stage["mesh"])
+        layers = list(ir.DenseI64ArrayAttr(stage["layers"]))
+        stages.append(
+            StagePlacement(
+                index=k,
+                layers=(layers[0], layers[1]),
+                submesh=tuple(ir.DenseI64ArrayAttr(mesh["shape"])),
+                logical_mesh=tuple(ir.DenseI64ArrayAttr(mesh["logical_shape"])),
+                device_ids=tuple(ir.DenseI64ArrayAttr(mesh["device_ids"])),
+                estimated_cost=ir.FloatAttr(stage["cost"]).value,
+                estimated_memory=ir.IntegerAttr(stage["memory"]).value,
+            )
+        )
+    return PipeshardExecutionPlan(
+        method=method.name,
+        num_micro_batches=ir.IntegerAttr(attrs["autopar.inter_op.micro_batches"]).value,
+        cluster=cluster,
+        stages=tuple(stages),
+        estimated_latency=ir.FloatAttr(attrs["autopar.inter_op.latency"]).value,
+    )

@@ -1,10 +1,16 @@
 """The sequential stage executor: runs a module outlined by `autopar-inter-op` stage by stage.
 
-Every stage function (`@stage_k_forward`, `@stage_k_backward`, `@stage_k_apply`) is cloned into its own
-module as `@main`, compiled by XLA for the devices of its `autopar.mesh`, and run when `@main` calls it;
-values move between submeshes with `jax.device_put`. No pipelining: the whole batch goes through each
-stage once, which is what makes the result directly comparable with the unsharded step. Stages without
-shardings run replicated over their submesh (the intra-op pass adds shardings per stage).
+Every stage part (`@stage_k_forward`, `@stage_k_backward`, `@stage_k_apply`) is cloned into its own module as
+`@main`, sharded over its submesh's logical mesh by `autopar-intra-op` (`autopar.mesh.logical_shape`),
+compiled by XLA for the devices of its `autopar.mesh`, and run when `@main` calls it; values move between
+submeshes with `jax.device_put` (the runtime places every argument with the layout its stage planned).
+
+Micro-batches (no pipelining yet): `@main` is the step for ONE micro-batch (what `autopar-inter-op` plans).
+Arguments marked `autopar.batch` arrive with B times the module's batch dim; the executor runs the forward
+and backward parts once per micro-batch on its slice, accumulates every value those parts hand to the
+apply parts or to `@main`'s results (gradients, loss), averages them over the B micro-batches (Alpa's
+`apply_grad_get_mean`: exact for losses that are means over the batch) and runs the apply parts once.
+Non-float accumulated values keep the last micro-batch's value.
 """
 
 from __future__ import annotations
@@ -14,12 +20,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.extend.backend
-import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 from jaxlib.mlir import ir
 
 from autopar.errors import AutoparError
+from autopar.runtime import executable as rt_exe
+from autopar.runtime import shardings as sh
+
+BATCH_ATTR = "autopar.batch"
+PARAMETER_ATTR = "autopar.parameter"
 
 
 class ExecutionError(AutoparError):
@@ -27,67 +37,188 @@ class ExecutionError(AutoparError):
 
 
 @dataclasses.dataclass
-class CompiledStage:
-    name: str
-    devices: list[Any]
-    executable: Any
-    sharding: NamedSharding
-    num_outputs: int
+class _Call:
+    """One `func.call` of @main: the stage it runs, its operand and result values, its part."""
+
+    callee: str
+    operands: list[ir.Value]
+    results: list[ir.Value]
+    part: str
 
 
 class SequentialExecutor:
-    """`SequentialExecutor(module)(*args)` runs the outlined step; `devices[i]` is cluster device i."""
+    """`SequentialExecutor(module)(*args)` runs the outlined step; `devices[i]` is cluster device i.
 
-    def __init__(self, module: ir.Module, devices: Sequence[Any] | None = None):
+    Args:
+      module: the output of autopar-inter-op (not modified).
+      devices: the cluster's devices in id order (default: jax.devices()).
+      num_micro_batches: B; default the module's `autopar.inter_op.micro_batches`.
+      shard_stages: run autopar-intra-op on every stage for its logical mesh (else stages run replicated).
+      intra_op_options: extra `autopar-intra-op` options as (name, value) pairs.
+    """
+
+    def __init__(
+        self,
+        module: ir.Module,
+        devices: Sequence[Any] | None = None,
+        *,
+        num_micro_batches: int | None = None,
+        shard_stages: bool = True,
+        intra_op_options: Sequence[tuple[str, str]] = (),
+    ):
         self._devices = list(devices) if devices is not None else jax.devices()
         self._main, funcs = _split(module)
-        self._stages = {name: self._compile(name, fn) for name, fn in funcs.items()}
+        attrs = module.operation.attributes
+        if num_micro_batches is None:
+            key = "autopar.inter_op.micro_batches"
+            num_micro_batches = ir.IntegerAttr(attrs[key]).value if key in attrs else 1
+        if num_micro_batches < 1:
+            raise ExecutionError(f"num_micro_batches must be >= 1, got {num_micro_batches}")
+        self.num_micro_batches = num_micro_batches
+        block = self._main.regions[0].blocks[0]
+        self._args = list(block.arguments)
+        self._batch_args = _batch_arguments(self._main)
+        self._calls, self._returns = self._read_main(block, funcs)
+        self._accumulated = self._values_to_accumulate()
+        self._stages = {
+            name: self._compile(name, fn, shard_stages, intra_op_options) for name, fn in funcs.items()
+        }
 
     @property
     def stage_names(self) -> list[str]:
         return list(self._stages)
 
+    def stage_executable(self, name: str) -> rt_exe.ShardedExecutable:
+        return self._stages[name]
+
+    def as_text(self) -> str:
+        """Every stage's compiled HLO, in call order."""
+        return "\n".join(f"// @{c.callee}\n{self._stages[c.callee].as_text()}" for c in self._calls)
+
     def __call__(self, *args: Any) -> list[jax.Array]:
-        block = self._main.regions[0].blocks[0]
-        if len(args) != len(block.arguments):
-            raise ExecutionError(f"@main takes {len(block.arguments)} arguments, got {len(args)}")
-        env: dict[ir.Value, Any] = dict(zip(block.arguments, args, strict=True))
+        if len(args) != len(self._args):
+            raise ExecutionError(f"@main takes {len(self._args)} arguments, got {len(args)}")
+        B = self.num_micro_batches
+        env: dict[ir.Value, Any] = dict(zip(self._args, args, strict=True))
+        slices = self._micro_batches(args)
+        sums: dict[ir.Value, Any] = {}
+        for m in range(B):
+            local = dict(env)
+            for i in self._batch_args:
+                local[self._args[i]] = slices[i][m]
+            for call in self._calls:
+                if call.part != "apply":
+                    self._run(call, local)
+            for v in self._accumulated:
+                sums[v] = local[v] if m == 0 else sums[v] + local[v]
+        for v, total in sums.items():
+            env[v] = total / B if jnp.issubdtype(total.dtype, jnp.inexact) else local[v]
+        for call in self._calls:
+            if call.part == "apply":
+                self._run(call, env)
+        return [env[v] for v in self._returns]
+
+    # ---- reading @main ---------------------------------------------------------------------------------
+
+    def _read_main(
+        self, block: ir.Block, funcs: dict[str, ir.Operation]
+    ) -> tuple[list[_Call], list[ir.Value]]:
+        calls = []
         for op in block.operations:
             op = op.operation
             if op.name == "func.return":
-                return [env[v] for v in op.operands]
+                return calls, list(op.operands)
             if op.name != "func.call":
                 raise ExecutionError(f"@main must only call stages, found {op.name}")
-            stage = self._stages[ir.FlatSymbolRefAttr(op.attributes["callee"]).value]
-            inputs = [jax.device_put(env[v], stage.sharding) for v in op.operands]
-            for value, out in zip(op.results, _run(stage, inputs), strict=True):
-                env[value] = out
+            callee = ir.FlatSymbolRefAttr(op.attributes["callee"]).value
+            if callee not in funcs:
+                raise ExecutionError(f"@main calls @{callee}, which has no autopar.mesh")
+            fn = funcs[callee]
+            part = (
+                ir.StringAttr(fn.attributes["autopar.part"]).value if "autopar.part" in fn.attributes else ""
+            )
+            calls.append(_Call(callee, list(op.operands), list(op.results), part))
         raise ExecutionError("@main has no return")
 
-    def _compile(self, name: str, fn: ir.Operation) -> CompiledStage:
+    def _values_to_accumulate(self) -> list[ir.Value]:
+        """Results of forward/backward parts read by an apply part or returned by @main."""
+        produced = [v for c in self._calls if c.part != "apply" for v in c.results]
+        read_once = {v for c in self._calls if c.part == "apply" for v in c.operands} | set(self._returns)
+        return [v for v in produced if v in read_once]
+
+    def _micro_batches(self, args: Sequence[Any]) -> dict[int, list[Any]]:
+        B = self.num_micro_batches
+        if B > 1 and not self._batch_args:
+            raise ExecutionError(
+                f"{B} micro-batches but no @main argument is marked autopar.batch: mark the batch "
+                "arguments (parallelize does it from batch_argnums) or use one micro-batch"
+            )
+        out = {}
+        for i in self._batch_args:
+            planned = ir.RankedTensorType(self._args[i].type).shape
+            x = args[i]
+            shape = tuple(jnp.shape(x))
+            if not shape or shape[0] != B * planned[0] or tuple(shape[1:]) != tuple(planned[1:]):
+                raise ExecutionError(
+                    f"batch argument {i} has shape {shape}; the plan is for micro-batches of shape "
+                    f"{tuple(planned)}, so it must have shape {(B * planned[0], *planned[1:])} "
+                    f"({B} micro-batches)"
+                )
+            m = planned[0]
+            out[i] = [x[k * m : (k + 1) * m] for k in range(B)] if B > 1 else [x]
+        return out
+
+    # ---- stages --------------------------------------------------------------------------------------
+
+    def _run(self, call: _Call, env: dict[ir.Value, Any]) -> None:
+        stage = self._stages[call.callee]
+        try:
+            outputs = stage([env[v] for v in call.operands])
+        except TypeError as err:
+            raise ExecutionError(f"@{call.callee}: {err}") from None
+        for value, out in zip(call.results, outputs, strict=True):
+            env[value] = out
+
+    def _compile(
+        self, name: str, fn: ir.Operation, shard: bool, options: Sequence[tuple[str, str]]
+    ) -> rt_exe.ShardedExecutable:
         mesh = ir.DictAttr(fn.attributes["autopar.mesh"])
         ids = list(ir.DenseI64ArrayAttr(mesh["device_ids"]))
+        logical = list(ir.DenseI64ArrayAttr(mesh["logical_shape"])) if "logical_shape" in mesh else [len(ids)]
         if max(ids) >= len(self._devices):
             raise ExecutionError(
                 f"@{name} runs on device {max(ids)} but only {len(self._devices)} devices are available"
             )
         devices = [self._devices[i] for i in ids]
-        text = _stage_module_text(fn, len(devices))
-        options = jax.extend.backend.get_compile_options(
-            num_replicas=1,
-            num_partitions=len(devices),
-            device_assignment=np.array([d.id for d in devices]).reshape(1, len(devices)),
-        )
-        backend = jax.extend.backend.get_backend()
+        module = stage_module(fn)
+        if shard and len(devices) > 1:
+            from autopar import passes  # the passes import the runtime's siblings; import late
+
+            text = " ".join(f"{k}={v}" for k, v in [("mesh", "x".join(map(str, logical))), *options])
+            try:
+                passes.run(module, f"builtin.module(autopar-intra-op{{{text}}})")
+            except AutoparError as err:
+                raise ExecutionError(f"autopar-intra-op could not shard @{name}: {err}") from None
+        else:
+            main = sh.main_func(module)
+            sh.annotate_main(
+                module,
+                sh.MeshSpec("mesh", ("x",), (len(devices),)),
+                [PartitionSpec()] * len(main.type.inputs),
+                [PartitionSpec()] * len(main.type.results),
+            )
         try:
-            executable = backend.compile_and_load(text, devices, options)
+            return rt_exe.compile(module, devices)
         except Exception as err:  # XLA raises XlaRuntimeError with a multi-line message
             raise ExecutionError(f"XLA could not compile @{name}: {str(err).splitlines()[0]}") from None
-        sharding = NamedSharding(Mesh(np.array(devices), ("stage",)), PartitionSpec())
-        num_outputs = len(
-            fn.regions[0].blocks[0].operations[len(fn.regions[0].blocks[0].operations) - 1].operands
-        )
-        return CompiledStage(name, devices, executable, sharding, num_outputs)
+
+
+def _batch_arguments(main: ir.Operation) -> list[int]:
+    if "arg_attrs" not in main.attributes:
+        return []
+    return [
+        i for i, a in enumerate(ir.ArrayAttr(main.attributes["arg_attrs"])) if BATCH_ATTR in ir.DictAttr(a)
+    ]
 
 
 def _split(module: ir.Module) -> tuple[ir.Operation, dict[str, ir.Operation]]:
@@ -105,23 +236,15 @@ def _split(module: ir.Module) -> tuple[ir.Operation, dict[str, ir.Operation]]:
     return main, stages
 
 
-def _stage_module_text(fn: ir.Operation, num_devices: int) -> str:
+def stage_module(fn: ir.Operation) -> ir.Module:
+    """A new module whose public @main is a copy of the stage function `fn` (the stage executable's IR)."""
     with fn.context, ir.Location.unknown():
         module = ir.Module.create()
-        i32 = ir.IntegerType.get_signless(32)
-        module.operation.attributes["mhlo.num_partitions"] = ir.IntegerAttr.get(i32, num_devices)
-        module.operation.attributes["mhlo.num_replicas"] = ir.IntegerAttr.get(i32, 1)
         with ir.InsertionPoint(module.body):
             clone = fn.clone()
         clone.attributes["sym_name"] = ir.StringAttr.get("main")
         clone.attributes["sym_visibility"] = ir.StringAttr.get("public")
-        return module.operation.get_asm(enable_debug_info=False)
-
-
-def _run(stage: CompiledStage, inputs: list[jax.Array]) -> list[jax.Array]:
-    results = stage.executable.execute_sharded(inputs)
-    per_output = results.disassemble_into_single_device_arrays()
-    return [
-        jax.make_array_from_single_device_arrays(shards[0].shape, stage.sharding, shards)
-        for shards in per_output
-    ]
+        for key in ("autopar.mesh", "autopar.part", "autopar.stage"):
+            if key in clone.attributes:
+                del clone.attributes[key]
+    return module

@@ -11,6 +11,7 @@ from jaxlib.mlir import ir
 from autopar import _core
 from autopar.errors import PassError
 from autopar.passes.inter_op import cluster as cluster_lib
+from autopar.passes.inter_op import intra_op_costs
 from autopar.passes.inter_op.graph import Graph, build_graph, main_func
 from autopar.passes.inter_op.layers import APPLY, BACKWARD, FORWARD, classify_parts
 from autopar.passes.inter_op.outline import Group, outline
@@ -21,15 +22,28 @@ from autopar.passes.registry import Option, register_pass
 LAYER_ATTR, PART_ATTR = "autopar.layer", "autopar.part"
 
 DESCRIPTION = """
-Alpa's inter-op pass. Reads the layers written by `autopar-cluster-layers`, enumerates Alpa's submeshes
-of the `cluster` (HxD: hosts x devices per host): (1,1), (1,2), (1,4), ..., (1,D), (2,D), ..., (H,D), or
-the `submesh-shapes` given, with every logical mesh (data x tensor parallel) each can take; costs every
-(layer range, submesh, logical mesh) with the analytic stage-cost model (see docs/inter_op.md); runs the
-stage DP in the C++ core (t_max enumeration with pruning, every device used, memory feasibility per stage
-with 1F1B's in-flight micro-batches); and outlines each stage's forward, backward and apply-gradient
-parts into private functions carrying `autopar.mesh`. `@main` becomes the driver calling them: forward
-parts in stage order, backward parts in reverse, then the apply parts. The plan and its estimated latency
-(sum of stage times + (B - 1) * slowest) are module attributes.
+Alpa's inter-op pass. Reads the layers written by `autopar-cluster-layers` (`@main` is the training step
+of ONE micro-batch; `micro-batches` of them make an iteration), enumerates Alpa's submeshes of the
+`cluster` (HxD: hosts x devices per host): (1,1), (1,2), (1,4), ..., (1,D), (2,D), ..., (H,D), or the
+`submesh-shapes` given, with every logical mesh (p data x q tensor parallel) each can take; costs every
+(layer range, submesh, logical mesh): by default each layer's forward + backward ops are solved by the
+intra-op machinery (`autopar.passes.intra_op.estimate`, once per distinct layer and logical mesh, summed
+over layer ranges), `stage-cost=analytic` uses the fast FLOP/alpha-beta model; runs the stage DP in the
+C++ core (t_max enumeration with pruning, every device used, memory feasibility per stage: parameters,
+gradients, optimizer state and the activations of 1F1B's in-flight micro-batches; `remat` as Alpa's
+use_remat); and outlines the stages. The plan and its estimated latency (sum of stage times + (B - 1) *
+slowest) are module attributes.
+
+IR contract. Stage k is the set of private functions carrying `autopar.stage = k`; all of them carry the
+same `autopar.mesh = {shape, logical_shape, device_ids}` and one `autopar.part`:
+  @stage_k_forward   forward ops of the stage's layers (one micro-batch)
+  @stage_k_backward  their backward ops (one micro-batch); reads the residuals @stage_k_forward returns
+  @stage_k_apply     the optimizer update of the parameters the stage owns (once per iteration)
+The parts are separate functions because a pipeline schedule runs them at different times: every
+micro-batch's forward (GPipe) or interleaved forward/backward (1F1B) before one apply per iteration.
+They are linked only through `@main`'s SSA values: `@main` calls forward parts in stage order, backward
+parts in reverse, then the apply parts, and every value crossing two parts (activations, residuals,
+cotangents, gradients) is a result of one call and an operand of another. A part with no ops is omitted.
 
 Before (after autopar-cluster-layers{num-layers=2}):
   func.func public @main(%arg0: tensor<8x8xf32>, %arg1: tensor<8x8xf32>, %arg2: tensor<4x8xf32>) -> ... {
@@ -71,6 +85,15 @@ After (cluster=1x2 micro-batches=4):
         ),
         Option("memory-per-device", float, 16.0, "device memory in GiB"),
         Option("device-tflops", float, 100.0, "sustained TFLOP/s of one device"),
+        Option(
+            "stage-cost",
+            str,
+            "intra-op",
+            "intra-op: autopar.passes.intra_op.estimate per layer and logical mesh; analytic: the fast model",
+            choices=("intra-op", "analytic"),
+        ),
+        Option("stage-cost-time-limit", float, 1.0, "solver seconds per intra-op estimate"),
+        Option("remat", bool, False, "plan memory as if every layer were rematerialised (Alpa's use_remat)"),
     ],
 )
 def inter_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
@@ -83,8 +106,8 @@ def _run(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
     layer, part, num_layers = _read_layers(module_op, graph)
     cluster = _cluster(options)
     submeshes = _submeshes(options, cluster, num_layers)
-    plan = plan_stages(graph, layer, part, num_layers, cluster, submeshes, options)
     _, free = classify_parts(graph)
+    plan = plan_stages(graph, layer, part, free, num_layers, cluster, submeshes, options)
     outline(graph, _groups(graph, layer, part, free, plan), free)
     module_op.attributes["autopar.inter_op.plan"] = plan_attribute(plan)
     module_op.attributes["autopar.inter_op.latency"] = ir.FloatAttr.get_f64(plan.latency)
@@ -162,17 +185,47 @@ def plan_stages(
     graph: Graph,
     layer: list[int],
     part: list[str],
+    free: list[bool],
     num_layers: int,
     cluster: cluster_lib.Cluster,
     submeshes: list[tuple[int, int]],
     options: types.SimpleNamespace,
 ) -> Plan:
-    profile = profile_layers(graph, layer, part, num_layers)
+    profile = profile_layers(graph, layer, part, num_layers, free)
     max_stages = min(num_layers, cluster.num_devices)
-    table = stage_cost_table(profile, submeshes, cluster, options.micro_batches, max_stages)
+    layer_time = None
+    if options.stage_cost == "intra-op":
+        layer_time = intra_op_layer_times(graph, layer, part, free, num_layers, cluster, submeshes, options)
+    table = stage_cost_table(
+        profile, submeshes, cluster, options.micro_batches, max_stages, layer_time, remat=options.remat
+    )
     return solve_plan(
         table, profile, submeshes, cluster, options.micro_batches, options.stage_imbalance_tolerance
     )
+
+
+def intra_op_layer_times(
+    graph: Graph,
+    layer: list[int],
+    part: list[str],
+    free: list[bool],
+    num_layers: int,
+    cluster: cluster_lib.Cluster,
+    submeshes: list[tuple[int, int]],
+    options: types.SimpleNamespace,
+) -> np.ndarray:
+    """[layer][submesh][config] seconds per micro-batch from the intra-op estimate (inf: no such config)."""
+    configs = [cluster_lib.logical_meshes(s) for s in submeshes]
+    width = max(len(c) for c in configs)
+    meshes = sorted({(h, d, p, q) for (h, d), cs in zip(submeshes, configs, strict=True) for p, q in cs})
+    modules = intra_op_costs.layer_modules(graph, layer, part, free, num_layers)
+    times, _ = intra_op_costs.layer_times(modules, meshes, cluster, options.stage_cost_time_limit)
+    out = np.full((num_layers, len(submeshes), width), np.inf)
+    column = {m: k for k, m in enumerate(meshes)}
+    for s, ((h, d), cs) in enumerate(zip(submeshes, configs, strict=True)):
+        for c, (p, q) in enumerate(cs):
+            out[:, s, c] = times[:, column[(h, d, p, q)]]
+    return out
 
 
 def solve_plan(table, profile, submeshes, cluster, micro_batches: int, tolerance: float) -> Plan:
@@ -210,13 +263,19 @@ def solve_plan(table, profile, submeshes, cluster, micro_batches: int, tolerance
 def _infeasible_message(table, profile, cluster, micro_batches: int) -> str:
     n = cluster.num_devices
     fixed = 2 * profile.param_bytes.sum() + profile.optimizer_bytes.sum()
-    # Best case: the whole model on every device, fully tensor-parallel, one micro-batch in flight.
-    needed = (fixed + profile.activation_bytes.sum() / micro_batches) / n
+    # Best case: one stage with every layer, one micro-batch in flight, on the cheapest logical mesh of
+    # the largest submesh (the model's state split as far as the model allows).
+    whole = table.fixed_memory[0, -1] + table.activation_memory[0, -1]  # [submesh][config]
+    needed = (
+        float(np.min(whole[-1]))
+        if np.isfinite(whole[-1]).any()
+        else (fixed + profile.activation_bytes.sum()) / n
+    )
     return (
         f"the {cluster.hosts}x{cluster.devices_per_host} cluster cannot hold the model: it needs at least "
         f"{needed / 2**30:.2f} GiB per device (parameters, gradients and optimizer state take "
         f"{fixed / 2**30:.2f} GiB in all) but devices have {cluster.memory_per_device / 2**30:.2f} GiB; "
-        "use more devices, more micro-batches or a larger memory-per-device"
+        "use more devices, smaller (more) micro-batches, remat=true or a larger memory-per-device"
     )
 
 

@@ -12,8 +12,10 @@ Time of a stage per micro-batch on a logical mesh (p data-parallel x q tensor-pa
             pair of matmuls, forward and backward): alpha_q + 2 (q-1)/q * bytes / B / p * beta_q
   data      gradient all-reduce over p once per iteration, amortised over the B micro-batches
   apply     optimizer FLOPs / (p q device_flops), amortised over B
-Memory per device: (parameters + gradients + optimizer state) / q plus the activations of one micro-batch
-/ (p q) times the micro-batches in flight (1F1B: one per stage from this one to the last).
+Memory per device (Alpa's max_n_succ_stages check): (parameters + gradients + optimizer state) / q, plus
+the activations one micro-batch keeps for the backward pass / (p q) times the micro-batches in flight
+(1F1B: a stage with k stages after it holds k + 1 of them, at most B). With `remat` only each layer's
+inputs are kept per micro-batch, plus one layer's residuals during its backward.
 """
 
 from __future__ import annotations
@@ -29,13 +31,28 @@ from autopar.passes.inter_op.layers import APPLY, BACKWARD, FORWARD
 
 @dataclasses.dataclass
 class LayerProfile:
-    """Per layer (arrays of length L), for the whole batch."""
+    """Per layer (arrays of length L), for one micro-batch.
 
-    compute_flops: np.ndarray  # forward + backward
+    Attributes:
+      compute_flops: forward + backward FLOPs.
+      forward_flops: forward FLOPs alone (what rematerialisation recomputes).
+      apply_flops: optimizer FLOPs (once per iteration).
+      param_bytes: arguments the forward part reads and the apply part updates.
+      optimizer_bytes: arguments only the apply part reads (optimizer state).
+      activation_bytes: forward values the backward part reads (residuals kept for the backward pass);
+        ops that need no input (constants, iota, their broadcasts) are recomputed where used, not kept.
+      input_bytes: forward values of earlier layers (and batch arguments) the layer's forward reads: what a
+        rematerialised layer keeps per micro-batch.
+      tensor_parallel_bytes: outputs of parameter matmuls (what tensor parallelism all-reduces).
+    """
+
+    compute_flops: np.ndarray
+    forward_flops: np.ndarray
     apply_flops: np.ndarray
     param_bytes: np.ndarray
     optimizer_bytes: np.ndarray
-    activation_bytes: np.ndarray  # forward values the backward part reads
+    activation_bytes: np.ndarray
+    input_bytes: np.ndarray
     tensor_parallel_bytes: np.ndarray
 
     @property
@@ -43,32 +60,45 @@ class LayerProfile:
         return len(self.compute_flops)
 
 
-def profile_layers(graph: Graph, layer: list[int], part: list[str], num_layers: int) -> LayerProfile:
+def profile_layers(
+    graph: Graph, layer: list[int], part: list[str], num_layers: int, free: list[bool] | None = None
+) -> LayerProfile:
+    free = free if free is not None else [False] * len(graph.nodes)
     z = lambda: np.zeros(num_layers)  # noqa: E731
-    compute, apply, params, opt, act, tp = z(), z(), z(), z(), z(), z()
-    arg_owner: dict[int, tuple[int, str]] = {}
+    compute, forward, apply, params, opt, act, inputs, tp = z(), z(), z(), z(), z(), z(), z(), z()
+    readers: dict[int, set[str]] = {}
+    first_forward: dict[int, int] = {}
     for i, node in enumerate(graph.nodes):
         lay, kind = layer[i], part[i]
         if kind == APPLY:
             apply[lay] += node.flops
         else:
             compute[lay] += node.flops
-        if kind == FORWARD:
+        if kind == FORWARD and not free[i]:
+            forward[lay] += node.flops
             if any(part[u] == BACKWARD for u in node.users):
                 act[lay] += node.out_bytes
             if node.name in HEAVY_OPS and node.args:
                 tp[lay] += node.out_bytes
+            later = {layer[u] for u in node.users if part[u] == FORWARD and layer[u] > lay}
+            for other in later:
+                inputs[other] += node.out_bytes
         for a in node.args:
-            # A parameter is the arguments forward ops read; optimizer state only the apply part reads.
-            previous = arg_owner.get(a)
-            if previous is None or (previous[1] != FORWARD and kind == FORWARD):
-                arg_owner[a] = (lay, kind)
-    for a, (lay, kind) in arg_owner.items():
-        if kind == FORWARD:
-            params[lay] += graph.arg_bytes[a]
-        elif kind == APPLY:
-            opt[lay] += graph.arg_bytes[a]
-    return LayerProfile(compute, apply, params, opt, act, tp)
+            readers.setdefault(a, set()).add(kind)
+            if kind == FORWARD:
+                first_forward.setdefault(a, lay)
+    for a, kinds in readers.items():
+        if FORWARD in kinds and APPLY in kinds:
+            params[first_forward[a]] += graph.arg_bytes[a]
+        elif kinds == {APPLY}:
+            opt[min(layer[i] for i in _readers_of(graph, a))] += graph.arg_bytes[a]
+        elif FORWARD in kinds:  # a batch argument: the first layer's input
+            inputs[first_forward[a]] += graph.arg_bytes[a]
+    return LayerProfile(compute, forward, apply, params, opt, act, inputs, tp)
+
+
+def _readers_of(graph: Graph, arg: int) -> list[int]:
+    return [i for i, node in enumerate(graph.nodes) if arg in node.args]
 
 
 @dataclasses.dataclass
@@ -91,6 +121,15 @@ class CostTable:
     num_configs: int
 
 
+def _range_max(x: np.ndarray) -> np.ndarray:
+    """[start][end inclusive] max of x over the range (0 below the diagonal)."""
+    L = len(x)
+    out = np.zeros((L, L))
+    for a in range(L):
+        out[a, a:] = np.maximum.accumulate(x[a:])
+    return out
+
+
 def _allreduce(bytes_: np.ndarray | float, k: int, alpha: float, beta: float):
     return 0.0 if k <= 1 else alpha + 2.0 * (k - 1) / k * bytes_ * beta
 
@@ -101,7 +140,14 @@ def stage_cost_table(
     cluster: Cluster,
     micro_batches: int,
     max_stages: int,
+    layer_time: np.ndarray | None = None,
+    remat: bool = False,
 ) -> CostTable:
+    """`layer_time` [layer][submesh][config] (seconds per micro-batch of each layer's forward + backward,
+    e.g. from the intra-op estimate) replaces the analytic compute and communication terms when given.
+    `remat` (Alpa's use_remat: every layer rematerialised in its backward pass): a stage keeps only its
+    layers' inputs per micro-batch in flight, plus one layer's residuals while that layer's backward runs,
+    and pays the forward FLOPs once more."""
     L, B = profile.num_layers, micro_batches
     configs = [logical_meshes(s) for s in submeshes]
     C = max(len(c) for c in configs)
@@ -114,6 +160,11 @@ def stage_cost_table(
     flops, apply = ranges(profile.compute_flops), ranges(profile.apply_flops)
     params, opt = ranges(profile.param_bytes), ranges(profile.optimizer_bytes)
     act, tp = ranges(profile.activation_bytes), ranges(profile.tensor_parallel_bytes)
+    if remat:
+        saved, transient = ranges(profile.input_bytes), _range_max(profile.activation_bytes)
+        recompute = ranges(profile.forward_flops)
+    else:
+        saved, transient, recompute = act, np.zeros((L, L)), np.zeros((L, L))
     cost = np.full((L, L, len(submeshes), C), np.inf)
     fixed = np.full_like(cost, np.inf)
     per_batch = np.full_like(cost, np.inf)
@@ -130,12 +181,15 @@ def stage_cost_table(
                 if h > 1
                 else (cluster.intra_alpha, cluster.intra_beta)
             )
-            time = (flops + apply) / B / (n * cluster.device_flops)
-            time = time + _allreduce(tp / B / p, q, q_alpha, q_beta)
-            time = time + _allreduce(params / q, p, p_alpha, p_beta) / B
-            cost[:, :, s, c] = time
-            fixed[:, :, s, c] = (2 * params + opt) / q
-            per_batch[:, :, s, c] = act / B / n
+            if layer_time is not None:
+                time = ranges(layer_time[:, s, c]) + apply / B / (n * cluster.device_flops)
+            else:
+                time = (flops + apply / B) / (n * cluster.device_flops)
+                time = time + _allreduce(tp / p, q, q_alpha, q_beta)
+                time = time + _allreduce(params / q, p, p_alpha, p_beta) / B
+            cost[:, :, s, c] = time + recompute / (n * cluster.device_flops)
+            fixed[:, :, s, c] = (2 * params + opt) / q + transient / n
+            per_batch[:, :, s, c] = saved / n
     # Largest k with fixed + (k + 1) * per_batch <= memory (a stage with k stages after it keeps k + 1
     # micro-batches in flight, at most B).
     room = cluster.memory_per_device - fixed

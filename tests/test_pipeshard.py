@@ -1,0 +1,134 @@
+"""`autopar.parallelize(..., method=autopar.PipeshardParallel(...))` end to end on 8 virtual CPU devices:
+planning with abstract arguments, the execution plan, and the sequential executor (stages sharded by
+autopar-intra-op on their submeshes, B micro-batches accumulated) against the unsharded full-batch step."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import autopar
+from autopar.api.pipeshard import PipeshardExecutionPlan
+
+WIDTH, BATCH, LAYERS = 16, 32, 4
+OPTIMIZER = optax.adam(1e-2)
+
+
+def mlp_loss(params, x, y, marked=False):
+    for i, w in enumerate(params):
+        x = jnp.tanh(x @ w)
+        if marked and i < len(params) - 1:
+            x = autopar.mark_pipeline_boundary(x)
+    return jnp.mean((x - y) ** 2)
+
+
+def sgd_step(params, batch):
+    x, y = batch
+    loss, grads = jax.value_and_grad(mlp_loss)(params, x, y)
+    return [p - 0.5 * g for p, g in zip(params, grads, strict=True)], loss
+
+
+def marked_sgd_step(params, batch):
+    x, y = batch
+    loss, grads = jax.value_and_grad(lambda p: mlp_loss(p, x, y, marked=True))(params)
+    return [p - 0.5 * g for p, g in zip(params, grads, strict=True)], loss
+
+
+def adam_step(params, opt_state, batch):
+    x, y = batch
+    loss, grads = jax.value_and_grad(mlp_loss)(params, x, y)
+    updates, opt_state = OPTIMIZER.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    params = [jnp.asarray(rng.standard_normal((WIDTH, WIDTH)) * 0.4, jnp.float32) for _ in range(LAYERS)]
+    x = jnp.asarray(rng.standard_normal((BATCH, WIDTH)), jnp.float32)
+    y = jnp.asarray(rng.standard_normal((BATCH, WIDTH)), jnp.float32)
+    return params, (x, y)
+
+
+def assert_trees_close(got, want, rtol=2e-5, atol=2e-6):
+    got_leaves, want_leaves = jax.tree.leaves(got), jax.tree.leaves(want)
+    assert len(got_leaves) == len(want_leaves)
+    for a, b in zip(got_leaves, want_leaves, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol)
+
+
+def test_two_stages_four_micro_batches_match_the_full_batch_step(data):
+    params, batch = data
+    method = autopar.PipeshardParallel(
+        num_micro_batches=4,
+        layer_option=autopar.AutoLayerOption(layer_num=LAYERS),
+        stage_option=autopar.UniformStageOption(num_stages=2),
+        cluster_shape=(2, 4),
+    )
+    step = autopar.parallelize(sgd_step, method=method)
+    new_params, loss = step(params, batch)
+    want_params, want_loss = jax.jit(sgd_step)(params, batch)
+    assert_trees_close(loss, want_loss)
+    assert_trees_close(new_params, want_params)
+    plan = step.get_execution_plan(params, batch)
+    assert isinstance(plan, PipeshardExecutionPlan)
+    assert [s.submesh for s in plan.stages] == [(1, 4), (1, 4)]
+    assert sorted(d for s in plan.stages for d in s.device_ids) == list(range(8))
+    assert plan.stages[0].layers[0] == 0 and plan.stages[-1].layers[1] == LAYERS
+    assert plan.num_micro_batches == 4 and "stage 1: layers" in str(plan)
+    # Each stage ran sharded over its 4 devices by autopar-intra-op.
+    exe = step._cache[next(iter(step._cache))].executable
+    for name in exe.stage_names:
+        assert exe.stage_executable(name).mesh.size == 4
+
+
+def test_hand_placed_boundaries_and_adam_state(data):
+    params, batch = data
+    opt_state = OPTIMIZER.init(params)
+    auto = autopar.PipeshardParallel(
+        num_micro_batches=2, layer_option=autopar.AutoLayerOption(2), submesh_shapes=("1x4",)
+    )
+    step = autopar.parallelize(adam_step, method=auto, devices=jax.devices()[:8], batch_argnums=(2,))
+    got = step(params, opt_state, batch)
+    want = jax.jit(adam_step)(params, opt_state, batch)
+    assert_trees_close(got, want, rtol=1e-4, atol=1e-5)
+    assert len(step.get_execution_plan(params, opt_state, batch).stages) == 2
+    # The markers give 4 layers; with only 1x2 submeshes the 8 devices must form 4 stages.
+    method = autopar.PipeshardParallel(
+        num_micro_batches=2, layer_option="manual", stage_option="auto", submesh_shapes=("1x2",)
+    )
+    marked = autopar.parallelize(marked_sgd_step, method=method)
+    plan = marked.get_execution_plan(params, batch)
+    assert [s.layers for s in plan.stages] == [(k, k + 1) for k in range(LAYERS)]
+    assert_trees_close(marked(params, batch), jax.jit(sgd_step)(params, batch))
+
+
+def test_lower_with_abstract_arguments_plans_without_running(data):
+    params, batch = data
+    method = autopar.PipeshardParallel(
+        num_micro_batches=8, layer_option=autopar.AutoLayerOption(layer_num=2), stage_option="auto"
+    )
+    step = autopar.parallelize(sgd_step, method=method)
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (params, batch))
+    lowered = step.lower(*abstract)
+    text = lowered.as_text()
+    assert "autopar.inter_op.plan" in text and "func.func private @stage_0_forward" in text
+    # The planned step is one micro-batch: 32 / 8 = 4 rows.
+    assert "tensor<4x16xf32>" in text
+    assert step._cache[next(iter(step._cache))].executable is None
+    plan = step.get_execution_plan(*abstract)
+    assert plan.estimated_latency > 0 and all(s.estimated_cost > 0 for s in plan.stages)
+
+
+def test_bad_pipeshard_arguments_are_clear_errors(data):
+    params, batch = data
+    with pytest.raises(ValueError, match="cluster_shape \\(3, 2\\) needs 6 devices but 8 devices"):
+        autopar.parallelize(sgd_step, method=autopar.PipeshardParallel(cluster_shape=(3, 2)))
+    method = autopar.PipeshardParallel(num_micro_batches=3, layer_option=autopar.AutoLayerOption(2))
+    with pytest.raises(ValueError, match="batch dim 32, which 3 micro-batches do not divide"):
+        autopar.parallelize(sgd_step, method=method)(params, batch)
+    with pytest.raises(ValueError, match="layer_option must be"):
+        autopar.PipeshardParallel(layer_option="auto")
