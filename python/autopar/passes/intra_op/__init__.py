@@ -6,6 +6,8 @@ the inter-op planner calls it for every (stage, submesh) pair.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 import types
 from typing import Any
 
@@ -61,7 +63,7 @@ OPTIONS = [
     Option("cluster-profile", str, "", "JSON file overriding device and mesh costs (see docs/intra_op.md)"),
     Option("memory-budget", int, 0, "bytes per device the plan may keep live at once; 0 = no limit"),
     Option("solver", str, "auto", "auto, ilp or heuristic", choices=config_lib.SOLVERS),
-    Option("time-limit", float, 4.0, "seconds the solver may spend"),
+    Option("time-limit", float, 4.0, "seconds for planning: building the problem and solving it"),
     Option("force-data-parallel", bool, False, "shard every batch dim over all mesh axes"),
     Option("force-batch-dim-to-mesh-dim", int, -1, "shard every batch dim over this mesh axis (-1 = off)"),
     Option("allow-all-gather", bool, True, "allow reshards that all-gather"),
@@ -81,6 +83,7 @@ OPTIONS = [
     options=OPTIONS,
 )
 def intra_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
+    start = time.perf_counter()
     config = config_lib.from_options(options)
     func_op = _main_func(module_op)
     _check_unannotated(module_op, config)
@@ -88,7 +91,7 @@ def intra_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
     try:
         g = graph.read_function(func_op)
         prob = problem.build(g, config)
-        solution = _solve_or_explain(g, prob, config)
+        solution = _solve_or_explain(g, prob, _with_solve_time_left(config, start))
         emit.write_plan(module_op, g, prob, solution, config.mesh, prob.remarks)
     finally:
         if added_rules:
@@ -103,6 +106,7 @@ def estimate(
     `options` are the pass options with underscores (`memory_budget=2**30`, `zero_stage=2`). An infeasible
     problem (memory budget too small) returns (inf, minimum achievable peak memory, 'infeasible').
     """
+    start = time.perf_counter()
     module_op, func_op = _module_and_func(module_or_func)
     config = config_lib.from_options({**options, "mesh": mesh_shape})
     added_rules = _populate_rules(module_op)
@@ -112,6 +116,7 @@ def estimate(
     finally:
         if added_rules:
             _drop_rules(module_op)
+    config = _with_solve_time_left(config, start)
     solution = solve.solve(
         prob,
         usage_limit=config.memory_budget or None,
@@ -123,6 +128,13 @@ def estimate(
     if not solution.feasible:
         return float("inf"), prob.min_peak_memory(), "infeasible"
     return solution.cost, solution.peak_memory, solution.status
+
+
+def _with_solve_time_left(config: config_lib.PlanConfig, start: float) -> config_lib.PlanConfig:
+    """`time-limit` bounds the whole plan (users budget planning, not solving); the solver gets what
+    building the problem left, but never less than a tenth of the limit."""
+    left = max(config.time_limit - (time.perf_counter() - start), 0.1 * config.time_limit)
+    return dataclasses.replace(config, time_limit=left)
 
 
 def _solve_or_explain(g: graph.Graph, prob: problem.Problem, config: config_lib.PlanConfig) -> solve.Solution:

@@ -22,7 +22,7 @@ class PlanConfig:
       mesh: the logical mesh and its cost model.
       memory_budget: bytes per device, 0 = unlimited.
       solver: 'auto' (exact with a time limit, falling back to the best feasible), 'ilp', 'heuristic'.
-      time_limit: seconds the solver may spend.
+      time_limit: seconds for planning (building the problem and solving it).
       force_data_parallel: batch dims of `autopar.batch` arguments and every op that carries them use
         every mesh axis.
       force_batch_dim_to_mesh_dim: -1 = off, else that mesh axis shards every batch dim.
