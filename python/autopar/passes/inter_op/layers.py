@@ -10,6 +10,7 @@ iota, broadcasts of constants) follow their first user: outlining clones them wh
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from autopar import _core
 from autopar.errors import PassError
@@ -128,7 +129,9 @@ def _layers_from_dp(graph: Graph, forward: list[int], num_layers: int, eps: floa
     try:
         result = _core.cluster_layers(flops, values, num_layers, _effective_eps(flops, num_layers, eps))
     except ValueError as err:
-        raise PassError(f"{err}", graph.fn.location) from None
+        # The core reports the raised eps; the user asked for theirs.
+        message = re.sub(r"within eps=\S+", f"within eps={eps:g}", str(err))
+        raise PassError(message, graph.fn.location) from None
     for i in forward:
         layer[i] = result["layer_of_block"][block_of[i]]
     return num_layers
