@@ -215,6 +215,40 @@ def wide_mlp_step(params, x):
     return loss, [p - 0.1 * g for p, g in zip(params, grads, strict=True)]
 
 
+def test_intra_op_stage_costs_solve_each_distinct_layer_and_mesh_once(data):
+    from autopar.passes.inter_op import cluster as cluster_lib
+    from autopar.passes.inter_op import intra_op_costs
+    from autopar.passes.inter_op.graph import build_graph, main_func
+    from autopar.passes.inter_op.inter_op import _read_layers
+    from autopar.passes.inter_op.layers import classify_parts
+
+    params, x = data
+    module = clustered(sgd_step, params, x)
+    cluster = cluster_lib.Cluster(1, 4)
+    meshes = sorted(
+        (h, d, p, q)
+        for h, d in cluster_lib.default_submeshes(cluster)
+        for p, q in cluster_lib.logical_meshes((h, d))
+    )
+    assert len(meshes) == 6  # 1x1; 2x1, 1x2; 4x1, 2x2, 1x4
+    with module.context:
+        graph = build_graph(main_func(module.operation))
+        layer, part, num_layers = _read_layers(module.operation, graph)
+        _, free = classify_parts(graph)
+        modules = intra_op_costs.layer_modules(graph, layer, part, free, num_layers)
+        intra_op_costs.clear_cache()
+        times, stats = intra_op_costs.layer_times(modules, meshes, cluster, 1.0)
+        again, stats_again = intra_op_costs.layer_times(modules, meshes, cluster, 1.0)
+    # (n, 1) and (1, n) are one problem: 4 distinct meshes per distinct layer; the middle layers are equal.
+    assert 2 <= stats["distinct_layers"] < num_layers
+    assert stats["solves"] == 4 * stats["distinct_layers"]
+    assert stats_again["solves"] == 0 and np.array_equal(times, again)
+    column = {m: k for k, m in enumerate(meshes)}
+    for n in (2, 4):
+        assert np.array_equal(times[:, column[(1, n, n, 1)]], times[:, column[(1, n, 1, n)]])
+    assert np.all(np.isfinite(times)) and np.all(times > 0)
+
+
 # The three plan properties of the issue, with stage times from autopar.passes.intra_op.estimate.
 @pytest.mark.parametrize("stage_cost", ["intra-op", "analytic"])
 def test_one_stage_when_one_mesh_is_best(stage_cost):

@@ -93,6 +93,11 @@ _CACHE: dict[tuple, float] = {}
 _CACHE_LIMIT = 1 << 16
 
 
+def clear_cache() -> None:
+    """Forgets every cached layer cost (the next plan solves again)."""
+    _CACHE.clear()
+
+
 def layer_times(
     modules: list[ir.Module],
     meshes: list[MeshKey],
