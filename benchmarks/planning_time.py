@@ -84,6 +84,7 @@ def plan(args: argparse.Namespace) -> dict:
         device_tflops=100.0,
         stage_cost=args.stage_cost,
         stage_cost_time_limit=args.time_limit,
+        stage_cost_solver=args.stage_cost_solver,
         remat=args.remat,
     )
     with module.context:
@@ -94,10 +95,10 @@ def plan(args: argparse.Namespace) -> dict:
         cluster = inter_op_pass._cluster(options)
         submeshes = cluster_lib.parse_submeshes("", cluster)
         profile = profile_layers(graph, layer, part, num_layers, free)
-        layer_time = None
+        layer_time, cost_stats = None, {}
         if args.stage_cost == "intra-op":
             layer_time = inter_op_pass.intra_op_layer_times(
-                graph, layer, part, free, num_layers, cluster, submeshes, options
+                graph, layer, part, free, num_layers, cluster, submeshes, options, cost_stats
             )
         max_stages = min(num_layers, cluster.num_devices)
         table = stage_cost_table(
@@ -123,9 +124,11 @@ def plan(args: argparse.Namespace) -> dict:
         "micro_batches": args.micro_batches,
         "memory_gib": args.memory_gib,
         "stage_cost": args.stage_cost,
+        "stage_cost_solver": args.stage_cost_solver,
         "remat": args.remat,
         "ops": len(graph.nodes),
         **{k: round(v, 4) for k, v in times.items()},
+        "intra_op_solves": {k: round(v, 3) for k, v in cost_stats.items()},
         "tmax_candidates": chosen.tmax_candidates,
         "tmax_evaluated": chosen.tmax_evaluated,
         "latency_s": chosen.latency,
@@ -152,6 +155,12 @@ def main() -> None:
     parser.add_argument("--memory-gib", type=float, default=16.0)
     parser.add_argument("--stage-cost", choices=("intra-op", "analytic"), default="intra-op")
     parser.add_argument("--time-limit", type=float, default=1.0, help="solver seconds per intra-op estimate")
+    parser.add_argument(
+        "--stage-cost-solver",
+        choices=("auto", "ilp", "heuristic"),
+        default="auto",
+        help="intra-op solver per logical mesh (auto: ILP on 1-axis meshes, fast path on 2-axis ones)",
+    )
     parser.add_argument(
         "--remat", action=argparse.BooleanOptionalAction, default=True, help="Alpa's use_remat (default on)"
     )

@@ -8,7 +8,8 @@ import pytest
 from autopar import cost, passes
 from autopar import ir as aio
 from autopar.errors import PassError
-from autopar.passes.intra_op import estimate
+from autopar.passes.intra_op import PlanningGraph, estimate, estimate_many, problem
+from autopar.passes.intra_op import config as config_lib
 from autopar.passes.intra_op import strategies as strat
 from autopar.passes.intra_op.graph import Rule
 
@@ -68,6 +69,35 @@ def test_estimate_leaves_ir_unchanged_and_is_deterministic():
         pytest.approx(peak, rel=10),
         "infeasible",
     )
+
+
+def test_estimate_many_reads_once_and_matches_estimate():
+    module = _mlp()
+    before = module.operation.get_asm()
+    meshes = [(2, 4), (8,), (4, 2), (1, 8)]
+    many = estimate_many(module, meshes, time_limit=2.0)
+    assert many == [estimate(module, m, time_limit=2.0) for m in meshes]
+    assert module.operation.get_asm() == before
+    # Size-1 axes are never assigned: (8,) and (1, 8) over the same links are one problem.
+    assert many[1] == many[3]
+    assert PlanningGraph(module).estimate((2, 4), time_limit=2.0) == many[0]
+
+
+def test_ops_with_one_signature_share_their_strategies():
+    def f(x, w1, w2, w3):
+        return jnp.tanh(jnp.tanh(jnp.tanh(x @ w1) @ w2) @ w3)
+
+    args = [jax.ShapeDtypeStruct(s, jnp.float32) for s in ((64, 128), (128, 128), (128, 128), (128, 128))]
+    planning = PlanningGraph(aio.lower(f, *args))
+    g = planning.graph
+    prob = problem.build(g, config_lib.from_options({"mesh": (2, 4)}))
+    dots = [v for v, n in enumerate(g.nodes) if n.kind == "stablehlo.dot_general"]
+    tanhs = [v for v, n in enumerate(g.nodes) if n.kind == "stablehlo.tanh"]
+    assert len(dots) == 3 and len(tanhs) == 3
+    assert all(prob.strategies[v] is prob.strategies[dots[0]] for v in dots)
+    assert all(prob.strategies[v] is prob.strategies[tanhs[0]] for v in tanhs)
+    # The weights share one argument signature; x (another shape) does not.
+    assert prob.strategies[2] is prob.strategies[1] and prob.strategies[0] is not prob.strategies[1]
 
 
 def test_pass_output_is_deterministic():

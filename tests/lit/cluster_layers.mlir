@@ -1,7 +1,7 @@
 // RUN: autopar-opt %inputs/mlp_step.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2})' | filecheck %s
 // RUN: not autopar-opt %inputs/mlp_step.mlir -o %t.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=40})' 2>&1 | filecheck %s --check-prefix=TOO-MANY
 // RUN: not autopar-opt %inputs/mlp_step.mlir -o %t.mlir --pass-pipeline='builtin.module(autopar-cluster-layers)' 2>&1 | filecheck %s --check-prefix=NO-LAYERS
-// RUN: not autopar-opt %inputs/mlp_step.mlir -o %t.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2 eps=0})' 2>&1 | filecheck %s --check-prefix=EPS
+// RUN: not autopar-opt %inputs/mlp_step.mlir -o %t.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=3 eps=0})' 2>&1 | filecheck %s --check-prefix=EPS
 
 // Forward ops are cut after the first dot; each backward dot joins the layer of the parameter it
 // differentiates; each parameter update joins the layer that owns the parameter.
@@ -18,4 +18,4 @@
 
 // TOO-MANY: error: {{.*}}cannot cluster into 40 layers: the forward pass has only 7 ops; use num-layers <= 7
 // NO-LAYERS: error: {{.*}}autopar-cluster-layers needs num-layers >= 1 (or pipeline boundaries marked by hand)
-// EPS: error: {{.*}}cannot cut 2 blocks into 2 layers within eps=0 of the mean FLOPs: the most balanced cut needs eps >= 0.
+// EPS: error: {{.*}}cannot cut 7 blocks into 3 layers within eps=0 of the mean FLOPs: the most balanced cut needs eps >= 0.39

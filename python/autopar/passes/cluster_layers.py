@@ -16,8 +16,9 @@ NUM_LAYERS_ATTR = "autopar.num_layers"
 
 DESCRIPTION = """
 Alpa's layer construction over StableHLO. The forward ops of `@main` are cut into `num-layers` contiguous
-layers whose FLOPs stay within (1 + eps) of the mean while the bytes crossing layer boundaries are
-minimal (a DP in the C++ core; cuts fall after dot/convolution ops). Backward ops (JAX's name stack
+layers whose FLOPs stay within (1 + eps) of the mean (or within the heaviest indivisible block, when
+that is bigger: an LM-head matmul then is a layer of its own) while the bytes crossing layer boundaries
+are minimal (a DP in the C++ core; cuts fall after dot/convolution ops). Backward ops (JAX's name stack
 `transpose(jvp(...))`) join the forward layer they differentiate: by name stack when it names a single
 layer, else by the activations and parameters they read, else by the cotangents they read. The
 apply-gradient (optimizer) part stays separate and follows the layer that owns each parameter.

@@ -93,6 +93,14 @@ After (cluster=1x2 micro-batches=4):
             choices=("intra-op", "analytic"),
         ),
         Option("stage-cost-time-limit", float, 1.0, "solver seconds per intra-op estimate"),
+        Option(
+            "stage-cost-solver",
+            str,
+            "auto",
+            "intra-op solver per logical mesh: auto (exact ILP on 1-axis meshes, fast path + plan families "
+            "on 2-axis ones), ilp or heuristic",
+            choices=intra_op_costs.STAGE_COST_SOLVERS,
+        ),
         Option("remat", bool, False, "plan memory as if every layer were rematerialised (Alpa's use_remat)"),
     ],
 )
@@ -213,13 +221,23 @@ def intra_op_layer_times(
     cluster: cluster_lib.Cluster,
     submeshes: list[tuple[int, int]],
     options: types.SimpleNamespace,
+    stats: dict[str, float] | None = None,
 ) -> np.ndarray:
-    """[layer][submesh][config] seconds per micro-batch from the intra-op estimate (inf: no such config)."""
+    """[layer][submesh][config] seconds per micro-batch from the intra-op estimate (inf: no such config);
+    `stats`, when given, receives the counters of `intra_op_costs.layer_times`."""
     configs = [cluster_lib.logical_meshes(s) for s in submeshes]
     width = max(len(c) for c in configs)
     meshes = sorted({(h, d, p, q) for (h, d), cs in zip(submeshes, configs, strict=True) for p, q in cs})
     modules = intra_op_costs.layer_modules(graph, layer, part, free, num_layers)
-    times, _ = intra_op_costs.layer_times(modules, meshes, cluster, options.stage_cost_time_limit)
+    times, counters = intra_op_costs.layer_times(
+        modules,
+        meshes,
+        cluster,
+        options.stage_cost_time_limit,
+        getattr(options, "stage_cost_solver", "auto"),
+    )
+    if stats is not None:
+        stats.update(counters, meshes=float(len(meshes)))
     out = np.full((num_layers, len(submeshes), width), np.inf)
     column = {m: k for k, m in enumerate(meshes)}
     for s, ((h, d), cs) in enumerate(zip(submeshes, configs, strict=True)):

@@ -5,16 +5,20 @@ they read from other layers become arguments, the values other layers read becom
 strategy problem is solved for every distinct logical mesh (p data x q tensor, with the alpha-beta of the
 links each axis crosses). A stage's time over layers [a, b] is the sum of its layers' objectives (prefix
 sums: planning stays O(distinct layers x meshes) solves, not O(L^2)). Layers whose IR is identical (every
-block of a uniform transformer) are solved once. The layer's IR is left unchanged.
+block of a uniform transformer) are solved once: each distinct layer is read once into a
+`PlanningGraph` (the mesh-independent half of the intra-op pass) and solved for every distinct canonical
+mesh ((n, 1) and (1, n) over the same links are one problem); results are cached per process by (layer
+hash, canonical mesh, options). The layer's IR is left unchanged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 
 import numpy as np
-from jaxlib.mlir import ir, passmanager
+from jaxlib.mlir import ir
 
 from autopar.passes.inter_op.cluster import Cluster
 from autopar.passes.inter_op.graph import Graph
@@ -50,52 +54,104 @@ def layer_modules(
 
 def axis_links(mesh: MeshKey, cluster: Cluster) -> tuple[str, str]:
     """`mesh-alpha`, `mesh-beta` option values for the (p, q) mesh: an axis crossing hosts is slow."""
+    alpha, beta = _links(mesh, cluster)
+    return ",".join(map(repr, alpha)), ",".join(map(repr, beta))
+
+
+def _links(mesh: MeshKey, cluster: Cluster) -> tuple[list[float], list[float]]:
     h, d, p, q = mesh
     p_inter, q_inter = h > 1, q > d
     alpha = [cluster.inter_alpha if x else cluster.intra_alpha for x in (p_inter, q_inter)]
     beta = [cluster.inter_beta if x else cluster.intra_beta for x in (p_inter, q_inter)]
-    return ",".join(map(repr, alpha)), ",".join(map(repr, beta))
+    return alpha, beta
+
+
+def canonical_mesh(mesh: MeshKey, cluster: Cluster) -> tuple[tuple[int, float, float], ...]:
+    """The strategy problem's mesh as (size, alpha, beta) of its axes of size > 1 (size-1 axes are never
+    assigned): the logical meshes (n, 1) and (1, n) of one submesh cross the same links, so they are the
+    same problem, solved once."""
+    alpha, beta = _links(mesh, cluster)
+    return tuple((size, a, b) for size, a, b in zip(mesh[2:], alpha, beta, strict=True) if size > 1)
+
+
+# Solver per logical mesh under stage-cost-solver=auto. Measured on GPT-39B layers (docs/inter_op.md): with
+# one active axis HiGHS proves the optimum in 0.3-0.5 s and the fast path alone can be 15 % worse there;
+# with two axes the exact ILP closes no gap within seconds, while the fast path + plan families match or
+# beat it in a third of the time (and stop on counted work, so the costs stay deterministic).
+STAGE_COST_SOLVERS = ("auto", "ilp", "heuristic")
+
+
+def mesh_solver(canonical: tuple, stage_cost_solver: str) -> str:
+    if stage_cost_solver != "auto":
+        return stage_cost_solver
+    return "auto" if len(canonical) <= 1 else "heuristic"
+
+
+# Process-wide: (layer hash, canonical mesh, device FLOP/s, time limit, solver) -> seconds. Planning the
+# same model again (other cluster shapes, micro-batch counts, parallelize retracing) reuses every solve.
+_CACHE: dict[tuple, float] = {}
+_CACHE_LIMIT = 1 << 16
+
+
+def clear_cache() -> None:
+    """Forgets every cached layer cost (the next plan solves again)."""
+    _CACHE.clear()
 
 
 def layer_times(
-    modules: list[ir.Module], meshes: list[MeshKey], cluster: Cluster, time_limit: float
+    modules: list[ir.Module],
+    meshes: list[MeshKey],
+    cluster: Cluster,
+    time_limit: float,
+    solver: str = "auto",
 ) -> tuple[np.ndarray, dict[str, float]]:
-    """[layer][mesh] seconds per micro-batch, and counters (distinct layers, solves, seconds)."""
-    from autopar.passes.intra_op import estimate  # the intra-op pass imports its own registry entry
+    """[layer][mesh] seconds per micro-batch, and counters (distinct layers, solves, cache hits, seconds).
 
-    times = np.zeros((len(modules), len(meshes)))
-    cache: dict[tuple[str, MeshKey], float] = {}
-    distinct: dict[str, ir.Module] = {}
-    keys = []
+    Each distinct layer (by content hash) is read once into a `PlanningGraph` (Shardy rules, op graph,
+    FLOP and byte counts) and solved once per distinct canonical mesh."""
+    from autopar.passes.intra_op import PlanningGraph  # the intra-op pass imports its own registry entry
+
     start = time.perf_counter()
-    for module in modules:
-        key = _body_key(module)
-        keys.append(key)
-        if key and key not in distinct:
-            distinct[key] = module
-            # Attach Shardy's rules once; estimate() then reuses them for every mesh.
-            passmanager.PassManager.parse(
-                "builtin.module(func.func(sdy-populate-op-sharding-rules))", module.context
-            ).run(module.operation)
+    times = np.zeros((len(modules), len(meshes)))
+    keys = [_body_key(module) for module in modules]
+    canonical = [canonical_mesh(mesh, cluster) for mesh in meshes]
+    solves = hits = 0
+    distinct: dict[str, int] = {}
     for lay, key in enumerate(keys):
-        if not key:
-            continue
-        for m, mesh in enumerate(meshes):
-            if (key, mesh) not in cache:
-                alpha, beta = axis_links(mesh, cluster)
-                cost, _, _ = estimate(
-                    distinct[key],
-                    (mesh[2], mesh[3]),
-                    device_flops=cluster.device_flops,
-                    mesh_alpha=alpha,
-                    mesh_beta=beta,
-                    time_limit=time_limit,
-                )
-                cache[(key, mesh)] = cost
-            times[lay, m] = cache[(key, mesh)]
+        if key and key not in distinct:
+            distinct[key] = lay
+    for key, lay in distinct.items():
+        planning = None
+        for mesh, canon in zip(meshes, canonical, strict=True):
+            chosen = mesh_solver(canon, solver)
+            cache_key = (key, canon, cluster.device_flops, time_limit, chosen)
+            if cache_key in _CACHE:
+                hits += 1
+                continue
+            if planning is None:
+                planning = PlanningGraph(modules[lay])
+            alpha, beta = axis_links(mesh, cluster)
+            cost, _, _ = planning.estimate(
+                (mesh[2], mesh[3]),
+                device_flops=cluster.device_flops,
+                mesh_alpha=alpha,
+                mesh_beta=beta,
+                time_limit=time_limit,
+                solver=chosen,
+            )
+            if len(_CACHE) >= _CACHE_LIMIT:
+                _CACHE.clear()
+            _CACHE[cache_key] = cost
+            solves += 1
+    for lay, key in enumerate(keys):
+        if key:
+            for m, canon in enumerate(canonical):
+                chosen = mesh_solver(canon, solver)
+                times[lay, m] = _CACHE[(key, canon, cluster.device_flops, time_limit, chosen)]
     stats = {
         "distinct_layers": float(len(distinct)),
-        "solves": float(len(cache)),
+        "solves": float(solves),
+        "cache_hits": float(hits),
         "seconds": time.perf_counter() - start,
     }
     return times, stats
@@ -105,7 +161,9 @@ _LAYER_ATTR = re.compile(r"autopar\.layer = \d+ : i64")
 
 
 def _body_key(module: ir.Module) -> str:
-    """The module's text without locations or layer numbers: equal for layers computing the same thing."""
+    """SHA-256 of the module's text without locations or layer numbers: equal for layers computing the
+    same thing ("" for an empty layer)."""
     if not list(module.body.operations):
         return ""
-    return _LAYER_ATTR.sub("", module.operation.get_asm(enable_debug_info=False))
+    text = _LAYER_ATTR.sub("", module.operation.get_asm(enable_debug_info=False))
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,7 +1,8 @@
 """autopar-intra-op: Alpa's intra-op auto-sharding (an ILP over per-op strategies) with Shardy output.
 
-`estimate(module_or_func, mesh_shape, **options)` builds and solves the same problem without writing IR:
-the inter-op planner calls it for every (stage, submesh) pair.
+`estimate(module_or_func, mesh_shape, **options)` builds and solves the same problem without writing IR;
+`estimate_many` / `PlanningGraph` read the function once and solve it for many meshes (the inter-op planner
+costs every layer on every logical mesh of the cluster).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import types
+from collections.abc import Sequence
 from typing import Any
 
 from jaxlib.mlir import ir, passmanager
@@ -98,6 +100,46 @@ def intra_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
             _drop_rules(module_op)
 
 
+class PlanningGraph:
+    """The mesh-independent half of planning one function, done once: Shardy's rules read into the op
+    graph (`graph.read_function`: values, producers, users, factor maps, shapes), then `estimate(mesh)` for
+    as many logical meshes as wanted (the inter-op planner costs every layer on ~50 of them). The IR is
+    left unchanged (rules this object attached are dropped again); the module must outlive the object,
+    whose nodes keep their ops for the locations in remarks.
+    """
+
+    def __init__(self, module_or_func: Any):
+        module_op, func_op = _module_and_func(module_or_func)
+        added_rules = _populate_rules(module_op)
+        try:
+            self.graph = graph.read_function(func_op)
+        finally:
+            if added_rules:
+                _drop_rules(module_op)
+
+    def estimate(self, mesh_shape: tuple[int, ...] | str, **options: Any) -> tuple[float, int, str]:
+        """As the module-level `estimate`; `time-limit` bounds this mesh's build + solve."""
+        return self._estimate(mesh_shape, time.perf_counter(), options)
+
+    def _estimate(
+        self, mesh_shape: tuple[int, ...] | str, start: float, options: dict
+    ) -> tuple[float, int, str]:
+        config = config_lib.from_options({**options, "mesh": mesh_shape})
+        prob = problem.build(self.graph, config)
+        config = _with_solve_time_left(config, start)
+        solution = solve.solve(
+            prob,
+            usage_limit=config.memory_budget or None,
+            time_limit=config.time_limit,
+            solver=config.solver,
+            graph=self.graph,
+            config=config,
+        )
+        if not solution.feasible:
+            return float("inf"), prob.min_peak_memory(), "infeasible"
+        return solution.cost, solution.peak_memory, solution.status
+
+
 def estimate(
     module_or_func: Any, mesh_shape: tuple[int, ...] | str, **options: Any
 ) -> tuple[float, int, str]:
@@ -105,29 +147,19 @@ def estimate(
 
     `options` are the pass options with underscores (`memory_budget=2**30`, `zero_stage=2`). An infeasible
     problem (memory budget too small) returns (inf, minimum achievable peak memory, 'infeasible').
+    To cost one function on several meshes, `estimate_many` (or a `PlanningGraph`) reads it only once.
     """
     start = time.perf_counter()
-    module_op, func_op = _module_and_func(module_or_func)
-    config = config_lib.from_options({**options, "mesh": mesh_shape})
-    added_rules = _populate_rules(module_op)
-    try:
-        g = graph.read_function(func_op)
-        prob = problem.build(g, config)
-    finally:
-        if added_rules:
-            _drop_rules(module_op)
-    config = _with_solve_time_left(config, start)
-    solution = solve.solve(
-        prob,
-        usage_limit=config.memory_budget or None,
-        time_limit=config.time_limit,
-        solver=config.solver,
-        graph=g,
-        config=config,
-    )
-    if not solution.feasible:
-        return float("inf"), prob.min_peak_memory(), "infeasible"
-    return solution.cost, solution.peak_memory, solution.status
+    # The read counts against this call's time limit, as the pass's does.
+    return PlanningGraph(module_or_func)._estimate(mesh_shape, start, options)
+
+
+def estimate_many(
+    module_or_func: Any, meshes: Sequence[tuple[int, ...] | str], **options: Any
+) -> list[tuple[float, int, str]]:
+    """`estimate` on every mesh of `meshes` (same options), reading the function once."""
+    planning = PlanningGraph(module_or_func)
+    return [planning.estimate(mesh, **options) for mesh in meshes]
 
 
 def _with_solve_time_left(config: config_lib.PlanConfig, start: float) -> config_lib.PlanConfig:
@@ -229,4 +261,4 @@ def _run(module_op: ir.Operation, pipeline: str) -> None:
     pm.run(module_op)
 
 
-__all__ = ["estimate", "intra_op"]
+__all__ = ["PlanningGraph", "estimate", "estimate_many", "intra_op"]

@@ -73,12 +73,17 @@ class Node:
 
 @dataclasses.dataclass
 class Graph:
-    """A function body as nodes; `returns[i]` is the (node, result) the function returns as result i."""
+    """A function body as nodes; `returns[i]` is the (node, result) the function returns as result i.
+
+    `derived` memoises facts computed from the graph alone (batch factors, per-node signatures): building
+    the strategy problem for many meshes of the same graph computes them once.
+    """
 
     func: ir.Operation
     nodes: list[Node]
     returns: list[tuple[int, int]]
     num_args: int
+    derived: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
 
 def read_function(func_op: ir.Operation) -> Graph:

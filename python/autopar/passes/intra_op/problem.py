@@ -69,8 +69,24 @@ def _peak(intervals: np.ndarray, usage: np.ndarray) -> int:
 
 def build(graph: Graph, config: PlanConfig) -> Problem:
     remarks: list[str] = []
-    batch = batch_factors(graph)
-    node_strategies = [_node_strategies(graph, v, config, batch, remarks) for v in range(len(graph.nodes))]
+    batch = _derived(graph, "batch", batch_factors)
+    signatures = _derived(graph, "signatures", _signatures)
+    # Nodes with the same signature (a transformer's repeated elementwise ops, every layer's matmuls) get
+    # the same Strategies object: enumerated once per mesh, and their reshard tables are shared too.
+    memo: dict[tuple, tuple[strat.Strategies, bool]] = {}
+    node_strategies = []
+    for v in range(len(graph.nodes)):
+        key = signatures[v]
+        if key is None:
+            node_strategies.append(_node_strategies(graph, v, config, batch, remarks))
+            continue
+        if key not in memo:
+            found: list[str] = []
+            memo[key] = (_node_strategies(graph, v, config, batch, found), bool(found))
+        s, remark = memo[key]
+        if remark:  # the remark names this node's location
+            _constrain_batch(graph.nodes[v], s, batch[v], config, remarks)
+        node_strategies.append(s)
     edges, edge_costs = _edges(graph, node_strategies, config)
     edges, edge_costs = _add_state_edges(graph, node_strategies, config, edges, edge_costs)
     return Problem(
@@ -82,6 +98,41 @@ def build(graph: Graph, config: PlanConfig) -> Problem:
         strategies=node_strategies,
         remarks=remarks,
     )
+
+
+def _derived(graph: Graph, name: str, compute):
+    if name not in graph.derived:
+        graph.derived[name] = compute(graph)
+    return graph.derived[name]
+
+
+def _signatures(graph: Graph) -> list[tuple | None]:
+    """Per node, what its strategies depend on besides the mesh and options (None: not shared, e.g. ops
+    without a rule, whose remark names them). Argument strategies depend on the shape and marks; op
+    strategies on the op's facts and its batch factors. Facts are interned to small ints so the keys hash
+    fast."""
+    batch = _derived(graph, "batch", batch_factors)
+    interned: dict[strat.OpFacts, int] = {}
+    out: list[tuple | None] = []
+    for v, node in enumerate(graph.nodes):
+        if node.kind == "arg":
+            state = node.is_parameter and is_optimizer_state(graph, v)
+            out.append(
+                (
+                    "arg",
+                    node.result_shapes[0],
+                    node.result_itemsizes[0],
+                    node.is_batch,
+                    node.is_parameter,
+                    state,
+                )
+            )
+        elif node.rule is None or node.kind == "stablehlo.constant":
+            out.append(None)
+        else:
+            facts = _facts(node)
+            out.append(("op", interned.setdefault(facts, len(interned)), batch.get(v)))
+    return out
 
 
 def _intervals(graph: Graph) -> np.ndarray:
@@ -352,20 +403,26 @@ def _add_state_edges(
 
 def _edges(graph: Graph, node_strategies: list[strat.Strategies], config: PlanConfig):
     pairs: dict[tuple[int, int], np.ndarray] = {}
+    # Layout arrays are shared between nodes of one signature: key the tables by identity first.
+    memo: dict[tuple, np.ndarray | None] = {}
     for v, node in enumerate(graph.nodes):
         for k, (u, r) in enumerate(node.operands):
             produced = node_strategies[u].result_layouts[r]
             required = node_strategies[v].operand_layouts[k]
             shape = graph.nodes[u].result_shapes[r]
-            cost = _reshard_cached(
-                produced.tobytes(),
-                produced.shape,
-                required.tobytes(),
-                required.shape,
-                shape,
-                graph.nodes[u].result_itemsizes[r],
-                config,
-            )
+            itemsize = graph.nodes[u].result_itemsizes[r]
+            key = (id(produced), id(required), shape, itemsize)
+            if key not in memo:
+                memo[key] = _reshard_cached(
+                    produced.tobytes(),
+                    produced.shape,
+                    required.tobytes(),
+                    required.shape,
+                    shape,
+                    itemsize,
+                    config,
+                )
+            cost = memo[key]
             if cost is None:
                 continue
             key = (u, v)
