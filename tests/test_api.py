@@ -10,7 +10,6 @@ import types
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -22,6 +21,7 @@ from autopar.api import methods
 from autopar.errors import AutoparError
 from autopar.passes import registry
 from autopar.runtime import shardings as sh
+from numeric import assert_trees_close, normal
 
 MEGATRON = autopar.ShardParallel(
     mesh_shape=(2, 4),
@@ -39,33 +39,18 @@ def mlp(params, x):
 
 
 def _params(hidden=64, d=16, seed=0):
-    return {"w1": _normal((d, hidden), seed) / 4, "w2": _normal((hidden, d), seed + 100) / 8}
+    return {"w1": normal((d, hidden), seed) / 4, "w2": normal((hidden, d), seed + 100) / 8}
 
 
 def _batch(n=32, d=16, seed=1):
-    return _normal((n, d), seed)
-
-
-_RNG = np.random.default_rng(0)
-
-
-def _normal(shape, seed=None):
-    """Test data drawn on the host: jax.random would compile a program per shape (seconds in total)."""
-    rng = _RNG if seed is None else np.random.default_rng(seed)
-    return rng.standard_normal(shape, dtype=np.float32)
-
-
-def _close(a, b, rtol=2e-5, atol=2e-6):
-    jax.tree.map(
-        lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=atol), a, b
-    )
+    return normal((n, d), seed)
 
 
 def test_manual_megatron_mlp_matches_unsharded_and_returns_named_shardings():
     f = autopar.parallelize(mlp, method=MEGATRON)
     params, x = _params(), _batch()
     out = f(params, x)
-    _close(out, jax.jit(mlp)(params, x))
+    assert_trees_close(out, jax.jit(mlp)(params, x))
     assert out["y"].sharding.spec == P("x") and out["h_sum"].sharding.spec == P()
     assert isinstance(out["y"].sharding, jax.sharding.NamedSharding)
 
@@ -97,9 +82,9 @@ def test_static_arguments_and_pytree_structure_key_the_cache():
     )
     params, x = _params(), _batch()
     for scale in (2.0, 3.0, 2.0):
-        _close(f(params, x, scale), jax.jit(scaled, static_argnums=2)(params, x, scale))
+        assert_trees_close(f(params, x, scale), jax.jit(scaled, static_argnums=2)(params, x, scale))
     assert f.cache_size() == 2
-    _close(f({"w1": params["w1"]}, x, 2.0), ({"w1": params["w1"] * 2}, x * 2))
+    assert_trees_close(f({"w1": params["w1"]}, x, 2.0), ({"w1": params["w1"] * 2}, x * 2))
     assert f.cache_size() == 3
 
 
@@ -116,8 +101,8 @@ def test_decorator_forms_and_keyword_arguments():
 
     a = jnp.arange(16.0)
     with pytest.raises(AutoparError) if registry.lookup(methods.INTRA_OP_PASS) is None else _nothing():
-        _close(add(a, a), a + a)
-    _close(affine(a, bias=jnp.ones(16)), a * 2 + 1)
+        assert_trees_close(add(a, a), a + a)
+    assert_trees_close(affine(a, bias=jnp.ones(16)), a * 2 + 1)
     assert affine.__name__ == "affine"
 
 
@@ -141,7 +126,7 @@ def test_lower_with_abstract_arguments_then_compile_and_run():
     compiled = lowered.compile()
     hlo = compiled.as_text()
     assert "all-reduce(" in hlo and "ENTRY" in hlo
-    _close(compiled(params, x), jax.jit(mlp)(params, x))
+    assert_trees_close(compiled(params, x), jax.jit(mlp)(params, x))
     assert compiled.input_shardings[0][1].spec == P("x")
     f(params, x)
     assert f.cache_size() == 1  # the abstract lowering served the concrete call
@@ -208,7 +193,7 @@ def test_optax_training_step_with_donation_matches_unsharded(mesh_shape, param_s
         old_w1 = params["w1"]
         params, opt_state, loss = step(params, opt_state, batch)
         ref_params, ref_state, ref_loss = reference(ref_params, ref_state, batch)
-        _close((params, opt_state, loss), (ref_params, ref_state, ref_loss), rtol=1e-5, atol=1e-6)
+        assert_trees_close((params, opt_state, loss), (ref_params, ref_state, ref_loss), rtol=1e-5, atol=1e-6)
     assert step.cache_size() == 1
     assert params["w1"].sharding.spec == (param_specs["w1"] or P())
     assert old_w1.is_deleted()  # donated: its buffer became the update
@@ -328,7 +313,7 @@ def recording_intra_op(monkeypatch):
 def test_methods_reach_the_pass_as_its_options(recording_intra_op, method, expected):
     f = autopar.parallelize(mlp, method=method)
     params, x = _params(), _batch()
-    _close(f(params, x), jax.jit(mlp)(params, x))
+    assert_trees_close(f(params, x), jax.jit(mlp)(params, x))
     for key, value in expected.items():
         assert getattr(recording_intra_op.options, key) == value, key
     assert recording_intra_op.roles == ["parameter", "parameter", "batch"]
@@ -344,7 +329,7 @@ def test_batch_argnums_marks_batches_and_scalars_stay_parameters(recording_intra
 
     g = autopar.parallelize(f, method=autopar.DataParallel(), batch_argnums=(0,))
     args = (_batch(), jnp.ones((16, 4)), jnp.float32(2.0))
-    _close(g(*args), jax.jit(f)(*args))
+    assert_trees_close(g(*args), jax.jit(f)(*args))
     assert recording_intra_op.roles == ["batch", "parameter", "parameter"]
 
 

@@ -16,6 +16,7 @@ from jax.sharding import PartitionSpec as P
 import autopar
 from autopar.api.methods import INTRA_OP_PASS
 from autopar.passes import registry
+from numeric import assert_trees_close, normal
 
 pytestmark = pytest.mark.skipif(
     registry.lookup(INTRA_OP_PASS) is None, reason=f"{INTRA_OP_PASS} is not on this branch yet"
@@ -25,24 +26,9 @@ pytestmark = pytest.mark.skipif(
 CPU = autopar.AutoShardingOption(device_flops=1e10, device_memory_bandwidth=1e11)
 
 
-_RNG = np.random.default_rng(0)
-
-
-def _normal(shape, seed=None):
-    """Test data drawn on the host: jax.random would compile a program per shape (seconds in total)."""
-    rng = _RNG if seed is None else np.random.default_rng(seed)
-    return rng.standard_normal(shape, dtype=np.float32)
-
-
-def _close(a, b, rtol=2e-5, atol=2e-6):
-    jax.tree.map(
-        lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=atol), a, b
-    )
-
-
 def _dense_params(sizes, seed=0):
     shapes = list(zip(sizes[:-1], sizes[1:], strict=True))
-    return [_normal((m, n), seed + i) / np.sqrt(m) for i, (m, n) in enumerate(shapes)]
+    return [normal((m, n), seed + i) / np.sqrt(m) for i, (m, n) in enumerate(shapes)]
 
 
 def mlp(params, x):
@@ -63,9 +49,9 @@ def _counts(plan):
 
 
 def test_mlp_large_batch_small_hidden_is_data_parallel():
-    params, x = _dense_params([64, 64, 64]), _normal((4096, 64), seed=1)
+    params, x = _dense_params([64, 64, 64]), normal((4096, 64), seed=1)
     f = autopar.parallelize(sgd_step)
-    _close(f(params, x), jax.jit(sgd_step)(params, x))
+    assert_trees_close(f(params, x), jax.jit(sgd_step)(params, x))
     plan = f.get_execution_plan(params, x)
     assert plan.input_specs() == {"params[0]": P(), "params[1]": P(), "x": P("x")}
     assert _counts(plan) == {"all-reduce": 1}  # the gradients, combined by XLA
@@ -73,10 +59,10 @@ def test_mlp_large_batch_small_hidden_is_data_parallel():
 
 
 def test_mlp_small_batch_large_hidden_is_megatron():
-    params, x = _dense_params([1024, 1024, 1024]), _normal((8, 1024), seed=1)
+    params, x = _dense_params([1024, 1024, 1024]), normal((8, 1024), seed=1)
     f = autopar.parallelize(sgd_step)
     out = f(params, x)
-    _close(out, jax.jit(sgd_step)(params, x), atol=1e-5)
+    assert_trees_close(out, jax.jit(sgd_step)(params, x), atol=1e-5)
     plan = f.get_execution_plan(params, x)
     assert plan.parameter_specs() == {"params[0]": P(None, "x"), "params[1]": P("x")}
     assert [o.spec for o in plan.outputs] == [P(None, "x"), P("x")]
@@ -87,14 +73,14 @@ def test_mlp_small_batch_large_hidden_is_megatron():
 def test_transformer_layer_on_1d_and_2d_meshes():
     d, heads, ffn, seq, batch = 256, 8, 1024, 32, 4
     p = {
-        "wq": _normal((d, heads, d // heads)) / 16,
-        "wk": _normal((d, heads, d // heads)) / 16,
-        "wv": _normal((d, heads, d // heads)) / 16,
-        "wo": _normal((heads, d // heads, d)) / 16,
-        "w1": _normal((d, ffn)) / 16,
-        "w2": _normal((ffn, d)) / 32,
+        "wq": normal((d, heads, d // heads)) / 16,
+        "wk": normal((d, heads, d // heads)) / 16,
+        "wv": normal((d, heads, d // heads)) / 16,
+        "wo": normal((heads, d // heads, d)) / 16,
+        "w1": normal((d, ffn)) / 16,
+        "w2": normal((ffn, d)) / 32,
     }
-    x = _normal((batch, seq, d))
+    x = normal((batch, seq, d))
 
     def layer(p, x):
         def norm(v):
@@ -112,7 +98,7 @@ def test_transformer_layer_on_1d_and_2d_meshes():
         f = autopar.parallelize(
             layer, method=autopar.ShardParallel(mesh_shape=shape, auto_sharding_option=CPU)
         )
-        _close(f(p, x), reference, atol=1e-5)
+        assert_trees_close(f(p, x), reference, atol=1e-5)
         specs = f.get_execution_plan(p, x).parameter_specs()
         # The MLP is split Megatron-style: w1 by columns and w2 by rows over the same axis.
         assert specs["p['w1']"][1] is not None and specs["p['w2']"][0] == specs["p['w1']"][1]
@@ -120,11 +106,11 @@ def test_transformer_layer_on_1d_and_2d_meshes():
 
 def test_conv_net_training_step():
     params = {
-        "c1": _normal((3, 3, 3, 16)) / 5,
-        "c2": _normal((3, 3, 16, 16)) / 12,
-        "fc": _normal((16, 10)) / 4,
+        "c1": normal((3, 3, 3, 16)) / 5,
+        "c2": normal((3, 3, 16, 16)) / 12,
+        "fc": normal((16, 10)) / 4,
     }
-    images = _normal((16, 8, 8, 3))
+    images = normal((16, 8, 8, 3))
     labels = np.random.default_rng(5).integers(0, 10, (16,)).astype(np.int32)
 
     def loss_fn(p, images, labels):
@@ -140,7 +126,9 @@ def test_conv_net_training_step():
         return jax.tree.map(lambda w, g: w - 0.1 * g, p, grads), loss
 
     f = autopar.parallelize(step, method=autopar.ShardParallel(auto_sharding_option=CPU))
-    _close(f(params, (images, labels)), jax.jit(step)(params, (images, labels)), rtol=1e-4, atol=1e-5)
+    assert_trees_close(
+        f(params, (images, labels)), jax.jit(step)(params, (images, labels)), rtol=1e-4, atol=1e-5
+    )
     plan = f.get_execution_plan(params, (images, labels))
     assert plan.solver_status in ("optimal", "feasible")
     assert {t.path: t.role for t in plan.inputs}["batch[0]"] == "batch"
@@ -166,7 +154,7 @@ def test_optax_adam_step_with_donation(method):
         return optax.apply_updates(params, updates), opt_state, loss
 
     params = _dense_params([32, 128, 32], seed=2)
-    batch = (_normal((256, 32), seed=6), _normal((256, 32), seed=7))
+    batch = (normal((256, 32), seed=6), normal((256, 32), seed=7))
     state = optimizer.init(params)
     step = autopar.parallelize(train_step, method=method, donate_argnums=(0, 1), batch_argnums=(2,))
     reference = jax.jit(train_step)
@@ -177,7 +165,7 @@ def test_optax_adam_step_with_donation(method):
         *mine, loss = step(*mine, batch)
         # Adam divides by sqrt(nu): a near-zero gradient turns reduction-order noise into up to ~1e-5
         # of a 1e-2 step, so params get an absolute tolerance of half a percent of one step.
-        _close((mine, loss), (ref, ref_loss), rtol=1e-5, atol=5e-5)
+        assert_trees_close((mine, loss), (ref, ref_loss), rtol=1e-5, atol=5e-5)
     assert step.cache_size() == 1
     plan = step.get_execution_plan(*mine, batch)
     if isinstance(method, autopar.DataParallel):

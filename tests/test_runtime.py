@@ -12,6 +12,7 @@ from jax.sharding import PartitionSpec as P
 import autopar.ir as aip
 from autopar import runtime
 from autopar.runtime.hlo import count_collectives, parse_collectives
+from numeric import assert_trees_close, normal
 
 MESH_2X4 = runtime.MeshSpec("mesh", ("x", "y"), (2, 4))
 
@@ -22,23 +23,10 @@ def mlp(w1, w2, x):
 
 def _mlp_args():
     return (
-        _normal((16, 64)) / 4,
-        _normal((64, 16)) / 8,
-        _normal((32, 16)),
+        normal((16, 64)) / 4,
+        normal((64, 16)) / 8,
+        normal((32, 16)),
     )
-
-
-_RNG = np.random.default_rng(0)
-
-
-def _normal(shape, seed=None):
-    """Test data drawn on the host: jax.random would compile a program per shape (seconds in total)."""
-    rng = _RNG if seed is None else np.random.default_rng(seed)
-    return rng.standard_normal(shape, dtype=np.float32)
-
-
-def _close(a, b):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6)
 
 
 def _compile(fn, args, arg_specs, result_specs, mesh=MESH_2X4, devices=None):
@@ -51,7 +39,7 @@ def test_megatron_mlp_matches_unsharded_with_one_all_reduce():
     args = _mlp_args()
     exe = _compile(mlp, args, [P(None, "y"), P("y", None), P("x")], [P("x")])
     (out,) = exe(list(args))
-    _close(out, jax.jit(mlp)(*args))
+    assert_trees_close(out, jax.jit(mlp)(*args))
     assert out.sharding.spec == P("x") and out.sharding.mesh.shape == {"x": 2, "y": 4}
     assert [s.spec for s in exe.in_shardings] == [P(None, "y"), P("y"), P("x")]
     counts = count_collectives(exe.as_text())
@@ -62,7 +50,7 @@ def test_arguments_are_placed_and_results_laid_out_as_annotated():
     args = _mlp_args()
     exe = _compile(mlp, args, [P(), P(), P(("x", "y"))], [P(("x", "y"))])
     (out,) = exe([np.asarray(a) for a in args])  # numpy in: placed by the runtime
-    _close(out, jax.jit(mlp)(*args))
+    assert_trees_close(out, jax.jit(mlp)(*args))
     shard_rows = sorted(s.data.shape[0] for s in out.addressable_shards)
     assert shard_rows == [4] * 8  # 32 rows over 8 devices
     assert count_collectives(exe.as_text())["all-reduce"] == 0
@@ -73,8 +61,8 @@ def test_unannotated_results_come_back_replicated():
     exe = _compile(lambda w1, w2, x: (mlp(w1, w2, x), x.sum()), args, [P(), P(), P("x")], [None, None])
     out, total = exe(list(args))
     assert out.sharding.spec == P() and total.sharding.spec == P()
-    _close(out, jax.jit(mlp)(*args))
-    _close(total, args[2].sum())
+    assert_trees_close(out, jax.jit(mlp)(*args))
+    assert_trees_close(total, args[2].sum())
     assert "sdy.sharding" in str(exe.module.operation)  # closed explicitly before compiling
 
 
@@ -91,9 +79,9 @@ def test_hand_written_module_with_permuted_device_ids():
     assert [d.id for d in exe.mesh.devices.flat] == [devices[7 - i].id for i in range(8)]
     a = np.arange(32, dtype=np.float32).reshape(8, 4)
     (out,) = exe([a])
-    _close(out, a * a)
+    assert_trees_close(out, a * a)
     first = next(s for s in out.addressable_shards if s.device == devices[7])
-    _close(first.data, (a * a)[:4, :1])  # mesh position (0, 0) lives on device 7
+    assert_trees_close(first.data, (a * a)[:4, :1])  # mesh position (0, 0) lives on device 7
 
 
 def test_donated_argument_with_same_layout_is_consumed():
@@ -108,7 +96,7 @@ def test_donated_argument_with_same_layout_is_consumed():
     assert exe.donated == (0,)
     w_placed = jax.device_put(w, exe.in_shardings[0])
     (out,) = exe([w_placed, g])
-    _close(out, jnp.zeros((16, 8)))
+    assert_trees_close(out, jnp.zeros((16, 8)))
     assert w_placed.is_deleted()
 
 
@@ -120,7 +108,7 @@ def test_donated_argument_whose_update_has_another_layout_still_compiles():
     module = aip.module_from_lowered(jax.jit(step, donate_argnums=(0,)).lower(w, g))
     runtime.annotate_main(module, MESH_2X4, [P("x"), P()], [P(None, "y")])
     (out,) = runtime.compile(module)([w, g])
-    _close(out, jnp.zeros((16, 8)))
+    assert_trees_close(out, jnp.zeros((16, 8)))
     assert out.sharding.spec == P(None, "y")
 
 
