@@ -20,7 +20,7 @@ import os
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +221,10 @@ _HEURISTIC_ROUNDS = 300
 # Work rate of the large-neighbourhood search in sub-ILP nonzeros per second of time limit (measured on A, M,
 # S on this machine: about 2-4 M/s of model built and solved; the lower end so that the clock rarely cuts).
 _LNS_WORK_PER_SECOND = 1.5e6
+# Lazy memory rows for the large-neighbourhood sub-ILPs (see _solve_ilp). Off: measured on M and S regions of
+# 60 groups, once identical rows are merged the memory rows are a small part of the model, and the extra
+# HiGHS runs cost more (M: 3.3 s vs 1.9 s for six regions; S: 1.6 s vs 1.2 s).
+_LAZY_MEMORY = False
 # HiGHS branch-and-bound node limit per neighbourhood (deterministic, unlike its time limit).
 _LNS_MAX_NODES = 200
 
@@ -234,6 +238,7 @@ class _Improved:
     clock_cut: bool = False
     message: str = ""
     iterations: int = 0
+    log: list = field(default_factory=list)  # per LNS iteration, for benchmarks
 
 
 def _improve(core: _core.StrategyProblem, gm: _core.GroupModel, h: dict, time_limit: float, seed: int,
@@ -295,21 +300,27 @@ def _lns(core: _core.StrategyProblem, gm: _core.GroupModel, assignment: np.ndarr
         else:
             root = int(free[rng.integers(len(free))])
         region = gm.neighbourhood(root, int(size), int(rng.integers(2**63)))
-        model = gm.build(assignment, region.astype(np.int32), MAX_ILP_NONZEROS)
+        t0 = time.perf_counter()
+        model = gm.build(assignment, region.astype(np.int32), MAX_ILP_NONZEROS, _LAZY_MEMORY)
         work += model.num_nonzeros + 1000
         out.iterations += 1
         if model.too_big:
             size = max(8, size * 0.7)
             continue
         remaining = deadline - time.perf_counter()
-        ilp = _solve_ilp(model, assignment, max(min(remaining, 20.0), 0.05), seed, _LNS_MAX_NODES)
+        stats: dict = {}
+        ilp = _solve_ilp(model, assignment, max(min(remaining, 20.0), 0.05), seed, _LNS_MAX_NODES, stats)
+        entry = {"size": len(region), "nnz": model.num_nonzeros, "pool": model.num_pool_rows, **stats}
+        out.log.append(entry)
         if ilp is None:
             size = max(8, size * 0.7)
+            entry["secs"] = time.perf_counter() - t0
             continue
         values, _, optimal, _ = ilp
         candidate = model.decode(values, assignment)
         full = gm.expand(candidate)
         cost, _, ok = core.evaluate(full)
+        entry.update(secs=time.perf_counter() - t0, optimal=optimal, gain=best_cost - cost if ok else None)
         if ok and cost < best_cost - 1e-9 * abs(best_cost):
             assignment, best_cost = candidate, cost
             out.best, out.best_time = full, time.perf_counter() - start
@@ -324,14 +335,68 @@ def _lns(core: _core.StrategyProblem, gm: _core.GroupModel, assignment: np.ndarr
 
 
 def _solve_ilp(model: _core.GroupIlp, start: np.ndarray | None, time_limit: float, seed: int,
-               max_nodes: int | None) -> tuple[np.ndarray, float | None, bool, bool] | None:
+               max_nodes: int | None, stats: dict | None = None
+               ) -> tuple[np.ndarray, float | None, bool, bool] | None:
     """Solves a group ILP with HiGHS, warm-started from the assignment `start`; returns (column values,
     lower bound, proven optimal, proven infeasible), or None when HiGHS found no solution and proved
-    nothing."""
+    nothing.
+
+    Memory rows a lazy build left in the model's pool are added only when a solution violates them, then
+    HiGHS runs again (the start, feasible for every row, stays its incumbent): the answer is exactly the
+    full model's, and most rows (segments far from the limit) never enter it. `stats` (when given)
+    accumulates simplex iterations, branch-and-bound nodes, HiGHS runs and rows added, the deterministic
+    measures of the work done."""
     import highspy  # imported here: only the ILP phases need it
 
     if model.num_cols == 0:
         return np.zeros(0), model.objective_offset, True, False
+    h = _highs_model(model, time_limit, seed, max_nodes)
+    deadline = time.perf_counter() + time_limit
+    start_values = None if start is None else model.start_vector(np.asarray(start, dtype=np.int32))
+    stats = {} if stats is None else stats
+    while True:
+        if start_values is not None:
+            sol = highspy.HighsSolution()
+            sol.col_value = list(start_values)
+            sol.value_valid = True
+            h.setSolution(sol)
+        h.run()
+        info = h.getInfo()
+        stats["simplex"] = stats.get("simplex", 0) + max(int(info.simplex_iteration_count), 0)
+        stats["nodes"] = stats.get("nodes", 0) + max(int(info.mip_node_count), 0)
+        stats["runs"] = stats.get("runs", 0) + 1
+        status = h.getModelStatus()
+        if status == highspy.HighsModelStatus.kInfeasible:
+            return np.zeros(model.num_cols), None, False, True
+        if info.primal_solution_status != 2:  # kSolutionStatusFeasible
+            return None
+        values = np.asarray(h.getSolution().col_value, dtype=np.float64)
+        if model.num_pool_rows == 0 or start is None:
+            break
+        violated = model.pool_violations(model.decode(values, np.asarray(start, dtype=np.int32)))
+        if len(violated) == 0:
+            break
+        if stats["runs"] >= _LAZY_MAX_RUNS or time.perf_counter() >= deadline:
+            # Give up on this model: the start is feasible for every row.
+            return start_values, None, False, False
+        rows = model.pool_rows(violated.astype(np.int32))
+        n = len(violated)
+        h.addRows(n, np.full(n, -np.inf), rows["upper"], len(rows["index"]), rows["start"], rows["index"],
+                  rows["value"])
+        stats["rows_added"] = stats.get("rows_added", 0) + n
+        h.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.05))
+    bound = info.mip_dual_bound if np.isfinite(info.mip_dual_bound) else None
+    optimal = status == highspy.HighsModelStatus.kOptimal
+    return values, bound, optimal, False
+
+
+# HiGHS runs per lazily built model before giving up (each run adds the rows its solution violated).
+_LAZY_MAX_RUNS = 8
+
+
+def _highs_model(model: _core.GroupIlp, time_limit: float, seed: int, max_nodes: int | None):
+    import highspy
+
     a = model.arrays()
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
@@ -360,21 +425,7 @@ def _solve_ilp(model: _core.GroupIlp, start: np.ndarray | None, time_limit: floa
     lp.integrality_ = [highspy.HighsVarType.kInteger if k else highspy.HighsVarType.kContinuous
                        for k in a["col_integer"]]
     h.passModel(lp)
-    if start is not None:
-        sol = highspy.HighsSolution()
-        sol.col_value = list(model.start_vector(np.asarray(start, dtype=np.int32)))
-        sol.value_valid = True
-        h.setSolution(sol)
-    h.run()
-    status = h.getModelStatus()
-    info = h.getInfo()
-    if status == highspy.HighsModelStatus.kInfeasible:
-        return np.zeros(model.num_cols), None, False, True
-    if info.primal_solution_status != 2:  # kSolutionStatusFeasible
-        return None
-    bound = info.mip_dual_bound if np.isfinite(info.mip_dual_bound) else None
-    optimal = status == highspy.HighsModelStatus.kOptimal
-    return np.asarray(h.getSolution().col_value, dtype=np.float64), bound, optimal, False
+    return h
 
 
 def _as_solution(solution: Sequence[int] | np.ndarray) -> np.ndarray:
