@@ -194,7 +194,7 @@ def memory_problem(rng: np.random.Generator, n: int) -> StrategyProblem:
     """Long overlapping intervals, a tight limit and a sparse pair graph: presolve merges little, and a
     region's memory rows matter (many segments share their free members and differ in the fixed part)."""
     starts = rng.integers(0, 10, n)
-    lengths = np.where(rng.random(n) < 0.5, rng.integers(1, 3, n), rng.integers(6, 14, n))  # short inside long
+    lengths = np.where(rng.random(n) < 0.5, rng.integers(1, 3, n), rng.integers(6, 14, n))  # short in long
     intervals = np.stack([starts, starts + lengths], axis=1)
     sizes = rng.integers(2, 4, n)
     costs = [rng.integers(0, 50, k).astype(float) for k in sizes]
@@ -237,7 +237,8 @@ def test_region_memory_rows_match_enumeration() -> None:
         current = feasible[int(rng.integers(len(feasible)))]
         free = np.sort(rng.choice(gm.free_groups(), max(2, len(gm.free_groups()) // 2), replace=False))
         fixed = [g for g in range(gm.num_groups) if g not in set(free.tolist())]
-        expected = min(p.evaluate(gm.expand(a))[0] for a in feasible if all(a[g] == current[g] for g in fixed))
+        expected = min(p.evaluate(gm.expand(a))[0] for a in feasible
+                       if all(a[g] == current[g] for g in fixed))
         for lazy in (False, True):
             model = gm.build(current, free.astype(np.int32), 10**7, lazy)
             stats: dict = {}
