@@ -218,13 +218,28 @@ def solve(problem: StrategyProblem, time_limit: float = 10.0, seed: int = 0, *,
 # Heuristic rounds before the ILP phases take over (its perturbation rounds gain little once presolved ILPs
 # are available).
 _HEURISTIC_ROUNDS = 300
-# Work rate of the large-neighbourhood search in sub-ILP nonzeros per second of time limit (measured on A, M,
-# S on this machine: about 2-4 M/s of model built and solved; the lower end so that the clock rarely cuts).
-_LNS_WORK_PER_SECOND = 1.5e6
+# Work rate of the large-neighbourhood search in _ilp_work units per second of time limit. Measured on this
+# 2-core machine (shared, load 4-5) with two search threads: A 1.7M, M 1.2M, S 0.8M units per wall second; at
+# 0.6M the work budget, not the clock, ends the search with a margin of 1.3x on S (the slowest per unit), at
+# the price of stopping early on A and M. Deterministic results need the budget to bind.
+_LNS_WORK_PER_SECOND = 0.6e6
 # Lazy memory rows for the large-neighbourhood sub-ILPs (see _solve_ilp). Off: measured on M and S regions of
 # 60 groups, once identical rows are merged the memory rows are a small part of the model, and the extra
 # HiGHS runs cost more (M: 3.3 s vs 1.9 s for six regions; S: 1.6 s vs 1.2 s).
 _LAZY_MEMORY = False
+# Region models above this many nonzeros are not solved (the region shrinks): measured on S, a 976k-nonzero
+# region took 24 s of HiGHS, cut by its time limit (not reproducible), for a few hundred thousand elsewhere.
+_LNS_MAX_NONZEROS = 400_000
+# Disjoint regions solved at once per search round (one HiGHS per thread).
+_LNS_THREADS = 2
+# Groups in the first region (regions adapt afterwards).
+_LNS_START_SIZE = 40
+# Work units of _ilp_work (about a microsecond of one core of this machine each; fitted by least squares
+# on the sub-ILPs of A, M and S runs: per-model seconds against nonzeros and simplex iterations).
+_WORK_PER_NONZERO = 4.0
+_WORK_PER_SIMPLEX = 250.0
+_WORK_PER_NODE = 1000.0
+_WORK_PER_MODEL = 20000.0
 # HiGHS branch-and-bound node limit per neighbourhood (deterministic, unlike its time limit).
 _LNS_MAX_NODES = 200
 
@@ -280,58 +295,96 @@ def _improve(core: _core.StrategyProblem, gm: _core.GroupModel, h: dict, time_li
 
 def _lns(core: _core.StrategyProblem, gm: _core.GroupModel, assignment: np.ndarray, best_cost: float,
          time_limit: float, seed: int, start: float, work_limit: float | None, out: _Improved) -> _Improved:
-    """Large-neighbourhood search: a connected region of groups (around a group whose strategy is locally
-    regrettable, or a random one) is freed, everything else fixed, and the sub-ILP solved by HiGHS from the
-    current solution; accepted when cheaper. The region grows while sub-ILPs are solved to optimality without
-    gain and shrinks when they hit the node limit. Stops on counted work (sub-ILP nonzeros)."""
+    """Large-neighbourhood search: connected regions of groups (around a group whose strategy is locally
+    regrettable, or a random one) are freed, everything else fixed, and each sub-ILP solved by HiGHS from the
+    current solution; a result is accepted when the evaluator confirms it feasible and cheaper.
+
+    Each round frees _LNS_THREADS disjoint regions and solves them on as many threads (HiGHS releases the
+    GIL); the results are applied one after the other in region order, each re-checked on top of the
+    previous, so the outcome does not depend on which thread finishes first. Regions grow while sub-ILPs are
+    solved to optimality without gain and shrink when they hit the node limit. The search stops on counted
+    work (_ilp_work: model size, simplex iterations, nodes), so a run that the clock does not cut is
+    reproducible."""
+    from concurrent.futures import ThreadPoolExecutor
+
     rng = np.random.default_rng(seed)
     free = gm.free_groups()
     budget = work_limit if work_limit is not None else _LNS_WORK_PER_SECOND * time_limit
     deadline = start + time_limit * 0.97
-    size, work, stale = 40, 0.0, 0
+    size, work, stale = float(_LNS_START_SIZE), 0.0, 0
     out.message = "large-neighbourhood search (presolve + HiGHS sub-ILPs)"
-    while work < budget and len(free):
-        if time.perf_counter() >= deadline:
-            out.clock_cut = True
-            break
-        regret = gm.regret(assignment)[free]
-        if rng.random() < 0.5 and regret.sum() > 0:
-            root = int(rng.choice(free, p=regret / regret.sum()))
-        else:
-            root = int(free[rng.integers(len(free))])
-        region = gm.neighbourhood(root, int(size), int(rng.integers(2**63)))
-        t0 = time.perf_counter()
-        model = gm.build(assignment, region.astype(np.int32), MAX_ILP_NONZEROS, _LAZY_MEMORY)
-        work += model.num_nonzeros + 1000
-        out.iterations += 1
-        if model.too_big:
-            size = max(8, size * 0.7)
-            continue
-        remaining = deadline - time.perf_counter()
-        stats: dict = {}
-        ilp = _solve_ilp(model, assignment, max(min(remaining, 20.0), 0.05), seed, _LNS_MAX_NODES, stats)
-        entry = {"size": len(region), "nnz": model.num_nonzeros, "pool": model.num_pool_rows, **stats}
-        out.log.append(entry)
-        if ilp is None:
-            size = max(8, size * 0.7)
-            entry["secs"] = time.perf_counter() - t0
-            continue
-        values, _, optimal, _ = ilp
-        candidate = model.decode(values, assignment)
-        full = gm.expand(candidate)
-        cost, _, ok = core.evaluate(full)
-        entry.update(secs=time.perf_counter() - t0, optimal=optimal, gain=best_cost - cost if ok else None)
-        if ok and cost < best_cost - 1e-9 * abs(best_cost):
-            assignment, best_cost = candidate, cost
-            out.best, out.best_time = full, time.perf_counter() - start
-            stale = 0
-        else:
-            stale += 1
-        if optimal:
-            size = min(size * (1.15 if stale else 1.0), len(free))
-        else:
-            size = max(8, size * 0.8)
+    threads = max(1, min(_LNS_THREADS, len(free) // 8))
+    with ThreadPoolExecutor(threads) as executor:
+        while work < budget and len(free):
+            if time.perf_counter() >= deadline:
+                out.clock_cut = True
+                break
+            regions = _lns_regions(gm, assignment, free, int(size), threads, rng)
+            models = [gm.build(assignment, r, _LNS_MAX_NONZEROS, _LAZY_MEMORY) for r in regions]
+            remaining = max(min(deadline - time.perf_counter(), 20.0), 0.05)
+            jobs = [(m, assignment, remaining, int(rng.integers(2**31)), {}) for m in models]
+            results = list(executor.map(_solve_region, jobs))
+            for (model, *_, st), ilp in zip(jobs, results, strict=True):
+                work += _ilp_work(model, st)
+                out.iterations += 1
+                out.log.append({"size": model.num_free, "nnz": model.num_nonzeros, **st})
+                if st.get("clock"):
+                    out.clock_cut = True
+                if ilp is None:
+                    size = max(8.0, size * 0.7)
+                    continue
+                values, _, optimal, _ = ilp
+                # Only this region's groups change, on top of whatever the earlier regions changed.
+                candidate = model.decode(values, assignment)
+                full = gm.expand(candidate)
+                cost, _, ok = core.evaluate(full)
+                out.log[-1].update(optimal=optimal, gain=best_cost - cost if ok else None)
+                if ok and cost < best_cost - 1e-9 * abs(best_cost):
+                    assignment, best_cost = candidate, cost
+                    out.best, out.best_time = full, time.perf_counter() - start
+                    stale = 0
+                else:
+                    stale += 1
+                if optimal:
+                    size = min(size * (1.15 if stale else 1.0), float(len(free)))
+                else:
+                    size = max(8.0, size * 0.8)
     return out
+
+
+def _solve_region(job: tuple) -> tuple | None:
+    model, assignment, time_limit, seed, stats = job
+    return None if model.too_big else _solve_ilp(model, assignment, time_limit, seed, _LNS_MAX_NODES, stats)
+
+
+def _lns_regions(gm: _core.GroupModel, assignment: np.ndarray, free: np.ndarray, size: int, count: int,
+                 rng: np.random.Generator) -> list[np.ndarray]:
+    """`count` disjoint regions of about `size` groups: breadth-first over pairs from a root drawn half the
+    time in proportion to its regret, else uniformly (a later region drops the groups earlier ones took)."""
+    regret = gm.regret(assignment)[free]
+    taken = np.zeros(gm.num_groups, bool)
+    regions = []
+    for _ in range(count):
+        weights = np.where(taken[free], 0.0, regret)
+        if rng.random() < 0.5 and weights.sum() > 0:
+            root = int(rng.choice(free, p=weights / weights.sum()))
+        else:
+            choices = free[~taken[free]]
+            if len(choices) == 0:
+                break
+            root = int(choices[rng.integers(len(choices))])
+        region = gm.neighbourhood(root, size, int(rng.integers(2**63)))
+        region = region[~taken[region]].astype(np.int32)
+        taken[region] = True
+        regions.append(region)
+    return regions
+
+
+def _ilp_work(model: _core.GroupIlp, stats: dict) -> float:
+    """Deterministic work of one sub-ILP, in units of about a microsecond of this machine (fitted on A, M and
+    S regions: HiGHS's setup and presolve scale with the nonzeros, the rest with simplex iterations)."""
+    return (_WORK_PER_NONZERO * model.num_nonzeros + _WORK_PER_SIMPLEX * stats.get("simplex", 0)
+            + _WORK_PER_NODE * stats.get("nodes", 0) + _WORK_PER_MODEL)
 
 
 def _solve_ilp(model: _core.GroupIlp, start: np.ndarray | None, time_limit: float, seed: int,
@@ -354,6 +407,7 @@ def _solve_ilp(model: _core.GroupIlp, start: np.ndarray | None, time_limit: floa
     deadline = time.perf_counter() + time_limit
     start_values = None if start is None else model.start_vector(np.asarray(start, dtype=np.int32))
     stats = {} if stats is None else stats
+    began = time.perf_counter()
     while True:
         if start_values is not None:
             sol = highspy.HighsSolution()
@@ -366,6 +420,9 @@ def _solve_ilp(model: _core.GroupIlp, start: np.ndarray | None, time_limit: floa
         stats["nodes"] = stats.get("nodes", 0) + max(int(info.mip_node_count), 0)
         stats["runs"] = stats.get("runs", 0) + 1
         status = h.getModelStatus()
+        stats["secs"] = time.perf_counter() - began
+        if status == highspy.HighsModelStatus.kTimeLimit:
+            stats["clock"] = True  # the safety net stopped HiGHS: not reproducible
         if status == highspy.HighsModelStatus.kInfeasible:
             return np.zeros(model.num_cols), None, False, True
         if info.primal_solution_status != 2:  # kSolutionStatusFeasible
@@ -377,6 +434,7 @@ def _solve_ilp(model: _core.GroupIlp, start: np.ndarray | None, time_limit: floa
         if len(violated) == 0:
             break
         if stats["runs"] >= _LAZY_MAX_RUNS or time.perf_counter() >= deadline:
+            stats["clock"] = stats["runs"] < _LAZY_MAX_RUNS
             # Give up on this model: the start is feasible for every row.
             return start_values, None, False, False
         rows = model.pool_rows(violated.astype(np.int32))
