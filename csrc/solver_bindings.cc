@@ -147,6 +147,7 @@ void bind_group_model(nb::module_& m) {
       .def_prop_ro("infeasible", [](const GroupModel& x) { return x.presolved().infeasible; })
       .def_prop_ro("infeasible_node", [](const GroupModel& x) { return x.presolved().infeasible_node; })
       .def_prop_ro("num_groups", [](const GroupModel& x) { return x.presolved().num_groups(); })
+      .def_prop_ro("has_usage_limit", [](const GroupModel& x) { return x.problem().has_usage_limit(); })
       .def("stats",
            [](const GroupModel& x) {
              const auto& r = x.presolved();
@@ -201,6 +202,11 @@ void bind_group_model(nb::module_& m) {
       .def("neighbourhood",
            [](const GroupModel& x, int32_t root, int size, uint64_t seed) {
              return to_numpy(x.neighbourhood(root, size, seed));
+           })
+      .def("time_window",
+           [](const GroupModel& x, Array1D<const int32_t> a, int size, double slack, uint64_t seed) {
+             std::vector<int32_t> assignment = checked_assignment(x.presolved(), a);
+             return to_numpy(x.time_window(assignment, size, slack, seed));
            })
       .def("regret", [](const GroupModel& x, Array1D<const int32_t> a) {
         return to_numpy(x.regret(checked_assignment(x.presolved(), a)));

@@ -355,6 +355,51 @@ std::vector<int32_t> GroupModel::neighbourhood(int32_t root, int size, uint64_t 
   return out;
 }
 
+std::vector<int32_t> GroupModel::time_window(std::span<const int32_t> assignment, int size, double slack,
+                                             uint64_t seed) const {
+  std::mt19937_64 rng(seed);
+  const int points = profile_.num_points();
+  std::vector<int32_t> out;
+  if (points == 0 || size <= 0) return out;
+  std::vector<int64_t> usage(points + 1, 0);
+  for (int g = 0; g < r_.num_groups(); ++g) {
+    for (int32_t k : live_members_[g]) {
+      const auto& mem = r_.members[g][k];
+      const int64_t u = p_.usage_of(mem.node, mem.strategy[assignment[g]]);
+      usage[profile_.lo(mem.node)] += u;
+      usage[profile_.hi(mem.node)] -= u;
+    }
+  }
+  for (int t = 1; t <= points; ++t) usage[t] += usage[t - 1];
+  const int64_t peak = *std::max_element(usage.begin(), usage.begin() + points);
+  const double threshold = static_cast<double>(peak) - slack * std::abs(static_cast<double>(peak));
+  std::vector<int> tight;
+  for (int t = 0; t < points; ++t) {
+    if (static_cast<double>(usage[t]) >= threshold) tight.push_back(t);
+  }
+  const int at = tight[std::uniform_int_distribution<size_t>(0, tight.size() - 1)(rng)];
+  // Distance of each free group to `at`: 0 when one of its members is live there.
+  std::vector<std::pair<int, uint64_t>> key(r_.num_groups(), {std::numeric_limits<int>::max(), 0});
+  std::vector<int32_t> candidates;
+  for (int32_t g : by_time_) {
+    int d = std::numeric_limits<int>::max();
+    for (int32_t k : live_members_[g]) {
+      const int node = r_.members[g][k].node;
+      const int lo = profile_.lo(node), hi = profile_.hi(node);
+      d = std::min(d, at < lo ? lo - at : (at >= hi ? at - hi + 1 : 0));
+    }
+    if (d == std::numeric_limits<int>::max()) continue;
+    key[g] = {d, rng()};
+    candidates.push_back(g);
+  }
+  const size_t take = std::min(candidates.size(), static_cast<size_t>(size));
+  std::partial_sort(candidates.begin(), candidates.begin() + take, candidates.end(),
+                    [&](int32_t x, int32_t y) { return key[x] < key[y]; });
+  out.assign(candidates.begin(), candidates.begin() + take);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 std::vector<double> GroupModel::regret(std::span<const int32_t> assignment) const {
   std::vector<double> out(r_.num_groups(), 0.0);
   for (int g = 0; g < r_.num_groups(); ++g) {

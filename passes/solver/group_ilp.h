@@ -55,6 +55,7 @@ class GroupModel {
   GroupModel(const StrategyProblem& problem, Presolved presolved);
 
   const Presolved& presolved() const { return r_; }
+  const StrategyProblem& problem() const { return p_; }
   // free_groups empty: every group with more than one strategy (the whole reduced problem). lazy_memory:
   // memory rows go to the pool instead of the model (max_nonzeros then bounds the model only). Memory rows
   // with identical coefficients are merged into one (the smallest right-hand side) either way.
@@ -64,6 +65,10 @@ class GroupModel {
   // `seed`); when the root's component runs out, the search restarts from the group whose first live member
   // starts next in time after the root's (memory couples groups that share moments).
   std::vector<int32_t> neighbourhood(int32_t root, int size, uint64_t seed) const;
+  // Up to `size` groups with a choice whose members are live closest in (compressed) time to a moment drawn
+  // among those where the assignment's usage is within `slack` (a fraction) of its peak: the groups that can
+  // trade memory with each other there, whether or not they share pairs (ties shuffled by `seed`).
+  std::vector<int32_t> time_window(std::span<const int32_t> assignment, int size, double slack, uint64_t seed) const;
   // Per group: its local cost now minus its best local cost with the neighbours fixed (0 for fixed groups).
   std::vector<double> regret(std::span<const int32_t> assignment) const;
 

@@ -232,6 +232,9 @@ _LAZY_MEMORY = False
 _LNS_MAX_NONZEROS = 400_000
 # Disjoint regions solved at once per search round (one HiGHS per thread).
 _LNS_THREADS = 2
+# Share of regions drawn around a moment of near-peak usage (within _TIME_WINDOW_SLACK of the peak).
+_TIME_WINDOW_SHARE = 0.3
+_TIME_WINDOW_SLACK = 0.01
 # Groups in the first region (regions adapt afterwards).
 _LNS_START_SIZE = 40
 # Work units of _ilp_work (about a microsecond of one core of this machine each; fitted by least squares
@@ -359,14 +362,23 @@ def _solve_region(job: tuple) -> tuple | None:
 
 def _lns_regions(gm: _core.GroupModel, assignment: np.ndarray, free: np.ndarray, size: int, count: int,
                  rng: np.random.Generator) -> list[np.ndarray]:
-    """`count` disjoint regions of about `size` groups: breadth-first over pairs from a root drawn half the
-    time in proportion to its regret, else uniformly (a later region drops the groups earlier ones took)."""
+    """`count` disjoint regions of about `size` groups (a later region drops the groups earlier ones took):
+    with probability _TIME_WINDOW_SHARE the groups live nearest a moment where usage is near its peak (they
+    trade memory there), else breadth-first over pairs from a root drawn in proportion to its regret or
+    uniformly (equally often)."""
     regret = gm.regret(assignment)[free]
     taken = np.zeros(gm.num_groups, bool)
     regions = []
     for _ in range(count):
         weights = np.where(taken[free], 0.0, regret)
-        if rng.random() < 0.5 and weights.sum() > 0:
+        kind = rng.random()
+        if kind < _TIME_WINDOW_SHARE and gm.has_usage_limit:
+            region = gm.time_window(assignment, size, _TIME_WINDOW_SLACK, int(rng.integers(2**63)))
+            region = region[~taken[region]].astype(np.int32)
+            taken[region] = True
+            regions.append(region)
+            continue
+        if kind < _TIME_WINDOW_SHARE + (1 - _TIME_WINDOW_SHARE) / 2 and weights.sum() > 0:
             root = int(rng.choice(free, p=weights / weights.sum()))
         else:
             choices = free[~taken[free]]
