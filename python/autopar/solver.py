@@ -219,10 +219,10 @@ def solve(problem: StrategyProblem, time_limit: float = 10.0, seed: int = 0, *,
 # are available).
 _HEURISTIC_ROUNDS = 300
 # Work rate of the large-neighbourhood search in _ilp_work units per second of time limit. Measured on this
-# 2-core machine (shared, load 4-5) with two search threads: A 1.7M, M 1.2M, S 0.8M units per wall second; at
-# 0.6M the work budget, not the clock, ends the search with a margin of 1.3x on S (the slowest per unit), at
-# the price of stopping early on A and M. Deterministic results need the budget to bind.
-_LNS_WORK_PER_SECOND = 0.6e6
+# 2-core machine (shared, load 3-4) with two search threads: M 1.08M, S 1.03M units per wall second (and S
+# about 0.8x that at load 5); at 0.65M the work budget, not the clock, ends the search with a margin of about
+# 1.3x under load 5, at the price of stopping early. Deterministic results need the budget to bind.
+_LNS_WORK_PER_SECOND = 0.65e6
 # Lazy memory rows for the large-neighbourhood sub-ILPs (see _solve_ilp). Off: measured on M and S regions of
 # 60 groups, once identical rows are merged the memory rows are a small part of the model, and the extra
 # HiGHS runs cost more (M: 3.3 s vs 1.9 s for six regions; S: 1.6 s vs 1.2 s).
@@ -237,10 +237,12 @@ _TIME_WINDOW_SHARE = 0.3
 _TIME_WINDOW_SLACK = 0.01
 # Groups in the first region (regions adapt afterwards).
 _LNS_START_SIZE = 40
-# Work units of _ilp_work (about a microsecond of one core of this machine each; fitted by least squares
-# on the sub-ILPs of A, M and S runs: per-model seconds against nonzeros and simplex iterations).
-_WORK_PER_NONZERO = 4.0
-_WORK_PER_SIMPLEX = 250.0
+# Work units of _ilp_work (about a microsecond of one core of this machine each). Nonzeros and simplex
+# iterations weighted so that the wall rate is the same on M (many small regions: nonzeros dominate) and S
+# (simplex iterations dominate): 4 and 250 gave M 1.66M/s but S 1.0-1.2M/s, which stopped M at a third of
+# its time limit; 2 and 350 give both about 1.05M/s.
+_WORK_PER_NONZERO = 2.0
+_WORK_PER_SIMPLEX = 350.0
 _WORK_PER_NODE = 1000.0
 _WORK_PER_MODEL = 20000.0
 # HiGHS branch-and-bound node limit per neighbourhood (deterministic, unlike its time limit).
