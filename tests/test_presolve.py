@@ -218,11 +218,12 @@ def memory_problem(rng: np.random.Generator, n: int) -> StrategyProblem:
 
 def test_region_memory_rows_match_enumeration() -> None:
     # The rules of the memory rows (segments, fixed members' peak, merged duplicates, lazy pool rows added
-    # when violated) against enumeration over the region with the rest fixed; the loop also checks that
+    # when violated) and the LP-first shortcut (an integral LP optimum is taken as the MIP's) against
+    # enumeration over the region with the rest fixed; the loop also checks that
     # every rule actually fired on these problems.
     from autopar.solver import _solve_ilp
 
-    fired = {"rows": 0, "merged": 0, "added": 0}
+    fired = {"rows": 0, "merged": 0, "added": 0, "lp_integral": 0}
     for seed in range(25):
         rng = np.random.default_rng(3000 + seed)
         p = memory_problem(rng, n=int(rng.integers(7, 10)))
@@ -239,17 +240,18 @@ def test_region_memory_rows_match_enumeration() -> None:
         fixed = [g for g in range(gm.num_groups) if g not in set(free.tolist())]
         expected = min(p.evaluate(gm.expand(a))[0] for a in feasible
                        if all(a[g] == current[g] for g in fixed))
-        for lazy in (False, True):
+        for lazy, lp_first in ((False, False), (True, False), (False, True)):
             model = gm.build(current, free.astype(np.int32), 10**7, lazy)
             stats: dict = {}
-            values, _, optimal, _ = _solve_ilp(model, current, 10.0, 0, None, stats)
+            values, _, optimal, _ = _solve_ilp(model, current, 10.0, 0, None, stats, lp_first)
             got = model.decode(values, current)
             cost, _, ok = p.evaluate(gm.expand(got))
-            assert optimal and ok and cost == pytest.approx(expected), (seed, lazy)
+            assert optimal and ok and cost == pytest.approx(expected), (seed, lazy, lp_first)
+            fired["lp_integral"] += stats.get("lp_integral", 0)
             fired["rows"] += model.num_rows if not lazy else model.num_pool_rows
             fired["merged"] += model.memory_rows_merged
             fired["added"] += stats.get("rows_added", 0)
-    assert fired["rows"] > 0 and fired["added"] > 0, fired
+    assert fired["rows"] > 0 and fired["added"] > 0 and fired["lp_integral"] > 0, fired
 
 
 def test_memory_rows_with_equal_coefficients_are_merged() -> None:

@@ -230,6 +230,8 @@ _LAZY_MEMORY = False
 # Region models above this many nonzeros are not solved (the region shrinks): measured on S, a 976k-nonzero
 # region took 24 s of HiGHS, cut by its time limit (not reproducible), for a few hundred thousand elsewhere.
 _LNS_MAX_NONZEROS = 400_000
+# LNS sub-ILPs try their LP relaxation first (see _solve_ilp).
+_LP_FIRST = True
 # Disjoint regions solved at once per search round (one HiGHS per thread).
 _LNS_THREADS = 2
 # Share of regions drawn around a moment of near-peak usage (within _TIME_WINDOW_SLACK of the peak).
@@ -237,14 +239,15 @@ _TIME_WINDOW_SHARE = 0.3
 _TIME_WINDOW_SLACK = 0.01
 # Groups in the first region (regions adapt afterwards).
 _LNS_START_SIZE = 40
-# Work units of _ilp_work (about a microsecond of one core of this machine each). Nonzeros and simplex
-# iterations weighted so that the wall rate is the same on M (many small regions: nonzeros dominate) and S
-# (simplex iterations dominate): 4 and 250 gave M 1.66M/s but S 1.0-1.2M/s, which stopped M at a third of
-# its time limit; 2 and 350 give both about 1.05M/s.
-_WORK_PER_NONZERO = 2.0
+# Work units of _ilp_work (about a microsecond of one core of this machine each). Weighted so that the wall
+# rate is the same on M (many small regions, LP relaxations often integral) and S (simplex-bound MIPs):
+# measured with two threads at load 3, M 1.05M/s and S 1.0M/s. (4/nonzero and 250/simplex before LP-first:
+# M 1.66M/s, S 1.0-1.2M/s; LP simplex iterations without presolve cost a sixth of the MIP's.)
+_WORK_PER_NONZERO = 1.0
 _WORK_PER_SIMPLEX = 350.0
+_WORK_PER_LP_SIMPLEX = 60.0
 _WORK_PER_NODE = 1000.0
-_WORK_PER_MODEL = 20000.0
+_WORK_PER_MODEL = 10000.0
 # HiGHS branch-and-bound node limit per neighbourhood (deterministic, unlike its time limit).
 _LNS_MAX_NODES = 200
 
@@ -359,7 +362,8 @@ def _lns(core: _core.StrategyProblem, gm: _core.GroupModel, assignment: np.ndarr
 
 def _solve_region(job: tuple) -> tuple | None:
     model, assignment, time_limit, seed, stats = job
-    return None if model.too_big else _solve_ilp(model, assignment, time_limit, seed, _LNS_MAX_NODES, stats)
+    return None if model.too_big else _solve_ilp(model, assignment, time_limit, seed, _LNS_MAX_NODES, stats,
+                                                 _LP_FIRST)
 
 
 def _lns_regions(gm: _core.GroupModel, assignment: np.ndarray, free: np.ndarray, size: int, count: int,
@@ -395,14 +399,15 @@ def _lns_regions(gm: _core.GroupModel, assignment: np.ndarray, free: np.ndarray,
 
 
 def _ilp_work(model: _core.GroupIlp, stats: dict) -> float:
-    """Deterministic work of one sub-ILP, in units of about a microsecond of this machine (fitted on A, M and
-    S regions: HiGHS's setup and presolve scale with the nonzeros, the rest with simplex iterations)."""
+    """Deterministic work of one sub-ILP, in units of about a microsecond of this machine (HiGHS's setup and
+    presolve scale with the nonzeros, the rest with simplex iterations and nodes)."""
     return (_WORK_PER_NONZERO * model.num_nonzeros + _WORK_PER_SIMPLEX * stats.get("simplex", 0)
-            + _WORK_PER_NODE * stats.get("nodes", 0) + _WORK_PER_MODEL)
+            + _WORK_PER_LP_SIMPLEX * stats.get("lp_simplex", 0) + _WORK_PER_NODE * stats.get("nodes", 0)
+            + _WORK_PER_MODEL)
 
 
 def _solve_ilp(model: _core.GroupIlp, start: np.ndarray | None, time_limit: float, seed: int,
-               max_nodes: int | None, stats: dict | None = None
+               max_nodes: int | None, stats: dict | None = None, lp_first: bool = False
                ) -> tuple[np.ndarray, float | None, bool, bool] | None:
     """Solves a group ILP with HiGHS, warm-started from the assignment `start`; returns (column values,
     lower bound, proven optimal, proven infeasible), or None when HiGHS found no solution and proved
@@ -412,7 +417,9 @@ def _solve_ilp(model: _core.GroupIlp, start: np.ndarray | None, time_limit: floa
     HiGHS runs again (the start, feasible for every row, stays its incumbent): the answer is exactly the
     full model's, and most rows (segments far from the limit) never enter it. `stats` (when given)
     accumulates simplex iterations, branch-and-bound nodes, HiGHS runs and rows added, the deterministic
-    measures of the work done."""
+    measures of the work done. lp_first: solve the LP relaxation first (no presolve: a tenth of the MIP's
+    setup on region models); when its strategy columns are integral it is the optimum (the pair columns then
+    follow) and the MIP is skipped."""
     import highspy  # imported here: only the ILP phases need it
 
     if model.num_cols == 0:
@@ -422,6 +429,11 @@ def _solve_ilp(model: _core.GroupIlp, start: np.ndarray | None, time_limit: floa
     start_values = None if start is None else model.start_vector(np.asarray(start, dtype=np.int32))
     stats = {} if stats is None else stats
     began = time.perf_counter()
+    if lp_first and model.num_pool_rows == 0:
+        relaxed = _integral_lp_solution(h, model, stats)
+        if relaxed is not None:
+            stats["secs"] = time.perf_counter() - began
+            return relaxed, float(h.getInfo().objective_function_value), True, False
     while True:
         if start_values is not None:
             sol = highspy.HighsSolution()
@@ -460,6 +472,30 @@ def _solve_ilp(model: _core.GroupIlp, start: np.ndarray | None, time_limit: floa
     bound = info.mip_dual_bound if np.isfinite(info.mip_dual_bound) else None
     optimal = status == highspy.HighsModelStatus.kOptimal
     return values, bound, optimal, False
+
+
+def _integral_lp_solution(h, model: _core.GroupIlp, stats: dict) -> np.ndarray | None:
+    """Solves the LP relaxation of the MIP loaded in `h`; returns its column values when every integer
+    column is integral (then they are an optimal MIP solution), else restores `h` for the MIP and returns
+    None."""
+    import highspy
+
+    integer = np.flatnonzero(model.arrays()["col_integer"]).astype(np.int32)
+    h.changeColsIntegrality(len(integer), integer, np.zeros(len(integer), np.uint8))  # kContinuous
+    h.setOptionValue("presolve", "off")
+    h.run()
+    info = h.getInfo()
+    stats["lp_simplex"] = stats.get("lp_simplex", 0) + max(int(info.simplex_iteration_count), 0)
+    if h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
+        values = np.asarray(h.getSolution().col_value, dtype=np.float64)
+        x = values[integer]
+        if np.all(np.minimum(x, 1.0 - x) < 1e-7):
+            stats["lp_integral"] = 1
+            return np.round(values, 9)
+    h.changeColsIntegrality(len(integer), integer, np.ones(len(integer), np.uint8))  # kInteger
+    h.setOptionValue("presolve", "choose")
+    h.clearSolver()
+    return None
 
 
 # HiGHS runs per lazily built model before giving up (each run adds the rows its solution violated).
