@@ -3,7 +3,9 @@
     PYTHONPATH=python python benchmarks/iopddl.py [--time-scale 0.1] [--problems A,G,M,S,example]
 
 Each problem runs in its own process (so max RSS is per problem) within the contest's timeout times
---time-scale; every solution is re-checked with the core's evaluator. Prints one table row per problem.
+--time-scale; every solution is re-checked with the core's evaluator. Prints one table row per problem;
+clock_cut says whether the wall clock (not the work budget) stopped some phase, i.e. whether the same seed
+may give another solution on another run.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def run_one(path: Path, time_limit: float, seed: int) -> dict:
         "limit": problem.usage_limit,
         "lower_bound": sol.lower_bound,
         "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "clock_cut": sol.clock_cut,
     }
 
 
@@ -76,6 +79,7 @@ def main() -> int:
         "best_s",
         "peak/limit",
         "rss_MiB",
+        "clock_cut",
         "verified",
     )
     print("| " + " | ".join(header) + " |")
@@ -108,7 +112,7 @@ def main() -> int:
         print(
             f"| {name} | {limit:g} | {r['cost']:.0f} | {best_known:.0f} | {r['cost'] / best_known:.4f} | "
             f"{r['status']} | {first} | {r['best_s']:.2f} | {peak} | {r['rss_mib']:.0f} | "
-            f"{r['verified']} |",
+            f"{r['clock_cut']} | {r['verified']} |",
             flush=True,
         )
     return 1 if failures else 0

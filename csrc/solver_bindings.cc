@@ -93,6 +93,35 @@ void bind_group_model(nb::module_& m) {
       .def_prop_ro("objective_offset", [](const GroupIlp& x) { return x.objective_offset; })
       .def_prop_ro("num_free", [](const GroupIlp& x) { return x.free_groups.size(); })
       .def("arrays", &ilp_arrays<GroupIlp>)
+      .def_prop_ro("num_pool_rows", &GroupIlp::num_pool_rows)
+      .def_prop_ro("memory_rows_merged", [](const GroupIlp& x) { return x.memory_rows_merged; })
+      .def("pool_violations",
+           [](const GroupIlp& x, Array1D<const int32_t> a) {
+             for (int32_t g : x.free_groups) {
+               if (g >= static_cast<int32_t>(a.shape(0))) throw std::invalid_argument("pool: assignment too short");
+             }
+             return to_numpy(x.pool_violations(to_span(a)));
+           })
+      .def("pool_rows",
+           [](const GroupIlp& x, Array1D<const int32_t> rows) {
+             // The CSR slice of the given pool rows, ready for Highs.addRows.
+             std::vector<double> upper;
+             std::vector<int32_t> start{0}, index;
+             std::vector<double> value;
+             for (int32_t r : to_span(rows)) {
+               if (r < 0 || r >= x.num_pool_rows()) throw std::invalid_argument("pool_rows: row out of range");
+               upper.push_back(x.pool_upper[r]);
+               index.insert(index.end(), x.pool_index.begin() + x.pool_start[r], x.pool_index.begin() + x.pool_start[r + 1]);
+               value.insert(value.end(), x.pool_value.begin() + x.pool_start[r], x.pool_value.begin() + x.pool_start[r + 1]);
+               start.push_back(static_cast<int32_t>(index.size()));
+             }
+             nb::dict d;
+             d["upper"] = to_numpy(std::move(upper));
+             d["start"] = to_numpy(std::move(start));
+             d["index"] = to_numpy(std::move(index));
+             d["value"] = to_numpy(std::move(value));
+             return d;
+           })
       .def("start_vector",
            [](const GroupIlp& x, Array1D<const int32_t> a) {
              for (size_t f = 0; f < x.free_groups.size(); ++f) {
@@ -118,6 +147,7 @@ void bind_group_model(nb::module_& m) {
       .def_prop_ro("infeasible", [](const GroupModel& x) { return x.presolved().infeasible; })
       .def_prop_ro("infeasible_node", [](const GroupModel& x) { return x.presolved().infeasible_node; })
       .def_prop_ro("num_groups", [](const GroupModel& x) { return x.presolved().num_groups(); })
+      .def_prop_ro("has_usage_limit", [](const GroupModel& x) { return x.problem().has_usage_limit(); })
       .def("stats",
            [](const GroupModel& x) {
              const auto& r = x.presolved();
@@ -158,18 +188,25 @@ void bind_group_model(nb::module_& m) {
       .def("cost", [](const GroupModel& x,
                       Array1D<const int32_t> a) { return x.presolved().cost(checked_assignment(x.presolved(), a)); })
       .def("build",
-           [](const GroupModel& x, Array1D<const int32_t> a, Array1D<const int32_t> free_groups, int64_t max_nonzeros) {
+           [](const GroupModel& x, Array1D<const int32_t> a, Array1D<const int32_t> free_groups, int64_t max_nonzeros,
+              bool lazy_memory) {
              std::vector<int32_t> assignment = checked_assignment(x.presolved(), a);
              std::vector<int32_t> fg = to_vector(free_groups);
              for (int32_t g : fg) {
                if (g < 0 || g >= x.presolved().num_groups()) throw std::invalid_argument("build: group out of range");
              }
              nb::gil_scoped_release release;
-             return x.build(assignment, fg, max_nonzeros);
-           })
+             return x.build(assignment, fg, max_nonzeros, lazy_memory);
+           },
+           nb::arg("assignment"), nb::arg("free_groups"), nb::arg("max_nonzeros"), nb::arg("lazy_memory") = false)
       .def("neighbourhood",
            [](const GroupModel& x, int32_t root, int size, uint64_t seed) {
              return to_numpy(x.neighbourhood(root, size, seed));
+           })
+      .def("time_window",
+           [](const GroupModel& x, Array1D<const int32_t> a, int size, double slack, uint64_t seed) {
+             std::vector<int32_t> assignment = checked_assignment(x.presolved(), a);
+             return to_numpy(x.time_window(assignment, size, slack, seed));
            })
       .def("regret", [](const GroupModel& x, Array1D<const int32_t> a) {
         return to_numpy(x.regret(checked_assignment(x.presolved(), a)));

@@ -155,10 +155,12 @@ def group_domain_sizes(gm: _core.GroupModel) -> list[int]:
     return sizes
 
 
+@pytest.mark.parametrize("lazy", [False, True])
 @pytest.mark.parametrize("seed", range(12))
-def test_neighbourhood_ilp_matches_brute_force(seed: int) -> None:
+def test_neighbourhood_ilp_matches_brute_force(seed: int, lazy: bool) -> None:
     # Free half of the groups around a feasible assignment; the sub-ILP's optimum (HiGHS) must equal the best
-    # over those groups by enumeration with the others fixed (memory rows include the fixed members).
+    # over those groups by enumeration with the others fixed (memory rows include the fixed members, merged
+    # when their coefficients coincide; lazy: they start in the pool and enter when violated).
     from autopar.solver import _solve_ilp
 
     rng = np.random.default_rng(2000 + seed)
@@ -178,9 +180,125 @@ def test_neighbourhood_ilp_matches_brute_force(seed: int) -> None:
     free = gm.neighbourhood(int(gm.free_groups()[0]), max(1, len(gm.free_groups()) // 2), seed)
     expected = min(p.evaluate(gm.expand(a))[0] for a in feasible
                    if all(a[g] == current[g] for g in range(gm.num_groups) if g not in set(free.tolist())))
-    model = gm.build(current, free.astype(np.int32), 10**7)
+    model = gm.build(current, free.astype(np.int32), 10**7, lazy)
+    if not lazy:
+        assert model.num_pool_rows == 0
     values, _, optimal, infeasible = _solve_ilp(model, current, 10.0, 0, None)
     assert optimal and not infeasible
     got = model.decode(values, current)
     cost, _, ok = p.evaluate(gm.expand(got))
     assert ok and cost == pytest.approx(expected)
+
+
+def memory_problem(rng: np.random.Generator, n: int) -> StrategyProblem:
+    """Long overlapping intervals, a tight limit and a sparse pair graph: presolve merges little, and a
+    region's memory rows matter (many segments share their free members and differ in the fixed part)."""
+    starts = rng.integers(0, 10, n)
+    lengths = np.where(rng.random(n) < 0.5, rng.integers(1, 3, n), rng.integers(6, 14, n))  # short in long
+    intervals = np.stack([starts, starts + lengths], axis=1)
+    sizes = rng.integers(2, 4, n)
+    costs = [rng.integers(0, 50, k).astype(float) for k in sizes]
+    usages = [rng.integers(1, 30, k) for k in sizes]
+    edges = [(i, i + 1) for i in range(0, n - 1, 2)]
+    edge_costs = [rng.integers(0, 40, sizes[i] * sizes[j]).astype(float) for i, j in edges]
+    limit = int(rng.uniform(0.45, 0.7) * sum(int(u.max()) for u in usages))
+    # Echoes: short-lived copies of a node's usages that must follow it (identity table), two per node, so
+    # that one group has equal usage vectors at different moments and rows with equal coefficients appear.
+    intervals = intervals.tolist()
+    for i in np.repeat(rng.choice(n, 2, replace=False), 2):
+        start = int(rng.integers(0, 18))
+        intervals.append([start, start + 1])
+        costs.append(np.zeros(sizes[i]))
+        usages.append(usages[i])
+        edges.append((int(i), len(intervals) - 1))
+        edge_costs.append(np.where(np.eye(sizes[i]) > 0, 0.0, 1e18).ravel())
+    return StrategyProblem.from_arrays(intervals, costs, usages, np.array(edges, np.int64).reshape(-1, 2),
+                                       edge_costs, usage_limit=limit)
+
+
+def test_region_memory_rows_match_enumeration() -> None:
+    # The rules of the memory rows (segments, fixed members' peak, merged duplicates, lazy pool rows added
+    # when violated) and the LP-first shortcut (an integral LP optimum is taken as the MIP's) against
+    # enumeration over the region with the rest fixed; the loop also checks that
+    # every rule actually fired on these problems.
+    from autopar.solver import _solve_ilp
+
+    fired = {"rows": 0, "merged": 0, "added": 0, "lp_integral": 0}
+    for seed in range(25):
+        rng = np.random.default_rng(3000 + seed)
+        p = memory_problem(rng, n=int(rng.integers(7, 10)))
+        gm = _core.GroupModel(p._core)
+        if gm.infeasible or len(gm.free_groups()) < 2:
+            continue
+        sizes = group_domain_sizes(gm)
+        feasible = [np.asarray(c, np.int32) for c in itertools.product(*[range(d) for d in sizes])
+                    if p.evaluate(gm.expand(np.asarray(c, np.int32)))[2]]
+        if not feasible:
+            continue
+        current = feasible[int(rng.integers(len(feasible)))]
+        free = np.sort(rng.choice(gm.free_groups(), max(2, len(gm.free_groups()) // 2), replace=False))
+        fixed = [g for g in range(gm.num_groups) if g not in set(free.tolist())]
+        expected = min(p.evaluate(gm.expand(a))[0] for a in feasible
+                       if all(a[g] == current[g] for g in fixed))
+        for lazy, lp_first in ((False, False), (True, False), (False, True)):
+            model = gm.build(current, free.astype(np.int32), 10**7, lazy)
+            stats: dict = {}
+            values, _, optimal, _ = _solve_ilp(model, current, 10.0, 0, None, stats, lp_first)
+            got = model.decode(values, current)
+            cost, _, ok = p.evaluate(gm.expand(got))
+            assert optimal and ok and cost == pytest.approx(expected), (seed, lazy, lp_first)
+            fired["lp_integral"] += stats.get("lp_integral", 0)
+            fired["rows"] += model.num_rows if not lazy else model.num_pool_rows
+            fired["merged"] += model.memory_rows_merged
+            fired["added"] += stats.get("rows_added", 0)
+    assert fired["rows"] > 0 and fired["added"] > 0 and fired["lp_integral"] > 0, fired
+
+
+def test_memory_rows_with_equal_coefficients_are_merged() -> None:
+    # Node 0 lives throughout; nodes 1 and 2 (one group: 2 follows 1) live at [2,4) and [6,8) with equal
+    # usages, node 3 too. Segments [2,4) and [6,8) give rows with equal coefficients: one row remains, with
+    # the smaller bound. By hand: at most 45 means node 0 and the group cannot both take their big strategy
+    # (20 + 30 + node 3's >= 5); the optimum is 1 (group small: 20+10+9 = 39 <= 45, node 3 at 0).
+    f = 1e18
+    p = StrategyProblem.from_arrays([[0, 10], [2, 4], [6, 8], [0, 10]],
+                                    [[0.0, 5.0], [0.0, 1.0], [0.0, 0.0], [3.0, 0.0]],
+                                    [[20, 10], [30, 10], [30, 10], [5, 9]], [[1, 2]], [[0.0, f, f, 0.0]],
+                                    usage_limit=45)
+    gm = _core.GroupModel(p._core)
+    free = gm.free_groups().astype(np.int32)
+    assert len(free) == 3
+    for lazy in (False, True):
+        model = gm.build(np.zeros(gm.num_groups, np.int32), free, 10**7, lazy)
+        assert model.memory_rows_merged == 1
+        assert (model.num_rows, model.num_pool_rows) == ((3, 1) if lazy else (4, 0))
+        values, _, optimal, _ = _solve_ilp_for_test(model, np.ones(gm.num_groups, np.int32))
+        cost, _, ok = p.evaluate(gm.expand(model.decode(values, np.zeros(gm.num_groups, np.int32))))
+        assert optimal and ok and cost == brute_force(p)[0] == 1.0
+
+
+def _solve_ilp_for_test(model: _core.GroupIlp, start: np.ndarray) -> tuple:
+    from autopar.solver import _solve_ilp
+
+    return _solve_ilp(model, start, 10.0, 0, None)
+
+
+def test_time_window_regions_sit_at_the_peak() -> None:
+    # Five independent nodes: usage 10 on strategy 0 (cost 0), 1 on strategy 1 (cost 5). All at strategy 0,
+    # usage is 20 on [0,2) (nodes 0, 1) and on [5,7) (nodes 2, 3), 10 on [10,12) (node 4): a window of two
+    # groups at a peak moment is {0, 1} or {2, 3}; both moments are drawn over a few seeds.
+    p = StrategyProblem.from_arrays([[0, 2], [0, 2], [5, 7], [5, 7], [10, 12]], [[0.0, 5.0]] * 5,
+                                    [[10, 1]] * 5, [], [], usage_limit=100)
+    gm = _core.GroupModel(p._core)
+    assert len(gm.free_groups()) == 5
+    zero = np.zeros(gm.num_groups, np.int32)
+    seen = set()
+    for seed in range(8):
+        region = gm.time_window(zero, 2, 0.0, seed)
+        flipped = zero.copy()
+        flipped[region] = 1
+        nodes = frozenset(np.flatnonzero(gm.expand(flipped)).tolist())
+        assert nodes in ({0, 1}, {2, 3})
+        seen.add(nodes)
+    assert len(seen) == 2
+    # With slack 60% every moment counts as near the peak; a window larger than the problem takes it all.
+    assert sorted(gm.time_window(zero, 10, 0.6, 0).tolist()) == sorted(gm.free_groups().tolist())

@@ -125,16 +125,34 @@ def test_fast_path_on_public_problem_g() -> None:
     assert sol.time_to_first_feasible is not None and sol.time_to_first_feasible < 0.2
 
 
-def test_large_neighbourhood_search_is_deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("n", "threads"), [(150, 1), (400, 2)])
+def test_large_neighbourhood_search_is_deterministic(monkeypatch: pytest.MonkeyPatch, n: int,
+                                                    threads: int) -> None:
     # Force the search path on a problem whose whole ILP would be small: the result is feasible, no worse than
-    # the fast path's, and identical for the same seed (work-bounded, the clock never cuts at this size).
+    # the fast path's, and identical for the same seed (work-bounded, the clock never cuts at this size), also
+    # with two search threads (their results are applied in region order, whichever finishes first).
     import autopar.solver as solver_module
 
-    p = random_problem(np.random.default_rng(11), n=150, tight=0.5)
+    p = random_problem(np.random.default_rng(11), n=n, tight=0.5)
     fast = solve(p, time_limit=30.0, seed=2, exact=False, max_rounds=300)
-    monkeypatch.setattr(solver_module, "MAX_ILP_NONZEROS", 3000)
-    runs = [solve(p, time_limit=60.0, seed=2, work_limit=2e5) for _ in range(2)]
+    monkeypatch.setattr(solver_module, "MAX_ILP_NONZEROS", 500)
+    monkeypatch.setattr(solver_module, "_HEURISTIC_ROUNDS", 0)  # leave the search something to improve
+    monkeypatch.setattr(solver_module, "_LNS_THREADS", threads)
+    runs = [solve(p, time_limit=60.0, seed=2, work_limit=3e6) for _ in range(2)]
     for r in runs:
+        assert r.message.startswith("large-neighbourhood search")
         assert r.feasible and not r.clock_cut and r.cost <= fast.cost
         assert p.evaluate(r.strategies) == (r.cost, r.peak_memory, True)
     assert runs[0].strategies.tolist() == runs[1].strategies.tolist()
+    other = solve(p, time_limit=60.0, seed=5, work_limit=3e6)
+    assert other.feasible and p.evaluate(other.strategies)[2]
+
+
+@pytest.mark.skipif(not (BENCH / "asplos-2025-iopddl-G.json.gz").exists(), reason="benchmark data absent")
+def test_public_problem_g_same_seed_same_solution() -> None:
+    # G's presolved ILP is solved to proven optimality (a few seconds), so the result is reproducible.
+    p = StrategyProblem.from_json(BENCH / "asplos-2025-iopddl-G.json.gz")
+    runs = [solve(p, time_limit=120.0, seed=1) for _ in range(2)]
+    assert all(r.status == "optimal" and not r.clock_cut for r in runs)
+    assert runs[0].strategies.tolist() == runs[1].strategies.tolist()
+    assert runs[0].cost == 217039.0

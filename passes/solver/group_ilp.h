@@ -33,8 +33,18 @@ struct GroupIlp {
   std::vector<int64_t> x_offset;     // per free group (index into free_groups)
   std::vector<int32_t> y_col_a, y_col_b;
   int64_t y_begin = 0;
+  // Memory rows (sum of coefficients <= pool_upper) left out of the model by a lazy build, for the caller
+  // to add when a solution violates them (row r is [pool_start[r], pool_start[r+1]) of pool_index/value).
+  std::vector<double> pool_upper;
+  std::vector<int64_t> pool_start{0};
+  std::vector<int32_t> pool_index;
+  std::vector<double> pool_value;
+  int64_t memory_rows_merged = 0;  // memory rows dropped as duplicates of another row's coefficients
 
   int64_t num_rows() const { return static_cast<int64_t>(row_lower.size()); }
+  int64_t num_pool_rows() const { return static_cast<int64_t>(pool_upper.size()); }
+  // Pool rows the assignment (of the free groups) violates, in increasing order.
+  std::vector<int32_t> pool_violations(std::span<const int32_t> assignment) const;
   std::vector<double> start_vector(std::span<const int32_t> assignment) const;
   // The assignment with every free group set to its largest x.
   std::vector<int32_t> decode(std::span<const double> col_values, std::span<const int32_t> assignment) const;
@@ -45,19 +55,27 @@ class GroupModel {
   GroupModel(const StrategyProblem& problem, Presolved presolved);
 
   const Presolved& presolved() const { return r_; }
-  // free_groups empty: every group with more than one strategy (the whole reduced problem).
+  const StrategyProblem& problem() const { return p_; }
+  // free_groups empty: every group with more than one strategy (the whole reduced problem). lazy_memory:
+  // memory rows go to the pool instead of the model (max_nonzeros then bounds the model only). Memory rows
+  // with identical coefficients are merged into one (the smallest right-hand side) either way.
   GroupIlp build(std::span<const int32_t> assignment, std::span<const int32_t> free_groups,
-                 int64_t max_nonzeros) const;
+                 int64_t max_nonzeros, bool lazy_memory = false) const;
   // Up to `size` groups with a choice, breadth-first from `root` over pairs (neighbour order shuffled by
   // `seed`); when the root's component runs out, the search restarts from the group whose first live member
   // starts next in time after the root's (memory couples groups that share moments).
   std::vector<int32_t> neighbourhood(int32_t root, int size, uint64_t seed) const;
+  // Up to `size` groups with a choice whose members are live closest in (compressed) time to a moment drawn
+  // among those where the assignment's usage is within `slack` (a fraction) of its peak: the groups that can
+  // trade memory with each other there, whether or not they share pairs (ties shuffled by `seed`).
+  std::vector<int32_t> time_window(std::span<const int32_t> assignment, int size, double slack, uint64_t seed) const;
   // Per group: its local cost now minus its best local cost with the neighbours fixed (0 for fixed groups).
   std::vector<double> regret(std::span<const int32_t> assignment) const;
 
  private:
   void add_memory_rows(GroupIlp& m, std::span<const int32_t> assignment, const std::vector<char>& is_free,
                        int64_t max_nonzeros) const;
+  void merge_memory_rows(GroupIlp& m, size_t first_row, bool to_pool) const;
 
   const StrategyProblem& p_;
   Presolved r_;

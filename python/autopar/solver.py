@@ -20,7 +20,7 @@ import os
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -218,9 +218,36 @@ def solve(problem: StrategyProblem, time_limit: float = 10.0, seed: int = 0, *,
 # Heuristic rounds before the ILP phases take over (its perturbation rounds gain little once presolved ILPs
 # are available).
 _HEURISTIC_ROUNDS = 300
-# Work rate of the large-neighbourhood search in sub-ILP nonzeros per second of time limit (measured on A, M,
-# S on this machine: about 2-4 M/s of model built and solved; the lower end so that the clock rarely cuts).
-_LNS_WORK_PER_SECOND = 1.5e6
+# Work rate of the large-neighbourhood search in _ilp_work units per second of time limit. Measured on this
+# 2-core machine (shared, load 3-4) with two search threads: M 1.08M, S 1.03M units per wall second (and S
+# about 0.8x that at load 5); at 0.65M the work budget, not the clock, ends the search with a margin of about
+# 1.3x under load 5, at the price of stopping early. Deterministic results need the budget to bind.
+_LNS_WORK_PER_SECOND = 0.65e6
+# Lazy memory rows for the large-neighbourhood sub-ILPs (see _solve_ilp). Off: measured on M and S regions of
+# 60 groups, once identical rows are merged the memory rows are a small part of the model, and the extra
+# HiGHS runs cost more (M: 3.3 s vs 1.9 s for six regions; S: 1.6 s vs 1.2 s).
+_LAZY_MEMORY = False
+# Region models above this many nonzeros are not solved (the region shrinks): measured on S, a 976k-nonzero
+# region took 24 s of HiGHS, cut by its time limit (not reproducible), for a few hundred thousand elsewhere.
+_LNS_MAX_NONZEROS = 400_000
+# LNS sub-ILPs try their LP relaxation first (see _solve_ilp).
+_LP_FIRST = True
+# Disjoint regions solved at once per search round (one HiGHS per thread).
+_LNS_THREADS = 2
+# Share of regions drawn around a moment of near-peak usage (within _TIME_WINDOW_SLACK of the peak).
+_TIME_WINDOW_SHARE = 0.3
+_TIME_WINDOW_SLACK = 0.01
+# Groups in the first region (regions adapt afterwards).
+_LNS_START_SIZE = 40
+# Work units of _ilp_work (about a microsecond of one core of this machine each). Weighted so that the wall
+# rate is the same on M (many small regions, LP relaxations often integral) and S (simplex-bound MIPs):
+# measured with two threads at load 3, M 1.05M/s and S 1.0M/s. (4/nonzero and 250/simplex before LP-first:
+# M 1.66M/s, S 1.0-1.2M/s; LP simplex iterations without presolve cost a sixth of the MIP's.)
+_WORK_PER_NONZERO = 1.0
+_WORK_PER_SIMPLEX = 350.0
+_WORK_PER_LP_SIMPLEX = 60.0
+_WORK_PER_NODE = 1000.0
+_WORK_PER_MODEL = 10000.0
 # HiGHS branch-and-bound node limit per neighbourhood (deterministic, unlike its time limit).
 _LNS_MAX_NODES = 200
 
@@ -234,6 +261,7 @@ class _Improved:
     clock_cut: bool = False
     message: str = ""
     iterations: int = 0
+    log: list = field(default_factory=list)  # per LNS iteration, for benchmarks
 
 
 def _improve(core: _core.StrategyProblem, gm: _core.GroupModel, h: dict, time_limit: float, seed: int,
@@ -275,63 +303,208 @@ def _improve(core: _core.StrategyProblem, gm: _core.GroupModel, h: dict, time_li
 
 def _lns(core: _core.StrategyProblem, gm: _core.GroupModel, assignment: np.ndarray, best_cost: float,
          time_limit: float, seed: int, start: float, work_limit: float | None, out: _Improved) -> _Improved:
-    """Large-neighbourhood search: a connected region of groups (around a group whose strategy is locally
-    regrettable, or a random one) is freed, everything else fixed, and the sub-ILP solved by HiGHS from the
-    current solution; accepted when cheaper. The region grows while sub-ILPs are solved to optimality without
-    gain and shrinks when they hit the node limit. Stops on counted work (sub-ILP nonzeros)."""
+    """Large-neighbourhood search: connected regions of groups (around a group whose strategy is locally
+    regrettable, or a random one) are freed, everything else fixed, and each sub-ILP solved by HiGHS from the
+    current solution; a result is accepted when the evaluator confirms it feasible and cheaper.
+
+    Each round frees _LNS_THREADS disjoint regions and solves them on as many threads (HiGHS releases the
+    GIL); the results are applied one after the other in region order, each re-checked on top of the
+    previous, so the outcome does not depend on which thread finishes first. Regions grow while sub-ILPs are
+    solved to optimality without gain and shrink when they hit the node limit. The search stops on counted
+    work (_ilp_work: model size, simplex iterations, nodes), so a run that the clock does not cut is
+    reproducible."""
+    from concurrent.futures import ThreadPoolExecutor
+
     rng = np.random.default_rng(seed)
     free = gm.free_groups()
     budget = work_limit if work_limit is not None else _LNS_WORK_PER_SECOND * time_limit
     deadline = start + time_limit * 0.97
-    size, work, stale = 40, 0.0, 0
+    size, work, stale = float(_LNS_START_SIZE), 0.0, 0
     out.message = "large-neighbourhood search (presolve + HiGHS sub-ILPs)"
-    while work < budget and len(free):
-        if time.perf_counter() >= deadline:
-            out.clock_cut = True
-            break
-        regret = gm.regret(assignment)[free]
-        if rng.random() < 0.5 and regret.sum() > 0:
-            root = int(rng.choice(free, p=regret / regret.sum()))
-        else:
-            root = int(free[rng.integers(len(free))])
-        region = gm.neighbourhood(root, int(size), int(rng.integers(2**63)))
-        model = gm.build(assignment, region.astype(np.int32), MAX_ILP_NONZEROS)
-        work += model.num_nonzeros + 1000
-        out.iterations += 1
-        if model.too_big:
-            size = max(8, size * 0.7)
-            continue
-        remaining = deadline - time.perf_counter()
-        ilp = _solve_ilp(model, assignment, max(min(remaining, 20.0), 0.05), seed, _LNS_MAX_NODES)
-        if ilp is None:
-            size = max(8, size * 0.7)
-            continue
-        values, _, optimal, _ = ilp
-        candidate = model.decode(values, assignment)
-        full = gm.expand(candidate)
-        cost, _, ok = core.evaluate(full)
-        if ok and cost < best_cost - 1e-9 * abs(best_cost):
-            assignment, best_cost = candidate, cost
-            out.best, out.best_time = full, time.perf_counter() - start
-            stale = 0
-        else:
-            stale += 1
-        if optimal:
-            size = min(size * (1.15 if stale else 1.0), len(free))
-        else:
-            size = max(8, size * 0.8)
+    threads = max(1, min(_LNS_THREADS, len(free) // 8))
+    with ThreadPoolExecutor(threads) as executor:
+        while work < budget and len(free):
+            if time.perf_counter() >= deadline:
+                out.clock_cut = True
+                break
+            regions = _lns_regions(gm, assignment, free, int(size), threads, rng)
+            models = [gm.build(assignment, r, _LNS_MAX_NONZEROS, _LAZY_MEMORY) for r in regions]
+            remaining = max(min(deadline - time.perf_counter(), 20.0), 0.05)
+            jobs = [(m, assignment, remaining, int(rng.integers(2**31)), {}) for m in models]
+            results = list(executor.map(_solve_region, jobs))
+            for (model, *_, st), ilp in zip(jobs, results, strict=True):
+                work += _ilp_work(model, st)
+                out.iterations += 1
+                out.log.append({"size": model.num_free, "nnz": model.num_nonzeros, **st})
+                if st.get("clock"):
+                    out.clock_cut = True
+                if ilp is None:
+                    size = max(8.0, size * 0.7)
+                    continue
+                values, _, optimal, _ = ilp
+                # Only this region's groups change, on top of whatever the earlier regions changed.
+                candidate = model.decode(values, assignment)
+                full = gm.expand(candidate)
+                cost, _, ok = core.evaluate(full)
+                out.log[-1].update(optimal=optimal, gain=best_cost - cost if ok else None)
+                if ok and cost < best_cost - 1e-9 * abs(best_cost):
+                    assignment, best_cost = candidate, cost
+                    out.best, out.best_time = full, time.perf_counter() - start
+                    stale = 0
+                else:
+                    stale += 1
+                if optimal:
+                    size = min(size * (1.15 if stale else 1.0), float(len(free)))
+                else:
+                    size = max(8.0, size * 0.8)
     return out
 
 
+def _solve_region(job: tuple) -> tuple | None:
+    model, assignment, time_limit, seed, stats = job
+    return None if model.too_big else _solve_ilp(model, assignment, time_limit, seed, _LNS_MAX_NODES, stats,
+                                                 _LP_FIRST)
+
+
+def _lns_regions(gm: _core.GroupModel, assignment: np.ndarray, free: np.ndarray, size: int, count: int,
+                 rng: np.random.Generator) -> list[np.ndarray]:
+    """`count` disjoint regions of about `size` groups (a later region drops the groups earlier ones took):
+    with probability _TIME_WINDOW_SHARE the groups live nearest a moment where usage is near its peak (they
+    trade memory there), else breadth-first over pairs from a root drawn in proportion to its regret or
+    uniformly (equally often)."""
+    regret = gm.regret(assignment)[free]
+    taken = np.zeros(gm.num_groups, bool)
+    regions = []
+    for _ in range(count):
+        weights = np.where(taken[free], 0.0, regret)
+        kind = rng.random()
+        if kind < _TIME_WINDOW_SHARE and gm.has_usage_limit:
+            region = gm.time_window(assignment, size, _TIME_WINDOW_SLACK, int(rng.integers(2**63)))
+            region = region[~taken[region]].astype(np.int32)
+            taken[region] = True
+            regions.append(region)
+            continue
+        if kind < _TIME_WINDOW_SHARE + (1 - _TIME_WINDOW_SHARE) / 2 and weights.sum() > 0:
+            root = int(rng.choice(free, p=weights / weights.sum()))
+        else:
+            choices = free[~taken[free]]
+            if len(choices) == 0:
+                break
+            root = int(choices[rng.integers(len(choices))])
+        region = gm.neighbourhood(root, size, int(rng.integers(2**63)))
+        region = region[~taken[region]].astype(np.int32)
+        taken[region] = True
+        regions.append(region)
+    return regions
+
+
+def _ilp_work(model: _core.GroupIlp, stats: dict) -> float:
+    """Deterministic work of one sub-ILP, in units of about a microsecond of this machine (HiGHS's setup and
+    presolve scale with the nonzeros, the rest with simplex iterations and nodes)."""
+    return (_WORK_PER_NONZERO * model.num_nonzeros + _WORK_PER_SIMPLEX * stats.get("simplex", 0)
+            + _WORK_PER_LP_SIMPLEX * stats.get("lp_simplex", 0) + _WORK_PER_NODE * stats.get("nodes", 0)
+            + _WORK_PER_MODEL)
+
+
 def _solve_ilp(model: _core.GroupIlp, start: np.ndarray | None, time_limit: float, seed: int,
-               max_nodes: int | None) -> tuple[np.ndarray, float | None, bool, bool] | None:
+               max_nodes: int | None, stats: dict | None = None, lp_first: bool = False
+               ) -> tuple[np.ndarray, float | None, bool, bool] | None:
     """Solves a group ILP with HiGHS, warm-started from the assignment `start`; returns (column values,
     lower bound, proven optimal, proven infeasible), or None when HiGHS found no solution and proved
-    nothing."""
+    nothing.
+
+    Memory rows a lazy build left in the model's pool are added only when a solution violates them, then
+    HiGHS runs again (the start, feasible for every row, stays its incumbent): the answer is exactly the
+    full model's, and most rows (segments far from the limit) never enter it. `stats` (when given)
+    accumulates simplex iterations, branch-and-bound nodes, HiGHS runs and rows added, the deterministic
+    measures of the work done. lp_first: solve the LP relaxation first (no presolve: a tenth of the MIP's
+    setup on region models); when its strategy columns are integral it is the optimum (the pair columns then
+    follow) and the MIP is skipped."""
     import highspy  # imported here: only the ILP phases need it
 
     if model.num_cols == 0:
         return np.zeros(0), model.objective_offset, True, False
+    h = _highs_model(model, time_limit, seed, max_nodes)
+    deadline = time.perf_counter() + time_limit
+    start_values = None if start is None else model.start_vector(np.asarray(start, dtype=np.int32))
+    stats = {} if stats is None else stats
+    began = time.perf_counter()
+    if lp_first and model.num_pool_rows == 0:
+        relaxed = _integral_lp_solution(h, model, stats)
+        if relaxed is not None:
+            stats["secs"] = time.perf_counter() - began
+            return relaxed, float(h.getInfo().objective_function_value), True, False
+    while True:
+        if start_values is not None:
+            sol = highspy.HighsSolution()
+            sol.col_value = list(start_values)
+            sol.value_valid = True
+            h.setSolution(sol)
+        h.run()
+        info = h.getInfo()
+        stats["simplex"] = stats.get("simplex", 0) + max(int(info.simplex_iteration_count), 0)
+        stats["nodes"] = stats.get("nodes", 0) + max(int(info.mip_node_count), 0)
+        stats["runs"] = stats.get("runs", 0) + 1
+        status = h.getModelStatus()
+        stats["secs"] = time.perf_counter() - began
+        if status == highspy.HighsModelStatus.kTimeLimit:
+            stats["clock"] = True  # the safety net stopped HiGHS: not reproducible
+        if status == highspy.HighsModelStatus.kInfeasible:
+            return np.zeros(model.num_cols), None, False, True
+        if info.primal_solution_status != 2:  # kSolutionStatusFeasible
+            return None
+        values = np.asarray(h.getSolution().col_value, dtype=np.float64)
+        if model.num_pool_rows == 0 or start is None:
+            break
+        violated = model.pool_violations(model.decode(values, np.asarray(start, dtype=np.int32)))
+        if len(violated) == 0:
+            break
+        if stats["runs"] >= _LAZY_MAX_RUNS or time.perf_counter() >= deadline:
+            stats["clock"] = stats["runs"] < _LAZY_MAX_RUNS
+            # Give up on this model: the start is feasible for every row.
+            return start_values, None, False, False
+        rows = model.pool_rows(violated.astype(np.int32))
+        n = len(violated)
+        h.addRows(n, np.full(n, -np.inf), rows["upper"], len(rows["index"]), rows["start"], rows["index"],
+                  rows["value"])
+        stats["rows_added"] = stats.get("rows_added", 0) + n
+        h.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.05))
+    bound = info.mip_dual_bound if np.isfinite(info.mip_dual_bound) else None
+    optimal = status == highspy.HighsModelStatus.kOptimal
+    return values, bound, optimal, False
+
+
+def _integral_lp_solution(h, model: _core.GroupIlp, stats: dict) -> np.ndarray | None:
+    """Solves the LP relaxation of the MIP loaded in `h`; returns its column values when every integer
+    column is integral (then they are an optimal MIP solution), else restores `h` for the MIP and returns
+    None."""
+    import highspy
+
+    integer = np.flatnonzero(model.arrays()["col_integer"]).astype(np.int32)
+    h.changeColsIntegrality(len(integer), integer, np.zeros(len(integer), np.uint8))  # kContinuous
+    h.setOptionValue("presolve", "off")
+    h.run()
+    info = h.getInfo()
+    stats["lp_simplex"] = stats.get("lp_simplex", 0) + max(int(info.simplex_iteration_count), 0)
+    if h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
+        values = np.asarray(h.getSolution().col_value, dtype=np.float64)
+        x = values[integer]
+        if np.all(np.minimum(x, 1.0 - x) < 1e-7):
+            stats["lp_integral"] = 1
+            return np.round(values, 9)
+    h.changeColsIntegrality(len(integer), integer, np.ones(len(integer), np.uint8))  # kInteger
+    h.setOptionValue("presolve", "choose")
+    h.clearSolver()
+    return None
+
+
+# HiGHS runs per lazily built model before giving up (each run adds the rows its solution violated).
+_LAZY_MAX_RUNS = 8
+
+
+def _highs_model(model: _core.GroupIlp, time_limit: float, seed: int, max_nodes: int | None):
+    import highspy
+
     a = model.arrays()
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
@@ -360,21 +533,7 @@ def _solve_ilp(model: _core.GroupIlp, start: np.ndarray | None, time_limit: floa
     lp.integrality_ = [highspy.HighsVarType.kInteger if k else highspy.HighsVarType.kContinuous
                        for k in a["col_integer"]]
     h.passModel(lp)
-    if start is not None:
-        sol = highspy.HighsSolution()
-        sol.col_value = list(model.start_vector(np.asarray(start, dtype=np.int32)))
-        sol.value_valid = True
-        h.setSolution(sol)
-    h.run()
-    status = h.getModelStatus()
-    info = h.getInfo()
-    if status == highspy.HighsModelStatus.kInfeasible:
-        return np.zeros(model.num_cols), None, False, True
-    if info.primal_solution_status != 2:  # kSolutionStatusFeasible
-        return None
-    bound = info.mip_dual_bound if np.isfinite(info.mip_dual_bound) else None
-    optimal = status == highspy.HighsModelStatus.kOptimal
-    return np.asarray(h.getSolution().col_value, dtype=np.float64), bound, optimal, False
+    return h
 
 
 def _as_solution(solution: Sequence[int] | np.ndarray) -> np.ndarray:
