@@ -22,12 +22,19 @@ def random_problem(rng: np.random.Generator, n: int, tight: float, forbid: float
     costs = [np.where(rng.random(k) < forbid, 1e18, rng.integers(0, 100, k).astype(float)) for k in sizes]
     usages = [rng.integers(1, 50, k) for k in sizes]
     edges = [(i, j) for i in range(n) for j in range(i + 1, n) if rng.random() < 2.5 / n]
-    edge_costs = [np.where(rng.random(sizes[i] * sizes[j]) < forbid, 1e18,
-                           rng.integers(0, 60, sizes[i] * sizes[j]).astype(float)) for i, j in edges]
+    edge_costs = [
+        np.where(
+            rng.random(sizes[i] * sizes[j]) < forbid,
+            1e18,
+            rng.integers(0, 60, sizes[i] * sizes[j]).astype(float),
+        )
+        for i, j in edges
+    ]
     max_peak = sum(int(u.max()) for u in usages)
     edge_array = np.array(edges, dtype=np.int64).reshape(-1, 2)
-    return StrategyProblem.from_arrays(intervals, costs, usages, edge_array, edge_costs,
-                                       usage_limit=int(tight * max_peak))
+    return StrategyProblem.from_arrays(
+        intervals, costs, usages, edge_array, edge_costs, usage_limit=int(tight * max_peak)
+    )
 
 
 def brute_force(p: StrategyProblem) -> float | None:
@@ -54,8 +61,12 @@ def test_example_is_solved_to_proven_optimum() -> None:
 @pytest.mark.parametrize("seed", range(12))
 def test_agrees_with_brute_force(seed: int) -> None:
     rng = np.random.default_rng(seed)
-    p = random_problem(rng, n=int(rng.integers(4, 9)), tight=float(rng.uniform(0.3, 0.9)),
-                       forbid=0.15 if seed % 3 == 0 else 0.0)
+    p = random_problem(
+        rng,
+        n=int(rng.integers(4, 9)),
+        tight=float(rng.uniform(0.3, 0.9)),
+        forbid=0.15 if seed % 3 == 0 else 0.0,
+    )
     expected = brute_force(p)
     sol = solve(p, time_limit=5.0, seed=seed)
     if expected is None:
@@ -81,16 +92,23 @@ def test_fast_path_is_feasible_and_never_lies(seed: int) -> None:
 
 def test_unsatisfiable_limit_reports_minimum_peak() -> None:
     # Two overlapping nodes whose smallest strategies use 30 + 40 = 70 > 60.
-    p = StrategyProblem.from_arrays([[0, 5], [2, 8]], [[1.0, 2.0], [1.0, 3.0]], [[50, 30], [40, 45]],
-                                    [[0, 1]], [[0.0, 1.0, 1.0, 0.0]], usage_limit=60)
+    p = StrategyProblem.from_arrays(
+        [[0, 5], [2, 8]],
+        [[1.0, 2.0], [1.0, 3.0]],
+        [[50, 30], [40, 45]],
+        [[0, 1]],
+        [[0.0, 1.0, 1.0, 0.0]],
+        usage_limit=60,
+    )
     sol = solve(p, time_limit=2.0)
     assert (sol.status, sol.feasible, sol.peak_memory) == ("infeasible", False, 70)
     assert "70" in sol.message
 
 
 def test_all_forbidden_is_infeasible() -> None:
-    p = StrategyProblem.from_arrays([[0, 5], [2, 8]], [[1.0, 2.0], [1.0]], [[1, 1], [1]],
-                                    [[0, 1]], [[1e18, 1e18]])
+    p = StrategyProblem.from_arrays(
+        [[0, 5], [2, 8]], [[1.0, 2.0], [1.0]], [[1, 1], [1]], [[0, 1]], [[1e18, 1e18]]
+    )
     sol = solve(p, time_limit=2.0)
     assert sol.status == "infeasible" and not sol.feasible
 
@@ -126,8 +144,9 @@ def test_fast_path_on_public_problem_g() -> None:
 
 
 @pytest.mark.parametrize(("n", "threads"), [(150, 1), (400, 2)])
-def test_large_neighbourhood_search_is_deterministic(monkeypatch: pytest.MonkeyPatch, n: int,
-                                                    threads: int) -> None:
+def test_large_neighbourhood_search_is_deterministic(
+    monkeypatch: pytest.MonkeyPatch, n: int, threads: int
+) -> None:
     # Force the search path on a problem whose whole ILP would be small: the result is feasible, no worse than
     # the fast path's, and identical for the same seed (work-bounded, the clock never cuts at this size), also
     # with two search threads (their results are applied in region order, whichever finishes first).
@@ -156,3 +175,29 @@ def test_public_problem_g_same_seed_same_solution() -> None:
     assert all(r.status == "optimal" and not r.clock_cut for r in runs)
     assert runs[0].strategies.tolist() == runs[1].strategies.tolist()
     assert runs[0].cost == 217039.0
+
+
+def test_nothing_found_in_time_is_unknown_not_infeasible(monkeypatch):
+    # A feasible problem whose fast path is given no time to find a solution: the status must not claim
+    # infeasibility, which only a proof (or the minimum-usage bound) may establish.
+    p = StrategyProblem.from_arrays(
+        np.array([[0, 2], [1, 3]]),
+        [np.array([1.0, 5.0]), np.array([1.0, 5.0])],
+        [np.array([10, 1]), np.array([10, 1])],
+        np.array([[0, 1]]),
+        [np.array([0.0, 1e18, 1e18, 0.0])],
+        usage_limit=11,
+    )
+    real = _core.solve_heuristic
+
+    def nothing_found(core, limit, seed, rounds, initial):
+        result = dict(real(core, limit, seed, 0, initial))
+        result.update(
+            feasible=False, solution=np.zeros(core.num_nodes, dtype=np.int64), time_to_first_feasible=-1.0
+        )
+        return result
+
+    monkeypatch.setattr(_core, "solve_heuristic", nothing_found)
+    sol = solve(p, time_limit=1.0, exact=False)
+    assert sol.status == "unknown" and not sol.feasible
+    assert "no finite-cost solution" in sol.message

@@ -2,7 +2,8 @@
 
 Solves a strategy problem in the IOPDDL contest format. Prints a summary (status, cost, peak usage, bound,
 times) and, as the last line, the solution in the contest's format: `[s0, s1, ...]`.
-Exit codes: 0 solved; 1 bad input (one line on stderr); 2 infeasible (the reason on stderr, no solution line).
+Exit codes: 0 solved; 1 bad input (one line on stderr); 2 no feasible solution: proven infeasible, or none
+found within the time limit (the reason on stderr, no solution line).
 """
 
 from __future__ import annotations

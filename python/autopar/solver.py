@@ -126,9 +126,10 @@ class Solution:
       peak_memory: peak usage of `strategies`; when status is "infeasible", the minimum achievable peak
         found.
       lower_bound: proven lower bound on the optimal cost, or None when none is known.
-      status: "optimal" (proven), "feasible", or "infeasible" (no solution satisfies the limit with finite
-        costs).
-      feasible: status != "infeasible".
+      status: "optimal" (proven), "feasible", "infeasible" (proven: no solution satisfies the limit with
+        finite costs), or "unknown" (no feasible solution found within the time limit, none proven
+        impossible: give it more time).
+      feasible: status is "optimal" or "feasible".
       time_to_first_feasible: seconds until the first feasible solution (None if none).
       solve_time: total seconds.
       message: one line saying how the result was obtained.
@@ -150,7 +151,7 @@ class Solution:
 
     @property
     def feasible(self) -> bool:
-        return self.status != "infeasible"
+        return self.status in ("optimal", "feasible")
 
 
 def solve(problem: StrategyProblem, time_limit: float = 10.0, seed: int = 0, *,
@@ -203,11 +204,11 @@ def solve(problem: StrategyProblem, time_limit: float = 10.0, seed: int = 0, *,
     cost, peak, ok = core.evaluate(best)
     elapsed = time.perf_counter() - start
     if not ok:
-        # None found although none was proven impossible (e.g. forbidden edge pairs everywhere).
+        # Nothing feasible found: "infeasible" only when HiGHS proved it, else say we do not know.
+        status = "infeasible" if optimal else "unknown"
         if not optimal:
-            msg = "infeasible: no finite-cost solution within the usage limit was found"
-        return Solution(best, cost, int(peak), lower_bound, "infeasible", None, elapsed, msg,
-                        clock_cut=clock_cut)
+            msg = f"unknown: no finite-cost solution within the usage limit was found in {time_limit:g} s"
+        return Solution(best, cost, int(peak), lower_bound, status, None, elapsed, msg, clock_cut=clock_cut)
     if lower_bound is not None and lower_bound >= cost - 1e-9 * max(1.0, abs(cost)):
         optimal = True
     return Solution(np.asarray(best, dtype=np.int64), float(cost), int(peak), lower_bound,

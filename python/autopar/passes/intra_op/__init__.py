@@ -135,8 +135,8 @@ class PlanningGraph:
             graph=self.graph,
             config=config,
         )
-        if not solution.feasible:
-            return float("inf"), prob.min_peak_memory(), "infeasible"
+        if not solution.feasible:  # "infeasible" (proven) or "unknown" (nothing found in time)
+            return float("inf"), prob.min_peak_memory(), solution.status
         return solution.cost, solution.peak_memory, solution.status
 
 
@@ -185,6 +185,10 @@ def _solve_or_explain(g: graph.Graph, prob: problem.Problem, config: config_lib.
         graph=g,
         config=config,
     )
+    if solution.status == "unknown":
+        raise PassError(
+            "no sharding plan found within the time limit (none was proven impossible); raise time-limit"
+        )
     if not solution.feasible:
         hint = " or raise memory-budget" if budget else ""
         raise PassError(
