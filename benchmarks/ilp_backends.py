@@ -29,9 +29,15 @@ def solve_cbc(model: _core.GroupIlp, time_limit: float) -> tuple[float, str]:
 
     a = model.arrays()
     prob = pulp.LpProblem("group_ilp", pulp.LpMinimize)
-    cols = [pulp.LpVariable(f"c{j}", 0, float(a["col_upper"][j]),
-                            cat=pulp.LpBinary if a["col_integer"][j] and a["col_upper"][j] > 0 else
-                            pulp.LpContinuous) for j in range(model.num_cols)]
+    cols = [
+        pulp.LpVariable(
+            f"c{j}",
+            0,
+            float(a["col_upper"][j]),
+            cat=pulp.LpBinary if a["col_integer"][j] and a["col_upper"][j] > 0 else pulp.LpContinuous,
+        )
+        for j in range(model.num_cols)
+    ]
     prob += pulp.lpSum(float(c) * v for c, v in zip(a["col_cost"], cols, strict=True) if c != 0)
     start, index, value = a["row_start"], a["row_index"], a["row_value"]
     for r in range(model.num_rows):
@@ -60,8 +66,10 @@ def main() -> int:
     print(f"HiGHS: {time.perf_counter() - t:.1f} s, cost {cost:.0f}, bound {bound}, optimal {optimal}")
     t = time.perf_counter()
     objective, status = solve_cbc(model, args.time_limit)
-    print(f"CBC (pulp, incl. model building): {time.perf_counter() - t:.1f} s, objective {objective:.0f}, "
-          f"status {status}")
+    print(
+        f"CBC (pulp, incl. model building): {time.perf_counter() - t:.1f} s, objective {objective:.0f}, "
+        f"status {status}"
+    )
     return 0
 
 

@@ -39,9 +39,9 @@ nb::dict cluster_layers(const std::vector<double>& flops,
 }
 
 nb::dict solve_stages(int num_layers, int num_devices, int num_micro_batches,
-                      const std::vector<int>& submesh_devices, int num_configs, const std::vector<double>& cost,
-                      const std::vector<int>& max_succeeding_stages, double imbalance_tolerance,
-                      int max_stages) {
+                      const std::vector<int>& submesh_devices, int num_configs,
+                      const std::vector<double>& cost, const std::vector<int>& max_succeeding_stages,
+                      double imbalance_tolerance, int max_stages) {
   stage_dp::Problem problem;
   problem.num_layers = num_layers;
   problem.num_devices = num_devices;
@@ -77,8 +77,8 @@ void bind_inter_op(nb::module_& m) {
         "Cuts blocks into num_layers contiguous layers of balanced FLOPs with the fewest boundary bytes.\n"
         "values: (producer block, bytes, consumer blocks). Returns {layer_of_block, boundary_bytes, "
         "max_layer_flops}.");
-  m.def("min_max_layer_flops", &layer_clustering::min_max_layer_flops, nb::arg("flops"), nb::arg("num_layers"),
-        "The smallest possible largest-layer FLOPs of a cut into num_layers layers.");
+  m.def("min_max_layer_flops", &layer_clustering::min_max_layer_flops, nb::arg("flops"),
+        nb::arg("num_layers"), "The smallest possible largest-layer FLOPs of a cut into num_layers layers.");
   m.def("solve_stages", &solve_stages, nb::arg("num_layers"), nb::arg("num_devices"),
         nb::arg("num_micro_batches"), nb::arg("submesh_devices"), nb::arg("num_configs"), nb::arg("cost"),
         nb::arg("max_succeeding_stages"), nb::arg("imbalance_tolerance") = stage_dp::kInfinity,

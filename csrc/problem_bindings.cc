@@ -16,12 +16,12 @@ namespace nb = nanobind;
 namespace autopar {
 namespace {
 
-StrategyProblem from_flat(std::string name, Array1D<const int64_t> interval_start, Array1D<const int64_t> interval_end,
-                          Array1D<const int64_t> strategy_offset, Array1D<const double> node_cost,
-                          Array1D<const int64_t> usage_offset, Array1D<const int64_t> node_usage,
-                          Array1D<const int64_t> edge_u, Array1D<const int64_t> edge_v,
-                          Array1D<const int64_t> edge_offset, Array1D<const double> edge_cost,
-                          std::optional<int64_t> usage_limit) {
+StrategyProblem from_flat(std::string name, Array1D<const int64_t> interval_start,
+                          Array1D<const int64_t> interval_end, Array1D<const int64_t> strategy_offset,
+                          Array1D<const double> node_cost, Array1D<const int64_t> usage_offset,
+                          Array1D<const int64_t> node_usage, Array1D<const int64_t> edge_u,
+                          Array1D<const int64_t> edge_v, Array1D<const int64_t> edge_offset,
+                          Array1D<const double> edge_cost, std::optional<int64_t> usage_limit) {
   StrategyProblem p;
   p.name = std::move(name);
   p.interval_start = to_vector(interval_start);
@@ -31,7 +31,8 @@ StrategyProblem from_flat(std::string name, Array1D<const int64_t> interval_star
                                 " arrays but node_costs has " + std::to_string(strategy_offset.shape(0) - 1));
   }
   for (size_t i = 0; i + 1 < strategy_offset.shape(0); ++i) {
-    const int64_t nc = strategy_offset(i + 1) - strategy_offset(i), nu = usage_offset(i + 1) - usage_offset(i);
+    const int64_t nc = strategy_offset(i + 1) - strategy_offset(i),
+                  nu = usage_offset(i + 1) - usage_offset(i);
     if (nc != nu) {
       throw std::invalid_argument("node " + std::to_string(i) + " has " + std::to_string(nc) + " costs but " +
                                   std::to_string(nu) + " usages");
@@ -39,7 +40,8 @@ StrategyProblem from_flat(std::string name, Array1D<const int64_t> interval_star
   }
   if (strategy_offset.shape(0) != interval_start.shape(0) + 1) {
     throw std::invalid_argument("node_costs has " + std::to_string(strategy_offset.shape(0) - 1) +
-                                " arrays but intervals has " + std::to_string(interval_start.shape(0)) + " rows");
+                                " arrays but intervals has " + std::to_string(interval_start.shape(0)) +
+                                " rows");
   }
   p.strategy_offset = to_vector(strategy_offset);
   p.node_cost = to_vector(node_cost);
@@ -84,10 +86,10 @@ void bind_problem(nb::module_& m) {
           "from_json_text",
           [](nb::bytes text) { return parse_problem_json(std::string_view(text.c_str(), text.size())); },
           nb::arg("text"), "Parses the contest JSON (already decompressed).")
-      .def_static("from_flat", &from_flat, nb::arg("name"), nb::arg("interval_start"), nb::arg("interval_end"),
-                  nb::arg("strategy_offset"), nb::arg("node_cost"), nb::arg("usage_offset"), nb::arg("node_usage"),
-                  nb::arg("edge_u"), nb::arg("edge_v"), nb::arg("edge_offset"), nb::arg("edge_cost"),
-                  nb::arg("usage_limit").none())
+      .def_static("from_flat", &from_flat, nb::arg("name"), nb::arg("interval_start"),
+                  nb::arg("interval_end"), nb::arg("strategy_offset"), nb::arg("node_cost"),
+                  nb::arg("usage_offset"), nb::arg("node_usage"), nb::arg("edge_u"), nb::arg("edge_v"),
+                  nb::arg("edge_offset"), nb::arg("edge_cost"), nb::arg("usage_limit").none())
       .def_prop_ro("name", [](const StrategyProblem& p) { return p.name; })
       .def_prop_ro("num_nodes", &StrategyProblem::num_nodes)
       .def_prop_ro("num_edges", &StrategyProblem::num_edges)

@@ -8,8 +8,8 @@
 #include "csrc/bindings.h"
 #include "csrc/numpy_util.h"
 #include "csrc/strategy_problem.h"
-#include "passes/solver/heuristic.h"
 #include "passes/solver/group_ilp.h"
+#include "passes/solver/heuristic.h"
 #include "passes/solver/ilp_model.h"
 
 namespace nb = nanobind;
@@ -74,8 +74,8 @@ std::vector<int32_t> checked_assignment(const solver::Presolved& r, Array1D<cons
   std::vector<int32_t> out = to_vector(a);
   for (int g = 0; g < r.num_groups(); ++g) {
     if (out[g] < 0 || out[g] >= static_cast<int32_t>(r.domain[g].size())) {
-      throw std::invalid_argument("assignment: group " + std::to_string(g) + " picks " + std::to_string(out[g]) +
-                                  ", out of range");
+      throw std::invalid_argument("assignment: group " + std::to_string(g) + " picks " +
+                                  std::to_string(out[g]) + ", out of range");
     }
   }
   return out;
@@ -98,7 +98,8 @@ void bind_group_model(nb::module_& m) {
       .def("pool_violations",
            [](const GroupIlp& x, Array1D<const int32_t> a) {
              for (int32_t g : x.free_groups) {
-               if (g >= static_cast<int32_t>(a.shape(0))) throw std::invalid_argument("pool: assignment too short");
+               if (g >= static_cast<int32_t>(a.shape(0)))
+                 throw std::invalid_argument("pool: assignment too short");
              }
              return to_numpy(x.pool_violations(to_span(a)));
            })
@@ -109,10 +110,13 @@ void bind_group_model(nb::module_& m) {
              std::vector<int32_t> start{0}, index;
              std::vector<double> value;
              for (int32_t r : to_span(rows)) {
-               if (r < 0 || r >= x.num_pool_rows()) throw std::invalid_argument("pool_rows: row out of range");
+               if (r < 0 || r >= x.num_pool_rows())
+                 throw std::invalid_argument("pool_rows: row out of range");
                upper.push_back(x.pool_upper[r]);
-               index.insert(index.end(), x.pool_index.begin() + x.pool_start[r], x.pool_index.begin() + x.pool_start[r + 1]);
-               value.insert(value.end(), x.pool_value.begin() + x.pool_start[r], x.pool_value.begin() + x.pool_start[r + 1]);
+               index.insert(index.end(), x.pool_index.begin() + x.pool_start[r],
+                            x.pool_index.begin() + x.pool_start[r + 1]);
+               value.insert(value.end(), x.pool_value.begin() + x.pool_start[r],
+                            x.pool_value.begin() + x.pool_start[r + 1]);
                start.push_back(static_cast<int32_t>(index.size()));
              }
              nb::dict d;
@@ -126,24 +130,28 @@ void bind_group_model(nb::module_& m) {
            [](const GroupIlp& x, Array1D<const int32_t> a) {
              for (size_t f = 0; f < x.free_groups.size(); ++f) {
                const int32_t g = x.free_groups[f];
-               if (g >= static_cast<int32_t>(a.shape(0))) throw std::invalid_argument("start: assignment too short");
+               if (g >= static_cast<int32_t>(a.shape(0)))
+                 throw std::invalid_argument("start: assignment too short");
              }
              return to_numpy(x.start_vector(to_span(a)));
            })
       .def("decode", [](const GroupIlp& x, Array1D<const double> values, Array1D<const int32_t> a) {
-        if (static_cast<int64_t>(values.shape(0)) != x.num_cols) throw std::invalid_argument("decode: wrong length");
+        if (static_cast<int64_t>(values.shape(0)) != x.num_cols)
+          throw std::invalid_argument("decode: wrong length");
         for (int32_t g : x.free_groups) {
-          if (g >= static_cast<int32_t>(a.shape(0))) throw std::invalid_argument("decode: assignment too short");
+          if (g >= static_cast<int32_t>(a.shape(0)))
+            throw std::invalid_argument("decode: assignment too short");
         }
         return to_numpy(x.decode(to_span(values), to_span(a)));
       });
   nb::class_<GroupModel>(m, "GroupModel", "The presolved problem (groups of nodes that move together).")
-      .def("__init__",
-           [](GroupModel* self, const StrategyProblem& p) {
-             nb::gil_scoped_release release;
-             new (self) GroupModel(p, solver::presolve(p));
-           },
-           nb::arg("problem"), nb::keep_alive<1, 2>())
+      .def(
+          "__init__",
+          [](GroupModel* self, const StrategyProblem& p) {
+            nb::gil_scoped_release release;
+            new (self) GroupModel(p, solver::presolve(p));
+          },
+          nb::arg("problem"), nb::keep_alive<1, 2>())
       .def_prop_ro("infeasible", [](const GroupModel& x) { return x.presolved().infeasible; })
       .def_prop_ro("infeasible_node", [](const GroupModel& x) { return x.presolved().infeasible_node; })
       .def_prop_ro("num_groups", [](const GroupModel& x) { return x.presolved().num_groups(); })
@@ -175,7 +183,8 @@ void bind_group_model(nb::module_& m) {
            })
       .def("encode",
            [](const GroupModel& x, Array1D<const int64_t> solution) -> std::optional<nb::object> {
-             if (solution.shape(0) != x.presolved().group_of.size()) throw std::invalid_argument("encode: wrong length");
+             if (solution.shape(0) != x.presolved().group_of.size())
+               throw std::invalid_argument("encode: wrong length");
              std::vector<int32_t> a = x.presolved().encode(narrow(to_span(solution)));
              if (a.empty() && x.presolved().num_groups() > 0) return std::nullopt;
              return to_numpy(std::move(a));
@@ -185,24 +194,27 @@ void bind_group_model(nb::module_& m) {
              std::vector<int32_t> s = x.presolved().expand(checked_assignment(x.presolved(), a));
              return to_numpy(std::vector<int64_t>(s.begin(), s.end()));
            })
-      .def("cost", [](const GroupModel& x,
-                      Array1D<const int32_t> a) { return x.presolved().cost(checked_assignment(x.presolved(), a)); })
-      .def("build",
-           [](const GroupModel& x, Array1D<const int32_t> a, Array1D<const int32_t> free_groups, int64_t max_nonzeros,
-              bool lazy_memory) {
-             std::vector<int32_t> assignment = checked_assignment(x.presolved(), a);
-             std::vector<int32_t> fg = to_vector(free_groups);
-             for (int32_t g : fg) {
-               if (g < 0 || g >= x.presolved().num_groups()) throw std::invalid_argument("build: group out of range");
-             }
-             nb::gil_scoped_release release;
-             return x.build(assignment, fg, max_nonzeros, lazy_memory);
-           },
-           nb::arg("assignment"), nb::arg("free_groups"), nb::arg("max_nonzeros"), nb::arg("lazy_memory") = false)
-      .def("neighbourhood",
-           [](const GroupModel& x, int32_t root, int size, uint64_t seed) {
-             return to_numpy(x.neighbourhood(root, size, seed));
+      .def("cost",
+           [](const GroupModel& x, Array1D<const int32_t> a) {
+             return x.presolved().cost(checked_assignment(x.presolved(), a));
            })
+      .def(
+          "build",
+          [](const GroupModel& x, Array1D<const int32_t> a, Array1D<const int32_t> free_groups,
+             int64_t max_nonzeros, bool lazy_memory) {
+            std::vector<int32_t> assignment = checked_assignment(x.presolved(), a);
+            std::vector<int32_t> fg = to_vector(free_groups);
+            for (int32_t g : fg) {
+              if (g < 0 || g >= x.presolved().num_groups())
+                throw std::invalid_argument("build: group out of range");
+            }
+            nb::gil_scoped_release release;
+            return x.build(assignment, fg, max_nonzeros, lazy_memory);
+          },
+          nb::arg("assignment"), nb::arg("free_groups"), nb::arg("max_nonzeros"),
+          nb::arg("lazy_memory") = false)
+      .def("neighbourhood", [](const GroupModel& x, int32_t root, int size,
+                               uint64_t seed) { return to_numpy(x.neighbourhood(root, size, seed)); })
       .def("time_window",
            [](const GroupModel& x, Array1D<const int32_t> a, int size, double slack, uint64_t seed) {
              std::vector<int32_t> assignment = checked_assignment(x.presolved(), a);
@@ -228,13 +240,15 @@ void bind_solver(nb::module_& m) {
       .def("arrays", &ilp_arrays<solver::IlpModel>)
       .def("start_vector",
            [](const solver::IlpModel& x, Array1D<const int64_t> solution) -> std::optional<nb::object> {
-             if (solution.shape(0) != x.fixed.size()) throw std::invalid_argument("start: wrong solution length");
+             if (solution.shape(0) != x.fixed.size())
+               throw std::invalid_argument("start: wrong solution length");
              std::vector<double> v = x.start_vector(narrow(to_span(solution)));
              if (v.empty() && x.num_cols > 0) return std::nullopt;
              return to_numpy(std::move(v));
            })
       .def("decode", [](const solver::IlpModel& x, Array1D<const double> values) {
-        if (static_cast<int64_t>(values.shape(0)) != x.num_cols) throw std::invalid_argument("decode: wrong length");
+        if (static_cast<int64_t>(values.shape(0)) != x.num_cols)
+          throw std::invalid_argument("decode: wrong length");
         std::vector<int32_t> s = x.decode(to_span(values));
         return to_numpy(std::vector<int64_t>(s.begin(), s.end()));
       });

@@ -23,7 +23,8 @@ void check_offsets(const std::vector<int64_t>& offsets, size_t rows, size_t flat
     fail(std::string(what) + ": offsets must start at 0 and end at " + std::to_string(flat_size));
   }
   for (size_t i = 0; i < rows; ++i) {
-    if (offsets[i + 1] < offsets[i]) fail(std::string(what) + ": offsets decrease at row " + std::to_string(i));
+    if (offsets[i + 1] < offsets[i])
+      fail(std::string(what) + ": offsets decrease at row " + std::to_string(i));
   }
 }
 
@@ -53,18 +54,20 @@ void StrategyProblem::finalize() {
   for (size_t e = 0; e < m; ++e) {
     const int64_t u = edge_u[e], v = edge_v[e];
     if (u < 0 || u >= static_cast<int64_t>(n) || v < 0 || v >= static_cast<int64_t>(n)) {
-      fail(edge_name(e) + " joins nodes (" + std::to_string(u) + ", " + std::to_string(v) + ") but there are " +
-           std::to_string(n) + " nodes");
+      fail(edge_name(e) + " joins nodes (" + std::to_string(u) + ", " + std::to_string(v) +
+           ") but there are " + std::to_string(n) + " nodes");
     }
     if (u == v) fail(edge_name(e) + " joins node " + std::to_string(u) + " to itself");
     const int64_t expected = static_cast<int64_t>(num_strategies(u)) * num_strategies(v);
     if (edge_offset[e + 1] - edge_offset[e] != expected) {
       fail(edge_name(e) + " (" + std::to_string(u) + ", " + std::to_string(v) + ") has " +
-           std::to_string(edge_offset[e + 1] - edge_offset[e]) + " costs, expected " + std::to_string(expected) +
-           " (" + std::to_string(num_strategies(u)) + " x " + std::to_string(num_strategies(v)) + " strategies)");
+           std::to_string(edge_offset[e + 1] - edge_offset[e]) + " costs, expected " +
+           std::to_string(expected) + " (" + std::to_string(num_strategies(u)) + " x " +
+           std::to_string(num_strategies(v)) + " strategies)");
     }
     for (int64_t k = edge_offset[e]; k < edge_offset[e + 1]; ++k) {
-      if (std::isnan(edge_cost[k])) fail(edge_name(e) + ": cost " + std::to_string(k - edge_offset[e]) + " is NaN");
+      if (std::isnan(edge_cost[k]))
+        fail(edge_name(e) + ": cost " + std::to_string(k - edge_offset[e]) + " is NaN");
     }
   }
   if (usage_limit < 0 && usage_limit != kNoUsageLimit) fail("usage_limit must be >= 0");
@@ -87,7 +90,8 @@ int64_t peak_usage(const StrategyProblem& p, std::span<const int32_t> solution) 
   const size_t live = p.by_start.size();
   for (size_t i = 0; i < live;) {
     const int64_t t = p.interval_start[p.by_start[i]];
-    for (; j < live && p.interval_end[p.by_end[j]] <= t; ++j) current -= p.usage_of(p.by_end[j], solution[p.by_end[j]]);
+    for (; j < live && p.interval_end[p.by_end[j]] <= t; ++j)
+      current -= p.usage_of(p.by_end[j], solution[p.by_end[j]]);
     for (; i < live && p.interval_start[p.by_start[i]] == t; ++i) {
       current += p.usage_of(p.by_start[i], solution[p.by_start[i]]);
     }
@@ -114,8 +118,8 @@ void assign_edges(StrategyProblem& p, std::span<const int64_t> u, std::span<cons
 Evaluation evaluate(const StrategyProblem& p, std::span<const int64_t> solution) {
   const int n = p.num_nodes();
   if (solution.size() != static_cast<size_t>(n)) {
-    fail("solution has " + std::to_string(solution.size()) + " entries, the problem has " + std::to_string(n) +
-         " nodes");
+    fail("solution has " + std::to_string(solution.size()) + " entries, the problem has " +
+         std::to_string(n) + " nodes");
   }
   std::vector<int32_t> chosen(n);
   for (int i = 0; i < n; ++i) {
@@ -157,7 +161,8 @@ class JsonReader {
     fail("malformed problem JSON at byte " + std::to_string(pos_) + ": " + what);
   }
   void skip_ws() {
-    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\n' || s_[pos_] == '\r' || s_[pos_] == '\t')) ++pos_;
+    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\n' || s_[pos_] == '\r' || s_[pos_] == '\t'))
+      ++pos_;
   }
   char peek() {
     skip_ws();
@@ -187,17 +192,28 @@ class JsonReader {
       if (pos_ >= s_.size()) error("unterminated string");
       const char esc = s_[pos_++];
       switch (esc) {
-        case 'n': out.push_back('\n'); break;
-        case 't': out.push_back('\t'); break;
-        case 'r': out.push_back('\r'); break;
-        case 'b': out.push_back('\b'); break;
-        case 'f': out.push_back('\f'); break;
+        case 'n':
+          out.push_back('\n');
+          break;
+        case 't':
+          out.push_back('\t');
+          break;
+        case 'r':
+          out.push_back('\r');
+          break;
+        case 'b':
+          out.push_back('\b');
+          break;
+        case 'f':
+          out.push_back('\f');
+          break;
         case 'u':  // Names only: a non-ASCII code point is kept as '?' rather than re-encoded.
           if (pos_ + 4 > s_.size()) error("bad \\u escape");
           pos_ += 4;
           out.push_back('?');
           break;
-        default: out.push_back(esc);
+        default:
+          out.push_back(esc);
       }
     }
   }
@@ -234,7 +250,8 @@ class JsonReader {
     if (ec == std::errc() && ptr == tok.data() + tok.size()) return value;
     double d = 0;  // Also accept integral values written as 1e3 or 10.0.
     auto [dptr, dec] = std::from_chars(tok.data(), tok.data() + tok.size(), d);
-    if (dec != std::errc() || dptr != tok.data() + tok.size() || d != std::floor(d) || std::fabs(d) > 9.2e18) {
+    if (dec != std::errc() || dptr != tok.data() + tok.size() || d != std::floor(d) ||
+        std::fabs(d) > 9.2e18) {
       error("expected an integer, found '" + std::string(tok) + "'");
     }
     return static_cast<int64_t>(d);
@@ -335,7 +352,8 @@ struct ParsedProblem {
   StrategyProblem problem;
   std::vector<int64_t> usage_offset;
   std::vector<int64_t> edge_u, edge_v;
-  bool has_intervals = false, has_costs = false, has_usages = false, has_edge_nodes = false, has_edge_costs = false;
+  bool has_intervals = false, has_costs = false, has_usages = false, has_edge_nodes = false,
+       has_edge_costs = false;
 };
 
 void parse_problem_field(JsonReader& r, const std::string& key, ParsedProblem& out) {
@@ -405,8 +423,8 @@ StrategyProblem parse_problem_json(std::string_view text) {
   StrategyProblem& p = parsed.problem;
   const size_t n = p.interval_start.size();
   if (p.strategy_offset.size() != n + 1) {
-    fail("nodes.costs has " + std::to_string(p.strategy_offset.size() - 1) + " rows but nodes.intervals has " +
-         std::to_string(n));
+    fail("nodes.costs has " + std::to_string(p.strategy_offset.size() - 1) +
+         " rows but nodes.intervals has " + std::to_string(n));
   }
   if (parsed.usage_offset.size() != n + 1) {
     fail("nodes.usages has " + std::to_string(parsed.usage_offset.size() - 1) +

@@ -23,12 +23,12 @@ inline bool is_forbidden(double cost) { return !(cost < kInfiniteCost); }
 struct StrategyProblem {
   std::string name;
   std::vector<int64_t> interval_start, interval_end;  // per node
-  std::vector<int64_t> strategy_offset;                // N+1: strategies of node i are [off[i], off[i+1])
-  std::vector<double> node_cost;                       // flat, per strategy
-  std::vector<int64_t> node_usage;                     // flat, per strategy
-  std::vector<int32_t> edge_u, edge_v;                 // per edge
-  std::vector<int64_t> edge_offset;                    // E+1: cost table of edge e is [off[e], off[e+1])
-  std::vector<double> edge_cost;                       // flat, row-major |S_u| x |S_v| per edge
+  std::vector<int64_t> strategy_offset;               // N+1: strategies of node i are [off[i], off[i+1])
+  std::vector<double> node_cost;                      // flat, per strategy
+  std::vector<int64_t> node_usage;                    // flat, per strategy
+  std::vector<int32_t> edge_u, edge_v;                // per edge
+  std::vector<int64_t> edge_offset;                   // E+1: cost table of edge e is [off[e], off[e+1])
+  std::vector<double> edge_cost;                      // flat, row-major |S_u| x |S_v| per edge
   int64_t usage_limit = kNoUsageLimit;
 
   // Filled by finalize(): nodes sorted by interval start and by interval end (for the evaluation sweep).

@@ -36,7 +36,8 @@ def train_step(params, batch):
 def abstract_args():
     f32 = jnp.float32
     params = [
-        (jax.ShapeDtypeStruct((HIDDEN, HIDDEN), f32), jax.ShapeDtypeStruct((HIDDEN,), f32)) for _ in range(LAYERS)
+        (jax.ShapeDtypeStruct((HIDDEN, HIDDEN), f32), jax.ShapeDtypeStruct((HIDDEN,), f32))
+        for _ in range(LAYERS)
     ]
     batch = (jax.ShapeDtypeStruct((BATCH, HIDDEN), f32), jax.ShapeDtypeStruct((BATCH, HIDDEN), f32))
     return params, batch

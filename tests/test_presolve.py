@@ -44,8 +44,14 @@ def follow_problem(rng: np.random.Generator, n: int, tight: float) -> StrategyPr
             edges.append((i, j))
             edge_costs.append(table.ravel())
     max_peak = sum(int(u.max()) for u in usages)
-    return StrategyProblem.from_arrays(intervals, costs, usages, np.array(edges, np.int64).reshape(-1, 2),
-                                       edge_costs, usage_limit=int(tight * max_peak))
+    return StrategyProblem.from_arrays(
+        intervals,
+        costs,
+        usages,
+        np.array(edges, np.int64).reshape(-1, 2),
+        edge_costs,
+        usage_limit=int(tight * max_peak),
+    )
 
 
 def brute_force(p: StrategyProblem) -> tuple[float, list[int]] | None:
@@ -115,7 +121,10 @@ def test_rules_fire_and_are_counted() -> None:
         [[0, 2], [1, 3], [2, 4], [0, 4]],
         [[1.0, 2.0, 9.0], [0.0, 0.0, 0.0], [3.0, 1.0, 3.0], [5.0]],
         [[1, 2, 1], [1, 1, 1], [1, 1, 1], [1]],
-        [[0, 1], [1, 2], [2, 3]], [ident, ident, [0.0, 1.0, 2.0]], usage_limit=100)
+        [[0, 1], [1, 2], [2, 3]],
+        [ident, ident, [0.0, 1.0, 2.0]],
+        usage_limit=100,
+    )
     gm = _core.GroupModel(p._core)
     st = gm.stats()
     assert (st["merged"], st["groups"], st["dominated"]) == (3, 1, 2)
@@ -130,8 +139,9 @@ def test_infeasible_node_is_named() -> None:
 
 
 def test_bad_assignment_is_rejected() -> None:
-    p = StrategyProblem.from_arrays([[0, 2], [1, 3]], [[1.0, 2.0], [1.0, 3.0]], [[1, 1], [1, 2]],
-                                    [[0, 1]], [[0.0, 1.0, 1.0, 0.0]])
+    p = StrategyProblem.from_arrays(
+        [[0, 2], [1, 3]], [[1.0, 2.0], [1.0, 3.0]], [[1, 1], [1, 2]], [[0, 1]], [[0.0, 1.0, 1.0, 0.0]]
+    )
     gm = _core.GroupModel(p._core)
     with pytest.raises(ValueError, match="expected"):
         gm.cost(np.zeros(gm.num_groups + 1, np.int32))
@@ -178,8 +188,11 @@ def test_neighbourhood_ilp_matches_brute_force(seed: int, lazy: bool) -> None:
         return
     current = feasible[int(rng.integers(len(feasible)))]
     free = gm.neighbourhood(int(gm.free_groups()[0]), max(1, len(gm.free_groups()) // 2), seed)
-    expected = min(p.evaluate(gm.expand(a))[0] for a in feasible
-                   if all(a[g] == current[g] for g in range(gm.num_groups) if g not in set(free.tolist())))
+    expected = min(
+        p.evaluate(gm.expand(a))[0]
+        for a in feasible
+        if all(a[g] == current[g] for g in range(gm.num_groups) if g not in set(free.tolist()))
+    )
     model = gm.build(current, free.astype(np.int32), 10**7, lazy)
     if not lazy:
         assert model.num_pool_rows == 0
@@ -212,8 +225,9 @@ def memory_problem(rng: np.random.Generator, n: int) -> StrategyProblem:
         usages.append(usages[i])
         edges.append((int(i), len(intervals) - 1))
         edge_costs.append(np.where(np.eye(sizes[i]) > 0, 0.0, 1e18).ravel())
-    return StrategyProblem.from_arrays(intervals, costs, usages, np.array(edges, np.int64).reshape(-1, 2),
-                                       edge_costs, usage_limit=limit)
+    return StrategyProblem.from_arrays(
+        intervals, costs, usages, np.array(edges, np.int64).reshape(-1, 2), edge_costs, usage_limit=limit
+    )
 
 
 def test_region_memory_rows_match_enumeration() -> None:
@@ -231,15 +245,19 @@ def test_region_memory_rows_match_enumeration() -> None:
         if gm.infeasible or len(gm.free_groups()) < 2:
             continue
         sizes = group_domain_sizes(gm)
-        feasible = [np.asarray(c, np.int32) for c in itertools.product(*[range(d) for d in sizes])
-                    if p.evaluate(gm.expand(np.asarray(c, np.int32)))[2]]
+        feasible = [
+            np.asarray(c, np.int32)
+            for c in itertools.product(*[range(d) for d in sizes])
+            if p.evaluate(gm.expand(np.asarray(c, np.int32)))[2]
+        ]
         if not feasible:
             continue
         current = feasible[int(rng.integers(len(feasible)))]
         free = np.sort(rng.choice(gm.free_groups(), max(2, len(gm.free_groups()) // 2), replace=False))
         fixed = [g for g in range(gm.num_groups) if g not in set(free.tolist())]
-        expected = min(p.evaluate(gm.expand(a))[0] for a in feasible
-                       if all(a[g] == current[g] for g in fixed))
+        expected = min(
+            p.evaluate(gm.expand(a))[0] for a in feasible if all(a[g] == current[g] for g in fixed)
+        )
         for lazy, lp_first in ((False, False), (True, False), (False, True)):
             model = gm.build(current, free.astype(np.int32), 10**7, lazy)
             stats: dict = {}
@@ -260,10 +278,14 @@ def test_memory_rows_with_equal_coefficients_are_merged() -> None:
     # the smaller bound. By hand: at most 45 means node 0 and the group cannot both take their big strategy
     # (20 + 30 + node 3's >= 5); the optimum is 1 (group small: 20+10+9 = 39 <= 45, node 3 at 0).
     f = 1e18
-    p = StrategyProblem.from_arrays([[0, 10], [2, 4], [6, 8], [0, 10]],
-                                    [[0.0, 5.0], [0.0, 1.0], [0.0, 0.0], [3.0, 0.0]],
-                                    [[20, 10], [30, 10], [30, 10], [5, 9]], [[1, 2]], [[0.0, f, f, 0.0]],
-                                    usage_limit=45)
+    p = StrategyProblem.from_arrays(
+        [[0, 10], [2, 4], [6, 8], [0, 10]],
+        [[0.0, 5.0], [0.0, 1.0], [0.0, 0.0], [3.0, 0.0]],
+        [[20, 10], [30, 10], [30, 10], [5, 9]],
+        [[1, 2]],
+        [[0.0, f, f, 0.0]],
+        usage_limit=45,
+    )
     gm = _core.GroupModel(p._core)
     free = gm.free_groups().astype(np.int32)
     assert len(free) == 3
@@ -286,8 +308,9 @@ def test_time_window_regions_sit_at_the_peak() -> None:
     # Five independent nodes: usage 10 on strategy 0 (cost 0), 1 on strategy 1 (cost 5). All at strategy 0,
     # usage is 20 on [0,2) (nodes 0, 1) and on [5,7) (nodes 2, 3), 10 on [10,12) (node 4): a window of two
     # groups at a peak moment is {0, 1} or {2, 3}; both moments are drawn over a few seeds.
-    p = StrategyProblem.from_arrays([[0, 2], [0, 2], [5, 7], [5, 7], [10, 12]], [[0.0, 5.0]] * 5,
-                                    [[10, 1]] * 5, [], [], usage_limit=100)
+    p = StrategyProblem.from_arrays(
+        [[0, 2], [0, 2], [5, 7], [5, 7], [10, 12]], [[0.0, 5.0]] * 5, [[10, 1]] * 5, [], [], usage_limit=100
+    )
     gm = _core.GroupModel(p._core)
     assert len(gm.free_groups()) == 5
     zero = np.zeros(gm.num_groups, np.int32)

@@ -17,8 +17,9 @@ PYTHON_DIR = Path(autopar.__file__).resolve().parents[1]
 
 def run(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR))
-    return subprocess.run([sys.executable, "-m", "autopar.solve", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "autopar.solve", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_example_last_line_is_the_solution() -> None:

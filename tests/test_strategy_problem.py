@@ -40,14 +40,16 @@ def test_evaluate_by_hand() -> None:
 
 
 def test_half_open_intervals_do_not_overlap_at_the_boundary() -> None:
-    p = StrategyProblem.from_arrays([[0, 10], [10, 20]], [[0.0], [0.0]], [[7], [7]], np.zeros((0, 2)), [],
-                                    usage_limit=7)
+    p = StrategyProblem.from_arrays(
+        [[0, 10], [10, 20]], [[0.0], [0.0]], [[7], [7]], np.zeros((0, 2)), [], usage_limit=7
+    )
     assert p.evaluate([0, 0]) == (0.0, 7, True)
 
 
 def test_forbidden_cost_is_infeasible() -> None:
-    p = StrategyProblem.from_arrays([[0, 1], [0, 1]], [[1.0, 1e18], [2.0]], [[1, 1], [1]], [[0, 1]],
-                                    [[0.0, 0.0]])
+    p = StrategyProblem.from_arrays(
+        [[0, 1], [0, 1]], [[1.0, 1e18], [2.0]], [[1, 1], [1]], [[0, 1]], [[0.0, 0.0]]
+    )
     assert p.evaluate([0, 0])[2] is True
     assert p.evaluate([1, 0])[2] is False
     assert p.usage_limit is None
@@ -63,8 +65,14 @@ def test_gzip_and_wrapperless_json(tmp_path: Path) -> None:
 
 def test_from_arrays_matches_json() -> None:
     d = example_dict()["problem"]
-    p = StrategyProblem.from_arrays(d["nodes"]["intervals"], d["nodes"]["costs"], d["nodes"]["usages"],
-                                    d["edges"]["nodes"], d["edges"]["costs"], usage_limit=d["usage_limit"])
+    p = StrategyProblem.from_arrays(
+        d["nodes"]["intervals"],
+        d["nodes"]["costs"],
+        d["nodes"]["usages"],
+        d["edges"]["nodes"],
+        d["edges"]["costs"],
+        usage_limit=d["usage_limit"],
+    )
     q = StrategyProblem.from_json(EXAMPLE)
     for sol in ([0, 0, 2, 1, 0], [0, 1, 0, 0, 0], [0, 1, 1, 1, 0]):
         assert p.evaluate(sol) == q.evaluate(sol)
@@ -79,8 +87,10 @@ def test_from_arrays_matches_json() -> None:
         (lambda d: d["edges"]["costs"][1].append(1), r"edge 1 \(0, 2\) has 4 costs, expected 3"),
         (lambda d: d["nodes"]["intervals"].__setitem__(1, [70, 40]), "node 1: interval .* ends before"),
         (lambda d: d["nodes"]["intervals"].__setitem__(1, [70]), r"nodes.intervals\[1\] has 1 entries"),
-        (lambda d: d["nodes"]["costs"].__setitem__(0, []) or d["nodes"]["usages"].__setitem__(0, []),
-         "node 0 has no strategies"),
+        (
+            lambda d: d["nodes"]["costs"].__setitem__(0, []) or d["nodes"]["usages"].__setitem__(0, []),
+            "node 0 has no strategies",
+        ),
         (lambda d: d.__setitem__("usage_limit", -5), "usage_limit must be >= 0"),
         (lambda d: d["nodes"]["usages"][1].__setitem__(0, "x"), "expected a number"),
         (lambda d: d.pop("nodes"), "no nodes.intervals"),

@@ -21,15 +21,15 @@ void validate(const Problem& p) {
   require(n > 0, "no blocks to cluster");
   require(p.num_layers > 0, "num_layers must be positive, got " + std::to_string(p.num_layers));
   require(p.num_layers <= n, "cannot cut " + std::to_string(n) + " blocks into " +
-                                 std::to_string(p.num_layers) + " layers: use at most " +
-                                 std::to_string(n) + " layers");
+                                 std::to_string(p.num_layers) + " layers: use at most " + std::to_string(n) +
+                                 " layers");
   require(p.eps >= 0 && std::isfinite(p.eps), "eps must be a finite number >= 0");
   for (double f : p.flops) require(f >= 0 && std::isfinite(f), "block FLOPs must be finite and >= 0");
   for (size_t v = 0; v < p.values.size(); ++v) {
     const Value& value = p.values[v];
-    require(value.producer >= 0 && value.producer < n,
-            "value " + std::to_string(v) + " has producer block " + std::to_string(value.producer) +
-                " outside [0, " + std::to_string(n) + ")");
+    require(value.producer >= 0 && value.producer < n, "value " + std::to_string(v) + " has producer block " +
+                                                           std::to_string(value.producer) + " outside [0, " +
+                                                           std::to_string(n) + ")");
     require(value.bytes >= 0 && std::isfinite(value.bytes), "value bytes must be finite and >= 0");
     for (int c : value.consumers)
       require(c >= 0 && c < n, "value " + std::to_string(v) + " has consumer block " + std::to_string(c) +

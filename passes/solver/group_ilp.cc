@@ -28,7 +28,8 @@ GroupModel::GroupModel(const StrategyProblem& problem, Presolved presolved)
   by_time_.clear();
   first_point_.assign(r_.num_groups(), std::numeric_limits<int>::max());
   for (int g = 0; g < r_.num_groups(); ++g) {
-    for (int32_t k : live_members_[g]) first_point_[g] = std::min(first_point_[g], profile_.lo(r_.members[g][k].node));
+    for (int32_t k : live_members_[g])
+      first_point_[g] = std::min(first_point_[g], profile_.lo(r_.members[g][k].node));
     if (r_.domain[g].size() > 1) by_time_.push_back(g);
   }
   std::stable_sort(by_time_.begin(), by_time_.end(),
@@ -55,7 +56,8 @@ GroupIlp GroupModel::build(std::span<const int32_t> assignment, std::span<const 
     if (!is_free[g]) m.objective_offset += r_.unary[g][assignment[g]];
   }
   for (const auto& pr : r_.pairs) {
-    if (!is_free[pr.a] && !is_free[pr.b]) m.objective_offset += r_.pair_cost(pr, assignment[pr.a], assignment[pr.b]);
+    if (!is_free[pr.a] && !is_free[pr.b])
+      m.objective_offset += r_.pair_cost(pr, assignment[pr.a], assignment[pr.b]);
   }
   m.x_offset.resize(m.free_groups.size());
   std::vector<int64_t> offset_of(ng, -1);
@@ -195,8 +197,10 @@ void GroupModel::merge_memory_rows(GroupIlp& m, size_t first_row, bool to_pool) 
   for (const Row& row : rows) {
     auto& out_index = to_pool ? m.pool_index : m.row_index;
     auto& out_value = to_pool ? m.pool_value : m.row_value;
-    out_index.insert(out_index.end(), index.begin() + (row.begin - nz_begin), index.begin() + (row.end - nz_begin));
-    out_value.insert(out_value.end(), value.begin() + (row.begin - nz_begin), value.begin() + (row.end - nz_begin));
+    out_index.insert(out_index.end(), index.begin() + (row.begin - nz_begin),
+                     index.begin() + (row.end - nz_begin));
+    out_value.insert(out_value.end(), value.begin() + (row.begin - nz_begin),
+                     value.begin() + (row.end - nz_begin));
     if (to_pool) {
       m.pool_upper.push_back(row.upper);
       m.pool_start.push_back(static_cast<int64_t>(m.pool_index.size()));
@@ -208,8 +212,8 @@ void GroupModel::merge_memory_rows(GroupIlp& m, size_t first_row, bool to_pool) 
   }
 }
 
-void GroupModel::add_memory_rows(GroupIlp& m, std::span<const int32_t> assignment, const std::vector<char>& is_free,
-                                 int64_t max_nonzeros) const {
+void GroupModel::add_memory_rows(GroupIlp& m, std::span<const int32_t> assignment,
+                                 const std::vector<char>& is_free, int64_t max_nonzeros) const {
   const int points = profile_.num_points();
   // Usage of the fixed members per point (difference array).
   std::vector<int64_t> fixed(points + 1, 0);
@@ -243,7 +247,8 @@ void GroupModel::add_memory_rows(GroupIlp& m, std::span<const int32_t> assignmen
   std::vector<char> ends_at(points + 1, 0);
   for (const Live& l : free_live) ends_at[l.hi] = 1;
   std::sort(free_live.begin(), free_live.end(), [](const Live& x, const Live& y) {
-    return x.lo < y.lo || (x.lo == y.lo && (x.group < y.group || (x.group == y.group && x.member < y.member)));
+    return x.lo < y.lo ||
+           (x.lo == y.lo && (x.group < y.group || (x.group == y.group && x.member < y.member)));
   });
   const double limit = static_cast<double>(p_.usage_limit);
   // Max fixed usage per segment [bounds[s], bounds[s+1]).
@@ -340,7 +345,8 @@ std::vector<int32_t> GroupModel::neighbourhood(int32_t root, int size, uint64_t 
   size_t head = 0;
   while (static_cast<int>(out.size()) < size) {
     if (head == queue.size()) {  // component exhausted: continue in time order
-      while (cursor >= 0 && cursor + 1 < static_cast<int32_t>(by_time_.size()) && seen[by_time_[cursor]]) ++cursor;
+      while (cursor >= 0 && cursor + 1 < static_cast<int32_t>(by_time_.size()) && seen[by_time_[cursor]])
+        ++cursor;
       if (cursor < 0 || seen[by_time_[cursor]]) break;
       enqueue(by_time_[cursor]);
     }
@@ -443,7 +449,8 @@ std::vector<int32_t> GroupIlp::pool_violations(std::span<const int32_t> assignme
   return out;
 }
 
-std::vector<int32_t> GroupIlp::decode(std::span<const double> col_values, std::span<const int32_t> assignment) const {
+std::vector<int32_t> GroupIlp::decode(std::span<const double> col_values,
+                                      std::span<const int32_t> assignment) const {
   std::vector<int32_t> out(assignment.begin(), assignment.end());
   for (size_t f = 0; f < free_groups.size(); ++f) {
     const int64_t end = f + 1 < free_groups.size() ? x_offset[f + 1] : y_begin;

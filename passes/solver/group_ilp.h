@@ -1,8 +1,8 @@
 // ILPs over the presolved groups (presolve.h): the whole reduced problem for the exact path, or a
 // neighbourhood of it with every other group fixed at its current strategy for large-neighbourhood search.
 //   x[g,k] in {0,1}, sum_k x[g,k] = 1                        one strategy per free group
-//   y[q,k,l] in [0,1], sum_l y = x[a,k], sum_k y = x[b,l]    pair q of two free groups; forbidden pairs have no y
-//   sum over free members live in a segment of usage <= limit - (max usage of the fixed members there)
+//   y[q,k,l] in [0,1], sum_l y = x[a,k], sum_k y = x[b,l]    pair q of two free groups; forbidden pairs have
+//   no y sum over free members live in a segment of usage <= limit - (max usage of the fixed members there)
 // Pairs to fixed groups become unary costs; x columns with a forbidden cost get upper bound 0. Memory rows
 // are per segment between consecutive interval ends of free members, kept only when not implied by the next.
 #pragma once
@@ -68,7 +68,8 @@ class GroupModel {
   // Up to `size` groups with a choice whose members are live closest in (compressed) time to a moment drawn
   // among those where the assignment's usage is within `slack` (a fraction) of its peak: the groups that can
   // trade memory with each other there, whether or not they share pairs (ties shuffled by `seed`).
-  std::vector<int32_t> time_window(std::span<const int32_t> assignment, int size, double slack, uint64_t seed) const;
+  std::vector<int32_t> time_window(std::span<const int32_t> assignment, int size, double slack,
+                                   uint64_t seed) const;
   // Per group: its local cost now minus its best local cost with the neighbours fixed (0 for fixed groups).
   std::vector<double> regret(std::span<const int32_t> assignment) const;
 
@@ -79,8 +80,8 @@ class GroupModel {
 
   const StrategyProblem& p_;
   Presolved r_;
-  MemoryProfile profile_;  // compressed time: lo/hi per node
-  std::vector<std::vector<int32_t>> live_members_;  // per group: members that are ever live
+  MemoryProfile profile_;                                   // compressed time: lo/hi per node
+  std::vector<std::vector<int32_t>> live_members_;          // per group: members that are ever live
   std::vector<int32_t> by_time_, time_rank_, first_point_;  // free groups by first live moment
 };
 

@@ -119,7 +119,8 @@ bool Search::propagate() {
   for (int i = 0; i < n; ++i) {
     for (int s = 0; s < p_.num_strategies(i); ++s) {
       const int64_t k = p_.strategy_offset[i] + s;
-      alive_[k] = !is_forbidden(graph_.unary[k]) && (profile_.lo(i) >= profile_.hi(i) || usage(i, s) <= limit_);
+      alive_[k] =
+          !is_forbidden(graph_.unary[k]) && (profile_.lo(i) >= profile_.hi(i) || usage(i, s) <= limit_);
     }
   }
   std::vector<int32_t> work;
@@ -133,7 +134,8 @@ bool Search::propagate() {
       if (!alive_[xo + x]) continue;
       bool supported = false;
       for (int y = 0; y < p_.num_strategies(y_node) && !supported; ++y) {
-        supported = alive_[yo + y] && !is_forbidden(side_a ? graph_.pair_cost(pr, x, y) : graph_.pair_cost(pr, y, x));
+        supported =
+            alive_[yo + y] && !is_forbidden(side_a ? graph_.pair_cost(pr, x, y) : graph_.pair_cost(pr, y, x));
       }
       if (!supported) {
         alive_[xo + x] = 0;
@@ -283,7 +285,8 @@ bool Search::improve_pair(int32_t pair_index) {
   const int a = pr.a, b = pr.b;
   const auto& da_list = domain_[a];
   const auto& db_list = domain_[b];
-  if (da_list.size() * db_list.size() > static_cast<size_t>(kMaxPairTable) || da_list.size() * db_list.size() <= 1) {
+  if (da_list.size() * db_list.size() > static_cast<size_t>(kMaxPairTable) ||
+      da_list.size() * db_list.size() <= 1) {
     return false;
   }
   // Local costs of a and b without this pair's table, then the joint best over the table.
@@ -322,7 +325,8 @@ bool Search::improve_pair(int32_t pair_index) {
     const int64_t da = usage(a, x) - usage(a, ca), db = usage(b, y) - usage(b, cb);
     apply(a, x);
     apply(b, y);
-    if ((da <= 0 && db <= 0) || (profile_.max_over(a) <= limit_ && profile_.max_over(b) <= limit_)) return true;
+    if ((da <= 0 && db <= 0) || (profile_.max_over(a) <= limit_ && profile_.max_over(b) <= limit_))
+      return true;
     apply(b, cb);
     apply(a, ca);
     if (journal_on_) journal_.resize(journal_.size() - 4);
@@ -355,10 +359,10 @@ bool Search::pair_pass(const std::vector<int32_t>& pairs) {
 }
 
 bool Search::cascade(int i, int s, double* delta, std::vector<Change>* changes) {
-  // Moves i to s, then every neighbour left on a forbidden pair moves to its cheapest strategy compatible with
-  // the nodes already moved, and so on outwards (the "follow chains" of the production graphs: a layout that
-  // must propagate along a chain of ops moves as one). Fails (and undoes) past kMaxCascade nodes or when some
-  // neighbour has no compatible strategy. *delta is the exact cost change.
+  // Moves i to s, then every neighbour left on a forbidden pair moves to its cheapest strategy compatible
+  // with the nodes already moved, and so on outwards (the "follow chains" of the production graphs: a layout
+  // that must propagate along a chain of ops moves as one). Fails (and undoes) past kMaxCascade nodes or when
+  // some neighbour has no compatible strategy. *delta is the exact cost change.
   constexpr size_t kMaxCascade = 256;
   changes->clear();
   *delta = 0;
@@ -376,7 +380,9 @@ bool Search::cascade(int i, int s, double* delta, std::vector<Change>* changes) 
       const auto& inc = graph_.adj[k];
       const auto& pr = graph_.pairs[inc.pair];
       const int y = inc.other;
-      auto cost_xy = [&](int ty) { return inc.is_a ? graph_.pair_cost(pr, sol_[x], ty) : graph_.pair_cost(pr, ty, sol_[x]); };
+      auto cost_xy = [&](int ty) {
+        return inc.is_a ? graph_.pair_cost(pr, sol_[x], ty) : graph_.pair_cost(pr, ty, sol_[x]);
+      };
       if (!is_forbidden(cost_xy(sol_[y]))) continue;
       if (changes->size() >= kMaxCascade) {
         undo(*changes);
@@ -474,8 +480,8 @@ void Search::perturb() {
   std::vector<int> region{root};
   for (size_t k = 0; k < region.size() && static_cast<int>(region.size()) < size; ++k) {
     const int i = region[k];
-    for (int64_t a = graph_.adj_offset[i]; a < graph_.adj_offset[i + 1] && static_cast<int>(region.size()) < size;
-         ++a) {
+    for (int64_t a = graph_.adj_offset[i];
+         a < graph_.adj_offset[i + 1] && static_cast<int>(region.size()) < size; ++a) {
       const int j = graph_.adj[a].other;
       if (std::find(region.begin(), region.end(), j) == region.end()) region.push_back(j);
     }
@@ -535,7 +541,8 @@ HeuristicResult Search::run(std::span<const int32_t> initial) {
   std::vector<int32_t> best = sol_;
   best_cost = exact_cost();
   result.time_to_best = elapsed();
-  if (result.time_to_first_feasible < 0 && !is_forbidden(best_cost)) result.time_to_first_feasible = elapsed();
+  if (result.time_to_first_feasible < 0 && !is_forbidden(best_cost))
+    result.time_to_first_feasible = elapsed();
 
   // Iterated perturbation: keep a change if it does not make the solution worse, undo it otherwise.
   journal_on_ = true;
@@ -562,7 +569,8 @@ HeuristicResult Search::run(std::span<const int32_t> initial) {
     if (cost <= best_cost) {
       if (cost < best_cost) {
         result.time_to_best = elapsed();
-        if (result.time_to_first_feasible < 0 && !is_forbidden(cost)) result.time_to_first_feasible = elapsed();
+        if (result.time_to_first_feasible < 0 && !is_forbidden(cost))
+          result.time_to_first_feasible = elapsed();
       }
       best_cost = cost;
       for (const Change& c : journal_) best[c.node] = sol_[c.node];
@@ -588,8 +596,8 @@ HeuristicResult Search::run(std::span<const int32_t> initial) {
 HeuristicResult solve_heuristic(const StrategyProblem& problem, const HeuristicOptions& options,
                                 std::span<const int32_t> initial) {
   if (!initial.empty() && initial.size() != static_cast<size_t>(problem.num_nodes())) {
-    throw std::invalid_argument("initial solution has " + std::to_string(initial.size()) + " entries, expected " +
-                                std::to_string(problem.num_nodes()));
+    throw std::invalid_argument("initial solution has " + std::to_string(initial.size()) +
+                                " entries, expected " + std::to_string(problem.num_nodes()));
   }
   for (size_t i = 0; i < initial.size(); ++i) {
     if (initial[i] < 0 || initial[i] >= problem.num_strategies(static_cast<int>(i))) {

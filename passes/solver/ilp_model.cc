@@ -49,7 +49,8 @@ void fix_node(const PairGraph& g, Reduction& r, int i) {
     const auto& pr = g.pairs[inc.pair];
     const int j = inc.other;
     const int64_t off = p.strategy_offset[j];
-    for (int o = 0; o < p.num_strategies(j); ++o) r.unary[off + o] += inc.is_a ? g.pair_cost(pr, s, o) : g.pair_cost(pr, o, s);
+    for (int o = 0; o < p.num_strategies(j); ++o)
+      r.unary[off + o] += inc.is_a ? g.pair_cost(pr, s, o) : g.pair_cost(pr, o, s);
   }
 }
 

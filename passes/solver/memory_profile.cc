@@ -14,8 +14,10 @@ MemoryProfile::MemoryProfile(const StrategyProblem& p) : problem_(p) {
   hi_.assign(n, 0);
   for (int i = 0; i < n; ++i) {
     if (p.interval_end[i] <= p.interval_start[i]) continue;
-    lo_[i] = static_cast<int>(std::lower_bound(points.begin(), points.end(), p.interval_start[i]) - points.begin());
-    hi_[i] = static_cast<int>(std::lower_bound(points.begin(), points.end(), p.interval_end[i]) - points.begin());
+    lo_[i] = static_cast<int>(std::lower_bound(points.begin(), points.end(), p.interval_start[i]) -
+                              points.begin());
+    hi_[i] =
+        static_cast<int>(std::lower_bound(points.begin(), points.end(), p.interval_end[i]) - points.begin());
   }
   max_.assign(4 * std::max(num_points_, 1), 0);
   pending_.assign(max_.size(), 0);

@@ -31,7 +31,8 @@ PairGraph::PairGraph(const StrategyProblem& p) : problem(p), unary(p.node_cost) 
     for (int x = 0; x < su; ++x) {
       for (int y = 0; y < sv; ++y) {
         const int sa_idx = (u == a) ? x : y, sb_idx = (u == a) ? y : x;
-        table[pr.offset + static_cast<int64_t>(sa_idx) * sb + sb_idx] += cost[static_cast<int64_t>(x) * sv + y];
+        table[pr.offset + static_cast<int64_t>(sa_idx) * sb + sb_idx] +=
+            cost[static_cast<int64_t>(x) * sv + y];
       }
     }
   }

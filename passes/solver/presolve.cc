@@ -35,7 +35,9 @@ class Reducer {
       if (pair_alive_[q]) push(other(pairs_[q], g));
     }
   }
-  void clean_adj(int g) { std::erase_if(adj_[g], [&](int32_t q) { return !pair_alive_[q]; }); }
+  void clean_adj(int g) {
+    std::erase_if(adj_[g], [&](int32_t q) { return !pair_alive_[q]; });
+  }
   void kill_pair(int32_t q) {
     pair_alive_[q] = 0;
     index_.erase(key(pairs_[q].a, pairs_[q].b));
@@ -262,7 +264,8 @@ Presolved Reducer::run() {
     }
     std::vector<double> c(dsize(u) * dsize(v));
     for (size_t k = 0; k < dsize(u); ++k) {
-      for (size_t l = 0; l < dsize(v); ++l) c[k * dsize(v) + l] = p_.edge_cost_of(e, domain_[u][k], domain_[v][l]);
+      for (size_t l = 0; l < dsize(v); ++l)
+        c[k * dsize(v) + l] = p_.edge_cost_of(e, domain_[u][k], domain_[v][l]);
     }
     add_table(u, v, c);
   }

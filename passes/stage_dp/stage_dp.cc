@@ -25,12 +25,12 @@ void validate(const Problem& p) {
   require(!(p.imbalance_tolerance < 0), "imbalance_tolerance must be >= 0");
   const size_t expected = static_cast<size_t>(p.num_layers) * p.num_layers * p.submesh_devices.size() *
                           static_cast<size_t>(p.num_configs);
-  require(p.cost.size() == expected, "cost has " + std::to_string(p.cost.size()) +
-                                         " entries, expected layers*layers*submeshes*configs = " +
-                                         std::to_string(expected));
-  require(p.max_succeeding_stages.size() == expected,
-          "max_succeeding_stages has " + std::to_string(p.max_succeeding_stages.size()) +
-              " entries, expected " + std::to_string(expected));
+  require(p.cost.size() == expected,
+          "cost has " + std::to_string(p.cost.size()) +
+              " entries, expected layers*layers*submeshes*configs = " + std::to_string(expected));
+  require(p.max_succeeding_stages.size() == expected, "max_succeeding_stages has " +
+                                                          std::to_string(p.max_succeeding_stages.size()) +
+                                                          " entries, expected " + std::to_string(expected));
   for (double c : p.cost) require(!std::isnan(c) && c >= 0, "cost entries must be >= 0 (or infinity)");
 }
 
@@ -166,8 +166,10 @@ Result solve(const Problem& problem) {
   }
   // With an imbalance tolerance, a larger t_max also forbids cheap stages: feasibility is no longer
   // monotone, so every candidate is scanned from the smallest.
-  if (!std::isinf(problem.imbalance_tolerance)) lo = 0;
-  else if (lo < candidates.size()) ++lo;  // the binary search already ran the smallest feasible t_max
+  if (!std::isinf(problem.imbalance_tolerance))
+    lo = 0;
+  else if (lo < candidates.size())
+    ++lo;  // the binary search already ran the smallest feasible t_max
   for (size_t i = lo; i < candidates.size(); ++i) {
     const double t_max = candidates[i];
     // A plan not found yet has its slowest stage at >= t_max, so it costs at least B * t_max.

@@ -31,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     bound = "none" if solution.lower_bound is None else f"{solution.lower_bound:.17g}"
     print(f"status: {solution.status}  cost: {solution.cost:.17g}  lower bound: {bound}")
-    print(f"peak usage: {solution.peak_memory}  limit: {problem.usage_limit}  "
-          f"first feasible: {solution.time_to_first_feasible:.3f} s  total: {solution.solve_time:.3f} s")
+    print(
+        f"peak usage: {solution.peak_memory}  limit: {problem.usage_limit}  "
+        f"first feasible: {solution.time_to_first_feasible:.3f} s  total: {solution.solve_time:.3f} s"
+    )
     print("[" + ", ".join(str(int(s)) for s in solution.strategies) + "]")
     return 0
 

@@ -82,8 +82,18 @@ class StrategyProblem:
         if usage_limit is not None:
             usage_limit = int(usage_limit)
         core = _core.StrategyProblem.from_flat(
-            name, iv[:, 0].copy(), iv[:, 1].copy(), cost_off, costs, usage_off, usages,
-            ed[:, 0].copy(), ed[:, 1].copy(), ecost_off, ecosts, usage_limit,
+            name,
+            iv[:, 0].copy(),
+            iv[:, 1].copy(),
+            cost_off,
+            costs,
+            usage_off,
+            usages,
+            ed[:, 0].copy(),
+            ed[:, 1].copy(),
+            ecost_off,
+            ecosts,
+            usage_limit,
         )
         return cls(core)
 
@@ -154,8 +164,15 @@ class Solution:
         return self.status in ("optimal", "feasible")
 
 
-def solve(problem: StrategyProblem, time_limit: float = 10.0, seed: int = 0, *,
-          max_rounds: int | None = None, exact: bool = True, work_limit: float | None = None) -> Solution:
+def solve(
+    problem: StrategyProblem,
+    time_limit: float = 10.0,
+    seed: int = 0,
+    *,
+    max_rounds: int | None = None,
+    exact: bool = True,
+    work_limit: float | None = None,
+) -> Solution:
     """Solves `problem` within about `time_limit` seconds.
 
     Determinism: every phase stops on counted work (heuristic rounds, large-neighbourhood iterations
@@ -186,9 +203,11 @@ def solve(problem: StrategyProblem, time_limit: float = 10.0, seed: int = 0, *,
     limit = core.usage_limit
     if not h["feasible"] and (presolve_infeasible or (limit is not None and h["min_peak_usage"] > limit)):
         peak = int(h["min_peak_usage"])
-        msg = (f"infeasible: the smallest strategies peak at {peak}, above the usage limit {limit}"
-               if limit is not None and peak > limit
-               else "infeasible: every strategy of some node is forbidden or over the usage limit")
+        msg = (
+            f"infeasible: the smallest strategies peak at {peak}, above the usage limit {limit}"
+            if limit is not None and peak > limit
+            else "infeasible: every strategy of some node is forbidden or over the usage limit"
+        )
         elapsed = time.perf_counter() - start
         return Solution(best, float(h["cost"]), peak, None, "infeasible", None, elapsed, msg)
     lower_bound, optimal, msg = None, False, "fast path (greedy + local search)"
@@ -211,9 +230,18 @@ def solve(problem: StrategyProblem, time_limit: float = 10.0, seed: int = 0, *,
         return Solution(best, cost, int(peak), lower_bound, status, None, elapsed, msg, clock_cut=clock_cut)
     if lower_bound is not None and lower_bound >= cost - 1e-9 * max(1.0, abs(cost)):
         optimal = True
-    return Solution(np.asarray(best, dtype=np.int64), float(cost), int(peak), lower_bound,
-                    "optimal" if optimal else "feasible", None if first < 0 else float(first), elapsed, msg,
-                    best_time, clock_cut)
+    return Solution(
+        np.asarray(best, dtype=np.int64),
+        float(cost),
+        int(peak),
+        lower_bound,
+        "optimal" if optimal else "feasible",
+        None if first < 0 else float(first),
+        elapsed,
+        msg,
+        best_time,
+        clock_cut,
+    )
 
 
 # Heuristic rounds before the ILP phases take over (its perturbation rounds gain little once presolved ILPs
@@ -265,8 +293,15 @@ class _Improved:
     log: list = field(default_factory=list)  # per LNS iteration, for benchmarks
 
 
-def _improve(core: _core.StrategyProblem, gm: _core.GroupModel, h: dict, time_limit: float, seed: int,
-             start: float, work_limit: float | None) -> _Improved:
+def _improve(
+    core: _core.StrategyProblem,
+    gm: _core.GroupModel,
+    h: dict,
+    time_limit: float,
+    seed: int,
+    start: float,
+    work_limit: float | None,
+) -> _Improved:
     """The ILP phases over the presolved groups: the whole reduced ILP when it is small enough (proves
     optimality or gives a bound), else large-neighbourhood search from the heuristic's solution."""
     out = _Improved(message="fast path (greedy + local search)")
@@ -294,16 +329,28 @@ def _improve(core: _core.StrategyProblem, gm: _core.GroupModel, h: dict, time_li
         out.lower_bound = None if bound is None else min(bound, best_cost)
         out.optimal = optimal and ok
         out.clock_cut = not optimal
-        out.message = ("exact path (presolve + HiGHS ILP): proven optimal" if out.optimal
-                       else "exact path (presolve + HiGHS ILP) stopped at the time limit")
+        out.message = (
+            "exact path (presolve + HiGHS ILP): proven optimal"
+            if out.optimal
+            else "exact path (presolve + HiGHS ILP) stopped at the time limit"
+        )
         return out
     if not h["feasible"]:
         return out
     return _lns(core, gm, assignment, best_cost, time_limit, seed, start, work_limit, out)
 
 
-def _lns(core: _core.StrategyProblem, gm: _core.GroupModel, assignment: np.ndarray, best_cost: float,
-         time_limit: float, seed: int, start: float, work_limit: float | None, out: _Improved) -> _Improved:
+def _lns(
+    core: _core.StrategyProblem,
+    gm: _core.GroupModel,
+    assignment: np.ndarray,
+    best_cost: float,
+    time_limit: float,
+    seed: int,
+    start: float,
+    work_limit: float | None,
+    out: _Improved,
+) -> _Improved:
     """Large-neighbourhood search: connected regions of groups (around a group whose strategy is locally
     regrettable, or a random one) are freed, everything else fixed, and each sub-ILP solved by HiGHS from the
     current solution; a result is accepted when the evaluator confirms it feasible and cheaper.
@@ -363,12 +410,21 @@ def _lns(core: _core.StrategyProblem, gm: _core.GroupModel, assignment: np.ndarr
 
 def _solve_region(job: tuple) -> tuple | None:
     model, assignment, time_limit, seed, stats = job
-    return None if model.too_big else _solve_ilp(model, assignment, time_limit, seed, _LNS_MAX_NODES, stats,
-                                                 _LP_FIRST)
+    return (
+        None
+        if model.too_big
+        else _solve_ilp(model, assignment, time_limit, seed, _LNS_MAX_NODES, stats, _LP_FIRST)
+    )
 
 
-def _lns_regions(gm: _core.GroupModel, assignment: np.ndarray, free: np.ndarray, size: int, count: int,
-                 rng: np.random.Generator) -> list[np.ndarray]:
+def _lns_regions(
+    gm: _core.GroupModel,
+    assignment: np.ndarray,
+    free: np.ndarray,
+    size: int,
+    count: int,
+    rng: np.random.Generator,
+) -> list[np.ndarray]:
     """`count` disjoint regions of about `size` groups (a later region drops the groups earlier ones took):
     with probability _TIME_WINDOW_SHARE the groups live nearest a moment where usage is near its peak (they
     trade memory there), else breadth-first over pairs from a root drawn in proportion to its regret or
@@ -402,14 +458,24 @@ def _lns_regions(gm: _core.GroupModel, assignment: np.ndarray, free: np.ndarray,
 def _ilp_work(model: _core.GroupIlp, stats: dict) -> float:
     """Deterministic work of one sub-ILP, in units of about a microsecond of this machine (HiGHS's setup and
     presolve scale with the nonzeros, the rest with simplex iterations and nodes)."""
-    return (_WORK_PER_NONZERO * model.num_nonzeros + _WORK_PER_SIMPLEX * stats.get("simplex", 0)
-            + _WORK_PER_LP_SIMPLEX * stats.get("lp_simplex", 0) + _WORK_PER_NODE * stats.get("nodes", 0)
-            + _WORK_PER_MODEL)
+    return (
+        _WORK_PER_NONZERO * model.num_nonzeros
+        + _WORK_PER_SIMPLEX * stats.get("simplex", 0)
+        + _WORK_PER_LP_SIMPLEX * stats.get("lp_simplex", 0)
+        + _WORK_PER_NODE * stats.get("nodes", 0)
+        + _WORK_PER_MODEL
+    )
 
 
-def _solve_ilp(model: _core.GroupIlp, start: np.ndarray | None, time_limit: float, seed: int,
-               max_nodes: int | None, stats: dict | None = None, lp_first: bool = False
-               ) -> tuple[np.ndarray, float | None, bool, bool] | None:
+def _solve_ilp(
+    model: _core.GroupIlp,
+    start: np.ndarray | None,
+    time_limit: float,
+    seed: int,
+    max_nodes: int | None,
+    stats: dict | None = None,
+    lp_first: bool = False,
+) -> tuple[np.ndarray, float | None, bool, bool] | None:
     """Solves a group ILP with HiGHS, warm-started from the assignment `start`; returns (column values,
     lower bound, proven optimal, proven infeasible), or None when HiGHS found no solution and proved
     nothing.
@@ -466,8 +532,15 @@ def _solve_ilp(model: _core.GroupIlp, start: np.ndarray | None, time_limit: floa
             return start_values, None, False, False
         rows = model.pool_rows(violated.astype(np.int32))
         n = len(violated)
-        h.addRows(n, np.full(n, -np.inf), rows["upper"], len(rows["index"]), rows["start"], rows["index"],
-                  rows["value"])
+        h.addRows(
+            n,
+            np.full(n, -np.inf),
+            rows["upper"],
+            len(rows["index"]),
+            rows["start"],
+            rows["index"],
+            rows["value"],
+        )
         stats["rows_added"] = stats.get("rows_added", 0) + n
         h.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.05))
     bound = info.mip_dual_bound if np.isfinite(info.mip_dual_bound) else None
@@ -531,8 +604,9 @@ def _highs_model(model: _core.GroupIlp, time_limit: float, seed: int, max_nodes:
     lp.a_matrix_.start_ = a["row_start"].astype(np.int32)
     lp.a_matrix_.index_ = a["row_index"]
     lp.a_matrix_.value_ = a["row_value"]
-    lp.integrality_ = [highspy.HighsVarType.kInteger if k else highspy.HighsVarType.kContinuous
-                       for k in a["col_integer"]]
+    lp.integrality_ = [
+        highspy.HighsVarType.kInteger if k else highspy.HighsVarType.kContinuous for k in a["col_integer"]
+    ]
     h.passModel(lp)
     return h
 

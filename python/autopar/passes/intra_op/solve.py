@@ -73,7 +73,9 @@ def solve(
     share = _MAIN_SHARE if with_families else 1.0
     result = solver_lib.solve(core, time_limit=time_limit * share, seed=0, exact=solver != "heuristic")
     if not result.feasible:
-        return Solution([], float("inf"), int(result.peak_memory), float("inf"), result.status, result.message)
+        return Solution(
+            [], float("inf"), int(result.peak_memory), float("inf"), result.status, result.message
+        )
     chosen = np.asarray(result.strategies, dtype=np.int64)
     cost, peak, status, message = float(result.cost), int(result.peak_memory), result.status, result.message
     if with_families and status != "optimal":
