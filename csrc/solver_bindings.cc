@@ -10,7 +10,6 @@
 #include "csrc/strategy_problem.h"
 #include "passes/solver/group_ilp.h"
 #include "passes/solver/heuristic.h"
-#include "passes/solver/ilp_model.h"
 
 namespace nb = nanobind;
 
@@ -231,34 +230,6 @@ void bind_solver(nb::module_& m) {
   m.def("solve_heuristic", &run_heuristic, nb::arg("problem"), nb::arg("time_limit"), nb::arg("seed"),
         nb::arg("max_rounds") = -1, nb::arg("initial").none() = nb::none(),
         "Greedy + memory repair + local search; returns a dict (solution, cost, peak_usage, feasible, ...).");
-  nb::class_<solver::IlpModel>(m, "IlpModel", "The strategy problem as a reduced 0-1 ILP (see ilp_model.h).")
-      .def_prop_ro("num_cols", [](const solver::IlpModel& x) { return x.num_cols; })
-      .def_prop_ro("num_rows", &solver::IlpModel::num_rows)
-      .def_prop_ro("num_nonzeros", [](const solver::IlpModel& x) { return x.row_index.size(); })
-      .def_prop_ro("infeasible", [](const solver::IlpModel& x) { return x.infeasible; })
-      .def_prop_ro("objective_offset", [](const solver::IlpModel& x) { return x.objective_offset; })
-      .def("arrays", &ilp_arrays<solver::IlpModel>)
-      .def("start_vector",
-           [](const solver::IlpModel& x, Array1D<const int64_t> solution) -> std::optional<nb::object> {
-             if (solution.shape(0) != x.fixed.size())
-               throw std::invalid_argument("start: wrong solution length");
-             std::vector<double> v = x.start_vector(narrow(to_span(solution)));
-             if (v.empty() && x.num_cols > 0) return std::nullopt;
-             return to_numpy(std::move(v));
-           })
-      .def("decode", [](const solver::IlpModel& x, Array1D<const double> values) {
-        if (static_cast<int64_t>(values.shape(0)) != x.num_cols)
-          throw std::invalid_argument("decode: wrong length");
-        std::vector<int32_t> s = x.decode(to_span(values));
-        return to_numpy(std::vector<int64_t>(s.begin(), s.end()));
-      });
-  m.def(
-      "build_ilp",
-      [](const StrategyProblem& p, int64_t max_nonzeros) {
-        nb::gil_scoped_release release;
-        return solver::build_ilp(p, max_nonzeros);
-      },
-      nb::arg("problem"), nb::arg("max_nonzeros"));
   bind_group_model(m);
 }
 
