@@ -3,6 +3,7 @@
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
 
+#include <cmath>
 #include <stdexcept>
 
 #include "csrc/bindings.h"
@@ -200,7 +201,7 @@ void bind_group_model(nb::module_& m) {
       .def(
           "build",
           [](const GroupModel& x, Array1D<const int32_t> a, Array1D<const int32_t> free_groups,
-             int64_t max_nonzeros, bool lazy_memory) {
+             int64_t max_nonzeros, bool lazy_memory, bool memory) {
             std::vector<int32_t> assignment = checked_assignment(x.presolved(), a);
             std::vector<int32_t> fg = to_vector(free_groups);
             for (int32_t g : fg) {
@@ -208,10 +209,25 @@ void bind_group_model(nb::module_& m) {
                 throw std::invalid_argument("build: group out of range");
             }
             nb::gil_scoped_release release;
-            return x.build(assignment, fg, max_nonzeros, lazy_memory);
+            return x.build(assignment, fg, max_nonzeros, lazy_memory, memory);
           },
           nb::arg("assignment"), nb::arg("free_groups"), nb::arg("max_nonzeros"),
-          nb::arg("lazy_memory") = false)
+          nb::arg("lazy_memory") = false, nb::arg("memory") = true)
+      .def(
+          "set_memory_price",
+          [](GroupModel& x, Array1D<const double> node_price) {
+            if (node_price.shape(0) != 0 && node_price.shape(0) != x.presolved().group_of.size())
+              throw std::invalid_argument("set_memory_price: expected one price per node (or none)");
+            std::vector<double> prices = to_vector(node_price);
+            for (double v : prices) {
+              if (!(v >= 0) || !std::isfinite(v))
+                throw std::invalid_argument("set_memory_price: prices must be finite and >= 0");
+            }
+            nb::gil_scoped_release release;
+            x.set_memory_price(prices);
+          },
+          nb::arg("node_price"),
+          "Adds price[node] x usage to every strategy's cost in build() and regret() (empty: none).")
       .def("neighbourhood", [](const GroupModel& x, int32_t root, int size,
                                uint64_t seed) { return to_numpy(x.neighbourhood(root, size, seed)); })
       .def("time_window",

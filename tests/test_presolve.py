@@ -325,3 +325,84 @@ def test_time_window_regions_sit_at_the_peak() -> None:
     assert len(seen) == 2
     # With slack 60% every moment counts as near the peak; a window larger than the problem takes it all.
     assert sorted(gm.time_window(zero, 10, 0.6, 0).tolist()) == sorted(gm.free_groups().tolist())
+
+
+def _objective(model: _core.GroupIlp, assignment: np.ndarray) -> float:
+    return float(model.arrays()["col_cost"] @ model.start_vector(assignment)) + model.objective_offset
+
+
+def test_memory_price_adds_price_times_usage() -> None:
+    # With a price per node, a model's objective moves by sum price[i] x usage[i] of the expanded solution;
+    # fixed groups add a constant, so differences between two assignments are compared.
+    for seed in range(10):
+        rng = np.random.default_rng(4000 + seed)
+        p = memory_problem(rng, n=int(rng.integers(7, 10)))
+        gm = _core.GroupModel(p._core)
+        if gm.infeasible or len(gm.free_groups()) < 2:
+            continue
+        a = p.arrays()
+        price = rng.uniform(0, 3, p.num_nodes)
+        sizes = group_domain_sizes(gm)
+        picks = [np.array([rng.integers(d) for d in sizes], np.int32) for _ in range(2)]
+        plain = gm.build(picks[0], np.zeros(0, np.int32), 10**7)
+        gm.set_memory_price(price)
+        priced = gm.build(picks[0], np.zeros(0, np.int32), 10**7)
+        gm.set_memory_price(np.zeros(0))
+        assert _objective(gm.build(picks[0], np.zeros(0, np.int32), 10**7), picks[1]) == pytest.approx(
+            _objective(plain, picks[1])
+        )  # an empty price clears it
+
+        usage_term = [float(price @ a["node_usage"][a["strategy_offset"][:-1] + gm.expand(x)]) for x in picks]
+        shift = [_objective(priced, x) - _objective(plain, x) for x in picks]
+        assert shift[0] - shift[1] == pytest.approx(usage_term[0] - usage_term[1])
+
+
+def test_memory_price_rejects_bad_prices() -> None:
+    p = memory_problem(np.random.default_rng(1), n=8)
+    gm = _core.GroupModel(p._core)
+    with pytest.raises(ValueError, match="one price per node"):
+        gm.set_memory_price(np.ones(3))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        gm.set_memory_price(np.full(p.num_nodes, -1.0))
+
+
+def test_build_without_memory_rows_is_the_unlimited_problem() -> None:
+    # memory=False: the whole model's optimum is the optimum without the usage limit over the strategies
+    # presolve keeps (it drops those whose own usage exceeds the limit on a live node: never feasible).
+    checked, fewer_rows = 0, 0
+    for seed in range(15):
+        rng = np.random.default_rng(5000 + seed)
+        p = memory_problem(rng, n=int(rng.integers(6, 9)))
+        gm = _core.GroupModel(p._core)
+        if gm.infeasible or len(gm.free_groups()) < 2:
+            continue
+        a = p.arrays()
+        so, live = a["strategy_offset"], a["interval_end"] > a["interval_start"]
+        unlimited = StrategyProblem.from_arrays(*_arrays_of(p), usage_limit=None)
+        expected = min(
+            unlimited.evaluate(list(x))[0]
+            for x in itertools.product(*[range(p.num_strategies(i)) for i in range(p.num_nodes)])
+            if not any(live[i] and a["node_usage"][so[i] + x[i]] > p.usage_limit for i in range(p.num_nodes))
+        )
+        zero = np.zeros(gm.num_groups, np.int32)
+        limited = gm.build(zero, np.zeros(0, np.int32), 10**7)
+        free = gm.build(zero, np.zeros(0, np.int32), 10**7, memory=False)
+        assert free.num_rows <= limited.num_rows
+        fewer_rows += free.num_rows < limited.num_rows
+        values, _, optimal, _ = _solve_ilp_for_test(free, zero)
+        cost = p.evaluate(gm.expand(free.decode(values, zero)))[0]
+        assert optimal and cost == pytest.approx(expected), seed
+        checked += 1
+    assert checked >= 5 and fewer_rows >= 3
+
+
+def _arrays_of(p: StrategyProblem) -> tuple:
+    a = p.arrays()
+    so, eo = a["strategy_offset"], a["edge_offset"]
+    return (
+        np.stack([a["interval_start"], a["interval_end"]], 1),
+        np.split(a["node_cost"], so[1:-1]),
+        np.split(a["node_usage"], so[1:-1]),
+        np.stack([a["edge_u"], a["edge_v"]], 1),
+        np.split(a["edge_cost"], eo[1:-1]) if len(eo) > 1 else [],
+    )

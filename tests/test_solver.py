@@ -159,7 +159,7 @@ def test_large_neighbourhood_search_is_deterministic(
     monkeypatch.setattr(solver_module, "_LNS_THREADS", threads)
     runs = [solve(p, time_limit=60.0, seed=2, work_limit=3e6) for _ in range(2)]
     for r in runs:
-        assert r.message.startswith("large-neighbourhood search")
+        assert "large-neighbourhood search" in r.message
         assert r.feasible and not r.clock_cut and r.cost <= fast.cost
         assert p.evaluate(r.strategies) == (r.cost, r.peak_memory, True)
     assert runs[0].strategies.tolist() == runs[1].strategies.tolist()
@@ -201,3 +201,51 @@ def test_nothing_found_in_time_is_unknown_not_infeasible(monkeypatch):
     sol = solve(p, time_limit=1.0, exact=False)
     assert sol.status == "unknown" and not sol.feasible
     assert "no finite-cost solution" in sol.message
+
+
+def test_fast_path_repairs_an_infeasible_initial_solution() -> None:
+    # An initial solution over the limit (each node's largest strategy) is repaired to the limit, not
+    # discarded: the result is feasible.
+    for seed in range(5):
+        p = random_problem(np.random.default_rng(60 + seed), n=60, tight=0.45)
+        a = p.arrays()
+        so = a["strategy_offset"]
+        largest = np.array([np.argmax(a["node_usage"][so[i] : so[i + 1]]) for i in range(p.num_nodes)])
+        if p.evaluate(largest)[2] or p.evaluate(largest)[0] >= 1e18:
+            continue
+        h = _core.solve_heuristic(p._core, 10.0, 0, 0, largest)
+        assert h["feasible"] and p.evaluate(h["solution"])[2]
+
+
+def test_memory_pricing_finds_feasible_solutions_and_raises_the_price_while_over() -> None:
+    import autopar.solver as solver_module
+
+    # Cheap strategies are the big ones (cost falls with usage), so the memory-free optimum exceeds the limit.
+    rng = np.random.default_rng(12)
+    n = 400
+    starts = rng.integers(0, 40, n)
+    intervals = np.stack([starts, starts + rng.integers(1, 30, n)], axis=1)
+    usages = [rng.integers(1, 50, k) for k in rng.integers(2, 5, n)]
+    costs = [(60 - u + rng.integers(0, 10, len(u))).astype(float) for u in usages]
+    edges = np.array([(i, i + 1) for i in range(n - 1)], np.int64)
+    sizes = [len(u) for u in usages]
+    edge_costs = [rng.integers(0, 20, sizes[i] * sizes[i + 1]).astype(float) for i in range(n - 1)]
+    live = [[i for i in range(n) if starts[i] <= t < intervals[i, 1]] for t in range(70)]
+    big = max(sum(int(usages[i].max()) for i in nodes) for nodes in live)
+    p = StrategyProblem.from_arrays(intervals, costs, usages, edges, edge_costs, usage_limit=int(0.5 * big))
+    core = p._core
+    gm = _core.GroupModel(core)
+    h = _core.solve_heuristic(core, 10.0, 0, 0, None)
+    assert h["feasible"]
+    out = solver_module._Improved()
+    now = __import__("time").perf_counter()
+    rng = np.random.default_rng(0)
+    solver_module._price_memory(core, gm, h["solution"], h["cost"], 2e7, rng, now + 120, now, out)
+    rounds = [e for e in out.log if "price_round" in e]
+    assert len(rounds) >= 3 and rounds[0]["over"]  # the memory-free optimum exceeds this limit
+    for before, after in zip(rounds, rounds[1:], strict=False):
+        if before["over"] and before["price_round"] > 1:
+            assert after["mu"] > before["mu"]
+    if out.best is not None:
+        cost, _, ok = p.evaluate(out.best)
+        assert ok and cost < h["cost"]

@@ -38,8 +38,36 @@ GroupModel::GroupModel(const StrategyProblem& problem, Presolved presolved)
   for (size_t k = 0; k < by_time_.size(); ++k) time_rank_[by_time_[k]] = static_cast<int32_t>(k);
 }
 
+void GroupModel::set_memory_price(std::span<const double> node_price) {
+  price_.clear();
+  if (node_price.empty()) return;
+  price_.resize(r_.num_groups());
+  for (int g = 0; g < r_.num_groups(); ++g) {
+    const size_t d = r_.domain[g].size();
+    if (d <= 1) continue;  // a fixed group's price is a constant
+    price_[g].assign(d, 0.0);
+    for (const auto& member : r_.members[g]) {
+      const double price = node_price[member.node];
+      if (price == 0) continue;
+      for (size_t k = 0; k < d; ++k) {
+        price_[g][k] += price * static_cast<double>(p_.usage_of(member.node, member.strategy[k]));
+      }
+    }
+  }
+}
+
+std::vector<double> GroupModel::priced_unary(int g) const {
+  std::vector<double> c(r_.unary[g]);
+  if (!price_.empty() && !price_[g].empty()) {
+    for (size_t k = 0; k < c.size(); ++k) {
+      if (!is_forbidden(c[k])) c[k] += price_[g][k];
+    }
+  }
+  return c;
+}
+
 GroupIlp GroupModel::build(std::span<const int32_t> assignment, std::span<const int32_t> free_groups,
-                           int64_t max_nonzeros, bool lazy_memory) const {
+                           int64_t max_nonzeros, bool lazy_memory, bool memory) const {
   GroupIlp m;
   const int ng = r_.num_groups();
   std::vector<char> is_free(ng, 0);
@@ -66,7 +94,7 @@ GroupIlp GroupModel::build(std::span<const int32_t> assignment, std::span<const 
     m.x_offset[f] = m.num_cols;
     offset_of[g] = m.num_cols;
     const size_t d = r_.domain[g].size();
-    std::vector<double> c(r_.unary[g]);
+    std::vector<double> c = priced_unary(g);
     for (int32_t q : r_.adj[g]) {
       const auto& pr = r_.pairs[q];
       const int h = pr.a == g ? pr.b : pr.a;
@@ -135,7 +163,7 @@ GroupIlp GroupModel::build(std::span<const int32_t> assignment, std::span<const 
       if (static_cast<int64_t>(m.row_index.size()) > max_nonzeros) return too_big_model();
     }
   }
-  if (p_.has_usage_limit()) {
+  if (memory && p_.has_usage_limit()) {
     const size_t first_memory_row = m.row_lower.size();
     add_memory_rows(m, assignment, is_free, lazy_memory ? std::numeric_limits<int64_t>::max() : max_nonzeros);
     if (m.too_big) return too_big_model();
@@ -411,7 +439,7 @@ std::vector<double> GroupModel::regret(std::span<const int32_t> assignment) cons
   for (int g = 0; g < r_.num_groups(); ++g) {
     const size_t d = r_.domain[g].size();
     if (d <= 1) continue;
-    std::vector<double> c(r_.unary[g]);
+    std::vector<double> c = priced_unary(g);
     for (int32_t q : r_.adj[g]) {
       const auto& pr = r_.pairs[q];
       const int h = pr.a == g ? pr.b : pr.a;

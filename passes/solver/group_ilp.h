@@ -59,8 +59,12 @@ class GroupModel {
   // free_groups empty: every group with more than one strategy (the whole reduced problem). lazy_memory:
   // memory rows go to the pool instead of the model (max_nonzeros then bounds the model only). Memory rows
   // with identical coefficients are merged into one (the smallest right-hand side) either way.
+  // memory=false leaves the memory rows out (the relaxation a memory price stands in for).
   GroupIlp build(std::span<const int32_t> assignment, std::span<const int32_t> free_groups,
-                 int64_t max_nonzeros, bool lazy_memory = false) const;
+                 int64_t max_nonzeros, bool lazy_memory = false, bool memory = true) const;
+  // Adds price[node] x (that node's usage) to every strategy's cost in build() and regret(): the Lagrangian
+  // term of a memory price per moment summed over each node's interval. Empty: no price.
+  void set_memory_price(std::span<const double> node_price);
   // Up to `size` groups with a choice, breadth-first from `root` over pairs (neighbour order shuffled by
   // `seed`); when the root's component runs out, the search restarts from the group whose first live member
   // starts next in time after the root's (memory couples groups that share moments).
@@ -74,6 +78,8 @@ class GroupModel {
   std::vector<double> regret(std::span<const int32_t> assignment) const;
 
  private:
+  // A free group's unary cost per domain index, with the memory price when one is set.
+  std::vector<double> priced_unary(int g) const;
   void add_memory_rows(GroupIlp& m, std::span<const int32_t> assignment, const std::vector<char>& is_free,
                        int64_t max_nonzeros) const;
   void merge_memory_rows(GroupIlp& m, size_t first_row, bool to_pool) const;
@@ -83,6 +89,7 @@ class GroupModel {
   MemoryProfile profile_;                                   // compressed time: lo/hi per node
   std::vector<std::vector<int32_t>> live_members_;          // per group: members that are ever live
   std::vector<int32_t> by_time_, time_rank_, first_point_;  // free groups by first live moment
+  std::vector<std::vector<double>> price_;                  // per group, per domain index (empty: none)
 };
 
 }  // namespace autopar::solver

@@ -515,8 +515,10 @@ HeuristicResult Search::run(std::span<const int32_t> initial) {
 
   bool feasible_start = false;
   if (!initial.empty()) {
+    // An initial solution over the limit (e.g. from a memory-priced search) is repaired where it stands:
+    // its choices elsewhere are what the caller wants kept. The greedy start below is the fallback.
     set_solution(initial);
-    feasible_start = profile_.peak() <= limit_;
+    feasible_start = profile_.peak() <= limit_ || (!hopeless && repair_memory());
   }
   if (!feasible_start && !hopeless) {
     greedy_init();

@@ -10,7 +10,8 @@ A strategy problem (the IOPDDL contest's shape): pick one strategy per node so t
 `solve` presolves into groups of nodes that move together (passes/solver/presolve.h), runs the C++ fast path
 (greedy, memory repair, local search; passes/solver/heuristic.h), then either the exact path (the whole
 reduced 0-1 ILP solved by HiGHS, warm-started; proves optimality or reports a bound) when it is small enough,
-or large-neighbourhood search with HiGHS sub-ILPs. docs/solver.md has the design and measurements.
+or large-neighbourhood search with HiGHS sub-ILPs, preceded on usage-limited problems by a memory-pricing
+(Lagrangian) phase. docs/solver.md has the design and measurements.
 """
 
 from __future__ import annotations
@@ -277,6 +278,27 @@ _WORK_PER_SIMPLEX = 350.0
 _WORK_PER_LP_SIMPLEX = 60.0
 _WORK_PER_NODE = 1000.0
 _WORK_PER_MODEL = 10000.0
+# Memory pricing (_price_memory): share of the work budget, first price level (x best cost / usage limit),
+# growth per round while the priced solution exceeds the limit (before / after it first fits), shrink per
+# round once it fits, and work per round. Measured at 60 s, a geometric bisection of mu after the first fit
+# did worse than this (S 1.066 vs 1.056, M 1.049 vs 1.046).
+_PRICE_SHARE = 0.5
+_PRICE_WORK_PER_SECOND = 3.0e6
+_PRICE_START = 0.02
+_PRICE_GROW_FIRST = 1.5
+_PRICE_GROW = 1.2
+_PRICE_SHRINK = 1.1
+_PRICE_ROUND_WORK = 2e6
+# Work charged per repair (the fast path after each round; not counted by _ilp_work): A's takes 0.4 s, S's
+# 0.09 s, M's 0.13 s; a fixed charge keeps the phase deterministic and the slowest case within its share.
+_PRICE_REPAIR_WORK = 1e6
+# The pricing phase ends early when its best repaired cost gained less than this share over this many rounds.
+_PRICE_PATIENCE = 12
+_PRICE_MIN_GAIN = 1e-4
+# Largest region (groups) of the priced search: its sub-ILPs have no memory rows and grow while they solve
+# fast; on S, regions of 500-620 groups whose LP was fractional took 19-23 s of HiGHS (the clock then cut
+# them), those of 270-330 groups 0.2-0.3 s.
+_PRICE_MAX_REGION = 300.0
 # HiGHS branch-and-bound node limit per neighbourhood (deterministic, unlike its time limit).
 _LNS_MAX_NODES = 200
 
@@ -337,75 +359,221 @@ def _improve(
         return out
     if not h["feasible"]:
         return out
-    return _lns(core, gm, assignment, best_cost, time_limit, seed, start, work_limit, out)
+    rng = np.random.default_rng(seed)
+    budget = work_limit if work_limit is not None else _LNS_WORK_PER_SECOND * time_limit
+    deadline = start + time_limit * 0.97
+    out.message = "large-neighbourhood search (presolve + HiGHS sub-ILPs)"
+    share = 0.0
+    if gm.has_usage_limit and _PRICE_SHARE > 0:
+        out.message = "memory pricing + large-neighbourhood search (presolve + HiGHS sub-ILPs)"
+        price_budget = _PRICE_SHARE * (
+            work_limit if work_limit is not None else _PRICE_WORK_PER_SECOND * time_limit
+        )
+        used = _price_memory(core, gm, h["solution"], best_cost, price_budget, rng, deadline, start, out)
+        share = _PRICE_SHARE * used  # a stalled pricing phase leaves its time to the exact-memory search
+        if out.best is not None:
+            best_cost = float(core.evaluate(out.best)[0])
+            assignment = gm.encode(out.best)
+    search = _Search(size=float(_LNS_START_SIZE))
+    objective = _Objective(core)
+    _lns(gm, assignment, best_cost, objective, (1 - share) * budget, rng, deadline, start, out, search)
+    return out
+
+
+class _Objective:
+    """What a large-neighbourhood search minimises over full solutions: the true cost of feasible solutions
+    (memory rows in every sub-ILP), or, with `node_price`, the Lagrangian cost + sum price[i] x usage[i] of
+    finite-cost solutions whatever their peak (no memory rows)."""
+
+    def __init__(self, core: _core.StrategyProblem, node_price: np.ndarray | None = None):
+        self.core = core
+        self.node_price = node_price
+        self.memory = node_price is None
+        if node_price is not None:
+            a = core.arrays()
+            self._first = a["strategy_offset"][:-1]
+            self._usage = a["node_usage"].astype(np.float64)
+
+    def __call__(self, full: np.ndarray) -> float:
+        cost, _, ok = self.core.evaluate(full)
+        if self.memory:
+            return cost if ok else float("inf")
+        if cost >= INFINITE_COST:
+            return float("inf")
+        return cost + float(self.node_price @ self._usage[self._first + full])
+
+
+@dataclass
+class _Search:
+    """State a large-neighbourhood search carries between calls: region size and counted work."""
+
+    size: float = 40.0
+    work: float = 0.0
+    max_size: float = float("inf")
 
 
 def _lns(
-    core: _core.StrategyProblem,
     gm: _core.GroupModel,
     assignment: np.ndarray,
-    best_cost: float,
-    time_limit: float,
-    seed: int,
+    value: float,
+    objective: _Objective,
+    budget: float,
+    rng: np.random.Generator,
+    deadline: float,
     start: float,
-    work_limit: float | None,
     out: _Improved,
-) -> _Improved:
+    search: _Search,
+) -> tuple[np.ndarray, float]:
     """Large-neighbourhood search: connected regions of groups (around a group whose strategy is locally
     regrettable, or a random one) are freed, everything else fixed, and each sub-ILP solved by HiGHS from the
-    current solution; a result is accepted when the evaluator confirms it feasible and cheaper.
+    current solution; a result is accepted when `objective` (re-evaluated by the core) confirms it cheaper.
+    Returns the final assignment and its objective value; improvements of the true objective go to `out`.
 
     Each round frees _LNS_THREADS disjoint regions and solves them on as many threads (HiGHS releases the
     GIL); the results are applied one after the other in region order, each re-checked on top of the
     previous, so the outcome does not depend on which thread finishes first. Regions grow while sub-ILPs are
-    solved to optimality without gain and shrink when they hit the node limit. The search stops on counted
-    work (_ilp_work: model size, simplex iterations, nodes), so a run that the clock does not cut is
-    reproducible."""
+    solved to optimality without gain and shrink when they hit the node limit. The search stops when
+    `search.work` (counted by _ilp_work: model size, simplex iterations, nodes) reaches `budget`, so a run
+    that the clock does not cut is reproducible."""
     from concurrent.futures import ThreadPoolExecutor
 
-    rng = np.random.default_rng(seed)
     free = gm.free_groups()
-    budget = work_limit if work_limit is not None else _LNS_WORK_PER_SECOND * time_limit
-    deadline = start + time_limit * 0.97
-    size, work, stale = float(_LNS_START_SIZE), 0.0, 0
-    out.message = "large-neighbourhood search (presolve + HiGHS sub-ILPs)"
+    stale = 0
     threads = max(1, min(_LNS_THREADS, len(free) // 8))
     with ThreadPoolExecutor(threads) as executor:
-        while work < budget and len(free):
+        while search.work < budget and len(free):
             if time.perf_counter() >= deadline:
                 out.clock_cut = True
                 break
-            regions = _lns_regions(gm, assignment, free, int(size), threads, rng)
-            models = [gm.build(assignment, r, _LNS_MAX_NONZEROS, _LAZY_MEMORY) for r in regions]
+            regions = _lns_regions(gm, assignment, free, int(search.size), threads, rng, objective.memory)
+            models = [
+                gm.build(assignment, r, _LNS_MAX_NONZEROS, _LAZY_MEMORY, objective.memory) for r in regions
+            ]
             remaining = max(min(deadline - time.perf_counter(), 20.0), 0.05)
             jobs = [(m, assignment, remaining, int(rng.integers(2**31)), {}) for m in models]
             results = list(executor.map(_solve_region, jobs))
             for (model, *_, st), ilp in zip(jobs, results, strict=True):
-                work += _ilp_work(model, st)
+                search.work += _ilp_work(model, st)
                 out.iterations += 1
                 out.log.append({"size": model.num_free, "nnz": model.num_nonzeros, **st})
                 if st.get("clock"):
                     out.clock_cut = True
                 if ilp is None:
-                    size = max(8.0, size * 0.7)
+                    search.size = max(8.0, search.size * 0.7)
                     continue
                 values, _, optimal, _ = ilp
                 # Only this region's groups change, on top of whatever the earlier regions changed.
                 candidate = model.decode(values, assignment)
                 full = gm.expand(candidate)
-                cost, _, ok = core.evaluate(full)
-                out.log[-1].update(optimal=optimal, gain=best_cost - cost if ok else None)
-                if ok and cost < best_cost - 1e-9 * abs(best_cost):
-                    assignment, best_cost = candidate, cost
-                    out.best, out.best_time = full, time.perf_counter() - start
+                new_value = objective(full)
+                out.log[-1].update(optimal=optimal, gain=value - new_value)
+                if new_value < value - 1e-9 * abs(value):
+                    assignment, value = candidate, new_value
+                    if objective.memory:
+                        out.best, out.best_time = full, time.perf_counter() - start
                     stale = 0
                 else:
                     stale += 1
                 if optimal:
-                    size = min(size * (1.15 if stale else 1.0), float(len(free)))
+                    search.size = min(
+                        search.size * (1.15 if stale else 1.0), float(len(free)), search.max_size
+                    )
                 else:
-                    size = max(8.0, size * 0.8)
-    return out
+                    search.size = max(8.0, search.size * 0.8)
+    return assignment, value
+
+
+def _price_memory(
+    core: _core.StrategyProblem,
+    gm: _core.GroupModel,
+    best: np.ndarray,
+    best_cost: float,
+    budget: float,
+    rng: np.random.Generator,
+    deadline: float,
+    start: float,
+    out: _Improved,
+) -> float:
+    """Lagrangian phase for memory-bound problems: the usage limit becomes a price per byte at the moments
+    where it is exceeded, and large-neighbourhood search (no memory rows: small, mostly integral sub-ILPs)
+    minimises cost + price x usage. After each round the priced solution is repaired to the limit by the
+    fast path (memory repair, then local search) and kept in `out` when it is the cheapest feasible so far.
+
+    Why: when the limit binds at a few moments where thousands of long-lived nodes meet (S: 2,700 nodes live
+    at the peak, most for the whole run), the limit is a knapsack over all of them; neighbourhoods of tens of
+    groups with exact memory rows trade bytes only among themselves, while one price trades them globally.
+
+    The price shape accumulates each round's normalised excess over the limit (moments that never exceed it
+    stay free); its level mu grows by _PRICE_GROW_FIRST until the priced solution first fits, then by
+    _PRICE_GROW while it is over the limit and falls by _PRICE_SHRINK while it fits, so it settles where the
+    priced optimum just fits. Rounds stop on counted work, or when the best repaired cost gained less than
+    _PRICE_MIN_GAIN over the last _PRICE_PATIENCE rounds. Returns the share of `budget` used.
+    """
+    a = core.arrays()
+    first, usage = a["strategy_offset"][:-1], a["node_usage"]
+    lo, hi = a["interval_start"], a["interval_end"]
+    limit = float(core.usage_limit)
+    moments = int(hi.max()) + 1 if len(hi) else 1
+    shape = np.zeros(moments)
+    mu = _PRICE_START * best_cost / limit
+    assignment = gm.encode(np.asarray(best, dtype=np.int64))
+    search = _Search(size=float(_LNS_START_SIZE), max_size=_PRICE_MAX_REGION)
+    rounds, seen_fit, history = 0, False, []
+    node_price = np.zeros(len(first))  # round 0: no price, the memory-free optimum
+    while search.work < budget and time.perf_counter() < deadline:
+        rounds += 1
+        gm.set_memory_price(node_price)
+        objective = _Objective(core, node_price)
+        round_budget = min(search.work + _PRICE_ROUND_WORK, budget)
+        value = objective(gm.expand(assignment))
+        assignment, _ = _lns(
+            gm, assignment, value, objective, round_budget, rng, deadline, start, out, search
+        )
+        x = gm.expand(assignment)
+        remaining = max(deadline - time.perf_counter(), 0.05)
+        began = time.perf_counter()
+        h = _core.solve_heuristic(core, remaining, int(rng.integers(2**31)), 0, x)
+        repair_secs = time.perf_counter() - began
+        search.work += _PRICE_REPAIR_WORK
+        if h["feasible"] and h["cost"] < best_cost - 1e-9 * abs(best_cost):
+            best_cost = float(h["cost"])
+            out.best, out.best_time = h["solution"], time.perf_counter() - start
+        excess = np.maximum(_usage_profile(usage[first + x], lo, hi, moments) - limit, 0.0)
+        over = excess.sum() > 0
+        out.log.append(
+            {
+                "price_round": rounds,
+                "mu": mu,
+                "over": bool(over),
+                "repaired": float(h["cost"]),
+                "secs": repair_secs,
+            }
+        )
+        history.append(best_cost)
+        if (
+            len(history) > _PRICE_PATIENCE
+            and history[-_PRICE_PATIENCE - 1] - best_cost < _PRICE_MIN_GAIN * best_cost
+        ):
+            break  # stalled (A: within 0.03% of best known after 5 rounds): exact memory rows do better now
+        if not over and shape.sum() == 0:
+            break  # the memory-free optimum fits: nothing to price
+        if over:
+            shape += excess / excess.sum()
+        if rounds > 1:
+            seen_fit = seen_fit or not over
+            mu *= (_PRICE_GROW if seen_fit else _PRICE_GROW_FIRST) if over else 1.0 / _PRICE_SHRINK
+        prefix = np.concatenate([[0.0], np.cumsum(mu * shape / shape.sum())])
+        node_price = prefix[hi] - prefix[lo]
+    gm.set_memory_price(np.zeros(0))
+    return min(search.work / budget, 1.0) if budget > 0 else 1.0
+
+
+def _usage_profile(node_usage: np.ndarray, lo: np.ndarray, hi: np.ndarray, moments: int) -> np.ndarray:
+    """Usage at every moment of nodes live on [lo, hi) with the given usages."""
+    delta = np.zeros(moments + 1)
+    np.add.at(delta, lo, node_usage)
+    np.add.at(delta, hi, -node_usage)
+    return np.cumsum(delta)[:moments]
 
 
 def _solve_region(job: tuple) -> tuple | None:
@@ -424,6 +592,7 @@ def _lns_regions(
     size: int,
     count: int,
     rng: np.random.Generator,
+    memory: bool = True,
 ) -> list[np.ndarray]:
     """`count` disjoint regions of about `size` groups (a later region drops the groups earlier ones took):
     with probability _TIME_WINDOW_SHARE the groups live nearest a moment where usage is near its peak (they
@@ -435,7 +604,7 @@ def _lns_regions(
     for _ in range(count):
         weights = np.where(taken[free], 0.0, regret)
         kind = rng.random()
-        if kind < _TIME_WINDOW_SHARE and gm.has_usage_limit:
+        if kind < _TIME_WINDOW_SHARE and gm.has_usage_limit and memory:
             region = gm.time_window(assignment, size, _TIME_WINDOW_SLACK, int(rng.integers(2**63)))
             region = region[~taken[region]].astype(np.int32)
             taken[region] = True
