@@ -230,6 +230,17 @@ def memory_problem(rng: np.random.Generator, n: int) -> StrategyProblem:
     )
 
 
+def memory_models(first_seed: int, count: int, low: int, high: int):
+    """(seed, rng, problem, group model) for memory_problem(n in [low, high)) at seeds first_seed + k,
+    k < count, skipping those presolve proves infeasible or leaves with fewer than two free groups."""
+    for seed in range(count):
+        rng = np.random.default_rng(first_seed + seed)
+        p = memory_problem(rng, n=int(rng.integers(low, high)))
+        gm = _core.GroupModel(p._core)
+        if not gm.infeasible and len(gm.free_groups()) >= 2:
+            yield seed, rng, p, gm
+
+
 def test_region_memory_rows_match_enumeration() -> None:
     # The rules of the memory rows (segments, fixed members' peak, merged duplicates, lazy pool rows added
     # when violated) and the LP-first shortcut (an integral LP optimum is taken as the MIP's) against
@@ -238,12 +249,7 @@ def test_region_memory_rows_match_enumeration() -> None:
     from autopar.solver import _solve_ilp
 
     fired = {"rows": 0, "merged": 0, "added": 0, "lp_integral": 0}
-    for seed in range(25):
-        rng = np.random.default_rng(3000 + seed)
-        p = memory_problem(rng, n=int(rng.integers(7, 10)))
-        gm = _core.GroupModel(p._core)
-        if gm.infeasible or len(gm.free_groups()) < 2:
-            continue
+    for seed, rng, p, gm in memory_models(3000, 25, 7, 10):
         sizes = group_domain_sizes(gm)
         feasible = [
             np.asarray(c, np.int32)
@@ -334,12 +340,7 @@ def _objective(model: _core.GroupIlp, assignment: np.ndarray) -> float:
 def test_memory_price_adds_price_times_usage() -> None:
     # With a price per node, a model's objective moves by sum price[i] x usage[i] of the expanded solution;
     # fixed groups add a constant, so differences between two assignments are compared.
-    for seed in range(10):
-        rng = np.random.default_rng(4000 + seed)
-        p = memory_problem(rng, n=int(rng.integers(7, 10)))
-        gm = _core.GroupModel(p._core)
-        if gm.infeasible or len(gm.free_groups()) < 2:
-            continue
+    for _, rng, p, gm in memory_models(4000, 10, 7, 10):
         a = p.arrays()
         price = rng.uniform(0, 3, p.num_nodes)
         sizes = group_domain_sizes(gm)
@@ -370,12 +371,7 @@ def test_build_without_memory_rows_is_the_unlimited_problem() -> None:
     # memory=False: the whole model's optimum is the optimum without the usage limit over the strategies
     # presolve keeps (it drops those whose own usage exceeds the limit on a live node: never feasible).
     checked, fewer_rows = 0, 0
-    for seed in range(15):
-        rng = np.random.default_rng(5000 + seed)
-        p = memory_problem(rng, n=int(rng.integers(6, 9)))
-        gm = _core.GroupModel(p._core)
-        if gm.infeasible or len(gm.free_groups()) < 2:
-            continue
+    for seed, _, p, gm in memory_models(5000, 15, 6, 9):
         a = p.arrays()
         so, live = a["strategy_offset"], a["interval_end"] > a["interval_start"]
         unlimited = StrategyProblem.from_arrays(*_arrays_of(p), usage_limit=None)

@@ -374,7 +374,7 @@ def _improve(
         if out.best is not None:
             best_cost = float(core.evaluate(out.best)[0])
             assignment = gm.encode(out.best)
-    search = _Search(size=float(_LNS_START_SIZE))
+    search = _Search()
     objective = _Objective(core)
     _lns(gm, assignment, best_cost, objective, (1 - share) * budget, rng, deadline, start, out, search)
     return out
@@ -385,14 +385,13 @@ class _Objective:
     (memory rows in every sub-ILP), or, with `node_price`, the Lagrangian cost + sum price[i] x usage[i] of
     finite-cost solutions whatever their peak (no memory rows)."""
 
-    def __init__(self, core: _core.StrategyProblem, node_price: np.ndarray | None = None):
+    def __init__(self, core: _core.StrategyProblem, priced_usage=None, node_price: np.ndarray | None = None):
+        # priced_usage(full) -> usage per node of its chosen strategy (the caller holds the arrays: copying
+        # them out of the core per round would cost more than the round's bookkeeping).
         self.core = core
+        self.priced_usage = priced_usage
         self.node_price = node_price
         self.memory = node_price is None
-        if node_price is not None:
-            a = core.arrays()
-            self._first = a["strategy_offset"][:-1]
-            self._usage = a["node_usage"].astype(np.float64)
 
     def __call__(self, full: np.ndarray) -> float:
         cost, _, ok = self.core.evaluate(full)
@@ -400,14 +399,14 @@ class _Objective:
             return cost if ok else float("inf")
         if cost >= INFINITE_COST:
             return float("inf")
-        return cost + float(self.node_price @ self._usage[self._first + full])
+        return cost + float(self.node_price @ self.priced_usage(full))
 
 
 @dataclass
 class _Search:
     """State a large-neighbourhood search carries between calls: region size and counted work."""
 
-    size: float = 40.0
+    size: float = _LNS_START_SIZE
     work: float = 0.0
     max_size: float = float("inf")
 
@@ -511,19 +510,23 @@ def _price_memory(
     """
     a = core.arrays()
     first, usage = a["strategy_offset"][:-1], a["node_usage"]
+
+    def chosen_usage(full: np.ndarray) -> np.ndarray:
+        return usage[first + full]
+
     lo, hi = a["interval_start"], a["interval_end"]
     limit = float(core.usage_limit)
     moments = int(hi.max()) + 1 if len(hi) else 1
     shape = np.zeros(moments)
     mu = _PRICE_START * best_cost / limit
     assignment = gm.encode(np.asarray(best, dtype=np.int64))
-    search = _Search(size=float(_LNS_START_SIZE), max_size=_PRICE_MAX_REGION)
+    search = _Search(max_size=_PRICE_MAX_REGION)
     rounds, seen_fit, history = 0, False, []
     node_price = np.zeros(len(first))  # round 0: no price, the memory-free optimum
     while search.work < budget and time.perf_counter() < deadline:
         rounds += 1
         gm.set_memory_price(node_price)
-        objective = _Objective(core, node_price)
+        objective = _Objective(core, chosen_usage, node_price)
         round_budget = min(search.work + _PRICE_ROUND_WORK, budget)
         value = objective(gm.expand(assignment))
         assignment, _ = _lns(
@@ -538,7 +541,7 @@ def _price_memory(
         if h["feasible"] and h["cost"] < best_cost - 1e-9 * abs(best_cost):
             best_cost = float(h["cost"])
             out.best, out.best_time = h["solution"], time.perf_counter() - start
-        excess = np.maximum(_usage_profile(usage[first + x], lo, hi, moments) - limit, 0.0)
+        excess = np.maximum(_usage_profile(chosen_usage(x), lo, hi, moments) - limit, 0.0)
         over = excess.sum() > 0
         out.log.append(
             {
