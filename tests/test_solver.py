@@ -157,6 +157,7 @@ def test_large_neighbourhood_search_is_deterministic(
     monkeypatch.setattr(solver_module, "MAX_ILP_NONZEROS", 500)
     monkeypatch.setattr(solver_module, "_HEURISTIC_ROUNDS", 0)  # leave the search something to improve
     monkeypatch.setattr(solver_module, "_LNS_THREADS", threads)
+    monkeypatch.setattr(solver_module, "_CFN_SHARE", 0.0)  # else toulbar2 proves it at once (test_cfn.py)
     runs = [solve(p, time_limit=60.0, seed=2, work_limit=3e6) for _ in range(2)]
     for r in runs:
         assert "large-neighbourhood search" in r.message

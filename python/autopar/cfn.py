@@ -1,0 +1,149 @@
+"""The memory-free (priced) strategy problem as a cost function network, solved by toulbar2.
+
+Without its usage limit a strategy problem is a weighted CSP: one variable per node (its strategies), a unary
+cost function per node and a binary one per edge. toulbar2 (pytoulbar2) solves exactly this: its
+preprocessing (variable elimination, dead-end elimination, soft arc consistency) shrinks the IOPDDL problems
+to a few thousand variables, and its hybrid best-first search then finds and often proves the optimum in
+seconds. Measured on M without its limit (32,894 nodes, 47,067 edges): toulbar2 reaches 0.9187 x best known
+and proves it optimal in 54 s; the large-neighbourhood search with HiGHS sub-ILPs stops at 0.986 in 60 s.
+That is why the memory-pricing phase (solver.py, `_price_memory_cfn`) asks toulbar2 for priced optima.
+
+    cfn = PricedCfn(problem._core)
+    result = cfn.solve(node_price, upper_bound=value_of_incumbent, backtrack_limit=20_000)
+
+Costs are rounded to integers (toulbar2's costs are integers): the IOPDDL costs are in the millions and
+above, and every solution is re-evaluated exactly by the core afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from autopar import _core
+
+__all__ = ["CfnResult", "PricedCfn"]
+
+_FORBIDDEN = 1e17  # costs at or above this are forbidden (the contest's 10^18)
+
+
+@dataclass(frozen=True)
+class CfnResult:
+    """One toulbar2 solve of the priced problem.
+
+    Attributes:
+      solution: strategy per node, or None when toulbar2 found nothing below the upper bound.
+      value: the priced cost of `solution` as toulbar2 counts it (rounded costs), or None.
+      dual_bound: toulbar2's proven lower bound on the priced optimum (rounded costs).
+      optimal: toulbar2 proved `solution` optimal for the rounded priced costs.
+      backtracks: backtracks toulbar2 made (its deterministic measure of search work).
+      clock_cut: the wall-clock safety net stopped the search before its backtrack limit.
+      seconds: wall seconds of the solve.
+    """
+
+    solution: np.ndarray | None
+    value: float | None
+    dual_bound: float
+    optimal: bool
+    backtracks: int
+    clock_cut: bool
+    seconds: float
+
+
+class PricedCfn:
+    """Holds a problem's costs in the shape toulbar2 takes (built once, priced per solve)."""
+
+    def __init__(self, core: _core.StrategyProblem):
+        a = core.arrays()
+        self.num_nodes = core.num_nodes
+        self._offset = a["strategy_offset"]
+        self._usage = a["node_usage"].astype(np.float64)
+        self._node_cost = a["node_cost"].astype(np.float64)
+        # The problem's validation rejects self-edges, so every edge is a binary cost function.
+        edge_cost = np.where(a["edge_cost"] >= _FORBIDDEN, np.inf, np.round(a["edge_cost"]))
+        eo = a["edge_offset"]
+        self._edges = [
+            (u, v, edge_cost[eo[e] : eo[e + 1]].tolist())
+            for e, (u, v) in enumerate(zip(a["edge_u"].tolist(), a["edge_v"].tolist(), strict=True))
+        ]
+        self.num_table_entries = int(len(a["edge_cost"]) + len(self._node_cost))
+
+    def priced_costs(self, node_price: np.ndarray | None) -> np.ndarray:
+        """Node costs plus price x usage per strategy (forbidden strategies stay forbidden)."""
+        cost = self._node_cost
+        if node_price is not None:
+            per_strategy = np.repeat(np.asarray(node_price, np.float64), np.diff(self._offset))
+            cost = cost + per_strategy * self._usage
+        return np.where(self._node_cost >= _FORBIDDEN, np.inf, np.round(cost))
+
+    def value(self, solution: np.ndarray, node_price: np.ndarray | None) -> float:
+        """The priced cost of `solution` with the rounded costs toulbar2 sees."""
+        cost = self.priced_costs(node_price)[self._offset[:-1] + solution].sum()
+        for u, v, table in self._edges:
+            k = self._offset[v + 1] - self._offset[v]
+            cost += table[int(solution[u]) * int(k) + int(solution[v])]
+        return float(cost)
+
+    def solve(
+        self,
+        node_price: np.ndarray | None,
+        upper_bound: float | None,
+        backtrack_limit: int,
+        time_limit: float,
+        seed: int = 0,
+    ) -> CfnResult:
+        """Minimises the priced cost; only solutions strictly below `upper_bound` count (give the priced
+        value of a known finite-cost solution: it also keeps forbidden strategies out)."""
+        import pytoulbar2  # imported here: only this phase needs it
+
+        began = time.perf_counter()
+        pytoulbar2.pytb2.init()
+        cfn = pytoulbar2.CFN(ubinit=upper_bound, verbose=-1, seed=int(seed) % (2**31))
+        cfn.Option.backtrackLimit = int(backtrack_limit)
+        costs = self.priced_costs(node_price)
+        offset = self._offset
+        for i in range(self.num_nodes):
+            cfn.AddVariable(f"x{i}", range(int(offset[i + 1] - offset[i])))
+        for i in range(self.num_nodes):
+            cfn.AddFunction([i], costs[offset[i] : offset[i + 1]].tolist())
+        for u, v, table in self._edges:
+            cfn.AddFunction([u, v], table)
+        with _quiet_stdout():
+            try:
+                result = cfn.Solve(timeLimit=max(1, int(np.ceil(time_limit))))
+            except cfn.Contradiction:
+                result = None
+            finally:
+                cfn.CFN.timerStop()  # else its alarm fires later, in whatever runs next
+        backtracks = int(cfn.GetNbBacktracks())
+        dual = cfn.GetDDualBound()
+        seconds = time.perf_counter() - began
+        clock_cut = backtracks < backtrack_limit and seconds >= time_limit
+        if result is None:
+            return CfnResult(None, None, float(dual), False, backtracks, clock_cut, seconds)
+        solution = np.asarray(result[0], dtype=np.int64)
+        value = float(result[1])
+        optimal = dual >= value - 0.5
+        return CfnResult(solution, value, float(dual), optimal, backtracks, clock_cut, seconds)
+
+
+class _quiet_stdout:
+    """toulbar2 writes blank lines to C's stdout even when silent; the CLI's last stdout line must be the
+    solution, so file descriptor 1 points at /dev/null while it runs."""
+
+    def __enter__(self):
+        import sys
+
+        sys.stdout.flush()
+        self._saved = os.dup(1)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 1)
+        os.close(self._saved)
+        return False

@@ -1,0 +1,129 @@
+"""toulbar2 solves of the priced (memory-free) problem and the memory-pricing phase built on them."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import pytest
+
+from autopar import _core
+from autopar.cfn import PricedCfn
+from autopar.solver import StrategyProblem, solve
+from test_solver import brute_force, random_problem
+
+pytest.importorskip("pytoulbar2")
+
+
+def priced_brute_force(p: StrategyProblem, node_price: np.ndarray) -> tuple[float, list[int]]:
+    """Minimum of cost + sum price[i] x usage over finite-cost solutions, ignoring the usage limit."""
+    a = p.arrays()
+    best = (float("inf"), [])
+    for sol in itertools.product(*[range(p.num_strategies(i)) for i in range(p.num_nodes)]):
+        cost, _, _ = p.evaluate(list(sol))
+        if cost >= 1e18:
+            continue
+        usage = a["node_usage"][a["strategy_offset"][:-1] + np.asarray(sol)]
+        value = cost + float(node_price @ usage)
+        if value < best[0]:
+            best = (value, list(sol))
+    return best
+
+
+def first_finite(p: StrategyProblem) -> np.ndarray:
+    h = _core.solve_heuristic(p._core, 5.0, 0, 0, None)
+    return np.asarray(h["solution"], np.int64)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_priced_optimum_matches_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    p = random_problem(rng, n=int(rng.integers(5, 8)), tight=1.0, forbid=0.15)
+    incumbent = first_finite(p)
+    if p.evaluate(incumbent)[0] >= 1e18:
+        pytest.skip("no finite-cost solution")
+    cfn = PricedCfn(p._core)
+    price = rng.integers(0, 4, p.num_nodes).astype(float) if seed % 2 else None
+    bound = cfn.value(incumbent, price) + 1
+    result = cfn.solve(price, bound, backtrack_limit=100_000, time_limit=30)
+    expected, _ = priced_brute_force(p, np.zeros(p.num_nodes) if price is None else price)
+    assert result.optimal and not result.clock_cut
+    assert result.solution is not None
+    assert cfn.value(result.solution, price) == pytest.approx(expected)  # integer costs: no rounding
+    assert p.evaluate(result.solution)[0] < 1e18  # forbidden strategies stay out
+    assert result.dual_bound <= expected + 1e-6
+
+
+def test_nothing_below_the_upper_bound_gives_none() -> None:
+    rng = np.random.default_rng(3)
+    p = random_problem(rng, n=6, tight=1.0)
+    cfn = PricedCfn(p._core)
+    optimum = brute_force(relimited(p))
+    result = cfn.solve(None, optimum, 10_000, 10)  # strictly below the optimum: impossible
+    assert result.solution is None and result.dual_bound <= optimum
+
+
+def relimited(p: StrategyProblem) -> StrategyProblem:
+    a = p.arrays()
+    so, eo = a["strategy_offset"], a["edge_offset"]
+    return StrategyProblem.from_arrays(
+        np.stack([a["interval_start"], a["interval_end"]], 1),
+        np.split(a["node_cost"], so[1:-1]),
+        np.split(a["node_usage"], so[1:-1]),
+        np.stack([a["edge_u"], a["edge_v"]], 1),
+        np.split(a["edge_cost"], eo[1:-1]) if p.num_edges else [],
+        None,
+    )
+
+
+def test_repeated_solves_are_deterministic_and_silent(capfd) -> None:
+    # toulbar2's random generator is reseeded per solve (it carried over between solves), its blank lines
+    # are kept off stdout, and its clock alarm is stopped after each solve (it fired later otherwise).
+    rng = np.random.default_rng(5)
+    p = random_problem(rng, n=60, tight=1.0)
+    cfn = PricedCfn(p._core)
+    results = [cfn.solve(None, None, 50, 1, seed=7) for _ in range(3)]
+    assert all(np.array_equal(r.solution, results[0].solution) for r in results)
+    deadline = time.process_time() + 1.5
+    while time.process_time() < deadline:  # past the 1 s alarm of the last solve
+        pass
+    out = capfd.readouterr()
+    assert out.out == "" and "Time limit" not in out.err
+
+
+def test_lagrangian_bound_and_repaired_solutions_are_valid() -> None:
+    import autopar.solver as solver_module
+
+    checked = 0
+    for seed in range(40):
+        rng = np.random.default_rng(100 + seed)
+        p = random_problem(rng, n=int(rng.integers(6, 9)), tight=0.45)
+        optimum = brute_force(p)
+        h = _core.solve_heuristic(p._core, 5.0, 0, 0, None)
+        if optimum is None or not h["feasible"]:
+            continue
+        out = solver_module._Improved()
+        now = time.perf_counter()
+        used, _ = solver_module._price_memory_cfn(
+            p._core, h["solution"], h["cost"], 5e7, 0, now + 60, now, out
+        )
+        assert 0 < used <= 1
+        assert out.lower_bound is not None and out.lower_bound <= optimum + 1e-6
+        if out.best is not None:
+            cost, _, ok = p.evaluate(out.best)
+            assert ok and cost <= h["cost"] and cost >= optimum - 1e-6
+        checked += 1
+    assert checked >= 10
+
+
+def test_solve_proves_a_fitting_memory_free_optimum(monkeypatch) -> None:
+    # Force the large-problem route (no whole ILP): toulbar2's unpriced round proves the optimum.
+    import autopar.solver as solver_module
+
+    monkeypatch.setattr(solver_module, "MAX_ILP_NONZEROS", 0)
+    rng = np.random.default_rng(9)
+    p = random_problem(rng, n=7, tight=1.0)
+    sol = solve(p, time_limit=20, seed=0)
+    assert sol.status == "optimal" and "toulbar2" in sol.message
+    assert sol.cost == pytest.approx(brute_force(p))
