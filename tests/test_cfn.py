@@ -127,3 +127,28 @@ def test_solve_proves_a_fitting_memory_free_optimum(monkeypatch) -> None:
     sol = solve(p, time_limit=20, seed=0)
     assert sol.status == "optimal" and "toulbar2" in sol.message
     assert sol.cost == pytest.approx(brute_force(p))
+
+
+def test_costs_beyond_toulbar2s_range_are_not_posted(monkeypatch) -> None:
+    # toulbar2 raised Contradiction while posting tables whose costs add up to 1e16: such networks are not
+    # built, and solve() falls back to the other phases.
+    import autopar.solver as solver_module
+
+    rng = np.random.default_rng(1)
+    small = random_problem(rng, n=7, tight=1.0)
+    a = small.arrays()
+    so, eo = a["strategy_offset"], a["edge_offset"]
+    huge = StrategyProblem.from_arrays(
+        np.stack([a["interval_start"], a["interval_end"]], 1),
+        [c * 1e15 for c in np.split(a["node_cost"], so[1:-1])],
+        np.split(a["node_usage"], so[1:-1]),
+        np.stack([a["edge_u"], a["edge_v"]], 1),
+        [c * 1e15 for c in np.split(a["edge_cost"], eo[1:-1])],
+        None,
+    )
+    result = PricedCfn(huge._core).solve(None, None, 1000, 10)
+    assert result.solution is None and not result.optimal
+    monkeypatch.setattr(solver_module, "MAX_ILP_NONZEROS", 0)
+    sol = solve(huge, time_limit=10, seed=0)
+    assert sol.feasible and "toulbar2 (memory-free" not in sol.message
+    assert sol.cost == pytest.approx(brute_force(huge), rel=1e-9)

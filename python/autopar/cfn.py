@@ -28,6 +28,9 @@ from autopar import _core
 __all__ = ["CfnResult", "PricedCfn"]
 
 _FORBIDDEN = 1e17  # costs at or above this are forbidden (the contest's 10^18)
+# toulbar2 counts costs in 64-bit integers below its MAX_COST (5.1e17); measured, posting tables whose
+# costs add up to 1e16 already raised Contradiction. Networks beyond this are not built.
+_MAX_TOTAL_COST = 1e15
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class PricedCfn:
             for e, (u, v) in enumerate(zip(a["edge_u"].tolist(), a["edge_v"].tolist(), strict=True))
         ]
         self.num_table_entries = int(len(a["edge_cost"]) + len(self._node_cost))
+        self._edge_range = sum(_spread(np.asarray(table)) for _, _, table in self._edges)
 
     def priced_costs(self, node_price: np.ndarray | None) -> np.ndarray:
         """Node costs plus price x usage per strategy (forbidden strategies stay forbidden)."""
@@ -78,6 +82,12 @@ class PricedCfn:
             per_strategy = np.repeat(np.asarray(node_price, np.float64), np.diff(self._offset))
             cost = cost + per_strategy * self._usage
         return np.where(self._node_cost >= _FORBIDDEN, np.inf, np.round(cost))
+
+    def _cost_range(self, node_costs: np.ndarray) -> float:
+        """An upper bound on the total |cost| toulbar2 would add up (finite entries only)."""
+        offset = self._offset
+        total = sum(_spread(node_costs[offset[i] : offset[i + 1]]) for i in range(self.num_nodes))
+        return total + self._edge_range
 
     def value(self, solution: np.ndarray, node_price: np.ndarray | None) -> float:
         """The priced cost of `solution` with the rounded costs toulbar2 sees."""
@@ -100,21 +110,24 @@ class PricedCfn:
         import pytoulbar2  # imported here: only this phase needs it
 
         began = time.perf_counter()
+        costs = self.priced_costs(node_price)
+        if self._cost_range(costs) > _MAX_TOTAL_COST:
+            return CfnResult(None, None, -np.inf, False, 0, False, 0.0)  # toulbar2 cannot count that high
+        # Reseeds toulbar2's generator: it otherwise carries over between solves (not reproducible).
         pytoulbar2.pytb2.init()
         cfn = pytoulbar2.CFN(ubinit=upper_bound, verbose=-1, seed=int(seed) % (2**31))
         cfn.Option.backtrackLimit = int(backtrack_limit)
-        costs = self.priced_costs(node_price)
         offset = self._offset
-        for i in range(self.num_nodes):
-            cfn.AddVariable(f"x{i}", range(int(offset[i + 1] - offset[i])))
-        for i in range(self.num_nodes):
-            cfn.AddFunction([i], costs[offset[i] : offset[i + 1]].tolist())
-        for u, v, table in self._edges:
-            cfn.AddFunction([u, v], table)
         with _quiet_stdout():
             try:
+                for i in range(self.num_nodes):
+                    cfn.AddVariable(f"x{i}", range(int(offset[i + 1] - offset[i])))
+                for i in range(self.num_nodes):
+                    cfn.AddFunction([i], costs[offset[i] : offset[i + 1]].tolist())
+                for u, v, table in self._edges:
+                    cfn.AddFunction([u, v], table)
                 result = cfn.Solve(timeLimit=max(1, int(np.ceil(time_limit))))
-            except cfn.Contradiction:
+            except cfn.Contradiction:  # nothing below the upper bound, found while posting or solving
                 result = None
             finally:
                 cfn.CFN.timerStop()  # else its alarm fires later, in whatever runs next
@@ -128,6 +141,11 @@ class PricedCfn:
         value = float(result[1])
         optimal = dual >= value - 0.5
         return CfnResult(solution, value, float(dual), optimal, backtracks, clock_cut, seconds)
+
+
+def _spread(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.max() - min(finite.min(), 0.0)) if len(finite) else 0.0
 
 
 class _quiet_stdout:
