@@ -74,6 +74,7 @@ def main() -> int:
         "cost",
         "best_known",
         "ratio",
+        "bound/best_known",
         "status",
         "first_s",
         "best_s",
@@ -109,9 +110,10 @@ def main() -> int:
         failures += not r["verified"]
         peak = f"{r['peak'] / r['limit']:.3f}" if r["limit"] else str(r["peak"])
         first = "-" if r["first_s"] is None else f"{r['first_s']:.2f}"
+        bound = "-" if r["lower_bound"] is None else f"{r['lower_bound'] / best_known:.4f}"
         print(
             f"| {name} | {limit:g} | {r['cost']:.0f} | {best_known:.0f} | {r['cost'] / best_known:.4f} | "
-            f"{r['status']} | {first} | {r['best_s']:.2f} | {peak} | {r['rss_mib']:.0f} | "
+            f"{bound} | {r['status']} | {first} | {r['best_s']:.2f} | {peak} | {r['rss_mib']:.0f} | "
             f"{r['clock_cut']} | {r['verified']} |",
             flush=True,
         )
