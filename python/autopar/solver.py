@@ -605,8 +605,7 @@ def _price_memory(
         if rounds > 1 or price is not None:
             seen_fit = seen_fit or not over
             mu *= (_PRICE_GROW if seen_fit else _PRICE_GROW_FIRST) if over else 1.0 / _PRICE_SHRINK
-        prefix = np.concatenate([[0.0], np.cumsum(mu * shape / shape.sum())])
-        node_price = prefix[hi] - prefix[lo]
+        node_price = _node_price(shape, mu, lo, hi)
     gm.set_memory_price(np.zeros(0))
     return min(search.work / budget, 1.0) if budget > 0 else 1.0
 
@@ -622,8 +621,7 @@ class _Price:
     solution: np.ndarray
 
     def node_price(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        prefix = np.concatenate([[0.0], np.cumsum(self.mu * self.shape / self.shape.sum())])
-        return prefix[hi] - prefix[lo]
+        return _node_price(self.shape, self.mu, lo, hi)
 
 
 def _price_memory_cfn(
@@ -714,7 +712,7 @@ def _price_memory_cfn(
         over = peak > limit
         unproven = 0 if result.optimal else unproven + 1
         # Handed on only once bracketed: from an unbracketed level the priced search, slower to respond
-        # than toulbar2, overshoots (S at 240 s: 1.063 with the handoff after three rounds, 1.018 without).
+        # than toulbar2, overshoots (S at 240 s: 1.063 with the handoff after three rounds, 1.0205 without).
         handoff = _Price(shape, mu, True, x) if fits_at is not None and over_at is not None else None
         if unproven >= _CFN_UNPROVEN:
             break
@@ -734,9 +732,15 @@ def _price_memory_cfn(
                 break  # the level is pinned down
             else:
                 mu = float(np.sqrt(fits_at * over_at))
-        prefix = np.concatenate([[0.0], np.cumsum(mu * shape / shape.sum())])
-        node_price = prefix[hi] - prefix[lo]
+        node_price = _node_price(shape, mu, lo, hi)
     return (min(work / budget, 1.0) if budget > 0 else 1.0), handoff
+
+
+def _node_price(shape: np.ndarray, mu: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per node live on [lo, hi): the sum over its moments of the price mu x shape / sum(shape) (the prices
+    of all moments add up to mu, so the Lagrangian term of the limit is sum price x usage - mu x limit)."""
+    prefix = np.concatenate([[0.0], np.cumsum(mu * shape / shape.sum())])
+    return prefix[hi] - prefix[lo]
 
 
 def _usage_profile(node_usage: np.ndarray, lo: np.ndarray, hi: np.ndarray, moments: int) -> np.ndarray:
