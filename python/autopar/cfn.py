@@ -18,6 +18,7 @@ above, and every solution is re-evaluated exactly by the core afterwards.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -66,14 +67,16 @@ class PricedCfn:
         self._usage = a["node_usage"].astype(np.float64)
         self._node_cost = a["node_cost"].astype(np.float64)
         # The problem's validation rejects self-edges, so every edge is a binary cost function.
-        edge_cost = np.where(a["edge_cost"] >= _FORBIDDEN, np.inf, np.round(a["edge_cost"]))
-        eo = a["edge_offset"]
+        self._edge_u, self._edge_v = a["edge_u"], a["edge_v"]
+        self._edge_offset = a["edge_offset"]
+        self._edge_cost = np.where(a["edge_cost"] >= _FORBIDDEN, np.inf, np.round(a["edge_cost"]))
+        eo = self._edge_offset
         self._edges = [
-            (u, v, edge_cost[eo[e] : eo[e + 1]].tolist())
-            for e, (u, v) in enumerate(zip(a["edge_u"].tolist(), a["edge_v"].tolist(), strict=True))
+            (u, v, self._edge_cost[eo[e] : eo[e + 1]].tolist())
+            for e, (u, v) in enumerate(zip(self._edge_u.tolist(), self._edge_v.tolist(), strict=True))
         ]
         self.num_table_entries = int(len(a["edge_cost"]) + len(self._node_cost))
-        self._edge_range = sum(_spread(np.asarray(table)) for _, _, table in self._edges)
+        self._edge_range = _segment_spread(self._edge_cost, eo)
 
     def priced_costs(self, node_price: np.ndarray | None) -> np.ndarray:
         """Node costs plus price x usage per strategy (forbidden strategies stay forbidden)."""
@@ -83,19 +86,13 @@ class PricedCfn:
             cost = cost + per_strategy * self._usage
         return np.where(self._node_cost >= _FORBIDDEN, np.inf, np.round(cost))
 
-    def _cost_range(self, node_costs: np.ndarray) -> float:
-        """An upper bound on the total |cost| toulbar2 would add up (finite entries only)."""
-        offset = self._offset
-        total = sum(_spread(node_costs[offset[i] : offset[i + 1]]) for i in range(self.num_nodes))
-        return total + self._edge_range
-
     def value(self, solution: np.ndarray, node_price: np.ndarray | None) -> float:
         """The priced cost of `solution` with the rounded costs toulbar2 sees."""
-        cost = self.priced_costs(node_price)[self._offset[:-1] + solution].sum()
-        for u, v, table in self._edges:
-            k = self._offset[v + 1] - self._offset[v]
-            cost += table[int(solution[u]) * int(k) + int(solution[v])]
-        return float(cost)
+        x = np.asarray(solution, dtype=np.int64)
+        node = self.priced_costs(node_price)[self._offset[:-1] + x].sum()
+        width = self._offset[self._edge_v + 1] - self._offset[self._edge_v]
+        edge = self._edge_cost[self._edge_offset[:-1] + x[self._edge_u] * width + x[self._edge_v]].sum()
+        return float(node + edge)
 
     def solve(
         self,
@@ -111,7 +108,7 @@ class PricedCfn:
 
         began = time.perf_counter()
         costs = self.priced_costs(node_price)
-        if self._cost_range(costs) > _MAX_TOTAL_COST:
+        if _segment_spread(costs, self._offset) + self._edge_range > _MAX_TOTAL_COST:
             return CfnResult(None, None, -np.inf, False, 0, False, 0.0)  # toulbar2 cannot count that high
         # Reseeds toulbar2's generator: it otherwise carries over between solves (not reproducible).
         pytoulbar2.pytb2.init()
@@ -143,9 +140,15 @@ class PricedCfn:
         return CfnResult(solution, value, float(dual), optimal, backtracks, clock_cut, seconds)
 
 
-def _spread(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(finite.max() - min(finite.min(), 0.0)) if len(finite) else 0.0
+def _segment_spread(values: np.ndarray, offsets: np.ndarray) -> float:
+    """Sum over the tables values[offsets[k]:offsets[k + 1]] (none empty) of their largest finite entry
+    minus min(their smallest, 0): a bound on the total |cost| toulbar2 would add up."""
+    if len(values) == 0:
+        return 0.0
+    finite = np.isfinite(values)
+    high = np.maximum.reduceat(np.where(finite, values, -np.inf), offsets[:-1])
+    low = np.minimum.reduceat(np.where(finite, values, np.inf), offsets[:-1])
+    return float(np.where(np.isfinite(high), high - np.minimum(low, 0.0), 0.0).sum())
 
 
 class _quiet_stdout:
@@ -153,8 +156,6 @@ class _quiet_stdout:
     solution, so file descriptor 1 points at /dev/null while it runs."""
 
     def __enter__(self):
-        import sys
-
         sys.stdout.flush()
         self._saved = os.dup(1)
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -559,7 +559,7 @@ def _price_memory(
     rounds, seen_fit, history = 0, False, []
     node_price = np.zeros(len(first))  # round 0: no price, the memory-free optimum
     if price is not None:  # go on from the toulbar2 phase's price and priced solution
-        shape, mu, seen_fit = price.shape.copy(), price.mu, price.seen_fit
+        shape, mu, seen_fit = price.shape.copy(), price.mu, True  # bracketed: a priced solution fitted
         assignment = gm.encode(price.solution)
         rounds = 1
         node_price = price.node_price(lo, hi)
@@ -573,14 +573,10 @@ def _price_memory(
             gm, assignment, value, objective, round_budget, rng, deadline, start, out, search
         )
         x = gm.expand(assignment)
-        remaining = max(deadline - time.perf_counter(), 0.05)
         began = time.perf_counter()
-        h = _core.solve_heuristic(core, remaining, int(rng.integers(2**31)), 0, x)
+        best_cost, repaired = _repair(core, x, int(rng.integers(2**31)), best_cost, deadline, start, out)
         repair_secs = time.perf_counter() - began
         search.work += _PRICE_REPAIR_WORK
-        if h["feasible"] and h["cost"] < best_cost - 1e-9 * abs(best_cost):
-            best_cost = float(h["cost"])
-            out.best, out.best_time = h["solution"], time.perf_counter() - start
         excess = np.maximum(_usage_profile(chosen_usage(x), lo, hi, moments) - limit, 0.0)
         over = excess.sum() > 0
         out.log.append(
@@ -588,7 +584,7 @@ def _price_memory(
                 "price_round": rounds,
                 "mu": mu,
                 "over": bool(over),
-                "repaired": float(h["cost"]),
+                "repaired": repaired,
                 "secs": repair_secs,
             }
         )
@@ -602,7 +598,7 @@ def _price_memory(
             break  # the memory-free optimum fits: nothing to price
         if over:
             shape += excess / excess.sum()
-        if rounds > 1 or price is not None:
+        if rounds > 1:
             seen_fit = seen_fit or not over
             mu *= (_PRICE_GROW if seen_fit else _PRICE_GROW_FIRST) if over else 1.0 / _PRICE_SHRINK
         node_price = _node_price(shape, mu, lo, hi)
@@ -612,12 +608,11 @@ def _price_memory(
 
 @dataclass
 class _Price:
-    """A memory price handed from the toulbar2 phase to the priced large-neighbourhood search: the shape
-    over moments, its level mu, whether a priced solution has fitted yet, and the last priced solution."""
+    """A bracketed memory price handed from the toulbar2 phase to the priced large-neighbourhood search: the
+    shape over moments, its level mu, and the last priced solution."""
 
     shape: np.ndarray
     mu: float
-    seen_fit: bool
     solution: np.ndarray
 
     def node_price(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -698,22 +693,15 @@ def _price_memory_cfn(
         if limit is None:
             break
         if not ok and result.solution is not None:
-            remaining = max(deadline - time.perf_counter(), 0.05)
-            h = _core.solve_heuristic(core, remaining, seed + rounds, 0, x)
+            best_cost, _ = _repair(core, x, seed + rounds, best_cost, deadline, start, out)
             work += _PRICE_REPAIR_WORK
-            if h["feasible"] and h["cost"] < best_cost - 1e-9 * abs(best_cost):
-                best_cost, out.best, out.best_time = (
-                    float(h["cost"]),
-                    h["solution"],
-                    time.perf_counter() - start,
-                )
         if out.best is not None:
             incumbent = np.asarray(out.best, dtype=np.int64)
         over = peak > limit
         unproven = 0 if result.optimal else unproven + 1
         # Handed on only once bracketed: from an unbracketed level the priced search, slower to respond
         # than toulbar2, overshoots (S at 240 s: 1.063 with the handoff after three rounds, 1.0205 without).
-        handoff = _Price(shape, mu, True, x) if fits_at is not None and over_at is not None else None
+        handoff = _Price(shape, mu, x) if fits_at is not None and over_at is not None else None
         if unproven >= _CFN_UNPROVEN:
             break
         if rounds == 1:
@@ -734,6 +722,26 @@ def _price_memory_cfn(
                 mu = float(np.sqrt(fits_at * over_at))
         node_price = _node_price(shape, mu, lo, hi)
     return (min(work / budget, 1.0) if budget > 0 else 1.0), handoff
+
+
+def _repair(
+    core: _core.StrategyProblem,
+    x: np.ndarray,
+    seed: int,
+    best_cost: float,
+    deadline: float,
+    start: float,
+    out: _Improved,
+) -> tuple[float, float]:
+    """Repairs a priced solution to the usage limit with the fast path (memory repair from `x`, then local
+    search) and keeps it in `out` when it is the cheapest feasible so far. Returns (the best cost so far,
+    the repaired cost)."""
+    remaining = max(deadline - time.perf_counter(), 0.05)
+    h = _core.solve_heuristic(core, remaining, seed, 0, x)
+    if h["feasible"] and h["cost"] < best_cost - 1e-9 * abs(best_cost):
+        best_cost = float(h["cost"])
+        out.best, out.best_time = h["solution"], time.perf_counter() - start
+    return best_cost, float(h["cost"])
 
 
 def _node_price(shape: np.ndarray, mu: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
