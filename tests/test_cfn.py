@@ -152,3 +152,80 @@ def test_costs_beyond_toulbar2s_range_are_not_posted(monkeypatch) -> None:
     sol = solve(huge, time_limit=10, seed=0)
     assert sol.feasible and "toulbar2 (memory-free" not in sol.message
     assert sol.cost == pytest.approx(brute_force(huge), rel=1e-9)
+
+
+def restricted_brute_force(p: StrategyProblem, node_price: np.ndarray, domains: list[np.ndarray]) -> float:
+    """Minimum priced cost over finite-cost solutions whose strategies lie in `domains`."""
+    a = p.arrays()
+    best = float("inf")
+    for sol in itertools.product(*[d.tolist() for d in domains]):
+        cost, _, _ = p.evaluate(list(sol))
+        if cost < 1e18:
+            usage = a["node_usage"][a["strategy_offset"][:-1] + np.asarray(sol)]
+            best = min(best, cost + float(node_price @ usage))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_restricted_optimum_matches_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(200 + seed)
+    p = random_problem(rng, n=int(rng.integers(5, 8)), tight=1.0, forbid=0.1)
+    incumbent = first_finite(p)
+    if p.evaluate(incumbent)[0] >= 1e18:
+        pytest.skip("no finite-cost solution")
+    cfn = PricedCfn(p._core)
+    price = rng.integers(0, 4, p.num_nodes).astype(float)
+    other = np.array([rng.integers(p.num_strategies(i)) for i in range(p.num_nodes)], np.int64)
+    domains = cfn.restricted_domains(price, [incumbent, other], cheapest=1)
+    for i, d in enumerate(domains):
+        assert incumbent[i] in d and other[i] in d and np.all(np.diff(d) > 0)
+        costs = cfn.priced_costs(price)[cfn._offset[i] : cfn._offset[i + 1]]
+        assert int(np.argmin(costs)) in d  # the cheapest (first of ties) strategy is kept
+    sizes = np.array([len(d) for d in domains])
+    a = p.arrays()
+    assert cfn.table_entries(domains) == sizes.sum() + (sizes[a["edge_u"]] * sizes[a["edge_v"]]).sum()
+    bound = cfn.value(incumbent, price) + 1
+    result = cfn.solve(price, bound, backtrack_limit=100_000, time_limit=30, domains=domains)
+    assert result.optimal and result.solution is not None
+    assert all(result.solution[i] in domains[i] for i in range(p.num_nodes))  # original strategy indices
+    assert cfn.value(result.solution, price) == pytest.approx(restricted_brute_force(p, price, domains))
+    assert p.evaluate(result.solution)[0] < 1e18
+
+
+def test_restricted_domains_of_the_wrong_length_are_rejected() -> None:
+    p = random_problem(np.random.default_rng(4), n=5, tight=1.0)
+    cfn = PricedCfn(p._core)
+    with pytest.raises(ValueError, match="one per node"):
+        cfn.solve(None, None, 10, 5, domains=[np.array([0])])
+
+
+def test_restricted_phase_keeps_feasible_improvements_only() -> None:
+    import autopar.solver as solver_module
+
+    checked = 0
+    for seed in range(30):
+        rng = np.random.default_rng(300 + seed)
+        p = random_problem(rng, n=int(rng.integers(6, 9)), tight=0.45)
+        optimum = brute_force(p)
+        h = _core.solve_heuristic(p._core, 5.0, 0, 0, None)
+        if optimum is None or not h["feasible"]:
+            continue
+        a = p.arrays()
+        moments = int(a["interval_end"].max()) + 1
+        # A priced solution that ignores the limit (the memory-free optimum) and a flat price on it.
+        free = PricedCfn(p._core).solve(None, None, 100_000, 30).solution
+        settled = solver_module._Price(np.ones(moments), 1.0, free)
+        results = []
+        for _ in range(2):
+            out = solver_module._Improved(best=np.asarray(h["solution"]), memory_free=free)
+            now = time.perf_counter()
+            used = solver_module._price_memory_restricted(
+                p._core, PricedCfn(p._core), settled, 5e7, 0, now + 60, now, out
+            )
+            assert 0 < used <= 1
+            cost, _, ok = p.evaluate(out.best)
+            assert ok and optimum - 1e-6 <= cost <= h["cost"]
+            results.append(out.best.tolist())
+        assert results[0] == results[1]  # deterministic
+        checked += 1
+    assert checked >= 10

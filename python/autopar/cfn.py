@@ -94,6 +94,28 @@ class PricedCfn:
         edge = self._edge_cost[self._edge_offset[:-1] + x[self._edge_u] * width + x[self._edge_v]].sum()
         return float(node + edge)
 
+    def restricted_domains(
+        self, node_price: np.ndarray | None, solutions: list[np.ndarray], cheapest: int
+    ) -> list[np.ndarray]:
+        """Per node, the strategies any of `solutions` uses plus its `cheapest` strategies by priced node
+        cost (ties to the lower index), sorted: the domains of a restricted solve."""
+        costs = self.priced_costs(node_price)
+        chosen = np.stack([np.asarray(x, dtype=np.int64) for x in solutions], axis=1)
+        offset = self._offset
+        domains = []
+        for i in range(self.num_nodes):
+            c = costs[offset[i] : offset[i + 1]]
+            low = np.argsort(c, kind="stable")[:cheapest] if cheapest > 0 else np.zeros(0, np.int64)
+            domains.append(np.unique(np.concatenate([chosen[i], low])))
+        return domains
+
+    def table_entries(self, domains: list[np.ndarray] | None) -> int:
+        """Cost table entries of the network over `domains` (None: every strategy)."""
+        if domains is None:
+            return self.num_table_entries
+        size = np.array([len(d) for d in domains], dtype=np.int64)
+        return int(size.sum() + (size[self._edge_u] * size[self._edge_v]).sum())
+
     def solve(
         self,
         node_price: np.ndarray | None,
@@ -101,28 +123,31 @@ class PricedCfn:
         backtrack_limit: int,
         time_limit: float,
         seed: int = 0,
+        domains: list[np.ndarray] | None = None,
     ) -> CfnResult:
         """Minimises the priced cost; only solutions strictly below `upper_bound` count (give the priced
-        value of a known finite-cost solution: it also keeps forbidden strategies out)."""
+        value of a known finite-cost solution: it also keeps forbidden strategies out). `domains` (sorted
+        strategy indices per node, see restricted_domains) restricts every node to its listed strategies:
+        the optimum over all combinations of them, which toulbar2 closes where the full network does
+        not."""
         import pytoulbar2  # imported here: only this phase needs it
 
         began = time.perf_counter()
         costs = self.priced_costs(node_price)
         if _segment_spread(costs, self._offset) + self._edge_range > _MAX_TOTAL_COST:
             return CfnResult(None, None, -np.inf, False, 0, False, 0.0)  # toulbar2 cannot count that high
+        if domains is not None and len(domains) != self.num_nodes:
+            raise ValueError(f"domains: expected one per node ({self.num_nodes}), got {len(domains)}")
         # Reseeds toulbar2's generator: it otherwise carries over between solves (not reproducible).
         pytoulbar2.pytb2.init()
         cfn = pytoulbar2.CFN(ubinit=upper_bound, verbose=-1, seed=int(seed) % (2**31))
         cfn.Option.backtrackLimit = int(backtrack_limit)
-        offset = self._offset
         with _quiet_stdout():
             try:
-                for i in range(self.num_nodes):
-                    cfn.AddVariable(f"x{i}", range(int(offset[i + 1] - offset[i])))
-                for i in range(self.num_nodes):
-                    cfn.AddFunction([i], costs[offset[i] : offset[i + 1]].tolist())
-                for u, v, table in self._edges:
-                    cfn.AddFunction([u, v], table)
+                if domains is None:
+                    self._post_full(cfn, costs)
+                else:
+                    self._post_restricted(cfn, costs, domains)
                 result = cfn.Solve(timeLimit=max(1, int(np.ceil(time_limit))))
             except cfn.Contradiction:  # nothing below the upper bound, found while posting or solving
                 result = None
@@ -135,9 +160,31 @@ class PricedCfn:
         if result is None:
             return CfnResult(None, None, float(dual), False, backtracks, clock_cut, seconds)
         solution = np.asarray(result[0], dtype=np.int64)
+        if domains is not None:
+            solution = np.array([d[k] for d, k in zip(domains, solution.tolist(), strict=True)], np.int64)
         value = float(result[1])
         optimal = dual >= value - 0.5
         return CfnResult(solution, value, float(dual), optimal, backtracks, clock_cut, seconds)
+
+    def _post_full(self, cfn, costs: np.ndarray) -> None:
+        offset = self._offset
+        for i in range(self.num_nodes):
+            cfn.AddVariable(f"x{i}", range(int(offset[i + 1] - offset[i])))
+        for i in range(self.num_nodes):
+            cfn.AddFunction([i], costs[offset[i] : offset[i + 1]].tolist())
+        for u, v, table in self._edges:
+            cfn.AddFunction([u, v], table)
+
+    def _post_restricted(self, cfn, costs: np.ndarray, domains: list[np.ndarray]) -> None:
+        offset, edge_offset = self._offset, self._edge_offset
+        for i in range(self.num_nodes):
+            cfn.AddVariable(f"x{i}", range(len(domains[i])))
+        for i in range(self.num_nodes):
+            cfn.AddFunction([i], costs[offset[i] + domains[i]].tolist())
+        for e, (u, v) in enumerate(zip(self._edge_u.tolist(), self._edge_v.tolist(), strict=True)):
+            width = offset[v + 1] - offset[v]
+            table = self._edge_cost[edge_offset[e] : edge_offset[e + 1]].reshape(-1, width)
+            cfn.AddFunction([u, v], table[np.ix_(domains[u], domains[v])].ravel().tolist())
 
 
 def _segment_spread(values: np.ndarray, offsets: np.ndarray) -> float:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from autopar import _core
+from autopar.cfn import PricedCfn
 
 __all__ = ["INFINITE_COST", "Solution", "StrategyProblem", "solve"]
 
@@ -313,6 +314,24 @@ _CFN_PRICE_TOLERANCE = 0.01
 _CFN_WORK_PER_ENTRY = 1.0
 _CFN_WORK_PER_BACKTRACK = 3000.0
 _CFN_UNPROVEN = 3
+# Restricted priced optima (_price_memory_restricted): share of the time limit (of what the earlier phases
+# left), backtracks per toulbar2 solve, cheapest strategies per node added to the candidates' in each
+# node's domain, the first extra price at the violated moments (x the priced phase's level), its growth while
+# over the limit, and its fall and the decay of the accumulated extra price after a fit. Measured on S from
+# the priced phase's best round: 12 cheapest and 5,000 backtracks close or nearly close in 11-17 s each;
+# 40 cheapest did no better within 20,000 backtracks.
+_RESTRICTED_SHARE = 0.6
+_RESTRICTED_BACKTRACKS = 5000
+_RESTRICTED_CHEAPEST = 12
+_RESTRICTED_EXTRA_START = 0.25
+_RESTRICTED_EXTRA_GROW = 1.5
+_RESTRICTED_EXTRA_FALL = 0.5
+_RESTRICTED_EXTRA_DECAY = 0.7
+# Work per cost function posted to toulbar2 (building the restricted domains and tables in Python): A's
+# 90k functions take 4 s per round, S's 67k about 3 s.
+_RESTRICTED_WORK_PER_FUNCTION = 50.0
+# Work per backtrack of a restricted solve: S's take 1.0-1.3 ms each (full networks: 6-17 ms).
+_RESTRICTED_WORK_PER_BACKTRACK = 1500.0
 # HiGHS branch-and-bound node limit per neighbourhood (deterministic, unlike its time limit).
 _LNS_MAX_NODES = 200
 
@@ -327,6 +346,7 @@ class _Improved:
     message: str = ""
     iterations: int = 0
     log: list = field(default_factory=list)  # per LNS iteration, for benchmarks
+    memory_free: np.ndarray | None = None  # toulbar2's memory-free solution (round 0), when it found one
 
 
 def _improve(
@@ -378,11 +398,12 @@ def _improve(
     deadline = start + time_limit * 0.97
     out.message = "large-neighbourhood search (presolve + HiGHS sub-ILPs)"
     # Each phase gets its share of what the earlier ones left (they stop early when they converge).
-    share, price = 0.0, None
+    share, price, cfn, settled = 0.0, None, None, None
     if _CFN_SHARE > 0:
+        cfn = PricedCfn(core)
         cfn_budget = _CFN_SHARE * (work_limit if work_limit is not None else 1e6 * time_limit)
         used, price = _price_memory_cfn(
-            core, h["solution"], best_cost, cfn_budget, seed, deadline, start, out
+            core, h["solution"], best_cost, cfn_budget, seed, deadline, start, out, cfn
         )
         share = _CFN_SHARE * used
         out.message = "toulbar2 priced optima + large-neighbourhood search (presolve + HiGHS sub-ILPs)"
@@ -402,12 +423,21 @@ def _improve(
         # Without a bracketed price the priced search starts where it did without toulbar2 (from the fast
         # path's solution, its first price set by that cost); the best solution so far is kept in `out`.
         first = h["solution"]
-        used = _price_memory(core, gm, first, best_cost, price_budget, rng, deadline, start, out, price)
+        used, settled = _price_memory(
+            core, gm, first, best_cost, price_budget, rng, deadline, start, out, price
+        )
         # A stalled pricing phase leaves its time to the exact-memory search.
         share += (1 - share) * _PRICE_SHARE * used
-        if out.best is not None:
-            best_cost = float(core.evaluate(out.best)[0])
-            assignment = gm.encode(out.best)
+    if cfn is not None and settled is not None and out.best is not None and _RESTRICTED_SHARE > 0:
+        out.message = "toulbar2 priced optima + memory pricing + restricted priced optima + LNS"
+        restricted_budget = (
+            (1 - share) * _RESTRICTED_SHARE * (work_limit if work_limit is not None else 1e6 * time_limit)
+        )
+        used = _price_memory_restricted(core, cfn, settled, restricted_budget, seed, deadline, start, out)
+        share += (1 - share) * _RESTRICTED_SHARE * used
+    if out.best is not None:
+        best_cost = float(core.evaluate(out.best)[0])
+        assignment = gm.encode(out.best)
     search = _Search()
     objective = _Objective(core)
     _lns(gm, assignment, best_cost, objective, (1 - share) * budget, rng, deadline, start, out, search)
@@ -527,7 +557,7 @@ def _price_memory(
     start: float,
     out: _Improved,
     price: _Price | None = None,
-) -> float:
+) -> tuple[float, _Price | None]:
     """Lagrangian phase for memory-bound problems: the usage limit becomes a price per byte at the moments
     where it is exceeded, and large-neighbourhood search (no memory rows: small, mostly integral sub-ILPs)
     minimises cost + price x usage. After each round the priced solution is repaired to the limit by the
@@ -541,7 +571,9 @@ def _price_memory(
     stay free); its level mu grows by _PRICE_GROW_FIRST until the priced solution first fits, then by
     _PRICE_GROW while it is over the limit and falls by _PRICE_SHRINK while it fits, so it settles where the
     priced optimum just fits. Rounds stop on counted work, or when the best repaired cost gained less than
-    _PRICE_MIN_GAIN over the last _PRICE_PATIENCE rounds. Returns the share of `budget` used.
+    _PRICE_MIN_GAIN over the last _PRICE_PATIENCE rounds. Returns the share of `budget` used and the price
+    and priced solution of the round whose repair was cheapest (None when no round was priced), for
+    _price_memory_restricted to go on from.
     """
     a = core.arrays()
     first, usage = a["strategy_offset"][:-1], a["node_usage"]
@@ -557,6 +589,7 @@ def _price_memory(
     assignment = gm.encode(np.asarray(best, dtype=np.int64))
     search = _Search(max_size=_PRICE_MAX_REGION)
     rounds, seen_fit, history = 0, False, []
+    settled, settled_cost = None, float("inf")
     node_price = np.zeros(len(first))  # round 0: no price, the memory-free optimum
     if price is not None:  # go on from the toulbar2 phase's price and priced solution
         shape, mu, seen_fit = price.shape.copy(), price.mu, True  # bracketed: a priced solution fitted
@@ -589,6 +622,8 @@ def _price_memory(
             }
         )
         history.append(best_cost)
+        if shape.sum() > 0 and repaired < settled_cost:
+            settled, settled_cost = _Price(shape.copy(), mu, x), repaired
         if (
             len(history) > _PRICE_PATIENCE
             and history[-_PRICE_PATIENCE - 1] - best_cost < _PRICE_MIN_GAIN * best_cost
@@ -603,7 +638,7 @@ def _price_memory(
             mu *= (_PRICE_GROW if seen_fit else _PRICE_GROW_FIRST) if over else 1.0 / _PRICE_SHRINK
         node_price = _node_price(shape, mu, lo, hi)
     gm.set_memory_price(np.zeros(0))
-    return min(search.work / budget, 1.0) if budget > 0 else 1.0
+    return (min(search.work / budget, 1.0) if budget > 0 else 1.0), settled
 
 
 @dataclass
@@ -628,6 +663,7 @@ def _price_memory_cfn(
     deadline: float,
     start: float,
     out: _Improved,
+    cfn: PricedCfn | None = None,
 ) -> tuple[float, _Price | None]:
     """Memory pricing with exact priced optima: toulbar2 (autopar.cfn) minimises cost + price x usage over
     the whole problem, without the usage limit, and the fast path repairs each priced optimum to the limit.
@@ -647,14 +683,12 @@ def _price_memory_cfn(
     no better than the large-neighbourhood search's, at ten times its cost). Returns the share of `budget`
     used and the price reached (None when nothing was priced), for the priced search to go on from.
     """
-    from autopar.cfn import PricedCfn
-
     a = core.arrays()
     first, usage = a["strategy_offset"][:-1], a["node_usage"]
     lo, hi = a["interval_start"], a["interval_end"]
     limit = None if core.usage_limit is None else float(core.usage_limit)
     moments = int(hi.max()) + 1 if len(hi) else 1
-    cfn = PricedCfn(core)
+    cfn = PricedCfn(core) if cfn is None else cfn
     rounding = 1.0 + 0.5 * (core.num_nodes + core.num_edges)  # costs rounded to integers
     incumbent = np.asarray(best, dtype=np.int64)
     shape, mu, fits_at, over_at = np.zeros(moments), 0.0, None, None
@@ -690,6 +724,8 @@ def _price_memory_cfn(
         if rounds == 1 and ok:
             out.optimal = result.optimal
             break  # the memory-free optimum fits: nothing to price
+        if rounds == 1 and result.solution is not None and cost < INFINITE_COST:
+            out.memory_free = result.solution
         if limit is None:
             break
         if not ok and result.solution is not None:
@@ -722,6 +758,89 @@ def _price_memory_cfn(
                 mu = float(np.sqrt(fits_at * over_at))
         node_price = _node_price(shape, mu, lo, hi)
     return (min(work / budget, 1.0) if budget > 0 else 1.0), handoff
+
+
+def _price_memory_restricted(
+    core: _core.StrategyProblem,
+    cfn: PricedCfn,
+    settled: _Price,
+    budget: float,
+    seed: int,
+    deadline: float,
+    start: float,
+    out: _Improved,
+) -> float:
+    """Priced optima over restricted domains: toulbar2 minimises cost + price x usage where every node keeps
+    only the strategies of a few solutions (the last priced one, the incumbent, toulbar2's memory-free one)
+    and its _RESTRICTED_CHEAPEST cheapest by priced node cost, below the incumbent's priced value. Starting
+    from the priced phase's best round (`settled`), an extra price at the moments a priced optimum exceeds
+    the limit grows until one fits; the fast path then repairs or polishes each, keeping the cheapest
+    feasible in `out`.
+
+    Why: on S the priced large-neighbourhood search stalls in a costly basin (1.0137 x best known at 1.0054 x
+    the limit) that its regions cannot leave, while toulbar2 cannot close S's full priced networks. Over
+    restricted domains toulbar2 combines whole solutions with model-wide changes: from that stall it found
+    1.0036 at 1.0056, and raising the price at the violated moments reached a plan that the local search took
+    to 1.0130 (the priced phase's own repairs: 1.022). Work is charged like _price_memory_cfn's (table
+    entries of the restricted network, backtracks). Returns the share of `budget` used."""
+    a = core.arrays()
+    lo, hi = a["interval_start"], a["interval_end"]
+    first, usage = a["strategy_offset"][:-1], a["node_usage"]
+    limit = float(core.usage_limit)
+    moments = int(hi.max()) + 1 if len(hi) else 1
+    base = settled.node_price(lo, hi)
+    extra = np.zeros_like(base)
+    level = _RESTRICTED_EXTRA_START * settled.mu
+    x, work, rounds = np.asarray(settled.solution, dtype=np.int64), 0.0, 0
+    best_cost = float(core.evaluate(out.best)[0])
+    while work < budget:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            out.clock_cut = True
+            break
+        rounds += 1
+        node_price = base + extra
+        incumbent = np.asarray(out.best, dtype=np.int64)
+        candidates = [x, incumbent] + ([] if out.memory_free is None else [out.memory_free])
+        domains = cfn.restricted_domains(node_price, candidates, _RESTRICTED_CHEAPEST)
+        bound = min(cfn.value(x, node_price), cfn.value(incumbent, node_price)) + 1.0
+        result = cfn.solve(node_price, bound, _RESTRICTED_BACKTRACKS, remaining, seed, domains)
+        work += (
+            _CFN_WORK_PER_ENTRY * cfn.table_entries(domains)
+            + _RESTRICTED_WORK_PER_FUNCTION * (core.num_nodes + core.num_edges)
+            + _RESTRICTED_WORK_PER_BACKTRACK * result.backtracks
+        )
+        out.clock_cut = out.clock_cut or result.clock_cut
+        # The bound lets toulbar2 return x itself (its priced value + 1): a moved solution is a new one.
+        moved = result.solution is not None and not np.array_equal(result.solution, x)
+        if moved and core.evaluate(result.solution)[0] < INFINITE_COST:
+            x = result.solution
+        else:
+            moved = False
+        cost, peak, ok = core.evaluate(x)
+        if not moved and ok:
+            break  # nothing cheaper at this price and no excess to price (A, M: x is this optimum)
+        best_cost, repaired = _repair(core, x, seed + rounds, best_cost, deadline, start, out)
+        work += _PRICE_REPAIR_WORK
+        out.log.append(
+            {
+                "restricted_round": rounds,
+                "level": level,
+                "cost": cost,
+                "peak": int(peak),
+                "repaired": repaired,
+                "backtracks": result.backtracks,
+                "secs": result.seconds,
+            }
+        )
+        if ok:
+            level *= _RESTRICTED_EXTRA_FALL
+            extra *= _RESTRICTED_EXTRA_DECAY
+        else:
+            excess = np.maximum(_usage_profile(usage[first + x], lo, hi, moments) - limit, 0.0)
+            extra += _node_price(excess, level, lo, hi)
+            level *= _RESTRICTED_EXTRA_GROW
+    return min(work / budget, 1.0) if budget > 0 else 1.0
 
 
 def _repair(
