@@ -7,6 +7,8 @@ to a few thousand variables, and its hybrid best-first search then finds and oft
 seconds. Measured on M without its limit (32,894 nodes, 47,067 edges): toulbar2 reaches 0.9187 x best known
 and proves it optimal in 54 s; the large-neighbourhood search with HiGHS sub-ILPs stops at 0.986 in 60 s.
 That is why the memory-pricing phase (solver.py, `_price_memory_cfn`) asks toulbar2 for priced optima.
+Where the full priced network does not close (S), `solve(..., domains=restricted_domains(...))` finds the
+priced optimum over a few strategies per node (solver.py, `_price_memory_restricted`).
 
     cfn = PricedCfn(problem._core)
     result = cfn.solve(node_price, upper_bound=value_of_incumbent, backtrack_limit=20_000)

@@ -12,7 +12,8 @@ A strategy problem (the IOPDDL contest's shape): pick one strategy per node so t
 reduced 0-1 ILP solved by HiGHS, warm-started; proves optimality or reports a bound) when it is small enough,
 or large-neighbourhood search with HiGHS sub-ILPs, preceded by toulbar2 priced optima (autopar.cfn: the
 memory-free optimum, then Lagrangian prices on usage) and, on usage-limited problems, a priced
-large-neighbourhood phase. docs/solver.md has the design and measurements.
+large-neighbourhood phase and toulbar2 priced optima over restricted domains. docs/solver.md has the design
+and measurements.
 """
 
 from __future__ import annotations
