@@ -320,14 +320,15 @@ _CFN_UNPROVEN = 3
 # node's domain, the first extra price at the violated moments (x the priced phase's level), its growth while
 # over the limit, and its fall and the decay of the accumulated extra price after a fit. Measured on S from
 # the priced phase's best round: 12 cheapest and 5,000 backtracks close or nearly close in 11-17 s each;
-# 40 cheapest did no better within 20,000 backtracks.
-_RESTRICTED_SHARE = 0.6
+# 40 cheapest did no better within 20,000 backtracks. S at 240 s, seeds 0 / 1: share 0.6 with fall 0.5 and
+# decay 0.7 gave 1.0152 / 1.0263; share 0.8 1.0058 / 1.0297; share 0.8 with 0.75 and 0.85 1.0050 / 1.0283.
+_RESTRICTED_SHARE = 0.8
 _RESTRICTED_BACKTRACKS = 5000
 _RESTRICTED_CHEAPEST = 12
 _RESTRICTED_EXTRA_START = 0.25
 _RESTRICTED_EXTRA_GROW = 1.5
-_RESTRICTED_EXTRA_FALL = 0.5
-_RESTRICTED_EXTRA_DECAY = 0.7
+_RESTRICTED_EXTRA_FALL = 0.75
+_RESTRICTED_EXTRA_DECAY = 0.85
 # Work per cost function posted to toulbar2 (building the restricted domains and tables in Python): A's
 # 90k functions take 4 s per round, S's 67k about 3 s.
 _RESTRICTED_WORK_PER_FUNCTION = 50.0
