@@ -645,8 +645,9 @@ def _price_memory(
 
 @dataclass
 class _Price:
-    """A bracketed memory price handed from the toulbar2 phase to the priced large-neighbourhood search: the
-    shape over moments, its level mu, and the last priced solution."""
+    """A memory price handed from one pricing phase to the next (a bracketed toulbar2 price to the priced
+    large-neighbourhood search, its best round to the restricted phase): the shape over moments, its level
+    mu, and the priced solution at that price."""
 
     shape: np.ndarray
     mu: float
@@ -814,11 +815,13 @@ def _price_memory_restricted(
         )
         out.clock_cut = out.clock_cut or result.clock_cut
         # The bound lets toulbar2 return x itself (its priced value + 1): a moved solution is a new one.
-        moved = result.solution is not None and not np.array_equal(result.solution, x)
-        if moved and core.evaluate(result.solution)[0] < INFINITE_COST:
+        moved = (
+            result.solution is not None
+            and not np.array_equal(result.solution, x)
+            and core.evaluate(result.solution)[0] < INFINITE_COST
+        )
+        if moved:
             x = result.solution
-        else:
-            moved = False
         cost, peak, ok = core.evaluate(x)
         if not moved and ok:
             break  # nothing cheaper at this price and no excess to price (A, M: x is this optimum)
