@@ -19,14 +19,12 @@ above, and every solution is re-evaluated exactly by the core afterwards.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from autopar import _core
+from autopar import _core, native_output
 
 __all__ = ["CfnResult", "PricedCfn"]
 
@@ -144,7 +142,7 @@ class PricedCfn:
         pytoulbar2.pytb2.init()
         cfn = pytoulbar2.CFN(ubinit=upper_bound, verbose=-1, seed=int(seed) % (2**31))
         cfn.Option.backtrackLimit = int(backtrack_limit)
-        with _quiet_stdout():
+        with native_output.captured():
             try:
                 if domains is None:
                     self._post_full(cfn, costs)
@@ -198,20 +196,3 @@ def _segment_spread(values: np.ndarray, offsets: np.ndarray) -> float:
     high = np.maximum.reduceat(np.where(finite, values, -np.inf), offsets[:-1])
     low = np.minimum.reduceat(np.where(finite, values, np.inf), offsets[:-1])
     return float(np.where(np.isfinite(high), high - np.minimum(low, 0.0), 0.0).sum())
-
-
-class _quiet_stdout:
-    """toulbar2 writes blank lines to C's stdout even when silent; the CLI's last stdout line must be the
-    solution, so file descriptor 1 points at /dev/null while it runs."""
-
-    def __enter__(self):
-        sys.stdout.flush()
-        self._saved = os.dup(1)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.close(devnull)
-
-    def __exit__(self, *exc):
-        os.dup2(self._saved, 1)
-        os.close(self._saved)
-        return False

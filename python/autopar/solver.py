@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autopar import _core
+from autopar import _core, native_output
 from autopar.cfn import PricedCfn
 
 __all__ = ["INFINITE_COST", "Solution", "StrategyProblem", "solve"]
@@ -967,13 +967,14 @@ def _solve_ilp(
 
     if model.num_cols == 0:
         return np.zeros(0), model.objective_offset, True, False
-    h = _highs_model(model, time_limit, seed, max_nodes)
+    arrays = model.arrays()
+    h = _highs_model(model, arrays, time_limit, seed, max_nodes)
     deadline = time.perf_counter() + time_limit
     start_values = None if start is None else model.start_vector(np.asarray(start, dtype=np.int32))
     stats = {} if stats is None else stats
     began = time.perf_counter()
     if lp_first and model.num_pool_rows == 0:
-        relaxed = _integral_lp_solution(h, model, stats)
+        relaxed = _integral_lp_solution(h, arrays["col_integer"], stats)
         if relaxed is not None:
             stats["secs"] = time.perf_counter() - began
             return relaxed, float(h.getInfo().objective_function_value), True, False
@@ -983,7 +984,8 @@ def _solve_ilp(
             sol.col_value = list(start_values)
             sol.value_valid = True
             h.setSolution(sol)
-        h.run()
+        with native_output.captured():
+            h.run()
         info = h.getInfo()
         stats["simplex"] = stats.get("simplex", 0) + max(int(info.simplex_iteration_count), 0)
         stats["nodes"] = stats.get("nodes", 0) + max(int(info.mip_node_count), 0)
@@ -1021,19 +1023,33 @@ def _solve_ilp(
         h.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.05))
     bound = info.mip_dual_bound if np.isfinite(info.mip_dual_bound) else None
     optimal = status == highspy.HighsModelStatus.kOptimal
+    if not _objective_matches(
+        arrays["col_cost"], model.objective_offset, values, info.objective_function_value
+    ):
+        # HiGHS reported an objective its own solution does not have (1.16.0 returned the warm start as
+        # "optimal" after presolve solved the model): keep the values, claim nothing about them.
+        stats["mismatch"] = stats.get("mismatch", 0) + 1
+        optimal = False
     return values, bound, optimal, False
 
 
-def _integral_lp_solution(h, model: _core.GroupIlp, stats: dict) -> np.ndarray | None:
+def _objective_matches(col_cost: np.ndarray, offset: float, values: np.ndarray, reported: float) -> bool:
+    """Whether `values` have the objective HiGHS reported for them (relative 1e-6)."""
+    actual = float(np.dot(col_cost, values)) + offset
+    return abs(actual - reported) <= 1e-6 * max(1.0, abs(actual), abs(reported))
+
+
+def _integral_lp_solution(h, col_integer: np.ndarray, stats: dict) -> np.ndarray | None:
     """Solves the LP relaxation of the MIP loaded in `h`; returns its column values when every integer
     column is integral (then they are an optimal MIP solution), else restores `h` for the MIP and returns
     None."""
     import highspy
 
-    integer = np.flatnonzero(model.arrays()["col_integer"]).astype(np.int32)
+    integer = np.flatnonzero(col_integer).astype(np.int32)
     h.changeColsIntegrality(len(integer), integer, np.zeros(len(integer), np.uint8))  # kContinuous
     h.setOptionValue("presolve", "off")
-    h.run()
+    with native_output.captured():
+        h.run()
     info = h.getInfo()
     stats["lp_simplex"] = stats.get("lp_simplex", 0) + max(int(info.simplex_iteration_count), 0)
     if h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
@@ -1052,11 +1068,11 @@ def _integral_lp_solution(h, model: _core.GroupIlp, stats: dict) -> np.ndarray |
 _LAZY_MAX_RUNS = 8
 
 
-def _highs_model(model: _core.GroupIlp, time_limit: float, seed: int, max_nodes: int | None):
+def _highs_model(model: _core.GroupIlp, a: dict, time_limit: float, seed: int, max_nodes: int | None):
     import highspy
 
-    a = model.arrays()
-    h = highspy.Highs()
+    with native_output.captured():  # highspy 1.16 prints a banner here, before any option applies
+        h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit))
     h.setOptionValue("random_seed", int(seed) % (2**31))
