@@ -1,24 +1,64 @@
 """autopar: automatic model parallelism for JAX, as MLIR passes over StableHLO.
 
-See docs/ and README.md. The public API grows as the layers land: `autopar.ir` (module I/O and lowering),
-`autopar.passes` (the pass registry and `run`), `autopar.opt` (the mlir-opt-like driver),
-`autopar.runtime` (compile and run annotated modules) and `parallelize` with its methods (`autopar.api`).
+See docs/ and README.md. `autopar.parallelize` with its methods (`autopar.api`), `autopar.ir` (module I/O
+and lowering), `autopar.passes` (the pass registry and `run`), `autopar.opt` (the mlir-opt-like driver),
+`autopar.runtime` (compile and run annotated modules) and `autopar.solver` (the strategy-problem solver).
+
+The names below are loaded on first use: `import autopar` (or `autopar.solver`, or the `autopar-opt`
+driver) does not import jax until something needs it.
 """
 
-from autopar import errors
-from autopar.api import (
-    AutoShardingOption,
-    DataParallel,
-    ExecutionPlan,
-    ManualShardingOption,
-    ShardParallel,
-    Zero2Parallel,
-    Zero3Parallel,
-    parallelize,
-)
-from autopar.api.pipeshard import AutoLayerOption, PipeshardParallel, UniformStageOption
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from autopar._version import __version__
 from autopar.errors import AutoparError, IRLoadError, PassError, PipelineError, PluginError
-from autopar.pipeline_marker import mark_pipeline_boundary
+
+# Public name -> the module that defines it.
+_LAZY = {
+    "AutoShardingOption": "autopar.api.methods",
+    "DataParallel": "autopar.api.methods",
+    "ManualShardingOption": "autopar.api.methods",
+    "ShardParallel": "autopar.api.methods",
+    "Zero2Parallel": "autopar.api.methods",
+    "Zero3Parallel": "autopar.api.methods",
+    "ExecutionPlan": "autopar.api.plan",
+    "parallelize": "autopar.api.parallelize",
+    "AutoLayerOption": "autopar.api.pipeshard",
+    "PipeshardParallel": "autopar.api.pipeshard",
+    "UniformStageOption": "autopar.api.pipeshard",
+    "mark_pipeline_boundary": "autopar.pipeline_marker",
+}
+
+if TYPE_CHECKING:
+    from autopar.api.methods import (
+        AutoShardingOption,
+        DataParallel,
+        ManualShardingOption,
+        ShardParallel,
+        Zero2Parallel,
+        Zero3Parallel,
+    )
+    from autopar.api.parallelize import parallelize
+    from autopar.api.pipeshard import AutoLayerOption, PipeshardParallel, UniformStageOption
+    from autopar.api.plan import ExecutionPlan
+    from autopar.pipeline_marker import mark_pipeline_boundary
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'autopar' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "AutoLayerOption",
@@ -33,10 +73,10 @@ __all__ = [
     "PipeshardParallel",
     "PluginError",
     "ShardParallel",
-    "Zero2Parallel",
     "UniformStageOption",
+    "Zero2Parallel",
     "Zero3Parallel",
-    "errors",
+    "__version__",
     "mark_pipeline_boundary",
     "parallelize",
 ]

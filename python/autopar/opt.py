@@ -41,6 +41,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pass-pipeline", default="", help="textual pipeline: builtin.module(pass{opt=val},...)"
     )
+    parser.add_argument("--version", action="store_true", help="print autopar's version and exit")
     parser.add_argument("--list-passes", action="store_true", help="list autopar passes with their options")
     parser.add_argument("--describe-pass", metavar="PASS", help="print one pass's full description")
     parser.add_argument("--emit", choices=["text", "bytecode", "vhlo"], default="text", help="output format")
@@ -91,6 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_arg_parser().parse_args(argv)
     except _UsageError as err:
         return _fail(str(err))
+    if args.version:
+        from autopar._version import __version__
+
+        sys.stdout.write(f"{PROG} {__version__}\n")
+        return 0
     run = _Run(args)
     try:
         for plugin in args.load_pass_plugin:

@@ -25,7 +25,7 @@ from autopar.api import pipeshard
 from autopar.api.methods import INTRA_OP_PASS, ShardParallel
 from autopar.api.plan import ExecutionPlan, TensorPlacement
 from autopar.errors import AutoparError
-from autopar.ir.lower import module_from_lowered
+from autopar.ir.lowering import module_from_lowered
 from autopar.runtime import executable as rt_exe
 from autopar.runtime import shardings as sh
 from autopar.runtime.hlo import parse_collectives

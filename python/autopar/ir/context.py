@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 import sys
 
-from jax.interpreters import mlir as jax_mlir
 from jaxlib.mlir import ir
-from jaxlib.mlir.dialects import stablehlo
+from jaxlib.mlir._mlir_libs import _jax_mlir_ext
+from jaxlib.mlir.dialects import chlo, mhlo, mpmd, sdy, stablehlo
 
 
 class DiagnosticSink:
@@ -36,9 +36,33 @@ class DiagnosticSink:
         return errors
 
 
+class _BareContext(ir.Context):
+    """A context without every dialect linked into jaxlib preloaded (`ir.Context.__init__` loads them all;
+    JAX's own contexts skip it the same way)."""
+
+    def __init__(self) -> None:
+        super(ir.Context, self).__init__()
+
+
+def _make_context() -> ir.Context:
+    """The dialects of JAX's own IR context (`jax.interpreters.mlir.make_ir_context`), built from jaxlib
+    alone: importing jax costs over a second, which every `autopar-opt` start would pay."""
+    registry = ir.DialectRegistry()
+    _jax_mlir_ext.register_dialects(registry)
+    ctx = _BareContext()
+    ctx.append_dialect_registry(registry)
+    ctx.load_all_available_dialects()
+    sdy.register_dialect(ctx)
+    mpmd.register_dialect(ctx)
+    mhlo.register_mhlo_dialect(ctx)
+    chlo.register_dialect(ctx)
+    stablehlo.register_dialect(ctx)
+    return ctx
+
+
 @functools.cache
 def _context_and_sink() -> tuple[ir.Context, DiagnosticSink]:
-    ctx = jax_mlir.make_ir_context()
+    ctx = _make_context()
     # Registers stablehlo-legalize-to-vhlo, stablehlo-refine-shapes, ... for textual pipelines.
     stablehlo.register_stablehlo_passes()
     sink = DiagnosticSink()

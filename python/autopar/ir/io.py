@@ -13,7 +13,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from jax._src.lib import _jax
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
@@ -87,6 +86,8 @@ def to_bytes(module: ir.Module, emit: Emit = Emit.TEXT, *, debug_info: bool = Tr
         return buffer.getvalue()
     # Mixed serialization (as jax.export does) carries sdy.* attributes through VHLO, which has no sdy.
     text = module.operation.get_asm(enable_debug_info=debug_info)
+    from jaxlib import _jax  # loaded on first use: plain text and bytecode I/O do not need it
+
     return bytes(_jax.mlir.serialize_portable_artifact(text, stablehlo.get_current_version(), True))
 
 
@@ -122,6 +123,8 @@ def _parse_bytecode(data: bytes, source_name: str) -> ir.Module:
         if module is None or _is_vhlo(module):
             # A VHLO artifact parses as vhlo ops; legalize it back to StableHLO (version-checked).
             try:
+                from jaxlib import _jax
+
                 diagnostics().take_errors()
                 module = _jax.mlir.deserialize_portable_artifact(data, context())
             except Exception as err:  # jaxlib raises a plain ValueError/RuntimeError here
