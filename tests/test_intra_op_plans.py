@@ -28,7 +28,9 @@ CPU_MODEL = "device-flops=1e10 device-memory-bandwidth=1e11"
 def plan(fn, *args, options: str = "", batch_args=(), parameter_args=()) -> ir.Module:
     module = aio.lower(fn, *args)
     _mark_args(module, batch_args, parameter_args)
-    passes.run(module, f"builtin.module(autopar-inline,autopar-intra-op{{{CPU_MODEL} {options}}})")
+    merged = dict(kv.split("=", 1) for kv in f"{CPU_MODEL} {options}".split())  # `options` override
+    text = " ".join(f"{k}={v}" for k, v in merged.items())
+    passes.run(module, f"builtin.module(autopar-inline,autopar-intra-op{{{text}}})")
     return module
 
 

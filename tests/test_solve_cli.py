@@ -66,3 +66,12 @@ def test_infeasible_limit(tmp_path: Path) -> None:
 def test_bad_time_limit() -> None:
     r = run(str(EXAMPLE), "--time-limit", "-1")
     assert r.returncode == 1 and r.stderr.strip() == "error: time_limit must be > 0, got -1.0"
+
+
+def test_unparseable_arguments_exit_1_not_2() -> None:
+    # 2 is documented as "no feasible solution"; a typo in the command line is bad input.
+    r = run(str(EXAMPLE), "--time-limit", "abc")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.strip() == "error: argument --time-limit: invalid float value: 'abc'"
+    r = run()
+    assert r.returncode == 1 and "the following arguments are required: problem" in r.stderr

@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import sys
+import tempfile
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -153,10 +154,9 @@ def list_passes_text() -> str:
             default = _format_default(opt.default)
             lines.append(f"    {opt.name}: {opt.type.__name__} = {default}{choices}  {opt.help}")
     lines.append("")
-    lines.append("Any pass jaxlib registers works too, e.g. canonicalize, cse, symbol-dce, inline,")
-    lines.append(
-        "func.func(sdy-populate-op-sharding-rules), sdy-propagation-pipeline; see PLATFORM_FACTS.md."
-    )
+    lines.append("Any pass jaxlib registers works too, e.g. canonicalize, cse, symbol-dce,")
+    lines.append("func.func(sdy-populate-op-sharding-rules), sdy-propagation-pipeline; --describe-pass=NAME")
+    lines.append("shows one (docs/platform.md says what they do to StableHLO and Shardy IR).")
     return "\n".join(lines) + "\n"
 
 
@@ -168,10 +168,41 @@ def _format_default(value: object) -> str:
     return str(value)
 
 
+# One line each for the jaxlib passes autopar's docs and pipelines use (jaxlib's bindings expose no pass
+# descriptions; the options and defaults printed with them come from MLIR itself).
+_JAXLIB_SUMMARIES = {
+    "canonicalize": "MLIR's canonicalizer: folds and simplifies ops with their canonicalization patterns",
+    "cse": "common subexpression elimination",
+    "inline": "MLIR's inliner (does not inline func.call of StableHLO funcs; autopar-inline does)",
+    "symbol-dce": "erases private symbols (functions, meshes) that nothing refers to",
+    "symbol-privatize": "makes symbols private",
+    "topological-sort": "sorts ops of graph regions topologically",
+    "remove-dead-values": "removes values and arguments nothing uses",
+    "sccp": "sparse conditional constant propagation",
+    "sdy-propagation-pipeline": "Shardy's import, sharding propagation and export in one pipeline",
+    "sdy-import-pipeline": "Shardy's import steps (lift meshes, flatten calls, apply constraints)",
+    "sdy-export-pipeline": "Shardy's export steps (close shardings, insert explicit reshards)",
+    "sdy-close-shardings": "closes every open sdy.sharding dimension",
+    "sdy-populate-op-sharding-rules": "attaches Shardy's sharding rule (factors per operand/result) to ops",
+    "sdy-drop-sharding-rules": "removes the sharding rules sdy-populate-op-sharding-rules attached",
+    "sdy-insert-explicit-reshards": "inserts sdy.reshard where operand and op shardings disagree",
+    "sdy-reshard-to-collectives": "turns sdy.reshard into Shardy collectives",
+    "sdy-sharding-constraint-to-reshard": "turns sdy.sharding_constraint into sdy.reshard",
+    "sdy-remove-size-one-axes": "drops mesh axes of size one from meshes and shardings",
+    "sdy-flatten-call-graph": "gives every call its own copy of the callee",
+    "chlo-legalize-to-stablehlo": "rewrites CHLO ops (erf, square, top_k, ...) as StableHLO",
+    "stablehlo-refine-shapes": "refines dynamic shapes to static ones where inputs allow",
+    "stablehlo-legalize-to-vhlo": "StableHLO to its versioned form VHLO",
+    "vhlo-legalize-to-stablehlo": "VHLO back to StableHLO",
+}
+
+
 def describe_pass_text(argument: str) -> str:
     from autopar.passes import registry
 
     info = registry.lookup(argument)
+    if info is None and not argument.startswith("autopar-"):
+        return _describe_jaxlib_pass(argument)
     if info is None:
         raise PipelineError(f"unknown pass '{argument}' (autopar-opt --list-passes lists them)")
     body = [f"{info.argument}: {info.summary}", "", info.description, "", "Options:"]
@@ -180,6 +211,42 @@ def describe_pass_text(argument: str) -> str:
     if not info.options:
         body.append("  (none)")
     return "\n".join(body) + "\n"
+
+
+def _describe_jaxlib_pass(argument: str) -> str:
+    """A pass jaxlib registers: where it runs, how to write it in a pipeline, its options with defaults."""
+    from jaxlib.mlir import passmanager
+
+    from autopar import ir as air
+
+    if not argument or any(c in argument for c in "(){},= "):
+        raise PipelineError(f"'{argument}' is not a pass name (autopar-opt --list-passes lists them)")
+    for anchor, pipeline in (
+        ("builtin.module", f"builtin.module({argument})"),
+        ("func.func", f"builtin.module(func.func({argument}))"),
+    ):
+        try:
+            pm = passmanager.PassManager.parse(pipeline, context=air.context())
+        except ValueError as err:
+            if "does not refer to a registered pass" in str(err):
+                raise PipelineError(
+                    f"unknown pass '{argument}' (autopar-opt --list-passes lists them)"
+                ) from None
+            continue
+        summary = _JAXLIB_SUMMARIES.get(argument, "a pass registered by jaxlib (MLIR, Shardy or StableHLO)")
+        expanded = " ".join(str(pm)[len("builtin.module(") : -1].split())
+        where = (
+            "the whole module"
+            if anchor == "builtin.module"
+            else "each func.func, so nest it in func.func(...)"
+        )
+        return (
+            f"{argument}: {summary}\n\n"
+            f"Registered by jaxlib, not autopar; runs on {where}.\n"
+            f"In a pipeline: --pass-pipeline='{pipeline}'\n"
+            f"With every option at its default, it runs as:\n  {expanded}\n"
+        )
+    raise PipelineError(f"unknown pass '{argument}' (autopar-opt --list-passes lists them)")
 
 
 def _process(run: _Run) -> int:
@@ -305,20 +372,14 @@ def _with_reproducer(run: _Run, snapshot: bytes, elements, err: PassError) -> Pa
 
 
 def _save_failure_input(run: _Run, pass_name: str, text: bytes) -> Path:
+    """Writes the failing pass's input IR into a new temporary directory (never beside the input, which may
+    be a source tree, nor beside the output, which may be a device such as /dev/null)."""
     from autopar import ir as air
 
-    if run.args.output != "-":
-        anchor = Path(run.args.output)
-    elif run.args.input != "-":
-        anchor = Path(run.args.input)
-    else:
-        anchor = Path("stdin.mlir")
-    target = anchor.with_name(f"{anchor.stem}.before-{pass_name.replace('/', '_')}.mlir")
-    try:
-        air.write_atomically(target, text)
-    except OSError:
-        target = Path(os.getcwd()) / target.name
-        air.write_atomically(target, text)
+    stem = Path(run.args.input).stem if run.args.input != "-" else "stdin"
+    directory = Path(tempfile.mkdtemp(prefix="autopar-repro-"))
+    target = directory / f"{stem}.before-{pass_name.replace('/', '_')}.mlir"
+    air.write_atomically(target, text)
     return target
 
 

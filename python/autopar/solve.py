@@ -14,8 +14,14 @@ import sys
 from autopar.solver import StrategyProblem, solve
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str):  # exit code 1 like every other bad input (2 means "no solution")
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="autopar-solve", description=__doc__.splitlines()[2])
+    parser = _ArgumentParser(prog="autopar-solve", description=__doc__.splitlines()[2])
     parser.add_argument("problem", help="problem file (.json or .json.gz, contest format)")
     parser.add_argument("--time-limit", type=float, default=10.0, help="seconds (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

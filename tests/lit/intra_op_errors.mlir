@@ -12,7 +12,8 @@
 
 // BUDGET: error: pass 'autopar-intra-op' failed: memory-budget=10 bytes per device is below the 335872 bytes per device that every plan needs on mesh 8; raise the budget or use a bigger mesh
 // INFEASIBLE: error: pass 'autopar-intra-op' failed: no sharding plan satisfies the options
-// MESH: error: pass 'autopar-intra-op' failed: mesh '2x0' must have 1 to 3 axes of size >= 1 (like 8, 2x4 or 2x2x2)
+// MESH: autopar-opt: error: pass 'autopar-intra-op': mesh '2x0' must have 1 to 3 axes of size >= 1 (like 8, 2x4 or 2x2x2)
+// MESH-NOT: reproduce
 // MESH4: mesh '2x2x2x2' must have 1 to 3 axes
 // NAMES: axis-names 'a' names 1 axes, the mesh has 2
 // BETA: mesh-beta '1,2,3' gives 3 values for a 2-axis mesh (give 1 or 2)

@@ -49,6 +49,7 @@ After (num-layers=2):
         Option("num-layers", int, 0, "number of layers (0: only with hand-placed pipeline boundaries)"),
         Option("eps", float, 0.6, "a layer may have up to (1 + eps) times the mean layer FLOPs"),
     ],
+    check=lambda options: _check_options(options),
 )
 def cluster_layers(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
     fn = main_func(module_op)
@@ -59,3 +60,12 @@ def cluster_layers(module_op: ir.Operation, options: types.SimpleNamespace) -> N
         node.op.attributes[LAYER_ATTR] = ir.IntegerAttr.get(i64, layer)
         node.op.attributes[PART_ATTR] = ir.StringAttr.get(part, module_op.context)
     module_op.attributes[NUM_LAYERS_ATTR] = ir.IntegerAttr.get(i64, assignment.num_layers)
+
+
+def _check_options(options: types.SimpleNamespace) -> None:
+    if options.num_layers < 0:
+        raise ValueError(
+            f"num-layers must be >= 0 (0: hand-placed boundaries only), got {options.num_layers}"
+        )
+    if not options.eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {options.eps}")

@@ -8,6 +8,7 @@ every other element (canonicalize, cse, `func.func(...)`, sdy-*) is handed to ML
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 
 from jaxlib.mlir import ir, passmanager
@@ -144,15 +145,35 @@ def add_element(pm: passmanager.PassManager, element: Element) -> None:
         return
     if element.name.startswith("autopar-"):
         raise PipelineError(f"unknown pass '{element.name}' (autopar-opt --list-passes lists them)")
+    _refuse_nested_autopar_pass(element)
     try:
         pm.add(element.text)
     except ValueError as err:
         raise PipelineError(_one_line_mlir_pipeline_error(element, str(err))) from None
 
 
+def _refuse_nested_autopar_pass(element: Element) -> None:
+    """autopar's passes run on the whole module; `func.func(autopar-intra-op)` would hand MLIR a name it
+    does not know. Say where the pass belongs instead."""
+    open_paren = element.text.find("(")
+    if open_paren == -1 or not element.text.endswith(")"):
+        return
+    anchor = element.text[:open_paren].strip()
+    for part in split_top_level(element.text[open_paren + 1 : -1], "pipeline"):
+        inner = _parse_element(part) if part else None
+        if inner is not None and inner.info is not None:
+            raise PipelineError(
+                f"'{inner.name}' is a module-level pass: put it at the top level, "
+                f"builtin.module({inner.text}), not inside {anchor}(...)"
+            )
+        if inner is not None and "(" in inner.text:
+            _refuse_nested_autopar_pass(inner)
+
+
 def _one_line_mlir_pipeline_error(element: Element, message: str) -> str:
     if "does not refer to a registered pass" in message:
-        name = element.name.split("(")[0]
+        named = re.search(r"'([^']+)' does not refer to a registered pass", message)
+        name = named.group(1) if named else element.name.split("(")[0]
         return f"unknown pass '{name}' (autopar-opt --list-passes lists them)"
     lines = [ln.strip() for ln in message.splitlines() if ln.strip() and ln.strip() != "^"]
     detail = next((ln.split("error: ", 1)[1] for ln in lines if "error: " in ln), None)

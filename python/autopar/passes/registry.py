@@ -8,11 +8,12 @@ driver everything `--list-passes` prints and everything the pipeline parser need
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from autopar.errors import PipelineError
+from autopar.errors import PassError, PipelineError
 
 OptionType = type[int] | type[float] | type[str] | type[bool]
 
@@ -72,6 +73,9 @@ def _parse_scalar(kind: OptionType, text: str) -> Any:
 
 
 PassFunction = Callable[[Any, types.SimpleNamespace], None]
+# Checks the parsed options together (values that depend on each other, files they name); raises
+# PassError or ValueError with a one-line message. Runs when the pipeline is parsed, before any IR is read.
+OptionsCheck = Callable[[types.SimpleNamespace], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +88,7 @@ class PassInfo:
       description: user documentation with a before/after IR example.
       options: the declared options, in the order `--list-passes` shows them.
       run: the implementation, called with the `builtin.module` operation and the parsed options.
+      check: validates the parsed options as a whole when the pipeline is parsed (None: nothing to check).
     """
 
     argument: str
@@ -91,6 +96,7 @@ class PassInfo:
     description: str
     options: tuple[Option, ...]
     run: PassFunction
+    check: OptionsCheck | None = None
 
     def option(self, name: str) -> Option:
         for opt in self.options:
@@ -100,25 +106,54 @@ class PassInfo:
         raise PipelineError(f"pass '{self.argument}' has no option '{name}' (its options: {known})")
 
     def parse_options(self, assignments: Sequence[tuple[str, str]]) -> types.SimpleNamespace:
+        """Typed values of `assignments` over the defaults, checked one by one and then together; every
+        problem is a one-line PipelineError."""
         values = {opt.attr_name: opt.default for opt in self.options}
+        seen: set[str] = set()
         for key, text in assignments:
             opt = self.option(key)
+            if key in seen:
+                raise PipelineError(f"option '{key}' of pass '{self.argument}' is given twice")
+            seen.add(key)
+            self._check_separator(key, text)
             values[opt.attr_name] = opt.parse(text, self.argument)
-        return types.SimpleNamespace(**values)
+        options = types.SimpleNamespace(**values)
+        if self.check is not None:
+            try:
+                self.check(options)
+            except (PassError, ValueError) as err:
+                raise PipelineError(f"pass '{self.argument}': {err}") from None
+        return options
+
+    def _check_separator(self, key: str, text: str) -> None:
+        """`{mesh=2x4,time-limit=2}` reads as one value of `mesh`: say that options are space-separated."""
+        for match in re.finditer(r",\s*([A-Za-z][\w-]*)=", text):
+            if any(o.name == match.group(1) for o in self.options):
+                raise PipelineError(
+                    f"option '{key}' of pass '{self.argument}' got '{text}': separate options with spaces, "
+                    f"not commas ({self.argument}{{{key}={text[: match.start()]} "
+                    f"{text[match.start() + 1 :].lstrip()}}})"
+                )
 
 
 _REGISTRY: dict[str, PassInfo] = {}
 
 
 def register_pass(
-    *, argument: str, summary: str, description: str, options: Sequence[Option] = ()
+    *,
+    argument: str,
+    summary: str,
+    description: str,
+    options: Sequence[Option] = (),
+    check: OptionsCheck | None = None,
 ) -> Callable[[PassFunction], PassFunction]:
-    """Decorator declaring a pass. Re-registering the same argument replaces it (plugins reloading)."""
+    """Decorator declaring a pass. Re-registering the same argument replaces it (plugins reloading).
+    `check` validates the options together when a pipeline is parsed (see PassInfo)."""
     if not argument or any(c.isspace() or c in "(){},=" for c in argument):
         raise ValueError(f"invalid pass argument {argument!r}")
 
     def wrap(fn: PassFunction) -> PassFunction:
-        _REGISTRY[argument] = PassInfo(argument, summary, description.strip("\n"), tuple(options), fn)
+        _REGISTRY[argument] = PassInfo(argument, summary, description.strip("\n"), tuple(options), fn, check)
         return fn
 
     return wrap

@@ -21,6 +21,22 @@
 // RUN: not autopar-opt %s --load-pass-plugin=%t/broken_plugin.py 2>&1 | filecheck %s --check-prefix=PLUGIN-RAISES
 // RUN: not autopar-opt %s --no-such-flag 2>&1 | filecheck %s --check-prefix=FLAG
 // RUN: not autopar-opt %s --emit=pdf 2>&1 | filecheck %s --check-prefix=EMIT
+// Option values are checked when the pipeline is parsed: one line, no reproducer, nothing written.
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=2x4,time-limit=2})' -o %t/out 2>&1 | filecheck %s --check-prefix=COMMA
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=abc})' 2>&1 | filecheck %s --check-prefix=MESH-ABC
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=0x4})' 2>&1 | filecheck %s --check-prefix=MESH-ZERO
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=2x2x2x2})' 2>&1 | filecheck %s --check-prefix=MESH-FOUR
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{time-limit=0})' 2>&1 | filecheck %s --check-prefix=TIME-ZERO
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{time-limit=abc})' 2>&1 | filecheck %s --check-prefix=TIME-ABC
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{memory-budget=-1})' 2>&1 | filecheck %s --check-prefix=BUDGET
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{axis-names=x,x})' 2>&1 | filecheck %s --check-prefix=NAMES
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=2x4 mesh=4x2})' 2>&1 | filecheck %s --check-prefix=TWICE
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(func.func(autopar-intra-op))' 2>&1 | filecheck %s --check-prefix=NESTED
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(func.func(not-a-pass))' 2>&1 | filecheck %s --check-prefix=NESTED-UNKNOWN
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-inter-op{cluster=2x})' 2>&1 | filecheck %s --check-prefix=CLUSTER
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-inter-op{micro-batches=0})' 2>&1 | filecheck %s --check-prefix=MICRO
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=-1})' 2>&1 | filecheck %s --check-prefix=LAYERS
+// RUN: not autopar-opt %s --describe-pass=no-such-pass 2>&1 | filecheck %s --check-prefix=DESCRIBE
 // RUN: not test -e %t/out
 
 // MISSING: autopar-opt: error: {{.*}}missing.mlir: no such file
@@ -42,6 +58,22 @@
 // PLUGIN-RAISES: autopar-opt: error: cannot load pass plugin '{{.*}}broken_plugin.py': RuntimeError: plugin is broken
 // FLAG: autopar-opt: error: unrecognized arguments: --no-such-flag
 // EMIT: autopar-opt: error: argument --emit: invalid choice: 'pdf'
+// COMMA: autopar-opt: error: option 'mesh' of pass 'autopar-intra-op' got '2x4,time-limit=2': separate options with spaces, not commas (autopar-intra-op{mesh=2x4 time-limit=2})
+// COMMA-NOT: reproduce
+// MESH-ABC: autopar-opt: error: pass 'autopar-intra-op': mesh 'abc' is not a shape like 8, 2x4 or 2x2x2
+// MESH-ZERO: autopar-opt: error: pass 'autopar-intra-op': mesh '0x4' must have 1 to 3 axes of size >= 1
+// MESH-FOUR: autopar-opt: error: pass 'autopar-intra-op': mesh '2x2x2x2' must have 1 to 3 axes of size >= 1
+// TIME-ZERO: autopar-opt: error: pass 'autopar-intra-op': time-limit must be > 0 seconds, got 0.0
+// TIME-ABC: autopar-opt: error: option 'time-limit' of pass 'autopar-intra-op' expects float, got 'abc'
+// BUDGET: autopar-opt: error: pass 'autopar-intra-op': memory-budget must be >= 0 bytes (0 = none), got -1
+// NAMES: autopar-opt: error: pass 'autopar-intra-op': axis-names 'x,x' repeats a name
+// TWICE: autopar-opt: error: option 'mesh' of pass 'autopar-intra-op' is given twice
+// NESTED: autopar-opt: error: 'autopar-intra-op' is a module-level pass: put it at the top level, builtin.module(autopar-intra-op), not inside func.func(...)
+// NESTED-UNKNOWN: autopar-opt: error: unknown pass 'not-a-pass' (autopar-opt --list-passes lists them)
+// CLUSTER: autopar-opt: error: pass 'autopar-inter-op': cluster '2x' is not of the form HxD with positive H and D (e.g. 2x8)
+// MICRO: autopar-opt: error: pass 'autopar-inter-op': micro-batches must be >= 1, got 0
+// LAYERS: autopar-opt: error: pass 'autopar-cluster-layers': num-layers must be >= 0 (0: hand-placed boundaries only), got -1
+// DESCRIBE: autopar-opt: error: unknown pass 'no-such-pass' (autopar-opt --list-passes lists them)
 func.func public @main(%arg0: tensor<2xf32>) -> tensor<2xf32> {
   return %arg0 : tensor<2xf32>
 }

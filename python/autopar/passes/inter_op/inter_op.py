@@ -103,6 +103,7 @@ After (cluster=1x2 micro-batches=4):
         ),
         Option("remat", bool, False, "plan memory as if every layer were rematerialised (Alpa's use_remat)"),
     ],
+    check=lambda options: _check_options(options),
 )
 def inter_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
     with module_op.context, ir.Location.unknown():
@@ -147,6 +148,18 @@ def _read_layers(module_op: ir.Operation, graph: Graph) -> tuple[list[int], list
     if min(layer, default=0) < 0:
         raise PassError("autopar.layer must be >= 0", graph.nodes[layer.index(min(layer))].op.location)
     return layer, part, num_layers
+
+
+def _check_options(options: types.SimpleNamespace) -> None:
+    """Everything about the options that does not need the IR, checked when the pipeline is parsed."""
+    cluster = _cluster(options)
+    cluster_lib.parse_submeshes(options.submesh_shapes, cluster)
+    if options.num_stages < 0:
+        raise PassError(f"num-stages must be >= 0 (0: the DP chooses), got {options.num_stages}")
+    if not options.stage_cost_time_limit > 0:
+        raise PassError(f"stage-cost-time-limit must be > 0 seconds, got {options.stage_cost_time_limit}")
+    if not options.stage_imbalance_tolerance >= 0:
+        raise PassError(f"stage-imbalance-tolerance must be >= 0, got {options.stage_imbalance_tolerance}")
 
 
 def _cluster(options: types.SimpleNamespace) -> cluster_lib.Cluster:

@@ -83,6 +83,7 @@ OPTIONS = [
     summary="Shard @main over a device mesh by solving Alpa's intra-op strategy ILP; write Shardy shardings",
     description=DESCRIPTION,
     options=OPTIONS,
+    check=config_lib.from_options,
 )
 def intra_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
     start = time.perf_counter()
