@@ -5,7 +5,7 @@ For every model it also evaluates the grid of hand-written plan families (famili
 Megatron tensor parallel, data x tensor per axis, ZeRO-2, ZeRO-3) under the same cost model: autopar's
 objective must never be worse than the best of them (the pass warm-starts from that best plan).
 
-    PYTHONPATH=python python benchmarks/intra_op.py [--models 125M,350M] [--meshes 1x8,2x4] [--time-limit 4]
+    python benchmarks/intra_op.py [--models 125M,350M] [--meshes 1x8,2x4] [--planning-budget 4]
 """
 
 from __future__ import annotations
@@ -54,14 +54,20 @@ def _mark(module, main, num_params: int) -> None:
         main.attributes["arg_attrs"] = ir.ArrayAttr.get(attrs)
 
 
-def plan(main, options: dict, time_limit: float):
+def plan(main, options: dict, budget: float):
     start = time.perf_counter()
     g = graph_lib.read_function(main)
-    config = config_lib.from_options({**options, "time_limit": time_limit})
+    config = config_lib.from_options({**options, "planning_budget": budget})
     prob = problem_lib.build(g, config)
     built = time.perf_counter()
     sol = solve_lib.solve(
-        prob, usage_limit=None, time_limit=time_limit, solver="auto", graph=g, config=config
+        prob,
+        usage_limit=None,
+        budget=budget,
+        time_limit=config.time_limit,
+        solver="auto",
+        graph=g,
+        config=config,
     )
     done = time.perf_counter()
     return g, prob, config, sol, built - start, done - built
@@ -74,7 +80,9 @@ def main() -> None:
     parser.add_argument("--models", default="125M,350M,760M,1.3B,2.6B")
     parser.add_argument("--meshes", default="1x8,2x4")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--time-limit", type=float, default=4.0)
+    parser.add_argument(
+        "--planning-budget", type=float, default=config_lib.DEFAULT_PLANNING_BUDGET, help="counted seconds"
+    )
     args = parser.parse_args()
     print(
         "| model | mesh | ops | strategies | edges | build s | solve s | total s | objective s | bound s "
@@ -86,7 +94,7 @@ def main() -> None:
         _, _, main_op = lower_gpt(name, args.batch)
         lower_s = time.perf_counter() - t0
         for mesh in args.meshes.split(","):
-            g, prob, config, sol, build_s, solve_s = plan(main_op, {"mesh": mesh}, args.time_limit)
+            g, prob, config, sol, build_s, solve_s = plan(main_op, {"mesh": mesh}, args.planning_budget)
             family, family_name = _best_family(g, prob, config)
             fam = f"{family:.4g} ({family_name})"
             if sol.cost > family * (1 + 1e-9):

@@ -83,7 +83,8 @@ def plan(args: argparse.Namespace) -> dict:
         memory_per_device=args.memory_gib,
         device_tflops=100.0,
         stage_cost=args.stage_cost,
-        stage_cost_time_limit=args.time_limit,
+        stage_cost_budget=args.stage_cost_budget,
+        stage_cost_time_limit=30.0,
         stage_cost_solver=args.stage_cost_solver,
         remat=args.remat,
     )
@@ -154,7 +155,9 @@ def main() -> None:
     parser.add_argument("--micro-batches", type=int, default=64)
     parser.add_argument("--memory-gib", type=float, default=16.0)
     parser.add_argument("--stage-cost", choices=("intra-op", "analytic"), default="intra-op")
-    parser.add_argument("--time-limit", type=float, default=1.0, help="solver seconds per intra-op estimate")
+    parser.add_argument(
+        "--stage-cost-budget", type=float, default=1.0, help="counted seconds per intra-op estimate"
+    )
     parser.add_argument(
         "--stage-cost-solver",
         choices=("auto", "ilp", "heuristic"),

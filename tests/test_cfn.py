@@ -229,3 +229,65 @@ def test_restricted_phase_keeps_feasible_improvements_only() -> None:
         assert results[0] == results[1]  # deterministic
         checked += 1
     assert checked >= 10
+
+
+def seconds_problem(rng: np.random.Generator, n: int, forbid: float = 0.1) -> StrategyProblem:
+    """A problem without a usage limit whose costs are seconds (1e-6 .. 1e-3), as the intra-op pass makes."""
+    p = random_problem(rng, n=n, tight=1.0, forbid=forbid)
+    a = p.arrays()
+    off, eoff = a["strategy_offset"], a["edge_offset"]
+    node = np.where(a["node_cost"] >= 1e18, 1e18, a["node_cost"] * 1.37e-5 + 1e-6)
+    edge = np.where(a["edge_cost"] >= 1e18, 1e18, a["edge_cost"] * 2.9e-6)
+    intervals = np.stack([a["interval_start"], a["interval_end"]], axis=1)
+    return StrategyProblem.from_arrays(
+        intervals,
+        [node[off[i] : off[i + 1]] for i in range(p.num_nodes)],
+        [a["node_usage"][off[i] : off[i + 1]] for i in range(p.num_nodes)],
+        np.stack([a["edge_u"], a["edge_v"]], axis=1),
+        [edge[eoff[e] : eoff[e + 1]] for e in range(p.num_edges)],
+        usage_limit=None,
+    )
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_costs_in_seconds_are_scaled_not_rounded_away(seed: int) -> None:
+    # toulbar2 counts integers: costs of 1e-5 s rounded as they are would all be 0.
+    rng = np.random.default_rng(100 + seed)
+    p = seconds_problem(rng, n=int(rng.integers(5, 8)))
+    expected = brute_force(p)
+    if expected is None:
+        pytest.skip("no finite-cost solution")
+    cfn = PricedCfn(p._core)
+    assert cfn.scale > 1e6 and cfn.unit == pytest.approx(1 / cfn.scale)
+    result = cfn.solve(None, None, backtrack_limit=100_000, time_limit=30)
+    assert result.solution is not None and result.optimal
+    assert p.evaluate(result.solution)[0] == pytest.approx(expected, rel=1e-9)
+    assert abs(result.value - expected) <= cfn.rounding
+    assert result.dual_bound - cfn.rounding <= expected
+    # The solver proves the same optimum and claims "optimal" only with a bound that meets it.
+    sol = solve(p, time_limit=30, budget=2.0)
+    assert sol.cost == pytest.approx(expected, rel=1e-9)
+    if sol.status == "optimal":
+        assert sol.lower_bound >= sol.cost * (1 - 1e-9)
+
+
+def test_conditional_domains_rank_by_node_plus_neighbour_edge_costs() -> None:
+    rng = np.random.default_rng(7)
+    p = seconds_problem(rng, n=7, forbid=0.0)
+    cfn = PricedCfn(p._core)
+    a = p.arrays()
+    off, eoff = a["strategy_offset"], a["edge_offset"]
+    x = first_finite(p)
+    other = np.zeros(p.num_nodes, np.int64)
+    domains = cfn.conditional_domains(x, [other], cheapest=1)
+    for i in range(p.num_nodes):
+        conditional = a["node_cost"][off[i] : off[i + 1]].copy()
+        for e in range(p.num_edges):
+            u, v = int(a["edge_u"][e]), int(a["edge_v"][e])
+            table = a["edge_cost"][eoff[e] : eoff[e + 1]].reshape(off[u + 1] - off[u], off[v + 1] - off[v])
+            if u == i:
+                conditional += table[:, x[v]]
+            if v == i:
+                conditional += table[x[u], :]
+        best = int(np.argmin(conditional))
+        assert set(domains[i].tolist()) == {int(x[i]), 0, best}

@@ -237,8 +237,8 @@ def test_intra_op_stage_costs_solve_each_distinct_layer_and_mesh_once(data):
         _, free = classify_parts(graph)
         modules = intra_op_costs.layer_modules(graph, layer, part, free, num_layers)
         intra_op_costs.clear_cache()
-        times, stats = intra_op_costs.layer_times(modules, meshes, cluster, 1.0)
-        again, stats_again = intra_op_costs.layer_times(modules, meshes, cluster, 1.0)
+        times, stats = intra_op_costs.layer_times(modules, meshes, cluster, 1.0, 30.0)
+        again, stats_again = intra_op_costs.layer_times(modules, meshes, cluster, 1.0, 30.0)
     # (n, 1) and (1, n) are one problem: 4 distinct meshes per distinct layer; the middle layers are equal.
     assert 2 <= stats["distinct_layers"] < num_layers
     assert stats["solves"] == 4 * stats["distinct_layers"]

@@ -40,9 +40,14 @@ def _mark(module, batch_args, parameter_args):
     return main
 
 
+# The graphs keep their ops (for locations), so the modules they were read from must stay alive.
+_MODULES = []
+
+
 def _gpt_problem(mesh: str, layers: int = 2, **options):
     cfg = gpt.GPTConfig("toy", 64, 128, layers, 4, 256, batch=8)
     module = aio.lower(gpt.make_train_step(cfg), gpt.abstract_params(cfg), *gpt.abstract_batch(cfg))
+    _MODULES.append(module)
     passes.run(module, "builtin.module(autopar-inline)")
     num_params = len(jax.tree.leaves(gpt.abstract_params(cfg)))
     main = _mark(module, (num_params, num_params + 1), tuple(range(num_params)))
@@ -103,7 +108,9 @@ def test_objective_is_never_worse_than_any_family(mesh):
     grid = families.plans(g, prob, config, core, None)
     assert len(grid) == len(families.family_roles(config)) and all(f.feasible for f in grid)
     for solver in ("auto", "heuristic"):
-        sol = solve.solve(prob, usage_limit=None, time_limit=2.0, solver=solver, graph=g, config=config)
+        sol = solve.solve(
+            prob, usage_limit=None, budget=2.0, time_limit=60.0, solver=solver, graph=g, config=config
+        )
         assert sol.cost == pytest.approx(prob.objective(sol.strategies), rel=1e-9)
         for f in grid:
             assert sol.cost <= f.cost * (1 + 1e-9), (solver, f.name, sol.cost, f.cost)
@@ -114,7 +121,9 @@ def test_search_cut_short_falls_back_to_the_best_family():
     g, prob, config = _gpt_problem("2x4", layers=4)
     core = solve.to_solver_problem(prob, None)
     best = families.best(families.plans(g, prob, config, core, None))
-    sol = solve.solve(prob, usage_limit=None, time_limit=0.01, solver="heuristic", graph=g, config=config)
+    sol = solve.solve(
+        prob, usage_limit=None, budget=0.01, time_limit=0.01, solver="heuristic", graph=g, config=config
+    )
     assert best is not None and sol.cost <= best.cost * (1 + 1e-9)
     if sol.status != "optimal":
         assert "family" in sol.message or sol.cost < best.cost
@@ -127,7 +136,9 @@ def test_family_respects_the_memory_budget():
     budget = dp.peak_memory - 1  # data parallel (replicated weights) no longer fits
     limited = solve.to_solver_problem(prob, budget)
     assert not families.plan(g, prob, config, ("data",), limited, budget).feasible
-    sol = solve.solve(prob, usage_limit=budget, time_limit=2.0, solver="auto", graph=g, config=config)
+    sol = solve.solve(
+        prob, usage_limit=budget, budget=2.0, time_limit=60.0, solver="auto", graph=g, config=config
+    )
     assert sol.feasible and sol.peak_memory <= budget
     assert np.isfinite(sol.cost)
 

@@ -250,3 +250,17 @@ def test_memory_pricing_finds_feasible_solutions_and_raises_the_price_while_over
     if out.best is not None:
         cost, _, ok = p.evaluate(out.best)
         assert ok and cost < h["cost"]
+
+
+def test_budget_not_the_clock_decides_and_initial_warm_starts() -> None:
+    rng = np.random.default_rng(11)
+    p = random_problem(rng, n=40, tight=2.0)  # the limit never binds
+    runs = [solve(p, time_limit=60.0, budget=0.5, seed=1) for _ in range(2)]
+    assert runs[0].strategies.tolist() == runs[1].strategies.tolist() and not runs[0].clock_cut
+    start = runs[0].strategies
+    warm = solve(p, time_limit=60.0, budget=0.01, seed=1, max_rounds=0, exact=False, initial=start)
+    assert warm.cost <= runs[0].cost
+    with pytest.raises(ValueError, match="budget must be > 0"):
+        solve(p, budget=0.0)
+    with pytest.raises(ValueError, match="initial: expected 40 strategies"):
+        solve(p, initial=[0, 1])

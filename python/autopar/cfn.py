@@ -13,8 +13,10 @@ priced optimum over a few strategies per node (solver.py, `_price_memory_restric
     cfn = PricedCfn(problem._core)
     result = cfn.solve(node_price, upper_bound=value_of_incumbent, backtrack_limit=20_000)
 
-Costs are rounded to integers (toulbar2's costs are integers): the IOPDDL costs are in the millions and
-above, and every solution is re-evaluated exactly by the core afterwards.
+Costs are rounded to integers (toulbar2's costs are integers). The IOPDDL costs are integers in the millions
+and above and are taken as they are; any other problem (the intra-op pass's costs are seconds) is scaled so
+that its cost tables span about 1e14 units first (`scale`). Every value in and out of this class is in the
+problem's own units, and every solution is re-evaluated exactly by the core afterwards.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ _FORBIDDEN = 1e17  # costs at or above this are forbidden (the contest's 10^18)
 # toulbar2 counts costs in 64-bit integers below its MAX_COST (5.1e17); measured, posting tables whose
 # costs add up to 1e16 already raised Contradiction. Networks beyond this are not built.
 _MAX_TOTAL_COST = 1e15
+# The span non-integral costs are scaled to: a tenth of the range toulbar2 counts, so that rounding each
+# entry to an integer changes a table by at most 5e-15 of the whole span.
+_SCALED_SPAN = 1e14
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,10 @@ class PricedCfn:
         # The problem's validation rejects self-edges, so every edge is a binary cost function.
         self._edge_u, self._edge_v = a["edge_u"], a["edge_v"]
         self._edge_offset = a["edge_offset"]
-        self._edge_cost = np.where(a["edge_cost"] >= _FORBIDDEN, np.inf, np.round(a["edge_cost"]))
+        self.scale = _integer_scale(self._node_cost, a["strategy_offset"], a["edge_cost"], a["edge_offset"])
+        self._edge_cost_exact = np.where(a["edge_cost"] >= _FORBIDDEN, np.inf, a["edge_cost"])
+        edge_cost = a["edge_cost"] * self.scale
+        self._edge_cost = np.where(a["edge_cost"] >= _FORBIDDEN, np.inf, np.round(edge_cost))
         eo = self._edge_offset
         self._edges = [
             (u, v, self._edge_cost[eo[e] : eo[e + 1]].tolist())
@@ -78,16 +86,30 @@ class PricedCfn:
         self.num_table_entries = int(len(a["edge_cost"]) + len(self._node_cost))
         self._edge_range = _segment_spread(self._edge_cost, eo)
 
+    @property
+    def unit(self) -> float:
+        """One integer step of the costs toulbar2 sees, in the problem's units."""
+        return 1.0 / self.scale
+
+    @property
+    def rounding(self) -> float:
+        """A bound on how far the rounded cost of any solution is from its exact cost (problem's units)."""
+        return (1.0 + 0.5 * (self.num_nodes + len(self._edge_u))) * self.unit
+
     def priced_costs(self, node_price: np.ndarray | None) -> np.ndarray:
-        """Node costs plus price x usage per strategy (forbidden strategies stay forbidden)."""
+        """Node costs plus price x usage per strategy (forbidden strategies stay forbidden), scaled and
+        rounded as toulbar2 sees them."""
         cost = self._node_cost
         if node_price is not None:
             per_strategy = np.repeat(np.asarray(node_price, np.float64), np.diff(self._offset))
             cost = cost + per_strategy * self._usage
-        return np.where(self._node_cost >= _FORBIDDEN, np.inf, np.round(cost))
+        return np.where(self._node_cost >= _FORBIDDEN, np.inf, np.round(cost * self.scale))
 
     def value(self, solution: np.ndarray, node_price: np.ndarray | None) -> float:
-        """The priced cost of `solution` with the rounded costs toulbar2 sees."""
+        """The priced cost of `solution` with the rounded costs toulbar2 sees (problem's units)."""
+        return self._scaled_value(solution, node_price) * self.unit
+
+    def _scaled_value(self, solution: np.ndarray, node_price: np.ndarray | None) -> float:
         x = np.asarray(solution, dtype=np.int64)
         node = self.priced_costs(node_price)[self._offset[:-1] + x].sum()
         width = self._offset[self._edge_v + 1] - self._offset[self._edge_v]
@@ -109,6 +131,44 @@ class PricedCfn:
             domains.append(np.unique(np.concatenate([chosen[i], low])))
         return domains
 
+    def conditional_domains(
+        self, solution: np.ndarray, solutions: list[np.ndarray], cheapest: int
+    ) -> list[np.ndarray]:
+        """Per node, the strategies any of `solutions` (and `solution`) uses plus its `cheapest` strategies by
+        conditional cost: its node cost plus the edge costs to its neighbours' strategies in `solution`
+        (ties to the lower index), sorted. Unlike node costs alone, these see the communication a strategy
+        causes where it stands, so a restricted solve over them is a strong neighbourhood of `solution`."""
+        x = np.asarray(solution, dtype=np.int64)
+        offset, edge_offset = self._offset, self._edge_offset
+        u, v = self._edge_u, self._edge_v
+        width_u, width_v = offset[u + 1] - offset[u], offset[v + 1] - offset[v]
+        conditional = self._node_cost.astype(np.float64, copy=True)
+        # Row x[u] of each edge table adds to v's strategies, column x[v] to u's.
+        rows_start = edge_offset[:-1] + x[u] * width_v
+        self._add_segments(conditional, offset[v], rows_start, width_v, 1)
+        self._add_segments(conditional, offset[u], edge_offset[:-1] + x[v], width_u, width_v)
+        conditional = np.where(self._node_cost >= _FORBIDDEN, np.inf, conditional)
+        chosen = np.stack([x] + [np.asarray(y, dtype=np.int64) for y in solutions], axis=1)
+        domains = []
+        for i in range(self.num_nodes):
+            c = conditional[offset[i] : offset[i + 1]]
+            low = np.argsort(c, kind="stable")[:cheapest]
+            domains.append(np.unique(np.concatenate([chosen[i], low])))
+        return domains
+
+    def _add_segments(
+        self, target: np.ndarray, target_start: np.ndarray, source_start: np.ndarray, length: np.ndarray, step
+    ) -> None:
+        """target[target_start[e] + j] += edge_cost[source_start[e] + j * step[e]] for j < length[e]."""
+        total = int(length.sum())
+        if total == 0:
+            return
+        edge = np.repeat(np.arange(len(length)), length)
+        j = np.arange(total) - np.repeat(np.cumsum(length) - length, length)
+        step = np.broadcast_to(np.asarray(step, dtype=np.int64), length.shape)
+        values = self._edge_cost_exact[source_start[edge] + j * step[edge]]
+        np.add.at(target, target_start[edge] + j, values)
+
     def table_entries(self, domains: list[np.ndarray] | None) -> int:
         """Cost table entries of the network over `domains` (None: every strategy)."""
         if domains is None:
@@ -126,10 +186,10 @@ class PricedCfn:
         domains: list[np.ndarray] | None = None,
     ) -> CfnResult:
         """Minimises the priced cost; only solutions strictly below `upper_bound` count (give the priced
-        value of a known finite-cost solution: it also keeps forbidden strategies out). `domains` (sorted
-        strategy indices per node, see restricted_domains) restricts every node to its listed strategies:
-        the optimum over all combinations of them, which toulbar2 closes where the full network does
-        not."""
+        value of a known finite-cost solution plus `unit`: it also keeps forbidden strategies out).
+        `domains` (sorted strategy indices per node, see restricted_domains) restricts every node to its
+        listed strategies: the optimum over all combinations of them, which toulbar2 closes where the full
+        network does not."""
         import pytoulbar2  # imported here: only this phase needs it
 
         began = time.perf_counter()
@@ -140,6 +200,8 @@ class PricedCfn:
             raise ValueError(f"domains: expected one per node ({self.num_nodes}), got {len(domains)}")
         # Reseeds toulbar2's generator: it otherwise carries over between solves (not reproducible).
         pytoulbar2.pytb2.init()
+        if upper_bound is not None:
+            upper_bound = float(np.round(upper_bound * self.scale))
         cfn = pytoulbar2.CFN(ubinit=upper_bound, verbose=-1, seed=int(seed) % (2**31))
         cfn.Option.backtrackLimit = int(backtrack_limit)
         with native_output.captured():
@@ -158,13 +220,15 @@ class PricedCfn:
         seconds = time.perf_counter() - began
         clock_cut = backtracks < backtrack_limit and seconds >= time_limit
         if result is None:
-            return CfnResult(None, None, float(dual), False, backtracks, clock_cut, seconds)
+            return CfnResult(None, None, float(dual) * self.unit, False, backtracks, clock_cut, seconds)
         solution = np.asarray(result[0], dtype=np.int64)
         if domains is not None:
             solution = np.array([d[k] for d, k in zip(domains, solution.tolist(), strict=True)], np.int64)
         value = float(result[1])
         optimal = dual >= value - 0.5
-        return CfnResult(solution, value, float(dual), optimal, backtracks, clock_cut, seconds)
+        return CfnResult(
+            solution, value * self.unit, float(dual) * self.unit, optimal, backtracks, clock_cut, seconds
+        )
 
     def _post_full(self, cfn, costs: np.ndarray) -> None:
         offset = self._offset
@@ -185,6 +249,19 @@ class PricedCfn:
             width = offset[v + 1] - offset[v]
             table = self._edge_cost[edge_offset[e] : edge_offset[e + 1]].reshape(-1, width)
             cfn.AddFunction([u, v], table[np.ix_(domains[u], domains[v])].ravel().tolist())
+
+
+def _integer_scale(
+    node_cost: np.ndarray, node_offset: np.ndarray, edge_cost: np.ndarray, edge_offset: np.ndarray
+) -> float:
+    """1 when every finite cost is an integer (the contest's problems), else the factor that makes the cost
+    tables span _SCALED_SPAN units."""
+    finite = np.concatenate([node_cost[node_cost < _FORBIDDEN], edge_cost[edge_cost < _FORBIDDEN]])
+    if np.all(finite == np.round(finite)):
+        return 1.0
+    span = _segment_spread(np.where(node_cost < _FORBIDDEN, node_cost, np.inf), node_offset)
+    span += _segment_spread(np.where(edge_cost < _FORBIDDEN, edge_cost, np.inf), edge_offset)
+    return _SCALED_SPAN / span if span > 0 else 1.0
 
 
 def _segment_spread(values: np.ndarray, offsets: np.ndarray) -> float:

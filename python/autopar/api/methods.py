@@ -29,7 +29,9 @@ class AutoShardingOption:
       allow_replicated_parameters: let the solver keep parameters replicated.
       memory_budget: bytes per device the plan may use; None = the pass's default (unlimited).
       solver: the pass's solver choice; None = the pass's default.
-      time_limit: solver time limit in seconds; None = the pass's default.
+      planning_budget: counted planning work in seconds of a 2-core machine (the plan depends only on it);
+        None = the pass's default (4).
+      time_limit: wall-clock safety cap on planning in seconds; None = the pass's default (60).
       mesh_alpha, mesh_beta: per-mesh-axis latency (s) and inverse bandwidth (s/byte); None = defaults.
       device_flops, device_memory_bandwidth: one device's FLOP/s and memory bytes/s; None = defaults.
       cluster_profile: a JSON file overriding device and mesh costs; None = none.
@@ -44,6 +46,7 @@ class AutoShardingOption:
     allow_replicated_parameters: bool = True
     memory_budget: int | None = None
     solver: str | None = None
+    planning_budget: float | None = None
     time_limit: float | None = None
     mesh_alpha: tuple[float, ...] | None = None
     mesh_beta: tuple[float, ...] | None = None
@@ -60,6 +63,8 @@ class AutoShardingOption:
             )
         if self.time_limit is not None and self.time_limit <= 0:
             raise ValueError(f"time_limit={self.time_limit!r}: give a positive number of seconds")
+        if self.planning_budget is not None and self.planning_budget <= 0:
+            raise ValueError(f"planning_budget={self.planning_budget!r}: give a positive number of seconds")
 
     def pass_options(self, mesh_shape: tuple[int, ...], axis_names: tuple[str, ...]) -> list[tuple[str, str]]:
         """The `autopar-intra-op{...}` options, in a fixed order (same plan -> same pipeline text)."""
@@ -94,6 +99,8 @@ class AutoShardingOption:
             options.append(("memory-budget", str(int(self.memory_budget))))
         if self.solver is not None:
             options.append(("solver", self.solver))
+        if self.planning_budget is not None:
+            options.append(("planning-budget", repr(float(self.planning_budget))))
         if self.time_limit is not None:
             options.append(("time-limit", repr(float(self.time_limit))))
         if self.mesh_alpha is not None:

@@ -92,7 +92,13 @@ After (cluster=1x2 micro-batches=4):
             "intra-op: autopar.passes.intra_op.estimate per layer and logical mesh; analytic: the fast model",
             choices=("intra-op", "analytic"),
         ),
-        Option("stage-cost-time-limit", float, 1.0, "solver seconds per intra-op estimate"),
+        Option(
+            "stage-cost-budget",
+            float,
+            1.0,
+            "counted planning work per intra-op estimate, in seconds of a 2-core machine",
+        ),
+        Option("stage-cost-time-limit", float, 30.0, "wall-clock safety cap per intra-op estimate"),
         Option(
             "stage-cost-solver",
             str,
@@ -158,6 +164,8 @@ def _check_options(options: types.SimpleNamespace) -> None:
         raise PassError(f"num-stages must be >= 0 (0: the DP chooses), got {options.num_stages}")
     if not options.stage_cost_time_limit > 0:
         raise PassError(f"stage-cost-time-limit must be > 0 seconds, got {options.stage_cost_time_limit}")
+    if not options.stage_cost_budget > 0:
+        raise PassError(f"stage-cost-budget must be > 0 seconds, got {options.stage_cost_budget}")
     if not options.stage_imbalance_tolerance >= 0:
         raise PassError(f"stage-imbalance-tolerance must be >= 0, got {options.stage_imbalance_tolerance}")
 
@@ -246,6 +254,7 @@ def intra_op_layer_times(
         modules,
         meshes,
         cluster,
+        options.stage_cost_budget,
         options.stage_cost_time_limit,
         getattr(options, "stage_cost_solver", "auto"),
     )

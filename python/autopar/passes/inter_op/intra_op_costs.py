@@ -87,7 +87,7 @@ def mesh_solver(canonical: tuple, stage_cost_solver: str) -> str:
     return "auto" if len(canonical) <= 1 else "heuristic"
 
 
-# Process-wide: (layer hash, canonical mesh, device FLOP/s, time limit, solver) -> seconds. Planning the
+# Process-wide: (layer hash, canonical mesh, device FLOP/s, planning budget, solver) -> seconds. Planning the
 # same model again (other cluster shapes, micro-batch counts, parallelize retracing) reuses every solve.
 _CACHE: dict[tuple, float] = {}
 _CACHE_LIMIT = 1 << 16
@@ -102,6 +102,7 @@ def layer_times(
     modules: list[ir.Module],
     meshes: list[MeshKey],
     cluster: Cluster,
+    budget: float,
     time_limit: float,
     solver: str = "auto",
 ) -> tuple[np.ndarray, dict[str, float]]:
@@ -124,7 +125,7 @@ def layer_times(
         planning = None
         for mesh, canon in zip(meshes, canonical, strict=True):
             chosen = mesh_solver(canon, solver)
-            cache_key = (key, canon, cluster.device_flops, time_limit, chosen)
+            cache_key = (key, canon, cluster.device_flops, budget, chosen)
             if cache_key in _CACHE:
                 hits += 1
                 continue
@@ -136,6 +137,7 @@ def layer_times(
                 device_flops=cluster.device_flops,
                 mesh_alpha=alpha,
                 mesh_beta=beta,
+                planning_budget=budget,
                 time_limit=time_limit,
                 solver=chosen,
             )
@@ -147,7 +149,7 @@ def layer_times(
         if key:
             for m, canon in enumerate(canonical):
                 chosen = mesh_solver(canon, solver)
-                times[lay, m] = _CACHE[(key, canon, cluster.device_flops, time_limit, chosen)]
+                times[lay, m] = _CACHE[(key, canon, cluster.device_flops, budget, chosen)]
     stats = {
         "distinct_layers": float(len(distinct)),
         "solves": float(solves),

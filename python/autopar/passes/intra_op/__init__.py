@@ -8,6 +8,7 @@ costs every layer on every logical mesh of the cluster).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import types
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ from autopar.errors import PassError
 from autopar.passes.intra_op import config as config_lib
 from autopar.passes.intra_op import emit, graph, problem, solve
 from autopar.passes.registry import Option, register_pass
+
+log = logging.getLogger("autopar")
 
 DESCRIPTION = """
 Chooses how every tensor of `@main` is sharded over a logical device mesh of 1 to 3 axes, minimising
@@ -33,6 +36,10 @@ Writes `sdy.mesh @mesh`, `sdy.sharding` on @main's arguments and results, `sdy.s
 results whose layout the plan decides, `mhlo.num_partitions`, and the module attributes
 `autopar.mesh_shape`, `autopar.objective` (seconds), `autopar.lower_bound`, `autopar.solver_status`,
 `autopar.peak_memory` (bytes per device).
+
+Planning stops on counted work (`planning-budget`), so the same module and options give the same plan on
+any machine and under any load. `time-limit` only caps the wall clock: when it stops a phase first, the
+module gets `autopar.clock_cut` and a one-line warning is logged (the plan may then differ between runs).
 
 Before (mesh=1x8):
   func.func public @main(%arg0: tensor<64x256xf32> {autopar.batch}, %arg1: tensor<256x256xf32>)
@@ -65,7 +72,18 @@ OPTIONS = [
     Option("cluster-profile", str, "", "JSON file overriding device and mesh costs (see docs/intra_op.md)"),
     Option("memory-budget", int, 0, "bytes per device the plan may keep live at once; 0 = no limit"),
     Option("solver", str, "auto", "auto, ilp or heuristic", choices=config_lib.SOLVERS),
-    Option("time-limit", float, 4.0, "seconds for planning: building the problem and solving it"),
+    Option(
+        "planning-budget",
+        float,
+        config_lib.DEFAULT_PLANNING_BUDGET,
+        "planning work in seconds of a 2-core machine, counted (not timed): the plan depends only on it",
+    ),
+    Option(
+        "time-limit",
+        float,
+        config_lib.DEFAULT_TIME_LIMIT,
+        "wall-clock safety cap on planning; when it cuts, the module gets autopar.clock_cut",
+    ),
     Option("force-data-parallel", bool, False, "shard every batch dim over all mesh axes"),
     Option("force-batch-dim-to-mesh-dim", int, -1, "shard every batch dim over this mesh axis (-1 = off)"),
     Option("allow-all-gather", bool, True, "allow reshards that all-gather"),
@@ -96,6 +114,13 @@ def intra_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
         prob = problem.build(g, config)
         solution = _solve_or_explain(g, prob, _with_solve_time_left(config, start))
         emit.write_plan(module_op, g, prob, solution, config.mesh, prob.remarks)
+        if solution.clock_cut:
+            log.warning(
+                "autopar-intra-op: time-limit=%g s stopped planning before planning-budget=%g s of work "
+                "was done (a slow or loaded machine); this plan may differ between runs",
+                config.time_limit,
+                config.planning_budget,
+            )
     finally:
         if added_rules:
             _drop_rules(module_op)
@@ -131,6 +156,7 @@ class PlanningGraph:
         solution = solve.solve(
             prob,
             usage_limit=config.memory_budget or None,
+            budget=config.planning_budget,
             time_limit=config.time_limit,
             solver=config.solver,
             graph=self.graph,
@@ -164,8 +190,8 @@ def estimate_many(
 
 
 def _with_solve_time_left(config: config_lib.PlanConfig, start: float) -> config_lib.PlanConfig:
-    """`time-limit` bounds the whole plan (users budget planning, not solving); the solver gets what
-    building the problem left, but never less than a tenth of the limit."""
+    """`time-limit` caps the whole plan's wall time: the solver's cap is what building the problem left,
+    but never less than a tenth of the limit."""
     left = max(config.time_limit - (time.perf_counter() - start), 0.1 * config.time_limit)
     return dataclasses.replace(config, time_limit=left)
 
@@ -181,6 +207,7 @@ def _solve_or_explain(g: graph.Graph, prob: problem.Problem, config: config_lib.
     solution = solve.solve(
         prob,
         usage_limit=budget or None,
+        budget=config.planning_budget,
         time_limit=config.time_limit,
         solver=config.solver,
         graph=g,

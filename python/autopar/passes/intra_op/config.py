@@ -12,6 +12,11 @@ from autopar.errors import PassError
 
 _AXIS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SOLVERS = ("auto", "ilp", "heuristic")
+# Counted planning work per plan, in seconds of a 2-core machine. Chosen on benchmarks/default_budget.py:
+# every test model on 1-, 2- and 3-axis meshes plans within 5 % of its proven optimum (docs/intra_op.md).
+DEFAULT_PLANNING_BUDGET = 4.0
+# The wall-clock cap: only a machine 15x slower than the budget assumes (or as loaded) reaches it.
+DEFAULT_TIME_LIMIT = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,8 +26,10 @@ class PlanConfig:
     Attributes:
       mesh: the logical mesh and its cost model.
       memory_budget: bytes per device, 0 = unlimited.
-      solver: 'auto' (exact with a time limit, falling back to the best feasible), 'ilp', 'heuristic'.
-      time_limit: seconds for planning (building the problem and solving it).
+      solver: 'auto' (exact within the budget, falling back to the best feasible), 'ilp', 'heuristic'.
+      planning_budget: seconds of counted planning work (solver rounds, backtracks, nodes at rates measured
+        on a 2-core machine): the plan depends on it, never on the clock or the machine's load.
+      time_limit: wall-clock safety cap on planning; when it stops a phase the plan says so (clock_cut).
       force_data_parallel: batch dims of `autopar.batch` arguments and every op that carries them use
         every mesh axis.
       force_batch_dim_to_mesh_dim: -1 = off, else that mesh axis shards every batch dim.
@@ -37,7 +44,8 @@ class PlanConfig:
     mesh: cost.MeshModel
     memory_budget: int = 0
     solver: str = "auto"
-    time_limit: float = 4.0
+    planning_budget: float = DEFAULT_PLANNING_BUDGET
+    time_limit: float = DEFAULT_TIME_LIMIT
     force_data_parallel: bool = False
     force_batch_dim_to_mesh_dim: int = -1
     allow_all_gather: bool = True
@@ -139,9 +147,12 @@ def _checked(mesh: cost.MeshModel, o: dict, get) -> PlanConfig:
     solver = str(get("solver", "auto"))
     if solver not in SOLVERS:
         raise PassError(f"solver '{solver}' is not one of {', '.join(SOLVERS)}")
-    time_limit = float(get("time_limit", 4.0))
+    time_limit = float(get("time_limit", DEFAULT_TIME_LIMIT))
     if not time_limit > 0:
         raise PassError(f"time-limit must be > 0 seconds, got {time_limit}")
+    planning_budget = float(get("planning_budget", DEFAULT_PLANNING_BUDGET))
+    if not planning_budget > 0:
+        raise PassError(f"planning-budget must be > 0 seconds, got {planning_budget}")
     budget = int(get("memory_budget", 0))
     if budget < 0:
         raise PassError(f"memory-budget must be >= 0 bytes (0 = none), got {budget}")
@@ -158,6 +169,7 @@ def _checked(mesh: cost.MeshModel, o: dict, get) -> PlanConfig:
         mesh=mesh,
         memory_budget=budget,
         solver=solver,
+        planning_budget=planning_budget,
         time_limit=time_limit,
         force_data_parallel=bool(get("force_data_parallel", False)),
         force_batch_dim_to_mesh_dim=batch_axis,

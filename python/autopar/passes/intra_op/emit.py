@@ -149,5 +149,7 @@ def _set_module_attrs(
     attrs["autopar.peak_memory"] = ir.IntegerAttr.get(
         ir.IntegerType.get_signless(64), int(solution.peak_memory)
     )
+    if solution.clock_cut:
+        attrs["autopar.clock_cut"] = ir.BoolAttr.get(True)
     if remarks:
         attrs["autopar.remarks"] = ir.ArrayAttr.get([ir.StringAttr.get(r) for r in remarks])

@@ -24,6 +24,7 @@ import itertools
 
 import numpy as np
 
+from autopar import cost as cost_lib
 from autopar import solver as solver_lib
 from autopar.passes.intra_op import problem as problem_lib
 from autopar.passes.intra_op.config import PlanConfig
@@ -42,6 +43,7 @@ class FamilyPlan:
     cost: float
     peak_memory: int
     feasible: bool
+    clock_cut: bool = False
 
 
 def family_roles(config: PlanConfig) -> list[tuple[str, ...]]:
@@ -135,12 +137,13 @@ def plan(
     for the work-bounded restricted search."""
     keep = masks(graph, prob, config, roles, facts)
     index = [np.flatnonzero(k) for k in keep]
+    clock_cut = False
     if all(len(i) == 1 for i in index):
         chosen = np.array([int(i[0]) for i in index], dtype=np.int64)
     else:
-        chosen = _solve_restricted(prob, index, usage_limit, time_limit)
+        chosen, clock_cut = _solve_restricted(prob, index, usage_limit, time_limit)
     cost, peak, ok = core.evaluate(chosen)
-    return FamilyPlan(" x ".join(roles), chosen, float(cost), int(peak), bool(ok))
+    return FamilyPlan(" x ".join(roles), chosen, float(cost), int(peak), bool(ok), clock_cut)
 
 
 # Fast-path perturbation rounds for a restricted problem: a work bound (deterministic). The greedy and its
@@ -151,14 +154,14 @@ _RESTRICTED_ROUNDS = 50
 
 def _solve_restricted(
     prob: problem_lib.Problem, index: list[np.ndarray], usage_limit: int | None, time_limit: float
-) -> np.ndarray:
+) -> tuple[np.ndarray, bool]:
     sizes = [prob.strategies[v].size for v in range(len(index))]
     edge_costs = []
     for (u, v), cost in zip(prob.edges, prob.edge_costs, strict=True):
         matrix = cost.reshape(sizes[u], sizes[v])
         edge_costs.append(matrix[np.ix_(index[u], index[v])].ravel())
     intervals = prob.intervals.copy()
-    intervals[:, 1] += 1
+    intervals[:, 1] += 1  # ours are inclusive [first, last]; the solver's are half-open
     sub = solver_lib.StrategyProblem.from_arrays(
         intervals,
         [c[i] for c, i in zip(prob.node_costs, index, strict=True)],
@@ -169,7 +172,7 @@ def _solve_restricted(
     )
     result = solver_lib.solve(sub, time_limit=time_limit, seed=0, exact=False, max_rounds=_RESTRICTED_ROUNDS)
     local = np.asarray(result.strategies, dtype=np.int64)
-    return np.array([int(i[s]) for i, s in zip(index, local, strict=True)], dtype=np.int64)
+    return np.array([int(i[s]) for i, s in zip(index, local, strict=True)], dtype=np.int64), result.clock_cut
 
 
 def plans(
@@ -179,12 +182,58 @@ def plans(
     core: solver_lib.StrategyProblem,
     usage_limit: int | None,
     time_limit: float = 60.0,
+    flat_budget: float = 0.0,
 ) -> list[FamilyPlan]:
-    """Every family of the grid in `family_roles` order; `time_limit` (all together) is a safety net."""
+    """Every family of the grid in `family_roles` order, then (with `flat_budget` > 0 seconds of counted
+    work, on meshes of several active axes) the flat embedding; `time_limit` (all together) is a safety
+    net."""
     grid = family_roles(config)
-    each = max(time_limit / max(len(grid), 1), 0.05)
+    each = max(time_limit / max(len(grid) + 1, 1), 0.05)
     facts = _GraphFacts.of(graph)
-    return [plan(graph, prob, config, roles, core, usage_limit, each, facts) for roles in grid]
+    out = [plan(graph, prob, config, roles, core, usage_limit, each, facts) for roles in grid]
+    if flat_budget > 0 and len(config.active_axes) > 1:
+        out.append(flat_embedding(graph, prob, config, core, usage_limit, flat_budget, each))
+    return out
+
+
+def flat_mesh(config: PlanConfig) -> cost_lib.MeshModel:
+    """One axis over all of the mesh's devices, costed as the active axes used together (their latencies
+    add up, the slowest bandwidth counts: `MeshModel.group`)."""
+    size, alpha, beta = config.mesh.group(config.active_axes)
+    return cost_lib.MeshModel((size,), ("flat",), (alpha,), (beta,), config.mesh.device)
+
+
+def flat_embedding(
+    graph: Graph,
+    prob: problem_lib.Problem,
+    config: PlanConfig,
+    core: solver_lib.StrategyProblem,
+    usage_limit: int | None,
+    budget: float,
+    time_limit: float,
+) -> FamilyPlan:
+    """The program planned on one flat axis over all devices, laid onto every active axis at once (a dim
+    split over ("x", "y", "z") is split over the same devices in the same order): the multi-axis mesh can
+    carry every layout of the flat plan, so its search should never end worse than this plan."""
+    flat_config = dataclasses.replace(config, mesh=flat_mesh(config))
+    flat = problem_lib.build(graph, flat_config)
+    flat_core = problem_lib.to_solver_problem(flat, usage_limit)
+    result = solver_lib.solve(flat_core, time_limit=time_limit, budget=budget, seed=0)
+    active = list(config.active_axes)
+    index = []
+    for v, s in enumerate(prob.strategies):
+        if not result.feasible:
+            index.append(np.arange(s.size))
+            continue
+        factor = int(flat.strategies[v].assignment[int(result.strategies[v]), 0])
+        match = np.flatnonzero(np.all(s.assignment[:, active] == factor, axis=1))
+        index.append(match if match.size else np.arange(s.size))
+    if all(len(i) == 1 for i in index):
+        chosen, cut = np.array([int(i[0]) for i in index], dtype=np.int64), False
+    else:
+        chosen, cut = _solve_restricted(prob, index, usage_limit, time_limit)
+    cost, peak, ok = core.evaluate(chosen)
+    return FamilyPlan("flat", chosen, float(cost), int(peak), bool(ok), cut or result.clock_cut)
 
 
 def best(family_plans: list[FamilyPlan]) -> FamilyPlan | None:

@@ -14,6 +14,7 @@ import functools
 
 import numpy as np
 
+from autopar import solver as solver_lib
 from autopar.errors import PassError
 from autopar.passes.intra_op import strategies as strat
 from autopar.passes.intra_op.config import PlanConfig
@@ -446,3 +447,20 @@ def _reshard_cached(
         return None  # scalars, size-1 meshes: no edge needed
     cost.setflags(write=False)
     return cost
+
+
+def to_solver_problem(
+    problem: Problem, usage_limit: int | None, name: str = ""
+) -> solver_lib.StrategyProblem:
+    """The problem in the solver's form (`autopar.solver.StrategyProblem`)."""
+    intervals = problem.intervals.copy()
+    intervals[:, 1] += 1  # ours are inclusive [first, last]; the solver's are half-open
+    return solver_lib.StrategyProblem.from_arrays(
+        intervals,
+        problem.node_costs,
+        problem.node_usages,
+        problem.edges.reshape(-1, 2),
+        problem.edge_costs,
+        usage_limit=usage_limit,
+        name=name,
+    )
