@@ -82,6 +82,8 @@ class _Entry:
     roles: tuple[str, ...]
     paths: tuple[str, ...]
     module: ir.Module  # the planned (annotated) module
+    out_keys: tuple[Any, ...]  # per output leaf: the PRNG implementation of a key output, else None
+    host_callbacks: tuple[Any, ...] = ()  # Python callbacks JAX's lowering registered (jax.debug.print)
     executable: rt_exe.ShardedExecutable | SequentialExecutor | None = None
 
 
@@ -201,10 +203,14 @@ class ParallelizedFunction:
         jitted = jax.jit(
             self.fn, static_argnums=self.static_argnums, donate_argnums=self.donate_argnums, keep_unused=True
         )
+        # Planned from shapes and dtypes only: an argument's current placement (a sharded jax.Array, a
+        # restored checkpoint) must not leak its mesh into the module, and every placement shares the plan.
+        abstract_args = self._abstract(args)
+        abstract_kwargs = jax.tree.map(_abstract, kwargs)
         if self._pipeshard:  # autopar-inter-op plans the step of one micro-batch (as Alpa traces it)
-            lowered = jitted.lower(*self._micro_batch_args(args), **kwargs)
+            lowered = jitted.lower(*self._micro_batch_args(abstract_args), **abstract_kwargs)
         else:
-            lowered = jitted.lower(*args, **kwargs)
+            lowered = jitted.lower(*abstract_args, **abstract_kwargs)
         module = module_from_lowered(lowered)
         dynamic, _ = self._split(args)
         flat_avals = [a._aval for a in jax.tree.leaves(lowered.args_info)]
@@ -217,15 +223,28 @@ class ParallelizedFunction:
                 "outputs (side effects or tokens?): only pure functions can be parallelized"
             )
         _mark_roles(module, roles)
+        out_keys = tuple(_key_impl(leaf) for leaf in jax.tree.leaves(lowered.out_info))
+        callbacks = _host_callbacks(lowered)
         if self._pipeshard:
+            if callbacks:
+                raise AutoparError(
+                    f"{self.__name__} calls back into Python (jax.debug.print, jax.pure_callback, ...): "
+                    "PipeshardParallel cannot run host callbacks inside stages yet; remove them or use "
+                    "ShardParallel"
+                )
             passes.run(module, self.method.pipeline(self.cluster))
-            return _Entry(lowered.in_tree, lowered.out_tree, roles, paths, module)
+            return _Entry(lowered.in_tree, lowered.out_tree, roles, paths, module, out_keys)
         if self.method.manual_sharding_option is not None:
             self._annotate_manual(module, args, kwargs, dynamic, lowered)
         else:
             _run_intra_op(module, self.method, self.mesh_shape, self.axis_names)
         self._check_planned_mesh(module)
-        return _Entry(lowered.in_tree, lowered.out_tree, roles, paths, module)
+        return _Entry(lowered.in_tree, lowered.out_tree, roles, paths, module, out_keys, callbacks)
+
+    def _abstract(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(
+            a if i in self.static_argnums else jax.tree.map(_abstract, a) for i, a in enumerate(args)
+        )
 
     def _micro_batch_args(self, args: tuple[Any, ...]) -> list[Any]:
         """`args` with every batch leaf (rank >= 1) abstract at 1/B of its dim 0."""
@@ -300,6 +319,8 @@ class ParallelizedFunction:
         if not meshes:
             raise AutoparError("the plan wrote no sdy.mesh into the module; nothing says how to run it")
         for mesh in meshes.values():
+            if not mesh.axis_names:
+                continue  # a maximal mesh: where JAX runs a side effect (jax.debug.print), not a layout
             if math.prod(mesh.shape) != len(self.devices):
                 raise AutoparError(
                     f"the plan's mesh @{mesh.name} {format_shape(mesh.shape)} does not cover the "
@@ -315,14 +336,20 @@ class ParallelizedFunction:
                     entry.module, self.devices, intra_op_options=self.method.stage_intra_op_options()
                 )
             else:
-                entry.executable = rt_exe.compile(entry.module, self.devices)
+                entry.executable = rt_exe.compile(entry.module, self.devices, entry.host_callbacks)
         return entry.executable
 
     def _run(self, entry: _Entry, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         exe = self._executable(entry)
         dynamic, _ = self._split(args)
-        flat = jax.tree.leaves((tuple(args[i] for i in dynamic), kwargs))
-        return jax.tree.unflatten(entry.out_tree, exe(*flat) if self._pipeshard else exe(flat))
+        # Typed PRNG keys travel as their key data, as @main declares them (tensor<2xui32> per key).
+        flat = [_key_data(x) for x in jax.tree.leaves((tuple(args[i] for i in dynamic), kwargs))]
+        outputs = exe(*flat) if self._pipeshard else exe(flat)
+        outputs = [
+            x if impl is None else jax.random.wrap_key_data(x, impl=impl)
+            for x, impl in zip(outputs, entry.out_keys, strict=True)
+        ]
+        return jax.tree.unflatten(entry.out_tree, outputs)
 
 
 class Lowered:
@@ -378,6 +405,43 @@ class Compiled:
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
+
+
+def _abstract(x: Any) -> jax.ShapeDtypeStruct:
+    """Shape, dtype and weak type of an argument leaf, without its sharding."""
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, weak_type=bool(getattr(x, "weak_type", False)))
+    try:
+        aval = jax.typeof(x)
+    except TypeError:
+        raise TypeError(
+            f"argument leaf of type {type(x).__name__} is not an array: pass arrays, scalars or "
+            "jax.ShapeDtypeStruct, or make the argument static (static_argnums)"
+        ) from None
+    return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type)
+
+
+def _host_callbacks(lowered: Any) -> tuple[Any, ...]:
+    """The Python callbacks JAX registered while lowering (`jax.debug.print` lowers to a custom call that
+    names its callback by index). jax keeps them with its private lowering object; jax is pinned, and the
+    tests run a step with `jax.debug.print`."""
+    lowering = getattr(lowered, "_lowering", None)
+    compile_args = getattr(lowering, "compile_args", None) or {}
+    return tuple(compile_args.get("host_callbacks", ()))
+
+
+def _is_key(dtype: Any) -> bool:
+    return jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _key_data(x: Any) -> Any:
+    dtype = getattr(x, "dtype", None)
+    return jax.random.key_data(x) if dtype is not None and _is_key(dtype) else x
+
+
+def _key_impl(leaf: Any) -> Any:
+    """The PRNG implementation of a typed-key output (to wrap its data back), else None."""
+    return leaf.dtype._impl if _is_key(leaf.dtype) else None
 
 
 def _aval_key(x: Any) -> tuple[Any, ...]:

@@ -133,8 +133,12 @@ class ShardedExecutable:
         return self.loaded.get_compiled_memory_stats()
 
 
-def compile(module: ir.Module, devices: Sequence[jax.Device] | None = None) -> ShardedExecutable:
+def compile(
+    module: ir.Module, devices: Sequence[jax.Device] | None = None, host_callbacks: Sequence[Any] = ()
+) -> ShardedExecutable:
     """Compiles an annotated module for `devices` (default: all local devices). `module` is not modified.
+    `host_callbacks` are the Python callbacks the module's custom calls refer to by index (what JAX's
+    lowering registered for `jax.debug.print` and other host callbacks); they must be given when it has any.
 
     Raises ValueError when the module's mesh does not have one position per device, ShardingError when a
     sharding cannot be run.
@@ -165,7 +169,7 @@ def compile(module: ir.Module, devices: Sequence[jax.Device] | None = None) -> S
         module.operation.attributes["mhlo.num_replicas"] = ir.IntegerAttr.get(
             ir.IntegerType.get_signless(32), 1
         )
-    loaded = _xla_compile(module, devices)
+    loaded = _xla_compile(module, devices, host_callbacks)
     return ShardedExecutable(
         mesh=mesh,
         devices=tuple(devices),
@@ -179,7 +183,7 @@ def compile(module: ir.Module, devices: Sequence[jax.Device] | None = None) -> S
     )
 
 
-def _xla_compile(module: ir.Module, devices: Sequence[jax.Device]) -> Any:
+def _xla_compile(module: ir.Module, devices: Sequence[jax.Device], host_callbacks: Sequence[Any] = ()) -> Any:
     n = len(devices)
     options = jex.backend.get_compile_options(
         num_replicas=1, num_partitions=n, device_assignment=np.array([d.id for d in devices]).reshape(1, n)
@@ -187,4 +191,12 @@ def _xla_compile(module: ir.Module, devices: Sequence[jax.Device]) -> Any:
     buffer = io.BytesIO()
     module.operation.write_bytecode(buffer)
     backend = jex.backend.get_backend(devices[0].platform)
+    if host_callbacks:
+        # Only this overload registers callbacks; a callback custom call without them crashes the process
+        # when it runs (jaxlib 0.10.2).
+        from jaxlib import _jax
+
+        return backend.compile_and_load(
+            module, _jax.DeviceList(tuple(devices)), options, list(host_callbacks)
+        )
     return backend.compile_and_load(buffer.getvalue(), devices, options)

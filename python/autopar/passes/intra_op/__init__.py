@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from jaxlib.mlir import ir, passmanager
+from jaxlib.mlir.dialects import sdy
 
 from autopar.errors import PassError
 from autopar.passes.intra_op import config as config_lib
@@ -107,6 +108,7 @@ def intra_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
     start = time.perf_counter()
     config = config_lib.from_options(options)
     func_op = _main_func(module_op)
+    _drop_empty_meshes(module_op)
     _check_unannotated(module_op, config)
     added_rules = _populate_rules(module_op)
     try:
@@ -247,7 +249,7 @@ def _module_and_func(module_or_func: Any) -> tuple[ir.Operation, ir.Operation]:
 
 def _check_unannotated(module_op: ir.Operation, config: config_lib.PlanConfig) -> None:
     for op in module_op.regions[0].blocks[0].operations:
-        if op.operation.name == "sdy.mesh":
+        if op.operation.name == "sdy.mesh" and list(sdy.MeshAttr(op.attributes["mesh"]).axes):
             raise PassError(
                 "the module already has an sdy.mesh: autopar-intra-op plans unannotated modules "
                 "(lower without shardings)",
@@ -260,6 +262,46 @@ def _check_unannotated(module_op: ir.Operation, config: config_lib.PlanConfig) -
                 f"the module was lowered for {partitions} partitions but mesh "
                 f"{'x'.join(map(str, config.mesh.shape))} has {config.mesh.num_devices} devices"
             )
+
+
+def _drop_empty_meshes(module_op: ir.Operation) -> None:
+    """JAX writes `sdy.mesh @empty_mesh = <[]>` and constraints on it into modules that shard nothing (a
+    `jax.random.key` argument, say): they say "unsharded", which is what planning starts from, so they go.
+    Maximal meshes (`<[], device_ids=[0]>`, where `jax.debug.print` runs its callback) have no axes either
+    and stay: they place a side effect, not a layout."""
+    body = module_op.regions[0].blocks[0]
+    empty = set()
+    for op in body.operations:
+        if op.operation.name == "sdy.mesh":
+            mesh = sdy.MeshAttr(op.attributes["mesh"])
+            if not list(mesh.axes) and not list(mesh.device_ids):
+                empty.add(ir.StringAttr(op.attributes["sym_name"]).value)
+    if not empty:
+        return
+    doomed = []
+
+    def visit(op: ir.Operation) -> ir.WalkResult:
+        if op.name == "sdy.sharding_constraint":
+            sharding = sdy.TensorShardingAttr(op.attributes["sharding"])
+            if isinstance(sharding.mesh_or_ref, ir.FlatSymbolRefAttr) and sharding.mesh_or_ref.value in empty:
+                doomed.append(op)
+        return ir.WalkResult.ADVANCE
+
+    module_op.walk(visit, walk_order=ir.WalkOrder.PRE_ORDER)
+    for op in doomed:
+        op.results[0].replace_all_uses_with(op.operands[0])
+    for op in reversed(doomed):  # every use is rewired before anything is erased
+        op.erase()
+    if _mentions(module_op, empty):
+        return  # still named somewhere (an argument's sharding): leave the symbol
+    for op in list(body.operations):
+        if op.operation.name == "sdy.mesh" and ir.StringAttr(op.attributes["sym_name"]).value in empty:
+            op.operation.erase()
+
+
+def _mentions(module_op: ir.Operation, names: set[str]) -> bool:
+    text = module_op.get_asm(enable_debug_info=False)
+    return any(f"<@{name}," in text for name in names)
 
 
 def _has_rules(module_op: ir.Operation) -> bool:
