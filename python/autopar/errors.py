@@ -35,16 +35,22 @@ class PluginError(AutoparError):
 
 _FILE_LOC = re.compile(r'"([^"]*)":(\d+):(\d+)')
 _NAME_LOC = re.compile(r'"([^"]+)"\(')
+# Frames of these packages are never the user's code: JAX's own and autopar's (parallelize lowers the
+# user's function, so its frames sit in every call-site chain).
+_LIBRARY_DIRS = ("/jax/", "/jaxlib/", "/autopar/", "/flax/", "/optax/")
 
 
 def format_location(location: object | None) -> str:
-    """Renders an MLIR location for a one-line message: the innermost `file:line:col` (for an inlined op,
-    the callee's), else the first name-stack name (`jit(f)/dot_general`), else ''."""
+    """Renders an MLIR location for a one-line message: the innermost `file:line:col` of the user's code
+    (for an inlined op, the callee's; frames of jax and autopar are skipped unless nothing else is left),
+    else the first name-stack name (`jit(f)/dot_general`), else ''."""
     if location is None:
         return ""
     text = str(location)
-    file_loc = _FILE_LOC.search(text)
-    if file_loc:
-        return f"{file_loc.group(1)}:{file_loc.group(2)}:{file_loc.group(3)}"
+    frames = _FILE_LOC.findall(text)
+    if frames:
+        user = [f for f in frames if not any(d in f[0].replace("\\", "/") for d in _LIBRARY_DIRS)]
+        path, line, col = (user or frames)[0]
+        return f"{path}:{line}:{col}"
     name_loc = _NAME_LOC.search(text)
     return name_loc.group(1) if name_loc else ""

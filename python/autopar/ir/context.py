@@ -9,6 +9,8 @@ from jaxlib.mlir import ir
 from jaxlib.mlir._mlir_libs import _jax_mlir_ext
 from jaxlib.mlir.dialects import chlo, mhlo, mpmd, sdy, stablehlo
 
+from autopar.errors import format_location
+
 
 class DiagnosticSink:
     """Catches diagnostics no narrower handler took, so MLIR never writes multi-line noise to stderr.
@@ -21,14 +23,17 @@ class DiagnosticSink:
         self._errors: list[str] = []
 
     def __call__(self, diagnostic: ir.Diagnostic) -> bool:
-        where = str(diagnostic.location)
-        where = where[4:-1] if where.startswith("loc(") and where.endswith(")") else where
-        line = f"{where}: {diagnostic.message}" if where and where != "unknown" else diagnostic.message
         if diagnostic.severity == ir.DiagnosticSeverity.ERROR:
+            where = str(diagnostic.location)
+            where = where[4:-1] if where.startswith("loc(") and where.endswith(")") else where
+            line = f"{where}: {diagnostic.message}" if where and where != "unknown" else diagnostic.message
             self._errors.append(line)
         else:
+            # One line with the user's file:line, not a call-site chain kilobytes long.
+            where = format_location(diagnostic.location)
+            message = " ".join(str(diagnostic.message).split())
             kind = "warning" if diagnostic.severity == ir.DiagnosticSeverity.WARNING else "remark"
-            sys.stderr.write(f"{kind}: {line}\n")
+            sys.stderr.write(f"{kind}: {where}: {message}\n" if where else f"{kind}: {message}\n")
         return True
 
     def take_errors(self) -> list[str]:

@@ -131,9 +131,9 @@ def intra_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
 class PlanningGraph:
     """The mesh-independent half of planning one function, done once: Shardy's rules read into the op
     graph (`graph.read_function`: values, producers, users, factor maps, shapes), then `estimate(mesh)` for
-    as many logical meshes as wanted (the inter-op planner costs every layer on ~50 of them). The IR is
-    left unchanged (rules this object attached are dropped again); the module must outlive the object,
-    whose nodes keep their ops for the locations in remarks.
+    as many logical meshes as wanted (the inter-op planner costs every layer on ~50 of them). The IR keeps
+    its meaning (rules this object attached are dropped again; CHLO ops are rewritten as StableHLO); the
+    module must outlive the object, whose nodes keep their ops for the locations in remarks.
     """
 
     def __init__(self, module_or_func: Any):
@@ -172,7 +172,8 @@ class PlanningGraph:
 def estimate(
     module_or_func: Any, mesh_shape: tuple[int, ...] | str, **options: Any
 ) -> tuple[float, int, str]:
-    """(objective seconds, peak memory bytes per device, solver status) of the best plan; IR left unchanged.
+    """(objective seconds, peak memory bytes per device, solver status) of the best plan; nothing is written
+    into the IR (CHLO ops are rewritten as StableHLO, as `PlanningGraph` does).
 
     `options` are the pass options with underscores (`memory_budget=2**30`, `zero_stage=2`). An infeasible
     problem (memory budget too small) returns (inf, minimum achievable peak memory, 'infeasible').
@@ -319,11 +320,31 @@ def _has_rules(module_op: ir.Operation) -> bool:
 
 
 def _populate_rules(module_op: ir.Operation) -> bool:
-    """Attaches Shardy's sharding rules to every op; True when this call added them (so they get dropped)."""
+    """Attaches Shardy's sharding rules to every op; True when this call added them (so they get dropped).
+
+    CHLO ops (`chlo.square`, `chlo.erf_inv`, `chlo.top_k`: LayerNorm, random normals) are first rewritten as
+    the StableHLO they stand for, as XLA would rewrite them anyway: Shardy has rules for StableHLO only (for
+    a CHLO op it warns "unknown to SDY sharding rule registry" and nothing could be planned across it)."""
     if _has_rules(module_op):
         return False
+    _legalize_chlo(module_op)
     _run(module_op, "builtin.module(func.func(sdy-populate-op-sharding-rules))")
     return True
+
+
+def _legalize_chlo(module_op: ir.Operation) -> None:
+    found = False
+
+    def visit(op: ir.Operation) -> ir.WalkResult:
+        nonlocal found
+        if op.name.startswith("chlo."):
+            found = True
+            return ir.WalkResult.INTERRUPT
+        return ir.WalkResult.ADVANCE
+
+    module_op.walk(visit, walk_order=ir.WalkOrder.PRE_ORDER)
+    if found:
+        _run(module_op, "builtin.module(func.func(chlo-legalize-to-stablehlo))")
 
 
 def _drop_rules(module_op: ir.Operation) -> None:
