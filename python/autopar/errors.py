@@ -33,6 +33,10 @@ class PluginError(AutoparError):
     """A pass plugin module failed to import or to register its passes."""
 
 
+class ArgumentError(AutoparError, ValueError):
+    """The arguments of a parallelized call do not fit its method (a batch micro-batches do not divide)."""
+
+
 _FILE_LOC = re.compile(r'"([^"]*)":(\d+):(\d+)')
 _NAME_LOC = re.compile(r'"([^"]+)"\(')
 # Frames of these packages are never the user's code: JAX's own and autopar's (parallelize lowers the

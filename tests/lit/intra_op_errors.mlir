@@ -19,7 +19,7 @@
 // BETA: mesh-beta '1,2,3' gives 3 values for a 2-axis mesh (give 1 or 2)
 // AXIS: force-batch-dim-to-mesh-dim=2 is not a mesh axis of mesh (2, 4) (use -1 to disable)
 // ZERO: option 'zero-stage' of pass 'autopar-intra-op' must be one of 0, 2, 3, got '1'
-// DIVIDE: batch argument 0 (64x256): dim 0 of size 64 does not divide over 3 devices
+// DIVIDE: argument 0 (64x256): batch dim 0 of size 64 does not divide over the 3 devices force-data-parallel splits it over; use a batch size that is a multiple of 3
 // PROFILE: cluster profile '{{.*}}missing.json' does not exist
 // TWICE: the module already has an sdy.mesh: autopar-intra-op plans unannotated modules
 func.func public @main(%arg0: tensor<64x256xf32> {autopar.batch}, %arg1: tensor<256x1024xf32> {autopar.parameter},

@@ -147,10 +147,13 @@ class ShardParallel:
       manual_sharding_option: when given, the user's layout is used and no solver runs.
     """
 
-    mesh_shape: tuple[int, ...] | None = None
+    mesh_shape: tuple[int, ...] | int | None = None
     axis_names: tuple[str, ...] | None = None
     auto_sharding_option: AutoShardingOption = AutoShardingOption()
     manual_sharding_option: ManualShardingOption | None = None
+
+    def __post_init__(self) -> None:
+        _normalize_mesh_shape(self)
 
     def mesh_for(self, num_devices: int) -> tuple[tuple[int, ...], tuple[str, ...]]:
         """(shape, axis names) of the mesh over `num_devices` devices."""
@@ -175,6 +178,22 @@ class ShardParallel:
         return type(self).__name__
 
 
+def _normalize_mesh_shape(method: ShardParallel) -> None:
+    """`mesh_shape=8` means the one-axis mesh (8,); anything but positive ints is refused here, by name."""
+    shape = method.mesh_shape
+    if shape is None:
+        return
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"mesh_shape must be an int or a tuple of ints like (2, 4), got {shape!r}") from None
+    if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+        raise ValueError(f"mesh_shape must be positive ints like 8 or (2, 4), got {method.mesh_shape!r}")
+    object.__setattr__(method, "mesh_shape", shape)
+
+
 def _with_preset(method: ShardParallel, **preset: Any) -> None:
     object.__setattr__(
         method, "auto_sharding_option", dataclasses.replace(method.auto_sharding_option, **preset)
@@ -186,6 +205,7 @@ class DataParallel(ShardParallel):
     """Data parallelism: batch split over all devices, parameters replicated, one gradient all-reduce."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _with_preset(self, force_data_parallel=True)
 
 
@@ -194,6 +214,7 @@ class Zero2Parallel(ShardParallel):
     """ZeRO-2: data parallel with gradients reduce-scattered and optimizer state sharded."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _with_preset(self, force_data_parallel=True, prefer_reduce_scatter=True, zero_stage=2)
 
 
@@ -202,4 +223,5 @@ class Zero3Parallel(ShardParallel):
     """ZeRO-3: ZeRO-2 with the parameters sharded too (gathered where used)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _with_preset(self, force_data_parallel=True, prefer_reduce_scatter=True, zero_stage=3)

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import re
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -22,9 +23,9 @@ from jaxlib.mlir import ir
 
 from autopar import passes
 from autopar.api import pipeshard
-from autopar.api.methods import INTRA_OP_PASS, ShardParallel
+from autopar.api.methods import AutoShardingOption, ShardParallel
 from autopar.api.plan import ExecutionPlan, TensorPlacement
-from autopar.errors import AutoparError
+from autopar.errors import ArgumentError, AutoparError, PassError, PipelineError
 from autopar.ir.lowering import module_from_lowered
 from autopar.runtime import executable as rt_exe
 from autopar.runtime import shardings as sh
@@ -34,6 +35,7 @@ from autopar.runtime.sequential import SequentialExecutor
 
 BATCH_ATTR = "autopar.batch"
 PARAMETER_ATTR = "autopar.parameter"
+PATH_ATTR = "autopar.path"
 
 
 def parallelize(
@@ -87,6 +89,20 @@ class _Entry:
     executable: rt_exe.ShardedExecutable | SequentialExecutor | None = None
 
 
+def _user_facing(method: Callable[..., Any]) -> Callable[..., Any]:
+    """autopar's own errors surface at the user's call: the frames inside autopar and its passes are
+    dropped from the traceback (a bug, any other exception, keeps all of them)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except AutoparError as err:
+            raise err.with_traceback(None) from None
+
+    return wrapper
+
+
 class ParallelizedFunction:
     """The function `parallelize` returns. Call it like the original function."""
 
@@ -133,14 +149,17 @@ class ParallelizedFunction:
 
     # ---- jax.jit-like surface -------------------------------------------------------------------------
 
+    @_user_facing
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         entry = self._entry(args, kwargs)
         return self._run(entry, args, kwargs)
 
+    @_user_facing
     def lower(self, *args: Any, **kwargs: Any) -> Lowered:
         """Plans for these arguments (arrays or jax.ShapeDtypeStruct) without running."""
         return Lowered(self, self._entry(args, kwargs))
 
+    @_user_facing
     def get_execution_plan(
         self, *args: Any, **kwargs: Any
     ) -> ExecutionPlan | pipeshard.PipeshardExecutionPlan:
@@ -222,7 +241,7 @@ class ParallelizedFunction:
                 f"{len(main.type.results)} results for {len(roles)} inputs and {lowered.out_tree.num_leaves} "
                 "outputs (side effects or tokens?): only pure functions can be parallelized"
             )
-        _mark_roles(module, roles)
+        _mark_roles(module, roles, paths)
         out_keys = tuple(_key_impl(leaf) for leaf in jax.tree.leaves(lowered.out_info))
         callbacks = _host_callbacks(lowered)
         if self._pipeshard:
@@ -232,12 +251,12 @@ class ParallelizedFunction:
                     "PipeshardParallel cannot run host callbacks inside stages yet; remove them or use "
                     "ShardParallel"
                 )
-            passes.run(module, self.method.pipeline(self.cluster))
+            self._run_pipeline(module, self.method.pipeline(self.cluster))
             return _Entry(lowered.in_tree, lowered.out_tree, roles, paths, module, out_keys)
         if self.method.manual_sharding_option is not None:
             self._annotate_manual(module, args, kwargs, dynamic, lowered)
         else:
-            _run_intra_op(module, self.method, self.mesh_shape, self.axis_names)
+            self._run_pipeline(module, self.method.pipeline(self.mesh_shape, self.axis_names))
         self._check_planned_mesh(module)
         return _Entry(lowered.in_tree, lowered.out_tree, roles, paths, module, out_keys, callbacks)
 
@@ -246,26 +265,35 @@ class ParallelizedFunction:
             a if i in self.static_argnums else jax.tree.map(_abstract, a) for i, a in enumerate(args)
         )
 
+    def _run_pipeline(self, module: ir.Module, pipeline: str) -> None:
+        """Runs the method's pipeline; a pass's refusal becomes an error in the API's own terms (its option
+        names, the method), raised from the user's call without the passes' traceback."""
+        try:
+            passes.run(module, pipeline)
+        except (PassError, PipelineError) as err:
+            raise type(err)(_in_api_terms(str(err), self.method)) from None
+
     def _micro_batch_args(self, args: tuple[Any, ...]) -> list[Any]:
         """`args` with every batch leaf (rank >= 1) abstract at 1/B of its dim 0."""
         B = self.method.num_micro_batches
+        names = _positional_names(self.fn, len(args))
         out = list(args)
         for i in self.batch_argnums:
             if i >= len(args):
                 continue
 
-            def split(x: Any, i: int = i) -> Any:
+            def split(path: Any, x: Any, i: int = i) -> Any:
                 shape, dtype = np.shape(x), x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
                 if len(shape) == 0:
                     return x
                 if shape[0] % B:
-                    raise ValueError(
-                        f"argument {i} has batch dim {shape[0]}, which {B} micro-batches do not divide: "
-                        f"use a batch size divisible by num_micro_batches={B}"
+                    raise ArgumentError(
+                        f"{names[i]}{jax.tree_util.keystr(path)} has batch dim {shape[0]}, which {B} "
+                        f"micro-batches do not divide: use a batch size divisible by num_micro_batches={B}"
                     )
                 return jax.ShapeDtypeStruct((shape[0] // B, *shape[1:]), dtype)
 
-            out[i] = jax.tree.map(split, args[i])
+            out[i] = jax.tree_util.tree_map_with_path(split, args[i])
         return out
 
     def _roles_and_paths(
@@ -421,6 +449,31 @@ def _abstract(x: Any) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type)
 
 
+def _in_api_terms(message: str, method: Any) -> str:
+    """A pass message in the words of `parallelize`'s API: pass options become the fields users set
+    (`force-data-parallel` -> `force_data_parallel`, set by DataParallel), layer clustering points to
+    `layer_option`."""
+    if "autopar-cluster-layers needs num-layers" in message:
+        return (
+            f"{method.name} needs the step cut into layers: pass "
+            "layer_option=AutoLayerOption(layer_num=N), or mark the boundaries yourself with "
+            "autopar.mark_pipeline_boundary() and layer_option='manual'"
+        )
+    fields = {f.name for f in dataclasses.fields(AutoShardingOption)}
+
+    def rename(match: re.Match) -> str:
+        name = match.group(0).replace("-", "_")
+        return name if name in fields else match.group(0)
+
+    message = re.sub(r"\b[a-z]+(?:-[a-z]+)+\b", rename, message)
+    message = message.replace("pass 'autopar-intra-op' failed: ", "").replace(
+        "autopar-intra-op", "the planner"
+    )
+    if method.name in ("DataParallel", "Zero2Parallel", "Zero3Parallel"):  # they set force_data_parallel
+        message = message.replace("force_data_parallel", f"{method.name} (force_data_parallel)", 1)
+    return f"{method.name}: {message}"
+
+
 def _host_callbacks(lowered: Any) -> tuple[Any, ...]:
     """The Python callbacks JAX registered while lowering (`jax.debug.print` lowers to a custom call that
     names its callback by index). jax keeps them with its private lowering object; jax is pinned, and the
@@ -483,23 +536,16 @@ def _broadcast_specs(prefix: Any, tree: Any, what: str) -> list[PartitionSpec | 
     return jax.tree.leaves(full, is_leaf=_is_spec_leaf)
 
 
-def _mark_roles(module: ir.Module, roles: Sequence[str]) -> None:
+def _mark_roles(module: ir.Module, roles: Sequence[str], paths: Sequence[str] = ()) -> None:
+    """Marks every @main argument as batch or parameter and, when given, names it by its pytree path
+    (`autopar.path`, which the passes' messages use)."""
     main = sh.main_func(module)
     with module.context, ir.Location.unknown():
         unit = ir.UnitAttr.get()
         for i, role in enumerate(roles):
             sh.set_arg_attr(main, i, BATCH_ATTR if role == "batch" else PARAMETER_ATTR, unit)
-
-
-def _run_intra_op(
-    module: ir.Module, method: ShardParallel, mesh_shape: tuple[int, ...], axis_names: tuple[str, ...]
-) -> None:
-    if passes.registry.lookup(INTRA_OP_PASS) is None:
-        raise AutoparError(
-            f"the {INTRA_OP_PASS} pass is not registered in this build, so {method.name} cannot plan; "
-            "give the layout yourself with ShardParallel(manual_sharding_option=ManualShardingOption(...))"
-        )
-    passes.run(module, method.pipeline(mesh_shape, axis_names))
+        for i, path in enumerate(paths):
+            sh.set_arg_attr(main, i, PATH_ATTR, ir.StringAttr.get(path))
 
 
 def _float_attr(module: ir.Module, name: str) -> float | None:

@@ -36,9 +36,15 @@ def check_mesh_shape(mesh_shape: Sequence[int], axis_names: Sequence[str], num_d
         raise ValueError(f"mesh axis names {tuple(axis_names)} repeat a name: give distinct names")
     size = math.prod(mesh_shape)
     if size != num_devices:
+        hint = ""
+        if num_devices == 1 and size > 1 and jax.device_count() == 1 and jax.default_backend() == "cpu":
+            hint = (
+                "; only one CPU device is visible: set "
+                f"XLA_FLAGS=--xla_force_host_platform_device_count={size} before jax is imported to get more"
+            )
         raise ValueError(
             f"mesh shape {format_shape(mesh_shape)} needs {size} devices but {num_devices} devices were "
-            f"given: pass a mesh shape whose product is {num_devices}, or {size} devices"
+            f"given: pass a mesh shape whose product is {num_devices}, or {size} devices{hint}"
         )
 
 

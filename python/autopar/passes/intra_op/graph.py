@@ -17,6 +17,7 @@ from autopar.errors import PassError
 RULE_ATTR = "sdy.sharding_rule"
 BATCH_ATTR = "autopar.batch"
 PARAMETER_ATTR = "autopar.parameter"
+PATH_ATTR = "autopar.path"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,7 @@ class Node:
     is_parameter: bool = False
     users: list[int] = dataclasses.field(default_factory=list)
     returned: list[int] = dataclasses.field(default_factory=list)
+    path: str = ""  # an argument's name in messages: its pytree path when parallelize wrote one
 
     @property
     def location(self) -> ir.Location | None:
@@ -91,8 +93,9 @@ def read_function(func_op: ir.Operation) -> Graph:
     nodes: list[Node] = []
     producer: dict[ir.Value, tuple[int, int]] = {}
     arg_attrs = _arg_attr_dicts(func_op, len(block.arguments))
+    paths = argument_paths(func_op, len(block.arguments))
     for i, arg in enumerate(block.arguments):
-        shape, itemsize = _tensor_facts(arg.type, func_op, f"argument {i}")
+        shape, itemsize = _tensor_facts(arg.type, func_op, paths[i])
         nodes.append(
             Node(
                 kind="arg",
@@ -104,6 +107,7 @@ def read_function(func_op: ir.Operation) -> Graph:
                 result_itemsizes=[itemsize],
                 is_batch=BATCH_ATTR in arg_attrs[i],
                 is_parameter=PARAMETER_ATTR in arg_attrs[i],
+                path=paths[i],
             )
         )
         producer[arg] = (i, 0)
@@ -177,6 +181,18 @@ def _tensor_mapping(attr: ir.Attribute) -> tuple[tuple[int, ...], ...]:
         tuple(int(f) for f in sdy.DimMappingAttr(d).factor_indices)
         for d in sdy.TensorMappingAttr(attr).dim_mappings
     )
+
+
+def argument_paths(func_op: ir.Operation, count: int) -> list[str]:
+    """How messages name each argument: the `autopar.path` parallelize writes (the pytree path in the
+    user's function, `batch['image']`), else `argument i`."""
+    out = [f"argument {i}" for i in range(count)]
+    if "arg_attrs" in func_op.attributes:
+        for i, attr in enumerate(ir.ArrayAttr(func_op.attributes["arg_attrs"])):
+            entries = ir.DictAttr(attr)
+            if PATH_ATTR in entries:
+                out[i] = ir.StringAttr(entries[PATH_ATTR]).value
+    return out
 
 
 def _arg_attr_dicts(func_op: ir.Operation, count: int) -> list[set[str]]:

@@ -232,6 +232,14 @@ def _where(node: Node) -> str:
     return format_location(node.location) or "unknown location"
 
 
+def _batch_forced_by(config: PlanConfig) -> str:
+    if config.force_data_parallel:
+        return "force-data-parallel"
+    if config.zero_stage in (2, 3):
+        return f"zero-stage={config.zero_stage}"
+    return f"force-batch-dim-to-mesh-dim={config.force_batch_dim_to_mesh_dim}"
+
+
 def _required_batch_axes(config: PlanConfig) -> tuple[int, ...]:
     if config.force_data_parallel or config.zero_stage in (2, 3):
         return config.active_axes
@@ -278,7 +286,7 @@ def _constrain_argument(graph: Graph, v: int, s: strat.Strategies, config: PlanC
     node = graph.nodes[v]
     layouts = s.result_layouts[0]
     keep = np.ones(s.size, dtype=bool)
-    where = f"argument {v} ({'x'.join(map(str, node.result_shapes[0])) or 'scalar'})"
+    where = f"{node.path or f'argument {v}'} ({'x'.join(map(str, node.result_shapes[0])) or 'scalar'})"
     if node.is_batch:
         for axis in _required_batch_axes(config):
             keep &= layouts[:, axis] == 0
@@ -286,8 +294,8 @@ def _constrain_argument(graph: Graph, v: int, s: strat.Strategies, config: PlanC
             total = int(np.prod([config.mesh.shape[a] for a in _required_batch_axes(config)]))
             dim0 = node.result_shapes[0][0] if node.result_shapes[0] else 1
             raise PassError(
-                f"batch {where}: dim 0 of size {dim0} does not divide over {total} devices; "
-                "use a batch size that is a multiple of the mesh axes it is forced onto"
+                f"{where}: batch dim 0 of size {dim0} does not divide over the {total} devices "
+                f"{_batch_forced_by(config)} splits it over; use a batch size that is a multiple of {total}"
             )
     if node.is_parameter:
         want = _parameter_filter(graph, v, layouts, config)

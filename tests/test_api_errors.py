@@ -1,0 +1,96 @@
+"""Every error a parallelize user meets, in the API's own terms: pytree paths, the API's option names, what
+to do, and no traceback through autopar's passes."""
+
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import autopar
+from autopar.errors import ArgumentError, PassError
+
+PYTHON_DIR = Path(autopar.__file__).resolve().parents[1]
+
+
+def step(params, batch):
+    loss = jnp.mean(batch["image"] @ params["w"])
+    return jax.tree.map(lambda p: p - 0.1, params), loss
+
+
+PARAMS = {"w": jnp.ones((32, 8))}
+
+
+def test_a_batch_that_does_not_divide_names_its_path_and_the_method() -> None:
+    f = autopar.parallelize(step, method=autopar.DataParallel())
+    with pytest.raises(PassError) as info:
+        f(PARAMS, {"image": jnp.ones((12, 32))})
+    assert str(info.value) == (
+        "DataParallel: batch['image'] (12x32): batch dim 0 of size 12 does not divide over the 8 devices "
+        "DataParallel (force_data_parallel) splits it over; use a batch size that is a multiple of 8"
+    )
+    # Raised from the user's call: no frame of the passes (or of autopar at all but its entry point).
+    frames = traceback.extract_tb(info.value.__traceback__)
+    assert not any("/passes/" in f.filename for f in frames)
+    assert len([f for f in frames if "/autopar/" in f.filename]) == 1
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_zero_options_are_named_as_the_api_names_them() -> None:
+    f = autopar.parallelize(step, method=autopar.Zero2Parallel(mesh_shape=(2, 4)))
+    with pytest.raises(PassError, match=r"8 devices Zero2Parallel \(force_data_parallel\) splits it over"):
+        f(PARAMS, {"image": jnp.ones((12, 32))})
+
+
+def test_pipeshard_without_layers_names_layer_option() -> None:
+    f = autopar.parallelize(step, method=autopar.PipeshardParallel(num_micro_batches=2))
+    with pytest.raises(PassError) as info:
+        f(PARAMS, {"image": jnp.ones((16, 32))})
+    assert str(info.value) == (
+        "PipeshardParallel needs the step cut into layers: pass layer_option=AutoLayerOption(layer_num=N), "
+        "or mark the boundaries yourself with autopar.mark_pipeline_boundary() and layer_option='manual'"
+    )
+
+
+def test_micro_batches_that_do_not_divide_name_the_path() -> None:
+    method = autopar.PipeshardParallel(num_micro_batches=3, layer_option=autopar.AutoLayerOption(layer_num=2))
+    f = autopar.parallelize(step, method=method)
+    with pytest.raises(ArgumentError) as info:
+        f(PARAMS, {"image": jnp.ones((16, 32))})
+    assert str(info.value) == (
+        "batch['image'] has batch dim 16, which 3 micro-batches do not divide: use a batch size divisible "
+        "by num_micro_batches=3"
+    )
+
+
+def test_an_int_mesh_shape_is_a_one_axis_mesh() -> None:
+    assert autopar.ShardParallel(mesh_shape=8).mesh_shape == (8,)
+    assert autopar.DataParallel(mesh_shape=8).mesh_shape == (8,)
+    with pytest.raises(ValueError, match=r"mesh_shape must be positive ints like 8 or \(2, 4\), got '8'"):
+        autopar.ShardParallel(mesh_shape="8")
+    with pytest.raises(ValueError, match=r"got \(2, 0\)"):
+        autopar.ShardParallel(mesh_shape=(2, 0))
+    f = autopar.parallelize(step, method=autopar.ShardParallel(mesh_shape=8))
+    f(PARAMS, {"image": jnp.ones((16, 32))})
+
+
+def test_one_visible_cpu_device_names_xla_flags() -> None:
+    code = (
+        "import jax.numpy as jnp, autopar\n"
+        "try:\n"
+        "    autopar.parallelize(lambda x: x, method=autopar.ShardParallel(mesh_shape=(2, 4)))\n"
+        "except ValueError as e:\n"
+        "    print(e)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(PYTHONPATH=str(PYTHON_DIR), JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.strip() == (
+        "mesh shape 2x4 needs 8 devices but 1 devices were given: pass a mesh shape whose product is 1, or 8 "
+        "devices; only one CPU device is visible: set XLA_FLAGS=--xla_force_host_platform_device_count=8 "
+        "before jax is imported to get more"
+    ), out.stderr
