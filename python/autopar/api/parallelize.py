@@ -27,6 +27,7 @@ from autopar.api.methods import AutoShardingOption, ShardParallel
 from autopar.api.plan import ExecutionPlan, TensorPlacement
 from autopar.errors import ArgumentError, AutoparError, PassError, PipelineError
 from autopar.ir.lowering import module_from_lowered
+from autopar.progress import Progress
 from autopar.runtime import executable as rt_exe
 from autopar.runtime import shardings as sh
 from autopar.runtime.hlo import parse_collectives
@@ -151,13 +152,23 @@ class ParallelizedFunction:
 
     @_user_facing
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        entry = self._entry(args, kwargs)
+        entry = self._cache.get(self._signature(args, kwargs))
+        if entry is None or entry.executable is None:  # a first call: plan and compile (shown when slow)
+            with self._progress() as progress:
+                entry = self._entry(args, kwargs, progress)
+                progress.stage("compiling with XLA")
+                self._executable(entry)
         return self._run(entry, args, kwargs)
 
     @_user_facing
     def lower(self, *args: Any, **kwargs: Any) -> Lowered:
         """Plans for these arguments (arrays or jax.ShapeDtypeStruct) without running."""
-        return Lowered(self, self._entry(args, kwargs))
+        with self._progress() as progress:
+            return Lowered(self, self._entry(args, kwargs, progress))
+
+    def _progress(self) -> Progress:
+        mesh = format_shape(self.mesh_shape)
+        return Progress(f"{self.method.name} of {self.__name__} on mesh {mesh}")
 
     @_user_facing
     def get_execution_plan(
@@ -204,15 +215,21 @@ class ParallelizedFunction:
                 ) from None
         return treedef, tuple(_aval_key(x) for x in leaves), statics
 
-    def _entry(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Entry:
+    def _entry(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], progress: Progress | None = None
+    ) -> _Entry:
         key = self._signature(args, kwargs)
         entry = self._cache.get(key)
         if entry is None:
-            entry = self._plan(args, kwargs)
+            entry = self._plan(args, kwargs, progress)
             self._cache[key] = entry
         return entry
 
-    def _plan(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Entry:
+    def _plan(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], progress: Progress | None = None
+    ) -> _Entry:
+        if progress is not None:
+            progress.stage("tracing and lowering")
         if self._batch_explicit:
             for i in self.batch_argnums:
                 if i >= len(args):
@@ -242,6 +259,8 @@ class ParallelizedFunction:
                 "outputs (side effects or tokens?): only pure functions can be parallelized"
             )
         _mark_roles(module, roles, paths)
+        if progress is not None:
+            progress.stage("planning")
         out_keys = tuple(_key_impl(leaf) for leaf in jax.tree.leaves(lowered.out_info))
         callbacks = _host_callbacks(lowered)
         if self._pipeshard:
