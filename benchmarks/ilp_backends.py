@@ -1,6 +1,6 @@
 """HiGHS (highspy) against CBC (through pulp) on the whole presolved group ILP of a public problem.
 
-    PYTHONPATH=python python benchmarks/ilp_backends.py [--problem G] [--time-limit 60]
+    python benchmarks/ilp_backends.py [--problem G] [--time-limit 60]
 
 Both get the same model (autopar._core.GroupModel(...).build), one thread, no warm start; prints the time to
 solve, the objective and the status of each.
@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "python"))
 
 from autopar import _core  # noqa: E402
 from autopar.solver import StrategyProblem, _solve_ilp  # noqa: E402

@@ -1,6 +1,6 @@
 """Solver quality on the public IOPDDL problems (../shared/bench/iopddl next to the repository).
 
-    PYTHONPATH=python python benchmarks/iopddl.py [--time-scale 0.1] [--problems A,G,M,S,example]
+    python benchmarks/iopddl.py [--time-scale 0.1] [--problems A,G,M,S,example]
 
 Each problem runs in its own process (so max RSS is per problem) within the contest's timeout times
 --time-scale; every solution is re-checked with the core's evaluator. Prints one table row per problem;
@@ -31,7 +31,6 @@ PROBLEMS = {
 
 def run_one(path: Path, time_limit: float, seed: int) -> dict:
     """Child process: load, solve, verify; prints one JSON line."""
-    sys.path.insert(0, str(REPO / "python"))
     from autopar.solver import StrategyProblem, solve
 
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """Planning time of the inter-op passes on Alpa's benchmark models, lowered with abstract arguments.
 
-    PYTHONPATH=python python benchmarks/planning_time.py --model gpt-39b --cluster 8x8 --json
+    python benchmarks/planning_time.py --model gpt-39b --cluster 8x8 --json
 
 prints one JSON line: the time split (lowering, layer clustering, stage cost estimation, DP, plan =
 outlining) and the plan (stages with their layers, submesh, logical mesh, devices). The step is lowered for
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import jax.numpy as jnp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The repository root, for benchmarks.models; autopar itself comes from the installed package (or from
+# PYTHONPATH=python with a dev build).
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 from autopar import ir as air  # noqa: E402
 from autopar import passes  # noqa: E402

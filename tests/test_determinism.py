@@ -72,6 +72,6 @@ def test_a_clock_cut_is_reported_in_the_module_and_on_stderr(tmp_path: Path) -> 
     assert "autopar.clock_cut = true" in result.stdout
     warnings = result.stderr.strip().splitlines()
     assert warnings == [
-        "autopar-intra-op: time-limit=0.001 s stopped planning before planning-budget=4 s of work was done "
+        "autopar-intra-op: time-limit=0.001 s stopped planning before planning-budget=8 s of work was done "
         "(a slow or loaded machine); this plan may differ between runs"
     ], result.stderr

@@ -590,7 +590,7 @@ def _conditional_rounds(
 # Conditional rounds: share of the budget left after the memory-free round, the widths k tried in turn,
 # and the backtracks per round (rounds of the measurements above closed within 3,000).
 _CONDITIONAL_SHARE = 0.8
-_CONDITIONAL_CHEAPEST = (4, 8)
+_CONDITIONAL_CHEAPEST = (4, 8, 16, 32)
 _CONDITIONAL_BACKTRACKS = 5000
 
 

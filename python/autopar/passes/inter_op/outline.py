@@ -1,6 +1,6 @@
 """Outlining groups of @main's ops into private stage functions called in order from @main.
 
-PLATFORM_FACTS.md: erase replaced ops in reverse order and only once every use is rewired (erasing an op
+docs/platform.md: erase replaced ops in reverse order and only once every use is rewired (erasing an op
 whose results still have uses segfaults). Ops that need no input (free: constants, iota, broadcasts of
 constants) are cloned into every group that reads them rather than passed between stages.
 """

@@ -1,7 +1,7 @@
 """Writes a solved plan as Shardy: the mesh, argument/result shardings, constraints, plan attributes.
 
 XLA honours `sdy.sharding` only on function arguments and results and honours `sdy.sharding_constraint`
-ops; it drops `sdy.sharding` on ordinary ops and rejects `sdy.reshard` (PLATFORM_FACTS.md). So every layout
+ops; it drops `sdy.sharding` on ordinary ops and rejects `sdy.reshard` (docs/platform.md). So every layout
 the plan decides inside the body becomes a `sdy.sharding_constraint` on the op's result, except where
 Shardy's own propagation cannot get it wrong: an elementwise op whose operands all arrive in the result's
 layout without a reshard and whose users all read it in that layout. (Users matter: Shardy propagates

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import time
 
 import numpy as np
 
@@ -182,58 +183,93 @@ def plans(
     core: solver_lib.StrategyProblem,
     usage_limit: int | None,
     time_limit: float = 60.0,
-    flat_budget: float = 0.0,
+    embed_budget: float = 0.0,
 ) -> list[FamilyPlan]:
-    """Every family of the grid in `family_roles` order, then (with `flat_budget` > 0 seconds of counted
-    work, on meshes of several active axes) the flat embedding; `time_limit` (all together) is a safety
-    net."""
-    grid = family_roles(config)
-    each = max(time_limit / max(len(grid) + 1, 1), 0.05)
+    """Every family of the grid in `family_roles` order, then (with `embed_budget` > 0 seconds of counted
+    work, on meshes of several active axes) the embeddings of coarser meshes (`coarse_groupings`), which
+    share that budget; `time_limit` (all together) is a safety net."""
+    deadline = time.perf_counter() + time_limit
+
+    def left() -> float:  # the cap is one clock for all of them, never a share that a slow one overruns
+        return max(deadline - time.perf_counter(), 0.05)
+
+    groupings = coarse_groupings(config) if embed_budget > 0 else []
     facts = _GraphFacts.of(graph)
-    out = [plan(graph, prob, config, roles, core, usage_limit, each, facts) for roles in grid]
-    if flat_budget > 0 and len(config.active_axes) > 1:
-        out.append(flat_embedding(graph, prob, config, core, usage_limit, flat_budget, each))
+    out = [
+        plan(graph, prob, config, roles, core, usage_limit, left(), facts) for roles in family_roles(config)
+    ]
+    for groups in groupings:
+        share = embed_budget / len(groupings)
+        out.append(coarse_embedding(graph, prob, config, core, usage_limit, groups, share, left()))
     return out
 
 
-def flat_mesh(config: PlanConfig) -> cost_lib.MeshModel:
-    """One axis over all of the mesh's devices, costed as the active axes used together (their latencies
-    add up, the slowest bandwidth counts: `MeshModel.group`)."""
-    size, alpha, beta = config.mesh.group(config.active_axes)
-    return cost_lib.MeshModel((size,), ("flat",), (alpha,), (beta,), config.mesh.device)
+def coarse_groupings(config: PlanConfig) -> list[tuple[tuple[int, ...], ...]]:
+    """The ways to merge neighbouring active axes into fewer axes, coarsest first: 2 axes give the flat
+    mesh ((x, y),); 3 give ((x, y, z),), then ((x, y), (z,)) and ((x,), (y, z))."""
+    active = config.active_axes
+    if len(active) < 2:
+        return []
+    out = [(tuple(active),)]
+    for cut in range(1, len(active)) if len(active) > 2 else []:
+        out.append((tuple(active[:cut]), tuple(active[cut:])))
+    return out
 
 
-def flat_embedding(
+def coarse_mesh(config: PlanConfig, groups: tuple[tuple[int, ...], ...]) -> cost_lib.MeshModel:
+    """One axis per group of the mesh's axes, costed as those axes used together (their latencies add up,
+    the slowest bandwidth counts: `MeshModel.group`)."""
+    sizes, alphas, betas = zip(*(config.mesh.group(g) for g in groups), strict=True)
+    names = tuple("_".join(config.mesh.axis_names[a] for a in g) for g in groups)
+    return cost_lib.MeshModel(tuple(sizes), names, tuple(alphas), tuple(betas), config.mesh.device)
+
+
+def coarse_embedding(
     graph: Graph,
     prob: problem_lib.Problem,
     config: PlanConfig,
     core: solver_lib.StrategyProblem,
     usage_limit: int | None,
+    groups: tuple[tuple[int, ...], ...],
     budget: float,
     time_limit: float,
 ) -> FamilyPlan:
-    """The program planned on one flat axis over all devices, laid onto every active axis at once (a dim
-    split over ("x", "y", "z") is split over the same devices in the same order): the multi-axis mesh can
-    carry every layout of the flat plan, so its search should never end worse than this plan."""
-    flat_config = dataclasses.replace(config, mesh=flat_mesh(config))
-    flat = problem_lib.build(graph, flat_config)
-    flat_core = problem_lib.to_solver_problem(flat, usage_limit)
-    result = solver_lib.solve(flat_core, time_limit=time_limit, budget=budget, seed=0)
-    active = list(config.active_axes)
+    """The program planned on a coarser mesh whose axes are groups of this mesh's axes, laid onto them (a
+    dim split over the coarse axis of (x, y) is split over ("x", "y"): the same devices in the same order).
+    This mesh can carry every layout of the coarse plan, so its search should never end worse than it. The
+    coarse problem has far smaller tables (a 1,500-op step: 16k entries flat, 5M on 2x2x2) and is planned
+    by the same `solve`, its own embeddings included, with `budget` seconds."""
+    from autopar.passes.intra_op import solve as solve_lib  # solve imports this module
+
+    coarse_config = dataclasses.replace(config, mesh=coarse_mesh(config, groups))
+    coarse = problem_lib.build(graph, coarse_config)
+    result = solve_lib.solve(
+        coarse,
+        usage_limit=usage_limit,
+        budget=budget,
+        time_limit=time_limit,
+        solver="auto",
+        graph=graph,
+        config=coarse_config,
+    )
     index = []
     for v, s in enumerate(prob.strategies):
         if not result.feasible:
             index.append(np.arange(s.size))
             continue
-        factor = int(flat.strategies[v].assignment[int(result.strategies[v]), 0])
-        match = np.flatnonzero(np.all(s.assignment[:, active] == factor, axis=1))
-        index.append(match if match.size else np.arange(s.size))
+        wanted = coarse.strategies[v].assignment[int(result.strategies[v])]
+        match = np.ones(s.size, dtype=bool)
+        for coarse_axis, axes in enumerate(groups):
+            match &= np.all(s.assignment[:, list(axes)] == wanted[coarse_axis], axis=1)
+        found = np.flatnonzero(match)
+        index.append(found if found.size else np.arange(s.size))
     if all(len(i) == 1 for i in index):
         chosen, cut = np.array([int(i[0]) for i in index], dtype=np.int64), False
     else:
         chosen, cut = _solve_restricted(prob, index, usage_limit, time_limit)
     cost, peak, ok = core.evaluate(chosen)
-    return FamilyPlan("flat", chosen, float(cost), int(peak), bool(ok), cut or result.clock_cut)
+    name = " x ".join("(" + ",".join(config.mesh.axis_names[a] for a in g) + ")" for g in groups)
+    return FamilyPlan(f"embedded {name}", chosen, float(cost), int(peak), bool(ok), cut or result.clock_cut)
 
 
 def best(family_plans: list[FamilyPlan]) -> FamilyPlan | None:

@@ -31,9 +31,9 @@ class Solution:
         return self.status in ("optimal", "feasible")
 
 
-# Share of the budget the flat embedding's plan gets (families.flat_embedding) on meshes of several axes: a
-# one-axis problem, which toulbar2 usually proves in a fraction of it.
-_FLAT_SHARE = 0.2
+# Share of the budget the embeddings of coarser meshes get (families.coarse_embedding) on meshes of several
+# axes, all together: their problems are far smaller, and toulbar2 often proves them in a fraction of it.
+_EMBED_SHARE = 0.4
 
 
 def solve(
@@ -50,19 +50,19 @@ def solve(
     `budget` is the counted work in seconds (the plan depends only on it); `time_limit` caps the wall clock
     (Solution.clock_cut says when it stopped a phase first).
 
-    With `graph` and `config`, the hand-written plan families (families.py, with the flat embedding on
-    meshes of several axes) are evaluated first and the best of them warm-starts the search: the returned
-    objective is never worse than any family's.
+    With `graph` and `config`, the hand-written plan families (families.py, with the embeddings of coarser
+    meshes on meshes of several axes) are evaluated first and the best of them warm-starts the search: the
+    returned objective is never worse than any family's.
     """
     start = time.perf_counter()
     core = to_solver_problem(problem, usage_limit)
     incumbent, clock_cut, grid = None, False, []
     if graph is not None and config is not None and config.active_axes:
-        flat_budget = _FLAT_SHARE * budget if len(config.active_axes) > 1 else 0.0
-        grid = families.plans(graph, problem, config, core, usage_limit, time_limit, flat_budget)
+        embed_budget = _EMBED_SHARE * budget if len(config.active_axes) > 1 else 0.0
+        grid = families.plans(graph, problem, config, core, usage_limit, time_limit, embed_budget)
         clock_cut = any(f.clock_cut for f in grid)
         incumbent = families.best(grid)
-        budget -= flat_budget
+        budget -= embed_budget
     left = max(time_limit - (time.perf_counter() - start), 0.05)
     result = solver_lib.solve(
         core,

@@ -1,0 +1,53 @@
+"""The benchmark scripts run against whatever autopar this test imports (the installed package, or python/
+in-tree with a dev build): a quick configuration of each, as a smoke test of the figures' commands."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import autopar
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(autopar.__file__).resolve().parents[1]
+IN_TREE = PACKAGE_DIR == ROOT / "python"
+
+
+def run(script: str, *args: str) -> str:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    if IN_TREE:  # the dev loop: the documented PYTHONPATH=python
+        env["PYTHONPATH"] = str(PACKAGE_DIR)
+    result = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_iopddl_on_the_bundled_example(tmp_path: Path) -> None:
+    (tmp_path / "example.json").write_bytes((ROOT / "tests" / "data" / "iopddl_example.json").read_bytes())
+    out = run("iopddl.py", "--problems", "example", "--bench-dir", str(tmp_path))
+    assert "| example |" in out and "| optimal |" in out
+
+
+def test_planning_budget() -> None:
+    out = run("planning_budget.py", "--models", "mlp-sgd", "--meshes", "2x4", "--long", "2")
+    assert "| mlp-sgd | 2x4 |" in out and "worst default / best" in out
+
+
+def test_first_call() -> None:
+    out = run("first_call.py", "--models", "mlp", "--repeat", "1")
+    assert "| mlp |" in out and "autopar-opt --version" in out
+
+
+@pytest.mark.parametrize("script", ["intra_op.py", "planning_time.py", "ilp_backends.py"])
+def test_help(script: str) -> None:
+    assert "usage:" in run(script, "--help")
