@@ -29,3 +29,11 @@ def test_a_fast_call_shows_nothing_even_on_a_terminal(capfd) -> None:
     with progress.Progress("step", after=5.0, force_terminal=True) as p:
         p.stage("planning")
     assert capfd.readouterr().err == ""
+
+
+def test_lowered_says_where_the_first_call_went() -> None:
+    f = autopar.parallelize(lambda w, x: x @ w)
+    lowered = f.lower(jnp.ones((16, 8)), jnp.ones((32, 16)))
+    assert set(lowered.timings) == {"lower", "plan"} and all(v > 0 for v in lowered.timings.values())
+    lowered.compile()
+    assert lowered.timings["compile"] > 0

@@ -13,6 +13,7 @@ import functools
 import inspect
 import math
 import re
+import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -87,6 +88,7 @@ class _Entry:
     module: ir.Module  # the planned (annotated) module
     out_keys: tuple[Any, ...]  # per output leaf: the PRNG implementation of a key output, else None
     host_callbacks: tuple[Any, ...] = ()  # Python callbacks JAX's lowering registered (jax.debug.print)
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds: lower, plan, compile
     executable: rt_exe.ShardedExecutable | SequentialExecutor | None = None
 
 
@@ -243,6 +245,7 @@ class ParallelizedFunction:
         # restored checkpoint) must not leak its mesh into the module, and every placement shares the plan.
         abstract_args = self._abstract(args)
         abstract_kwargs = jax.tree.map(_abstract, kwargs)
+        started = time.perf_counter()
         if self._pipeshard:  # autopar-inter-op plans the step of one micro-batch (as Alpa traces it)
             lowered = jitted.lower(*self._micro_batch_args(abstract_args), **abstract_kwargs)
         else:
@@ -259,6 +262,7 @@ class ParallelizedFunction:
                 "outputs (side effects or tokens?): only pure functions can be parallelized"
             )
         _mark_roles(module, roles, paths)
+        lowered_at = time.perf_counter()
         if progress is not None:
             progress.stage("planning")
         out_keys = tuple(_key_impl(leaf) for leaf in jax.tree.leaves(lowered.out_info))
@@ -271,13 +275,15 @@ class ParallelizedFunction:
                     "ShardParallel"
                 )
             self._run_pipeline(module, self.method.pipeline(self.cluster))
-            return _Entry(lowered.in_tree, lowered.out_tree, roles, paths, module, out_keys)
+            timings = {"lower": lowered_at - started, "plan": time.perf_counter() - lowered_at}
+            return _Entry(lowered.in_tree, lowered.out_tree, roles, paths, module, out_keys, (), timings)
         if self.method.manual_sharding_option is not None:
             self._annotate_manual(module, args, kwargs, dynamic, lowered)
         else:
             self._run_pipeline(module, self.method.pipeline(self.mesh_shape, self.axis_names))
         self._check_planned_mesh(module)
-        return _Entry(lowered.in_tree, lowered.out_tree, roles, paths, module, out_keys, callbacks)
+        timings = {"lower": lowered_at - started, "plan": time.perf_counter() - lowered_at}
+        return _Entry(lowered.in_tree, lowered.out_tree, roles, paths, module, out_keys, callbacks, timings)
 
     def _abstract(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(
@@ -378,12 +384,14 @@ class ParallelizedFunction:
 
     def _executable(self, entry: _Entry) -> rt_exe.ShardedExecutable | SequentialExecutor:
         if entry.executable is None:
+            started = time.perf_counter()
             if self._pipeshard:
                 entry.executable = SequentialExecutor(
                     entry.module, self.devices, intra_op_options=self.method.stage_intra_op_options()
                 )
             else:
                 entry.executable = rt_exe.compile(entry.module, self.devices, entry.host_callbacks)
+            entry.timings["compile"] = time.perf_counter() - started
         return entry.executable
 
     def _run(self, entry: _Entry, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -409,6 +417,12 @@ class Lowered:
     @property
     def module(self) -> ir.Module:
         return self._entry.module
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds spent on this signature: `lower` (JAX tracing and lowering), `plan` (the method's
+        passes), and `compile` (XLA) once compiled."""
+        return dict(self._entry.timings)
 
     def as_text(self, *, debug_info: bool = False) -> str:
         """The annotated StableHLO: `sdy.mesh`, `sdy.sharding` on @main, constraints, plan attributes."""
@@ -517,16 +531,9 @@ def _key_impl(leaf: Any) -> Any:
 
 
 def _aval_key(x: Any) -> tuple[Any, ...]:
-    if isinstance(x, jax.ShapeDtypeStruct):
-        return tuple(x.shape), jax.numpy.dtype(x.dtype), bool(getattr(x, "weak_type", False))
-    try:
-        aval = jax.typeof(x)
-    except TypeError:
-        raise TypeError(
-            f"argument leaf of type {type(x).__name__} is not an array: pass arrays, scalars or "
-            "jax.ShapeDtypeStruct, or make the argument static (static_argnums)"
-        ) from None
-    return tuple(aval.shape), aval.dtype, bool(aval.weak_type)
+    """What of an argument leaf keys the plan cache: exactly what the plan is made from."""
+    abstract = _abstract(x)
+    return tuple(abstract.shape), abstract.dtype, bool(abstract.weak_type)
 
 
 def _positional_names(fn: Callable[..., Any], n: int) -> list[str]:
@@ -561,10 +568,14 @@ def _mark_roles(module: ir.Module, roles: Sequence[str], paths: Sequence[str] = 
     main = sh.main_func(module)
     with module.context, ir.Location.unknown():
         unit = ir.UnitAttr.get()
-        for i, role in enumerate(roles):
-            sh.set_arg_attr(main, i, BATCH_ATTR if role == "batch" else PARAMETER_ATTR, unit)
-        for i, path in enumerate(paths):
-            sh.set_arg_attr(main, i, PATH_ATTR, ir.StringAttr.get(path))
+        attrs = []
+        for i, old in enumerate(sh.arg_attrs(main)):
+            entries = {named.name: named.attr for named in old}
+            entries[BATCH_ATTR if i < len(roles) and roles[i] == "batch" else PARAMETER_ATTR] = unit
+            if i < len(paths):
+                entries[PATH_ATTR] = ir.StringAttr.get(paths[i])
+            attrs.append(ir.DictAttr.get(entries))
+        main.arg_attrs = ir.ArrayAttr.get(attrs)  # one write: per-argument setters rebuild the whole array
 
 
 def _float_attr(module: ir.Module, name: str) -> float | None:

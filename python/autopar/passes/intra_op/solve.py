@@ -57,8 +57,12 @@ def solve(
     start = time.perf_counter()
     core = to_solver_problem(problem, usage_limit)
     incumbent, clock_cut, grid = None, False, []
-    if graph is not None and config is not None and config.active_axes:
-        embed_budget = _EMBED_SHARE * budget if len(config.active_axes) > 1 else 0.0
+    with_families = graph is not None and config is not None and bool(config.active_axes)
+    if with_families and len(config.active_axes) > 1:
+        # Several axes: the families (and the coarse meshes' plans) start the search and seed its
+        # neighbourhoods. One axis: the search proves most problems before families could help, so they
+        # are only evaluated when it does not (below).
+        embed_budget = _EMBED_SHARE * budget
         grid = families.plans(graph, problem, config, core, usage_limit, time_limit, embed_budget)
         clock_cut = any(f.clock_cut for f in grid)
         incumbent = families.best(grid)
@@ -71,9 +75,24 @@ def solve(
         seed=0,
         exact=solver != "heuristic",
         initial=None if incumbent is None else incumbent.strategies,
-        candidates=[f.strategies for f in grid if f.feasible] if incumbent is not None else (),
+        candidates=[f.strategies for f in grid if f.feasible],
     )
     clock_cut = clock_cut or result.clock_cut
+    if with_families and not grid and result.status != "optimal":
+        left = max(time_limit - (time.perf_counter() - start), 0.05)
+        grid = families.plans(graph, problem, config, core, usage_limit, left)
+        clock_cut = clock_cut or any(f.clock_cut for f in grid)
+        incumbent = families.best(grid)
+    if not result.feasible and incumbent is not None and incumbent.feasible:
+        return Solution(
+            [int(s) for s in incumbent.strategies],
+            incumbent.cost,
+            incumbent.peak_memory,
+            float(sum(c.min() for c in problem.node_costs)),
+            "feasible",
+            f"the '{incumbent.name}' family plan",
+            clock_cut,
+        )
     if not result.feasible:
         return Solution(
             [], float("inf"), int(result.peak_memory), float("inf"), result.status, result.message, clock_cut
