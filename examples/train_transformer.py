@@ -32,7 +32,9 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x):
         mask = nn.make_causal_mask(jnp.ones(x.shape[:2]))
-        x = x + nn.SelfAttention(num_heads=HEADS)(nn.LayerNorm()(x), mask=mask)
+        # No biases in attention: a key bias gets a gradient that is zero but for rounding, which Adam would
+        # blow up to a full-size update of arbitrary sign.
+        x = x + nn.MultiHeadDotProductAttention(num_heads=HEADS, use_bias=False)(nn.LayerNorm()(x), mask=mask)
         h = nn.gelu(nn.Dense(4 * WIDTH)(nn.LayerNorm()(x)))
         return x + nn.Dense(WIDTH)(h)
 

@@ -148,7 +148,7 @@ def test_jax_debug_print_inside_the_step(capfd) -> None:
 
     w, x = jnp.ones((16, 8)), jnp.ones((32, 16))
     f = autopar.parallelize(step)
-    ours = f(w, x)
+    ours = jax.block_until_ready(f(w, x))  # the callback runs with the step, asynchronously
     jax.effects_barrier()
     out = capfd.readouterr().out
     np.testing.assert_allclose(np.asarray(ours), np.asarray(jax.jit(step)(w, x)), rtol=1e-6)

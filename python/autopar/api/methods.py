@@ -27,6 +27,8 @@ class AutoShardingOption:
       prefer_reduce_scatter: reduce gradients with reduce-scatter (+ all-gather) rather than all-reduce.
       zero_stage: 0, 2 or 3 as in ZeRO (2: shard optimizer state and gradients, 3: also parameters).
       allow_replicated_parameters: let the solver keep parameters replicated.
+      allow_recompute_heavy_op: let dots and convolutions run replicated over a mesh axis that could split
+        them (Alpa's option of the same name, off by default: every model gets a parallel plan).
       memory_budget: bytes per device the plan may use; None = the pass's default (unlimited).
       solver: the pass's solver choice; None = the pass's default.
       planning_budget: counted planning work in seconds of a 2-core machine (the plan depends only on it);
@@ -44,6 +46,7 @@ class AutoShardingOption:
     prefer_reduce_scatter: bool = False
     zero_stage: int = 0
     allow_replicated_parameters: bool = True
+    allow_recompute_heavy_op: bool = False
     memory_budget: int | None = None
     solver: str | None = None
     planning_budget: float | None = None
@@ -94,6 +97,7 @@ class AutoShardingOption:
             ("prefer-reduce-scatter", _bool(self.prefer_reduce_scatter)),
             ("zero-stage", str(self.zero_stage)),
             ("allow-replicated-parameters", _bool(self.allow_replicated_parameters)),
+            ("allow-recompute-heavy-op", _bool(self.allow_recompute_heavy_op)),
         ]
         if self.memory_budget is not None:
             options.append(("memory-budget", str(int(self.memory_budget))))

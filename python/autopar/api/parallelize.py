@@ -25,7 +25,7 @@ from jaxlib.mlir import ir
 from autopar import passes
 from autopar.api import pipeshard
 from autopar.api.methods import AutoShardingOption, ShardParallel
-from autopar.api.plan import ExecutionPlan, TensorPlacement
+from autopar.api.plan import ExecutionPlan, ExpectedCollective, TensorPlacement
 from autopar.errors import ArgumentError, AutoparError, PassError, PipelineError
 from autopar.ir.lowering import module_from_lowered
 from autopar.progress import Progress
@@ -619,4 +619,27 @@ def _execution_plan(method_name: str, entry: _Entry, exe: rt_exe.ShardedExecutab
         estimated_cost=_float_attr(entry.module, "autopar.objective"),
         lower_bound=_float_attr(entry.module, "autopar.lower_bound"),
         solver_status=status,
+        expected_collectives=_expected_collectives(entry.module),
+        remarks=tuple(ir.StringAttr(r).value for r in ir.ArrayAttr(attrs["autopar.remarks"]))
+        if "autopar.remarks" in attrs
+        else (),
     )
+
+
+def _expected_collectives(module: ir.Module) -> tuple[ExpectedCollective, ...]:
+    attrs = module.operation.attributes
+    if "autopar.expected_collectives" not in attrs:
+        return ()
+    out = []
+    for item in ir.ArrayAttr(attrs["autopar.expected_collectives"]):
+        d = ir.DictAttr(item)
+        axes = ir.StringAttr(d["axes"]).value
+        out.append(
+            ExpectedCollective(
+                ir.StringAttr(d["kind"]).value,
+                tuple(axes.split(",")) if axes else (),
+                ir.IntegerAttr(d["count"]).value,
+                ir.IntegerAttr(d["bytes"]).value,
+            )
+        )
+    return tuple(out)

@@ -42,6 +42,10 @@ class ExecutionPlan:
       estimated_cost: the solver's objective in seconds (cost model), None for manual layouts.
       lower_bound: the solver's proven lower bound on that objective, when it gave one.
       solver_status: e.g. 'optimal', 'feasible', or 'manual' when no solver ran.
+      expected_collectives: what the plan priced, summed by kind and mesh axes (`ExpectedCollective`);
+        empty for manual layouts.
+      remarks: what the planner wants the user to know (a mesh axis that splits nothing and why, ops
+        without a sharding rule kept replicated).
     """
 
     method: str
@@ -53,6 +57,8 @@ class ExecutionPlan:
     estimated_cost: float | None
     lower_bound: float | None
     solver_status: str
+    expected_collectives: tuple[ExpectedCollective, ...] = ()
+    remarks: tuple[str, ...] = ()
 
     def parameter_specs(self) -> dict[str, PartitionSpec]:
         """{path: spec} of every argument that is not a batch."""
@@ -70,10 +76,40 @@ class ExecutionPlan:
     def collective_bytes(self) -> int:
         return sum(c.bytes for c in self.collectives)
 
+    def expected_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(COLLECTIVE_KINDS, 0)
+        for e in self.expected_collectives:
+            counts[e.kind] += e.count
+        return counts
+
+    def expected_bytes(self) -> int:
+        return sum(e.bytes for e in self.expected_collectives)
+
+    def fidelity_table(self) -> str:
+        """Per kind: what the plan priced (count, bytes per device) beside what XLA compiled."""
+        compiled: dict[str, list[int]] = {}
+        for c in self.collectives:
+            entry = compiled.setdefault(c.kind, [0, 0])
+            entry[0] += 1
+            entry[1] += c.bytes
+        expected = {k: [0, 0] for k in COLLECTIVE_KINDS}
+        for e in self.expected_collectives:
+            expected[e.kind][0] += e.count
+            expected[e.kind][1] += e.bytes
+        lines = [f"  {'':<18} {'planned':>20} {'compiled':>20}"]
+        for kind in COLLECTIVE_KINDS:
+            p, c = expected[kind], compiled.get(kind, [0, 0])
+            if p[0] or c[0]:
+                lines.append(
+                    f"  {kind:<18} {p[0]:>5} x {_bytes_text(p[1]):>10}   {c[0]:>5} x {_bytes_text(c[1]):>10}"
+                )
+        return "\n".join(lines)
+
     def __str__(self) -> str:
         mesh = ", ".join(f"{name}={size}" for name, size in self.mesh_shape.items())
         lines = [f"{self.method} on mesh [{mesh}] over devices {list(self.device_ids)}"]
         lines.append(f"solver: {self.solver_status}" + _cost_text(self.estimated_cost, self.lower_bound))
+        lines.extend(f"remark: {r}" for r in self.remarks)
         for title, placements in (("inputs", self.inputs), ("outputs", self.outputs)):
             lines.append(f"{title}:")
             width = max((len(t.path) for t in placements), default=0)
@@ -84,10 +120,24 @@ class ExecutionPlan:
         counts = {k: v for k, v in self.collective_counts().items() if v}
         summary = ", ".join(f"{v} {k}" for k, v in counts.items()) or "none"
         lines.append(f"collectives: {summary} ({_bytes_text(self.collective_bytes())} per device)")
+        if self.expected_collectives:
+            lines.append("planned beside compiled (count x bytes per device):")
+            lines.append(self.fidelity_table())
+        lines.append("compiled, in program order:")
         for c in self.collectives:
             over = f" over {','.join(c.axes)}" if c.axes else (f" groups {c.groups}" if c.groups else "")
             lines.append(f"  {c.kind:<18} {' '.join(c.shapes):<24} {_bytes_text(c.bytes):>10}{over}")
         return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpectedCollective:
+    """Collectives of one kind over one set of mesh axes that the plan priced: count and bytes per device."""
+
+    kind: str
+    axes: tuple[str, ...]
+    count: int
+    bytes: int
 
 
 def _spec_text(spec: PartitionSpec) -> str:

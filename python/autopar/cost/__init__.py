@@ -94,11 +94,13 @@ class MeshModel:
 
     # Alpa's formulas (alpa/shard_parallel/auto_sharding.py, LogicalDeviceMesh), in seconds; the small
     # constant tie-breakers there are kept relative so that equal-volume choices prefer the cheaper kind.
-    def all_reduce(self, num_bytes: float, axes: Sequence[int]) -> float:
+    def all_reduce(self, num_bytes: float, axes: Sequence[int], latency_share: float = 1.0) -> float:
+        """`latency_share` < 1: this all-reduce is one of several XLA merges into one (gradients), and pays
+        that share of the latency."""
         n, alpha, beta = self.group(axes)
         if n == 1:
             return 0.0
-        return alpha + beta * 2 * (n - 1) / n * num_bytes + 0.01 * alpha
+        return latency_share * 1.01 * alpha + beta * 2 * (n - 1) / n * num_bytes
 
     def all_gather(self, num_bytes: float, axes: Sequence[int]) -> float:
         """`num_bytes` is the gathered (output) size per device."""
@@ -107,12 +109,12 @@ class MeshModel:
             return 0.0
         return alpha + beta * (n - 1) / n * num_bytes + 0.1 * alpha
 
-    def reduce_scatter(self, num_bytes: float, axes: Sequence[int]) -> float:
-        """`num_bytes` is the input (unscattered) size per device."""
+    def reduce_scatter(self, num_bytes: float, axes: Sequence[int], latency_share: float = 1.0) -> float:
+        """`num_bytes` is the input (unscattered) size per device; `latency_share` as for all_reduce."""
         n, alpha, beta = self.group(axes)
         if n == 1:
             return 0.0
-        return alpha + beta * (n - 1) / n * num_bytes + 0.001 * alpha
+        return latency_share * 1.001 * alpha + beta * (n - 1) / n * num_bytes
 
     def all_to_all(self, num_bytes: float, axes: Sequence[int]) -> float:
         n, alpha, beta = self.group(axes)
@@ -121,6 +123,13 @@ class MeshModel:
         # Alpa: each device keeps 1/n and sends (n-1)/n^2 of its data to each peer; penalised by 1.5x
         # against the ideal because all-to-all runs well below link bandwidth in practice.
         return alpha + beta * 1.5 * (n - 1) / n / n * num_bytes + 0.001 * alpha
+
+    def collective_permute(self, num_bytes: float, axes: Sequence[int]) -> float:
+        """Every device sends its part to one other device (`num_bytes` is what each receives)."""
+        n, alpha, beta = self.group(axes)
+        if n == 1:
+            return 0.0
+        return alpha + beta * num_bytes
 
 
 def default_betas(shape: Sequence[int]) -> tuple[float, ...]:

@@ -14,6 +14,7 @@ import types
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from jaxlib.mlir import ir, passmanager
 from jaxlib.mlir.dialects import sdy
 
@@ -94,6 +95,12 @@ OPTIONS = [
         "zero-stage", int, 0, "0, 2 (shard optimizer state) or 3 (shard parameters too)", choices=(0, 2, 3)
     ),
     Option("allow-replicated-parameters", bool, True, "allow autopar.parameter arguments to be replicated"),
+    Option(
+        "allow-recompute-heavy-op",
+        bool,
+        False,
+        "allow dots and convolutions to run replicated over a mesh axis that could split them",
+    ),
 ]
 
 
@@ -115,7 +122,8 @@ def intra_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
         g = graph.read_function(func_op)
         prob = problem.build(g, config)
         solution = _solve_or_explain(g, prob, _with_solve_time_left(config, start))
-        emit.write_plan(module_op, g, prob, solution, config.mesh, prob.remarks)
+        remarks = prob.remarks + _unused_axes(prob, solution, config)
+        emit.write_plan(module_op, g, prob, solution, config.mesh, remarks)
         if solution.clock_cut:
             log.warning(
                 "autopar-intra-op: time-limit=%g s stopped planning before planning-budget=%g s of work "
@@ -263,6 +271,25 @@ def _check_unannotated(module_op: ir.Operation, config: config_lib.PlanConfig) -
                 f"the module was lowered for {partitions} partitions but mesh "
                 f"{'x'.join(map(str, config.mesh.shape))} has {config.mesh.num_devices} devices"
             )
+
+
+def _unused_axes(prob: problem.Problem, solution: solve.Solution, config: config_lib.PlanConfig) -> list[str]:
+    """A remark per mesh axis of size > 1 that the plan splits nothing over, saying why."""
+    used: set[int] = set()
+    for s, choice in zip(prob.strategies, solution.strategies, strict=True):
+        used.update(int(a) for a in np.flatnonzero(s.assignment[choice] >= 0))
+    remarks = []
+    for axis in config.active_axes:
+        if axis in used:
+            continue
+        name, size = config.mesh.axis_names[axis], config.mesh.shape[axis]
+        why = (
+            "running its work replicated is cheaper under the cost model (allow-recompute-heavy-op=true)"
+            if config.allow_recompute_heavy_op
+            else f"no dot or convolution has a dimension that {size} divides"
+        )
+        remarks.append(f"mesh axis '{name}' ({size} devices) splits nothing: {why}")
+    return remarks
 
 
 def _drop_empty_meshes(module_op: ir.Operation) -> None:

@@ -40,6 +40,8 @@ class PlanConfig:
         all-reduced.
       zero_stage: 0, 2 (optimizer state sharded over the data-parallel axes) or 3 (parameters too).
       allow_replicated_parameters: when false, `autopar.parameter` arguments must be sharded.
+      allow_recompute_heavy_op: when false (Alpa's default), dots and convolutions are split over every
+        active mesh axis that can split them.
     """
 
     mesh: cost.MeshModel
@@ -54,6 +56,7 @@ class PlanConfig:
     prefer_reduce_scatter: bool = False
     zero_stage: int = 0
     allow_replicated_parameters: bool = True
+    allow_recompute_heavy_op: bool = False
 
     @property
     def active_axes(self) -> tuple[int, ...]:
@@ -179,4 +182,5 @@ def _checked(mesh: cost.MeshModel, o: dict, get) -> PlanConfig:
         prefer_reduce_scatter=bool(get("prefer_reduce_scatter", False)),
         zero_stage=zero,
         allow_replicated_parameters=bool(get("allow_replicated_parameters", True)),
+        allow_recompute_heavy_op=bool(get("allow_recompute_heavy_op", False)),
     )

@@ -17,8 +17,9 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import sdy
 
 from autopar.cost import MeshModel
+from autopar.passes.intra_op import expected
 from autopar.passes.intra_op.graph import Graph, Node
-from autopar.passes.intra_op.problem import Problem
+from autopar.passes.intra_op.problem import Problem, parameter_results
 from autopar.passes.intra_op.solve import Solution
 
 MESH_NAME = "mesh"
@@ -66,9 +67,17 @@ def _write(
         for v in range(graph.num_args)
     ]
     _set_func_attrs(func_op, "arg_attrs", arg_shardings)
+    # An updated parameter (or optimizer state) leaves in the layout its argument came in: the reshard
+    # from its update's layout (priced by the problem's state edge) happens inside the program, never
+    # between steps.
+    state_arg = {j: v for v, j in parameter_results(graph).items()}
     result_shardings = [
-        sharding_attr(result_layout(u, r), len(graph.nodes[u].result_shapes[r]), mesh)
-        for u, r in graph.returns
+        sharding_attr(
+            result_layout(state_arg[j], 0) if j in state_arg else result_layout(u, r),
+            len(graph.nodes[u].result_shapes[r]),
+            mesh,
+        )
+        for j, (u, r) in enumerate(graph.returns)
     ]
     _set_func_attrs(func_op, "res_attrs", result_shardings)
     if any(mesh.shape[a] > 1 for a in range(len(mesh.shape))):
@@ -76,7 +85,9 @@ def _write(
             node = graph.nodes[v]
             if _needs_constraint(graph, v, problem, chosen, result_layout):
                 _constrain_results(node, [result_layout(v, r) for r in range(len(node.result_shapes))], mesh)
+        _constrain_reshards(graph, problem, chosen, result_layout, mesh)
     _set_module_attrs(module_op, mesh, solution, remarks)
+    module_op.attributes["autopar.expected_collectives"] = _expected_attr(graph, problem, solution, mesh)
 
 
 def _needs_constraint(graph: Graph, v: int, problem: Problem, chosen: list[int], result_layout) -> bool:
@@ -107,6 +118,44 @@ def _needs_constraint(graph: Graph, v: int, problem: Problem, chosen: list[int],
     return False
 
 
+def _constrain_reshards(
+    graph: Graph, problem: Problem, chosen: list[int], result_layout, mesh: MeshModel
+) -> None:
+    """Where an op needs an operand in another layout than its producer's, the operand gets a constraint
+    to that layout, placed right after the value (one per value and layout, shared by every op that needs
+    it, as XLA would share it anyway). XLA then reshards exactly there, and the op itself sees all its
+    operands and results in the layouts of its planned strategy: the partitioner has nothing left to
+    choose, so the program runs the communication the plan priced."""
+    made: dict[tuple, ir.Value] = {}
+    block = graph.func.regions[0].blocks[0]
+    for v in range(graph.num_args, len(graph.nodes)):
+        node = graph.nodes[v]
+        op = node.op
+        if op is None:
+            continue
+        for k, (u, r) in enumerate(node.operands):
+            required = problem.strategies[v].operand_layouts[k][chosen[v]]
+            if np.array_equal(required, result_layout(u, r)) or not node.operand_shapes[k]:
+                continue
+            value = op.operands[k]
+            if not isinstance(value.type, ir.RankedTensorType):
+                continue
+            key = (u, r, required.tobytes())
+            if key not in made:
+                made[key] = _constraint_after(value, required, len(node.operand_shapes[k]), mesh, block)
+            op.operands[k] = made[key]
+
+
+def _constraint_after(value: ir.Value, layout: np.ndarray, rank: int, mesh: MeshModel, block) -> ir.Value:
+    owner = value.owner
+    if isinstance(owner, ir.Block):  # a function argument
+        point, location = ir.InsertionPoint.at_block_begin(block), ir.Location.unknown()
+    else:
+        point, location = ir.InsertionPoint.after(owner), owner.location
+    with point, location:
+        return sdy.ShardingConstraintOp(value, sharding_attr(layout, rank, mesh)).result
+
+
 def _constrain_results(node: Node, result_layouts: list[np.ndarray], mesh: MeshModel) -> None:
     op = node.op
     assert op is not None
@@ -135,6 +184,24 @@ def _set_func_attrs(func_op: ir.Operation, key: str, shardings: list[ir.Attribut
     func_op.attributes[key] = ir.ArrayAttr.get(dicts)
 
 
+def _expected_attr(graph: Graph, problem: Problem, solution: Solution, mesh: MeshModel) -> ir.Attribute:
+    """`[{kind, axes, count, bytes}, ...]`: the collectives the plan prices, summed by kind and mesh axes."""
+    i64 = ir.IntegerType.get_signless(64)
+    entries = []
+    for e in expected.expected_collectives(graph, problem, solution.strategies, mesh):
+        entries.append(
+            ir.DictAttr.get(
+                {
+                    "kind": ir.StringAttr.get(e.kind),
+                    "axes": ir.StringAttr.get(",".join(e.axes)),
+                    "count": ir.IntegerAttr.get(i64, e.count),
+                    "bytes": ir.IntegerAttr.get(i64, e.bytes),
+                }
+            )
+        )
+    return ir.ArrayAttr.get(entries)
+
+
 def _set_module_attrs(
     module_op: ir.Operation, mesh: MeshModel, solution: Solution, remarks: list[str]
 ) -> None:
@@ -151,5 +218,6 @@ def _set_module_attrs(
     )
     if solution.clock_cut:
         attrs["autopar.clock_cut"] = ir.BoolAttr.get(True)
+
     if remarks:
         attrs["autopar.remarks"] = ir.ArrayAttr.get([ir.StringAttr.get(r) for r in remarks])

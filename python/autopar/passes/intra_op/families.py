@@ -8,7 +8,7 @@ A family gives every active mesh axis a role:
 - `model`: no batch dim is split over the axis; the axis is free for tensor parallelism (Megatron's
   column/row splits are what the restricted search finds there).
 - `zero2` / `zero3`: `data`, but optimizer state (zero2) or every parameter (zero3) is sharded over the
-  axis and ops without a batch dim may split too.
+  axis, and elementwise ops without a batch dim (the optimizer's update) may split too.
 
 A family is a mask over each node's strategies. A family whose masks leave one strategy per node is a
 fixed plan; otherwise the restricted problem (every free node keeps only its masked strategies) is solved
@@ -88,7 +88,7 @@ def masks(
         if node.kind == "arg":
             key = (id(s), node.is_batch, node.is_parameter, v in facts.state, roles)
         else:
-            key = (id(s), facts.batch.get(v), roles)
+            key = (id(s), facts.batch.get(v), _elementwise(node), roles)
         keep = facts.cache.get(key)
         if keep is None:
             keep = _node_mask(s, node.kind == "arg", key[1:-1], config.active_axes, roles)
@@ -106,9 +106,21 @@ def _node_mask(s, is_arg: bool, flags: tuple, active: tuple[int, ...], roles: tu
         elif flags[0] is not None:
             on_batch = np.isin(choice, sorted(flags[0]))
             keep &= ~on_batch if role == "model" else on_batch
-        elif role == "data":
+        elif role == "data" or (role in ("zero2", "zero3") and not flags[1]):
+            # Without a batch dim an op runs replicated; under ZeRO the elementwise ones (the optimizer's
+            # update of split state and parameters) may run split: never a tensor-parallel matmul.
             keep &= choice < 0
     return keep if keep.any() else np.ones(s.size, dtype=bool)
+
+
+def _elementwise(node) -> bool:
+    rule = node.rule
+    return (
+        rule is not None
+        and not rule.reduction
+        and len(node.result_shapes) == 1
+        and all(s == node.result_shapes[0] for s in node.operand_shapes)
+    )
 
 
 def _argument_mask(

@@ -23,8 +23,9 @@ from autopar.cost import MeshModel
 from autopar.passes.intra_op.graph import Rule
 
 FORBIDDEN = 1.0e18
-# Ops whose work is multiply-accumulate over all factors: 2 flops per point of the factor space.
-_MAC_OPS = frozenset({"stablehlo.dot_general", "stablehlo.dot", "stablehlo.convolution"})
+# Ops whose work is multiply-accumulate over all factors: 2 flops per point of the factor space. These are
+# the heavy ops that allow-recompute-heavy-op=false keeps from running replicated.
+HEAVY_OPS = _MAC_OPS = frozenset({"stablehlo.dot_general", "stablehlo.dot", "stablehlo.convolution"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,9 +175,14 @@ def _tensor_layout(maps: tuple[tuple[int, ...], ...], assignment: tuple[int, ...
 
 @functools.lru_cache(maxsize=16384)
 def op_strategies(
-    facts: OpFacts, mesh: MeshModel, active: tuple[int, ...], reduce_scatter: bool
+    facts: OpFacts,
+    mesh: MeshModel,
+    active: tuple[int, ...],
+    reduce_scatter: bool,
+    latency_share: float = 1.0,
 ) -> Strategies:
-    """All strategies of an op with a sharding rule; the replicated strategy first."""
+    """All strategies of an op with a sharding rule; the replicated strategy first. `latency_share` scales
+    the latency of the op's partial-sum collectives (see problem.gradient_reductions)."""
     rule = facts.rule
     num_axes = len(mesh.shape)
     whole_time = op_time(facts, mesh)
@@ -199,7 +205,8 @@ def op_strategies(
         results = [_tensor_layout(m, tuple(assignment)) for m in rule.result_maps]
         split = math.prod(mesh.shape[a] for a, f in enumerate(assignment) if f >= 0)
         reduced = [a for a, f in enumerate(assignment) if f in rule.reduction]
-        for variant_results, collective in _reduction_variants(results, reduced, facts, mesh, reduce_scatter):
+        variants = _reduction_variants(results, reduced, facts, mesh, reduce_scatter, latency_share)
+        for variant_results, collective in variants:
             for rows, layout in zip(operand_rows, operands, strict=True):
                 rows.append(layout)
             for rows, layout in zip(result_rows, variant_results, strict=True):
@@ -242,7 +249,12 @@ def _result_memory(results: list[list[int]], facts: OpFacts, mesh_shape: tuple[i
 
 
 def _reduction_variants(
-    results: list[list[int]], reduced: list[int], facts: OpFacts, mesh: MeshModel, reduce_scatter: bool
+    results: list[list[int]],
+    reduced: list[int],
+    facts: OpFacts,
+    mesh: MeshModel,
+    reduce_scatter: bool,
+    latency_share: float = 1.0,
 ):
     """(result layouts, collective seconds) for an op whose axes `reduced` leave partial sums."""
     if not reduced:
@@ -252,7 +264,7 @@ def _reduction_variants(
         tensor_bytes(s, i) / math.prod(mesh.shape[a] for a, d in enumerate(lay) if d >= 0)
         for lay, s, i in zip(results, facts.result_shapes, facts.result_itemsizes, strict=True)
     ]
-    yield results, sum(mesh.all_reduce(b, reduced) for b in partial_bytes)
+    yield results, sum(mesh.all_reduce(b, reduced, latency_share) for b in partial_bytes)
     if not reduce_scatter or len(results) != 1:
         return
     layout, shape = results[0], facts.result_shapes[0]
@@ -261,7 +273,60 @@ def _reduction_variants(
         already = math.prod(mesh.shape[a] for a, d in enumerate(layout) if d == dim)
         if shape[dim] % (already * group) == 0:
             scattered = [dim if a in reduced else d for a, d in enumerate(layout)]
-            yield [scattered], mesh.reduce_scatter(partial_bytes[0], reduced)
+            yield [scattered], mesh.reduce_scatter(partial_bytes[0], reduced, latency_share)
+
+
+def reshard_steps(
+    produced: np.ndarray, required: np.ndarray, mesh_shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """How XLA turns each produced layout into each required layout ([Sp, Sc] each): bit masks over mesh
+    axes of the axes it all-gathers (sharded, then replicated), the axes it moves between dims with an
+    all-to-all, and the axes of dims whose split must be re-ordered across devices with a
+    collective-permute; and where it gives up and rematerializes the whole tensor.
+
+    Slicing a dim further is free only when the new axes are minor to the axes that stay on it: a dim split
+    over (z) that must be split over (x, y, z) holds, on device (x, y, z), rows of z's chunk, but needs row
+    x*4 + y*2 + z; likewise gathering a dim's major axis while a minor one stays. XLA exchanges such parts
+    with a collective-permute (measured on GPT steps on 2x2x2: 8 permutes the per-axis model missed).
+    All-to-all works for axes that all move from one dim to one other dim; axes moving between two or more
+    pairs of dims ([x, y, z] all on dim 2 to x, y on dim 0 and z on dim 1) make XLA's partitioner replicate
+    the tensor and slice it again ("Involuntary full rematerialization").
+    """
+    p = produced[:, None, :].astype(np.int16)
+    c = required[None, :, :].astype(np.int16)
+    axes = len(mesh_shape)
+    active = (np.asarray(mesh_shape) > 1)[None, None, :]
+    bits = (1 << np.arange(axes)).astype(np.int64)
+    sharded = (p >= 0) & active
+    gather = (sharded & (c < 0)) @ bits
+    moving = sharded & (c >= 0) & (p != c)
+    move = moving @ bits
+    route = np.where(moving, p * 64 + c, -1)  # (source dim, target dim) of each moving axis
+    remat = np.zeros(gather.shape, dtype=bool)
+    for a in range(axes):
+        for b in range(a + 1, axes):
+            remat |= moving[..., a] & moving[..., b] & (route[..., a] != route[..., b])
+    permute = np.zeros(gather.shape, dtype=np.int64)
+    index = np.arange(axes)
+    rank = int(max(produced.max(initial=-1), required.max(initial=-1))) + 1
+    for dim in range(rank):
+        stay = (p == dim) & (c == dim) & active
+        new = (c == dim) & (p != dim) & active
+        gone = (p == dim) & (c != dim) & active
+        last_stay = np.where(stay, index, -1).max(axis=-1)
+        first_new = np.where(new, index, axes).min(axis=-1)
+        first_gone = np.where(gone, index, axes).min(axis=-1)
+        reordered = (last_stay >= 0) & ((first_new < last_stay) | (first_gone < last_stay))
+        permute |= np.where(reordered, (stay | new | gone) @ bits, 0)
+    remat_axes = sharded @ bits
+    gather = np.where(remat, remat_axes, gather)
+    move = np.where(remat, 0, move)
+    permute = np.where(remat, 0, permute)
+    return gather, move, permute, remat
+
+
+def _mask_axes(mask: int) -> list[int]:
+    return [a for a in range(8) if mask >> a & 1]
 
 
 def reshard_cost(
@@ -273,28 +338,32 @@ def reshard_cost(
     allow_all_gather: bool,
     allow_all_to_all: bool,
 ) -> np.ndarray:
-    """[Sp, Sc] seconds to turn each produced layout into each required layout.
-
-    Per mesh axis: same dim or replicated->sharded (a local slice) is free; sharded->replicated is an
-    all-gather; sharded on another dim is an all-to-all (or all-gather + slice when all-to-all is off).
-    Sizes are the per-device bytes of the required layout.
-    """
+    """[Sp, Sc] seconds to turn each produced layout into each required layout, as XLA does it
+    (`reshard_steps`): one all-gather over the gathered axes together, one all-to-all over the moved ones
+    (all-gather + slice when all-to-all is off), and a collective-permute where a dim's split is
+    re-ordered; slicing is free. Sizes are the per-device bytes of the required layout, but for a
+    rematerialization: an all-gather of the whole tensor."""
     total = float(tensor_bytes(shape, itemsize))
     per_device = total / shards_of(required, mesh.shape).astype(np.float64)  # [Sc]
-    cost = np.zeros((produced.shape[0], required.shape[0]))
-    for axis in range(len(mesh.shape)):
-        if mesh.shape[axis] == 1:
+    gather, move, permute, remat = reshard_steps(produced, required, mesh.shape)
+    columns = np.arange(required.shape[0])[None, :]
+    cost = np.zeros(gather.shape)
+    if remat.any():  # the gathers of a rematerialization produce the whole tensor
+        whole = np.zeros((int(gather.max()) + 1,))
+        for mask in np.unique(gather[remat]):
+            whole[mask] = mesh.all_gather(total, _mask_axes(int(mask)))
+        cost += np.where(remat, whole[gather], 0.0)
+        gather = np.where(remat, 0, gather)
+    for masks, price in (
+        (gather, mesh.all_gather if allow_all_gather else None),
+        (move, mesh.all_to_all if allow_all_to_all else mesh.all_gather),
+        (permute, mesh.collective_permute),
+    ):
+        used = np.unique(masks)
+        if used.max(initial=0) == 0:
             continue
-        p = produced[:, axis][:, None]
-        c = required[:, axis][None, :]
-        sharded = p >= 0
-        gather = sharded & (c < 0)
-        moved = sharded & (c >= 0) & (p != c)
-        gather_cost = mesh.all_gather(per_device, [axis])[None, :]
-        if not allow_all_gather:
-            gather_cost = np.full_like(gather_cost, FORBIDDEN)
-        move_cost = (
-            mesh.all_to_all(per_device, [axis]) if allow_all_to_all else mesh.all_gather(per_device, [axis])
-        )
-        cost += np.where(gather, gather_cost, 0.0) + np.where(moved, move_cost[None, :], 0.0)
+        table = np.zeros((int(used.max()) + 1, required.shape[0]))
+        for mask in used[used > 0]:
+            table[mask] = FORBIDDEN if price is None else price(per_device, _mask_axes(int(mask)))
+        cost += table[masks, columns]
     return np.minimum(cost, FORBIDDEN)

@@ -1,0 +1,95 @@
+"""The collectives a plan expects XLA to emit, derived from the chosen strategies exactly as the cost model
+prices them: per op, the all-reduce (or reduce-scatter) of partial sums over the mesh axes a reduction
+factor is split on; per operand whose producer's layout differs from the one the op needs, the all-gather
+(axes that are sharded and must be replicated) and the all-to-all (axes that shard another dim); per
+parameter, the reshard from its update's layout back to its own.
+
+Bytes are per device, of what the collective produces (as `autopar.runtime.hlo` reads them from XLA's
+compiled program), so the two can be compared: benchmarks/plan_fidelity.py does, on real models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+from autopar.cost import MeshModel
+from autopar.passes.intra_op.graph import Graph
+from autopar.passes.intra_op.problem import Problem, parameter_results
+from autopar.passes.intra_op.strategies import reshard_steps, shards_of, tensor_bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Expected:
+    """One kind of collective over one set of mesh axes: how many, and their bytes per device in all."""
+
+    kind: str
+    axes: tuple[str, ...]
+    count: int
+    bytes: int
+
+
+def expected_collectives(
+    graph: Graph, problem: Problem, chosen: list[int], mesh: MeshModel
+) -> list[Expected]:
+    """Every collective the plan prices, summed by (kind, axes), in a fixed order."""
+    totals: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+    for kind, axes, size in _collectives(graph, problem, chosen, mesh):
+        names = tuple(mesh.axis_names[a] for a in axes)
+        entry = totals.setdefault((kind, names), [0, 0])
+        entry[0] += 1
+        entry[1] += int(size)
+    return [Expected(kind, axes, c, b) for (kind, axes), (c, b) in sorted(totals.items())]
+
+
+def _collectives(
+    graph: Graph, problem: Problem, chosen: list[int], mesh: MeshModel
+) -> Iterator[tuple[str, tuple[int, ...], float]]:
+    seen: set[tuple] = set()  # one reshard per value and target layout: the emitter shares it
+    for v, node in enumerate(graph.nodes):
+        s = problem.strategies[v]
+        if node.rule is not None and node.kind != "arg":
+            yield from _reductions(node, s, chosen[v], mesh)
+        for k, (u, r) in enumerate(node.operands):
+            produced = problem.strategies[u].result_layouts[r][chosen[u]]
+            required = s.operand_layouts[k][chosen[v]]
+            key = (u, r, required.tobytes())
+            if key in seen:
+                continue
+            seen.add(key)
+            yield from _reshard(produced, required, node.operand_shapes[k], node.operand_itemsizes[k], mesh)
+    for v, j in parameter_results(graph).items():
+        u, r = graph.returns[j]
+        produced = problem.strategies[u].result_layouts[r][chosen[u]]
+        required = problem.strategies[v].result_layouts[0][chosen[v]]
+        node = graph.nodes[v]
+        yield from _reshard(produced, required, node.result_shapes[0], node.result_itemsizes[0], mesh)
+
+
+def _reductions(node, s, choice: int, mesh: MeshModel) -> Iterator[tuple[str, tuple[int, ...], float]]:
+    assignment = s.assignment[choice]
+    reduced = tuple(a for a, f in enumerate(assignment) if f >= 0 and f in node.rule.reduction)
+    if not reduced:
+        return
+    for r, (shape, itemsize) in enumerate(zip(node.result_shapes, node.result_itemsizes, strict=True)):
+        layout = s.result_layouts[r][choice]
+        size = tensor_bytes(shape, itemsize) / int(shards_of(layout[None, :], mesh.shape)[0])
+        scattered = any(layout[a] >= 0 for a in reduced)
+        yield ("reduce-scatter" if scattered else "all-reduce"), reduced, size
+
+
+def _reshard(
+    produced: np.ndarray, required: np.ndarray, shape, itemsize: int, mesh: MeshModel
+) -> Iterator[tuple[str, tuple[int, ...], float]]:
+    per_device = tensor_bytes(shape, itemsize) / math.prod(
+        mesh.shape[a] for a in range(len(mesh.shape)) if required[a] >= 0
+    )
+    gather, move, permute, remat = reshard_steps(produced[None, :], required[None, :], mesh.shape)
+    for kind, mask in (("all-to-all", move), ("collective-permute", permute), ("all-gather", gather)):
+        axes = tuple(a for a in range(len(mesh.shape)) if int(mask[0, 0]) >> a & 1)
+        if axes:
+            whole = kind == "all-gather" and bool(remat[0, 0])
+            yield kind, axes, tensor_bytes(shape, itemsize) if whole else per_device

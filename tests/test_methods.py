@@ -1,0 +1,120 @@
+"""DataParallel, Zero2Parallel and Zero3Parallel mean what their names say, on an MLP and a transformer
+trained with Adam: where parameters and optimizer state live, which collectives the step compiles to, and
+that they leave each step in the layout they came in (no reshard between steps)."""
+
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from benchmarks.models.small import mlp_adam
+from flax.training import train_state
+from jax.sharding import PartitionSpec as P
+
+import autopar
+
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "examples"))
+from train_transformer import BATCH, SEQ, VOCAB, LanguageModel, train_step  # noqa: E402
+
+
+def mlp_case():
+    step, abstract, batch_argnums = mlp_adam()
+    rng = np.random.default_rng(0)
+    args = jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape) * 0.05, s.dtype), abstract)
+    return step, args, batch_argnums
+
+
+def transformer_case():
+    tokens = jnp.asarray(np.random.default_rng(1).integers(0, VOCAB, (BATCH, SEQ + 1)), jnp.int32)
+    model = LanguageModel()
+    params = model.init(jax.random.key(0), tokens[:, :-1])
+    state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adamw(3e-3))
+    return train_step, (state, tokens), (1,)
+
+
+CASES = {"mlp": mlp_case, "transformer": transformer_case}
+
+
+LEARNING_RATE = 3e-3  # the largest of the two cases' (the transformer's AdamW; the MLP's Adam: 1e-3)
+
+
+def is_state(path: str) -> bool:
+    return "opt_state" in path and ("mu" in path or "nu" in path)
+
+
+def is_parameter(path: str) -> bool:
+    return path.startswith("params") or path.startswith("state.params")
+
+
+def run(case: str, method):
+    step, args, batch_argnums = CASES[case]()
+    f = autopar.parallelize(step, method=method, batch_argnums=batch_argnums)
+    ours = f(*args)
+    ours = f(*ours[: len(args) - len(batch_argnums)], *args[len(args) - len(batch_argnums) :])
+    ref = jax.jit(step)(*args)
+    ref = jax.jit(step)(*ref[: len(args) - len(batch_argnums)], *args[len(args) - len(batch_argnums) :])
+    *state, loss = ours
+    *ref_state, ref_loss = ref
+    np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(ref_state), strict=True):
+        # Adam moves every element by about its learning rate whatever the gradient's size: an element
+        # whose gradient is zero but for rounding, summed in another order, may move the other way.
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2 * LEARNING_RATE)
+    return f.get_execution_plan(*args)
+
+
+def specs(plan) -> tuple[dict[str, P], dict[str, P]]:
+    return plan.input_specs(), {t.path: t.spec for t in plan.outputs}
+
+
+def assert_state_keeps_its_layout(plan) -> None:
+    """Each parameter / optimizer-state leaf leaves in the layout it entered: outputs in input order."""
+    ins = [t for t in plan.inputs if t.role == "parameter"]
+    outs = plan.outputs[: len(ins)]
+    for i, o in zip(ins, outs, strict=True):
+        assert (i.shape, i.spec) == (o.shape, o.spec), (i.path, i.spec, o.path, o.spec)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_data_parallel_replicates_state_and_only_all_reduces(case) -> None:
+    plan = run(case, autopar.DataParallel())
+    ins, _ = specs(plan)
+    assert all(spec == P() for path, spec in ins.items() if is_parameter(path) or is_state(path)), ins
+    counts = plan.collective_counts()
+    assert counts["all-reduce"] >= 1 and counts["all-reduce"] == sum(counts.values()), counts
+    assert_state_keeps_its_layout(plan)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_zero2_shards_optimizer_state_and_reduce_scatters_gradients(case) -> None:
+    plan = run(case, autopar.Zero2Parallel())
+    ins, _ = specs(plan)
+    assert all(ins[p] == P() for p in ins if is_parameter(p)), ins
+    big_state = [
+        p for p in ins if is_state(p) and np.prod(next(t.shape for t in plan.inputs if t.path == p)) >= 64
+    ]
+    assert big_state and all(ins[p] != P() for p in big_state), ins
+    # The plan reduce-scatters gradients (XLA on CPU runs a reduce-scatter as all-reduce + slice) and
+    # gathers the updated parameters; nothing else moves.
+    assert plan.expected_counts()["reduce-scatter"] >= 1, plan.expected_collectives
+    counts = plan.collective_counts()
+    assert counts["all-gather"] >= 1 and counts["all-to-all"] == counts["collective-permute"] == 0, counts
+    assert_state_keeps_its_layout(plan)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_zero3_shards_parameters_and_gathers_them_for_use(case) -> None:
+    plan = run(case, autopar.Zero3Parallel())
+    ins, _ = specs(plan)
+    big = [t.path for t in plan.inputs if is_parameter(t.path) and np.prod(t.shape) >= 64 * 8]
+    assert big and all(ins[p] != P() for p in big), ins
+    counts = plan.collective_counts()
+    assert counts["all-gather"] >= 1 and counts["all-to-all"] == counts["collective-permute"] == 0, counts
+    assert_state_keeps_its_layout(plan)
+
+
+def test_shard_parallel_state_keeps_its_layout_too() -> None:
+    assert_state_keeps_its_layout(run("transformer", autopar.ShardParallel(mesh_shape=(2, 4))))
