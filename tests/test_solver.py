@@ -264,3 +264,15 @@ def test_budget_not_the_clock_decides_and_initial_warm_starts() -> None:
         solve(p, budget=0.0)
     with pytest.raises(ValueError, match="initial: expected 40 strategies"):
         solve(p, initial=[0, 1])
+
+
+def test_optimal_only_when_the_bound_meets_the_cost_relatively() -> None:
+    from autopar.solver import proven_optimal, relative_gap
+
+    # Intra-op costs are seconds: an absolute 1e-9 slack would call a 1e-5 gap on 1e-4 s "optimal".
+    assert not proven_optimal(1e-4, 1e-4 - 1e-9)
+    assert proven_optimal(1e-4, 1e-4 * (1 - 1e-10))
+    assert proven_optimal(217039.0, 217039.0) and not proven_optimal(217039.0, None)
+    assert (
+        relative_gap(2.0, 1.5) == 0.25 and relative_gap(0.0, 0.0) == 0.0 and relative_gap(1.0, None) is None
+    )

@@ -96,6 +96,10 @@ class PricedCfn:
         """A bound on how far the rounded cost of any solution is from its exact cost (problem's units)."""
         return (1.0 + 0.5 * (self.num_nodes + len(self._edge_u))) * self.unit
 
+    def rounding_for(self, node_price: np.ndarray | None) -> float:
+        """`rounding` for a solve with `node_price`: none for unpriced integral costs, which are exact."""
+        return 0.0 if node_price is None and self.scale == 1.0 else self.rounding
+
     def priced_costs(self, node_price: np.ndarray | None) -> np.ndarray:
         """Node costs plus price x usage per strategy (forbidden strategies stay forbidden), scaled and
         rounded as toulbar2 sees them."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from autopar.solver import StrategyProblem, solve
+from autopar.solver import StrategyProblem, relative_gap, solve
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.problem}: {solution.message}", file=sys.stderr)
         return 2
     bound = "none" if solution.lower_bound is None else f"{solution.lower_bound:.17g}"
-    print(f"status: {solution.status}  cost: {solution.cost:.17g}  lower bound: {bound}")
+    gap = relative_gap(solution.cost, solution.lower_bound)
+    gap_text = "none" if gap is None else f"{gap:.3%}"
+    print(f"status: {solution.status}  cost: {solution.cost:.17g}  lower bound: {bound}  gap: {gap_text}")
     print(
         f"peak usage: {solution.peak_memory}  limit: {problem.usage_limit}  "
         f"first feasible: {solution.time_to_first_feasible:.3f} s  total: {solution.solve_time:.3f} s"

@@ -31,7 +31,26 @@ import numpy as np
 from autopar import _core, native_output
 from autopar.cfn import PricedCfn
 
-__all__ = ["INFINITE_COST", "Solution", "StrategyProblem", "solve"]
+__all__ = ["INFINITE_COST", "Solution", "StrategyProblem", "proven_optimal", "relative_gap", "solve"]
+
+# "optimal" is claimed only when the proven lower bound meets the cost to this relative tolerance.
+OPTIMALITY_TOLERANCE = 1e-9
+
+
+def proven_optimal(cost: float, lower_bound: float | None) -> bool:
+    """Whether `lower_bound` proves `cost` optimal (relative OPTIMALITY_TOLERANCE): the one rule every
+    status autopar prints follows."""
+    return lower_bound is not None and lower_bound >= cost - OPTIMALITY_TOLERANCE * abs(cost)
+
+
+def relative_gap(cost: float, lower_bound: float | None) -> float | None:
+    """(cost - bound) / |cost|, 0 for a zero cost proven optimal, None without a bound."""
+    if lower_bound is None:
+        return None
+    if cost == 0:
+        return 0.0 if lower_bound >= 0 else float("inf")
+    return max(cost - lower_bound, 0.0) / abs(cost)
+
 
 INFINITE_COST = 1e18
 # The exact path is tried when the reduced ILP has at most this many nonzeros (HiGHS solves models of this
@@ -245,14 +264,14 @@ def solve(
         if not optimal:
             msg = f"unknown: no finite-cost solution within the usage limit was found in {time_limit:g} s"
         return Solution(best, cost, int(peak), lower_bound, status, None, elapsed, msg, clock_cut=clock_cut)
-    if lower_bound is not None and lower_bound >= cost - 1e-9 * max(1.0, abs(cost)):
-        optimal = True
+    if optimal and lower_bound is None:  # a proof without a bound (presolve fixed everything)
+        lower_bound = float(cost)
     return Solution(
         np.asarray(best, dtype=np.int64),
         float(cost),
         int(peak),
         lower_bound,
-        "optimal" if optimal else "feasible",
+        "optimal" if proven_optimal(cost, lower_bound) else "feasible",
         None if first < 0 else float(first),
         elapsed,
         msg,
@@ -517,7 +536,7 @@ def _memory_free_round(
     result = cfn.solve(None, upper, backtracks, remaining, seed)
     out.clock_cut = out.clock_cut or result.clock_cut
     exact = cfn.scale == 1.0  # integral costs: toulbar2's proof is a proof
-    slack = 0.0 if exact else cfn.rounding
+    slack = cfn.rounding_for(None)
     if np.isfinite(result.dual_bound):
         bound = result.dual_bound - slack
         out.lower_bound = bound if out.lower_bound is None else max(out.lower_bound, bound)
@@ -958,7 +977,9 @@ def _price_memory_cfn(
         result = cfn.solve(node_price, bound, _CFN_BACKTRACKS, remaining, seed)
         work += entry_work + _CFN_WORK_PER_BACKTRACK * result.backtracks
         out.clock_cut = out.clock_cut or result.clock_cut
-        lagrangian = result.dual_bound - cfn.rounding - (mu * limit if limit is not None else 0.0)
+        lagrangian = (
+            result.dual_bound - cfn.rounding_for(node_price) - (mu * limit if limit is not None else 0.0)
+        )
         if out.lower_bound is None or lagrangian > out.lower_bound:
             out.lower_bound = lagrangian
         x = incumbent if result.solution is None else result.solution

@@ -148,7 +148,10 @@ def _cost_text(cost: float | None, bound: float | None) -> str:
     if cost is None:
         return ""
     text = f", estimated cost {cost:.4g} s"
-    return text + (f" (lower bound {bound:.4g} s)" if bound is not None else "")
+    if bound is None:
+        return text
+    gap = (cost - bound) / cost if cost > 0 else 0.0
+    return text + f" (lower bound {bound:.4g} s, gap {gap:.2%})"
 
 
 def _bytes_text(n: int) -> str:

@@ -253,7 +253,11 @@ def coarse_embedding(
     by the same `solve`, its own embeddings included, with `budget` seconds."""
     from autopar.passes.intra_op import solve as solve_lib  # solve imports this module
 
-    coarse_config = dataclasses.replace(config, mesh=coarse_mesh(config, groups))
+    # The coarse axis holding a forced batch axis is forced (the batch then spans its whole group).
+    forced = next((g for g, axes in enumerate(groups) if config.force_batch_dim_to_mesh_dim in axes), -1)
+    coarse_config = dataclasses.replace(
+        config, mesh=coarse_mesh(config, groups), force_batch_dim_to_mesh_dim=forced
+    )
     coarse = problem_lib.build(graph, coarse_config)
     result = solve_lib.solve(
         coarse,

@@ -14,6 +14,7 @@ import functools
 import types
 
 import numpy as np
+from jaxlib.mlir import ir
 
 from autopar import solver as solver_lib
 from autopar.errors import PassError
@@ -292,7 +293,15 @@ def _facts(node: Node) -> strat.OpFacts:
         operand_itemsizes=tuple(node.operand_itemsizes),
         result_shapes=tuple(node.result_shapes),
         result_itemsizes=tuple(node.result_itemsizes),
+        batch_groups=_batch_groups(node),
     )
+
+
+def _batch_groups(node: Node) -> int:
+    if node.kind != "stablehlo.convolution" or node.op is None:
+        return 1
+    attrs = node.op.attributes
+    return ir.IntegerAttr(attrs["batch_group_count"]).value if "batch_group_count" in attrs else 1
 
 
 def _unruled_time(node: Node, config: PlanConfig) -> float:

@@ -105,6 +105,6 @@ def solve(
     # Edge costs are >= 0, so the cheapest strategy of every node bounds the optimum from below too.
     trivial = float(sum(c.min() for c in problem.node_costs)) if problem.node_costs else 0.0
     bound = max(trivial, result.lower_bound if result.lower_bound is not None else trivial)
-    if bound >= cost - 1e-9 * max(1.0, abs(cost)):
-        status = "optimal"
-    return Solution([int(s) for s in chosen], cost, peak, min(bound, cost), status, message, clock_cut)
+    bound = min(bound, cost)
+    status = "optimal" if solver_lib.proven_optimal(cost, bound) else "feasible"
+    return Solution([int(s) for s in chosen], cost, peak, bound, status, message, clock_cut)
