@@ -147,3 +147,20 @@ def test_mlp_smoke_no_active_axes_skips_families():
     module = aio.lower(lambda x, w: jnp.tanh(x @ w), *(jax.ShapeDtypeStruct((8, 8), jnp.float32),) * 2)
     passes.run(module, "builtin.module(autopar-intra-op{mesh=1})")
     assert '"optimal"' in str(module.operation.attributes["autopar.solver_status"])
+
+
+@pytest.mark.parametrize("mesh", ["2x4", "2x2x2"])
+def test_multi_axis_plan_is_never_worse_than_the_one_axis_plan_laid_onto_it(mesh):
+    # Every layout of the one-axis plan exists on the multi-axis mesh (split over all axes at once), so
+    # the search over more axes must not end worse than that plan, priced on the same problem.
+    g, prob, config = _gpt_problem(mesh, layers=4)
+    core = solve.to_solver_problem(prob, None)
+    embedded = [
+        families.coarse_embedding(g, prob, config, core, None, groups, 1.0, 60.0)
+        for groups in families.coarse_groupings(config)
+    ]
+    sol = solve.solve(
+        prob, usage_limit=None, budget=2.0, time_limit=60.0, solver="auto", graph=g, config=config
+    )
+    for plan in embedded:
+        assert plan.feasible and sol.cost <= plan.cost * (1 + 1e-9), (plan.name, sol.cost, plan.cost)

@@ -118,3 +118,42 @@ def test_zero3_shards_parameters_and_gathers_them_for_use(case) -> None:
 
 def test_shard_parallel_state_keeps_its_layout_too() -> None:
     assert_state_keeps_its_layout(run("transformer", autopar.ShardParallel(mesh_shape=(2, 4))))
+
+
+def deep_mlp_step(ws, x, y):
+    def loss(ws, x, y):
+        for i, w in enumerate(ws):
+            x = x @ w
+            if i < len(ws) - 1:
+                x = jax.nn.relu(x)
+        return jnp.mean((x - y) ** 2)
+
+    value, grads = jax.value_and_grad(loss)(ws, x, y)
+    return [w - 0.1 * g for w, g in zip(ws, grads, strict=True)], value
+
+
+@pytest.mark.parametrize(
+    "batch,hidden,expect",
+    [(256, 32, "data parallel"), (32, 256, "megatron")],
+)
+def test_shard_parallel_never_computes_a_dot_replicated_by_default(batch, hidden, expect) -> None:
+    """Alpa's and XLA's default (allow_recompute_heavy_op=False): every device shares the dots, whatever
+    the shapes; with allow_recompute_heavy_op=True the cost model may replicate a small model's work."""
+    rng = np.random.default_rng(0)
+    ws = [jnp.asarray(rng.standard_normal((hidden, hidden)) * 0.1, jnp.float32) for _ in range(6)]
+    x = jnp.asarray(rng.standard_normal((batch, hidden)), jnp.float32)
+    y = jnp.asarray(rng.standard_normal((batch, hidden)), jnp.float32)
+    f = autopar.parallelize(deep_mlp_step, devices=jax.devices()[:4], batch_argnums=(1, 2))
+    plan = f.get_execution_plan(ws, x, y)
+    spec = plan.input_specs()
+    if expect == "data parallel":  # the batch is split, weights replicated, gradients all-reduced
+        assert spec["x"] == P("x") and all(spec[f"ws[{i}]"] == P() for i in range(6)), spec
+        assert plan.collective_counts()["all-reduce"] >= 1
+    else:  # Megatron's pairs: a column-split dot feeds a row-split one
+        assert spec["x"] == P(), spec
+        assert (spec["ws[0]"], spec["ws[1]"]) == (P(None, "x"), P("x")), spec
+    new_ws, loss = f(ws, x, y)
+    ref_ws, ref_loss = jax.jit(deep_mlp_step)(ws, x, y)
+    np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-5)
+    for a, b in zip(new_ws, ref_ws, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)

@@ -33,8 +33,11 @@ from autopar.cfn import PricedCfn
 
 __all__ = ["INFINITE_COST", "Solution", "StrategyProblem", "proven_optimal", "relative_gap", "solve"]
 
-# "optimal" is claimed only when the proven lower bound meets the cost to this relative tolerance.
-OPTIMALITY_TOLERANCE = 1e-9
+# "optimal" is claimed only when the proven lower bound meets the cost to this relative tolerance: one part
+# in a million. toulbar2 proves optima over costs rounded to integers, and for the intra-op pass's costs
+# (seconds, scaled to 1e14 units) that rounding leaves 1e-9 to 1e-8 of the cost unproven; no cost model
+# resolves plans that finely (HiGHS's own default for "optimal" is a gap of 1e-4).
+OPTIMALITY_TOLERANCE = 1e-6
 
 
 def proven_optimal(cost: float, lower_bound: float | None) -> bool:
@@ -522,7 +525,7 @@ def _memory_free_round(
     a fitting optimum of integral costs (scaled costs are rounded: their bound, less the rounding, decides),
     and raises `out.lower_bound`. Returns the work used."""
     entries = cfn.num_table_entries
-    post = _FREE_WORK_PER_ENTRY * entries
+    post = (_FREE_WORK_PER_ENTRY + _TRWS_WORK_PER_ENTRY) * entries
     per_backtrack = max(_FREE_MIN_WORK_PER_BACKTRACK, _FREE_WORK_PER_ENTRY_BACKTRACK * entries)
     remaining = deadline - time.perf_counter()
     if remaining <= 0:
@@ -533,7 +536,7 @@ def _memory_free_round(
     incumbent = np.asarray(h["solution"], dtype=np.int64) if h["feasible"] else None
     upper = None if incumbent is None else cfn.value(incumbent, None) + cfn.unit
     backtracks = int((budget - post) / per_backtrack)
-    result = cfn.solve(None, upper, backtracks, remaining, seed)
+    result = cfn.solve(None, upper, backtracks, remaining, seed, trws_iterations=_TRWS_ITERATIONS)
     out.clock_cut = out.clock_cut or result.clock_cut
     exact = cfn.scale == 1.0  # integral costs: toulbar2's proof is a proof
     slack = cfn.rounding_for(None)
@@ -625,7 +628,7 @@ def _gap_closed(core: _core.StrategyProblem, h: dict, out: _Improved) -> bool:
 
 # A relative gap below which no search continues: toulbar2's proofs over rounded costs leave gaps of this
 # order (the rounding of each table entry) where the optimum was found.
-_NEGLIGIBLE_GAP = 1e-6
+_NEGLIGIBLE_GAP = OPTIMALITY_TOLERANCE
 # Without a usage limit: toulbar2's share of the budget, and its work per table entry (posting and
 # preprocessing: measured 0.5-1.0 us per entry on the 2x2x2 problems of benchmarks/models/small.py, 5-7M
 # entries) and per backtrack (proportional to the tables: 2-8 ns per entry per backtrack measured on the same
@@ -634,6 +637,13 @@ _FREE_CFN_SHARE = 0.5
 _FREE_WORK_PER_ENTRY = 1.0
 _FREE_WORK_PER_ENTRY_BACKTRACK = 5e-3
 _FREE_MIN_WORK_PER_BACKTRACK = 50.0
+# TRW-S before the memory-free search (see cfn._TRWS_ACCURACY): at most _TRWS_ITERATIONS iterations, charged
+# per table entry. Measured on GPT 2.6B's 2x4 network (3.2M entries): it stops by itself after 45 iterations
+# in 1.5-2 s (0.5-0.6 us per entry), raising the bound from 2.515 to 2.572 against a plan of 2.576; 20
+# iterations reach 2.570. Its work is a function of the network alone (deterministic), so charging it per
+# entry keeps the budget a count of work.
+_TRWS_ITERATIONS = 100
+_TRWS_WORK_PER_ENTRY = 0.6
 # The whole ILP without a usage limit is tried only when HiGHS can close it within the budget: its root LP,
 # which nothing but the clock interrupts, took 2.7 s at 197k nonzeros (MLP, 2x2x2) and did not finish in
 # 60 s at 514k (2-layer GPT, 2x4).
