@@ -33,10 +33,15 @@ __all__ = ["CfnResult", "PricedCfn"]
 _FORBIDDEN = 1e17  # costs at or above this are forbidden (the contest's 10^18)
 # toulbar2 counts costs in 64-bit integers below its MAX_COST (5.1e17); measured, posting tables whose
 # costs add up to 1e16 already raised Contradiction. Networks beyond this are not built.
-_MAX_TOTAL_COST = 1e15
-# The span non-integral costs are scaled to: a tenth of the range toulbar2 counts, so that rounding each
-# entry to an integer changes a table by at most 5e-15 of the whole span.
+_MAX_TOTAL_COST = 2e15
+# The span non-integral costs are scaled to: a twentieth of the range toulbar2 counts, so that node prices
+# (memory pricing) still fit on top, and rounding each entry to an integer changes a table by at most 5e-15
+# of the whole span.
 _SCALED_SPAN = 1e14
+# A network that is never priced (a problem without a usage limit) is scaled to half the range: its
+# rounding is 10x finer, which is what lets toulbar2's proofs meet the 1e-9 that "optimal" demands (the
+# rounding of the intra-op pass's 2x4 GPT networks was 8e-9 of their optimum at 1e14, 8e-10 at 1e15).
+_UNPRICED_SPAN = 1e15
 # TRW-S (tree-reweighted message passing, run by toulbar2 before its search when trwsAccuracy >= 0; off by
 # default) stops when an iteration improves its bound by less than this fraction. It tightens the dual bound
 # of the intra-op pass's 2-axis networks where soft arc consistency stalls: measured on the 2x4 problems of
@@ -72,7 +77,8 @@ class CfnResult:
 class PricedCfn:
     """Holds a problem's costs in the shape toulbar2 takes (built once, priced per solve)."""
 
-    def __init__(self, core: _core.StrategyProblem):
+    def __init__(self, core: _core.StrategyProblem, priced: bool = True):
+        """`priced=False`: every solve will have node_price None, so costs may use finer units."""
         a = core.arrays()
         self.num_nodes = core.num_nodes
         self._offset = a["strategy_offset"]
@@ -81,7 +87,10 @@ class PricedCfn:
         # The problem's validation rejects self-edges, so every edge is a binary cost function.
         self._edge_u, self._edge_v = a["edge_u"], a["edge_v"]
         self._edge_offset = a["edge_offset"]
-        self.scale = _integer_scale(self._node_cost, a["strategy_offset"], a["edge_cost"], a["edge_offset"])
+        span = _SCALED_SPAN if priced else _UNPRICED_SPAN
+        self.scale = _integer_scale(
+            self._node_cost, a["strategy_offset"], a["edge_cost"], a["edge_offset"], span
+        )
         self._edge_cost_exact = np.where(a["edge_cost"] >= _FORBIDDEN, np.inf, a["edge_cost"])
         edge_cost = a["edge_cost"] * self.scale
         self._edge_cost = np.where(a["edge_cost"] >= _FORBIDDEN, np.inf, np.round(edge_cost))
@@ -268,16 +277,20 @@ class PricedCfn:
 
 
 def _integer_scale(
-    node_cost: np.ndarray, node_offset: np.ndarray, edge_cost: np.ndarray, edge_offset: np.ndarray
+    node_cost: np.ndarray,
+    node_offset: np.ndarray,
+    edge_cost: np.ndarray,
+    edge_offset: np.ndarray,
+    target: float,
 ) -> float:
     """1 when every finite cost is an integer (the contest's problems), else the factor that makes the cost
-    tables span _SCALED_SPAN units."""
+    tables span `target` units."""
     finite = np.concatenate([node_cost[node_cost < _FORBIDDEN], edge_cost[edge_cost < _FORBIDDEN]])
     if np.all(finite == np.round(finite)):
         return 1.0
     span = _segment_spread(np.where(node_cost < _FORBIDDEN, node_cost, np.inf), node_offset)
     span += _segment_spread(np.where(edge_cost < _FORBIDDEN, edge_cost, np.inf), edge_offset)
-    return _SCALED_SPAN / span if span > 0 else 1.0
+    return target / span if span > 0 else 1.0
 
 
 def _segment_spread(values: np.ndarray, offsets: np.ndarray) -> float:

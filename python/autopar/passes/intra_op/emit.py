@@ -21,6 +21,7 @@ from autopar.passes.intra_op import expected
 from autopar.passes.intra_op.graph import Graph, Node
 from autopar.passes.intra_op.problem import Problem, parameter_results
 from autopar.passes.intra_op.solve import Solution
+from autopar.passes.intra_op.strategies import reshard_waypoint
 
 MESH_NAME = "mesh"
 SHARDING_ATTR = "sdy.sharding"
@@ -86,6 +87,7 @@ def _write(
             if _needs_constraint(graph, v, problem, chosen, result_layout):
                 _constrain_results(node, [result_layout(v, r) for r in range(len(node.result_shapes))], mesh)
         _constrain_reshards(graph, problem, chosen, result_layout, mesh)
+        _constrain_state_returns(graph, state_arg, result_layout, mesh)
     _set_module_attrs(module_op, mesh, solution, remarks)
     module_op.attributes["autopar.expected_collectives"] = _expected_attr(graph, problem, solution, mesh)
 
@@ -142,8 +144,26 @@ def _constrain_reshards(
                 continue
             key = (u, r, required.tobytes())
             if key not in made:
-                made[key] = _constraint_after(value, required, len(node.operand_shapes[k]), mesh, block)
+                rank = len(node.operand_shapes[k])
+                waypoint = reshard_waypoint(result_layout(u, r), required, mesh.shape)
+                if waypoint is not None:  # XLA would rematerialize this reshard in one step
+                    value = _constraint_after(value, waypoint, rank, mesh, block)
+                made[key] = _constraint_after(value, required, rank, mesh, block)
             op.operands[k] = made[key]
+
+
+def _constrain_state_returns(graph: Graph, state_arg: dict[int, int], result_layout, mesh: MeshModel) -> None:
+    """An updated parameter whose way back to its argument's layout needs an intermediate layout (see
+    `reshard_waypoint`) is returned through a constraint to it."""
+    block = graph.func.regions[0].blocks[0]
+    ret = block.operations[len(block.operations) - 1]
+    for j, v in state_arg.items():
+        u, r = graph.returns[j]
+        waypoint = reshard_waypoint(result_layout(u, r), result_layout(v, 0), mesh.shape)
+        if waypoint is not None:
+            value = ret.operands[j]
+            rank = len(graph.nodes[u].result_shapes[r])
+            ret.operands[j] = _constraint_after(value, waypoint, rank, mesh, block)
 
 
 def _constraint_after(value: ir.Value, layout: np.ndarray, rank: int, mesh: MeshModel, block) -> ir.Value:

@@ -19,7 +19,7 @@ import numpy as np
 from autopar.cost import MeshModel
 from autopar.passes.intra_op.graph import Graph
 from autopar.passes.intra_op.problem import Problem, parameter_results
-from autopar.passes.intra_op.strategies import reshard_steps, shards_of, tensor_bytes
+from autopar.passes.intra_op.strategies import MOVE_FIRST, reshard_steps, shards_of, tensor_bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,9 +87,15 @@ def _reshard(
     per_device = tensor_bytes(shape, itemsize) / math.prod(
         mesh.shape[a] for a in range(len(mesh.shape)) if required[a] >= 0
     )
-    gather, move, permute, remat = reshard_steps(produced[None, :], required[None, :], mesh.shape)
+    gather, move, permute, remat, order = reshard_steps(produced[None, :], required[None, :], mesh.shape)
+    gathered = tuple(a for a in range(len(mesh.shape)) if int(gather[0, 0]) >> a & 1)
     for kind, mask in (("all-to-all", move), ("collective-permute", permute), ("all-gather", gather)):
         axes = tuple(a for a in range(len(mesh.shape)) if int(mask[0, 0]) >> a & 1)
-        if axes:
-            whole = kind == "all-gather" and bool(remat[0, 0])
-            yield kind, axes, tensor_bytes(shape, itemsize) if whole else per_device
+        if not axes:
+            continue
+        size = per_device
+        if kind == "all-gather" and bool(remat[0, 0]):
+            size = tensor_bytes(shape, itemsize)
+        elif kind == "all-to-all" and order[0, 0] == MOVE_FIRST:  # still split over the gathered axes
+            size = per_device / math.prod(mesh.shape[a] for a in gathered)
+        yield kind, axes, size

@@ -31,9 +31,11 @@ class Solution:
         return self.status in ("optimal", "feasible")
 
 
-# Share of the budget the embeddings of coarser meshes get (families.coarse_embedding) on meshes of several
-# axes, all together: their problems are far smaller, and toulbar2 often proves them in a fraction of it.
-_EMBED_SHARE = 0.4
+# Share of the budget each embedding of a coarser mesh gets (families.coarse_embedding) on meshes of several
+# axes, and the most they get all together (2 axes have one coarser mesh, 3 axes three): their problems are
+# far smaller, and toulbar2 often proves them in a fraction of it.
+_EMBED_SHARE = 0.2
+_EMBED_MAX_SHARE = 0.4
 
 
 def solve(
@@ -62,7 +64,8 @@ def solve(
         # Several axes: the families (and the coarse meshes' plans) start the search and seed its
         # neighbourhoods. One axis: the search proves most problems before families could help, so they
         # are only evaluated when it does not (below).
-        embed_budget = _EMBED_SHARE * budget
+        groupings = len(families.coarse_groupings(config))
+        embed_budget = min(_EMBED_SHARE * groupings, _EMBED_MAX_SHARE) * budget
         grid = families.plans(graph, problem, config, core, usage_limit, time_limit, embed_budget)
         clock_cut = any(f.clock_cut for f in grid)
         incumbent = families.best(grid)

@@ -289,9 +289,14 @@ def _reduction_variants(
             yield [scattered], mesh.reduce_scatter(partial_bytes[0], reduced, latency_share)
 
 
+# The order of a reshard's steps (`reshard_steps`): all at once, the all-to-all before the all-gather, or
+# the all-gather first.
+DIRECT, MOVE_FIRST, GATHER_FIRST = 0, 1, 2
+
+
 def reshard_steps(
     produced: np.ndarray, required: np.ndarray, mesh_shape: tuple[int, ...]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """How XLA turns each produced layout into each required layout ([Sp, Sc] each): bit masks over mesh
     axes of the axes it all-gathers (sharded, then replicated), the axes it moves between dims with an
     all-to-all, and the axes of dims whose split must be re-ordered across devices with a
@@ -304,6 +309,15 @@ def reshard_steps(
     All-to-all works for axes that all move from one dim to one other dim; axes moving between two or more
     pairs of dims ([x, y, z] all on dim 2 to x, y on dim 0 and z on dim 1) make XLA's partitioner replicate
     the tensor and slice it again ("Involuntary full rematerialization").
+
+    XLA also rematerializes when one dim loses an axis to an all-gather and another to an all-to-all in the
+    same reshard (dim 0 split over (x, y) to dim 2 split over y: measured on jaxlib 0.10.2, the last
+    rematerialization of GPT 2x4 plans). In two steps it does neither, when the axis that leaves first is
+    the minor one: the all-to-all first when the moving axes are minor to the gathered ones (MOVE_FIRST:
+    it then moves a tensor still split over the gathered axes), else the all-gather first (GATHER_FIRST).
+    The emitter writes the intermediate layout as a constraint (`reshard_waypoint`); where neither order
+    works (the axes interleave, or two dims want different orders) the reshard is priced as the
+    rematerialization XLA would run. The fifth array is that order per pair.
     """
     p = produced[:, None, :].astype(np.int16)
     c = required[None, :, :].astype(np.int16)
@@ -319,9 +333,28 @@ def reshard_steps(
     for a in range(axes):
         for b in range(a + 1, axes):
             remat |= moving[..., a] & moving[..., b] & (route[..., a] != route[..., b])
-    permute = np.zeros(gather.shape, dtype=np.int64)
     index = np.arange(axes)
     rank = int(max(produced.max(initial=-1), required.max(initial=-1))) + 1
+    gathered = sharded & (c < 0)
+    move_first = np.zeros(gather.shape, dtype=bool)
+    gather_first = np.zeros(gather.shape, dtype=bool)
+    for dim in range(rank):
+        g, m = gathered & (p == dim), moving & (p == dim)
+        both = g.any(axis=-1) & m.any(axis=-1)
+        g_major = np.where(g, index, axes).min(axis=-1)
+        g_minor = np.where(g, index, -1).max(axis=-1)
+        m_major = np.where(m, index, axes).min(axis=-1)
+        m_minor = np.where(m, index, -1).max(axis=-1)
+        moves_minor = both & (m_major > g_minor)
+        gathers_minor = both & (g_major > m_minor)
+        move_first |= moves_minor
+        gather_first |= gathers_minor
+        remat |= both & ~moves_minor & ~gathers_minor
+    remat |= move_first & gather_first
+    order = np.where(
+        remat, DIRECT, np.where(move_first, MOVE_FIRST, np.where(gather_first, GATHER_FIRST, DIRECT))
+    )
+    permute = np.zeros(gather.shape, dtype=np.int64)
     for dim in range(rank):
         stay = (p == dim) & (c == dim) & active
         new = (c == dim) & (p != dim) & active
@@ -335,11 +368,53 @@ def reshard_steps(
     gather = np.where(remat, remat_axes, gather)
     move = np.where(remat, 0, move)
     permute = np.where(remat, 0, permute)
-    return gather, move, permute, remat
+    return gather, move, permute, remat, order.astype(np.int8)
+
+
+def reshard_waypoint(
+    produced: np.ndarray, required: np.ndarray, mesh_shape: tuple[int, ...]
+) -> np.ndarray | None:
+    """The layout XLA must pass through between `produced` and `required` (one layout each) to reshard
+    without rematerializing (see `reshard_steps`), or None when it goes directly."""
+    *_, order = reshard_steps(produced[None, :], required[None, :], mesh_shape)
+    active = np.asarray(mesh_shape) > 1
+    sharded = (produced >= 0) & active
+    if order[0, 0] == MOVE_FIRST:  # moving axes take their new dims; gathered ones stay for now
+        return np.where(sharded & (required >= 0), required, produced).astype(produced.dtype)
+    if order[0, 0] == GATHER_FIRST:  # gathered axes leave; moving ones stay for now
+        return np.where(sharded & (required < 0), -1, produced).astype(produced.dtype)
+    return None
 
 
 def _mask_axes(mask: int) -> list[int]:
     return [a for a in range(8) if mask >> a & 1]
+
+
+def _move_cost(
+    move: np.ndarray,
+    gather: np.ndarray,
+    order: np.ndarray,
+    per_device: np.ndarray,
+    mesh: MeshModel,
+    allow_all_to_all: bool,
+) -> np.ndarray:
+    """[Sp, Sc] seconds of the all-to-alls (all-gathers + slices when all-to-all is off) of `move`, on the
+    required layout's per-device bytes, or on those times the gathered axes' share when it runs first
+    (MOVE_FIRST). Collective times are affine in the bytes, so one intercept and slope per axis set."""
+    if not move.any():
+        return np.zeros(move.shape)
+    price = mesh.all_to_all if allow_all_to_all else mesh.all_gather
+    top = int(move.max()) + 1
+    intercept, slope = np.zeros(top), np.zeros(top)
+    for mask in np.unique(move[move > 0]):
+        axes = _mask_axes(int(mask))
+        intercept[mask] = price(0.0, axes)
+        slope[mask] = price(1.0, axes) - intercept[mask]
+    gathered_share = np.ones(gather.shape)
+    for a, size in enumerate(mesh.shape):
+        gathered_share = np.where(gather >> a & 1, gathered_share / size, gathered_share)
+    volume = per_device[None, :] * np.where(order == MOVE_FIRST, gathered_share, 1.0)
+    return np.where(move > 0, intercept[move] + slope[move] * volume, 0.0)
 
 
 def reshard_cost(
@@ -354,11 +429,12 @@ def reshard_cost(
     """[Sp, Sc] seconds to turn each produced layout into each required layout, as XLA does it
     (`reshard_steps`): one all-gather over the gathered axes together, one all-to-all over the moved ones
     (all-gather + slice when all-to-all is off), and a collective-permute where a dim's split is
-    re-ordered; slicing is free. Sizes are the per-device bytes of the required layout, but for a
+    re-ordered; slicing is free. Sizes are the per-device bytes of the required layout (an all-to-all that
+    runs before the all-gather moves the tensor still split over the gathered axes), but for a
     rematerialization: an all-gather of the whole tensor."""
     total = float(tensor_bytes(shape, itemsize))
     per_device = total / shards_of(required, mesh.shape).astype(np.float64)  # [Sc]
-    gather, move, permute, remat = reshard_steps(produced, required, mesh.shape)
+    gather, move, permute, remat, order = reshard_steps(produced, required, mesh.shape)
     columns = np.arange(required.shape[0])[None, :]
     cost = np.zeros(gather.shape)
     if remat.any():  # the gathers of a rematerialization produce the whole tensor
@@ -367,9 +443,9 @@ def reshard_cost(
             whole[mask] = mesh.all_gather(total, _mask_axes(int(mask)))
         cost += np.where(remat, whole[gather], 0.0)
         gather = np.where(remat, 0, gather)
+    cost += _move_cost(move, gather, order, per_device, mesh, allow_all_to_all)
     for masks, price in (
         (gather, mesh.all_gather if allow_all_gather else None),
-        (move, mesh.all_to_all if allow_all_to_all else mesh.all_gather),
         (permute, mesh.collective_permute),
     ):
         used = np.unique(masks)
