@@ -21,7 +21,7 @@ from autopar.passes.intra_op import expected
 from autopar.passes.intra_op.graph import Graph, Node
 from autopar.passes.intra_op.problem import Problem, parameter_results
 from autopar.passes.intra_op.solve import Solution
-from autopar.passes.intra_op.strategies import reshard_waypoint
+from autopar.passes.intra_op.strategies import reshard_waypoints
 
 MESH_NAME = "mesh"
 SHARDING_ATTR = "sdy.sharding"
@@ -145,25 +145,25 @@ def _constrain_reshards(
             key = (u, r, required.tobytes())
             if key not in made:
                 rank = len(node.operand_shapes[k])
-                waypoint = reshard_waypoint(result_layout(u, r), required, mesh.shape)
-                if waypoint is not None:  # XLA would rematerialize this reshard in one step
+                # One kind of step per constraint: XLA rematerializes many mixed ones.
+                for waypoint in reshard_waypoints(result_layout(u, r), required, mesh.shape):
                     value = _constraint_after(value, waypoint, rank, mesh, block)
                 made[key] = _constraint_after(value, required, rank, mesh, block)
             op.operands[k] = made[key]
 
 
 def _constrain_state_returns(graph: Graph, state_arg: dict[int, int], result_layout, mesh: MeshModel) -> None:
-    """An updated parameter whose way back to its argument's layout needs an intermediate layout (see
-    `reshard_waypoint`) is returned through a constraint to it."""
+    """An updated parameter whose way back to its argument's layout needs intermediate layouts (see
+    `reshard_waypoints`) is returned through constraints to them."""
     block = graph.func.regions[0].blocks[0]
     ret = block.operations[len(block.operations) - 1]
     for j, v in state_arg.items():
         u, r = graph.returns[j]
-        waypoint = reshard_waypoint(result_layout(u, r), result_layout(v, 0), mesh.shape)
-        if waypoint is not None:
-            value = ret.operands[j]
-            rank = len(graph.nodes[u].result_shapes[r])
-            ret.operands[j] = _constraint_after(value, waypoint, rank, mesh, block)
+        value = ret.operands[j]
+        rank = len(graph.nodes[u].result_shapes[r])
+        for waypoint in reshard_waypoints(result_layout(u, r), result_layout(v, 0), mesh.shape):
+            value = _constraint_after(value, waypoint, rank, mesh, block)
+        ret.operands[j] = value
 
 
 def _constraint_after(value: ir.Value, layout: np.ndarray, rank: int, mesh: MeshModel, block) -> ir.Value:

@@ -87,15 +87,18 @@ def _reshard(
     per_device = tensor_bytes(shape, itemsize) / math.prod(
         mesh.shape[a] for a in range(len(mesh.shape)) if required[a] >= 0
     )
-    gather, move, permute, remat, order = reshard_steps(produced[None, :], required[None, :], mesh.shape)
+    gather, move, permute, remat, order, unsliced = reshard_steps(
+        produced[None, :], required[None, :], mesh.shape
+    )
     gathered = tuple(a for a in range(len(mesh.shape)) if int(gather[0, 0]) >> a & 1)
+    before_slices = per_device * float(unsliced[0, 0])  # slices come last: collectives carry more
     for kind, mask in (("all-to-all", move), ("collective-permute", permute), ("all-gather", gather)):
         axes = tuple(a for a in range(len(mesh.shape)) if int(mask[0, 0]) >> a & 1)
         if not axes:
             continue
-        size = per_device
+        size = before_slices
         if kind == "all-gather" and bool(remat[0, 0]):
             size = tensor_bytes(shape, itemsize)
         elif kind == "all-to-all" and order[0, 0] == MOVE_FIRST:  # still split over the gathered axes
-            size = per_device / math.prod(mesh.shape[a] for a in gathered)
+            size = before_slices / math.prod(mesh.shape[a] for a in gathered)
         yield kind, axes, size

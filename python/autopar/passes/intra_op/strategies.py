@@ -296,7 +296,7 @@ DIRECT, MOVE_FIRST, GATHER_FIRST = 0, 1, 2
 
 def reshard_steps(
     produced: np.ndarray, required: np.ndarray, mesh_shape: tuple[int, ...]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """How XLA turns each produced layout into each required layout ([Sp, Sc] each): bit masks over mesh
     axes of the axes it all-gathers (sharded, then replicated), the axes it moves between dims with an
     all-to-all, and the axes of dims whose split must be re-ordered across devices with a
@@ -310,14 +310,19 @@ def reshard_steps(
     pairs of dims ([x, y, z] all on dim 2 to x, y on dim 0 and z on dim 1) make XLA's partitioner replicate
     the tensor and slice it again ("Involuntary full rematerialization").
 
-    XLA also rematerializes when one dim loses an axis to an all-gather and another to an all-to-all in the
-    same reshard (dim 0 split over (x, y) to dim 2 split over y: measured on jaxlib 0.10.2, the last
-    rematerialization of GPT 2x4 plans). In two steps it does neither, when the axis that leaves first is
-    the minor one: the all-to-all first when the moving axes are minor to the gathered ones (MOVE_FIRST:
-    it then moves a tensor still split over the gathered axes), else the all-gather first (GATHER_FIRST).
-    The emitter writes the intermediate layout as a constraint (`reshard_waypoint`); where neither order
-    works (the axes interleave, or two dims want different orders) the reshard is priced as the
-    rematerialization XLA would run. The fifth array is that order per pair.
+    XLA also rematerializes many reshards that mix kinds in one step: one dim losing an axis to an
+    all-gather and another to an all-to-all ((x, y) on dim 0 to y on dim 2, the last rematerialization of
+    the GPT 2x4 plans); an all-gather or an all-to-all together with a new slice (x on dim 1 to y on dim 0
+    on 2x4, (x, y) on dim 0 to z on dim 2 on 2x2x2). One kind per step it does not
+    (tests/test_reshard_steps.py checks every pair of 2x4 layouts and a sample of 2x2x2 ones): the emitter
+    writes the intermediate
+    layouts as constraints (`reshard_waypoints`). Where a gather and a move meet, the all-to-all goes first
+    when the moving axes are minor to the gathered ones on a dim they share (MOVE_FIRST: it then moves a
+    tensor still split over the gathered axes), else the all-gather (GATHER_FIRST); where two dims want
+    different orders, or the axes interleave, the reshard is priced as the rematerialization XLA runs.
+    Slices come last. Returned: gather, move and permute masks, remat, the order, and the factor by which
+    the collectives' tensor is larger than the required layout's per-device part (the slices not yet
+    done).
     """
     p = produced[:, None, :].astype(np.int16)
     c = required[None, :, :].astype(np.int16)
@@ -336,6 +341,7 @@ def reshard_steps(
     index = np.arange(axes)
     rank = int(max(produced.max(initial=-1), required.max(initial=-1))) + 1
     gathered = sharded & (c < 0)
+    sliced = (p < 0) & (c >= 0) & active
     move_first = np.zeros(gather.shape, dtype=bool)
     gather_first = np.zeros(gather.shape, dtype=bool)
     for dim in range(rank):
@@ -351,9 +357,16 @@ def reshard_steps(
         gather_first |= gathers_minor
         remat |= both & ~moves_minor & ~gathers_minor
     remat |= move_first & gather_first
-    order = np.where(
-        remat, DIRECT, np.where(move_first, MOVE_FIRST, np.where(gather_first, GATHER_FIRST, DIRECT))
-    )
+    two_kinds = gathered.any(axis=-1) & moving.any(axis=-1)
+    order = np.where(two_kinds, np.where(move_first, MOVE_FIRST, GATHER_FIRST), DIRECT)
+    order = np.where(remat, DIRECT, order)
+    # Slices (an axis newly splitting a dim) come last, after the collectives: sliced together with a
+    # gather or a move, XLA rematerializes (x on dim 1 to y on dim 0 on 2x4); last, they are local. The
+    # collectives then carry the tensor not yet split over the sliced axes.
+    slice_last = sliced.any(axis=-1) & (gathered.any(axis=-1) | moving.any(axis=-1)) & ~remat
+    unsliced = np.ones(gather.shape)
+    for a, size in enumerate(mesh_shape):
+        unsliced = np.where(slice_last & sliced[..., a], unsliced * size, unsliced)
     permute = np.zeros(gather.shape, dtype=np.int64)
     for dim in range(rank):
         stay = (p == dim) & (c == dim) & active
@@ -368,53 +381,55 @@ def reshard_steps(
     gather = np.where(remat, remat_axes, gather)
     move = np.where(remat, 0, move)
     permute = np.where(remat, 0, permute)
-    return gather, move, permute, remat, order.astype(np.int8)
+    return gather, move, permute, remat, order.astype(np.int8), unsliced
 
 
-def reshard_waypoint(
+def reshard_waypoints(
     produced: np.ndarray, required: np.ndarray, mesh_shape: tuple[int, ...]
-) -> np.ndarray | None:
-    """The layout XLA must pass through between `produced` and `required` (one layout each) to reshard
-    without rematerializing (see `reshard_steps`), or None when it goes directly."""
-    *_, order = reshard_steps(produced[None, :], required[None, :], mesh_shape)
+) -> list[np.ndarray]:
+    """The layouts between `produced` and `required` (one layout each) that XLA must pass through to reshard
+    without rematerializing, one kind of step each (see `reshard_steps`); empty when one step will do."""
+    *_, remat, order, unsliced = reshard_steps(produced[None, :], required[None, :], mesh_shape)
+    if remat[0, 0]:
+        return []
     active = np.asarray(mesh_shape) > 1
     sharded = (produced >= 0) & active
+    gathered, moving = sharded & (required < 0), sharded & (required >= 0) & (produced != required)
+    steps = []
     if order[0, 0] == MOVE_FIRST:  # moving axes take their new dims; gathered ones stay for now
-        return np.where(sharded & (required >= 0), required, produced).astype(produced.dtype)
-    if order[0, 0] == GATHER_FIRST:  # gathered axes leave; moving ones stay for now
-        return np.where(sharded & (required < 0), -1, produced).astype(produced.dtype)
-    return None
+        steps.append(np.where(moving, required, produced))
+    elif order[0, 0] == GATHER_FIRST:  # gathered axes leave; moving ones stay for now
+        steps.append(np.where(gathered, -1, produced))
+    if unsliced[0, 0] > 1:  # everything but the slices
+        steps.append(np.where(moving, required, np.where(gathered, -1, produced)))
+    out: list[np.ndarray] = []
+    for step in steps:
+        last = out[-1] if out else produced
+        if not np.array_equal(step, last) and not np.array_equal(step, required):
+            out.append(step.astype(produced.dtype))
+    return out
 
 
 def _mask_axes(mask: int) -> list[int]:
     return [a for a in range(8) if mask >> a & 1]
 
 
-def _move_cost(
-    move: np.ndarray,
-    gather: np.ndarray,
-    order: np.ndarray,
-    per_device: np.ndarray,
-    mesh: MeshModel,
-    allow_all_to_all: bool,
-) -> np.ndarray:
-    """[Sp, Sc] seconds of the all-to-alls (all-gathers + slices when all-to-all is off) of `move`, on the
-    required layout's per-device bytes, or on those times the gathered axes' share when it runs first
-    (MOVE_FIRST). Collective times are affine in the bytes, so one intercept and slope per axis set."""
-    if not move.any():
-        return np.zeros(move.shape)
-    price = mesh.all_to_all if allow_all_to_all else mesh.all_gather
-    top = int(move.max()) + 1
+def _collective_cost(masks: np.ndarray, volume: np.ndarray, price) -> np.ndarray:
+    """[Sp, Sc] seconds of one collective per entry over the axes of `masks` (0: none) on `volume` bytes per
+    device; `price` None forbids it. Collective times are affine in the bytes: one intercept and slope per
+    axis set."""
+    if not masks.any():
+        return np.zeros(masks.shape)
+    top = int(masks.max()) + 1
     intercept, slope = np.zeros(top), np.zeros(top)
-    for mask in np.unique(move[move > 0]):
+    for mask in np.unique(masks[masks > 0]):
+        if price is None:
+            intercept[mask] = FORBIDDEN
+            continue
         axes = _mask_axes(int(mask))
         intercept[mask] = price(0.0, axes)
         slope[mask] = price(1.0, axes) - intercept[mask]
-    gathered_share = np.ones(gather.shape)
-    for a, size in enumerate(mesh.shape):
-        gathered_share = np.where(gather >> a & 1, gathered_share / size, gathered_share)
-    volume = per_device[None, :] * np.where(order == MOVE_FIRST, gathered_share, 1.0)
-    return np.where(move > 0, intercept[move] + slope[move] * volume, 0.0)
+    return np.where(masks > 0, intercept[masks] + slope[masks] * volume, 0.0)
 
 
 def reshard_cost(
@@ -429,13 +444,12 @@ def reshard_cost(
     """[Sp, Sc] seconds to turn each produced layout into each required layout, as XLA does it
     (`reshard_steps`): one all-gather over the gathered axes together, one all-to-all over the moved ones
     (all-gather + slice when all-to-all is off), and a collective-permute where a dim's split is
-    re-ordered; slicing is free. Sizes are the per-device bytes of the required layout (an all-to-all that
-    runs before the all-gather moves the tensor still split over the gathered axes), but for a
-    rematerialization: an all-gather of the whole tensor."""
+    re-ordered; slicing is free. Sizes are the per-device bytes of the required layout before its slices
+    (an all-to-all that runs before the all-gather moves the tensor still split over the gathered axes),
+    but for a rematerialization: an all-gather of the whole tensor."""
     total = float(tensor_bytes(shape, itemsize))
     per_device = total / shards_of(required, mesh.shape).astype(np.float64)  # [Sc]
-    gather, move, permute, remat, order = reshard_steps(produced, required, mesh.shape)
-    columns = np.arange(required.shape[0])[None, :]
+    gather, move, permute, remat, order, unsliced = reshard_steps(produced, required, mesh.shape)
     cost = np.zeros(gather.shape)
     if remat.any():  # the gathers of a rematerialization produce the whole tensor
         whole = np.zeros((int(gather.max()) + 1,))
@@ -443,16 +457,14 @@ def reshard_cost(
             whole[mask] = mesh.all_gather(total, _mask_axes(int(mask)))
         cost += np.where(remat, whole[gather], 0.0)
         gather = np.where(remat, 0, gather)
-    cost += _move_cost(move, gather, order, per_device, mesh, allow_all_to_all)
-    for masks, price in (
-        (gather, mesh.all_gather if allow_all_gather else None),
-        (permute, mesh.collective_permute),
-    ):
-        used = np.unique(masks)
-        if used.max(initial=0) == 0:
-            continue
-        table = np.zeros((int(used.max()) + 1, required.shape[0]))
-        for mask in used[used > 0]:
-            table[mask] = FORBIDDEN if price is None else price(per_device, _mask_axes(int(mask)))
-        cost += table[masks, columns]
+    # The collectives carry the tensor before its slices; an all-to-all that runs first, before the
+    # gathers too.
+    volume = per_device[None, :] * unsliced
+    gathered_share = np.ones(gather.shape)
+    for a, size in enumerate(mesh.shape):
+        gathered_share = np.where(gather >> a & 1, gathered_share / size, gathered_share)
+    move_volume = volume * np.where(order == MOVE_FIRST, gathered_share, 1.0)
+    cost += _collective_cost(move, move_volume, mesh.all_to_all if allow_all_to_all else mesh.all_gather)
+    cost += _collective_cost(gather, volume, mesh.all_gather if allow_all_gather else None)
+    cost += _collective_cost(permute, volume, mesh.collective_permute)
     return np.minimum(cost, FORBIDDEN)
