@@ -56,6 +56,8 @@ def _collectives(
         for k, (u, r) in enumerate(node.operands):
             produced = problem.strategies[u].result_layouts[r][chosen[u]]
             required = s.operand_layouts[k][chosen[v]]
+            if np.array_equal(produced, required):
+                continue  # no reshard (most operands: skipping them keeps planning fast)
             key = (u, r, required.tobytes())
             if key in seen:
                 continue
@@ -66,7 +68,8 @@ def _collectives(
         produced = problem.strategies[u].result_layouts[r][chosen[u]]
         required = problem.strategies[v].result_layouts[0][chosen[v]]
         node = graph.nodes[v]
-        yield from _reshard(produced, required, node.result_shapes[0], node.result_itemsizes[0], mesh)
+        if not np.array_equal(produced, required):
+            yield from _reshard(produced, required, node.result_shapes[0], node.result_itemsizes[0], mesh)
 
 
 def _reductions(node, s, choice: int, mesh: MeshModel) -> Iterator[tuple[str, tuple[int, ...], float]]:
