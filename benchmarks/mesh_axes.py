@@ -22,7 +22,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # benchmarks.models; autopar as installed
 
 from benchmarks.models.hf import HF_MODELS  # noqa: E402
-from jaxlib.mlir import ir  # noqa: E402
+from benchmarks.planning_budget import plan_figures  # noqa: E402
 
 import autopar  # noqa: E402
 from autopar.passes.intra_op import families  # noqa: E402
@@ -70,9 +70,7 @@ def plan(name: str, mesh: tuple[int, ...]) -> dict:
         start = time.perf_counter()
         lowered = f.lower(*args)
         seconds = time.perf_counter() - start
-    attrs = lowered.module.operation.attributes
-    objective = ir.FloatAttr(attrs["autopar.objective"]).value
-    bound = ir.FloatAttr(attrs["autopar.lower_bound"]).value
+    objective, bound, status = plan_figures(lowered)
     main = next(op for op in lowered.module.body.operations if op.operation.name == "func.func")
     ops = sum(1 for op in main.regions[0].blocks[0].operations if not op.operation.name.startswith("sdy."))
     return {
@@ -80,7 +78,7 @@ def plan(name: str, mesh: tuple[int, ...]) -> dict:
         "objective": objective,
         "bound": bound,
         "gap": (objective - bound) / objective if objective > 0 else 0.0,
-        "status": ir.StringAttr(attrs["autopar.solver_status"]).value,
+        "status": status,
         "seconds": seconds,
         "flat": probe.cost,
     }

@@ -37,12 +37,17 @@ def plan(model, mesh: tuple[int, ...], budget: float | None, time_limit: float |
     start = time.perf_counter()
     lowered = f.lower(*args)
     seconds = time.perf_counter() - start
+    objective, bound, status = plan_figures(lowered)
+    ops = _count_ops(lowered.module)
+    return objective, bound, status, seconds, ops, "autopar.clock_cut" in lowered.module.operation.attributes
+
+
+def plan_figures(lowered) -> tuple[float, float, str]:
+    """The objective, lower bound and status the intra-op pass wrote on a lowered step's module."""
     attrs = lowered.module.operation.attributes
     objective = ir.FloatAttr(attrs["autopar.objective"]).value
     bound = ir.FloatAttr(attrs["autopar.lower_bound"]).value
-    status = ir.StringAttr(attrs["autopar.solver_status"]).value
-    ops = _count_ops(lowered.module)
-    return objective, bound, status, seconds, ops, "autopar.clock_cut" in attrs
+    return objective, bound, ir.StringAttr(attrs["autopar.solver_status"]).value
 
 
 def _count_ops(module) -> int:

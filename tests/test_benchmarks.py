@@ -48,6 +48,16 @@ def test_first_call() -> None:
     assert "| mlp |" in out and "autopar-opt --version" in out
 
 
+def test_plan_fidelity() -> None:
+    out = run("plan_fidelity.py", "--models", "moe", "--meshes", "2x4")
+    assert "| moe | 2x4 |" in out and "involuntary full rematerializations: 0" in out
+
+
+def test_mesh_axes() -> None:
+    out = run("mesh_axes.py", "--models", "resnet", "--meshes", "2x4")
+    assert "| resnet | 2x4 |" in out and "plans worse than their embedded one-axis plan: 0" in out
+
+
 @pytest.mark.parametrize("script", ["intra_op.py", "planning_time.py", "ilp_backends.py"])
 def test_help(script: str) -> None:
     assert "usage:" in run(script, "--help")
