@@ -262,7 +262,11 @@ def solve(
         # Nothing feasible found: "infeasible" only when HiGHS proved it, else say we do not know.
         status = "infeasible" if optimal else "unknown"
         if not optimal:
-            msg = f"unknown: no finite-cost solution within the usage limit was found in {time_limit:g} s"
+            # Say when the search ended: its phases may stop well before the limit (no feasible start).
+            msg = (
+                "unknown: no finite-cost solution within the usage limit was found "
+                f"(the search ended after {elapsed:.1f} s of the {time_limit:g} s limit)"
+            )
         return Solution(best, cost, int(peak), lower_bound, status, None, elapsed, msg, clock_cut=clock_cut)
     if optimal and lower_bound is None:  # a proof without a bound (presolve fixed everything)
         lower_bound = float(cost)
