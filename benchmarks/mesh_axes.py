@@ -27,6 +27,7 @@ from benchmarks.planning_budget import plan_figures  # noqa: E402
 import autopar  # noqa: E402
 from autopar.passes.intra_op import families  # noqa: E402
 from autopar.passes.intra_op import solve as solve_lib  # noqa: E402
+from autopar.solver import relative_gap  # noqa: E402
 
 
 class _FlatProbe:
@@ -77,7 +78,7 @@ def plan(name: str, mesh: tuple[int, ...]) -> dict:
         "ops": ops,
         "objective": objective,
         "bound": bound,
-        "gap": (objective - bound) / objective if objective > 0 else 0.0,
+        "gap": relative_gap(objective, bound),
         "status": status,
         "seconds": seconds,
         "flat": probe.cost,

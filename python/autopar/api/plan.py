@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from jax.sharding import PartitionSpec
 
 from autopar.runtime.hlo import COLLECTIVE_KINDS, Collective
+from autopar.solver import relative_gap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,28 +78,17 @@ class ExecutionPlan:
         return sum(c.bytes for c in self.collectives)
 
     def expected_counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(COLLECTIVE_KINDS, 0)
-        for e in self.expected_collectives:
-            counts[e.kind] += e.count
-        return counts
+        return {kind: count for kind, (count, _) in _per_kind(self.expected_collectives).items()}
 
     def expected_bytes(self) -> int:
         return sum(e.bytes for e in self.expected_collectives)
 
     def fidelity_table(self) -> str:
         """Per kind: what the plan priced (count, bytes per device) beside what XLA compiled."""
-        compiled: dict[str, list[int]] = {}
-        for c in self.collectives:
-            entry = compiled.setdefault(c.kind, [0, 0])
-            entry[0] += 1
-            entry[1] += c.bytes
-        expected = {k: [0, 0] for k in COLLECTIVE_KINDS}
-        for e in self.expected_collectives:
-            expected[e.kind][0] += e.count
-            expected[e.kind][1] += e.bytes
+        compiled, expected = _per_kind(self.collectives), _per_kind(self.expected_collectives)
         lines = [f"  {'':<18} {'planned':>20} {'compiled':>20}"]
         for kind in COLLECTIVE_KINDS:
-            p, c = expected[kind], compiled.get(kind, [0, 0])
+            p, c = expected[kind], compiled[kind]
             if p[0] or c[0]:
                 lines.append(
                     f"  {kind:<18} {p[0]:>5} x {_bytes_text(p[1]):>10}   {c[0]:>5} x {_bytes_text(c[1]):>10}"
@@ -140,6 +130,16 @@ class ExpectedCollective:
     bytes: int
 
 
+def _per_kind(collectives) -> dict[str, tuple[int, int]]:
+    """{kind: (count, bytes per device)} over every kind, of compiled collectives (one each) or expected
+    ones (`count` each)."""
+    totals = dict.fromkeys(COLLECTIVE_KINDS, (0, 0))
+    for c in collectives:
+        count, size = totals[c.kind]
+        totals[c.kind] = (count + getattr(c, "count", 1), size + c.bytes)
+    return totals
+
+
 def _spec_text(spec: PartitionSpec) -> str:
     return "replicated" if all(e is None for e in spec) else str(spec)
 
@@ -150,8 +150,7 @@ def _cost_text(cost: float | None, bound: float | None) -> str:
     text = f", estimated cost {cost:.4g} s"
     if bound is None:
         return text
-    gap = (cost - bound) / cost if cost > 0 else 0.0
-    return text + f" (lower bound {bound:.4g} s, gap {gap:.2%})"
+    return text + f" (lower bound {bound:.4g} s, gap {relative_gap(cost, bound):.2%})"
 
 
 def _bytes_text(n: int) -> str:

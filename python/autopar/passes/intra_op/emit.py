@@ -238,6 +238,5 @@ def _set_module_attrs(
     )
     if solution.clock_cut:
         attrs["autopar.clock_cut"] = ir.BoolAttr.get(True)
-
     if remarks:
         attrs["autopar.remarks"] = ir.ArrayAttr.get([ir.StringAttr.get(r) for r in remarks])

@@ -315,14 +315,13 @@ def reshard_steps(
     the GPT 2x4 plans); an all-gather or an all-to-all together with a new slice (x on dim 1 to y on dim 0
     on 2x4, (x, y) on dim 0 to z on dim 2 on 2x2x2). One kind per step it does not
     (tests/test_reshard_steps.py checks every pair of 2x4 layouts and a sample of 2x2x2 ones): the emitter
-    writes the intermediate
-    layouts as constraints (`reshard_waypoints`). Where a gather and a move meet, the all-to-all goes first
-    when the moving axes are minor to the gathered ones on a dim they share (MOVE_FIRST: it then moves a
-    tensor still split over the gathered axes), else the all-gather (GATHER_FIRST); where two dims want
-    different orders, or the axes interleave, the reshard is priced as the rematerialization XLA runs.
-    Slices come last. Returned: gather, move and permute masks, remat, the order, and the factor by which
-    the collectives' tensor is larger than the required layout's per-device part (the slices not yet
-    done).
+    writes the intermediate layouts as constraints (`reshard_waypoints`). Where a gather and a move meet,
+    the all-to-all goes first when the moving axes are minor to the gathered ones on a dim they share
+    (MOVE_FIRST: it then moves a tensor still split over the gathered axes), else the all-gather
+    (GATHER_FIRST); where two dims want different orders, or the axes interleave, the reshard is priced as
+    the rematerialization XLA runs. Slices come last. Returned: gather, move and permute masks, remat, the
+    order, and the factor by which the collectives' tensor is larger than the required layout's per-device
+    part (the slices not yet done).
     """
     p = produced[:, None, :].astype(np.int16)
     c = required[None, :, :].astype(np.int16)
@@ -330,7 +329,8 @@ def reshard_steps(
     active = (np.asarray(mesh_shape) > 1)[None, None, :]
     bits = (1 << np.arange(axes)).astype(np.int64)
     sharded = (p >= 0) & active
-    gather = (sharded & (c < 0)) @ bits
+    gathered = sharded & (c < 0)
+    gather = gathered @ bits
     moving = sharded & (c >= 0) & (p != c)
     move = moving @ bits
     route = np.where(moving, p * 64 + c, -1)  # (source dim, target dim) of each moving axis
@@ -340,7 +340,6 @@ def reshard_steps(
             remat |= moving[..., a] & moving[..., b] & (route[..., a] != route[..., b])
     index = np.arange(axes)
     rank = int(max(produced.max(initial=-1), required.max(initial=-1))) + 1
-    gathered = sharded & (c < 0)
     sliced = (p < 0) & (c >= 0) & active
     move_first = np.zeros(gather.shape, dtype=bool)
     gather_first = np.zeros(gather.shape, dtype=bool)
@@ -450,13 +449,9 @@ def reshard_cost(
     total = float(tensor_bytes(shape, itemsize))
     per_device = total / shards_of(required, mesh.shape).astype(np.float64)  # [Sc]
     gather, move, permute, remat, order, unsliced = reshard_steps(produced, required, mesh.shape)
-    cost = np.zeros(gather.shape)
-    if remat.any():  # the gathers of a rematerialization produce the whole tensor
-        whole = np.zeros((int(gather.max()) + 1,))
-        for mask in np.unique(gather[remat]):
-            whole[mask] = mesh.all_gather(total, _mask_axes(int(mask)))
-        cost += np.where(remat, whole[gather], 0.0)
-        gather = np.where(remat, 0, gather)
+    # The gathers of a rematerialization produce the whole tensor.
+    cost = _collective_cost(np.where(remat, gather, 0), np.float64(total), mesh.all_gather)
+    gather = np.where(remat, 0, gather)
     # The collectives carry the tensor before its slices; an all-to-all that runs first, before the
     # gathers too.
     volume = per_device[None, :] * unsliced
