@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from autopar import _core
-from autopar.solver import Solution, StrategyProblem, solve
+from autopar.solver import INFINITE_COST, Solution, StrategyProblem, solve
 
 # The contest problems live beside the repo (../shared/bench); the 5-node example ships with the tests.
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench" / "iopddl"
@@ -276,3 +276,43 @@ def test_optimal_only_when_the_bound_meets_the_cost_relatively() -> None:
     assert (
         relative_gap(2.0, 1.5) == 0.25 and relative_gap(0.0, 0.0) == 0.0 and relative_gap(1.0, None) is None
     )
+
+
+def follow_chain_problem(length: int, forbid_first_small: bool = False) -> StrategyProblem:
+    """`length` nodes live together, each with a big free strategy 0 and a small strategy 1 costing 1;
+    consecutive nodes must agree (a follow chain: mismatched pairs are forbidden), and the limit only fits
+    the whole chain at strategy 1. With `forbid_first_small`, a side node forbids the chain's head its small
+    strategy unless it moves too (a forbidden pair that only a chain-wide move clears)."""
+    forbidden = INFINITE_COST
+    intervals = [(0, 1)] * length
+    costs = [[0.0, 1.0]] * length
+    usages = [[10, 1]] * length
+    edges = [(i, i + 1) for i in range(length - 1)]
+    edge_costs = [[0.0, forbidden, forbidden, 0.0]] * (length - 1)
+    if forbid_first_small:
+        intervals = intervals + [(0, 1)]
+        costs = costs + [[0.0, 5.0]]
+        usages = usages + [[0, 0]]
+        edges = edges + [(length, 0)]
+        edge_costs = edge_costs + [[0.0, forbidden, forbidden, 0.0]]
+    return StrategyProblem.from_arrays(intervals, costs, usages, edges, edge_costs, usage_limit=2 * length)
+
+
+@pytest.mark.parametrize("length", [300, 1500])
+def test_fast_path_fits_long_follow_chains(length: int) -> None:
+    # A property check of the repairs on chains longer than a local move (256 nodes); the mechanism that
+    # failed on L (capped cascades and a minimum-usage fallback whose forbidden pairs local search cannot
+    # clear) is checked on L itself below.
+    p = follow_chain_problem(length, forbid_first_small=True)
+    r = solve(p, time_limit=10.0, exact=False, max_rounds=0)
+    assert r.feasible, r.message
+    assert p.evaluate(r.strategies) == (r.cost, r.peak_memory, True)
+    assert r.cost == length + 5.0  # the whole chain and the side node moved
+
+
+@pytest.mark.skipif(not (BENCH / "asplos-2025-iopddl-L.json.gz").exists(), reason="benchmark data absent")
+def test_public_problem_l_is_feasible_within_a_tenth_of_its_limit() -> None:
+    p = StrategyProblem.from_json(BENCH / "asplos-2025-iopddl-L.json.gz")
+    r = solve(p, time_limit=18.0, seed=0, exact=False, max_rounds=0)
+    assert r.feasible, r.message
+    assert p.evaluate(r.strategies)[2]

@@ -16,6 +16,12 @@ using Clock = std::chrono::steady_clock;
 
 // A move must gain more than this (relative) to count: stops cycling on floating-point noise.
 constexpr double kRelativeGain = 1e-12;
+// Largest cascade of a perturbation (a local move). Repairs (memory, forbidden pairs) may move a whole follow
+// chain instead, up to kRepairCascadePerNode x the node count: presolve merges chains of over a thousand
+// nodes on some contest problems (L: 20 groups of 334-1,516 nodes, 12,630 nodes in all), which no cascade
+// capped at 256 can move, so repair could not change their strategies at all.
+constexpr size_t kMaxCascade = 256;
+constexpr size_t kRepairCascadePerNode = 2;
 constexpr int kMaxPairTable = 4096;  // edge-pair moves skip larger tables (too slow to scan per move)
 
 struct Change {
@@ -69,10 +75,26 @@ class Search {
   }
 
   bool propagate();
-  bool cascade(int i, int s, double* delta, std::vector<Change>* changes);
+  bool cascade(int i, int s, double* delta, std::vector<Change>* changes, size_t max_size = kMaxCascade);
+  size_t repair_cascade_limit() const {
+    return std::max(kMaxCascade, kRepairCascadePerNode * static_cast<size_t>(p_.num_nodes()));
+  }
+  bool is_forbidden_pair(const PairGraph::Pair& pr) const {
+    return is_forbidden(graph_.pair_cost(pr, sol_[pr.a], sol_[pr.b]));
+  }
+  void repair_forbidden();
+  bool finite_cost(const std::vector<int32_t>& x) const {
+    for (int i = 0; i < p_.num_nodes(); ++i) {
+      if (is_forbidden(graph_.unary[p_.strategy_offset[i] + x[i]])) return false;
+    }
+    for (const auto& pr : graph_.pairs) {
+      if (is_forbidden(graph_.pair_cost(pr, x[pr.a], x[pr.b]))) return false;
+    }
+    return true;
+  }
   void undo(const std::vector<Change>& changes);
   void greedy_init();
-  bool repair_memory();
+  bool repair_memory(bool whole_chains);
   std::vector<int32_t> min_usage_solution() const;
   bool improve_node(int i, bool memory_aware);
   bool improve_pair(int32_t pair_index);
@@ -358,12 +380,11 @@ bool Search::pair_pass(const std::vector<int32_t>& pairs) {
   return any;
 }
 
-bool Search::cascade(int i, int s, double* delta, std::vector<Change>* changes) {
+bool Search::cascade(int i, int s, double* delta, std::vector<Change>* changes, size_t max_size) {
   // Moves i to s, then every neighbour left on a forbidden pair moves to its cheapest strategy compatible
   // with the nodes already moved, and so on outwards (the "follow chains" of the production graphs: a layout
   // that must propagate along a chain of ops moves as one). Fails (and undoes) past kMaxCascade nodes or when
   // some neighbour has no compatible strategy. *delta is the exact cost change.
-  constexpr size_t kMaxCascade = 256;
   changes->clear();
   *delta = 0;
   double* local = scratch2_.data();
@@ -384,7 +405,7 @@ bool Search::cascade(int i, int s, double* delta, std::vector<Change>* changes) 
         return inc.is_a ? graph_.pair_cost(pr, sol_[x], ty) : graph_.pair_cost(pr, ty, sol_[x]);
       };
       if (!is_forbidden(cost_xy(sol_[y]))) continue;
-      if (changes->size() >= kMaxCascade) {
+      if (changes->size() >= max_size) {
         undo(*changes);
         return false;
       }
@@ -408,13 +429,71 @@ void Search::undo(const std::vector<Change>& changes) {
   if (journal_on_) journal_.resize(journal_.size() - 2 * changes.size());
 }
 
-bool Search::repair_memory() {
+void Search::repair_forbidden() {
+  // The greedy start can leave forbidden pairs that no single-node move fixes: both ends sit on follow chains
+  // whose other pairs forbid every alternative. For each forbidden pair, every strategy of either end that is
+  // compatible with the other end is tried as a cascade (the whole chain moves); a successful cascade leaves
+  // every pair it touches finite, so the count of forbidden pairs falls. The cheapest is applied. Passes
+  // repeat while they fix something.
+  std::vector<Change> changes;
+  const size_t levels[2] = {kMaxCascade, repair_cascade_limit()};
+  bool progress = true;
+  while (progress && !out_of_time()) {
+    progress = false;
+    for (size_t k = 0; k < graph_.pairs.size(); ++k) {
+      const auto& pr = graph_.pairs[k];
+      if (!is_forbidden_pair(pr)) continue;
+      if (out_of_time()) return;  // whole-chain cascades are slow: check per repaired pair
+      int best_node = -1, best_strategy = -1;
+      size_t limit = levels[0];
+      double best_delta = std::numeric_limits<double>::infinity();
+      for (size_t level : levels) {  // capped cascades first; whole chains only when none of those works
+        if (best_node >= 0) break;
+        limit = level;
+        for (int side = 0; side < 2; ++side) {
+          const int x = side == 0 ? pr.a : pr.b;
+          const int other = side == 0 ? sol_[pr.b] : sol_[pr.a];
+          const int cur = sol_[x];
+          for (int32_t t : domain_[x]) {
+            if (t == cur) continue;
+            if (is_forbidden(side == 0 ? graph_.pair_cost(pr, t, other) : graph_.pair_cost(pr, other, t)))
+              continue;
+            double delta;
+            if (!cascade(x, t, &delta, &changes, limit)) continue;
+            if (delta < best_delta) {
+              best_delta = delta;
+              best_node = x;
+              best_strategy = t;
+            }
+            undo(changes);
+          }
+        }
+      }
+      if (best_node < 0) continue;
+      double delta;
+      if (cascade(best_node, best_strategy, &delta, &changes, limit)) {
+        progress = true;
+        for (const Change& c : changes) push(c.node);
+      }
+    }
+  }
+}
+
+bool Search::repair_memory(bool whole_chains) {
   // At the peak moment t, among live nodes and their smaller strategies, apply the cascade move with the
   // least cost increase per byte saved at t; repeat until the peak fits. Moves that save nothing at t are
-  // never applied, so usage at t strictly falls and the loop ends.
+  // never applied, so usage at t strictly falls and the loop ends. Cascades are capped at kMaxCascade; with
+  // `whole_chains`, when no capped move saves anything at t, cascades up to repair_cascade_limit() (whole
+  // follow chains) are tried.
   const int n = p_.num_nodes();
   std::vector<Change> changes;
   std::vector<int> live_nodes;
+  struct Move {
+    double ratio;
+    int node, strategy;
+  };
+  std::vector<Move> moves;
+  const size_t levels[2] = {kMaxCascade, whole_chains ? repair_cascade_limit() : kMaxCascade};
   while (profile_.peak() > limit_) {
     if (out_of_time()) return false;
     const int t = profile_.argmax_point();
@@ -423,48 +502,51 @@ bool Search::repair_memory() {
     for (int i = 0; i < n; ++i) {
       if (profile_.lo(i) <= t && t < profile_.hi(i) && domain_[i].size() > 1) live_nodes.push_back(i);
     }
-    struct Move {
-      double ratio;
-      int node, strategy;
-    };
-    std::vector<Move> moves;
-    for (int i : live_nodes) {
-      // The few smallest strategies of i, each priced as a cascade.
-      std::vector<int32_t> cands;
-      for (int32_t s : domain_[i]) {
-        if (usage(i, s) < usage(i, sol_[i])) cands.push_back(s);
-      }
-      std::sort(cands.begin(), cands.end(), [&](int32_t x, int32_t y) { return usage(i, x) < usage(i, y); });
-      if (cands.size() > 3) cands.resize(3);
-      Move best{std::numeric_limits<double>::infinity(), -1, -1};
-      for (int32_t s : cands) {
-        double delta;
-        if (!cascade(i, s, &delta, &changes)) continue;
-        const int64_t saved = before - profile_.usage_at(t);
-        if (saved > 0 && !is_forbidden(delta) && delta / static_cast<double>(saved) < best.ratio) {
-          best = {delta / static_cast<double>(saved), i, s};
-        }
-        undo(changes);
-      }
-      if (best.node >= 0) moves.push_back(best);
-    }
-    if (moves.empty()) return false;
-    // Apply in order of price until t fits; each is re-checked (earlier moves may have changed its cascade).
-    std::sort(moves.begin(), moves.end(), [](const Move& x, const Move& y) {
-      return x.ratio < y.ratio || (x.ratio == y.ratio && x.node < y.node);
-    });
     bool applied = false;
-    for (const Move& m : moves) {
-      if (usage(m.node, m.strategy) >= usage(m.node, sol_[m.node])) continue;
-      const int64_t at_t = profile_.usage_at(t);
-      double delta;
-      if (!cascade(m.node, m.strategy, &delta, &changes)) continue;
-      if (profile_.usage_at(t) >= at_t || is_forbidden(delta)) {
-        undo(changes);
-        continue;
+    for (size_t max_size : levels) {
+      if (applied || (max_size == levels[1] && levels[1] == levels[0])) break;
+      moves.clear();
+      for (int i : live_nodes) {
+        // Whole-chain cascades cost up to a chain each (L: 1,516 nodes): one pass over the live nodes
+        // took seconds, so the clock is checked per node.
+        if (out_of_time()) return false;
+        // The few smallest strategies of i, each priced as a cascade.
+        std::vector<int32_t> cands;
+        for (int32_t s : domain_[i]) {
+          if (usage(i, s) < usage(i, sol_[i])) cands.push_back(s);
+        }
+        std::sort(cands.begin(), cands.end(),
+                  [&](int32_t x, int32_t y) { return usage(i, x) < usage(i, y); });
+        if (cands.size() > 3) cands.resize(3);
+        Move best{std::numeric_limits<double>::infinity(), -1, -1};
+        for (int32_t s : cands) {
+          double delta;
+          if (!cascade(i, s, &delta, &changes, max_size)) continue;
+          const int64_t saved = before - profile_.usage_at(t);
+          if (saved > 0 && !is_forbidden(delta) && delta / static_cast<double>(saved) < best.ratio) {
+            best = {delta / static_cast<double>(saved), i, s};
+          }
+          undo(changes);
+        }
+        if (best.node >= 0) moves.push_back(best);
       }
-      applied = true;
-      if (profile_.usage_at(t) <= limit_) break;
+      // Apply in order of price until t fits; each is re-checked (earlier moves may have changed its
+      // cascade).
+      std::sort(moves.begin(), moves.end(), [](const Move& x, const Move& y) {
+        return x.ratio < y.ratio || (x.ratio == y.ratio && x.node < y.node);
+      });
+      for (const Move& m : moves) {
+        if (usage(m.node, m.strategy) >= usage(m.node, sol_[m.node])) continue;
+        const int64_t at_t = profile_.usage_at(t);
+        double delta;
+        if (!cascade(m.node, m.strategy, &delta, &changes, max_size)) continue;
+        if (profile_.usage_at(t) >= at_t || is_forbidden(delta)) {
+          undo(changes);
+          continue;
+        }
+        applied = true;
+        if (profile_.usage_at(t) <= limit_) break;
+      }
     }
     if (!applied) return false;
   }
@@ -518,14 +600,32 @@ HeuristicResult Search::run(std::span<const int32_t> initial) {
     // An initial solution over the limit (e.g. from a memory-priced search) is repaired where it stands:
     // its choices elsewhere are what the caller wants kept. The greedy start below is the fallback.
     set_solution(initial);
-    feasible_start = profile_.peak() <= limit_ || (!hopeless && repair_memory());
+    // Whole follow chains may move: a capped repair that stalls would drop the caller's choices for the
+    // greedy start (on L every toulbar2 priced optimum did, so no priced solution was ever repaired).
+    feasible_start = profile_.peak() <= limit_ || (!hopeless && repair_memory(/*whole_chains=*/true));
   }
   if (!feasible_start && !hopeless) {
     greedy_init();
     for (int i = 0; i < p_.num_nodes(); ++i) push(i);
     local_search(/*memory_aware=*/false);
-    feasible_start = repair_memory();
-    if (!feasible_start) set_solution(min_usage);
+    repair_forbidden();
+    local_search(/*memory_aware=*/false);
+    feasible_start = repair_memory(/*whole_chains=*/false);
+    if (!feasible_start) {
+      // The minimum-usage solution fits whenever anything does, and local search usually clears its
+      // forbidden pairs. Where follow chains forbid each node's smallest strategy taken alone (L: 5,584
+      // forbidden pairs, 14 left after local search and pair moves), the repair instead goes on from where it
+      // stopped, moving whole chains.
+      const std::vector<int32_t> stalled = sol_;
+      set_solution(min_usage);
+      for (int i = 0; i < p_.num_nodes(); ++i) push(i);
+      local_search(/*memory_aware=*/true);
+      pair_pass(all_pairs_);
+      if (!finite_cost(sol_)) {
+        set_solution(stalled);
+        if (!repair_memory(/*whole_chains=*/true)) set_solution(min_usage);
+      }
+    }
   }
   if (hopeless) {  // report the minimum-usage solution: the best evidence of how far off the limit is
     result.solution = min_usage;

@@ -21,6 +21,10 @@ problem's own units, and every solution is re-evaluated exactly by the core afte
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import signal
+import sys
 import time
 from dataclasses import dataclass
 
@@ -49,6 +53,10 @@ _UNPRICED_SPAN = 1e15
 # backtracks and T5's from 0.001474 to its optimum 0.0016005 in 401, where 100,000 backtracks without it
 # closed neither. toulbar2's VAC (Option.vac) would do the same job but segfaults on these networks.
 _TRWS_ACCURACY = 1e-4
+# Wall seconds per table entry of posting a network to toulbar2 (measured: A's 6.2M entries take 4.5 s on
+# this 2-core machine; counted high). A solve whose network would not be posted before its time limit is
+# skipped (reported as cut by the clock): posting cannot be interrupted.
+_POST_SECONDS_PER_ENTRY = 1e-6
 
 
 @dataclass(frozen=True)
@@ -220,10 +228,16 @@ class PricedCfn:
             return CfnResult(None, None, -np.inf, False, 0, False, 0.0)  # toulbar2 cannot count that high
         if domains is not None and len(domains) != self.num_nodes:
             raise ValueError(f"domains: expected one per node ({self.num_nodes}), got {len(domains)}")
+        if _POST_SECONDS_PER_ENTRY * self.table_entries(domains) >= time_limit:
+            return CfnResult(None, None, -np.inf, False, 0, True, 0.0)  # no time to post it
         # Reseeds toulbar2's generator: it otherwise carries over between solves (not reproducible).
         pytoulbar2.pytb2.init()
-        if upper_bound is not None:
-            upper_bound = float(np.round(upper_bound * self.scale))
+        if upper_bound is None or not np.isfinite(upper_bound):
+            # toulbar2 needs a finite top for its forbidden (inf) entries: without one (measured on L) it
+            # returned a "solution" with unassigned variables (strategy 2**31 - 1) and a dual bound of 8.7e18.
+            # Any finite-cost solution is below the sum of every table's largest finite entry.
+            upper_bound = (self._finite_total(costs) + 1.0) * self.unit
+        upper_bound = float(np.round(upper_bound * self.scale))
         cfn = pytoulbar2.CFN(ubinit=upper_bound, verbose=-1, seed=int(seed) % (2**31))
         cfn.Option.backtrackLimit = int(backtrack_limit)
         if trws_iterations > 0:
@@ -235,7 +249,11 @@ class PricedCfn:
                     self._post_full(cfn, costs)
                 else:
                     self._post_restricted(cfn, costs, domains)
-                result = cfn.Solve(timeLimit=max(1, int(np.ceil(time_limit))))
+                seconds_left = time_limit - (time.perf_counter() - began)
+                if seconds_left <= 0:
+                    return CfnResult(None, None, -np.inf, False, 0, True, time.perf_counter() - began)
+                with _wall_clock_alarm(cfn, seconds_left):
+                    result = cfn.Solve(timeLimit=max(1, int(np.ceil(seconds_left))))
             except cfn.Contradiction:  # nothing below the upper bound, found while posting or solving
                 result = None
             finally:
@@ -254,6 +272,14 @@ class PricedCfn:
         return CfnResult(
             solution, value * self.unit, float(dual) * self.unit, optimal, backtracks, clock_cut, seconds
         )
+
+    def _finite_total(self, costs: np.ndarray) -> float:
+        """Sum over the node tables `costs` (scaled) and the edge tables of their largest finite entry."""
+        node = np.where(np.isfinite(costs), costs, -np.inf)
+        edge = np.where(np.isfinite(self._edge_cost), self._edge_cost, -np.inf)
+        top = np.maximum.reduceat(node, self._offset[:-1]).clip(min=0).sum()
+        top += np.maximum.reduceat(edge, self._edge_offset[:-1]).clip(min=0).sum() if len(edge) else 0.0
+        return float(top)
 
     def _post_full(self, cfn, costs: np.ndarray) -> None:
         offset = self._offset
@@ -302,3 +328,47 @@ def _segment_spread(values: np.ndarray, offsets: np.ndarray) -> float:
     high = np.maximum.reduceat(np.where(finite, values, -np.inf), offsets[:-1])
     low = np.minimum.reduceat(np.where(finite, values, np.inf), offsets[:-1])
     return float(np.where(np.isfinite(high), high - np.minimum(low, 0.0), 0.0).sum())
+
+
+class _SigAction(ctypes.Structure):
+    """glibc's `struct sigaction` (the same on x86-64 and aarch64 Linux)."""
+
+    _fields_ = [
+        ("handler", ctypes.c_void_p),
+        ("mask", ctypes.c_ulong * 16),
+        ("flags", ctypes.c_int),
+        ("restorer", ctypes.c_void_p),
+    ]
+
+
+@contextlib.contextmanager
+def _wall_clock_alarm(cfn, seconds: float):
+    """Stops toulbar2's search after `seconds` of wall time, not only of CPU time.
+
+    Why: toulbar2's time limit counts the process's user CPU time (ITIMER_VIRTUAL, SIGVTALRM). On a loaded
+    machine that runs slower than the wall clock: measured at load 11 on 2 cores, L's second priced solve
+    took 51 s of wall time under a 40 s limit, and the whole 180 s run ended after 308 s. Here a real-time
+    timer delivers SIGALRM to toulbar2's own timeout handler (a C function, so no Python runs in the
+    signal), and the previous SIGALRM disposition is restored afterwards. Only on Linux, and only when no
+    other real-time timer is pending (pytest-timeout and the like own it then): elsewhere the CPU limit
+    alone applies.
+    """
+    if sys.platform != "linux" or signal.getitimer(signal.ITIMER_REAL)[0] > 0:
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    toulbar2_handler, previous = _SigAction(), _SigAction()
+    cfn.CFN.timer(1 << 30)  # installs toulbar2's timeout handler on SIGVTALRM: read it back
+    try:
+        found = libc.sigaction(signal.SIGVTALRM, None, ctypes.byref(toulbar2_handler)) == 0
+    finally:
+        cfn.CFN.timerStop()
+    if not found or libc.sigaction(signal.SIGALRM, ctypes.byref(toulbar2_handler), ctypes.byref(previous)):
+        yield
+        return
+    try:
+        signal.setitimer(signal.ITIMER_REAL, max(float(seconds), 1e-3))
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        libc.sigaction(signal.SIGALRM, ctypes.byref(previous), None)
