@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import os
+import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -291,3 +295,62 @@ def test_conditional_domains_rank_by_node_plus_neighbour_edge_costs() -> None:
                 conditional += table[x[u], :]
         best = int(np.argmin(conditional))
         assert set(domains[i].tolist()) == {int(x[i]), 0, best}
+
+
+def hard_network(n: int = 300, strategies: int = 10, seed: int = 0) -> StrategyProblem:
+    """A random network toulbar2 does not close in seconds (no usage limit)."""
+    rng = np.random.default_rng(seed)
+    edges = set()
+    while len(edges) < 3 * n:
+        a, b = sorted(rng.choice(n, 2, replace=False).tolist())
+        edges.add((a, b))
+    edges = sorted(edges)
+    return StrategyProblem.from_arrays(
+        [(0, 1)] * n,
+        rng.integers(0, 100, (n, strategies)).astype(float).tolist(),
+        [[1] * strategies] * n,
+        edges,
+        rng.integers(0, 100, (len(edges), strategies * strategies)).astype(float).tolist(),
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_time_limit_is_wall_clock_even_when_cpu_is_shared() -> None:
+    # toulbar2's own limit counts CPU seconds. Sharing one core with a busy process halves this process's
+    # CPU share, so a CPU-time limit of 2 s would last about 4 s of wall time; the wall alarm stops at 2 s.
+    p = hard_network()
+    cfn = PricedCfn(p._core)
+    affinity = os.sched_getaffinity(0)
+    core = min(affinity)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(busy.pid, {core})
+        os.sched_setaffinity(0, {core})
+        began = time.perf_counter()
+        result = cfn.solve(None, None, backtrack_limit=10**9, time_limit=2.0)
+        wall = time.perf_counter() - began
+    finally:
+        busy.kill()
+        busy.wait()
+        os.sched_setaffinity(0, affinity)
+    assert result.clock_cut
+    assert wall < 2.8, f"toulbar2 ran {wall:.2f} s of wall time under a 2 s limit"
+    assert result.solution is not None and p.evaluate(result.solution)[0] < 1e18
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # the alarm is cleared afterwards
+    assert signal.getsignal(signal.SIGALRM) == signal.SIG_DFL  # and SIGALRM's disposition restored
+
+
+def test_a_pending_real_time_timer_is_left_alone() -> None:
+    # Another owner of SIGALRM (pytest-timeout, say): its timer and handler must survive a solve.
+    fired = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: fired.append(True))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 30.0)
+        p = hard_network(n=60, strategies=4)
+        PricedCfn(p._core).solve(None, None, backtrack_limit=100, time_limit=5.0)
+        remaining, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 0 < remaining <= 30.0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not fired
