@@ -6,4 +6,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build="${AUTOPAR_BUILD_DIR:-$root/build/dev}"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE="$(command -v python)" >/dev/null
 cmake --build "$build" -j2
-cp "$build"/_core*.so "$root/python/autopar/"
+# Copy then rename: a running process that has the old library mapped keeps it intact.
+for so in "$build"/_core*.so; do
+  cp "$so" "$root/python/autopar/.$(basename "$so").tmp" && mv -f "$root/python/autopar/.$(basename "$so").tmp" "$root/python/autopar/$(basename "$so")"
+done

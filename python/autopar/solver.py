@@ -19,6 +19,7 @@ and measurements.
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import time
 import zlib
@@ -30,6 +31,9 @@ import numpy as np
 
 from autopar import _core, native_output
 from autopar.cfn import PricedCfn
+
+# Debug-level: each phase's start and each improvement, with the seconds since the clock started.
+_log = logging.getLogger("autopar.solver")
 
 __all__ = ["INFINITE_COST", "Solution", "StrategyProblem", "proven_optimal", "relative_gap", "solve"]
 
@@ -169,6 +173,8 @@ class Solution:
       time_to_best: seconds until `strategies` was found.
       clock_cut: the wall clock stopped some phase before its work budget ran out (the result may then
         differ between runs with the same seed).
+      trace: (seconds, cost) of each improvement of the best feasible solution, in order (the quality
+        curve of the run).
     """
 
     strategies: np.ndarray
@@ -181,6 +187,7 @@ class Solution:
     message: str = ""
     time_to_best: float = 0.0
     clock_cut: bool = False
+    trace: tuple = ()
 
     @property
     def feasible(self) -> bool:
@@ -198,6 +205,7 @@ def solve(
     work_limit: float | None = None,
     initial: Sequence[int] | np.ndarray | None = None,
     candidates: Sequence[np.ndarray] = (),
+    clock_start: float | None = None,
 ) -> Solution:
     """Solves `problem` with `budget` seconds of counted work, stopping by `time_limit` wall seconds.
 
@@ -211,13 +219,15 @@ def solve(
     `initial` (a strategy per node) warm-starts the fast path, which only improves on it when it is
     feasible: the result then costs at most as much. `candidates` are other known solutions (plans of
     hand-written families, say) whose strategies the restricted searches keep in reach.
+    `clock_start` (a `time.perf_counter()` reading, default now) is when the time limit started counting:
+    a command-line solver passes its process start, so that loading counts against the limit too.
     """
     if not time_limit > 0:
         raise ValueError(f"time_limit must be > 0, got {time_limit}")
     budget = time_limit if budget is None else float(budget)
     if not budget > 0:
         raise ValueError(f"budget must be > 0, got {budget}")
-    start = time.perf_counter()
+    start = time.perf_counter() if clock_start is None else float(clock_start)
     core = problem._core
     gm = _core.GroupModel(core) if exact else None
     presolve_infeasible = gm is not None and gm.infeasible
@@ -229,7 +239,7 @@ def solve(
         rounds = 20 * core.num_nodes + 1000
         if exact:
             rounds = min(rounds, _HEURISTIC_ROUNDS)
-    heuristic_limit = time_limit * (0.3 if exact else 0.95)
+    heuristic_limit = max(start + time_limit - time.perf_counter(), 0.0) * (0.3 if exact else 0.95)
     start_solution = None if initial is None else np.ascontiguousarray(initial, dtype=np.int64)
     if start_solution is not None and start_solution.shape != (core.num_nodes,):
         raise ValueError(f"initial: expected {core.num_nodes} strategies, got shape {start_solution.shape}")
@@ -248,6 +258,7 @@ def solve(
         return Solution(best, float(h["cost"]), peak, None, "infeasible", None, elapsed, msg)
     lower_bound, optimal, msg = None, False, "fast path (greedy + local search)"
     best_time = float(h["time_to_best"])
+    trace = [(best_time, float(h["cost"]))] if h["feasible"] else []
     if gm is not None:
         improved = _improve(core, gm, h, time_limit, budget, int(seed), start, work_limit, candidates)
         if improved.best is not None:
@@ -256,6 +267,7 @@ def solve(
                 first = improved.best_time
         lower_bound, optimal, msg = improved.lower_bound, improved.optimal, improved.message
         clock_cut = clock_cut or improved.clock_cut
+        trace += improved.trace
     cost, peak, ok = core.evaluate(best)
     elapsed = time.perf_counter() - start
     if not ok:
@@ -281,6 +293,7 @@ def solve(
         msg,
         best_time,
         clock_cut,
+        tuple(trace),
     )
 
 
@@ -385,6 +398,22 @@ class _Improved:
     iterations: int = 0
     log: list = field(default_factory=list)  # per LNS iteration, for benchmarks
     memory_free: np.ndarray | None = None  # toulbar2's memory-free solution (round 0), when it found one
+    trace: list = field(default_factory=list)  # (seconds, cost) each time `best` improved
+
+    def keep(self, solution, cost: float, start: float) -> float:
+        """Makes `solution` (feasible, costing `cost`) the best so far; returns `cost`."""
+        self.best, self.best_time = solution, time.perf_counter() - start
+        self.trace.append((self.best_time, float(cost)))
+        _log.debug("%.2f s: cost %.17g", self.best_time, cost)
+        return float(cost)
+
+    def begin(self, phase: str, start: float) -> None:
+        _log.debug("%.2f s: %s", time.perf_counter() - start, phase)
+
+    def note(self, entry: dict, start: float) -> None:
+        """Records one round of a pricing phase (for benchmarks and the debug log)."""
+        self.log.append(entry)
+        _log.debug("%.2f s: %s", time.perf_counter() - start, entry)
 
 
 def _improve(
@@ -425,6 +454,7 @@ def _improve(
         # Without a usage limit only the memory-free round runs, and it is the whole search.
         cfn_share = _CFN_SHARE if gm.has_usage_limit else 1.0
         cfn_budget = cfn_share * (work_limit if work_limit is not None else 1e6 * seconds)
+        out.begin("toulbar2 priced optima", start)
         used, price = _price_memory_cfn(
             core, h["solution"], best_cost, cfn_budget, seed, deadline, start, out, cfn
         )
@@ -446,6 +476,7 @@ def _improve(
         # Without a bracketed price the priced search starts where it did without toulbar2 (from the fast
         # path's solution, its first price set by that cost); the best solution so far is kept in `out`.
         first = h["solution"]
+        out.begin("memory pricing", start)
         used, settled = _price_memory(
             core, gm, first, best_cost, price_budget, rng, deadline, start, out, price
         )
@@ -456,6 +487,7 @@ def _improve(
         restricted_budget = (
             (1 - share) * _RESTRICTED_SHARE * (work_limit if work_limit is not None else 1e6 * seconds)
         )
+        out.begin("restricted priced optima", start)
         used = _price_memory_restricted(core, cfn, settled, restricted_budget, seed, deadline, start, out)
         share += (1 - share) * _RESTRICTED_SHARE * used
     if out.best is not None:
@@ -463,6 +495,7 @@ def _improve(
         assignment = gm.encode(out.best)
     search = _Search()
     objective = _Objective(core)
+    out.begin("large-neighbourhood search", start)
     _lns(gm, assignment, best_cost, objective, (1 - share) * budget, rng, deadline, start, out, search)
     return out
 
@@ -553,7 +586,7 @@ def _memory_free_round(
     if result.solution is not None:
         cost, _, fits = core.evaluate(result.solution)
         if fits and (incumbent is None or cost < float(h["cost"])):
-            out.best, out.best_time = result.solution, time.perf_counter() - start
+            out.keep(result.solution, cost, start)
         out.optimal = fits and exact and result.optimal
     elif incumbent is not None and exact:
         # Nothing below the fast path's solution, and the search was complete: it is optimal.
@@ -610,7 +643,7 @@ def _conditional_rounds(
             new_cost, _, ok = core.evaluate(result.solution)
             if ok and new_cost < cost - 1e-12 * abs(cost):
                 x, cost, gained = np.asarray(result.solution, dtype=np.int64), float(new_cost), True
-                out.best, out.best_time = x, time.perf_counter() - start
+                out.keep(x, cost, start)
         if gained:
             level = 0
         elif level + 1 < len(_CONDITIONAL_CHEAPEST):
@@ -719,7 +752,7 @@ def _highs_exact(
     candidate = gm.expand(whole.decode(values, assignment))
     cost, _, ok = core.evaluate(candidate)
     if ok and cost < best_cost:
-        out.best, out.best_time, best_cost = candidate, time.perf_counter() - start, cost
+        best_cost = out.keep(candidate, cost, start)
     if bound is not None:
         out.lower_bound = bound if out.lower_bound is None else max(out.lower_bound, bound)
         out.lower_bound = min(out.lower_bound, best_cost)
@@ -828,7 +861,7 @@ def _lns(
                 if new_value < value - 1e-9 * abs(value):
                     assignment, value = candidate, new_value
                     if objective.memory:
-                        out.best, out.best_time = full, time.perf_counter() - start
+                        out.keep(full, float(new_value), start)
                     stale = 0
                 else:
                     stale += 1
@@ -907,14 +940,15 @@ def _price_memory(
         search.work += _PRICE_REPAIR_WORK
         excess = np.maximum(_usage_profile(chosen_usage(x), lo, hi, moments) - limit, 0.0)
         over = excess.sum() > 0
-        out.log.append(
+        out.note(
             {
                 "price_round": rounds,
                 "mu": mu,
                 "over": bool(over),
                 "repaired": repaired,
                 "secs": repair_secs,
-            }
+            },
+            start,
         )
         history.append(best_cost)
         if shape.sum() > 0 and repaired < settled_cost:
@@ -1009,7 +1043,7 @@ def _price_memory_cfn(
             out.lower_bound = lagrangian
         x = incumbent if result.solution is None else result.solution
         cost, peak, ok = core.evaluate(x)
-        out.log.append(
+        out.note(
             {
                 "cfn_round": rounds,
                 "mu": mu,
@@ -1018,10 +1052,11 @@ def _price_memory_cfn(
                 "backtracks": result.backtracks,
                 "secs": result.seconds,
                 "optimal": result.optimal,
-            }
+            },
+            start,
         )
         if ok and cost < best_cost - 1e-9 * abs(best_cost):
-            best_cost, out.best, out.best_time = cost, x, time.perf_counter() - start
+            best_cost = out.keep(x, cost, start)
         if rounds == 1 and ok:
             out.optimal = result.optimal
             break  # the memory-free optimum fits: nothing to price
@@ -1125,7 +1160,7 @@ def _price_memory_restricted(
             break  # nothing cheaper at this price and no excess to price (A, M: x is this optimum)
         best_cost, repaired = _repair(core, x, seed + rounds, best_cost, deadline, start, out)
         work += _PRICE_REPAIR_WORK
-        out.log.append(
+        out.note(
             {
                 "restricted_round": rounds,
                 "level": level,
@@ -1134,7 +1169,8 @@ def _price_memory_restricted(
                 "repaired": repaired,
                 "backtracks": result.backtracks,
                 "secs": result.seconds,
-            }
+            },
+            start,
         )
         if ok:
             level *= _RESTRICTED_EXTRA_FALL
@@ -1162,7 +1198,7 @@ def _repair(
     h = _core.solve_heuristic(core, remaining, seed, 0, x)
     if h["feasible"] and h["cost"] < best_cost - 1e-9 * abs(best_cost):
         best_cost = float(h["cost"])
-        out.best, out.best_time = h["solution"], time.perf_counter() - start
+        out.keep(h["solution"], best_cost, start)
     return best_cost, float(h["cost"])
 
 
