@@ -96,5 +96,7 @@ def test_forbidden_written_as_1e18(tmp_path: Path) -> None:
 def test_replaces_existing_file(tmp_path: Path) -> None:
     out = tmp_path / "p.json"
     out.write_text("stale")
+    mode = out.stat().st_mode  # what open() gives under this umask
     StrategyProblem.from_json(EXAMPLE).to_json(out)
     assert StrategyProblem.from_json(out).num_nodes == 5
+    assert out.stat().st_mode == mode  # not mkstemp's 0600

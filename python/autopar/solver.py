@@ -188,11 +188,14 @@ class StrategyProblem:
         data = "".join(out).encode()
         path = Path(path)
         if path.name.endswith(".gz"):
-            data = gzip.compress(data, compresslevel=9, mtime=0)  # mtime 0: the same problem, the same bytes
+            data = gzip.compress(data, mtime=0)  # mtime 0: the same problem, the same bytes
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+            umask = os.umask(0o22)  # mkstemp makes the file 0600; give it what open() would have
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -202,12 +205,19 @@ class StrategyProblem:
     def _json_cost_rows(costs: np.ndarray, offsets: np.ndarray) -> list[str]:
         """One JSON list per row of `costs` (split at `offsets`): integral values as integers, forbidden ones
         as 1e18, the rest by repr (shortest text that reads back as the same double)."""
-        forbidden = ~(costs < INFINITE_COST)
-        integral = ~forbidden & (np.abs(costs) < 2.0**53) & (costs == np.floor(costs))
-        tokens = [
-            "1e18" if f else str(int(c)) if i else repr(c)
-            for c, f, i in zip(costs.tolist(), forbidden.tolist(), integral.tolist(), strict=True)
-        ]
+        # Tokenised once per distinct value: the intra-op pass's reshard tables repeat a few values millions
+        # of times on 3-axis meshes.
+        values, index = np.unique(costs, return_inverse=True)  # nan sorts last; all nan are forbidden
+        forbidden = ~(values < INFINITE_COST)
+        integral = ~forbidden & (np.abs(values) < 2.0**53) & (values == np.floor(values))
+        unique = np.array(
+            [
+                "1e18" if f else str(int(c)) if i else repr(c)
+                for c, f, i in zip(values.tolist(), forbidden.tolist(), integral.tolist(), strict=True)
+            ],
+            dtype=object,
+        )
+        tokens = unique[index.reshape(-1)].tolist()
         bounds = offsets.tolist()
         return ["[" + ",".join(tokens[b:e]) + "]" for b, e in zip(bounds[:-1], bounds[1:], strict=True)]
 
