@@ -20,7 +20,10 @@ re-evaluated by `problem.evaluate` ("verified": same cost, peak and feasibility 
 seconds of the pass's cost model. Prints a markdown table; progress goes to stderr.
 
     python benchmarks/intra_op_problems.py [--models gpt,moe,wresnet] [--meshes 8,2x4,2x2x2]
-        [--out build/intra_op_problems] [--time-limit 10] [--fraction 0.5]
+        [--out build/intra_op_problems] [--time-limit 10] [--fraction 0.5] [--contest A,G,M,S]
+
+`--contest` adds rows for the contest's own problems (../shared/bench/iopddl) solved with the same time
+limit, so the gaps can be read side by side (`--models ""` for those alone).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pathlib import Path
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # benchmarks.models; autopar as installed
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 from benchmarks.models import gpt, moe, small, wide_resnet  # noqa: E402
 
 from autopar import passes  # noqa: E402
@@ -82,18 +86,17 @@ def lower(name: str):
 def min_peak(problem: StrategyProblem) -> int:
     """Peak over time of every live node's smallest usage: no solution peaks lower."""
     a = problem.arrays()
-    offsets = a["strategy_offset"]
-    usage = [int(a["node_usage"][offsets[v] : offsets[v + 1]].min()) for v in range(problem.num_nodes)]
-    events = sorted(
-        [(int(s), u) for s, u in zip(a["interval_start"], usage, strict=True)]
-        + [(int(e), -u) for e, u in zip(a["interval_end"], usage, strict=True)],
-        key=lambda x: (x[0], x[1]),  # half-open intervals: ends before starts at the same moment
-    )
-    live = peak = 0
-    for _, du in events:
-        live += du
-        peak = max(peak, live)
-    return peak
+    if problem.num_nodes == 0:
+        return 0
+    usage = np.minimum.reduceat(a["node_usage"], a["strategy_offset"][:-1])
+    live = a["interval_end"] > a["interval_start"]  # [t, t) is never live
+    usage, starts, ends = usage[live], a["interval_start"][live], a["interval_end"][live]
+    if len(usage) == 0:
+        return 0
+    times = np.concatenate([starts, ends])
+    deltas = np.concatenate([usage, -usage])
+    order = np.lexsort((deltas, times))  # half-open intervals: at one moment, ends before starts
+    return max(int(np.cumsum(deltas[order]).max()), 0)
 
 
 def solve_file(path: Path, time_limit: float) -> dict:
@@ -163,12 +166,19 @@ def main(argv: list[str] | None = None) -> int:
         help="memory-bound variant's limit: this fraction of the way from the smallest conceivable peak to "
         "the memory-free plan's peak (0: no variant)",
     )
+    parser.add_argument(
+        "--contest",
+        default="",
+        help="also solve these IOPDDL contest problems with the same time limit, for comparison: comma list "
+        "of letters (A,G,M,S: asplos-2025-iopddl-<letter>.json.gz in --contest-dir) or paths",
+    )
+    parser.add_argument("--contest-dir", type=Path, default=ROOT.parent / "shared" / "bench" / "iopddl")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     print("| " + " | ".join(HEADER) + " |")
     print("|" + "---|" * len(HEADER), flush=True)
     failures = 0
-    for model in args.models.split(","):
+    for model in filter(None, args.models.split(",")):
         start = time.perf_counter()
         module = lower(model)  # kept alive: the graph's nodes point into it
         planning = PlanningGraph(module)
@@ -199,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     limit = r["min_peak"] + int(args.fraction * (sol.peak_memory - r["min_peak"]))
                     variants.append((f"{name}_mem{round(100 * args.fraction)}", {"memory_budget": limit}))
+    for contest in filter(None, args.contest.split(",")):
+        path = Path(contest) if "/" in contest else args.contest_dir / f"asplos-2025-iopddl-{contest}.json.gz"
+        r = solve_file(path, args.time_limit)
+        print(f"{path.name}: {r['sol'].status}: {r['sol'].message}", file=sys.stderr, flush=True)
+        print(row(r), flush=True)
+        failures += not (r["verified"] and r["sol"].feasible)
     return 1 if failures else 0
 
 
