@@ -152,6 +152,79 @@ class StrategyProblem:
         edge_offset, edge_cost)."""
         return self._core.arrays()
 
+    def to_json(self, path: str | os.PathLike) -> None:
+        """Writes the contest format that `from_json` reads, gzipped when `path` ends with .gz.
+
+        Integer-valued costs are written as integers, other costs in Python's shortest round-trip form (so
+        a reread problem has bit-identical costs); forbidden costs (>= INFINITE_COST, inf, nan) as 1e18;
+        no "usage_limit" key when there is none. The file appears atomically (a temporary file in the same
+        directory, then os.replace), so a reader never sees half a problem.
+        """
+        import json  # local: this class is all of solver.py this method may touch
+        import tempfile
+
+        a = self.arrays()
+        starts, ends = a["interval_start"].tolist(), a["interval_end"].tolist()
+        node_rows = self._json_cost_rows(a["node_cost"], a["strategy_offset"])
+        usages, offsets = a["node_usage"].tolist(), a["strategy_offset"].tolist()
+        edge_rows = self._json_cost_rows(a["edge_cost"], a["edge_offset"])
+        out = [
+            '{"problem": {"name": ',
+            json.dumps(self.name),
+            ',\n"nodes": {"intervals": [',
+            ",".join(f"[{s},{e}]" for s, e in zip(starts, ends, strict=True)),
+            '],\n"costs": [',
+            ",\n".join(node_rows),
+            '],\n"usages": [',
+            ",\n".join(
+                "[" + ",".join(map(str, usages[b:e])) + "]"
+                for b, e in zip(offsets[:-1], offsets[1:], strict=True)
+            ),
+            ']},\n"edges": {"nodes": [',
+            ",".join(f"[{u},{v}]" for u, v in zip(a["edge_u"].tolist(), a["edge_v"].tolist(), strict=True)),
+            '],\n"costs": [',
+            ",\n".join(edge_rows),
+            "]}",
+        ]
+        if self.usage_limit is not None:
+            out.append(f',\n"usage_limit": {int(self.usage_limit)}')
+        out.append("}}\n")
+        data = "".join(out).encode()
+        path = Path(path)
+        if path.name.endswith(".gz"):
+            data = gzip.compress(data, mtime=0)  # mtime 0: the same problem, the same bytes
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            umask = os.umask(0o22)  # mkstemp makes the file 0600; give it what open() would have
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @staticmethod
+    def _json_cost_rows(costs: np.ndarray, offsets: np.ndarray) -> list[str]:
+        """One JSON list per row of `costs` (split at `offsets`): integral values as integers, forbidden ones
+        as 1e18, the rest by repr (shortest text that reads back as the same double)."""
+        # Tokenised once per distinct value: the intra-op pass's reshard tables repeat a few values millions
+        # of times on 3-axis meshes.
+        values, index = np.unique(costs, return_inverse=True)  # nan sorts last; all nan are forbidden
+        forbidden = ~(values < INFINITE_COST)
+        integral = ~forbidden & (np.abs(values) < 2.0**53) & (values == np.floor(values))
+        unique = np.array(
+            [
+                "1e18" if f else str(int(c)) if i else repr(c)
+                for c, f, i in zip(values.tolist(), forbidden.tolist(), integral.tolist(), strict=True)
+            ],
+            dtype=object,
+        )
+        tokens = unique[index.reshape(-1)].tolist()
+        bounds = offsets.tolist()
+        return ["[" + ",".join(tokens[b:e]) + "]" for b, e in zip(bounds[:-1], bounds[1:], strict=True)]
+
 
 @dataclass(frozen=True)
 class Solution:

@@ -22,6 +22,7 @@ from autopar.errors import PassError
 from autopar.passes.intra_op import config as config_lib
 from autopar.passes.intra_op import emit, graph, problem, solve
 from autopar.passes.registry import Option, register_pass
+from autopar.solver import StrategyProblem
 
 log = logging.getLogger("autopar")
 
@@ -157,6 +158,14 @@ class PlanningGraph:
         """As the module-level `estimate`; `time-limit` bounds this mesh's build + solve."""
         return self._estimate(mesh_shape, time.perf_counter(), options)
 
+    def strategy_problem(
+        self, mesh_shape: tuple[int, ...] | str, name: str = "", **options: Any
+    ) -> StrategyProblem:
+        """As the module-level `strategy_problem`."""
+        config = config_lib.from_options({**options, "mesh": mesh_shape})
+        prob = problem.build(self.graph, config)
+        return problem.to_solver_problem(prob, config.memory_budget or None, name=name)
+
     def _estimate(
         self, mesh_shape: tuple[int, ...] | str, start: float, options: dict
     ) -> tuple[float, int, str]:
@@ -190,6 +199,18 @@ def estimate(
     start = time.perf_counter()
     # The read counts against this call's time limit, as the pass's does.
     return PlanningGraph(module_or_func)._estimate(mesh_shape, start, options)
+
+
+def strategy_problem(
+    module_or_func: Any, mesh_shape: tuple[int, ...] | str, name: str = "", **options: Any
+) -> StrategyProblem:
+    """The strategy problem autopar-intra-op hands `autopar.solver` for this function, mesh and options (the
+    pass options with underscores; `memory_budget` becomes its usage limit, 0 none), in the contest's form:
+    `strategy_problem(module, "2x4").to_json("gpt.json.gz")`. The function must be what the pass sees: an
+    @main whose arguments are marked `autopar.batch` / `autopar.parameter`, after autopar-inline. `name`
+    names the problem. The pass solves exactly this problem (warm-started from its plan families,
+    passes/intra_op/solve.py)."""
+    return PlanningGraph(module_or_func).strategy_problem(mesh_shape, name=name, **options)
 
 
 def estimate_many(
@@ -383,4 +404,4 @@ def _run(module_op: ir.Operation, pipeline: str) -> None:
     pm.run(module_op)
 
 
-__all__ = ["PlanningGraph", "estimate", "estimate_many", "intra_op"]
+__all__ = ["PlanningGraph", "estimate", "estimate_many", "intra_op", "strategy_problem"]
