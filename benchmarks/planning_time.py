@@ -28,12 +28,12 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 from autopar import ir as air  # noqa: E402
 from autopar import passes  # noqa: E402
+from autopar.ir import attrs  # noqa: E402
 from autopar.passes.inter_op import cluster as cluster_lib  # noqa: E402
 from autopar.passes.inter_op import inter_op as inter_op_pass  # noqa: E402
 from autopar.passes.inter_op.graph import build_graph, main_func  # noqa: E402
 from autopar.passes.inter_op.layers import classify_parts  # noqa: E402
 from autopar.passes.inter_op.outline import outline  # noqa: E402
-from autopar.passes.inter_op.plan import plan_attribute  # noqa: E402
 from autopar.passes.inter_op.stage_costs import profile_layers, stage_cost_table  # noqa: E402
 
 
@@ -116,7 +116,7 @@ def plan(args: argparse.Namespace) -> dict:
 
         t = time.perf_counter()
         outline(graph, inter_op_pass._groups(graph, layer, part, free, chosen), free)
-        module.operation.attributes["autopar.inter_op.plan"] = plan_attribute(chosen)
+        attrs.set_stages(module.operation, chosen.ir_plan(args.micro_batches).stages)
         times["plan_s"] = time.perf_counter() - t
     times["total_s"] = sum(times.values())
     return {

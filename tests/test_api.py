@@ -19,6 +19,7 @@ from jaxlib.mlir.dialects import func, sdy
 import autopar
 from autopar.api import methods
 from autopar.errors import AutoparError
+from autopar.ir import attrs
 from autopar.passes import registry
 from autopar.runtime import shardings as sh
 from numeric import assert_trees_close, normal
@@ -215,16 +216,13 @@ def _write_data_parallel_plan(module_op: ir.Operation, options: types.SimpleName
             "mesh", sdy.MeshAttr.get([sdy.MeshAxisAttr.get(n, s) for n, s in zip(names, shape, strict=True)])
         )
     roles = []
-    for i, attrs in enumerate(sh.arg_attrs(main)):
-        role = "batch" if "autopar.batch" in attrs else "parameter" if "autopar.parameter" in attrs else "?"
+    for i, marks in enumerate(attrs.get_argument_marks(main)):
+        role = "batch" if marks.is_batch else "parameter" if marks.is_parameter else "?"
         roles.append(role)
         rank = ir.RankedTensorType(main.type.inputs[i]).rank
         spec = P(tuple(names)) if role == "batch" else P()
         sh.set_arg_attr(main, i, "sdy.sharding", sh.spec_to_sharding(spec, rank, "mesh"))
-    f64 = ir.F64Type.get()
-    module_op.attributes["autopar.objective"] = ir.FloatAttr.get(f64, 1.5e-3)
-    module_op.attributes["autopar.lower_bound"] = ir.FloatAttr.get(f64, 1.25e-3)
-    module_op.attributes["autopar.solver_status"] = ir.StringAttr.get("optimal")
+    attrs.set_intra_op_result(module_op, attrs.IntraOpResult(shape, 1.5e-3, 1.25e-3, "optimal", 0))
     return roles
 
 

@@ -19,8 +19,7 @@ from jax.interpreters import ad, batching, mlir
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
-# The attribute every pass reads; its value says which pass of the training step the marker is in.
-BOUNDARY_ATTR = "autopar.pipeline_boundary"
+from autopar.ir import attrs
 
 pipeline_boundary_p = jex_core.Primitive("autopar_pipeline_boundary")
 pipeline_boundary_p.multiple_results = True
@@ -73,7 +72,8 @@ def _batch(args: list[Any], dims: list[Any], *, kind: str) -> tuple[list[Any], l
 
 def _lower(ctx: Any, *values: ir.Value, kind: str) -> list[ir.Value]:
     barrier = stablehlo.OptimizationBarrierOp(list(values))
-    barrier.operation.attributes[BOUNDARY_ATTR] = ir.StringAttr.get(kind)
+    # The attribute every pass reads; its value says which pass of the training step the marker is in.
+    attrs.set_pipeline_boundary(barrier.operation, kind)
     return list(barrier.results)
 
 

@@ -27,6 +27,7 @@ from autopar.api import pipeshard
 from autopar.api.methods import AutoShardingOption, ShardParallel
 from autopar.api.plan import ExecutionPlan, ExpectedCollective, TensorPlacement
 from autopar.errors import ArgumentError, AutoparError, PassError, PipelineError
+from autopar.ir import attrs
 from autopar.ir.lowering import module_from_lowered
 from autopar.progress import Progress
 from autopar.runtime import executable as rt_exe
@@ -34,10 +35,6 @@ from autopar.runtime import shardings as sh
 from autopar.runtime.hlo import parse_collectives
 from autopar.runtime.mesh import check_mesh_shape, format_shape
 from autopar.runtime.sequential import SequentialExecutor
-
-BATCH_ATTR = "autopar.batch"
-PARAMETER_ATTR = "autopar.parameter"
-PATH_ATTR = "autopar.path"
 
 
 def parallelize(
@@ -566,21 +563,11 @@ def _mark_roles(module: ir.Module, roles: Sequence[str], paths: Sequence[str] = 
     """Marks every @main argument as batch or parameter and, when given, names it by its pytree path
     (`autopar.path`, which the passes' messages use)."""
     main = sh.main_func(module)
-    with module.context, ir.Location.unknown():
-        unit = ir.UnitAttr.get()
-        attrs = []
-        for i, old in enumerate(sh.arg_attrs(main)):
-            entries = {named.name: named.attr for named in old}
-            entries[BATCH_ATTR if i < len(roles) and roles[i] == "batch" else PARAMETER_ATTR] = unit
-            if i < len(paths):
-                entries[PATH_ATTR] = ir.StringAttr.get(paths[i])
-            attrs.append(ir.DictAttr.get(entries))
-        main.arg_attrs = ir.ArrayAttr.get(attrs)  # one write: per-argument setters rebuild the whole array
-
-
-def _float_attr(module: ir.Module, name: str) -> float | None:
-    attrs = module.operation.attributes
-    return ir.FloatAttr(attrs[name]).value if name in attrs else None
+    marks = []
+    for i in range(len(main.type.inputs)):
+        batch = i < len(roles) and roles[i] == "batch"
+        marks.append(attrs.ArgumentMarks(batch, not batch, paths[i] if i < len(paths) else None))
+    attrs.set_argument_marks(main, marks)
 
 
 def _partition_grid(exe: rt_exe.ShardedExecutable) -> Any:
@@ -605,10 +592,7 @@ def _execution_plan(method_name: str, entry: _Entry, exe: rt_exe.ShardedExecutab
         TensorPlacement(path, aval.shape, str(aval.dtype), s.spec, "output")
         for path, aval, s in zip(out_paths, exe.out_avals, exe.out_shardings, strict=True)
     )
-    attrs = entry.module.operation.attributes
-    status = (
-        ir.StringAttr(attrs["autopar.solver_status"]).value if "autopar.solver_status" in attrs else "manual"
-    )
+    result = attrs.get_intra_op_result(entry.module.operation)  # None: a manual plan, nothing was solved
     return ExecutionPlan(
         method=method_name,
         mesh_shape=mesh_shape,
@@ -616,30 +600,16 @@ def _execution_plan(method_name: str, entry: _Entry, exe: rt_exe.ShardedExecutab
         inputs=inputs,
         outputs=outputs,
         collectives=tuple(parse_collectives(exe.as_text(), mesh_shape, _partition_grid(exe))),
-        estimated_cost=_float_attr(entry.module, "autopar.objective"),
-        lower_bound=_float_attr(entry.module, "autopar.lower_bound"),
-        solver_status=status,
+        estimated_cost=result.objective if result else None,
+        lower_bound=result.lower_bound if result else None,
+        solver_status=result.solver_status if result else "manual",
         expected_collectives=_expected_collectives(entry.module),
-        remarks=tuple(ir.StringAttr(r).value for r in ir.ArrayAttr(attrs["autopar.remarks"]))
-        if "autopar.remarks" in attrs
-        else (),
+        remarks=result.remarks if result else (),
     )
 
 
 def _expected_collectives(module: ir.Module) -> tuple[ExpectedCollective, ...]:
-    attrs = module.operation.attributes
-    if "autopar.expected_collectives" not in attrs:
-        return ()
-    out = []
-    for item in ir.ArrayAttr(attrs["autopar.expected_collectives"]):
-        d = ir.DictAttr(item)
-        axes = ir.StringAttr(d["axes"]).value
-        out.append(
-            ExpectedCollective(
-                ir.StringAttr(d["kind"]).value,
-                tuple(axes.split(",")) if axes else (),
-                ir.IntegerAttr(d["count"]).value,
-                ir.IntegerAttr(d["bytes"]).value,
-            )
-        )
-    return tuple(out)
+    return tuple(
+        ExpectedCollective(e.kind, e.axes, e.count, e.bytes)
+        for e in attrs.get_expected_collectives(module.operation) or ()
+    )

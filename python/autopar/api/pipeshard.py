@@ -16,6 +16,8 @@ from typing import Literal
 from jaxlib.mlir import ir
 
 from autopar.api.methods import AutoShardingOption
+from autopar.errors import AutoparError
+from autopar.ir import attrs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,27 +175,25 @@ def read_plan(
     module: ir.Module, method: PipeshardParallel, cluster: tuple[int, int]
 ) -> PipeshardExecutionPlan:
     """The plan autopar-inter-op wrote into `module`'s attributes."""
-    attrs = module.operation.attributes
-    stages = []
-    for k, entry in enumerate(ir.ArrayAttr(attrs["autopar.inter_op.plan"])):
-        stage = ir.DictAttr(entry)
-        mesh = ir.DictAttr(stage["mesh"])
-        layers = list(ir.DenseI64ArrayAttr(stage["layers"]))
-        stages.append(
-            StagePlacement(
-                index=k,
-                layers=(layers[0], layers[1]),
-                submesh=tuple(ir.DenseI64ArrayAttr(mesh["shape"])),
-                logical_mesh=tuple(ir.DenseI64ArrayAttr(mesh["logical_shape"])),
-                device_ids=tuple(ir.DenseI64ArrayAttr(mesh["device_ids"])),
-                estimated_cost=ir.FloatAttr(stage["cost"]).value,
-                estimated_memory=ir.IntegerAttr(stage["memory"]).value,
-            )
+    plan = attrs.get_inter_op_plan(module.operation)
+    if plan is None:
+        raise AutoparError(f"the module has no {attrs.INTER_OP_PLAN}: run autopar-inter-op first")
+    stages = tuple(
+        StagePlacement(
+            index=k,
+            layers=s.layers,
+            submesh=s.mesh.shape,
+            logical_mesh=s.mesh.logical_shape,
+            device_ids=s.mesh.device_ids,
+            estimated_cost=s.cost,
+            estimated_memory=s.memory,
         )
+        for k, s in enumerate(plan.stages)
+    )
     return PipeshardExecutionPlan(
         method=method.name,
-        num_micro_batches=ir.IntegerAttr(attrs["autopar.inter_op.micro_batches"]).value,
+        num_micro_batches=plan.micro_batches,
         cluster=cluster,
-        stages=tuple(stages),
-        estimated_latency=ir.FloatAttr(attrs["autopar.inter_op.latency"]).value,
+        stages=stages,
+        estimated_latency=plan.latency,
     )

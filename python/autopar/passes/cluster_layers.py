@@ -6,13 +6,10 @@ import types
 
 from jaxlib.mlir import ir
 
+from autopar.ir import attrs
 from autopar.passes.inter_op.graph import build_graph, main_func
 from autopar.passes.inter_op.layers import assign_layers
 from autopar.passes.registry import Option, register_pass
-
-LAYER_ATTR = "autopar.layer"
-PART_ATTR = "autopar.part"
-NUM_LAYERS_ATTR = "autopar.num_layers"
 
 DESCRIPTION = """
 Alpa's layer construction over StableHLO. The forward ops of `@main` are cut into `num-layers` contiguous
@@ -55,11 +52,10 @@ def cluster_layers(module_op: ir.Operation, options: types.SimpleNamespace) -> N
     fn = main_func(module_op)
     graph = build_graph(fn)
     assignment = assign_layers(graph, options.num_layers, options.eps)
-    i64 = ir.IntegerType.get_signless(64, module_op.context)
     for node, layer, part in zip(graph.nodes, assignment.layer, assignment.part, strict=True):
-        node.op.attributes[LAYER_ATTR] = ir.IntegerAttr.get(i64, layer)
-        node.op.attributes[PART_ATTR] = ir.StringAttr.get(part, module_op.context)
-    module_op.attributes[NUM_LAYERS_ATTR] = ir.IntegerAttr.get(i64, assignment.num_layers)
+        attrs.set_layer(node.op, layer)
+        attrs.set_part(node.op, part)
+    attrs.set_num_layers(module_op, assignment.num_layers)
 
 
 def _check_options(options: types.SimpleNamespace) -> None:

@@ -25,11 +25,9 @@ from jax.sharding import PartitionSpec
 from jaxlib.mlir import ir
 
 from autopar.errors import AutoparError
+from autopar.ir import attrs
 from autopar.runtime import executable as rt_exe
 from autopar.runtime import shardings as sh
-
-BATCH_ATTR = "autopar.batch"
-PARAMETER_ATTR = "autopar.parameter"
 
 
 class ExecutionError(AutoparError):
@@ -68,10 +66,8 @@ class SequentialExecutor:
     ):
         self._devices = list(devices) if devices is not None else jax.devices()
         self._main, funcs = _split(module)
-        attrs = module.operation.attributes
         if num_micro_batches is None:
-            key = "autopar.inter_op.micro_batches"
-            num_micro_batches = ir.IntegerAttr(attrs[key]).value if key in attrs else 1
+            num_micro_batches = attrs.get_micro_batches(module.operation) or 1
         if num_micro_batches < 1:
             raise ExecutionError(f"num_micro_batches must be >= 1, got {num_micro_batches}")
         self.num_micro_batches = num_micro_batches
@@ -132,11 +128,8 @@ class SequentialExecutor:
                 raise ExecutionError(f"@main must only call stages, found {op.name}")
             callee = ir.FlatSymbolRefAttr(op.attributes["callee"]).value
             if callee not in funcs:
-                raise ExecutionError(f"@main calls @{callee}, which has no autopar.mesh")
-            fn = funcs[callee]
-            part = (
-                ir.StringAttr(fn.attributes["autopar.part"]).value if "autopar.part" in fn.attributes else ""
-            )
+                raise ExecutionError(f"@main calls @{callee}, which has no {attrs.MESH}")
+            part = attrs.get_part(funcs[callee]) or ""
             calls.append(_Call(callee, list(op.operands), list(op.results), part))
         raise ExecutionError("@main has no return")
 
@@ -150,7 +143,7 @@ class SequentialExecutor:
         B = self.num_micro_batches
         if B > 1 and not self._batch_args:
             raise ExecutionError(
-                f"{B} micro-batches but no @main argument is marked autopar.batch: mark the batch "
+                f"{B} micro-batches but no @main argument is marked {attrs.BATCH}: mark the batch "
                 "arguments (parallelize does it from batch_argnums) or use one micro-batch"
             )
         out = {}
@@ -182,9 +175,10 @@ class SequentialExecutor:
     def _compile(
         self, name: str, fn: ir.Operation, shard: bool, options: Sequence[tuple[str, str]]
     ) -> rt_exe.ShardedExecutable:
-        mesh = ir.DictAttr(fn.attributes["autopar.mesh"])
-        ids = list(ir.DenseI64ArrayAttr(mesh["device_ids"]))
-        logical = list(ir.DenseI64ArrayAttr(mesh["logical_shape"])) if "logical_shape" in mesh else [len(ids)]
+        mesh = attrs.get_stage_mesh(fn)
+        assert mesh is not None  # _split keeps only functions with a mesh
+        ids = list(mesh.device_ids)
+        logical = list(mesh.logical_shape) if mesh.logical_shape is not None else [len(ids)]
         if max(ids) >= len(self._devices):
             raise ExecutionError(
                 f"@{name} runs on device {max(ids)} but only {len(self._devices)} devices are available"
@@ -214,11 +208,7 @@ class SequentialExecutor:
 
 
 def _batch_arguments(main: ir.Operation) -> list[int]:
-    if "arg_attrs" not in main.attributes:
-        return []
-    return [
-        i for i, a in enumerate(ir.ArrayAttr(main.attributes["arg_attrs"])) if BATCH_ATTR in ir.DictAttr(a)
-    ]
+    return [i for i, marks in enumerate(attrs.get_argument_marks(main)) if marks.is_batch]
 
 
 def _split(module: ir.Module) -> tuple[ir.Operation, dict[str, ir.Operation]]:
@@ -229,7 +219,7 @@ def _split(module: ir.Module) -> tuple[ir.Operation, dict[str, ir.Operation]]:
         name = ir.StringAttr(op.attributes["sym_name"]).value
         if name == "main":
             main = op.operation
-        elif "autopar.mesh" in op.attributes:
+        elif attrs.get_stage_mesh(op) is not None:
             stages[name] = op.operation
     if main is None or not stages:
         raise ExecutionError("the module has no @main calling stage functions: run autopar-inter-op first")
@@ -244,7 +234,5 @@ def stage_module(fn: ir.Operation) -> ir.Module:
             clone = fn.clone()
         clone.attributes["sym_name"] = ir.StringAttr.get("main")
         clone.attributes["sym_visibility"] = ir.StringAttr.get("public")
-        for key in ("autopar.mesh", "autopar.part", "autopar.stage"):
-            if key in clone.attributes:
-                del clone.attributes[key]
+        attrs.clear_stage(clone)
     return module

@@ -14,8 +14,7 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import func, stablehlo
 
 from autopar.errors import PassError
-
-BOUNDARY_ATTR = "autopar.pipeline_boundary"
+from autopar.ir import attrs
 
 # Ops that only move, reshape or re-type data: no arithmetic for the FLOP balance.
 _DATA_MOVEMENT = frozenset(
@@ -174,8 +173,7 @@ def build_graph(fn: func.FuncOp) -> Graph:
         node = Node(op, op.name, op_scope(op), producers, args)
         node.flops = op_flops(op)
         node.out_bytes = sum(tensor_bytes(r.type) for r in op.results)
-        if BOUNDARY_ATTR in op.attributes:
-            node.boundary = ir.StringAttr(op.attributes[BOUNDARY_ATTR]).value
+        node.boundary = attrs.get_pipeline_boundary(op) or ""
         index[op] = len(nodes)
         for p in producers:
             nodes[p].users.append(len(nodes))

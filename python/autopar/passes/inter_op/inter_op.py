@@ -10,16 +10,15 @@ from jaxlib.mlir import ir
 
 from autopar import _core
 from autopar.errors import PassError
+from autopar.ir import attrs
 from autopar.passes.inter_op import cluster as cluster_lib
 from autopar.passes.inter_op import intra_op_costs
 from autopar.passes.inter_op.graph import Graph, build_graph, main_func
 from autopar.passes.inter_op.layers import APPLY, BACKWARD, FORWARD, classify_parts
 from autopar.passes.inter_op.outline import Group, outline
-from autopar.passes.inter_op.plan import Plan, StagePlan, plan_attribute
+from autopar.passes.inter_op.plan import Plan, StagePlan
 from autopar.passes.inter_op.stage_costs import profile_layers, stage_cost_table
 from autopar.passes.registry import Option, register_pass
-
-LAYER_ATTR, PART_ATTR = "autopar.layer", "autopar.part"
 
 DESCRIPTION = """
 Alpa's inter-op pass. Reads the layers written by `autopar-cluster-layers` (`@main` is the training step
@@ -124,35 +123,32 @@ def _run(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
     _, free = classify_parts(graph)
     plan = plan_stages(graph, layer, part, free, num_layers, cluster, submeshes, options)
     outline(graph, _groups(graph, layer, part, free, plan), free)
-    module_op.attributes["autopar.inter_op.plan"] = plan_attribute(plan)
-    module_op.attributes["autopar.inter_op.latency"] = ir.FloatAttr.get_f64(plan.latency)
-    i64 = ir.IntegerType.get_signless(64)
-    module_op.attributes["autopar.inter_op.micro_batches"] = ir.IntegerAttr.get(i64, options.micro_batches)
+    attrs.set_inter_op_plan(module_op, plan.ir_plan(options.micro_batches))
 
 
 def _read_layers(module_op: ir.Operation, graph: Graph) -> tuple[list[int], list[str], int]:
     layer, part = [], []
     for node in graph.nodes:
-        attrs = node.op.attributes
-        if LAYER_ATTR not in attrs or PART_ATTR not in attrs:
+        node_layer, node_part = attrs.get_layer(node.op), attrs.get_part(node.op)
+        if node_layer is None or node_part is None:
             raise PassError(
-                f"{node.name} has no autopar.layer/autopar.part: run autopar-cluster-layers before "
+                f"{node.name} has no {attrs.LAYER}/{attrs.PART}: run autopar-cluster-layers before "
                 "autopar-inter-op",
                 node.op.location,
             )
-        layer.append(ir.IntegerAttr(attrs[LAYER_ATTR]).value)
-        part.append(ir.StringAttr(attrs[PART_ATTR]).value)
+        layer.append(node_layer)
+        part.append(node_part)
     bad = [k for k, p in enumerate(part) if p not in (FORWARD, BACKWARD, APPLY)]
     if bad:
         raise PassError(
-            f"autopar.part must be forward, backward or apply, got '{part[bad[0]]}'",
+            f"{attrs.PART} must be forward, backward or apply, got '{part[bad[0]]}'",
             graph.nodes[bad[0]].op.location,
         )
     num_layers = max(layer) + 1 if layer else 0
-    if "autopar.num_layers" in module_op.attributes:
-        num_layers = max(num_layers, ir.IntegerAttr(module_op.attributes["autopar.num_layers"]).value)
+    # autopar-cluster-layers' count also covers trailing layers that ended up empty.
+    num_layers = max(num_layers, attrs.get_num_layers(module_op) or 0)
     if min(layer, default=0) < 0:
-        raise PassError("autopar.layer must be >= 0", graph.nodes[layer.index(min(layer))].op.location)
+        raise PassError(f"{attrs.LAYER} must be >= 0", graph.nodes[layer.index(min(layer))].op.location)
     return layer, part, num_layers
 
 
@@ -331,15 +327,10 @@ def _groups(graph: Graph, layer: list[int], part: list[str], free: list[bool], p
     S = len(plan.stages)
     order = [(FORWARD, k) for k in range(S)] + [(BACKWARD, k) for k in reversed(range(S))]
     order += [(APPLY, k) for k in range(S)]
-    i64 = ir.IntegerType.get_signless(64)
     groups = []
     for kind, k in order:
         if (kind, k) not in members:
             continue
-        attributes = {
-            "autopar.stage": ir.IntegerAttr.get(i64, k),
-            "autopar.part": ir.StringAttr.get(kind),
-            "autopar.mesh": plan.stages[k].mesh_attribute(),
-        }
+        attributes = attrs.stage_attributes(k, kind, plan.stages[k].stage_mesh())
         groups.append(Group(f"stage_{k}_{kind}", members[(kind, k)], attributes))
     return groups

@@ -14,12 +14,12 @@ hash, canonical mesh, options). The layer's IR is left unchanged.
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 
 import numpy as np
 from jaxlib.mlir import ir
 
+from autopar.ir import attrs
 from autopar.passes.inter_op.cluster import Cluster
 from autopar.passes.inter_op.graph import Graph
 from autopar.passes.inter_op.layers import APPLY
@@ -32,7 +32,8 @@ MeshKey = tuple[int, int, int, int]
 def layer_modules(
     graph: Graph, layer: list[int], part: list[str], free: list[bool], num_layers: int
 ) -> list[ir.Module]:
-    """One module per layer whose public @main is the layer's forward + backward ops."""
+    """One module per layer whose public @main is the layer's forward + backward ops, without their
+    `autopar.layer` numbers (so equal layers print, hash and solve as one)."""
     block = graph.fn.regions[0].blocks[0]
     returned = set(block.operations[len(block.operations) - 1].operands)
     members: list[list[int]] = [[] for _ in range(num_layers)]
@@ -48,6 +49,8 @@ def layer_modules(
             inputs, outputs = _interface(graph, group, free, returned)
             fn = _build_function(graph, group, inputs, outputs, free, module.body)
             fn.attributes["sym_visibility"] = ir.StringAttr.get("public", graph.fn.context)
+            for op in fn.entry_block.operations:
+                attrs.clear_layer(op)
         modules.append(module)
     return modules
 
@@ -159,13 +162,10 @@ def layer_times(
     return times, stats
 
 
-_LAYER_ATTR = re.compile(r"autopar\.layer = \d+ : i64")
-
-
 def _body_key(module: ir.Module) -> str:
-    """SHA-256 of the module's text without locations or layer numbers: equal for layers computing the
-    same thing ("" for an empty layer)."""
+    """SHA-256 of the module's text without locations (`layer_modules` dropped the layer numbers): equal
+    for layers computing the same thing ("" for an empty layer)."""
     if not list(module.body.operations):
         return ""
-    text = _LAYER_ATTR.sub("", module.operation.get_asm(enable_debug_info=False))
+    text = module.operation.get_asm(enable_debug_info=False)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -13,6 +13,7 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import func
 
 from autopar.errors import PassError
+from autopar.ir import attrs
 from autopar.passes.inter_op.graph import Graph
 
 
@@ -73,7 +74,7 @@ def _check_call_order(graph: Graph, groups: list[Group], group_of: list[int], fr
                 raise PassError(
                     f"{groups[group_of[i]].name} reads a value computed later, by "
                     f"{groups[group_of[p]].name}: the layer assignment breaks the stage order (check the "
-                    "autopar.layer attributes, or place boundaries by hand)",
+                    f"{attrs.LAYER} attributes, or place boundaries by hand)",
                     node.op.location,
                 )
 

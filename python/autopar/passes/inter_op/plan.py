@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from jaxlib.mlir import ir
+from autopar.ir import attrs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,13 +26,14 @@ class StagePlan:
     cost: float
     memory: float
 
-    def mesh_attribute(self) -> ir.Attribute:
-        return ir.DictAttr.get(
-            {
-                "shape": ir.DenseI64ArrayAttr.get(list(self.submesh)),
-                "logical_shape": ir.DenseI64ArrayAttr.get(list(self.logical_mesh)),
-                "device_ids": ir.DenseI64ArrayAttr.get(self.device_ids),
-            }
+    def stage_mesh(self) -> attrs.StageMesh:
+        """The `autopar.mesh` of the stage's functions (and of its plan entry)."""
+        return attrs.StageMesh(tuple(self.submesh), tuple(self.logical_mesh), tuple(self.device_ids))
+
+    def planned_stage(self) -> attrs.PlannedStage:
+        """The stage's entry in `autopar.inter_op.plan` (memory in whole bytes)."""
+        return attrs.PlannedStage(
+            (self.start_layer, self.end_layer), self.stage_mesh(), self.cost, int(self.memory)
         )
 
 
@@ -42,6 +43,10 @@ class Plan:
     latency: float
     tmax_candidates: int = 0
     tmax_evaluated: int = 0
+
+    def ir_plan(self, micro_batches: int) -> attrs.InterOpPlan:
+        """The plan as the module attributes autopar-inter-op writes."""
+        return attrs.InterOpPlan(tuple(s.planned_stage() for s in self.stages), self.latency, micro_batches)
 
     def describe(self) -> str:
         lines = [f"{len(self.stages)} stage(s), estimated latency {self.latency * 1e3:.3f} ms per iteration"]
@@ -53,20 +58,3 @@ class Plan:
                 f"{s.cost * 1e3:.3f} ms/micro-batch"
             )
         return "\n".join(lines)
-
-
-def plan_attribute(plan: Plan) -> ir.Attribute:
-    i64 = ir.IntegerType.get_signless(64)
-    stages = []
-    for s in plan.stages:
-        stages.append(
-            ir.DictAttr.get(
-                {
-                    "layers": ir.DenseI64ArrayAttr.get([s.start_layer, s.end_layer]),
-                    "mesh": s.mesh_attribute(),
-                    "cost": ir.FloatAttr.get_f64(s.cost),
-                    "memory": ir.IntegerAttr.get(i64, int(s.memory)),
-                }
-            )
-        )
-    return ir.ArrayAttr.get(stages)

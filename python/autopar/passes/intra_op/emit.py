@@ -17,6 +17,7 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import sdy
 
 from autopar.cost import MeshModel
+from autopar.ir import attrs
 from autopar.passes.intra_op import expected
 from autopar.passes.intra_op.graph import Graph, Node
 from autopar.passes.intra_op.problem import Problem, parameter_results
@@ -89,7 +90,9 @@ def _write(
         _constrain_reshards(graph, problem, chosen, result_layout, mesh)
         _constrain_state_returns(graph, state_arg, result_layout, mesh)
     _set_module_attrs(module_op, mesh, solution, remarks)
-    module_op.attributes["autopar.expected_collectives"] = _expected_attr(graph, problem, solution, mesh)
+    attrs.set_expected_collectives(
+        module_op, expected.expected_collectives(graph, problem, solution.strategies, mesh)
+    )
 
 
 def _needs_constraint(graph: Graph, v: int, problem: Problem, chosen: list[int], result_layout) -> bool:
@@ -204,39 +207,19 @@ def _set_func_attrs(func_op: ir.Operation, key: str, shardings: list[ir.Attribut
     func_op.attributes[key] = ir.ArrayAttr.get(dicts)
 
 
-def _expected_attr(graph: Graph, problem: Problem, solution: Solution, mesh: MeshModel) -> ir.Attribute:
-    """`[{kind, axes, count, bytes}, ...]`: the collectives the plan prices, summed by kind and mesh axes."""
-    i64 = ir.IntegerType.get_signless(64)
-    entries = []
-    for e in expected.expected_collectives(graph, problem, solution.strategies, mesh):
-        entries.append(
-            ir.DictAttr.get(
-                {
-                    "kind": ir.StringAttr.get(e.kind),
-                    "axes": ir.StringAttr.get(",".join(e.axes)),
-                    "count": ir.IntegerAttr.get(i64, e.count),
-                    "bytes": ir.IntegerAttr.get(i64, e.bytes),
-                }
-            )
-        )
-    return ir.ArrayAttr.get(entries)
-
-
 def _set_module_attrs(
     module_op: ir.Operation, mesh: MeshModel, solution: Solution, remarks: list[str]
 ) -> None:
-    f64 = ir.F64Type.get()
-    attrs = module_op.attributes
-    attrs["mhlo.num_partitions"] = ir.IntegerAttr.get(ir.IntegerType.get_signless(32), mesh.num_devices)
-    attrs["mhlo.num_replicas"] = ir.IntegerAttr.get(ir.IntegerType.get_signless(32), 1)
-    attrs["autopar.mesh_shape"] = ir.DenseI64ArrayAttr.get(list(mesh.shape))
-    attrs["autopar.objective"] = ir.FloatAttr.get(f64, float(solution.cost))
-    attrs["autopar.lower_bound"] = ir.FloatAttr.get(f64, float(solution.lower_bound))
-    attrs["autopar.solver_status"] = ir.StringAttr.get(solution.status)
-    attrs["autopar.peak_memory"] = ir.IntegerAttr.get(
-        ir.IntegerType.get_signless(64), int(solution.peak_memory)
+    i32 = ir.IntegerType.get_signless(32)
+    module_op.attributes["mhlo.num_partitions"] = ir.IntegerAttr.get(i32, mesh.num_devices)
+    module_op.attributes["mhlo.num_replicas"] = ir.IntegerAttr.get(i32, 1)
+    result = attrs.IntraOpResult(
+        mesh_shape=tuple(mesh.shape),
+        objective=solution.cost,
+        lower_bound=solution.lower_bound,
+        solver_status=solution.status,
+        peak_memory=int(solution.peak_memory),
+        clock_cut=bool(solution.clock_cut),
+        remarks=tuple(remarks),
     )
-    if solution.clock_cut:
-        attrs["autopar.clock_cut"] = ir.BoolAttr.get(True)
-    if remarks:
-        attrs["autopar.remarks"] = ir.ArrayAttr.get([ir.StringAttr.get(r) for r in remarks])
+    attrs.set_intra_op_result(module_op, result)

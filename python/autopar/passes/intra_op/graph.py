@@ -13,11 +13,9 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import sdy
 
 from autopar.errors import PassError
+from autopar.ir import attrs
 
 RULE_ATTR = "sdy.sharding_rule"
-BATCH_ATTR = "autopar.batch"
-PARAMETER_ATTR = "autopar.parameter"
-PATH_ATTR = "autopar.path"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +90,7 @@ def read_function(func_op: ir.Operation) -> Graph:
     block = func_op.regions[0].blocks[0]
     nodes: list[Node] = []
     producer: dict[ir.Value, tuple[int, int]] = {}
-    arg_attrs = _arg_attr_dicts(func_op, len(block.arguments))
+    marks = attrs.get_argument_marks(func_op)
     paths = argument_paths(func_op, len(block.arguments))
     for i, arg in enumerate(block.arguments):
         shape, itemsize = _tensor_facts(arg.type, func_op, paths[i])
@@ -105,8 +103,8 @@ def read_function(func_op: ir.Operation) -> Graph:
                 operand_itemsizes=[],
                 result_shapes=[shape],
                 result_itemsizes=[itemsize],
-                is_batch=BATCH_ATTR in arg_attrs[i],
-                is_parameter=PARAMETER_ATTR in arg_attrs[i],
+                is_batch=marks[i].is_batch,
+                is_parameter=marks[i].is_parameter,
                 path=paths[i],
             )
         )
@@ -187,21 +185,10 @@ def argument_paths(func_op: ir.Operation, count: int) -> list[str]:
     """How messages name each argument: the `autopar.path` parallelize writes (the pytree path in the
     user's function, `batch['image']`), else `argument i`."""
     out = [f"argument {i}" for i in range(count)]
-    if "arg_attrs" in func_op.attributes:
-        for i, attr in enumerate(ir.ArrayAttr(func_op.attributes["arg_attrs"])):
-            entries = ir.DictAttr(attr)
-            if PATH_ATTR in entries:
-                out[i] = ir.StringAttr(entries[PATH_ATTR]).value
+    for i, marks in enumerate(attrs.get_argument_marks(func_op)[:count]):
+        if marks.path is not None:
+            out[i] = marks.path
     return out
-
-
-def _arg_attr_dicts(func_op: ir.Operation, count: int) -> list[set[str]]:
-    if "arg_attrs" not in func_op.attributes:
-        return [set() for _ in range(count)]
-    names = []
-    for attr in ir.ArrayAttr(func_op.attributes["arg_attrs"]):
-        names.append({named.name for named in ir.DictAttr(attr)})
-    return names
 
 
 def _tensor_facts(t: ir.Type, where: ir.Operation, what: str) -> tuple[tuple[int, ...], int]:

@@ -1,0 +1,418 @@
+"""The IR contract: every `autopar.*` attribute name, and typed readers and writers for each.
+
+Passes, the API and the runtime hand each other facts through attributes on the module, on functions,
+on their arguments and on ops. Each name is defined here once, with who writes it and who reads it, so a
+reader can never drift from its writer by a typo or a changed type (docs/passes_and_driver.md, "The IR
+contract", lists the same table). Readers return None when the attribute is absent: absence means "the
+pass that writes it has not run", which each caller handles in its own way.
+
+The text written is part of the contract too (lit tests and saved plans compare it), so every writer
+builds exactly the attribute kinds listed: i64 integers, f64 floats, strings, dense i64 arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from jaxlib.mlir import ir
+
+# ---- names -----------------------------------------------------------------------------------------------
+
+# @main argument attributes (unit / string), written by api/parallelize.py (`_mark_roles`):
+BATCH = "autopar.batch"  # dim 0 is a batch dim; read by intra_op/graph.py and runtime/sequential.py
+PARAMETER = "autopar.parameter"  # a parameter or optimizer state; read by intra_op/graph.py
+PATH = "autopar.path"  # the argument's pytree path, for messages; read by intra_op/graph.py
+
+# Op attributes:
+# "forward"|"backward" on a hand-placed marker: pipeline_marker.py -> inter_op/graph.py
+PIPELINE_BOUNDARY = "autopar.pipeline_boundary"
+LAYER = "autopar.layer"  # i64 layer of a top-level op: cluster_layers.py -> inter_op.py
+# "forward"|"backward"|"apply", on ops (cluster_layers.py -> inter_op.py) and on stage functions
+# (inter_op.py -> runtime/sequential.py)
+PART = "autopar.part"
+
+# Module attribute of the layer clustering, cluster_layers.py -> inter_op.py:
+NUM_LAYERS = "autopar.num_layers"  # i64 layer count (trailing layers may be empty)
+
+# Module attributes of the inter-op plan, written by inter_op.py:
+INTER_OP_PLAN = "autopar.inter_op.plan"  # [{layers, mesh, cost, memory}] per stage; read by api/pipeshard.py
+INTER_OP_LATENCY = "autopar.inter_op.latency"  # f64 seconds per iteration; read by api/pipeshard.py
+# i64 micro-batches per iteration; read by api/pipeshard.py and runtime/sequential.py
+INTER_OP_MICRO_BATCHES = "autopar.inter_op.micro_batches"
+
+# Stage function attributes, written by inter_op.py (outlining), read by runtime/sequential.py:
+STAGE = "autopar.stage"  # i64 stage index k of @stage_k_<part>
+MESH = "autopar.mesh"  # {shape, logical_shape, device_ids} the stage runs on
+
+# Module attributes of the intra-op result, written by intra_op/emit.py, read by api/parallelize.py:
+MESH_SHAPE = "autopar.mesh_shape"  # dense i64 logical mesh the plan is for
+OBJECTIVE = "autopar.objective"  # f64 estimated seconds per step
+LOWER_BOUND = "autopar.lower_bound"  # f64 the solver's proven lower bound on the objective
+SOLVER_STATUS = "autopar.solver_status"  # the solver's status string ("optimal", "feasible", ...)
+PEAK_MEMORY = "autopar.peak_memory"  # i64 estimated peak bytes per device
+CLOCK_CUT = "autopar.clock_cut"  # true, only when the wall-clock cap cut planning short
+REMARKS = "autopar.remarks"  # [string], only when there are remarks (ops left replicated, ...)
+EXPECTED_COLLECTIVES = "autopar.expected_collectives"  # [{kind, axes, count, bytes}] the plan priced
+
+ALL = (
+    BATCH,
+    PARAMETER,
+    PATH,
+    PIPELINE_BOUNDARY,
+    LAYER,
+    PART,
+    NUM_LAYERS,
+    INTER_OP_PLAN,
+    INTER_OP_LATENCY,
+    INTER_OP_MICRO_BATCHES,
+    STAGE,
+    MESH,
+    MESH_SHAPE,
+    OBJECTIVE,
+    LOWER_BOUND,
+    SOLVER_STATUS,
+    PEAK_MEMORY,
+    CLOCK_CUT,
+    REMARKS,
+    EXPECTED_COLLECTIVES,
+)
+
+
+# ---- scalar helpers ----------------------------------------------------------------------------------------
+
+
+def _i64(value: int, context: ir.Context | None = None) -> ir.Attribute:
+    return ir.IntegerAttr.get(ir.IntegerType.get_signless(64, context), int(value))
+
+
+def _f64(value: float, context: ir.Context | None = None) -> ir.Attribute:
+    # get_f64, not get(F64Type, ...): the latter wants a current Location for its diagnostics.
+    return ir.FloatAttr.get_f64(float(value), context)
+
+
+def _ints(attr: ir.Attribute) -> tuple[int, ...]:
+    return tuple(ir.DenseI64ArrayAttr(attr))
+
+
+def _get(op: ir.Operation | ir.OpView, name: str) -> ir.Attribute | None:
+    attrs = op.operation.attributes
+    return attrs[name] if name in attrs else None
+
+
+def _delete(op: ir.Operation | ir.OpView, name: str) -> None:
+    if name in op.operation.attributes:
+        del op.operation.attributes[name]
+
+
+# ---- argument marks --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ArgumentMarks:
+    """What parallelize tells the passes about one @main argument (`autopar.batch`, `.parameter`, `.path`).
+
+    Unmarked arguments (a module from the command line) read as all false / None."""
+
+    is_batch: bool = False
+    is_parameter: bool = False
+    path: str | None = None
+
+
+def _arg_dicts(func_op: ir.Operation | ir.OpView) -> list[ir.DictAttr]:
+    attrs = func_op.operation.attributes
+    if "arg_attrs" in attrs:
+        return [ir.DictAttr(a) for a in ir.ArrayAttr(attrs["arg_attrs"])]
+    count = len(ir.FunctionType(ir.TypeAttr(attrs["function_type"]).value).inputs)
+    with func_op.context:
+        return [ir.DictAttr.get({}) for _ in range(count)]
+
+
+def get_argument_marks(func_op: ir.Operation | ir.OpView) -> list[ArgumentMarks]:
+    out = []
+    for d in _arg_dicts(func_op):
+        path = ir.StringAttr(d[PATH]).value if PATH in d else None
+        out.append(ArgumentMarks(BATCH in d, PARAMETER in d, path))
+    return out
+
+
+def set_argument_marks(func_op: ir.Operation | ir.OpView, marks: Sequence[ArgumentMarks]) -> None:
+    """Adds the marks to the arguments' existing attributes (shardings, donation stay). One write of
+    `arg_attrs`: per-argument setters would rebuild the whole array once per argument."""
+    with func_op.context:
+        unit = ir.UnitAttr.get()
+        dicts = []
+        for i, old in enumerate(_arg_dicts(func_op)):
+            entries = {named.name: named.attr for named in old}
+            if i < len(marks):
+                if marks[i].is_batch:
+                    entries[BATCH] = unit
+                if marks[i].is_parameter:
+                    entries[PARAMETER] = unit
+                if marks[i].path is not None:
+                    entries[PATH] = ir.StringAttr.get(marks[i].path)
+            dicts.append(ir.DictAttr.get(entries))
+        func_op.operation.attributes["arg_attrs"] = ir.ArrayAttr.get(dicts)
+
+
+# ---- op attributes: pipeline boundaries, layers, parts -----------------------------------------------------
+
+
+def set_pipeline_boundary(op: ir.Operation | ir.OpView, kind: str) -> None:
+    op.operation.attributes[PIPELINE_BOUNDARY] = ir.StringAttr.get(kind, op.context)
+
+
+def get_pipeline_boundary(op: ir.Operation | ir.OpView) -> str | None:
+    attr = _get(op, PIPELINE_BOUNDARY)
+    return ir.StringAttr(attr).value if attr is not None else None
+
+
+def set_layer(op: ir.Operation | ir.OpView, layer: int) -> None:
+    op.operation.attributes[LAYER] = _i64(layer, op.context)
+
+
+def get_layer(op: ir.Operation | ir.OpView) -> int | None:
+    attr = _get(op, LAYER)
+    return ir.IntegerAttr(attr).value if attr is not None else None
+
+
+def clear_layer(op: ir.Operation | ir.OpView) -> None:
+    _delete(op, LAYER)
+
+
+def set_part(op: ir.Operation | ir.OpView, part: str) -> None:
+    op.operation.attributes[PART] = ir.StringAttr.get(part, op.context)
+
+
+def get_part(op: ir.Operation | ir.OpView) -> str | None:
+    attr = _get(op, PART)
+    return ir.StringAttr(attr).value if attr is not None else None
+
+
+def set_num_layers(module_op: ir.Operation | ir.OpView, num_layers: int) -> None:
+    module_op.operation.attributes[NUM_LAYERS] = _i64(num_layers, module_op.context)
+
+
+def get_num_layers(module_op: ir.Operation | ir.OpView) -> int | None:
+    attr = _get(module_op, NUM_LAYERS)
+    return ir.IntegerAttr(attr).value if attr is not None else None
+
+
+# ---- stages and the inter-op plan --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class StageMesh:
+    """`autopar.mesh`: the physical submesh (hosts, devices per host), the logical mesh the stage is
+    sharded over (absent in hand-written modules: the runtime then uses one axis) and the cluster device
+    ids it runs on."""
+
+    shape: tuple[int, ...]
+    logical_shape: tuple[int, ...] | None
+    device_ids: tuple[int, ...]
+
+    def to_attr(self, context: ir.Context | None = None) -> ir.Attribute:
+        entries = {
+            "shape": ir.DenseI64ArrayAttr.get(list(self.shape), context),
+            "device_ids": ir.DenseI64ArrayAttr.get(list(self.device_ids), context),
+        }
+        if self.logical_shape is not None:
+            entries["logical_shape"] = ir.DenseI64ArrayAttr.get(list(self.logical_shape), context)
+        return ir.DictAttr.get(entries, context)
+
+    @staticmethod
+    def from_attr(attr: ir.Attribute) -> StageMesh:
+        d = ir.DictAttr(attr)
+        logical = _ints(d["logical_shape"]) if "logical_shape" in d else None
+        return StageMesh(_ints(d["shape"]), logical, _ints(d["device_ids"]))
+
+
+def stage_attributes(stage: int, part: str, mesh: StageMesh) -> dict[str, ir.Attribute]:
+    """The attributes of a stage function @stage_<stage>_<part>, in the current context (outlining
+    creates the function later and copies them on)."""
+    return {STAGE: _i64(stage), PART: ir.StringAttr.get(part), MESH: mesh.to_attr()}
+
+
+def get_stage(fn: ir.Operation | ir.OpView) -> int | None:
+    attr = _get(fn, STAGE)
+    return ir.IntegerAttr(attr).value if attr is not None else None
+
+
+def get_stage_mesh(fn: ir.Operation | ir.OpView) -> StageMesh | None:
+    attr = _get(fn, MESH)
+    return StageMesh.from_attr(attr) if attr is not None else None
+
+
+def clear_stage(fn: ir.Operation | ir.OpView) -> None:
+    """Drops a stage function's stage attributes (its clone becomes a stage module's plain @main)."""
+    for name in (MESH, PART, STAGE):
+        _delete(fn, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedStage:
+    """One entry of `autopar.inter_op.plan`: layers [start, end), mesh, seconds per micro-batch and bytes
+    per device with one micro-batch in flight."""
+
+    layers: tuple[int, int]
+    mesh: StageMesh
+    cost: float
+    memory: int
+
+    def to_attr(self, context: ir.Context | None = None) -> ir.Attribute:
+        entries = {
+            "layers": ir.DenseI64ArrayAttr.get(list(self.layers), context),
+            "mesh": self.mesh.to_attr(context),
+            "cost": _f64(self.cost, context),
+            "memory": _i64(self.memory, context),
+        }
+        return ir.DictAttr.get(entries, context)
+
+    @staticmethod
+    def from_attr(attr: ir.Attribute) -> PlannedStage:
+        d = ir.DictAttr(attr)
+        start, end = _ints(d["layers"])
+        return PlannedStage(
+            (start, end),
+            StageMesh.from_attr(d["mesh"]),
+            ir.FloatAttr(d["cost"]).value,
+            ir.IntegerAttr(d["memory"]).value,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class InterOpPlan:
+    """The three module attributes autopar-inter-op writes: stages, latency (seconds per iteration) and
+    micro-batches per iteration."""
+
+    stages: tuple[PlannedStage, ...]
+    latency: float
+    micro_batches: int
+
+
+def set_stages(module_op: ir.Operation | ir.OpView, stages: Sequence[PlannedStage]) -> None:
+    """Only the stage list (a benchmark outlines a plan without the rest of the pass)."""
+    ctx = module_op.context
+    module_op.operation.attributes[INTER_OP_PLAN] = ir.ArrayAttr.get([s.to_attr(ctx) for s in stages], ctx)
+
+
+def set_inter_op_plan(module_op: ir.Operation | ir.OpView, plan: InterOpPlan) -> None:
+    set_stages(module_op, plan.stages)
+    attrs = module_op.operation.attributes
+    attrs[INTER_OP_LATENCY] = _f64(plan.latency, module_op.context)
+    attrs[INTER_OP_MICRO_BATCHES] = _i64(plan.micro_batches, module_op.context)
+
+
+def get_inter_op_plan(module_op: ir.Operation | ir.OpView) -> InterOpPlan | None:
+    plan, latency = _get(module_op, INTER_OP_PLAN), _get(module_op, INTER_OP_LATENCY)
+    micro_batches = get_micro_batches(module_op)
+    if plan is None or latency is None or micro_batches is None:
+        return None
+    stages = tuple(PlannedStage.from_attr(s) for s in ir.ArrayAttr(plan))
+    return InterOpPlan(stages, ir.FloatAttr(latency).value, micro_batches)
+
+
+def get_micro_batches(module_op: ir.Operation | ir.OpView) -> int | None:
+    """The runtime needs only B (its caller may also pass one of its own)."""
+    attr = _get(module_op, INTER_OP_MICRO_BATCHES)
+    return ir.IntegerAttr(attr).value if attr is not None else None
+
+
+# ---- the intra-op result -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class IntraOpResult:
+    """The module attributes autopar-intra-op writes about its solve (the shardings themselves are Shardy's
+    `sdy.*` attributes). `clock_cut` and `remarks` are written only when true / non-empty."""
+
+    mesh_shape: tuple[int, ...]
+    objective: float
+    lower_bound: float
+    solver_status: str
+    peak_memory: int
+    clock_cut: bool = False
+    remarks: tuple[str, ...] = ()
+
+
+def set_intra_op_result(module_op: ir.Operation | ir.OpView, result: IntraOpResult) -> None:
+    ctx = module_op.context
+    attrs = module_op.operation.attributes
+    attrs[MESH_SHAPE] = ir.DenseI64ArrayAttr.get(list(result.mesh_shape), ctx)
+    attrs[OBJECTIVE] = _f64(result.objective, ctx)
+    attrs[LOWER_BOUND] = _f64(result.lower_bound, ctx)
+    attrs[SOLVER_STATUS] = ir.StringAttr.get(result.solver_status, ctx)
+    attrs[PEAK_MEMORY] = _i64(result.peak_memory, ctx)
+    if result.clock_cut:
+        attrs[CLOCK_CUT] = ir.BoolAttr.get(True, ctx)
+    if result.remarks:
+        attrs[REMARKS] = ir.ArrayAttr.get([ir.StringAttr.get(r, ctx) for r in result.remarks], ctx)
+
+
+def get_intra_op_result(module_op: ir.Operation | ir.OpView) -> IntraOpResult | None:
+    """None unless autopar-intra-op ran (a manual ShardParallel plan has none)."""
+    attrs = module_op.operation.attributes
+    if any(name not in attrs for name in (MESH_SHAPE, OBJECTIVE, LOWER_BOUND, SOLVER_STATUS, PEAK_MEMORY)):
+        return None
+    remarks = tuple(ir.StringAttr(r).value for r in ir.ArrayAttr(attrs[REMARKS])) if REMARKS in attrs else ()
+    return IntraOpResult(
+        mesh_shape=_ints(attrs[MESH_SHAPE]),
+        objective=ir.FloatAttr(attrs[OBJECTIVE]).value,
+        lower_bound=ir.FloatAttr(attrs[LOWER_BOUND]).value,
+        solver_status=ir.StringAttr(attrs[SOLVER_STATUS]).value,
+        peak_memory=ir.IntegerAttr(attrs[PEAK_MEMORY]).value,
+        clock_cut=CLOCK_CUT in attrs and ir.BoolAttr(attrs[CLOCK_CUT]).value,
+        remarks=remarks,
+    )
+
+
+class _Collective(Protocol):
+    kind: str
+    axes: Sequence[str]
+    count: int
+    bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpectedCollective:
+    """One entry of `autopar.expected_collectives`: collectives of one kind over one set of mesh axes, their
+    count and bytes per device. Stored with the axes joined by commas ("" for none)."""
+
+    kind: str
+    axes: tuple[str, ...]
+    count: int
+    bytes: int
+
+
+def set_expected_collectives(module_op: ir.Operation | ir.OpView, items: Iterable[_Collective]) -> None:
+    ctx = module_op.context
+    entries = []
+    for e in items:
+        fields = {
+            "kind": ir.StringAttr.get(e.kind, ctx),
+            "axes": ir.StringAttr.get(",".join(e.axes), ctx),
+            "count": _i64(e.count, ctx),
+            "bytes": _i64(e.bytes, ctx),
+        }
+        entries.append(ir.DictAttr.get(fields, ctx))
+    module_op.operation.attributes[EXPECTED_COLLECTIVES] = ir.ArrayAttr.get(entries, ctx)
+
+
+def get_expected_collectives(module_op: ir.Operation | ir.OpView) -> tuple[ExpectedCollective, ...] | None:
+    attr = _get(module_op, EXPECTED_COLLECTIVES)
+    if attr is None:
+        return None
+    out = []
+    for item in ir.ArrayAttr(attr):
+        d = ir.DictAttr(item)
+        axes = ir.StringAttr(d["axes"]).value
+        out.append(
+            ExpectedCollective(
+                ir.StringAttr(d["kind"]).value,
+                tuple(axes.split(",")) if axes else (),
+                ir.IntegerAttr(d["count"]).value,
+                ir.IntegerAttr(d["bytes"]).value,
+            )
+        )
+    return tuple(out)
