@@ -185,6 +185,19 @@ def test_export_takes_a_mesh_and_needs_no_devices():
     assert jax.export.deserialize(big.serialize()).nr_devices == 16
 
 
+def test_export_with_static_weak_typed_and_key_arguments():
+    def f(w, x, lr, n, key):
+        return w - lr * n * jnp.tanh(x @ w).sum() + jax.random.normal(key, w.shape)
+
+    w, x, key = normal((16, 32), 1), normal((8, 16), 2), jax.random.key(0)
+    planned = autopar.export(f, w, x, 0.1, 3, key, static_argnums=(3,), mesh=8)
+    assert planned.in_avals[2].weak_type  # as jax.export records it (its serialization drops weak types)
+    exp = jax.export.deserialize(planned.serialize())
+    assert jax.dtypes.issubdtype(exp.in_avals[3].dtype, jax.dtypes.prng_key)
+    got = _call_on_mesh(exp, _mesh((8,)), w, x, np.float32(0.1), key)
+    assert_trees_close(got, jax.jit(f, static_argnums=(3,))(w, x, 0.1, 3, key), atol=1e-5)
+
+
 def test_export_refuses_what_one_exported_cannot_hold():
     params, x = _mlp_args()
     with pytest.raises(ExportError, match="PipeshardParallel"):
