@@ -87,8 +87,8 @@ def module_to_exported(
     # exported layout (JAX's own exports carry none either).
     sh.strip_device_ids(module, mesh_spec.name)
     main = sh.main_func(module)
-    if any(isinstance(t, ir.RankedTensorType) is False for t in main.type.inputs):
-        raise ExportError("@main takes non-tensor arguments (tokens?): only pure functions can be exported")
+    if not all(isinstance(t, ir.RankedTensorType) for t in [*main.type.inputs, *main.type.results]):
+        raise ExportError("@main has non-tensor arguments or results (tokens?): only pure functions export")
     with module.context:
         attrs = module.operation.attributes
         for name in [a if isinstance(a, str) else a.name for a in attrs]:
