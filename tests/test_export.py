@@ -234,8 +234,10 @@ def _one_error_line(result) -> str:
 
 
 def _call_on_mesh(exp, mesh, *args):
+    shardings = exp.in_shardings_jax(mesh)
     placed = [
-        jax.device_put(a, s) for a, s in zip(jax.tree.leaves(args), exp.in_shardings_jax(mesh), strict=True)
+        a if s is None else jax.device_put(a, s)
+        for a, s in zip(jax.tree.leaves(args), shardings, strict=True)
     ]
     call_args, kwargs = jax.tree.unflatten(exp.in_tree, placed)
     return exp.call(*call_args, **kwargs)
@@ -265,14 +267,15 @@ def test_cli_emit_exported_writes_a_file_that_deserializes(tmp_path):
 def test_cli_replans_a_sharded_jax_export(tmp_path):
     mesh = _mesh((2, 4))
 
-    def f(w, x):
+    def f(w, unused, x):
         h = jax.lax.with_sharding_constraint(jnp.tanh(x @ w), NamedSharding(mesh, P("x", "y")))
         return {"out": h @ w.T}
 
-    w, x = normal((64, 128), 1), normal((32, 64), 2)
+    w, u, x = normal((64, 128), 1), normal((3,), 3), normal((32, 64), 2)
     given = jax.export.export(
-        jax.jit(f, in_shardings=(NamedSharding(mesh, P(None, "y")), NamedSharding(mesh, P("x"))))
-    )(w, x)
+        jax.jit(f, in_shardings=(NamedSharding(mesh, P(None, "y")), None, NamedSharding(mesh, P("x"))))
+    )(w, u, x)
+    assert given.module_kept_var_idx == (0, 2)  # jax drops the unused argument from the module
     source = tmp_path / "given.exported"
     source.write_bytes(given.serialize())
     out = tmp_path / "replanned.exported"
@@ -282,9 +285,10 @@ def test_cli_replans_a_sharded_jax_export(tmp_path):
     exp = jax.export.deserialize(bytearray(out.read_bytes()))
     # Re-planned for a one-axis mesh of 8; the signature (pytrees, name) is the input Exported's.
     assert exp.in_tree == given.in_tree and exp.out_tree == given.out_tree and exp.fun_name == "f"
+    assert exp.module_kept_var_idx == (0, 2) and exp.in_shardings_jax(_mesh((8,)))[1] is None
     assert '"y"' not in exp.mlir_module() and '["x"=8]' in exp.mlir_module()
-    got = _call_on_mesh(exp, _mesh((8,)), w, x)
-    assert_trees_close(got, jax.jit(f)(w, x), atol=1e-5)
+    got = _call_on_mesh(exp, _mesh((8,)), w, u, x)
+    assert_trees_close(got, jax.jit(f)(w, u, x), atol=1e-5)
     # Dropped (the default): the text shows the program without the input's mesh.
     text = _opt(source).stdout.decode()
     assert "sdy.mesh" not in text and "sharding_constraint" not in text and "mhlo.num_partitions" not in text

@@ -342,6 +342,7 @@ def _exported_bytes(module, source, platform: str) -> bytes:
             in_avals=source.in_avals,
             out_avals=source.out_avals,
             platforms=source.platforms,
+            kept_var_idx=source.module_kept_var_idx,
         )
     if platform.strip():
         options["platforms"] = (platform.strip(),)

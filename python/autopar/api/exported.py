@@ -68,8 +68,12 @@ def module_to_exported(
     in_avals: Sequence[Any] | None = None,
     out_avals: Sequence[Any] | None = None,
     platforms: Sequence[str] | None = None,
+    kept_var_idx: Sequence[int] | None = None,
 ) -> jax.export.Exported:
     """A planned single-mesh module as a `jax.export.Exported`. `module` is not modified.
+
+    `kept_var_idx`: which of `in_avals` @main takes (jax.export drops unused arguments from the module and
+    records the ones kept); default all.
 
     Without trees and avals, @main's flat signature is used (`exp.call(*arrays)`, a tuple of results);
     `platforms` defaults to `default_platforms()`.
@@ -102,7 +106,11 @@ def module_to_exported(
     flat_out = [core.ShapedArray(a.shape, a.dtype) for a in _avals(main.type.results)]
     in_avals = tuple(flat_in if in_avals is None else in_avals)
     out_avals = tuple(flat_out if out_avals is None else out_avals)
-    for kind, given, flat in (("argument", in_avals, flat_in), ("result", out_avals, flat_out)):
+    kept = tuple(range(len(in_avals)) if kept_var_idx is None else sorted(kept_var_idx))
+    if any(not 0 <= i < len(in_avals) for i in kept):
+        raise ExportError(f"kept_var_idx {kept} names arguments beyond the {len(in_avals)} given")
+    kept_avals = tuple(in_avals[i] for i in kept)
+    for kind, given, flat in (("argument", kept_avals, flat_in), ("result", out_avals, flat_out)):
         if len(given) != len(flat):
             raise ExportError(f"@main has {len(flat)} {kind}s but {len(given)} {kind} avals were given")
         for i, (a, b) in enumerate(zip(given, flat, strict=True)):
@@ -118,7 +126,12 @@ def module_to_exported(
         tuple(mesh_spec.axis_names),
         axis_types=(AxisType.Auto,) * len(mesh_spec.shape),
     )
-    in_shardings = tuple(NamedSharding(abstract_mesh, s) for s in layout.arg_specs)
+    by_position = dict(zip(kept, layout.arg_specs, strict=True))
+    # An argument the module does not take has no sharding (None: unspecified, as jax.export writes it).
+    in_shardings = tuple(
+        NamedSharding(abstract_mesh, by_position[i]) if i in by_position else None
+        for i in range(len(in_avals))
+    )
     out_shardings = tuple(NamedSharding(abstract_mesh, s) for s in layout.result_specs)
     return _export.Exported(
         fun_name=fun_name,
@@ -138,7 +151,7 @@ def module_to_exported(
         disabled_safety_checks=(),
         mlir_module_serialized=_serialize(module),
         calling_convention_version=jax.config.jax_export_calling_convention_version,
-        module_kept_var_idx=tuple(range(len(in_avals))),
+        module_kept_var_idx=kept,
         uses_global_constants=False,
         _get_vjp=None,
     )
