@@ -1,8 +1,9 @@
 """autopar: automatic model parallelism for JAX, as MLIR passes over StableHLO.
 
-See docs/ and README.md. `autopar.parallelize` with its methods (`autopar.api`), `autopar.ir` (module I/O
-and lowering), `autopar.passes` (the pass registry and `run`), `autopar.opt` (the mlir-opt-like driver),
-`autopar.runtime` (compile and run annotated modules) and `autopar.solver` (the strategy-problem solver).
+See docs/ and README.md. `autopar.parallelize` with its methods (`autopar.api`), `autopar.export` (a
+plan as a jax.export.Exported), `autopar.ir` (module I/O and lowering), `autopar.passes` (the pass
+registry and `run`), `autopar.opt` (the mlir-opt-like driver), `autopar.runtime` (compile and run
+annotated modules) and `autopar.solver` (the strategy-problem solver).
 
 The names below are loaded on first use: `import autopar` (or `autopar.solver`, or the `autopar-opt`
 driver) does not import jax until something needs it.
@@ -25,6 +26,7 @@ _LAZY = {
     "Zero2Parallel": "autopar.api.methods",
     "Zero3Parallel": "autopar.api.methods",
     "ExecutionPlan": "autopar.api.plan",
+    "export": "autopar.api.exported",
     "parallelize": "autopar.api.parallelize",
     "AutoLayerOption": "autopar.api.pipeshard",
     "PipeshardParallel": "autopar.api.pipeshard",
@@ -33,6 +35,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from autopar.api.exported import export
     from autopar.api.methods import (
         AutoShardingOption,
         DataParallel,
@@ -77,6 +80,7 @@ __all__ = [
     "Zero2Parallel",
     "Zero3Parallel",
     "__version__",
+    "export",
     "mark_pipeline_boundary",
     "parallelize",
 ]

@@ -45,7 +45,25 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print autopar's version and exit")
     parser.add_argument("--list-passes", action="store_true", help="list autopar passes with their options")
     parser.add_argument("--describe-pass", metavar="PASS", help="print one pass's full description")
-    parser.add_argument("--emit", choices=["text", "bytecode", "vhlo"], default="text", help="output format")
+    parser.add_argument(
+        "--emit",
+        choices=["text", "bytecode", "vhlo", "exported"],
+        default="text",
+        help="output format; exported = a serialized jax.export.Exported of a planned single-mesh module",
+    )
+    parser.add_argument(
+        "--export-platform",
+        default="",
+        metavar="PLATFORM",
+        help="the platform an --emit=exported output is for, e.g. cpu or cuda (default: the input "
+        "Exported's, else the first of JAX_PLATFORMS, else JAX's default backend)",
+    )
+    parser.add_argument(
+        "--input-shardings",
+        choices=["drop", "keep"],
+        default="drop",
+        help="a jax.export.Exported input's shardings: drop (re-plan from scratch) or keep them as stored",
+    )
     parser.add_argument(
         "--split-input-file", action="store_true", help=f"process each '{SPLIT_MARKER}' chunk alone"
     )
@@ -256,7 +274,7 @@ def _process(run: _Run) -> int:
     args = run.args
     elements = pipeline.parse_pipeline(args.pass_pipeline) if args.pass_pipeline.strip() else []
     raw = air.read_input(args.input)
-    emit = air.Emit(args.emit)
+    emit = "exported" if args.emit == "exported" else air.Emit(args.emit)
     if args.split_input_file:
         chunks = _split_chunks(raw, run.source_name)
         if emit is not air.Emit.TEXT:
@@ -266,9 +284,12 @@ def _process(run: _Run) -> int:
     outputs, failed = [], False
     for chunk in chunks:
         try:
-            module = air.parse_bytes(chunk, source_name=run.source_name)
+            module, source = _read_module(run, chunk, elements)
             _run_pipeline(run, module, elements)
-            outputs.append(_serialize(module, emit, args.mlir_print_debuginfo))
+            if emit == "exported":
+                outputs.append(_exported_bytes(module, source, args.export_platform))
+            else:
+                outputs.append(_serialize(module, emit, args.mlir_print_debuginfo))
         except AutoparError as err:
             if not args.split_input_file:
                 raise
@@ -282,6 +303,62 @@ def _process(run: _Run) -> int:
         else (outputs[0] if outputs else b""),
     )
     return 1 if failed else 0
+
+
+def _read_module(run: _Run, chunk: bytes, elements):
+    """The input module and, when the input is a serialized jax.export.Exported, that Exported (its
+    shardings dropped or kept by --input-shardings)."""
+    from autopar import ir as air
+    from autopar.ir import exported as ir_exported
+
+    if not ir_exported.is_exported(chunk):
+        return air.parse_bytes(chunk, source_name=run.source_name), None
+    module, source = ir_exported.read(chunk, run.source_name, run.args.input_shardings)
+    if run.args.input_shardings == "keep":
+        ir_exported.refuse_kept_shardings_for_planning(module, [e.name for e in elements])
+    return module, source
+
+
+def _exported_bytes(module, source, platform: str) -> bytes:
+    """The module as a serialized jax.export.Exported. The input Exported's pytrees, avals, name and
+    platforms carry over when the module still has its signature; otherwise @main's flat signature."""
+    from autopar.api import exported as api_exported
+
+    try:
+        api_exported.check_exportable(module)
+    except api_exported.ExportError as err:
+        raise AutoparError(f"--emit=exported: {err}") from None
+    options = {}
+    if source is not None:
+        if len(source.platforms) > 1 or source.ordered_effects or source.uses_global_constants:
+            raise AutoparError(
+                "--emit=exported: the input Exported is multi-platform, shape-polymorphic or has ordered "
+                "effects; autopar re-exports single-platform, static-shape, effect-free functions only"
+            )
+        options = dict(
+            fun_name=source.fun_name,
+            in_tree=source.in_tree,
+            out_tree=source.out_tree,
+            in_avals=source.in_avals,
+            out_avals=source.out_avals,
+            platforms=source.platforms,
+            kept_var_idx=source.module_kept_var_idx,
+        )
+    if platform.strip():
+        options["platforms"] = (platform.strip(),)
+    try:
+        exp = api_exported.module_to_exported(module, **options)
+    except api_exported.ExportError:
+        if not options:
+            raise
+        # The pipeline changed @main's signature: the input's pytrees no longer describe it.
+        exp = api_exported.module_to_exported(module, platforms=options.get("platforms"))
+    try:
+        return bytes(exp.serialize())
+    except Exception as err:  # flatbuffers missing or a field it cannot write
+        raise AutoparError(
+            f"--emit=exported: cannot serialize the Exported: {type(err).__name__}: {err}"
+        ) from None
 
 
 def _split_chunks(raw: bytes, source_name: str) -> list[bytes]:

@@ -1,0 +1,125 @@
+"""Reading a serialized `jax.export.Exported` for re-planning: its module, and its shardings dropped or kept.
+
+An Exported written by `jax.export.export(jax.jit(f, in_shardings=...))` (or by autopar) carries a plan
+already: `sdy.mesh`, `sdy.sharding` on @main, `sdy.sharding_constraint`s in the body, and the
+`mhlo.num_partitions` it was lowered for. Re-planning starts from the unannotated program, so by default
+those are dropped (`INPUT_SHARDINGS = drop`); `keep` leaves the module exactly as stored, which is what
+inspecting or converting it wants, and which autopar's planners refuse (they plan unannotated modules).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from jaxlib.mlir import ir
+
+from autopar.errors import PipelineError
+from autopar.ir import io
+from autopar.ir.context import context
+
+INPUT_SHARDINGS = ("drop", "keep")
+_SHARDING_ATTRS = ("sdy.sharding", "mhlo.sharding")
+
+
+def is_exported(data: bytes) -> bool:
+    """Whether `data` is (probably) a serialized Exported rather than MLIR text or bytecode."""
+    return io._looks_like_exported(data)
+
+
+def read(data: bytes, source_name: str, input_shardings: str = "drop") -> tuple[ir.Module, Any]:
+    """(module, the Exported or None): a serialized Exported's module, with its shardings dropped or kept;
+    any other input parsed as `io.parse_bytes` does (and returned as is)."""
+    if input_shardings not in INPUT_SHARDINGS:
+        raise ValueError(f"input_shardings must be one of {INPUT_SHARDINGS}, got {input_shardings!r}")
+    if not is_exported(data):
+        return io.parse_bytes(data, source_name=source_name), None
+    try:
+        from jax import export
+
+        exported = export.deserialize(bytearray(data))
+    except Exception:  # flatbuffers raises assorted errors on garbage
+        return io.parse_bytes(data, source_name=source_name), None  # its own one-line error
+    module = io.parse_bytes(bytes(exported.mlir_module_serialized), source_name=source_name)
+    if input_shardings == "drop":
+        drop_shardings(module)
+    return module, exported
+
+
+def has_shardings(module: ir.Module) -> bool:
+    """Whether the module names a device mesh with axes (a sharded module, not an unannotated one)."""
+    return bool(_axis_meshes(module))
+
+
+def _axis_meshes(module: ir.Module) -> set[str]:
+    from jaxlib.mlir.dialects import sdy
+
+    names = set()
+    for op in module.body.operations:
+        if op.operation.name == "sdy.mesh" and list(sdy.MeshAttr(op.attributes["mesh"]).axes):
+            names.add(ir.StringAttr(op.attributes["sym_name"]).value)
+    return names
+
+
+def drop_shardings(module: ir.Module) -> None:
+    """Removes every layout decision: argument/result and op shardings, sharding constraints (Shardy's and
+    GSPMD's `@Sharding` custom calls), the partition count, and meshes nothing names any more. Manual
+    computations (`shard_map`) are program structure, not layout: they and their meshes stay."""
+    with context(), ir.Location.unknown():
+        attrs = module.operation.attributes
+        for name in ("mhlo.num_partitions", "mhlo.num_replicas"):
+            if name in attrs:
+                del attrs[name]
+        doomed: list[ir.Operation] = []
+
+        def visit(op: ir.Operation) -> ir.WalkResult:
+            name = op.name
+            if name == "func.func":
+                _drop_func_shardings(op)
+            elif name == "sdy.sharding_constraint" or (
+                name == "stablehlo.custom_call"
+                and ir.StringAttr(op.attributes["call_target_name"]).value == "Sharding"
+            ):
+                doomed.append(op)
+            elif name != "sdy.manual_computation":
+                for key in _SHARDING_ATTRS:
+                    if key in op.attributes:
+                        del op.attributes[key]
+            return ir.WalkResult.ADVANCE
+
+        module.operation.walk(visit, walk_order=ir.WalkOrder.PRE_ORDER)
+        for op in doomed:
+            op.results[0].replace_all_uses_with(op.operands[0])
+        for op in reversed(doomed):  # every use is rewired before anything is erased
+            op.erase()
+        text = module.operation.get_asm()
+        for op in list(module.body.operations):
+            if op.operation.name == "sdy.mesh":
+                name = ir.StringAttr(op.attributes["sym_name"]).value
+                if (
+                    len(re.findall(rf"@{re.escape(name)}(?![\w$.])", text)) <= 1
+                ):  # only its own definition names it
+                    op.operation.erase()
+    io._verify(module, "<exported module>")
+
+
+def _drop_func_shardings(func_op: ir.Operation) -> None:
+    for key in ("arg_attrs", "res_attrs"):
+        if key not in func_op.attributes:
+            continue
+        entries = []
+        for attrs in ir.ArrayAttr(func_op.attributes[key]):
+            kept = {n.name: n.attr for n in ir.DictAttr(attrs) if n.name not in _SHARDING_ATTRS}
+            entries.append(ir.DictAttr.get(kept))
+        func_op.attributes[key] = ir.ArrayAttr.get(entries)
+
+
+def refuse_kept_shardings_for_planning(module: ir.Module, pass_names: list[str]) -> None:
+    """`keep` with a planning pass: planning around given shardings is not supported yet; say so in one
+    line instead of the planner's generic refusal."""
+    planners = [n for n in pass_names if n in ("autopar-intra-op", "autopar-inter-op")]
+    if planners and has_shardings(module):
+        raise PipelineError(
+            f"--input-shardings=keep: {planners[0]} cannot plan around the input Exported's shardings yet "
+            "(it plans unannotated modules); use --input-shardings=drop to re-plan from scratch"
+        )
