@@ -17,6 +17,7 @@ from jax.sharding import AbstractMesh, AxisType, NamedSharding
 from jaxlib.mlir import ir
 
 from autopar.errors import AutoparError
+from autopar.ir import attrs as attrs_lib
 from autopar.runtime import shardings as sh
 
 
@@ -32,7 +33,7 @@ def check_exportable(module: ir.Module) -> sh.MainShardings:
 
     attrs = module.operation.attributes
     stages = sorted({_stage_of(op) for op in module.body.operations} - {None})
-    if "autopar.inter_op.plan" in attrs or stages:
+    if attrs_lib.INTER_OP_PLAN in attrs or stages:
         count = f"{len(stages)} stages" if stages else "several stages"
         raise ExportError(
             f"the module is a pipeshard plan ({count} on their own submeshes): one jax.export.Exported "
@@ -55,8 +56,7 @@ def check_exportable(module: ir.Module) -> sh.MainShardings:
 
 
 def _stage_of(op: ir.Operation) -> int | None:
-    attrs = op.operation.attributes
-    return ir.IntegerAttr(attrs["autopar.stage"]).value if "autopar.stage" in attrs else None
+    return attrs_lib.get_stage(op)
 
 
 def module_to_exported(
@@ -95,9 +95,7 @@ def module_to_exported(
         raise ExportError("@main has non-tensor arguments or results (tokens?): only pure functions export")
     with module.context:
         attrs = module.operation.attributes
-        for name in [a if isinstance(a, str) else a.name for a in attrs]:
-            if name.startswith("autopar."):
-                del attrs[name]  # planning figures, not part of the program
+        attrs_lib.clear_all(module.operation)  # planning figures, not part of the program
         i32 = ir.IntegerType.get_signless(32)
         attrs["mhlo.num_partitions"] = ir.IntegerAttr.get(i32, mesh_spec.size)
         attrs["mhlo.num_replicas"] = ir.IntegerAttr.get(i32, 1)

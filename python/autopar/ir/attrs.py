@@ -106,6 +106,15 @@ def _delete(op: ir.Operation | ir.OpView, name: str) -> None:
         del op.operation.attributes[name]
 
 
+def clear_all(op: ir.Operation | ir.OpView) -> None:
+    """Removes every autopar.* attribute of `op` (planning facts that are not part of the program: an
+    exported module carries none)."""
+    attrs = op.operation.attributes
+    for name in [a if isinstance(a, str) else a.name for a in attrs]:
+        if name.startswith("autopar."):  # every name in ALL, and plugins' own
+            del attrs[name]
+
+
 # ---- argument marks --------------------------------------------------------------------------------------
 
 
