@@ -437,6 +437,13 @@ _CFN_PRICE_TOLERANCE = 0.01
 _CFN_WORK_PER_ENTRY = 1.0
 _CFN_WORK_PER_BACKTRACK = 3000.0
 _CFN_UNPROVEN = 3
+# Work units per wall second of the toulbar2 phases (their budgets are seconds x this), and the slack of the
+# wall-clock cap on each of their solves: a solve may take at most this many times the seconds its phase has
+# left in work. Why: toulbar2's backtracks cost 2 ms on M and 6-17 ms on S but 0.6 s on L, whose second
+# priced solve (266 backtracks, charged 0.8 s of work) took 160 s of its 180 s. The cap only binds on such
+# problems (and is then reported as a clock cut): elsewhere the counted work ends the phase first.
+_CFN_WORK_PER_SECOND = 1e6
+_CFN_WALL_SLACK = 1.5
 # Restricted priced optima (_price_memory_restricted): share of the time limit (of what the earlier phases
 # left), backtracks per toulbar2 solve, cheapest strategies per node added to the candidates' in each
 # node's domain, the first extra price at the violated moments (x the priced phase's level), its growth while
@@ -1106,8 +1113,11 @@ def _price_memory_cfn(
             break
         rounds += 1
         bound = cfn.value(incumbent, node_price) + cfn.unit
-        result = cfn.solve(node_price, bound, _CFN_BACKTRACKS, remaining, seed)
+        cap = _phase_wall_cap(budget - work)
+        result = cfn.solve(node_price, bound, _CFN_BACKTRACKS, min(remaining, cap), seed)
         work += entry_work + _CFN_WORK_PER_BACKTRACK * result.backtracks
+        if result.clock_cut and cap < remaining:
+            work = budget  # the phase's share of the clock is spent (backtracks far dearer than counted)
         out.clock_cut = out.clock_cut or result.clock_cut
         lagrangian = (
             result.dual_bound - cfn.rounding_for(node_price) - (mu * limit if limit is not None else 0.0)
@@ -1169,6 +1179,11 @@ def _price_memory_cfn(
     return (min(work / budget, 1.0) if budget > 0 else 1.0), handoff
 
 
+def _phase_wall_cap(work_left: float) -> float:
+    """Wall seconds a toulbar2 solve may take when its phase has `work_left` units: see _CFN_WALL_SLACK."""
+    return max(_CFN_WALL_SLACK * work_left / _CFN_WORK_PER_SECOND, 1.0)
+
+
 def _price_memory_restricted(
     core: _core.StrategyProblem,
     cfn: PricedCfn,
@@ -1213,12 +1228,15 @@ def _price_memory_restricted(
         candidates = [x, incumbent] + ([] if out.memory_free is None else [out.memory_free])
         domains = cfn.restricted_domains(node_price, candidates, _RESTRICTED_CHEAPEST)
         bound = min(cfn.value(x, node_price), cfn.value(incumbent, node_price)) + cfn.unit
-        result = cfn.solve(node_price, bound, _RESTRICTED_BACKTRACKS, remaining, seed, domains)
+        cap = _phase_wall_cap(budget - work)
+        result = cfn.solve(node_price, bound, _RESTRICTED_BACKTRACKS, min(remaining, cap), seed, domains)
         work += (
             _CFN_WORK_PER_ENTRY * cfn.table_entries(domains)
             + _RESTRICTED_WORK_PER_FUNCTION * (core.num_nodes + core.num_edges)
             + _RESTRICTED_WORK_PER_BACKTRACK * result.backtracks
         )
+        if result.clock_cut and cap < remaining:
+            work = budget
         out.clock_cut = out.clock_cut or result.clock_cut
         # The bound lets toulbar2 return x itself (its priced value + 1): a moved solution is a new one.
         moved = (
@@ -1377,9 +1395,9 @@ def _solve_ilp(
 
     if model.num_cols == 0:
         return np.zeros(0), model.objective_offset, True, False
+    deadline = time.perf_counter() + time_limit  # for every HiGHS run below together
     arrays = model.arrays()
     h = _highs_model(model, arrays, time_limit, seed, max_nodes)
-    deadline = time.perf_counter() + time_limit
     start_values = None if start is None else model.start_vector(np.asarray(start, dtype=np.int32))
     stats = {} if stats is None else stats
     began = time.perf_counter()
@@ -1388,6 +1406,9 @@ def _solve_ilp(
         if relaxed is not None:
             stats["secs"] = time.perf_counter() - began
             return relaxed, float(h.getInfo().objective_function_value), True, False
+        # The MIP gets what the relaxation left: each run given the whole limit overran it (C's LNS
+        # ended 2-4 s past its deadline).
+        h.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.05))
     while True:
         if start_values is not None:
             sol = highspy.HighsSolution()
