@@ -91,3 +91,14 @@ def test_the_time_limit_counts_loading_and_holds() -> None:
     wall = time.perf_counter() - began
     assert r.returncode == 0, r.stderr
     assert wall <= 7.0, f"{wall:.2f} s for a 6 s limit"
+
+
+def test_verbose_logs_phases_on_stderr_only() -> None:
+    path = BENCH / "asplos-2025-iopddl-G.json.gz"
+    if not path.exists():
+        pytest.skip("benchmark data absent")
+    quiet, loud = run(str(path), "--time-limit", "20"), run(str(path), "--time-limit", "20", "-v")
+    assert quiet.returncode == loud.returncode == 0, loud.stderr
+    assert quiet.stdout.splitlines()[-1] == loud.stdout.splitlines()[-1]  # the same solution, stdout clean
+    assert quiet.stderr == ""
+    assert " s: cost " in loud.stderr

@@ -13,6 +13,7 @@ import time
 _PROCESS_START = time.perf_counter()  # the time limit counts loading too (the contest's rule)
 
 import argparse  # noqa: E402
+import logging  # noqa: E402
 import sys  # noqa: E402
 
 from autopar.solver import StrategyProblem, relative_gap, solve  # noqa: E402
@@ -34,7 +35,16 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds from the process start, loading included (default 10)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log each phase and improvement on stderr"
+    )
     args = parser.parse_args(argv)
+    if args.verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log = logging.getLogger("autopar.solver")
+        log.addHandler(handler)
+        log.setLevel(logging.DEBUG)
     try:
         problem = StrategyProblem.from_json(args.problem)
         solution = solve(problem, time_limit=args.time_limit, seed=args.seed, clock_start=_PROCESS_START)
