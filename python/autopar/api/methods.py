@@ -1,6 +1,7 @@
 """Parallelisation methods: how `parallelize` plans a function (Alpa's `alpa.parallel_method`).
 
-`ShardParallel` runs the intra-op pass (`autopar-intra-op`) over one device mesh; `DataParallel`,
+`ShardParallel` runs the `autopar-shard` pipeline (autopar-inline, then the intra-op pass
+`autopar-intra-op` over one device mesh; passes/pipelines.py); `DataParallel`,
 `Zero2Parallel` and `Zero3Parallel` are ShardParallel with the option presets Alpa gives them.
 `ManualShardingOption` skips the solver: the user gives every argument's PartitionSpec.
 """
@@ -13,6 +14,7 @@ from typing import Any
 from autopar.runtime.mesh import default_axis_names, format_shape
 
 INTRA_OP_PASS = "autopar-intra-op"
+SHARD_PIPELINE = "autopar-shard"  # passes/pipelines.py: autopar-inline, then autopar-intra-op
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,11 +173,12 @@ class ShardParallel:
         return shape, names
 
     def pipeline(self, mesh_shape: tuple[int, ...], axis_names: tuple[str, ...]) -> str:
-        """The pass pipeline that plans a lowered function for this method."""
+        """The pass pipeline that plans a lowered function for this method: the named pipeline
+        `autopar-shard` with the intra-op options (`autopar-opt` runs the same text)."""
         options = " ".join(
             f"{k}={v}" for k, v in self.auto_sharding_option.pass_options(mesh_shape, axis_names)
         )
-        return f"builtin.module(autopar-inline,{INTRA_OP_PASS}{{{options}}})"
+        return f"builtin.module({SHARD_PIPELINE}{{{options}}})"
 
     @property
     def name(self) -> str:

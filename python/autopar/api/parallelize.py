@@ -383,9 +383,7 @@ class ParallelizedFunction:
         if entry.executable is None:
             started = time.perf_counter()
             if self._pipeshard:
-                entry.executable = SequentialExecutor(
-                    entry.module, self.devices, intra_op_options=self.method.stage_intra_op_options()
-                )
+                entry.executable = SequentialExecutor(entry.module, self.devices)
             else:
                 entry.executable = rt_exe.compile(entry.module, self.devices, entry.host_callbacks)
             entry.timings["compile"] = time.perf_counter() - started

@@ -1,11 +1,12 @@
 """`PipeshardParallel` and its layer/stage options: the inter-op method of `autopar.parallelize`.
 
 `parallelize` dispatches on the method: for a PipeshardParallel it lowers the step for ONE micro-batch
-(batch arguments' dim 0 divided by B, as Alpa traces it), runs `method.pipeline(cluster)` with
-`autopar.passes.run`, and executes the outlined module with
-`autopar.runtime.sequential.SequentialExecutor` (each stage sharded by autopar-intra-op on its submesh;
-micro-batches run one after the other, gradients are averaged and applied once; pipelined schedules come
-later). `get_execution_plan` returns a `PipeshardExecutionPlan` read from the plan attributes.
+(batch arguments' dim 0 divided by B, as Alpa traces it), runs `method.pipeline(cluster)` (the named
+pipeline `autopar-pipeshard`, passes/pipelines.py: layers, stages, each stage sharded on its submesh by
+autopar-shard-stages) with `autopar.passes.run`, and executes the planned module with
+`autopar.runtime.sequential.SequentialExecutor`, which only compiles and runs the stages (micro-batches
+run one after the other, gradients are averaged and applied once; pipelined schedules come later).
+`get_execution_plan` returns a `PipeshardExecutionPlan` read from the plan attributes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from jaxlib.mlir import ir
 from autopar.api.methods import AutoShardingOption
 from autopar.errors import AutoparError
 from autopar.ir import attrs
+
+PIPESHARD_PIPELINE = "autopar-pipeshard"  # passes/pipelines.py
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,23 +99,21 @@ class PipeshardParallel:
         return [(k, v) for k, v in self.auto_sharding_option.pass_options((1, 1), ("x", "y")) if k != "mesh"]
 
     def pipeline(self, cluster: tuple[int, int]) -> str:
-        """The pass pipeline that plans this method on a hosts x devices-per-host cluster."""
-        if isinstance(self.layer_option, AutoLayerOption):
-            option = self.layer_option
-            layers = f"autopar-cluster-layers{{num-layers={option.layer_num} eps={option.eps}}}"
-        else:
-            layers = "autopar-cluster-layers"
+        """The pass pipeline that plans this method on a hosts x devices-per-host cluster: the named
+        pipeline `autopar-pipeshard` (`autopar-opt` runs the same text)."""
         options = [
             f"cluster={cluster[0]}x{cluster[1]}",
             f"micro-batches={self.num_micro_batches}",
-            f"memory-per-device={self.memory_per_device_gib}",
-            f"stage-cost={self.stage_cost}",
         ]
+        if isinstance(self.layer_option, AutoLayerOption):
+            options.append(f"layers={self.layer_option.layer_num} layer-eps={self.layer_option.eps}")
+        options += [f"memory-per-device={self.memory_per_device_gib}", f"stage-cost={self.stage_cost}"]
         if self.submesh_shapes:
             options.append(f"submesh-shapes={','.join(self.submesh_shapes)}")
         if isinstance(self.stage_option, UniformStageOption):
             options.append(f"num-stages={self.stage_option.num_stages}")
-        return f"builtin.module(autopar-inline,{layers},autopar-inter-op{{{' '.join(options)}}})"
+        options += [f"{k}={v}" for k, v in self.stage_intra_op_options()]
+        return f"builtin.module({PIPESHARD_PIPELINE}{{{' '.join(options)}}})"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -117,7 +117,14 @@ def _drop_func_shardings(func_op: ir.Operation) -> None:
 def refuse_kept_shardings_for_planning(module: ir.Module, pass_names: list[str]) -> None:
     """`keep` with a planning pass: planning around given shardings is not supported yet; say so in one
     line instead of the planner's generic refusal."""
-    planners = [n for n in pass_names if n in ("autopar-intra-op", "autopar-inter-op")]
+    planning = (
+        "autopar-intra-op",
+        "autopar-inter-op",
+        "autopar-shard-stages",
+        "autopar-shard",
+        "autopar-pipeshard",
+    )
+    planners = [n for n in pass_names if n in planning]
     if planners and has_shardings(module):
         raise PipelineError(
             f"--input-shardings=keep: {planners[0]} cannot plan around the input Exported's shardings yet "

@@ -14,7 +14,15 @@ from autopar.passes import pipeline, registry
 from autopar.passes.registry import Option, PassInfo, register_pass, registered_passes
 
 # The built-in passes, in pipeline order. Importing a module registers its pass.
-_BUILTIN_PASS_MODULES = ("inline", "cluster_layers", "inter_op.inter_op", "intra_op")
+# `pipelines` comes last: its pipelines copy the options of the passes they run.
+_BUILTIN_PASS_MODULES = (
+    "inline",
+    "cluster_layers",
+    "inter_op.inter_op",
+    "intra_op",
+    "shard_stages",
+    "pipelines",
+)
 
 for _name in _BUILTIN_PASS_MODULES:
     importlib.import_module(f"autopar.passes.{_name}")

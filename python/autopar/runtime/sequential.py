@@ -1,9 +1,11 @@
 """The sequential stage executor: runs a module outlined by `autopar-inter-op` stage by stage.
 
 Every stage part (`@stage_k_forward`, `@stage_k_backward`, `@stage_k_apply`) is cloned into its own module as
-`@main`, sharded over its submesh's logical mesh by `autopar-intra-op` (`autopar.mesh.logical_shape`),
-compiled by XLA for the devices of its `autopar.mesh`, and run when `@main` calls it; values move between
-submeshes with `jax.device_put` (the runtime places every argument with the layout its stage planned).
+`@main` with the `sdy.mesh` its shardings name (written by `autopar-shard-stages`, which the
+`autopar-pipeshard` pipeline runs), compiled by XLA for the devices of its `autopar.mesh`, and run when
+`@main` calls it; values move between submeshes with `jax.device_put` (the runtime places every argument
+with the layout its stage planned). The executor plans nothing: a stage function without shardings (the
+output of autopar-inter-op alone) runs replicated over its devices.
 
 Micro-batches (no pipelining yet): `@main` is the step for ONE micro-batch (what `autopar-inter-op` plans).
 Arguments marked `autopar.batch` arrive with B times the module's batch dim; the executor runs the forward
@@ -26,6 +28,7 @@ from jaxlib.mlir import ir
 
 from autopar.errors import AutoparError
 from autopar.ir import attrs
+from autopar.ir.stages import stage_module
 from autopar.runtime import executable as rt_exe
 from autopar.runtime import shardings as sh
 
@@ -51,8 +54,6 @@ class SequentialExecutor:
       module: the output of autopar-inter-op (not modified).
       devices: the cluster's devices in id order (default: jax.devices()).
       num_micro_batches: B; default the module's `autopar.inter_op.micro_batches`.
-      shard_stages: run autopar-intra-op on every stage for its logical mesh (else stages run replicated).
-      intra_op_options: extra `autopar-intra-op` options as (name, value) pairs.
     """
 
     def __init__(
@@ -61,8 +62,6 @@ class SequentialExecutor:
         devices: Sequence[Any] | None = None,
         *,
         num_micro_batches: int | None = None,
-        shard_stages: bool = True,
-        intra_op_options: Sequence[tuple[str, str]] = (),
     ):
         self._devices = list(devices) if devices is not None else jax.devices()
         self._main, funcs = _split(module)
@@ -76,9 +75,7 @@ class SequentialExecutor:
         self._batch_args = _batch_arguments(self._main)
         self._calls, self._returns = self._read_main(block, funcs)
         self._accumulated = self._values_to_accumulate()
-        self._stages = {
-            name: self._compile(name, fn, shard_stages, intra_op_options) for name, fn in funcs.items()
-        }
+        self._stages = {name: self._compile(name, fn) for name, fn in funcs.items()}
 
     @property
     def stage_names(self) -> list[str]:
@@ -172,28 +169,17 @@ class SequentialExecutor:
         for value, out in zip(call.results, outputs, strict=True):
             env[value] = out
 
-    def _compile(
-        self, name: str, fn: ir.Operation, shard: bool, options: Sequence[tuple[str, str]]
-    ) -> rt_exe.ShardedExecutable:
+    def _compile(self, name: str, fn: ir.Operation) -> rt_exe.ShardedExecutable:
         mesh = attrs.get_stage_mesh(fn)
         assert mesh is not None  # _split keeps only functions with a mesh
         ids = list(mesh.device_ids)
-        logical = list(mesh.logical_shape) if mesh.logical_shape is not None else [len(ids)]
         if max(ids) >= len(self._devices):
             raise ExecutionError(
                 f"@{name} runs on device {max(ids)} but only {len(self._devices)} devices are available"
             )
         devices = [self._devices[i] for i in ids]
         module = stage_module(fn)
-        if shard and len(devices) > 1:
-            from autopar import passes  # the passes import the runtime's siblings; import late
-
-            text = " ".join(f"{k}={v}" for k, v in [("mesh", "x".join(map(str, logical))), *options])
-            try:
-                passes.run(module, f"builtin.module(autopar-intra-op{{{text}}})")
-            except AutoparError as err:
-                raise ExecutionError(f"autopar-intra-op could not shard @{name}: {err}") from None
-        else:
+        if not sh.module_meshes(module):  # not sharded (autopar-shard-stages did not run): replicated
             main = sh.main_func(module)
             sh.annotate_main(
                 module,
@@ -224,15 +210,3 @@ def _split(module: ir.Module) -> tuple[ir.Operation, dict[str, ir.Operation]]:
     if main is None or not stages:
         raise ExecutionError("the module has no @main calling stage functions: run autopar-inter-op first")
     return main, stages
-
-
-def stage_module(fn: ir.Operation) -> ir.Module:
-    """A new module whose public @main is a copy of the stage function `fn` (the stage executable's IR)."""
-    with fn.context, ir.Location.unknown():
-        module = ir.Module.create()
-        with ir.InsertionPoint(module.body):
-            clone = fn.clone()
-        clone.attributes["sym_name"] = ir.StringAttr.get("main")
-        clone.attributes["sym_visibility"] = ir.StringAttr.get("public")
-        attrs.clear_stage(clone)
-    return module

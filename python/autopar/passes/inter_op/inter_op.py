@@ -107,6 +107,13 @@ After (cluster=1x2 micro-batches=4):
             choices=intra_op_costs.STAGE_COST_SOLVERS,
         ),
         Option("remat", bool, False, "plan memory as if every layer were rematerialised (Alpa's use_remat)"),
+        Option(
+            "intra-op-options",
+            str,
+            "",
+            "autopar-intra-op options the stage costs use, space-separated (zero-stage=2 "
+            "force-data-parallel=true): " + ", ".join(intra_op_costs.STRATEGY_OPTIONS),
+        ),
     ],
     check=lambda options: _check_options(options),
 )
@@ -164,6 +171,7 @@ def _check_options(options: types.SimpleNamespace) -> None:
         raise PassError(f"stage-cost-budget must be > 0 seconds, got {options.stage_cost_budget}")
     if not options.stage_imbalance_tolerance >= 0:
         raise PassError(f"stage-imbalance-tolerance must be >= 0, got {options.stage_imbalance_tolerance}")
+    intra_op_costs.strategy_options(getattr(options, "intra_op_options", ""))
 
 
 def _cluster(options: types.SimpleNamespace) -> cluster_lib.Cluster:
@@ -253,6 +261,7 @@ def intra_op_layer_times(
         options.stage_cost_budget,
         options.stage_cost_time_limit,
         getattr(options, "stage_cost_solver", "auto"),
+        intra_op_costs.strategy_options(getattr(options, "intra_op_options", "")),
     )
     if stats is not None:
         stats.update(counters, meshes=float(len(meshes)))

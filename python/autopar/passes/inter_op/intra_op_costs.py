@@ -19,6 +19,7 @@ import time
 import numpy as np
 from jaxlib.mlir import ir
 
+from autopar.errors import PassError
 from autopar.ir import attrs
 from autopar.passes.inter_op.cluster import Cluster
 from autopar.passes.inter_op.graph import Graph
@@ -90,6 +91,49 @@ def mesh_solver(canonical: tuple, stage_cost_solver: str) -> str:
     return "auto" if len(canonical) <= 1 else "heuristic"
 
 
+# The autopar-intra-op options `intra-op-options` may carry into the stage costs: the ones that restrict the
+# strategy space (the same restrictions then shape the costs the stage DP compares and the stages' plans).
+# The mesh and its links, the device speed, the solver and its budgets come from the stage-cost options.
+STRATEGY_OPTIONS = (
+    "force-data-parallel",
+    "force-batch-dim-to-mesh-dim",
+    "allow-all-gather",
+    "allow-all-to-all",
+    "prefer-reduce-scatter",
+    "zero-stage",
+    "allow-replicated-parameters",
+    "allow-recompute-heavy-op",
+)
+
+
+def strategy_options(text: str) -> dict[str, object]:
+    """`intra-op-options` text -> the typed values that differ from autopar-intra-op's defaults, as keyword
+    arguments of `PlanningGraph.estimate`; PassError (one line) on an unknown, unsupported or mistyped one."""
+    from autopar.errors import PipelineError
+    from autopar.passes import pipeline, registry
+
+    if not text.strip():
+        return {}
+    intra = registry.lookup("autopar-intra-op")
+    assert intra is not None
+    element = pipeline.Element("autopar-inter-op", text, text)
+    out: dict[str, object] = {}
+    try:
+        for key, value in pipeline.parse_option_assignments(element):
+            if key not in STRATEGY_OPTIONS:
+                raise PassError(
+                    f"intra-op-options: '{key}' does not reach the stage costs (they take "
+                    f"{', '.join(STRATEGY_OPTIONS)})"
+                )
+            option = intra.option(key)
+            typed = option.parse(value, "autopar-intra-op")
+            if typed != option.default:
+                out[option.attr_name] = typed
+    except PipelineError as err:
+        raise PassError(f"intra-op-options: {err}") from None
+    return out
+
+
 # Process-wide: (layer hash, canonical mesh, device FLOP/s, planning budget, solver) -> seconds. Planning the
 # same model again (other cluster shapes, micro-batch counts, parallelize retracing) reuses every solve.
 _CACHE: dict[tuple, float] = {}
@@ -108,17 +152,24 @@ def layer_times(
     budget: float,
     time_limit: float,
     solver: str = "auto",
+    strategy: dict[str, object] | None = None,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """[layer][mesh] seconds per micro-batch, and counters (distinct layers, solves, cache hits, seconds).
 
     Each distinct layer (by content hash) is read once into a `PlanningGraph` (Shardy rules, op graph,
-    FLOP and byte counts) and solved once per distinct canonical mesh."""
+    FLOP and byte counts) and solved once per distinct canonical mesh. `strategy` holds the
+    autopar-intra-op options that restrict the strategies (`strategy_options`), the same for every layer."""
     from autopar.passes.intra_op import PlanningGraph  # the intra-op pass imports its own registry entry
 
     start = time.perf_counter()
     times = np.zeros((len(modules), len(meshes)))
     keys = [_body_key(module) for module in modules]
+    strategy = dict(strategy or {})
     canonical = [canonical_mesh(mesh, cluster) for mesh in meshes]
+    # A forced batch axis tells (n, 1) from (1, n): they are no longer one problem.
+    forced = strategy.get("force_batch_dim_to_mesh_dim", -1) >= 0
+    problems = [(mesh[2:], canon) if forced else canon for mesh, canon in zip(meshes, canonical, strict=True)]
+    extra = tuple(sorted(strategy.items()))
     solves = hits = 0
     distinct: dict[str, int] = {}
     for lay, key in enumerate(keys):
@@ -126,9 +177,9 @@ def layer_times(
             distinct[key] = lay
     for key, lay in distinct.items():
         planning = None
-        for mesh, canon in zip(meshes, canonical, strict=True):
+        for mesh, canon, prob in zip(meshes, canonical, problems, strict=True):
             chosen = mesh_solver(canon, solver)
-            cache_key = (key, canon, cluster.device_flops, budget, chosen)
+            cache_key = (key, prob, cluster.device_flops, budget, chosen, *extra)
             if cache_key in _CACHE:
                 hits += 1
                 continue
@@ -143,6 +194,7 @@ def layer_times(
                 planning_budget=budget,
                 time_limit=time_limit,
                 solver=chosen,
+                **strategy,
             )
             if len(_CACHE) >= _CACHE_LIMIT:
                 _CACHE.clear()
@@ -150,9 +202,9 @@ def layer_times(
             solves += 1
     for lay, key in enumerate(keys):
         if key:
-            for m, canon in enumerate(canonical):
+            for m, (canon, prob) in enumerate(zip(canonical, problems, strict=True)):
                 chosen = mesh_solver(canon, solver)
-                times[lay, m] = _CACHE[(key, canon, cluster.device_flops, budget, chosen)]
+                times[lay, m] = _CACHE[(key, prob, cluster.device_flops, budget, chosen, *extra)]
     stats = {
         "distinct_layers": float(len(distinct)),
         "solves": float(solves),
