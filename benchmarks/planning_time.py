@@ -26,8 +26,8 @@ import jax.numpy as jnp
 # PYTHONPATH=python with a dev build).
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
+from autopar import cost, passes  # noqa: E402
 from autopar import ir as air  # noqa: E402
-from autopar import passes  # noqa: E402
 from autopar.ir import attrs  # noqa: E402
 from autopar.passes.inter_op import cluster as cluster_lib  # noqa: E402
 from autopar.passes.inter_op import inter_op as inter_op_pass  # noqa: E402
@@ -81,8 +81,9 @@ def plan(args: argparse.Namespace) -> dict:
         submesh_shapes="",
         num_stages=0,
         stage_imbalance_tolerance=float("inf"),
-        memory_per_device=args.memory_gib,
-        device_tflops=100.0,
+        device_memory=args.memory_gib * cost.GiB,
+        device_flops=cost.INTER_OP_DEVICE_FLOPS,
+        device_memory_bandwidth=cost.DEFAULT_DEVICE_MEMORY_BANDWIDTH,
         stage_cost=args.stage_cost,
         stage_cost_budget=args.stage_cost_budget,
         stage_cost_time_limit=30.0,

@@ -105,7 +105,7 @@ class PipeshardParallel:
         options = [
             f"cluster={cluster[0]}x{cluster[1]}",
             f"micro-batches={self.num_micro_batches}",
-            f"memory-per-device={self.memory_per_device_gib}",
+            f"device-memory={int(self.memory_per_device_gib * 2**30)}",  # bytes
             f"stage-cost={self.stage_cost}",
         ]
         if self.submesh_shapes:

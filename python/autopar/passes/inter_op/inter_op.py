@@ -8,7 +8,7 @@ import types
 import numpy as np
 from jaxlib.mlir import ir
 
-from autopar import _core
+from autopar import _core, cost
 from autopar.errors import PassError
 from autopar.ir import attrs
 from autopar.passes.inter_op import cluster as cluster_lib
@@ -82,8 +82,14 @@ After (cluster=1x2 micro-batches=4):
             math.inf,
             "every stage must cost at least slowest / (1 + tolerance); inf disables",
         ),
-        Option("memory-per-device", float, 16.0, "device memory in GiB"),
-        Option("device-tflops", float, 100.0, "sustained TFLOP/s of one device"),
+        Option("device-flops", float, cost.INTER_OP_DEVICE_FLOPS, "sustained FLOP/s of one device"),
+        Option("device-memory", float, float(cost.INTER_OP_DEVICE_MEMORY), "bytes of one device's memory"),
+        Option(
+            "device-memory-bandwidth",
+            float,
+            cost.DEFAULT_DEVICE_MEMORY_BANDWIDTH,
+            "bytes/s between a device and its memory (read by the intra-op stage costs)",
+        ),
         Option(
             "stage-cost",
             str,
@@ -109,6 +115,12 @@ After (cluster=1x2 micro-batches=4):
         Option("remat", bool, False, "plan memory as if every layer were rematerialised (Alpa's use_remat)"),
     ],
     check=lambda options: _check_options(options),
+    removed_options={
+        "device-tflops": "give device-flops in FLOP/s (device-tflops=100 is device-flops=1e14)",
+        "memory-per-device": (
+            "give device-memory in bytes (memory-per-device=16 GiB is device-memory=17179869184)"
+        ),
+    },
 )
 def inter_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
     with module_op.context, ir.Location.unknown():
@@ -166,22 +178,23 @@ def _check_options(options: types.SimpleNamespace) -> None:
         raise PassError(f"stage-imbalance-tolerance must be >= 0, got {options.stage_imbalance_tolerance}")
 
 
-def _cluster(options: types.SimpleNamespace) -> cluster_lib.Cluster:
+def _cluster(options: types.SimpleNamespace) -> cost.ClusterModel:
     hosts, devices = cluster_lib.parse_shape(options.cluster, "cluster")
     if options.micro_batches < 1:
         raise PassError(f"micro-batches must be >= 1, got {options.micro_batches}")
-    if not options.memory_per_device > 0 or not options.device_tflops > 0:
-        raise PassError("memory-per-device and device-tflops must be positive")
-    return cluster_lib.Cluster(
-        hosts,
-        devices,
-        device_flops=options.device_tflops * 1e12,
-        memory_per_device=options.memory_per_device * 2**30,
+    memory = int(options.device_memory)
+    if not options.device_flops > 0 or not memory > 0 or not options.device_memory_bandwidth > 0:
+        raise PassError(
+            "device-flops (FLOP/s), device-memory (bytes) and device-memory-bandwidth (bytes/s) must be > 0"
+        )
+    device = cost.DeviceModel(
+        flops=options.device_flops, memory_bandwidth=options.device_memory_bandwidth, memory_bytes=memory
     )
+    return cost.inter_op_cluster(hosts, devices, device)
 
 
 def _submeshes(
-    options: types.SimpleNamespace, cluster: cluster_lib.Cluster, num_layers: int
+    options: types.SimpleNamespace, cluster: cost.ClusterModel, num_layers: int
 ) -> list[tuple[int, int]]:
     shapes = cluster_lib.parse_submeshes(options.submesh_shapes, cluster)
     stages = options.num_stages
@@ -212,7 +225,7 @@ def plan_stages(
     part: list[str],
     free: list[bool],
     num_layers: int,
-    cluster: cluster_lib.Cluster,
+    cluster: cost.ClusterModel,
     submeshes: list[tuple[int, int]],
     options: types.SimpleNamespace,
 ) -> Plan:
@@ -235,7 +248,7 @@ def intra_op_layer_times(
     part: list[str],
     free: list[bool],
     num_layers: int,
-    cluster: cluster_lib.Cluster,
+    cluster: cost.ClusterModel,
     submeshes: list[tuple[int, int]],
     options: types.SimpleNamespace,
     stats: dict[str, float] | None = None,
@@ -281,7 +294,7 @@ def solve_plan(table, profile, submeshes, cluster, micro_batches: int, tolerance
     stages = []
     chosen = [submeshes[s] for _, _, s, _, _ in out["stages"]]
     device_ids = cluster_lib.place(chosen, cluster)
-    for (a, b, s, c, cost), ids in zip(out["stages"], device_ids, strict=True):
+    for (a, b, s, c, seconds), ids in zip(out["stages"], device_ids, strict=True):
         stages.append(
             StagePlan(
                 a,
@@ -289,7 +302,7 @@ def solve_plan(table, profile, submeshes, cluster, micro_batches: int, tolerance
                 submeshes[s],
                 table.configs[s][c],
                 ids,
-                cost,
+                seconds,
                 float(table.fixed_memory[a, b - 1, s, c] + table.activation_memory[a, b - 1, s, c]),
             )
         )
@@ -310,8 +323,8 @@ def _infeasible_message(table, profile, cluster, micro_batches: int) -> str:
     return (
         f"the {cluster.hosts}x{cluster.devices_per_host} cluster cannot hold the model: it needs at least "
         f"{needed / 2**30:.2f} GiB per device (parameters, gradients and optimizer state take "
-        f"{fixed / 2**30:.2f} GiB in all) but devices have {cluster.memory_per_device / 2**30:.2f} GiB; "
-        "use more devices, smaller (more) micro-batches, remat=true or a larger memory-per-device"
+        f"{fixed / 2**30:.2f} GiB in all) but devices have {cluster.device.memory_bytes / 2**30:.2f} GiB; "
+        "use more devices, smaller (more) micro-batches, remat=true or a larger device-memory (bytes)"
     )
 
 

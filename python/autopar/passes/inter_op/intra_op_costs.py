@@ -19,8 +19,8 @@ import time
 import numpy as np
 from jaxlib.mlir import ir
 
+from autopar.cost import ClusterModel
 from autopar.ir import attrs
-from autopar.passes.inter_op.cluster import Cluster
 from autopar.passes.inter_op.graph import Graph
 from autopar.passes.inter_op.layers import APPLY
 from autopar.passes.inter_op.outline import Group, _build_function, _interface
@@ -55,21 +55,19 @@ def layer_modules(
     return modules
 
 
-def axis_links(mesh: MeshKey, cluster: Cluster) -> tuple[str, str]:
+def axis_links(mesh: MeshKey, cluster: ClusterModel) -> tuple[str, str]:
     """`mesh-alpha`, `mesh-beta` option values for the (p, q) mesh: an axis crossing hosts is slow."""
     alpha, beta = _links(mesh, cluster)
     return ",".join(map(repr, alpha)), ",".join(map(repr, beta))
 
 
-def _links(mesh: MeshKey, cluster: Cluster) -> tuple[list[float], list[float]]:
+def _links(mesh: MeshKey, cluster: ClusterModel) -> tuple[list[float], list[float]]:
     h, d, p, q = mesh
-    p_inter, q_inter = h > 1, q > d
-    alpha = [cluster.inter_alpha if x else cluster.intra_alpha for x in (p_inter, q_inter)]
-    beta = [cluster.inter_beta if x else cluster.intra_beta for x in (p_inter, q_inter)]
-    return alpha, beta
+    model = cluster.mesh((p, q), crosses_hosts=(h > 1, q > d))
+    return list(model.alpha), list(model.beta)
 
 
-def canonical_mesh(mesh: MeshKey, cluster: Cluster) -> tuple[tuple[int, float, float], ...]:
+def canonical_mesh(mesh: MeshKey, cluster: ClusterModel) -> tuple[tuple[int, float, float], ...]:
     """The strategy problem's mesh as (size, alpha, beta) of its axes of size > 1 (size-1 axes are never
     assigned): the logical meshes (n, 1) and (1, n) of one submesh cross the same links, so they are the
     same problem, solved once."""
@@ -90,8 +88,9 @@ def mesh_solver(canonical: tuple, stage_cost_solver: str) -> str:
     return "auto" if len(canonical) <= 1 else "heuristic"
 
 
-# Process-wide: (layer hash, canonical mesh, device FLOP/s, planning budget, solver) -> seconds. Planning the
-# same model again (other cluster shapes, micro-batch counts, parallelize retracing) reuses every solve.
+# Process-wide: (layer hash, canonical mesh, device FLOP/s and memory bandwidth, planning budget, solver) ->
+# seconds. Planning the same model again (other cluster shapes, micro-batch counts, parallelize retracing)
+# reuses every solve.
 _CACHE: dict[tuple, float] = {}
 _CACHE_LIMIT = 1 << 16
 
@@ -104,7 +103,7 @@ def clear_cache() -> None:
 def layer_times(
     modules: list[ir.Module],
     meshes: list[MeshKey],
-    cluster: Cluster,
+    cluster: ClusterModel,
     budget: float,
     time_limit: float,
     solver: str = "auto",
@@ -124,11 +123,12 @@ def layer_times(
     for lay, key in enumerate(keys):
         if key and key not in distinct:
             distinct[key] = lay
+    device = (cluster.device.flops, cluster.device.memory_bandwidth)  # what the estimate reads of it
     for key, lay in distinct.items():
         planning = None
         for mesh, canon in zip(meshes, canonical, strict=True):
             chosen = mesh_solver(canon, solver)
-            cache_key = (key, canon, cluster.device_flops, budget, chosen)
+            cache_key = (key, canon, device, budget, chosen)
             if cache_key in _CACHE:
                 hits += 1
                 continue
@@ -137,7 +137,8 @@ def layer_times(
             alpha, beta = axis_links(mesh, cluster)
             cost, _, _ = planning.estimate(
                 (mesh[2], mesh[3]),
-                device_flops=cluster.device_flops,
+                device_flops=cluster.device.flops,
+                device_memory_bandwidth=cluster.device.memory_bandwidth,
                 mesh_alpha=alpha,
                 mesh_beta=beta,
                 planning_budget=budget,
@@ -152,7 +153,7 @@ def layer_times(
         if key:
             for m, canon in enumerate(canonical):
                 chosen = mesh_solver(canon, solver)
-                times[lay, m] = _CACHE[(key, canon, cluster.device_flops, budget, chosen)]
+                times[lay, m] = _CACHE[(key, canon, device, budget, chosen)]
     stats = {
         "distinct_layers": float(len(distinct)),
         "solves": float(solves),
