@@ -219,9 +219,7 @@ def test_intra_op_stage_costs_solve_each_distinct_layer_and_mesh_once(data):
     from autopar import cost
     from autopar.passes.inter_op import cluster as cluster_lib
     from autopar.passes.inter_op import intra_op_costs
-    from autopar.passes.inter_op.graph import build_graph, main_func
-    from autopar.passes.inter_op.inter_op import _read_layers
-    from autopar.passes.inter_op.layers import classify_parts
+    from autopar.passes.inter_op.inter_op import read_layers
 
     params, x = data
     module = clustered(sgd_step, params, x)
@@ -233,10 +231,9 @@ def test_intra_op_stage_costs_solve_each_distinct_layer_and_mesh_once(data):
     )
     assert len(meshes) == 6  # 1x1; 2x1, 1x2; 4x1, 2x2, 1x4
     with module.context:
-        graph = build_graph(main_func(module.operation))
-        layer, part, num_layers = _read_layers(module.operation, graph)
-        _, free = classify_parts(graph)
-        modules = intra_op_costs.layer_modules(graph, layer, part, free, num_layers)
+        layered = read_layers(module.operation)
+        num_layers = layered.num_layers
+        modules = intra_op_costs.layer_modules(layered)
         intra_op_costs.clear_cache()
         times, stats = intra_op_costs.layer_times(modules, meshes, cluster, 1.0, 30.0)
         again, stats_again = intra_op_costs.layer_times(modules, meshes, cluster, 1.0, 30.0)

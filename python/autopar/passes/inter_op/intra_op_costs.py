@@ -21,22 +21,20 @@ from jaxlib.mlir import ir
 
 from autopar.cost import ClusterModel
 from autopar.ir import attrs
-from autopar.passes.inter_op.graph import Graph
-from autopar.passes.inter_op.layers import APPLY
+from autopar.passes.inter_op.layers import APPLY, LayeredGraph
 from autopar.passes.inter_op.outline import Group, _build_function, _interface
 
 # (hosts, devices per host, data-parallel p, tensor-parallel q) of one submesh's logical mesh
 MeshKey = tuple[int, int, int, int]
 
 
-def layer_modules(
-    graph: Graph, layer: list[int], part: list[str], free: list[bool], num_layers: int
-) -> list[ir.Module]:
+def layer_modules(layered: LayeredGraph) -> list[ir.Module]:
     """One module per layer whose public @main is the layer's forward + backward ops, without their
     `autopar.layer` numbers (so equal layers print, hash and solve as one)."""
+    graph, layer, part, free = layered.graph, layered.layer, layered.part, layered.free
     block = graph.fn.regions[0].blocks[0]
     returned = set(block.operations[len(block.operations) - 1].operands)
-    members: list[list[int]] = [[] for _ in range(num_layers)]
+    members: list[list[int]] = [[] for _ in range(layered.num_layers)]
     for i in range(len(graph.nodes)):
         if not free[i] and part[i] != APPLY:
             members[layer[i]].append(i)

@@ -29,7 +29,7 @@ import numpy as np
 from autopar.cost import ClusterModel
 from autopar.passes.inter_op.cluster import logical_meshes
 from autopar.passes.inter_op.graph import HEAVY_OPS, Graph
-from autopar.passes.inter_op.layers import APPLY, BACKWARD, FORWARD
+from autopar.passes.inter_op.layers import APPLY, BACKWARD, FORWARD, LayeredGraph
 
 
 @dataclasses.dataclass
@@ -63,10 +63,10 @@ class LayerProfile:
         return len(self.compute_flops)
 
 
-def profile_layers(
-    graph: Graph, layer: list[int], part: list[str], num_layers: int, free: list[bool] | None = None
-) -> LayerProfile:
-    free = free if free is not None else [False] * len(graph.nodes)
+def profile_layers(layered: LayeredGraph) -> LayerProfile:
+    """What each layer computes, keeps and reads, for one micro-batch (free ops count as no layer's)."""
+    graph, layer, part, free = layered.graph, layered.layer, layered.part, layered.free
+    num_layers = layered.num_layers
     z = lambda: np.zeros(num_layers)  # noqa: E731
     compute, forward, apply, params, opt, act, inputs, tp = z(), z(), z(), z(), z(), z(), z(), z()
     readers: dict[int, set[str]] = {}
