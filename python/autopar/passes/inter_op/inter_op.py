@@ -31,7 +31,9 @@ over layer ranges), `stage-cost=analytic` uses the fast FLOP/alpha-beta model; r
 C++ core (t_max enumeration with pruning, every device used, memory feasibility per stage: parameters,
 gradients, optimizer state and the activations of 1F1B's in-flight micro-batches; `remat` as Alpa's
 use_remat); and outlines the stages. The plan and its estimated latency (sum of stage times + (B - 1) *
-slowest) are module attributes.
+slowest) are module attributes. Device and link figures (`device-flops` in FLOP/s, `device-memory` in
+bytes, `device-memory-bandwidth` in bytes/s, 25 Gbit/s between hosts) are an `autopar.cost.ClusterModel`,
+the machine description the intra-op pass reads too (docs/cost_model.md).
 
 IR contract. Stage k is the set of private functions carrying `autopar.stage = k`; all of them carry the
 same `autopar.mesh = {shape, logical_shape, device_ids}` and one `autopar.part`:
