@@ -17,7 +17,6 @@ import dataclasses
 import json
 import sys
 import time
-import types
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -26,15 +25,9 @@ import jax.numpy as jnp
 # PYTHONPATH=python with a dev build).
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
+from autopar import cost, passes  # noqa: E402
 from autopar import ir as air  # noqa: E402
-from autopar import passes  # noqa: E402
-from autopar.ir import attrs  # noqa: E402
-from autopar.passes.inter_op import cluster as cluster_lib  # noqa: E402
 from autopar.passes.inter_op import inter_op as inter_op_pass  # noqa: E402
-from autopar.passes.inter_op.graph import build_graph, main_func  # noqa: E402
-from autopar.passes.inter_op.layers import classify_parts  # noqa: E402
-from autopar.passes.inter_op.outline import outline  # noqa: E402
-from autopar.passes.inter_op.stage_costs import profile_layers, stage_cost_table  # noqa: E402
 
 
 def model_step(name: str, micro_batches: int):
@@ -75,48 +68,36 @@ def plan(args: argparse.Namespace) -> dict:
     passes.run(module, f"builtin.module(autopar-inline,autopar-cluster-layers{{num-layers={args.layers}}})")
     times["layer_clustering_s"] = time.perf_counter() - t
 
-    options = types.SimpleNamespace(
-        cluster=args.cluster,
-        micro_batches=args.micro_batches,
-        submesh_shapes="",
-        num_stages=0,
-        stage_imbalance_tolerance=float("inf"),
-        memory_per_device=args.memory_gib,
-        device_tflops=100.0,
-        stage_cost=args.stage_cost,
-        stage_cost_budget=args.stage_cost_budget,
-        stage_cost_time_limit=30.0,
-        stage_cost_solver=args.stage_cost_solver,
-        remat=args.remat,
+    # The pass's own options (and defaults) but the ones this benchmark sets.
+    options = passes.registry.lookup("autopar-inter-op").parse_options(
+        [
+            ("cluster", args.cluster),
+            ("micro-batches", str(args.micro_batches)),
+            ("device-memory", repr(args.memory_gib * cost.GiB)),
+            ("stage-cost", args.stage_cost),
+            ("stage-cost-budget", repr(args.stage_cost_budget)),
+            ("stage-cost-solver", args.stage_cost_solver),
+            ("remat", str(args.remat).lower()),
+        ]
     )
+    # The pass's phases, timed one by one (autopar-inter-op runs exactly these).
     with module.context:
         t = time.perf_counter()
-        graph = build_graph(main_func(module.operation))
-        layer, part, num_layers = inter_op_pass._read_layers(module.operation, graph)
-        _, free = classify_parts(graph)
-        cluster = inter_op_pass._cluster(options)
-        submeshes = cluster_lib.parse_submeshes("", cluster)
-        profile = profile_layers(graph, layer, part, num_layers, free)
-        layer_time, cost_stats = None, {}
-        if args.stage_cost == "intra-op":
-            layer_time = inter_op_pass.intra_op_layer_times(
-                graph, layer, part, free, num_layers, cluster, submeshes, options, cost_stats
-            )
-        max_stages = min(num_layers, cluster.num_devices)
-        table = stage_cost_table(
-            profile, submeshes, cluster, args.micro_batches, max_stages, layer_time, remat=args.remat
-        )
+        layered = inter_op_pass.read_layers(module.operation)
+        cluster = inter_op_pass.cluster_from_options(options)
+        submeshes = inter_op_pass.submeshes_from_options(options, cluster, layered.num_layers)
+        cost_stats: dict[str, float] = {}
+        profile, table = inter_op_pass.stage_costs(layered, cluster, submeshes, options, cost_stats)
         times["stage_costs_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
         chosen = inter_op_pass.solve_plan(
-            table, profile, submeshes, cluster, args.micro_batches, float("inf")
+            table, profile, submeshes, cluster, options.micro_batches, options.stage_imbalance_tolerance
         )
         times["dp_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        outline(graph, inter_op_pass._groups(graph, layer, part, free, chosen), free)
-        attrs.set_stages(module.operation, chosen.ir_plan(args.micro_batches).stages)
+        inter_op_pass.outline_stages(module.operation, layered, chosen, options.micro_batches)
         times["plan_s"] = time.perf_counter() - t
     times["total_s"] = sum(times.values())
     return {
@@ -128,7 +109,7 @@ def plan(args: argparse.Namespace) -> dict:
         "stage_cost": args.stage_cost,
         "stage_cost_solver": args.stage_cost_solver,
         "remat": args.remat,
-        "ops": len(graph.nodes),
+        "ops": len(layered.graph.nodes),
         **{k: round(v, 4) for k, v in times.items()},
         "intra_op_solves": {k: round(v, 3) for k, v in cost_stats.items()},
         "tmax_candidates": chosen.tmax_candidates,

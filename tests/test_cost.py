@@ -28,6 +28,32 @@ def test_defaults_make_the_inner_axis_fast():
     assert mesh.axis_names == ("x", "y") and mesh.beta[1] < mesh.beta[0]
 
 
+def test_one_defaults_table_gives_each_pass_the_figures_it_always_had():
+    # The intra-op pass's defaults (a logical mesh: inner axis fast, outer axes 10x slower per byte).
+    mesh = cost.make_mesh((2, 4))
+    assert mesh.device == cost.DeviceModel(flops=1e13, memory_bandwidth=1e12, memory_bytes=0)
+    assert mesh.alpha == (5e-6, 5e-6) and mesh.beta == (1e-10, 1e-11)
+    # The inter-op pass's cluster: a V100-class device with 16 GiB, 25 Gbit/s between hosts.
+    cluster = cost.inter_op_cluster(2, 8)
+    assert cluster.num_devices == 16
+    assert cluster.device == cost.DeviceModel(flops=1e14, memory_bandwidth=1e12, memory_bytes=16 * 2**30)
+    assert cluster.intra_host == cost.Link(5e-6, 1e-11)
+    assert cluster.inter_host == cost.Link(2e-5, 1 / 3.125e9)
+
+
+def test_cluster_meshes_use_the_link_each_axis_crosses():
+    cluster = cost.inter_op_cluster(2, 4)
+    mesh = cluster.mesh((2, 4), crosses_hosts=(True, False), axis_names=("p", "q"))
+    assert mesh.alpha == (2e-5, 5e-6) and mesh.beta == (1 / 3.125e9, 1e-11)
+    assert mesh.device is cluster.device and mesh.axis_names == ("p", "q")
+    # A link's all-reduce is the mesh's without Alpa's 1 % latency tie-breaker.
+    link = cluster.intra_host
+    assert link.all_reduce(1e6, 4) == pytest.approx(mesh.all_reduce(1e6, [1]) - 0.01 * link.alpha)
+    assert link.all_reduce(1e6, 1) == 0.0
+    with pytest.raises(ValueError, match="link alpha and beta must be >= 0"):
+        cost.Link(-1.0, 0.0)
+
+
 @pytest.mark.parametrize(
     "bad", [dict(shape=(2, 2, 2, 2)), dict(shape=(0, 4)), dict(shape=(2, 4), beta=[1.0, 2.0, 3.0])]
 )

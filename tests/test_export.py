@@ -309,7 +309,7 @@ def test_cli_emit_exported_errors_are_one_line_and_write_nothing(tmp_path):
     inputs = Path(__file__).parent / "lit" / "Inputs" / "mlp_step.mlir"
     pipeshard = (
         "--pass-pipeline=builtin.module(autopar-cluster-layers{num-layers=2},"
-        "autopar-inter-op{cluster=1x2 micro-batches=4 submesh-shapes=1x1 device-tflops=0.000001})"
+        "autopar-inter-op{cluster=1x2 micro-batches=4 submesh-shapes=1x1 device-flops=1e6})"
     )
     line = _one_error_line(_opt(inputs, pipeshard, "--emit=exported", "-o", out))
     assert "pipeshard plan" in line

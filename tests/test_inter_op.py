@@ -216,15 +216,14 @@ def wide_mlp_step(params, x):
 
 
 def test_intra_op_stage_costs_solve_each_distinct_layer_and_mesh_once(data):
+    from autopar import cost
     from autopar.passes.inter_op import cluster as cluster_lib
     from autopar.passes.inter_op import intra_op_costs
-    from autopar.passes.inter_op.graph import build_graph, main_func
-    from autopar.passes.inter_op.inter_op import _read_layers
-    from autopar.passes.inter_op.layers import classify_parts
+    from autopar.passes.inter_op.inter_op import read_layers
 
     params, x = data
     module = clustered(sgd_step, params, x)
-    cluster = cluster_lib.Cluster(1, 4)
+    cluster = cost.inter_op_cluster(1, 4)
     meshes = sorted(
         (h, d, p, q)
         for h, d in cluster_lib.default_submeshes(cluster)
@@ -232,10 +231,9 @@ def test_intra_op_stage_costs_solve_each_distinct_layer_and_mesh_once(data):
     )
     assert len(meshes) == 6  # 1x1; 2x1, 1x2; 4x1, 2x2, 1x4
     with module.context:
-        graph = build_graph(main_func(module.operation))
-        layer, part, num_layers = _read_layers(module.operation, graph)
-        _, free = classify_parts(graph)
-        modules = intra_op_costs.layer_modules(graph, layer, part, free, num_layers)
+        layered = read_layers(module.operation)
+        num_layers = layered.num_layers
+        modules = intra_op_costs.layer_modules(layered)
         intra_op_costs.clear_cache()
         times, stats = intra_op_costs.layer_times(modules, meshes, cluster, 1.0, 30.0)
         again, stats_again = intra_op_costs.layer_times(modules, meshes, cluster, 1.0, 30.0)
@@ -258,7 +256,7 @@ def test_one_stage_when_one_mesh_is_best(stage_cost):
     module = run_pipeline(
         wide_mlp_step,
         (params, jnp.zeros((4096, 512))),
-        f"cluster=1x4 micro-batches=4 device-tflops=1 stage-cost={stage_cost}",
+        f"cluster=1x4 micro-batches=4 device-flops=1e12 stage-cost={stage_cost}",
     )
     assert stage_layer_counts(module) == [4]
 
@@ -269,7 +267,7 @@ def test_uniform_layers_give_balanced_stages(stage_cost):
     module = run_pipeline(
         sgd_step,
         (big, jnp.zeros((4096, 1024))),
-        f"cluster=1x4 micro-batches=16 submesh-shapes=1x1 device-tflops=0.01 stage-cost={stage_cost}",
+        f"cluster=1x4 micro-batches=16 submesh-shapes=1x1 device-flops=1e10 stage-cost={stage_cost}",
         layers=8,
     )
     assert stage_layer_counts(module) == [2, 2, 2, 2]
@@ -288,7 +286,7 @@ def test_unequal_layers_give_unequal_stages(stage_cost):
     module = run_pipeline(
         sgd_step,
         (params, jnp.zeros((2048, 1024))),
-        f"cluster=1x2 micro-batches=16 submesh-shapes=1x1 device-tflops=0.01 stage-cost={stage_cost}",
+        f"cluster=1x2 micro-batches=16 submesh-shapes=1x1 device-flops=1e10 stage-cost={stage_cost}",
     )
     assert stage_layer_counts(module) == [3, 1]
 
@@ -300,12 +298,16 @@ def test_unequal_layers_give_unequal_stages(stage_cost):
         ("cluster=1x8 submesh-shapes=1x3", LAYERS, "submesh shape 1x3 does not tile the 1x8 cluster"),
         ("cluster=2x4 submesh-shapes=3x4", LAYERS, "submesh shape 3x4 does not tile the 2x4 cluster"),
         (
-            "cluster=1x2 memory-per-device=1e-6",
+            "cluster=1x2 device-memory=1000",
             LAYERS,
             r"cannot hold the model: it needs at least .* GiB per device",
         ),
         ("cluster=8", LAYERS, "cluster '8' is not of the form HxD"),
         ("cluster=1x4 micro-batches=0", LAYERS, "micro-batches must be >= 1"),
+        ("cluster=1x4 device-memory=0", LAYERS, r"device-memory \(bytes\) .* must be > 0"),
+        # The options in other units that SI ones replaced name their replacement.
+        ("cluster=1x4 device-tflops=100", LAYERS, r"'device-tflops' .* removed: give device-flops in FLOP/s"),
+        ("cluster=1x4 memory-per-device=16", LAYERS, r"was removed: give device-memory in bytes"),
     ],
 )
 def test_bad_options_are_clear_errors(data, options, layers, message):

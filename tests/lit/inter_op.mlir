@@ -1,4 +1,4 @@
-// RUN: autopar-opt %inputs/mlp_step.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x2 micro-batches=4 submesh-shapes=1x1 device-tflops=0.000001})' | filecheck %s
+// RUN: autopar-opt %inputs/mlp_step.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x2 micro-batches=4 submesh-shapes=1x1 device-flops=1e6})' | filecheck %s
 // RUN: autopar-opt %inputs/mlp_step.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x8 micro-batches=4})' | filecheck %s --check-prefix=INTRA
 // RUN: autopar-opt %inputs/mlp_step.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x8 micro-batches=4 stage-cost=analytic remat=true stage-cost-budget=0.5})' | filecheck %s --check-prefix=ONE
 

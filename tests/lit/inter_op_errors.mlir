@@ -1,10 +1,11 @@
 // RUN: not autopar-opt %inputs/mlp_step.mlir -o %t.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=2x4 submesh-shapes=1x3})' 2>&1 | filecheck %s --check-prefix=TILE
 // RUN: not autopar-opt %inputs/mlp_step.mlir -o %t.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x4 num-stages=4})' 2>&1 | filecheck %s --check-prefix=STAGES
-// RUN: not autopar-opt %inputs/mlp_step.mlir -o %t.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x2 memory-per-device=0.0000001})' 2>&1 | filecheck %s --check-prefix=MEMORY
+// RUN: not autopar-opt %inputs/mlp_step.mlir -o %t.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x2 device-memory=100})' 2>&1 | filecheck %s --check-prefix=MEMORY
 // RUN: not autopar-opt %inputs/mlp_step.mlir -o %t.mlir --pass-pipeline='builtin.module(autopar-inter-op{cluster=1x2})' 2>&1 | filecheck %s --check-prefix=ORDER
 // RUN: not autopar-opt %inputs/mlp_step.mlir -o %t.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=two})' 2>&1 | filecheck %s --check-prefix=CLUSTER
 // RUN: not autopar-opt %inputs/mlp_step.mlir -o %t.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x8 intra-op-options="mesh=2x4"})' 2>&1 | filecheck %s --check-prefix=INTRA
 // RUN: not autopar-opt %inputs/mlp_step.mlir -o %t.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x8 intra-op-options="zero-stage=2 allow-all-gather=maybe"})' 2>&1 | filecheck %s --check-prefix=INTRATYPE
+// RUN: not autopar-opt %inputs/mlp_step.mlir -o %t.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x2 device-tflops=100})' 2>&1 | filecheck %s --check-prefix=TFLOPS
 
 // TILE: error: {{.*}}submesh shape 1x3 does not tile the 2x4 cluster: use 1xK with K a power of two dividing 4, or Nx4 with N <= 2
 // STAGES: error: {{.*}}num-stages=4 is more than the 2 layers: use at most 2 stages or cluster into more layers
@@ -13,3 +14,4 @@
 // CLUSTER: error: {{.*}}cluster 'two' is not of the form HxD with positive H and D (e.g. 2x8)
 // INTRA: error: pass 'autopar-inter-op': intra-op-options: 'mesh' does not reach the stage costs (they take force-data-parallel, force-batch-dim-to-mesh-dim, allow-all-gather, allow-all-to-all, prefer-reduce-scatter, zero-stage, allow-replicated-parameters, allow-recompute-heavy-op)
 // INTRATYPE: error: pass 'autopar-inter-op': intra-op-options: option 'allow-all-gather' of pass 'autopar-intra-op' expects bool, got 'maybe'
+// TFLOPS: error: {{.*}}option 'device-tflops' of pass 'autopar-inter-op' was removed: give device-flops in FLOP/s (device-tflops=100 is device-flops=1e14)

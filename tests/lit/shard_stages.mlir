@@ -1,6 +1,6 @@
 // RUN: autopar-opt %inputs/mlp_step.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x8 num-stages=2 stage-cost=analytic},autopar-shard-stages)' | filecheck %s
 // RUN: autopar-opt %inputs/mlp_step.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x8 num-stages=2 stage-cost=analytic},autopar-shard-stages{axis-names=dp,tp})' | filecheck %s --check-prefix=NAMES
-// RUN: autopar-opt %inputs/mlp_step.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x2 submesh-shapes=1x1 device-tflops=0.000001},autopar-shard-stages)' | filecheck %s --check-prefix=ONE
+// RUN: autopar-opt %inputs/mlp_step.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x2 submesh-shapes=1x1 device-flops=1e6},autopar-shard-stages)' | filecheck %s --check-prefix=ONE
 
 // Two stages of 4 devices: each stage's parts share one mesh named after the stage, every argument and
 // result of a stage function has a sharding on it, in-body decisions are sharding constraints, and the

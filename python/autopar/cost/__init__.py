@@ -1,11 +1,21 @@
-"""autopar.cost: the analytic machine model the planners optimise against.
+"""autopar.cost: the one analytic machine model both planners optimise against.
 
-A logical device mesh has up to three named axes; every axis has an alpha-beta link model (latency in
-seconds, seconds per byte). Collective costs follow Alpa's `LogicalDeviceMesh` formulas, in seconds instead
-of Alpa's unitless numbers. A collective over several axes at once (a tensor dim sharded over `("x", "y")`)
-runs as one group of the product size paying every axis's latency and the slowest axis's bandwidth.
-Devices have a peak FLOP rate and a memory bandwidth: an op costs `max(flops / peak, bytes / bandwidth)`
-divided by the number of devices that share its work.
+Every figure is in SI units: FLOP/s, bytes, bytes/s, seconds, seconds per byte. docs/cost_model.md lists
+each figure, its default and who reads it.
+
+The description has three parts:
+  `DeviceModel`   one accelerator: peak FLOP/s, memory bandwidth (bytes/s), memory (bytes).
+  `Link`          an alpha-beta link: latency of one collective step (s) and inverse bandwidth (s/byte).
+  `ClusterModel`  hosts x devices per host, one DeviceModel, the link inside a host and the link between
+                  hosts. The inter-op pass plans over a ClusterModel; `ClusterModel.mesh` gives the
+                  intra-op `MeshModel` of a logical mesh laid over it.
+  `MeshModel`     a logical device mesh (up to three named axes), one alpha and beta per axis: what the
+                  intra-op pass costs collectives with.
+
+Collective costs follow Alpa's `LogicalDeviceMesh` formulas, in seconds instead of Alpa's unitless numbers.
+A collective over several axes at once (a tensor dim sharded over `("x", "y")`) runs as one group of the
+product size paying every axis's latency and the slowest axis's bandwidth. An op costs
+`max(flops / peak, bytes / bandwidth)` divided by the number of devices that share its work.
 
 A cluster profile (JSON) overrides the defaults; see `load_profile`.
 """
@@ -18,13 +28,31 @@ import math
 import os
 from collections.abc import Sequence
 
-# Defaults: a GPU-class device (fp32-ish peak) on a node whose innermost mesh axis is the fast
-# interconnect (Alpa's logical meshes model the outer axis as 10x slower per byte).
+GiB = 2**30
+
+# The defaults, in one table (SI units). Both passes start from the same device and intra-host link; two
+# figures differ per pass ON PURPOSE, so that neither pass's plans changed when the two models were merged:
+#
+#   figure                     intra-op pass            inter-op pass
+#   device FLOP/s              1e13 (fp32-ish peak)     1e14 (V100: ~80 % of the 125 TFLOP/s fp16 peak)
+#   device memory, bytes       0 = no limit             16 GiB (V100 16 GB)
+#   slow link alpha, s         5e-6                     2e-5
+#   slow link beta, s/byte     1e-10 (10 GB/s)          3.2e-10 (25 Gbit/s, Alpa's AWS p3.16xlarge hosts)
+#
+# The intra-op pass models a logical mesh whose innermost axis is the fast link and whose outer axes are
+# 10x slower per byte (Alpa's logical meshes); the inter-op pass models Alpa's GPU cluster, whose stage
+# times it compares across submeshes. Unifying them would move plans (the intra-op pass trades compute
+# against communication at its FLOP rate), so each keeps its own value, stated here and nowhere else.
 DEFAULT_DEVICE_FLOPS = 1.0e13
-DEFAULT_DEVICE_MEMORY_BANDWIDTH = 1.0e12
-DEFAULT_ALPHA = 5.0e-6
-DEFAULT_FAST_BETA = 1.0e-11  # 100 GB/s
-DEFAULT_SLOW_BETA = 1.0e-10  # 10 GB/s
+DEFAULT_DEVICE_MEMORY_BANDWIDTH = 1.0e12  # bytes/s
+DEFAULT_DEVICE_MEMORY = 0  # bytes, 0 = no limit
+DEFAULT_ALPHA = 5.0e-6  # s, every axis of an intra-op mesh and the intra-host link
+DEFAULT_FAST_BETA = 1.0e-11  # s/byte: 100 GB/s, NVLink-class, inside a host
+DEFAULT_SLOW_BETA = 1.0e-10  # s/byte: 10 GB/s, the intra-op pass's outer mesh axes
+INTER_OP_DEVICE_FLOPS = 1.0e14
+INTER_OP_DEVICE_MEMORY = 16 * GiB
+INTER_OP_INTER_HOST_ALPHA = 2.0e-5
+INTER_OP_INTER_HOST_BETA = 1 / 3.125e9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +62,12 @@ class DeviceModel:
     Attributes:
       flops: peak floating-point operations per second.
       memory_bandwidth: bytes per second between the device and its memory.
-      memory_bytes: device memory, 0 when unknown.
+      memory_bytes: device memory, 0 when unknown (no limit).
     """
 
     flops: float = DEFAULT_DEVICE_FLOPS
     memory_bandwidth: float = DEFAULT_DEVICE_MEMORY_BANDWIDTH
-    memory_bytes: int = 0
+    memory_bytes: int = DEFAULT_DEVICE_MEMORY
 
     def __post_init__(self) -> None:
         if not (self.flops > 0 and self.memory_bandwidth > 0 and self.memory_bytes >= 0):
@@ -48,6 +76,87 @@ class DeviceModel:
     def op_time(self, flops: float, bytes_moved: float) -> float:
         """Roofline time of one op executed whole on this device."""
         return max(flops / self.flops, bytes_moved / self.memory_bandwidth)
+
+
+@dataclasses.dataclass(frozen=True)
+class Link:
+    """An alpha-beta link.
+
+    Attributes:
+      alpha: latency of one collective step, seconds.
+      beta: seconds per byte (the inverse of the bandwidth).
+    """
+
+    alpha: float
+    beta: float
+
+    def __post_init__(self) -> None:
+        if not (self.alpha >= 0 and self.beta >= 0):
+            raise ValueError(f"link alpha and beta must be >= 0, got {self}")
+
+    def all_reduce(self, num_bytes: float, group: int) -> float:
+        """Ring all-reduce of `num_bytes` per device over `group` devices (no tie-breakers)."""
+        return 0.0 if group <= 1 else self.alpha + 2.0 * (group - 1) / group * num_bytes * self.beta
+
+
+DEFAULT_INTRA_HOST = Link(DEFAULT_ALPHA, DEFAULT_FAST_BETA)
+DEFAULT_INTER_HOST = Link(DEFAULT_ALPHA, DEFAULT_SLOW_BETA)
+INTER_OP_INTER_HOST = Link(INTER_OP_INTER_HOST_ALPHA, INTER_OP_INTER_HOST_BETA)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterModel:
+    """Hosts x devices per host, all alike.
+
+    Attributes:
+      hosts, devices_per_host: the physical cluster.
+      device: every device's model.
+      intra_host: the link between two devices of one host.
+      inter_host: the link between hosts.
+    """
+
+    hosts: int
+    devices_per_host: int
+    device: DeviceModel = DeviceModel()
+    intra_host: Link = DEFAULT_INTRA_HOST
+    inter_host: Link = DEFAULT_INTER_HOST
+
+    def __post_init__(self) -> None:
+        if self.hosts < 1 or self.devices_per_host < 1:
+            raise ValueError(f"a cluster needs >= 1 hosts and devices per host, got {self}")
+
+    @property
+    def num_devices(self) -> int:
+        return self.hosts * self.devices_per_host
+
+    def link(self, crosses_hosts: bool) -> Link:
+        return self.inter_host if crosses_hosts else self.intra_host
+
+    def mesh(
+        self, shape: Sequence[int], crosses_hosts: Sequence[bool], axis_names: Sequence[str] | None = None
+    ) -> MeshModel:
+        """The MeshModel of a logical mesh over this cluster whose axis i crosses hosts iff
+        `crosses_hosts[i]`."""
+        links = [self.link(x) for x in crosses_hosts]
+        return make_mesh(
+            shape,
+            axis_names,
+            alpha=[link.alpha for link in links],
+            beta=[link.beta for link in links],
+            device=self.device,
+        )
+
+
+def inter_op_cluster(hosts: int, devices_per_host: int, device: DeviceModel | None = None) -> ClusterModel:
+    """The inter-op pass's default cluster (see the table above): a V100-class device and 25 Gbit/s
+    between hosts."""
+    return ClusterModel(
+        hosts,
+        devices_per_host,
+        device or DeviceModel(flops=INTER_OP_DEVICE_FLOPS, memory_bytes=INTER_OP_DEVICE_MEMORY),
+        DEFAULT_INTRA_HOST,
+        INTER_OP_INTER_HOST,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +244,13 @@ class MeshModel:
 def default_betas(shape: Sequence[int]) -> tuple[float, ...]:
     """Innermost axis fast, outer axes slow (Alpa's (1, 0.1) ratio, in seconds per byte)."""
     n = len(shape)
-    return tuple(DEFAULT_FAST_BETA if i == n - 1 else DEFAULT_SLOW_BETA for i in range(n))
+    return tuple(DEFAULT_INTRA_HOST.beta if i == n - 1 else DEFAULT_INTER_HOST.beta for i in range(n))
+
+
+def default_alphas(shape: Sequence[int]) -> tuple[float, ...]:
+    """The intra-host latency on the innermost axis, the inter-host one on outer axes (equal by default)."""
+    n = len(shape)
+    return tuple(DEFAULT_INTRA_HOST.alpha if i == n - 1 else DEFAULT_INTER_HOST.alpha for i in range(n))
 
 
 def make_mesh(
@@ -152,7 +267,7 @@ def make_mesh(
     return MeshModel(
         shape=shape,
         axis_names=names,
-        alpha=_per_axis(alpha, len(shape), (DEFAULT_ALPHA,) * len(shape)),
+        alpha=_per_axis(alpha, len(shape), default_alphas(shape)),
         beta=_per_axis(beta, len(shape), default_betas(shape)),
         device=device or DeviceModel(),
     )
@@ -199,7 +314,7 @@ def load_profile(path: str | os.PathLike[str], shape: Sequence[int]) -> tuple[di
         device = DeviceModel(
             flops=float(device_data.get("flops", DEFAULT_DEVICE_FLOPS)),
             memory_bandwidth=float(device_data.get("memory_bandwidth", DEFAULT_DEVICE_MEMORY_BANDWIDTH)),
-            memory_bytes=int(device_data.get("memory_bytes", 0)),
+            memory_bytes=int(device_data.get("memory_bytes", DEFAULT_DEVICE_MEMORY)),
         )
         overrides = {}
         for key in ("alpha", "beta"):
@@ -210,4 +325,15 @@ def load_profile(path: str | os.PathLike[str], shape: Sequence[int]) -> tuple[di
     return overrides, device
 
 
-__all__ = ["DeviceModel", "MeshModel", "default_betas", "load_profile", "make_mesh"]
+__all__ = [
+    "ClusterModel",
+    "DeviceModel",
+    "GiB",
+    "Link",
+    "MeshModel",
+    "default_alphas",
+    "default_betas",
+    "inter_op_cluster",
+    "load_profile",
+    "make_mesh",
+]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from autopar.errors import PassError, PipelineError
@@ -89,6 +89,7 @@ class PassInfo:
       options: the declared options, in the order `--list-passes` shows them.
       run: the implementation, called with the `builtin.module` operation and the parsed options.
       check: validates the parsed options as a whole when the pipeline is parsed (None: nothing to check).
+      removed_options: option names the pass no longer takes -> what to give instead (one line).
     """
 
     argument: str
@@ -97,11 +98,15 @@ class PassInfo:
     options: tuple[Option, ...]
     run: PassFunction
     check: OptionsCheck | None = None
+    removed_options: tuple[tuple[str, str], ...] = ()
 
     def option(self, name: str) -> Option:
         for opt in self.options:
             if opt.name == name:
                 return opt
+        for old, instead in self.removed_options:
+            if old == name:
+                raise PipelineError(f"option '{name}' of pass '{self.argument}' was removed: {instead}")
         known = ", ".join(o.name for o in self.options) or "none"
         raise PipelineError(f"pass '{self.argument}' has no option '{name}' (its options: {known})")
 
@@ -146,14 +151,24 @@ def register_pass(
     description: str,
     options: Sequence[Option] = (),
     check: OptionsCheck | None = None,
+    removed_options: Mapping[str, str] | None = None,
 ) -> Callable[[PassFunction], PassFunction]:
     """Decorator declaring a pass. Re-registering the same argument replaces it (plugins reloading).
-    `check` validates the options together when a pipeline is parsed (see PassInfo)."""
+    `check` validates the options together when a pipeline is parsed (see PassInfo); `removed_options`
+    maps an option the pass no longer takes to the one-line hint its use gets."""
     if not argument or any(c.isspace() or c in "(){},=" for c in argument):
         raise ValueError(f"invalid pass argument {argument!r}")
 
     def wrap(fn: PassFunction) -> PassFunction:
-        _REGISTRY[argument] = PassInfo(argument, summary, description.strip("\n"), tuple(options), fn, check)
+        _REGISTRY[argument] = PassInfo(
+            argument,
+            summary,
+            description.strip("\n"),
+            tuple(options),
+            fn,
+            check,
+            tuple((removed_options or {}).items()),
+        )
         return fn
 
     return wrap

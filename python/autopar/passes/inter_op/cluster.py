@@ -1,37 +1,15 @@
-"""The device cluster (hosts x devices per host), Alpa's submesh shapes, logical meshes, device placement."""
+"""Alpa's submesh shapes of a cluster (hosts x devices per host), their logical meshes, device placement.
+
+The cluster itself, with its device and link figures, is `autopar.cost.ClusterModel`."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
+from autopar.cost import ClusterModel
 from autopar.errors import PassError
 
 _SHAPE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
-
-
-@dataclasses.dataclass(frozen=True)
-class Cluster:
-    """Attributes:
-    hosts, devices_per_host: the physical cluster.
-    device_flops: sustained FLOP/s of one device.
-    memory_per_device: bytes.
-    intra_alpha, intra_beta: latency (s) and inverse bandwidth (s/byte) of a collective inside a host.
-    inter_alpha, inter_beta: the same across hosts.
-    """
-
-    hosts: int
-    devices_per_host: int
-    device_flops: float = 100e12  # V100-class: ~80% of the 125 TFLOP/s fp16 tensor-core peak
-    memory_per_device: float = 16 * 2**30  # V100 16 GB
-    intra_alpha: float = 5e-6
-    intra_beta: float = 1 / 100e9  # NVLink, ~100 GB/s per device
-    inter_alpha: float = 2e-5
-    inter_beta: float = 1 / 3.125e9  # 25 Gbit/s between hosts, as in Alpa's AWS p3.16xlarge cluster
-
-    @property
-    def num_devices(self) -> int:
-        return self.hosts * self.devices_per_host
 
 
 def parse_shape(text: str, what: str) -> tuple[int, int]:
@@ -41,7 +19,7 @@ def parse_shape(text: str, what: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def default_submeshes(cluster: Cluster) -> list[tuple[int, int]]:
+def default_submeshes(cluster: ClusterModel) -> list[tuple[int, int]]:
     """Alpa's choices: (1, 1), (1, 2), (1, 4), ... up to (1, D), then (2, D), ..., (H, D)."""
     shapes, k = [], 1
     while k < cluster.devices_per_host:
@@ -51,7 +29,7 @@ def default_submeshes(cluster: Cluster) -> list[tuple[int, int]]:
     return shapes + [(n, cluster.devices_per_host) for n in range(1, cluster.hosts + 1)]
 
 
-def parse_submeshes(text: str, cluster: Cluster) -> list[tuple[int, int]]:
+def parse_submeshes(text: str, cluster: ClusterModel) -> list[tuple[int, int]]:
     if not text.strip():
         return default_submeshes(cluster)
     shapes = []
@@ -69,7 +47,7 @@ def parse_submeshes(text: str, cluster: Cluster) -> list[tuple[int, int]]:
     return sorted(shapes, key=lambda s: (s[0] * s[1], s))
 
 
-def _tiles(h: int, d: int, cluster: Cluster) -> bool:
+def _tiles(h: int, d: int, cluster: ClusterModel) -> bool:
     # These shapes always pack a cluster whose devices they sum to: whole hosts first, then power-of-two
     # slices of the remaining hosts (first-fit decreasing never leaves a hole).
     if d == cluster.devices_per_host:
@@ -90,7 +68,7 @@ def logical_meshes(submesh: tuple[int, int]) -> list[tuple[int, int]]:
     return shapes
 
 
-def place(submeshes: list[tuple[int, int]], cluster: Cluster) -> list[list[int]]:
+def place(submeshes: list[tuple[int, int]], cluster: ClusterModel) -> list[list[int]]:
     """Device ids (host * D + local) for each stage's submesh, in stage order."""
     free = [cluster.devices_per_host] * cluster.hosts  # free devices left on each host, filled in order
     ids: list[list[int] | None] = [None] * len(submeshes)

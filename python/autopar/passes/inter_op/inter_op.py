@@ -8,16 +8,16 @@ import types
 import numpy as np
 from jaxlib.mlir import ir
 
-from autopar import _core
+from autopar import _core, cost
 from autopar.errors import PassError
 from autopar.ir import attrs
 from autopar.passes.inter_op import cluster as cluster_lib
 from autopar.passes.inter_op import intra_op_costs
-from autopar.passes.inter_op.graph import Graph, build_graph, main_func
-from autopar.passes.inter_op.layers import APPLY, BACKWARD, FORWARD, classify_parts
+from autopar.passes.inter_op.graph import build_graph, main_func
+from autopar.passes.inter_op.layers import APPLY, BACKWARD, FORWARD, LayeredGraph, classify_parts
 from autopar.passes.inter_op.outline import Group, outline
 from autopar.passes.inter_op.plan import Plan, StagePlan
-from autopar.passes.inter_op.stage_costs import profile_layers, stage_cost_table
+from autopar.passes.inter_op.stage_costs import CostTable, LayerProfile, profile_layers, stage_cost_table
 from autopar.passes.registry import Option, register_pass
 
 DESCRIPTION = """
@@ -31,7 +31,9 @@ over layer ranges), `stage-cost=analytic` uses the fast FLOP/alpha-beta model; r
 C++ core (t_max enumeration with pruning, every device used, memory feasibility per stage: parameters,
 gradients, optimizer state and the activations of 1F1B's in-flight micro-batches; `remat` as Alpa's
 use_remat); and outlines the stages. The plan and its estimated latency (sum of stage times + (B - 1) *
-slowest) are module attributes.
+slowest) are module attributes. Device and link figures (`device-flops` in FLOP/s, `device-memory` in
+bytes, `device-memory-bandwidth` in bytes/s, 25 Gbit/s between hosts) are an `autopar.cost.ClusterModel`,
+the machine description the intra-op pass reads too (docs/cost_model.md).
 
 IR contract. Stage k is the set of private functions carrying `autopar.stage = k`; all of them carry the
 same `autopar.mesh = {shape, logical_shape, device_ids}` and one `autopar.part`:
@@ -82,8 +84,14 @@ After (cluster=1x2 micro-batches=4):
             math.inf,
             "every stage must cost at least slowest / (1 + tolerance); inf disables",
         ),
-        Option("memory-per-device", float, 16.0, "device memory in GiB"),
-        Option("device-tflops", float, 100.0, "sustained TFLOP/s of one device"),
+        Option("device-flops", float, cost.INTER_OP_DEVICE_FLOPS, "sustained FLOP/s of one device"),
+        Option("device-memory", float, float(cost.INTER_OP_DEVICE_MEMORY), "bytes of one device's memory"),
+        Option(
+            "device-memory-bandwidth",
+            float,
+            cost.DEFAULT_DEVICE_MEMORY_BANDWIDTH,
+            "bytes/s between a device and its memory (read by the intra-op stage costs)",
+        ),
         Option(
             "stage-cost",
             str,
@@ -116,24 +124,28 @@ After (cluster=1x2 micro-batches=4):
         ),
     ],
     check=lambda options: _check_options(options),
+    removed_options={
+        "device-tflops": "give device-flops in FLOP/s (device-tflops=100 is device-flops=1e14)",
+        "memory-per-device": (
+            "give device-memory in bytes (memory-per-device=16 GiB is device-memory=17179869184)"
+        ),
+    },
 )
 def inter_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
     with module_op.context, ir.Location.unknown():
-        _run(module_op, options)
+        layered = read_layers(module_op)
+        cluster = cluster_from_options(options)
+        submeshes = submeshes_from_options(options, cluster, layered.num_layers)
+        plan = plan_stages(layered, cluster, submeshes, options)
+        outline_stages(module_op, layered, plan, options.micro_batches)
 
 
-def _run(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
+# The pass's phases, in order; benchmarks/planning_time.py times them one by one.
+
+
+def read_layers(module_op: ir.Operation) -> LayeredGraph:
+    """@main's op graph with the layer and part autopar-cluster-layers gave every op."""
     graph = build_graph(main_func(module_op))
-    layer, part, num_layers = _read_layers(module_op, graph)
-    cluster = _cluster(options)
-    submeshes = _submeshes(options, cluster, num_layers)
-    _, free = classify_parts(graph)
-    plan = plan_stages(graph, layer, part, free, num_layers, cluster, submeshes, options)
-    outline(graph, _groups(graph, layer, part, free, plan), free)
-    attrs.set_inter_op_plan(module_op, plan.ir_plan(options.micro_batches))
-
-
-def _read_layers(module_op: ir.Operation, graph: Graph) -> tuple[list[int], list[str], int]:
     layer, part = [], []
     for node in graph.nodes:
         node_layer, node_part = attrs.get_layer(node.op), attrs.get_part(node.op)
@@ -156,12 +168,13 @@ def _read_layers(module_op: ir.Operation, graph: Graph) -> tuple[list[int], list
     num_layers = max(num_layers, attrs.get_num_layers(module_op) or 0)
     if min(layer, default=0) < 0:
         raise PassError(f"{attrs.LAYER} must be >= 0", graph.nodes[layer.index(min(layer))].op.location)
-    return layer, part, num_layers
+    _, free = classify_parts(graph)
+    return LayeredGraph(graph, layer, part, free, num_layers)
 
 
 def _check_options(options: types.SimpleNamespace) -> None:
     """Everything about the options that does not need the IR, checked when the pipeline is parsed."""
-    cluster = _cluster(options)
+    cluster = cluster_from_options(options)
     cluster_lib.parse_submeshes(options.submesh_shapes, cluster)
     if options.num_stages < 0:
         raise PassError(f"num-stages must be >= 0 (0: the DP chooses), got {options.num_stages}")
@@ -174,23 +187,28 @@ def _check_options(options: types.SimpleNamespace) -> None:
     intra_op_costs.strategy_options(getattr(options, "intra_op_options", ""))
 
 
-def _cluster(options: types.SimpleNamespace) -> cluster_lib.Cluster:
+def cluster_from_options(options: types.SimpleNamespace) -> cost.ClusterModel:
+    """The cluster the pass plans over: `cluster`, `device-flops`, `device-memory`,
+    `device-memory-bandwidth` (an option left out keeps the inter-op default of autopar.cost)."""
     hosts, devices = cluster_lib.parse_shape(options.cluster, "cluster")
     if options.micro_batches < 1:
         raise PassError(f"micro-batches must be >= 1, got {options.micro_batches}")
-    if not options.memory_per_device > 0 or not options.device_tflops > 0:
-        raise PassError("memory-per-device and device-tflops must be positive")
-    return cluster_lib.Cluster(
-        hosts,
-        devices,
-        device_flops=options.device_tflops * 1e12,
-        memory_per_device=options.memory_per_device * 2**30,
+    memory = int(options.device_memory)
+    if not options.device_flops > 0 or not memory > 0 or not options.device_memory_bandwidth > 0:
+        raise PassError(
+            "device-flops (FLOP/s), device-memory (bytes) and device-memory-bandwidth (bytes/s) must be > 0"
+        )
+    device = cost.DeviceModel(
+        flops=options.device_flops, memory_bandwidth=options.device_memory_bandwidth, memory_bytes=memory
     )
+    return cost.inter_op_cluster(hosts, devices, device)
 
 
-def _submeshes(
-    options: types.SimpleNamespace, cluster: cluster_lib.Cluster, num_layers: int
+def submeshes_from_options(
+    options: types.SimpleNamespace, cluster: cost.ClusterModel, num_layers: int
 ) -> list[tuple[int, int]]:
+    """The submesh shapes the stage DP chooses from: `submesh-shapes` (or Alpa's), only the
+    cluster / `num-stages` sized ones when `num-stages` is set."""
     shapes = cluster_lib.parse_submeshes(options.submesh_shapes, cluster)
     stages = options.num_stages
     if stages == 0:
@@ -215,35 +233,41 @@ def _submeshes(
 
 
 def plan_stages(
-    graph: Graph,
-    layer: list[int],
-    part: list[str],
-    free: list[bool],
-    num_layers: int,
-    cluster: cluster_lib.Cluster,
+    layered: LayeredGraph,
+    cluster: cost.ClusterModel,
     submeshes: list[tuple[int, int]],
     options: types.SimpleNamespace,
 ) -> Plan:
-    profile = profile_layers(graph, layer, part, num_layers, free)
-    max_stages = min(num_layers, cluster.num_devices)
-    layer_time = None
-    if options.stage_cost == "intra-op":
-        layer_time = intra_op_layer_times(graph, layer, part, free, num_layers, cluster, submeshes, options)
-    table = stage_cost_table(
-        profile, submeshes, cluster, options.micro_batches, max_stages, layer_time, remat=options.remat
-    )
+    """`stage_costs` then `solve_plan`."""
+    profile, table = stage_costs(layered, cluster, submeshes, options)
     return solve_plan(
         table, profile, submeshes, cluster, options.micro_batches, options.stage_imbalance_tolerance
     )
 
 
+def stage_costs(
+    layered: LayeredGraph,
+    cluster: cost.ClusterModel,
+    submeshes: list[tuple[int, int]],
+    options: types.SimpleNamespace,
+    stats: dict[str, float] | None = None,
+) -> tuple[LayerProfile, CostTable]:
+    """The layers' profile and the stage DP's cost table (`stage-cost`: intra-op estimates or the analytic
+    model); `stats`, when given, receives the counters of the intra-op estimates."""
+    profile = profile_layers(layered)
+    max_stages = min(layered.num_layers, cluster.num_devices)
+    layer_time = None
+    if options.stage_cost == "intra-op":
+        layer_time = intra_op_layer_times(layered, cluster, submeshes, options, stats)
+    table = stage_cost_table(
+        profile, submeshes, cluster, options.micro_batches, max_stages, layer_time, remat=options.remat
+    )
+    return profile, table
+
+
 def intra_op_layer_times(
-    graph: Graph,
-    layer: list[int],
-    part: list[str],
-    free: list[bool],
-    num_layers: int,
-    cluster: cluster_lib.Cluster,
+    layered: LayeredGraph,
+    cluster: cost.ClusterModel,
     submeshes: list[tuple[int, int]],
     options: types.SimpleNamespace,
     stats: dict[str, float] | None = None,
@@ -253,7 +277,7 @@ def intra_op_layer_times(
     configs = [cluster_lib.logical_meshes(s) for s in submeshes]
     width = max(len(c) for c in configs)
     meshes = sorted({(h, d, p, q) for (h, d), cs in zip(submeshes, configs, strict=True) for p, q in cs})
-    modules = intra_op_costs.layer_modules(graph, layer, part, free, num_layers)
+    modules = intra_op_costs.layer_modules(layered)
     times, counters = intra_op_costs.layer_times(
         modules,
         meshes,
@@ -265,7 +289,7 @@ def intra_op_layer_times(
     )
     if stats is not None:
         stats.update(counters, meshes=float(len(meshes)))
-    out = np.full((num_layers, len(submeshes), width), np.inf)
+    out = np.full((layered.num_layers, len(submeshes), width), np.inf)
     column = {m: k for k, m in enumerate(meshes)}
     for s, ((h, d), cs) in enumerate(zip(submeshes, configs, strict=True)):
         for c, (p, q) in enumerate(cs):
@@ -290,7 +314,7 @@ def solve_plan(table, profile, submeshes, cluster, micro_batches: int, tolerance
     stages = []
     chosen = [submeshes[s] for _, _, s, _, _ in out["stages"]]
     device_ids = cluster_lib.place(chosen, cluster)
-    for (a, b, s, c, cost), ids in zip(out["stages"], device_ids, strict=True):
+    for (a, b, s, c, seconds), ids in zip(out["stages"], device_ids, strict=True):
         stages.append(
             StagePlan(
                 a,
@@ -298,7 +322,7 @@ def solve_plan(table, profile, submeshes, cluster, micro_batches: int, tolerance
                 submeshes[s],
                 table.configs[s][c],
                 ids,
-                cost,
+                seconds,
                 float(table.fixed_memory[a, b - 1, s, c] + table.activation_memory[a, b - 1, s, c]),
             )
         )
@@ -319,12 +343,19 @@ def _infeasible_message(table, profile, cluster, micro_batches: int) -> str:
     return (
         f"the {cluster.hosts}x{cluster.devices_per_host} cluster cannot hold the model: it needs at least "
         f"{needed / 2**30:.2f} GiB per device (parameters, gradients and optimizer state take "
-        f"{fixed / 2**30:.2f} GiB in all) but devices have {cluster.memory_per_device / 2**30:.2f} GiB; "
-        "use more devices, smaller (more) micro-batches, remat=true or a larger memory-per-device"
+        f"{fixed / 2**30:.2f} GiB in all) but devices have {cluster.device.memory_bytes / 2**30:.2f} GiB; "
+        "use more devices, smaller (more) micro-batches, remat=true or a larger device-memory (bytes)"
     )
 
 
-def _groups(graph: Graph, layer: list[int], part: list[str], free: list[bool], plan: Plan) -> list[Group]:
+def outline_stages(module_op: ir.Operation, layered: LayeredGraph, plan: Plan, micro_batches: int) -> None:
+    """Outlines the plan's stages into @stage_k_{forward,backward,apply} and writes the plan attributes."""
+    outline(layered.graph, _groups(layered, plan), layered.free)
+    attrs.set_inter_op_plan(module_op, plan.ir_plan(micro_batches))
+
+
+def _groups(layered: LayeredGraph, plan: Plan) -> list[Group]:
+    graph, layer, part, free = layered.graph, layered.layer, layered.part, layered.free
     stage_of_layer = {}
     for k, stage in enumerate(plan.stages):
         for lay in range(stage.start_layer, stage.end_layer):

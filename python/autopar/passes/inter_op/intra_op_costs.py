@@ -19,25 +19,23 @@ import time
 import numpy as np
 from jaxlib.mlir import ir
 
+from autopar.cost import ClusterModel
 from autopar.errors import PassError
 from autopar.ir import attrs
-from autopar.passes.inter_op.cluster import Cluster
-from autopar.passes.inter_op.graph import Graph
-from autopar.passes.inter_op.layers import APPLY
+from autopar.passes.inter_op.layers import APPLY, LayeredGraph
 from autopar.passes.inter_op.outline import Group, _build_function, _interface
 
 # (hosts, devices per host, data-parallel p, tensor-parallel q) of one submesh's logical mesh
 MeshKey = tuple[int, int, int, int]
 
 
-def layer_modules(
-    graph: Graph, layer: list[int], part: list[str], free: list[bool], num_layers: int
-) -> list[ir.Module]:
+def layer_modules(layered: LayeredGraph) -> list[ir.Module]:
     """One module per layer whose public @main is the layer's forward + backward ops, without their
     `autopar.layer` numbers (so equal layers print, hash and solve as one)."""
+    graph, layer, part, free = layered.graph, layered.layer, layered.part, layered.free
     block = graph.fn.regions[0].blocks[0]
     returned = set(block.operations[len(block.operations) - 1].operands)
-    members: list[list[int]] = [[] for _ in range(num_layers)]
+    members: list[list[int]] = [[] for _ in range(layered.num_layers)]
     for i in range(len(graph.nodes)):
         if not free[i] and part[i] != APPLY:
             members[layer[i]].append(i)
@@ -56,21 +54,19 @@ def layer_modules(
     return modules
 
 
-def axis_links(mesh: MeshKey, cluster: Cluster) -> tuple[str, str]:
+def axis_links(mesh: MeshKey, cluster: ClusterModel) -> tuple[str, str]:
     """`mesh-alpha`, `mesh-beta` option values for the (p, q) mesh: an axis crossing hosts is slow."""
     alpha, beta = _links(mesh, cluster)
     return ",".join(map(repr, alpha)), ",".join(map(repr, beta))
 
 
-def _links(mesh: MeshKey, cluster: Cluster) -> tuple[list[float], list[float]]:
+def _links(mesh: MeshKey, cluster: ClusterModel) -> tuple[list[float], list[float]]:
     h, d, p, q = mesh
-    p_inter, q_inter = h > 1, q > d
-    alpha = [cluster.inter_alpha if x else cluster.intra_alpha for x in (p_inter, q_inter)]
-    beta = [cluster.inter_beta if x else cluster.intra_beta for x in (p_inter, q_inter)]
-    return alpha, beta
+    model = cluster.mesh((p, q), crosses_hosts=(h > 1, q > d))
+    return list(model.alpha), list(model.beta)
 
 
-def canonical_mesh(mesh: MeshKey, cluster: Cluster) -> tuple[tuple[int, float, float], ...]:
+def canonical_mesh(mesh: MeshKey, cluster: ClusterModel) -> tuple[tuple[int, float, float], ...]:
     """The strategy problem's mesh as (size, alpha, beta) of its axes of size > 1 (size-1 axes are never
     assigned): the logical meshes (n, 1) and (1, n) of one submesh cross the same links, so they are the
     same problem, solved once."""
@@ -134,8 +130,9 @@ def strategy_options(text: str) -> dict[str, object]:
     return out
 
 
-# Process-wide: (layer hash, canonical mesh, device FLOP/s, planning budget, solver) -> seconds. Planning the
-# same model again (other cluster shapes, micro-batch counts, parallelize retracing) reuses every solve.
+# Process-wide: (layer hash, canonical mesh, device FLOP/s and memory bandwidth, planning budget, solver,
+# strategy options) -> seconds. Planning the same model again (other cluster shapes, micro-batch counts,
+# parallelize retracing) reuses every solve.
 _CACHE: dict[tuple, float] = {}
 _CACHE_LIMIT = 1 << 16
 
@@ -148,7 +145,7 @@ def clear_cache() -> None:
 def layer_times(
     modules: list[ir.Module],
     meshes: list[MeshKey],
-    cluster: Cluster,
+    cluster: ClusterModel,
     budget: float,
     time_limit: float,
     solver: str = "auto",
@@ -175,11 +172,12 @@ def layer_times(
     for lay, key in enumerate(keys):
         if key and key not in distinct:
             distinct[key] = lay
+    device = (cluster.device.flops, cluster.device.memory_bandwidth)  # what the estimate reads of it
     for key, lay in distinct.items():
         planning = None
         for mesh, canon, prob in zip(meshes, canonical, problems, strict=True):
             chosen = mesh_solver(canon, solver)
-            cache_key = (key, prob, cluster.device_flops, budget, chosen, *extra)
+            cache_key = (key, prob, device, budget, chosen, *extra)
             if cache_key in _CACHE:
                 hits += 1
                 continue
@@ -188,7 +186,8 @@ def layer_times(
             alpha, beta = axis_links(mesh, cluster)
             cost, _, _ = planning.estimate(
                 (mesh[2], mesh[3]),
-                device_flops=cluster.device_flops,
+                device_flops=cluster.device.flops,
+                device_memory_bandwidth=cluster.device.memory_bandwidth,
                 mesh_alpha=alpha,
                 mesh_beta=beta,
                 planning_budget=budget,
@@ -204,7 +203,7 @@ def layer_times(
         if key:
             for m, (canon, prob) in enumerate(zip(canonical, problems, strict=True)):
                 chosen = mesh_solver(canon, solver)
-                times[lay, m] = _CACHE[(key, prob, cluster.device_flops, budget, chosen, *extra)]
+                times[lay, m] = _CACHE[(key, prob, device, budget, chosen, *extra)]
     stats = {
         "distinct_layers": float(len(distinct)),
         "solves": float(solves),

@@ -19,6 +19,27 @@ from autopar.passes.inter_op.graph import HEAVY_OPS, Graph
 FORWARD, BACKWARD, APPLY = "forward", "backward", "apply"
 
 
+@dataclasses.dataclass(frozen=True)
+class LayeredGraph:
+    """@main's op graph with the layer and part of every op, as autopar-cluster-layers left them: what
+    every phase of autopar-inter-op reads.
+
+    Attributes:
+      graph: the op graph of @main.
+      layer: the layer of each node.
+      part: FORWARD, BACKWARD or APPLY, per node.
+      free: per node, whether it needs no input (constants and what only they feed): such ops are cloned
+        where they are used, never counted as a layer's.
+      num_layers: the number of layers (trailing empty layers included).
+    """
+
+    graph: Graph
+    layer: list[int]
+    part: list[str]
+    free: list[bool]
+    num_layers: int
+
+
 @dataclasses.dataclass
 class Assignment:
     layer: list[int]

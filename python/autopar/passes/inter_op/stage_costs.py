@@ -7,11 +7,13 @@ traffic bytes) and a layer range is the sum of its layers (prefix sums), so the 
 O(L^2 * submeshes * logical meshes) arithmetic and no compile.
 
 Time of a stage per micro-batch on a logical mesh (p data-parallel x q tensor-parallel devices):
-  compute   (forward + backward FLOPs) / B / (p q device_flops)
+  compute   (forward + backward FLOPs) / B / (p q device FLOP/s)
   tensor    all-reduce of the activations of every parameter matmul over q (Megatron: one all-reduce per
             pair of matmuls, forward and backward): alpha_q + 2 (q-1)/q * bytes / B / p * beta_q
   data      gradient all-reduce over p once per iteration, amortised over the B micro-batches
-  apply     optimizer FLOPs / (p q device_flops), amortised over B
+  apply     optimizer FLOPs / (p q device FLOP/s), amortised over B
+Devices and links are the `autopar.cost.ClusterModel`'s: an axis inside a host uses `intra_host`, one
+crossing hosts `inter_host`.
 Memory per device (Alpa's max_n_succ_stages check): (parameters + gradients + optimizer state) / q, plus
 the activations one micro-batch keeps for the backward pass / (p q) times the micro-batches in flight
 (1F1B: a stage with k stages after it holds k + 1 of them, at most B). With `remat` only each layer's
@@ -24,9 +26,10 @@ import dataclasses
 
 import numpy as np
 
-from autopar.passes.inter_op.cluster import Cluster, logical_meshes
+from autopar.cost import ClusterModel
+from autopar.passes.inter_op.cluster import logical_meshes
 from autopar.passes.inter_op.graph import HEAVY_OPS, Graph
-from autopar.passes.inter_op.layers import APPLY, BACKWARD, FORWARD
+from autopar.passes.inter_op.layers import APPLY, BACKWARD, FORWARD, LayeredGraph
 
 
 @dataclasses.dataclass
@@ -60,10 +63,10 @@ class LayerProfile:
         return len(self.compute_flops)
 
 
-def profile_layers(
-    graph: Graph, layer: list[int], part: list[str], num_layers: int, free: list[bool] | None = None
-) -> LayerProfile:
-    free = free if free is not None else [False] * len(graph.nodes)
+def profile_layers(layered: LayeredGraph) -> LayerProfile:
+    """What each layer computes, keeps and reads, for one micro-batch (free ops count as no layer's)."""
+    graph, layer, part, free = layered.graph, layered.layer, layered.part, layered.free
+    num_layers = layered.num_layers
     z = lambda: np.zeros(num_layers)  # noqa: E731
     compute, forward, apply, params, opt, act, inputs, tp = z(), z(), z(), z(), z(), z(), z(), z()
     readers: dict[int, set[str]] = {}
@@ -130,14 +133,10 @@ def _range_max(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _allreduce(bytes_: np.ndarray | float, k: int, alpha: float, beta: float):
-    return 0.0 if k <= 1 else alpha + 2.0 * (k - 1) / k * bytes_ * beta
-
-
 def stage_cost_table(
     profile: LayerProfile,
     submeshes: list[tuple[int, int]],
-    cluster: Cluster,
+    cluster: ClusterModel,
     micro_batches: int,
     max_stages: int,
     layer_time: np.ndarray | None = None,
@@ -170,29 +169,21 @@ def stage_cost_table(
     per_batch = np.full_like(cost, np.inf)
     for s, (h, d) in enumerate(submeshes):
         for c, (p, q) in enumerate(configs[s]):
-            n = p * q
-            q_alpha, q_beta = (
-                (cluster.inter_alpha, cluster.inter_beta)
-                if q > d
-                else (cluster.intra_alpha, cluster.intra_beta)
-            )
-            p_alpha, p_beta = (
-                (cluster.inter_alpha, cluster.inter_beta)
-                if h > 1
-                else (cluster.intra_alpha, cluster.intra_beta)
-            )
+            n, device_flops = p * q, cluster.device.flops
+            q_link = cluster.link(crosses_hosts=q > d)
+            p_link = cluster.link(crosses_hosts=h > 1)
             if layer_time is not None:
-                time = ranges(layer_time[:, s, c]) + apply / B / (n * cluster.device_flops)
+                time = ranges(layer_time[:, s, c]) + apply / B / (n * device_flops)
             else:
-                time = (flops + apply / B) / (n * cluster.device_flops)
-                time = time + _allreduce(tp / p, q, q_alpha, q_beta)
-                time = time + _allreduce(params / q, p, p_alpha, p_beta) / B
-            cost[:, :, s, c] = time + recompute / (n * cluster.device_flops)
+                time = (flops + apply / B) / (n * device_flops)
+                time = time + q_link.all_reduce(tp / p, q)
+                time = time + p_link.all_reduce(params / q, p) / B
+            cost[:, :, s, c] = time + recompute / (n * device_flops)
             fixed[:, :, s, c] = (2 * params + opt) / q + transient / n
             per_batch[:, :, s, c] = saved / n
     # Largest k with fixed + (k + 1) * per_batch <= memory (a stage with k stages after it keeps k + 1
     # micro-batches in flight, at most B).
-    room = cluster.memory_per_device - fixed
+    room = cluster.device.memory_bytes - fixed
     with np.errstate(divide="ignore", invalid="ignore"):
         in_flight = np.where(per_batch > 0, np.floor(room / per_batch), np.inf)
     cap = max(max_stages, 1)

@@ -18,6 +18,7 @@ import numpy as np
 from jaxlib.mlir import ir, passmanager
 from jaxlib.mlir.dialects import sdy
 
+from autopar import cost
 from autopar.errors import PassError
 from autopar.passes.intra_op import config as config_lib
 from autopar.passes.intra_op import emit, graph, problem, solve
@@ -70,8 +71,13 @@ OPTIONS = [
     Option(
         "mesh-beta", str, "", "per-axis seconds per byte: one value or a comma list (default: last axis fast)"
     ),
-    Option("device-flops", float, 1.0e13, "peak FLOP/s of one device"),
-    Option("device-memory-bandwidth", float, 1.0e12, "bytes/s between a device and its memory"),
+    Option("device-flops", float, cost.DEFAULT_DEVICE_FLOPS, "peak FLOP/s of one device"),
+    Option(
+        "device-memory-bandwidth",
+        float,
+        cost.DEFAULT_DEVICE_MEMORY_BANDWIDTH,
+        "bytes/s between a device and its memory",
+    ),
     Option("cluster-profile", str, "", "JSON file overriding device and mesh costs (see docs/intra_op.md)"),
     Option("memory-budget", int, 0, "bytes per device the plan may keep live at once; 0 = no limit"),
     Option("solver", str, "auto", "auto, ilp or heuristic", choices=config_lib.SOLVERS),
