@@ -141,6 +141,38 @@ After (mesh=2x4): as autopar-intra-op's example: `sdy.mesh @mesh = <["x"=2, "y"=
 _LAYERS = {o.name: o for o in _options_of("autopar-cluster-layers")}
 _INTER = _options_of("autopar-inter-op", leave_out=("intra-op-options",))
 _STAGE = _options_of("autopar-shard-stages")
+# Figures of the device both steps read (device-flops, device-memory-bandwidth) whose defaults differ
+# between the passes (docs/cost_model.md): one pipeline option each, handed to both steps when given; at
+# 0 each step keeps its own default, so a pipeline without them plans exactly as its steps do alone.
+_SHARED = tuple(o.name for o in _INTER if o.name in {s.name for s in _STAGE})
+
+
+def _shared_option(name: str) -> Option:
+    inter = next(o for o in _INTER if o.name == name)
+    stage = next(o for o in _STAGE if o.name == name)
+    assert inter.type is stage.type is float, f"{name}: a shared device figure must be a float"
+    return Option(
+        name,
+        float,
+        0.0,
+        f"{inter.help} (0: each step's default, autopar-inter-op {inter.default:g} and "
+        f"autopar-shard-stages {stage.default:g})",
+    )
+
+
+def _forward_given(names: Sequence[str]):
+    """The shared figures among `names` that were given (not 0)."""
+
+    def assignments(opts: types.SimpleNamespace) -> Assignments:
+        given = [(n, getattr(opts, n.replace("-", "_"))) for n in names]
+        return [(n, option_text(v)) for n, v in given if v != 0.0]
+
+    return assignments
+
+
+def _stage_options(opts: types.SimpleNamespace) -> Assignments:
+    own = _forward([o.name for o in _STAGE if o.name not in _SHARED])(opts)
+    return own + _forward_given(_SHARED)(opts)
 
 
 def _inter_op_options(opts: types.SimpleNamespace) -> Assignments:
@@ -148,7 +180,7 @@ def _inter_op_options(opts: types.SimpleNamespace) -> Assignments:
     not at their default), so the stage costs the DP compares are those of the plans the stages get."""
     from autopar.passes.inter_op import intra_op_costs
 
-    out = _forward([o.name for o in _INTER])(opts)
+    out = _forward([o.name for o in _INTER if o.name not in _SHARED])(opts) + _forward_given(_SHARED)(opts)
     given = []
     for option in _STAGE:
         value = getattr(opts, option.attr_name)
@@ -177,8 +209,9 @@ logical mesh (autopar-shard-stages' example); the plan is in autopar.inter_op.* 
     options=[
         Option("layers", int, _LAYERS["num-layers"].default, _LAYERS["num-layers"].help),
         Option("layer-eps", float, _LAYERS["eps"].default, _LAYERS["eps"].help),
-        *_INTER,
-        *_STAGE,
+        *[o for o in _INTER if o.name not in _SHARED],
+        *[o for o in _STAGE if o.name not in _SHARED],
+        *[_shared_option(name) for name in _SHARED],
     ],
     steps_=[
         Step("autopar-inline", "JAX emits func.call for nested jits (relu, ...): plan one flat @main"),
@@ -197,7 +230,7 @@ logical mesh (autopar-shard-stages' example); the plan is in autopar.inter_op.* 
             "autopar-shard-stages",
             "shard every stage on its logical mesh, so the module says how each stage runs and the "
             "runtime only compiles",
-            _forward([o.name for o in _STAGE]),
+            _stage_options,
         ),
     ],
 )
