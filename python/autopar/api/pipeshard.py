@@ -107,7 +107,10 @@ class PipeshardParallel:
         ]
         if isinstance(self.layer_option, AutoLayerOption):
             options.append(f"layers={self.layer_option.layer_num} layer-eps={self.layer_option.eps}")
-        options += [f"device-memory={int(self.memory_per_device_gib * 2**30)}", f"stage-cost={self.stage_cost}"]
+        options += [
+            f"device-memory={int(self.memory_per_device_gib * 2**30)}",
+            f"stage-cost={self.stage_cost}",
+        ]
         if self.submesh_shapes:
             options.append(f"submesh-shapes={','.join(self.submesh_shapes)}")
         if isinstance(self.stage_option, UniformStageOption):
