@@ -24,6 +24,8 @@ from autopar.passes.inter_op import intra_op_costs
 from test_methods import CASES
 
 REPO = Path(__file__).resolve().parents[1]
+# The subprocess imports autopar from where this process did: the installed package, or python/ in-tree.
+PYTHON_DIR = Path(autopar.__file__).resolve().parents[1]
 
 METHODS = {
     "shard-2x4": lambda: autopar.ShardParallel(mesh_shape=(2, 4)),
@@ -72,7 +74,7 @@ def test_autopar_opt_writes_the_module_parallelize_runs(case, method, recorded, 
         ],
         check=True,
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO / "python")},
+        env={**os.environ, "PYTHONPATH": str(PYTHON_DIR)},
     )
     ran = air.to_bytes(lowered.module, air.Emit.TEXT, debug_info=True)
     assert (tmp_path / "out.mlir").read_bytes() == ran
