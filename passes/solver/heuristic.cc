@@ -83,15 +83,6 @@ class Search {
     return is_forbidden(graph_.pair_cost(pr, sol_[pr.a], sol_[pr.b]));
   }
   void repair_forbidden();
-  bool finite_cost(const std::vector<int32_t>& x) const {
-    for (int i = 0; i < p_.num_nodes(); ++i) {
-      if (is_forbidden(graph_.unary[p_.strategy_offset[i] + x[i]])) return false;
-    }
-    for (const auto& pr : graph_.pairs) {
-      if (is_forbidden(graph_.pair_cost(pr, x[pr.a], x[pr.b]))) return false;
-    }
-    return true;
-  }
   void undo(const std::vector<Change>& changes);
   void greedy_init();
   bool repair_memory(bool whole_chains);
@@ -621,7 +612,7 @@ HeuristicResult Search::run(std::span<const int32_t> initial) {
       for (int i = 0; i < p_.num_nodes(); ++i) push(i);
       local_search(/*memory_aware=*/true);
       pair_pass(all_pairs_);
-      if (!finite_cost(sol_)) {
+      if (is_forbidden(exact_cost())) {  // local search left forbidden pairs
         set_solution(stalled);
         if (!repair_memory(/*whole_chains=*/true)) set_solution(min_usage);
       }

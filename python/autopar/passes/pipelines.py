@@ -15,8 +15,7 @@ from collections.abc import Callable, Sequence
 
 from autopar.errors import PipelineError
 from autopar.passes import registry
-from autopar.passes.registry import Option, register_pass
-from autopar.passes.shard_stages import option_text
+from autopar.passes.registry import Option, option_text, register_pass
 
 Assignments = list[tuple[str, str]]
 

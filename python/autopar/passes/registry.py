@@ -54,6 +54,16 @@ class Option:
         return value
 
 
+def option_text(value: object) -> str:
+    """A typed option value as pipeline text, the inverse of Option.parse (floats round-trip through
+    repr): what the named pipelines hand their steps."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
 def _parse_scalar(kind: OptionType, text: str) -> Any:
     try:
         if kind is bool:

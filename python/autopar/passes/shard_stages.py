@@ -13,7 +13,7 @@ from autopar.ir.stages import referenced_meshes, stage_module
 from autopar.passes import registry
 from autopar.passes.intra_op import OPTIONS as INTRA_OP_OPTIONS
 from autopar.passes.intra_op import config as config_lib
-from autopar.passes.registry import register_pass
+from autopar.passes.registry import option_text, register_pass
 
 INTRA_OP_PASS = "autopar-intra-op"
 
@@ -44,15 +44,6 @@ After:
 """
 
 OPTIONS = tuple(o for o in INTRA_OP_OPTIONS if o.name != "mesh")
-
-
-def option_text(value: object) -> str:
-    """A typed option value as pipeline text (floats round-trip exactly through repr)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
 
 
 def _check_options(options: types.SimpleNamespace) -> None:
