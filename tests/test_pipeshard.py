@@ -132,3 +132,94 @@ def test_bad_pipeshard_arguments_are_clear_errors(data):
         autopar.parallelize(sgd_step, method=method)(params, batch)
     with pytest.raises(ValueError, match="layer_option must be"):
         autopar.PipeshardParallel(layer_option="auto")
+
+
+# ---- the micro-batched step equals jax.jit's full-batch step (ir/micro_batch.py labels) --------------------
+
+TWO_STAGES = dict(
+    num_micro_batches=4,
+    layer_option=autopar.AutoLayerOption(layer_num=2),
+    stage_option=autopar.UniformStageOption(num_stages=2),
+)
+
+
+def sum_loss_step(params, batch):
+    """A sum loss (not a mean), per-example predictions, and a PRNG key and a step counter in the batch
+    that must not be cut into micro-batches."""
+    x, y, key, count = batch
+    noise = 0.0 * jax.random.normal(key, ())  # reads the key without changing the result
+    loss, grads = jax.value_and_grad(lambda p: jnp.sum((jnp.tanh(x @ p[0]) @ p[1] - y) ** 2) + noise)(params)
+    preds = jnp.tanh(x @ params[0]) @ params[1]
+    new = [p - 1e-3 * g for p, g in zip(params, grads, strict=True)]
+    return new, loss, preds, jax.random.fold_in(key, count), count + 1
+
+
+def test_sum_losses_per_example_outputs_and_keys_match_jit_over_three_steps(data):
+    params, (x, y) = data
+    params = params[:2]
+    key, count = jax.random.key(7), jnp.int32(0)
+    step = autopar.parallelize(sum_loss_step, method=autopar.PipeshardParallel(**TWO_STAGES))
+    want_params, got_params = params, params
+    for _ in range(3):
+        got = step(got_params, (x, y, key, count))
+        want = jax.jit(sum_loss_step)(want_params, (x, y, key, count))
+        assert got[2].shape == (BATCH, WIDTH)  # concatenated, not averaged
+        assert_trees_close(got[:3], want[:3], rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(jax.random.key_data(got[3]), jax.random.key_data(want[3]))
+        assert int(got[4]) == int(want[4])
+        got_params, want_params = got[0], want[0]
+
+
+def test_donated_arguments_are_deleted_as_jit_deletes_them(data):
+    params, batch = data
+    params = [jnp.array(p) for p in params]
+    step = autopar.parallelize(sgd_step, method=autopar.PipeshardParallel(**TWO_STAGES), donate_argnums=(0,))
+    new_params, _ = step(params, batch)
+    assert all(p.is_deleted() for p in params)
+    assert not any(p.is_deleted() for p in new_params)
+
+
+def test_an_output_that_does_not_combine_is_named_and_can_be_declared(data):
+    params, batch = data
+
+    def step(params, batch):
+        x, y = batch
+        new, loss = sgd_step(params, batch)
+        return new, loss, jnp.log(jnp.mean(x**2))  # a nonlinear function of a mean
+
+    method = autopar.PipeshardParallel(**TWO_STAGES)
+    with pytest.raises(
+        autopar.AutoparError, match=r"output \[2\] .*does not combine exactly.*output_combine"
+    ):
+        autopar.parallelize(step, method=method)(params, batch)
+    declared = autopar.PipeshardParallel(**TWO_STAGES, output_combine={"[2]": "last"})
+    got = autopar.parallelize(step, method=declared)(params, batch)
+    assert_trees_close(got[:2], jax.jit(step)(params, batch)[:2])
+    with pytest.raises(ValueError, match=r"output_combine names output '\[5\]'.*outputs are"):
+        bad = autopar.PipeshardParallel(**TWO_STAGES, output_combine={"[5]": "sum"})
+        autopar.parallelize(step, method=bad)(params, batch)
+    with pytest.raises(ValueError, match="must be one of"):
+        autopar.PipeshardParallel(output_combine={"[0]": "max"})
+
+
+def test_a_batch_statistic_in_the_gradients_is_refused_or_approximated(data):
+    params, (x, y) = data
+
+    def centred_step(params, batch):
+        x, y = batch
+
+        def loss(p):
+            h = jnp.tanh(x @ p[0])
+            return jnp.mean(((h - h.mean(0)) @ p[1] - y) ** 2)
+
+        loss_value, grads = jax.value_and_grad(loss)(params)
+        return [p - 0.1 * g for p, g in zip(params, grads, strict=True)], loss_value
+
+    params = params[:2]
+    with pytest.raises(autopar.AutoparError, match="does not combine exactly.*batch statistic"):
+        autopar.parallelize(centred_step, method=autopar.PipeshardParallel(**TWO_STAGES))(params, (x, y))
+    approx = autopar.PipeshardParallel(**TWO_STAGES, approximate_combine=True)
+    got_params, _ = autopar.parallelize(centred_step, method=approx)(params, (x, y))
+    want_params, _ = jax.jit(centred_step)(params, (x, y))
+    # Alpa's average of per-micro-batch gradients: close to, not equal to, the full-batch step.
+    np.testing.assert_allclose(np.asarray(got_params[0]), np.asarray(want_params[0]), atol=0.05)

@@ -259,6 +259,13 @@ class ParallelizedFunction:
                 "outputs (side effects or tokens?): only pure functions can be parallelized"
             )
         _mark_roles(module, roles, paths)
+        if self._pipeshard and self.method.num_micro_batches > 1:
+            # How each value combines over micro-batches, from the same step at twice the micro-batch.
+            twice = jitted.lower(*self._micro_batch_args(abstract_args, scale=2), **abstract_kwargs)
+            size = pipeshard.batch_size(abstract_args, self.batch_argnums) or 0
+            pipeshard.label_micro_batches(
+                module, module_from_lowered(twice), size // self.method.num_micro_batches
+            )
         lowered_at = time.perf_counter()
         if progress is not None:
             progress.stage("planning")
@@ -295,25 +302,27 @@ class ParallelizedFunction:
         except (PassError, PipelineError) as err:
             raise type(err)(_in_api_terms(str(err), self.method)) from None
 
-    def _micro_batch_args(self, args: tuple[Any, ...]) -> list[Any]:
-        """`args` with every batch leaf (rank >= 1) abstract at 1/B of its dim 0."""
+    def _micro_batch_args(self, args: tuple[Any, ...], scale: int = 1) -> list[Any]:
+        """`args` with every batch leaf abstract at `scale`/B of its dim 0 (pipeshard.is_batch_leaf: PRNG
+        keys and leaves of another leading size stay whole)."""
         B = self.method.num_micro_batches
         names = _positional_names(self.fn, len(args))
+        size = pipeshard.batch_size(args, self.batch_argnums)
         out = list(args)
         for i in self.batch_argnums:
             if i >= len(args):
                 continue
 
             def split(path: Any, x: Any, i: int = i) -> Any:
-                shape, dtype = np.shape(x), x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
-                if len(shape) == 0:
+                if not pipeshard.is_batch_leaf(x, size):
                     return x
+                shape, dtype = np.shape(x), x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
                 if shape[0] % B:
                     raise ArgumentError(
                         f"{names[i]}{jax.tree_util.keystr(path)} has batch dim {shape[0]}, which {B} "
                         f"micro-batches do not divide: use a batch size divisible by num_micro_batches={B}"
                     )
-                return jax.ShapeDtypeStruct((shape[0] // B, *shape[1:]), dtype)
+                return jax.ShapeDtypeStruct((shape[0] // B * scale, *shape[1:]), dtype)
 
             out[i] = jax.tree_util.tree_map_with_path(split, args[i])
         return out
@@ -322,14 +331,16 @@ class ParallelizedFunction:
         self, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic: list[int], avals: list[Any]
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         names = _positional_names(self.fn, len(args))
+        size = pipeshard.batch_size(args, self.batch_argnums)
         roles, paths = [], []
         leaves_with_paths = jax.tree_util.tree_flatten_with_path((tuple(args[i] for i in dynamic), kwargs))[0]
-        for (path, _), aval in zip(leaves_with_paths, avals, strict=True):
+        for (path, leaf), aval in zip(leaves_with_paths, avals, strict=True):
             if path[0].idx == 0:  # a positional argument
                 position = dynamic[path[1].idx]
                 head = names[position]
                 rest = path[2:]
                 is_batch = position in self.batch_argnums and len(aval.shape) >= 1
+                is_batch = is_batch and pipeshard.is_batch_leaf(leaf, size)
             else:  # a keyword argument
                 head, rest, is_batch = str(path[1].key), path[2:], False
             roles.append("batch" if is_batch else "parameter")
@@ -383,7 +394,21 @@ class ParallelizedFunction:
         if entry.executable is None:
             started = time.perf_counter()
             if self._pipeshard:
-                entry.executable = SequentialExecutor(entry.module, self.devices)
+                names = pipeshard.output_paths(entry.out_tree)
+                declared = dict(self.method.output_combine)
+                for path in declared:
+                    if path not in names:
+                        raise ValueError(
+                            f"output_combine names output {path!r}, which {self.__name__} does not return; "
+                            f"its outputs are {names}"
+                        )
+                entry.executable = SequentialExecutor(
+                    entry.module,
+                    self.devices,
+                    output_combine={i: declared[p] for i, p in enumerate(names) if p in declared},
+                    approximate_combine=self.method.approximate_combine,
+                    output_names=names,
+                )
             else:
                 entry.executable = rt_exe.compile(entry.module, self.devices, entry.host_callbacks)
             entry.timings["compile"] = time.perf_counter() - started
@@ -395,6 +420,8 @@ class ParallelizedFunction:
         # Typed PRNG keys travel as their key data, as @main declares them (tensor<2xui32> per key).
         flat = [_key_data(x) for x in jax.tree.leaves((tuple(args[i] for i in dynamic), kwargs))]
         outputs = exe(*flat) if self._pipeshard else exe(flat)
+        if self._pipeshard:  # jax.jit's executables consume donated buffers; the stages copy them
+            _delete_donated([args[i] for i in self.donate_argnums if i < len(args)], outputs)
         outputs = [
             x if impl is None else jax.random.wrap_key_data(x, impl=impl)
             for x, impl in zip(outputs, entry.out_keys, strict=True)
@@ -461,6 +488,14 @@ class Compiled:
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
+
+
+def _delete_donated(donated: list[Any], outputs: Sequence[Any]) -> None:
+    """Deletes the donated arrays, as jax.jit does (an output that is the very same array survives)."""
+    kept = {id(x) for x in outputs}
+    for leaf in jax.tree.leaves(donated):
+        if isinstance(leaf, jax.Array) and id(leaf) not in kept and not leaf.is_deleted():
+            leaf.delete()
 
 
 def _abstract(x: Any) -> jax.ShapeDtypeStruct:

@@ -12,13 +12,14 @@ run one after the other, gradients are averaged and applied once; pipelined sche
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from jaxlib.mlir import ir
 
 from autopar.api.methods import AutoShardingOption
 from autopar.errors import AutoparError
-from autopar.ir import attrs
+from autopar.ir import attrs, micro_batch
 
 PIPESHARD_PIPELINE = "autopar-pipeshard"  # passes/pipelines.py
 
@@ -54,6 +55,10 @@ class PipeshardParallel:
     cluster_shape: (hosts, devices per host) of the devices given to parallelize; None = (1, all).
     auto_sharding_option: autopar-intra-op options for every stage (its mesh is the stage's logical mesh).
     stage_cost: "intra-op" (autopar.passes.intra_op.estimate per layer) or "analytic" (the fast model).
+    output_combine: {output path: "mean" | "sum" | "concat" | "last"} for outputs whose combination over
+      micro-batches autopar cannot infer (the path as jax.tree_util.keystr writes it, e.g. "[1]").
+    approximate_combine: average every value whose combination is not exact (dropout's random bits, a
+      batch statistic) as Alpa does, instead of refusing the step; results then differ from jax.jit.
     """
 
     num_micro_batches: int = 1
@@ -64,8 +69,20 @@ class PipeshardParallel:
     cluster_shape: tuple[int, int] | None = None
     auto_sharding_option: AutoShardingOption = AutoShardingOption()
     stage_cost: Literal["intra-op", "analytic"] = "intra-op"
+    output_combine: Mapping[str, str] | tuple[tuple[str, str], ...] = ()
+    approximate_combine: bool = False
 
     def __post_init__(self) -> None:
+        # Hashable (methods key parallelize's caches): a mapping is kept as sorted pairs.
+        pairs = (
+            self.output_combine.items() if isinstance(self.output_combine, Mapping) else self.output_combine
+        )
+        object.__setattr__(self, "output_combine", tuple(sorted((str(k), str(v)) for k, v in pairs)))
+        for path, how in self.output_combine:
+            if how not in micro_batch.DECLARABLE:
+                raise ValueError(
+                    f"output_combine[{path!r}] must be one of {sorted(micro_batch.DECLARABLE)}, got {how!r}"
+                )
         if self.num_micro_batches < 1:
             raise ValueError(f"num_micro_batches must be >= 1, got {self.num_micro_batches}")
         if self.layer_option != "manual" and not isinstance(self.layer_option, AutoLayerOption):
@@ -201,3 +218,66 @@ def read_plan(
         stages=stages,
         estimated_latency=plan.latency,
     )
+
+
+def label_micro_batches(module: ir.Module, twice: ir.Module, micro_batch_size: int) -> None:
+    """Writes how every value of the micro-batch step `module` combines into the full-batch step
+    (ir/micro_batch.py), from `twice`, the same step lowered at twice the micro-batch. Both are inlined
+    and their CHLO ops rewritten as StableHLO first, as the pipeline would (its autopar-inline then finds
+    nothing to do): the labels sit on the ops the stages run."""
+    from autopar import passes
+
+    for m in (module, twice):
+        passes.run(m, "builtin.module(autopar-inline, func.func(chlo-legalize-to-stablehlo))")
+    try:
+        micro_batch.annotate(module, twice, micro_batch_size)
+    except micro_batch.MicroBatchError as err:
+        raise AutoparError(
+            f"PipeshardParallel cannot split the step into micro-batches: {err} (does it branch on the "
+            "batch size?); use num_micro_batches=1"
+        ) from None
+
+
+def output_paths(out_tree: Any) -> list[str]:
+    """Each output leaf's pytree path as jax.tree_util.keystr writes it ("[1]", "['loss']")."""
+    import jax
+
+    skeleton = jax.tree.unflatten(out_tree, list(range(out_tree.num_leaves)))
+    return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(skeleton)[0]]
+
+
+def batch_size(args: tuple[Any, ...], batch_argnums: tuple[int, ...]) -> int | None:
+    """The examples in a call's batch: the leading size most leaves of the batch arguments share (PRNG
+    keys and scalars left out; a tie goes to the larger size)."""
+    import collections
+
+    import jax
+
+    sizes = collections.Counter(
+        int(leaf.shape[0])
+        for i in batch_argnums
+        if i < len(args)
+        for leaf in jax.tree.leaves(args[i])
+        if _shape(leaf) and not _is_key(leaf)
+    )
+    return max(sizes, key=lambda n: (sizes[n], n)) if sizes else None
+
+
+def is_batch_leaf(leaf: Any, size: int | None) -> bool:
+    """Whether a leaf of a batch argument is split into micro-batches: it has the batch's leading size
+    and is not a PRNG key (a key, a step counter or a table of another size is passed whole)."""
+    shape = _shape(leaf)
+    return bool(shape) and size is not None and shape[0] == size and not _is_key(leaf)
+
+
+def _shape(leaf: Any) -> tuple[int, ...]:
+    import numpy as np
+
+    return tuple(getattr(leaf, "shape", np.shape(leaf)))
+
+
+def _is_key(leaf: Any) -> bool:
+    import jax
+
+    dtype = getattr(leaf, "dtype", None)
+    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)

@@ -33,6 +33,11 @@ LAYER = "autopar.layer"  # i64 layer of a top-level op: cluster_layers.py -> int
 # (inter_op.py -> runtime/sequential.py)
 PART = "autopar.part"
 
+# How a value of the micro-batch step combines into the full-batch step, written on @main's ops by
+# ir/micro_batch.py (parallelize, PipeshardParallel), read by runtime/sequential.py:
+MICRO_BATCH = "autopar.micro_batch"  # [string] one label per op result ("same", "mean", "concat:0", ...)
+MICRO_BATCH_SIZE = "autopar.micro_batch_size"  # i64 module attribute: m, the examples the labels are for
+
 # Module attribute of the layer clustering, cluster_layers.py -> inter_op.py:
 NUM_LAYERS = "autopar.num_layers"  # i64 layer count (trailing layers may be empty)
 
@@ -63,6 +68,8 @@ ALL = (
     PIPELINE_BOUNDARY,
     LAYER,
     PART,
+    MICRO_BATCH,
+    MICRO_BATCH_SIZE,
     NUM_LAYERS,
     INTER_OP_PLAN,
     INTER_OP_LATENCY,
@@ -325,6 +332,29 @@ def get_inter_op_plan(module_op: ir.Operation | ir.OpView) -> InterOpPlan | None
 def get_micro_batches(module_op: ir.Operation | ir.OpView) -> int | None:
     """The runtime needs only B (its caller may also pass one of its own)."""
     attr = _get(module_op, INTER_OP_MICRO_BATCHES)
+    return ir.IntegerAttr(attr).value if attr is not None else None
+
+
+# ---- micro-batch combination labels ----------------------------------------------------------------------
+
+
+def set_micro_batch_labels(op: ir.Operation | ir.OpView, labels: Sequence[str]) -> None:
+    with op.context:
+        op.attributes[MICRO_BATCH] = ir.ArrayAttr.get([ir.StringAttr.get(x) for x in labels])
+
+
+def get_micro_batch_labels(op: ir.Operation | ir.OpView) -> tuple[str, ...] | None:
+    attr = _get(op, MICRO_BATCH)
+    return tuple(ir.StringAttr(x).value for x in ir.ArrayAttr(attr)) if attr is not None else None
+
+
+def set_micro_batch_size(module_op: ir.Operation | ir.OpView, size: int) -> None:
+    module_op.attributes[MICRO_BATCH_SIZE] = _i64(size, module_op.context)
+
+
+def get_micro_batch_size(module_op: ir.Operation | ir.OpView) -> int | None:
+    """Present when the module's ops carry micro-batch labels (absent: nobody classified them)."""
+    attr = _get(module_op, MICRO_BATCH_SIZE)
     return ir.IntegerAttr(attr).value if attr is not None else None
 
 

@@ -9,16 +9,18 @@ output of autopar-inter-op alone) runs replicated over its devices.
 
 Micro-batches (no pipelining yet): `@main` is the step for ONE micro-batch (what `autopar-inter-op` plans).
 Arguments marked `autopar.batch` arrive with B times the module's batch dim; the executor runs the forward
-and backward parts once per micro-batch on its slice, accumulates every value those parts hand to the
-apply parts or to `@main`'s results (gradients, loss), averages them over the B micro-batches (Alpa's
-`apply_grad_get_mean`: exact for losses that are means over the batch) and runs the apply parts once.
-Non-float accumulated values keep the last micro-batch's value.
+and backward parts once per micro-batch on its slice, combines every value those parts hand to the apply
+parts or to `@main`'s results as its `autopar.micro_batch` label says (ir/micro_batch.py: a mean is
+averaged, a sum summed, a per-example output concatenated, a value equal in every micro-batch taken
+once), and runs the apply parts once. A value whose combination is not exact is refused when the
+executor is built, naming it, unless the caller declares it (`output_combine`) or accepts Alpa's average
+(`approximate_combine=True`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -26,8 +28,9 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 from jaxlib.mlir import ir
 
-from autopar.errors import AutoparError
+from autopar.errors import AutoparError, format_location
 from autopar.ir import attrs
+from autopar.ir.micro_batch import DECLARABLE
 from autopar.ir.stages import stage_module
 from autopar.runtime import executable as rt_exe
 from autopar.runtime import shardings as sh
@@ -35,6 +38,10 @@ from autopar.runtime import shardings as sh
 
 class ExecutionError(AutoparError):
     """A stage module could not be compiled or run (names the stage)."""
+
+
+class MicroBatchCombineError(ExecutionError):
+    """A value of the micro-batch step does not combine exactly into the full-batch step's value."""
 
 
 @dataclasses.dataclass
@@ -45,6 +52,7 @@ class _Call:
     operands: list[ir.Value]
     results: list[ir.Value]
     part: str
+    function: ir.Operation
 
 
 class SequentialExecutor:
@@ -54,6 +62,9 @@ class SequentialExecutor:
       module: the output of autopar-inter-op (not modified).
       devices: the cluster's devices in id order (default: jax.devices()).
       num_micro_batches: B; default the module's `autopar.inter_op.micro_batches`.
+      output_combine: output index -> "mean" | "sum" | "concat" | "last", overriding its label.
+      approximate_combine: average the values whose combination is not exact instead of refusing them.
+      output_names: the outputs' pytree paths, for messages (default "[<i>]").
     """
 
     def __init__(
@@ -62,6 +73,9 @@ class SequentialExecutor:
         devices: Sequence[Any] | None = None,
         *,
         num_micro_batches: int | None = None,
+        output_combine: Mapping[int, str] | None = None,
+        approximate_combine: bool = False,
+        output_names: Sequence[str] | None = None,
     ):
         self._devices = list(devices) if devices is not None else jax.devices()
         self._main, funcs = _split(module)
@@ -75,6 +89,16 @@ class SequentialExecutor:
         self._batch_args = _batch_arguments(self._main)
         self._calls, self._returns = self._read_main(block, funcs)
         self._accumulated = self._values_to_accumulate()
+        self._labelled = attrs.get_micro_batch_size(module.operation) is not None
+        self._output_names = list(output_names or [f"[{i}]" for i in range(len(self._returns))])
+        self._combine = (
+            {
+                v: self._combination(v, dict(output_combine or {}), approximate_combine)
+                for v in self._accumulated
+            }
+            if num_micro_batches > 1
+            else {}
+        )
         self._stages = {name: self._compile(name, fn) for name, fn in funcs.items()}
 
     @property
@@ -103,9 +127,9 @@ class SequentialExecutor:
                 if call.part != "apply":
                     self._run(call, local)
             for v in self._accumulated:
-                sums[v] = local[v] if m == 0 else sums[v] + local[v]
-        for v, total in sums.items():
-            env[v] = total / B if jnp.issubdtype(total.dtype, jnp.inexact) else local[v]
+                sums.setdefault(v, []).append(local[v])
+        for v, values in sums.items():
+            env[v] = _combine(self._combine.get(v, "same"), values)
         for call in self._calls:
             if call.part == "apply":
                 self._run(call, env)
@@ -127,7 +151,7 @@ class SequentialExecutor:
             if callee not in funcs:
                 raise ExecutionError(f"@main calls @{callee}, which has no {attrs.MESH}")
             part = attrs.get_part(funcs[callee]) or ""
-            calls.append(_Call(callee, list(op.operands), list(op.results), part))
+            calls.append(_Call(callee, list(op.operands), list(op.results), part, funcs[callee]))
         raise ExecutionError("@main has no return")
 
     def _values_to_accumulate(self) -> list[ir.Value]:
@@ -135,6 +159,50 @@ class SequentialExecutor:
         produced = [v for c in self._calls if c.part != "apply" for v in c.results]
         read_once = {v for c in self._calls if c.part == "apply" for v in c.operands} | set(self._returns)
         return [v for v in produced if v in read_once]
+
+    def _combination(self, value: ir.Value, declared: dict[int, str], approximate: bool) -> str:
+        """The label that says how `value`'s B micro-batch values combine; refuses inexact ones."""
+        outputs = [i for i, r in enumerate(self._returns) if r == value]
+        read_by_apply = any(value in c.operands for c in self._calls if c.part == "apply")
+        for i in outputs:
+            if i in declared:
+                if declared[i] not in DECLARABLE:
+                    raise MicroBatchCombineError(
+                        f"output {self._output_names[i]}: combine it by one of {sorted(DECLARABLE)}, not "
+                        f"{declared[i]!r}"
+                    )
+                return DECLARABLE[declared[i]]
+        if not self._labelled:
+            raise MicroBatchCombineError(
+                f"{self.num_micro_batches} micro-batches but the module's ops carry no {attrs.MICRO_BATCH} "
+                "labels (how each value combines into the full batch): plan it with autopar.parallelize, "
+                "or run one micro-batch"
+            )
+        label, where = _label_of(value, self._calls, self._args, self._batch_args)
+        exact = label in ("same", "mean", "sum") or label.startswith(("sum:", "concat:"))
+        if label.startswith("concat:") and read_by_apply:
+            exact = False  # an apply part planned for one micro-batch cannot read the whole batch
+        if exact:
+            return label
+        if approximate and not label.startswith("concat:"):
+            return "mean"
+        what = (
+            f"output {self._output_names[outputs[0]]}"
+            if outputs
+            else "a value the apply step reads (a gradient?)"
+        )
+        why = label.split(":", 1)[1] if label.startswith("unknown:") else f"it is {label!r}"
+        hint = (
+            f"declare how it combines with output_combine={{{self._output_names[outputs[0]]!r}: "
+            "'mean' | 'sum' | 'concat' | 'last'}, "
+            if outputs
+            else ""
+        )
+        raise MicroBatchCombineError(
+            f"{what}{f' (computed at {where})' if where else ''} does not combine exactly over "
+            f"{self.num_micro_batches} micro-batches: {why}; {hint}average it as Alpa does with "
+            "approximate_combine=True, or use num_micro_batches=1"
+        )
 
     def _micro_batches(self, args: Sequence[Any]) -> dict[int, list[Any]]:
         B = self.num_micro_batches
@@ -191,6 +259,84 @@ class SequentialExecutor:
             return rt_exe.compile(module, devices)
         except Exception as err:  # XLA raises XlaRuntimeError with a multi-line message
             raise ExecutionError(f"XLA could not compile @{name}: {str(err).splitlines()[0]}") from None
+
+
+def _label_of(
+    value: ir.Value, calls: list[_Call], args: list[ir.Value], batch_args: list[int]
+) -> tuple[str, str]:
+    """(label, location) of a value of @main: its defining op's `autopar.micro_batch` label inside the
+    stage function that returns it. Ops without a label are the same in every micro-batch when all their
+    operands are (ir/micro_batch.py labels only the others); an op on example data without one was added
+    after labelling and cannot be trusted."""
+    for i, arg in enumerate(args):
+        if arg == value:
+            return ("concat:0" if i in batch_args else "same"), ""
+    call = next(c for c in calls if value in c.results)
+    block = call.function.regions[0].blocks[0]
+    returned = list(block.operations)[-1].operation.operands[call.results.index(value)]
+
+    def argument_label(number: int) -> str:
+        return _label_of(call.operands[number], calls, args, batch_args)[0]
+
+    owner = returned.owner
+    where = "" if isinstance(owner, ir.Block) else format_location(owner.location)
+    return _value_label(returned, argument_label, {}), where
+
+
+# Ops added after labelling (Shardy's constraints, canonicalization's reshapes) that carry their operand's
+# label.
+_CARRYING = {
+    "sdy.sharding_constraint",
+    "sdy.reshard",
+    "stablehlo.reshape",
+    "stablehlo.transpose",
+    "stablehlo.convert",
+    "stablehlo.broadcast_in_dim",
+    "stablehlo.copy",
+}
+_SHARDY = {"sdy.sharding_constraint", "sdy.reshard"}
+
+
+def _value_label(value: ir.Value, argument_label: Callable[[int], str], memo: dict[ir.Value, str]) -> str:
+    """The `autopar.micro_batch` label of a value inside a stage function."""
+    if value in memo:
+        return memo[value]
+    owner = value.owner
+    if isinstance(owner, ir.Block):  # an argument of the stage function: the caller's value
+        label = argument_label(value.arg_number)
+    elif (labels := attrs.get_micro_batch_labels(owner)) is not None:
+        label = labels[value.result_number]
+    else:
+        inner = [_value_label(v, argument_label, memo) for v in owner.operands]
+        live = [x for x in inner if x != "same"]
+        if not live:
+            label = "same"
+        elif owner.name in _CARRYING and len(live) == 1:
+            # A reshape or transpose may move the batch dim: a per-example value is then not concatenated.
+            moved = live[0].startswith("concat:") and owner.name not in _SHARDY
+            label = "batch" if moved else live[0]
+        else:
+            label = f"unknown:{owner.name} on example data was added after labelling"
+    memo[value] = label
+    return label
+
+
+def _combine(label: str, values: list[Any]) -> Any:
+    """The full-batch value of B micro-batch values with combination `label`."""
+    B = len(values)
+    if label == "same":
+        return values[-1]
+    if label.startswith("concat:"):
+        return jnp.concatenate(values, axis=int(label.split(":")[1]))
+    total = values[0]
+    for v in values[1:]:
+        total = total + v
+    if label == "sum":
+        return total
+    if label == "mean":
+        return total / B if jnp.issubdtype(total.dtype, jnp.inexact) else total // B
+    power = int(label.split(":")[1])  # "sum:<p>": B**p times the sum
+    return total * (float(B) ** power)
 
 
 def _batch_arguments(main: ir.Operation) -> list[int]:

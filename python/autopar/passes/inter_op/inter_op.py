@@ -18,6 +18,7 @@ from autopar.passes.inter_op.layers import APPLY, BACKWARD, FORWARD, LayeredGrap
 from autopar.passes.inter_op.outline import Group, outline
 from autopar.passes.inter_op.plan import Plan, StagePlan
 from autopar.passes.inter_op.stage_costs import CostTable, LayerProfile, profile_layers, stage_cost_table
+from autopar.passes.intra_op import drop_empty_meshes
 from autopar.passes.registry import Option, register_pass
 
 DESCRIPTION = """
@@ -133,6 +134,7 @@ After (cluster=1x2 micro-batches=4):
 )
 def inter_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
     with module_op.context, ir.Location.unknown():
+        drop_empty_meshes(module_op)  # JAX's "unsharded" constraints on PRNG keys: stages start unsharded
         layered = read_layers(module_op)
         cluster = cluster_from_options(options)
         submeshes = submeshes_from_options(options, cluster, layered.num_layers)

@@ -122,7 +122,7 @@ def intra_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
     start = time.perf_counter()
     config = config_lib.from_options(options)
     func_op = _main_func(module_op)
-    _drop_empty_meshes(module_op)
+    drop_empty_meshes(module_op)
     _check_unannotated(module_op, config)
     added_rules = _populate_rules(module_op)
     try:
@@ -319,7 +319,7 @@ def _unused_axes(prob: problem.Problem, solution: solve.Solution, config: config
     return remarks
 
 
-def _drop_empty_meshes(module_op: ir.Operation) -> None:
+def drop_empty_meshes(module_op: ir.Operation) -> None:
     """JAX writes `sdy.mesh @empty_mesh = <[]>` and constraints on it into modules that shard nothing (a
     `jax.random.key` argument, say): they say "unsharded", which is what planning starts from, so they go.
     Maximal meshes (`<[], device_ids=[0]>`, where `jax.debug.print` runs its callback) have no axes either

@@ -1,0 +1,275 @@
+"""The per-op rules of ir/micro_batch.py: how each StableHLO op maps its operands' kinds (zero, const(p),
+batch(p), sum(p), unknown) to its results' kinds. Each rule reads the op at m examples (`a`) and, where
+shapes or constants matter, its twin at 2m (`b`); `it` is the interpreter (batch dims, nested blocks).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from jaxlib.mlir import ir
+
+from autopar.ir.micro_batch import SAME, ZERO, Kind, join, terminator, unknown
+
+if TYPE_CHECKING:
+    from autopar.ir.micro_batch import Interpreter
+
+# ---- rules ------------------------------------------------------------------------------------------
+
+
+def _multiply(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
+    x, y = ins
+    if x.tag == "zero" or y.tag == "zero":
+        return [ZERO]
+    return [_product(a.name, x, y, sign=1)]
+
+
+def _divide(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
+    x, y = ins
+    if x.tag == "zero":
+        return [ZERO]
+    if y.tag == "sum":
+        return [unknown("a division by a sum over the examples (a weighted mean does not combine exactly)")]
+    return [_product(a.name, x, y, sign=-1)]
+
+
+def _product(name: str, x: Kind, y: Kind, sign: int) -> Kind:
+    if x.degree is None or y.degree is None:
+        return unknown(f"{name} by a value that is not a power of the micro-batch size")
+    degree = x.degree + sign * y.degree
+    tags = {x.tag, y.tag}
+    if "sum" in tags:
+        if tags == {"sum"}:
+            return unknown(f"{name} of two sums over the examples")
+        s, c = (x, y) if x.tag == "sum" else (y, x)
+        if c.tag != "const":
+            return unknown(f"{name} of a sum and a per-example value")
+        if s.affine and c.degree != 0:
+            return unknown(f"{name} of a mean with a constant term by a power of the batch size")
+        return Kind("sum", degree, s.affine)
+    if "batch" in tags:
+        return Kind("batch", degree)
+    return Kind("const", degree)
+
+
+def _broadcast(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
+    k = ins[0]
+    if k.tag == "sum" and it.batch_dims(a.results[0]):
+        return [unknown("a sum over the examples fed back into each example (a batch statistic)")]
+    if k.tag == "batch":
+        return [it.reshaped(a, k)]
+    return [k]
+
+
+def _reduce_body(a: ir.Operation) -> str:
+    """The combining op of a reduce-like op's body ("stablehlo.add", ...)."""
+    body = a.regions[-1].blocks[0]
+    names = [op.operation.name for op in body.operations if op.operation.name != "stablehlo.return"]
+    return names[0] if len(names) == 1 else "?"
+
+
+def _reduce(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
+    n = len(a.results)
+    data = ins[:n]
+    dims = list(ir.DenseI64ArrayAttr(a.attributes["dimensions"]))
+    reduced_batch = any(d in it.batch_dims(a.operands[0]) for d in dims)
+    body = _reduce_body(a)
+    if n != 1:
+        if reduced_batch or any(k.tag == "sum" or (k.tag == "batch" and k.degree != 0) for k in data):
+            return [unknown("a multi-operand reduction (argmax, ...) over example data")] * n
+        return [Kind("batch", 0) if it.batch_dims(r) else SAME for r in a.results]
+    k = data[0]
+    if not reduced_batch:
+        if k.tag == "sum" and body != "stablehlo.add":
+            return [unknown(f"a {body} reduction of a sum over the examples")]
+        return [k]
+    if body != "stablehlo.add":
+        return [unknown(f"a {body} reduction over the batch dim (only sums and means combine)")]
+    if it.batch_dims(a.results[0]):
+        return [unknown("a reduction over part of the batch dims")]
+    if k.tag != "batch":
+        return [unknown(f"a sum over the batch dim of a {k.tag} value")]
+    return [Kind("sum", k.degree)]
+
+
+def _dot_general(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
+    x, y = ins[:2]
+    if x.tag == "zero" or y.tag == "zero":
+        return [ZERO]
+    if x.degree is None or y.degree is None:
+        return [unknown("a dot of a value that is not a power of the micro-batch size")]
+    result_batch = it.batch_dims(a.results[0])
+    lhs_batch, rhs_batch = it.batch_dims(a.operands[0]), it.batch_dims(a.operands[1])
+    degree = x.degree + y.degree
+    if "sum" in (x.tag, y.tag):
+        other = y if x.tag == "sum" else x
+        if other.tag != "const" or result_batch:
+            return [unknown("a dot of a sum over the examples and a per-example value")]
+        return [Kind("sum", degree, False)]
+    if lhs_batch and rhs_batch:
+        contracted = _dot_dims(a)
+        paired = _paired_batch_dims(lhs_batch, rhs_batch, contracted)
+        if paired is None:
+            return [unknown("a dot that pairs different examples")]
+        if paired == "contracting":
+            return [Kind("sum", degree) if not result_batch else unknown("a dot over part of the batch dims")]
+        return [Kind("batch", degree)]
+    if not result_batch:
+        return [unknown("a dot whose result drops the batch dim of one operand")]
+    return [Kind("batch", degree)]
+
+
+def _dot_dims(a: ir.Operation) -> dict[str, list[int]]:
+    text = str(a.attributes["dot_dimension_numbers"])
+    out: dict[str, list[int]] = {}
+    for key in (
+        "lhs_batching_dimensions",
+        "rhs_batching_dimensions",
+        "lhs_contracting_dimensions",
+        "rhs_contracting_dimensions",
+    ):
+        out[key] = []
+        if key in text:
+            part = text.split(key, 1)[1].split("[", 1)[1].split("]", 1)[0]
+            out[key] = [int(t) for t in part.split(",") if t.strip()]
+    return out
+
+
+def _paired_batch_dims(lhs: list[int], rhs: list[int], dims: dict[str, list[int]]) -> str | None:
+    """ "contracting" when every batch dim of both operands is contracted, "batching" when every one is a
+    batching dim (attention's per-example dots), None when examples would be paired across."""
+    for kind in ("contracting", "batching"):
+        lhs_dims, rhs_dims = dims[f"lhs_{kind}_dimensions"], dims[f"rhs_{kind}_dimensions"]
+        if set(lhs) <= set(lhs_dims) and set(rhs) <= set(rhs_dims):
+            pairs = {(lhs_dims.index(d), rhs_dims.index(e)) for d in lhs for e in rhs}
+            if (
+                all(i == j for i, j in pairs)
+                or len(lhs) == len(rhs) == 1
+                and lhs_dims.index(lhs[0]) == rhs_dims.index(rhs[0])
+            ):
+                return kind
+    return None
+
+
+def _select(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
+    pred, x, y = ins
+    if pred.tag == "sum" or pred.degree != 0 and pred.tag != "zero":
+        return [unknown("a select on a predicate that depends on a sum over the examples")]
+    out = it.added(a, x, y) if x.tag != "zero" and y.tag != "zero" else (y if x.tag == "zero" else x)
+    if out.tag == "const" and pred.tag == "batch":
+        out = Kind("batch", out.degree)
+    if out.tag == "sum" and pred.tag == "batch":
+        return [unknown("a select between sums on a per-example predicate")]
+    return [it.reshaped(a, out) if out.tag == "batch" else out]
+
+
+def _iota(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
+    dim = ir.IntegerAttr(a.attributes["iota_dimension"]).value
+    batch = it.batch_dims(a.results[0])
+    if dim in batch:
+        return [unknown("an iota over the batch dim (an index of the example within its micro-batch)")]
+    return [Kind("batch", 0) if batch else SAME]
+
+
+def _gather(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
+    data, index = ins[0], ins[1]
+    if "sum" in (data.tag, index.tag) or index.degree != 0 and index.tag != "zero":
+        return [unknown(f"{a.name} with a sum over the examples")]
+    if (data.tag == "batch" or index.tag == "batch") and not it.batch_dims(a.results[0]):
+        return [unknown(f"{a.name} picks single examples out of the batch")]
+    if data.tag == "zero":
+        return [ZERO]
+    if data.tag == "batch" or index.tag == "batch":
+        return [Kind("batch", data.degree if data.tag != "zero" else 0)]
+    return [data]
+
+
+def _scatter(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
+    if len(a.results) != 1:
+        return [unknown("a multi-operand scatter")] * len(a.results)
+    target, index, update = ins
+    body = _reduce_body(a)
+    if index.tag == "sum" or (index.tag != "zero" and index.degree != 0):
+        return [unknown("a scatter with indices that scale with the batch")]
+    if it.batch_dims(a.results[0]):
+        out = (
+            it.added(a, target, update) if body == "stablehlo.add" else unknown("a scatter into example data")
+        )
+        return [Kind("batch", out.degree) if out.tag == "const" else out]
+    if update.tag == "batch":
+        if body != "stablehlo.add":
+            return [unknown(f"a {body} scatter of example data")]
+        return [it.added(a, target, Kind("sum", update.degree))]
+    return [it.added(a, target, update) if body == "stablehlo.add" else unknown(f"a {body} scatter")]
+
+
+def _convolution(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
+    x, y = ins[:2]
+    if x.tag == "zero" or y.tag == "zero":
+        return [ZERO]
+    if "sum" in (x.tag, y.tag) or x.degree is None or y.degree is None:
+        return [unknown("a convolution of a sum over the examples")]
+    degree = x.degree + y.degree
+    if x.tag == y.tag == "batch":  # the kernel gradient: examples contracted
+        if it.batch_dims(a.results[0]):
+            return [unknown("a convolution that pairs examples")]
+        return [Kind("sum", degree)]
+    if not it.batch_dims(a.results[0]):
+        return [unknown("a convolution whose result drops the batch dim")]
+    return [Kind("batch", degree)]
+
+
+def _custom_call(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
+    target = ir.StringAttr(a.attributes["call_target_name"]).value
+    if target in ("Sharding", "SPMDFullToShardShape", "SPMDShardToFullShape") and len(ins) == 1:
+        return [ins[0]]
+    return [unknown(f"custom_call @{target} on example data")] * len(a.results)
+
+
+def _while(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
+    """Iterates the body's kinds to a fixpoint from the initial carried values (at most 8 rounds)."""
+    cond_a, body_a = a.regions[0].blocks[0], a.regions[1].blocks[0]
+    cond_b, body_b = b.regions[0].blocks[0], b.regions[1].blocks[0]
+    carried = list(ins)
+    for _ in range(8):
+        for block_a, block_b in ((cond_a, cond_b), (body_a, body_b)):
+            for arg_a, arg_b, k in zip(block_a.arguments, block_b.arguments, carried, strict=True):
+                it.bind(arg_a, arg_b, k)
+            it.run_block(block_a, block_b)
+        cond_out = it.kind(terminator(cond_a).operands[0])
+        if cond_out.tag == "sum" or cond_out.tag == "unknown" or cond_out.tag == "batch":
+            return [unknown("a loop whose trip count depends on the examples")] * len(a.results)
+        new = [join(k, it.kind(v)) for k, v in zip(carried, terminator(body_a).operands, strict=True)]
+        if new == carried:
+            return carried
+        carried = new
+    return [unknown("a loop whose carried values do not settle")] * len(a.results)
+
+
+def _case(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
+    if ins[0].tag not in ("zero", "const"):
+        return [unknown("a branch on example data")] * len(a.results)
+    outs: list[Kind] | None = None
+    for region_a, region_b in zip(a.regions, b.regions, strict=True):
+        it.run_block(region_a.blocks[0], region_b.blocks[0])
+        kinds = [it.kind(v) for v in terminator(region_a.blocks[0]).operands]
+        outs = kinds if outs is None else [join(x, y) for x, y in zip(outs, kinds, strict=True)]
+    return outs or []
+
+
+HANDLERS = {
+    "stablehlo.multiply": _multiply,
+    "stablehlo.divide": _divide,
+    "stablehlo.broadcast_in_dim": _broadcast,
+    "stablehlo.reduce": _reduce,
+    "stablehlo.dot_general": _dot_general,
+    "stablehlo.select": _select,
+    "stablehlo.iota": _iota,
+    "stablehlo.gather": _gather,
+    "stablehlo.scatter": _scatter,
+    "stablehlo.convolution": _convolution,
+    "stablehlo.custom_call": _custom_call,
+    "stablehlo.while": _while,
+    "stablehlo.case": _case,
+    "stablehlo.if": _case,
+}

@@ -1,0 +1,175 @@
+"""ir/micro_batch.py: how each value of a micro-batch step combines into the full-batch step, read from
+two lowerings of the step (at m and 2m examples). Each case is a small step whose right combination is
+known by hand."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+from autopar import passes
+from autopar.ir import attrs, micro_batch
+from autopar.ir.lowering import module_from_lowered
+
+W = [jnp.ones((8, 8), jnp.float32) * 0.1, jnp.ones((8, 8), jnp.float32) * 0.2]
+
+
+def _inlined(fn, *args):
+    module = module_from_lowered(jax.jit(fn, keep_unused=True).lower(*args))
+    passes.run(module, "builtin.module(autopar-inline, func.func(chlo-legalize-to-stablehlo))")
+    return module
+
+
+def output_labels(fn, make_args, m=4):
+    """The label of each @main result of fn, lowered at m and 2m examples."""
+    small, large = _inlined(fn, *make_args(m)), _inlined(fn, *make_args(2 * m))
+    micro_batch.annotate(small, large, m)
+    main = micro_batch._main(small)
+    ret = list(main.regions[0].blocks[0].operations)[-1].operation
+    out = []
+    for value in ret.operands:
+        owner = value.owner
+        if hasattr(owner, "arguments"):  # a block argument
+            out.append("argument")
+            continue
+        labels = attrs.get_micro_batch_labels(owner)
+        out.append(labels[value.result_number] if labels else "same")
+    return out
+
+
+def batch(m):
+    return W, jnp.ones((m, 8), jnp.float32), jnp.ones((m, 8), jnp.float32)
+
+
+def mlp(params, x):
+    for w in params:
+        x = jnp.tanh(x @ w)
+    return x
+
+
+def test_mean_loss_and_its_gradients_are_means():
+    def step(params, x, y):
+        return jax.value_and_grad(lambda p: jnp.mean((mlp(p, x) - y) ** 2))(params)
+
+    assert output_labels(step, batch) == ["mean", "mean", "mean"]
+
+
+def test_sum_loss_and_its_gradients_are_sums():
+    def step(params, x, y):
+        return jax.value_and_grad(lambda p: jnp.sum(jax.nn.relu(mlp(p, x) - y) ** 2))(params)
+
+    assert output_labels(step, batch) == ["sum", "sum", "sum"]
+
+
+def test_per_example_outputs_concatenate_along_their_batch_dim():
+    def step(params, x, y):
+        return mlp(params, x), (mlp(params, x) @ params[0]).T, params[0] * 2.0
+
+    assert output_labels(step, batch) == ["concat:0", "concat:1", "same"]
+
+
+def test_a_weight_decay_term_keeps_a_mean_a_mean():
+    def step(params, x, y):
+        def loss(p):
+            return jnp.mean((mlp(p, x) - y) ** 2) + 1e-3 * sum(jnp.sum(w**2) for w in p)
+
+        return jax.value_and_grad(loss)(params)
+
+    assert output_labels(step, batch) == ["mean", "mean", "mean"]
+
+
+def test_nonlinear_functions_of_means_and_batch_statistics_are_unknown():
+    def log_of_mean(params, x, y):
+        return jnp.log(jnp.mean(mlp(params, x) ** 2))
+
+    def batch_norm(params, x, y):
+        h = x @ params[0]
+        h = (h - h.mean(0)) / (h.std(0) + 1e-5)
+        return jnp.mean(h**2), jax.grad(lambda p: jnp.mean(((x @ p[0]) - (x @ p[0]).mean(0)) ** 2))(params)
+
+    def weighted_mean(params, x, y):
+        w = jnp.abs(y[:, 0]) + 1.0
+        return jnp.sum(w * jnp.sum(mlp(params, x), axis=1)) / jnp.sum(w)
+
+    def first_example(params, x, y):
+        return mlp(params, x)[0]
+
+    for fn in (log_of_mean, batch_norm, weighted_mean, first_example):
+        labels = output_labels(fn, batch)
+        if fn is batch_norm:  # the gradient of the unused second weight is zero: the same everywhere
+            assert labels[2] == "same"
+            labels = labels[:2]
+        assert all(label.startswith("unknown:") for label in labels), (fn.__name__, labels)
+
+
+def test_integer_counts_are_sums_and_argmax_stays_per_example():
+    def step(params, x, y):
+        pred = jnp.argmax(mlp(params, x), axis=-1)
+        return jnp.sum(pred == jnp.argmax(y, axis=-1)), pred
+
+    assert output_labels(step, batch) == ["sum", "concat:0"]
+
+
+def test_a_prng_key_argument_and_dropout_bits():
+    def step(params, x, y, key):
+        keep = jax.random.bernoulli(key, 0.9, x.shape)
+        return jnp.mean(mlp(params, jnp.where(keep, x, 0.0))), jax.random.split(key)[0]
+
+    labels = output_labels(step, lambda m: (*batch(m), jax.random.key_data(jax.random.key(0))))
+    # Dropout's bits over the batch are not the concatenation of per-micro-batch bits.
+    assert labels[0].startswith("unknown:") and labels[1] == "same"
+
+
+def test_gradients_of_a_flax_model_are_means():
+    nn = pytest.importorskip("flax.linen")
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.LayerNorm()(nn.gelu(nn.Dense(16)(x)))
+            return nn.Dense(4)(x)
+
+    model = Net()
+    params = model.init(jax.random.key(0), jnp.ones((1, 8)))
+
+    def step(params, x, y):
+        return jax.value_and_grad(lambda p: optax.l2_loss(model.apply(p, x), y).mean())(params)
+
+    labels = output_labels(step, lambda m: (params, jnp.ones((m, 8)), jnp.ones((m, 4))), m=2)
+    assert set(labels) == {"mean"}, labels
+
+
+def test_programs_that_branch_on_the_batch_size_are_refused():
+    def step(params, x, y):
+        return jnp.mean(x) if x.shape[0] < 5 else jnp.sum(x @ params[0])
+
+    small, large = _inlined(step, *batch(4)), _inlined(step, *batch(8))
+    with pytest.raises(micro_batch.MicroBatchError, match="lowers to different programs"):
+        micro_batch.annotate(small, large, 4)
+
+
+def test_loops_and_branches_over_layers_keep_their_kinds():
+    stacked = jnp.stack(W)
+
+    def step(stacked, x, y, flag):
+        def loss(ws):
+            def layer(h, w):
+                return jnp.tanh(h @ w), None
+
+            h, _ = jax.lax.scan(layer, x, ws)
+            h = jax.lax.cond(flag > 0, lambda h: h * 2.0, lambda h: h, h)
+            return jnp.mean((h - y) ** 2)
+
+        return jax.value_and_grad(loss)(stacked)
+
+    labels = output_labels(step, lambda m: (stacked, *batch(m)[1:], jnp.int32(1)))
+    assert labels == ["mean", "mean"]
+
+    def branch_on_data(stacked, x, y, flag):
+        return jax.lax.cond(jnp.mean(x) > 0, lambda: jnp.sum(x), lambda: jnp.mean(x))
+
+    assert output_labels(branch_on_data, lambda m: (stacked, *batch(m)[1:], jnp.int32(1)))[0].startswith(
+        "unknown:"
+    )
