@@ -65,6 +65,20 @@ def classify_parts(graph: Graph) -> tuple[list[str], list[bool]]:
         depends_on_backward[i] = part[i] == BACKWARD or any(depends_on_backward[p] for p in node.operands)
         if depends_on_backward[i] and part[i] != BACKWARD and not free[i]:
             part[i] = APPLY
+    # Optimizer arithmetic on state alone (Adam's b1 * mu, the step count) is apply work too: an op that
+    # only apply ops use runs with them, on the stage that owns the state, not in the last forward layer.
+    # Dead ops (no user, not returned) do not hold an op back, and follow their producers.
+    returned = set(graph.returns)
+    dead = [not node.users and i not in returned for i, node in enumerate(nodes)]
+    for i in reversed(range(len(nodes))):
+        node = nodes[i]
+        live_users = [u for u in node.users if not dead[u]]
+        if part[i] == FORWARD and not free[i] and not node.boundary and live_users:
+            if all(part[u] == APPLY for u in live_users):
+                part[i] = APPLY
+    for i, node in enumerate(nodes):
+        if dead[i] and part[i] == FORWARD and any(part[p] == APPLY for p in node.operands):
+            part[i] = APPLY
     return part, free
 
 
@@ -268,22 +282,34 @@ def _make_backward_monotone(graph: Graph, backward: list[int], part: list[str], 
 
 
 def _assign_apply(graph: Graph, part: list[str], free: list[bool], layer: list[int]) -> None:
+    """Each apply op runs in the layer that owns what it updates: the first forward layer reading the
+    parameter, else the layer of the gradient it reads; optimizer state no forward op reads (Adam's
+    moments, the step count) follows the apply ops that use it. An op needing an apply value of a later
+    layer (a global gradient norm) moves to that layer: apply parts run in layer order."""
     nodes = graph.nodes
     owner: dict[int, int] = {}
     for i, node in enumerate(nodes):
         if part[i] == FORWARD and layer[i] >= 0:
             for a in node.args:
                 owner[a] = min(owner.get(a, layer[i]), layer[i])
-    for i, node in enumerate(nodes):
-        if part[i] != APPLY or free[i]:
-            continue
+    applies = [i for i in range(len(nodes)) if part[i] == APPLY and not free[i]]
+    undetermined: set[int] = set()
+    for i in applies:
+        node = nodes[i]
         owned = [owner[a] for a in node.args if a in owner]
-        inputs = [layer[p] for p in node.operands if layer[p] >= 0 and not free[p]]
-        applies = [layer[p] for p in node.operands if part[p] == APPLY and not free[p]]
-        # The parameter's owner, unless an apply value of a later layer is needed (a global gradient
-        # norm): apply parts run in layer order, so such ops move to that later layer.
-        base = min(owned) if owned else (max(inputs) if inputs else 0)
-        layer[i] = max([base, *applies])
+        inputs = [layer[p] for p in node.operands if layer[p] >= 0 and not free[p] and part[p] != APPLY]
+        earlier = [layer[p] for p in node.operands if part[p] == APPLY and p not in undetermined]
+        if owned or inputs or earlier:
+            layer[i] = max([min(owned) if owned else max(inputs, default=0), *earlier])
+        else:
+            undetermined.add(i)
+    for i in reversed(applies):  # state-only ops: the first layer among the apply ops they feed
+        if i in undetermined:
+            users = [layer[u] for u in nodes[i].users if layer[u] >= 0]
+            layer[i] = min(users) if users else 0
+    for i in applies:  # apply values of a later layer pull their users along
+        later = [layer[p] for p in nodes[i].operands if part[p] == APPLY and not free[p]]
+        layer[i] = max([layer[i], *later])
 
 
 def _assign_free(graph: Graph, part: list[str], free: list[bool], layer: list[int]) -> None:
