@@ -223,3 +223,79 @@ def test_a_batch_statistic_in_the_gradients_is_refused_or_approximated(data):
     want_params, _ = jax.jit(centred_step)(params, (x, y))
     # Alpa's average of per-micro-batch gradients: close to, not equal to, the full-batch step.
     np.testing.assert_allclose(np.asarray(got_params[0]), np.asarray(want_params[0]), atol=0.05)
+
+
+def bytes_per_device(tree) -> dict[int, int]:
+    """What each device holds of the arrays in `tree` (a replicated array counts on every device)."""
+    out: dict[int, int] = {}
+    for leaf in jax.tree.leaves(tree):
+        for shard in leaf.addressable_shards:
+            out[shard.device.id] = out.get(shard.device.id, 0) + shard.data.nbytes
+    return out
+
+
+def test_each_stage_holds_its_own_parameters_and_adam_state():
+    rng = np.random.default_rng(1)
+    width, layers = 64, 4
+    params = [jnp.asarray(rng.standard_normal((width, width)) * 0.1, jnp.float32) for _ in range(layers)]
+    x = jnp.asarray(rng.standard_normal((BATCH, width)), jnp.float32)
+    opt_state = OPTIMIZER.init(params)
+    method = autopar.PipeshardParallel(
+        num_micro_batches=2,
+        layer_option=autopar.AutoLayerOption(layer_num=layers),
+        stage_option=autopar.UniformStageOption(num_stages=2),
+    )
+    step = autopar.parallelize(adam_step, method=method, batch_argnums=(2,))
+    want = (params, opt_state)
+    got = (params, opt_state)
+    for _ in range(2):
+        got = step(*got, (x, x))[:2]
+        want = jax.jit(adam_step)(*want, (x, x))[:2]
+    assert_trees_close(got, want, rtol=1e-4, atol=1e-5)
+    plan = step.get_execution_plan(params, opt_state, (x, x))
+    held = bytes_per_device(got)
+    for stage in plan.stages:
+        assert stage.state_memory > 0
+        for device in stage.device_ids:
+            assert abs(held[device] - stage.state_memory) <= 0.1 * stage.state_memory, (stage, held)
+    # Together the stages hold the state once per replica, not every stage all of it.
+    total = sum(leaf.nbytes for leaf in jax.tree.leaves(got))
+    assert max(held.values()) < 0.75 * total
+
+
+def test_a_tied_parameter_is_owned_by_one_stage():
+    rng = np.random.default_rng(2)
+    width = 32
+    embed = jnp.asarray(rng.standard_normal((width, width)) * 0.1, jnp.float32)
+    hidden = [jnp.asarray(rng.standard_normal((width, width)) * 0.1, jnp.float32) for _ in range(3)]
+    x = jnp.asarray(rng.standard_normal((BATCH, width)), jnp.float32)
+
+    def tied_step(params, opt_state, batch):
+        x, y = batch
+
+        def loss(p):
+            h = jnp.tanh(x @ p["embed"])
+            for w in p["hidden"]:
+                h = jnp.tanh(h @ w)
+            return jnp.mean((h @ p["embed"].T - y) ** 2)  # the embedding read again by the last layer
+
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, opt_state = OPTIMIZER.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    params = {"embed": embed, "hidden": hidden}
+    opt_state = OPTIMIZER.init(params)
+    method = autopar.PipeshardParallel(
+        num_micro_batches=2,
+        layer_option=autopar.AutoLayerOption(layer_num=4),
+        stage_option=autopar.UniformStageOption(num_stages=2),
+    )
+    step = autopar.parallelize(tied_step, method=method, batch_argnums=(2,))
+    got, want = (params, opt_state), (params, opt_state)
+    for _ in range(2):
+        got = step(*got, (x, x))[:2]
+        want = jax.jit(tied_step)(*want, (x, x))[:2]
+    assert_trees_close(got, want, rtol=1e-4, atol=1e-5)
+    plan = step.get_execution_plan(params, opt_state, (x, x))
+    first = set(plan.stages[0].device_ids)
+    assert {d.id for d in got[0]["embed"].devices()} <= first  # owned by the first stage that reads it

@@ -148,6 +148,9 @@ class StagePlacement:
       device_ids: the cluster devices it runs on (indices into parallelize's devices).
       estimated_cost: seconds per micro-batch (the planner's model).
       estimated_memory: bytes per device with its in-flight micro-batches.
+      state_memory: bytes per device of the parameters and optimizer state the stage owns (the @main
+        arguments its apply part updates, under the shardings it was planned with): what its devices
+        hold between steps.
     """
 
     index: int
@@ -157,6 +160,7 @@ class StagePlacement:
     device_ids: tuple[int, ...]
     estimated_cost: float
     estimated_memory: int
+    state_memory: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +191,7 @@ class PipeshardExecutionPlan:
                 f"  stage {s.index}: layers [{s.layers[0]}, {s.layers[1]}) on submesh "
                 f"{s.submesh[0]}x{s.submesh[1]} devices {list(s.device_ids)}, logical mesh "
                 f"{s.logical_mesh[0]}x{s.logical_mesh[1]}, {s.estimated_cost:.4g} s/micro-batch, "
-                f"{s.estimated_memory / 2**30:.3g} GiB/device"
+                f"{s.estimated_memory / 2**30:.3g} GiB/device, state {s.state_memory / 2**20:.3g} MiB/device"
             )
         return "\n".join(lines)
 
@@ -199,6 +203,7 @@ def read_plan(
     plan = attrs.get_inter_op_plan(module.operation)
     if plan is None:
         raise AutoparError(f"the module has no {attrs.INTER_OP_PLAN}: run autopar-inter-op first")
+    state = state_bytes(module)
     stages = tuple(
         StagePlacement(
             index=k,
@@ -208,6 +213,7 @@ def read_plan(
             device_ids=s.mesh.device_ids,
             estimated_cost=s.cost,
             estimated_memory=s.memory,
+            state_memory=state.get(k, 0),
         )
         for k, s in enumerate(plan.stages)
     )
@@ -281,3 +287,48 @@ def _is_key(leaf: Any) -> bool:
 
     dtype = getattr(leaf, "dtype", None)
     return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def state_bytes(module: ir.Module) -> dict[int, int]:
+    """Per stage k: bytes per device of the @main arguments marked autopar.parameter (parameters and
+    optimizer state) that @stage_k_apply reads, under that function's argument shardings."""
+    import math
+
+    from autopar.passes.inter_op.graph import tensor_bytes
+    from autopar.runtime import shardings as sh
+
+    meshes = sh.module_meshes(module)
+    main = sh.main_func(module)
+    arguments = list(main.regions[0].blocks[0].arguments)
+    marks = attrs.get_argument_marks(main)
+    functions = {
+        ir.StringAttr(op.attributes["sym_name"]).value: op
+        for op in module.body.operations
+        if op.operation.name == "func.func"
+    }
+    total: dict[int, int] = {}
+    for op in main.regions[0].blocks[0].operations:
+        op = op.operation
+        if op.name != "func.call":
+            continue
+        name = ir.FlatSymbolRefAttr(op.attributes["callee"]).value
+        fn = functions[name]
+        stage = attrs.get_stage(fn)
+        if stage is None or attrs.get_part(fn) != "apply":
+            continue
+        arg_attrs = sh.arg_attrs(fn)
+        seen = set()
+        for j, operand in enumerate(op.operands):
+            index = next((i for i, a in enumerate(arguments) if a == operand), None)
+            if index is None or index in seen or not marks[index].is_parameter:
+                continue
+            seen.add(index)
+            split = 1
+            if "sdy.sharding" in arg_attrs[j]:
+                rank = len(ir.RankedTensorType(operand.type).shape)
+                mesh_name, spec = sh.sharding_to_spec(arg_attrs[j]["sdy.sharding"], rank, f"@{name}")
+                sizes = dict(zip(meshes[mesh_name].axis_names, meshes[mesh_name].shape, strict=True))
+                axes = [a for entry in spec if entry for a in ((entry,) if isinstance(entry, str) else entry)]
+                split = math.prod(sizes[a] for a in axes)
+            total[stage] = total.get(stage, 0) + int(tensor_bytes(operand.type)) // split
+    return total
