@@ -4,8 +4,10 @@
 #include "csrc/bindings.h"
 
 NB_MODULE(_core, m) {
-  m.doc() = "autopar's C++ core: strategy problems, solvers, layer clustering and the stage DP";
+  m.doc() =
+      "autopar's C++ core: strategy problems, solvers, layer clustering, the stage DP and pipeline schedules";
   autopar::bind_problem(m);
   autopar::bind_solver(m);
   autopar::bind_inter_op(m);
+  autopar::bind_schedule(m);
 }
