@@ -99,7 +99,13 @@ def test_pipeline_texts_expand_to_the_steps():
     (element,) = pipeline.parse_pipeline(text)
     expanded = pipelines.expand("autopar-pipeshard", pipeline.parsed_options(element))
     steps = [e.name for e in pipeline.parse_pipeline(expanded)]
-    assert steps == ["autopar-inline", "autopar-cluster-layers", "autopar-inter-op", "autopar-shard-stages"]
+    assert steps == [
+        "autopar-inline",
+        "autopar-cluster-layers",
+        "autopar-inter-op",
+        "autopar-shard-stages",
+        "autopar-schedule",
+    ]
     # The strategy options reach the stage costs too (only the ones not at their defaults).
     assert "intra-op-options='allow-all-gather=false zero-stage=2'" in expanded
     assert "autopar-cluster-layers{num-layers=3 eps=0.6}" in expanded

@@ -299,3 +299,69 @@ def test_a_tied_parameter_is_owned_by_one_stage():
     plan = step.get_execution_plan(params, opt_state, (x, x))
     first = set(plan.stages[0].device_ids)
     assert {d.id for d in got[0]["embed"].devices()} <= first  # owned by the first stage that reads it
+
+
+def in_flight_per_stage(order) -> dict[int, int]:
+    """The most micro-batches each stage holds (forward run, backward not yet) in a dispatch order."""
+    held: dict[int, int] = {}
+    most: dict[int, int] = {}
+    for ins in order:
+        held[ins.stage] = held.get(ins.stage, 0) + (1 if ins.part == "forward" else -1)
+        most[ins.stage] = max(most.get(ins.stage, 0), held[ins.stage])
+    return most
+
+
+@pytest.mark.parametrize("schedule", ["1f1b", "gpipe"])
+@pytest.mark.parametrize("stages", [2, 4])
+def test_pipelined_schedules_equal_the_full_batch_step_over_three_steps(data, schedule, stages):
+    params, batch = data
+    opt_state = OPTIMIZER.init(params)
+    method = autopar.PipeshardParallel(
+        num_micro_batches=4,
+        layer_option=autopar.AutoLayerOption(layer_num=LAYERS),
+        stage_option=autopar.UniformStageOption(num_stages=stages),
+        pipeline_schedule=schedule,
+    )
+    step = autopar.parallelize(adam_step, method=method, batch_argnums=(2,))
+    got, want = (params, opt_state), (params, opt_state)
+    for _ in range(3):
+        *got, got_loss = step(*got, batch)
+        *want, want_loss = jax.jit(adam_step)(*want, batch)
+        assert_trees_close(got_loss, want_loss, rtol=1e-4, atol=1e-5)
+    assert_trees_close(got, want, rtol=1e-4, atol=1e-5)
+    exe = step._cache[next(iter(step._cache))].executable
+    held = in_flight_per_stage(exe._order)
+    assert len(held) == stages
+    if schedule == "1f1b":  # stage i holds at most (stages - i) micro-batches
+        assert all(held[i] <= stages - i for i in range(stages)), held
+    else:
+        assert set(held.values()) == {4}
+    # The meshes interleave: some stage's backward runs before the first stage's last forward.
+    first_backward = next(i for i, ins in enumerate(exe._order) if ins.part == "backward")
+    last_forward = max(i for i, ins in enumerate(exe._order) if ins.part == "forward" and ins.stage == 0)
+    assert (first_backward < last_forward) == (schedule == "1f1b")
+
+
+def test_gpipe_plans_memory_for_every_micro_batch_in_flight():
+    from autopar.cost import ClusterModel, DeviceModel
+    from autopar.passes.inter_op.stage_costs import LayerProfile, stage_cost_table
+
+    n = 4
+    profile = LayerProfile(
+        compute_flops=np.ones(n) * 1e9,
+        forward_flops=np.ones(n) * 3e8,
+        apply_flops=np.ones(n) * 1e6,
+        param_bytes=np.ones(n) * 1e6,
+        optimizer_bytes=np.ones(n) * 2e6,
+        activation_bytes=np.ones(n) * 1e7,
+        input_bytes=np.ones(n) * 1e6,
+        tensor_parallel_bytes=np.zeros(n),
+    )
+    cluster = ClusterModel(1, 4, DeviceModel(memory_bytes=int(2e8)))
+    one_f = stage_cost_table(profile, [(1, 1)], cluster, 8, max_stages=4)
+    gpipe = stage_cost_table(profile, [(1, 1)], cluster, 8, max_stages=4, schedule="gpipe")
+    # One layer: 4 MB fixed + 10 MB per micro-batch fits 8 in flight in 200 MB; four layers (40 MB per
+    # micro-batch) fit 4 under 1F1B (3 stages after it) but not GPipe's 8.
+    assert one_f.max_succeeding_stages[0, 0, 0, 0] == gpipe.max_succeeding_stages[0, 0, 0, 0] == 4
+    assert one_f.max_succeeding_stages[0, 3, 0, 0] == 3
+    assert gpipe.max_succeeding_stages[0, 3, 0, 0] == -1

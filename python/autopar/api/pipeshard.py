@@ -5,7 +5,7 @@
 pipeline `autopar-pipeshard`, passes/pipelines.py: layers, stages, each stage sharded on its submesh by
 autopar-shard-stages) with `autopar.passes.run`, and executes the planned module with
 `autopar.runtime.sequential.SequentialExecutor`, which only compiles and runs the stages (micro-batches
-run one after the other, gradients are averaged and applied once; pipelined schedules come later).
+run in the order of the autopar-schedule program, values are combined over micro-batches and applied once).
 `get_execution_plan` returns a `PipeshardExecutionPlan` read from the plan attributes.
 """
 
@@ -59,6 +59,8 @@ class PipeshardParallel:
       micro-batches autopar cannot infer (the path as jax.tree_util.keystr writes it, e.g. "[1]").
     approximate_combine: average every value whose combination is not exact (dropout's random bits, a
       batch statistic) as Alpa does, instead of refusing the step; results then differ from jax.jit.
+    pipeline_schedule: "1f1b" (Alpa's default: a stage holds at most the stages after it plus one
+      micro-batches) or "gpipe" (all forwards, then all backwards; every stage holds all B).
     """
 
     num_micro_batches: int = 1
@@ -71,6 +73,7 @@ class PipeshardParallel:
     stage_cost: Literal["intra-op", "analytic"] = "intra-op"
     output_combine: Mapping[str, str] | tuple[tuple[str, str], ...] = ()
     approximate_combine: bool = False
+    pipeline_schedule: Literal["1f1b", "gpipe"] = "1f1b"
 
     def __post_init__(self) -> None:
         # Hashable (methods key parallelize's caches): a mapping is kept as sorted pairs.
@@ -93,6 +96,8 @@ class PipeshardParallel:
             raise ValueError(
                 f"stage_option must be 'auto' or UniformStageOption(...), got {self.stage_option!r}"
             )
+        if self.pipeline_schedule not in ("1f1b", "gpipe"):
+            raise ValueError(f"pipeline_schedule must be '1f1b' or 'gpipe', got {self.pipeline_schedule!r}")
         if self.stage_cost not in ("intra-op", "analytic"):
             raise ValueError(f"stage_cost must be 'intra-op' or 'analytic', got {self.stage_cost!r}")
 
@@ -127,6 +132,7 @@ class PipeshardParallel:
         options += [
             f"device-memory={int(self.memory_per_device_gib * 2**30)}",
             f"stage-cost={self.stage_cost}",
+            f"schedule={self.pipeline_schedule}",
         ]
         if self.submesh_shapes:
             options.append(f"submesh-shapes={','.join(self.submesh_shapes)}")

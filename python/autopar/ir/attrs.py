@@ -47,6 +47,9 @@ INTER_OP_LATENCY = "autopar.inter_op.latency"  # f64 seconds per iteration; read
 # i64 micro-batches per iteration; read by api/pipeshard.py and runtime/sequential.py
 INTER_OP_MICRO_BATCHES = "autopar.inter_op.micro_batches"
 
+# Module attribute of the pipeline schedule, written by passes/schedule.py, read by runtime/sequential.py:
+SCHEDULE = "autopar.schedule"  # {name, micro_batches, programs: [[instruction string]] per stage mesh}
+
 # Stage function attributes, written by inter_op.py (outlining), read by runtime/sequential.py:
 STAGE = "autopar.stage"  # i64 stage index k of @stage_k_<part>
 MESH = "autopar.mesh"  # {shape, logical_shape, device_ids} the stage runs on
@@ -74,6 +77,7 @@ ALL = (
     INTER_OP_PLAN,
     INTER_OP_LATENCY,
     INTER_OP_MICRO_BATCHES,
+    SCHEDULE,
     STAGE,
     MESH,
     MESH_SHAPE,
@@ -333,6 +337,46 @@ def get_micro_batches(module_op: ir.Operation | ir.OpView) -> int | None:
     """The runtime needs only B (its caller may also pass one of its own)."""
     attr = _get(module_op, INTER_OP_MICRO_BATCHES)
     return ir.IntegerAttr(attr).value if attr is not None else None
+
+
+# ---- the pipeline schedule -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineSchedule:
+    """`autopar.schedule`: per stage mesh, its instructions in order ("forward:<stage>:<micro-batch>",
+    "backward:<stage>:<micro-batch>", "apply:<stage>")."""
+
+    name: str
+    micro_batches: int
+    programs: tuple[tuple[str, ...], ...]
+
+    def __init__(self, name: str, micro_batches: int, programs: Sequence[Sequence[str]]):
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "micro_batches", int(micro_batches))
+        object.__setattr__(self, "programs", tuple(tuple(p) for p in programs))
+
+
+def set_schedule(module_op: ir.Operation | ir.OpView, schedule: PipelineSchedule) -> None:
+    ctx = module_op.context
+    programs = [ir.ArrayAttr.get([ir.StringAttr.get(x, ctx) for x in p], ctx) for p in schedule.programs]
+    entries = {
+        "name": ir.StringAttr.get(schedule.name, ctx),
+        "micro_batches": _i64(schedule.micro_batches, ctx),
+        "programs": ir.ArrayAttr.get(programs, ctx),
+    }
+    module_op.attributes[SCHEDULE] = ir.DictAttr.get(entries, ctx)
+
+
+def get_schedule(module_op: ir.Operation | ir.OpView) -> PipelineSchedule | None:
+    attr = _get(module_op, SCHEDULE)
+    if attr is None:
+        return None
+    d = ir.DictAttr(attr)
+    programs = [[ir.StringAttr(x).value for x in ir.ArrayAttr(p)] for p in ir.ArrayAttr(d["programs"])]
+    return PipelineSchedule(
+        ir.StringAttr(d["name"]).value, ir.IntegerAttr(d["micro_batches"]).value, programs
+    )
 
 
 # ---- micro-batch combination labels ----------------------------------------------------------------------

@@ -203,7 +203,9 @@ also reach the stage costs (autopar-inter-op's `intra-op-options`).
 Before: @main as JAX lowers it for one micro-batch.
 After (cluster=1x8 micro-batches=4 layers=2 num-stages=2): @main calls @stage_k_forward / _backward /
 _apply (autopar-inter-op's example), each stage function sharded on `sdy.mesh @stage_k_mesh` over its
-logical mesh (autopar-shard-stages' example); the plan is in autopar.inter_op.* module attributes.
+logical mesh (autopar-shard-stages' example); the plan is in autopar.inter_op.* module attributes and
+the program of each stage mesh in `autopar.schedule` (autopar-schedule's example; `schedule` is also
+what autopar-inter-op's memory check counts in flight).
 """,
     options=[
         Option("layers", int, _LAYERS["num-layers"].default, _LAYERS["num-layers"].help),
@@ -230,6 +232,11 @@ logical mesh (autopar-shard-stages' example); the plan is in autopar.inter_op.* 
             "shard every stage on its logical mesh, so the module says how each stage runs and the "
             "runtime only compiles",
             _stage_options,
+        ),
+        Step(
+            "autopar-schedule",
+            "order the stages' parts over the micro-batches (1F1B or GPipe), the program each mesh runs",
+            _forward(["schedule"]),
         ),
     ],
 )

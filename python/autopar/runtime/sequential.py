@@ -33,7 +33,9 @@ from autopar.ir import attrs
 from autopar.ir.micro_batch import DECLARABLE
 from autopar.ir.stages import stage_module
 from autopar.runtime import executable as rt_exe
+from autopar.runtime import program
 from autopar.runtime import shardings as sh
+from autopar.runtime.program import Gathered
 
 
 class ExecutionError(AutoparError):
@@ -53,6 +55,7 @@ class _Call:
     results: list[ir.Value]
     part: str
     function: ir.Operation
+    stage: int
 
 
 class SequentialExecutor:
@@ -99,6 +102,20 @@ class SequentialExecutor:
             if num_micro_batches > 1
             else {}
         )
+        self._call_of = {(c.part, c.stage): c for c in self._calls}
+        parts = [(c.part, c.stage) for c in self._calls]
+        try:
+            self._order = program.dispatch_order(
+                attrs.get_schedule(module.operation), parts, num_micro_batches
+            )
+        except AutoparError as err:
+            raise ExecutionError(str(err)) from None
+        # How many forward/backward parts read each value (a micro-batch's copy is freed after the last).
+        self._readers: dict[ir.Value, int] = {}
+        for c in self._calls:
+            if c.part != "apply":
+                for v in set(c.operands):
+                    self._readers[v] = self._readers.get(v, 0) + 1
         self._stages = {name: self._compile(name, fn) for name, fn in funcs.items()}
 
     @property
@@ -118,21 +135,27 @@ class SequentialExecutor:
         B = self.num_micro_batches
         env: dict[ir.Value, Any] = dict(zip(self._args, args, strict=True))
         slices = self._micro_batches(args)
-        sums: dict[ir.Value, Any] = {}
-        for m in range(B):
-            local = dict(env)
-            for i in self._batch_args:
-                local[self._args[i]] = slices[i][m]
-            for call in self._calls:
-                if call.part != "apply":
-                    self._run(call, local)
-            for v in self._accumulated:
-                sums.setdefault(v, []).append(local[v])
-        for v, values in sums.items():
-            env[v] = _combine(self._combine.get(v, "same"), values)
+        local: list[dict[ir.Value, Any]] = [
+            {self._args[i]: slices[i][m] for i in self._batch_args} for m in range(B)
+        ]
+        left = [dict(self._readers) for _ in range(B)]  # readers of each value still to run, per micro-batch
+        gathered = {v: Gathered(self._combine.get(v, "same"), B) for v in self._accumulated}
+        for ins in self._order:
+            call, values = self._call_of[(ins.part, ins.stage)], local[ins.micro_batch]
+            self._run(call, {**env, **values}, values)
+            for v in call.results:
+                if v in gathered:
+                    gathered[v].add(ins.micro_batch, values[v])
+            for v in set(call.operands):  # free what no later part of this micro-batch reads
+                if v in left[ins.micro_batch]:
+                    left[ins.micro_batch][v] -= 1
+                    if left[ins.micro_batch][v] == 0 and v not in gathered:
+                        values.pop(v, None)
+        for v, g in gathered.items():
+            env[v] = g.result()
         for call in self._calls:
             if call.part == "apply":
-                self._run(call, env)
+                self._run(call, env, env)
         return [env[v] for v in self._returns]
 
     # ---- reading @main ---------------------------------------------------------------------------------
@@ -151,7 +174,8 @@ class SequentialExecutor:
             if callee not in funcs:
                 raise ExecutionError(f"@main calls @{callee}, which has no {attrs.MESH}")
             part = attrs.get_part(funcs[callee]) or ""
-            calls.append(_Call(callee, list(op.operands), list(op.results), part, funcs[callee]))
+            stage = attrs.get_stage(funcs[callee])
+            calls.append(_Call(callee, list(op.operands), list(op.results), part, funcs[callee], stage or 0))
         raise ExecutionError("@main has no return")
 
     def _values_to_accumulate(self) -> list[ir.Value]:
@@ -228,14 +252,14 @@ class SequentialExecutor:
 
     # ---- stages --------------------------------------------------------------------------------------
 
-    def _run(self, call: _Call, env: dict[ir.Value, Any]) -> None:
+    def _run(self, call: _Call, inputs: dict[ir.Value, Any], outputs: dict[ir.Value, Any]) -> None:
         stage = self._stages[call.callee]
         try:
-            outputs = stage([env[v] for v in call.operands])
+            results = stage([inputs[v] for v in call.operands])
         except TypeError as err:
             raise ExecutionError(f"@{call.callee}: {err}") from None
-        for value, out in zip(call.results, outputs, strict=True):
-            env[value] = out
+        for value, out in zip(call.results, results, strict=True):
+            outputs[value] = out
 
     def _compile(self, name: str, fn: ir.Operation) -> rt_exe.ShardedExecutable:
         mesh = attrs.get_stage_mesh(fn)
@@ -319,24 +343,6 @@ def _value_label(value: ir.Value, argument_label: Callable[[int], str], memo: di
             label = f"unknown:{owner.name} on example data was added after labelling"
     memo[value] = label
     return label
-
-
-def _combine(label: str, values: list[Any]) -> Any:
-    """The full-batch value of B micro-batch values with combination `label`."""
-    B = len(values)
-    if label == "same":
-        return values[-1]
-    if label.startswith("concat:"):
-        return jnp.concatenate(values, axis=int(label.split(":")[1]))
-    total = values[0]
-    for v in values[1:]:
-        total = total + v
-    if label == "sum":
-        return total
-    if label == "mean":
-        return total / B if jnp.issubdtype(total.dtype, jnp.inexact) else total // B
-    power = int(label.split(":")[1])  # "sum:<p>": B**p times the sum
-    return total * (float(B) ** power)
 
 
 def _batch_arguments(main: ir.Operation) -> list[int]:

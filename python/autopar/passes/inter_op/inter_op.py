@@ -30,7 +30,8 @@ of ONE micro-batch; `micro-batches` of them make an iteration), enumerates Alpa'
 intra-op machinery (`autopar.passes.intra_op.estimate`, once per distinct layer and logical mesh, summed
 over layer ranges), `stage-cost=analytic` uses the fast FLOP/alpha-beta model; runs the stage DP in the
 C++ core (t_max enumeration with pruning, every device used, memory feasibility per stage: parameters,
-gradients, optimizer state and the activations of 1F1B's in-flight micro-batches; `remat` as Alpa's
+gradients, optimizer state and the activations of the `schedule`'s in-flight micro-batches: 1F1B's by
+default; `remat` as Alpa's
 use_remat); and outlines the stages. The plan and its estimated latency (sum of stage times + (B - 1) *
 slowest) are module attributes. Device and link figures (`device-flops` in FLOP/s, `device-memory` in
 bytes, `device-memory-bandwidth` in bytes/s, 25 Gbit/s between hosts) are an `autopar.cost.ClusterModel`,
@@ -116,6 +117,14 @@ After (cluster=1x2 micro-batches=4):
             choices=intra_op_costs.STAGE_COST_SOLVERS,
         ),
         Option("remat", bool, False, "plan memory as if every layer were rematerialised (Alpa's use_remat)"),
+        Option(
+            "schedule",
+            str,
+            "1f1b",
+            "the pipeline schedule whose in-flight micro-batches the memory check counts (1f1b: a stage with "
+            "k stages after it holds k + 1; gpipe: every stage holds all B)",
+            choices=("1f1b", "gpipe"),
+        ),
         Option(
             "intra-op-options",
             str,
@@ -262,7 +271,14 @@ def stage_costs(
     if options.stage_cost == "intra-op":
         layer_time = intra_op_layer_times(layered, cluster, submeshes, options, stats)
     table = stage_cost_table(
-        profile, submeshes, cluster, options.micro_batches, max_stages, layer_time, remat=options.remat
+        profile,
+        submeshes,
+        cluster,
+        options.micro_batches,
+        max_stages,
+        layer_time,
+        remat=options.remat,
+        schedule=options.schedule,
     )
     return profile, table
 

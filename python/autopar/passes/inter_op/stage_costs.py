@@ -16,8 +16,8 @@ Devices and links are the `autopar.cost.ClusterModel`'s: an axis inside a host u
 crossing hosts `inter_host`.
 Memory per device (Alpa's max_n_succ_stages check): (parameters + gradients + optimizer state) / q, plus
 the activations one micro-batch keeps for the backward pass / (p q) times the micro-batches in flight
-(1F1B: a stage with k stages after it holds k + 1 of them, at most B). With `remat` only each layer's
-inputs are kept per micro-batch, plus one layer's residuals during its backward.
+(1F1B: a stage with k stages after it holds k + 1 of them, at most B; GPipe: all B). With `remat` only
+each layer's inputs are kept per micro-batch, plus one layer's residuals during its backward.
 """
 
 from __future__ import annotations
@@ -141,6 +141,7 @@ def stage_cost_table(
     max_stages: int,
     layer_time: np.ndarray | None = None,
     remat: bool = False,
+    schedule: str = "1f1b",
 ) -> CostTable:
     """`layer_time` [layer][submesh][config] (seconds per micro-batch of each layer's forward + backward,
     e.g. from the intra-op estimate) replaces the analytic compute and communication terms when given.
@@ -189,5 +190,7 @@ def stage_cost_table(
     cap = max(max_stages, 1)
     succ = np.where(room < 0, -1, np.minimum(in_flight - 1, cap))
     succ = np.where(in_flight >= B, cap, succ)  # all B micro-batches fit: any number of stages after
+    if schedule == "gpipe":  # every stage holds all B micro-batches, wherever it sits
+        succ = np.where(in_flight >= B, cap, -1)
     succ = np.where(np.isfinite(cost), succ, -1)
     return CostTable(cost, succ.astype(np.int64), fixed, per_batch, configs, C)

@@ -1,0 +1,58 @@
+"""autopar-schedule: the pipeline schedule as a static program per stage mesh, written into the module."""
+
+from __future__ import annotations
+
+import types
+
+from jaxlib.mlir import ir
+
+from autopar import _core
+from autopar.errors import PassError
+from autopar.ir import attrs
+from autopar.passes.registry import Option, register_pass
+
+# Schedules the runtime runs. The core also builds interleaved 1F1B (stages interleaved over meshes, which
+# the stage DP does not plan yet) and ZB-H1 (backward parts split into input and weight halves, which
+# autopar-inter-op does not outline yet); see docs/pipeline.md.
+SCHEDULES = ("1f1b", "gpipe")
+
+DESCRIPTION = """
+Orders the parts `autopar-inter-op` outlined (@stage_k_forward, @stage_k_backward, @stage_k_apply) over
+its micro-batches as a static program per stage mesh, and writes it as `autopar.schedule` on the module:
+`{name, micro_batches, programs}`, where `programs[k]` lists stage k's instructions in execution order as
+"forward:<stage>:<micro-batch>", "backward:<stage>:<micro-batch>" and "apply:<stage>". The runtime walks
+the programs and runs each instruction once its inputs exist, freeing a micro-batch's values after its
+last reader and accumulating gradients as they come. `1f1b` (Alpa's default; PipeDream-Flush): stage k
+runs (stages - k - 1) forwards, then one forward and one backward in turn, holding at most (stages - k)
+micro-batches. `gpipe`: all forwards, then all backwards, holding all B. Both take 2 (stages + B - 1) + 1
+clocks when every part takes one. The C++ core is passes/schedule/.
+
+Before (after autopar-inter-op{cluster=1x2 micro-batches=2 num-stages=2}):
+  module attributes {autopar.inter_op.micro_batches = 2 : i64, autopar.inter_op.plan = [...]} {...}
+
+After (schedule=1f1b):
+  module attributes {autopar.schedule = {micro_batches = 2 : i64, name = "1f1b", programs = [
+      ["forward:0:0", "forward:0:1", "backward:0:0", "backward:0:1", "apply:0"],
+      ["forward:1:0", "backward:1:0", "forward:1:1", "backward:1:1", "apply:1"]]}, ...} {...}
+"""
+
+
+@register_pass(
+    argument="autopar-schedule",
+    summary="Write the pipeline schedule (1F1B, GPipe) as a static program per stage mesh",
+    description=DESCRIPTION,
+    options=[Option("schedule", str, "1f1b", "the pipeline schedule", choices=SCHEDULES)],
+)
+def schedule(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
+    plan = attrs.get_inter_op_plan(module_op)
+    if plan is None:
+        raise PassError(
+            f"the module has no {attrs.INTER_OP_PLAN}: run autopar-inter-op before autopar-schedule"
+        )
+    built = _core.build_schedule(options.schedule, len(plan.stages), plan.micro_batches)
+    programs = [[_text(ins) for ins in program] for program in built.program]
+    attrs.set_schedule(module_op, attrs.PipelineSchedule(built.name, built.micro_batches, programs))
+
+
+def _text(ins: _core.Instruction) -> str:
+    return f"apply:{ins.stage}" if ins.part == "apply" else f"{ins.part}:{ins.stage}:{ins.micro_batch}"

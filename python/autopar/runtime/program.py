@@ -1,0 +1,122 @@
+"""The order the executor runs a pipelined step's parts in, and how it gathers values over micro-batches.
+
+`autopar-schedule` writes one program per stage mesh (`autopar.schedule`). The executor merges them into
+one dispatch order: round by round, every mesh takes its next instructions whose inputs exist (a forward
+after the previous stage's forward of the same micro-batch, a backward after the next stage's backward
+and its own forward), so meshes interleave as the schedule's clocks say and each mesh keeps its program
+order. Without a schedule, micro-batches run one after the other in @main's call order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax.numpy as jnp
+
+from autopar.errors import AutoparError
+from autopar.ir import attrs
+
+
+@dataclasses.dataclass(frozen=True)
+class Instruction:
+    part: str  # "forward" | "backward" | "apply"
+    stage: int
+    micro_batch: int  # -1 for apply
+
+    @staticmethod
+    def parse(text: str) -> Instruction:
+        fields = text.split(":")
+        if fields[0] == "apply" and len(fields) == 2:
+            return Instruction("apply", int(fields[1]), -1)
+        if fields[0] in ("forward", "backward") and len(fields) == 3:
+            return Instruction(fields[0], int(fields[1]), int(fields[2]))
+        raise AutoparError(f"{attrs.SCHEDULE}: cannot read the instruction {text!r}")
+
+
+def dispatch_order(
+    schedule: attrs.PipelineSchedule | None, parts: Sequence[tuple[str, int]], micro_batches: int
+) -> list[Instruction]:
+    """The forward and backward instructions in the order to run them. `parts` are the (part, stage) of
+    @main's calls in call order (a stage whose backward has no ops has no backward part)."""
+    present = set(parts)
+    if schedule is None:
+        return [Instruction(p, k, m) for m in range(micro_batches) for p, k in parts if p != "apply"]
+    if schedule.micro_batches != micro_batches:
+        raise AutoparError(
+            f"the module's {attrs.SCHEDULE} is for {schedule.micro_batches} micro-batches, "
+            f"not {micro_batches}"
+        )
+    programs = [
+        [
+            ins
+            for ins in map(Instruction.parse, program)
+            if ins.part != "apply" and (ins.part, ins.stage) in present
+        ]
+        for program in schedule.programs
+    ]
+    stages = 1 + max((k for _, k in parts), default=-1)
+    done: set[tuple[str, int, int]] = set()
+
+    def ready(ins: Instruction) -> bool:
+        needs = []
+        if ins.part == "forward" and ins.stage > 0:
+            needs.append(("forward", ins.stage - 1))
+        if ins.part == "backward":
+            needs.append(("forward", ins.stage))
+            if ins.stage < stages - 1:
+                needs.append(("backward", ins.stage + 1))
+        return all((p, k, ins.micro_batch) in done for p, k in needs if (p, k) in present)
+
+    order: list[Instruction] = []
+    cursor = [0] * len(programs)
+    total = sum(len(p) for p in programs)
+    while len(order) < total:
+        progressed = False
+        for mesh, program in enumerate(programs):
+            # One instruction per mesh per round: the meshes advance together, clock by clock.
+            if cursor[mesh] < len(program) and ready(program[cursor[mesh]]):
+                ins = program[cursor[mesh]]
+                order.append(ins)
+                done.add((ins.part, ins.stage, ins.micro_batch))
+                cursor[mesh] += 1
+                progressed = True
+        if not progressed:
+            raise AutoparError(f"the module's {attrs.SCHEDULE} ({schedule.name}) deadlocks")
+    expected = {(p, k, m) for p, k in parts if p != "apply" for m in range(micro_batches)}
+    if done != expected:
+        missing = sorted(expected - done)[:3]
+        raise AutoparError(f"the module's {attrs.SCHEDULE} ({schedule.name}) never runs {missing}")
+    return order
+
+
+class Gathered:
+    """One value's micro-batch results combined as its label says, as they arrive: sums and means keep a
+    running total on the value's devices (gradient accumulation); concatenations keep every piece."""
+
+    def __init__(self, label: str, micro_batches: int):
+        self.label, self.micro_batches = label, micro_batches
+        self.total: Any = None
+        self.pieces: dict[int, Any] = {}
+
+    def add(self, micro_batch: int, value: Any) -> None:
+        if self.label == "same":
+            self.total = value
+        elif self.label.startswith("concat:"):
+            self.pieces[micro_batch] = value
+        else:
+            self.total = value if self.total is None else self.total + value
+
+    def result(self) -> Any:
+        B = self.micro_batches
+        if self.label.startswith("concat:"):
+            axis = int(self.label.split(":")[1])
+            return jnp.concatenate([self.pieces[m] for m in range(B)], axis=axis)
+        if self.label in ("same", "sum"):
+            return self.total
+        if self.label == "mean":
+            total = self.total
+            return total / B if jnp.issubdtype(total.dtype, jnp.inexact) else total // B
+        power = int(self.label.split(":")[1])  # "sum:<p>": B**p times the sum
+        return self.total * (float(B) ** power)
