@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "csrc/bindings.h"
-#include "passes/layer_clustering/layer_clustering.h"
-#include "passes/stage_dp/stage_dp.h"
+#include "passes/inter_op/layer_clustering.h"
+#include "passes/inter_op/stage_dp.h"
 
 namespace nb = nanobind;
 

@@ -1,4 +1,4 @@
-// Python view of the strategy problem (csrc/strategy_problem.h). The public wrapper is
+// Python view of the strategy problem (passes/intra_op/strategy_problem.h). The public wrapper is
 // autopar.solver.StrategyProblem; this layer only moves flat arrays in and out and maps errors to ValueError.
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
@@ -9,7 +9,7 @@
 
 #include "csrc/bindings.h"
 #include "csrc/numpy_util.h"
-#include "csrc/strategy_problem.h"
+#include "passes/intra_op/strategy_problem.h"
 
 namespace nb = nanobind;
 

@@ -1,5 +1,5 @@
-// Python view of the solver core (passes/solver): the heuristic fast path and the ILP model for the exact
-// path. The orchestration (which path, HiGHS, status) lives in autopar/solver.py.
+// Python view of the intra-op solver core (passes/intra_op): the heuristic fast path and the ILP model for
+// the exact path. The orchestration (which path, HiGHS, status) lives in autopar/solver.py.
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
 
@@ -8,9 +8,9 @@
 
 #include "csrc/bindings.h"
 #include "csrc/numpy_util.h"
-#include "csrc/strategy_problem.h"
-#include "passes/solver/group_ilp.h"
-#include "passes/solver/heuristic.h"
+#include "passes/intra_op/group_ilp.h"
+#include "passes/intra_op/heuristic.h"
+#include "passes/intra_op/strategy_problem.h"
 
 namespace nb = nanobind;
 

@@ -1,7 +1,7 @@
-"""Presolve (passes/solver/presolve.h): on small random problems built to trigger every rule (forbidden costs,
-follow chains, dominated strategies, singletons, memory limits), the reduced problem's optimum maps back to
-the original's optimum with the same cost, and encode maps the original optimum to an assignment at least
-as good."""
+"""Presolve (passes/intra_op/presolve.h): on small random problems built to trigger every rule (forbidden
+costs, follow chains, dominated strategies, singletons, memory limits), the reduced problem's optimum maps
+back to the original's optimum with the same cost, and encode maps the original optimum to an assignment at
+least as good."""
 
 import itertools
 

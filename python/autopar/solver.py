@@ -7,8 +7,8 @@ A strategy problem (the IOPDDL contest's shape): pick one strategy per node so t
     sol = solve(p, time_limit=10.0, seed=0)
     sol.strategies, sol.cost, sol.status, sol.lower_bound
 
-`solve` presolves into groups of nodes that move together (passes/solver/presolve.h), runs the C++ fast path
-(greedy, memory repair, local search; passes/solver/heuristic.h), then either the exact path (the whole
+`solve` presolves into groups of nodes that move together (passes/intra_op/presolve.h), runs the C++ fast path
+(greedy, memory repair, local search; passes/intra_op/heuristic.h), then either the exact path (the whole
 reduced 0-1 ILP solved by HiGHS, warm-started; proves optimality or reports a bound) when it is small enough,
 or large-neighbourhood search with HiGHS sub-ILPs, preceded by toulbar2 priced optima (autopar.cfn: the
 memory-free optimum, then Lagrangian prices on usage) and, on usage-limited problems, a priced
