@@ -109,7 +109,7 @@ void bind_results(nb::module_& m) {
       .def_ro("time_to_first_feasible", &HeuristicOutcome::time_to_first_feasible,
               "Seconds to the first feasible solution; -1 if none.")
       .def_ro("time_to_best", &HeuristicOutcome::time_to_best, "Seconds to the returned solution.")
-      .def_ro("rounds", &HeuristicOutcome::rounds, "Local-search rounds run.")
+      .def_ro("rounds", &HeuristicOutcome::rounds, "Perturbation rounds run (local search between them).")
       .def("__repr__", [](const HeuristicOutcome& r) {
         return "HeuristicResult(cost=" + std::string(nb::repr(nb::float_(r.cost)).c_str()) +
                ", peak_usage=" + std::to_string(r.peak_usage) +
