@@ -32,16 +32,16 @@ def solve_cbc(model: _core.GroupIlp, time_limit: float) -> tuple[float, str]:
         pulp.LpVariable(
             f"c{j}",
             0,
-            float(a["col_upper"][j]),
-            cat=pulp.LpBinary if a["col_integer"][j] and a["col_upper"][j] > 0 else pulp.LpContinuous,
+            float(a.col_upper[j]),
+            cat=pulp.LpBinary if a.col_integer[j] and a.col_upper[j] > 0 else pulp.LpContinuous,
         )
         for j in range(model.num_cols)
     ]
-    prob += pulp.lpSum(float(c) * v for c, v in zip(a["col_cost"], cols, strict=True) if c != 0)
-    start, index, value = a["row_start"], a["row_index"], a["row_value"]
+    prob += pulp.lpSum(float(c) * v for c, v in zip(a.col_cost, cols, strict=True) if c != 0)
+    start, index, value = a.row_start, a.row_index, a.row_value
     for r in range(model.num_rows):
         expr = pulp.lpSum(float(value[k]) * cols[index[k]] for k in range(start[r], start[r + 1]))
-        lo, hi = a["row_lower"][r], a["row_upper"][r]
+        lo, hi = a.row_lower[r], a.row_upper[r]
         if lo == hi:
             prob += expr == float(lo)
         else:

@@ -88,9 +88,9 @@ def min_peak(problem: StrategyProblem) -> int:
     a = problem.arrays()
     if problem.num_nodes == 0:
         return 0
-    usage = np.minimum.reduceat(a["node_usage"], a["strategy_offset"][:-1])
-    live = a["interval_end"] > a["interval_start"]  # [t, t) is never live
-    usage, starts, ends = usage[live], a["interval_start"][live], a["interval_end"][live]
+    usage = np.minimum.reduceat(a.node_usage, a.strategy_offset[:-1])
+    live = a.interval_end > a.interval_start  # [t, t) is never live
+    usage, starts, ends = usage[live], a.interval_start[live], a.interval_end[live]
     if len(usage) == 0:
         return 0
     times = np.concatenate([starts, ends])

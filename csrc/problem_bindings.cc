@@ -1,4 +1,4 @@
-// Python view of the strategy problem (csrc/strategy_problem.h). The public wrapper is
+// Python view of the strategy problem (passes/intra_op/strategy_problem.h). The public wrapper is
 // autopar.solver.StrategyProblem; this layer only moves flat arrays in and out and maps errors to ValueError.
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
@@ -9,7 +9,7 @@
 
 #include "csrc/bindings.h"
 #include "csrc/numpy_util.h"
-#include "csrc/strategy_problem.h"
+#include "passes/intra_op/strategy_problem.h"
 
 namespace nb = nanobind;
 
@@ -61,18 +61,48 @@ StrategyProblem from_flat(std::string name, Array1D<const int64_t> interval_star
   return p;
 }
 
-nb::dict arrays_of(const StrategyProblem& p) {
-  nb::dict d;
-  d["interval_start"] = to_numpy(p.interval_start);
-  d["interval_end"] = to_numpy(p.interval_end);
-  d["strategy_offset"] = to_numpy(p.strategy_offset);
-  d["node_cost"] = to_numpy(p.node_cost);
-  d["node_usage"] = to_numpy(p.node_usage);
-  d["edge_u"] = to_numpy(p.edge_u);
-  d["edge_v"] = to_numpy(p.edge_v);
-  d["edge_offset"] = to_numpy(p.edge_offset);
-  d["edge_cost"] = to_numpy(p.edge_cost);
-  return d;
+// The flat arrays of a problem, copied into numpy once; the fields are those of StrategyProblem.
+struct ProblemArrays {
+  nb::object interval_start, interval_end, strategy_offset, node_cost, node_usage, edge_u, edge_v,
+      edge_offset, edge_cost;
+  int64_t num_nodes = 0, num_edges = 0;
+};
+
+ProblemArrays arrays_of(const StrategyProblem& p) {
+  ProblemArrays a;
+  a.interval_start = to_numpy(p.interval_start);
+  a.interval_end = to_numpy(p.interval_end);
+  a.strategy_offset = to_numpy(p.strategy_offset);
+  a.node_cost = to_numpy(p.node_cost);
+  a.node_usage = to_numpy(p.node_usage);
+  a.edge_u = to_numpy(p.edge_u);
+  a.edge_v = to_numpy(p.edge_v);
+  a.edge_offset = to_numpy(p.edge_offset);
+  a.edge_cost = to_numpy(p.edge_cost);
+  a.num_nodes = p.num_nodes();
+  a.num_edges = p.num_edges();
+  return a;
+}
+
+void bind_problem_arrays(nb::module_& m) {
+  nb::class_<ProblemArrays>(m, "ProblemArrays",
+                            "Copies of a StrategyProblem's flat arrays (numpy, read-only attributes).")
+      .def_ro("interval_start", &ProblemArrays::interval_start, "int64[N]: first moment each node is live.")
+      .def_ro("interval_end", &ProblemArrays::interval_end, "int64[N]: end (exclusive) of each liveness.")
+      .def_ro("strategy_offset", &ProblemArrays::strategy_offset,
+              "int64[N+1]: node i's strategies are [offset[i], offset[i+1]) of node_cost/node_usage.")
+      .def_ro("node_cost", &ProblemArrays::node_cost, "float64: cost of each strategy, flat.")
+      .def_ro("node_usage", &ProblemArrays::node_usage, "int64: usage of each strategy, flat.")
+      .def_ro("edge_u", &ProblemArrays::edge_u, "int32[E]: first endpoint of each edge.")
+      .def_ro("edge_v", &ProblemArrays::edge_v, "int32[E]: second endpoint of each edge.")
+      .def_ro("edge_offset", &ProblemArrays::edge_offset,
+              "int64[E+1]: edge e's cost table is [offset[e], offset[e+1]) of edge_cost.")
+      .def_ro("edge_cost", &ProblemArrays::edge_cost,
+              "float64: row-major |S_u| x |S_v| table per edge, flat.")
+      .def("__repr__", [](const ProblemArrays& a) {
+        return "ProblemArrays(num_nodes=" + std::to_string(a.num_nodes) +
+               ", num_edges=" + std::to_string(a.num_edges) + ")";
+      });
 }
 
 }  // namespace
@@ -80,6 +110,7 @@ nb::dict arrays_of(const StrategyProblem& p) {
 void bind_problem(nb::module_& m) {
   m.attr("__version__") = "0.1.0";
   m.attr("INFINITE_COST") = kInfiniteCost;
+  bind_problem_arrays(m);
   nb::class_<StrategyProblem>(m, "StrategyProblem",
                               "Strategy problem in the IOPDDL contest's shape (flat arrays, validated).")
       .def_static(
@@ -114,7 +145,7 @@ void bind_problem(nb::module_& m) {
             return std::make_tuple(r.cost, r.peak_usage, r.feasible);
           },
           nb::arg("solution"), "(cost, peak usage, feasible) of a solution.")
-      .def("arrays", &arrays_of, "Copies of the flat arrays, as a dict of numpy arrays.");
+      .def("arrays", &arrays_of, "Copies of the flat arrays (a ProblemArrays).");
 }
 
 }  // namespace autopar

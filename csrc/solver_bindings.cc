@@ -1,16 +1,17 @@
-// Python view of the solver core (passes/solver): the heuristic fast path and the ILP model for the exact
-// path. The orchestration (which path, HiGHS, status) lives in autopar/solver.py.
+// Python view of the intra-op solver core (passes/intra_op): the heuristic fast path and the ILP model for
+// the exact path. The orchestration (which path, HiGHS, status) lives in autopar/solver.py.
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
 
 #include <cmath>
 #include <stdexcept>
 
 #include "csrc/bindings.h"
 #include "csrc/numpy_util.h"
-#include "csrc/strategy_problem.h"
-#include "passes/solver/group_ilp.h"
-#include "passes/solver/heuristic.h"
+#include "passes/intra_op/group_ilp.h"
+#include "passes/intra_op/heuristic.h"
+#include "passes/intra_op/strategy_problem.h"
 
 namespace nb = nanobind;
 
@@ -29,8 +30,20 @@ std::vector<int32_t> narrow(std::span<const int64_t> values) {
   return out;
 }
 
-nb::dict run_heuristic(const StrategyProblem& p, double time_limit, uint64_t seed, int64_t max_rounds,
-                       std::optional<Array1D<const int64_t>> initial) {
+// What the heuristic fast path found; the solution is an int64 numpy array as the public API takes.
+struct HeuristicOutcome {
+  nb::object solution;
+  double cost = 0;
+  int64_t peak_usage = 0;
+  bool feasible = false;
+  int64_t min_peak_usage = 0;
+  double time_to_first_feasible = -1;
+  double time_to_best = 0;
+  int64_t rounds = 0;
+};
+
+HeuristicOutcome run_heuristic(const StrategyProblem& p, double time_limit, uint64_t seed, int64_t max_rounds,
+                               std::optional<Array1D<const int64_t>> initial) {
   solver::HeuristicOptions options{time_limit, seed, max_rounds};
   std::vector<int32_t> start;
   if (initial) start = narrow(to_span(*initial));
@@ -39,30 +52,108 @@ nb::dict run_heuristic(const StrategyProblem& p, double time_limit, uint64_t see
     nb::gil_scoped_release release;
     r = solver::solve_heuristic(p, options, start);
   }
-  nb::dict d;
-  d["solution"] = to_numpy(std::vector<int64_t>(r.solution.begin(), r.solution.end()));
-  d["cost"] = r.cost;
-  d["peak_usage"] = r.peak_usage;
-  d["feasible"] = r.feasible;
-  d["min_peak_usage"] = r.min_peak_usage;
-  d["time_to_first_feasible"] = r.time_to_first_feasible;
-  d["time_to_best"] = r.time_to_best;
-  d["rounds"] = r.rounds;
-  return d;
+  HeuristicOutcome out;
+  out.solution = to_numpy(std::vector<int64_t>(r.solution.begin(), r.solution.end()));
+  out.cost = r.cost;
+  out.peak_usage = r.peak_usage;
+  out.feasible = r.feasible;
+  out.min_peak_usage = r.min_peak_usage;
+  out.time_to_first_feasible = r.time_to_first_feasible;
+  out.time_to_best = r.time_to_best;
+  out.rounds = r.rounds;
+  return out;
 }
 
+// An ILP in HiGHS's column-wise-cost, row-wise-CSR form, copied into numpy once.
+struct IlpArrays {
+  nb::object col_cost, col_upper, col_integer, row_lower, row_upper, row_start, row_index, row_value;
+  int64_t num_cols = 0, num_rows = 0;
+};
+
 template <typename Model>
-nb::dict ilp_arrays(const Model& m) {
-  nb::dict d;
-  d["col_cost"] = to_numpy(m.col_cost);
-  d["col_upper"] = to_numpy(m.col_upper);
-  d["col_integer"] = to_numpy(m.col_integer);
-  d["row_lower"] = to_numpy(m.row_lower);
-  d["row_upper"] = to_numpy(m.row_upper);
-  d["row_start"] = to_numpy(m.row_start);
-  d["row_index"] = to_numpy(m.row_index);
-  d["row_value"] = to_numpy(m.row_value);
-  return d;
+IlpArrays ilp_arrays(const Model& m) {
+  IlpArrays a;
+  a.col_cost = to_numpy(m.col_cost);
+  a.col_upper = to_numpy(m.col_upper);
+  a.col_integer = to_numpy(m.col_integer);
+  a.row_lower = to_numpy(m.row_lower);
+  a.row_upper = to_numpy(m.row_upper);
+  a.row_start = to_numpy(m.row_start);
+  a.row_index = to_numpy(m.row_index);
+  a.row_value = to_numpy(m.row_value);
+  a.num_cols = static_cast<int64_t>(m.col_cost.size());
+  a.num_rows = static_cast<int64_t>(m.row_lower.size());
+  return a;
+}
+
+// Lazily added memory rows: a CSR slice of the pool, ready for Highs.addRows (lower bound -inf).
+struct PoolRows {
+  nb::object upper, start, index, value;
+  int64_t num_rows = 0;
+};
+
+// What presolve did (docs/solver.md, "Presolve").
+struct PresolveStats {
+  int64_t groups = 0, free_groups = 0, pairs = 0, components = 0, free_strategies = 0;
+  int64_t merged = 0, folded = 0, dominated = 0, arc_removed = 0;
+};
+
+void bind_results(nb::module_& m) {
+  nb::class_<HeuristicOutcome>(m, "HeuristicResult", "What solve_heuristic found (read-only attributes).")
+      .def_ro("solution", &HeuristicOutcome::solution, "int64[N]: a strategy per node (the best found).")
+      .def_ro("cost", &HeuristicOutcome::cost, "Its cost (>= INFINITE_COST when nothing finite was found).")
+      .def_ro("peak_usage", &HeuristicOutcome::peak_usage, "Its peak usage.")
+      .def_ro("feasible", &HeuristicOutcome::feasible, "Finite cost and within the usage limit.")
+      .def_ro("min_peak_usage", &HeuristicOutcome::min_peak_usage,
+              "Lower bound on the peak of any finite-cost solution (above the limit: proven infeasible).")
+      .def_ro("time_to_first_feasible", &HeuristicOutcome::time_to_first_feasible,
+              "Seconds to the first feasible solution; -1 if none.")
+      .def_ro("time_to_best", &HeuristicOutcome::time_to_best, "Seconds to the returned solution.")
+      .def_ro("rounds", &HeuristicOutcome::rounds, "Perturbation rounds run (local search between them).")
+      .def("__repr__", [](const HeuristicOutcome& r) {
+        return "HeuristicResult(cost=" + std::string(nb::repr(nb::float_(r.cost)).c_str()) +
+               ", peak_usage=" + std::to_string(r.peak_usage) +
+               ", feasible=" + (r.feasible ? "True" : "False") + ", rounds=" + std::to_string(r.rounds) + ")";
+      });
+  nb::class_<IlpArrays>(m, "IlpArrays", "A GroupIlp's arrays for HiGHS (numpy, read-only attributes).")
+      .def_ro("col_cost", &IlpArrays::col_cost, "float64[cols]: objective coefficients.")
+      .def_ro("col_upper", &IlpArrays::col_upper, "float64[cols]: upper bounds (lower bounds are 0).")
+      .def_ro("col_integer", &IlpArrays::col_integer, "uint8[cols]: 1 for an integer column.")
+      .def_ro("row_lower", &IlpArrays::row_lower, "float64[rows]")
+      .def_ro("row_upper", &IlpArrays::row_upper, "float64[rows]")
+      .def_ro("row_start", &IlpArrays::row_start, "int64[rows+1]: CSR row offsets.")
+      .def_ro("row_index", &IlpArrays::row_index, "int32[nonzeros]: CSR column indices.")
+      .def_ro("row_value", &IlpArrays::row_value, "float64[nonzeros]: CSR values.")
+      .def("__repr__", [](const IlpArrays& a) {
+        return "IlpArrays(num_cols=" + std::to_string(a.num_cols) +
+               ", num_rows=" + std::to_string(a.num_rows) + ")";
+      });
+  nb::class_<PoolRows>(m, "PoolRows", "Pool rows to add to HiGHS: CSR slice (numpy, read-only attributes).")
+      .def_ro("upper", &PoolRows::upper, "float64[rows]: upper bounds.")
+      .def_ro("start", &PoolRows::start, "int32[rows+1]: CSR row offsets.")
+      .def_ro("index", &PoolRows::index, "int32[nonzeros]: CSR column indices.")
+      .def_ro("value", &PoolRows::value, "float64[nonzeros]: CSR values.")
+      .def("__repr__",
+           [](const PoolRows& r) { return "PoolRows(num_rows=" + std::to_string(r.num_rows) + ")"; });
+  nb::class_<PresolveStats>(m, "PresolveStats", "What presolve did (read-only attributes).")
+      .def_ro("groups", &PresolveStats::groups, "Groups of nodes that move together.")
+      .def_ro("free_groups", &PresolveStats::free_groups, "Groups left with a choice.")
+      .def_ro("pairs", &PresolveStats::pairs, "Pair tables between groups.")
+      .def_ro("components", &PresolveStats::components, "Connected components of the free groups.")
+      .def_ro("free_strategies", &PresolveStats::free_strategies, "Strategies summed over free groups.")
+      .def_ro("merged", &PresolveStats::merged, "Groups merged into another (follow chains).")
+      .def_ro("folded", &PresolveStats::folded, "Singleton groups folded into their neighbours.")
+      .def_ro("dominated", &PresolveStats::dominated, "Dominated strategies removed.")
+      .def_ro("arc_removed", &PresolveStats::arc_removed, "Pair tables removed (arc consistency).")
+      .def("__repr__", [](const PresolveStats& s) {
+        return "PresolveStats(groups=" + std::to_string(s.groups) +
+               ", free_groups=" + std::to_string(s.free_groups) + ", pairs=" + std::to_string(s.pairs) +
+               ", components=" + std::to_string(s.components) +
+               ", free_strategies=" + std::to_string(s.free_strategies) +
+               ", merged=" + std::to_string(s.merged) + ", folded=" + std::to_string(s.folded) +
+               ", dominated=" + std::to_string(s.dominated) +
+               ", arc_removed=" + std::to_string(s.arc_removed) + ")";
+      });
 }
 
 // A group assignment from Python, checked against the presolved model (length and domain ranges).
@@ -92,7 +183,7 @@ void bind_group_model(nb::module_& m) {
       .def_prop_ro("infeasible", [](const GroupIlp& x) { return x.infeasible; })
       .def_prop_ro("objective_offset", [](const GroupIlp& x) { return x.objective_offset; })
       .def_prop_ro("num_free", [](const GroupIlp& x) { return x.free_groups.size(); })
-      .def("arrays", &ilp_arrays<GroupIlp>)
+      .def("arrays", &ilp_arrays<GroupIlp>, "Copies of the model's arrays (an IlpArrays).")
       .def_prop_ro("num_pool_rows", &GroupIlp::num_pool_rows)
       .def_prop_ro("memory_rows_merged", [](const GroupIlp& x) { return x.memory_rows_merged; })
       .def("pool_violations",
@@ -119,12 +210,13 @@ void bind_group_model(nb::module_& m) {
                             x.pool_value.begin() + x.pool_start[r + 1]);
                start.push_back(static_cast<int32_t>(index.size()));
              }
-             nb::dict d;
-             d["upper"] = to_numpy(std::move(upper));
-             d["start"] = to_numpy(std::move(start));
-             d["index"] = to_numpy(std::move(index));
-             d["value"] = to_numpy(std::move(value));
-             return d;
+             PoolRows out;
+             out.num_rows = static_cast<int64_t>(upper.size());
+             out.upper = to_numpy(std::move(upper));
+             out.start = to_numpy(std::move(start));
+             out.index = to_numpy(std::move(index));
+             out.value = to_numpy(std::move(value));
+             return out;
            })
       .def("start_vector",
            [](const GroupIlp& x, Array1D<const int32_t> a) {
@@ -159,19 +251,18 @@ void bind_group_model(nb::module_& m) {
       .def("stats",
            [](const GroupModel& x) {
              const auto& r = x.presolved();
-             nb::dict d;
-             d["groups"] = r.num_groups();
-             d["free_groups"] = r.num_free_groups();
-             d["pairs"] = r.pairs.size();
-             d["components"] = r.num_components();
-             int64_t dom = 0;
-             for (const auto& v : r.domain) dom += v.size() > 1 ? static_cast<int64_t>(v.size()) : 0;
-             d["free_strategies"] = dom;
-             d["merged"] = r.merged;
-             d["folded"] = r.folded;
-             d["dominated"] = r.dominated;
-             d["arc_removed"] = r.arc_removed;
-             return d;
+             PresolveStats st;
+             st.groups = r.num_groups();
+             st.free_groups = r.num_free_groups();
+             st.pairs = static_cast<int64_t>(r.pairs.size());
+             st.components = r.num_components();
+             for (const auto& v : r.domain)
+               st.free_strategies += v.size() > 1 ? static_cast<int64_t>(v.size()) : 0;
+             st.merged = r.merged;
+             st.folded = r.folded;
+             st.dominated = r.dominated;
+             st.arc_removed = r.arc_removed;
+             return st;
            })
       .def("free_groups",
            [](const GroupModel& x) {
@@ -243,9 +334,10 @@ void bind_group_model(nb::module_& m) {
 }  // namespace
 
 void bind_solver(nb::module_& m) {
+  bind_results(m);
   m.def("solve_heuristic", &run_heuristic, nb::arg("problem"), nb::arg("time_limit"), nb::arg("seed"),
         nb::arg("max_rounds") = -1, nb::arg("initial").none() = nb::none(),
-        "Greedy + memory repair + local search; returns a dict (solution, cost, peak_usage, feasible, ...).");
+        "Greedy + memory repair + local search; returns a HeuristicResult.");
   bind_group_model(m);
 }
 

@@ -28,7 +28,7 @@ def priced_brute_force(p: StrategyProblem, node_price: np.ndarray) -> tuple[floa
         cost, _, _ = p.evaluate(list(sol))
         if cost >= 1e18:
             continue
-        usage = a["node_usage"][a["strategy_offset"][:-1] + np.asarray(sol)]
+        usage = a.node_usage[a.strategy_offset[:-1] + np.asarray(sol)]
         value = cost + float(node_price @ usage)
         if value < best[0]:
             best = (value, list(sol))
@@ -37,7 +37,7 @@ def priced_brute_force(p: StrategyProblem, node_price: np.ndarray) -> tuple[floa
 
 def first_finite(p: StrategyProblem) -> np.ndarray:
     h = _core.solve_heuristic(p._core, 5.0, 0, 0, None)
-    return np.asarray(h["solution"], np.int64)
+    return np.asarray(h.solution, np.int64)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -70,13 +70,13 @@ def test_nothing_below_the_upper_bound_gives_none() -> None:
 
 def relimited(p: StrategyProblem) -> StrategyProblem:
     a = p.arrays()
-    so, eo = a["strategy_offset"], a["edge_offset"]
+    so, eo = a.strategy_offset, a.edge_offset
     return StrategyProblem.from_arrays(
-        np.stack([a["interval_start"], a["interval_end"]], 1),
-        np.split(a["node_cost"], so[1:-1]),
-        np.split(a["node_usage"], so[1:-1]),
-        np.stack([a["edge_u"], a["edge_v"]], 1),
-        np.split(a["edge_cost"], eo[1:-1]) if p.num_edges else [],
+        np.stack([a.interval_start, a.interval_end], 1),
+        np.split(a.node_cost, so[1:-1]),
+        np.split(a.node_usage, so[1:-1]),
+        np.stack([a.edge_u, a.edge_v], 1),
+        np.split(a.edge_cost, eo[1:-1]) if p.num_edges else [],
         None,
     )
 
@@ -105,18 +105,16 @@ def test_lagrangian_bound_and_repaired_solutions_are_valid() -> None:
         p = random_problem(rng, n=int(rng.integers(6, 9)), tight=0.45)
         optimum = brute_force(p)
         h = _core.solve_heuristic(p._core, 5.0, 0, 0, None)
-        if optimum is None or not h["feasible"]:
+        if optimum is None or not h.feasible:
             continue
         out = solver_module._Improved()
         now = time.perf_counter()
-        used, _ = solver_module._price_memory_cfn(
-            p._core, h["solution"], h["cost"], 5e7, 0, now + 60, now, out
-        )
+        used, _ = solver_module._price_memory_cfn(p._core, h.solution, h.cost, 5e7, 0, now + 60, now, out)
         assert 0 < used <= 1
         assert out.lower_bound is not None and out.lower_bound <= optimum + 1e-6
         if out.best is not None:
             cost, _, ok = p.evaluate(out.best)
-            assert ok and cost <= h["cost"] and cost >= optimum - 1e-6
+            assert ok and cost <= h.cost and cost >= optimum - 1e-6
         checked += 1
     assert checked >= 10
 
@@ -141,13 +139,13 @@ def test_costs_beyond_toulbar2s_range_are_not_posted(monkeypatch) -> None:
     rng = np.random.default_rng(1)
     small = random_problem(rng, n=7, tight=1.0)
     a = small.arrays()
-    so, eo = a["strategy_offset"], a["edge_offset"]
+    so, eo = a.strategy_offset, a.edge_offset
     huge = StrategyProblem.from_arrays(
-        np.stack([a["interval_start"], a["interval_end"]], 1),
-        [c * 1e15 for c in np.split(a["node_cost"], so[1:-1])],
-        np.split(a["node_usage"], so[1:-1]),
-        np.stack([a["edge_u"], a["edge_v"]], 1),
-        [c * 1e15 for c in np.split(a["edge_cost"], eo[1:-1])],
+        np.stack([a.interval_start, a.interval_end], 1),
+        [c * 1e15 for c in np.split(a.node_cost, so[1:-1])],
+        np.split(a.node_usage, so[1:-1]),
+        np.stack([a.edge_u, a.edge_v], 1),
+        [c * 1e15 for c in np.split(a.edge_cost, eo[1:-1])],
         None,
     )
     result = PricedCfn(huge._core).solve(None, None, 1000, 10)
@@ -165,7 +163,7 @@ def restricted_brute_force(p: StrategyProblem, node_price: np.ndarray, domains: 
     for sol in itertools.product(*[d.tolist() for d in domains]):
         cost, _, _ = p.evaluate(list(sol))
         if cost < 1e18:
-            usage = a["node_usage"][a["strategy_offset"][:-1] + np.asarray(sol)]
+            usage = a.node_usage[a.strategy_offset[:-1] + np.asarray(sol)]
             best = min(best, cost + float(node_price @ usage))
     return best
 
@@ -187,7 +185,7 @@ def test_restricted_optimum_matches_brute_force(seed: int) -> None:
         assert int(np.argmin(costs)) in d  # the cheapest (first of ties) strategy is kept
     sizes = np.array([len(d) for d in domains])
     a = p.arrays()
-    assert cfn.table_entries(domains) == sizes.sum() + (sizes[a["edge_u"]] * sizes[a["edge_v"]]).sum()
+    assert cfn.table_entries(domains) == sizes.sum() + (sizes[a.edge_u] * sizes[a.edge_v]).sum()
     bound = cfn.value(incumbent, price) + 1
     result = cfn.solve(price, bound, backtrack_limit=100_000, time_limit=30, domains=domains)
     assert result.optimal and result.solution is not None
@@ -212,23 +210,23 @@ def test_restricted_phase_keeps_feasible_improvements_only() -> None:
         p = random_problem(rng, n=int(rng.integers(6, 9)), tight=0.45)
         optimum = brute_force(p)
         h = _core.solve_heuristic(p._core, 5.0, 0, 0, None)
-        if optimum is None or not h["feasible"]:
+        if optimum is None or not h.feasible:
             continue
         a = p.arrays()
-        moments = int(a["interval_end"].max()) + 1
+        moments = int(a.interval_end.max()) + 1
         # A priced solution that ignores the limit (the memory-free optimum) and a flat price on it.
         free = PricedCfn(p._core).solve(None, None, 100_000, 30).solution
         settled = solver_module._Price(np.ones(moments), 1.0, free)
         results = []
         for _ in range(2):
-            out = solver_module._Improved(best=np.asarray(h["solution"]), memory_free=free)
+            out = solver_module._Improved(best=np.asarray(h.solution), memory_free=free)
             now = time.perf_counter()
             used = solver_module._price_memory_restricted(
                 p._core, PricedCfn(p._core), settled, 5e7, 0, now + 60, now, out
             )
             assert 0 < used <= 1
             cost, _, ok = p.evaluate(out.best)
-            assert ok and optimum - 1e-6 <= cost <= h["cost"]
+            assert ok and optimum - 1e-6 <= cost <= h.cost
             results.append(out.best.tolist())
         assert results[0] == results[1]  # deterministic
         checked += 1
@@ -239,15 +237,15 @@ def seconds_problem(rng: np.random.Generator, n: int, forbid: float = 0.1) -> St
     """A problem without a usage limit whose costs are seconds (1e-6 .. 1e-3), as the intra-op pass makes."""
     p = random_problem(rng, n=n, tight=1.0, forbid=forbid)
     a = p.arrays()
-    off, eoff = a["strategy_offset"], a["edge_offset"]
-    node = np.where(a["node_cost"] >= 1e18, 1e18, a["node_cost"] * 1.37e-5 + 1e-6)
-    edge = np.where(a["edge_cost"] >= 1e18, 1e18, a["edge_cost"] * 2.9e-6)
-    intervals = np.stack([a["interval_start"], a["interval_end"]], axis=1)
+    off, eoff = a.strategy_offset, a.edge_offset
+    node = np.where(a.node_cost >= 1e18, 1e18, a.node_cost * 1.37e-5 + 1e-6)
+    edge = np.where(a.edge_cost >= 1e18, 1e18, a.edge_cost * 2.9e-6)
+    intervals = np.stack([a.interval_start, a.interval_end], axis=1)
     return StrategyProblem.from_arrays(
         intervals,
         [node[off[i] : off[i + 1]] for i in range(p.num_nodes)],
-        [a["node_usage"][off[i] : off[i + 1]] for i in range(p.num_nodes)],
-        np.stack([a["edge_u"], a["edge_v"]], axis=1),
+        [a.node_usage[off[i] : off[i + 1]] for i in range(p.num_nodes)],
+        np.stack([a.edge_u, a.edge_v], axis=1),
         [edge[eoff[e] : eoff[e + 1]] for e in range(p.num_edges)],
         usage_limit=None,
     )
@@ -280,15 +278,15 @@ def test_conditional_domains_rank_by_node_plus_neighbour_edge_costs() -> None:
     p = seconds_problem(rng, n=7, forbid=0.0)
     cfn = PricedCfn(p._core)
     a = p.arrays()
-    off, eoff = a["strategy_offset"], a["edge_offset"]
+    off, eoff = a.strategy_offset, a.edge_offset
     x = first_finite(p)
     other = np.zeros(p.num_nodes, np.int64)
     domains = cfn.conditional_domains(x, [other], cheapest=1)
     for i in range(p.num_nodes):
-        conditional = a["node_cost"][off[i] : off[i + 1]].copy()
+        conditional = a.node_cost[off[i] : off[i + 1]].copy()
         for e in range(p.num_edges):
-            u, v = int(a["edge_u"][e]), int(a["edge_v"][e])
-            table = a["edge_cost"][eoff[e] : eoff[e + 1]].reshape(off[u + 1] - off[u], off[v + 1] - off[v])
+            u, v = int(a.edge_u[e]), int(a.edge_v[e])
+            table = a.edge_cost[eoff[e] : eoff[e + 1]].reshape(off[u + 1] - off[u], off[v + 1] - off[v])
             if u == i:
                 conditional += table[:, x[v]]
             if v == i:

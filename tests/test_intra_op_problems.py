@@ -27,13 +27,13 @@ PROBLEMS = {  # file: (seconds, memory-bound)
 
 def without_limit(p: StrategyProblem) -> StrategyProblem:
     a = p.arrays()
-    so, eo = a["strategy_offset"], a["edge_offset"]
+    so, eo = a.strategy_offset, a.edge_offset
     return StrategyProblem.from_arrays(
-        np.stack([a["interval_start"], a["interval_end"]], axis=1),
-        [a["node_cost"][so[i] : so[i + 1]] for i in range(p.num_nodes)],
-        [a["node_usage"][so[i] : so[i + 1]] for i in range(p.num_nodes)],
-        np.stack([a["edge_u"], a["edge_v"]], axis=1).astype(np.int64),
-        [a["edge_cost"][eo[e] : eo[e + 1]] for e in range(p.num_edges)],
+        np.stack([a.interval_start, a.interval_end], axis=1),
+        [a.node_cost[so[i] : so[i + 1]] for i in range(p.num_nodes)],
+        [a.node_usage[so[i] : so[i + 1]] for i in range(p.num_nodes)],
+        np.stack([a.edge_u, a.edge_v], axis=1).astype(np.int64),
+        [a.edge_cost[eo[e] : eo[e + 1]] for e in range(p.num_edges)],
     )
 
 

@@ -1,7 +1,7 @@
-"""Presolve (passes/solver/presolve.h): on small random problems built to trigger every rule (forbidden costs,
-follow chains, dominated strategies, singletons, memory limits), the reduced problem's optimum maps back to
-the original's optimum with the same cost, and encode maps the original optimum to an assignment at least
-as good."""
+"""Presolve (passes/intra_op/presolve.h): on small random problems built to trigger every rule (forbidden
+costs, follow chains, dominated strategies, singletons, memory limits), the reduced problem's optimum maps
+back to the original's optimum with the same cost, and encode maps the original optimum to an assignment at
+least as good."""
 
 import itertools
 
@@ -127,7 +127,7 @@ def test_rules_fire_and_are_counted() -> None:
     )
     gm = _core.GroupModel(p._core)
     st = gm.stats()
-    assert (st["merged"], st["groups"], st["dominated"]) == (3, 1, 2)
+    assert (st.merged, st.groups, st.dominated) == (3, 1, 2)
     best = brute_force(p)
     assert reduced_optimum(p, gm) == pytest.approx(best[0])
 
@@ -334,7 +334,7 @@ def test_time_window_regions_sit_at_the_peak() -> None:
 
 
 def _objective(model: _core.GroupIlp, assignment: np.ndarray) -> float:
-    return float(model.arrays()["col_cost"] @ model.start_vector(assignment)) + model.objective_offset
+    return float(model.arrays().col_cost @ model.start_vector(assignment)) + model.objective_offset
 
 
 def test_memory_price_adds_price_times_usage() -> None:
@@ -353,7 +353,7 @@ def test_memory_price_adds_price_times_usage() -> None:
             _objective(plain, picks[1])
         )  # an empty price clears it
 
-        usage_term = [float(price @ a["node_usage"][a["strategy_offset"][:-1] + gm.expand(x)]) for x in picks]
+        usage_term = [float(price @ a.node_usage[a.strategy_offset[:-1] + gm.expand(x)]) for x in picks]
         shift = [_objective(priced, x) - _objective(plain, x) for x in picks]
         assert shift[0] - shift[1] == pytest.approx(usage_term[0] - usage_term[1])
 
@@ -373,12 +373,12 @@ def test_build_without_memory_rows_is_the_unlimited_problem() -> None:
     checked, fewer_rows = 0, 0
     for seed, _, p, gm in memory_models(5000, 15, 6, 9):
         a = p.arrays()
-        so, live = a["strategy_offset"], a["interval_end"] > a["interval_start"]
+        so, live = a.strategy_offset, a.interval_end > a.interval_start
         unlimited = StrategyProblem.from_arrays(*_arrays_of(p), usage_limit=None)
         expected = min(
             unlimited.evaluate(list(x))[0]
             for x in itertools.product(*[range(p.num_strategies(i)) for i in range(p.num_nodes)])
-            if not any(live[i] and a["node_usage"][so[i] + x[i]] > p.usage_limit for i in range(p.num_nodes))
+            if not any(live[i] and a.node_usage[so[i] + x[i]] > p.usage_limit for i in range(p.num_nodes))
         )
         zero = np.zeros(gm.num_groups, np.int32)
         limited = gm.build(zero, np.zeros(0, np.int32), 10**7)
@@ -394,11 +394,11 @@ def test_build_without_memory_rows_is_the_unlimited_problem() -> None:
 
 def _arrays_of(p: StrategyProblem) -> tuple:
     a = p.arrays()
-    so, eo = a["strategy_offset"], a["edge_offset"]
+    so, eo = a.strategy_offset, a.edge_offset
     return (
-        np.stack([a["interval_start"], a["interval_end"]], 1),
-        np.split(a["node_cost"], so[1:-1]),
-        np.split(a["node_usage"], so[1:-1]),
-        np.stack([a["edge_u"], a["edge_v"]], 1),
-        np.split(a["edge_cost"], eo[1:-1]) if len(eo) > 1 else [],
+        np.stack([a.interval_start, a.interval_end], 1),
+        np.split(a.node_cost, so[1:-1]),
+        np.split(a.node_usage, so[1:-1]),
+        np.stack([a.edge_u, a.edge_v], 1),
+        np.split(a.edge_cost, eo[1:-1]) if len(eo) > 1 else [],
     )

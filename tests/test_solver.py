@@ -2,6 +2,7 @@
 infeasibility, determinism, and the fast path on a public production problem."""
 
 import itertools
+import types
 from pathlib import Path
 
 import numpy as np
@@ -192,10 +193,10 @@ def test_nothing_found_in_time_is_unknown_not_infeasible(monkeypatch):
     real = _core.solve_heuristic
 
     def nothing_found(core, limit, seed, rounds, initial):
-        result = dict(real(core, limit, seed, 0, initial))
-        result.update(
-            feasible=False, solution=np.zeros(core.num_nodes, dtype=np.int64), time_to_first_feasible=-1.0
-        )
+        found = real(core, limit, seed, 0, initial)
+        result = types.SimpleNamespace(**{k: getattr(found, k) for k in dir(found) if not k.startswith("_")})
+        result.feasible, result.solution = False, np.zeros(core.num_nodes, dtype=np.int64)
+        result.time_to_first_feasible = -1.0
         return result
 
     monkeypatch.setattr(_core, "solve_heuristic", nothing_found)
@@ -210,12 +211,12 @@ def test_fast_path_repairs_an_infeasible_initial_solution() -> None:
     for seed in range(5):
         p = random_problem(np.random.default_rng(60 + seed), n=60, tight=0.45)
         a = p.arrays()
-        so = a["strategy_offset"]
-        largest = np.array([np.argmax(a["node_usage"][so[i] : so[i + 1]]) for i in range(p.num_nodes)])
+        so = a.strategy_offset
+        largest = np.array([np.argmax(a.node_usage[so[i] : so[i + 1]]) for i in range(p.num_nodes)])
         if p.evaluate(largest)[2] or p.evaluate(largest)[0] >= 1e18:
             continue
         h = _core.solve_heuristic(p._core, 10.0, 0, 0, largest)
-        assert h["feasible"] and p.evaluate(h["solution"])[2]
+        assert h.feasible and p.evaluate(h.solution)[2]
 
 
 def test_memory_pricing_finds_feasible_solutions_and_raises_the_price_while_over() -> None:
@@ -237,11 +238,11 @@ def test_memory_pricing_finds_feasible_solutions_and_raises_the_price_while_over
     core = p._core
     gm = _core.GroupModel(core)
     h = _core.solve_heuristic(core, 10.0, 0, 0, None)
-    assert h["feasible"]
+    assert h.feasible
     out = solver_module._Improved()
     now = __import__("time").perf_counter()
     rng = np.random.default_rng(0)
-    solver_module._price_memory(core, gm, h["solution"], h["cost"], 2e7, rng, now + 120, now, out)
+    solver_module._price_memory(core, gm, h.solution, h.cost, 2e7, rng, now + 120, now, out)
     rounds = [e for e in out.log if "price_round" in e]
     assert len(rounds) >= 3 and rounds[0]["over"]  # the memory-free optimum exceeds this limit
     for before, after in zip(rounds, rounds[1:], strict=False):
@@ -249,7 +250,7 @@ def test_memory_pricing_finds_feasible_solutions_and_raises_the_price_while_over
             assert after["mu"] > before["mu"]
     if out.best is not None:
         cost, _, ok = p.evaluate(out.best)
-        assert ok and cost < h["cost"]
+        assert ok and cost < h.cost
 
 
 def test_budget_not_the_clock_decides_and_initial_warm_starts() -> None:

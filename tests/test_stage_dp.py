@@ -13,6 +13,11 @@ from autopar import _core
 INF = math.inf
 
 
+def stages(out: _core.StageDpResult) -> list[tuple]:
+    """(start, end_exclusive, submesh, config, cost) of each chosen stage."""
+    return [(st.start_layer, st.end_layer, st.submesh, st.config, st.cost) for st in out.stages]
+
+
 def table(num_layers: int, num_submeshes: int, num_configs: int, fn) -> list[float]:
     """Flat [start][end][submesh][config] table of fn(start, end_inclusive, submesh, config)."""
     return [
@@ -57,9 +62,9 @@ def test_uniform_layers_split_evenly_over_two_devices():
     cost = table(4, 2, 1, lambda i, j, s, c: (j - i + 1) * (1.0 if s == 0 else 0.5))
     succ = [8] * len(cost)
     out = _core.solve_stages(4, 2, 8, [1, 2], 1, cost, succ)
-    assert out["feasible"]
-    assert out["stages"] == [(0, 4, 1, 0, 2.0)]
-    assert out["latency"] == pytest.approx(16.0)
+    assert out.feasible
+    assert stages(out) == [(0, 4, 1, 0, 2.0)]
+    assert out.latency == pytest.approx(16.0)
 
 
 def test_pipeline_wins_when_data_parallel_scales_badly():
@@ -67,8 +72,8 @@ def test_pipeline_wins_when_data_parallel_scales_badly():
     # two stages of 2 layers on 1 device: 2 + 2 + 7 * 2 = 18.
     cost = table(4, 2, 1, lambda i, j, s, c: (j - i + 1) * (1.0 if s == 0 else 0.8))
     out = _core.solve_stages(4, 2, 8, [1, 2], 1, cost, [8] * len(cost))
-    assert out["stages"] == [(0, 2, 0, 0, 2.0), (2, 4, 0, 0, 2.0)]
-    assert out["latency"] == pytest.approx(18.0)
+    assert stages(out) == [(0, 2, 0, 0, 2.0), (2, 4, 0, 0, 2.0)]
+    assert out.latency == pytest.approx(18.0)
 
 
 def test_unequal_layers_get_unequal_stages():
@@ -76,8 +81,8 @@ def test_unequal_layers_get_unequal_stages():
     layer = [3.0, 1.0, 1.0, 1.0]
     cost = table(4, 1, 1, lambda i, j, s, c: sum(layer[i : j + 1]))
     out = _core.solve_stages(4, 2, 4, [1], 1, cost, [8] * len(cost))
-    assert [(a, b) for a, b, *_ in out["stages"]] == [(0, 1), (1, 4)]
-    assert out["latency"] == pytest.approx(3 + 3 + 3 * 3)
+    assert [(a, b) for a, b, *_ in stages(out)] == [(0, 1), (1, 4)]
+    assert out.latency == pytest.approx(3 + 3 + 3 * 3)
 
 
 def test_memory_limits_succeeding_stages():
@@ -86,21 +91,21 @@ def test_memory_limits_succeeding_stages():
     cost = table(2, 1, 2, lambda i, j, s, c: (j - i + 1) * (1.0 if c == 0 else 1.5))
     succ = table(2, 1, 2, lambda i, j, s, c: 0 if c == 0 else 4)
     out = _core.solve_stages(2, 2, 2, [1], 2, cost, [int(x) if math.isfinite(x) else 0 for x in succ])
-    assert out["stages"] == [(0, 1, 0, 1, 1.5), (1, 2, 0, 0, 1.0)]
+    assert stages(out) == [(0, 1, 0, 1, 1.5), (1, 2, 0, 0, 1.0)]
 
 
 def test_infeasible_when_nothing_fits():
     cost = table(2, 1, 1, lambda i, j, s, c: 1.0)
     out = _core.solve_stages(2, 2, 2, [1], 1, cost, [-1] * len(cost))
-    assert not out["feasible"]
-    assert out["stages"] == []
+    assert not out.feasible
+    assert stages(out) == []
 
 
 def test_devices_must_all_be_used():
     # Only 3-device submeshes on a 4-device cluster: no plan uses every device.
     cost = table(2, 1, 1, lambda i, j, s, c: 1.0)
     out = _core.solve_stages(2, 4, 2, [3], 1, cost, [4] * len(cost))
-    assert not out["feasible"]
+    assert not out.feasible
 
 
 def test_imbalance_tolerance_forbids_lopsided_stages():
@@ -110,7 +115,7 @@ def test_imbalance_tolerance_forbids_lopsided_stages():
     # With one micro-batch the single-device-per-stage plan [4] | [1,1] costs 6; tolerance 0.2 asks every
     # stage to cost at least 4 / 1.2, which [1, 1] (2 s) violates, so no two-stage plan remains.
     strict = _core.solve_stages(3, 2, 1, [1], 1, cost, [8] * len(cost), imbalance_tolerance=0.2)
-    assert free["feasible"] and not strict["feasible"]
+    assert free.feasible and not strict.feasible
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -132,9 +137,9 @@ def test_matches_brute_force(seed):
     out = _core.solve_stages(num_layers, num_devices, batches, devices, configs, cost, succ)
     expected = brute_force(num_layers, num_devices, batches, devices, configs, cost, succ)
     if math.isinf(expected):
-        assert not out["feasible"]
+        assert not out.feasible
     else:
-        assert out["latency"] == pytest.approx(expected)
+        assert out.latency == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(

@@ -89,25 +89,23 @@ class PricedCfn:
         """`priced=False`: every solve will have node_price None, so costs may use finer units."""
         a = core.arrays()
         self.num_nodes = core.num_nodes
-        self._offset = a["strategy_offset"]
-        self._usage = a["node_usage"].astype(np.float64)
-        self._node_cost = a["node_cost"].astype(np.float64)
+        self._offset = a.strategy_offset
+        self._usage = a.node_usage.astype(np.float64)
+        self._node_cost = a.node_cost.astype(np.float64)
         # The problem's validation rejects self-edges, so every edge is a binary cost function.
-        self._edge_u, self._edge_v = a["edge_u"], a["edge_v"]
-        self._edge_offset = a["edge_offset"]
+        self._edge_u, self._edge_v = a.edge_u, a.edge_v
+        self._edge_offset = a.edge_offset
         span = _SCALED_SPAN if priced else _UNPRICED_SPAN
-        self.scale = _integer_scale(
-            self._node_cost, a["strategy_offset"], a["edge_cost"], a["edge_offset"], span
-        )
-        self._edge_cost_exact = np.where(a["edge_cost"] >= _FORBIDDEN, np.inf, a["edge_cost"])
-        edge_cost = a["edge_cost"] * self.scale
-        self._edge_cost = np.where(a["edge_cost"] >= _FORBIDDEN, np.inf, np.round(edge_cost))
+        self.scale = _integer_scale(self._node_cost, a.strategy_offset, a.edge_cost, a.edge_offset, span)
+        self._edge_cost_exact = np.where(a.edge_cost >= _FORBIDDEN, np.inf, a.edge_cost)
+        edge_cost = a.edge_cost * self.scale
+        self._edge_cost = np.where(a.edge_cost >= _FORBIDDEN, np.inf, np.round(edge_cost))
         eo = self._edge_offset
         self._edges = [
             (u, v, self._edge_cost[eo[e] : eo[e + 1]].tolist())
             for e, (u, v) in enumerate(zip(self._edge_u.tolist(), self._edge_v.tolist(), strict=True))
         ]
-        self.num_table_entries = int(len(a["edge_cost"]) + len(self._node_cost))
+        self.num_table_entries = int(len(a.edge_cost) + len(self._node_cost))
         self._edge_range = _segment_spread(self._edge_cost, eo)
 
     @property

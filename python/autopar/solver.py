@@ -7,8 +7,8 @@ A strategy problem (the IOPDDL contest's shape): pick one strategy per node so t
     sol = solve(p, time_limit=10.0, seed=0)
     sol.strategies, sol.cost, sol.status, sol.lower_bound
 
-`solve` presolves into groups of nodes that move together (passes/solver/presolve.h), runs the C++ fast path
-(greedy, memory repair, local search; passes/solver/heuristic.h), then either the exact path (the whole
+`solve` presolves into groups of nodes that move together (passes/intra_op/presolve.h), runs the C++ fast path
+(greedy, memory repair, local search; passes/intra_op/heuristic.h), then either the exact path (the whole
 reduced 0-1 ILP solved by HiGHS, warm-started; proves optimality or reports a bound) when it is small enough,
 or large-neighbourhood search with HiGHS sub-ILPs, preceded by toulbar2 priced optima (autopar.cfn: the
 memory-free optimum, then Lagrangian prices on usage) and, on usage-limited problems, a priced
@@ -147,9 +147,9 @@ class StrategyProblem:
         """(cost, peak usage, feasible); feasible means no forbidden cost and peak <= usage_limit."""
         return self._core.evaluate(_as_solution(solution))
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Copies of the flat arrays (interval_start/end, strategy_offset, node_cost, node_usage, edge_u/v,
-        edge_offset, edge_cost)."""
+    def arrays(self) -> _core.ProblemArrays:
+        """Copies of the flat arrays, as numpy attributes (interval_start/end, strategy_offset, node_cost,
+        node_usage, edge_u/v, edge_offset, edge_cost)."""
         return self._core.arrays()
 
     def to_json(self, path: str | os.PathLike) -> None:
@@ -164,10 +164,10 @@ class StrategyProblem:
         import tempfile
 
         a = self.arrays()
-        starts, ends = a["interval_start"].tolist(), a["interval_end"].tolist()
-        node_rows = self._json_cost_rows(a["node_cost"], a["strategy_offset"])
-        usages, offsets = a["node_usage"].tolist(), a["strategy_offset"].tolist()
-        edge_rows = self._json_cost_rows(a["edge_cost"], a["edge_offset"])
+        starts, ends = a.interval_start.tolist(), a.interval_end.tolist()
+        node_rows = self._json_cost_rows(a.node_cost, a.strategy_offset)
+        usages, offsets = a.node_usage.tolist(), a.strategy_offset.tolist()
+        edge_rows = self._json_cost_rows(a.edge_cost, a.edge_offset)
         out = [
             '{"problem": {"name": ',
             json.dumps(self.name),
@@ -181,7 +181,7 @@ class StrategyProblem:
                 for b, e in zip(offsets[:-1], offsets[1:], strict=True)
             ),
             ']},\n"edges": {"nodes": [',
-            ",".join(f"[{u},{v}]" for u, v in zip(a["edge_u"].tolist(), a["edge_v"].tolist(), strict=True)),
+            ",".join(f"[{u},{v}]" for u, v in zip(a.edge_u.tolist(), a.edge_v.tolist(), strict=True)),
             '],\n"costs": [',
             ",\n".join(edge_rows),
             "]}",
@@ -317,21 +317,21 @@ def solve(
     if start_solution is not None and start_solution.shape != (core.num_nodes,):
         raise ValueError(f"initial: expected {core.num_nodes} strategies, got shape {start_solution.shape}")
     h = _core.solve_heuristic(core, heuristic_limit, int(seed), rounds, start_solution)
-    clock_cut = rounds < 0 or (h["rounds"] < rounds and time.perf_counter() - start >= heuristic_limit)
-    best, first = h["solution"], h["time_to_first_feasible"]
+    clock_cut = rounds < 0 or (h.rounds < rounds and time.perf_counter() - start >= heuristic_limit)
+    best, first = h.solution, h.time_to_first_feasible
     limit = core.usage_limit
-    if not h["feasible"] and (presolve_infeasible or (limit is not None and h["min_peak_usage"] > limit)):
-        peak = int(h["min_peak_usage"])
+    if not h.feasible and (presolve_infeasible or (limit is not None and h.min_peak_usage > limit)):
+        peak = int(h.min_peak_usage)
         msg = (
             f"infeasible: the smallest strategies peak at {peak}, above the usage limit {limit}"
             if limit is not None and peak > limit
             else "infeasible: every strategy of some node is forbidden or over the usage limit"
         )
         elapsed = time.perf_counter() - start
-        return Solution(best, float(h["cost"]), peak, None, "infeasible", None, elapsed, msg)
+        return Solution(best, float(h.cost), peak, None, "infeasible", None, elapsed, msg)
     lower_bound, optimal, msg = None, False, "fast path (greedy + local search)"
-    best_time = float(h["time_to_best"])
-    trace = [(best_time, float(h["cost"]))] if h["feasible"] else []
+    best_time = float(h.time_to_best)
+    trace = [(best_time, float(h.cost))] if h.feasible else []
     if gm is not None:
         improved = _improve(core, gm, h, time_limit, budget, int(seed), start, work_limit, candidates)
         if improved.best is not None:
@@ -499,7 +499,7 @@ class _Improved:
 def _improve(
     core: _core.StrategyProblem,
     gm: _core.GroupModel,
-    h: dict,
+    h: _core.HeuristicResult,
     time_limit: float,
     seconds: float,
     seed: int,
@@ -511,8 +511,8 @@ def _improve(
     exact path when the whole reduced ILP is small enough (proves optimality or gives a bound), else
     large-neighbourhood search from the heuristic's solution."""
     out = _Improved(message="fast path (greedy + local search)")
-    assignment = gm.encode(h["solution"]) if h["feasible"] else None
-    best_cost = float(h["cost"]) if h["feasible"] else float("inf")
+    assignment = gm.encode(h.solution) if h.feasible else None
+    best_cost = float(h.cost) if h.feasible else float("inf")
     if assignment is None:
         assignment = np.zeros(gm.num_groups, np.int32)
     whole = gm.build(assignment, np.zeros(0, np.int32), MAX_ILP_NONZEROS)
@@ -521,7 +521,7 @@ def _improve(
         return _without_usage_limit(core, gm, whole, h, seconds, seed, start, deadline, out, candidates)
     if not whole.too_big:
         return _exact_path(core, gm, whole, h, seconds, seed, start, deadline, out)
-    if not h["feasible"]:
+    if not h.feasible:
         return out
     rng = np.random.default_rng(seed)
     budget = work_limit if work_limit is not None else _LNS_WORK_PER_SECOND * seconds
@@ -536,7 +536,7 @@ def _improve(
         cfn_budget = cfn_share * (work_limit if work_limit is not None else 1e6 * seconds)
         out.begin("toulbar2 priced optima", start)
         used, price = _price_memory_cfn(
-            core, h["solution"], best_cost, cfn_budget, seed, deadline, start, out, cfn
+            core, h.solution, best_cost, cfn_budget, seed, deadline, start, out, cfn
         )
         share = cfn_share * used
         out.message = "toulbar2 priced optima + large-neighbourhood search (presolve + HiGHS sub-ILPs)"
@@ -555,7 +555,7 @@ def _improve(
         )
         # Without a bracketed price the priced search starts where it did without toulbar2 (from the fast
         # path's solution, its first price set by that cost); the best solution so far is kept in `out`.
-        first = h["solution"]
+        first = h.solution
         out.begin("memory pricing", start)
         used, settled = _price_memory(
             core, gm, first, best_cost, price_budget, rng, deadline, start, out, price
@@ -584,7 +584,7 @@ def _without_usage_limit(
     core: _core.StrategyProblem,
     gm: _core.GroupModel,
     whole: _core.GroupIlp,
-    h: dict,
+    h: _core.HeuristicResult,
     seconds: float,
     seed: int,
     start: float,
@@ -608,7 +608,7 @@ def _without_usage_limit(
     if out.optimal or _gap_closed(core, h, out):
         out.message = "toulbar2 (no usage limit): proven optimal"
         return out
-    if out.best is not None or h["feasible"]:
+    if out.best is not None or h.feasible:
         share = _CONDITIONAL_SHARE * (units - used)
         used += _conditional_rounds(core, cfn, h, candidates, share, seed, deadline, start, out)
         out.message = "toulbar2 over conditional domains (no usage limit)"
@@ -617,7 +617,7 @@ def _without_usage_limit(
     left = max(seconds - used / 1e6, 0.0)
     if not whole.too_big and whole.num_nonzeros <= _EXACT_NONZEROS_PER_SECOND * seconds:
         return _highs_exact(core, gm, whole, h, left, seed, start, deadline, out)
-    best = out.best if out.best is not None else (h["solution"] if h["feasible"] else None)
+    best = out.best if out.best is not None else (h.solution if h.feasible else None)
     if best is None or left <= 0:
         return out
     out.message = "toulbar2 + large-neighbourhood search (presolve + HiGHS sub-ILPs)"
@@ -631,7 +631,7 @@ def _without_usage_limit(
 def _memory_free_round(
     core: _core.StrategyProblem,
     cfn: PricedCfn,
-    h: dict,
+    h: _core.HeuristicResult,
     budget: float,
     seed: int,
     deadline: float,
@@ -652,7 +652,7 @@ def _memory_free_round(
         return 0.0
     if post >= budget:
         return 0.0
-    incumbent = np.asarray(h["solution"], dtype=np.int64) if h["feasible"] else None
+    incumbent = np.asarray(h.solution, dtype=np.int64) if h.feasible else None
     upper = None if incumbent is None else cfn.value(incumbent, None) + cfn.unit
     backtracks = int((budget - post) / per_backtrack)
     result = cfn.solve(None, upper, backtracks, remaining, seed, trws_iterations=_TRWS_ITERATIONS)
@@ -665,7 +665,7 @@ def _memory_free_round(
     fits = False
     if result.solution is not None:
         cost, _, fits = core.evaluate(result.solution)
-        if fits and (incumbent is None or cost < float(h["cost"])):
+        if fits and (incumbent is None or cost < float(h.cost)):
             out.keep(result.solution, cost, start)
         out.optimal = fits and exact and result.optimal
     elif incumbent is not None and exact:
@@ -682,7 +682,7 @@ def _free_post_work(cfn: PricedCfn) -> float:
 def _conditional_rounds(
     core: _core.StrategyProblem,
     cfn: PricedCfn,
-    h: dict,
+    h: _core.HeuristicResult,
     candidates: Sequence[np.ndarray],
     budget: float,
     seed: int,
@@ -699,7 +699,7 @@ def _conditional_rounds(
     2x2x2 problems of benchmarks/models/small.py, whose full networks the default budget cannot post: GPT
     (2 layers) 1.898e-3 -> 1.585e-3 and MoE 3.94e-4 -> 3.45e-4 in 4-6 rounds of 0.1-0.5 s (the full
     network with 30 s of budget: 1.692e-3 and 3.58e-4). Returns the work used."""
-    x = out.best if out.best is not None else h["solution"]
+    x = out.best if out.best is not None else h.solution
     x = np.asarray(x, dtype=np.int64)
     cost = float(core.evaluate(x)[0])
     work, level = 0.0, 0
@@ -740,10 +740,10 @@ _CONDITIONAL_CHEAPEST = (4, 8, 16, 32)
 _CONDITIONAL_BACKTRACKS = 5000
 
 
-def _gap_closed(core: _core.StrategyProblem, h: dict, out: _Improved) -> bool:
+def _gap_closed(core: _core.StrategyProblem, h: _core.HeuristicResult, out: _Improved) -> bool:
     """Whether the bound is within _NEGLIGIBLE_GAP of the best solution so far: searching on cannot pay (the
     status is still decided by the exact rule in `solve`)."""
-    best = out.best if out.best is not None else (h["solution"] if h["feasible"] else None)
+    best = out.best if out.best is not None else (h.solution if h.feasible else None)
     if best is None or out.lower_bound is None:
         return False
     cost = float(core.evaluate(best)[0])
@@ -782,7 +782,7 @@ def _exact_path(
     core: _core.StrategyProblem,
     gm: _core.GroupModel,
     whole: _core.GroupIlp,
-    h: dict,
+    h: _core.HeuristicResult,
     seconds: float,
     seed: int,
     start: float,
@@ -803,7 +803,7 @@ def _highs_exact(
     core: _core.StrategyProblem,
     gm: _core.GroupModel,
     whole: _core.GroupIlp,
-    h: dict,
+    h: _core.HeuristicResult,
     seconds: float,
     seed: int,
     start: float,
@@ -812,9 +812,9 @@ def _highs_exact(
 ) -> _Improved:
     """The whole reduced ILP with HiGHS from the best solution so far (`out.best`, else the fast path's),
     its branch-and-bound bounded by a node count derived from `seconds`."""
-    assignment = gm.encode(h["solution"]) if h["feasible"] else np.zeros(gm.num_groups, np.int32)
-    best_cost = float(h["cost"]) if h["feasible"] else float("inf")
-    feasible = bool(h["feasible"])
+    assignment = gm.encode(h.solution) if h.feasible else np.zeros(gm.num_groups, np.int32)
+    best_cost = float(h.cost) if h.feasible else float("inf")
+    feasible = bool(h.feasible)
     if out.best is not None:
         best_cost = float(core.evaluate(out.best)[0])
         assignment, feasible = gm.encode(out.best), True
@@ -984,12 +984,12 @@ def _price_memory(
     _price_memory_restricted to go on from.
     """
     a = core.arrays()
-    first, usage = a["strategy_offset"][:-1], a["node_usage"]
+    first, usage = a.strategy_offset[:-1], a.node_usage
 
     def chosen_usage(full: np.ndarray) -> np.ndarray:
         return usage[first + full]
 
-    lo, hi = a["interval_start"], a["interval_end"]
+    lo, hi = a.interval_start, a.interval_end
     limit = float(core.usage_limit)
     moments = int(hi.max()) + 1 if len(hi) else 1
     shape = np.zeros(moments)
@@ -1095,8 +1095,8 @@ def _price_memory_cfn(
     used and the price reached (None when nothing was priced), for the priced search to go on from.
     """
     a = core.arrays()
-    first, usage = a["strategy_offset"][:-1], a["node_usage"]
-    lo, hi = a["interval_start"], a["interval_end"]
+    first, usage = a.strategy_offset[:-1], a.node_usage
+    lo, hi = a.interval_start, a.interval_end
     limit = None if core.usage_limit is None else float(core.usage_limit)
     moments = int(hi.max()) + 1 if len(hi) else 1
     cfn = PricedCfn(core) if cfn is None else cfn
@@ -1208,8 +1208,8 @@ def _price_memory_restricted(
     to 1.0130 (the priced phase's own repairs: 1.022). Work is charged like _price_memory_cfn's (table
     entries of the restricted network, backtracks). Returns the share of `budget` used."""
     a = core.arrays()
-    lo, hi = a["interval_start"], a["interval_end"]
-    first, usage = a["strategy_offset"][:-1], a["node_usage"]
+    lo, hi = a.interval_start, a.interval_end
+    first, usage = a.strategy_offset[:-1], a.node_usage
     limit = float(core.usage_limit)
     moments = int(hi.max()) + 1 if len(hi) else 1
     base = settled.node_price(lo, hi)
@@ -1287,10 +1287,10 @@ def _repair(
     the repaired cost)."""
     remaining = max(deadline - time.perf_counter(), 0.05)
     h = _core.solve_heuristic(core, remaining, seed, 0, x)
-    if h["feasible"] and h["cost"] < best_cost - 1e-9 * abs(best_cost):
-        best_cost = float(h["cost"])
-        out.keep(h["solution"], best_cost, start)
-    return best_cost, float(h["cost"])
+    if h.feasible and h.cost < best_cost - 1e-9 * abs(best_cost):
+        best_cost = float(h.cost)
+        out.keep(h.solution, best_cost, start)
+    return best_cost, float(h.cost)
 
 
 def _node_price(shape: np.ndarray, mu: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -1402,7 +1402,7 @@ def _solve_ilp(
     stats = {} if stats is None else stats
     began = time.perf_counter()
     if lp_first and model.num_pool_rows == 0:
-        relaxed = _integral_lp_solution(h, arrays["col_integer"], stats)
+        relaxed = _integral_lp_solution(h, arrays.col_integer, stats)
         if relaxed is not None:
             stats["secs"] = time.perf_counter() - began
             return relaxed, float(h.getInfo().objective_function_value), True, False
@@ -1444,19 +1444,17 @@ def _solve_ilp(
         h.addRows(
             n,
             np.full(n, -np.inf),
-            rows["upper"],
-            len(rows["index"]),
-            rows["start"],
-            rows["index"],
-            rows["value"],
+            rows.upper,
+            len(rows.index),
+            rows.start,
+            rows.index,
+            rows.value,
         )
         stats["rows_added"] = stats.get("rows_added", 0) + n
         h.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.05))
     bound = info.mip_dual_bound if np.isfinite(info.mip_dual_bound) else None
     optimal = status == highspy.HighsModelStatus.kOptimal
-    if not _objective_matches(
-        arrays["col_cost"], model.objective_offset, values, info.objective_function_value
-    ):
+    if not _objective_matches(arrays.col_cost, model.objective_offset, values, info.objective_function_value):
         # HiGHS reported an objective its own solution does not have (1.16.0 returned the warm start as
         # "optimal" after presolve solved the model): keep the values, claim nothing about them.
         stats["mismatch"] = stats.get("mismatch", 0) + 1
@@ -1499,7 +1497,9 @@ def _integral_lp_solution(h, col_integer: np.ndarray, stats: dict) -> np.ndarray
 _LAZY_MAX_RUNS = 8
 
 
-def _highs_model(model: _core.GroupIlp, a: dict, time_limit: float, seed: int, max_nodes: int | None):
+def _highs_model(
+    model: _core.GroupIlp, a: _core.IlpArrays, time_limit: float, seed: int, max_nodes: int | None
+):
     import highspy
 
     with native_output.captured():  # highspy 1.16 prints a banner here, before any option applies
@@ -1515,20 +1515,20 @@ def _highs_model(model: _core.GroupIlp, a: dict, time_limit: float, seed: int, m
     lp = highspy.HighsLp()
     lp.num_col_ = model.num_cols
     lp.num_row_ = model.num_rows
-    lp.col_cost_ = a["col_cost"]
+    lp.col_cost_ = a.col_cost
     lp.col_lower_ = np.zeros(model.num_cols)
-    lp.col_upper_ = a["col_upper"]
-    lp.row_lower_ = a["row_lower"]
-    lp.row_upper_ = a["row_upper"]
+    lp.col_upper_ = a.col_upper
+    lp.row_lower_ = a.row_lower
+    lp.row_upper_ = a.row_upper
     lp.offset_ = model.objective_offset
     lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
     lp.a_matrix_.num_col_ = model.num_cols
     lp.a_matrix_.num_row_ = model.num_rows
-    lp.a_matrix_.start_ = a["row_start"].astype(np.int32)
-    lp.a_matrix_.index_ = a["row_index"]
-    lp.a_matrix_.value_ = a["row_value"]
+    lp.a_matrix_.start_ = a.row_start.astype(np.int32)
+    lp.a_matrix_.index_ = a.row_index
+    lp.a_matrix_.value_ = a.row_value
     lp.integrality_ = [
-        highspy.HighsVarType.kInteger if k else highspy.HighsVarType.kContinuous for k in a["col_integer"]
+        highspy.HighsVarType.kInteger if k else highspy.HighsVarType.kContinuous for k in a.col_integer
     ]
     h.passModel(lp)
     return h

@@ -327,12 +327,13 @@ def solve_plan(table, profile, submeshes, cluster, micro_batches: int, tolerance
         table.max_succeeding_stages.ravel().tolist(),
         imbalance_tolerance=tolerance,
     )
-    if not out["feasible"]:
+    if not out.feasible:
         raise PassError(_infeasible_message(table, profile, cluster, micro_batches))
     stages = []
-    chosen = [submeshes[s] for _, _, s, _, _ in out["stages"]]
+    chosen = [submeshes[st.submesh] for st in out.stages]
     device_ids = cluster_lib.place(chosen, cluster)
-    for (a, b, s, c, seconds), ids in zip(out["stages"], device_ids, strict=True):
+    for st, ids in zip(out.stages, device_ids, strict=True):
+        a, b, s, c = st.start_layer, st.end_layer, st.submesh, st.config
         stages.append(
             StagePlan(
                 a,
@@ -340,11 +341,11 @@ def solve_plan(table, profile, submeshes, cluster, micro_batches: int, tolerance
                 submeshes[s],
                 table.configs[s][c],
                 ids,
-                seconds,
+                st.cost,
                 float(table.fixed_memory[a, b - 1, s, c] + table.activation_memory[a, b - 1, s, c]),
             )
         )
-    return Plan(stages, out["latency"], out["tmax_candidates"], out["tmax_evaluated"])
+    return Plan(stages, out.latency, out.tmax_candidates, out.tmax_evaluated)
 
 
 def _infeasible_message(table, profile, cluster, micro_batches: int) -> str:

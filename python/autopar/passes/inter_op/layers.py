@@ -167,8 +167,9 @@ def _layers_from_dp(graph: Graph, forward: list[int], num_layers: int, eps: floa
         # The core reports the raised eps; the user asked for theirs.
         message = re.sub(r"within eps=\S+", f"within eps={eps:g}", str(err))
         raise PassError(message, graph.fn.location) from None
+    layer_of_block = result.layer_of_block
     for i in forward:
-        layer[i] = result["layer_of_block"][block_of[i]]
+        layer[i] = layer_of_block[block_of[i]]
     return num_layers
 
 

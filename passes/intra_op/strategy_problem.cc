@@ -1,4 +1,4 @@
-#include "csrc/strategy_problem.h"
+#include "passes/intra_op/strategy_problem.h"
 
 #include <algorithm>
 #include <charconv>

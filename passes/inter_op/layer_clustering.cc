@@ -1,4 +1,4 @@
-#include "passes/layer_clustering/layer_clustering.h"
+#include "passes/inter_op/layer_clustering.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "passes/solver/presolve.h"
+#include "passes/intra_op/presolve.h"
 
 #include <algorithm>
 #include <limits>

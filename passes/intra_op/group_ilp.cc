@@ -1,4 +1,4 @@
-#include "passes/solver/group_ilp.h"
+#include "passes/intra_op/group_ilp.h"
 
 #include <algorithm>
 #include <limits>

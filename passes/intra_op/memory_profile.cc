@@ -1,4 +1,4 @@
-#include "passes/solver/memory_profile.h"
+#include "passes/intra_op/memory_profile.h"
 
 #include <algorithm>
 

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "csrc/strategy_problem.h"
+#include "passes/intra_op/strategy_problem.h"
 
 namespace autopar::solver {
 

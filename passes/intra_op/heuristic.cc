@@ -1,4 +1,4 @@
-#include "passes/solver/heuristic.h"
+#include "passes/intra_op/heuristic.h"
 
 #include <algorithm>
 #include <chrono>
@@ -6,8 +6,8 @@
 #include <limits>
 #include <random>
 
-#include "passes/solver/memory_profile.h"
-#include "passes/solver/pair_graph.h"
+#include "passes/intra_op/memory_profile.h"
+#include "passes/intra_op/pair_graph.h"
 
 namespace autopar::solver {
 namespace {

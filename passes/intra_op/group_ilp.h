@@ -12,9 +12,9 @@
 #include <span>
 #include <vector>
 
-#include "csrc/strategy_problem.h"
-#include "passes/solver/memory_profile.h"
-#include "passes/solver/presolve.h"
+#include "passes/intra_op/memory_profile.h"
+#include "passes/intra_op/presolve.h"
+#include "passes/intra_op/strategy_problem.h"
 
 namespace autopar::solver {
 

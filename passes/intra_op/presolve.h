@@ -23,7 +23,7 @@
 #include <span>
 #include <vector>
 
-#include "csrc/strategy_problem.h"
+#include "passes/intra_op/strategy_problem.h"
 
 namespace autopar::solver {
 

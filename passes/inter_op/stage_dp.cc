@@ -1,4 +1,4 @@
-#include "passes/stage_dp/stage_dp.h"
+#include "passes/inter_op/stage_dp.h"
 
 #include <algorithm>
 #include <cmath>

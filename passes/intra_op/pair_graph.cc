@@ -1,4 +1,4 @@
-#include "passes/solver/pair_graph.h"
+#include "passes/intra_op/pair_graph.h"
 
 #include <algorithm>
 #include <unordered_map>
