@@ -1,6 +1,7 @@
 """The C++ tree goes one way: passes/ holds the algorithm cores, csrc/ only their nanobind bindings.
 
-passes/intra_op/ and passes/inter_op/ mirror python/autopar/passes/intra_op/ and inter_op/. csrc/ may include
+passes/intra_op/, passes/inter_op/ and passes/schedule/ mirror python/autopar/passes/intra_op/, inter_op/ and
+schedule.py. csrc/ may include
 passes/ headers; nothing under passes/ includes csrc/ (or nanobind), so each core builds and reads without
 Python. CMakeLists.txt names every source explicitly; a source it misses would silently not be built.
 """
@@ -34,9 +35,10 @@ def test_passes_include_neither_csrc_nor_nanobind():
 
 def test_passes_mirror_the_python_passes():
     folders = {p.name for p in (ROOT / "passes").iterdir() if p.is_dir()}
-    assert folders == {"intra_op", "inter_op"}
-    for name in folders:
-        assert (ROOT / "python" / "autopar" / "passes" / name).is_dir(), name
+    assert folders == {"intra_op", "inter_op", "schedule"}
+    python = ROOT / "python" / "autopar" / "passes"
+    for name in folders:  # a package (passes/intra_op/) or a one-file pass (passes/schedule.py)
+        assert (python / name).is_dir() or (python / f"{name}.py").is_file(), name
 
 
 def test_csrc_holds_only_bindings():
