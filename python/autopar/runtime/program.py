@@ -4,7 +4,8 @@
 one dispatch order: round by round, every mesh takes its next instructions whose inputs exist (a forward
 after the previous stage's forward of the same micro-batch, a backward after the next stage's backward
 and its own forward), so meshes interleave as the schedule's clocks say and each mesh keeps its program
-order. Without a schedule, micro-batches run one after the other in @main's call order.
+order. Without a schedule (or when the caller runs another number of micro-batches than the schedule's),
+micro-batches run one after the other in @main's call order.
 """
 
 from __future__ import annotations
@@ -41,13 +42,8 @@ def dispatch_order(
     """The forward and backward instructions in the order to run them. `parts` are the (part, stage) of
     @main's calls in call order (a stage whose backward has no ops has no backward part)."""
     present = set(parts)
-    if schedule is None:
+    if schedule is None or schedule.micro_batches != micro_batches:  # none, or for another B
         return [Instruction(p, k, m) for m in range(micro_batches) for p, k in parts if p != "apply"]
-    if schedule.micro_batches != micro_batches:
-        raise AutoparError(
-            f"the module's {attrs.SCHEDULE} is for {schedule.micro_batches} micro-batches, "
-            f"not {micro_batches}"
-        )
     programs = [
         [
             ins
