@@ -20,6 +20,7 @@ executor is built, naming it, unless the caller declares it (`output_combine`) o
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -81,6 +82,7 @@ class SequentialExecutor:
         output_names: Sequence[str] | None = None,
     ):
         self._devices = list(devices) if devices is not None else jax.devices()
+        self._module = module  # the ops and values read below live only as long as their module
         self._main, funcs = _split(module)
         if num_micro_batches is None:
             num_micro_batches = attrs.get_micro_batches(module.operation) or 1
@@ -117,6 +119,9 @@ class SequentialExecutor:
                 for v in set(c.operands):
                     self._readers[v] = self._readers.get(v, 0) + 1
         self._stages = {name: self._compile(name, fn) for name, fn in funcs.items()}
+        self._stage_of_device = {
+            d.id: c.stage for c in self._calls for d in self._stages[c.callee].mesh.devices.flat
+        }
 
     @property
     def stage_names(self) -> list[str]:
@@ -130,6 +135,38 @@ class SequentialExecutor:
         return "\n".join(f"// @{c.callee}\n{self._stages[c.callee].as_text()}" for c in self._calls)
 
     def __call__(self, *args: Any) -> list[jax.Array]:
+        return self._step(args)
+
+    def profile(self, *args: Any) -> StepProfile:
+        """Runs the step waiting for every instruction to finish: when each ran (host seconds from the
+        step's start) and the most bytes each stage's devices held. For benchmarks: the waits remove all
+        overlap, so the step itself is slower than __call__'s."""
+        events: list[tuple[program.Instruction, float, float]] = []
+        peak: dict[int, int] = {}
+        started = time.perf_counter()
+        last = [started]
+
+        def observe(
+            ins: program.Instruction, live: list[dict[ir.Value, Any]], env: dict[ir.Value, Any]
+        ) -> None:
+            call = self._call_of[(ins.part, ins.stage)]
+            jax.block_until_ready(
+                [live[ins.micro_batch][v] for v in call.results if v in live[ins.micro_batch]]
+            )
+            now = time.perf_counter()
+            events.append((ins, last[0] - started, now - started))
+            last[0] = now
+            held = _bytes_by_stage(
+                [*env.values(), *(x for values in live for x in values.values())], self._stage_of_device
+            )
+            for k, b in held.items():
+                peak[k] = max(peak.get(k, 0), b)
+
+        outputs = self._step(args, observe)
+        jax.block_until_ready(outputs)
+        return StepProfile(events, peak, time.perf_counter() - started)
+
+    def _step(self, args: Sequence[Any], observe: Callable[..., None] | None = None) -> list[jax.Array]:
         if len(args) != len(self._args):
             raise ExecutionError(f"@main takes {len(self._args)} arguments, got {len(args)}")
         B = self.num_micro_batches
@@ -143,14 +180,19 @@ class SequentialExecutor:
         for ins in self._order:
             call, values = self._call_of[(ins.part, ins.stage)], local[ins.micro_batch]
             self._run(call, {**env, **values}, values)
+            readers = left[ins.micro_batch]
             for v in call.results:
-                if v in gathered:
+                if v in gathered:  # accumulated on arrival; this micro-batch's copy goes with its readers
                     gathered[v].add(ins.micro_batch, values[v])
+                    if not readers.get(v):
+                        del values[v]
             for v in set(call.operands):  # free what no later part of this micro-batch reads
-                if v in left[ins.micro_batch]:
-                    left[ins.micro_batch][v] -= 1
-                    if left[ins.micro_batch][v] == 0 and v not in gathered:
+                if v in readers:
+                    readers[v] -= 1
+                    if readers[v] == 0:
                         values.pop(v, None)
+            if observe is not None:
+                observe(ins, local, env)
         for v, g in gathered.items():
             env[v] = g.result()
         for call in self._calls:
@@ -343,6 +385,26 @@ def _value_label(value: ir.Value, argument_label: Callable[[int], str], memo: di
             label = f"unknown:{owner.name} on example data was added after labelling"
     memo[value] = label
     return label
+
+
+@dataclasses.dataclass(frozen=True)
+class StepProfile:
+    """`SequentialExecutor.profile`: (instruction, start, end) in host seconds from the step's start, the
+    most bytes each stage's devices held between instructions, and the step's seconds."""
+
+    events: list[tuple[program.Instruction, float, float]]
+    peak_bytes: dict[int, int]
+    seconds: float
+
+
+def _bytes_by_stage(arrays: Sequence[Any], stage_of_device: dict[int, int]) -> dict[int, int]:
+    held: dict[int, int] = {}
+    for x in arrays:
+        for shard in getattr(x, "addressable_shards", ()):
+            k = stage_of_device.get(shard.device.id)
+            if k is not None:
+                held[k] = held.get(k, 0) + shard.data.nbytes
+    return held
 
 
 def _batch_arguments(main: ir.Operation) -> list[int]:
