@@ -365,3 +365,33 @@ def test_gpipe_plans_memory_for_every_micro_batch_in_flight():
     assert one_f.max_succeeding_stages[0, 0, 0, 0] == gpipe.max_succeeding_stages[0, 0, 0, 0] == 4
     assert one_f.max_succeeding_stages[0, 3, 0, 0] == 3
     assert gpipe.max_succeeding_stages[0, 3, 0, 0] == -1
+
+
+def test_the_executor_outlives_the_planner_and_1f1b_holds_fewer_micro_batches_than_gpipe():
+    import gc
+
+    from autopar.runtime.sequential import SequentialExecutor
+
+    rng = np.random.default_rng(3)
+    width, batch = 64, 256
+    params = [jnp.asarray(rng.standard_normal((width, width)) * 0.1, jnp.float32) for _ in range(4)]
+    x = jnp.asarray(rng.standard_normal((batch, width)), jnp.float32)
+    peaks = {}
+    for schedule in ("1f1b", "gpipe"):
+        method = autopar.PipeshardParallel(
+            num_micro_batches=8,
+            layer_option=autopar.AutoLayerOption(layer_num=4),
+            submesh_shapes=("1x1",),
+            cluster_shape=(1, 2),
+            pipeline_schedule=schedule,
+        )
+        f = autopar.parallelize(sgd_step, method=method, devices=jax.devices()[:2])
+        exe = SequentialExecutor(f.lower(params, (x, x)).module, jax.devices()[:2])
+        del f
+        gc.collect()  # the planner and its module are gone; the executor's IR must not be
+        profile = exe.profile(*params, x, x)
+        assert [e[0].part for e in profile.events].count("forward") == 2 * 8
+        peaks[schedule] = profile.peak_bytes
+        assert_trees_close(exe(*params, x, x), jax.jit(sgd_step)(params, (x, x)))
+    # The last stage holds one micro-batch's activations under 1F1B, all eight under GPipe.
+    assert peaks["gpipe"][1] > 3 * peaks["1f1b"][1], peaks
