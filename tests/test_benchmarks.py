@@ -61,3 +61,20 @@ def test_mesh_axes() -> None:
 @pytest.mark.parametrize("script", ["intra_op.py", "planning_time.py", "ilp_backends.py"])
 def test_help(script: str) -> None:
     assert "usage:" in run(script, "--help")
+
+
+def test_pipeline() -> None:
+    out = run(
+        "pipeline.py",
+        "--layers",
+        "4",
+        "--width",
+        "32",
+        "--batch",
+        "64",
+        "--micro-batches",
+        "4",
+        "--steps",
+        "1",
+    )
+    assert "sequential" in out and "1f1b" in out and "gpipe" in out and "peak MiB per stage" in out
