@@ -79,6 +79,9 @@ def test_two_stages_four_micro_batches_match_the_full_batch_step(data):
     assert sorted(d for s in plan.stages for d in s.device_ids) == list(range(8))
     assert plan.stages[0].layers[0] == 0 and plan.stages[-1].layers[1] == LAYERS
     assert plan.num_micro_batches == 4 and "stage 1: layers" in str(plan)
+    # 1F1B on 2 stages and 4 micro-batches: (S - 1) / B of the work is bubble.
+    assert plan.schedule == "1f1b" and plan.estimated_bubble == pytest.approx(1 / 4)
+    assert "1f1b schedule, estimated bubble 0.250" in str(plan)
     # Each stage ran sharded over its 4 devices by autopar-intra-op.
     exe = step._cache[next(iter(step._cache))].executable
     for name in exe.stage_names:

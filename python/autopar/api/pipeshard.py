@@ -179,6 +179,9 @@ class PipeshardExecutionPlan:
       cluster: (hosts, devices per host).
       stages: one StagePlacement per stage, in pipeline order.
       estimated_latency: seconds per iteration, sum of stage costs + (B - 1) * slowest (the DP's objective).
+      schedule: the pipeline schedule the stages run ("1f1b", "gpipe"; "" when none was written).
+      estimated_bubble: the schedule's idle time over its busy time, simulated by the schedule core with
+        every stage as slow as the slowest (forward a third of its cost, backward two thirds).
     """
 
     method: str
@@ -186,11 +189,18 @@ class PipeshardExecutionPlan:
     cluster: tuple[int, int]
     stages: tuple[StagePlacement, ...]
     estimated_latency: float
+    schedule: str = ""
+    estimated_bubble: float = 0.0
 
     def __str__(self) -> str:
         lines = [
             f"{self.method} on a {self.cluster[0]}x{self.cluster[1]} cluster, {len(self.stages)} stage(s), "
             f"{self.num_micro_batches} micro-batch(es), estimated latency {self.estimated_latency:.4g} s"
+            + (
+                f", {self.schedule} schedule, estimated bubble {self.estimated_bubble:.3f}"
+                if self.schedule
+                else ""
+            )
         ]
         for s in self.stages:
             lines.append(
@@ -223,12 +233,23 @@ def read_plan(
         )
         for k, s in enumerate(plan.stages)
     )
+    schedule = attrs.get_schedule(module.operation)
+    bubble = 0.0
+    if schedule is not None:
+        from autopar import _core
+
+        slowest = max(s.cost for s in plan.stages)
+        built = _core.build_schedule(schedule.name, len(plan.stages), plan.micro_batches)
+        simulated = _core.simulate_schedule(built, forward=slowest / 3, backward=2 * slowest / 3, apply=0.0)
+        bubble = simulated.bubble_fraction
     return PipeshardExecutionPlan(
         method=method.name,
         num_micro_batches=plan.micro_batches,
         cluster=cluster,
         stages=stages,
         estimated_latency=plan.latency,
+        schedule=schedule.name if schedule is not None else "",
+        estimated_bubble=bubble,
     )
 
 
