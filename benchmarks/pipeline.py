@@ -64,7 +64,7 @@ def executors(width: int, layers: int, batch: int, micro_batches: int):
     """{order name: (executor, flat args)} on one plan: two single-device stages."""
     step, args = make_step(width, layers, batch)
     out = {}
-    for schedule in ("1f1b", "gpipe"):
+    for schedule in ("1f1b", "gpipe", "zb-h1"):
         method = autopar.PipeshardParallel(
             num_micro_batches=micro_batches,
             layer_option=autopar.AutoLayerOption(layer_num=layers),
@@ -105,14 +105,19 @@ def bubbles(
     """(measured, theory, peak bytes per stage) from one profiled step and the step's `seconds`."""
     profile = exe.profile(*flat)
     busy: dict[int, float] = {}
-    parts: dict[str, list[float]] = {"forward": [], "backward": []}
+    parts: dict[str, list[float]] = {}
     for ins, start, end in profile.events:
         busy[ins.stage] = busy.get(ins.stage, 0.0) + end - start
-        parts[ins.part].append(end - start)
+        parts.setdefault(ins.part, []).append(end - start)
     measured = seconds / max(busy.values()) - 1
-    f, b = statistics.mean(parts["forward"]), statistics.mean(parts["backward"])
+    mean = {part: statistics.mean(times) for part, times in parts.items()}
+    backward = mean.get("backward", mean.get("backward_input", 0.0))
     sim = _core.simulate_schedule(
-        _core.build_schedule(schedule, len(busy), micro_batches), forward=f, backward=b, apply=0
+        _core.build_schedule(schedule, len(busy), micro_batches),
+        forward=mean["forward"],
+        backward=backward,
+        backward_weight=mean.get("backward_weight", 0.0),
+        apply=0,
     )
     return measured, sim.bubble_fraction, profile.peak_bytes
 
@@ -132,7 +137,7 @@ def main() -> None:
     print(
         f"{'order':<11}{'step s':>9}{'x seq':>7}{'bubble':>8}{'theory':>8}{'us/call':>9}  peak MiB per stage"
     )
-    for name in ("sequential", "1f1b", "gpipe"):
+    for name in ("sequential", "1f1b", "gpipe", "zb-h1"):
         seconds = base if name == "sequential" else timed(exes[name], flat, a.steps)
         schedule = "1f1b" if name == "sequential" else name
         measured, theory, peak = bubbles(exes[name], flat, schedule, a.micro_batches, seconds)

@@ -1,5 +1,6 @@
 // RUN: autopar-opt %inputs/mlp_step.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x2 submesh-shapes=1x1 micro-batches=3 stage-cost=analytic},autopar-schedule)' | filecheck %s
 // RUN: autopar-opt %inputs/mlp_step.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x2 submesh-shapes=1x1 micro-batches=3 stage-cost=analytic},autopar-schedule{schedule=gpipe})' | filecheck %s --check-prefix=GPIPE
+// RUN: autopar-opt %inputs/mlp_step.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x2 submesh-shapes=1x1 micro-batches=3 stage-cost=analytic schedule=zb-h1},autopar-schedule{schedule=zb-h1})' | filecheck %s --check-prefix=ZB
 
 // 1F1B over two stages and three micro-batches: stage 0 warms up with one forward, then alternates;
 // stage 1 alternates from the start; each ends with its apply.
@@ -7,3 +8,14 @@
 
 // GPipe: all forwards, then all backwards.
 // GPIPE: name = "gpipe", programs = {{\[}}["forward:0:0", "forward:0:1", "forward:0:2", "backward:0:0", "backward:0:1", "backward:0:2", "apply:0"],
+
+// ZB-H1: autopar-inter-op outlines each backward as its input half (what the previous stage waits for)
+// and its weight half; the first stage sends nothing back, so it has a weight half only. Stage 1 runs
+// each weight half one input half late.
+// ZB: autopar.schedule = {micro_batches = 3 : i64, name = "zb-h1", programs = {{\[}}["forward:0:0", "forward:0:1", "backward_weight:0:0", "forward:0:2", "backward_weight:0:1", "backward_weight:0:2", "apply:0"], ["forward:1:0", "backward_input:1:0", "forward:1:1", "backward_input:1:1", "backward_weight:1:0", "forward:1:2", "backward_input:1:2", "backward_weight:1:1", "backward_weight:1:2", "apply:1"]]}
+// ZB:      %[[IN:.*]]:2 = call @stage_1_backward_input(
+// ZB-NEXT: call @stage_1_backward_weight(%[[IN]]#0,
+// ZB-NEXT: call @stage_0_backward_weight(%[[IN]]#1,
+// ZB-NOT:  @stage_0_backward_input
+// ZB:      func.func private @stage_1_backward_input({{.*}}autopar.part = "backward_input", autopar.stage = 1
+// ZB:      func.func private @stage_1_backward_weight({{.*}}autopar.part = "backward_weight", autopar.stage = 1

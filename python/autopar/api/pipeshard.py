@@ -60,7 +60,8 @@ class PipeshardParallel:
     approximate_combine: average every value whose combination is not exact (dropout's random bits, a
       batch statistic) as Alpa does, instead of refusing the step; results then differ from jax.jit.
     pipeline_schedule: "1f1b" (Alpa's default: a stage holds at most the stages after it plus one
-      micro-batches) or "gpipe" (all forwards, then all backwards; every stage holds all B).
+      micro-batches), "gpipe" (all forwards, then all backwards; every stage holds all B) or "zb-h1"
+      (each backward split into input and weight halves; a third of 1F1B's bubble).
     """
 
     num_micro_batches: int = 1
@@ -73,7 +74,7 @@ class PipeshardParallel:
     stage_cost: Literal["intra-op", "analytic"] = "intra-op"
     output_combine: Mapping[str, str] | tuple[tuple[str, str], ...] = ()
     approximate_combine: bool = False
-    pipeline_schedule: Literal["1f1b", "gpipe"] = "1f1b"
+    pipeline_schedule: Literal["1f1b", "gpipe", "zb-h1"] = "1f1b"
 
     def __post_init__(self) -> None:
         # Hashable (methods key parallelize's caches): a mapping is kept as sorted pairs.
@@ -96,8 +97,10 @@ class PipeshardParallel:
             raise ValueError(
                 f"stage_option must be 'auto' or UniformStageOption(...), got {self.stage_option!r}"
             )
-        if self.pipeline_schedule not in ("1f1b", "gpipe"):
-            raise ValueError(f"pipeline_schedule must be '1f1b' or 'gpipe', got {self.pipeline_schedule!r}")
+        if self.pipeline_schedule not in ("1f1b", "gpipe", "zb-h1"):
+            raise ValueError(
+                f"pipeline_schedule must be '1f1b', 'gpipe' or 'zb-h1', got {self.pipeline_schedule!r}"
+            )
         if self.stage_cost not in ("intra-op", "analytic"):
             raise ValueError(f"stage_cost must be 'intra-op' or 'analytic', got {self.stage_cost!r}")
 

@@ -12,20 +12,27 @@ from autopar.ir import attrs
 from autopar.passes.registry import Option, register_pass
 
 # Schedules the runtime runs. The core also builds interleaved 1F1B (stages interleaved over meshes, which
-# the stage DP does not plan yet) and ZB-H1 (backward parts split into input and weight halves, which
-# autopar-inter-op does not outline yet); see docs/pipeline.md.
-SCHEDULES = ("1f1b", "gpipe")
+# the stage DP does not plan yet); see docs/pipeline.md.
+SCHEDULES = ("1f1b", "gpipe", "zb-h1")
+SPLIT = ("backward_input", "backward_weight")
 
 DESCRIPTION = """
 Orders the parts `autopar-inter-op` outlined (@stage_k_forward, @stage_k_backward, @stage_k_apply) over
 its micro-batches as a static program per stage mesh, and writes it as `autopar.schedule` on the module:
 `{name, micro_batches, programs}`, where `programs[k]` lists stage k's instructions in execution order as
-"forward:<stage>:<micro-batch>", "backward:<stage>:<micro-batch>" and "apply:<stage>". The runtime walks
+"forward:<stage>:<micro-batch>", "backward:<stage>:<micro-batch>" (zb-h1: "backward_input:..." and
+"backward_weight:...") and "apply:<stage>". The runtime walks
 the programs and runs each instruction once its inputs exist, freeing a micro-batch's values after its
 last reader and accumulating gradients as they come. `1f1b` (Alpa's default; PipeDream-Flush): stage k
 runs (stages - k - 1) forwards, then one forward and one backward in turn, holding at most (stages - k)
 micro-batches. `gpipe`: all forwards, then all backwards, holding all B. Both take 2 (stages + B - 1) + 1
-clocks when every part takes one. The C++ core is passes/schedule/.
+clocks when every part takes one. `zb-h1` (Zero Bubble, ICLR'24) needs the backward of each stage outlined
+as @stage_k_backward_input (the cotangents the previous stage waits for) and @stage_k_backward_weight
+(the weight gradients), which autopar-inter-op{schedule=zb-h1} does: 1F1B over forwards and input halves,
+with stage k's weight halves k input halves late, filling the cool-down (instructions of parts with no
+ops, such as the first stage's input half, are left out); a third of 1F1B's bubble when the
+three parts take equal time, and no stage holds more micro-batches than there are stages. The C++ core
+is passes/schedule/.
 
 Before (after autopar-inter-op{cluster=1x2 micro-batches=2 num-stages=2}):
   module attributes {autopar.inter_op.micro_batches = 2 : i64, autopar.inter_op.plan = [...]} {...}
@@ -39,7 +46,7 @@ After (schedule=1f1b):
 
 @register_pass(
     argument="autopar-schedule",
-    summary="Write the pipeline schedule (1F1B, GPipe) as a static program per stage mesh",
+    summary="Write the pipeline schedule (1F1B, GPipe, ZB-H1) as a static program per stage mesh",
     description=DESCRIPTION,
     options=[Option("schedule", str, "1f1b", "the pipeline schedule", choices=SCHEDULES)],
 )
@@ -49,8 +56,25 @@ def schedule(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
         raise PassError(
             f"the module has no {attrs.INTER_OP_PLAN}: run autopar-inter-op before autopar-schedule"
         )
+    outlined = {
+        (attrs.get_part(op), attrs.get_stage(op))
+        for op in module_op.regions[0].blocks[0].operations
+        if op.operation.name == "func.func" and attrs.get_stage(op) is not None
+    }
+    split = any(part in SPLIT for part, _ in outlined)
+    if split != (options.schedule == "zb-h1"):
+        needs = (
+            "each backward as one part" if split else "each backward split into its input and weight halves"
+        )
+        raise PassError(
+            f"schedule={options.schedule} needs {needs}: run "
+            f"autopar-inter-op{{schedule={options.schedule}}}, which outlines the stages for it"
+        )
     built = _core.build_schedule(options.schedule, len(plan.stages), plan.micro_batches)
-    programs = [[_text(ins) for ins in program] for program in built.program]
+    # A part with no ops is not outlined (the first stage sends no cotangent back): nothing to run.
+    programs = [
+        [_text(ins) for ins in program if (ins.part, ins.stage) in outlined] for program in built.program
+    ]
     attrs.set_schedule(module_op, attrs.PipelineSchedule(built.name, built.micro_batches, programs))
 
 

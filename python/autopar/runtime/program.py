@@ -1,17 +1,17 @@
 """The order the executor runs a pipelined step's parts in, and how it gathers values over micro-batches.
 
 `autopar-schedule` writes one program per stage mesh (`autopar.schedule`). The executor merges them into
-one dispatch order: round by round, every mesh takes its next instructions whose inputs exist (a forward
-after the previous stage's forward of the same micro-batch, a backward after the next stage's backward
-and its own forward), so meshes interleave as the schedule's clocks say and each mesh keeps its program
-order. Without a schedule (or when the caller runs another number of micro-batches than the schedule's),
-micro-batches run one after the other in @main's call order.
+one dispatch order: round by round, every mesh takes its next instruction once the parts that produce
+its inputs have run for the same micro-batch (read from @main's data flow), so meshes interleave as the
+schedule's clocks say and each mesh keeps its program order. Without a schedule (or when the caller runs
+another number of micro-batches than the schedule's), micro-batches run one after the other in @main's
+call order.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax.numpy as jnp
@@ -31,16 +31,20 @@ class Instruction:
         fields = text.split(":")
         if fields[0] == "apply" and len(fields) == 2:
             return Instruction("apply", int(fields[1]), -1)
-        if fields[0] in ("forward", "backward") and len(fields) == 3:
+        if fields[0] in ("forward", "backward", "backward_input", "backward_weight") and len(fields) == 3:
             return Instruction(fields[0], int(fields[1]), int(fields[2]))
         raise AutoparError(f"{attrs.SCHEDULE}: cannot read the instruction {text!r}")
 
 
 def dispatch_order(
-    schedule: attrs.PipelineSchedule | None, parts: Sequence[tuple[str, int]], micro_batches: int
+    schedule: attrs.PipelineSchedule | None,
+    parts: Sequence[tuple[str, int]],
+    micro_batches: int,
+    needs: Mapping[tuple[str, int], set[tuple[str, int]]],
 ) -> list[Instruction]:
     """The forward and backward instructions in the order to run them. `parts` are the (part, stage) of
-    @main's calls in call order (a stage whose backward has no ops has no backward part)."""
+    @main's calls in call order (a stage whose backward has no ops has no backward part); `needs[part]`
+    the parts whose results it reads for the same micro-batch."""
     present = set(parts)
     if schedule is None or schedule.micro_batches != micro_batches:  # none, or for another B
         return [Instruction(p, k, m) for m in range(micro_batches) for p, k in parts if p != "apply"]
@@ -52,18 +56,10 @@ def dispatch_order(
         ]
         for program in schedule.programs
     ]
-    stages = 1 + max((k for _, k in parts), default=-1)
     done: set[tuple[str, int, int]] = set()
 
     def ready(ins: Instruction) -> bool:
-        needs = []
-        if ins.part == "forward" and ins.stage > 0:
-            needs.append(("forward", ins.stage - 1))
-        if ins.part == "backward":
-            needs.append(("forward", ins.stage))
-            if ins.stage < stages - 1:
-                needs.append(("backward", ins.stage + 1))
-        return all((p, k, ins.micro_batch) in done for p, k in needs if (p, k) in present)
+        return all((p, k, ins.micro_batch) in done for p, k in needs.get((ins.part, ins.stage), ()))
 
     order: list[Instruction] = []
     cursor = [0] * len(programs)

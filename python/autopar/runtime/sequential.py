@@ -108,7 +108,7 @@ class SequentialExecutor:
         parts = [(c.part, c.stage) for c in self._calls]
         try:
             self._order = program.dispatch_order(
-                attrs.get_schedule(module.operation), parts, num_micro_batches
+                attrs.get_schedule(module.operation), parts, num_micro_batches, self._needs()
             )
         except AutoparError as err:
             raise ExecutionError(str(err)) from None
@@ -219,6 +219,15 @@ class SequentialExecutor:
             stage = attrs.get_stage(funcs[callee])
             calls.append(_Call(callee, list(op.operands), list(op.results), part, funcs[callee], stage or 0))
         raise ExecutionError("@main has no return")
+
+    def _needs(self) -> dict[tuple[str, int], set[tuple[str, int]]]:
+        """Per forward/backward part, the forward/backward parts whose results it reads."""
+        producer = {v: (c.part, c.stage) for c in self._calls if c.part != "apply" for v in c.results}
+        return {
+            (c.part, c.stage): {producer[v] for v in c.operands if v in producer}
+            for c in self._calls
+            if c.part != "apply"
+        }
 
     def _values_to_accumulate(self) -> list[ir.Value]:
         """Results of forward/backward parts read by an apply part or returned by @main."""

@@ -122,8 +122,9 @@ After (cluster=1x2 micro-batches=4):
             str,
             "1f1b",
             "the pipeline schedule whose in-flight micro-batches the memory check counts (1f1b: a stage with "
-            "k stages after it holds k + 1; gpipe: every stage holds all B)",
-            choices=("1f1b", "gpipe"),
+            "k stages after it holds k + 1; gpipe: every stage holds all B; zb-h1: up to the number of "
+            "stages, and each backward is outlined as its input and weight halves)",
+            choices=("1f1b", "gpipe", "zb-h1"),
         ),
         Option(
             "intra-op-options",
@@ -148,7 +149,9 @@ def inter_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
         cluster = cluster_from_options(options)
         submeshes = submeshes_from_options(options, cluster, layered.num_layers)
         plan = plan_stages(layered, cluster, submeshes, options)
-        outline_stages(module_op, layered, plan, options.micro_batches)
+        outline_stages(
+            module_op, layered, plan, options.micro_batches, split_backward=options.schedule == "zb-h1"
+        )
 
 
 # The pass's phases, in order; benchmarks/planning_time.py times them one by one.
@@ -367,13 +370,50 @@ def _infeasible_message(table, profile, cluster, micro_batches: int) -> str:
     )
 
 
-def outline_stages(module_op: ir.Operation, layered: LayeredGraph, plan: Plan, micro_batches: int) -> None:
-    """Outlines the plan's stages into @stage_k_{forward,backward,apply} and writes the plan attributes."""
-    outline(layered.graph, _groups(layered, plan), layered.free)
+def outline_stages(
+    module_op: ir.Operation,
+    layered: LayeredGraph,
+    plan: Plan,
+    micro_batches: int,
+    split_backward: bool = False,
+) -> None:
+    """Outlines the plan's stages into @stage_k_{forward,backward,apply} (with `split_backward`, each
+    backward as @stage_k_backward_input and @stage_k_backward_weight) and writes the plan attributes."""
+    outline(layered.graph, _groups(layered, plan, split_backward), layered.free)
     attrs.set_inter_op_plan(module_op, plan.ir_plan(micro_batches))
 
 
-def _groups(layered: LayeredGraph, plan: Plan) -> list[Group]:
+BACKWARD_INPUT, BACKWARD_WEIGHT = "backward_input", "backward_weight"
+
+
+def _split_backward(layered: LayeredGraph, members: dict[tuple[str, int], list[int]], stages: int) -> None:
+    """Splits each stage's backward ops (ZB-H1) by data flow: the input half is what the previous stages'
+    backward reads (the cotangents they wait for) and everything it needs within the stage; the weight
+    half is the rest (the weight gradients, which only the apply and the outputs read)."""
+    nodes = layered.graph.nodes
+    stage_of: dict[int, int] = {}
+    for (kind, k), ids in members.items():
+        if kind == BACKWARD:
+            stage_of.update((i, k) for i in ids)
+    for k in range(stages):
+        ids = members.pop((BACKWARD, k), [])
+        mine = set(ids)
+        needed = [i for i in ids if any(stage_of.get(u, k) < k for u in nodes[i].users)]
+        inputs = set(needed)
+        while needed:
+            for p in nodes[needed.pop()].operands:
+                if p in mine and p not in inputs:
+                    inputs.add(p)
+                    needed.append(p)
+        for kind, part in (
+            (BACKWARD_INPUT, [i for i in ids if i in inputs]),
+            (BACKWARD_WEIGHT, [i for i in ids if i not in inputs]),
+        ):
+            if part:
+                members[(kind, k)] = part
+
+
+def _groups(layered: LayeredGraph, plan: Plan, split_backward: bool = False) -> list[Group]:
     graph, layer, part, free = layered.graph, layered.layer, layered.part, layered.free
     stage_of_layer = {}
     for k, stage in enumerate(plan.stages):
@@ -384,7 +424,11 @@ def _groups(layered: LayeredGraph, plan: Plan) -> list[Group]:
         if not free[i]:
             members.setdefault((part[i], stage_of_layer[layer[i]]), []).append(i)
     S = len(plan.stages)
-    order = [(FORWARD, k) for k in range(S)] + [(BACKWARD, k) for k in reversed(range(S))]
+    backward = [BACKWARD]
+    if split_backward:
+        _split_backward(layered, members, S)
+        backward = [BACKWARD_INPUT, BACKWARD_WEIGHT]
+    order = [(FORWARD, k) for k in range(S)] + [(kind, k) for k in reversed(range(S)) for kind in backward]
     order += [(APPLY, k) for k in range(S)]
     groups = []
     for kind, k in order:

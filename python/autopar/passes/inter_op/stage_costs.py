@@ -16,7 +16,8 @@ Devices and links are the `autopar.cost.ClusterModel`'s: an axis inside a host u
 crossing hosts `inter_host`.
 Memory per device (Alpa's max_n_succ_stages check): (parameters + gradients + optimizer state) / q, plus
 the activations one micro-batch keeps for the backward pass / (p q) times the micro-batches in flight
-(1F1B: a stage with k stages after it holds k + 1 of them, at most B; GPipe: all B). With `remat` only
+(1F1B: a stage with k stages after it holds k + 1 of them, at most B; GPipe: all B; ZB-H1: as many as
+there are stages, counted as the most the DP may choose). With `remat` only
 each layer's inputs are kept per micro-batch, plus one layer's residuals during its backward.
 """
 
@@ -192,5 +193,7 @@ def stage_cost_table(
     succ = np.where(in_flight >= B, cap, succ)  # all B micro-batches fit: any number of stages after
     if schedule == "gpipe":  # every stage holds all B micro-batches, wherever it sits
         succ = np.where(in_flight >= B, cap, -1)
+    elif schedule == "zb-h1":  # every stage may hold as many as there are stages (at most max_stages)
+        succ = np.where(in_flight >= min(B, cap), cap, -1)
     succ = np.where(np.isfinite(cost), succ, -1)
     return CostTable(cost, succ.astype(np.int64), fixed, per_batch, configs, C)
