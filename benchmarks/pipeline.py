@@ -5,13 +5,14 @@
 An MLP training step (Adam) planned on two stages of one device each (8 virtual CPU devices, the first
 two used), B micro-batches. Prints one table:
   - step seconds (median of --steps) of the sequential order (the same plan, micro-batches one after
-    another), 1F1B and GPipe, and each one's throughput against the sequential order;
+    another), 1F1B, GPipe, ZB-H1 and interleaved 1F1B (2 chunks per mesh), and each one's throughput
+    against the sequential order;
   - the bubble: measured, the step's seconds against the busiest mesh's (every instruction timed alone by
     `SequentialExecutor.profile`), minus 1; and the theory, the schedule simulated with the measured part
     times (1 would mean the meshes never overlap; 0, no bubble at all);
   - the host overhead per stage call: a width-8 copy of the step, where compute is negligible, divided
     by its stage calls;
-  - the most bytes each stage's device held during the profiled step.
+  - the most bytes each device held during the profiled step.
 On one CPU process the meshes share the cores (XLA spreads one computation over both), so the
 schedules change the order, not the overlap; see docs/pipeline.md.
 """
@@ -34,6 +35,8 @@ import autopar  # noqa: E402
 from autopar import _core  # noqa: E402
 from autopar.ir import attrs  # noqa: E402
 from autopar.runtime.sequential import SequentialExecutor  # noqa: E402
+
+MESHES = 2  # two single-device stage meshes
 
 
 def make_step(width: int, layers: int, batch: int):
@@ -64,11 +67,11 @@ def executors(width: int, layers: int, batch: int, micro_batches: int):
     """{order name: (executor, flat args)} on one plan: two single-device stages."""
     step, args = make_step(width, layers, batch)
     out = {}
-    for schedule in ("1f1b", "gpipe", "zb-h1"):
+    for schedule in ("1f1b", "gpipe", "zb-h1", "interleaved-1f1b"):
         method = autopar.PipeshardParallel(
             num_micro_batches=micro_batches,
             layer_option=autopar.AutoLayerOption(layer_num=layers),
-            submesh_shapes=("1x1",),
+            stage_option=autopar.UniformStageOption(num_stages=2),
             cluster_shape=(1, 2),
             pipeline_schedule=schedule,
         )
@@ -107,13 +110,14 @@ def bubbles(
     busy: dict[int, float] = {}
     parts: dict[str, list[float]] = {}
     for ins, start, end in profile.events:
-        busy[ins.stage] = busy.get(ins.stage, 0.0) + end - start
+        busy[ins.stage % MESHES] = busy.get(ins.stage % MESHES, 0.0) + end - start
         parts.setdefault(ins.part, []).append(end - start)
     measured = seconds / max(busy.values()) - 1
     mean = {part: statistics.mean(times) for part, times in parts.items()}
     backward = mean.get("backward", mean.get("backward_input", 0.0))
+    chunks = len({ins.stage for ins, _, _ in profile.events}) // MESHES
     sim = _core.simulate_schedule(
-        _core.build_schedule(schedule, len(busy), micro_batches),
+        _core.build_schedule(schedule, MESHES, micro_batches, chunks),
         forward=mean["forward"],
         backward=backward,
         backward_weight=mean.get("backward_weight", 0.0),
@@ -135,18 +139,18 @@ def main() -> None:
     base = timed(exes["sequential"], flat, a.steps)
     print(f"MLP {a.layers}x{a.width}, batch {a.batch}, B={a.micro_batches}, two 1-device stages")
     print(
-        f"{'order':<11}{'step s':>9}{'x seq':>7}{'bubble':>8}{'theory':>8}{'us/call':>9}  peak MiB per stage"
+        f"{'order':<17}{'step s':>9}{'x seq':>7}{'bubble':>8}{'theory':>8}{'us/call':>9}  peak MiB per device"
     )
-    for name in ("sequential", "1f1b", "gpipe", "zb-h1"):
+    for name in ("sequential", "1f1b", "gpipe", "zb-h1", "interleaved-1f1b"):
         seconds = base if name == "sequential" else timed(exes[name], flat, a.steps)
         schedule = "1f1b" if name == "sequential" else name
         measured, theory, peak = bubbles(exes[name], flat, schedule, a.micro_batches, seconds)
-        calls = 2 * 2 * a.micro_batches + 2
+        calls = len(tiny[name]._order) + 2
         overhead = timed(tiny[name], tiny_flat, a.steps) / calls
         peaks = " ".join(f"{peak[k] / 2**20:.2f}" for k in sorted(peak))
         theory_text = "-" if name == "sequential" else f"{theory:.3f}"
         print(
-            f"{name:<11}{seconds:>9.4f}{base / seconds:>7.2f}{measured:>8.3f}{theory_text:>8}"
+            f"{name:<17}{seconds:>9.4f}{base / seconds:>7.2f}{measured:>8.3f}{theory_text:>8}"
             f"{overhead * 1e6:>9.0f}  {peaks}"
         )
 

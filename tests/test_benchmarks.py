@@ -77,4 +77,10 @@ def test_pipeline() -> None:
         "--steps",
         "1",
     )
-    assert "sequential" in out and "1f1b" in out and "gpipe" in out and "peak MiB per stage" in out
+    assert (
+        "sequential" in out
+        and "1f1b" in out
+        and "gpipe" in out
+        and "peak MiB per device" in out
+        and "interleaved-1f1b" in out
+    )

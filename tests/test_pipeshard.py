@@ -322,14 +322,17 @@ def in_flight_per_stage(order) -> dict[int, int]:
     return most
 
 
-@pytest.mark.parametrize("schedule", ["1f1b", "gpipe", "zb-h1"])
+@pytest.mark.parametrize("schedule", ["1f1b", "gpipe", "zb-h1", "interleaved-1f1b"])
 @pytest.mark.parametrize("stages", [2, 4])
-def test_pipelined_schedules_equal_the_full_batch_step_over_three_steps(data, schedule, stages):
-    params, batch = data
+def test_pipelined_schedules_equal_the_full_batch_step_over_three_steps(schedule, stages):
+    rng = np.random.default_rng(4)
+    layers = 8  # interleaved-1f1b on 4 meshes x 2 chunks needs 8 layers
+    params = [jnp.asarray(rng.standard_normal((WIDTH, WIDTH)) * 0.4, jnp.float32) for _ in range(layers)]
+    batch = tuple(jnp.asarray(rng.standard_normal((BATCH, WIDTH)), jnp.float32) for _ in range(2))
     opt_state = OPTIMIZER.init(params)
     method = autopar.PipeshardParallel(
         num_micro_batches=4,
-        layer_option=autopar.AutoLayerOption(layer_num=LAYERS),
+        layer_option=autopar.AutoLayerOption(layer_num=layers),
         stage_option=autopar.UniformStageOption(num_stages=stages),
         pipeline_schedule=schedule,
     )
@@ -342,19 +345,23 @@ def test_pipelined_schedules_equal_the_full_batch_step_over_three_steps(data, sc
     assert_trees_close(got, want, rtol=1e-4, atol=1e-5)
     exe = step._cache[next(iter(step._cache))].executable
     held = in_flight_per_stage(exe._order)
-    assert len(held) == stages
+    chunks = 2 if schedule == "interleaved-1f1b" else 1
+    assert len(held) == stages * chunks
+    assert len({s.device_ids for s in step.get_execution_plan(params, opt_state, batch).stages}) == stages
     if schedule == "1f1b":  # stage i holds at most (stages - i) micro-batches
         assert all(held[i] <= stages - i for i in range(stages)), held
     elif schedule == "zb-h1":  # no stage holds more than there are stages
         assert max(held.values()) <= stages, held
         parts = {ins.part for ins in exe._order}
         assert {"backward_input", "backward_weight"} <= parts and "backward" not in parts
-    else:
+    elif schedule == "gpipe":
         assert set(held.values()) == {4}
-    # The meshes interleave: some stage's backward runs before the first stage's last forward.
+    # 1F1B and ZB-H1 start backwards before the first stage's last forward; GPipe never does (nor does
+    # interleaved 1F1B when B equals the meshes: Megatron's schedule is then all warm-up).
     first_backward = next(i for i, ins in enumerate(exe._order) if ins.part != "forward")
     last_forward = max(i for i, ins in enumerate(exe._order) if ins.part == "forward" and ins.stage == 0)
-    assert (first_backward < last_forward) == (schedule != "gpipe")
+    interleaves = schedule in ("1f1b", "zb-h1") or (schedule == "interleaved-1f1b" and stages < 4)
+    assert (first_backward < last_forward) == interleaves
 
 
 def test_gpipe_plans_memory_for_every_micro_batch_in_flight():

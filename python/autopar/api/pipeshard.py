@@ -61,7 +61,10 @@ class PipeshardParallel:
       batch statistic) as Alpa does, instead of refusing the step; results then differ from jax.jit.
     pipeline_schedule: "1f1b" (Alpa's default: a stage holds at most the stages after it plus one
       micro-batches), "gpipe" (all forwards, then all backwards; every stage holds all B) or "zb-h1"
-      (each backward split into input and weight halves; a third of 1F1B's bubble).
+      (each backward split into input and weight halves; a third of 1F1B's bubble) or "interleaved-1f1b"
+      (Megatron-LM: each of the UniformStageOption's meshes runs virtual_stages_per_mesh stages; the
+      bubble is 1F1B's divided by them).
+    virtual_stages_per_mesh: the chunks of interleaved-1f1b.
     """
 
     num_micro_batches: int = 1
@@ -74,7 +77,8 @@ class PipeshardParallel:
     stage_cost: Literal["intra-op", "analytic"] = "intra-op"
     output_combine: Mapping[str, str] | tuple[tuple[str, str], ...] = ()
     approximate_combine: bool = False
-    pipeline_schedule: Literal["1f1b", "gpipe", "zb-h1"] = "1f1b"
+    pipeline_schedule: Literal["1f1b", "gpipe", "zb-h1", "interleaved-1f1b"] = "1f1b"
+    virtual_stages_per_mesh: int = 2
 
     def __post_init__(self) -> None:
         # Hashable (methods key parallelize's caches): a mapping is kept as sorted pairs.
@@ -97,9 +101,17 @@ class PipeshardParallel:
             raise ValueError(
                 f"stage_option must be 'auto' or UniformStageOption(...), got {self.stage_option!r}"
             )
-        if self.pipeline_schedule not in ("1f1b", "gpipe", "zb-h1"):
+        if self.pipeline_schedule not in ("1f1b", "gpipe", "zb-h1", "interleaved-1f1b"):
             raise ValueError(
-                f"pipeline_schedule must be '1f1b', 'gpipe' or 'zb-h1', got {self.pipeline_schedule!r}"
+                "pipeline_schedule must be '1f1b', 'gpipe', 'zb-h1' or 'interleaved-1f1b', got "
+                f"{self.pipeline_schedule!r}"
+            )
+        if self.pipeline_schedule == "interleaved-1f1b" and not isinstance(
+            self.stage_option, UniformStageOption
+        ):
+            raise ValueError(
+                "pipeline_schedule='interleaved-1f1b' runs virtual_stages_per_mesh stages on each of equal "
+                "meshes: give stage_option=UniformStageOption(num_stages=...)"
             )
         if self.stage_cost not in ("intra-op", "analytic"):
             raise ValueError(f"stage_cost must be 'intra-op' or 'analytic', got {self.stage_cost!r}")
@@ -137,6 +149,8 @@ class PipeshardParallel:
             f"stage-cost={self.stage_cost}",
             f"schedule={self.pipeline_schedule}",
         ]
+        if self.pipeline_schedule == "interleaved-1f1b":
+            options.append(f"chunks={self.virtual_stages_per_mesh}")
         if self.submesh_shapes:
             options.append(f"submesh-shapes={','.join(self.submesh_shapes)}")
         if isinstance(self.stage_option, UniformStageOption):
@@ -242,7 +256,9 @@ def read_plan(
         from autopar import _core
 
         slowest = max(s.cost for s in plan.stages)
-        built = _core.build_schedule(schedule.name, len(plan.stages), plan.micro_batches)
+        meshes = len({s.mesh.device_ids for s in plan.stages})
+        chunks = len(plan.stages) // meshes
+        built = _core.build_schedule(schedule.name, meshes, plan.micro_batches, chunks)
         simulated = _core.simulate_schedule(built, forward=slowest / 3, backward=2 * slowest / 3, apply=0.0)
         bubble = simulated.bubble_fraction
     return PipeshardExecutionPlan(

@@ -11,9 +11,7 @@ from autopar.errors import PassError
 from autopar.ir import attrs
 from autopar.passes.registry import Option, register_pass
 
-# Schedules the runtime runs. The core also builds interleaved 1F1B (stages interleaved over meshes, which
-# the stage DP does not plan yet); see docs/pipeline.md.
-SCHEDULES = ("1f1b", "gpipe", "zb-h1")
+SCHEDULES = ("1f1b", "gpipe", "zb-h1", "interleaved-1f1b")
 SPLIT = ("backward_input", "backward_weight")
 
 DESCRIPTION = """
@@ -32,7 +30,9 @@ as @stage_k_backward_input (the cotangents the previous stage waits for) and @st
 with stage k's weight halves k input halves late, filling the cool-down (instructions of parts with no
 ops, such as the first stage's input half, are left out); a third of 1F1B's bubble when the
 three parts take equal time, and no stage holds more micro-batches than there are stages. The C++ core
-is passes/schedule/.
+is passes/schedule/. `interleaved-1f1b` (Megatron-LM) needs several stages per mesh, stage j on mesh
+j mod the number of meshes, which autopar-inter-op{schedule=interleaved-1f1b num-stages=S chunks=v}
+plans: each mesh runs v chunks of layers, and the bubble is 1/v of 1F1B's.
 
 Before (after autopar-inter-op{cluster=1x2 micro-batches=2 num-stages=2}):
   module attributes {autopar.inter_op.micro_batches = 2 : i64, autopar.inter_op.plan = [...]} {...}
@@ -46,7 +46,7 @@ After (schedule=1f1b):
 
 @register_pass(
     argument="autopar-schedule",
-    summary="Write the pipeline schedule (1F1B, GPipe, ZB-H1) as a static program per stage mesh",
+    summary="Write the pipeline schedule (1F1B, GPipe, ZB-H1, interleaved 1F1B) as a program per stage mesh",
     description=DESCRIPTION,
     options=[Option("schedule", str, "1f1b", "the pipeline schedule", choices=SCHEDULES)],
 )
@@ -70,12 +70,38 @@ def schedule(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
             f"schedule={options.schedule} needs {needs}: run "
             f"autopar-inter-op{{schedule={options.schedule}}}, which outlines the stages for it"
         )
-    built = _core.build_schedule(options.schedule, len(plan.stages), plan.micro_batches)
+    meshes = _meshes(plan)
+    chunks = len(plan.stages) // len(meshes)
+    if (chunks > 1) != (options.schedule == "interleaved-1f1b"):
+        layout = "one stage per mesh" if chunks > 1 else "several stages per mesh"
+        raise PassError(
+            f"schedule={options.schedule} needs {layout}: run "
+            f"autopar-inter-op{{schedule={options.schedule}}}, which places the stages for it"
+        )
+    try:
+        built = _core.build_schedule(options.schedule, len(meshes), plan.micro_batches, chunks)
+    except ValueError as err:
+        raise PassError(str(err)) from None
     # A part with no ops is not outlined (the first stage sends no cotangent back): nothing to run.
     programs = [
         [_text(ins) for ins in program if (ins.part, ins.stage) in outlined] for program in built.program
     ]
     attrs.set_schedule(module_op, attrs.PipelineSchedule(built.name, built.micro_batches, programs))
+
+
+def _meshes(plan: attrs.InterOpPlan) -> list[tuple[int, ...]]:
+    """The distinct device sets of the plan's stages; stage j must run on mesh j mod (their number)."""
+    meshes: list[tuple[int, ...]] = []
+    for stage in plan.stages:
+        if stage.mesh.device_ids not in meshes:
+            meshes.append(stage.mesh.device_ids)
+    for j, stage in enumerate(plan.stages):
+        if stage.mesh.device_ids != meshes[j % len(meshes)]:
+            raise PassError(
+                f"stage {j} runs on devices {list(stage.mesh.device_ids)}, not on mesh {j % len(meshes)}'s: "
+                "a schedule runs stage j on mesh j mod the number of meshes"
+            )
+    return meshes
 
 
 def _text(ins: _core.Instruction) -> str:

@@ -119,9 +119,6 @@ class SequentialExecutor:
                 for v in set(c.operands):
                     self._readers[v] = self._readers.get(v, 0) + 1
         self._stages = {name: self._compile(name, fn) for name, fn in funcs.items()}
-        self._stage_of_device = {
-            d.id: c.stage for c in self._calls for d in self._stages[c.callee].mesh.devices.flat
-        }
 
     @property
     def stage_names(self) -> list[str]:
@@ -139,7 +136,7 @@ class SequentialExecutor:
 
     def profile(self, *args: Any) -> StepProfile:
         """Runs the step waiting for every instruction to finish: when each ran (host seconds from the
-        step's start) and the most bytes each stage's devices held. For benchmarks: the waits remove all
+        step's start) and the most bytes each device held. For benchmarks: the waits remove all
         overlap, so the step itself is slower than __call__'s."""
         events: list[tuple[program.Instruction, float, float]] = []
         peak: dict[int, int] = {}
@@ -156,11 +153,9 @@ class SequentialExecutor:
             now = time.perf_counter()
             events.append((ins, last[0] - started, now - started))
             last[0] = now
-            held = _bytes_by_stage(
-                [*env.values(), *(x for values in live for x in values.values())], self._stage_of_device
-            )
-            for k, b in held.items():
-                peak[k] = max(peak.get(k, 0), b)
+            held = _bytes_by_device([*env.values(), *(x for values in live for x in values.values())])
+            for d, b in held.items():
+                peak[d] = max(peak.get(d, 0), b)
 
         outputs = self._step(args, observe)
         jax.block_until_ready(outputs)
@@ -399,20 +394,18 @@ def _value_label(value: ir.Value, argument_label: Callable[[int], str], memo: di
 @dataclasses.dataclass(frozen=True)
 class StepProfile:
     """`SequentialExecutor.profile`: (instruction, start, end) in host seconds from the step's start, the
-    most bytes each stage's devices held between instructions, and the step's seconds."""
+    most bytes each device (by id) held between instructions, and the step's seconds."""
 
     events: list[tuple[program.Instruction, float, float]]
     peak_bytes: dict[int, int]
     seconds: float
 
 
-def _bytes_by_stage(arrays: Sequence[Any], stage_of_device: dict[int, int]) -> dict[int, int]:
+def _bytes_by_device(arrays: Sequence[Any]) -> dict[int, int]:
     held: dict[int, int] = {}
     for x in arrays:
         for shard in getattr(x, "addressable_shards", ()):
-            k = stage_of_device.get(shard.device.id)
-            if k is not None:
-                held[k] = held.get(k, 0) + shard.data.nbytes
+            held[shard.device.id] = held.get(shard.device.id, 0) + shard.data.nbytes
     return held
 
 

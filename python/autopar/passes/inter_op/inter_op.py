@@ -124,7 +124,14 @@ After (cluster=1x2 micro-batches=4):
             "the pipeline schedule whose in-flight micro-batches the memory check counts (1f1b: a stage with "
             "k stages after it holds k + 1; gpipe: every stage holds all B; zb-h1: up to the number of "
             "stages, and each backward is outlined as its input and weight halves)",
-            choices=("1f1b", "gpipe", "zb-h1"),
+            choices=("1f1b", "gpipe", "zb-h1", "interleaved-1f1b"),
+        ),
+        Option(
+            "chunks",
+            int,
+            2,
+            "schedule=interleaved-1f1b: virtual stages per mesh (the layers are cut into num-stages x chunks "
+            "ranges, range j on mesh j mod num-stages)",
         ),
         Option(
             "intra-op-options",
@@ -148,7 +155,14 @@ def inter_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
         layered = read_layers(module_op)
         cluster = cluster_from_options(options)
         submeshes = submeshes_from_options(options, cluster, layered.num_layers)
-        plan = plan_stages(layered, cluster, submeshes, options)
+        profile, table = stage_costs(layered, cluster, submeshes, options)
+        plan = solve_plan(
+            table, profile, submeshes, cluster, options.micro_batches, options.stage_imbalance_tolerance
+        )
+        if options.schedule == "interleaved-1f1b":
+            plan = interleave(
+                plan, table, submeshes, layered.num_layers, options.chunks, options.micro_batches
+            )
         outline_stages(
             module_op, layered, plan, options.micro_batches, split_backward=options.schedule == "zb-h1"
         )
@@ -192,6 +206,11 @@ def _check_options(options: types.SimpleNamespace) -> None:
     cluster_lib.parse_submeshes(options.submesh_shapes, cluster)
     if options.num_stages < 0:
         raise PassError(f"num-stages must be >= 0 (0: the DP chooses), got {options.num_stages}")
+    if options.schedule == "interleaved-1f1b" and (options.num_stages < 1 or options.chunks < 2):
+        raise PassError(
+            "schedule=interleaved-1f1b needs num-stages (equal meshes, each running chunks >= 2 virtual "
+            f"stages), got num-stages={options.num_stages} chunks={options.chunks}"
+        )
     if not options.stage_cost_time_limit > 0:
         raise PassError(f"stage-cost-time-limit must be > 0 seconds, got {options.stage_cost_time_limit}")
     if not options.stage_cost_budget > 0:
@@ -349,6 +368,45 @@ def solve_plan(table, profile, submeshes, cluster, micro_batches: int, tolerance
             )
         )
     return Plan(stages, out.latency, out.tmax_candidates, out.tmax_evaluated)
+
+
+def interleave(
+    plan: Plan, table: CostTable, submeshes, num_layers: int, chunks: int, micro_batches: int
+) -> Plan:
+    """Interleaved 1F1B (Megatron-LM): the plan's S equal meshes each run `chunks` virtual stages; the
+    layers are cut into S * chunks contiguous ranges of near-equal count (autopar-cluster-layers made the
+    layers near-equal in FLOPs), range j on mesh j mod S. Costs and memory come from the DP's table; the
+    latency is (B + (S - 1) / chunks) times the slowest mesh's time per micro-batch: 1F1B's bubble of
+    S - 1 stage times, cut by the chunks."""
+    S = len(plan.stages)
+    V = S * chunks
+    if num_layers < V:
+        raise PassError(
+            f"interleaved-1f1b with {S} stages x {chunks} chunks needs at least {V} layers, got "
+            f"{num_layers}: cut more layers (autopar-cluster-layers num-layers) or use fewer chunks"
+        )
+    bounds = [round(j * num_layers / V) for j in range(V + 1)]
+    stages = []
+    for j in range(V):
+        mesh = plan.stages[j % S]
+        s = submeshes.index(mesh.submesh)
+        c = table.configs[s].index(mesh.logical_mesh)
+        a, b = bounds[j], bounds[j + 1]
+        memory = table.fixed_memory[a, b - 1, s, c] + table.activation_memory[a, b - 1, s, c]
+        stages.append(
+            StagePlan(
+                a,
+                b,
+                mesh.submesh,
+                mesh.logical_mesh,
+                mesh.device_ids,
+                float(table.cost[a, b - 1, s, c]),
+                float(memory),
+            )
+        )
+    per_mesh = [sum(st.cost for st in stages[k::S]) for k in range(S)]
+    latency = (micro_batches + (S - 1) / chunks) * max(per_mesh)
+    return Plan(stages, latency, plan.tmax_candidates, plan.tmax_evaluated)
 
 
 def _infeasible_message(table, profile, cluster, micro_batches: int) -> str:
