@@ -219,7 +219,7 @@ def test_inference_mlp_megatron_pairs_have_one_all_reduce_each():
 
 
 def _transformer_step(hidden: int = 256):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ (not a package on the path)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # benchmarks/ (not a package on the path)
     from benchmarks.models import gpt
 
     heads = 8
