@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 from benchmarks.models import gpt, moe, small, wide_resnet  # noqa: E402
 
 from autopar import passes  # noqa: E402
-from autopar.api.parallelize import _mark_roles  # noqa: E402
+from autopar.api.arguments import mark_roles  # noqa: E402
 from autopar.ir import module_from_lowered  # noqa: E402
 from autopar.passes.intra_op import PlanningGraph  # noqa: E402
 from autopar.solver import StrategyProblem, relative_gap, solve  # noqa: E402
@@ -78,7 +78,7 @@ def lower(name: str):
         for i, arg in enumerate(args)
         for leaf in jax.tree.leaves(arg)
     ]
-    _mark_roles(module, roles)
+    mark_roles(module, roles)
     passes.run(module, "builtin.module(autopar-inline)")
     return module
 

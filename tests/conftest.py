@@ -17,5 +17,11 @@ _PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
 if importlib.util.find_spec("autopar") is None:
     sys.path.insert(0, str(_PYTHON_DIR))
 
+# pytest imports test files in importlib mode (pyproject's addopts), so files in tests/'s subfolders may share
+# a basename; the helpers here (numeric.py, cases.py, and test_solver's generators) import by plain name.
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_BENCH = REPO_ROOT.parent / "shared" / "bench"

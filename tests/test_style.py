@@ -1,4 +1,5 @@
-"""The codebase stays formatted and lint-clean: ruff on Python, clang-format on the C++ core.
+"""The codebase stays formatted and lint-clean (ruff on Python, clang-format on the C++ core), and no
+package module grows past 500 lines without saying why.
 
 Versions are pinned in pyproject's `test` extra, so a formatter release cannot fail CI by itself.
 """
@@ -41,3 +42,40 @@ def test_cpp_is_clang_formatted():
     assert sources, "no C++ sources found"
     result = _run(_tool("clang-format"), "--style=file", "--dry-run", "-Werror", *sources)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+MAX_LINES = 500
+LONG_FILE_MARKER = "# Longer than 500 lines because"
+# Files allowed past MAX_LINES without the marker, each with why; an entry goes once its file is split.
+LONG_FILE_ALLOWLIST = {
+    "python/autopar/solver.py": "being split into modules on another branch; the merge removes this entry",
+    "python/autopar/passes/intra_op/problem.py": (
+        "passes/ is being edited on another branch, which adds the marker or splits the file"
+    ),
+}
+
+
+def test_package_files_stay_short_or_say_why():
+    """A module under python/autopar past 500 lines says why near its top (`# Longer than 500 lines
+    because ...` within its first 10 lines); otherwise it is split along its seams."""
+    too_long = []
+    for path in sorted((ROOT / "python" / "autopar").rglob("*.py")):
+        name = str(path.relative_to(ROOT))
+        lines = path.read_text().splitlines()
+        if len(lines) <= MAX_LINES or name in LONG_FILE_ALLOWLIST:
+            continue
+        if not any(line.startswith(LONG_FILE_MARKER) for line in lines[:10]):
+            too_long.append(f"{name}: {len(lines)} lines")
+    assert not too_long, (
+        f"split these, or give the reason on a line starting '{LONG_FILE_MARKER}':\n" + "\n".join(too_long)
+    )
+
+
+def test_long_file_allowlist_is_current():
+    """An allowlisted file that was split or shortened leaves the list."""
+    stale = [
+        name
+        for name in LONG_FILE_ALLOWLIST
+        if not (ROOT / name).exists() or len((ROOT / name).read_text().splitlines()) <= MAX_LINES
+    ]
+    assert not stale, f"remove from LONG_FILE_ALLOWLIST: {stale}"

@@ -193,9 +193,9 @@ def export(
     process's device count can be exported. `exp.serialize()` gives the bytes, `jax.export.deserialize`
     reads them back, and `exp.call(*args)` runs the plan on a mesh of the same shape and axis names.
     """
-    from autopar.api import pipeshard
+    from autopar.api import arguments, pipeshard
     from autopar.api.methods import ShardParallel
-    from autopar.api.parallelize import ParallelizedFunction, _abstract
+    from autopar.api.parallelize import ParallelizedFunction
 
     method = ShardParallel() if method is None else method
     if isinstance(method, pipeshard.PipeshardParallel):
@@ -232,7 +232,7 @@ def export(
         )
     dynamic, _ = function._split(args)
     dyn_args = tuple(args[i] for i in dynamic)
-    abstract = jax.tree.map(_abstract, dyn_args)
+    abstract = jax.tree.map(arguments.abstract, dyn_args)
     in_avals = [
         jax.core.ShapedArray(a.shape, a.dtype, weak_type=bool(a.weak_type)) for a in jax.tree.leaves(abstract)
     ]

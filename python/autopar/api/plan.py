@@ -1,14 +1,24 @@
-"""The execution plan of a parallelized function: what runs where, as data and as readable text."""
+"""The execution plan of a parallelized function: what runs where, as data and as readable text, read from
+a compiled signature (`execution_plan`)."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+import jax
+import numpy as np
 from jax.sharding import PartitionSpec
+from jaxlib.mlir import ir
 
-from autopar.runtime.hlo import COLLECTIVE_KINDS, Collective
+from autopar.ir import attrs
+from autopar.runtime.hlo import COLLECTIVE_KINDS, Collective, parse_collectives
 from autopar.solver import relative_gap
+
+if TYPE_CHECKING:
+    from autopar.api.stages import Entry
+    from autopar.runtime import executable as rt_exe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,3 +168,51 @@ def _bytes_text(n: int) -> str:
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n} B"
+
+
+# ---- reading the plan of a compiled signature ------------------------------------------------------
+
+
+def _partition_grid(exe: rt_exe.ShardedExecutable) -> Any:
+    """The XLA partition id at each mesh position."""
+    index = {d.id: i for i, d in enumerate(exe.devices)}
+    return np.vectorize(lambda d: index[d.id], otypes=[int])(exe.mesh.devices)
+
+
+def execution_plan(method_name: str, entry: Entry, exe: rt_exe.ShardedExecutable) -> ExecutionPlan:
+    mesh_shape = dict(exe.mesh.shape)
+    inputs = tuple(
+        TensorPlacement(path, aval.shape, str(aval.dtype), s.spec, role)
+        for path, aval, s, role in zip(entry.paths, exe.in_avals, exe.in_shardings, entry.roles, strict=True)
+    )
+    out_paths = [
+        "out" + jax.tree_util.keystr(p)
+        for p, _ in jax.tree_util.tree_flatten_with_path(
+            jax.tree.unflatten(entry.out_tree, [0] * entry.out_tree.num_leaves)
+        )[0]
+    ]
+    outputs = tuple(
+        TensorPlacement(path, aval.shape, str(aval.dtype), s.spec, "output")
+        for path, aval, s in zip(out_paths, exe.out_avals, exe.out_shardings, strict=True)
+    )
+    result = attrs.get_intra_op_result(entry.module.operation)  # None: a manual plan, nothing was solved
+    return ExecutionPlan(
+        method=method_name,
+        mesh_shape=mesh_shape,
+        device_ids=tuple(d.id for d in exe.mesh.devices.flat),
+        inputs=inputs,
+        outputs=outputs,
+        collectives=tuple(parse_collectives(exe.as_text(), mesh_shape, _partition_grid(exe))),
+        estimated_cost=result.objective if result else None,
+        lower_bound=result.lower_bound if result else None,
+        solver_status=result.solver_status if result else "manual",
+        expected_collectives=expected_collectives(entry.module),
+        remarks=result.remarks if result else (),
+    )
+
+
+def expected_collectives(module: ir.Module) -> tuple[ExpectedCollective, ...]:
+    return tuple(
+        ExpectedCollective(e.kind, e.axes, e.count, e.bytes)
+        for e in attrs.get_expected_collectives(module.operation) or ()
+    )

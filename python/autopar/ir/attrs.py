@@ -20,7 +20,7 @@ from jaxlib.mlir import ir
 
 # ---- names -----------------------------------------------------------------------------------------------
 
-# @main argument attributes (unit / string), written by api/parallelize.py (`_mark_roles`):
+# @main argument attributes (unit / string), written by api/arguments.py (`mark_roles`):
 BATCH = "autopar.batch"  # dim 0 is a batch dim; read by intra_op/graph.py and runtime/sequential.py
 PARAMETER = "autopar.parameter"  # a parameter or optimizer state; read by intra_op/graph.py
 PATH = "autopar.path"  # the argument's pytree path, for messages; read by intra_op/graph.py
@@ -54,7 +54,7 @@ SCHEDULE = "autopar.schedule"  # {name, micro_batches, programs: [[instruction s
 STAGE = "autopar.stage"  # i64 stage index k of @stage_k_<part>
 MESH = "autopar.mesh"  # {shape, logical_shape, device_ids} the stage runs on
 
-# Module attributes of the intra-op result, written by intra_op/emit.py, read by api/parallelize.py:
+# Module attributes of the intra-op result, written by intra_op/emit.py, read by api/plan.py:
 MESH_SHAPE = "autopar.mesh_shape"  # dense i64 logical mesh the plan is for
 OBJECTIVE = "autopar.objective"  # f64 estimated seconds per step
 LOWER_BOUND = "autopar.lower_bound"  # f64 the solver's proven lower bound on the objective

@@ -12,7 +12,7 @@ import pytest
 import autopar
 from autopar.solver import StrategyProblem, relative_gap, solve
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT / "tests" / "data"
 # Loose: at these time limits the solver proves the memory-free 2x4 GPT optimal and ends within ~4 % of its
 # bound on the others (benchmarks/intra_op_problems.py at 10 s: 0 %, 0 % and 3.8 %); a regression that

@@ -1,7 +1,7 @@
 """autopar.parallelize: jax.jit-like caching, pytrees, donation, AOT lower/compile, execution plans and
 errors, on 8 virtual CPU devices. Plans here are given by hand (ManualShardingOption) or by a test double
-of autopar-intra-op that checks the API's side of the pass contract; tests_api_e2e.py runs the real pass.
-Every output is compared with the unsharded program."""
+of autopar-intra-op that checks the API's side of the pass contract; test_parallelize_e2e.py runs the real
+pass. Every output is compared with the unsharded program."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@
 // gradient all-reduce is amortised over the micro-batches; two stages would each pay one too).
 // With stage costs from the intra-op pass (the default) this batch-4 micro-batch cannot be split over more
 // devices, every mesh costs the same, and the plan may pipeline; the single-stage property is tested in
-// tests/test_inter_op.py on a model where one mesh is best. Here: a well-formed plan starting at layer 0.
+// tests/passes/inter_op/test_inter_op.py on a model where one mesh is best. Here: a well-formed plan starting at layer 0.
 // INTRA: autopar.inter_op.plan = [{cost = {{.*}}, layers = array<i64: 0, {{[12]}}>
 // INTRA-LABEL: func.func public @main
 // INTRA: call @stage_0_forward

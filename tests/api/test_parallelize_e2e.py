@@ -1,8 +1,9 @@
 """parallelize end to end through the real autopar-intra-op pass on 8 virtual CPU devices: every output
 compared with the unsharded program (`jax.jit(fn)`), plans checked in the compiled HLO.
 
-Plan-quality tests of the pass itself live with the pass (tests/test_intra_op_plans.py); these check what a
-user of `parallelize` sees: numerics, layouts of the returned arrays, collectives, caching, donation."""
+Plan-quality tests of the pass itself live with the pass (tests/passes/intra_op/test_intra_op_plans.py);
+these check what a user of `parallelize` sees: numerics, layouts of the returned arrays, collectives,
+caching, donation."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from autopar import ir as air
 from autopar.ir import attrs
 
 PACKAGE = Path(autopar.__file__).resolve().parent
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 SOURCE = """
 func.func public @main(%arg0: tensor<4x8xf32>, %arg1: tensor<8x8xf32>) -> tensor<4x8xf32> {

@@ -306,7 +306,7 @@ def test_cli_emit_exported_errors_are_one_line_and_write_nothing(tmp_path):
     line = _one_error_line(_opt(unplanned, "--emit=exported", "-o", out))
     assert "no sdy.mesh" in line and "autopar-intra-op" in line
     assert not out.exists() and not list(tmp_path.glob(".out.exported*"))
-    inputs = Path(__file__).parent / "lit" / "Inputs" / "mlp_step.mlir"
+    inputs = Path(__file__).resolve().parents[1] / "lit" / "Inputs" / "mlp_step.mlir"
     pipeshard = (
         "--pass-pipeline=builtin.module(autopar-cluster-layers{num-layers=2},"
         "autopar-inter-op{cluster=1x2 micro-batches=4 submesh-shapes=1x1 device-flops=1e6})"

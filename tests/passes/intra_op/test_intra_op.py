@@ -152,7 +152,7 @@ def test_unmarked_training_step_keeps_parameters_in_their_layout():
 
     from jaxlib.mlir import ir
 
-    module = aio.load(Path(__file__).resolve().parents[1] / "examples" / "mlp_train_step.mlir")
+    module = aio.load(Path(__file__).resolve().parents[3] / "examples" / "mlp_train_step.mlir")
     passes.run(module, "builtin.module(autopar-inline,autopar-intra-op{mesh=2x4})")
     main = next(op for op in module.body.operations if op.operation.name == "func.func")
 

@@ -21,12 +21,12 @@ BUSY = "import time\nend = time.time() + 600\nwhile time.time() < end:\n    pass
 
 def _module_file(tmp_path: Path) -> Path:
     """A 2-layer GPT training step, lowered and marked as parallelize() marks it."""
-    from autopar.api.parallelize import _mark_roles
+    from autopar.api.arguments import mark_roles
 
     cfg = gpt.GPTConfig("toy", seq_len=128, hidden=256, layers=2, heads=4, vocab=2048, batch=8)
     module = air.lower(gpt.make_train_step(cfg), gpt.abstract_params(cfg), *gpt.abstract_batch(cfg))
     num_params = len(jax.tree.leaves(gpt.abstract_params(cfg)))
-    _mark_roles(module, ["parameter"] * num_params + ["batch", "batch"])
+    mark_roles(module, ["parameter"] * num_params + ["batch", "batch"])
     path = tmp_path / "step.mlir"
     path.write_text(module.operation.get_asm(enable_debug_info=True))
     return path

@@ -18,7 +18,7 @@ from autopar.passes.intra_op import config as config_lib
 from autopar.passes.intra_op import graph as graph_lib
 from autopar.passes.intra_op import problem as problem_lib
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from benchmarks.models import gpt  # noqa: E402
 
 

@@ -21,9 +21,9 @@ from autopar.api.parallelize import ParallelizedFunction
 from autopar.ir import attrs
 from autopar.passes import pipeline, pipelines
 from autopar.passes.inter_op import intra_op_costs
-from test_methods import CASES
+from cases import CASES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # The subprocess imports autopar from where this process did: the installed package, or python/ in-tree.
 PYTHON_DIR = Path(autopar.__file__).resolve().parents[1]
 

@@ -1,0 +1,104 @@
+"""What `parallelize` reads from a call's arguments: argnums, the abstract values a plan is made from and
+keyed by, pytree paths and positional names, typed PRNG keys, manual PartitionSpec prefixes, and the marks
+it writes on @main's arguments."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+from jax.sharding import PartitionSpec
+from jaxlib.mlir import ir
+
+from autopar.ir import attrs
+from autopar.runtime import shardings as sh
+
+
+def argnums(value: int | Sequence[int], name: str) -> tuple[int, ...]:
+    nums = (value,) if isinstance(value, int) else tuple(value)
+    for n in nums:
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"{name} must be non-negative ints, got {value!r}")
+    return tuple(sorted(set(nums)))
+
+
+def abstract(x: Any) -> jax.ShapeDtypeStruct:
+    """Shape, dtype and weak type of an argument leaf, without its sharding."""
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, weak_type=bool(getattr(x, "weak_type", False)))
+    try:
+        aval = jax.typeof(x)
+    except TypeError:
+        raise TypeError(
+            f"argument leaf of type {type(x).__name__} is not an array: pass arrays, scalars or "
+            "jax.ShapeDtypeStruct, or make the argument static (static_argnums)"
+        ) from None
+    return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type)
+
+
+def host_callbacks(lowered: Any) -> tuple[Any, ...]:
+    """The Python callbacks JAX registered while lowering (`jax.debug.print` lowers to a custom call that
+    names its callback by index). jax keeps them with its private lowering object; jax is pinned, and the
+    tests run a step with `jax.debug.print`."""
+    lowering = getattr(lowered, "_lowering", None)
+    compile_args = getattr(lowering, "compile_args", None) or {}
+    return tuple(compile_args.get("host_callbacks", ()))
+
+
+def _is_key(dtype: Any) -> bool:
+    return jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def key_data(x: Any) -> Any:
+    dtype = getattr(x, "dtype", None)
+    return jax.random.key_data(x) if dtype is not None and _is_key(dtype) else x
+
+
+def key_impl(leaf: Any) -> Any:
+    """The PRNG implementation of a typed-key output (to wrap its data back), else None."""
+    return leaf.dtype._impl if _is_key(leaf.dtype) else None
+
+
+def aval_key(x: Any) -> tuple[Any, ...]:
+    """What of an argument leaf keys the plan cache: exactly what the plan is made from."""
+    value = abstract(x)
+    return tuple(value.shape), value.dtype, bool(value.weak_type)
+
+
+def positional_names(fn: Callable[..., Any], n: int) -> list[str]:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    names = []
+    for i in range(n):
+        if i < len(params) and params[i].kind in (params[i].POSITIONAL_ONLY, params[i].POSITIONAL_OR_KEYWORD):
+            names.append(params[i].name)
+        else:
+            names.append(f"args[{i}]")
+    return names
+
+
+def _is_spec_leaf(x: Any) -> bool:
+    return x is None or isinstance(x, PartitionSpec)
+
+
+def broadcast_specs(prefix: Any, tree: Any, what: str) -> list[PartitionSpec | None]:
+    try:
+        full = jax.tree.broadcast(prefix, tree, is_leaf=_is_spec_leaf)
+    except ValueError as err:
+        raise ValueError(f"{what} is not a pytree prefix of the arguments it describes: {err}") from None
+    return jax.tree.leaves(full, is_leaf=_is_spec_leaf)
+
+
+def mark_roles(module: ir.Module, roles: Sequence[str], paths: Sequence[str] = ()) -> None:
+    """Marks every @main argument as batch or parameter and, when given, names it by its pytree path
+    (`autopar.path`, which the passes' messages use)."""
+    main = sh.main_func(module)
+    marks = []
+    for i in range(len(main.type.inputs)):
+        batch = i < len(roles) and roles[i] == "batch"
+        marks.append(attrs.ArgumentMarks(batch, not batch, paths[i] if i < len(paths) else None))
+    attrs.set_argument_marks(main, marks)

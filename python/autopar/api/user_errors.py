@@ -1,0 +1,51 @@
+"""autopar's errors as `parallelize` users meet them: raised from their own call, in the API's terms."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from collections.abc import Callable
+from typing import Any
+
+from autopar.api.methods import AutoShardingOption
+from autopar.errors import AutoparError
+
+
+def user_facing(method: Callable[..., Any]) -> Callable[..., Any]:
+    """autopar's own errors surface at the user's call: the frames inside autopar and its passes are
+    dropped from the traceback (a bug, any other exception, keeps all of them)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except AutoparError as err:
+            raise err.with_traceback(None) from None
+
+    return wrapper
+
+
+def in_api_terms(message: str, method: Any) -> str:
+    """A pass message in the words of `parallelize`'s API: pass options become the fields users set
+    (`force-data-parallel` -> `force_data_parallel`, set by DataParallel), layer clustering points to
+    `layer_option`."""
+    if "autopar-cluster-layers needs num-layers" in message:
+        return (
+            f"{method.name} needs the step cut into layers: pass "
+            "layer_option=AutoLayerOption(layer_num=N), or mark the boundaries yourself with "
+            "autopar.mark_pipeline_boundary() and layer_option='manual'"
+        )
+    fields = {f.name for f in dataclasses.fields(AutoShardingOption)}
+
+    def rename(match: re.Match) -> str:
+        name = match.group(0).replace("-", "_")
+        return name if name in fields else match.group(0)
+
+    message = re.sub(r"\b[a-z]+(?:-[a-z]+)+\b", rename, message)
+    message = message.replace("pass 'autopar-intra-op' failed: ", "").replace(
+        "autopar-intra-op", "the planner"
+    )
+    if method.name in ("DataParallel", "Zero2Parallel", "Zero3Parallel"):  # they set force_data_parallel
+        message = message.replace("force_data_parallel", f"{method.name} (force_data_parallel)", 1)
+    return f"{method.name}: {message}"
