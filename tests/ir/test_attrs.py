@@ -54,6 +54,9 @@ COLLECTIVES = (
     attrs.ExpectedCollective("all-gather", (), 1, 8),
 )
 MARKS = [attrs.ArgumentMarks(is_batch=True, path="batch['x']"), attrs.ArgumentMarks(is_parameter=True)]
+SCHEDULE = attrs.PipelineSchedule(
+    "zb-h1", 2, [["forward:0:0", "backward_weight:0:0", "apply:0"], ["forward:1:0", "backward_input:1:0"]]
+)
 
 
 def _module() -> ir.Module:
@@ -81,6 +84,9 @@ def _write_all(module: ir.Module) -> None:
             stage.attributes[name] = value
     attrs.set_intra_op_result(module.operation, RESULT)
     attrs.set_expected_collectives(module.operation, COLLECTIVES)
+    attrs.set_schedule(module.operation, SCHEDULE)
+    attrs.set_micro_batch_labels(dot, ["mean"])
+    attrs.set_micro_batch_size(module.operation, 8)
 
 
 def _read_all(module: ir.Module) -> dict[str, object]:
@@ -98,6 +104,9 @@ def _read_all(module: ir.Module) -> dict[str, object]:
         "mesh": attrs.get_stage_mesh(stage),
         "result": attrs.get_intra_op_result(module.operation),
         "collectives": attrs.get_expected_collectives(module.operation),
+        "schedule": attrs.get_schedule(module.operation),
+        "labels": attrs.get_micro_batch_labels(dot),
+        "micro_batch_size": attrs.get_micro_batch_size(module.operation),
     }
 
 
@@ -114,6 +123,9 @@ EXPECTED = {
     "mesh": MESH,
     "result": RESULT,
     "collectives": COLLECTIVES,
+    "schedule": SCHEDULE,
+    "labels": ("mean",),
+    "micro_batch_size": 8,
 }
 
 ROUND_TRIPS: dict[str, Callable[[ir.Module], ir.Module]] = {
@@ -154,7 +166,11 @@ def test_text_is_what_the_passes_always_wrote() -> None:
     _write_all(module)
     text = str(module)
     dot = str(_dot(module))
-    assert 'autopar.layer = 3 : i64, autopar.part = "backward", autopar.pipeline_boundary = "forward"' in dot
+    assert (
+        'autopar.layer = 3 : i64, autopar.micro_batch = ["mean"], autopar.part = "backward", '
+        'autopar.pipeline_boundary = "forward"' in dot
+    )
+    assert 'autopar.schedule = {micro_batches = 2 : i64, name = "zb-h1", programs = [["forward:0:0",' in text
     assert "autopar.inter_op.micro_batches = 4 : i64" in text
     assert "autopar.num_layers = 5 : i64" in text
     assert (
