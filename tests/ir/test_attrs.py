@@ -55,7 +55,7 @@ COLLECTIVES = (
 )
 MARKS = [attrs.ArgumentMarks(is_batch=True, path="batch['x']"), attrs.ArgumentMarks(is_parameter=True)]
 SCHEDULE = attrs.PipelineSchedule(
-    "zb-h1", 2, [["forward:0:0", "backward_weight:0:0", "apply:0"], ["forward:1:0", "backward_input:1:0"]]
+    "zb-h1", 2, (("forward:0:0", "backward_weight:0:0", "apply:0"), ("forward:1:0", "backward_input:1:0"))
 )
 
 

@@ -351,11 +351,6 @@ class PipelineSchedule:
     micro_batches: int
     programs: tuple[tuple[str, ...], ...]
 
-    def __init__(self, name: str, micro_batches: int, programs: Sequence[Sequence[str]]):
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "micro_batches", int(micro_batches))
-        object.__setattr__(self, "programs", tuple(tuple(p) for p in programs))
-
 
 def set_schedule(module_op: ir.Operation | ir.OpView, schedule: PipelineSchedule) -> None:
     ctx = module_op.context
@@ -373,7 +368,9 @@ def get_schedule(module_op: ir.Operation | ir.OpView) -> PipelineSchedule | None
     if attr is None:
         return None
     d = ir.DictAttr(attr)
-    programs = [[ir.StringAttr(x).value for x in ir.ArrayAttr(p)] for p in ir.ArrayAttr(d["programs"])]
+    programs = tuple(
+        tuple(ir.StringAttr(x).value for x in ir.ArrayAttr(p)) for p in ir.ArrayAttr(d["programs"])
+    )
     return PipelineSchedule(
         ir.StringAttr(d["name"]).value, ir.IntegerAttr(d["micro_batches"]).value, programs
     )

@@ -83,9 +83,9 @@ def schedule(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
     except ValueError as err:
         raise PassError(str(err)) from None
     # A part with no ops is not outlined (the first stage sends no cotangent back): nothing to run.
-    programs = [
-        [_text(ins) for ins in program if (ins.part, ins.stage) in outlined] for program in built.program
-    ]
+    programs = tuple(
+        tuple(_text(ins) for ins in program if (ins.part, ins.stage) in outlined) for program in built.program
+    )
     attrs.set_schedule(module_op, attrs.PipelineSchedule(built.name, built.micro_batches, programs))
 
 

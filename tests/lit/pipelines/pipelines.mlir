@@ -3,7 +3,7 @@
 // RUN: autopar-opt %inputs/mlp_step.mlir --mlir-print-debuginfo --pass-pipeline='builtin.module(autopar-shard{mesh=2x4 zero-stage=2})' -o %t.shard.mlir
 // RUN: autopar-opt %inputs/mlp_step.mlir --mlir-print-debuginfo --pass-pipeline='builtin.module(autopar-inline,autopar-intra-op{mesh=2x4 zero-stage=2})' -o %t.steps.mlir
 // RUN: autopar-opt %inputs/mlp_step.mlir --mlir-print-debuginfo --pass-pipeline='builtin.module(autopar-pipeshard{cluster=1x8 layers=2 num-stages=2 stage-cost=analytic axis-names=dp,tp})' -o %t.pipeshard.mlir
-// RUN: autopar-opt %inputs/mlp_step.mlir --mlir-print-debuginfo --pass-pipeline='builtin.module(autopar-inline,autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x8 num-stages=2 stage-cost=analytic},autopar-shard-stages{axis-names=dp,tp})' -o %t.pipeshard-steps.mlir
+// RUN: autopar-opt %inputs/mlp_step.mlir --mlir-print-debuginfo --pass-pipeline='builtin.module(autopar-inline,autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x8 num-stages=2 stage-cost=analytic},autopar-shard-stages{axis-names=dp,tp},autopar-schedule)' -o %t.pipeshard-steps.mlir
 // RUN: autopar-opt --describe-pass=autopar-pipeshard | filecheck %s --check-prefix=DESCRIBE
 // RUN: autopar-opt --list-passes | filecheck %s --check-prefix=LIST
 // RUN: diff %t.shard.mlir %t.steps.mlir
@@ -26,6 +26,7 @@
 // DESCRIBE-NEXT:   2. autopar-cluster-layers: {{.+}}
 // DESCRIBE-NEXT:   3. autopar-inter-op: {{.+}}
 // DESCRIBE-NEXT:   4. autopar-shard-stages: {{.+}}
+// DESCRIBE-NEXT:   5. autopar-schedule: {{.+}}
 // DESCRIBE:      layers: int = 0
 // DESCRIBE:      cluster: str = '1x8'
 // DESCRIBE:      zero-stage: int = 0

@@ -231,7 +231,8 @@ def _miscompiled_batch_groups(assignment: list[int], rule: Rule, active: tuple[i
     sums are split over some mesh axes while another active axis is left unused: XLA (jaxlib 0.10.2,
     Shardy and GSPMD alike) then combines the partial results over the unused axis too, and the gradient
     comes out 2x (batch split over y of a 2x4 mesh) or 4x (over x) too large. Found through HF's
-    FlaxWav2Vec2 positional convolution; tests/passes/intra_op/test_strategies_xla_miscompiles.py reruns the pattern through XLA."""
+    FlaxWav2Vec2 positional convolution; tests/passes/intra_op/test_strategies_xla_miscompiles.py reruns
+    the pattern through XLA."""
     reduced = any(assignment[a] in rule.reduction for a in active)
     return reduced and any(assignment[a] < 0 for a in active)
 
@@ -314,7 +315,8 @@ def reshard_steps(
     all-gather and another to an all-to-all ((x, y) on dim 0 to y on dim 2, the last rematerialization of
     the GPT 2x4 plans); an all-gather or an all-to-all together with a new slice (x on dim 1 to y on dim 0
     on 2x4, (x, y) on dim 0 to z on dim 2 on 2x2x2). One kind per step it does not
-    (tests/passes/intra_op/test_strategies_reshard_steps.py checks every pair of 2x4 layouts and a sample of 2x2x2 ones): the emitter
+    (tests/passes/intra_op/test_strategies_reshard_steps.py checks every pair of 2x4 layouts and a sample
+    of 2x2x2 ones): the emitter
     writes the intermediate layouts as constraints (`reshard_waypoints`). Where a gather and a move meet,
     the all-to-all goes first when the moving axes are minor to the gathered ones on a dim they share
     (MOVE_FIRST: it then moves a tensor still split over the gathered axes), else the all-gather
