@@ -18,7 +18,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 from autopar import _core  # noqa: E402
-from autopar.solver import StrategyProblem, _solve_ilp  # noqa: E402
+from autopar.solver import StrategyProblem  # noqa: E402
+from autopar.solver.highs import solve_ilp  # noqa: E402
 
 FILES = {"G": "asplos-2025-iopddl-G.json.gz", "example": "example.json"}
 
@@ -60,7 +61,7 @@ def main() -> int:
     model = gm.build(np.zeros(gm.num_groups, np.int32), np.zeros(0, np.int32), 10**8)
     print(f"model: {model.num_cols} columns, {model.num_rows} rows, {model.num_nonzeros} nonzeros")
     t = time.perf_counter()
-    values, bound, optimal, _ = _solve_ilp(model, None, args.time_limit, 0, None)
+    values, bound, optimal, _ = solve_ilp(model, None, args.time_limit, 0, None)
     cost = p.evaluate(gm.expand(model.decode(values, np.zeros(gm.num_groups, np.int32))))[0]
     print(f"HiGHS: {time.perf_counter() - t:.1f} s, cost {cost:.0f}, bound {bound}, optimal {optimal}")
     t = time.perf_counter()

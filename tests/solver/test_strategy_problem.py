@@ -10,8 +10,8 @@ import pytest
 from autopar.solver import StrategyProblem
 
 # The contest problems live beside the repo (../shared/bench); the 5-node example ships with the tests.
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench" / "iopddl"
-EXAMPLE = Path(__file__).resolve().parent / "data" / "iopddl_example.json"
+BENCH = Path(__file__).resolve().parents[3] / "shared" / "bench" / "iopddl"
+EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "iopddl_example.json"
 
 
 def example_dict() -> dict:

@@ -10,7 +10,7 @@ import pytest
 from autopar import _core
 from autopar.solver import INFINITE_COST, StrategyProblem
 
-EXAMPLE = Path(__file__).resolve().parent / "data" / "iopddl_example.json"
+EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "iopddl_example.json"
 ARRAY_FIELDS = [k for k in dir(_core.ProblemArrays) if not k.startswith("_")]
 
 

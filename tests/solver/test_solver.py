@@ -1,7 +1,6 @@
 """The solver: proven optimum on the contest example, brute force agreement on small random problems,
 infeasibility, determinism, and the fast path on a public production problem."""
 
-import itertools
 import types
 from pathlib import Path
 
@@ -10,41 +9,11 @@ import pytest
 
 from autopar import _core
 from autopar.solver import INFINITE_COST, Solution, StrategyProblem, solve
+from solver_cases import brute_force, random_problem
 
 # The contest problems live beside the repo (../shared/bench); the 5-node example ships with the tests.
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench" / "iopddl"
-EXAMPLE = Path(__file__).resolve().parent / "data" / "iopddl_example.json"
-
-
-def random_problem(rng: np.random.Generator, n: int, tight: float, forbid: float = 0.0) -> StrategyProblem:
-    starts = rng.integers(0, 20, n)
-    intervals = np.stack([starts, starts + rng.integers(0, 10, n)], axis=1)
-    sizes = rng.integers(1, 4, n)
-    costs = [np.where(rng.random(k) < forbid, 1e18, rng.integers(0, 100, k).astype(float)) for k in sizes]
-    usages = [rng.integers(1, 50, k) for k in sizes]
-    edges = [(i, j) for i in range(n) for j in range(i + 1, n) if rng.random() < 2.5 / n]
-    edge_costs = [
-        np.where(
-            rng.random(sizes[i] * sizes[j]) < forbid,
-            1e18,
-            rng.integers(0, 60, sizes[i] * sizes[j]).astype(float),
-        )
-        for i, j in edges
-    ]
-    max_peak = sum(int(u.max()) for u in usages)
-    edge_array = np.array(edges, dtype=np.int64).reshape(-1, 2)
-    return StrategyProblem.from_arrays(
-        intervals, costs, usages, edge_array, edge_costs, usage_limit=int(tight * max_peak)
-    )
-
-
-def brute_force(p: StrategyProblem) -> float | None:
-    best = None
-    for sol in itertools.product(*[range(p.num_strategies(i)) for i in range(p.num_nodes)]):
-        cost, _, ok = p.evaluate(list(sol))
-        if ok and (best is None or cost < best):
-            best = cost
-    return best
+BENCH = Path(__file__).resolve().parents[3] / "shared" / "bench" / "iopddl"
+EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "iopddl_example.json"
 
 
 def test_example_is_solved_to_proven_optimum() -> None:
@@ -151,14 +120,14 @@ def test_large_neighbourhood_search_is_deterministic(
     # Force the search path on a problem whose whole ILP would be small: the result is feasible, no worse than
     # the fast path's, and identical for the same seed (work-bounded, the clock never cuts at this size), also
     # with two search threads (their results are applied in region order, whichever finishes first).
-    import autopar.solver as solver_module
+    from autopar.solver import cfn_pricing, exact, fast_path, lns
 
     p = random_problem(np.random.default_rng(11), n=n, tight=0.5)
     fast = solve(p, time_limit=30.0, seed=2, exact=False, max_rounds=300)
-    monkeypatch.setattr(solver_module, "MAX_ILP_NONZEROS", 500)
-    monkeypatch.setattr(solver_module, "_HEURISTIC_ROUNDS", 0)  # leave the search something to improve
-    monkeypatch.setattr(solver_module, "_LNS_THREADS", threads)
-    monkeypatch.setattr(solver_module, "_CFN_SHARE", 0.0)  # else toulbar2 proves it at once (test_cfn.py)
+    monkeypatch.setattr(exact, "MAX_ILP_NONZEROS", 500)
+    monkeypatch.setattr(fast_path, "HEURISTIC_ROUNDS", 0)  # leave the search something to improve
+    monkeypatch.setattr(lns, "LNS_THREADS", threads)
+    monkeypatch.setattr(cfn_pricing, "CFN_SHARE", 0.0)  # else toulbar2 proves it at once (test_solver_cfn.py)
     runs = [solve(p, time_limit=60.0, seed=2, work_limit=3e6) for _ in range(2)]
     for r in runs:
         assert "large-neighbourhood search" in r.message
@@ -220,7 +189,8 @@ def test_fast_path_repairs_an_infeasible_initial_solution() -> None:
 
 
 def test_memory_pricing_finds_feasible_solutions_and_raises_the_price_while_over() -> None:
-    import autopar.solver as solver_module
+    from autopar.solver.pricing import price_memory
+    from autopar.solver.state import Incumbent
 
     # Cheap strategies are the big ones (cost falls with usage), so the memory-free optimum exceeds the limit.
     rng = np.random.default_rng(12)
@@ -239,11 +209,10 @@ def test_memory_pricing_finds_feasible_solutions_and_raises_the_price_while_over
     gm = _core.GroupModel(core)
     h = _core.solve_heuristic(core, 10.0, 0, 0, None)
     assert h.feasible
-    out = solver_module._Improved()
     now = __import__("time").perf_counter()
+    out = Incumbent(now)
     rng = np.random.default_rng(0)
-    solver_module._price_memory(core, gm, h.solution, h.cost, 2e7, rng, now + 120, now, out)
-    rounds = [e for e in out.log if "price_round" in e]
+    rounds = price_memory(core, gm, h.solution, h.cost, 2e7, rng, now + 120, out).rounds
     assert len(rounds) >= 3 and rounds[0]["over"]  # the memory-free optimum exceeds this limit
     for before, after in zip(rounds, rounds[1:], strict=False):
         if before["over"] and before["price_round"] > 1:
@@ -317,3 +286,33 @@ def test_public_problem_l_is_feasible_within_a_tenth_of_its_limit() -> None:
     r = solve(p, time_limit=18.0, seed=0, exact=False, max_rounds=0)
     assert r.feasible, r.message
     assert p.evaluate(r.strategies)[2]
+
+
+def test_the_solver_package_never_imports_jax() -> None:
+    # `import autopar.solver` loads nothing (its names load their module on first use); every module of the
+    # package, the command line included, solves without jax.
+    import pkgutil
+    import subprocess
+    import sys
+
+    import autopar.solver
+
+    modules = [f"autopar.solver.{m.name}" for m in pkgutil.iter_modules(autopar.solver.__path__)]
+    assert {"autopar.solver.orchestrate", "autopar.solver.cli", "autopar.solver.cfn"} <= set(modules)
+    modules.remove("autopar.solver.__main__")  # runs the command line when imported
+    code = (
+        "import importlib, sys\n"
+        "import autopar.solver as s\n"
+        "assert not [m for m in sys.modules if m.startswith('autopar.solver.')], sorted(sys.modules)\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        f"sol = s.solve(s.StrategyProblem.from_json({str(EXAMPLE)!r}), time_limit=5.0)\n"
+        "assert sol.status == 'optimal', sol.message\n"
+        "loaded = sorted(m for m in sys.modules if m == 'jax' or m.startswith('jax.'))\n"
+        "assert not loaded, loaded\n"
+    )
+    python_dir = str(Path(autopar.solver.__file__).resolve().parents[2])
+    env = {**__import__("os").environ, "PYTHONPATH": python_dir}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr

@@ -6,9 +6,10 @@ preprocessing (variable elimination, dead-end elimination, soft arc consistency)
 to a few thousand variables, and its hybrid best-first search then finds and often proves the optimum in
 seconds. Measured on M without its limit (32,894 nodes, 47,067 edges): toulbar2 reaches 0.9187 x best known
 and proves it optimal in 54 s; the large-neighbourhood search with HiGHS sub-ILPs stops at 0.986 in 60 s.
-That is why the memory-pricing phase (solver.py, `_price_memory_cfn`) asks toulbar2 for priced optima.
+That is why the memory-pricing phase (cfn_pricing.py, `price_memory_cfn`) asks toulbar2 for priced optima.
 Where the full priced network does not close (S), `solve(..., domains=restricted_domains(...))` finds the
-priced optimum over a few strategies per node (solver.py, `_price_memory_restricted`).
+priced optimum over a few strategies per node (restricted.py, `price_memory_restricted`); without a usage
+limit, memory_free.py's rounds use the unpriced network.
 
     cfn = PricedCfn(problem._core)
     result = cfn.solve(node_price, upper_bound=value_of_incumbent, backtrack_limit=20_000)
@@ -17,6 +18,10 @@ Costs are rounded to integers (toulbar2's costs are integers). The IOPDDL costs 
 and above and are taken as they are; any other problem (the intra-op pass's costs are seconds) is scaled so
 that its cost tables span about 1e14 units first (`scale`). Every value in and out of this class is in the
 problem's own units, and every solution is re-evaluated exactly by the core afterwards.
+
+The constants below (toulbar2's cost range, the scaling spans, TRW-S's accuracy, posting time per entry)
+were measured on the public problems A and L and on the intra-op pass's 2x4 networks, on the 2-core
+development machine; each comment says how.
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from autopar import _core
-from autopar.cfn import PricedCfn
 from autopar.solver import StrategyProblem, solve
-from test_solver import brute_force, random_problem
+from autopar.solver.cfn import PricedCfn
+from solver_cases import brute_force, random_problem
 
 pytest.importorskip("pytoulbar2")
 
@@ -97,7 +97,8 @@ def test_repeated_solves_are_deterministic_and_silent(capfd) -> None:
 
 
 def test_lagrangian_bound_and_repaired_solutions_are_valid() -> None:
-    import autopar.solver as solver_module
+    from autopar.solver.cfn_pricing import price_memory_cfn
+    from autopar.solver.state import Incumbent
 
     checked = 0
     for seed in range(40):
@@ -107,11 +108,11 @@ def test_lagrangian_bound_and_repaired_solutions_are_valid() -> None:
         h = _core.solve_heuristic(p._core, 5.0, 0, 0, None)
         if optimum is None or not h.feasible:
             continue
-        out = solver_module._Improved()
         now = time.perf_counter()
-        used, _ = solver_module._price_memory_cfn(p._core, h.solution, h.cost, 5e7, 0, now + 60, now, out)
-        assert 0 < used <= 1
-        assert out.lower_bound is not None and out.lower_bound <= optimum + 1e-6
+        out = Incumbent(now)
+        priced = price_memory_cfn(p._core, h.solution, h.cost, 5e7, 0, now + 60, out)
+        assert 0 < priced.used <= 1
+        assert priced.lower_bound is not None and priced.lower_bound <= optimum + 1e-6
         if out.best is not None:
             cost, _, ok = p.evaluate(out.best)
             assert ok and cost <= h.cost and cost >= optimum - 1e-6
@@ -121,9 +122,9 @@ def test_lagrangian_bound_and_repaired_solutions_are_valid() -> None:
 
 def test_solve_proves_a_fitting_memory_free_optimum(monkeypatch) -> None:
     # Force the large-problem route (no whole ILP): toulbar2's unpriced round proves the optimum.
-    import autopar.solver as solver_module
+    from autopar.solver import exact
 
-    monkeypatch.setattr(solver_module, "MAX_ILP_NONZEROS", 0)
+    monkeypatch.setattr(exact, "MAX_ILP_NONZEROS", 0)
     rng = np.random.default_rng(9)
     p = random_problem(rng, n=7, tight=1.0)
     sol = solve(p, time_limit=20, seed=0)
@@ -134,7 +135,7 @@ def test_solve_proves_a_fitting_memory_free_optimum(monkeypatch) -> None:
 def test_costs_beyond_toulbar2s_range_are_not_posted(monkeypatch) -> None:
     # toulbar2 raised Contradiction while posting tables whose costs add up to 1e16: such networks are not
     # built, and solve() falls back to the other phases.
-    import autopar.solver as solver_module
+    from autopar.solver import exact
 
     rng = np.random.default_rng(1)
     small = random_problem(rng, n=7, tight=1.0)
@@ -150,7 +151,7 @@ def test_costs_beyond_toulbar2s_range_are_not_posted(monkeypatch) -> None:
     )
     result = PricedCfn(huge._core).solve(None, None, 1000, 10)
     assert result.solution is None and not result.optimal
-    monkeypatch.setattr(solver_module, "MAX_ILP_NONZEROS", 0)
+    monkeypatch.setattr(exact, "MAX_ILP_NONZEROS", 0)
     sol = solve(huge, time_limit=10, seed=0)
     assert sol.feasible and "toulbar2 (memory-free" not in sol.message
     assert sol.cost == pytest.approx(brute_force(huge), rel=1e-9)
@@ -202,7 +203,9 @@ def test_restricted_domains_of_the_wrong_length_are_rejected() -> None:
 
 
 def test_restricted_phase_keeps_feasible_improvements_only() -> None:
-    import autopar.solver as solver_module
+    from autopar.solver.pricing import Price
+    from autopar.solver.restricted import price_memory_restricted
+    from autopar.solver.state import Incumbent
 
     checked = 0
     for seed in range(30):
@@ -216,15 +219,15 @@ def test_restricted_phase_keeps_feasible_improvements_only() -> None:
         moments = int(a.interval_end.max()) + 1
         # A priced solution that ignores the limit (the memory-free optimum) and a flat price on it.
         free = PricedCfn(p._core).solve(None, None, 100_000, 30).solution
-        settled = solver_module._Price(np.ones(moments), 1.0, free)
+        settled = Price(np.ones(moments), 1.0, free)
         results = []
         for _ in range(2):
-            out = solver_module._Improved(best=np.asarray(h.solution), memory_free=free)
             now = time.perf_counter()
-            used = solver_module._price_memory_restricted(
-                p._core, PricedCfn(p._core), settled, 5e7, 0, now + 60, now, out
+            out = Incumbent(now, best=np.asarray(h.solution))
+            restricted = price_memory_restricted(
+                p._core, PricedCfn(p._core), settled, 5e7, 0, now + 60, out, free
             )
-            assert 0 < used <= 1
+            assert 0 < restricted.used <= 1
             cost, _, ok = p.evaluate(out.best)
             assert ok and optimum - 1e-6 <= cost <= h.cost
             results.append(out.best.tolist())

@@ -1,4 +1,4 @@
-"""`python -m autopar.solve`: the contest's output format, errors as one line with exit code 1."""
+"""`python -m autopar.solver` (`autopar-solve`): the contest's output format, errors as one line, exit 1."""
 
 import json
 import os
@@ -12,8 +12,8 @@ import pytest
 import autopar
 
 # The contest problems live beside the repo (../shared/bench); the 5-node example ships with the tests.
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench" / "iopddl"
-EXAMPLE = Path(__file__).resolve().parent / "data" / "iopddl_example.json"
+BENCH = Path(__file__).resolve().parents[3] / "shared" / "bench" / "iopddl"
+EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "iopddl_example.json"
 # The subprocess imports autopar from where this process did: the installed package, or python/ in-tree.
 PYTHON_DIR = Path(autopar.__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ PYTHON_DIR = Path(autopar.__file__).resolve().parents[1]
 def run(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR))
     return subprocess.run(
-        [sys.executable, "-m", "autopar.solve", *args], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "autopar.solver", *args], capture_output=True, text=True, env=env, timeout=120
     )
 
 

@@ -1,0 +1,210 @@
+"""Large-neighbourhood search: regions of presolved groups freed and re-solved as HiGHS sub-ILPs.
+
+Its work is counted, not timed (`ilp_work`: model size, simplex iterations, branch-and-bound nodes, in
+units of about a microsecond of one core of the 2-core development machine), so a search the clock does
+not cut is reproducible. The constants below were measured on the public problems M and S on that machine
+(shared with other jobs, load 3-5), with two search threads; each comment says how.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from autopar import _core
+from autopar.solver.highs import solve_ilp
+from autopar.solver.problem import INFINITE_COST
+from autopar.solver.state import Incumbent
+
+# about 0.8x that at load 5); at 0.65M the work budget, not the clock, ends the search with a margin of about
+# 1.3x under load 5, at the price of stopping early. Deterministic results need the budget to bind.
+LNS_WORK_PER_SECOND = 0.65e6
+# Lazy memory rows for the large-neighbourhood sub-ILPs (see highs.solve_ilp). Off: measured on M and S
+# regions of 60 groups, once identical rows are merged the memory rows are a small part of the model, and
+# the extra HiGHS runs cost more (M: 3.3 s vs 1.9 s for six regions; S: 1.6 s vs 1.2 s).
+LAZY_MEMORY = False
+# Region models above this many nonzeros are not solved (the region shrinks): measured on S, a 976k-nonzero
+# region took 24 s of HiGHS, cut by its time limit (not reproducible), for a few hundred thousand elsewhere.
+LNS_MAX_NONZEROS = 400_000
+# LNS sub-ILPs try their LP relaxation first (see highs.solve_ilp).
+LP_FIRST = True
+# Disjoint regions solved at once per search round (one HiGHS per thread).
+LNS_THREADS = 2
+# Share of regions drawn around a moment of near-peak usage (within TIME_WINDOW_SLACK of the peak).
+TIME_WINDOW_SHARE = 0.3
+TIME_WINDOW_SLACK = 0.01
+# Groups in the first region (regions adapt afterwards).
+LNS_START_SIZE = 40
+# Work units of ilp_work (about a microsecond of one core of this machine each). Weighted so that the wall
+# rate is the same on M (many small regions, LP relaxations often integral) and S (simplex-bound MIPs):
+# measured with two threads at load 3, M 1.05M/s and S 1.0M/s. (4/nonzero and 250/simplex before LP-first:
+# M 1.66M/s, S 1.0-1.2M/s; LP simplex iterations without presolve cost a sixth of the MIP's.)
+WORK_PER_NONZERO = 1.0
+WORK_PER_SIMPLEX = 350.0
+WORK_PER_LP_SIMPLEX = 60.0
+WORK_PER_NODE = 1000.0
+WORK_PER_MODEL = 10000.0
+# HiGHS branch-and-bound node limit per neighbourhood (deterministic, unlike its time limit).
+LNS_MAX_NODES = 200
+
+
+class Objective:
+    """What a large-neighbourhood search minimises over full solutions: the true cost of feasible solutions
+    (memory rows in every sub-ILP), or, with `node_price`, the Lagrangian cost + sum price[i] x usage[i] of
+    finite-cost solutions whatever their peak (no memory rows)."""
+
+    def __init__(self, core: _core.StrategyProblem, priced_usage=None, node_price: np.ndarray | None = None):
+        # priced_usage(full) -> usage per node of its chosen strategy (the caller holds the arrays: copying
+        # them out of the core per round would cost more than the round's bookkeeping).
+        self.core = core
+        self.priced_usage = priced_usage
+        self.node_price = node_price
+        self.memory = node_price is None
+
+    def __call__(self, full: np.ndarray) -> float:
+        cost, _, ok = self.core.evaluate(full)
+        if self.memory:
+            return cost if ok else float("inf")
+        if cost >= INFINITE_COST:
+            return float("inf")
+        return cost + float(self.node_price @ self.priced_usage(full))
+
+
+@dataclass
+class Search:
+    """State a large-neighbourhood search carries between calls (owned by the phase that runs it): region
+    size, counted work, the largest region allowed, and whether the wall clock cut some call short."""
+
+    size: float = LNS_START_SIZE
+    work: float = 0.0
+    max_size: float = float("inf")
+    clock_cut: bool = False
+
+
+def lns(
+    gm: _core.GroupModel,
+    assignment: np.ndarray,
+    value: float,
+    objective: Objective,
+    budget: float,
+    rng: np.random.Generator,
+    deadline: float,
+    incumbent: Incumbent,
+    search: Search,
+) -> tuple[np.ndarray, float]:
+    """Large-neighbourhood search: connected regions of groups (around a group whose strategy is locally
+    regrettable, or a random one) are freed, everything else fixed, and each sub-ILP solved by HiGHS from the
+    current solution; a result is accepted when `objective` (re-evaluated by the core) confirms it cheaper.
+    Returns the final assignment and its objective value; improvements of the true objective go to
+    `incumbent`, the work done and whether the clock cut the search to `search`.
+
+    Each round frees LNS_THREADS disjoint regions and solves them on as many threads (HiGHS releases the
+    GIL); the results are applied one after the other in region order, each re-checked on top of the
+    previous, so the outcome does not depend on which thread finishes first. Regions grow while sub-ILPs are
+    solved to optimality without gain and shrink when they hit the node limit. The search stops when
+    `search.work` (counted by ilp_work: model size, simplex iterations, nodes) reaches `budget`, so a run
+    that the clock does not cut is reproducible."""
+    free = gm.free_groups()
+    stale = 0
+    threads = max(1, min(LNS_THREADS, len(free) // 8))
+    with ThreadPoolExecutor(threads) as executor:
+        while search.work < budget and len(free):
+            if time.perf_counter() >= deadline:
+                search.clock_cut = True
+                break
+            regions = lns_regions(gm, assignment, free, int(search.size), threads, rng, objective.memory)
+            models = [
+                gm.build(assignment, r, LNS_MAX_NONZEROS, LAZY_MEMORY, objective.memory) for r in regions
+            ]
+            remaining = max(min(deadline - time.perf_counter(), 20.0), 0.05)
+            jobs = [(m, assignment, remaining, int(rng.integers(2**31)), {}) for m in models]
+            results = list(executor.map(solve_region, jobs))
+            for (model, *_, st), ilp in zip(jobs, results, strict=True):
+                search.work += ilp_work(model, st)
+                if st.get("clock"):
+                    search.clock_cut = True
+                if ilp is None:
+                    search.size = max(8.0, search.size * 0.7)
+                    continue
+                values, _, optimal, _ = ilp
+                # Only this region's groups change, on top of whatever the earlier regions changed.
+                candidate = model.decode(values, assignment)
+                full = gm.expand(candidate)
+                new_value = objective(full)
+                if new_value < value - 1e-9 * abs(value):
+                    assignment, value = candidate, new_value
+                    if objective.memory:
+                        incumbent.keep(full, float(new_value))
+                    stale = 0
+                else:
+                    stale += 1
+                if optimal:
+                    search.size = min(
+                        search.size * (1.15 if stale else 1.0), float(len(free)), search.max_size
+                    )
+                else:
+                    search.size = max(8.0, search.size * 0.8)
+    return assignment, value
+
+
+def solve_region(job: tuple) -> tuple | None:
+    model, assignment, time_limit, seed, stats = job
+    return (
+        None
+        if model.too_big
+        else solve_ilp(model, assignment, time_limit, seed, LNS_MAX_NODES, stats, LP_FIRST)
+    )
+
+
+def lns_regions(
+    gm: _core.GroupModel,
+    assignment: np.ndarray,
+    free: np.ndarray,
+    size: int,
+    count: int,
+    rng: np.random.Generator,
+    memory: bool = True,
+) -> list[np.ndarray]:
+    """`count` disjoint regions of about `size` groups (a later region drops the groups earlier ones took):
+    with probability TIME_WINDOW_SHARE the groups live nearest a moment where usage is near its peak (they
+    trade memory there), else breadth-first over pairs from a root drawn in proportion to its regret or
+    uniformly (equally often)."""
+    regret = gm.regret(assignment)[free]
+    taken = np.zeros(gm.num_groups, bool)
+    regions = []
+    for _ in range(count):
+        weights = np.where(taken[free], 0.0, regret)
+        kind = rng.random()
+        if kind < TIME_WINDOW_SHARE and gm.has_usage_limit and memory:
+            region = gm.time_window(assignment, size, TIME_WINDOW_SLACK, int(rng.integers(2**63)))
+            region = region[~taken[region]].astype(np.int32)
+            taken[region] = True
+            regions.append(region)
+            continue
+        if kind < TIME_WINDOW_SHARE + (1 - TIME_WINDOW_SHARE) / 2 and weights.sum() > 0:
+            root = int(rng.choice(free, p=weights / weights.sum()))
+        else:
+            choices = free[~taken[free]]
+            if len(choices) == 0:
+                break
+            root = int(choices[rng.integers(len(choices))])
+        region = gm.neighbourhood(root, size, int(rng.integers(2**63)))
+        region = region[~taken[region]].astype(np.int32)
+        taken[region] = True
+        regions.append(region)
+    return regions
+
+
+def ilp_work(model: _core.GroupIlp, stats: dict) -> float:
+    """Deterministic work of one sub-ILP, in units of about a microsecond of this machine (HiGHS's setup and
+    presolve scale with the nonzeros, the rest with simplex iterations and nodes)."""
+    return (
+        WORK_PER_NONZERO * model.num_nonzeros
+        + WORK_PER_SIMPLEX * stats.get("simplex", 0)
+        + WORK_PER_LP_SIMPLEX * stats.get("lp_simplex", 0)
+        + WORK_PER_NODE * stats.get("nodes", 0)
+        + WORK_PER_MODEL
+    )

@@ -1,0 +1,345 @@
+"""`solve`: the order of the phases, and what each hands the next.
+
+    presolve (C++ GroupModel) -> fast path (fast_path) -> one of
+      no usage limit:  toulbar2 memory-free round -> conditional rounds (memory_free) -> whole ILP (exact)
+                       or large-neighbourhood search (lns)
+      small whole ILP: toulbar2 memory-free round (memory_free) -> whole ILP (exact)
+      otherwise:       toulbar2 priced optima (cfn_pricing) -> memory pricing (pricing) -> restricted priced
+                       optima (restricted) -> large-neighbourhood search (lns)
+
+Each phase gets its share of the counted work the earlier ones left, and returns what it learnt (work used,
+bound, proof, whether the clock cut it, a price to go on from) as a value; the only state they share is the
+`Incumbent` (state.py) that `solve` owns. The one tuning constant here, NEGLIGIBLE_GAP, was measured on the
+intra-op pass's problems: toulbar2's proofs over rounded costs leave gaps of that order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from autopar import _core
+from autopar.solver import cfn_pricing, exact, fast_path, lns, memory_free, pricing, restricted
+from autopar.solver.cfn import PricedCfn
+from autopar.solver.fast_path import FastPath
+from autopar.solver.problem import StrategyProblem
+from autopar.solver.solution import Solution, proven_optimal
+from autopar.solver.state import Incumbent
+
+# A relative gap below which no search continues: toulbar2's proofs over rounded costs leave gaps of this
+# order (the rounding of each table entry) where the optimum was found.
+NEGLIGIBLE_GAP = 1e-6
+# The usage-limited search stops by this share of the time limit (the rest is the margin of its last
+# sub-ILP and of building the answer).
+SEARCH_CLOCK_SHARE = 0.97
+
+
+def solve(
+    problem: StrategyProblem,
+    time_limit: float = 10.0,
+    seed: int = 0,
+    *,
+    budget: float | None = None,
+    max_rounds: int | None = None,
+    exact: bool = True,
+    work_limit: float | None = None,
+    initial: Sequence[int] | np.ndarray | None = None,
+    candidates: Sequence[np.ndarray] = (),
+    clock_start: float | None = None,
+) -> Solution:
+    """Solves `problem` with `budget` seconds of counted work, stopping by `time_limit` wall seconds.
+
+    Determinism: every phase stops on counted work (heuristic rounds, toulbar2 backtracks and table entries,
+    large-neighbourhood iterations weighted by sub-ILP size, HiGHS node limits), derived from `budget`
+    (default: `time_limit`) by fixed rates measured on a 2-core machine (or given as `work_limit`); the wall
+    clock only caps the run. The same problem, seed and budget give the same solution unless
+    `Solution.clock_cut` is True (the clock stopped a phase first: a slower or loaded machine).
+
+    exact=False skips presolve and every ILP (fast path only); max_rounds bounds its perturbation rounds.
+    `initial` (a strategy per node) warm-starts the fast path, which only improves on it when it is
+    feasible: the result then costs at most as much. `candidates` are other known solutions (plans of
+    hand-written families, say) whose strategies the restricted searches keep in reach.
+    `clock_start` (a `time.perf_counter()` reading, default now) is when the time limit started counting:
+    a command-line solver passes its process start, so that loading counts against the limit too.
+    """
+    if not time_limit > 0:
+        raise ValueError(f"time_limit must be > 0, got {time_limit}")
+    budget = time_limit if budget is None else float(budget)
+    if not budget > 0:
+        raise ValueError(f"budget must be > 0, got {budget}")
+    start = time.perf_counter() if clock_start is None else float(clock_start)
+    core = problem._core
+    gm = _core.GroupModel(core) if exact else None
+    presolve_infeasible = gm is not None and gm.infeasible
+    start_solution = None if initial is None else np.ascontiguousarray(initial, dtype=np.int64)
+    if start_solution is not None and start_solution.shape != (core.num_nodes,):
+        raise ValueError(f"initial: expected {core.num_nodes} strategies, got shape {start_solution.shape}")
+    h, clock_cut = fast_path.run(
+        core, time_limit, seed, max_rounds, exact, presolve_infeasible, start_solution, start
+    )
+    best, first = h.solution, h.time_to_first_feasible
+    limit = core.usage_limit
+    if not h.feasible and (presolve_infeasible or (limit is not None and h.min_peak_usage > limit)):
+        peak = int(h.min_peak_usage)
+        msg = (
+            f"infeasible: the smallest strategies peak at {peak}, above the usage limit {limit}"
+            if limit is not None and peak > limit
+            else "infeasible: every strategy of some node is forbidden or over the usage limit"
+        )
+        elapsed = time.perf_counter() - start
+        return Solution(best, float(h.cost), peak, None, "infeasible", None, elapsed, msg)
+    lower_bound, optimal, msg = None, False, "fast path (greedy + local search)"
+    best_time = float(h.time_to_best)
+    trace = [(best_time, float(h.cost))] if h.feasible else []
+    if gm is not None:
+        incumbent = Incumbent(start)
+        verdict = improve(core, gm, h, time_limit, budget, int(seed), incumbent, work_limit, candidates)
+        if incumbent.best is not None:
+            best, best_time = incumbent.best, incumbent.best_time
+            if first < 0:
+                first = incumbent.best_time
+        lower_bound, optimal, msg = verdict.lower_bound, verdict.optimal, verdict.message
+        clock_cut = clock_cut or verdict.clock_cut
+        trace += incumbent.trace
+    cost, peak, ok = core.evaluate(best)
+    elapsed = time.perf_counter() - start
+    if not ok:
+        # Nothing feasible found: "infeasible" only when HiGHS proved it, else say we do not know.
+        status = "infeasible" if optimal else "unknown"
+        if not optimal:
+            # Say when the search ended: its phases may stop well before the limit (no feasible start).
+            msg = (
+                "unknown: no finite-cost solution within the usage limit was found "
+                f"(the search ended after {elapsed:.1f} s of the {time_limit:g} s limit)"
+            )
+        return Solution(best, cost, int(peak), lower_bound, status, None, elapsed, msg, clock_cut=clock_cut)
+    if optimal and lower_bound is None:  # a proof without a bound (presolve fixed everything)
+        lower_bound = float(cost)
+    return Solution(
+        np.asarray(best, dtype=np.int64),
+        float(cost),
+        int(peak),
+        lower_bound,
+        "optimal" if proven_optimal(cost, lower_bound) else "feasible",
+        None if first < 0 else float(first),
+        elapsed,
+        msg,
+        best_time,
+        clock_cut,
+        tuple(trace),
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the phases after the fast path concluded (their solutions are in the `Incumbent`).
+
+    Attributes:
+      lower_bound: the best proven lower bound, or None.
+      optimal: the best solution is proven optimal, or no solution is proven to exist (then nothing was
+        kept in the incumbent).
+      clock_cut: the wall clock stopped some phase before its work budget ran out.
+      message: one line saying how the result was obtained.
+    """
+
+    lower_bound: float | None = None
+    optimal: bool = False
+    clock_cut: bool = False
+    message: str = "fast path (greedy + local search)"
+
+
+def improve(
+    core: _core.StrategyProblem,
+    gm: _core.GroupModel,
+    fast: FastPath,
+    time_limit: float,
+    seconds: float,
+    seed: int,
+    incumbent: Incumbent,
+    work_limit: float | None,
+    candidates: Sequence[np.ndarray] = (),
+) -> Verdict:
+    """The phases after the fast path, over the presolved groups, with `seconds` of counted work: toulbar2
+    first on a problem without a usage limit; else the exact path when the whole reduced ILP is small
+    enough (proves optimality or gives a bound); else, from a feasible fast-path solution, the pricing
+    phases and the large-neighbourhood search. Solutions go to `incumbent`, the rest is the verdict."""
+    assignment = gm.encode(fast.solution) if fast.feasible else None
+    if assignment is None:
+        assignment = np.zeros(gm.num_groups, np.int32)
+    whole = gm.build(assignment, np.zeros(0, np.int32), exact.MAX_ILP_NONZEROS)
+    deadline = incumbent.start + time_limit
+    if not gm.has_usage_limit:
+        return _without_usage_limit(core, gm, whole, fast, seconds, seed, deadline, incumbent, candidates)
+    if not whole.too_big:
+        return _exact_path(core, gm, whole, fast, seconds, seed, deadline, incumbent)
+    if not fast.feasible:
+        return Verdict()
+    deadline = incumbent.start + time_limit * SEARCH_CLOCK_SHARE
+    return _usage_limited_search(core, gm, assignment, fast, seconds, seed, deadline, incumbent, work_limit)
+
+
+def _usage_limited_search(
+    core: _core.StrategyProblem,
+    gm: _core.GroupModel,
+    assignment: np.ndarray,
+    fast: FastPath,
+    seconds: float,
+    seed: int,
+    deadline: float,
+    incumbent: Incumbent,
+    work_limit: float | None,
+) -> Verdict:
+    """A usage-limited problem too big for the exact path, from a feasible fast-path solution: toulbar2
+    priced optima, memory pricing, restricted priced optima, then the large-neighbourhood search with exact
+    memory rows. Each phase gets its share of what the earlier ones left (they stop early when they
+    converge)."""
+    best_cost = float(fast.cost)
+    rng = np.random.default_rng(seed)
+    budget = work_limit if work_limit is not None else lns.LNS_WORK_PER_SECOND * seconds
+    message = "large-neighbourhood search (presolve + HiGHS sub-ILPs)"
+    share, price, cfn, settled = 0.0, None, None, None
+    lower_bound, clock_cut, memory_free_solution = None, False, None
+    if cfn_pricing.CFN_SHARE > 0:
+        cfn = PricedCfn(core)
+        # Without a usage limit only the memory-free round runs, and it is the whole search.
+        cfn_share = cfn_pricing.CFN_SHARE if gm.has_usage_limit else 1.0
+        cfn_budget = cfn_share * (work_limit if work_limit is not None else 1e6 * seconds)
+        incumbent.log("toulbar2 priced optima")
+        priced = cfn_pricing.price_memory_cfn(
+            core, fast.solution, best_cost, cfn_budget, seed, deadline, incumbent, lower_bound, cfn
+        )
+        share, price, lower_bound = cfn_share * priced.used, priced.price, priced.lower_bound
+        clock_cut, memory_free_solution = clock_cut or priced.clock_cut, priced.memory_free
+        message = "toulbar2 priced optima + large-neighbourhood search (presolve + HiGHS sub-ILPs)"
+        if priced.optimal:
+            message = "toulbar2 (memory-free optimum fits the usage limit): proven optimal"
+            return Verdict(lower_bound, True, clock_cut, message)
+        if incumbent.best is not None:
+            best_cost = float(core.evaluate(incumbent.best)[0])
+            assignment = gm.encode(incumbent.best)
+    if gm.has_usage_limit and pricing.PRICE_SHARE > 0:
+        message = "toulbar2 priced optima + memory pricing + large-neighbourhood search"
+        rate = work_limit if work_limit is not None else pricing.PRICE_WORK_PER_SECOND * seconds
+        price_budget = (1 - share) * pricing.PRICE_SHARE * rate
+        # Without a bracketed price the priced search starts where it did without toulbar2 (from the fast
+        # path's solution, its first price set by that cost); the best solution so far is in `incumbent`.
+        incumbent.log("memory pricing")
+        priced_lns = pricing.price_memory(
+            core, gm, fast.solution, best_cost, price_budget, rng, deadline, incumbent, price
+        )
+        settled, clock_cut = priced_lns.settled, clock_cut or priced_lns.clock_cut
+        # A stalled pricing phase leaves its time to the exact-memory search.
+        share += (1 - share) * pricing.PRICE_SHARE * priced_lns.used
+    if (
+        cfn is not None
+        and settled is not None
+        and incumbent.best is not None
+        and restricted.RESTRICTED_SHARE > 0
+    ):
+        message = "toulbar2 priced optima + memory pricing + restricted priced optima + LNS"
+        rate = work_limit if work_limit is not None else 1e6 * seconds
+        restricted_budget = (1 - share) * restricted.RESTRICTED_SHARE * rate
+        incumbent.log("restricted priced optima")
+        narrowed = restricted.price_memory_restricted(
+            core, cfn, settled, restricted_budget, seed, deadline, incumbent, memory_free_solution
+        )
+        clock_cut = clock_cut or narrowed.clock_cut
+        share += (1 - share) * restricted.RESTRICTED_SHARE * narrowed.used
+    if incumbent.best is not None:
+        best_cost = float(core.evaluate(incumbent.best)[0])
+        assignment = gm.encode(incumbent.best)
+    search = lns.Search()
+    incumbent.log("large-neighbourhood search")
+    objective = lns.Objective(core)
+    lns.lns(gm, assignment, best_cost, objective, (1 - share) * budget, rng, deadline, incumbent, search)
+    return Verdict(lower_bound, False, clock_cut or search.clock_cut, message)
+
+
+def _without_usage_limit(
+    core: _core.StrategyProblem,
+    gm: _core.GroupModel,
+    whole: _core.GroupIlp,
+    fast: FastPath,
+    seconds: float,
+    seed: int,
+    deadline: float,
+    incumbent: Incumbent,
+    candidates: Sequence[np.ndarray] = (),
+) -> Verdict:
+    """A problem without a usage limit (the intra-op pass's default) is a weighted CSP, toulbar2's problem:
+    1. toulbar2 on the whole network, when the budget affords posting it: it proves most such problems
+       optimal (an MLP step on 2x2x2 in 0.05 s, where HiGHS needs 2.7 s for the same proof);
+    2. otherwise (or unproven) toulbar2 over conditional domains, round after round (conditional_rounds);
+    3. the whole ILP, if HiGHS can afford it, or the large-neighbourhood search with what is left."""
+    cfn = PricedCfn(core, priced=False)
+    units = 1e6 * seconds
+    free_budget = memory_free.FREE_CFN_SHARE * units
+    if memory_free.free_post_work(cfn) >= free_budget:
+        # A network too large for its share: posting it (and its TRW-S bound, the only bound worth reading
+        # on such problems) is worth most of the budget; the conditional rounds then start from its answer.
+        free_budget = memory_free.FREE_CFN_MAX_SHARE * units
+    free = memory_free.memory_free_round(core, cfn, fast, free_budget, seed, deadline, incumbent, None)
+    used, lower_bound, clock_cut = free.work, free.lower_bound, free.clock_cut
+    if free.optimal or _gap_closed(core, fast, incumbent, lower_bound):
+        return Verdict(lower_bound, free.optimal, clock_cut, "toulbar2 (no usage limit): proven optimal")
+    message = "fast path (greedy + local search)"
+    if incumbent.best is not None or fast.feasible:
+        share = memory_free.CONDITIONAL_SHARE * (units - used)
+        work, cut = memory_free.conditional_rounds(
+            core, cfn, fast, candidates, share, seed, deadline, incumbent
+        )
+        used, clock_cut = used + work, clock_cut or cut
+        message = "toulbar2 over conditional domains (no usage limit)"
+        if _gap_closed(core, fast, incumbent, lower_bound):
+            return Verdict(lower_bound, False, clock_cut, message)
+    left = max(seconds - used / 1e6, 0.0)
+    if not whole.too_big and whole.num_nonzeros <= exact.EXACT_NONZEROS_PER_SECOND * seconds:
+        ilp = exact.highs_exact(core, gm, whole, fast, left, seed, deadline, incumbent, lower_bound)
+        return Verdict(ilp.lower_bound, ilp.optimal, clock_cut or ilp.clock_cut, ilp.message)
+    best = incumbent.best if incumbent.best is not None else (fast.solution if fast.feasible else None)
+    if best is None or left <= 0:
+        return Verdict(lower_bound, False, clock_cut, message)
+    message = "toulbar2 + large-neighbourhood search (presolve + HiGHS sub-ILPs)"
+    cost = float(core.evaluate(best)[0])
+    rng = np.random.default_rng(seed)
+    budget = lns.LNS_WORK_PER_SECOND * left
+    search = lns.Search()
+    lns.lns(gm, gm.encode(best), cost, lns.Objective(core), budget, rng, deadline, incumbent, search)
+    return Verdict(lower_bound, False, clock_cut or search.clock_cut, message)
+
+
+def _exact_path(
+    core: _core.StrategyProblem,
+    gm: _core.GroupModel,
+    whole: _core.GroupIlp,
+    fast: FastPath,
+    seconds: float,
+    seed: int,
+    deadline: float,
+    incumbent: Incumbent,
+) -> Verdict:
+    """A usage-limited problem whose whole reduced ILP is small enough: toulbar2's memory-free optimum first
+    (when it fits the limit and is proven, nothing else is needed), then the whole ILP with HiGHS."""
+    cfn = PricedCfn(core, priced=False)
+    free_budget = cfn_pricing.CFN_SHARE * 1e6 * seconds
+    free = memory_free.memory_free_round(core, cfn, fast, free_budget, seed, deadline, incumbent, None)
+    if free.optimal:
+        message = "exact path (toulbar2: the memory-free optimum fits the usage limit): proven optimal"
+        return Verdict(free.lower_bound, True, free.clock_cut, message)
+    ilp = exact.highs_exact(core, gm, whole, fast, seconds, seed, deadline, incumbent, free.lower_bound)
+    return Verdict(ilp.lower_bound, ilp.optimal, free.clock_cut or ilp.clock_cut, ilp.message)
+
+
+def _gap_closed(
+    core: _core.StrategyProblem, fast: FastPath, incumbent: Incumbent, lower_bound: float | None
+) -> bool:
+    """Whether the bound is within NEGLIGIBLE_GAP of the best solution so far: searching on cannot pay (the
+    status is still decided by the exact rule in `solve`)."""
+    best = incumbent.best if incumbent.best is not None else (fast.solution if fast.feasible else None)
+    if best is None or lower_bound is None:
+        return False
+    cost = float(core.evaluate(best)[0])
+    return lower_bound >= cost - NEGLIGIBLE_GAP * abs(cost)

@@ -1,0 +1,189 @@
+"""Memory pricing: the usage limit as a Lagrangian price per byte, minimised by the large-neighbourhood
+search without memory rows, each priced solution repaired to the limit by the fast path.
+
+Also the price itself (`Price`, `node_price`, `usage_profile`), which the toulbar2 pricing phases share.
+The constants below were measured on the public problems A, M and S on the 2-core development machine
+(docs/solver.md, "Defaults: how each was chosen"); each comment says how. Work is counted in the
+large-neighbourhood search's units (lns.ilp_work, about a microsecond of one core each).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from autopar import _core
+from autopar.solver import fast_path
+from autopar.solver.lns import Objective, Search, lns
+from autopar.solver.state import Incumbent
+
+# Memory pricing (price_memory): share of the work budget, first price level (x best cost / usage limit),
+# growth per round while the priced solution exceeds the limit (before / after it first fits), shrink per
+# round once it fits, and work per round. Measured at 60 s, a geometric bisection of mu after the first fit
+# did worse than this (S 1.066 vs 1.056, M 1.049 vs 1.046). The rate is A's (2.15M units per wall second,
+# S and M about 3M): at 2.4M, A's run after the toulbar2 phase ended 1 s short of its clock.
+PRICE_SHARE = 0.5
+PRICE_WORK_PER_SECOND = 2.0e6
+PRICE_START = 0.02
+PRICE_GROW_FIRST = 1.5
+PRICE_GROW = 1.2
+PRICE_SHRINK = 1.1
+PRICE_ROUND_WORK = 2e6
+# Work charged per repair (the fast path after each round; not counted by lns.ilp_work): A's takes 0.4 s,
+# S's 0.09 s, M's 0.13 s; a fixed charge keeps the phase deterministic and the slowest case within its share.
+PRICE_REPAIR_WORK = 1e6
+# The pricing phase ends early when its best repaired cost gained less than this share over this many rounds.
+PRICE_PATIENCE = 12
+PRICE_MIN_GAIN = 1e-4
+# Largest region (groups) of the priced search: its sub-ILPs have no memory rows and grow while they solve
+# fast; on S, regions of 500-620 groups whose LP was fractional took 19-23 s of HiGHS (the clock then cut
+# them), those of 270-330 groups 0.2-0.3 s.
+PRICE_MAX_REGION = 300.0
+
+
+def price_memory(
+    core: _core.StrategyProblem,
+    gm: _core.GroupModel,
+    best: np.ndarray,
+    best_cost: float,
+    budget: float,
+    rng: np.random.Generator,
+    deadline: float,
+    incumbent: Incumbent,
+    price: Price | None = None,
+) -> PricingResult:
+    """Lagrangian phase for memory-bound problems: the usage limit becomes a price per byte at the moments
+    where it is exceeded, and large-neighbourhood search (no memory rows: small, mostly integral sub-ILPs)
+    minimises cost + price x usage. After each round the priced solution is repaired to the limit by the
+    fast path (memory repair, then local search) and kept in `incumbent` when it is the cheapest feasible so
+    far.
+
+    Why: when the limit binds at a few moments where thousands of long-lived nodes meet (S: 2,700 nodes live
+    at the peak, most for the whole run), the limit is a knapsack over all of them; neighbourhoods of tens of
+    groups with exact memory rows trade bytes only among themselves, while one price trades them globally.
+
+    The price shape accumulates each round's normalised excess over the limit (moments that never exceed it
+    stay free); its level mu grows by PRICE_GROW_FIRST until the priced solution first fits, then by
+    PRICE_GROW while it is over the limit and falls by PRICE_SHRINK while it fits, so it settles where the
+    priced optimum just fits. Rounds stop on counted work, or when the best repaired cost gained less than
+    PRICE_MIN_GAIN over the last PRICE_PATIENCE rounds. Returns the share of `budget` used and the price
+    and priced solution of the round whose repair was cheapest (None when no round was priced), for
+    restricted.price_memory_restricted to go on from.
+    """
+    a = core.arrays()
+    first, usage = a.strategy_offset[:-1], a.node_usage
+
+    def chosen_usage(full: np.ndarray) -> np.ndarray:
+        return usage[first + full]
+
+    lo, hi = a.interval_start, a.interval_end
+    limit = float(core.usage_limit)
+    moments = int(hi.max()) + 1 if len(hi) else 1
+    shape = np.zeros(moments)
+    mu = PRICE_START * float(core.evaluate(best)[0]) / limit
+    assignment = gm.encode(np.asarray(best, dtype=np.int64))
+    search = Search(max_size=PRICE_MAX_REGION)
+    rounds, seen_fit, history = 0, False, []
+    settled, settled_cost, log = None, float("inf"), []
+    node_price = np.zeros(len(first))  # round 0: no price, the memory-free optimum
+    if price is not None:  # go on from the toulbar2 phase's price and priced solution
+        shape, mu, seen_fit = price.shape.copy(), price.mu, True  # bracketed: a priced solution fitted
+        assignment = gm.encode(price.solution)
+        rounds = 1
+        node_price = price.node_price(lo, hi)
+    while search.work < budget and time.perf_counter() < deadline:
+        rounds += 1
+        gm.set_memory_price(node_price)
+        objective = Objective(core, chosen_usage, node_price)
+        round_budget = min(search.work + PRICE_ROUND_WORK, budget)
+        value = objective(gm.expand(assignment))
+        assignment, _ = lns(gm, assignment, value, objective, round_budget, rng, deadline, incumbent, search)
+        x = gm.expand(assignment)
+        began = time.perf_counter()
+        best_cost, repaired = fast_path.repair(
+            core, x, int(rng.integers(2**31)), best_cost, deadline, incumbent
+        )
+        repair_secs = time.perf_counter() - began
+        search.work += PRICE_REPAIR_WORK
+        excess = np.maximum(usage_profile(chosen_usage(x), lo, hi, moments) - limit, 0.0)
+        over = excess.sum() > 0
+        log.append(
+            {
+                "price_round": rounds,
+                "mu": mu,
+                "over": bool(over),
+                "repaired": repaired,
+                "secs": repair_secs,
+            }
+        )
+        incumbent.log(log[-1])
+        history.append(best_cost)
+        if shape.sum() > 0 and repaired < settled_cost:
+            settled, settled_cost = Price(shape.copy(), mu, x), repaired
+        if (
+            len(history) > PRICE_PATIENCE
+            and history[-PRICE_PATIENCE - 1] - best_cost < PRICE_MIN_GAIN * best_cost
+        ):
+            break  # stalled (A: within 0.03% of best known after 5 rounds): exact memory rows do better now
+        if not over and shape.sum() == 0:
+            break  # the memory-free optimum fits: nothing to price
+        if over:
+            shape += excess / excess.sum()
+        if rounds > 1:
+            seen_fit = seen_fit or not over
+            mu *= (PRICE_GROW if seen_fit else PRICE_GROW_FIRST) if over else 1.0 / PRICE_SHRINK
+        node_price = price_per_node(shape, mu, lo, hi)
+    gm.set_memory_price(np.zeros(0))
+    used = min(search.work / budget, 1.0) if budget > 0 else 1.0
+    return PricingResult(used, settled, search.clock_cut, log)
+
+
+@dataclass(frozen=True)
+class PricingResult:
+    """What the memory-pricing phase hands back.
+
+    Attributes:
+      used: share of its budget it used (a stalled phase leaves the rest to the later ones).
+      settled: the price and priced solution of its cheapest repaired round, or None.
+      clock_cut: the wall clock cut one of its searches short.
+      rounds: one record per round (price level, over the limit, repaired cost), for tests and benchmarks.
+    """
+
+    used: float
+    settled: Price | None
+    clock_cut: bool
+    rounds: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Price:
+    """A memory price handed from one pricing phase to the next (a bracketed toulbar2 price to the priced
+    large-neighbourhood search, its best round to the restricted phase): the shape over moments, its level
+    mu, and the priced solution at that price."""
+
+    shape: np.ndarray
+    mu: float
+    solution: np.ndarray
+
+    def node_price(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        return price_per_node(self.shape, self.mu, lo, hi)
+
+
+def price_per_node(shape: np.ndarray, mu: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per node live on [lo, hi): the sum over its moments of the price mu x shape / sum(shape) (the prices
+    of all moments add up to mu, so the Lagrangian term of the limit is sum price x usage - mu x limit)."""
+    total = shape.sum()
+    if not total > 0:  # nothing over the limit (the solution was infeasible for its costs): no price
+        return np.zeros(len(lo))
+    prefix = np.concatenate([[0.0], np.cumsum(mu * shape / total)])
+    return prefix[hi] - prefix[lo]
+
+
+def usage_profile(node_usage: np.ndarray, lo: np.ndarray, hi: np.ndarray, moments: int) -> np.ndarray:
+    """Usage at every moment of nodes live on [lo, hi) with the given usages."""
+    delta = np.zeros(moments + 1)
+    np.add.at(delta, lo, node_usage)
+    np.add.at(delta, hi, -node_usage)
+    return np.cumsum(delta)[:moments]
