@@ -7,7 +7,7 @@ import threading
 import numpy as np
 
 from autopar import native_output
-from autopar.solver import _objective_matches
+from autopar.solver.highs import objective_matches as _objective_matches
 
 
 def test_native_writes_are_logged_not_printed(capfd, caplog) -> None:

@@ -171,7 +171,7 @@ def test_neighbourhood_ilp_matches_brute_force(seed: int, lazy: bool) -> None:
     # Free half of the groups around a feasible assignment; the sub-ILP's optimum (HiGHS) must equal the best
     # over those groups by enumeration with the others fixed (memory rows include the fixed members, merged
     # when their coefficients coincide; lazy: they start in the pool and enter when violated).
-    from autopar.solver import _solve_ilp
+    from autopar.solver.highs import solve_ilp as _solve_ilp
 
     rng = np.random.default_rng(2000 + seed)
     p = follow_problem(rng, n=int(rng.integers(6, 11)), tight=float(rng.uniform(0.5, 1.0)))
@@ -246,7 +246,7 @@ def test_region_memory_rows_match_enumeration() -> None:
     # when violated) and the LP-first shortcut (an integral LP optimum is taken as the MIP's) against
     # enumeration over the region with the rest fixed; the loop also checks that
     # every rule actually fired on these problems.
-    from autopar.solver import _solve_ilp
+    from autopar.solver.highs import solve_ilp as _solve_ilp
 
     fired = {"rows": 0, "merged": 0, "added": 0, "lp_integral": 0}
     for seed, rng, p, gm in memory_models(3000, 25, 7, 10):
@@ -305,7 +305,7 @@ def test_memory_rows_with_equal_coefficients_are_merged() -> None:
 
 
 def _solve_ilp_for_test(model: _core.GroupIlp, start: np.ndarray) -> tuple:
-    from autopar.solver import _solve_ilp
+    from autopar.solver.highs import solve_ilp as _solve_ilp
 
     return _solve_ilp(model, start, 10.0, 0, None)
 

@@ -49,9 +49,7 @@ __all__ = [
     "solve",
 ]
 
-# name -> (module, attribute). The two private names keep older callers working (tests/solver/test_presolve.py,
-# tests/test_native_output.py, benchmarks/ilp_backends.py): they are highs.solve_ilp and
-# highs.objective_matches.
+# name -> (module, attribute).
 _LAZY = {
     "INFINITE_COST": ("problem", "INFINITE_COST"),
     "StrategyProblem": ("problem", "StrategyProblem"),
@@ -60,13 +58,9 @@ _LAZY = {
     "proven_optimal": ("solution", "proven_optimal"),
     "relative_gap": ("solution", "relative_gap"),
     "solve": ("orchestrate", "solve"),
-    "_solve_ilp": ("highs", "solve_ilp"),
-    "_objective_matches": ("highs", "objective_matches"),
 }
 
 if TYPE_CHECKING:
-    from autopar.solver.highs import objective_matches as _objective_matches  # noqa: F401
-    from autopar.solver.highs import solve_ilp as _solve_ilp  # noqa: F401
     from autopar.solver.orchestrate import solve
     from autopar.solver.problem import INFINITE_COST, StrategyProblem
     from autopar.solver.solution import OPTIMALITY_TOLERANCE, Solution, proven_optimal, relative_gap
