@@ -20,7 +20,8 @@ from autopar.cost import MeshModel
 from autopar.ir import attrs
 from autopar.passes.intra_op import expected
 from autopar.passes.intra_op.graph import Graph, Node
-from autopar.passes.intra_op.problem import Problem, parameter_results
+from autopar.passes.intra_op.graph_facts import parameter_results
+from autopar.passes.intra_op.problem import Problem
 from autopar.passes.intra_op.solve import Solution
 from autopar.passes.intra_op.strategies import reshard_waypoints
 

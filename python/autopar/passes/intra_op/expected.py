@@ -18,7 +18,8 @@ import numpy as np
 
 from autopar.cost import MeshModel
 from autopar.passes.intra_op.graph import Graph
-from autopar.passes.intra_op.problem import Problem, parameter_results
+from autopar.passes.intra_op.graph_facts import parameter_results
+from autopar.passes.intra_op.problem import Problem
 from autopar.passes.intra_op.strategies import MOVE_FIRST, reshard_steps, shards_of, tensor_bytes
 
 

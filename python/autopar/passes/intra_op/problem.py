@@ -21,6 +21,15 @@ from autopar.errors import PassError
 from autopar.passes.intra_op import strategies as strat
 from autopar.passes.intra_op.config import PlanConfig
 from autopar.passes.intra_op.graph import Graph, Node
+from autopar.passes.intra_op.graph_facts import (
+    batch_factors,
+    derived,
+    gradient_reductions,
+    is_optimizer_state,
+    latency_share,
+    live_intervals,
+    parameter_results,
+)
 
 
 @dataclasses.dataclass
@@ -72,8 +81,8 @@ def _peak(intervals: np.ndarray, usage: np.ndarray) -> int:
 
 def build(graph: Graph, config: PlanConfig) -> Problem:
     remarks: list[str] = []
-    batch = _derived(graph, "batch", batch_factors)
-    signatures = _derived(graph, "signatures", _signatures)
+    batch = derived(graph, "batch", batch_factors)
+    signatures = derived(graph, "signatures", _signatures)
     # Nodes with the same signature (a transformer's repeated elementwise ops, every layer's matmuls) get
     # the same Strategies object: enumerated once per mesh, and their reshard tables are shared too.
     memo: dict[tuple, tuple[strat.Strategies, bool]] = {}
@@ -96,7 +105,7 @@ def build(graph: Graph, config: PlanConfig) -> Problem:
         graph, node_strategies, config, *_edges(graph, node_strategies, config)
     )
     return Problem(
-        intervals=_intervals(graph),
+        intervals=live_intervals(graph),
         node_costs=[s.cost for s in node_strategies],
         node_usages=[s.memory for s in node_strategies],
         edges=edges,
@@ -132,19 +141,13 @@ def _data_parallel_only(
     return out
 
 
-def _derived(graph: Graph, name: str, compute):
-    if name not in graph.derived:
-        graph.derived[name] = compute(graph)
-    return graph.derived[name]
-
-
 def _signatures(graph: Graph) -> list[tuple | None]:
     """Per node, what its strategies depend on besides the mesh and options (None: not shared, e.g. ops
     without a rule, whose remark names them). Argument strategies depend on the shape and marks; op
     strategies on the op's facts and its batch factors. Facts are interned to small ints so the keys hash
     fast."""
-    batch = _derived(graph, "batch", batch_factors)
-    gradients = _derived(graph, "gradients", gradient_reductions)
+    batch = derived(graph, "batch", batch_factors)
+    gradients = derived(graph, "gradients", gradient_reductions)
     interned: dict[strat.OpFacts, int] = {}
     out: list[tuple | None] = []
     for v, node in enumerate(graph.nodes):
@@ -165,79 +168,9 @@ def _signatures(graph: Graph) -> list[tuple | None]:
         else:
             facts = _facts(node)
             out.append(
-                ("op", interned.setdefault(facts, len(interned)), batch.get(v), _latency_share(v, gradients))
+                ("op", interned.setdefault(facts, len(interned)), batch.get(v), latency_share(v, gradients))
             )
     return out
-
-
-def gradient_reductions(graph: Graph) -> set[int]:
-    """Ops with a reduction whose results reach the step's results only through ops without one: the
-    parameter gradients on their way into the optimizer's update (and the loss). XLA's all-reduce combiner
-    merges their partial-sum collectives into one (DataParallel on a 6-layer MLP: 6 gradient all-reduces
-    compile to 1), so each pays an equal share of one latency (`latency_share`). Without this, a small
-    model's gradient all-reduces, each priced a full latency, made tensor parallelism look cheaper than
-    data parallelism for an MLP of hidden size 32 and batch 256."""
-    tail = [False] * len(graph.nodes)
-    for v in range(len(graph.nodes) - 1, -1, -1):  # users come after their producers
-        node = graph.nodes[v]
-        if not node.users:
-            tail[v] = bool(node.returned)
-            continue
-        tail[v] = all(tail[w] and not _reduces(graph.nodes[w]) for w in node.users)
-    return {v for v in range(graph.num_args, len(graph.nodes)) if tail[v] and _reduces(graph.nodes[v])}
-
-
-def _latency_share(v: int, gradients: set[int]) -> float:
-    """The share of a collective's latency node v's partial sums pay (1 unless XLA merges several)."""
-    return 1.0 / len(gradients) if v in gradients and len(gradients) > 1 else 1.0
-
-
-def _reduces(node: Node) -> bool:
-    return node.rule is not None and bool(node.rule.reduction)
-
-
-def _intervals(graph: Graph) -> np.ndarray:
-    """Args live over the whole call (the caller holds them), results until the end, others until last use."""
-    end = len(graph.nodes)
-    out = np.zeros((len(graph.nodes), 2), dtype=np.int64)
-    for v, node in enumerate(graph.nodes):
-        start = 0 if node.kind == "arg" else v
-        last = max(node.users, default=start)
-        if node.kind == "arg" or node.returned:
-            last = end
-        out[v] = (start, last)
-    return out
-
-
-def batch_factors(graph: Graph) -> dict[int, frozenset[int]]:
-    """Per op, the factors of its sharding rule that carry the batch dim of an `autopar.batch` argument.
-
-    Batch dims flow forward: an op's operand dim that is a batch dim makes that dim's major factor a batch
-    factor, and every result dim whose major factor is a batch factor is a batch dim of the result.
-    """
-    batch_dims: dict[tuple[int, int], set[int]] = {}
-    for v, node in enumerate(graph.nodes[: graph.num_args]):
-        if node.is_batch and node.result_shapes[0]:
-            batch_dims[(v, 0)] = {0}
-    factors: dict[int, frozenset[int]] = {}
-    for v in range(graph.num_args, len(graph.nodes)):
-        node = graph.nodes[v]
-        if node.rule is None:
-            continue
-        found = set()
-        for k, src in enumerate(node.operands):
-            for dim in batch_dims.get(src, ()):
-                maps = node.rule.operand_maps[k]
-                if dim < len(maps) and maps[dim]:
-                    found.add(maps[dim][0])
-        if not found:
-            continue
-        factors[v] = frozenset(found)
-        for r, maps in enumerate(node.rule.result_maps):
-            dims = {d for d, dim in enumerate(maps) if dim and dim[0] in found}
-            if dims:
-                batch_dims[(v, r)] = dims
-    return factors
 
 
 def _node_strategies(
@@ -258,7 +191,7 @@ def _node_strategies(
         return strat.replicated_strategy(
             len(node.operands), tuple(node.result_shapes), tuple(node.result_itemsizes), len(mesh.shape), time
         )
-    share = _latency_share(v, _derived(graph, "gradients", gradient_reductions))
+    share = latency_share(v, derived(graph, "gradients", gradient_reductions))
     s = strat.op_strategies(_facts(node), mesh, config.active_axes, config.prefer_reduce_scatter, share)
     if v in batch:
         s = _constrain_batch(node, s, batch[v], config, remarks)
@@ -350,22 +283,6 @@ def _constrain_batch(
     return s.take(keep)
 
 
-def is_optimizer_state(graph: Graph, v: int) -> bool:
-    """A parameter read only by elementwise ops of its own shape (Adam moments, not weights fed to a dot)."""
-    node = graph.nodes[v]
-    shape = node.result_shapes[0]
-    for u in node.users:
-        user = graph.nodes[u]
-        rule = user.rule
-        if (
-            rule is None
-            or rule.reduction
-            or any(s != shape for s in user.operand_shapes + user.result_shapes)
-        ):
-            return False
-    return True
-
-
 def _constrain_argument(graph: Graph, v: int, s: strat.Strategies, config: PlanConfig) -> strat.Strategies:
     node = graph.nodes[v]
     layouts = s.result_layouts[0]
@@ -399,57 +316,6 @@ def _parameter_filter(graph: Graph, v: int, layouts: np.ndarray, config: PlanCon
         sharded = (layouts >= 0).any(axis=1)
         want = sharded if want is None else want & sharded
     return want
-
-
-def parameter_results(graph: Graph) -> dict[int, int]:
-    """Pairs parameter arguments with the results that update them: {arg node: result index}.
-
-    A training step returns its new parameters and optimizer state in the order it took them (JAX flattens
-    both pytrees alike), so the k-th `autopar.parameter` argument pairs with the next unpaired result of the
-    same type. The pair must share a layout from one step to the next; a mismatch costs a reshard per step.
-    Without any `autopar.parameter` mark (a module from the command line), an argument is paired with the
-    next result of its type that it flows into through elementwise ops only (`p - lr * g`, Adam's update).
-    """
-    marked = any(graph.nodes[v].is_parameter for v in range(graph.num_args))
-    pairs: dict[int, int] = {}
-    next_result = 0
-    for v in range(graph.num_args):
-        node = graph.nodes[v]
-        if marked and not node.is_parameter:
-            continue
-        for j in range(next_result, len(graph.returns)):
-            u, r = graph.returns[j]
-            if u == v:
-                continue
-            same_type = (graph.nodes[u].result_shapes[r], graph.nodes[u].result_itemsizes[r]) == (
-                node.result_shapes[0],
-                node.result_itemsizes[0],
-            )
-            if same_type and (marked or v in _elementwise_sources(graph, u)):
-                pairs[v] = j
-                next_result = j + 1
-                break
-    return pairs
-
-
-def _elementwise_sources(graph: Graph, v: int) -> set[int]:
-    """Arguments that reach node v through same-shape elementwise ops only."""
-    found: set[int] = set()
-    stack, seen = [v], {v}
-    while stack:
-        w = stack.pop()
-        node = graph.nodes[w]
-        if node.kind == "arg":
-            found.add(w)
-            continue
-        rule = node.rule
-        if rule is None or rule.reduction or len(node.result_shapes) != 1:
-            continue
-        for (u, _), shape in zip(node.operands, node.operand_shapes, strict=True):
-            if shape == node.result_shapes[0] and u not in seen:
-                seen.add(u)
-                stack.append(u)
-    return found
 
 
 def _add_state_edges(

@@ -183,7 +183,7 @@ def op_strategies(
     latency_share: float = 1.0,
 ) -> Strategies:
     """All strategies of an op with a sharding rule; the replicated strategy first. `latency_share` scales
-    the latency of the op's partial-sum collectives (see problem.gradient_reductions)."""
+    the latency of the op's partial-sum collectives (see graph_facts.gradient_reductions)."""
     rule = facts.rule
     num_axes = len(mesh.shape)
     whole_time = op_time(facts, mesh)
