@@ -62,7 +62,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "--input-shardings",
         choices=["drop", "keep"],
         default="drop",
-        help="a jax.export.Exported input's shardings: drop (re-plan from scratch) or keep them as stored",
+        help="a jax.export.Exported input's shardings: drop (re-plan from scratch) or keep them (as stored; "
+        "autopar-intra-op / autopar-shard then plan around the inputs' layouts)",
     )
     parser.add_argument(
         "--split-input-file", action="store_true", help=f"process each '{SPLIT_MARKER}' chunk alone"
@@ -315,7 +316,7 @@ def _read_module(run: _Run, chunk: bytes, elements):
         return air.parse_bytes(chunk, source_name=run.source_name), None
     module, source = ir_exported.read(chunk, run.source_name, run.args.input_shardings)
     if run.args.input_shardings == "keep":
-        ir_exported.refuse_kept_shardings_for_planning(module, [e.name for e in elements])
+        ir_exported.prepare_kept_shardings(module, [e.name for e in elements])
     return module, source
 
 

@@ -292,11 +292,23 @@ def test_cli_replans_a_sharded_jax_export(tmp_path):
     # Dropped (the default): the text shows the program without the input's mesh.
     text = _opt(source).stdout.decode()
     assert "sdy.mesh" not in text and "sharding_constraint" not in text and "mhlo.num_partitions" not in text
-    # Kept: as stored, and a planner says it cannot plan around them yet.
+    # Kept: as stored without a planner; with one, each input keeps its layout and the rest is planned.
     kept = _opt(source, "--input-shardings=keep").stdout.decode()
     assert 'sdy.mesh @mesh = <["x"=2, "y"=4]>' in kept and "sharding_constraint" in kept
-    line = _one_error_line(_opt(source, "--input-shardings=keep", pipeline))
-    assert "--input-shardings=keep" in line and "cannot plan around" in line and "=drop" in line
+    same_mesh = "--pass-pipeline=builtin.module(autopar-shard{mesh=2x4})"
+    result = _opt(source, "--input-shardings=keep", same_mesh, "--emit=exported", "-o", out)
+    assert result.returncode == 0, result.stderr.decode()
+    exp = jax.export.deserialize(bytearray(out.read_bytes()))
+    shardings = exp.in_shardings_jax(mesh)
+    assert shardings[0].spec == P(None, "y") and shardings[2].spec == P("x")
+    assert_trees_close(_call_on_mesh(exp, mesh, w, u, x), jax.jit(f)(w, u, x), atol=1e-5)
+    failed = _opt(source, "--input-shardings=keep", pipeline)
+    line = failed.stderr.decode().splitlines()[0]  # then the note with the reproducer
+    assert failed.returncode == 1 and "argument 0 (64x128): its kept sharding is on a mesh [x=2, y=4]" in line
+    assert "planned [x=8]" in line and "=drop" in line
+    stages = "--pass-pipeline=builtin.module(autopar-pipeshard{cluster=1x8})"
+    line = _one_error_line(_opt(source, "--input-shardings=keep", stages))
+    assert "autopar-pipeshard cannot plan around" in line and "autopar-shard" in line
 
 
 def test_cli_emit_exported_errors_are_one_line_and_write_nothing(tmp_path):

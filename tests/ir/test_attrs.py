@@ -54,6 +54,7 @@ COLLECTIVES = (
     attrs.ExpectedCollective("all-gather", (), 1, 8),
 )
 MARKS = [attrs.ArgumentMarks(is_batch=True, path="batch['x']"), attrs.ArgumentMarks(is_parameter=True)]
+KEPT = attrs.InputSharding(("x", "y"), (2, 4), (("x",), ()))
 SCHEDULE = attrs.PipelineSchedule(
     "zb-h1", 2, (("forward:0:0", "backward_weight:0:0", "apply:0"), ("forward:1:0", "backward_input:1:0"))
 )
@@ -85,6 +86,7 @@ def _write_all(module: ir.Module) -> None:
     attrs.set_intra_op_result(module.operation, RESULT)
     attrs.set_expected_collectives(module.operation, COLLECTIVES)
     attrs.set_schedule(module.operation, SCHEDULE)
+    attrs.set_input_sharding(main, 1, KEPT)
     attrs.set_micro_batch_labels(dot, ["mean"])
     attrs.set_micro_batch_size(module.operation, 8)
 
@@ -105,6 +107,7 @@ def _read_all(module: ir.Module) -> dict[str, object]:
         "result": attrs.get_intra_op_result(module.operation),
         "collectives": attrs.get_expected_collectives(module.operation),
         "schedule": attrs.get_schedule(module.operation),
+        "kept": attrs.get_input_shardings(main),
         "labels": attrs.get_micro_batch_labels(dot),
         "micro_batch_size": attrs.get_micro_batch_size(module.operation),
     }
@@ -124,6 +127,7 @@ EXPECTED = {
     "result": RESULT,
     "collectives": COLLECTIVES,
     "schedule": SCHEDULE,
+    "kept": [None, KEPT],
     "labels": ("mean",),
     "micro_batch_size": 8,
 }
@@ -148,6 +152,7 @@ def test_absent_attributes_read_as_none() -> None:
     module = _module()
     read = _read_all(module)
     assert read.pop("marks") == [attrs.ArgumentMarks(), attrs.ArgumentMarks()]
+    assert read.pop("kept") == [None, None]
     assert all(value is None for value in read.values()), read
 
 
@@ -180,7 +185,10 @@ def test_text_is_what_the_passes_always_wrote() -> None:
     assert "autopar.objective = 1.250000e-01 : f64" in text
     assert '{axes = "x,y", bytes = 4096 : i64, count = 3 : i64, kind = "all-reduce"}' in text
     assert "%arg0: tensor<4x8xf32> {autopar.batch, autopar.path = \"batch['x']\"}" in text
-    assert "%arg1: tensor<8x8xf32> {autopar.parameter}" in text
+    assert (
+        '%arg1: tensor<8x8xf32> {autopar.input_sharding = {dims = [["x"], []], mesh = ["x", "y"], '
+        "sizes = array<i64: 2, 4>}, autopar.parameter}" in text
+    )
 
 
 def test_clear_stage_and_layer() -> None:

@@ -1,3 +1,5 @@
+# Longer than 500 lines because every autopar.* attribute and its typed reader and writer live here, in one
+# place (the IR contract); the sections below are independent and short.
 """The IR contract: every `autopar.*` attribute name, and typed readers and writers for each.
 
 Passes, the API and the runtime hand each other facts through attributes on the module, on functions,
@@ -24,6 +26,9 @@ from jaxlib.mlir import ir
 BATCH = "autopar.batch"  # dim 0 is a batch dim; read by intra_op/graph.py and runtime/sequential.py
 PARAMETER = "autopar.parameter"  # a parameter or optimizer state; read by intra_op/graph.py
 PATH = "autopar.path"  # the argument's pytree path, for messages; read by intra_op/graph.py
+# {mesh = [axis names], sizes = [i64], dims = [[axis names] per dim]}: a layout the argument must keep,
+# written by ir/exported.py (--input-shardings=keep), read by intra_op/graph.py
+INPUT_SHARDING = "autopar.input_sharding"
 
 # Op attributes:
 # "forward"|"backward" on a hand-placed marker: pipeline_marker.py -> inter_op/graph.py
@@ -68,6 +73,7 @@ ALL = (
     BATCH,
     PARAMETER,
     PATH,
+    INPUT_SHARDING,
     PIPELINE_BOUNDARY,
     LAYER,
     PART,
@@ -174,6 +180,45 @@ def set_argument_marks(func_op: ir.Operation | ir.OpView, marks: Sequence[Argume
                     entries[PATH] = ir.StringAttr.get(marks[i].path)
             dicts.append(ir.DictAttr.get(entries))
         func_op.operation.attributes["arg_attrs"] = ir.ArrayAttr.get(dicts)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSharding:
+    """A kept layout of a @main argument: the mesh's axes (names, sizes) and per dim the axes splitting it."""
+
+    mesh: tuple[str, ...]
+    sizes: tuple[int, ...]
+    dims: tuple[tuple[str, ...], ...]
+
+
+def set_input_sharding(func_op: ir.Operation | ir.OpView, index: int, sharding: InputSharding) -> None:
+    ctx = func_op.context
+    names = lambda xs: ir.ArrayAttr.get([ir.StringAttr.get(x, ctx) for x in xs], ctx)  # noqa: E731
+    value = ir.DictAttr.get(
+        {
+            "mesh": names(sharding.mesh),
+            "sizes": ir.DenseI64ArrayAttr.get(list(sharding.sizes), ctx),
+            "dims": ir.ArrayAttr.get([names(d) for d in sharding.dims], ctx),
+        },
+        ctx,
+    )
+    dicts = _arg_dicts(func_op)
+    entries = {n.name: n.attr for n in dicts[index]} | {INPUT_SHARDING: value}
+    dicts[index] = ir.DictAttr.get(entries, ctx)
+    func_op.attributes["arg_attrs"] = ir.ArrayAttr.get(dicts, ctx)
+
+
+def get_input_shardings(func_op: ir.Operation | ir.OpView) -> list[InputSharding | None]:
+    out: list[InputSharding | None] = []
+    for d in _arg_dicts(func_op):
+        if INPUT_SHARDING not in d:
+            out.append(None)
+            continue
+        v = ir.DictAttr(d[INPUT_SHARDING])
+        strings = lambda a: tuple(ir.StringAttr(x).value for x in ir.ArrayAttr(a))  # noqa: E731
+        dims = tuple(strings(x) for x in ir.ArrayAttr(v["dims"]))
+        out.append(InputSharding(strings(v["mesh"]), _ints(v["sizes"]), dims))
+    return out
 
 
 # ---- op attributes: pipeline boundaries, layers, parts -----------------------------------------------------

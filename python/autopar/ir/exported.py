@@ -114,19 +114,46 @@ def _drop_func_shardings(func_op: ir.Operation) -> None:
         func_op.attributes[key] = ir.ArrayAttr.get(entries)
 
 
-def refuse_kept_shardings_for_planning(module: ir.Module, pass_names: list[str]) -> None:
-    """`keep` with a planning pass: planning around given shardings is not supported yet; say so in one
-    line instead of the planner's generic refusal."""
-    planning = (
-        "autopar-intra-op",
-        "autopar-inter-op",
-        "autopar-shard-stages",
-        "autopar-shard",
-        "autopar-pipeshard",
-    )
-    planners = [n for n in pass_names if n in planning]
-    if planners and has_shardings(module):
+# Planners that honour autopar.input_sharding; the stage planners re-plan stages from scratch.
+_KEEPING_PLANNERS = ("autopar-intra-op", "autopar-shard")
+_OTHER_PLANNERS = ("autopar-inter-op", "autopar-shard-stages", "autopar-pipeshard")
+
+
+def prepare_kept_shardings(module: ir.Module, pass_names: list[str]) -> None:
+    """`keep` before a planning pass: each @main argument's sharding becomes a layout the planner must keep
+    (`autopar.input_sharding`), and every other layout decision goes, so the planner plans around the
+    inputs as given. The stage planners cannot (they choose stages and meshes anew): one line says so."""
+    others = [n for n in pass_names if n in _OTHER_PLANNERS]
+    if others and has_shardings(module):
         raise PipelineError(
-            f"--input-shardings=keep: {planners[0]} cannot plan around the input Exported's shardings yet "
-            "(it plans unannotated modules); use --input-shardings=drop to re-plan from scratch"
+            f"--input-shardings=keep: {others[0]} cannot plan around the input Exported's shardings (it "
+            "chooses stages and their meshes anew); use --input-shardings=drop, or autopar-shard / "
+            "autopar-intra-op, which keep them"
         )
+    if not any(n in _KEEPING_PLANNERS for n in pass_names) or not has_shardings(module):
+        return
+    from jaxlib.mlir.dialects import sdy
+
+    from autopar.ir import attrs
+    from autopar.runtime import shardings as sh
+
+    meshes = sh.module_meshes(module)
+    main = sh.main_func(module)
+    with context():
+        for i, arg_attrs in enumerate(sh.arg_attrs(main)):
+            if "sdy.sharding" not in arg_attrs:
+                continue
+            sharding = sdy.TensorShardingAttr(arg_attrs["sdy.sharding"])
+            mesh = meshes[sharding.mesh_or_ref.value]
+            dims = []
+            for dim in sharding.dimension_shardings:
+                axes = [sdy.AxisRefAttr(a) for a in sdy.DimensionShardingAttr(dim).axes]
+                if any(a.sub_axis_info is not None for a in axes):
+                    raise PipelineError(
+                        f"--input-shardings=keep: argument {i} is split over part of a mesh axis, which "
+                        "the planner cannot keep; use --input-shardings=drop"
+                    )
+                dims.append(tuple(a.name for a in axes))
+            kept = attrs.InputSharding(mesh.axis_names, mesh.shape, tuple(dims))
+            attrs.set_input_sharding(main, i, kept)
+    drop_shardings(module)

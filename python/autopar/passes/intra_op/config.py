@@ -42,6 +42,8 @@ class PlanConfig:
       allow_replicated_parameters: when false, `autopar.parameter` arguments must be sharded.
       allow_recompute_heavy_op: when false (Alpa's default), dots and convolutions are split over every
         active mesh axis that can split them.
+      keep_input_shardings: arguments with `autopar.input_sharding` keep that layout (off for the coarse
+        meshes families.py plans on, whose axes are not the input's).
     """
 
     mesh: cost.MeshModel
@@ -57,6 +59,7 @@ class PlanConfig:
     zero_stage: int = 0
     allow_replicated_parameters: bool = True
     allow_recompute_heavy_op: bool = False
+    keep_input_shardings: bool = True
 
     @property
     def active_axes(self) -> tuple[int, ...]:

@@ -256,7 +256,10 @@ def coarse_embedding(
     # The coarse axis holding a forced batch axis is forced (the batch then spans its whole group).
     forced = next((g for g, axes in enumerate(groups) if config.force_batch_dim_to_mesh_dim in axes), -1)
     coarse_config = dataclasses.replace(
-        config, mesh=coarse_mesh(config, groups), force_batch_dim_to_mesh_dim=forced
+        config,
+        mesh=coarse_mesh(config, groups),
+        force_batch_dim_to_mesh_dim=forced,
+        keep_input_shardings=False,
     )
     coarse = problem_lib.build(graph, coarse_config)
     result = solve_lib.solve(

@@ -65,6 +65,7 @@ class Node:
     users: list[int] = dataclasses.field(default_factory=list)
     returned: list[int] = dataclasses.field(default_factory=list)
     path: str = ""  # an argument's name in messages: its pytree path when parallelize wrote one
+    kept: attrs.InputSharding | None = None  # an argument's layout to keep (autopar.input_sharding)
 
     @property
     def location(self) -> ir.Location | None:
@@ -92,6 +93,7 @@ def read_function(func_op: ir.Operation) -> Graph:
     producer: dict[ir.Value, tuple[int, int]] = {}
     marks = attrs.get_argument_marks(func_op)
     paths = argument_paths(func_op, len(block.arguments))
+    kept = attrs.get_input_shardings(func_op)
     for i, arg in enumerate(block.arguments):
         shape, itemsize = _tensor_facts(arg.type, func_op, paths[i])
         nodes.append(
@@ -106,6 +108,7 @@ def read_function(func_op: ir.Operation) -> Graph:
                 is_batch=marks[i].is_batch,
                 is_parameter=marks[i].is_parameter,
                 path=paths[i],
+                kept=kept[i],
             )
         )
         producer[arg] = (i, 0)

@@ -302,7 +302,31 @@ def _constrain_argument(graph: Graph, v: int, s: strat.Strategies, config: PlanC
         want = _parameter_filter(graph, v, layouts, config)
         if want is not None and (keep & want).any():  # a tensor too small to split stays replicated
             keep &= want
+    if node.kept is not None and config.keep_input_shardings:
+        keep = _kept_layout(node.kept, layouts, config, where)
     return s.take(keep) if not keep.all() else s
+
+
+def _kept_layout(kept, layouts: np.ndarray, config: PlanConfig, where: str) -> np.ndarray:
+    """The strategies whose layout is the argument's kept sharding (--input-shardings=keep): the same mesh
+    axes (names and sizes) split the same dims; a kept layout never gives way to other filters."""
+    mesh = config.mesh
+    sizes = dict(zip(kept.mesh, kept.sizes, strict=True))
+    if sizes != {a: sizes.get(a) for a in mesh.axis_names} or set(sizes) != set(mesh.axis_names):
+        given = ", ".join(f"{a}={n}" for a, n in sizes.items())
+        planned = ", ".join(f"{a}={n}" for a, n in zip(mesh.axis_names, mesh.shape, strict=True))
+        raise PassError(
+            f"{where}: its kept sharding is on a mesh [{given}], not the planned [{planned}]: plan on the "
+            "input's mesh or drop its shardings (--input-shardings=drop)"
+        )
+    want = np.full(len(mesh.axis_names), -1)
+    for dim, axes in enumerate(kept.dims):
+        for axis in axes:
+            want[mesh.axis_names.index(axis)] = dim
+    keep = (layouts == want[None, :]).all(axis=1)
+    if not keep.any():
+        raise PassError(f"{where}: its kept sharding is none of the layouts this planner can give it")
+    return keep
 
 
 def _parameter_filter(graph: Graph, v: int, layouts: np.ndarray, config: PlanConfig) -> np.ndarray | None:
