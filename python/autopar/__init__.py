@@ -31,6 +31,7 @@ _LAZY = {
     "AutoLayerOption": "autopar.api.pipeshard",
     "PipeshardParallel": "autopar.api.pipeshard",
     "UniformStageOption": "autopar.api.pipeshard",
+    "ManualStageOption": "autopar.api.pipeshard",
     "mark_pipeline_boundary": "autopar.pipeline_marker",
 }
 
@@ -45,7 +46,12 @@ if TYPE_CHECKING:
         Zero3Parallel,
     )
     from autopar.api.parallelize import parallelize
-    from autopar.api.pipeshard import AutoLayerOption, PipeshardParallel, UniformStageOption
+    from autopar.api.pipeshard import (
+        AutoLayerOption,
+        ManualStageOption,
+        PipeshardParallel,
+        UniformStageOption,
+    )
     from autopar.api.plan import ExecutionPlan
     from autopar.pipeline_marker import mark_pipeline_boundary
 
@@ -71,6 +77,7 @@ __all__ = [
     "ExecutionPlan",
     "IRLoadError",
     "ManualShardingOption",
+    "ManualStageOption",
     "PassError",
     "PipelineError",
     "PipeshardParallel",

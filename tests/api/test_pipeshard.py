@@ -417,3 +417,56 @@ def test_the_executor_outlives_the_planner_and_1f1b_holds_fewer_micro_batches_th
         assert_trees_close(exe(*params, x, x), jax.jit(sgd_step)(params, (x, x)))
     # The last stage holds one micro-batch's activations under 1F1B, all eight under GPipe.
     assert peaks["gpipe"][1] > 3 * peaks["1f1b"][1], peaks
+
+
+def test_manual_stage_option_places_the_stages_by_hand(data, monkeypatch):
+    from autopar.passes import registry
+
+    params, batch = data
+    seen = []
+    real_lookup = registry.lookup
+
+    class Recording:  # autopar-intra-op, recording the options each stage is planned with
+        def __init__(self, info):
+            self._info = info
+
+        def __getattr__(self, name):
+            return getattr(self._info, name)
+
+        def parse_options(self, assignments):
+            seen.append(dict(assignments))
+            return self._info.parse_options(assignments)
+
+    def lookup(name):
+        info = real_lookup(name)
+        return Recording(info) if name == "autopar-intra-op" and info is not None else info
+
+    monkeypatch.setattr(registry, "lookup", lookup)
+    manual = autopar.ManualStageOption(
+        forward_stage_layer_ids=[[0, 1], [2, 3]],
+        submesh_physical_shapes=[(1, 4), (1, 2)],
+        submesh_logical_shapes=[(2, 2), (1, 2)],
+        submesh_autosharding_option_dicts=[{}, {"allow_replicated_parameters": False}],
+    )
+    method = autopar.PipeshardParallel(
+        num_micro_batches=2, layer_option=autopar.AutoLayerOption(layer_num=LAYERS), stage_option=manual
+    )
+    assert "manual-stages=0-2:1x4:2x2,2-4:1x2:1x2" in method.pipeline((1, 8))
+    assert "stage-options='1:allow-replicated-parameters=false'" in method.pipeline((1, 8))
+    step = autopar.parallelize(sgd_step, method=method)
+    assert_trees_close(step(params, batch), jax.jit(sgd_step)(params, batch))
+    plan = step.get_execution_plan(params, batch)
+    assert [(s.layers, s.submesh, s.logical_mesh) for s in plan.stages] == [
+        ((0, 2), (1, 4), (2, 2)),
+        ((2, 4), (1, 2), (1, 2)),
+    ]
+    assert plan.stages[0].device_ids == (0, 1, 2, 3) and plan.stages[1].device_ids == (4, 5)
+    # Stage 1's parts were sharded with its own option, stage 0's with the method's.
+    planned = {
+        (a["mesh"], a["allow-replicated-parameters"]) for a in seen if "allow-replicated-parameters" in a
+    }
+    assert planned == {("2x2", "true"), ("1x2", "false")}, planned
+    with pytest.raises(ValueError, match="stage 0's layer ids \\[0, 2\\] are not consecutive"):
+        autopar.ManualStageOption([[0, 2], [3]], [(1, 4), (1, 4)], [(4, 1), (4, 1)])
+    with pytest.raises(ValueError, match="submesh_logical_shapes has 1 entries for 2 stages"):
+        autopar.ManualStageOption([[0], [1]], [(1, 4), (1, 4)], [(4, 1)])

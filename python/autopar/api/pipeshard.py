@@ -12,7 +12,7 @@ run in the order of the autopar-schedule program, values are combined over micro
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from jaxlib.mlir import ir
@@ -45,11 +45,82 @@ class UniformStageOption:
 
 
 @dataclasses.dataclass(frozen=True)
+class ManualStageOption:
+    """Stages placed by hand (Alpa's ManualStageOption) instead of the stage DP.
+
+    Attributes:
+      forward_stage_layer_ids: per stage, its layer ids, consecutive and together every layer in order
+        ([[0, 1], [2, 3]]).
+      submesh_physical_shapes: per stage, its (hosts, devices per host) submesh.
+      submesh_logical_shapes: per stage, the (data-parallel, tensor-parallel) logical mesh it is sharded on.
+      submesh_autosharding_option_dicts: per stage, AutoShardingOption fields that differ for that stage
+        ({"force_data_parallel": True}); empty dicts keep the method's auto_sharding_option.
+    """
+
+    forward_stage_layer_ids: Sequence[Sequence[int]]
+    submesh_physical_shapes: Sequence[tuple[int, int]]
+    submesh_logical_shapes: Sequence[tuple[int, int]]
+    submesh_autosharding_option_dicts: Sequence[Mapping[str, Any]] = ()
+
+    def __post_init__(self) -> None:
+        freeze = lambda xs: tuple(tuple(int(v) for v in x) for x in xs)  # noqa: E731
+        object.__setattr__(self, "forward_stage_layer_ids", freeze(self.forward_stage_layer_ids))
+        object.__setattr__(self, "submesh_physical_shapes", freeze(self.submesh_physical_shapes))
+        object.__setattr__(self, "submesh_logical_shapes", freeze(self.submesh_logical_shapes))
+        dicts = tuple(tuple(sorted(d.items())) for d in self.submesh_autosharding_option_dicts) or (
+            (),
+        ) * len(self.forward_stage_layer_ids)
+        object.__setattr__(self, "submesh_autosharding_option_dicts", dicts)
+        n = len(self.forward_stage_layer_ids)
+        lengths = {
+            "submesh_physical_shapes": len(self.submesh_physical_shapes),
+            "submesh_logical_shapes": len(self.submesh_logical_shapes),
+            "submesh_autosharding_option_dicts": len(dicts),
+        }
+        for name, count in lengths.items():
+            if count != n:
+                raise ValueError(
+                    f"ManualStageOption: {name} has {count} entries for {n} stages; give one per stage"
+                )
+        for k, ids in enumerate(self.forward_stage_layer_ids):
+            if not ids or list(ids) != list(range(ids[0], ids[0] + len(ids))):
+                raise ValueError(
+                    f"ManualStageOption: stage {k}'s layer ids {list(ids)} are not consecutive; a stage runs "
+                    "a range of layers"
+                )
+
+    def pipeline_options(self, base: AutoShardingOption) -> list[str]:
+        """`manual-stages=...` for autopar-inter-op and, when a stage has its own options,
+        `stage-options=...` for autopar-shard-stages."""
+        stages = [
+            f"{ids[0]}-{ids[-1] + 1}:{h}x{d}:{p}x{q}"
+            for ids, (h, d), (p, q) in zip(
+                self.forward_stage_layer_ids,
+                self.submesh_physical_shapes,
+                self.submesh_logical_shapes,
+                strict=True,
+            )
+        ]
+        options = [f"manual-stages={','.join(stages)}"]
+        common = dict(base.pass_options((1, 1), ("x", "y")))
+        overrides = []
+        for k, items in enumerate(self.submesh_autosharding_option_dicts):
+            if items:
+                own = dict(dataclasses.replace(base, **dict(items)).pass_options((1, 1), ("x", "y")))
+                changed = " ".join(f"{n}={v}" for n, v in own.items() if n != "mesh" and common.get(n) != v)
+                if changed:
+                    overrides.append(f"{k}:{changed}")
+        if overrides:
+            options.append(f"stage-options='{';'.join(overrides)}'")
+        return options
+
+
+@dataclasses.dataclass(frozen=True)
 class PipeshardParallel:
     """Attributes:
     num_micro_batches: micro-batches B of the pipeline.
     layer_option: AutoLayerOption, or "manual" for boundaries placed with mark_pipeline_boundary.
-    stage_option: "auto" (Alpa's stage DP) or UniformStageOption.
+    stage_option: "auto" (Alpa's stage DP), UniformStageOption or ManualStageOption.
     submesh_shapes: HxD shapes the DP may use (default: Alpa's).
     memory_per_device_gib: device memory the plan must fit.
     cluster_shape: (hosts, devices per host) of the devices given to parallelize; None = (1, all).
@@ -97,9 +168,12 @@ class PipeshardParallel:
             raise ValueError(
                 f"layer_option must be AutoLayerOption(...) or 'manual', got {self.layer_option!r}"
             )
-        if self.stage_option != "auto" and not isinstance(self.stage_option, UniformStageOption):
+        if self.stage_option != "auto" and not isinstance(
+            self.stage_option, (UniformStageOption, ManualStageOption)
+        ):
             raise ValueError(
-                f"stage_option must be 'auto' or UniformStageOption(...), got {self.stage_option!r}"
+                "stage_option must be 'auto', UniformStageOption(...) or ManualStageOption(...), got "
+                f"{self.stage_option!r}"
             )
         if self.pipeline_schedule not in ("1f1b", "gpipe", "zb-h1", "interleaved-1f1b"):
             raise ValueError(
@@ -155,6 +229,8 @@ class PipeshardParallel:
             options.append(f"submesh-shapes={','.join(self.submesh_shapes)}")
         if isinstance(self.stage_option, UniformStageOption):
             options.append(f"num-stages={self.stage_option.num_stages}")
+        if isinstance(self.stage_option, ManualStageOption):
+            options += self.stage_option.pipeline_options(self.auto_sharding_option)
         options += [f"{k}={v}" for k, v in self.stage_intra_op_options()]
         return f"builtin.module({PIPESHARD_PIPELINE}{{{' '.join(options)}}})"
 

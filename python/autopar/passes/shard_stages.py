@@ -7,7 +7,7 @@ import types
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import sdy
 
-from autopar.errors import PassError
+from autopar.errors import AutoparError, PassError
 from autopar.ir import attrs
 from autopar.ir.stages import referenced_meshes, stage_module
 from autopar.passes import registry
@@ -43,12 +43,51 @@ After:
   }
 """
 
-OPTIONS = tuple(o for o in INTRA_OP_OPTIONS if o.name != "mesh")
+_INTRA = tuple(o for o in INTRA_OP_OPTIONS if o.name != "mesh")
+OPTIONS = (
+    *_INTRA,
+    registry.Option(
+        "stage-options",
+        str,
+        "",
+        "per-stage autopar-intra-op options over the ones above, 'k:name=value name=value;k:...' "
+        "(ManualStageOption's submesh_autosharding_option_dicts)",
+    ),
+)
+
+
+def stage_overrides(text: str) -> dict[int, list[tuple[str, str]]]:
+    """'k:name=value name=value;...' -> {k: [(name, value)]}; names must be intra-op options (not mesh)."""
+    out: dict[int, list[tuple[str, str]]] = {}
+    names = {o.name for o in _INTRA}
+    for entry in filter(None, (e.strip() for e in text.split(";"))):
+        stage, _, assignments = entry.partition(":")
+        if not stage.strip().isdigit():
+            raise PassError(f"stage-options entry '{entry}' is not k:name=value ... (k: a stage index)")
+        pairs = []
+        for assignment in assignments.split():
+            name, eq, value = assignment.partition("=")
+            if not eq or name not in names:
+                raise PassError(
+                    f"stage-options entry '{entry}': '{assignment}' is not name=value with one of "
+                    f"autopar-intra-op's options ({', '.join(sorted(names))})"
+                )
+            pairs.append((name, value))
+        out[int(stage)] = pairs
+    return out
 
 
 def _check_options(options: types.SimpleNamespace) -> None:
     # Stage meshes have two axes (p data x q tensor parallel): check per-axis lists against that.
-    config_lib.from_options(types.SimpleNamespace(**vars(options), mesh="1x2"))
+    base = {k: v for k, v in vars(options).items() if k != "stage_options"}
+    config_lib.from_options(types.SimpleNamespace(**base, mesh="1x2"))
+    intra = registry.lookup(INTRA_OP_PASS)
+    assert intra is not None
+    for stage, pairs in stage_overrides(options.stage_options).items():
+        try:
+            intra.parse_options([("mesh", "1x2"), *pairs])
+        except AutoparError as err:
+            raise PassError(f"stage-options for stage {stage}: {err}") from None
 
 
 @register_pass(
@@ -95,8 +134,11 @@ def _shard(module_op: ir.Operation, fn: ir.Operation, options: types.SimpleNames
     if len(mesh.device_ids) > 1:
         intra = registry.lookup(INTRA_OP_PASS)
         assert intra is not None
+        given = dict(stage_overrides(options.stage_options).get(index, []))
         assignments = [("mesh", "x".join(map(str, logical)))]
-        assignments += [(o.name, option_text(getattr(options, o.attr_name))) for o in OPTIONS]
+        assignments += [
+            (o.name, given.get(o.name, option_text(getattr(options, o.attr_name)))) for o in _INTRA
+        ]
         try:
             intra.run(stage.operation, intra.parse_options(assignments))
         except PassError as err:

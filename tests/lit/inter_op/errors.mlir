@@ -15,3 +15,10 @@
 // INTRA: error: pass 'autopar-inter-op': intra-op-options: 'mesh' does not reach the stage costs (they take force-data-parallel, force-batch-dim-to-mesh-dim, allow-all-gather, allow-all-to-all, prefer-reduce-scatter, zero-stage, allow-replicated-parameters, allow-recompute-heavy-op)
 // INTRATYPE: error: pass 'autopar-inter-op': intra-op-options: option 'allow-all-gather' of pass 'autopar-intra-op' expects bool, got 'maybe'
 // TFLOPS: error: {{.*}}option 'device-tflops' of pass 'autopar-inter-op' was removed: give device-flops in FLOP/s (device-tflops=100 is device-flops=1e14)
+
+// RUN: not autopar-opt %inputs/mlp_step.mlir -o %t.mlir --pass-pipeline='builtin.module(autopar-inter-op{manual-stages=0-1})' 2>&1 | filecheck %s --check-prefix=MANUAL-FORM
+// RUN: not autopar-opt %inputs/mlp_step.mlir -o %t.mlir --pass-pipeline='builtin.module(autopar-inter-op{manual-stages=0-1:1x4:4x2})' 2>&1 | filecheck %s --check-prefix=MANUAL-MESH
+// RUN: not autopar-opt %inputs/mlp_step.mlir -o %t.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x8 manual-stages=0-2:1x4:2x2,1-2:1x2:1x2 stage-cost=analytic})' 2>&1 | filecheck %s --check-prefix=MANUAL-GAP
+// MANUAL-FORM: autopar-opt: error: pass 'autopar-inter-op': manual-stages entry '0-1' is not start-end:HxD:PxQ (layers [start, end) on an HxD submesh with a PxQ logical mesh, e.g. 0-2:1x4:2x2)
+// MANUAL-MESH: autopar-opt: error: pass 'autopar-inter-op': manual-stages entry '0-1:1x4:4x2': the logical mesh 4x2 must have the submesh's 4 devices
+// MANUAL-GAP: autopar-opt: error: pass 'autopar-inter-op' failed: manual-stages must cover layers 0..2 in order without gaps: a stage starts at 1 (expected 2) and ends at 2

@@ -34,3 +34,8 @@
 // ONE: autopar.inter_op.plan = [{cost = {{.*}}, layers = array<i64: 0, 2>, {{.*}}mesh = {device_ids = array<i64: 0, 1, 2, 3, 4, 5, 6, 7>, logical_shape = array<i64: 8, 1>, shape = array<i64: 1, 8>}}]
 // ONE: call @stage_0_forward
 // ONE-NOT: call @stage_1
+
+// RUN: autopar-opt %inputs/mlp_step.mlir --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x8 manual-stages=0-1:1x4:2x2,1-2:1x2:1x2 stage-cost=analytic})' | filecheck %s --check-prefix=MANUAL
+// Hand-placed stages (ManualStageOption): the given layers, submeshes and logical meshes, placed on the
+// cluster's devices in order; two devices stay unused.
+// MANUAL: autopar.inter_op.plan = [{cost = {{.*}}, layers = array<i64: 0, 1>, memory = {{[0-9]+}} : i64, mesh = {device_ids = array<i64: 0, 1, 2, 3>, logical_shape = array<i64: 2, 2>, shape = array<i64: 1, 4>}}, {cost = {{.*}}, layers = array<i64: 1, 2>, memory = {{[0-9]+}} : i64, mesh = {device_ids = array<i64: 4, 5>, logical_shape = array<i64: 1, 2>, shape = array<i64: 1, 2>}}]

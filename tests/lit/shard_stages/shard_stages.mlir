@@ -29,3 +29,8 @@
 // ONE-LABEL: func.func private @stage_0_forward(%arg0: tensor<4x8xf32> {sdy.sharding = #sdy.sharding<@stage_0_mesh, [{}, {}]>}, %arg1: tensor<8x8xf32> {sdy.sharding = #sdy.sharding<@stage_0_mesh, [{}, {}]>}) -> (tensor<4x8xf32> {sdy.sharding = #sdy.sharding<@stage_0_mesh, [{}, {}]>})
 // ONE-NOT:     sdy.sharding_constraint
 // ONE-LABEL: func.func private @stage_1_forward
+
+// RUN: autopar-opt %inputs/mlp_step.mlir --pass-pipeline="builtin.module(autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x8 num-stages=2 stage-cost=analytic},autopar-shard-stages{stage-options='1:axis-names=dp,tp'})" | filecheck %s --check-prefix=PER-STAGE
+// Per-stage options (ManualStageOption's option dicts) reach only their stage.
+// PER-STAGE:      sdy.mesh @stage_0_mesh = <["x"=1, "y"=4]>
+// PER-STAGE-NEXT: sdy.mesh @stage_1_mesh = <["dp"=1, "tp"=4]>

@@ -12,7 +12,7 @@ from autopar import _core, cost
 from autopar.errors import PassError
 from autopar.ir import attrs
 from autopar.passes.inter_op import cluster as cluster_lib
-from autopar.passes.inter_op import intra_op_costs
+from autopar.passes.inter_op import fixed_plans, intra_op_costs
 from autopar.passes.inter_op.graph import build_graph, main_func
 from autopar.passes.inter_op.layers import APPLY, BACKWARD, FORWARD, LayeredGraph, classify_parts
 from autopar.passes.inter_op.outline import Group, outline
@@ -127,6 +127,13 @@ After (cluster=1x2 micro-batches=4):
             choices=("1f1b", "gpipe", "zb-h1", "interleaved-1f1b"),
         ),
         Option(
+            "manual-stages",
+            str,
+            "",
+            "hand-placed stages instead of the DP, comma-separated start-end:HxD:PxQ (layers [start, end) on "
+            "an HxD submesh with a PxQ logical mesh), covering every layer in order",
+        ),
+        Option(
             "chunks",
             int,
             2,
@@ -154,13 +161,21 @@ def inter_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
         drop_empty_meshes(module_op)  # JAX's "unsharded" constraints on PRNG keys: stages start unsharded
         layered = read_layers(module_op)
         cluster = cluster_from_options(options)
-        submeshes = submeshes_from_options(options, cluster, layered.num_layers)
-        profile, table = stage_costs(layered, cluster, submeshes, options)
-        plan = solve_plan(
-            table, profile, submeshes, cluster, options.micro_batches, options.stage_imbalance_tolerance
-        )
+        if options.manual_stages:  # hand-placed stages (ManualStageOption): no DP
+            manual = fixed_plans.parse_manual_stages(options.manual_stages, cluster)
+            submeshes = sorted({stage.submesh for stage in manual})
+            profile, table = stage_costs(layered, cluster, submeshes, options)
+            plan = fixed_plans.manual_plan(
+                manual, table, submeshes, cluster, layered.num_layers, options.micro_batches
+            )
+        else:
+            submeshes = submeshes_from_options(options, cluster, layered.num_layers)
+            profile, table = stage_costs(layered, cluster, submeshes, options)
+            plan = solve_plan(
+                table, profile, submeshes, cluster, options.micro_batches, options.stage_imbalance_tolerance
+            )
         if options.schedule == "interleaved-1f1b":
-            plan = interleave(
+            plan = fixed_plans.interleave(
                 plan, table, submeshes, layered.num_layers, options.chunks, options.micro_batches
             )
         outline_stages(
@@ -206,6 +221,8 @@ def _check_options(options: types.SimpleNamespace) -> None:
     cluster_lib.parse_submeshes(options.submesh_shapes, cluster)
     if options.num_stages < 0:
         raise PassError(f"num-stages must be >= 0 (0: the DP chooses), got {options.num_stages}")
+    if options.manual_stages:
+        fixed_plans.parse_manual_stages(options.manual_stages, cluster)
     if options.schedule == "interleaved-1f1b" and (options.num_stages < 1 or options.chunks < 2):
         raise PassError(
             "schedule=interleaved-1f1b needs num-stages (equal meshes, each running chunks >= 2 virtual "
@@ -368,45 +385,6 @@ def solve_plan(table, profile, submeshes, cluster, micro_batches: int, tolerance
             )
         )
     return Plan(stages, out.latency, out.tmax_candidates, out.tmax_evaluated)
-
-
-def interleave(
-    plan: Plan, table: CostTable, submeshes, num_layers: int, chunks: int, micro_batches: int
-) -> Plan:
-    """Interleaved 1F1B (Megatron-LM): the plan's S equal meshes each run `chunks` virtual stages; the
-    layers are cut into S * chunks contiguous ranges of near-equal count (autopar-cluster-layers made the
-    layers near-equal in FLOPs), range j on mesh j mod S. Costs and memory come from the DP's table; the
-    latency is (B + (S - 1) / chunks) times the slowest mesh's time per micro-batch: 1F1B's bubble of
-    S - 1 stage times, cut by the chunks."""
-    S = len(plan.stages)
-    V = S * chunks
-    if num_layers < V:
-        raise PassError(
-            f"interleaved-1f1b with {S} stages x {chunks} chunks needs at least {V} layers, got "
-            f"{num_layers}: cut more layers (autopar-cluster-layers num-layers) or use fewer chunks"
-        )
-    bounds = [round(j * num_layers / V) for j in range(V + 1)]
-    stages = []
-    for j in range(V):
-        mesh = plan.stages[j % S]
-        s = submeshes.index(mesh.submesh)
-        c = table.configs[s].index(mesh.logical_mesh)
-        a, b = bounds[j], bounds[j + 1]
-        memory = table.fixed_memory[a, b - 1, s, c] + table.activation_memory[a, b - 1, s, c]
-        stages.append(
-            StagePlan(
-                a,
-                b,
-                mesh.submesh,
-                mesh.logical_mesh,
-                mesh.device_ids,
-                float(table.cost[a, b - 1, s, c]),
-                float(memory),
-            )
-        )
-    per_mesh = [sum(st.cost for st in stages[k::S]) for k in range(S)]
-    latency = (micro_batches + (S - 1) / chunks) * max(per_mesh)
-    return Plan(stages, latency, plan.tmax_candidates, plan.tmax_evaluated)
 
 
 def _infeasible_message(table, profile, cluster, micro_batches: int) -> str:
