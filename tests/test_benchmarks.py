@@ -84,3 +84,8 @@ def test_pipeline() -> None:
         and "peak MiB per device" in out
         and "interleaved-1f1b" in out
     )
+
+
+def test_plan_digest() -> None:
+    out = run("plan_digest.py", "--models", "mlp-sgd", "--meshes", "2x4")
+    assert out.startswith("mlp-sgd 2x4 objective ") and "optimal" in out
