@@ -113,6 +113,10 @@ class ShardedExecutable:
             raise TypeError(f"the executable takes {len(self.in_avals)} arrays, got {len(args)}")
         placed = []
         for i, (arg, aval, sharding) in enumerate(zip(args, self.in_avals, self.in_shardings, strict=True)):
+            if isinstance(arg, jax.Array) and arg.sharding == sharding and arg.aval.shape == aval.shape:
+                if arg.dtype == aval.dtype:  # already where and as planned (a pipeline's own values)
+                    placed.append(arg)
+                    continue
             shape, dtype = np.shape(arg), getattr(arg, "dtype", None)
             if tuple(shape) != aval.shape:
                 raise TypeError(f"argument {i}: expected shape {aval.shape}, got {tuple(shape)}")
