@@ -9,5 +9,6 @@ void bind_problem(nanobind::module_& m);
 void bind_solver(nanobind::module_& m);
 void bind_inter_op(nanobind::module_& m);
 void bind_schedule(nanobind::module_& m);
+void bind_reshard(nanobind::module_& m);
 
 }  // namespace autopar
