@@ -82,6 +82,10 @@ def test_two_stages_four_micro_batches_match_the_full_batch_step(data):
     # 1F1B on 2 stages and 4 micro-batches: (S - 1) / B of the work is bubble.
     assert plan.schedule == "1f1b" and plan.estimated_bubble == pytest.approx(1 / 4)
     assert "1f1b schedule, estimated bubble 0.250" in str(plan)
+    # The activations go forward and their cotangents back, planned by the cross-mesh resharding core.
+    pairs = {(t.src, t.dst): t for t in plan.transfers}
+    assert set(pairs) >= {(0, 1), (1, 0)} and all(t.bytes > 0 and t.seconds > 0 for t in plan.transfers)
+    assert "transfer stage 0 -> 1:" in str(plan)
     # Each stage ran sharded over its 4 devices by autopar-intra-op.
     exe = step._cache[next(iter(step._cache))].executable
     for name in exe.stage_names:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from jaxlib.mlir import ir
 
 from autopar.api.methods import AutoShardingOption
+from autopar.api.transfers import StageTransfer, stage_transfers
 from autopar.errors import AutoparError
 from autopar.ir import attrs, micro_batch
 
@@ -275,6 +276,8 @@ class PipeshardExecutionPlan:
       schedule: the pipeline schedule the stages run ("1f1b", "gpipe"; "" when none was written).
       estimated_bubble: the schedule's idle time over its busy time, simulated by the schedule core with
         every stage as slow as the slowest (forward a third of its cost, backward two thirds).
+      transfers: per (source, destination) stage pair, the values crossing meshes with their bytes and
+        seconds per micro-batch, planned by the cross-mesh resharding core (api/transfers.py).
     """
 
     method: str
@@ -284,6 +287,7 @@ class PipeshardExecutionPlan:
     estimated_latency: float
     schedule: str = ""
     estimated_bubble: float = 0.0
+    transfers: tuple[StageTransfer, ...] = ()
 
     def __str__(self) -> str:
         lines = [
@@ -301,6 +305,11 @@ class PipeshardExecutionPlan:
                 f"{s.submesh[0]}x{s.submesh[1]} devices {list(s.device_ids)}, logical mesh "
                 f"{s.logical_mesh[0]}x{s.logical_mesh[1]}, {s.estimated_cost:.4g} s/micro-batch, "
                 f"{s.estimated_memory / 2**30:.3g} GiB/device, state {s.state_memory / 2**20:.3g} MiB/device"
+            )
+        for t in self.transfers:
+            lines.append(
+                f"  transfer stage {t.src} -> {t.dst}: {t.values} value(s), {t.bytes} bytes, "
+                f"{t.seconds:.3g} s per micro-batch"
             )
         return "\n".join(lines)
 
@@ -345,6 +354,7 @@ def read_plan(
         estimated_latency=plan.latency,
         schedule=schedule.name if schedule is not None else "",
         estimated_bubble=bubble,
+        transfers=stage_transfers(module),
     )
 
 
