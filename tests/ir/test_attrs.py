@@ -272,3 +272,12 @@ def test_docs_list_every_attribute() -> None:
     section = doc[doc.index("## The IR contract") :]
     listed = set(re.findall(r"^\| `(autopar\.[a-z_.]+)`", section, re.M))
     assert listed == set(attrs.ALL)
+
+
+def test_schedule_steps_read_back_what_they_write() -> None:
+    for program in SCHEDULE.programs:
+        for text in program:
+            assert attrs.ScheduleStep.parse(text).text() == text
+    assert attrs.ScheduleStep.parse("backward_input:1:0") == attrs.ScheduleStep("backward_input", 1, 0)
+    with pytest.raises(ValueError, match="cannot read the instruction 'forward:x:0'"):
+        attrs.ScheduleStep.parse("forward:x:0")

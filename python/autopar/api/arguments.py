@@ -4,11 +4,13 @@ it writes on @main's arguments."""
 
 from __future__ import annotations
 
+import collections
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 from jax.sharding import PartitionSpec
 from jaxlib.mlir import ir
 
@@ -102,3 +104,32 @@ def mark_roles(module: ir.Module, roles: Sequence[str], paths: Sequence[str] = (
         batch = i < len(roles) and roles[i] == "batch"
         marks.append(attrs.ArgumentMarks(batch, not batch, paths[i] if i < len(paths) else None))
     attrs.set_argument_marks(main, marks)
+
+
+def batch_size(args: tuple[Any, ...], batch_argnums: tuple[int, ...]) -> int | None:
+    """The examples in a call's batch: the leading size most leaves of the batch arguments share (PRNG
+    keys and scalars left out; a tie goes to the larger size)."""
+    sizes = collections.Counter(
+        int(leaf.shape[0])
+        for i in batch_argnums
+        if i < len(args)
+        for leaf in jax.tree.leaves(args[i])
+        if _shape(leaf) and not _is_key_leaf(leaf)
+    )
+    return max(sizes, key=lambda n: (sizes[n], n)) if sizes else None
+
+
+def is_batch_leaf(leaf: Any, size: int | None) -> bool:
+    """Whether a leaf of a batch argument is split into micro-batches: it has the batch's leading size
+    and is not a PRNG key (a key, a step counter or a table of another size is passed whole)."""
+    shape = _shape(leaf)
+    return bool(shape) and size is not None and shape[0] == size and not _is_key_leaf(leaf)
+
+
+def _shape(leaf: Any) -> tuple[int, ...]:
+    return tuple(getattr(leaf, "shape", np.shape(leaf)))
+
+
+def _is_key_leaf(leaf: Any) -> bool:
+    dtype = getattr(leaf, "dtype", None)
+    return dtype is not None and _is_key(dtype)

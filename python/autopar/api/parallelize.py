@@ -29,8 +29,10 @@ from autopar.api.arguments import (
     abstract,
     argnums,
     aval_key,
+    batch_size,
     broadcast_specs,
     host_callbacks,
+    is_batch_leaf,
     key_data,
     key_impl,
     mark_roles,
@@ -237,7 +239,7 @@ class ParallelizedFunction:
         if self._pipeshard and self.method.num_micro_batches > 1:
             # How each value combines over micro-batches, from the same step at twice the micro-batch.
             twice = jitted.lower(*self._micro_batch_args(abstract_args, scale=2), **abstract_kwargs)
-            size = pipeshard.batch_size(abstract_args, self.batch_argnums) or 0
+            size = batch_size(abstract_args, self.batch_argnums) or 0
             pipeshard.label_micro_batches(
                 module, module_from_lowered(twice), size // self.method.num_micro_batches
             )
@@ -276,18 +278,18 @@ class ParallelizedFunction:
             raise type(err)(in_api_terms(str(err), self.method)) from None
 
     def _micro_batch_args(self, args: tuple[Any, ...], scale: int = 1) -> list[Any]:
-        """`args` with every batch leaf abstract at `scale`/B of its dim 0 (pipeshard.is_batch_leaf: PRNG
+        """`args` with every batch leaf abstract at `scale`/B of its dim 0 (is_batch_leaf: PRNG
         keys and leaves of another leading size stay whole)."""
         B = self.method.num_micro_batches
         names = positional_names(self.fn, len(args))
-        size = pipeshard.batch_size(args, self.batch_argnums)
+        size = batch_size(args, self.batch_argnums)
         out = list(args)
         for i in self.batch_argnums:
             if i >= len(args):
                 continue
 
             def split(path: Any, x: Any, i: int = i) -> Any:
-                if not pipeshard.is_batch_leaf(x, size):
+                if not is_batch_leaf(x, size):
                     return x
                 shape, dtype = np.shape(x), x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
                 if shape[0] % B:
@@ -304,7 +306,7 @@ class ParallelizedFunction:
         self, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic: list[int], avals: list[Any]
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         names = positional_names(self.fn, len(args))
-        size = pipeshard.batch_size(args, self.batch_argnums)
+        size = batch_size(args, self.batch_argnums)
         roles, paths = [], []
         leaves_with_paths = jax.tree_util.tree_flatten_with_path((tuple(args[i] for i in dynamic), kwargs))[0]
         for (path, leaf), aval in zip(leaves_with_paths, avals, strict=True):
@@ -313,7 +315,7 @@ class ParallelizedFunction:
                 head = names[position]
                 rest = path[2:]
                 is_batch = position in self.batch_argnums and len(aval.shape) >= 1
-                is_batch = is_batch and pipeshard.is_batch_leaf(leaf, size)
+                is_batch = is_batch and is_batch_leaf(leaf, size)
             else:  # a keyword argument
                 head, rest, is_batch = str(path[1].key), path[2:], False
             roles.append("batch" if is_batch else "parameter")

@@ -384,74 +384,28 @@ def output_paths(out_tree: Any) -> list[str]:
     return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(skeleton)[0]]
 
 
-def batch_size(args: tuple[Any, ...], batch_argnums: tuple[int, ...]) -> int | None:
-    """The examples in a call's batch: the leading size most leaves of the batch arguments share (PRNG
-    keys and scalars left out; a tie goes to the larger size)."""
-    import collections
-
-    import jax
-
-    sizes = collections.Counter(
-        int(leaf.shape[0])
-        for i in batch_argnums
-        if i < len(args)
-        for leaf in jax.tree.leaves(args[i])
-        if _shape(leaf) and not _is_key(leaf)
-    )
-    return max(sizes, key=lambda n: (sizes[n], n)) if sizes else None
-
-
-def is_batch_leaf(leaf: Any, size: int | None) -> bool:
-    """Whether a leaf of a batch argument is split into micro-batches: it has the batch's leading size
-    and is not a PRNG key (a key, a step counter or a table of another size is passed whole)."""
-    shape = _shape(leaf)
-    return bool(shape) and size is not None and shape[0] == size and not _is_key(leaf)
-
-
-def _shape(leaf: Any) -> tuple[int, ...]:
-    import numpy as np
-
-    return tuple(getattr(leaf, "shape", np.shape(leaf)))
-
-
-def _is_key(leaf: Any) -> bool:
-    import jax
-
-    dtype = getattr(leaf, "dtype", None)
-    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-
-
 def state_bytes(module: ir.Module) -> dict[int, int]:
     """Per stage k: bytes per device of the @main arguments marked autopar.parameter (parameters and
     optimizer state) that @stage_k_apply reads, under that function's argument shardings."""
     import math
 
+    from autopar.ir.stages import stage_calls
     from autopar.passes.inter_op.graph import tensor_bytes
     from autopar.runtime import shardings as sh
 
     meshes = sh.module_meshes(module)
     main = sh.main_func(module)
-    arguments = list(main.regions[0].blocks[0].arguments)
+    argument_index = {a: i for i, a in enumerate(main.regions[0].blocks[0].arguments)}
     marks = attrs.get_argument_marks(main)
-    functions = {
-        ir.StringAttr(op.attributes["sym_name"]).value: op
-        for op in module.body.operations
-        if op.operation.name == "func.func"
-    }
     total: dict[int, int] = {}
-    for op in main.regions[0].blocks[0].operations:
-        op = op.operation
-        if op.name != "func.call":
-            continue
-        name = ir.FlatSymbolRefAttr(op.attributes["callee"]).value
-        fn = functions[name]
-        stage = attrs.get_stage(fn)
-        if stage is None or attrs.get_part(fn) != "apply":
+    for op, fn in stage_calls(module):
+        stage, name = attrs.get_stage(fn), ir.StringAttr(fn.attributes["sym_name"]).value
+        if attrs.get_part(fn) != "apply":
             continue
         arg_attrs = sh.arg_attrs(fn)
         seen = set()
         for j, operand in enumerate(op.operands):
-            index = next((i for i, a in enumerate(arguments) if a == operand), None)
+            index = argument_index.get(operand)
             if index is None or index in seen or not marks[index].is_parameter:
                 continue
             seen.add(index)

@@ -34,31 +34,23 @@ class StageTransfer:
 
 def stage_transfers(module: ir.Module) -> tuple[StageTransfer, ...]:
     """Per (source stage, destination stage) pair, in that order: what crosses and what it costs."""
+    from autopar.ir.stages import stage_calls
     from autopar.runtime import shardings as sh
 
     meshes = sh.module_meshes(module)
-    main = sh.main_func(module)
-    functions = {
-        ir.StringAttr(op.attributes["sym_name"]).value: op
-        for op in module.body.operations
-        if op.operation.name == "func.func"
-    }
     producer: dict[ir.Value, tuple[int, ir.Attribute | None, attrs.StageMesh]] = {}
     totals: dict[tuple[int, int], list[float]] = {}
     link = cost.DEFAULT_INTRA_HOST
-    for op in main.regions[0].blocks[0].operations:
-        op = op.operation
-        if op.name != "func.call":
-            continue
-        fn = functions[ir.FlatSymbolRefAttr(op.attributes["callee"]).value]
+    for op, fn in stage_calls(module):
         stage, mesh = attrs.get_stage(fn), attrs.get_stage_mesh(fn)
-        if stage is None or mesh is None:
+        if mesh is None:
             continue
+        arg_attrs = sh.arg_attrs(fn)
         for j, operand in enumerate(op.operands):
             if operand not in producer or producer[operand][0] == stage:
                 continue
             src_stage, src_sharding, src_mesh = producer[operand]
-            arg = sh.arg_attrs(fn)[j]
+            arg = arg_attrs[j]
             dst_sharding = arg["sdy.sharding"] if "sdy.sharding" in arg else None
             plan = _plan(operand.type, src_sharding, src_mesh, dst_sharding, mesh, meshes, link)
             entry = totals.setdefault((src_stage, stage), [0, 0, 0.0])

@@ -387,6 +387,38 @@ def get_micro_batches(module_op: ir.Operation | ir.OpView) -> int | None:
 # ---- the pipeline schedule -----------------------------------------------------------------------------
 
 
+PARTS_WITH_MICRO_BATCH = ("forward", "backward", "backward_input", "backward_weight")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleStep:
+    """One instruction of a stage mesh's program: run `part` of `stage` for `micro_batch` (-1: apply),
+    written as "forward:<stage>:<micro-batch>" or "apply:<stage>"."""
+
+    part: str
+    stage: int
+    micro_batch: int = -1
+
+    def text(self) -> str:
+        return (
+            f"apply:{self.stage}" if self.part == "apply" else f"{self.part}:{self.stage}:{self.micro_batch}"
+        )
+
+    @staticmethod
+    def parse(text: str) -> ScheduleStep:
+        fields = text.split(":")
+        if fields[0] == "apply" and len(fields) == 2 and fields[1].isdigit():
+            return ScheduleStep("apply", int(fields[1]))
+        if (
+            fields[0] in PARTS_WITH_MICRO_BATCH
+            and len(fields) == 3
+            and fields[1].isdigit()
+            and fields[2].isdigit()
+        ):
+            return ScheduleStep(fields[0], int(fields[1]), int(fields[2]))
+        raise ValueError(f"{SCHEDULE}: cannot read the instruction {text!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineSchedule:
     """`autopar.schedule`: per stage mesh, its instructions in order ("forward:<stage>:<micro-batch>",

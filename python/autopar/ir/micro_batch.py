@@ -391,10 +391,12 @@ def join(x: Kind, y: Kind) -> Kind:
 
 
 def _main(module: ir.Module) -> ir.Operation:
-    for op in module.body.operations:
-        if op.operation.name == "func.func" and ir.StringAttr(op.attributes["sym_name"]).value == "main":
-            return op.operation
-    raise MicroBatchError("the module has no @main")
+    from autopar.ir.stages import find_function
+
+    main = find_function(module.operation)
+    if main is None:
+        raise MicroBatchError("the module has no @main")
+    return main.operation
 
 
 @dataclasses.dataclass

@@ -1,4 +1,5 @@
-"""Stage functions as modules of their own: what `autopar-shard-stages` plans and the runtime compiles."""
+"""The functions of a module: finding @main, the stage functions @main calls, and stage functions as
+modules of their own (what `autopar-shard-stages` plans and the runtime compiles)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,33 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import sdy
 
 from autopar.ir import attrs
+
+
+def find_function(module_op: ir.Operation | ir.OpView, name: str = "main") -> ir.OpView | None:
+    """The top-level func.func named `name` (None when there is none; each caller says what it needs)."""
+    for op in module_op.regions[0].blocks[0].operations:
+        if op.operation.name == "func.func" and ir.StringAttr(op.attributes["sym_name"]).value == name:
+            return op
+    return None
+
+
+def stage_calls(module: ir.Module) -> list[tuple[ir.Operation, ir.OpView]]:
+    """(call op, callee) for every `func.call` of @main whose callee is a stage function
+    (`autopar.stage`), in call order."""
+    main = find_function(module.operation)
+    functions = {
+        ir.StringAttr(op.attributes["sym_name"]).value: op
+        for op in module.body.operations
+        if op.operation.name == "func.func"
+    }
+    calls = []
+    for op in main.regions[0].blocks[0].operations if main is not None else ():
+        op = op.operation
+        if op.name == "func.call":
+            callee = functions[ir.FlatSymbolRefAttr(op.attributes["callee"]).value]
+            if attrs.get_stage(callee) is not None:
+                calls.append((op, callee))
+    return calls
 
 
 def referenced_meshes(fn: ir.Operation) -> list[tuple[str, ir.Attribute]]:

@@ -105,4 +105,4 @@ def _meshes(plan: attrs.InterOpPlan) -> list[tuple[int, ...]]:
 
 
 def _text(ins: _core.Instruction) -> str:
-    return f"apply:{ins.stage}" if ins.part == "apply" else f"{ins.part}:{ins.stage}:{ins.micro_batch}"
+    return attrs.ScheduleStep(ins.part, ins.stage, ins.micro_batch).text()

@@ -10,7 +10,6 @@ call order.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,21 +18,14 @@ import jax.numpy as jnp
 from autopar.errors import AutoparError
 from autopar.ir import attrs
 
+Instruction = attrs.ScheduleStep  # (part, stage, micro-batch), as autopar-schedule writes it
 
-@dataclasses.dataclass(frozen=True)
-class Instruction:
-    part: str  # "forward" | "backward" | "apply"
-    stage: int
-    micro_batch: int  # -1 for apply
 
-    @staticmethod
-    def parse(text: str) -> Instruction:
-        fields = text.split(":")
-        if fields[0] == "apply" and len(fields) == 2:
-            return Instruction("apply", int(fields[1]), -1)
-        if fields[0] in ("forward", "backward", "backward_input", "backward_weight") and len(fields) == 3:
-            return Instruction(fields[0], int(fields[1]), int(fields[2]))
-        raise AutoparError(f"{attrs.SCHEDULE}: cannot read the instruction {text!r}")
+def _parse(text: str) -> Instruction:
+    try:
+        return Instruction.parse(text)
+    except ValueError as err:
+        raise AutoparError(str(err)) from None
 
 
 def dispatch_order(
@@ -49,11 +41,7 @@ def dispatch_order(
     if schedule is None or schedule.micro_batches != micro_batches:  # none, or for another B
         return [Instruction(p, k, m) for m in range(micro_batches) for p, k in parts if p != "apply"]
     programs = [
-        [
-            ins
-            for ins in map(Instruction.parse, program)
-            if ins.part != "apply" and (ins.part, ins.stage) in present
-        ]
+        [ins for ins in map(_parse, program) if ins.part != "apply" and (ins.part, ins.stage) in present]
         for program in schedule.programs
     ]
     done: set[tuple[str, int, int]] = set()

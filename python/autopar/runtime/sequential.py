@@ -96,11 +96,9 @@ class SequentialExecutor:
         self._accumulated = self._values_to_accumulate()
         self._labelled = attrs.get_micro_batch_size(module.operation) is not None
         self._output_names = list(output_names or [f"[{i}]" for i in range(len(self._returns))])
+        declared = dict(output_combine or {})
         self._combine = (
-            {
-                v: self._combination(v, dict(output_combine or {}), approximate_combine)
-                for v in self._accumulated
-            }
+            {v: self._combination(v, declared, approximate_combine) for v in self._accumulated}
             if num_micro_batches > 1
             else {}
         )
@@ -174,7 +172,7 @@ class SequentialExecutor:
         gathered = {v: Gathered(self._combine.get(v, "same"), B) for v in self._accumulated}
         for ins in self._order:
             call, values = self._call_of[(ins.part, ins.stage)], local[ins.micro_batch]
-            self._run(call, {**env, **values}, values)
+            self._run(call, values, env, values)
             readers = left[ins.micro_batch]
             for v in call.results:
                 if v in gathered:  # accumulated on arrival; this micro-batch's copy goes with its readers
@@ -192,7 +190,7 @@ class SequentialExecutor:
             env[v] = g.result()
         for call in self._calls:
             if call.part == "apply":
-                self._run(call, env, env)
+                self._run(call, env, env, env)
         return [env[v] for v in self._returns]
 
     # ---- reading @main ---------------------------------------------------------------------------------
@@ -298,10 +296,13 @@ class SequentialExecutor:
 
     # ---- stages --------------------------------------------------------------------------------------
 
-    def _run(self, call: _Call, inputs: dict[ir.Value, Any], outputs: dict[ir.Value, Any]) -> None:
+    def _run(
+        self, call: _Call, local: dict[ir.Value, Any], env: dict[ir.Value, Any], outputs: dict[ir.Value, Any]
+    ) -> None:
+        """Runs one part on its operands (this micro-batch's values first, then the step's) into `outputs`."""
         stage = self._stages[call.callee]
         try:
-            results = stage([inputs[v] for v in call.operands])
+            results = stage([local[v] if v in local else env[v] for v in call.operands])
         except TypeError as err:
             raise ExecutionError(f"@{call.callee}: {err}") from None
         for value, out in zip(call.results, results, strict=True):

@@ -16,6 +16,7 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import func, sdy
 
 from autopar.errors import AutoparError
+from autopar.ir.stages import find_function
 
 SHARDING_ATTR = "sdy.sharding"
 ALIASING_ATTR = "tf.aliasing_output"
@@ -44,9 +45,9 @@ class MeshSpec:
 
 
 def main_func(module: ir.Module) -> func.FuncOp:
-    for op in module.body.operations:
-        if isinstance(op, func.FuncOp) and op.name.value == "main":
-            return op
+    main = find_function(module.operation)
+    if main is not None:
+        return main
     raise ShardingError("the module has no @main function: lower a function with jax.jit(...).lower(...)")
 
 

@@ -85,7 +85,7 @@ def manual_plan(
             )
         c = table.configs[s].index(stage.logical)
         a, b = stage.start, stage.end
-        memory = table.fixed_memory[a, b - 1, s, c] + table.activation_memory[a, b - 1, s, c]
+        memory = table.stage_memory(a, b, s, c)
         stages.append(
             StagePlan(
                 a, b, stage.submesh, stage.logical, ids, float(table.cost[a, b - 1, s, c]), float(memory)
@@ -117,7 +117,7 @@ def interleave(
         s = submeshes.index(mesh.submesh)
         c = table.configs[s].index(mesh.logical_mesh)
         a, b = bounds[j], bounds[j + 1]
-        memory = table.fixed_memory[a, b - 1, s, c] + table.activation_memory[a, b - 1, s, c]
+        memory = table.stage_memory(a, b, s, c)
         stages.append(
             StagePlan(
                 a,

@@ -15,6 +15,7 @@ from jaxlib.mlir.dialects import func, stablehlo
 
 from autopar.errors import PassError
 from autopar.ir import attrs
+from autopar.ir.stages import find_function
 
 # Ops that only move, reshape or re-type data: no arithmetic for the FLOP balance.
 _DATA_MOVEMENT = frozenset(
@@ -81,9 +82,9 @@ class Graph:
 
 
 def main_func(module_op: ir.Operation) -> func.FuncOp:
-    for op in module_op.regions[0].blocks[0].operations:
-        if op.operation.name == "func.func" and ir.StringAttr(op.attributes["sym_name"]).value == "main":
-            return op
+    main = find_function(module_op)
+    if main is not None:
+        return main
     raise PassError("the module has no @main function: give the training step as a public @main")
 
 

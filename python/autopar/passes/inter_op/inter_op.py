@@ -381,7 +381,7 @@ def solve_plan(table, profile, submeshes, cluster, micro_batches: int, tolerance
                 table.configs[s][c],
                 ids,
                 st.cost,
-                float(table.fixed_memory[a, b - 1, s, c] + table.activation_memory[a, b - 1, s, c]),
+                table.stage_memory(a, b, s, c),
             )
         )
     return Plan(stages, out.latency, out.tmax_candidates, out.tmax_evaluated)

@@ -124,6 +124,12 @@ class CostTable:
     configs: list[list[tuple[int, int]]]
     num_configs: int
 
+    def stage_memory(self, start: int, end: int, submesh: int, config: int) -> float:
+        """Bytes per device of layers [start, end) on that submesh and logical mesh, one micro-batch in
+        flight (what a plan records for a stage)."""
+        index = (start, end - 1, submesh, config)
+        return float(self.fixed_memory[index] + self.activation_memory[index])
+
 
 def _range_max(x: np.ndarray) -> np.ndarray:
     """[start][end inclusive] max of x over the range (0 below the diagonal)."""

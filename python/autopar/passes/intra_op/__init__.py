@@ -20,6 +20,7 @@ from jaxlib.mlir.dialects import sdy
 
 from autopar import cost
 from autopar.errors import PassError
+from autopar.ir.stages import find_function
 from autopar.passes.intra_op import config as config_lib
 from autopar.passes.intra_op import emit, graph, problem, solve
 from autopar.passes.registry import Option, register_pass
@@ -265,9 +266,9 @@ def _solve_or_explain(g: graph.Graph, prob: problem.Problem, config: config_lib.
 
 
 def _main_func(module_op: ir.Operation) -> ir.Operation:
-    for op in module_op.regions[0].blocks[0].operations:
-        if op.operation.name == "func.func" and ir.StringAttr(op.attributes["sym_name"]).value == "main":
-            return op.operation
+    main = find_function(module_op)
+    if main is not None:
+        return main.operation
     raise PassError("autopar-intra-op needs a func.func @main (the entry point JAX lowers to)")
 
 
