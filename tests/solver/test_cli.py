@@ -7,9 +7,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import autopar
+from autopar.solver.problem import StrategyProblem
 
 # The contest problems live beside the repo (../shared/bench); the 5-node example ships with the tests.
 BENCH = Path(__file__).resolve().parents[3] / "shared" / "bench" / "iopddl"
@@ -97,8 +99,33 @@ def test_verbose_logs_phases_on_stderr_only() -> None:
     path = BENCH / "asplos-2025-iopddl-G.json.gz"
     if not path.exists():
         pytest.skip("benchmark data absent")
-    quiet, loud = run(str(path), "--time-limit", "20"), run(str(path), "--time-limit", "20", "-v")
+    args = (str(path), "--budget", "4", "--time-limit", "60")
+    quiet, loud = run(*args), run(*args, "-v")
     assert quiet.returncode == loud.returncode == 0, loud.stderr
-    assert quiet.stdout.splitlines()[-1] == loud.stdout.splitlines()[-1]  # the same solution, stdout clean
     assert quiet.stderr == ""
     assert " s: cost " in loud.stderr
+    # stdout is the same summary and a solution of the same cost (G has several optima: which one is
+    # found is a tie-break, not part of the contract).
+    assert quiet.stdout.splitlines()[0] == loud.stdout.splitlines()[0]
+    assert "clock cut: no" in quiet.stdout and "clock cut: no" in loud.stdout
+    problem = StrategyProblem.from_json(str(path))
+    for out in (quiet, loud):
+        summary, _, solution = out.stdout.splitlines()
+        cost, _, feasible = problem._core.evaluate(np.asarray(json.loads(solution), dtype=np.int64))
+        assert feasible and f"cost: {cost:.17g} " in summary
+
+
+def test_a_clock_cut_is_reported() -> None:
+    path = BENCH / "asplos-2025-iopddl-S.json.gz"
+    if not path.exists():
+        pytest.skip("benchmark data absent")
+    r = run(str(path), "--budget", "600", "--time-limit", "4")
+    assert r.returncode == 0, r.stderr
+    assert "clock cut: yes" in r.stdout.splitlines()[1]
+    assert r.stderr.startswith("warning: the 4 s time limit stopped the search before its work budget")
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bad_budget() -> None:
+    r = run(str(EXAMPLE), "--budget", "0")
+    assert r.returncode == 1 and r.stderr.strip() == "error: budget must be > 0, got 0.0"

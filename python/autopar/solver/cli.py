@@ -1,9 +1,12 @@
-"""`autopar-solve PROBLEM.json[.gz] [--time-limit S] [--seed N] [-v]` (also `python -m autopar.solver`).
+"""`autopar-solve PROBLEM.json[.gz] [--time-limit S] [--budget W] [--seed N] [-v]`.
 
 Solves a strategy problem in the IOPDDL contest format. Prints a summary (status, cost, peak usage, bound,
 times) and, as the last line, the solution in the contest's format: `[s0, s1, ...]`.
+The search stops on counted work (`--budget`, in seconds of a 2-core machine; default: the time limit), so
+the same file, seed and budget give the same solution on any machine; the time limit is a wall-clock cap.
+When the cap stops the search first, the summary says `clock cut: yes` and stderr says so.
 Exit codes: 0 solved; 1 bad input (one line on stderr); 2 no feasible solution: proven infeasible, or none
-found within the time limit (the reason on stderr, no solution line).
+found within the time limit (the reason on stderr, no solution line). Also run as `python -m autopar.solver`.
 """
 
 from __future__ import annotations
@@ -39,6 +42,13 @@ def main(argv: list[str] | None = None, process_start: float | None = None) -> i
         default=10.0,
         help="seconds from the process start, loading included (default 10)",
     )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds of counted work (as on a 2-core machine) the search may do; the same budget gives the "
+        "same solution under any load (default: the time limit)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log each phase and improvement on stderr"
@@ -56,6 +66,7 @@ def main(argv: list[str] | None = None, process_start: float | None = None) -> i
             problem,
             time_limit=args.time_limit,
             seed=args.seed,
+            budget=args.budget,
             clock_start=_PROCESS_START if process_start is None else process_start,
         )
     except (OSError, ValueError) as e:
@@ -70,8 +81,15 @@ def main(argv: list[str] | None = None, process_start: float | None = None) -> i
     print(f"status: {solution.status}  cost: {solution.cost:.17g}  lower bound: {bound}  gap: {gap_text}")
     print(
         f"peak usage: {solution.peak_memory}  limit: {problem.usage_limit}  "
-        f"first feasible: {solution.time_to_first_feasible:.3f} s  total: {solution.solve_time:.3f} s"
+        f"first feasible: {solution.time_to_first_feasible:.3f} s  total: {solution.solve_time:.3f} s  "
+        f"clock cut: {'yes' if solution.clock_cut else 'no'}"
     )
+    if solution.clock_cut:
+        print(
+            f"warning: the {args.time_limit:g} s time limit stopped the search before its work budget "
+            "ran out; a rerun may give another solution (raise --time-limit or lower --budget)",
+            file=sys.stderr,
+        )
     print("[" + ", ".join(str(int(s)) for s in solution.strategies) + "]")
     return 0
 
