@@ -145,7 +145,7 @@ def main() -> None:
         seconds = base if name == "sequential" else timed(exes[name], flat, a.steps)
         schedule = "1f1b" if name == "sequential" else name
         measured, theory, peak = bubbles(exes[name], flat, schedule, a.micro_batches, seconds)
-        calls = len(tiny[name]._order) + 2
+        calls = len(tiny[name].program.order) + 2
         overhead = timed(tiny[name], tiny_flat, a.steps) / calls
         peaks = " ".join(f"{peak[k] / 2**20:.2f}" for k in sorted(peak))
         theory_text = "-" if name == "sequential" else f"{theory:.3f}"

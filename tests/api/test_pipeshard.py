@@ -348,7 +348,7 @@ def test_pipelined_schedules_equal_the_full_batch_step_over_three_steps(schedule
         assert_trees_close(got_loss, want_loss, rtol=1e-4, atol=1e-5)
     assert_trees_close(got, want, rtol=1e-4, atol=1e-5)
     exe = step._cache[next(iter(step._cache))].executable
-    held = in_flight_per_stage(exe._order)
+    held = in_flight_per_stage(exe.program.order)
     chunks = 2 if schedule == "interleaved-1f1b" else 1
     assert len(held) == stages * chunks
     assert len({s.device_ids for s in step.get_execution_plan(params, opt_state, batch).stages}) == stages
@@ -356,14 +356,14 @@ def test_pipelined_schedules_equal_the_full_batch_step_over_three_steps(schedule
         assert all(held[i] <= stages - i for i in range(stages)), held
     elif schedule == "zb-h1":  # no stage holds more than there are stages
         assert max(held.values()) <= stages, held
-        parts = {ins.part for ins in exe._order}
+        parts = {ins.part for ins in exe.program.order}
         assert {"backward_input", "backward_weight"} <= parts and "backward" not in parts
     elif schedule == "gpipe":
         assert set(held.values()) == {4}
     # 1F1B and ZB-H1 start backwards before the first stage's last forward; GPipe never does (nor does
     # interleaved 1F1B when B equals the meshes: Megatron's schedule is then all warm-up).
-    first_backward = next(i for i, ins in enumerate(exe._order) if ins.part != "forward")
-    last_forward = max(i for i, ins in enumerate(exe._order) if ins.part == "forward" and ins.stage == 0)
+    first_backward = next(i for i, ins in enumerate(exe.program.order) if ins.part != "forward")
+    last_forward = max(i for i, ins in enumerate(exe.program.order) if ins.part == "forward" and ins.stage == 0)
     interleaves = schedule in ("1f1b", "zb-h1") or (schedule == "interleaved-1f1b" and stages < 4)
     assert (first_backward < last_forward) == interleaves
 
