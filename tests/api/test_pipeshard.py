@@ -363,7 +363,9 @@ def test_pipelined_schedules_equal_the_full_batch_step_over_three_steps(schedule
     # 1F1B and ZB-H1 start backwards before the first stage's last forward; GPipe never does (nor does
     # interleaved 1F1B when B equals the meshes: Megatron's schedule is then all warm-up).
     first_backward = next(i for i, ins in enumerate(exe.program.order) if ins.part != "forward")
-    last_forward = max(i for i, ins in enumerate(exe.program.order) if ins.part == "forward" and ins.stage == 0)
+    last_forward = max(
+        i for i, ins in enumerate(exe.program.order) if ins.part == "forward" and ins.stage == 0
+    )
     interleaves = schedule in ("1f1b", "zb-h1") or (schedule == "interleaved-1f1b" and stages < 4)
     assert (first_backward < last_forward) == interleaves
 
