@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
 from jaxlib.mlir import ir
@@ -48,7 +50,9 @@ from autopar.progress import Progress
 from autopar.runtime import executable as rt_exe
 from autopar.runtime import shardings as sh
 from autopar.runtime.mesh import check_mesh_shape, format_shape
+from autopar.runtime.processes import ProcessExecutor, RemoteArray
 from autopar.runtime.sequential import SequentialExecutor
+from autopar.runtime.step import stage_meshes
 
 __all__ = ["Compiled", "Lowered", "ParallelizedFunction", "parallelize"]
 
@@ -377,7 +381,8 @@ class ParallelizedFunction:
                             f"output_combine names output {path!r}, which {self.__name__} does not return; "
                             f"its outputs are {names}"
                         )
-                entry.executable = SequentialExecutor(
+                executor = ProcessExecutor if self._use_processes(entry.module) else SequentialExecutor
+                entry.executable = executor(
                     entry.module,
                     self.devices,
                     output_combine={i: declared[p] for i, p in enumerate(names) if p in declared},
@@ -389,6 +394,15 @@ class ParallelizedFunction:
             entry.timings["compile"] = time.perf_counter() - started
         return entry.executable
 
+    def _use_processes(self, module: ir.Module) -> bool:
+        """PipeshardParallel(executor=...): "auto" runs a process per mesh on CPU devices when there are
+        several meshes and cores (see runtime/processes.py for the measurement behind it)."""
+        choice = self.method.executor
+        if choice != "auto":
+            return choice == "processes"
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return self.devices[0].platform == "cpu" and cores > 1 and len(stage_meshes(module)) > 1
+
     def _run(self, entry: Entry, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         exe = self._executable(entry)
         dynamic, _ = self._split(args)
@@ -398,7 +412,7 @@ class ParallelizedFunction:
         if self._pipeshard:  # jax.jit's executables consume donated buffers; the stages copy them
             _delete_donated([args[i] for i in self.donate_argnums if i < len(args)], outputs)
         outputs = [
-            x if impl is None else jax.random.wrap_key_data(x, impl=impl)
+            x if impl is None else jax.random.wrap_key_data(jnp.asarray(x), impl=impl)
             for x, impl in zip(outputs, entry.out_keys, strict=True)
         ]
         return jax.tree.unflatten(entry.out_tree, outputs)
@@ -408,5 +422,5 @@ def _delete_donated(donated: list[Any], outputs: Sequence[Any]) -> None:
     """Deletes the donated arrays, as jax.jit does (an output that is the very same array survives)."""
     kept = {id(x) for x in outputs}
     for leaf in jax.tree.leaves(donated):
-        if isinstance(leaf, jax.Array) and id(leaf) not in kept and not leaf.is_deleted():
+        if isinstance(leaf, (jax.Array, RemoteArray)) and id(leaf) not in kept and not leaf.is_deleted():
             leaf.delete()

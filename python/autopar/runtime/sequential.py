@@ -24,20 +24,18 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-from jax.sharding import PartitionSpec
 from jaxlib.mlir import ir
 
 from autopar.ir import attrs
-from autopar.ir.stages import stage_module
 from autopar.runtime import executable as rt_exe
 from autopar.runtime import program
-from autopar.runtime import shardings as sh
 from autopar.runtime.program import Gathered
 from autopar.runtime.step import (  # noqa: F401 (the errors are part of this module's interface)
     Call,
     ExecutionError,
     MicroBatchCombineError,
     StepProgram,
+    runnable_stage_module,
 )
 
 
@@ -80,6 +78,9 @@ class SequentialExecutor:
 
     def stage_executable(self, name: str) -> rt_exe.ShardedExecutable:
         return self._stages[name]
+
+    def stage_device_count(self, name: str) -> int:
+        return self._stages[name].mesh.size
 
     def as_text(self) -> str:
         """Every stage's compiled HLO, in call order."""
@@ -172,15 +173,7 @@ class SequentialExecutor:
                 f"@{name} runs on device {max(ids)} but only {len(self._devices)} devices are available"
             )
         devices = [self._devices[i] for i in ids]
-        module = stage_module(fn)
-        if not sh.module_meshes(module):  # not sharded (autopar-shard-stages did not run): replicated
-            main = sh.main_func(module)
-            sh.annotate_main(
-                module,
-                sh.MeshSpec("mesh", ("x",), (len(devices),)),
-                [PartitionSpec()] * len(main.type.inputs),
-                [PartitionSpec()] * len(main.type.results),
-            )
+        module = runnable_stage_module(name, fn)
         try:
             return rt_exe.compile(module, devices)
         except Exception as err:  # XLA raises XlaRuntimeError with a multi-line message

@@ -261,6 +261,41 @@ def _value_label(value: ir.Value, argument_label: Callable[[int], str], memo: di
     return label
 
 
+def runnable_stage_module(name: str, fn: ir.Operation) -> ir.Module:
+    """The stage function `fn` as a module an executor compiles for its mesh's devices: as
+    autopar-shard-stages sharded it, or replicated over its devices when nothing sharded it (the output of
+    autopar-inter-op alone)."""
+    from jax.sharding import PartitionSpec
+
+    from autopar.ir.stages import stage_module
+    from autopar.runtime import shardings as sh
+
+    mesh = attrs.get_stage_mesh(fn)
+    if mesh is None:
+        raise ExecutionError(f"@{name} has no {attrs.MESH}")
+    module = stage_module(fn)
+    if not sh.module_meshes(module):
+        main = sh.main_func(module)
+        sh.annotate_main(
+            module,
+            sh.MeshSpec("mesh", ("x",), (len(mesh.device_ids),)),
+            [PartitionSpec()] * len(main.type.inputs),
+            [PartitionSpec()] * len(main.type.results),
+        )
+    return module
+
+
+def stage_meshes(module: ir.Module) -> list[tuple[int, ...]]:
+    """The distinct device sets of the module's stage functions, in order of appearance."""
+    meshes: list[tuple[int, ...]] = []
+    for fn in split(module)[1].values():
+        mesh = attrs.get_stage_mesh(fn)
+        ids = tuple(sorted(mesh.device_ids)) if mesh is not None else ()
+        if ids not in meshes:
+            meshes.append(ids)
+    return meshes
+
+
 def batch_arguments(main: ir.Operation) -> list[int]:
     return [i for i, marks in enumerate(attrs.get_argument_marks(main)) if marks.is_batch]
 
