@@ -12,7 +12,7 @@ import pytest
 
 import autopar
 from autopar.api.pipeshard import PipeshardExecutionPlan
-from autopar.runtime.processes import RemoteArray
+from autopar.runtime.remote_array import RemoteArray
 
 WIDTH, BATCH, LAYERS = 16, 32, 4
 OPTIMIZER = optax.adam(1e-2)

@@ -50,7 +50,8 @@ from autopar.progress import Progress
 from autopar.runtime import executable as rt_exe
 from autopar.runtime import shardings as sh
 from autopar.runtime.mesh import check_mesh_shape, format_shape
-from autopar.runtime.processes import ProcessExecutor, RemoteArray
+from autopar.runtime.processes import ProcessExecutor
+from autopar.runtime.remote_array import RemoteArray
 from autopar.runtime.sequential import SequentialExecutor
 from autopar.runtime.step import stage_meshes
 
