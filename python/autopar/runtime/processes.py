@@ -85,6 +85,7 @@ class ProcessExecutor:
         self._released: dict[int, list[str]] = {w: [] for w in range(len(self._meshes))}
         self._steps = 0
         self.last_reports: list[StepReport] = []
+        self.last_host_bytes = 0  # bytes the last step sent from this process to the workers
         self._closed = False
         self._start()
         atexit.register(_close_quietly, weakref.ref(self))
@@ -285,6 +286,16 @@ class ProcessExecutor:
         return f"; its last words: {lines[-1]}" if lines else ""
 
     @property
+    def pids(self) -> list[int]:
+        """The workers' process ids, by worker (mesh) index."""
+        return [p.pid for p in self._processes]
+
+    @property
+    def meshes(self) -> list[tuple[int, ...]]:
+        """Each worker's cluster device ids."""
+        return list(self._meshes)
+
+    @property
     def stage_names(self) -> list[str]:
         return list(self.program.functions)
 
@@ -319,6 +330,7 @@ class ProcessExecutor:
         orders = [StepOrder({}, [], {}, [], profile) for _ in self._meshes]
         batch = set(prog.batch_arguments)
         slices = prog.micro_batches([_to_host(a) if i in batch else a for i, a in enumerate(args)])
+        host_bytes = 0
         for i, value in enumerate(prog.arguments):
             readers = self._reading_workers(value, False) | self._reading_workers(value, True)
             arg = args[i]
@@ -333,6 +345,7 @@ class ProcessExecutor:
             data = slices[i] if i in slices and self.num_micro_batches > 1 else _to_host(arg)
             for w in readers:
                 orders[w].arguments[i] = ("host", data)
+                host_bytes += sum(int(x.nbytes) for x in (data if isinstance(data, list) else [data]))
         self._steps += 1
         outputs: list[Any] = [None] * len(prog.returns)
         holders: dict[int, int] = {}
@@ -356,6 +369,7 @@ class ProcessExecutor:
             w, reply = failed[0]
             raise ExecutionError(f"mesh worker {w} {self._describe(w)}: {reply[1]}")
         self.last_reports = [r[1] for r in replies]
+        self.last_host_bytes = host_bytes
         for index, w in holders.items():
             shape, dtype, held = self.last_reports[w].outputs[index]
             by_id = {self._meshes[w][local]: n for local, n in held.items()}
