@@ -77,13 +77,11 @@ def test_pipeline() -> None:
         "--steps",
         "1",
     )
-    assert (
-        "sequential" in out
-        and "1f1b" in out
-        and "gpipe" in out
-        and "peak MiB per device" in out
-        and "interleaved-1f1b" in out
-    )
+    for kind in ("processes", "in-process"):
+        table = out.split(f"{kind}: MLP")[1].split(": MLP")[0]
+        rows = [line.split()[0] for line in table.splitlines()[2:] if line.strip()]
+        assert rows[:5] == ["sequential", "1f1b", "gpipe", "zb-h1", "interleaved-1f1b"], table
+        assert "peak MiB per mesh" in table
 
 
 def test_plan_digest() -> None:
