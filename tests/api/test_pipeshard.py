@@ -178,13 +178,23 @@ def test_sum_losses_per_example_outputs_and_keys_match_jit_over_three_steps(data
         got_params, want_params = got[0], want[0]
 
 
-def test_donated_arguments_are_deleted_as_jit_deletes_them(data):
+@pytest.mark.parametrize("executor", ["processes", "in-process"])
+def test_donated_arguments_are_deleted_and_their_buffers_reused(data, executor):
     params, batch = data
-    params = [jnp.array(p) for p in params]
-    step = autopar.parallelize(sgd_step, method=autopar.PipeshardParallel(**TWO_STAGES), donate_argnums=(0,))
-    new_params, _ = step(params, batch)
-    assert all(p.is_deleted() for p in params)
-    assert not any(p.is_deleted() for p in new_params)
+    method = autopar.PipeshardParallel(**TWO_STAGES, executor=executor)
+    step = autopar.parallelize(sgd_step, method=method, donate_argnums=(0,))
+    got, want = [jnp.array(p) for p in params], params
+    for _ in range(3):
+        first = got
+        got, loss = step(got, batch)
+        want, want_loss = jax.jit(sgd_step)(want, batch)
+        assert all(p.is_deleted() for p in first)  # as jax.jit deletes them
+        assert not any(p.is_deleted() for p in got)
+    assert_trees_close((got, loss), (want, want_loss))
+    # Each apply part writes the new parameters into the donated buffers of the old ones.
+    hlo = step.lower(params, batch).compile().as_text()
+    applies = [part for part in hlo.split("// @")[1:] if part.startswith("stage_") and "_apply" in part[:20]]
+    assert applies and all("input_output_alias" in part for part in applies)
 
 
 def test_an_output_that_does_not_combine_is_named_and_can_be_declared(data):

@@ -263,6 +263,8 @@ class Worker:
         for v, workers in plan.gathered_to.items():
             for w in workers:
                 self.sender.send(self.peers[w], (("g", v), env[v]))
+        if plan.applies:
+            self.sender.flush()  # an apply part may reuse a buffer a send still reads
         for callee, _, operands, results, sends in plan.applies:
             args = []
             for v in operands:

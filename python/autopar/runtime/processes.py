@@ -144,7 +144,9 @@ class ProcessExecutor:
             mesh = attrs.get_stage_mesh(c.function)
             assert mesh is not None
             positions = tuple(self._meshes[w].index(i) for i in mesh.device_ids)
-            stages[c.callee] = (_bytecode(runnable_stage_module(c.callee, c.function)), positions)
+            donated = prog.donated_operands.get(c.callee, ())
+            module = runnable_stage_module(c.callee, c.function, donated)
+            stages[c.callee] = (_bytecode(module), positions)
         program = [
             self._instruction(prog.call_of[(ins.part, ins.stage)], ins.micro_batch, w)
             for ins in prog.order

@@ -173,7 +173,7 @@ class SequentialExecutor:
                 f"@{name} runs on device {max(ids)} but only {len(self._devices)} devices are available"
             )
         devices = [self._devices[i] for i in ids]
-        module = runnable_stage_module(name, fn)
+        module = runnable_stage_module(name, fn, self.program.donated_operands.get(name, ()))
         try:
             return rt_exe.compile(module, devices)
         except Exception as err:  # XLA raises XlaRuntimeError with a multi-line message

@@ -91,12 +91,33 @@ class StepProgram:
             )
         except AutoparError as err:
             raise ExecutionError(str(err)) from None
+        self.donated_operands = self._donated_operands()
         # How many forward/backward parts read each value (a micro-batch's copy is freed after the last).
         self.readers: dict[ir.Value, int] = {}
         for c in self.calls:
             if c.part != "apply":
                 for v in set(c.operands):
                     self.readers[v] = self.readers.get(v, 0) + 1
+
+    def _donated_operands(self) -> dict[str, tuple[int, ...]]:
+        """Per apply function, the operands whose buffers it may reuse for its results: a donated @main
+        argument (donate_argnums) that this apply part alone reads last (the forward and backward parts
+        that read it run before every apply part) and that @main does not return. XLA then writes the new
+        parameters and optimizer state into the old ones' buffers."""
+        from autopar.runtime import shardings as sh
+
+        donated = [
+            v
+            for v, a in zip(self.arguments, sh.arg_attrs(self.main.opview), strict=True)
+            if sh.ALIASING_ATTR in a or sh.DONOR_ATTR in a
+        ]
+        out: dict[str, list[int]] = {}
+        for v in donated:
+            applies = [c for c in self.calls if c.part == "apply" and v in c.operands]
+            if len(applies) != 1 or v in self.returns or applies[0].operands.count(v) != 1:
+                continue
+            out.setdefault(applies[0].callee, []).append(applies[0].operands.index(v))
+        return {callee: tuple(sorted(operands)) for callee, operands in out.items()}
 
     def check_arguments(self, args: Sequence[Any]) -> None:
         if len(args) != len(self.arguments):
@@ -261,10 +282,10 @@ def _value_label(value: ir.Value, argument_label: Callable[[int], str], memo: di
     return label
 
 
-def runnable_stage_module(name: str, fn: ir.Operation) -> ir.Module:
+def runnable_stage_module(name: str, fn: ir.Operation, donated: Sequence[int] = ()) -> ir.Module:
     """The stage function `fn` as a module an executor compiles for its mesh's devices: as
     autopar-shard-stages sharded it, or replicated over its devices when nothing sharded it (the output of
-    autopar-inter-op alone)."""
+    autopar-inter-op alone). The `donated` arguments are marked as buffer donors."""
     from jax.sharding import PartitionSpec
 
     from autopar.ir.stages import stage_module
@@ -282,6 +303,11 @@ def runnable_stage_module(name: str, fn: ir.Operation) -> ir.Module:
             [PartitionSpec()] * len(main.type.inputs),
             [PartitionSpec()] * len(main.type.results),
         )
+    if donated:
+        main = sh.main_func(module)
+        with module.context:
+            for i in donated:
+                sh.set_arg_attr(main, i, sh.DONOR_ATTR, ir.BoolAttr.get(True))
     return module
 
 
