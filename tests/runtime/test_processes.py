@@ -39,6 +39,10 @@ def adam_step(params, state, batch):
 
 @pytest.fixture(scope="module")
 def planned():
+    return planned_module()
+
+
+def planned_module():
     """(module, flat arguments, number of parameter and state leaves) of a 2-stage 1F1B plan, one device
     per stage."""
     rng = np.random.default_rng(0)
@@ -178,3 +182,49 @@ def _args_tree():
     params = [np.zeros((WIDTH, WIDTH), np.float32)] * LAYERS
     x = np.zeros((BATCH, WIDTH), np.float32)
     return (params, optax.adam(1e-2).init(params), (x, x))
+
+
+DRIVER = """
+import os, sys, time
+sys.path[:0] = sys.argv[1:]
+import conftest  # 8 virtual CPU devices
+import jax
+from test_processes import planned_module
+from autopar.runtime.processes import ProcessExecutor
+module, flat, _ = planned_module()
+exe = ProcessExecutor(module, jax.devices()[:2])
+exe(*flat)
+print(*exe.pids, flush=True)
+time.sleep(600)
+"""
+
+
+def test_workers_exit_when_their_driver_is_killed():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parents[1]
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(tests), str(tests / "runtime")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        pids = [int(p) for p in driver.stdout.readline().split()]
+        assert len(pids) == 2
+    finally:
+        driver.kill()
+        driver.wait()
+    deadline = time.perf_counter() + 20
+    while time.perf_counter() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False

@@ -5,12 +5,12 @@ not a fork, so the user's script is never re-imported and the worker can confine
 choose its device count before jax starts). It connects to the driver, receives its `WorkerPlan` once,
 connects to the other workers, compiles its stage functions for its local devices and then serves steps:
 
-- driver -> worker: ("step", StepOrder) | ("fetch", key) | ("free", keys) | ("hlo",) | ("abort",) |
+- driver -> worker: ("step", StepOrder) | ("fetch", key) | ("free", keys) | ("hlo",) | ("abort", step) |
   ("stop",)
 - worker -> driver: ("ready", address) | ("done", StepReport) | ("value", key, ndarray) | ("error", text)
-- worker -> worker: (tag, ndarray), tag one of ("mb", value, micro_batch) (a forward/backward result for
-  the same micro-batch), ("g", value) (a value gathered over micro-batches, for an apply part) or
-  ("arg", index) (a step argument another worker holds).
+- worker -> worker: ((step, *tag), ndarray), tag one of ("mb", value, micro_batch) (a forward/backward
+  result for the same micro-batch), ("g", value) (a value gathered over micro-batches, or an apply part's
+  result, for an apply part) or ("arg", index) (a step argument another worker holds).
 
 The worker walks its instruction list in order and never waits for anything but data: a part runs as
 soon as its operands are here (XLA runs it asynchronously), its results for other meshes are handed to a
@@ -73,11 +73,12 @@ class WorkerPlan:
 
 @dataclasses.dataclass
 class StepOrder:
-    """One step for one worker: per argument it reads, ("host", array | per-micro-batch slices),
+    """One step (numbered) for one worker: per argument it reads, ("host", array | per-micro-batch slices),
     ("resident", key) or ("peer",); the resident values to send to other workers as their arguments
     (key, worker, argument index); the returned values it holds, by output index, with the keys to keep
     them under; the resident keys the step donates (deleted after it); whether to time each part."""
 
+    step: int
     arguments: dict[int, tuple]
     forward: list[tuple[str, int, int]]
     outputs: dict[int, tuple[int, str]]
@@ -104,35 +105,47 @@ class _Aborted(Exception):
 
 
 class Inbox:
-    """Values received from peers, by tag; `take` blocks until the tag arrives or the step is aborted."""
+    """Values received from peers, keyed (step, *tag). `take` blocks until the value arrives, its step is
+    aborted, or a peer or the driver died. Keys carry the step so that a value sent for an abandoned step
+    is never taken for the next one."""
 
     def __init__(self) -> None:
         self._values: dict[tuple, Any] = {}
         self._ready = threading.Condition()
-        self.aborted = False
+        self._aborted: set[int] = set()
+        self._broken = False
 
-    def put(self, tag: tuple, value: Any) -> None:
+    def put(self, key: tuple, value: Any) -> None:
         with self._ready:
-            self._values[tag] = value
+            self._values[key] = value
             self._ready.notify_all()
 
-    def take(self, tag: tuple) -> Any:
+    def take(self, step: int, *tag: Any) -> Any:
+        key = (step, *tag)
         with self._ready:
-            while tag not in self._values:
-                if self.aborted:
+            while key not in self._values:
+                if step in self._aborted or self._broken:
                     raise _Aborted
                 self._ready.wait()
-            return self._values.pop(tag)
+            return self._values.pop(key)
 
-    def abort(self) -> None:
+    def abort(self, step: int) -> None:
         with self._ready:
-            self.aborted = True
+            self._aborted.add(step)
             self._ready.notify_all()
 
-    def reset(self) -> None:
+    def break_off(self) -> None:
+        """A peer or the driver is gone: nothing will arrive any more."""
         with self._ready:
-            self._values.clear()
-            self.aborted = False
+            self._broken = True
+            self._ready.notify_all()
+
+    def forget_before(self, step: int) -> None:
+        """Drops what earlier (abandoned) steps left."""
+        with self._ready:
+            for key in [k for k in self._values if k[0] < step]:
+                del self._values[key]
+            self._aborted = {s for s in self._aborted if s >= step}
 
 
 class Sender:
@@ -193,13 +206,15 @@ class Worker:
             try:
                 tag, value = conn.recv()
             except (EOFError, OSError):
+                self.inbox.break_off()  # a peer died: a step waiting for its data would wait forever
                 return
             self.inbox.put(tag, value)
 
     # ---- one step ------------------------------------------------------------------------------------
 
     def step(self, order: StepOrder) -> StepReport:
-        plan = self.plan
+        plan, step = self.plan, order.step
+        self.inbox.forget_before(step)
         started = time.perf_counter()
         arguments: dict[int, Any] = {}
         for i, spec in order.arguments.items():
@@ -207,10 +222,10 @@ class Worker:
                 spec[1] if spec[0] == "host" else self.resident[spec[1]] if spec[0] == "resident" else None
             )
         for key, worker, index in order.forward:
-            self.sender.send(self.peers[worker], (("arg", index), self.resident[key]))
+            self.sender.send(self.peers[worker], ((step, "arg", index), self.resident[key]))
         for i, spec in order.arguments.items():
             if spec[0] == "peer":
-                arguments[i] = self.inbox.take(("arg", i))
+                arguments[i] = self.inbox.take(step, "arg", i)
         B = plan.micro_batches
         local: list[dict[int, Any]] = [{} for _ in range(B)]
         left = [dict(plan.readers) for _ in range(B)]
@@ -227,7 +242,7 @@ class Worker:
                 elif v in values:
                     args.append(values[v])
                 else:
-                    values[v] = self.inbox.take(("mb", v, m))
+                    values[v] = self.inbox.take(step, "mb", v, m)
                     args.append(values[v])
             began = time.perf_counter()
             out = self.stages[callee](args)
@@ -239,7 +254,7 @@ class Worker:
                     self._gather(plan.gather[v], v, m, x, totals, pieces)
             for v, workers in sends:
                 for w in workers:
-                    self.sender.send(self.peers[w], (("mb", v, m), values[v]))
+                    self.sender.send(self.peers[w], ((step, "mb", v, m), values[v]))
             readers = left[m]
             for v in set(operands):
                 if v in readers:
@@ -262,7 +277,7 @@ class Worker:
         env = self._gathered(totals, pieces)
         for v, workers in plan.gathered_to.items():
             for w in workers:
-                self.sender.send(self.peers[w], (("g", v), env[v]))
+                self.sender.send(self.peers[w], ((step, "g", v), env[v]))
         if plan.applies:
             self.sender.flush()  # an apply part may reuse a buffer a send still reads
         for callee, _, operands, results, sends in plan.applies:
@@ -271,7 +286,7 @@ class Worker:
                 if v < plan.num_arguments:
                     args.append(arguments[v])
                 elif v not in env:
-                    env[v] = self.inbox.take(("g", v))
+                    env[v] = self.inbox.take(step, "g", v)
                     args.append(env[v])
                 else:
                     args.append(env[v])
@@ -282,7 +297,7 @@ class Worker:
             env.update(zip(results, out, strict=True))
             for v, workers in sends:
                 for w in workers:
-                    self.sender.send(self.peers[w], (("g", v), env[v]))
+                    self.sender.send(self.peers[w], ((step, "g", v), env[v]))
             if order.profile:
                 _block(out)
                 events.append((callee, -1, began - started, time.perf_counter() - started))
@@ -333,9 +348,10 @@ class Worker:
                 try:
                     message = self.driver.recv()
                 except (EOFError, OSError):
-                    message = ("stop",)  # the driver is gone
+                    message = ("stop",)  # the driver is gone: abandon the step, then stop
+                    self.inbox.break_off()
                 if message[0] == "abort":
-                    self.inbox.abort()
+                    self.inbox.abort(message[1])
                     continue
                 messages.put(message)
                 if message[0] == "stop":
@@ -356,7 +372,6 @@ class Worker:
                 except Exception as err:  # reported to the driver, which raises it there
                     text = str(err).splitlines()[0] if str(err) else ""
                     self.sender.send(self.driver, ("error", f"{type(err).__name__}: {text}"))
-                self.inbox.reset()
             elif kind == "hlo":
                 texts = {name: exe.as_text() for name, exe in self.stages.items()}
                 self.sender.send(self.driver, ("value", "hlo", texts))

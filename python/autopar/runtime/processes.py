@@ -9,7 +9,7 @@ only what its parts read, and sends its results straight to the workers that rea
 `ProcessExecutor(module)(*args)` runs the step `StepProgram` reads from the module (runtime/step.py): the
 driver sends each worker its plan once (its compiled stage functions, its instruction list in the
 schedule's order, what it sends to whom), then per step only the arguments each worker reads. Results stay
-on the worker that produced them: the step returns `RemoteArray`s, which a next step passes back without
+on the worker that produced them: the step returns `RemoteArray`s, which a next step takes back without
 copying and which become numpy arrays on demand (`np.asarray`). Each worker is confined to its share of
 this process's cores (`os.sched_setaffinity`) and, on CPU, gets as many virtual devices as its mesh has.
 """
@@ -329,7 +329,8 @@ class ProcessExecutor:
             raise ExecutionError("the executor is closed")
         prog = self.program
         prog.check_arguments(args)
-        orders = [StepOrder({}, [], {}, [], profile) for _ in self._meshes]
+        self._steps += 1
+        orders = [StepOrder(self._steps, {}, [], {}, [], profile) for _ in self._meshes]
         batch = set(prog.batch_arguments)
         slices = prog.micro_batches([_to_host(a) if i in batch else a for i, a in enumerate(args)])
         host_bytes = 0
@@ -348,7 +349,6 @@ class ProcessExecutor:
             for w in readers:
                 orders[w].arguments[i] = ("host", data)
                 host_bytes += sum(int(x.nbytes) for x in (data if isinstance(data, list) else [data]))
-        self._steps += 1
         outputs: list[Any] = [None] * len(prog.returns)
         holders: dict[int, int] = {}
         for index, value in enumerate(prog.returns):
@@ -397,7 +397,7 @@ class ProcessExecutor:
                     aborted = True
                     for other, c in enumerate(self._conns):
                         if replies[other] is None and c is not None:
-                            c.send(("abort",))
+                            c.send(("abort", self._steps))
         return replies  # type: ignore[return-value]
 
     def fetch(self, worker: int, key: str) -> np.ndarray:
