@@ -47,6 +47,7 @@ from autopar.api.user_errors import in_api_terms, user_facing
 from autopar.errors import ArgumentError, AutoparError, PassError, PipelineError
 from autopar.ir.lowering import module_from_lowered
 from autopar.progress import Progress
+from autopar.runtime import cluster
 from autopar.runtime import executable as rt_exe
 from autopar.runtime import shardings as sh
 from autopar.runtime.mesh import check_mesh_shape, format_shape
@@ -382,14 +383,18 @@ class ParallelizedFunction:
                             f"output_combine names output {path!r}, which {self.__name__} does not return; "
                             f"its outputs are {names}"
                         )
-                executor = ProcessExecutor if self._use_processes(entry.module) else SequentialExecutor
-                entry.executable = executor(
-                    entry.module,
-                    self.devices,
+                options = dict(
                     output_combine={i: declared[p] for i, p in enumerate(names) if p in declared},
                     approximate_combine=self.method.approximate_combine,
                     output_names=names,
                 )
+                if self._use_processes(entry.module):
+                    hosts, per_host = self.method.cluster_for(len(self.devices))
+                    entry.executable = ProcessExecutor(
+                        entry.module, self.devices, devices_per_host=per_host, **options
+                    )
+                else:
+                    entry.executable = SequentialExecutor(entry.module, self.devices, **options)
             else:
                 entry.executable = rt_exe.compile(entry.module, self.devices, entry.host_callbacks)
             entry.timings["compile"] = time.perf_counter() - started
@@ -399,6 +404,10 @@ class ParallelizedFunction:
         """PipeshardParallel(executor=...): "auto" runs a process per mesh on CPU devices when there are
         several meshes and cores (see runtime/processes.py for the measurement behind it)."""
         choice = self.method.executor
+        if cluster.current().kind != "local":  # autopar.init(cluster="ray"): the hosts run the meshes
+            if choice == "in-process":
+                raise ValueError("executor='in-process' runs on this machine, not on the Ray cluster chosen")
+            return True
         if choice != "auto":
             return choice == "processes"
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -1,6 +1,6 @@
 """A mesh worker: the process that owns one stage mesh's devices and runs its part of every pipelined step.
 
-Started by runtime/processes.py as `python -m autopar.runtime.mesh_worker ADDRESS INDEX` (a new interpreter,
+Started by runtime/cluster.py as `python -m autopar.runtime.mesh_worker ADDRESS INDEX` (a new interpreter,
 not a fork, so the user's script is never re-imported and the worker can confine itself to its cores and
 choose its device count before jax starts). It connects to the driver, receives its `WorkerPlan` once,
 connects to the other workers, compiles its stage functions for its local devices and then serves steps:
@@ -415,13 +415,29 @@ def _connect_peers(
     return peers
 
 
+def format_address(address: str | tuple[str, int]) -> str:
+    """A listener's address as a command-line argument: a Unix socket path, or tcp:HOST:PORT."""
+    return address if isinstance(address, str) else f"tcp:{address[0]}:{address[1]}"
+
+
+def parse_address(text: str) -> str | tuple[str, int]:
+    if text.startswith("tcp:"):
+        host, port = text[4:].rsplit(":", 1)
+        return host, int(port)
+    return text
+
+
 def main(argv: list[str]) -> int:
     # `kill -USR1 <worker>` prints every thread's stack to the worker's stderr (a hang's diagnosis).
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    address, index = argv[0], int(argv[1])
+    address, index = parse_address(argv[0]), int(argv[1])
     authkey = bytes.fromhex(os.environ.pop("AUTOPAR_WORKER_KEY"))
     driver = Client(address, authkey=authkey)
-    listener = Listener(family="AF_UNIX", authkey=authkey)
+    # Between hosts the workers listen on TCP at their host's address; on one machine, on a Unix socket.
+    listen = os.environ.get("AUTOPAR_WORKER_LISTEN")
+    listener = (
+        Listener((listen, 0), authkey=authkey) if listen else Listener(family="AF_UNIX", authkey=authkey)
+    )
     driver.send(("ready", index, listener.address))
     plan, addresses = driver.recv()
     _confine(plan)

@@ -19,14 +19,10 @@ from __future__ import annotations
 import atexit
 import os
 import queue
-import subprocess
-import sys
-import tempfile
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection, Listener, wait
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -34,7 +30,9 @@ import numpy as np
 from jaxlib.mlir import ir
 
 from autopar.ir import attrs
-from autopar.runtime.mesh_worker import StepOrder, StepReport, WorkerPlan
+from autopar.runtime.cluster import ClusterError, LocalCluster, RayCluster, place_on_hosts, share_host_cores
+from autopar.runtime.cluster import current as current_cluster
+from autopar.runtime.mesh_worker import StepOrder, StepReport, WorkerPlan, format_address
 from autopar.runtime.remote_array import RemoteArray
 from autopar.runtime.step import Call, ExecutionError, StepProgram, runnable_stage_module
 
@@ -46,8 +44,11 @@ class ProcessExecutor:
     """`ProcessExecutor(module)(*args)` runs the outlined step with a worker process per stage mesh.
 
     Args: as SequentialExecutor's (`devices[i]` is cluster device i: it gives the platform and, on GPUs, the
-    devices each worker may see), plus `cores`: the CPU cores to share among the workers (default: those
-    this process may use).
+    devices each worker may see), plus
+      cluster: where the workers run (runtime/cluster.py; default: the one `autopar.init` chose).
+      devices_per_host: device d belongs to host d // devices_per_host (default: all on host 0).
+      cores: on one machine, the CPU cores to share among the workers (default: those this process may use;
+        on a Ray host, those its agent may use).
     """
 
     def __init__(
@@ -59,6 +60,8 @@ class ProcessExecutor:
         output_combine: Mapping[int, str] | None = None,
         approximate_combine: bool = False,
         output_names: Sequence[str] | None = None,
+        cluster: LocalCluster | RayCluster | None = None,
+        devices_per_host: int | None = None,
         cores: Sequence[int] | None = None,
     ):
         self.program = StepProgram(
@@ -79,8 +82,12 @@ class ProcessExecutor:
             for v in c.results:
                 self._ids[v] = len(self._ids)
         self._meshes, self._worker_of = self._group_meshes()
-        available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        self.cores = _share_cores(list(cores) if cores is not None else available, len(self._meshes))
+        self._cluster = cluster if cluster is not None else current_cluster()
+        try:
+            self._hosts = place_on_hosts(self._meshes, devices_per_host or len(self._devices), self._cluster)
+        except ClusterError as err:
+            raise ExecutionError(str(err)) from None
+        self.cores = share_host_cores(self._hosts, self._cluster, cores)
         self._plans = [self._worker_plan(w) for w in range(len(self._meshes))]
         self._released: dict[int, list[str]] = {w: [] for w in range(len(self._meshes))}
         self._steps = 0
@@ -170,7 +177,7 @@ class ProcessExecutor:
             num_workers=len(self._meshes),
             platform="cpu" if self._platform == "cpu" else "gpu",
             num_devices=len(self._meshes[w]),
-            cores=self.cores[w] if self.cores else None,
+            cores=self.cores[w],
             stages=stages,
             program=program,
             applies=[self._instruction(c, -1, w) for c in mine if c.part == "apply"],
@@ -185,35 +192,37 @@ class ProcessExecutor:
     # ---- workers -------------------------------------------------------------------------------------
 
     def _worker_environment(self, w: int) -> dict[str, str]:
-        env = dict(os.environ)
-        package_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
+        """What a worker's environment adds to its host's: its device count or visible devices, where it
+        listens for the other workers."""
+        env: dict[str, str] = {}
         if self._platform == "cpu":
-            flags = [f for f in env.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
+            flags = [
+                f for f in os.environ.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f
+            ]
             flags.append(f"--xla_force_host_platform_device_count={len(self._meshes[w])}")
             env["XLA_FLAGS"], env["JAX_PLATFORMS"] = " ".join(flags), "cpu"
         else:  # a GPU worker sees only its mesh's devices
             hardware = [str(self._devices[i].local_hardware_id) for i in self._meshes[w]]
             env["CUDA_VISIBLE_DEVICES"] = ",".join(hardware)
+        listen = self._cluster.host_address(self._hosts[w])
+        if listen:
+            env["AUTOPAR_WORKER_LISTEN"] = listen
+        if os.environ.get("AUTOPAR_WORKER_STDERR"):
+            env["AUTOPAR_WORKER_STDERR"] = "1"
         return env
 
     def _start(self) -> None:
         key = os.urandom(16)
-        self._listener = Listener(family="AF_UNIX", authkey=key)
-        self._logs = [tempfile.TemporaryFile() for _ in self._meshes]
+        driver = self._cluster.driver_address()
+        self._listener = (
+            Listener((driver, 0), authkey=key) if driver else Listener(family="AF_UNIX", authkey=key)
+        )
+        address = format_address(self._listener.address)
         self._processes = []
         for w in range(len(self._meshes)):
             env = self._worker_environment(w)
             env["AUTOPAR_WORKER_KEY"] = key.hex()
-            self._processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "autopar.runtime.mesh_worker", self._listener.address, str(w)],
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=None if os.environ.get("AUTOPAR_WORKER_STDERR") else self._logs[w],
-                )
-            )
+            self._processes.append(self._cluster.start_worker(self._hosts[w], [address, str(w)], env))
         accepted: queue.Queue = queue.Queue()
 
         def accept() -> None:
@@ -225,11 +234,11 @@ class ProcessExecutor:
 
         threading.Thread(target=accept, daemon=True).start()
         self._conns: list[Connection | None] = [None] * len(self._meshes)
-        addresses: list[str] = [""] * len(self._meshes)
+        addresses: list[Any] = [None] * len(self._meshes)
         for _ in self._meshes:
             conn = self._get(accepted, "start")
-            _, w, address = conn.recv()
-            self._conns[w], addresses[w] = conn, address
+            _, w, listening = conn.recv()
+            self._conns[w], addresses[w] = conn, listening
         for w, conn in enumerate(self._conns):
             assert conn is not None
             conn.send((self._plans[w], addresses))
@@ -250,7 +259,7 @@ class ProcessExecutor:
                     if p.poll() is not None:
                         self.close()
                         raise ExecutionError(
-                            f"mesh worker {w} {self._describe(w)} exited with code {p.returncode} at {what}"
+                            f"mesh worker {w} {self._describe(w)} exited with code {p.poll()} at {what}"
                             f"{self._log_tail(w)}"
                         ) from None
                 if waited > START_TIMEOUT_SECONDS:
@@ -272,25 +281,30 @@ class ProcessExecutor:
         try:
             return conn.recv()
         except (EOFError, OSError):
-            code = self._processes[w].wait(timeout=5)
+            code = self._processes[w].wait(5)
             self.close()
             raise ExecutionError(
                 f"mesh worker {w} {self._describe(w)} exited with code {code}{self._log_tail(w)}"
             ) from None
 
     def _describe(self, w: int) -> str:
-        return f"(devices {list(self._meshes[w])})"
+        where = f" on host {self._cluster.hosts[self._hosts[w]]}" if self._cluster.kind != "local" else ""
+        during = f" during step {self._steps}" if self._steps else ""
+        return f"(devices {list(self._meshes[w])}){where}{during}"
 
     def _log_tail(self, w: int) -> str:
-        log = self._logs[w]
-        log.seek(0)
-        lines = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
-        return f"; its last words: {lines[-1]}" if lines else ""
+        last = self._processes[w].log_tail()
+        return f"; its last words: {last}" if last else ""
 
     @property
     def pids(self) -> list[int]:
         """The workers' process ids, by worker (mesh) index."""
         return [p.pid for p in self._processes]
+
+    @property
+    def hosts(self) -> list[str]:
+        """Each worker's host, by worker (mesh) index."""
+        return [self._cluster.hosts[h] for h in self._hosts]
 
     @property
     def meshes(self) -> list[tuple[int, ...]]:
@@ -426,11 +440,8 @@ class ProcessExecutor:
                 except OSError:
                     pass
         for p in self._processes:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+            if p.wait(10) is None:
                 p.kill()
-                p.wait()
         self._listener.close()
 
     def __del__(self) -> None:
@@ -458,15 +469,3 @@ def _bytecode(module: ir.Module) -> bytes:
     buffer = io.BytesIO()
     module.operation.write_bytecode(buffer)
     return buffer.getvalue()
-
-
-def _share_cores(cores: list[int] | None, workers: int) -> list[tuple[int, ...]] | None:
-    """Each worker's cores: an equal share when there are at least as many cores as workers, else one
-    core each, round robin."""
-    if not cores:
-        return None
-    if len(cores) >= workers:
-        return [
-            tuple(cores[w * len(cores) // workers : (w + 1) * len(cores) // workers]) for w in range(workers)
-        ]
-    return [(cores[w % len(cores)],) for w in range(workers)]
