@@ -200,6 +200,8 @@ class RayCluster:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
         except ImportError:
             raise ClusterError("cluster='ray' needs Ray: pip install 'autopar[ray]'") from None
+        # Our agents ask for no GPU; they must still see the node's GPUs to give each worker its own.
+        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
         if not ray.is_initialized():
             try:
                 ray.init(address=address, log_to_driver=False, include_dashboard=False)
