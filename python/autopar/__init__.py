@@ -35,10 +35,13 @@ _LAZY = {
     "ManualStageOption": "autopar.api.pipeshard",
     "mark_pipeline_boundary": "autopar.pipeline_marker",
     "init": "autopar.runtime.cluster",
+    "save_checkpoint": "autopar.api.checkpoint",
+    "restore_checkpoint": "autopar.api.checkpoint",
     "shutdown": "autopar.runtime.cluster",
 }
 
 if TYPE_CHECKING:
+    from autopar.api.checkpoint import restore_checkpoint, save_checkpoint
     from autopar.api.exported import export
     from autopar.api.methods import (
         AutoShardingOption,
@@ -95,5 +98,7 @@ __all__ = [
     "init",
     "mark_pipeline_boundary",
     "parallelize",
+    "restore_checkpoint",
+    "save_checkpoint",
     "shutdown",
 ]

@@ -117,3 +117,30 @@ def test_shutdown_then_init_again_runs_steps(two_hosts):
     got = pipelined("1f1b")(params, state, batch)
     want = jax.jit(adam_step)(params, state, batch)
     assert_trees_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_training_resumes_from_the_last_checkpoint_after_a_fault(two_hosts, tmp_path):
+    params, state, batch = arguments()
+    uninterrupted, carry = [], (params, state)
+    step = pipelined("1f1b")
+    for _ in range(4):
+        *carry, loss = step(*carry, batch)
+        uninterrupted.append(float(loss))
+    # The same run, a worker killed after step 2 (its checkpoint written): the step fails, then resumes.
+    step, carry, losses = pipelined("1f1b"), (params, state), []
+    for _ in range(2):
+        *carry, loss = step(*carry, batch)
+        losses.append(float(loss))
+    autopar.save_checkpoint(tmp_path / "step2", tuple(carry))
+    exe = step._cache[next(iter(step._cache))].executable
+    os.kill(exe.pids[0], signal.SIGKILL)
+    with pytest.raises(autopar.AutoparError, match=r"mesh worker 0 .* on host .* exited"):
+        step(*carry, batch)
+    autopar.shutdown()
+    autopar.init(cluster="ray", node_ids=two_hosts)
+    carry = autopar.restore_checkpoint(tmp_path / "step2", like=(params, state))
+    step = pipelined("1f1b")
+    for _ in range(2):
+        *carry, loss = step(*carry, batch)
+        losses.append(float(loss))
+    np.testing.assert_allclose(losses, uninterrupted, rtol=1e-6)

@@ -6,7 +6,7 @@ choose its device count before jax starts). It connects to the driver, receives 
 connects to the other workers, compiles its stage functions for its local devices and then serves steps:
 
 - driver -> worker: ("step", StepOrder) | ("fetch", key) | ("free", keys) | ("hlo",) | ("abort", step) |
-  ("stop",)
+  ("save", path, {name: key}) | ("stop",)
 - worker -> driver: ("ready", address) | ("done", StepReport) | ("value", key, ndarray) | ("error", text)
 - worker -> worker: ((step, *tag), ndarray), tag one of ("mb", value, micro_batch) (a forward/backward
   result for the same micro-batch), ("g", value) (a value gathered over micro-batches, or an apply part's
@@ -375,6 +375,15 @@ class Worker:
             elif kind == "hlo":
                 texts = {name: exe.as_text() for name, exe in self.stages.items()}
                 self.sender.send(self.driver, ("value", "hlo", texts))
+            elif kind == "save":  # (path, {name: key}): this worker's part of a checkpoint
+                try:
+                    import orbax.checkpoint as ocp
+
+                    arrays = {name: np.asarray(self.resident[key]) for name, key in message[2].items()}
+                    ocp.PyTreeCheckpointer().save(message[1], arrays)
+                    self.sender.send(self.driver, ("value", "saved", None))
+                except Exception as err:
+                    self.sender.send(self.driver, ("error", f"{type(err).__name__}: {err}"))
             elif kind == "fetch":
                 self.sender.send(self.driver, ("value", message[1], self.resident[message[1]]))
             elif kind == "free":

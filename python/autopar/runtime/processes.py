@@ -424,6 +424,16 @@ class ProcessExecutor:
             raise ExecutionError(f"mesh worker {worker} {self._describe(worker)}: {reply[1]}")
         return reply[2]
 
+    def save_arrays(self, worker: int, path: str, keys: Mapping[str, str]) -> None:
+        """Has `worker` write the arrays it holds under `keys` (name -> key) to `path` with orbax."""
+        conn = self._conns[worker]
+        if self._closed or conn is None:
+            raise ExecutionError("the executor is closed: its remote arrays are gone")
+        conn.send(("save", path, dict(keys)))
+        reply = self._receive(worker)
+        if reply[0] != "value":
+            raise ExecutionError(f"mesh worker {worker} {self._describe(worker)}: {reply[1]}")
+
     def release(self, worker: int, key: str) -> None:
         if not self._closed:
             self._released[worker].append(key)

@@ -37,6 +37,10 @@ class RemoteArray:
         self._held = dict(held)
         self._deleted = False
 
+    @property
+    def executor(self) -> ProcessExecutor:
+        return self._executor
+
     def bytes_by_device(self) -> dict[int, int]:
         """Bytes of this array on each cluster device (by id) of the worker's mesh."""
         return dict(self._held)
