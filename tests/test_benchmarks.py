@@ -87,3 +87,23 @@ def test_pipeline() -> None:
 def test_plan_digest() -> None:
     out = run("plan_digest.py", "--models", "mlp-sgd", "--meshes", "2x4")
     assert out.startswith("mlp-sgd 2x4 objective ") and "optimal" in out
+
+
+def test_ray_pipeline() -> None:
+    out = run(
+        "ray_pipeline.py",
+        "--layers",
+        "4",
+        "--width",
+        "32",
+        "--batch",
+        "32",
+        "--micro-batches",
+        "4",
+        "--steps",
+        "1",
+    )
+    rows = {line.split("  ")[0].strip(): line.split()[-4:] for line in out.splitlines()[2:] if line.strip()}
+    assert set(rows) == {"local processes", "ray, 2 hosts"}, out
+    between, planned = float(rows["ray, 2 hosts"][-2]), float(rows["ray, 2 hosts"][-1])
+    assert float(rows["local processes"][-2]) == 0 and between == planned > 0  # each slice crosses once

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,20 @@ def worker_environment(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def spawn(argv: list[str], env: dict[str, str], stderr: Any) -> subprocess.Popen:
+    """Starts a worker process. Popen forks and at once execs a new interpreter; JAX's warning that a fork
+    of a multithreaded process may deadlock is about a fork that goes on running Python, so it is muted."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        return subprocess.Popen(
+            worker_command() + argv,
+            env=worker_environment(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+
+
 def _log_tail(log: Any) -> str:
     log.seek(0)
     lines = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
@@ -51,13 +66,7 @@ class LocalWorker:
         self.host = "localhost"
         self._log = tempfile.TemporaryFile()
         stderr = None if os.environ.get("AUTOPAR_WORKER_STDERR") else self._log
-        self._process = subprocess.Popen(
-            worker_command() + argv,
-            env=worker_environment(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
+        self._process = spawn(argv, env, stderr)
         self.pid = self._process.pid
 
     def poll(self) -> int | None:
@@ -147,13 +156,7 @@ class HostAgent:
 
     def start(self, argv: list[str], env: dict[str, str]) -> int:
         log = tempfile.TemporaryFile()
-        process = subprocess.Popen(
-            worker_command() + argv,
-            env=worker_environment(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+        process = spawn(argv, env, log)
         self._workers[process.pid] = (process, log)
         return process.pid
 
@@ -258,7 +261,8 @@ class RayCluster:
 def place_on_hosts(
     meshes: Sequence[Sequence[int]], devices_per_host: int, cluster: LocalCluster | RayCluster
 ) -> list[int]:
-    """Each mesh's host: the one its devices belong to (device d is on host d // devices_per_host)."""
+    """Each mesh's host: the one its devices belong to (device d is on host d // devices_per_host); on
+    the local cluster, this machine."""
     hosts = []
     for ids in meshes:
         on = {i // devices_per_host for i in ids}
@@ -267,7 +271,7 @@ def place_on_hosts(
                 f"the stage mesh on devices {list(ids)} spans hosts {sorted(on)}: a mesh worker runs on "
                 "one host (give submesh shapes within a host)"
             )
-        host = on.pop()
+        host = on.pop() if cluster.kind != "local" else 0  # this machine plays every host
         if host >= len(cluster.hosts):
             raise ClusterError(
                 f"the stage mesh on devices {list(ids)} is on host {host} but the {cluster.kind} cluster "

@@ -89,15 +89,16 @@ class StepOrder:
 @dataclasses.dataclass
 class StepReport:
     """What a worker did in one step: each kept output's (shape, dtype name, bytes per local device id);
-    the host seconds spent
-    dispatching parts and how many; with profile, each part's (callee, micro-batch, start, end) in seconds
-    from the step's start and the most bytes the worker's devices held."""
+    the host seconds spent dispatching parts and how many; with profile, each part's (callee, micro-batch,
+    start, end) in seconds from the step's start and the most bytes the worker's devices held; the array
+    bytes it sent to each other worker."""
 
     outputs: dict[int, tuple[tuple[int, ...], str, dict[int, int]]]
     dispatch_seconds: float
     calls: int
     events: list[tuple[str, int, float, float]]
     peak_bytes: int
+    bytes_sent: dict[int, int] = dataclasses.field(default_factory=dict)
 
 
 class _Aborted(Exception):
@@ -154,20 +155,25 @@ class Sender:
 
     def __init__(self) -> None:
         self._queue: queue.Queue = queue.Queue()
+        self.bytes_sent: dict[int, int] = {}  # array bytes sent to each peer (by worker index), this step
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def send(self, conn: Connection, message: tuple) -> None:
-        self._queue.put((conn, message))
+    def send(self, conn: Connection, message: tuple, peer: int | None = None) -> None:
+        self._queue.put((conn, message, peer))
 
     def flush(self) -> None:
         self._queue.join()
 
     def _run(self) -> None:
         while True:
-            conn, message = self._queue.get()
+            conn, message, peer = self._queue.get()
             try:
-                conn.send(tuple(_host(x) for x in message))
+                message = tuple(_host(x) for x in message)
+                if peer is not None:
+                    sent = sum(int(x.nbytes) for x in message if isinstance(x, np.ndarray))
+                    self.bytes_sent[peer] = self.bytes_sent.get(peer, 0) + sent
+                conn.send(message)
             except (OSError, ValueError):
                 pass  # the peer or the driver is gone: the driver notices and reports it
             finally:
@@ -222,7 +228,7 @@ class Worker:
                 spec[1] if spec[0] == "host" else self.resident[spec[1]] if spec[0] == "resident" else None
             )
         for key, worker, index in order.forward:
-            self.sender.send(self.peers[worker], ((step, "arg", index), self.resident[key]))
+            self.sender.send(self.peers[worker], ((step, "arg", index), self.resident[key]), worker)
         for i, spec in order.arguments.items():
             if spec[0] == "peer":
                 arguments[i] = self.inbox.take(step, "arg", i)
@@ -254,7 +260,7 @@ class Worker:
                     self._gather(plan.gather[v], v, m, x, totals, pieces)
             for v, workers in sends:
                 for w in workers:
-                    self.sender.send(self.peers[w], ((step, "mb", v, m), values[v]))
+                    self.sender.send(self.peers[w], ((step, "mb", v, m), values[v]), w)
             readers = left[m]
             for v in set(operands):
                 if v in readers:
@@ -277,7 +283,7 @@ class Worker:
         env = self._gathered(totals, pieces)
         for v, workers in plan.gathered_to.items():
             for w in workers:
-                self.sender.send(self.peers[w], ((step, "g", v), env[v]))
+                self.sender.send(self.peers[w], ((step, "g", v), env[v]), w)
         if plan.applies:
             self.sender.flush()  # an apply part may reuse a buffer a send still reads
         for callee, _, operands, results, sends in plan.applies:
@@ -297,7 +303,7 @@ class Worker:
             env.update(zip(results, out, strict=True))
             for v, workers in sends:
                 for w in workers:
-                    self.sender.send(self.peers[w], ((step, "g", v), env[v]))
+                    self.sender.send(self.peers[w], ((step, "g", v), env[v]), w)
             if order.profile:
                 _block(out)
                 events.append((callee, -1, began - started, time.perf_counter() - started))
@@ -315,7 +321,8 @@ class Worker:
                 x.delete()
         _block(list(env.values()))
         self.sender.flush()
-        return StepReport(kept, dispatch, calls, events, peak)
+        sent, self.sender.bytes_sent = self.sender.bytes_sent, {}
+        return StepReport(kept, dispatch, calls, events, peak, sent)
 
     def _gather(self, label: str, v: int, m: int, x: Any, totals: dict, pieces: dict) -> None:
         if label == "same":

@@ -20,6 +20,7 @@ import atexit
 import os
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection, Listener, wait
@@ -93,6 +94,7 @@ class ProcessExecutor:
         self._steps = 0
         self.last_reports: list[StepReport] = []
         self.last_host_bytes = 0  # bytes the last step sent from this process to the workers
+        self.last_driver_seconds = 0.0  # this process's own seconds in the last step (not its waits)
         self._closed = False
         self._start()
         atexit.register(_close_quietly, weakref.ref(self))
@@ -341,6 +343,7 @@ class ProcessExecutor:
     def _step(self, args: Sequence[Any], profile: bool) -> list[Any]:
         if self._closed:
             raise ExecutionError("the executor is closed")
+        began = time.perf_counter()
         prog = self.program
         prog.check_arguments(args)
         self._steps += 1
@@ -379,7 +382,9 @@ class ProcessExecutor:
                 conn.send(("free", self._released[w]))
                 self._released[w] = []
             conn.send(("step", orders[w]))
+        self.last_driver_seconds = time.perf_counter() - began
         replies = self._replies()
+        resumed = time.perf_counter()
         failed = [(w, r) for w, r in enumerate(replies) if r[0] == "error"]
         if failed:
             w, reply = failed[0]
@@ -390,7 +395,17 @@ class ProcessExecutor:
             shape, dtype, held = self.last_reports[w].outputs[index]
             by_id = {self._meshes[w][local]: n for local, n in held.items()}
             outputs[index] = RemoteArray(self, w, orders[w].outputs[index][1], shape, dtype, by_id)
+        self.last_driver_seconds += time.perf_counter() - resumed
         return outputs
+
+    def bytes_between_hosts(self) -> int:
+        """Array bytes the workers sent to workers on other hosts in the last step."""
+        return sum(
+            n
+            for w, report in enumerate(self.last_reports)
+            for peer, n in report.bytes_sent.items()
+            if self._hosts[peer] != self._hosts[w]
+        )
 
     def _replies(self) -> list[tuple]:
         """Every worker's answer to a step. When one fails, the others are told to abort the step (they
