@@ -9,7 +9,8 @@ this machine) and then on a Ray cluster of two nodes started here on this machin
 talking over TCP). Prints per cluster: the step's seconds (median of --steps, each step fed the last one's
 state), this process's own seconds per step (building and sending the orders, reading the replies: not
 its waits), and the array bytes the workers sent between hosts per step against the cross-mesh plan's
-figure (get_execution_plan(...).transfers: bytes per micro-batch times B).
+figure (get_execution_plan(...).transfers: bytes per micro-batch times B; it also counts the all-gather of
+a replicated value inside the destination mesh, which does not cross hosts).
 """
 
 from __future__ import annotations
