@@ -160,13 +160,27 @@ def plan_transfer(
     local_all_gather: bool,
     link: cost.Link,
 ) -> attrs.Transfer:
-    """The cross-mesh plan (`autopar._core.plan_reshard`) of a value from layout `src` to layout `dst`."""
-    from autopar import _core
+    """The cross-mesh plan of a value of `value_type` from layout `src` to layout `dst`."""
     from autopar.passes.inter_op.graph import tensor_bytes
 
     shape = tuple(ir.RankedTensorType(value_type).shape)
     itemsize = max(int(round(tensor_bytes(value_type) / max(math.prod(shape), 1))), 1)
-    plan = _core.plan_reshard(
+    return plan(shape, itemsize, src, dst, local_all_gather, link)
+
+
+def plan(
+    shape: tuple[int, ...],
+    itemsize: int,
+    src: attrs.TransferEnd,
+    dst: attrs.TransferEnd,
+    local_all_gather: bool,
+    link: cost.Link,
+) -> attrs.Transfer:
+    """`autopar._core.plan_reshard` of a tensor of `shape` (`itemsize` bytes per element) as a Transfer.
+    Raises ValueError naming what does not fit (a dim a layout does not divide, ...)."""
+    from autopar import _core
+
+    planned = _core.plan_reshard(
         list(shape),
         itemsize,
         list(src.mesh),
@@ -181,10 +195,12 @@ def plan_transfer(
     )
     sends = tuple(
         attrs.TransferSend(s.src_device, s.dst_device, tuple(s.slice.start), tuple(s.slice.limit))
-        for s in plan.sends
+        for s in planned.sends
     )
-    groups = tuple(tuple(g) for g in plan.gather_groups)
-    return attrs.Transfer(shape, src, dst, sends, groups, plan.bytes_between_devices, plan.seconds)
+    groups = tuple(tuple(g) for g in planned.gather_groups)
+    return attrs.Transfer(
+        tuple(shape), src, dst, sends, groups, planned.bytes_between_devices, planned.seconds
+    )
 
 
 def transfer_ops(module_op: ir.Operation) -> list[tuple[ir.Operation, attrs.Transfer]]:
