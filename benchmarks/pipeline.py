@@ -1,20 +1,24 @@
-"""Pipelined execution of a PipeshardParallel step: each schedule against the sequential order.
+"""Pipelined execution of a PipeshardParallel step: each schedule against the sequential order, per runtime.
 
     python benchmarks/pipeline.py [--layers 8] [--width 512] [--batch 512] [--micro-batches 8] [--steps 5]
+                                  [--executors processes,in-process]
 
 An MLP training step (Adam) planned on two stages of one device each (8 virtual CPU devices, the first
-two used), B micro-batches. Prints one table:
+two used), B micro-batches. Prints one table per runtime (`processes`: a worker process per mesh, each on
+its own core, runtime/processes.py; `in-process`: runtime/sequential.py), each step fed the previous step's
+parameters and Adam state (which stay where they are):
   - step seconds (median of --steps) of the sequential order (the same plan, micro-batches one after
     another), 1F1B, GPipe, ZB-H1 and interleaved 1F1B (2 chunks per mesh), and each one's throughput
     against the sequential order;
-  - the bubble: measured, the step's seconds against the busiest mesh's (every instruction timed alone by
-    `SequentialExecutor.profile`), minus 1; and the theory, the schedule simulated with the measured part
-    times (1 would mean the meshes never overlap; 0, no bubble at all);
-  - the host overhead per stage call: a width-8 copy of the step, where compute is negligible, divided
-    by its stage calls;
-  - the most bytes each device held during the profiled step.
-On one CPU process the meshes share the cores (XLA spreads one computation over both), so the
-schedules change the order, not the overlap; see docs/pipeline.md.
+  - the bubble: measured, the step's seconds against the busiest mesh's (every part timed alone in a
+    profiled step), minus 1; and the theory, the schedule simulated with the measured part times (1 would
+    mean the meshes never overlap; 0, no bubble at all);
+  - the host overhead per stage call: a width-8 copy of the step, where compute is negligible; for
+    `processes` the seconds the workers spend dispatching a part (Python and XLA's enqueue), for
+    `in-process` the tiny step's seconds divided by its stage calls;
+  - the most bytes each mesh's device held during the profiled step.
+One CPU process does not run two meshes side by side (XLA spreads one computation over all its cores), so
+in-process the schedules change the order more than the overlap; see docs/pipeline.md.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import optax  # noqa: E402
 import autopar  # noqa: E402
 from autopar import _core  # noqa: E402
 from autopar.ir import attrs  # noqa: E402
+from autopar.runtime.processes import ProcessExecutor  # noqa: E402
 from autopar.runtime.sequential import SequentialExecutor  # noqa: E402
 
 MESHES = 2  # two single-device stage meshes
@@ -63,11 +68,15 @@ def make_step(width: int, layers: int, batch: int):
     return step, (params, opt.init(params), (x, x))
 
 
-def executors(width: int, layers: int, batch: int, micro_batches: int):
-    """{order name: (executor, flat args)} on one plan: two single-device stages."""
+ORDERS = ("sequential", "1f1b", "gpipe", "zb-h1", "interleaved-1f1b")
+
+
+def executors(kind: str, width: int, layers: int, batch: int, micro_batches: int):
+    """({order name: executor}, flat args, state leaves) on one plan: two single-device stages."""
     step, args = make_step(width, layers, batch)
+    runtime = ProcessExecutor if kind == "processes" else SequentialExecutor
     out = {}
-    for schedule in ("1f1b", "gpipe", "zb-h1", "interleaved-1f1b"):
+    for schedule in ORDERS[1:]:
         method = autopar.PipeshardParallel(
             num_micro_batches=micro_batches,
             layer_option=autopar.AutoLayerOption(layer_num=layers),
@@ -77,13 +86,12 @@ def executors(width: int, layers: int, batch: int, micro_batches: int):
         )
         f = autopar.parallelize(step, method=method, devices=jax.devices()[:2], batch_argnums=(2,))
         module = f.lower(*args).module
-        flat = jax.tree.leaves(args)
         if schedule == "1f1b":
             sequential = ir_copy(module)
             del sequential.operation.attributes[attrs.SCHEDULE]
-            out["sequential"] = SequentialExecutor(sequential, jax.devices()[:2])
-        out[schedule] = SequentialExecutor(module, jax.devices()[:2])
-    return out, flat
+            out["sequential"] = runtime(sequential, jax.devices()[:2])
+        out[schedule] = runtime(module, jax.devices()[:2])
+    return out, jax.tree.leaves(args), len(jax.tree.leaves(args[:2]))
 
 
 def ir_copy(module):
@@ -92,30 +100,53 @@ def ir_copy(module):
     return ir.Module.parse(str(module), module.context)
 
 
-def timed(exe, flat, steps: int) -> float:
-    jax.block_until_ready(exe(*flat))  # compile and warm up
+def timed(exe, flat, state: int, steps: int) -> tuple[float, list]:
+    """Median step seconds, each step fed the last one's parameters and optimizer state; the last state."""
+    current = list(flat)
+
+    def run() -> None:
+        nonlocal current
+        current = list(exe(*current[:state], *flat[state:]))
+        jax.block_until_ready([x for x in current if isinstance(x, jax.Array)])
+
+    run()  # compile and warm up
     times = []
     for _ in range(steps):
         started = time.perf_counter()
-        jax.block_until_ready(exe(*flat))
+        run()
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return statistics.median(times), current
 
 
-def bubbles(
-    exe, flat, schedule: str, micro_batches: int, seconds: float
-) -> tuple[float, float, dict[int, int]]:
-    """(measured, theory, peak bytes per stage) from one profiled step and the step's `seconds`."""
-    profile = exe.profile(*flat)
+def part_times(exe, args) -> tuple[list[tuple[str, int, float]], dict[int, int]]:
+    """One profiled step: (part, stage, seconds) of every forward/backward part, peak bytes per mesh."""
+    if isinstance(exe, ProcessExecutor):
+        reports = exe.profile(*args)
+        functions = exe.program.functions
+        events = [
+            (attrs.get_part(functions[callee]), attrs.get_stage(functions[callee]), end - start)
+            for report in reports
+            for callee, m, start, end in report.events
+            if m >= 0
+        ]
+        return events, {w: r.peak_bytes for w, r in enumerate(reports)}
+    profile = exe.profile(*args)
+    events = [(ins.part, ins.stage, end - start) for ins, start, end in profile.events]
+    return events, profile.peak_bytes
+
+
+def bubbles(exe, args, schedule: str, micro_batches: int, seconds: float):
+    """(measured, theory, peak bytes per mesh) from one profiled step and the step's `seconds`."""
+    events, peak = part_times(exe, args)
     busy: dict[int, float] = {}
     parts: dict[str, list[float]] = {}
-    for ins, start, end in profile.events:
-        busy[ins.stage % MESHES] = busy.get(ins.stage % MESHES, 0.0) + end - start
-        parts.setdefault(ins.part, []).append(end - start)
+    for part, stage, spent in events:
+        busy[stage % MESHES] = busy.get(stage % MESHES, 0.0) + spent
+        parts.setdefault(part, []).append(spent)
     measured = seconds / max(busy.values()) - 1
     mean = {part: statistics.mean(times) for part, times in parts.items()}
     backward = mean.get("backward", mean.get("backward_input", 0.0))
-    chunks = len({ins.stage for ins, _, _ in profile.events}) // MESHES
+    chunks = len({stage for _, stage, _ in events}) // MESHES
     sim = _core.simulate_schedule(
         _core.build_schedule(schedule, MESHES, micro_batches, chunks),
         forward=mean["forward"],
@@ -123,7 +154,41 @@ def bubbles(
         backward_weight=mean.get("backward_weight", 0.0),
         apply=0,
     )
-    return measured, sim.bubble_fraction, profile.peak_bytes
+    return measured, sim.bubble_fraction, peak
+
+
+def overhead_per_call(exe, flat, state: int, steps: int) -> float:
+    seconds, _ = timed(exe, flat, state, steps)
+    if isinstance(exe, ProcessExecutor):
+        reports = exe.last_reports
+        return sum(r.dispatch_seconds for r in reports) / sum(r.calls for r in reports)
+    return seconds / (len(exe.program.order) + 2)
+
+
+def table(kind: str, a: argparse.Namespace) -> None:
+    exes, flat, state = executors(kind, a.width, a.layers, a.batch, a.micro_batches)
+    tiny, tiny_flat, _ = executors(kind, 8, a.layers, a.batch, a.micro_batches)
+    print(f"\n{kind}: MLP {a.layers}x{a.width}, batch {a.batch}, B={a.micro_batches}, two 1-device stages")
+    print(
+        f"{'order':<17}{'step s':>9}{'x seq':>7}{'bubble':>8}{'theory':>8}{'us/call':>9}  peak MiB per mesh"
+    )
+    base = None
+    for name in ORDERS:
+        seconds, current = timed(exes[name], flat, state, a.steps)
+        base = seconds if base is None else base
+        schedule = "1f1b" if name == "sequential" else name
+        args = [*current[:state], *flat[state:]]
+        measured, theory, peak = bubbles(exes[name], args, schedule, a.micro_batches, seconds)
+        overhead = overhead_per_call(tiny[name], tiny_flat, state, a.steps)
+        peaks = " ".join(f"{peak[k] / 2**20:.2f}" for k in sorted(peak))
+        theory_text = "-" if name == "sequential" else f"{theory:.3f}"
+        print(
+            f"{name:<17}{seconds:>9.4f}{base / seconds:>7.2f}{measured:>8.3f}{theory_text:>8}"
+            f"{overhead * 1e6:>9.0f}  {peaks}"
+        )
+    for exe in [*exes.values(), *tiny.values()]:
+        if isinstance(exe, ProcessExecutor):
+            exe.close()
 
 
 def main() -> None:
@@ -133,26 +198,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--micro-batches", type=int, default=8)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--executors", default="processes,in-process")
     a = parser.parse_args()
-    exes, flat = executors(a.width, a.layers, a.batch, a.micro_batches)
-    tiny, tiny_flat = executors(8, a.layers, a.batch, a.micro_batches)
-    base = timed(exes["sequential"], flat, a.steps)
-    print(f"MLP {a.layers}x{a.width}, batch {a.batch}, B={a.micro_batches}, two 1-device stages")
-    print(
-        f"{'order':<17}{'step s':>9}{'x seq':>7}{'bubble':>8}{'theory':>8}{'us/call':>9}  peak MiB per device"
-    )
-    for name in ("sequential", "1f1b", "gpipe", "zb-h1", "interleaved-1f1b"):
-        seconds = base if name == "sequential" else timed(exes[name], flat, a.steps)
-        schedule = "1f1b" if name == "sequential" else name
-        measured, theory, peak = bubbles(exes[name], flat, schedule, a.micro_batches, seconds)
-        calls = len(tiny[name]._order) + 2
-        overhead = timed(tiny[name], tiny_flat, a.steps) / calls
-        peaks = " ".join(f"{peak[k] / 2**20:.2f}" for k in sorted(peak))
-        theory_text = "-" if name == "sequential" else f"{theory:.3f}"
-        print(
-            f"{name:<17}{seconds:>9.4f}{base / seconds:>7.2f}{measured:>8.3f}{theory_text:>8}"
-            f"{overhead * 1e6:>9.0f}  {peaks}"
-        )
+    for kind in a.executors.split(","):
+        if kind not in ("processes", "in-process"):
+            parser.error(f"--executors: unknown runtime {kind!r} (processes, in-process)")
+        table(kind, a)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 See docs/ and README.md. `autopar.parallelize` with its methods (`autopar.api`), `autopar.export` (a
 plan as a jax.export.Exported), `autopar.ir` (module I/O and lowering), `autopar.passes` (the pass
 registry and `run`), `autopar.opt` (the mlir-opt-like driver), `autopar.runtime` (compile and run
-annotated modules) and `autopar.solver` (the strategy-problem solver).
+annotated modules), `autopar.init` / `autopar.shutdown` (where pipelined steps run: this machine or a Ray
+cluster) and `autopar.solver` (the strategy-problem solver).
 
 The names below are loaded on first use: `import autopar` (or `autopar.solver`, or the `autopar-opt`
 driver) does not import jax until something needs it.
@@ -33,9 +34,14 @@ _LAZY = {
     "UniformStageOption": "autopar.api.pipeshard",
     "ManualStageOption": "autopar.api.pipeshard",
     "mark_pipeline_boundary": "autopar.pipeline_marker",
+    "init": "autopar.runtime.cluster",
+    "save_checkpoint": "autopar.api.checkpoint",
+    "restore_checkpoint": "autopar.api.checkpoint",
+    "shutdown": "autopar.runtime.cluster",
 }
 
 if TYPE_CHECKING:
+    from autopar.api.checkpoint import restore_checkpoint, save_checkpoint
     from autopar.api.exported import export
     from autopar.api.methods import (
         AutoShardingOption,
@@ -54,6 +60,7 @@ if TYPE_CHECKING:
     )
     from autopar.api.plan import ExecutionPlan
     from autopar.pipeline_marker import mark_pipeline_boundary
+    from autopar.runtime.cluster import init, shutdown
 
 
 def __getattr__(name: str) -> Any:
@@ -88,6 +95,10 @@ __all__ = [
     "Zero3Parallel",
     "__version__",
     "export",
+    "init",
     "mark_pipeline_boundary",
     "parallelize",
+    "restore_checkpoint",
+    "save_checkpoint",
+    "shutdown",
 ]

@@ -12,6 +12,7 @@ import pytest
 
 import autopar
 from autopar.api.pipeshard import PipeshardExecutionPlan
+from autopar.runtime.remote_array import RemoteArray
 
 WIDTH, BATCH, LAYERS = 16, 32, 4
 OPTIMIZER = optax.adam(1e-2)
@@ -89,7 +90,7 @@ def test_two_stages_four_micro_batches_match_the_full_batch_step(data):
     # Each stage ran sharded over its 4 devices by autopar-intra-op.
     exe = step._cache[next(iter(step._cache))].executable
     for name in exe.stage_names:
-        assert exe.stage_executable(name).mesh.size == 4
+        assert exe.stage_device_count(name) == 4
 
 
 def test_hand_placed_boundaries_and_adam_state(data):
@@ -177,13 +178,23 @@ def test_sum_losses_per_example_outputs_and_keys_match_jit_over_three_steps(data
         got_params, want_params = got[0], want[0]
 
 
-def test_donated_arguments_are_deleted_as_jit_deletes_them(data):
+@pytest.mark.parametrize("executor", ["processes", "in-process"])
+def test_donated_arguments_are_deleted_and_their_buffers_reused(data, executor):
     params, batch = data
-    params = [jnp.array(p) for p in params]
-    step = autopar.parallelize(sgd_step, method=autopar.PipeshardParallel(**TWO_STAGES), donate_argnums=(0,))
-    new_params, _ = step(params, batch)
-    assert all(p.is_deleted() for p in params)
-    assert not any(p.is_deleted() for p in new_params)
+    method = autopar.PipeshardParallel(**TWO_STAGES, executor=executor)
+    step = autopar.parallelize(sgd_step, method=method, donate_argnums=(0,))
+    got, want = [jnp.array(p) for p in params], params
+    for _ in range(3):
+        first = got
+        got, loss = step(got, batch)
+        want, want_loss = jax.jit(sgd_step)(want, batch)
+        assert all(p.is_deleted() for p in first)  # as jax.jit deletes them
+        assert not any(p.is_deleted() for p in got)
+    assert_trees_close((got, loss), (want, want_loss))
+    # Each apply part writes the new parameters into the donated buffers of the old ones.
+    hlo = step.lower(params, batch).compile().as_text()
+    applies = [part for part in hlo.split("// @")[1:] if part.startswith("stage_") and "_apply" in part[:20]]
+    assert applies and all("input_output_alias" in part for part in applies)
 
 
 def test_an_output_that_does_not_combine_is_named_and_can_be_declared(data):
@@ -236,6 +247,10 @@ def bytes_per_device(tree) -> dict[int, int]:
     """What each device holds of the arrays in `tree` (a replicated array counts on every device)."""
     out: dict[int, int] = {}
     for leaf in jax.tree.leaves(tree):
+        if isinstance(leaf, RemoteArray):  # held by a mesh worker process
+            for device, n in leaf.bytes_by_device().items():
+                out[device] = out.get(device, 0) + n
+            continue
         for shard in leaf.addressable_shards:
             out[shard.device.id] = out.get(shard.device.id, 0) + shard.data.nbytes
     return out
@@ -348,7 +363,7 @@ def test_pipelined_schedules_equal_the_full_batch_step_over_three_steps(schedule
         assert_trees_close(got_loss, want_loss, rtol=1e-4, atol=1e-5)
     assert_trees_close(got, want, rtol=1e-4, atol=1e-5)
     exe = step._cache[next(iter(step._cache))].executable
-    held = in_flight_per_stage(exe._order)
+    held = in_flight_per_stage(exe.program.order)
     chunks = 2 if schedule == "interleaved-1f1b" else 1
     assert len(held) == stages * chunks
     assert len({s.device_ids for s in step.get_execution_plan(params, opt_state, batch).stages}) == stages
@@ -356,14 +371,16 @@ def test_pipelined_schedules_equal_the_full_batch_step_over_three_steps(schedule
         assert all(held[i] <= stages - i for i in range(stages)), held
     elif schedule == "zb-h1":  # no stage holds more than there are stages
         assert max(held.values()) <= stages, held
-        parts = {ins.part for ins in exe._order}
+        parts = {ins.part for ins in exe.program.order}
         assert {"backward_input", "backward_weight"} <= parts and "backward" not in parts
     elif schedule == "gpipe":
         assert set(held.values()) == {4}
     # 1F1B and ZB-H1 start backwards before the first stage's last forward; GPipe never does (nor does
     # interleaved 1F1B when B equals the meshes: Megatron's schedule is then all warm-up).
-    first_backward = next(i for i, ins in enumerate(exe._order) if ins.part != "forward")
-    last_forward = max(i for i, ins in enumerate(exe._order) if ins.part == "forward" and ins.stage == 0)
+    first_backward = next(i for i, ins in enumerate(exe.program.order) if ins.part != "forward")
+    last_forward = max(
+        i for i, ins in enumerate(exe.program.order) if ins.part == "forward" and ins.stage == 0
+    )
     interleaves = schedule in ("1f1b", "zb-h1") or (schedule == "interleaved-1f1b" and stages < 4)
     assert (first_backward < last_forward) == interleaves
 

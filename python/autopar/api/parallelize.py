@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
 from jaxlib.mlir import ir
@@ -45,10 +47,14 @@ from autopar.api.user_errors import in_api_terms, user_facing
 from autopar.errors import ArgumentError, AutoparError, PassError, PipelineError
 from autopar.ir.lowering import module_from_lowered
 from autopar.progress import Progress
+from autopar.runtime import cluster
 from autopar.runtime import executable as rt_exe
 from autopar.runtime import shardings as sh
 from autopar.runtime.mesh import check_mesh_shape, format_shape
+from autopar.runtime.processes import ProcessExecutor
+from autopar.runtime.remote_array import RemoteArray
 from autopar.runtime.sequential import SequentialExecutor
+from autopar.runtime.step import stage_meshes
 
 __all__ = ["Compiled", "Lowered", "ParallelizedFunction", "parallelize"]
 
@@ -377,17 +383,35 @@ class ParallelizedFunction:
                             f"output_combine names output {path!r}, which {self.__name__} does not return; "
                             f"its outputs are {names}"
                         )
-                entry.executable = SequentialExecutor(
-                    entry.module,
-                    self.devices,
+                options = dict(
                     output_combine={i: declared[p] for i, p in enumerate(names) if p in declared},
                     approximate_combine=self.method.approximate_combine,
                     output_names=names,
                 )
+                if self._use_processes(entry.module):
+                    hosts, per_host = self.method.cluster_for(len(self.devices))
+                    entry.executable = ProcessExecutor(
+                        entry.module, self.devices, devices_per_host=per_host, **options
+                    )
+                else:
+                    entry.executable = SequentialExecutor(entry.module, self.devices, **options)
             else:
                 entry.executable = rt_exe.compile(entry.module, self.devices, entry.host_callbacks)
             entry.timings["compile"] = time.perf_counter() - started
         return entry.executable
+
+    def _use_processes(self, module: ir.Module) -> bool:
+        """PipeshardParallel(executor=...): "auto" runs a process per mesh on CPU devices when there are
+        several meshes and cores (see runtime/processes.py for the measurement behind it)."""
+        choice = self.method.executor
+        if cluster.current().kind != "local":  # autopar.init(cluster="ray"): the hosts run the meshes
+            if choice == "in-process":
+                raise ValueError("executor='in-process' runs on this machine, not on the Ray cluster chosen")
+            return True
+        if choice != "auto":
+            return choice == "processes"
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return self.devices[0].platform == "cpu" and cores > 1 and len(stage_meshes(module)) > 1
 
     def _run(self, entry: Entry, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         exe = self._executable(entry)
@@ -398,7 +422,7 @@ class ParallelizedFunction:
         if self._pipeshard:  # jax.jit's executables consume donated buffers; the stages copy them
             _delete_donated([args[i] for i in self.donate_argnums if i < len(args)], outputs)
         outputs = [
-            x if impl is None else jax.random.wrap_key_data(x, impl=impl)
+            x if impl is None else jax.random.wrap_key_data(jnp.asarray(x), impl=impl)
             for x, impl in zip(outputs, entry.out_keys, strict=True)
         ]
         return jax.tree.unflatten(entry.out_tree, outputs)
@@ -408,5 +432,5 @@ def _delete_donated(donated: list[Any], outputs: Sequence[Any]) -> None:
     """Deletes the donated arrays, as jax.jit does (an output that is the very same array survives)."""
     kept = {id(x) for x in outputs}
     for leaf in jax.tree.leaves(donated):
-        if isinstance(leaf, jax.Array) and id(leaf) not in kept and not leaf.is_deleted():
+        if isinstance(leaf, (jax.Array, RemoteArray)) and id(leaf) not in kept and not leaf.is_deleted():
             leaf.delete()

@@ -137,6 +137,10 @@ class PipeshardParallel:
       (Megatron-LM: each of the UniformStageOption's meshes runs virtual_stages_per_mesh stages; the
       bubble is 1F1B's divided by them).
     virtual_stages_per_mesh: the chunks of interleaved-1f1b.
+    executor: "processes" (a worker process per stage mesh, confined to its share of the cores:
+      runtime/processes.py), "in-process" (runtime/sequential.py) or "auto": processes on CPU devices
+      when the plan has several meshes and this process may use several cores (one CPU process does not
+      run two meshes side by side), else in-process (GPUs run side by side from one process).
     """
 
     num_micro_batches: int = 1
@@ -151,6 +155,7 @@ class PipeshardParallel:
     approximate_combine: bool = False
     pipeline_schedule: Literal["1f1b", "gpipe", "zb-h1", "interleaved-1f1b"] = "1f1b"
     virtual_stages_per_mesh: int = 2
+    executor: Literal["auto", "processes", "in-process"] = "auto"
 
     def __post_init__(self) -> None:
         # Hashable (methods key parallelize's caches): a mapping is kept as sorted pairs.
@@ -190,6 +195,8 @@ class PipeshardParallel:
             )
         if self.stage_cost not in ("intra-op", "analytic"):
             raise ValueError(f"stage_cost must be 'intra-op' or 'analytic', got {self.stage_cost!r}")
+        if self.executor not in ("auto", "processes", "in-process"):
+            raise ValueError(f"executor must be 'auto', 'processes' or 'in-process', got {self.executor!r}")
 
     @property
     def name(self) -> str:

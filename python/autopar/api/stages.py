@@ -10,6 +10,7 @@ import jax
 from jaxlib.mlir import ir
 
 from autopar.runtime import executable as rt_exe
+from autopar.runtime.processes import ProcessExecutor
 from autopar.runtime.sequential import SequentialExecutor
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ class Entry:
     out_keys: tuple[Any, ...]  # per output leaf: the PRNG implementation of a key output, else None
     host_callbacks: tuple[Any, ...] = ()  # Python callbacks JAX's lowering registered (jax.debug.print)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds: lower, plan, compile
-    executable: rt_exe.ShardedExecutable | SequentialExecutor | None = None
+    executable: rt_exe.ShardedExecutable | SequentialExecutor | ProcessExecutor | None = None
 
 
 class Lowered:

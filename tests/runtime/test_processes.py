@@ -1,0 +1,230 @@
+"""The process-per-mesh executor (runtime/processes.py): the same results as the in-process executor, values
+that stay on their worker, workers confined to their cores, and failures that end in a clear error."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import autopar
+from autopar.runtime.processes import ProcessExecutor
+from autopar.runtime.remote_array import RemoteArray
+from autopar.runtime.sequential import SequentialExecutor
+from autopar.runtime.step import ExecutionError
+from numeric import assert_trees_close
+
+WIDTH, LAYERS, BATCH, MICRO_BATCHES = 32, 4, 16, 4
+
+
+def adam_step(params, state, batch):
+    x, y = batch
+
+    def loss(p):
+        h = x
+        for w in p:
+            h = jnp.tanh(h @ w)
+        return jnp.mean((h - y) ** 2)
+
+    value, grads = jax.value_and_grad(loss)(params)
+    updates, state = optax.adam(1e-2).update(grads, state, params)
+    return optax.apply_updates(params, updates), state, value
+
+
+@pytest.fixture(scope="module")
+def planned():
+    return planned_module()
+
+
+def planned_module():
+    """(module, flat arguments, number of parameter and state leaves) of a 2-stage 1F1B plan, one device
+    per stage."""
+    rng = np.random.default_rng(0)
+    params = [jnp.asarray(rng.standard_normal((WIDTH, WIDTH)) * 0.3, jnp.float32) for _ in range(LAYERS)]
+    x = jnp.asarray(rng.standard_normal((BATCH, WIDTH)), jnp.float32)
+    args = (params, optax.adam(1e-2).init(params), (x, x))
+    method = autopar.PipeshardParallel(
+        num_micro_batches=MICRO_BATCHES,
+        layer_option=autopar.AutoLayerOption(layer_num=LAYERS),
+        stage_option=autopar.UniformStageOption(num_stages=2),
+        cluster_shape=(1, 2),
+    )
+    f = autopar.parallelize(adam_step, method=method, devices=jax.devices()[:2], batch_argnums=(2,))
+    module = f.lower(*args).module
+    flat = jax.tree.leaves(args)
+    return module, flat, len(jax.tree.leaves(args[:2]))
+
+
+@pytest.fixture(scope="module")
+def executor(planned):
+    module, _, _ = planned
+    exe = ProcessExecutor(module, jax.devices()[:2])
+    yield exe
+    exe.close()
+
+
+def test_three_steps_equal_the_in_process_executor_and_state_stays_on_its_worker(planned, executor):
+    module, flat, state_leaves = planned
+    reference = SequentialExecutor(module, jax.devices()[:2])
+    got, want = list(flat), list(flat)
+    for step in range(3):
+        got = executor(*got[:state_leaves], *flat[state_leaves:])
+        want = reference(*want[:state_leaves], *flat[state_leaves:])
+        assert_trees_close([np.asarray(x) for x in got], want, rtol=1e-5, atol=1e-6)
+        assert all(isinstance(x, RemoteArray) for x in got)
+        batch_bytes = sum(x.nbytes for x in flat[state_leaves:])
+        if step > 0:  # parameters and Adam state stayed where they were: only the batch moved
+            assert executor.last_host_bytes == batch_bytes
+    # Each parameter lives on one worker only, the one whose stage owns it.
+    owners = {x.worker for x in got[: len(flat) // 3]}
+    assert owners == {0, 1}
+
+
+def test_workers_are_confined_to_their_cores_and_run_their_own_devices(planned):
+    module, _, _ = planned
+    cores = sorted(os.sched_getaffinity(0))
+    exe = ProcessExecutor(module, jax.devices()[:2])
+    try:
+        allowed = [_allowed_cores(pid) for pid in exe.pids]
+        if len(cores) >= 2:
+            assert allowed[0].isdisjoint(allowed[1]) and allowed[0] | allowed[1] <= set(cores)
+        assert exe.meshes == [(0,), (1,)]
+        text = exe.as_text()
+        assert text.count("// @stage_") == len(exe.stage_names) and "HloModule" in text
+    finally:
+        exe.close()
+
+
+def _allowed_cores(pid: int) -> set[int]:
+    return os.sched_getaffinity(pid)
+
+
+def test_remote_arrays_behave_as_arrays(planned, executor):
+    _, flat, state_leaves = planned
+    out = executor(*flat)
+    loss, w0 = out[-1], out[0]
+    assert isinstance(loss, RemoteArray) and loss.shape == () and loss.dtype == np.float32
+    value = float(loss)
+    assert np.asarray(loss) == pytest.approx(value)
+    assert float(jnp.add(loss, 1.0)) == pytest.approx(value + 1)
+    assert float(jax.jit(lambda a: a * 2)(loss)) == pytest.approx(2 * value)
+    assert (
+        float(loss + 1) == pytest.approx(value + 1)
+        and (w0 @ np.eye(WIDTH, dtype=np.float32)).shape == w0.shape
+    )
+    assert w0.nbytes == WIDTH * WIDTH * 4 and sum(w0.bytes_by_device().values()) == w0.nbytes
+    assert {d.id for d in w0.devices()} <= {0, 1}
+    w0.delete()
+    assert w0.is_deleted()
+    with pytest.raises(ExecutionError, match="was deleted"):
+        np.asarray(w0)
+
+
+def test_a_failing_part_names_its_worker_and_the_next_step_runs(planned, executor):
+    _, flat, _ = planned
+    bad = list(flat)
+    bad[0] = np.zeros((WIDTH + 1, WIDTH), np.float32)  # the first layer's weight, wrong shape
+    began = time.perf_counter()
+    failed = r"mesh worker 0 \(devices \[0\]\) during step \d+: TypeError: argument \d+: expected shape"
+    with pytest.raises(ExecutionError, match=failed):
+        executor(*bad)
+    assert time.perf_counter() - began < 30
+    out = executor(*flat)  # the other worker was told to abandon the step; both serve the next one
+    assert np.isfinite(float(out[-1]))
+
+
+def test_a_killed_worker_is_named_and_the_executor_closes(planned):
+    module, flat, _ = planned
+    exe = ProcessExecutor(module, jax.devices()[:2])
+    exe(*flat)
+    os.kill(exe.pids[1], signal.SIGKILL)
+    began = time.perf_counter()
+    died = r"mesh worker 1 \(devices \[1\]\) during step 2 exited with code -9"
+    with pytest.raises(ExecutionError, match=died):
+        exe(*flat)
+    assert time.perf_counter() - began < 30
+    with pytest.raises(ExecutionError, match="the executor is closed"):
+        exe(*flat)
+
+
+def test_the_executor_option_picks_the_runtime(planned):
+    _, flat, _ = planned
+    params, state, batch = jax.tree.unflatten(jax.tree.structure(_args_tree()), flat)
+    several_cores = len(os.sched_getaffinity(0)) > 1
+    results = {}
+    for choice, kind in (
+        ("in-process", SequentialExecutor),
+        ("processes", ProcessExecutor),
+        ("auto", ProcessExecutor if several_cores else SequentialExecutor),
+    ):
+        method = autopar.PipeshardParallel(
+            num_micro_batches=MICRO_BATCHES,
+            layer_option=autopar.AutoLayerOption(layer_num=LAYERS),
+            stage_option=autopar.UniformStageOption(num_stages=2),
+            cluster_shape=(1, 2),
+            executor=choice,
+        )
+        f = autopar.parallelize(adam_step, method=method, devices=jax.devices()[:2], batch_argnums=(2,))
+        results[choice] = f(params, state, batch)
+        assert isinstance(f._cache[next(iter(f._cache))].executable, kind)
+    assert_trees_close(results["processes"], results["in-process"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="executor must be 'auto', 'processes' or 'in-process'"):
+        autopar.PipeshardParallel(executor="threads")
+
+
+def _args_tree():
+    params = [np.zeros((WIDTH, WIDTH), np.float32)] * LAYERS
+    x = np.zeros((BATCH, WIDTH), np.float32)
+    return (params, optax.adam(1e-2).init(params), (x, x))
+
+
+DRIVER = """
+import os, sys, time
+sys.path[:0] = sys.argv[1:]
+import conftest  # 8 virtual CPU devices
+import jax
+from test_processes import planned_module
+from autopar.runtime.processes import ProcessExecutor
+module, flat, _ = planned_module()
+exe = ProcessExecutor(module, jax.devices()[:2])
+exe(*flat)
+print(*exe.pids, flush=True)
+time.sleep(600)
+"""
+
+
+def test_workers_exit_when_their_driver_is_killed():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parents[1]
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(tests), str(tests / "runtime")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        pids = [int(p) for p in driver.stdout.readline().split()]
+        assert len(pids) == 2
+    finally:
+        driver.kill()
+        driver.wait()
+    deadline = time.perf_counter() + 20
+    while time.perf_counter() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
