@@ -59,6 +59,16 @@ SCHEDULE = attrs.PipelineSchedule(
     "zb-h1", 2, (("forward:0:0", "backward_weight:0:0", "apply:0"), ("forward:1:0", "backward_input:1:0"))
 )
 
+TRANSFER = attrs.Transfer(
+    shape=(4, 6),
+    src=attrs.TransferEnd(0, (0, 1), (2,), ((0,), ())),
+    dst=attrs.TransferEnd(1, (5, 4), (2, 1), ((), (1,))),
+    sends=(attrs.TransferSend(0, 5, (0, 0), (2, 6)), attrs.TransferSend(1, 4, (2, 0), (4, 6))),
+    gather_groups=((5, 4),),
+    bytes=96,
+    seconds=2.5e-5,
+)
+
 
 def _module() -> ir.Module:
     return air.parse_text(SOURCE)
@@ -89,6 +99,7 @@ def _write_all(module: ir.Module) -> None:
     attrs.set_input_sharding(main, 1, KEPT)
     attrs.set_micro_batch_labels(dot, ["mean"])
     attrs.set_micro_batch_size(module.operation, 8)
+    attrs.set_transfer(dot, TRANSFER)
 
 
 def _read_all(module: ir.Module) -> dict[str, object]:
@@ -110,6 +121,7 @@ def _read_all(module: ir.Module) -> dict[str, object]:
         "kept": attrs.get_input_shardings(main),
         "labels": attrs.get_micro_batch_labels(dot),
         "micro_batch_size": attrs.get_micro_batch_size(module.operation),
+        "transfer": attrs.get_transfer(dot),
     }
 
 
@@ -130,6 +142,7 @@ EXPECTED = {
     "kept": [None, KEPT],
     "labels": ("mean",),
     "micro_batch_size": 8,
+    "transfer": TRANSFER,
 }
 
 ROUND_TRIPS: dict[str, Callable[[ir.Module], ir.Module]] = {

@@ -104,6 +104,7 @@ def test_pipeline_texts_expand_to_the_steps():
         "autopar-cluster-layers",
         "autopar-inter-op",
         "autopar-shard-stages",
+        "autopar-reshard",
         "autopar-schedule",
     ]
     # The strategy options reach the stage costs too (only the ones not at their defaults).

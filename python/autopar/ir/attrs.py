@@ -59,6 +59,12 @@ SCHEDULE = "autopar.schedule"  # {name, micro_batches, programs: [[instruction s
 STAGE = "autopar.stage"  # i64 stage index k of @stage_k_<part>
 MESH = "autopar.mesh"  # {shape, logical_shape, device_ids} the stage runs on
 
+# The cross-mesh transfer of a value between two stages: `stablehlo.custom_call @autopar.transfer(%x)`
+# in @main (the call target is this name too), carrying the plan as this attribute
+# ({shape, src, dst, sends, gather_groups, bytes, seconds}); written by passes/reshard.py, read by
+# runtime/sequential.py, runtime/transfer.py and api/transfers.py:
+TRANSFER = "autopar.transfer"
+
 # Module attributes of the intra-op result, written by intra_op/emit.py, read by api/plan.py:
 MESH_SHAPE = "autopar.mesh_shape"  # dense i64 logical mesh the plan is for
 OBJECTIVE = "autopar.objective"  # f64 estimated seconds per step
@@ -86,6 +92,7 @@ ALL = (
     SCHEDULE,
     STAGE,
     MESH,
+    TRANSFER,
     MESH_SHAPE,
     OBJECTIVE,
     LOWER_BOUND,
@@ -382,6 +389,115 @@ def get_micro_batches(module_op: ir.Operation | ir.OpView) -> int | None:
     """The runtime needs only B (its caller may also pass one of its own)."""
     attr = _get(module_op, INTER_OP_MICRO_BATCHES)
     return ir.IntegerAttr(attr).value if attr is not None else None
+
+
+# ---- transfers between stages --------------------------------------------------------------------------
+
+
+def _i64s(values: Iterable[int], context: ir.Context | None) -> ir.Attribute:
+    return ir.DenseI64ArrayAttr.get([int(v) for v in values], context)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferEnd:
+    """One side of a transfer: the stage, its mesh's devices (cluster ids, row-major over `mesh`), the
+    mesh shape, and per tensor dim the mesh axes splitting it (major to minor; empty: not split)."""
+
+    stage: int
+    devices: tuple[int, ...]
+    mesh: tuple[int, ...]
+    dim_axes: tuple[tuple[int, ...], ...]
+
+    def to_attr(self, context: ir.Context | None = None) -> ir.Attribute:
+        entries = {
+            "stage": _i64(self.stage, context),
+            "devices": _i64s(self.devices, context),
+            "mesh": _i64s(self.mesh, context),
+            "dim_axes": ir.ArrayAttr.get([_i64s(a, context) for a in self.dim_axes], context),
+        }
+        return ir.DictAttr.get(entries, context)
+
+    @staticmethod
+    def from_attr(attr: ir.Attribute) -> TransferEnd:
+        d = ir.DictAttr(attr)
+        axes = tuple(_ints(a) for a in ir.ArrayAttr(d["dim_axes"]))
+        return TransferEnd(ir.IntegerAttr(d["stage"]).value, _ints(d["devices"]), _ints(d["mesh"]), axes)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferSend:
+    """The slice [start, limit) (global coordinates) that device `src` sends to device `dst`; a local
+    copy when they are the same device."""
+
+    src: int
+    dst: int
+    start: tuple[int, ...]
+    limit: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Transfer:
+    """`autopar.transfer`: how a value of shape `shape` moves from its layout on one stage's mesh to its
+    layout on another's (passes/inter_op/reshard). `gather_groups`: destination devices that all-gather
+    one tile after each received a part of it. `bytes`: bytes that cross between devices; `seconds`: the
+    plan's alpha-beta time."""
+
+    shape: tuple[int, ...]
+    src: TransferEnd
+    dst: TransferEnd
+    sends: tuple[TransferSend, ...]
+    gather_groups: tuple[tuple[int, ...], ...]
+    bytes: int
+    seconds: float
+
+    def to_attr(self, context: ir.Context | None = None) -> ir.Attribute:
+        sends = []
+        for s in self.sends:
+            fields = {
+                "src": _i64(s.src, context),
+                "dst": _i64(s.dst, context),
+                "start": _i64s(s.start, context),
+                "limit": _i64s(s.limit, context),
+            }
+            sends.append(ir.DictAttr.get(fields, context))
+        entries = {
+            "shape": _i64s(self.shape, context),
+            "src": self.src.to_attr(context),
+            "dst": self.dst.to_attr(context),
+            "sends": ir.ArrayAttr.get(sends, context),
+            "gather_groups": ir.ArrayAttr.get([_i64s(g, context) for g in self.gather_groups], context),
+            "bytes": _i64(self.bytes, context),
+            "seconds": _f64(self.seconds, context),
+        }
+        return ir.DictAttr.get(entries, context)
+
+    @staticmethod
+    def from_attr(attr: ir.Attribute) -> Transfer:
+        d = ir.DictAttr(attr)
+        sends = []
+        for item in ir.ArrayAttr(d["sends"]):
+            s = ir.DictAttr(item)
+            src, dst = ir.IntegerAttr(s["src"]).value, ir.IntegerAttr(s["dst"]).value
+            sends.append(TransferSend(src, dst, _ints(s["start"]), _ints(s["limit"])))
+        return Transfer(
+            _ints(d["shape"]),
+            TransferEnd.from_attr(d["src"]),
+            TransferEnd.from_attr(d["dst"]),
+            tuple(sends),
+            tuple(_ints(g) for g in ir.ArrayAttr(d["gather_groups"])),
+            ir.IntegerAttr(d["bytes"]).value,
+            ir.FloatAttr(d["seconds"]).value,
+        )
+
+
+def set_transfer(op: ir.Operation | ir.OpView, transfer: Transfer) -> None:
+    op.operation.attributes[TRANSFER] = transfer.to_attr(op.context)
+
+
+def get_transfer(op: ir.Operation | ir.OpView) -> Transfer | None:
+    """The plan of a transfer op (None on any other op)."""
+    attr = _get(op, TRANSFER)
+    return Transfer.from_attr(attr) if attr is not None else None
 
 
 # ---- the pipeline schedule -----------------------------------------------------------------------------

@@ -17,13 +17,14 @@ def find_function(module_op: ir.Operation | ir.OpView, name: str = "main") -> ir
     return None
 
 
-def stage_calls(module: ir.Module) -> list[tuple[ir.Operation, ir.OpView]]:
+def stage_calls(module: ir.Module | ir.Operation) -> list[tuple[ir.Operation, ir.OpView]]:
     """(call op, callee) for every `func.call` of @main whose callee is a stage function
     (`autopar.stage`), in call order."""
-    main = find_function(module.operation)
+    module_op = module.operation
+    main = find_function(module_op)
     functions = {
         ir.StringAttr(op.attributes["sym_name"]).value: op
-        for op in module.body.operations
+        for op in module_op.regions[0].blocks[0].operations
         if op.operation.name == "func.func"
     }
     calls = []

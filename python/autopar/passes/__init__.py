@@ -21,6 +21,7 @@ _BUILTIN_PASS_MODULES = (
     "inter_op.inter_op",
     "intra_op",
     "shard_stages",
+    "reshard",
     "schedule",
     "pipelines",
 )

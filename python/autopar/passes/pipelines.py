@@ -140,6 +140,7 @@ After (mesh=2x4): as autopar-intra-op's example: `sdy.mesh @mesh = <["x"=2, "y"=
 _LAYERS = {o.name: o for o in _options_of("autopar-cluster-layers")}
 _INTER = _options_of("autopar-inter-op", leave_out=("intra-op-options",))
 _STAGE = _options_of("autopar-shard-stages")
+_RESHARD = {o.name: o for o in _options_of("autopar-reshard")}
 # Figures of the device both steps read (device-flops, device-memory-bandwidth) whose defaults differ
 # between the passes (docs/cost_model.md): one pipeline option each, handed to both steps when given; at
 # 0 each step keeps its own default, so a pipeline without them plans exactly as its steps do alone.
@@ -204,8 +205,9 @@ Before: @main as JAX lowers it for one micro-batch.
 After (cluster=1x8 micro-batches=4 layers=2 num-stages=2): @main calls @stage_k_forward / _backward /
 _apply (autopar-inter-op's example), each stage function sharded on `sdy.mesh @stage_k_mesh` over its
 logical mesh (autopar-shard-stages' example); the plan is in autopar.inter_op.* module attributes and
-the program of each stage mesh in `autopar.schedule` (autopar-schedule's example; `schedule` is also
-what autopar-inter-op's memory check counts in flight).
+every value one stage hands another read through a `stablehlo.custom_call` transfer op that carries its
+cross-mesh plan (autopar-reshard's example), and the program of each stage mesh in `autopar.schedule`
+(autopar-schedule's example; `schedule` is also what autopar-inter-op's memory check counts in flight).
 """,
     options=[
         Option("layers", int, _LAYERS["num-layers"].default, _LAYERS["num-layers"].help),
@@ -213,6 +215,7 @@ what autopar-inter-op's memory check counts in flight).
         *[o for o in _INTER if o.name not in _SHARED],
         *[o for o in _STAGE if o.name not in _SHARED],
         *[_shared_option(name) for name in _SHARED],
+        _RESHARD["local-all-gather"],
     ],
     steps_=[
         Step("autopar-inline", "JAX emits func.call for nested jits (relu, ...): plan one flat @main"),
@@ -232,6 +235,12 @@ what autopar-inter-op's memory check counts in flight).
             "shard every stage on its logical mesh, so the module says how each stage runs and the "
             "runtime only compiles",
             _stage_options,
+        ),
+        Step(
+            "autopar-reshard",
+            "an explicit transfer op, with its cross-mesh plan, for every value one stage hands another, so "
+            "the runtime moves each value as planned",
+            _forward(["local-all-gather"]),
         ),
         Step(
             "autopar-schedule",

@@ -3,9 +3,11 @@
 Every stage part (`@stage_k_forward`, `@stage_k_backward`, `@stage_k_apply`) is cloned into its own module as
 `@main` with the `sdy.mesh` its shardings name (written by `autopar-shard-stages`, which the
 `autopar-pipeshard` pipeline runs), compiled by XLA for the devices of its `autopar.mesh`, and run when
-`@main` calls it; values move between submeshes with `jax.device_put` (the runtime places every argument
-with the layout its stage planned). The executor plans nothing: a stage function without shardings (the
-output of autopar-inter-op alone) runs replicated over its devices.
+`@main` calls it; a value crossing stages moves as its `autopar.transfer` op says (autopar-reshard;
+runtime/transfer.py `move`, once per micro-batch when a part first reads it), anything else with
+`jax.device_put` (the runtime places every argument with the layout its stage planned). The executor
+plans nothing: a stage function without shardings (the output of autopar-inter-op alone) runs replicated
+over its devices.
 
 Micro-batches: `@main` is the step for ONE micro-batch (what `autopar-inter-op` plans). Arguments marked
 `autopar.batch` arrive with B times the module's batch dim; the executor runs the forward and backward parts
@@ -28,13 +30,14 @@ from jaxlib.mlir import ir
 
 from autopar.ir import attrs
 from autopar.runtime import executable as rt_exe
-from autopar.runtime import program
+from autopar.runtime import program, transfer
 from autopar.runtime.program import Gathered
 from autopar.runtime.step import (  # noqa: F401 (the errors are part of this module's interface)
     Call,
     ExecutionError,
     MicroBatchCombineError,
     StepProgram,
+    Transfer,
     runnable_stage_module,
 )
 
@@ -141,6 +144,8 @@ class SequentialExecutor:
                     readers[v] -= 1
                     if readers[v] == 0:
                         values.pop(v, None)
+                        for copy in prog.copies.get(v, ()):  # moved to another mesh for its readers
+                            values.pop(copy, None)
             if observe is not None:
                 observe(ins, local, env)
         for v, g in gathered.items():
@@ -157,12 +162,30 @@ class SequentialExecutor:
     ) -> None:
         """Runs one part on its operands (this micro-batch's values first, then the step's) into `outputs`."""
         stage = self._stages[call.callee]
+        operands = [local[v] if v in local else env[v] for v in call.operands]
+        for j, t in enumerate(call.transfers):
+            if t is not None:  # another mesh's value: moved once per micro-batch, kept for its readers
+                if t.result not in local:
+                    local[t.result] = self._move(t, operands[j], stage.in_shardings[j])
+                operands[j] = local[t.result]
         try:
-            results = stage([local[v] if v in local else env[v] for v in call.operands])
+            results = stage(operands)
         except TypeError as err:
             raise ExecutionError(f"@{call.callee}: {err}") from None
         for value, out in zip(call.results, results, strict=True):
             outputs[value] = out
+
+    def _move(self, t: Transfer, x: jax.Array, sharding: Any) -> jax.Array:
+        """`x`, the value transfer `t` moves, on the reading part's mesh as the plan says."""
+        planned = self._stages[t.producer.callee].out_shardings[t.index]
+        if not x.sharding.is_equivalent_to(planned, x.ndim):  # a combined value: back to its planned layout
+            x = jax.device_put(x, planned)
+        try:
+            return transfer.move(x, t.plan, sharding)
+        except ValueError as err:
+            raise ExecutionError(
+                f"moving result {t.index} of @{t.producer.callee} to stage {t.plan.dst.stage}: {err}"
+            ) from None
 
     def _compile(self, name: str, fn: ir.Operation) -> rt_exe.ShardedExecutable:
         mesh = attrs.get_stage_mesh(fn)

@@ -51,9 +51,9 @@ def main_func(module: ir.Module) -> func.FuncOp:
     raise ShardingError("the module has no @main function: lower a function with jax.jit(...).lower(...)")
 
 
-def module_meshes(module: ir.Module) -> dict[str, MeshSpec]:
+def module_meshes(module: ir.Module | ir.Operation) -> dict[str, MeshSpec]:
     meshes = {}
-    for op in module.body.operations:
+    for op in module.operation.regions[0].blocks[0].operations:
         if isinstance(op, sdy.MeshOp):
             name = ir.StringAttr(op.attributes["sym_name"]).value
             attr = sdy.MeshAttr(op.attributes["mesh"])

@@ -33,7 +33,9 @@ class MicroBatchCombineError(ExecutionError):
 
 @dataclasses.dataclass
 class Call:
-    """One `func.call` of @main: the stage function it runs, its operand and result values, its part."""
+    """One `func.call` of @main: the stage function it runs, its operand and result values, its part.
+    An operand another stage's mesh produced and a transfer op moves (autopar-reshard) is listed as the
+    value it moves, with that transfer in `transfers` (None for the others; empty: none)."""
 
     callee: str
     operands: list[ir.Value]
@@ -41,6 +43,19 @@ class Call:
     part: str
     function: ir.Operation
     stage: int
+    transfers: list[Transfer | None] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Transfer:
+    """A transfer op of @main: `result` is `source` (result `index` of `producer`) moved to another
+    stage's mesh as `plan` says."""
+
+    result: ir.Value
+    source: ir.Value
+    producer: Call
+    index: int
+    plan: attrs.Transfer
 
 
 class StepProgram:
@@ -73,6 +88,8 @@ class StepProgram:
         block = self.main.regions[0].blocks[0]
         self.arguments = list(block.arguments)
         self.batch_arguments = batch_arguments(self.main)
+        # The transfer results of each value that transfer ops move (a micro-batch's copies go with it).
+        self.copies: dict[ir.Value, list[ir.Value]] = {}
         self.calls, self.returns = self._read_main(block)
         self.accumulated = self._values_to_accumulate()
         self._labelled = attrs.get_micro_batch_size(module.operation) is not None
@@ -125,19 +142,36 @@ class StepProgram:
 
     def _read_main(self, block: ir.Block) -> tuple[list[Call], list[ir.Value]]:
         funcs = self.functions
-        calls = []
+        calls: list[Call] = []
+        producer: dict[ir.Value, tuple[Call, int]] = {}
+        moved: dict[ir.Value, Transfer] = {}
         for op in block.operations:
             op = op.operation
             if op.name == "func.return":
                 return calls, list(op.operands)
+            plan = attrs.get_transfer(op) if op.name == "stablehlo.custom_call" else None
+            if plan is not None:
+                if len(op.operands) != 1 or op.operands[0] not in producer:
+                    raise ExecutionError(f"a {attrs.TRANSFER} op of @main must move a result of a stage call")
+                source = op.operands[0]
+                t = Transfer(op.results[0], source, *producer[source], plan)
+                moved[t.result] = t
+                self.copies.setdefault(source, []).append(t.result)
+                continue
             if op.name != "func.call":
-                raise ExecutionError(f"@main must only call stages, found {op.name}")
+                raise ExecutionError(
+                    f"@main must only call stages and move values between them, found {op.name}"
+                )
             callee = ir.FlatSymbolRefAttr(op.attributes["callee"]).value
             if callee not in funcs:
                 raise ExecutionError(f"@main calls @{callee}, which has no {attrs.MESH}")
             part = attrs.get_part(funcs[callee]) or ""
             stage = attrs.get_stage(funcs[callee])
-            calls.append(Call(callee, list(op.operands), list(op.results), part, funcs[callee], stage or 0))
+            operands = [moved[v].source if v in moved else v for v in op.operands]
+            transfers = [moved.get(v) for v in op.operands] if any(v in moved for v in op.operands) else []
+            call = Call(callee, operands, list(op.results), part, funcs[callee], stage or 0, transfers)
+            calls.append(call)
+            producer.update((value, (call, index)) for index, value in enumerate(op.results))
         raise ExecutionError("@main has no return")
 
     def _needs(self) -> dict[tuple[str, int], set[tuple[str, int]]]:

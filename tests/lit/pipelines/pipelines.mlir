@@ -3,7 +3,7 @@
 // RUN: autopar-opt %inputs/mlp_step.mlir --mlir-print-debuginfo --pass-pipeline='builtin.module(autopar-shard{mesh=2x4 zero-stage=2})' -o %t.shard.mlir
 // RUN: autopar-opt %inputs/mlp_step.mlir --mlir-print-debuginfo --pass-pipeline='builtin.module(autopar-inline,autopar-intra-op{mesh=2x4 zero-stage=2})' -o %t.steps.mlir
 // RUN: autopar-opt %inputs/mlp_step.mlir --mlir-print-debuginfo --pass-pipeline='builtin.module(autopar-pipeshard{cluster=1x8 layers=2 num-stages=2 stage-cost=analytic axis-names=dp,tp})' -o %t.pipeshard.mlir
-// RUN: autopar-opt %inputs/mlp_step.mlir --mlir-print-debuginfo --pass-pipeline='builtin.module(autopar-inline,autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x8 num-stages=2 stage-cost=analytic},autopar-shard-stages{axis-names=dp,tp},autopar-schedule)' -o %t.pipeshard-steps.mlir
+// RUN: autopar-opt %inputs/mlp_step.mlir --mlir-print-debuginfo --pass-pipeline='builtin.module(autopar-inline,autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x8 num-stages=2 stage-cost=analytic},autopar-shard-stages{axis-names=dp,tp},autopar-reshard,autopar-schedule)' -o %t.pipeshard-steps.mlir
 // RUN: autopar-opt --describe-pass=autopar-pipeshard | filecheck %s --check-prefix=DESCRIBE
 // RUN: autopar-opt --list-passes | filecheck %s --check-prefix=LIST
 // RUN: diff %t.shard.mlir %t.steps.mlir
@@ -15,10 +15,11 @@
 // SHARD: func.func public @main({{.*}}sdy.sharding
 
 // PIPESHARD:       autopar.inter_op.plan
-// PIPESHARD:       sdy.mesh @stage_0_mesh = <["dp"=1, "tp"=4]>
-// PIPESHARD-NEXT:  sdy.mesh @stage_1_mesh = <["dp"=1, "tp"=4]>
+// PIPESHARD:       sdy.mesh @stage_0_mesh = <["dp"=4, "tp"=1]>
+// PIPESHARD-NEXT:  sdy.mesh @stage_1_mesh = <["dp"=4, "tp"=1]>
 // PIPESHARD-LABEL: func.func public @main
 // PIPESHARD:         call @stage_0_forward
+// PIPESHARD-NEXT:    stablehlo.custom_call @autopar.transfer(
 // PIPESHARD-LABEL: func.func private @stage_0_forward({{.*}}@stage_0_mesh
 
 // DESCRIBE:      Steps, in order:
@@ -26,7 +27,8 @@
 // DESCRIBE-NEXT:   2. autopar-cluster-layers: {{.+}}
 // DESCRIBE-NEXT:   3. autopar-inter-op: {{.+}}
 // DESCRIBE-NEXT:   4. autopar-shard-stages: {{.+}}
-// DESCRIBE-NEXT:   5. autopar-schedule: {{.+}}
+// DESCRIBE-NEXT:   5. autopar-reshard: {{.+}}
+// DESCRIBE-NEXT:   6. autopar-schedule: {{.+}}
 // DESCRIBE:      layers: int = 0
 // DESCRIBE:      cluster: str = '1x8'
 // DESCRIBE:      zero-stage: int = 0

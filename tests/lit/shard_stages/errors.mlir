@@ -9,7 +9,7 @@
 // MESH: autopar-opt: error: pass 'autopar-shard-stages' has no option 'mesh' (its options: axis-names,
 // BETA: autopar-opt: error: pass 'autopar-shard-stages': mesh-beta '1,2,3' gives 3 values for a 2-axis mesh (give 1 or 2)
 // A stage's planning error names the stage and its mesh.
-// BUDGET: autopar-opt: error: pass 'autopar-shard-stages' failed: @stage_0_forward on its 1x4 mesh: memory-budget=10 bytes per device is below the 128 bytes per device that every plan needs on mesh 1x4
+// BUDGET: autopar-opt: error: pass 'autopar-shard-stages' failed: @stage_0_forward on its 4x1 mesh: memory-budget=10 bytes per device is below the 128 bytes per device that every plan needs on mesh 4x1
 
 // RUN: not autopar-opt %inputs/mlp_step.mlir -o %t.mlir --pass-pipeline="builtin.module(autopar-shard-stages{stage-options='1:mesh=2x2'})" 2>&1 | filecheck %s --check-prefix=STAGE-MESH
 // RUN: not autopar-opt %inputs/mlp_step.mlir -o %t.mlir --pass-pipeline="builtin.module(autopar-shard-stages{stage-options='1:zero-stage=9'})" 2>&1 | filecheck %s --check-prefix=STAGE-VALUE

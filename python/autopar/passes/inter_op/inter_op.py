@@ -17,7 +17,13 @@ from autopar.passes.inter_op.graph import build_graph, main_func
 from autopar.passes.inter_op.layers import APPLY, BACKWARD, FORWARD, LayeredGraph, classify_parts
 from autopar.passes.inter_op.outline import Group, outline
 from autopar.passes.inter_op.plan import Plan, StagePlan
-from autopar.passes.inter_op.stage_costs import CostTable, LayerProfile, profile_layers, stage_cost_table
+from autopar.passes.inter_op.stage_costs import (
+    CostTable,
+    LayerProfile,
+    boundary_transfer_times,
+    profile_layers,
+    stage_cost_table,
+)
 from autopar.passes.intra_op import drop_empty_meshes
 from autopar.passes.registry import Option, register_pass
 
@@ -117,6 +123,13 @@ After (cluster=1x2 micro-batches=4):
             choices=intra_op_costs.STAGE_COST_SOLVERS,
         ),
         Option("remat", bool, False, "plan memory as if every layer were rematerialised (Alpa's use_remat)"),
+        Option(
+            "price-transfers",
+            bool,
+            True,
+            "add to each stage's cost the cross-mesh transfer time of the activations and cotangents it "
+            "receives at its boundaries (false: crossing between stages is free, as in Alpa's DP)",
+        ),
         Option(
             "schedule",
             str,
@@ -318,6 +331,11 @@ def stage_costs(
         layer_time,
         remat=options.remat,
         schedule=options.schedule,
+        transfer_time=(
+            boundary_transfer_times(profile, submeshes, cluster)
+            if getattr(options, "price_transfers", True)
+            else None
+        ),
     )
     return profile, table
 

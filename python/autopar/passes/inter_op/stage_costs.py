@@ -12,6 +12,8 @@ Time of a stage per micro-batch on a logical mesh (p data-parallel x q tensor-pa
             pair of matmuls, forward and backward): alpha_q + 2 (q-1)/q * bytes / B / p * beta_q
   data      gradient all-reduce over p once per iteration, amortised over the B micro-batches
   apply     optimizer FLOPs / (p q device FLOP/s), amortised over B
+  transfers the activations into the stage's first layer and the cotangents into its last, moved between
+            meshes by the cross-mesh resharding plan (`boundary_transfer_times`), when priced
 Devices and links are the `autopar.cost.ClusterModel`'s: an axis inside a host uses `intra_host`, one
 crossing hosts `inter_host`.
 Memory per device (Alpa's max_n_succ_stages check): (parameters + gradients + optimizer state) / q, plus
@@ -24,6 +26,7 @@ each layer's inputs are kept per micro-batch, plus one layer's residuals during 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -48,6 +51,9 @@ class LayerProfile:
       input_bytes: forward values of earlier layers (and batch arguments) the layer's forward reads: what a
         rematerialised layer keeps per micro-batch.
       tensor_parallel_bytes: outputs of parameter matmuls (what tensor parallelism all-reduces).
+      boundary_values: per layer k, (shape, bytes per element) of the forward values of layers before k
+        that forward ops of layer k or later read: what crosses into a stage that starts at layer k (the
+        cotangents of the same shapes cross back). Empty for layer 0.
     """
 
     compute_flops: np.ndarray
@@ -58,6 +64,7 @@ class LayerProfile:
     activation_bytes: np.ndarray
     input_bytes: np.ndarray
     tensor_parallel_bytes: np.ndarray
+    boundary_values: list[list[tuple[tuple[int, ...], int]]] = dataclasses.field(default_factory=list)
 
     @property
     def num_layers(self) -> int:
@@ -72,6 +79,7 @@ def profile_layers(layered: LayeredGraph) -> LayerProfile:
     compute, forward, apply, params, opt, act, inputs, tp = z(), z(), z(), z(), z(), z(), z(), z()
     readers: dict[int, set[str]] = {}
     first_forward: dict[int, int] = {}
+    boundary: list[list[tuple[tuple[int, ...], int]]] = [[] for _ in range(num_layers)]
     for i, node in enumerate(graph.nodes):
         lay, kind = layer[i], part[i]
         if kind == APPLY:
@@ -87,6 +95,8 @@ def profile_layers(layered: LayeredGraph) -> LayerProfile:
             later = {layer[u] for u in node.users if part[u] == FORWARD and layer[u] > lay}
             for other in later:
                 inputs[other] += node.out_bytes
+            for k in range(lay + 1, max(later, default=lay) + 1):  # every boundary the value crosses
+                boundary[k].extend(_shapes(node))
         for a in node.args:
             readers.setdefault(a, set()).add(kind)
             if kind == FORWARD:
@@ -98,7 +108,66 @@ def profile_layers(layered: LayeredGraph) -> LayerProfile:
             opt[min(layer[i] for i in _readers_of(graph, a))] += graph.arg_bytes[a]
         elif FORWARD in kinds:  # a batch argument: the first layer's input
             inputs[first_forward[a]] += graph.arg_bytes[a]
-    return LayerProfile(compute, forward, apply, params, opt, act, inputs, tp)
+    return LayerProfile(compute, forward, apply, params, opt, act, inputs, tp, boundary)
+
+
+def _shapes(node) -> list[tuple[tuple[int, ...], int]]:
+    from jaxlib.mlir import ir
+
+    from autopar.passes.inter_op.graph import tensor_bytes
+
+    out = []
+    for result in node.op.results:
+        if isinstance(result.type, ir.RankedTensorType):
+            shape = tuple(ir.RankedTensorType(result.type).shape)
+            out.append((shape, max(int(round(tensor_bytes(result.type) / max(math.prod(shape), 1))), 1)))
+    return out
+
+
+def boundary_transfer_times(
+    profile: LayerProfile, submeshes: list[tuple[int, int]], cluster: ClusterModel
+) -> np.ndarray:
+    """[boundary k in 0..L][submesh][config]: seconds to move the values crossing layer boundary k into a
+    stage on that submesh and logical mesh (0 at k = 0 and k = L), planned by the cross-mesh resharding
+    core (`_core.plan_reshard`, local all-gather on). When the DP prices a stage it does not know its
+    neighbour's mesh, so the sender is assumed to be an equal logical mesh (p, q) on other devices, and
+    both hold the values as the stage costs assume a stage's inputs: the batch dim (dim 0) split over
+    the data-parallel axis p, replicated over the tensor-parallel axis q (dim 0 replicated where p does
+    not divide it). The link crosses hosts when the cluster has several and the submesh is whole hosts
+    (its neighbours then sit on other hosts), else it is the intra-host link."""
+    from autopar import _core
+
+    L = profile.num_layers
+    configs = [logical_meshes(s) for s in submeshes]
+    out = np.zeros((L + 1, len(submeshes), max(len(c) for c in configs)))
+    values = profile.boundary_values or [[] for _ in range(L)]
+    memo: dict[tuple, float] = {}
+    for s, (_, d) in enumerate(submeshes):
+        link = cluster.link(crosses_hosts=cluster.hosts > 1 and d == cluster.devices_per_host)
+        for c, (p, q) in enumerate(configs[s]):
+            for k in range(1, L):
+                total = 0.0
+                for shape, itemsize in values[k]:
+                    key = (shape, itemsize, p, q, link)
+                    if key not in memo:
+                        axes = [[0] if i == 0 and shape[0] % p == 0 else [] for i in range(len(shape))]
+                        plan = _core.plan_reshard(
+                            list(shape),
+                            itemsize,
+                            [p, q],
+                            list(range(p * q)),
+                            axes,
+                            [p, q],
+                            list(range(p * q, 2 * p * q)),
+                            axes,
+                            True,
+                            link.alpha,
+                            link.beta,
+                        )
+                        memo[key] = plan.seconds
+                    total += memo[key]
+                out[k, s, c] = total
+    return out
 
 
 def _readers_of(graph: Graph, arg: int) -> list[int]:
@@ -149,12 +218,16 @@ def stage_cost_table(
     layer_time: np.ndarray | None = None,
     remat: bool = False,
     schedule: str = "1f1b",
+    transfer_time: np.ndarray | None = None,
 ) -> CostTable:
     """`layer_time` [layer][submesh][config] (seconds per micro-batch of each layer's forward + backward,
     e.g. from the intra-op estimate) replaces the analytic compute and communication terms when given.
     `remat` (Alpa's use_remat: every layer rematerialised in its backward pass): a stage keeps only its
     layers' inputs per micro-batch in flight, plus one layer's residuals while that layer's backward runs,
-    and pays the forward FLOPs once more."""
+    and pays the forward FLOPs once more. `transfer_time` ([boundary][submesh][config], from
+    `boundary_transfer_times`) adds to a stage [k, m) the time to receive the activations at boundary k
+    and the cotangents at boundary m: each boundary's two transfers are charged to their receivers, and
+    are assumed not to overlap the stage's compute."""
     L, B = profile.num_layers, micro_batches
     configs = [logical_meshes(s) for s in submeshes]
     C = max(len(c) for c in configs)
@@ -187,6 +260,8 @@ def stage_cost_table(
                 time = time + q_link.all_reduce(tp / p, q)
                 time = time + p_link.all_reduce(params / q, p) / B
             cost[:, :, s, c] = time + recompute / (n * device_flops)
+            if transfer_time is not None:  # into the first layer (forward), into the last (backward)
+                cost[:, :, s, c] += transfer_time[:L, s, c][:, None] + transfer_time[1:, s, c][None, :]
             fixed[:, :, s, c] = (2 * params + opt) / q + transient / n
             per_batch[:, :, s, c] = saved / n
     # Largest k with fixed + (k + 1) * per_batch <= memory (a stage with k stages after it keeps k + 1
