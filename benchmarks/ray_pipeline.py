@@ -8,9 +8,9 @@ this machine) and then on a Ray cluster of two nodes started here on this machin
 (ray.cluster_utils.Cluster: each node its own raylet, the workers of a host started by that node's agent,
 talking over TCP). Prints per cluster: the step's seconds (median of --steps, each step fed the last one's
 state), this process's own seconds per step (building and sending the orders, reading the replies: not
-its waits), and the array bytes the workers sent between hosts per step against the cross-mesh plan's
-figure (get_execution_plan(...).transfers: bytes per micro-batch times B; it also counts the all-gather of
-a replicated value inside the destination mesh, which does not cross hosts).
+its waits), and the array bytes the workers sent between hosts per step against what the transfer plans
+(autopar-reshard) send between hosts: each plan's slices once per micro-batch (once per step for values
+the apply parts read).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def make_step(width: int, layers: int, batch: int):
 
 
 def measure(a: argparse.Namespace) -> tuple[float, float, int, int]:
-    """(step seconds, driver seconds per step, bytes between hosts per step, the plan's figure)."""
+    """(step seconds, driver seconds per step, bytes between hosts per step, the plans' figure)."""
     step_fn, (params, state, batch) = make_step(a.width, a.layers, a.batch)
     method = autopar.PipeshardParallel(
         num_micro_batches=a.micro_batches,
@@ -76,8 +76,7 @@ def measure(a: argparse.Namespace) -> tuple[float, float, int, int]:
         times.append(time.perf_counter() - began)
         driver.append(exe.last_driver_seconds)
         between.append(exe.bytes_between_hosts())
-    plan = step.get_execution_plan(params, state, batch)
-    planned = sum(t.bytes for t in plan.transfers) * a.micro_batches
+    planned = exe.planned_bytes_between_hosts()
     exe.close()
     return statistics.median(times), statistics.median(driver), int(statistics.median(between)), planned
 

@@ -8,9 +8,11 @@ connects to the other workers, compiles its stage functions for its local device
 - driver -> worker: ("step", StepOrder) | ("fetch", key) | ("free", keys) | ("hlo",) | ("abort", step) |
   ("save", path, {name: key}) | ("stop",)
 - worker -> driver: ("ready", address) | ("done", StepReport) | ("value", key, ndarray) | ("error", text)
-- worker -> worker: ((step, *tag), ndarray), tag one of ("mb", value, micro_batch) (a forward/backward
-  result for the same micro-batch), ("g", value) (a value gathered over micro-batches, or an apply part's
-  result, for an apply part) or ("arg", index) (a step argument another worker holds).
+- worker -> worker: ((step, *tag), data), tag one of ("mb", value, micro_batch, n) (a forward/backward
+  result for the same micro-batch), ("g", value, -1, n) (a value gathered over micro-batches, or an apply
+  part's result, for an apply part) or ("arg", index) (a step argument another worker holds); n numbers
+  the value's transfers; data is the whole value, or {send index: slice} when its transfer plan
+  (autopar-reshard) says which slices go (each once; a gather group then all-gathers them).
 
 The worker walks its instruction list in order and never waits for anything but data: a part runs as
 soon as its operands are here (XLA runs it asynchronously), its results for other meshes are handed to a
@@ -27,14 +29,22 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from multiprocessing.connection import Client, Connection, Listener
 from typing import Any
 
 import numpy as np
 
+from autopar.runtime.worker_io import Aborted, Inbox, Planned, Sender
+
+# A send: (worker, transfer number, the value's autopar.transfer plan or None: the whole value).
+Route = tuple[int, int, Any]
 # An instruction of a worker's program: (callee, micro-batch or -1 for apply parts, operand value ids,
-# result value ids, sends: per result id the workers that read it for the same micro-batch).
-Instruction = tuple[str, int, tuple[int, ...], tuple[int, ...], tuple[tuple[int, tuple[int, ...]], ...]]
+# result value ids, sends: per result id its routes to the other workers that read it, moved: per operand
+# position that another worker produces, (transfer number, plan or None)).
+Instruction = tuple[
+    str, int, tuple[int, ...], tuple[int, ...], tuple[tuple[int, tuple[Route, ...]], ...], dict[int, tuple]
+]
 
 
 @dataclasses.dataclass
@@ -52,7 +62,7 @@ class WorkerPlan:
       num_arguments, batch_arguments, micro_batches: @main's argument count, those sliced per micro-batch.
       readers: value id -> how many of this worker's forward/backward parts read it in one micro-batch.
       gather: value id -> its combination label, for the values this worker gathers over micro-batches;
-      gathered_to: value id -> the workers whose apply parts read the gathered value.
+      gathered_to: value id -> the routes to the workers whose apply parts read the gathered value.
     """
 
     index: int
@@ -68,7 +78,7 @@ class WorkerPlan:
     micro_batches: int
     readers: dict[int, int]
     gather: dict[int, str]
-    gathered_to: dict[int, tuple[int, ...]]
+    gathered_to: dict[int, tuple[Route, ...]]
 
 
 @dataclasses.dataclass
@@ -99,92 +109,6 @@ class StepReport:
     events: list[tuple[str, int, float, float]]
     peak_bytes: int
     bytes_sent: dict[int, int] = dataclasses.field(default_factory=dict)
-
-
-class _Aborted(Exception):
-    pass
-
-
-class Inbox:
-    """Values received from peers, keyed (step, *tag). `take` blocks until the value arrives, its step is
-    aborted, or a peer or the driver died. Keys carry the step so that a value sent for an abandoned step
-    is never taken for the next one."""
-
-    def __init__(self) -> None:
-        self._values: dict[tuple, Any] = {}
-        self._ready = threading.Condition()
-        self._aborted: set[int] = set()
-        self._broken = False
-
-    def put(self, key: tuple, value: Any) -> None:
-        with self._ready:
-            self._values[key] = value
-            self._ready.notify_all()
-
-    def take(self, step: int, *tag: Any) -> Any:
-        key = (step, *tag)
-        with self._ready:
-            while key not in self._values:
-                if step in self._aborted or self._broken:
-                    raise _Aborted
-                self._ready.wait()
-            return self._values.pop(key)
-
-    def abort(self, step: int) -> None:
-        with self._ready:
-            self._aborted.add(step)
-            self._ready.notify_all()
-
-    def break_off(self) -> None:
-        """A peer or the driver is gone: nothing will arrive any more."""
-        with self._ready:
-            self._broken = True
-            self._ready.notify_all()
-
-    def forget_before(self, step: int) -> None:
-        """Drops what earlier (abandoned) steps left."""
-        with self._ready:
-            for key in [k for k in self._values if k[0] < step]:
-                del self._values[key]
-            self._aborted = {s for s in self._aborted if s >= step}
-
-
-class Sender:
-    """One thread sends everything this worker sends (a Connection is not thread-safe), in order; a jax
-    array is waited for here, not in the thread that dispatches the parts."""
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue = queue.Queue()
-        self.bytes_sent: dict[int, int] = {}  # array bytes sent to each peer (by worker index), this step
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def send(self, conn: Connection, message: tuple, peer: int | None = None) -> None:
-        self._queue.put((conn, message, peer))
-
-    def flush(self) -> None:
-        self._queue.join()
-
-    def _run(self) -> None:
-        while True:
-            conn, message, peer = self._queue.get()
-            try:
-                message = tuple(_host(x) for x in message)
-                if peer is not None:
-                    sent = sum(int(x.nbytes) for x in message if isinstance(x, np.ndarray))
-                    self.bytes_sent[peer] = self.bytes_sent.get(peer, 0) + sent
-                conn.send(message)
-            except (OSError, ValueError):
-                pass  # the peer or the driver is gone: the driver notices and reports it
-            finally:
-                self._queue.task_done()
-
-
-def _host(x: Any) -> Any:
-    """A jax.Array as a numpy array (waits for it); anything else as it is."""
-    if hasattr(x, "addressable_shards") and hasattr(x, "block_until_ready"):
-        return np.asarray(x)
-    return x
 
 
 class Worker:
@@ -238,18 +162,20 @@ class Worker:
         totals: dict[int, Any] = {}
         pieces: dict[int, dict[int, Any]] = {}
         dispatch, calls, events, peak = 0.0, 0, [], 0
-        for callee, m, operands, results, sends in plan.program:
+        for callee, m, operands, results, sends, moved in plan.program:
             values = local[m]
             args = []
-            for v in operands:
+            for j, v in enumerate(operands):
                 if v < plan.num_arguments:
                     x = arguments[v]
                     args.append(x[m] if v in plan.batch_arguments and B > 1 else x)
                 elif v in values:
                     args.append(values[v])
-                else:
-                    values[v] = self.inbox.take(step, "mb", v, m)
-                    args.append(values[v])
+                else:  # another mesh's value, received as a whole or as the slices its plan sends
+                    n, route = moved[j]
+                    if (v, n) not in values:
+                        values[(v, n)] = self._arrived(self.inbox.take(step, "mb", v, m, n), route, callee, j)
+                    args.append(values[(v, n)])
             began = time.perf_counter()
             out = self.stages[callee](args)
             dispatch += time.perf_counter() - began
@@ -258,15 +184,15 @@ class Worker:
                 values[v] = x
                 if v in plan.gather:
                     self._gather(plan.gather[v], v, m, x, totals, pieces)
-            for v, workers in sends:
-                for w in workers:
-                    self.sender.send(self.peers[w], ((step, "mb", v, m), values[v]), w)
+            self._send(step, "mb", m, sends, values, callee, results)
             readers = left[m]
             for v in set(operands):
                 if v in readers:
                     readers[v] -= 1
                     if readers[v] == 0:
                         values.pop(v, None)
+                        for key in [k for k in values if isinstance(k, tuple) and k[0] == v]:
+                            del values[key]
             for v in results:
                 if not readers.get(v):
                     values.pop(v, None)
@@ -281,29 +207,29 @@ class Worker:
                     ),
                 )
         env = self._gathered(totals, pieces)
-        for v, workers in plan.gathered_to.items():
-            for w in workers:
-                self.sender.send(self.peers[w], ((step, "g", v), env[v]), w)
+        producer = {v: (callee, results) for callee, _, _, results, *_ in plan.program for v in results}
+        for v, routes in plan.gathered_to.items():
+            self._send(step, "g", -1, [(v, routes)], env, *producer[v])
         if plan.applies:
             self.sender.flush()  # an apply part may reuse a buffer a send still reads
-        for callee, _, operands, results, sends in plan.applies:
+        for callee, _, operands, results, sends, moved in plan.applies:
             args = []
-            for v in operands:
+            for j, v in enumerate(operands):
                 if v < plan.num_arguments:
                     args.append(arguments[v])
-                elif v not in env:
-                    env[v] = self.inbox.take(step, "g", v)
+                elif v in env:
                     args.append(env[v])
                 else:
-                    args.append(env[v])
+                    n, route = moved[j]
+                    if (v, n) not in env:
+                        env[(v, n)] = self._arrived(self.inbox.take(step, "g", v, -1, n), route, callee, j)
+                    args.append(env[(v, n)])
             began = time.perf_counter()
             out = self.stages[callee](args)
             dispatch += time.perf_counter() - began
             calls += 1
             env.update(zip(results, out, strict=True))
-            for v, workers in sends:
-                for w in workers:
-                    self.sender.send(self.peers[w], ((step, "g", v), env[v]), w)
+            self._send(step, "g", -1, sends, env, callee, results)
             if order.profile:
                 _block(out)
                 events.append((callee, -1, began - started, time.perf_counter() - started))
@@ -323,6 +249,28 @@ class Worker:
         self.sender.flush()
         sent, self.sender.bytes_sent = self.sender.bytes_sent, {}
         return StepReport(kept, dispatch, calls, events, peak, sent)
+
+    def _send(
+        self, step: int, kind: str, m: int, sends: Any, values: dict, callee: str, results: Any
+    ) -> None:
+        """Hands each result other meshes read to the sender: whole, or as its transfer plan's slices
+        (cut from the layout `callee` planned for it)."""
+        for v, routes in sends:
+            for worker, n, route in routes:
+                x = values[v]
+                if route is not None:
+                    layout = self.stages[callee].out_shardings[list(results).index(v)]
+                    x = Planned(x, route, layout)
+                self.sender.send(self.peers[worker], ((step, kind, v, m, n), x), worker)
+
+    def _arrived(self, data: Any, route: Any, callee: str, j: int) -> Any:
+        """A received operand on this mesh: the slices of a plan assembled into the layout operand `j` of
+        `callee` takes (each device's tile; a gather group's all-gather), or a whole value as it is."""
+        if route is None:
+            return data
+        from autopar.runtime import transfer
+
+        return transfer.array_from_slices(data, route, self.stages[callee].in_shardings[j])
 
     def _gather(self, label: str, v: int, m: int, x: Any, totals: dict, pieces: dict) -> None:
         if label == "same":
@@ -374,10 +322,11 @@ class Worker:
                 try:
                     report = self.step(message[1])
                     self.sender.send(self.driver, ("done", report))
-                except _Aborted:
+                except Aborted:
                     self.sender.send(self.driver, ("aborted",))
                 except Exception as err:  # reported to the driver, which raises it there
                     text = str(err).splitlines()[0] if str(err) else ""
+                    traceback.print_exc()  # the whole story on the worker's stderr; one line to the driver
                     self.sender.send(self.driver, ("error", f"{type(err).__name__}: {text}"))
             elif kind == "hlo":
                 texts = {name: exe.as_text() for name, exe in self.stages.items()}

@@ -33,9 +33,10 @@ from jaxlib.mlir import ir
 from autopar.ir import attrs
 from autopar.runtime.cluster import ClusterError, LocalCluster, RayCluster, place_on_hosts, share_host_cores
 from autopar.runtime.cluster import current as current_cluster
-from autopar.runtime.mesh_worker import StepOrder, StepReport, WorkerPlan, format_address
+from autopar.runtime.mesh_worker import StepOrder, StepReport, format_address
 from autopar.runtime.remote_array import RemoteArray
-from autopar.runtime.step import Call, ExecutionError, StepProgram, runnable_stage_module
+from autopar.runtime.step import ExecutionError, StepProgram
+from autopar.runtime.worker_plans import WorkerPlanner
 
 # How long a worker may take to start and compile its stages before the executor gives up on it.
 START_TIMEOUT_SECONDS = 300.0
@@ -78,10 +79,6 @@ class ProcessExecutor:
         self._platform = self._devices[0].platform
         if self._platform not in ("cpu", "gpu", "cuda", "rocm"):
             raise ExecutionError(f"a process per mesh runs on CPU and GPU devices, not {self._platform}")
-        self._ids = {v: i for i, v in enumerate(self.program.arguments)}
-        for c in self.program.calls:
-            for v in c.results:
-                self._ids[v] = len(self._ids)
         self._meshes, self._worker_of = self._group_meshes()
         self._cluster = cluster if cluster is not None else current_cluster()
         try:
@@ -89,7 +86,9 @@ class ProcessExecutor:
         except ClusterError as err:
             raise ExecutionError(str(err)) from None
         self.cores = share_host_cores(self._hosts, self._cluster, cores)
-        self._plans = [self._worker_plan(w) for w in range(len(self._meshes))]
+        self._planner = WorkerPlanner(self.program, self._meshes, self._worker_of, self._platform, self.cores)
+        self._ids = self._planner.ids
+        self._plans = [self._planner.plan(w) for w in range(len(self._meshes))]
         self._released: dict[int, list[str]] = {w: [] for w in range(len(self._meshes))}
         self._steps = 0
         self.last_reports: list[StepReport] = []
@@ -120,76 +119,6 @@ class ProcessExecutor:
                 meshes.append(ids)
             worker_of[name] = meshes.index(ids)
         return meshes, worker_of
-
-    def _reading_workers(self, value: ir.Value, apply: bool) -> set[int]:
-        """The workers whose apply parts (apply=True) or forward/backward parts read `value`."""
-        return {
-            self._worker_of[c.callee]
-            for c in self.program.calls
-            if (c.part == "apply") == apply and value in c.operands
-        }
-
-    def _instruction(self, call: Call, micro_batch: int, worker: int) -> tuple:
-        # A forward/backward result goes to the other meshes' parts that read it for the same micro-batch;
-        # an apply result (the shared step count of Adam, say) to the other meshes' apply parts.
-        sends = []
-        for v in call.results:
-            readers = self._reading_workers(v, apply=micro_batch < 0) - {worker}
-            if readers:
-                sends.append((self._ids[v], tuple(sorted(readers))))
-        return (
-            call.callee,
-            micro_batch,
-            tuple(self._ids[v] for v in call.operands),
-            tuple(self._ids[v] for v in call.results),
-            tuple(sends),
-        )
-
-    def _worker_plan(self, w: int) -> WorkerPlan:
-        prog = self.program
-        mine = [c for c in prog.calls if self._worker_of[c.callee] == w]
-        stages = {}
-        for c in mine:
-            mesh = attrs.get_stage_mesh(c.function)
-            assert mesh is not None
-            positions = tuple(self._meshes[w].index(i) for i in mesh.device_ids)
-            donated = prog.donated_operands.get(c.callee, ())
-            module = runnable_stage_module(c.callee, c.function, donated)
-            stages[c.callee] = (_bytecode(module), positions)
-        program = [
-            self._instruction(prog.call_of[(ins.part, ins.stage)], ins.micro_batch, w)
-            for ins in prog.order
-            if self._worker_of[prog.call_of[(ins.part, ins.stage)].callee] == w
-        ]
-        readers: dict[int, int] = {}
-        for c in mine:
-            if c.part != "apply":
-                for v in set(c.operands):
-                    readers[self._ids[v]] = readers.get(self._ids[v], 0) + 1
-        produced = {v for c in mine if c.part != "apply" for v in c.results}
-        gather = {self._ids[v]: prog.combine.get(v, "same") for v in prog.accumulated if v in produced}
-        gathered_to = {}
-        for v in prog.accumulated:
-            if v in produced:
-                readers_of = {x for x in self._reading_workers(v, apply=True) if x != w}
-                if readers_of:
-                    gathered_to[self._ids[v]] = tuple(sorted(readers_of))
-        return WorkerPlan(
-            index=w,
-            num_workers=len(self._meshes),
-            platform="cpu" if self._platform == "cpu" else "gpu",
-            num_devices=len(self._meshes[w]),
-            cores=self.cores[w],
-            stages=stages,
-            program=program,
-            applies=[self._instruction(c, -1, w) for c in mine if c.part == "apply"],
-            num_arguments=len(prog.arguments),
-            batch_arguments=tuple(prog.batch_arguments),
-            micro_batches=prog.num_micro_batches,
-            readers=readers,
-            gather=gather,
-            gathered_to=gathered_to,
-        )
 
     # ---- workers -------------------------------------------------------------------------------------
 
@@ -352,7 +281,7 @@ class ProcessExecutor:
         slices = prog.micro_batches([_to_host(a) if i in batch else a for i, a in enumerate(args)])
         host_bytes = 0
         for i, value in enumerate(prog.arguments):
-            readers = self._reading_workers(value, False) | self._reading_workers(value, True)
+            readers = self._planner.reading_workers(value, False) | self._planner.reading_workers(value, True)
             arg = args[i]
             if isinstance(arg, RemoteArray) and arg.owned_by(self):
                 for w in readers:
@@ -397,6 +326,25 @@ class ProcessExecutor:
             outputs[index] = RemoteArray(self, w, orders[w].outputs[index][1], shape, dtype, by_id)
         self.last_driver_seconds += time.perf_counter() - resumed
         return outputs
+
+    def planned_bytes_between_hosts(self) -> int:
+        """The bytes a step's transfer plans send from one host to another: each plan's sends, once per
+        micro-batch (once per step for what apply parts read)."""
+        from autopar.runtime.executable import element_dtype
+
+        total, seen = 0, set()
+        for call in self.program.calls:
+            for t in call.transfers:
+                if t is None or t.result in seen:
+                    continue
+                seen.add(t.result)
+                src, dst = self._worker_of[t.producer.callee], self._worker_of[call.callee]
+                if self._hosts[src] == self._hosts[dst]:
+                    continue
+                itemsize = element_dtype(ir.RankedTensorType(t.source.type).element_type).itemsize
+                sent = sum(int(np.prod(np.subtract(s.limit, s.start))) * itemsize for s in t.plan.sends)
+                total += sent * (1 if call.part == "apply" else self.num_micro_batches)
+        return total
 
     def bytes_between_hosts(self) -> int:
         """Array bytes the workers sent to workers on other hosts in the last step."""
@@ -486,11 +434,3 @@ def _to_host(x: Any) -> Any:
     if isinstance(x, RemoteArray):  # another executor's result
         return x.fetch()
     return np.asarray(x)
-
-
-def _bytecode(module: ir.Module) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    module.operation.write_bytecode(buffer)
-    return buffer.getvalue()

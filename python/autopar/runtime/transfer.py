@@ -207,3 +207,42 @@ def _assemble_on_device(transfer: attrs.Transfer, device: int, pieces: Mapping[i
         return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=prefix_dims)
 
     return build(0, blocks)
+
+
+# ---- between processes: a source's slices out, a destination's array in ----------------------------------
+
+
+def slices_to_send(x: Any, transfer: attrs.Transfer) -> dict[int, np.ndarray]:
+    """Every slice the plan sends, by send index, cut on the host from the shards of `x` (a jax.Array laid
+    out as `transfer.src` says, all of whose devices this process holds). A replicated source tile is
+    read from the device the plan chose for each send; each slice leaves once."""
+    shape = tuple(transfer.shape)
+    if tuple(x.shape) != shape:
+        raise ValueError(f"the transfer is planned for shape {shape}, got {tuple(x.shape)}")
+    src_devices = _devices_by_id(x.sharding, transfer.src, shape, "source")
+    shards = {shard.device: shard.data for shard in x.addressable_shards}
+    out: dict[int, np.ndarray] = {}
+    tiles: dict[int, np.ndarray] = {}
+    for k, send in enumerate(transfer.sends):
+        if send.src not in tiles:
+            tiles[send.src] = np.asarray(shards[src_devices[send.src]])
+        origin = device_tile(transfer, send.src, "src")[0]
+        out[k] = np.array(tiles[send.src][_local((send.start, send.limit), origin)])  # a copy; keeps 0-d
+    return out
+
+
+def array_from_slices(slices: Mapping[int, np.ndarray], transfer: attrs.Transfer, dst_sharding: Any) -> Any:
+    """The destination value as a jax.Array with `dst_sharding` from every slice the plan sent (by send
+    index): each destination device's tile is assembled from the slices it receives and, in a gather
+    group, from those its group received (the all-gather inside the destination mesh)."""
+    import jax
+
+    shape = tuple(transfer.shape)
+    dst_devices = _devices_by_id(dst_sharding, transfer.dst, shape, "destination")
+    received = {d: {k: slices[k] for k in incoming(transfer, d)} for d in dict.fromkeys(transfer.dst.devices)}
+    gathered = all_gather(transfer, received)
+    by_device = {
+        dst_devices[d]: jax.device_put(assemble(transfer, d, gathered[d]), dst_devices[d]) for d in received
+    }
+    arrays = [by_device[device] for device in dst_sharding.addressable_devices_indices_map(shape)]
+    return jax.make_array_from_single_device_arrays(shape, dst_sharding, arrays)
