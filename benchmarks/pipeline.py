@@ -26,14 +26,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
 import autopar  # noqa: E402
 from autopar import _core  # noqa: E402
@@ -41,31 +40,10 @@ from autopar.ir import attrs  # noqa: E402
 from autopar.runtime.processes import ProcessExecutor  # noqa: E402
 from autopar.runtime.sequential import SequentialExecutor  # noqa: E402
 
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # benchmarks.models; autopar as installed
+from benchmarks.models.small import tanh_mlp_adam  # noqa: E402
+
 MESHES = 2  # two single-device stage meshes
-
-
-def make_step(width: int, layers: int, batch: int):
-    opt = optax.adam(1e-3)
-    rng = np.random.default_rng(0)
-    params = [
-        jnp.asarray(rng.standard_normal((width, width)) / np.sqrt(width), jnp.float32) for _ in range(layers)
-    ]
-    x = jnp.asarray(rng.standard_normal((batch, width)), jnp.float32)
-
-    def step(params, state, batch):
-        x, y = batch
-
-        def loss(p):
-            h = x
-            for w in p:
-                h = jnp.tanh(h @ w)
-            return jnp.mean((h - y) ** 2)
-
-        value, grads = jax.value_and_grad(loss)(params)
-        updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, value
-
-    return step, (params, opt.init(params), (x, x))
 
 
 ORDERS = ("sequential", "1f1b", "gpipe", "zb-h1", "interleaved-1f1b")
@@ -73,7 +51,7 @@ ORDERS = ("sequential", "1f1b", "gpipe", "zb-h1", "interleaved-1f1b")
 
 def executors(kind: str, width: int, layers: int, batch: int, micro_batches: int):
     """({order name: executor}, flat args, state leaves) on one plan: two single-device stages."""
-    step, args = make_step(width, layers, batch)
+    step, args = tanh_mlp_adam(width, layers, batch)
     runtime = ProcessExecutor if kind == "processes" else SequentialExecutor
     out = {}
     for schedule in ORDERS[1:]:

@@ -18,46 +18,23 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
 import autopar  # noqa: E402
 
-
-def make_step(width: int, layers: int, batch: int):
-    opt = optax.adam(1e-3)
-    rng = np.random.default_rng(0)
-    params = [
-        jnp.asarray(rng.standard_normal((width, width)) / np.sqrt(width), jnp.float32) for _ in range(layers)
-    ]
-    x = jnp.asarray(rng.standard_normal((batch, width)), jnp.float32)
-
-    def step(params, state, batch):
-        x, y = batch
-
-        def loss(p):
-            h = x
-            for w in p:
-                h = jnp.tanh(h @ w)
-            return jnp.mean((h - y) ** 2)
-
-        value, grads = jax.value_and_grad(loss)(params)
-        updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, value
-
-    return step, (params, opt.init(params), (x, x))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # benchmarks.models; autopar as installed
+from benchmarks.models.small import tanh_mlp_adam  # noqa: E402
 
 
 def measure(a: argparse.Namespace) -> tuple[float, float, int, int]:
     """(step seconds, driver seconds per step, bytes between hosts per step, the plans' figure)."""
-    step_fn, (params, state, batch) = make_step(a.width, a.layers, a.batch)
+    step_fn, (params, state, batch) = tanh_mlp_adam(a.width, a.layers, a.batch)
     method = autopar.PipeshardParallel(
         num_micro_batches=a.micro_batches,
         layer_option=autopar.AutoLayerOption(layer_num=a.layers),

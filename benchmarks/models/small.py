@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from benchmarks.models import gpt, moe, wide_resnet
 
@@ -25,6 +26,32 @@ class SmallModel:
 
 def _f32(*shape: int) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
+def tanh_mlp_adam(width: int, layers: int, batch: int, *, lr: float = 1e-3, seed: int = 0):
+    """The pipeline tests' and benchmarks' step: `layers` tanh layers of `width`, a mean squared error on
+    (x, x), optax Adam; returns (step, concrete (params, opt_state, (x, x))) with params of unit gain."""
+    optimizer = optax.adam(lr)
+
+    def step(params, opt_state, batch):
+        x, y = batch
+
+        def loss(p):
+            h = x
+            for w in p:
+                h = jnp.tanh(h @ w)
+            return jnp.mean((h - y) ** 2)
+
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    rng = np.random.default_rng(seed)
+    params = [
+        jnp.asarray(rng.standard_normal((width, width)) / np.sqrt(width), jnp.float32) for _ in range(layers)
+    ]
+    x = jnp.asarray(rng.standard_normal((batch, width)), jnp.float32)
+    return step, (params, optimizer.init(params), (x, x))
 
 
 def mlp_sgd():

@@ -9,33 +9,19 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
+from benchmarks.models.small import tanh_mlp_adam
 
 import autopar
 from autopar.api import checkpoint
 from autopar.runtime.remote_array import RemoteArray
 
 
-def adam_step(params, state, batch):
-    x, y = batch
-
-    def loss(p):
-        h = x
-        for w in p:
-            h = jnp.tanh(h @ w)
-        return jnp.mean((h - y) ** 2)
-
-    value, grads = jax.value_and_grad(loss)(params)
-    updates, state = optax.adam(1e-2).update(grads, state, params)
-    return optax.apply_updates(params, updates), state, value
-
-
 def start(width: int = 16, layers: int = 4, batch: int = 16):
-    rng = np.random.default_rng(0)
-    params = [jnp.asarray(rng.standard_normal((width, width)) * 0.3, jnp.float32) for _ in range(layers)]
-    x = jnp.asarray(rng.standard_normal((batch, width)), jnp.float32)
-    return params, optax.adam(1e-2).init(params), (x, x)
+    return tanh_mlp_adam(width, layers, batch, lr=1e-2)[1]
+
+
+adam_step = tanh_mlp_adam(1, 1, 1, lr=1e-2)[0]  # the step does not depend on the sizes
 
 
 def pipelined(executor: str, cluster_shape=(1, 2)):

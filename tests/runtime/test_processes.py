@@ -10,8 +10,8 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
+from benchmarks.models.small import tanh_mlp_adam
 
 import autopar
 from autopar.runtime.processes import ProcessExecutor
@@ -23,20 +23,6 @@ from numeric import assert_trees_close
 WIDTH, LAYERS, BATCH, MICRO_BATCHES = 32, 4, 16, 4
 
 
-def adam_step(params, state, batch):
-    x, y = batch
-
-    def loss(p):
-        h = x
-        for w in p:
-            h = jnp.tanh(h @ w)
-        return jnp.mean((h - y) ** 2)
-
-    value, grads = jax.value_and_grad(loss)(params)
-    updates, state = optax.adam(1e-2).update(grads, state, params)
-    return optax.apply_updates(params, updates), state, value
-
-
 @pytest.fixture(scope="module")
 def planned():
     return planned_module()
@@ -45,10 +31,7 @@ def planned():
 def planned_module():
     """(module, flat arguments, number of parameter and state leaves) of a 2-stage 1F1B plan, one device
     per stage."""
-    rng = np.random.default_rng(0)
-    params = [jnp.asarray(rng.standard_normal((WIDTH, WIDTH)) * 0.3, jnp.float32) for _ in range(LAYERS)]
-    x = jnp.asarray(rng.standard_normal((BATCH, WIDTH)), jnp.float32)
-    args = (params, optax.adam(1e-2).init(params), (x, x))
+    adam_step, args = tanh_mlp_adam(WIDTH, LAYERS, BATCH, lr=1e-2)
     method = autopar.PipeshardParallel(
         num_micro_batches=MICRO_BATCHES,
         layer_option=autopar.AutoLayerOption(layer_num=LAYERS),
@@ -155,7 +138,7 @@ def test_a_killed_worker_is_named_and_the_executor_closes(planned):
 
 def test_the_executor_option_picks_the_runtime(planned):
     _, flat, _ = planned
-    params, state, batch = jax.tree.unflatten(jax.tree.structure(_args_tree()), flat)
+    adam_step, (params, state, batch) = tanh_mlp_adam(WIDTH, LAYERS, BATCH, lr=1e-2)
     several_cores = len(os.sched_getaffinity(0)) > 1
     results = {}
     for choice, kind in (
@@ -176,12 +159,6 @@ def test_the_executor_option_picks_the_runtime(planned):
     assert_trees_close(results["processes"], results["in-process"], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="executor must be 'auto', 'processes' or 'in-process'"):
         autopar.PipeshardParallel(executor="threads")
-
-
-def _args_tree():
-    params = [np.zeros((WIDTH, WIDTH), np.float32)] * LAYERS
-    x = np.zeros((BATCH, WIDTH), np.float32)
-    return (params, optax.adam(1e-2).init(params), (x, x))
 
 
 DRIVER = """
@@ -238,10 +215,7 @@ def test_values_cross_meshes_as_their_transfer_plans_say():
 
     from autopar.runtime.executable import element_dtype
 
-    rng = np.random.default_rng(3)
-    params = [jnp.asarray(rng.standard_normal((WIDTH, WIDTH)) * 0.3, jnp.float32) for _ in range(LAYERS)]
-    x = jnp.asarray(rng.standard_normal((BATCH, WIDTH)), jnp.float32)
-    args = (params, optax.adam(1e-2).init(params), (x, x))
+    adam_step, args = tanh_mlp_adam(WIDTH, LAYERS, BATCH, lr=1e-2, seed=3)
     method = autopar.PipeshardParallel(
         num_micro_batches=MICRO_BATCHES,
         layer_option=autopar.AutoLayerOption(layer_num=LAYERS),
