@@ -7,9 +7,9 @@ An MLP training step (Adam) planned on two stages of one device each (8 virtual 
 two used), B micro-batches. Prints one table per runtime (`processes`: a worker process per mesh, each on
 its own core, runtime/processes.py; `in-process`: runtime/sequential.py), each step fed the previous step's
 parameters and Adam state (which stay where they are):
-  - step seconds (median of --steps) of the sequential order (the same plan, micro-batches one after
-    another), 1F1B, GPipe, ZB-H1 and interleaved 1F1B (2 chunks per mesh), and each one's throughput
-    against the sequential order;
+  - step seconds (median of --steps; the orders take turns step by step, so the machine's drift weighs
+    on all alike) of the sequential order (the same plan, micro-batches one after another), 1F1B, GPipe,
+    ZB-H1 and interleaved 1F1B (2 chunks per mesh), and each one's throughput against the sequential order;
   - the bubble: measured, the step's seconds against the busiest mesh's (every part timed alone in a
     profiled step), minus 1; and the theory, the schedule simulated with the measured part times (1 would
     mean the meshes never overlap; 0, no bubble at all);
@@ -78,22 +78,26 @@ def ir_copy(module):
     return ir.Module.parse(str(module), module.context)
 
 
-def timed(exe, flat, state: int, steps: int) -> tuple[float, list]:
-    """Median step seconds, each step fed the last one's parameters and optimizer state; the last state."""
-    current = list(flat)
+def timed(exes: dict, flat, state: int, steps: int) -> dict[str, tuple[float, list]]:
+    """Per executor: (median step seconds, its last state), each step fed the last one's parameters and
+    optimizer state. The executors take turns step by step, so a machine that slows down or speeds up
+    during the run weighs on every order alike (the ratios are what this benchmark reports)."""
+    current = {name: list(flat) for name in exes}
 
-    def run() -> None:
-        nonlocal current
-        current = list(exe(*current[:state], *flat[state:]))
-        jax.block_until_ready([x for x in current if isinstance(x, jax.Array)])
+    def run(name: str) -> None:
+        out = list(exes[name](*current[name][:state], *flat[state:]))
+        jax.block_until_ready([x for x in out if isinstance(x, jax.Array)])
+        current[name] = out
 
-    run()  # compile and warm up
-    times = []
+    for name in exes:
+        run(name)  # compile and warm up
+    times: dict[str, list[float]] = {name: [] for name in exes}
     for _ in range(steps):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), current
+        for name in exes:
+            started = time.perf_counter()
+            run(name)
+            times[name].append(time.perf_counter() - started)
+    return {name: (statistics.median(times[name]), current[name]) for name in exes}
 
 
 def part_times(exe, args) -> tuple[list[tuple[str, int, float]], dict[int, int]]:
@@ -136,7 +140,7 @@ def bubbles(exe, args, schedule: str, micro_batches: int, seconds: float):
 
 
 def overhead_per_call(exe, flat, state: int, steps: int) -> float:
-    seconds, _ = timed(exe, flat, state, steps)
+    seconds, _ = timed({"tiny": exe}, flat, state, steps)["tiny"]
     if isinstance(exe, ProcessExecutor):
         reports = exe.last_reports
         return sum(r.dispatch_seconds for r in reports) / sum(r.calls for r in reports)
@@ -150,10 +154,10 @@ def table(kind: str, a: argparse.Namespace) -> None:
     print(
         f"{'order':<17}{'step s':>9}{'x seq':>7}{'bubble':>8}{'theory':>8}{'us/call':>9}  peak MiB per mesh"
     )
-    base = None
+    steady = timed(exes, flat, state, a.steps)
+    base = steady["sequential"][0]
     for name in ORDERS:
-        seconds, current = timed(exes[name], flat, state, a.steps)
-        base = seconds if base is None else base
+        seconds, current = steady[name]
         schedule = "1f1b" if name == "sequential" else name
         args = [*current[:state], *flat[state:]]
         measured, theory, peak = bubbles(exes[name], args, schedule, a.micro_batches, seconds)

@@ -226,8 +226,11 @@ def slices_to_send(x: Any, transfer: attrs.Transfer) -> dict[int, np.ndarray]:
     for k, send in enumerate(transfer.sends):
         if send.src not in tiles:
             tiles[send.src] = np.asarray(shards[src_devices[send.src]])
-        origin = device_tile(transfer, send.src, "src")[0]
-        out[k] = np.array(tiles[send.src][_local((send.start, send.limit), origin)])  # a copy; keeps 0-d
+        origin, limit = device_tile(transfer, send.src, "src")
+        if (tuple(send.start), tuple(send.limit)) == (origin, limit):  # the whole tile: no copy
+            out[k] = tiles[send.src]
+        else:
+            out[k] = np.array(tiles[send.src][_local((send.start, send.limit), origin)])  # keeps 0-d
     return out
 
 
@@ -242,7 +245,17 @@ def array_from_slices(slices: Mapping[int, np.ndarray], transfer: attrs.Transfer
     received = {d: {k: slices[k] for k in incoming(transfer, d)} for d in dict.fromkeys(transfer.dst.devices)}
     gathered = all_gather(transfer, received)
     by_device = {
-        dst_devices[d]: jax.device_put(assemble(transfer, d, gathered[d]), dst_devices[d]) for d in received
+        dst_devices[d]: jax.device_put(_tile(transfer, d, gathered[d]), dst_devices[d]) for d in received
     }
     arrays = [by_device[device] for device in dst_sharding.addressable_devices_indices_map(shape)]
     return jax.make_array_from_single_device_arrays(shape, dst_sharding, arrays)
+
+
+def _tile(transfer: attrs.Transfer, device: int, pieces: Mapping[int, np.ndarray]) -> np.ndarray:
+    """Destination `device`'s tile: the one slice that is all of it as it is, else assembled."""
+    indices = needed(transfer, device)
+    if len(indices) == 1:
+        s = transfer.sends[indices[0]]
+        if (tuple(s.start), tuple(s.limit)) == device_tile(transfer, device, "dst"):
+            return pieces[indices[0]]
+    return assemble(transfer, device, pieces)
