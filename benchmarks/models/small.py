@@ -54,6 +54,25 @@ def tanh_mlp_adam(width: int, layers: int, batch: int, *, lr: float = 1e-3, seed
     return step, (params, optimizer.init(params), (x, x))
 
 
+def tied_adam_step(params, opt_state, batch):
+    """A tanh MLP whose first weight (`params["embed"]`) the last layer reads again, transposed (a tied
+    embedding: two pipeline stages read one parameter), trained with Adam (lr 1e-2) on (x, y)."""
+    x, y = batch
+
+    def loss(p):
+        h = jnp.tanh(x @ p["embed"])
+        for w in p["hidden"]:
+            h = jnp.tanh(h @ w)
+        return jnp.mean((h @ p["embed"].T - y) ** 2)
+
+    value, grads = jax.value_and_grad(loss)(params)
+    updates, opt_state = _TIED_OPTIMIZER.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, value
+
+
+_TIED_OPTIMIZER = optax.adam(1e-2)
+
+
 def mlp_sgd():
     """The README example's step: 4 layers of 1024, batch 256, SGD."""
 

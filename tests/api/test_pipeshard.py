@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from benchmarks.models.small import tied_adam_step
 
 import autopar
 from autopar.api.pipeshard import PipeshardExecutionPlan
@@ -292,19 +293,6 @@ def test_a_tied_parameter_is_owned_by_one_stage():
     hidden = [jnp.asarray(rng.standard_normal((width, width)) * 0.1, jnp.float32) for _ in range(3)]
     x = jnp.asarray(rng.standard_normal((BATCH, width)), jnp.float32)
 
-    def tied_step(params, opt_state, batch):
-        x, y = batch
-
-        def loss(p):
-            h = jnp.tanh(x @ p["embed"])
-            for w in p["hidden"]:
-                h = jnp.tanh(h @ w)
-            return jnp.mean((h @ p["embed"].T - y) ** 2)  # the embedding read again by the last layer
-
-        value, grads = jax.value_and_grad(loss)(params)
-        updates, opt_state = OPTIMIZER.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
     params = {"embed": embed, "hidden": hidden}
     opt_state = OPTIMIZER.init(params)
     method = autopar.PipeshardParallel(
@@ -312,11 +300,11 @@ def test_a_tied_parameter_is_owned_by_one_stage():
         layer_option=autopar.AutoLayerOption(layer_num=4),
         stage_option=autopar.UniformStageOption(num_stages=2),
     )
-    step = autopar.parallelize(tied_step, method=method, batch_argnums=(2,))
+    step = autopar.parallelize(tied_adam_step, method=method, batch_argnums=(2,))
     got, want = (params, opt_state), (params, opt_state)
     for _ in range(2):
         got = step(*got, (x, x))[:2]
-        want = jax.jit(tied_step)(*want, (x, x))[:2]
+        want = jax.jit(tied_adam_step)(*want, (x, x))[:2]
     assert_trees_close(got, want, rtol=1e-4, atol=1e-5)
     plan = step.get_execution_plan(params, opt_state, (x, x))
     first = set(plan.stages[0].device_ids)

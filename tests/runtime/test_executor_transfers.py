@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from benchmarks.models.small import tied_adam_step
 
 import autopar
 from autopar.ir import attrs
@@ -16,20 +17,6 @@ from autopar.runtime import transfer
 
 OPTIMIZER = optax.adam(1e-2)
 BATCH, WIDTH, B = 32, 32, 2
-
-
-def tied_step(params, opt_state, batch):
-    x, y = batch
-
-    def loss(p):
-        h = jnp.tanh(x @ p["embed"])
-        for w in p["hidden"]:
-            h = jnp.tanh(h @ w)
-        return jnp.mean((h @ p["embed"].T - y) ** 2)  # the last stage reads the first stage's parameter
-
-    value, grads = jax.value_and_grad(loss)(params)
-    updates, opt_state = OPTIMIZER.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, value
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +33,7 @@ def planned():
         stage_option=autopar.UniformStageOption(num_stages=2),
         executor="in-process",
     )
-    step = autopar.parallelize(tied_step, method=method, batch_argnums=(2,))
+    step = autopar.parallelize(tied_adam_step, method=method, batch_argnums=(2,))
     args = (params, OPTIMIZER.init(params), (x, x))
     step(*args)  # plans and compiles
     return step, args
@@ -92,7 +79,7 @@ def test_every_crossing_value_moves_by_its_plan(planned, monkeypatch):
     assert len(calls) == B * per_micro_batch + once
     for plan, y in calls:  # each arrives on its destination devices, in the planned tiles
         assert {d.id for d in y.devices()} == set(plan.dst.devices)
-    want = jax.jit(tied_step)(*args)
+    want = jax.jit(tied_adam_step)(*args)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 

@@ -128,6 +128,8 @@ class Worker:
             name: rt_exe.compile(parse_bytes(code), [devices[i] for i in positions])
             for name, (code, positions) in plan.stages.items()
         }
+        # The part (callee, its result ids) that computes each forward/backward value, for gathered sends.
+        self._producer = {v: (ins[0], ins[3]) for ins in plan.program for v in ins[3]}
         for peer, conn in peers.items():
             threading.Thread(target=self._receive_peer, args=(conn,), daemon=True, name=f"peer{peer}").start()
 
@@ -207,9 +209,8 @@ class Worker:
                     ),
                 )
         env = self._gathered(totals, pieces)
-        producer = {v: (callee, results) for callee, _, _, results, *_ in plan.program for v in results}
         for v, routes in plan.gathered_to.items():
-            self._send(step, "g", -1, [(v, routes)], env, *producer[v])
+            self._send(step, "g", -1, [(v, routes)], env, *self._producer[v])
         if plan.applies:
             self.sender.flush()  # an apply part may reuse a buffer a send still reads
         for callee, _, operands, results, sends, moved in plan.applies:

@@ -89,6 +89,19 @@ class ProcessExecutor:
         self._planner = WorkerPlanner(self.program, self._meshes, self._worker_of, self._platform, self.cores)
         self._ids = self._planner.ids
         self._plans = [self._planner.plan(w) for w in range(len(self._meshes))]
+        # Read off the program once, not per step: the workers that read each argument, and for each
+        # output the argument it is (passed through) or the worker that computes it.
+        self._argument_readers = [
+            self._planner.reading_workers(v, False) | self._planner.reading_workers(v, True)
+            for v in self.program.arguments
+        ]
+        producer = {v: self._worker_of[c.callee] for c in self.program.calls for v in c.results}
+        self._output_sources = [
+            ("argument", self._ids[v])
+            if self._ids[v] < len(self.program.arguments)
+            else ("worker", producer[v])
+            for v in self.program.returns
+        ]
         self._released: dict[int, list[str]] = {w: [] for w in range(len(self._meshes))}
         self._steps = 0
         self.last_reports: list[StepReport] = []
@@ -280,9 +293,10 @@ class ProcessExecutor:
         batch = set(prog.batch_arguments)
         slices = prog.micro_batches([_to_host(a) if i in batch else a for i, a in enumerate(args)])
         host_bytes = 0
-        for i, value in enumerate(prog.arguments):
-            readers = self._planner.reading_workers(value, False) | self._planner.reading_workers(value, True)
+        for i, readers in enumerate(self._argument_readers):
             arg = args[i]
+            if not readers:
+                continue
             if isinstance(arg, RemoteArray) and arg.owned_by(self):
                 for w in readers:
                     if w == arg.worker:
@@ -297,14 +311,12 @@ class ProcessExecutor:
                 host_bytes += sum(int(x.nbytes) for x in (data if isinstance(data, list) else [data]))
         outputs: list[Any] = [None] * len(prog.returns)
         holders: dict[int, int] = {}
-        for index, value in enumerate(prog.returns):
-            if value in self._ids and self._ids[value] < len(prog.arguments):
-                outputs[index] = args[self._ids[value]]
+        for index, (kind, source) in enumerate(self._output_sources):
+            if kind == "argument":
+                outputs[index] = args[source]
                 continue
-            call = next(c for c in prog.calls if value in c.results)
-            w = self._worker_of[call.callee]
-            holders[index] = w
-            orders[w].outputs[index] = (self._ids[value], f"{self._steps}:{index}")
+            holders[index] = source
+            orders[source].outputs[index] = (self._ids[prog.returns[index]], f"{self._steps}:{index}")
         for w, conn in enumerate(self._conns):
             assert conn is not None
             if self._released[w]:

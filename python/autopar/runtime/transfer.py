@@ -15,6 +15,7 @@ Two layers:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -164,8 +165,10 @@ def move(x: Any, transfer: attrs.Transfer, dst_sharding: Any) -> Any:
     return jax.make_array_from_single_device_arrays(shape, dst_sharding, arrays)
 
 
+@functools.lru_cache(maxsize=1024)
 def _devices_by_id(sharding: Any, end: attrs.TransferEnd, shape: tuple[int, ...], what: str) -> dict:
-    """Plan device id -> jax device, by mesh position; checks that each holds the tile the plan says."""
+    """Plan device id -> jax device, by mesh position; checks that each holds the tile the plan says.
+    Cached: a runtime moves the same value (sharding, plan) every micro-batch; callers only read it."""
     mesh = getattr(sharding, "mesh", None)
     flat = list(mesh.devices.flat) if mesh is not None else sorted(sharding.device_set, key=lambda d: d.id)
     if len(flat) != len(end.devices):
