@@ -8,6 +8,7 @@ each argument with its NamedSharding and assembles each result with its own.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from jaxlib.mlir import ir
 
 from autopar.ir.io import parse_bytes
 from autopar.runtime import shardings as sh
+from autopar.runtime.fast_calls import CallingConvention
 from autopar.runtime.mesh import format_shape, make_mesh
 
 # MLIR element type spellings that differ from numpy/ml_dtypes names.
@@ -101,11 +103,13 @@ class ShardedExecutable:
     def __call__(self, args: Sequence[Any]) -> list[jax.Array]:
         placed = self.place_arguments(args)
         results = self.loaded.execute_sharded(placed)
-        shards = results.disassemble_into_single_device_arrays()
-        return [
-            jax.make_array_from_single_device_arrays(aval.shape, sharding, list(parts))
-            for aval, sharding, parts in zip(self.out_avals, self.out_shardings, shards, strict=True)
-        ]
+        return self._convention.assemble(results.disassemble_into_single_device_arrays())
+
+    @functools.cached_property
+    def _convention(self) -> CallingConvention:
+        return CallingConvention(
+            self.devices, self.in_avals, self.in_shardings, self.out_avals, self.out_shardings
+        )
 
     def place_arguments(self, args: Sequence[Any]) -> list[jax.Array]:
         """Each argument as a jax.Array with its planned sharding (no copy when it already has it)."""
@@ -117,6 +121,10 @@ class ShardedExecutable:
                 if arg.dtype == aval.dtype:  # already where and as planned (a pipeline's own values)
                     placed.append(arg)
                     continue
+            array = self._convention.place_host(i, arg)
+            if array is not None:  # a host array of the planned shape and dtype
+                placed.append(array)
+                continue
             shape, dtype = np.shape(arg), getattr(arg, "dtype", None)
             if tuple(shape) != aval.shape:
                 raise TypeError(f"argument {i}: expected shape {aval.shape}, got {tuple(shape)}")

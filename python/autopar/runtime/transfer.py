@@ -241,17 +241,14 @@ def array_from_slices(slices: Mapping[int, np.ndarray], transfer: attrs.Transfer
     """The destination value as a jax.Array with `dst_sharding` from every slice the plan sent (by send
     index): each destination device's tile is assembled from the slices it receives and, in a gather
     group, from those its group received (the all-gather inside the destination mesh)."""
-    import jax
+    from autopar.runtime.fast_calls import put_tiles
 
     shape = tuple(transfer.shape)
     dst_devices = _devices_by_id(dst_sharding, transfer.dst, shape, "destination")
     received = {d: {k: slices[k] for k in incoming(transfer, d)} for d in dict.fromkeys(transfer.dst.devices)}
     gathered = all_gather(transfer, received)
-    by_device = {
-        dst_devices[d]: jax.device_put(_tile(transfer, d, gathered[d]), dst_devices[d]) for d in received
-    }
-    arrays = [by_device[device] for device in dst_sharding.addressable_devices_indices_map(shape)]
-    return jax.make_array_from_single_device_arrays(shape, dst_sharding, arrays)
+    tiles = {dst_devices[d]: _tile(transfer, d, gathered[d]) for d in received}
+    return put_tiles(dst_sharding, shape, tiles)
 
 
 def _tile(transfer: attrs.Transfer, device: int, pieces: Mapping[int, np.ndarray]) -> np.ndarray:
