@@ -37,10 +37,20 @@ class CollectiveSource:
     file: str
     line: int
 
+    def names(self) -> list[str]:
+        """The JAX op names, without the `jit(f)/` prefix: several when XLA combined ops into one
+        collective (it writes `jit(f)/(a:b:c)`)."""
+        joined = self.op_name.split("/", 1)[-1] if self.op_name.startswith("jit(") else self.op_name
+        joined = joined[1:-1] if joined.startswith("(") and joined.endswith(")") else joined
+        return [n for n in joined.split(":") if n]
+
     def __str__(self) -> str:
         where = f"{self.file.rsplit('/', 1)[-1]}:{self.line}" if self.file else "unknown line"
-        op = self.op_name.split("/", 1)[-1] if "/" in self.op_name else self.op_name
-        return f"{where} ({op})" if op else where
+        names = self.names()
+        if not names:
+            return where
+        more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+        return f"{where} ({names[0]}{more})"
 
 
 def _frame_tables(text: str) -> dict[int, tuple[str, int]]:
@@ -109,7 +119,7 @@ def collectives_of(plan: ExecutionPlan, node) -> tuple[str, ...]:
     location = str(node.location)
     out = []
     for c, source in zip(plan.collectives, plan.collective_sources, strict=False):
-        if source is None or not source.op_name or f'"{source.op_name}"' not in location:
+        if source is None or not any(f'/{name}"' in location for name in source.names()):
             continue
         if source.file and f'{source.file}":{source.line}:' not in location:
             continue
@@ -162,8 +172,7 @@ class PlanDiff:
         width = max((len(c.path) for c in self.layouts), default=0)
         for c in self.layouts:
             lines.append(f"  {c.path:<{width}}  {c.before or '(absent)'} -> {c.after or '(absent)'}")
-        if not self.collectives:
-            lines.append("collectives: the same kinds and counts")
+        lines.append("collectives:" + ("" if self.collectives else " the same kinds and counts"))
         for kind, (a, b) in self.collectives.items():
             change = f"{b - a:+d}"
             lines.append(f"  {kind:<18} {a} -> {b} ({change})")
