@@ -271,7 +271,8 @@ def find_node(plan: ExecutionPlan, rebuilt: Rebuilt, what: str | int) -> tuple[i
     for j, t in enumerate(plan.outputs):
         if t.path == what:
             u, r = graph.returns[j]
-            note = f"{what} is result {r} of this op" if graph.nodes[u].kind != "arg" else ""
+            multi = graph.nodes[u].kind != "arg" and len(graph.nodes[u].result_shapes) > 1
+            note = f"{what} is result {r} of this op" if multi else ""
             if _spec_of(rebuilt, u, r) != _spec(t.spec):
                 note = (
                     f"{what} leaves in {_spec(t.spec)}, its argument's layout (the update is "
@@ -311,6 +312,8 @@ def layout_spec(layout: np.ndarray, rank: int, axis_names: tuple[str, ...]) -> s
     for dim in range(rank):
         axes = tuple(axis_names[a] for a in range(len(layout)) if layout[a] == dim)
         entries.append(None if not axes else axes[0] if len(axes) == 1 else axes)
+    while entries and entries[-1] is None:  # as the plan prints specs: P('x',), not P('x', None)
+        entries.pop()
     return _spec(PartitionSpec(*entries))
 
 
