@@ -79,12 +79,14 @@ class Alternative:
     """A strategy the plan did not choose for the node. `local_delta`: how much more the objective costs
     with only this node changed (neighbours as planned); `delta`: the objective's increase when the whole
     problem is re-solved with this strategy forced (`exact`: the solver proved that re-solve optimal),
-    None when the problem was too large to re-solve."""
+    None when the problem was too large to re-solve or (`feasible` False) no plan with it fits the memory
+    budget."""
 
     strategy: str
     local_delta: float
     delta: float | None
     exact: bool
+    feasible: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +132,9 @@ class Explanation:
         if self.alternatives:
             lines.append("  alternatives (extra seconds over the plan):")
         for a in self.alternatives:
-            if a.delta is None:
+            if not a.feasible:
+                how = f"no plan with it fits the memory budget (+{a.local_delta:.4g} s with neighbours fixed)"
+            elif a.delta is None:
                 how = f"+{a.local_delta:.4g} s (neighbours fixed)"
             else:
                 how = f"+{a.delta:.4g} s re-solved{'' if a.exact else ' (best found)'}, "
@@ -145,10 +149,9 @@ class Explanation:
 
 
 def _bytes(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
+    from autopar.api.plan import _bytes_text
+
+    return _bytes_text(n)
 
 
 # ---- rebuilding the problem ----------------------------------------------------------------------------
@@ -461,8 +464,9 @@ def alternatives(rebuilt: Rebuilt, v: int, top: int) -> tuple[Alternative, ...]:
         delta, proven = resolve_forced(rebuilt, v, k) if exact else (None, False)
         if delta is not None:
             delta -= rebuilt.objective
-        out.append(Alternative(describe(rebuilt, v, k), d, delta, proven))
-    out.sort(key=lambda a: (a.delta if a.delta is not None else a.local_delta, a.local_delta))
+        feasible = not exact or delta is not None
+        out.append(Alternative(describe(rebuilt, v, k), d, delta, proven, feasible))
+    out.sort(key=lambda a: (not a.feasible, a.local_delta if a.delta is None else a.delta, a.local_delta))
     return tuple(out[:top])
 
 
