@@ -32,13 +32,18 @@ class ExplainError(AutoparError, LookupError):
     """`plan.explain(...)` got a path or op the plan does not have, or a plan it cannot explain."""
 
 
-@dataclasses.dataclass
 class PlanSource:
-    """What a plan keeps to be explained: the planned module and the pipeline that planned it."""
+    """What a plan keeps to be explained: the planned module and the pipeline that planned it. Not a
+    dataclass, and copies are itself, so `dataclasses.asdict(plan)` / `copy.deepcopy(plan)` work."""
 
-    module: ir.Module
-    pipeline: str
-    cache: dict = dataclasses.field(default_factory=dict)
+    def __init__(self, module: ir.Module, pipeline: str):
+        self.module, self.pipeline, self.cache = module, pipeline, {}
+
+    def __deepcopy__(self, memo: dict) -> PlanSource:
+        return self
+
+    def __repr__(self) -> str:
+        return f"PlanSource(pipeline={self.pipeline!r})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +133,9 @@ class Explanation:
                 if r.seconds:
                     kinds = f" ({', '.join(r.kinds)})" if r.kinds else ""
                     lines.append(f"      {r.neighbour}: {r.seconds:.4g} s{kinds}")
-        lines.append(f"    memory         {_bytes(c.memory)} per device")
+        from autopar.api.plan import _bytes_text
+
+        lines.append(f"    memory         {_bytes_text(c.memory)} per device")
         if self.alternatives:
             lines.append("  alternatives (extra seconds over the plan):")
         for a in self.alternatives:
@@ -146,12 +153,6 @@ class Explanation:
         if self.note:
             lines.append(f"  note: {self.note}")
         return "\n".join(lines)
-
-
-def _bytes(n: int) -> str:
-    from autopar.api.plan import _bytes_text
-
-    return _bytes_text(n)
 
 
 # ---- rebuilding the problem ----------------------------------------------------------------------------
