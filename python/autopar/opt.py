@@ -66,6 +66,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "autopar-intra-op / autopar-shard then plan around the inputs' layouts)",
     )
     parser.add_argument(
+        "--plan-report",
+        default="",
+        metavar="FILE",
+        help="also write the plan (layouts, planned collectives, cost, stages) to FILE: text, JSON for .json",
+    )
+    parser.add_argument(
         "--split-input-file", action="store_true", help=f"process each '{SPLIT_MARKER}' chunk alone"
     )
     parser.add_argument(
@@ -274,6 +280,10 @@ def _process(run: _Run) -> int:
 
     args = run.args
     elements = pipeline.parse_pipeline(args.pass_pipeline) if args.pass_pipeline.strip() else []
+    if args.plan_report:
+        from autopar.api import plan_report
+
+        plan_report.check_pipeline([e.name for e in elements])
     raw = air.read_input(args.input)
     emit = "exported" if args.emit == "exported" else air.Emit(args.emit)
     if args.split_input_file:
@@ -282,11 +292,12 @@ def _process(run: _Run) -> int:
             raise PipelineError("--split-input-file needs --emit=text (binary outputs cannot be split)")
     else:
         chunks = [raw]
-    outputs, failed = [], False
+    outputs, planned, failed = [], [], False
     for chunk in chunks:
         try:
             module, source = _read_module(run, chunk, elements)
             _run_pipeline(run, module, elements)
+            planned.append(module)
             if emit == "exported":
                 outputs.append(_exported_bytes(module, source, args.export_platform))
             else:
@@ -296,6 +307,8 @@ def _process(run: _Run) -> int:
                 raise
             sys.stderr.write(f"{PROG}: error: {err}\n")
             failed = True
+    if args.plan_report and planned:
+        plan_report.write_report(args.plan_report, planned)
     separator = f"\n{SPLIT_MARKER}\n".encode()
     _write_output(
         args.output,

@@ -165,7 +165,9 @@ class ParallelizedFunction:
         entry = self._entry(args, kwargs)
         if self._pipeshard:
             return pipeshard.read_plan(entry.module, self.method, self.cluster)
-        return execution_plan(self.method.name, entry, self._executable(entry))
+        manual = getattr(self.method, "manual_sharding_option", None) is not None
+        pipeline = "" if manual else self.method.pipeline(self.mesh_shape, self.axis_names)
+        return execution_plan(self.method.name, entry, self._executable(entry), pipeline)
 
     def cache_size(self) -> int:
         """Number of input signatures planned so far."""

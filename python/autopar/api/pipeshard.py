@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from jaxlib.mlir import ir
 
+from autopar.api import plan_report
 from autopar.api.methods import AutoShardingOption
 from autopar.api.transfers import StageTransfer, stage_transfers
 from autopar.errors import AutoparError
@@ -285,6 +286,8 @@ class PipeshardExecutionPlan:
         every stage as slow as the slowest (forward a third of its cost, backward two thirds).
       transfers: per (source, destination) stage pair, the values crossing meshes with their bytes and
         seconds per micro-batch, planned by the cross-mesh resharding core (api/transfers.py).
+      tensors: per stage, each @main argument it reads with its layout on the stage's logical mesh
+        (api/plan_report.py).
     """
 
     method: str
@@ -295,6 +298,11 @@ class PipeshardExecutionPlan:
     schedule: str = ""
     estimated_bubble: float = 0.0
     transfers: tuple[StageTransfer, ...] = ()
+    tensors: tuple[plan_report.StageTensor, ...] = ()
+
+    def explain(self, path: str) -> plan_report.StageExplanation:
+        """The stages that read the argument `path` (`params['w1']`) and its layout on each one's mesh."""
+        return plan_report.explain_stage(self, path)
 
     def __str__(self) -> str:
         lines = [
@@ -313,6 +321,8 @@ class PipeshardExecutionPlan:
                 f"{s.logical_mesh[0]}x{s.logical_mesh[1]}, {s.estimated_cost:.4g} s/micro-batch, "
                 f"{s.estimated_memory / 2**30:.3g} GiB/device, state {s.state_memory / 2**20:.3g} MiB/device"
             )
+            for t in (t for t in self.tensors if t.stage == s.index):
+                lines.append(f"    {t.path} ({t.part}): {t.spec} on {t.mesh or 'its mesh'}")
         for t in self.transfers:
             lines.append(
                 f"  transfer stage {t.src} -> {t.dst}: {t.values} value(s), {t.bytes} bytes, "
@@ -362,6 +372,7 @@ def read_plan(
         schedule=schedule.name if schedule is not None else "",
         estimated_bubble=bubble,
         transfers=stage_transfers(module),
+        tensors=plan_report.stage_tensors(module),
     )
 
 

@@ -12,6 +12,8 @@ import numpy as np
 from jax.sharding import PartitionSpec
 from jaxlib.mlir import ir
 
+from autopar.api import explain as explain_lib
+from autopar.api import plan_diff
 from autopar.ir import attrs
 from autopar.runtime.hlo import COLLECTIVE_KINDS, Collective, parse_collectives
 from autopar.solver import relative_gap
@@ -57,6 +59,9 @@ class ExecutionPlan:
         empty for manual layouts.
       remarks: what the planner wants the user to know (a mesh axis that splits nothing and why, ops
         without a sharding rule kept replicated).
+      collective_sources: per compiled collective, where it comes from (JAX's op name and the user's
+        source line, from XLA's HLO metadata), None where XLA kept nothing.
+      source: the planned module and its pipeline, kept for `explain` (not compared, not printed).
     """
 
     method: str
@@ -70,6 +75,22 @@ class ExecutionPlan:
     solver_status: str
     expected_collectives: tuple[ExpectedCollective, ...] = ()
     remarks: tuple[str, ...] = ()
+    collective_sources: tuple[plan_diff.CollectiveSource | None, ...] = ()
+    source: explain_lib.PlanSource | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    def explain(self, path_or_op: str | int, top: int = 3) -> explain_lib.Explanation:
+        """Why a tensor or op got its layout: an argument or result path (`params['w1']`, `out[0]`), an
+        op's index among @main's ops, or a string naming one op (`dot_general`, a source `file.py:12`).
+        Gives the chosen strategy, its cost split (compute, its own collectives, reshards in and out,
+        memory) and the `top` cheapest alternatives with the objective's increase when the whole problem is
+        re-solved with that strategy forced (problems up to 4,000 nodes; the local delta with neighbours
+        fixed is always given). The problem is rebuilt from the planned module and re-solved (api/explain.py).
+        """
+        return explain_lib.explain(self, path_or_op, top)
+
+    def diff(self, other: ExecutionPlan) -> plan_diff.PlanDiff:
+        """What changes from this plan to `other`: layouts, collectives by kind, cost and bound."""
+        return plan_diff.diff(self, other)
 
     def parameter_specs(self) -> dict[str, PartitionSpec]:
         """{path: spec} of every argument that is not a batch."""
@@ -124,9 +145,11 @@ class ExecutionPlan:
             lines.append("planned beside compiled (count x bytes per device):")
             lines.append(self.fidelity_table())
         lines.append("compiled, in program order:")
-        for c in self.collectives:
+        sources = self.collective_sources or (None,) * len(self.collectives)
+        for c, source in zip(self.collectives, sources, strict=True):
             over = f" over {','.join(c.axes)}" if c.axes else (f" groups {c.groups}" if c.groups else "")
-            lines.append(f"  {c.kind:<18} {' '.join(c.shapes):<24} {_bytes_text(c.bytes):>10}{over}")
+            where = f"  <- {source}" if source is not None else ""
+            lines.append(f"  {c.kind:<18} {' '.join(c.shapes):<24} {_bytes_text(c.bytes):>10}{over}{where}")
         return "\n".join(lines)
 
 
@@ -179,7 +202,10 @@ def _partition_grid(exe: rt_exe.ShardedExecutable) -> Any:
     return np.vectorize(lambda d: index[d.id], otypes=[int])(exe.mesh.devices)
 
 
-def execution_plan(method_name: str, entry: Entry, exe: rt_exe.ShardedExecutable) -> ExecutionPlan:
+def execution_plan(
+    method_name: str, entry: Entry, exe: rt_exe.ShardedExecutable, pipeline: str = ""
+) -> ExecutionPlan:
+    """`pipeline`: the pipeline that planned `entry.module` ('' for a manual layout), for `explain`."""
     mesh_shape = dict(exe.mesh.shape)
     inputs = tuple(
         TensorPlacement(path, aval.shape, str(aval.dtype), s.spec, role)
@@ -195,6 +221,9 @@ def execution_plan(method_name: str, entry: Entry, exe: rt_exe.ShardedExecutable
         TensorPlacement(path, aval.shape, str(aval.dtype), s.spec, "output")
         for path, aval, s in zip(out_paths, exe.out_avals, exe.out_shardings, strict=True)
     )
+    hlo = exe.as_text()
+    collectives = tuple(parse_collectives(hlo, mesh_shape, _partition_grid(exe)))
+    sources = plan_diff.collective_sources(hlo)
     result = attrs.get_intra_op_result(entry.module.operation)  # None: a manual plan, nothing was solved
     return ExecutionPlan(
         method=method_name,
@@ -202,12 +231,14 @@ def execution_plan(method_name: str, entry: Entry, exe: rt_exe.ShardedExecutable
         device_ids=tuple(d.id for d in exe.mesh.devices.flat),
         inputs=inputs,
         outputs=outputs,
-        collectives=tuple(parse_collectives(exe.as_text(), mesh_shape, _partition_grid(exe))),
+        collectives=collectives,
+        collective_sources=tuple(sources.get(c.name) for c in collectives),
         estimated_cost=result.objective if result else None,
         lower_bound=result.lower_bound if result else None,
         solver_status=result.solver_status if result else "manual",
         expected_collectives=expected_collectives(entry.module),
         remarks=result.remarks if result else (),
+        source=explain_lib.PlanSource(entry.module, pipeline) if pipeline and result else None,
     )
 
 
