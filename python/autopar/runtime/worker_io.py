@@ -61,17 +61,24 @@ class Inbox:
 
 
 class Sender:
-    """One thread sends everything this worker sends (a Connection is not thread-safe), in order; a jax
-    array is waited for here, not in the thread that dispatches the parts."""
+    """Sends what this worker sends: queued, by one thread that waits for each jax array there and not in
+    the thread that dispatches the parts, or at once (`send_now`) from the caller's thread. A Connection
+    is not thread-safe, so each is written under its own lock."""
 
     def __init__(self) -> None:
         self._queue: queue.Queue = queue.Queue()
+        self._locks: dict[int, threading.Lock] = {}
+        self._guard = threading.Lock()
         self.bytes_sent: dict[int, int] = {}  # array bytes sent to each peer (by worker index), this step
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def send(self, conn: Connection, message: tuple, peer: int | None = None) -> None:
         self._queue.put((conn, message, peer))
+
+    def send_now(self, conn: Connection, message: tuple, peer: int | None = None) -> None:
+        """Waits for the message's arrays and sends it from this thread."""
+        self._deliver(conn, message, peer)
 
     def flush(self) -> None:
         self._queue.join()
@@ -80,15 +87,24 @@ class Sender:
         while True:
             conn, message, peer = self._queue.get()
             try:
-                message = tuple(_host(x) for x in message)
+                self._deliver(conn, message, peer)
+            finally:
+                self._queue.task_done()
+
+    def _deliver(self, conn: Connection, message: tuple, peer: int | None) -> None:
+        try:
+            message = tuple(_host(x) for x in message)
+            with self._lock(conn):
                 if peer is not None:
                     sent = sum(_nbytes(x) for x in message)
                     self.bytes_sent[peer] = self.bytes_sent.get(peer, 0) + sent
                 conn.send(message)
-            except (OSError, ValueError):
-                pass  # the peer or the driver is gone: the driver notices and reports it
-            finally:
-                self._queue.task_done()
+        except (OSError, ValueError):
+            pass  # the peer or the driver is gone: the driver notices and reports it
+
+    def _lock(self, conn: Connection) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(id(conn), threading.Lock())
 
 
 @dataclasses.dataclass(frozen=True)
