@@ -40,22 +40,31 @@ class Rebuilt:
     adjacency: dict[int, list[int]]
 
 
+def pass_options(pipeline: str, name: str):
+    """The parsed options `pipeline` runs the pass `name` with: its own element, or the step of a named
+    pipeline element (`autopar-shard`, `autopar-pipeshard`) that runs it; None when it runs none."""
+    from autopar.passes import pipeline as pipeline_lib
+    from autopar.passes import pipelines, registry
+
+    for element in pipeline_lib.parse_pipeline(pipeline):
+        if element.name == name:
+            return pipeline_lib.parsed_options(element)
+        if element.name in pipelines.PIPELINES:
+            for step, assignments in pipelines.steps(element.name, pipeline_lib.parsed_options(element)):
+                if step == name:
+                    return registry.lookup(name).parse_options(assignments)
+    return None
+
+
 def intra_op_options(pipeline: str):
     """The autopar-intra-op options (a PlanConfig) a pipeline plans with: its `autopar-intra-op` element,
     or the one its `autopar-shard` element runs."""
-    from autopar.passes import pipeline as pipeline_lib
-    from autopar.passes import pipelines, registry
     from autopar.passes.intra_op import config as config_lib
 
-    for element in pipeline_lib.parse_pipeline(pipeline):
-        if element.name == "autopar-intra-op":
-            return config_lib.from_options(pipeline_lib.parsed_options(element))
-        if element.name == "autopar-shard":
-            for name, assignments in pipelines.steps("autopar-shard", pipeline_lib.parsed_options(element)):
-                if name == "autopar-intra-op":
-                    options = registry.lookup(name).parse_options(assignments)
-                    return config_lib.from_options(options)
-    raise ExplainError("the plan was not made by autopar-intra-op (a manual layout): nothing to explain")
+    options = pass_options(pipeline, "autopar-intra-op")
+    if options is None:
+        raise ExplainError("the plan was not made by autopar-intra-op (a manual layout): nothing to explain")
+    return config_lib.from_options(options)
 
 
 def strip_plan(module: ir.Module) -> ir.Module:

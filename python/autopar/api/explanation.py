@@ -90,6 +90,7 @@ class Explanation:
       alternatives: the cheapest other strategies, best first.
       collectives: the compiled collectives traced back to this node (kind, shape, source line).
       note: a caveat (the rebuilt plan differs from the module's, an output returned in another layout).
+      scope: whose objective `objective` is: the plan's, or a pipeline stage function's.
     """
 
     target: str
@@ -100,11 +101,12 @@ class Explanation:
     alternatives: tuple[Alternative, ...]
     collectives: tuple[str, ...] = ()
     note: str = ""
+    scope: str = "the plan's"  # whose objective: "@stage_1_forward's" for a stage function
 
     def __str__(self) -> str:
         c = self.cost
         lines = [f"{self.target}: {self.node}", f"  chosen: {self.strategy}"]
-        lines.append(f"  cost {c.total:.4g} s of the plan's {self.objective:.4g} s:")
+        lines.append(f"  cost {c.total:.4g} s of {self.scope} {self.objective:.4g} s:")
         lines.append(f"    compute        {c.compute:.4g} s")
         for kind, seconds in c.communication.items():
             lines.append(f"    {kind:<14} {seconds:.4g} s")
