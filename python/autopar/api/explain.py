@@ -12,6 +12,7 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
+from jaxlib.mlir import ir
 
 from autopar.api.explain_problem import (
     Rebuilt,
@@ -37,7 +38,8 @@ if TYPE_CHECKING:
 
 
 def find_node(plan: ExecutionPlan, rebuilt: Rebuilt, what: str | int) -> tuple[int, str, str]:
-    """(node, target text, note) for an input path, an output path, an op index or an op's name/location."""
+    """(node, target text, note) for an input path, an output path, an op index, an SSA name or an op's
+    name/location."""
     graph = rebuilt.graph
     ops = len(graph.nodes) - graph.num_args
     if isinstance(what, int | np.integer):
@@ -59,6 +61,8 @@ def find_node(plan: ExecutionPlan, rebuilt: Rebuilt, what: str | int) -> tuple[i
                 )
             return u, what, note
     text = what.strip()
+    if text.startswith("%"):
+        return ssa_node(plan.source.module, rebuilt, text)
     found = [
         v
         for v in range(graph.num_args, len(graph.nodes))
@@ -71,7 +75,8 @@ def find_node(plan: ExecutionPlan, rebuilt: Rebuilt, what: str | int) -> tuple[i
         names = ", ".join(t.path for t in (*plan.inputs, *plan.outputs))
         raise ExplainError(
             f"'{what}' is no argument or result path ({names}), op name or source location of the plan; "
-            f"or give an op index 0..{ops - 1}"
+            f"or give an op index 0..{ops - 1} or an SSA name of @main as the plan's module prints it "
+            "(%5, %arg0)"
         )
     listed = "; ".join(node_name(graph, v) for v in found[:5]) + ("; ..." if len(found) > 5 else "")
     raise ExplainError(f"'{what}' matches {len(found)} ops ({listed}): pass one's index (op #i -> i)")
@@ -101,4 +106,45 @@ def explain(plan: ExecutionPlan, what: str | int, top: int = 3) -> Explanation:
         alternatives=alternatives(rebuilt, v, top),
         collectives=collectives_of(plan, rebuilt.graph.nodes[v]),
         note=note,
+    )
+
+
+def ssa_node(planned: ir.Module, rebuilt: Rebuilt, name: str) -> tuple[int, str, str]:
+    """The node of @main's value `name` (`%5`, `%5#1`, `%arg0`) as the planned module prints it. The
+    planned @main is the rebuilt one with sharding constraints added: its n-th other top-level op is op
+    #n; a constraint is explained by the value it constrains."""
+    from autopar.ir.stages import find_function
+
+    graph = rebuilt.graph
+    main = find_function(planned.operation)
+    with planned.context:
+        state = ir.AsmState(planned.operation)
+        block = main.regions[0].blocks[0]
+        for i, arg in enumerate(block.arguments):
+            if arg.get_name(state) == name:
+                return i, name, ""
+        ops = [op.operation for op in block.operations if op.operation.name != "func.return"]
+        position = {}
+        for op in ops:
+            if op.name != "sdy.sharding_constraint":
+                position[op] = graph.num_args + len(position)
+        if len(position) != len(graph.nodes) - graph.num_args:
+            raise ExplainError(f"the plan's @main does not match its rebuilt problem: cannot find '{name}'")
+        for op in ops:
+            names = [r.get_name(state) for r in op.results]
+            if name not in names and not (len(names) > 1 and name == names[0].split("#")[0]):
+                continue
+            if op.name != "sdy.sharding_constraint":
+                return position[op], f"{name} (op #{position[op] - graph.num_args})", ""
+            value = op.operands[0]
+            source = value.get_name(state)
+            if isinstance(value.owner, ir.Block):
+                index = ir.BlockArgument(value).arg_number
+                return index, name, f"{name} is the sharding constraint on {source}: explained is {source}"
+            owner = value.owner.operation
+            note = f"{name} is the sharding constraint on {source}: explained is {source}"
+            return position[owner], f"{name} (op #{position[owner] - graph.num_args})", note
+    raise ExplainError(
+        f"'{name}' names no value of @main as the plan's module prints it (%0 .. and %arg0 ..; "
+        "print it with f.lower(...).as_text())"
     )
