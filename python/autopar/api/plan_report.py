@@ -254,20 +254,30 @@ def report_text(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(path: str, modules: list[ir.Module]) -> None:
-    """Writes the report of `modules` (one per input chunk) atomically: JSON when `path` ends in .json."""
+def write_report(path: str, modules: list[ir.Module | str], split: bool = False) -> None:
+    """Writes the report of `modules` atomically: JSON when `path` ends in .json. With `split`
+    (--split-input-file) there is one per input chunk, in order (a str: the error that chunk failed with):
+    a JSON list of reports each with its `chunk` number, or text sections headed `// ----- chunk k`."""
     from pathlib import Path
 
     from autopar import ir as air
 
     data = []
-    for m in modules:
+    for k, m in enumerate(modules):
+        if isinstance(m, str):
+            data.append({"chunk": k, "error": m})
+            continue
         with m.context:
-            data.append(report(m))
+            data.append(({"chunk": k} if split else {}) | report(m))
     if path.endswith(".json"):
-        text = json.dumps(data[0] if len(data) == 1 else data, indent=2) + "\n"
+        text = json.dumps(data if split else data[0], indent=2) + "\n"
+    elif split:
+        text = "\n".join(
+            f"// ----- chunk {d['chunk']}\n" + (f"error: {d['error']}\n" if "error" in d else report_text(d))
+            for d in data
+        )
     else:
-        text = "\n".join(report_text(d) for d in data)
+        text = report_text(data[0])
     try:
         air.write_atomically(Path(path), text.encode())
     except OSError as err:
