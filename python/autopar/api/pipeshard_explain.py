@@ -86,7 +86,8 @@ class StageExplanation:
     parts: tuple[StagePartExplanation, ...] = ()
 
     def __str__(self) -> str:
-        lines = [f"{self.path}: read by {len(self.reads)} stage function(s)"]
+        functions = len(self.parts) or len({(t.stage, t.part) for t in self.reads})
+        lines = [f"{self.path}: read by {functions} stage function(s)"]
         placements = {s.index: s for s in self.stages}
         for t in self.reads:
             s = placements.get(t.stage)
