@@ -107,3 +107,27 @@ def test_diff_of_two_pipeshard_plans(plan):
     assert "\nbubble: 0.500 -> " in text and "\nlayouts that differ: " in text
     same = plan.diff(plan)
     assert same.stages == () and same.layouts == () and same.latency_delta == 0
+
+
+def test_a_stage_is_explained_with_its_own_stage_options():
+    # Stage 1 forces data parallelism (stage-options): its parameters have no other strategy left,
+    # while stage 0, planned with the method's options, has alternatives.
+    stages = autopar.ManualStageOption(
+        forward_stage_layer_ids=[[0, 1], [2, 3]],
+        submesh_physical_shapes=[(1, 4), (1, 4)],
+        submesh_logical_shapes=[(2, 2), (2, 2)],
+        submesh_autosharding_option_dicts=[{}, {"force_data_parallel": True}],
+    )
+    method = autopar.PipeshardParallel(
+        num_micro_batches=2,
+        layer_option=autopar.AutoLayerOption(layer_num=4),
+        stage_option=stages,
+        cluster_shape=(2, 4),
+    )
+    plan = autopar.parallelize(mlp_step, method=method).get_execution_plan(PARAMS, BATCH)
+    free, forced = plan.explain("params[0]").parts, plan.explain("params[3]").parts
+    assert all(p.stage == 0 and p.explanation.alternatives for p in free)
+    assert all(p.stage == 1 and p.explanation.alternatives == () for p in forced)
+    for p in (*free, *forced):
+        assert p.explanation.note == ""  # the re-solve gives the module's layout
+    assert "no alternative: this is the only strategy the options leave" in str(plan.explain("params[3]"))
