@@ -69,7 +69,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "--plan-report",
         default="",
         metavar="FILE",
-        help="also write the plan (layouts, planned collectives, cost, stages) to FILE: text, JSON for .json",
+        help="also write the plan (layouts, planned collectives, cost, stages) to FILE: text, JSON for .json "
+        "(with --split-input-file: one section per chunk, a JSON list)",
     )
     parser.add_argument(
         "--split-input-file", action="store_true", help=f"process each '{SPLIT_MARKER}' chunk alone"
@@ -306,9 +307,10 @@ def _process(run: _Run) -> int:
             if not args.split_input_file:
                 raise
             sys.stderr.write(f"{PROG}: error: {err}\n")
+            planned.append(str(err))  # the report says which chunk failed
             failed = True
-    if args.plan_report and planned:
-        plan_report.write_report(args.plan_report, planned)
+    if args.plan_report and any(not isinstance(m, str) for m in planned):
+        plan_report.write_report(args.plan_report, planned, split=args.split_input_file)
     separator = f"\n{SPLIT_MARKER}\n".encode()
     _write_output(
         args.output,

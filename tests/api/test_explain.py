@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 
 import jax
 import jax.numpy as jnp
@@ -111,6 +112,25 @@ def test_explain_output_and_errors(plan):
         plan.explain(10_000)
     with pytest.raises(ExplainError, match="matches .* ops"):
         plan.explain("dot_general")
+
+
+def test_explain_takes_ssa_names_as_the_module_prints_them(plan):
+    text = plan.source.module.operation.get_asm()  # what f.lower(...).as_text() prints
+    dots = re.findall(r"^    (%\w+) = stablehlo.dot_general", text, re.M)
+    constraint = re.search(r"^    (%\w+) = sdy.sharding_constraint (%\w+) ", text, re.M)
+    assert dots and constraint
+    e = plan.explain(dots[0])
+    assert e.target == f"{dots[0]} (op #0)" and e.node.startswith("op #0 stablehlo.dot_general")
+    assert e.strategy == plan.explain(0).strategy and e.note == ""
+    # A constraint is explained by the value it constrains, and says so.
+    c = plan.explain(constraint.group(1))
+    assert c.note.startswith(f"{constraint.group(1)} is the sharding constraint on {constraint.group(2)}: ")
+    assert c.note.endswith(constraint.group(2)) and c.node == plan.explain(constraint.group(2)).node
+    assert plan.explain("%arg0").node == f"argument {plan.inputs[0].path}"
+    with pytest.raises(ExplainError, match=r"'%999' names no value of @main .*as_text\(\)"):
+        plan.explain("%999")
+    with pytest.raises(ExplainError, match=r"or an SSA name of @main as the plan's module prints it"):
+        plan.explain("nothing_like_this")
 
 
 def test_diff_of_two_meshes(plan):

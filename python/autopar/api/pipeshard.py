@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 from jaxlib.mlir import ir
 
-from autopar.api import plan_report
+from autopar.api import pipeshard_explain, plan_diff, plan_report
+from autopar.api.explanation import PlanSource
 from autopar.api.methods import AutoShardingOption
 from autopar.api.transfers import StageTransfer, stage_transfers
 from autopar.errors import AutoparError
@@ -300,9 +301,19 @@ class PipeshardExecutionPlan:
     transfers: tuple[StageTransfer, ...] = ()
     tensors: tuple[plan_report.StageTensor, ...] = ()
 
-    def explain(self, path: str) -> plan_report.StageExplanation:
-        """The stages that read the argument `path` (`params['w1']`) and its layout on each one's mesh."""
-        return plan_report.explain_stage(self, path)
+    source: PlanSource | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    def explain(self, path: str, top: int = 3) -> pipeshard_explain.StageExplanation:
+        """The stages that read the argument `path` (`params['w1']`): its layout on each one's mesh, each
+        stage's cost, memory and transfers, and per stage function reading it the chosen layout's cost
+        split and the `top` cheapest alternatives on that stage's re-solved problem
+        (api/pipeshard_explain.py)."""
+        return pipeshard_explain.explain(self, path, top)
+
+    def diff(self, other: PipeshardExecutionPlan) -> plan_diff.PipeshardPlanDiff:
+        """What changes from this plan to `other`: stages (layers, submeshes), per-tensor layouts, latency,
+        bubble and transfers."""
+        return plan_diff.diff_pipeshard(self, other)
 
     def __str__(self) -> str:
         lines = [
@@ -373,6 +384,7 @@ def read_plan(
         estimated_bubble=bubble,
         transfers=stage_transfers(module),
         tensors=plan_report.stage_tensors(module),
+        source=PlanSource(module, method.pipeline(cluster)),
     )
 
 

@@ -80,7 +80,9 @@ class ExecutionPlan:
 
     def explain(self, path_or_op: str | int, top: int = 3) -> explain_lib.Explanation:
         """Why a tensor or op got its layout: an argument or result path (`params['w1']`, `out[0]`), an
-        op's index among @main's ops, or a string naming one op (`dot_general`, a source `file.py:12`).
+        op's index among @main's ops, an SSA name as the planned module prints it (`%5`, `%arg0`; a
+        sharding constraint's is explained by the value it constrains), or a string naming one op
+        (`dot_general`, a source `file.py:12`).
         Gives the chosen strategy, its cost split (compute, its own collectives, reshards in and out,
         memory) and the `top` cheapest alternatives with the objective's increase when the whole problem is
         re-solved with that strategy forced (problems up to 4,000 nodes; the local delta with neighbours

@@ -217,3 +217,101 @@ def diff(before: ExecutionPlan, after: ExecutionPlan) -> PlanDiff:
         cost=(before.estimated_cost, after.estimated_cost),
         bound=(before.lower_bound, after.lower_bound),
     )
+
+
+# ---- diff of two pipeshard plans ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class StageChange:
+    """A stage whose placement differs: its layers, submesh, logical mesh and devices as text before and
+    after ('' when a plan has no such stage)."""
+
+    index: int
+    before: str
+    after: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PipeshardPlanDiff:
+    """What changes from one PipeshardExecutionPlan (`before`) to another (`after`).
+
+    Attributes:
+      stages: the stages whose layer range, submesh, logical mesh or devices differ (by index).
+      layouts: @main arguments whose per-stage layouts differ (`stage 1 forward: P('x',)`, `; `-joined).
+      latency / bubble / micro_batches / schedule: before and after.
+      transfer_seconds / transfer_bytes: the sums over the plans' stage transfers, per micro-batch.
+    """
+
+    stages: tuple[StageChange, ...]
+    layouts: tuple[LayoutChange, ...]
+    latency: tuple[float, float]
+    bubble: tuple[float, float]
+    micro_batches: tuple[int, int]
+    schedule: tuple[str, str]
+    transfer_seconds: tuple[float, float]
+    transfer_bytes: tuple[int, int]
+
+    @property
+    def latency_delta(self) -> float:
+        return self.latency[1] - self.latency[0]
+
+    @property
+    def bubble_delta(self) -> float:
+        return self.bubble[1] - self.bubble[0]
+
+    def __str__(self) -> str:
+        def pair(name: str, a, b) -> str:
+            return f"{name}: {a}" + ("" if a == b else f" -> {b}")
+
+        lines = [
+            f"stages: {len(self.stages)} differ",
+            *(f"  stage {c.index}: {c.before or '(absent)'} -> {c.after or '(absent)'}" for c in self.stages),
+            pair("schedule", *self.schedule) + ", " + pair("micro-batches", *self.micro_batches),
+            f"latency: {_seconds(self.latency[0])} -> {_seconds(self.latency[1])}{_delta(*self.latency)}",
+            f"bubble: {self.bubble[0]:.3f} -> {self.bubble[1]:.3f} ({self.bubble_delta:+.3f})",
+            f"transfers per micro-batch: {self.transfer_bytes[0]} -> {self.transfer_bytes[1]} bytes, "
+            f"{_seconds(self.transfer_seconds[0])} -> {_seconds(self.transfer_seconds[1])}"
+            f"{_delta(*self.transfer_seconds)}",
+            f"layouts that differ: {len(self.layouts)}",
+        ]
+        width = max((len(c.path) for c in self.layouts), default=0)
+        for c in self.layouts:
+            lines.append(f"  {c.path:<{width}}  {c.before or '(absent)'} -> {c.after or '(absent)'}")
+        return "\n".join(lines)
+
+
+def diff_pipeshard(before, after) -> PipeshardPlanDiff:
+    def placement(s) -> str:
+        return (
+            f"layers [{s.layers[0]}, {s.layers[1]}) on submesh {s.submesh[0]}x{s.submesh[1]} devices "
+            f"{list(s.device_ids)}, logical mesh {'x'.join(map(str, s.logical_mesh))}"
+        )
+
+    def layouts(p) -> dict[str, str]:
+        out: dict[str, list[str]] = {}
+        for t in p.tensors:
+            out.setdefault(t.path, []).append(f"stage {t.stage} {t.part}: {t.spec}")
+        return {path: "; ".join(v) for path, v in out.items()}
+
+    sa = {s.index: placement(s) for s in before.stages}
+    sb = {s.index: placement(s) for s in after.stages}
+    stages = tuple(
+        StageChange(k, sa.get(k, ""), sb.get(k, "")) for k in sorted({*sa, *sb}) if sa.get(k) != sb.get(k)
+    )
+    la, lb = layouts(before), layouts(after)
+    changes = tuple(
+        LayoutChange(path, la.get(path, ""), lb.get(path, ""))
+        for path in dict.fromkeys([*la, *lb])
+        if la.get(path) != lb.get(path)
+    )
+    return PipeshardPlanDiff(
+        stages=stages,
+        layouts=changes,
+        latency=(before.estimated_latency, after.estimated_latency),
+        bubble=(before.estimated_bubble, after.estimated_bubble),
+        micro_batches=(before.num_micro_batches, after.num_micro_batches),
+        schedule=(before.schedule, after.schedule),
+        transfer_seconds=(sum(t.seconds for t in before.transfers), sum(t.seconds for t in after.transfers)),
+        transfer_bytes=(sum(t.bytes for t in before.transfers), sum(t.bytes for t in after.transfers)),
+    )

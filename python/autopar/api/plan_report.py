@@ -1,5 +1,6 @@
 """A planned module's plan, read back from its IR: per-stage tensor layouts of a pipeshard plan
-(`PipeshardExecutionPlan.tensors` / `.explain(path)`) and `autopar-opt --plan-report=FILE`.
+(`PipeshardExecutionPlan.tensors`, which `.explain(path)` reads: api/pipeshard_explain.py) and
+`autopar-opt --plan-report=FILE`.
 
 Everything here is read from the module the passes wrote: @main's argument and result shardings, the plan
 attributes of autopar-intra-op (`autopar.objective`, `autopar.expected_collectives`, ...) and, for a
@@ -18,7 +19,7 @@ from autopar.errors import AutoparError
 from autopar.ir import attrs
 
 if TYPE_CHECKING:
-    from autopar.api.pipeshard import PipeshardExecutionPlan
+    pass
 
 PLANNING_PASSES = ("autopar-intra-op", "autopar-shard", "autopar-pipeshard", "autopar-inter-op")
 
@@ -35,29 +36,6 @@ class StageTensor:
     dtype: str
     spec: str
     mesh: str
-
-
-@dataclasses.dataclass(frozen=True)
-class StageExplanation:
-    """`PipeshardExecutionPlan.explain(path)`: every stage that reads the tensor, with its layout there."""
-
-    path: str
-    reads: tuple[StageTensor, ...]
-    stages: tuple[Any, ...]  # the StagePlacements of those stages
-
-    def __str__(self) -> str:
-        lines = [f"{self.path}: read by {len(self.reads)} stage function(s)"]
-        placements = {s.index: s for s in self.stages}
-        for t in self.reads:
-            s = placements.get(t.stage)
-            where = ""
-            if s is not None:
-                where = f" (layers [{s.layers[0]}, {s.layers[1]}), devices {list(s.device_ids)})"
-            lines.append(
-                f"  stage {t.stage} {t.part}: {t.dtype}[{','.join(map(str, t.shape))}] {t.spec} "
-                f"on logical mesh {t.mesh}{where}"
-            )
-        return "\n".join(lines)
 
 
 def _spec_text(spec) -> str:
@@ -152,17 +130,6 @@ def stage_tensors(module: ir.Module) -> tuple[StageTensor, ...]:
                 seen.add((stage, i, spec))
                 out.append(StageTensor(stage, part, names[i], shape, dtype, spec, mesh))
     return tuple(sorted(out, key=lambda t: t.stage))
-
-
-def explain_stage(plan: PipeshardExecutionPlan, path: str) -> StageExplanation:
-    from autopar.api.explain import ExplainError
-
-    reads = tuple(t for t in plan.tensors if t.path == path)
-    if not reads:
-        known = ", ".join(dict.fromkeys(t.path for t in plan.tensors)) or "none"
-        raise ExplainError(f"'{path}' is no argument any stage reads (arguments: {known})")
-    stages = tuple(s for s in plan.stages if s.index in {t.stage for t in reads})
-    return StageExplanation(path, reads, stages)
 
 
 # ---- autopar-opt --plan-report ------------------------------------------------------------------------
@@ -287,20 +254,30 @@ def report_text(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(path: str, modules: list[ir.Module]) -> None:
-    """Writes the report of `modules` (one per input chunk) atomically: JSON when `path` ends in .json."""
+def write_report(path: str, modules: list[ir.Module | str], split: bool = False) -> None:
+    """Writes the report of `modules` atomically: JSON when `path` ends in .json. With `split`
+    (--split-input-file) there is one per input chunk, in order (a str: the error that chunk failed with):
+    a JSON list of reports each with its `chunk` number, or text sections headed `// ----- chunk k`."""
     from pathlib import Path
 
     from autopar import ir as air
 
     data = []
-    for m in modules:
+    for k, m in enumerate(modules):
+        if isinstance(m, str):
+            data.append({"chunk": k, "error": m})
+            continue
         with m.context:
-            data.append(report(m))
+            data.append(({"chunk": k} if split else {}) | report(m))
     if path.endswith(".json"):
-        text = json.dumps(data[0] if len(data) == 1 else data, indent=2) + "\n"
+        text = json.dumps(data if split else data[0], indent=2) + "\n"
+    elif split:
+        text = "\n".join(
+            f"// ----- chunk {d['chunk']}\n" + (f"error: {d['error']}\n" if "error" in d else report_text(d))
+            for d in data
+        )
     else:
-        text = "\n".join(report_text(d) for d in data)
+        text = report_text(data[0])
     try:
         air.write_atomically(Path(path), text.encode())
     except OSError as err:

@@ -134,19 +134,28 @@ def _shard(module_op: ir.Operation, fn: ir.Operation, options: types.SimpleNames
     if len(mesh.device_ids) > 1:
         intra = registry.lookup(INTRA_OP_PASS)
         assert intra is not None
-        given = dict(stage_overrides(options.stage_options).get(index, []))
-        assignments = [("mesh", "x".join(map(str, logical)))]
-        assignments += [
-            (o.name, given.get(o.name, option_text(getattr(options, o.attr_name)))) for o in _INTRA
-        ]
         try:
-            intra.run(stage.operation, intra.parse_options(assignments))
+            intra.run(stage.operation, stage_intra_op_options(options, index, logical))
         except PassError as err:
             mesh_text = "x".join(map(str, logical))
             raise PassError(f"@{name} on its {mesh_text} mesh: {err.args[0]}", err.location) from None
     else:
         _replicate(stage)
     _copy_back(module_op, fn, stage, f"stage_{index}_mesh", attrs.stage_attributes(index, part, mesh))
+
+
+def stage_intra_op_options(
+    options: types.SimpleNamespace, index: int, logical: tuple[int, ...]
+) -> types.SimpleNamespace:
+    """The autopar-intra-op options stage `index` is sharded with on its `logical` mesh: this pass's
+    options with the stage's `stage-options` over them (also what `PipeshardExecutionPlan.explain` re-solves
+    with)."""
+    intra = registry.lookup(INTRA_OP_PASS)
+    assert intra is not None
+    given = dict(stage_overrides(options.stage_options).get(index, []))
+    assignments = [("mesh", "x".join(map(str, logical)))]
+    assignments += [(o.name, given.get(o.name, option_text(getattr(options, o.attr_name)))) for o in _INTRA]
+    return intra.parse_options(assignments)
 
 
 def _replicate(stage: ir.Module) -> None:

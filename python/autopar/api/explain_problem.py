@@ -1,0 +1,313 @@
+"""The strategy problem behind a plan, rebuilt from the planned module and solved again; its nodes named
+and described as layouts, and each strategy's cost split and alternatives (for api/explain.py).
+
+The planned module keeps the plan (layouts, constraints, plan attributes), not the strategy problem. To
+explain it, the problem is rebuilt: the plan's annotations are stripped from a copy of the module (every
+`sdy.sharding_constraint`, the `sdy.sharding`s of @main, the `sdy.mesh`), which leaves the function the
+pass planned, and the strategy problem is built and solved again with the pass's own options. Planning
+stops on counted work, so the solve gives the plan the pass wrote.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+from jaxlib.mlir import ir
+
+from autopar.api.explanation import Alternative, CostSplit, ExplainError, PlanSource, Reshard
+from autopar.errors import format_location
+
+# Problems up to this many nodes get their alternatives re-solved exactly (the solver with the node's
+# strategy forced), larger ones only the local delta; each re-solve gets this much counted work.
+EXACT_NODE_LIMIT = 4000
+RESOLVE_BUDGET = 0.5
+
+
+# ---- rebuilding the problem ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Rebuilt:
+    module: ir.Module  # the stripped copy the graph's ops live in
+    graph: Any
+    problem: Any
+    config: Any
+    chosen: list[int]
+    objective: float
+    adjacency: dict[int, list[int]]
+
+
+def pass_options(pipeline: str, name: str):
+    """The parsed options `pipeline` runs the pass `name` with: its own element, or the step of a named
+    pipeline element (`autopar-shard`, `autopar-pipeshard`) that runs it; None when it runs none."""
+    from autopar.passes import pipeline as pipeline_lib
+    from autopar.passes import pipelines, registry
+
+    for element in pipeline_lib.parse_pipeline(pipeline):
+        if element.name == name:
+            return pipeline_lib.parsed_options(element)
+        if element.name in pipelines.PIPELINES:
+            for step, assignments in pipelines.steps(element.name, pipeline_lib.parsed_options(element)):
+                if step == name:
+                    return registry.lookup(name).parse_options(assignments)
+    return None
+
+
+def intra_op_options(pipeline: str):
+    """The autopar-intra-op options (a PlanConfig) a pipeline plans with: its `autopar-intra-op` element,
+    or the one its `autopar-shard` element runs."""
+    from autopar.passes.intra_op import config as config_lib
+
+    options = pass_options(pipeline, "autopar-intra-op")
+    if options is None:
+        raise ExplainError("the plan was not made by autopar-intra-op (a manual layout): nothing to explain")
+    return config_lib.from_options(options)
+
+
+def strip_plan(module: ir.Module) -> ir.Module:
+    """A copy of a planned module without the plan: constraints, @main's shardings and the mesh removed."""
+    from autopar.ir.stages import find_function
+
+    copy = ir.Module.parse(module.operation.get_asm(enable_debug_info=True), context=module.context)
+    doomed = []
+
+    def visit(op: ir.Operation) -> ir.WalkResult:
+        if op.name == "sdy.sharding_constraint":
+            doomed.append(op)
+        return ir.WalkResult.ADVANCE
+
+    copy.operation.walk(visit, walk_order=ir.WalkOrder.PRE_ORDER)
+    for op in doomed:
+        op.results[0].replace_all_uses_with(op.operands[0])
+    for op in reversed(doomed):
+        op.erase()
+    main = find_function(copy.operation)
+    with copy.context:
+        for name in ("arg_attrs", "res_attrs"):
+            if name in main.attributes:
+                dicts = [ir.DictAttr(a) for a in ir.ArrayAttr(main.attributes[name])]
+                kept = [
+                    ir.DictAttr.get({n.name: n.attr for n in d if n.name != "sdy.sharding"}) for d in dicts
+                ]
+                main.attributes[name] = ir.ArrayAttr.get(kept)
+    for op in list(copy.body.operations):
+        if op.operation.name == "sdy.mesh":
+            op.operation.erase()
+    return copy
+
+
+def rebuild(source: PlanSource) -> Rebuilt:
+    """The strategy problem of the plan and its chosen strategies (cached on the source)."""
+    if "rebuilt" not in source.cache:
+        config = intra_op_options(source.pipeline)
+        source.cache["rebuilt"] = solve_module(strip_plan(source.module), config)
+    return source.cache["rebuilt"]
+
+
+def solve_module(stripped: ir.Module, config) -> Rebuilt:
+    """Builds the strategy problem of `stripped`'s @main (a module without a plan) with the intra-op
+    options `config` and solves it as the pass does."""
+    from autopar.passes.intra_op import PlanningGraph, problem, solve
+
+    graph = PlanningGraph(stripped).graph
+    prob = problem.build(graph, config)
+    solution = solve.solve(
+        prob,
+        usage_limit=config.memory_budget or None,
+        budget=config.planning_budget,
+        time_limit=config.time_limit,
+        solver=config.solver,
+        graph=graph,
+        config=config,
+    )
+    if not solution.feasible:
+        raise ExplainError(f"re-solving the plan's problem gave no plan ({solution.status})")
+    adjacency: dict[int, list[int]] = {}
+    for e, (u, w) in enumerate(prob.edges.reshape(-1, 2)):
+        adjacency.setdefault(int(u), []).append(e)
+        adjacency.setdefault(int(w), []).append(e)
+    chosen = list(solution.strategies)
+    return Rebuilt(stripped, graph, prob, config, chosen, prob.objective(chosen), adjacency)
+
+
+# ---- naming nodes ------------------------------------------------------------------------------------
+
+
+def node_name(graph, v: int) -> str:
+    node = graph.nodes[v]
+    if node.kind == "arg":
+        return f"argument {node.path or v}"
+    where = format_location(node.location)
+    return f"op #{v - graph.num_args} {node.kind}" + (f" at {where}" if where else "")
+
+
+def _spec(spec) -> str:
+    from autopar.api.plan import _spec_text
+
+    return _spec_text(spec)
+
+
+def layout_spec(layout: np.ndarray, rank: int, axis_names: tuple[str, ...]) -> str:
+    """A layout row (per mesh axis: the dim it splits, -1 none) as PartitionSpec text."""
+    from jax.sharding import PartitionSpec
+
+    entries = []
+    for dim in range(rank):
+        axes = tuple(axis_names[a] for a in range(len(layout)) if layout[a] == dim)
+        entries.append(None if not axes else axes[0] if len(axes) == 1 else axes)
+    while entries and entries[-1] is None:  # as the plan prints specs: P('x',), not P('x', None)
+        entries.pop()
+    return _spec(PartitionSpec(*entries))
+
+
+def _spec_of(rebuilt: Rebuilt, v: int, r: int, k: int | None = None) -> str:
+    s = rebuilt.problem.strategies[v]
+    rank = len(rebuilt.graph.nodes[v].result_shapes[r])
+    choice = rebuilt.chosen[v] if k is None else k
+    return layout_spec(s.result_layouts[r][choice], rank, rebuilt.config.mesh.axis_names)
+
+
+def describe(rebuilt: Rebuilt, v: int, k: int) -> str:
+    """Strategy k of node v as layouts: `P('x', None)` for an argument, `operands -> results` for an op,
+    with the mesh axes whose partial sums are reduced."""
+    graph, s, names = rebuilt.graph, rebuilt.problem.strategies[v], rebuilt.config.mesh.axis_names
+    node = graph.nodes[v]
+    results = [
+        layout_spec(s.result_layouts[r][k], len(shape), names) for r, shape in enumerate(node.result_shapes)
+    ]
+    if node.kind == "arg":
+        return results[0]
+    operands = [
+        layout_spec(s.operand_layouts[i][k], len(shape), names) for i, shape in enumerate(node.operand_shapes)
+    ]
+    text = f"({', '.join(operands)}) -> {', '.join(results) or '()'}"
+    reduction = node.rule.reduction if node.rule else frozenset()
+    reduced = [names[a] for a, f in enumerate(s.assignment[k]) if f >= 0 and f in reduction]
+    if reduced:
+        text += f", partial sums over {','.join(reduced)}"
+    return text
+
+
+# ---- costs -------------------------------------------------------------------------------------------
+
+
+def _edge(rebuilt: Rebuilt, e: int, v: int, k: int) -> float:
+    prob = rebuilt.problem
+    u, w = (int(x) for x in prob.edges.reshape(-1, 2)[e])
+    i = k if u == v else rebuilt.chosen[u]
+    j = k if w == v else rebuilt.chosen[w]
+    return float(prob.edge_costs[e][i * prob.strategies[w].size + j])
+
+
+def local_cost(rebuilt: Rebuilt, v: int, k: int) -> float:
+    """Node v's cost with strategy k, its edges priced against the neighbours' chosen strategies."""
+    total = float(rebuilt.problem.node_costs[v][k])
+    return total + sum(_edge(rebuilt, e, v, k) for e in rebuilt.adjacency.get(v, ()))
+
+
+def cost_split(rebuilt: Rebuilt, v: int, k: int) -> CostSplit:
+    from autopar.passes.intra_op import expected
+    from autopar.passes.intra_op import strategies as strat
+    from autopar.passes.intra_op.problem import _facts
+
+    graph, prob, mesh = rebuilt.graph, rebuilt.problem, rebuilt.config.mesh
+    node, s = graph.nodes[v], prob.strategies[v]
+    cost = float(s.cost[k])
+    compute, communication = cost, {}
+    if node.kind != "arg" and node.rule is not None and node.kind != "stablehlo.constant":
+        split = math.prod(mesh.shape[a] for a, f in enumerate(s.assignment[k]) if f >= 0)
+        compute = min(strat.op_time(_facts(node), mesh) / split, cost)
+        kinds = [kind for kind, _, _ in expected._reductions(node, s, k, mesh)]
+        if kinds and cost - compute > 0:
+            communication[kinds[0]] = cost - compute
+        else:
+            compute = cost
+    links_in, links_out = [], []
+    for e in rebuilt.adjacency.get(v, ()):
+        u, w = (int(x) for x in prob.edges.reshape(-1, 2)[e])
+        other = w if u == v else u
+        seconds = _edge(rebuilt, e, v, k)
+        kinds = _edge_kinds(rebuilt, u, w, v, k) if seconds else ()
+        link = Reshard(node_name(graph, other), seconds, kinds)
+        # A state edge runs from an update's producer to its argument: the argument "reads" it.
+        (links_in if w == v else links_out).append(link)
+    return CostSplit(compute, communication, tuple(links_in), tuple(links_out), int(s.memory[k]))
+
+
+def _edge_kinds(rebuilt: Rebuilt, u: int, w: int, v: int, k: int) -> tuple[str, ...]:
+    from autopar.passes.intra_op import expected
+    from autopar.passes.intra_op.graph_facts import parameter_results
+
+    graph, prob, mesh = rebuilt.graph, rebuilt.problem, rebuilt.config.mesh
+    pick = lambda x: k if x == v else rebuilt.chosen[x]  # noqa: E731
+    kinds: list[str] = []
+    links = [(kk, r) for kk, (src, r) in enumerate(graph.nodes[w].operands) if src == u]
+    for kk, r in links:
+        produced = prob.strategies[u].result_layouts[r][pick(u)]
+        required = prob.strategies[w].operand_layouts[kk][pick(w)]
+        if not np.array_equal(produced, required):
+            shape, size = graph.nodes[w].operand_shapes[kk], graph.nodes[w].operand_itemsizes[kk]
+            kinds += [kind for kind, _, _ in expected._reshard(produced, required, shape, size, mesh)]
+    state = parameter_results(graph)
+    for arg, src in ((w, u), (u, w)):
+        if arg in state and graph.returns[state[arg]][0] == src:
+            r = graph.returns[state[arg]][1]
+            produced = prob.strategies[src].result_layouts[r][pick(src)]
+            required = prob.strategies[arg].result_layouts[0][pick(arg)]
+            node = graph.nodes[arg]
+            if not np.array_equal(produced, required):
+                kinds += [
+                    k2
+                    for k2, _, _ in expected._reshard(
+                        produced, required, node.result_shapes[0], node.result_itemsizes[0], mesh
+                    )
+                ]
+    return tuple(dict.fromkeys(kinds))
+
+
+def resolve_forced(rebuilt: Rebuilt, v: int, k: int):
+    """The solver's best plan with node v's strategy forced to k: (objective, proven optimal)."""
+    from autopar import solver as solver_lib
+
+    prob = rebuilt.problem
+    costs, usages, edge_costs = list(prob.node_costs), list(prob.node_usages), list(prob.edge_costs)
+    costs[v], usages[v] = costs[v][k : k + 1], usages[v][k : k + 1]
+    edges = prob.edges.reshape(-1, 2)
+    for e in rebuilt.adjacency.get(v, ()):
+        u, w = (int(x) for x in edges[e])
+        table = np.asarray(edge_costs[e]).reshape(prob.strategies[u].size, prob.strategies[w].size)
+        edge_costs[e] = (table[k : k + 1, :] if u == v else table[:, k : k + 1]).ravel()
+    intervals = prob.intervals.copy()
+    intervals[:, 1] += 1
+    core = solver_lib.StrategyProblem.from_arrays(
+        intervals, costs, usages, edges, edge_costs, usage_limit=rebuilt.config.memory_budget or None
+    )
+    initial = list(rebuilt.chosen)
+    initial[v] = 0
+    result = solver_lib.solve(core, time_limit=10.0, budget=RESOLVE_BUDGET, seed=0, initial=initial)
+    if not result.feasible:
+        return None, False
+    return float(result.cost), result.status == "optimal"
+
+
+def alternatives(rebuilt: Rebuilt, v: int, top: int) -> tuple[Alternative, ...]:
+    from autopar.passes.intra_op.strategies import FORBIDDEN
+
+    chosen = rebuilt.chosen[v]
+    base = local_cost(rebuilt, v, chosen)
+    size = rebuilt.problem.strategies[v].size
+    local = sorted((local_cost(rebuilt, v, k) - base, k) for k in range(size) if k != chosen)
+    local = [(d, k) for d, k in local if d < FORBIDDEN / 10]
+    exact = len(rebuilt.graph.nodes) <= EXACT_NODE_LIMIT
+    out = []
+    for d, k in local[: 2 * top if exact else top]:
+        delta, proven = resolve_forced(rebuilt, v, k) if exact else (None, False)
+        if delta is not None:
+            delta -= rebuilt.objective
+        feasible = not exact or delta is not None
+        out.append(Alternative(describe(rebuilt, v, k), d, delta, proven, feasible))
+    out.sort(key=lambda a: (not a.feasible, a.local_delta if a.delta is None else a.delta, a.local_delta))
+    return tuple(out[:top])
