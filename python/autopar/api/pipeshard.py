@@ -285,6 +285,7 @@ class PipeshardExecutionPlan:
         every stage as slow as the slowest (forward a third of its cost, backward two thirds).
       transfers: per (source, destination) stage pair, the values crossing meshes with their bytes and
         seconds per micro-batch, planned by the cross-mesh resharding core (api/transfers.py).
+      memory_budget: bytes per device the plan had to fit (the method's memory_per_device_gib).
     """
 
     method: str
@@ -295,6 +296,20 @@ class PipeshardExecutionPlan:
     schedule: str = ""
     estimated_bubble: float = 0.0
     transfers: tuple[StageTransfer, ...] = ()
+    memory_budget: int = 0
+
+    def plot(self, path: Any, timeline: Any = None) -> Any:
+        """Writes the cluster by stage, stage time and memory against the budget, and the schedule's
+        Gantt chart (predicted; also measured, given `f.last_step_timeline()`) to `path` (.png, .svg)."""
+        from autopar.api import plots
+
+        return plots.plot_pipeshard_plan(self, path, timeline)
+
+    def report(self, path: Any, timeline: Any = None) -> Any:
+        """Writes one self-contained HTML file: the plan's text, pictures and tables (api/report.py)."""
+        from autopar.api import report
+
+        return report.write_report(self, path, timeline)
 
     def __str__(self) -> str:
         lines = [
@@ -362,6 +377,7 @@ def read_plan(
         schedule=schedule.name if schedule is not None else "",
         estimated_bubble=bubble,
         transfers=stage_transfers(module),
+        memory_budget=int(method.memory_per_device_gib * 2**30),
     )
 
 

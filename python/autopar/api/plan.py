@@ -105,6 +105,18 @@ class ExecutionPlan:
                 )
         return "\n".join(lines)
 
+    def plot(self, path: Any) -> Any:
+        """Writes the mesh, every tensor's layout over it and the collectives to `path` (.png, .svg)."""
+        from autopar.api import plots
+
+        return plots.plot_mesh_plan(self, path)
+
+    def report(self, path: Any) -> Any:
+        """Writes one self-contained HTML file: the plan's text, pictures and tables (api/report.py)."""
+        from autopar.api import report
+
+        return report.write_report(self, path)
+
     def __str__(self) -> str:
         mesh = ", ".join(f"{name}={size}" for name, size in self.mesh_shape.items())
         lines = [f"{self.method} on mesh [{mesh}] over devices {list(self.device_ids)}"]

@@ -1,0 +1,471 @@
+"""Pictures of a plan (`plan.plot(path)`), drawn with matplotlib (the `plot` extra), which only these
+functions import: `import autopar` never does.
+
+A mesh plan (`ExecutionPlan`): the mesh's devices; every argument and result as a row of its dims, each
+cell coloured by the mesh axes that split that dim (rows grouped by layer: the pytree key a tensor ends
+with, so a weight sits beside its optimizer state and its update); the collectives by kind and mesh axes,
+bytes per device, planned beside compiled. A pipeshard plan (`PipeshardExecutionPlan`): the cluster's
+devices coloured by stage; each stage's time per micro-batch and memory per device against the budget;
+the schedule as a Gantt chart, predicted (api/gantt.py) and, given a measured timeline, as it ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autopar.api import gantt
+from autopar.runtime.hlo import COLLECTIVE_KINDS
+
+if TYPE_CHECKING:
+    from autopar.api.pipeshard import PipeshardExecutionPlan
+    from autopar.api.plan import ExecutionPlan, TensorPlacement
+    from autopar.runtime.timeline import Timeline
+
+FORMATS = (".png", ".svg", ".pdf")
+MAX_ROWS = 64  # tensors drawn in the layout grid; the report's table lists every one
+STAGE_COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
+REPLICATED = "#E8E8E8"
+
+
+def pyplot(what: str) -> Any:
+    """matplotlib.pyplot on the Agg backend (no display), or a clear error naming the extra."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError(f"{what} needs matplotlib: pip install 'autopar[plot]'") from None
+    return plt
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str) -> Iterator[str]:
+    """A temporary file beside `path` that replaces it when the block succeeds and is removed when it
+    fails: `path` is never left half written."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent or ".")
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def save(fig: Any, path: str | os.PathLike) -> Path:
+    """Writes `fig` to `path` (PNG, SVG or PDF by its suffix) atomically and closes it."""
+    plt = pyplot("plan.plot")
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix not in FORMATS:
+            raise ValueError(f"plan.plot writes {', '.join(FORMATS)} files (by suffix), not {str(path)!r}")
+        with atomic_path(path, suffix) as tmp:
+            fig.savefig(tmp, format=suffix[1:], dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def png_bytes(fig: Any) -> bytes:
+    """`fig` as PNG bytes (closed after)."""
+    plt = pyplot("plan.report")
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+# ---- a mesh plan ------------------------------------------------------------------------------------------
+
+
+def plot_mesh_plan(plan: ExecutionPlan, path: str | os.PathLike) -> Path:
+    return save(mesh_plan_figure(plan), path)
+
+
+def mesh_plan_figure(plan: ExecutionPlan, what: str = "plan.plot") -> Any:
+    """The mesh, the layout grid and the collectives, one figure."""
+    plt = pyplot(what)
+    rows = len(layout_rows(plan)[:MAX_ROWS])
+    fig = plt.figure(figsize=(13, 3.2 + 0.24 * rows), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[3.0, 0.24 * rows + 0.6])
+    left, right = top.subfigures(1, 2, width_ratios=[1, 2])
+    draw_mesh(left, plan)
+    draw_collectives(right, plan)
+    draw_layouts(bottom, plan)
+    fig.suptitle(_mesh_title(plan), fontsize=11)
+    return fig
+
+
+def _mesh_title(plan: ExecutionPlan) -> str:
+    mesh = " x ".join(f"{a}={n}" for a, n in plan.mesh_shape.items())
+    cost = f", estimated {plan.estimated_cost:.3g} s" if plan.estimated_cost is not None else ""
+    return f"{plan.method} on mesh {mesh} (solver {plan.solver_status}{cost})"
+
+
+def axis_colours(plan: ExecutionPlan) -> dict[tuple[str, ...], str]:
+    """A colour per set of mesh axes splitting some dim (one axis each first, in mesh order)."""
+    palette = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#CCB974"]
+    seen = [(a,) for a in plan.mesh_shape]
+    for t in (*plan.inputs, *plan.outputs):
+        for entry in t.spec:
+            axes = _axes(entry)
+            if axes and axes not in seen:
+                seen.append(axes)
+    return {axes: palette[i % len(palette)] for i, axes in enumerate(seen)}
+
+
+def _axes(entry: Any) -> tuple[str, ...]:
+    if entry is None:
+        return ()
+    return (entry,) if isinstance(entry, str) else tuple(entry)
+
+
+def draw_mesh(sf: Any, plan: ExecutionPlan) -> None:
+    """The devices in mesh order: rows along the first axis, columns along the others."""
+    ax = sf.subplots()
+    sizes = list(plan.mesh_shape.values()) or [1]
+    names = list(plan.mesh_shape) or ["-"]
+    rows, cols = sizes[0], math.prod(sizes[1:]) if len(sizes) > 1 else 1
+    if len(sizes) == 1:  # one axis: a row of devices
+        rows, cols = 1, sizes[0]
+    for i, device in enumerate(plan.device_ids):
+        r, c = divmod(i, cols)
+        ax.add_patch(_rect(c, r, "#DCE6F2"))
+        ax.text(c + 0.5, r + 0.5, f"device {device}", ha="center", va="center", fontsize=8)
+    ax.set_xlim(0, cols)
+    ax.set_ylim(rows, 0)
+    ax.set_aspect("equal")
+    ax.set_xticks([c + 0.5 for c in range(cols)], [str(c) for c in range(cols)], fontsize=8)
+    ax.set_yticks([r + 0.5 for r in range(rows)], [str(r) for r in range(rows)], fontsize=8)
+    if len(sizes) == 1:
+        ax.set_xlabel(f"mesh axis {names[0]}")
+    else:
+        ax.set_ylabel(f"mesh axis {names[0]}")
+        ax.set_xlabel("mesh axis " + " x ".join(names[1:]))
+    ax.tick_params(length=0)
+    ax.set_title("devices in mesh order", fontsize=9)
+
+
+def _rect(x: float, y: float, colour: str, w: float = 1.0, h: float = 1.0) -> Any:
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x + 0.03, y + 0.05), w - 0.06, h - 0.1, facecolor=colour, edgecolor="#555555", lw=0.5)
+
+
+def draw_collectives(sf: Any, plan: ExecutionPlan) -> None:
+    """Bytes per device by (kind, mesh axes): what XLA compiled beside what the plan priced."""
+    ax = sf.subplots()
+    compiled: dict[tuple[str, str], list[int]] = {}
+    for c in plan.collectives:
+        over = ",".join(c.axes) if c.axes else ("groups" if c.groups else "-")
+        entry = compiled.setdefault((c.kind, over), [0, 0])
+        entry[0], entry[1] = entry[0] + 1, entry[1] + c.bytes
+    planned: dict[tuple[str, str], list[int]] = {}
+    for e in plan.expected_collectives:
+        entry = planned.setdefault((e.kind, ",".join(e.axes) or "-"), [0, 0])
+        entry[0], entry[1] = entry[0] + e.count, entry[1] + e.bytes
+    keys = sorted(set(compiled) | set(planned), key=lambda k: (COLLECTIVE_KINDS.index(k[0]), k[1]))
+    if not keys:
+        ax.text(0.5, 0.5, "no collectives: every device computes alone", ha="center", va="center")
+        ax.set_axis_off()
+        ax.set_title("communication", fontsize=9)
+        return
+    unit, size = _byte_unit(max(v[1] for v in (*compiled.values(), *planned.values())) or 1)
+    y = list(range(len(keys)))
+    for offset, (label, table, colour) in enumerate(
+        (("compiled (XLA)", compiled, "#C44E52"), ("planned (cost model)", planned, "#8C8C8C"))
+    ):
+        values = [table.get(k, [0, 0]) for k in keys]
+        bars = ax.barh(
+            [v - 0.2 + 0.4 * offset for v in y],
+            [b / size for _, b in values],
+            0.38,
+            color=colour,
+            label=label,
+        )
+        for bar, (count, _) in zip(bars, values, strict=True):
+            if count:
+                ax.text(
+                    bar.get_width(),
+                    bar.get_y() + bar.get_height() / 2,
+                    f" {count} x",
+                    va="center",
+                    fontsize=7,
+                )
+    ax.set_yticks(y, [f"{kind}\nover {over}" for kind, over in keys], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{unit} per device per step")
+    ax.margins(x=0.15)
+    ax.legend(fontsize=7, loc="lower right", frameon=False)
+    total = sum(c.bytes for c in plan.collectives)
+    ax.set_title(
+        f"communication: {len(plan.collectives)} compiled collectives, {total / size:.3g} {unit} per device",
+        fontsize=9,
+    )
+
+
+def _byte_unit(n: float) -> tuple[str, float]:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return unit, size
+    return "bytes", 1
+
+
+_TRAILING_KEY = re.compile(r"(\[[^\[\]]*\])$")
+
+
+def layout_rows(plan: ExecutionPlan) -> list[tuple[str, TensorPlacement]]:
+    """(group, tensor) for every argument and result: parameters and outputs grouped by the pytree key
+    they end with (a layer's weight, its optimizer state and its update), then the batch, then scalars
+    and anything else; inputs before outputs within a group."""
+    groups: dict[str, list[TensorPlacement]] = {}
+    for t in (*plan.inputs, *plan.outputs):
+        if t.role == "batch":
+            group = "batch"
+        elif not t.shape:
+            group = "scalars"
+        else:
+            match = _TRAILING_KEY.search(t.path)
+            group = f"layer {match.group(1)}" if match else "other"
+        groups.setdefault(group, []).append(t)
+    order = [g for g in groups if g.startswith("layer")] + [
+        g for g in ("batch", "other", "scalars") if g in groups
+    ]
+    return [(g, t) for g in order for t in groups[g]]
+
+
+def draw_layouts(sf: Any, plan: ExecutionPlan) -> None:
+    """A row per tensor, a cell per dim (its size, and the mesh axes splitting it)."""
+    from matplotlib.patches import Patch
+
+    ax = sf.subplots()
+    rows = layout_rows(plan)
+    shown = rows[:MAX_ROWS]
+    colours = axis_colours(plan)
+    sizes = dict(plan.mesh_shape)
+    dims = max((len(t.shape) for _, t in shown), default=1) or 1
+    labels, previous = [], None
+    for r, (group, t) in enumerate(shown):
+        if group != previous:
+            ax.axhline(r, color="#333333", lw=0.8)
+            ax.text(-0.05, r + 0.5, group, ha="right", va="center", fontsize=8, weight="bold",
+                    transform=ax.get_yaxis_transform())  # fmt: skip
+            previous = group
+        split = 1
+        for d in range(max(len(t.shape), 1)):
+            if not t.shape:
+                ax.add_patch(_rect(0, r, REPLICATED))
+                ax.text(0.5, r + 0.5, "scalar", ha="center", va="center", fontsize=7)
+                break
+            axes = _axes(t.spec[d]) if d < len(t.spec) else ()
+            parts = math.prod(sizes[a] for a in axes)
+            split *= parts
+            ax.add_patch(_rect(d, r, colours.get(axes, REPLICATED) if axes else REPLICATED))
+            text = f"{t.shape[d]}" if not axes else f"{t.shape[d]} / {'x'.join(axes)} = {t.shape[d] // parts}"
+            ax.text(d + 0.5, r + 0.5, text, ha="center", va="center", fontsize=7,
+                    color="white" if axes else "black")  # fmt: skip
+        labels.append(f"{t.path}  {t.dtype}  ({'1' if split == 1 else f'1/{split}'} per device)")
+    ax.set_xlim(0, dims)
+    ax.set_ylim(len(shown), 0)
+    ax.set_yticks([r + 0.5 for r in range(len(shown))], labels, fontsize=7)
+    ax.yaxis.tick_right()
+    ax.set_xticks([d + 0.5 for d in range(dims)], [f"dim {d}" for d in range(dims)], fontsize=8)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for side in ("left", "right", "bottom", "top"):
+        ax.spines[side].set_visible(False)
+    handles = [Patch(color=c, label=f"split over {'x'.join(a)} ({math.prod(sizes[x] for x in a)})")
+               for a, c in colours.items() if any(_used(plan, a))]  # fmt: skip
+    handles.append(Patch(facecolor=REPLICATED, edgecolor="#555555", label="not split (replicated)"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, -0.01), ncol=len(handles), fontsize=7,
+              frameon=False)  # fmt: skip
+    more = f"; {len(rows) - len(shown)} more in plan.report" if len(rows) > len(shown) else ""
+    ax.set_title(f"layouts: each tensor's dims and the mesh axes splitting them{more}", fontsize=9, pad=18)
+
+
+def _used(plan: ExecutionPlan, axes: tuple[str, ...]) -> Iterator[bool]:
+    return (_axes(e) == axes for t in (*plan.inputs, *plan.outputs) for e in t.spec)
+
+
+# ---- a pipeshard plan -------------------------------------------------------------------------------------
+
+
+def plot_pipeshard_plan(
+    plan: PipeshardExecutionPlan, path: str | os.PathLike, timeline: Timeline | None = None
+) -> Path:
+    return save(pipeshard_figure(plan, timeline), path)
+
+
+def pipeshard_figure(
+    plan: PipeshardExecutionPlan, timeline: Timeline | None = None, what: str = "plan.plot"
+) -> Any:
+    """The cluster by stage, stage time and memory, the predicted (and measured) schedule, one figure."""
+    plt = pyplot(what)
+    charts = [gantt.predicted(plan)] + ([timeline] if timeline is not None and timeline.events else [])
+    charts = [c for c in charts if c.events]
+    meshes = max((len(c.meshes()) for c in charts), default=1)
+    gantt_height = 0.7 + 0.45 * meshes
+    fig = plt.figure(figsize=(13, 3.4 + gantt_height * len(charts)), layout="constrained")
+    top, *rest = fig.subfigures(1 + len(charts), 1, height_ratios=[3.4] + [gantt_height] * len(charts))
+    left, right = top.subfigures(1, 2, width_ratios=[1, 1.4])
+    draw_cluster(left, plan)
+    draw_stage_costs(right, plan)
+    for sf, chart in zip(rest, charts, strict=True):
+        draw_timeline(sf, chart)
+    fig.suptitle(_pipeshard_title(plan), fontsize=11)
+    return fig
+
+
+def _pipeshard_title(plan: PipeshardExecutionPlan) -> str:
+    schedule = f", {plan.schedule}" if plan.schedule else ""
+    return (
+        f"{plan.method} on a {plan.cluster[0]}x{plan.cluster[1]} cluster: {len(plan.stages)} stages, "
+        f"{plan.num_micro_batches} micro-batches{schedule}, estimated {plan.estimated_latency:.3g} s per step"
+    )
+
+
+def draw_timeline(sf: Any, timeline: Timeline) -> None:
+    title = (
+        "schedule as predicted (schedule core, every stage as slow as the slowest)"
+        if timeline.source == "predicted"
+        else f"schedule as measured ({timeline.source} runtime, each part waited for)"
+    )
+    gantt.draw(sf.subplots(), timeline, title)
+
+
+def draw_cluster(sf: Any, plan: PipeshardExecutionPlan) -> None:
+    """The cluster's devices, host by host, coloured by the stage (mesh) that runs on them."""
+    from matplotlib.patches import Patch
+
+    ax = sf.subplots()
+    hosts, per_host = plan.cluster
+    stages_of: dict[int, list[int]] = {}
+    for s in plan.stages:
+        for d in s.device_ids:
+            stages_of.setdefault(d, []).append(s.index)
+    for d in range(hosts * per_host):
+        r, c = divmod(d, per_host)
+        stages = stages_of.get(d, [])
+        colour = STAGE_COLOURS[stages[0] % len(STAGE_COLOURS)] if stages else REPLICATED
+        ax.add_patch(_rect(c, r, colour))
+        text = f"device {d}\n" + (f"stage {','.join(map(str, stages))}" if stages else "idle")
+        ax.text(
+            c + 0.5, r + 0.5, text, ha="center", va="center", fontsize=7, color="white" if stages else "k"
+        )
+    ax.set_xlim(0, per_host)
+    ax.set_ylim(hosts, 0)
+    ax.set_aspect("equal")
+    ax.set_xticks([c + 0.5 for c in range(per_host)], [str(c) for c in range(per_host)], fontsize=8)
+    ax.set_yticks([r + 0.5 for r in range(hosts)], [f"host {r}" for r in range(hosts)], fontsize=8)
+    ax.tick_params(length=0)
+    handles = [
+        Patch(
+            color=STAGE_COLOURS[s.index % len(STAGE_COLOURS)],
+            label=f"stage {s.index}: {_layers(s.layers)}, submesh {s.submesh[0]}x{s.submesh[1]}, "
+            f"logical mesh {s.logical_mesh[0]}x{s.logical_mesh[1]}",
+        )
+        for s in plan.stages
+    ]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=7, frameon=False)
+    ax.set_title("cluster: devices (by host) and the stage running on each", fontsize=9)
+
+
+def _layers(span: tuple[int, int]) -> str:
+    return f"layer {span[0]}" if span[1] - span[0] == 1 else f"layers {span[0]}-{span[1] - 1}"
+
+
+def _percent(part: float, whole: float) -> str:
+    share = 100 * part / whole
+    return f"{share:.3g}%" if share >= 0.001 else "<0.001%"
+
+
+def draw_stage_costs(sf: Any, plan: PipeshardExecutionPlan) -> None:
+    """Per stage: seconds per micro-batch; bytes per device (with in-flight micro-batches, and the
+    state it owns between steps) against the memory budget."""
+    time_ax, memory_ax = sf.subplots(1, 2)
+    x = [s.index for s in plan.stages]
+    colours = [STAGE_COLOURS[i % len(STAGE_COLOURS)] for i in x]
+    costs = [s.estimated_cost for s in plan.stages]
+    unit, size = gantt.time_unit(max(costs, default=0.0) or 1e-9)
+    bars = time_ax.bar(x, [c / size for c in costs], color=colours)
+    time_ax.bar_label(bars, fmt="%.3g", fontsize=7)
+    time_ax.set_ylabel(f"{unit} per micro-batch")
+    time_ax.set_title("estimated time per stage", fontsize=9)
+    _stage_ticks(time_ax, x)
+    budget = getattr(plan, "memory_budget", 0)
+    peak = [s.estimated_memory for s in plan.stages]
+    state = [s.state_memory for s in plan.stages]
+    unit, size = _byte_unit(max([*peak, *state, budget]) or 1)
+    w = 0.38
+    memory_ax.bar(
+        [i - w / 2 for i in x],
+        [p / size for p in peak],
+        w,
+        color=colours,
+        label="with in-flight micro-batches",
+    )
+    memory_ax.bar([i + w / 2 for i in x], [s / size for s in state], w, color=colours, alpha=0.45, hatch="//",
+                  label="state it owns (parameters, optimizer)")  # fmt: skip
+    if budget:
+        memory_ax.axhline(
+            budget / size, color="#C44E52", ls="--", lw=1.2, label=f"budget {budget / size:.3g} {unit}"
+        )
+        if max(peak, default=0) < budget / 20:  # tiny stages under a large budget: a log scale shows both
+            memory_ax.set_yscale("log")
+        for i, p in zip(x, peak, strict=True):
+            memory_ax.text(i - w / 2, p / size, _percent(p, budget), ha="center", va="bottom", fontsize=7)
+    memory_ax.set_ylabel(f"{unit} per device")
+    memory_ax.set_title("estimated memory per device", fontsize=9)
+    memory_ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False)
+    _stage_ticks(memory_ax, x)
+
+
+def _stage_ticks(ax: Any, x: Sequence[int]) -> None:
+    ax.set_xticks(list(x), [f"stage {i}" for i in x], fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def figure_sections(plan: Any, timeline: Timeline | None, what: str) -> list[tuple[str, Callable[[], Any]]]:
+    """The report's pictures: (title, a function drawing it as its own figure)."""
+    from autopar.api.pipeshard import PipeshardExecutionPlan
+
+    plt = pyplot(what)
+
+    def one(draw: Callable[[Any], None], w: float, h: float) -> Callable[[], Any]:
+        def make() -> Any:
+            fig = plt.figure(figsize=(w, h), layout="constrained")
+            draw(fig)
+            return fig
+
+        return make
+
+    if isinstance(plan, PipeshardExecutionPlan):
+        sections = [
+            ("Cluster and stages", one(lambda f: draw_cluster(f, plan), 7, 3.6)),
+            ("Stage time and memory", one(lambda f: draw_stage_costs(f, plan), 10, 3.6)),
+        ]
+        for chart in (gantt.predicted(plan), timeline):
+            if chart is not None and chart.events:
+                height = 1.2 + 0.5 * len(chart.meshes())
+                name = "Schedule (predicted)" if chart.source == "predicted" else "Schedule (measured)"
+                sections.append((name, one(lambda f, c=chart: draw_timeline(f, c), 13, height)))
+        return sections
+    rows = len(layout_rows(plan)[:MAX_ROWS])
+    return [
+        ("Mesh", one(lambda f: draw_mesh(f, plan), 6, 3)),
+        ("Communication", one(lambda f: draw_collectives(f, plan), 9, 3.2)),
+        ("Layouts", one(lambda f: draw_layouts(f, plan), 13, 1.0 + 0.24 * rows)),
+    ]
