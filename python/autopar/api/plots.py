@@ -56,6 +56,9 @@ def atomic_path(path: str | os.PathLike, suffix: str) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as a plain open() would have made it, not mkstemp's 0600
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
