@@ -74,7 +74,8 @@ def save(fig: Any, path: str | os.PathLike) -> Path:
         if suffix not in FORMATS:
             raise ValueError(f"plan.plot writes {', '.join(FORMATS)} files (by suffix), not {str(path)!r}")
         with atomic_path(path, suffix) as tmp:
-            fig.savefig(tmp, format=suffix[1:], dpi=110, bbox_inches="tight")
+            extra = {"pil_kwargs": {"optimize": True}} if suffix == ".png" else {}
+            fig.savefig(tmp, format=suffix[1:], dpi=110, bbox_inches="tight", **extra)
     finally:
         plt.close(fig)
     return Path(path)
