@@ -36,13 +36,14 @@ def mesh_plan(model):
     return f.get_execution_plan(*args)
 
 
-def pipeshard(model, executor="in-process"):
+def pipeshard(model, executor="in-process", schedule="1f1b"):
     step, _ = model
     method = autopar.PipeshardParallel(
         num_micro_batches=MICRO_BATCHES,
         layer_option=autopar.AutoLayerOption(layer_num=4),
         stage_option=autopar.UniformStageOption(num_stages=2),
         executor=executor,
+        pipeline_schedule=schedule,
     )
     return autopar.parallelize(step, method=method, batch_argnums=(2,))
 
@@ -102,6 +103,18 @@ def test_predicted_gantt_is_the_schedule_core_simulation(model):
     assert len(chart.meshes()) == 2 and chart.source == "predicted"
     assert gantt.bubble(chart) == pytest.approx(plan.estimated_bubble)
     assert plan.memory_budget == 16 * 2**30
+
+
+def test_zb_h1_predicted_bubble_is_a_third_of_1f1b(model, tmp_path):
+    """ZB-H1's estimated bubble with equal part times: (S - 1) / (3 B), in the plan and in its chart (the
+    plan once simulated the weight halves as taking a second each, so its bubble read about 0)."""
+    step, args = model
+    plan = pipeshard(model, schedule="zb-h1").get_execution_plan(*args)
+    chart = gantt.predicted(plan)
+    assert {e.part for e in chart.events} >= {"backward_input", "backward_weight"}
+    assert plan.estimated_bubble == pytest.approx(1 / (3 * MICRO_BATCHES))
+    assert gantt.bubble(chart) == pytest.approx(plan.estimated_bubble)
+    assert plan.plot(tmp_path / "zb.png").read_bytes().startswith(PNG)
 
 
 @pytest.mark.parametrize("executor", ["in-process", "processes"])

@@ -21,19 +21,18 @@ PART_COLOURS = {
 }
 
 
-def durations(plan: PipeshardExecutionPlan) -> dict[str, float]:
-    """The part durations the prediction assumes, as `estimated_bubble` does: every stage as slow as the
-    slowest (c seconds per micro-batch), a forward c / 3, a backward 2 c / 3 (zb-h1: each half c / 3),
-    apply parts free."""
-    slowest = max((s.estimated_cost for s in plan.stages), default=0.0)
-    if plan.schedule == "zb-h1":
+def durations(schedule: str, slowest: float) -> dict[str, float]:
+    """The part durations behind `estimated_bubble` and the predicted chart: every stage as slow as the
+    slowest (`slowest` seconds per micro-batch), a forward a third of it, a backward two thirds (zb-h1:
+    each half a third), apply parts free."""
+    if schedule == "zb-h1":
         return {"forward": slowest / 3, "backward": slowest / 3, "backward_weight": slowest / 3, "apply": 0.0}
     return {"forward": slowest / 3, "backward": 2 * slowest / 3, "backward_weight": 0.0, "apply": 0.0}
 
 
 def predicted(plan: PipeshardExecutionPlan) -> Timeline:
     """The schedule of `plan` simulated by the C++ schedule core (`_core.simulate_schedule`) under
-    `durations(plan)`: one event per instruction of each mesh's program (zero-length apply parts kept)."""
+    `durations`: one event per instruction of each mesh's program (zero-length apply parts kept)."""
     from autopar import _core
 
     if not plan.schedule or not plan.stages:
@@ -44,7 +43,8 @@ def predicted(plan: PipeshardExecutionPlan) -> Timeline:
             meshes.append(s.device_ids)
     chunks = len(plan.stages) // len(meshes)
     built = _core.build_schedule(plan.schedule, len(meshes), plan.num_micro_batches, chunks)
-    run = _core.simulate_schedule(built, **durations(plan))
+    slowest = max(s.estimated_cost for s in plan.stages)
+    run = _core.simulate_schedule(built, **durations(plan.schedule, slowest))
     events = [
         TimelineEvent(
             tuple(sorted(plan.stages[ins.stage].device_ids)), ins.stage, ins.part, ins.micro_batch, start, end
@@ -93,7 +93,7 @@ def draw(ax: Any, timeline: Timeline, title: str) -> None:
         label = "A" if e.micro_batch < 0 else str(e.micro_batch)
         if len(stages_on[e.devices]) > 1 and e.micro_batch >= 0:
             label += f"\ns{e.stage}"
-        if width > span * (0.012 * len(label.split("\n")[0]) + 0.006):
+        if width > span * (0.008 * len(label.split("\n")[0]) + 0.004):
             ax.text(e.start / size + width / 2, y, label, ha="center", va="center", fontsize=7, color="white")
     ax.set_yticks(range(len(meshes)))
     ax.set_yticklabels([_mesh_label(m, stages_on[m]) for m in meshes], fontsize=8)

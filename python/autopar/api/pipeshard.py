@@ -282,7 +282,8 @@ class PipeshardExecutionPlan:
       estimated_latency: seconds per iteration, sum of stage costs + (B - 1) * slowest (the DP's objective).
       schedule: the pipeline schedule the stages run ("1f1b", "gpipe"; "" when none was written).
       estimated_bubble: the schedule's idle time over its busy time, simulated by the schedule core with
-        every stage as slow as the slowest (forward a third of its cost, backward two thirds).
+        every stage as slow as the slowest (forward a third of its cost, backward two thirds; zb-h1's
+        input and weight halves a third each: api/gantt.py `durations`).
       transfers: per (source, destination) stage pair, the values crossing meshes with their bytes and
         seconds per micro-batch, planned by the cross-mesh resharding core (api/transfers.py).
       memory_budget: bytes per device the plan had to fit (the method's memory_per_device_gib).
@@ -366,7 +367,9 @@ def read_plan(
         meshes = len({s.mesh.device_ids for s in plan.stages})
         chunks = len(plan.stages) // meshes
         built = _core.build_schedule(schedule.name, meshes, plan.micro_batches, chunks)
-        simulated = _core.simulate_schedule(built, forward=slowest / 3, backward=2 * slowest / 3, apply=0.0)
+        from autopar.api.gantt import durations
+
+        simulated = _core.simulate_schedule(built, **durations(schedule.name, slowest))
         bubble = simulated.bubble_fraction
     return PipeshardExecutionPlan(
         method=method.name,

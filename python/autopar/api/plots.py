@@ -350,12 +350,27 @@ def draw_timeline(sf: Any, timeline: Timeline) -> None:
     gantt.draw(sf.subplots(), timeline, title)
 
 
+def mesh_of(plan: PipeshardExecutionPlan) -> dict[int, int]:
+    """stage index -> its mesh's index (distinct device sets in stage order): the colour of its devices,
+    bars and legend entry (interleaved 1F1B runs several stages on each mesh)."""
+    meshes: list[tuple[int, ...]] = []
+    for s in plan.stages:
+        if s.device_ids not in meshes:
+            meshes.append(s.device_ids)
+    return {s.index: meshes.index(s.device_ids) for s in plan.stages}
+
+
+def _colour(mesh: int) -> str:
+    return STAGE_COLOURS[mesh % len(STAGE_COLOURS)]
+
+
 def draw_cluster(sf: Any, plan: PipeshardExecutionPlan) -> None:
-    """The cluster's devices, host by host, coloured by the stage (mesh) that runs on them."""
+    """The cluster's devices, host by host, coloured by the stage mesh that runs on them."""
     from matplotlib.patches import Patch
 
     ax = sf.subplots()
     hosts, per_host = plan.cluster
+    mesh = mesh_of(plan)
     stages_of: dict[int, list[int]] = {}
     for s in plan.stages:
         for d in s.device_ids:
@@ -363,8 +378,7 @@ def draw_cluster(sf: Any, plan: PipeshardExecutionPlan) -> None:
     for d in range(hosts * per_host):
         r, c = divmod(d, per_host)
         stages = stages_of.get(d, [])
-        colour = STAGE_COLOURS[stages[0] % len(STAGE_COLOURS)] if stages else REPLICATED
-        ax.add_patch(_rect(c, r, colour))
+        ax.add_patch(_rect(c, r, _colour(mesh[stages[0]]) if stages else REPLICATED))
         text = f"device {d}\n" + (f"stage {','.join(map(str, stages))}" if stages else "idle")
         ax.text(
             c + 0.5, r + 0.5, text, ha="center", va="center", fontsize=7, color="white" if stages else "k"
@@ -375,16 +389,15 @@ def draw_cluster(sf: Any, plan: PipeshardExecutionPlan) -> None:
     ax.set_xticks([c + 0.5 for c in range(per_host)], [str(c) for c in range(per_host)], fontsize=8)
     ax.set_yticks([r + 0.5 for r in range(hosts)], [f"host {r}" for r in range(hosts)], fontsize=8)
     ax.tick_params(length=0)
-    handles = [
-        Patch(
-            color=STAGE_COLOURS[s.index % len(STAGE_COLOURS)],
-            label=f"stage {s.index}: {_layers(s.layers)}, submesh {s.submesh[0]}x{s.submesh[1]}, "
-            f"logical mesh {s.logical_mesh[0]}x{s.logical_mesh[1]}",
+    entries: dict[int, list[str]] = {}
+    for s in plan.stages:
+        entries.setdefault(mesh[s.index], []).append(
+            f"stage {s.index}: {_layers(s.layers)}, submesh {s.submesh[0]}x{s.submesh[1]}, "
+            f"logical mesh {s.logical_mesh[0]}x{s.logical_mesh[1]}"
         )
-        for s in plan.stages
-    ]
+    handles = [Patch(color=_colour(m), label="; ".join(texts)) for m, texts in entries.items()]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=7, frameon=False)
-    ax.set_title("cluster: devices (by host) and the stage running on each", fontsize=9)
+    ax.set_title("cluster: devices (by host) and the stages running on each", fontsize=9)
 
 
 def _layers(span: tuple[int, int]) -> str:
@@ -401,11 +414,12 @@ def draw_stage_costs(sf: Any, plan: PipeshardExecutionPlan) -> None:
     state it owns between steps) against the memory budget."""
     time_ax, memory_ax = sf.subplots(1, 2)
     x = [s.index for s in plan.stages]
-    colours = [STAGE_COLOURS[i % len(STAGE_COLOURS)] for i in x]
+    mesh = mesh_of(plan)
+    colours = [_colour(mesh[i]) for i in x]
     costs = [s.estimated_cost for s in plan.stages]
     unit, size = gantt.time_unit(max(costs, default=0.0) or 1e-9)
     bars = time_ax.bar(x, [c / size for c in costs], color=colours)
-    time_ax.bar_label(bars, fmt="%.3g", fontsize=7)
+    time_ax.bar_label(bars, fmt="%.3g", fontsize=7 if len(x) <= 4 else 6)
     time_ax.set_ylabel(f"{unit} per micro-batch")
     time_ax.set_title("estimated time per stage", fontsize=9)
     _stage_ticks(time_ax, x)
@@ -430,15 +444,19 @@ def draw_stage_costs(sf: Any, plan: PipeshardExecutionPlan) -> None:
         if max(peak, default=0) < budget / 20:  # tiny stages under a large budget: a log scale shows both
             memory_ax.set_yscale("log")
         for i, p in zip(x, peak, strict=True):
-            memory_ax.text(i - w / 2, p / size, _percent(p, budget), ha="center", va="bottom", fontsize=7)
+            if len(x) <= 4:  # more would overlap: the title gives the largest share
+                memory_ax.text(i - w / 2, p / size, _percent(p, budget), ha="center", va="bottom", fontsize=7)
     memory_ax.set_ylabel(f"{unit} per device")
-    memory_ax.set_title("estimated memory per device", fontsize=9)
+    share = f": at most {_percent(max(peak, default=0), budget)} of the budget" if budget else ""
+    memory_ax.set_title(f"estimated memory per device{share}", fontsize=9)
     memory_ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False)
     _stage_ticks(memory_ax, x)
 
 
 def _stage_ticks(ax: Any, x: Sequence[int]) -> None:
-    ax.set_xticks(list(x), [f"stage {i}" for i in x], fontsize=8)
+    ax.set_xticks(list(x), [f"stage {i}" if len(x) <= 4 else str(i) for i in x], fontsize=8)
+    if len(x) > 4:
+        ax.set_xlabel("stage")
     ax.grid(axis="y", alpha=0.3)
 
 
