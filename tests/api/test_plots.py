@@ -17,6 +17,7 @@ from benchmarks.models.small import tanh_mlp_adam
 
 import autopar
 from autopar.api import gantt
+from autopar.api.plots import layer_of, layout_lines, layout_rows
 
 pytest.importorskip("matplotlib")
 
@@ -85,6 +86,18 @@ def test_mesh_plan_pictures(mesh_plan, tmp_path):
     with pytest.raises(ValueError, match="by suffix"):
         mesh_plan.plot(tmp_path / "plan.txt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.png", "plan.svg"]
+
+
+def test_layout_rows_group_a_weight_with_its_optimizer_state_and_update(mesh_plan):
+    assert layer_of("opt_state[0].mu[1]") == layer_of("out[0][1]") == layer_of("params[1]") == "[1]"
+    flax = "state.params['params']['Block_0']['Dense_0']['kernel']"
+    assert layer_of(flax) == layer_of("state.opt_state[0].nu['params']['Block_0']['Dense_0']['bias']")
+    assert layer_of(flax) == "['Block_0']" and layer_of("out['w1']") == "['w1']"
+    lines = layout_lines(mesh_plan)
+    # Per layer: the weight, its two Adam moments and three updates share one layout: one row, 5 alike.
+    assert [(g, t.path, n) for g, t, n in lines if g == "[1]"] == [("[1]", "params[1]", 5)]
+    assert [g for g, _, _ in lines] == ["[0]", "[1]", "[2]", "[3]", "batch", "batch", "scalars", "scalars"]
+    assert len(layout_rows(mesh_plan)) == len(mesh_plan.inputs) + len(mesh_plan.outputs)
 
 
 def test_mesh_plan_report(mesh_plan, tmp_path):

@@ -102,9 +102,10 @@ def plot_mesh_plan(plan: ExecutionPlan, path: str | os.PathLike) -> Path:
 def mesh_plan_figure(plan: ExecutionPlan, what: str = "plan.plot") -> Any:
     """The mesh, the layout grid and the collectives, one figure."""
     plt = pyplot(what)
-    rows = len(layout_rows(plan)[:MAX_ROWS])
-    fig = plt.figure(figsize=(13, 3.2 + 0.24 * rows), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[3.0, 0.24 * rows + 0.6])
+    rows = len(layout_lines(plan)[:MAX_ROWS])
+    head = max(3.0, 0.8 + 0.4 * len(collective_table(plan)[0]))
+    fig = plt.figure(figsize=(13, head + 0.2 + 0.24 * rows), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[head, 0.24 * rows + 0.6])
     left, right = top.subfigures(1, 2, width_ratios=[1, 2])
     draw_mesh(left, plan)
     draw_collectives(right, plan)
@@ -169,9 +170,8 @@ def _rect(x: float, y: float, colour: str, w: float = 1.0, h: float = 1.0) -> An
     return Rectangle((x + 0.03, y + 0.05), w - 0.06, h - 0.1, facecolor=colour, edgecolor="#555555", lw=0.5)
 
 
-def draw_collectives(sf: Any, plan: ExecutionPlan) -> None:
-    """Bytes per device by (kind, mesh axes): what XLA compiled beside what the plan priced."""
-    ax = sf.subplots()
+def collective_table(plan: ExecutionPlan) -> tuple[list[tuple[str, str]], dict, dict]:
+    """(kind, mesh axes) keys in kind order, and per key [count, bytes per device] compiled and planned."""
     compiled: dict[tuple[str, str], list[int]] = {}
     for c in plan.collectives:
         over = ",".join(c.axes) if c.axes else ("groups" if c.groups else "-")
@@ -182,6 +182,13 @@ def draw_collectives(sf: Any, plan: ExecutionPlan) -> None:
         entry = planned.setdefault((e.kind, ",".join(e.axes) or "-"), [0, 0])
         entry[0], entry[1] = entry[0] + e.count, entry[1] + e.bytes
     keys = sorted(set(compiled) | set(planned), key=lambda k: (COLLECTIVE_KINDS.index(k[0]), k[1]))
+    return keys, compiled, planned
+
+
+def draw_collectives(sf: Any, plan: ExecutionPlan) -> None:
+    """Bytes per device by (kind, mesh axes): what XLA compiled beside what the plan priced."""
+    ax = sf.subplots()
+    keys, compiled, planned = collective_table(plan)
     if not keys:
         ax.text(0.5, 0.5, "no collectives: every device computes alone", ha="center", va="center")
         ax.set_axis_off()
@@ -209,7 +216,7 @@ def draw_collectives(sf: Any, plan: ExecutionPlan) -> None:
                     va="center",
                     fontsize=7,
                 )
-    ax.set_yticks(y, [f"{kind}\nover {over}" for kind, over in keys], fontsize=8)
+    ax.set_yticks(y, [f"{kind} over {over}" for kind, over in keys], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(f"{unit} per device per step")
     ax.margins(x=0.15)
@@ -228,27 +235,44 @@ def _byte_unit(n: float) -> tuple[str, float]:
     return "bytes", 1
 
 
-_TRAILING_KEY = re.compile(r"(\[[^\[\]]*\])$")
+_TOKEN = re.compile(r"\[[^\[\]]*\]|\.\w+|^\w+")
+
+
+def layer_of(path: str) -> str:
+    """The layer a tensor belongs to, from its pytree path: the first key after its container (the last
+    attribute, `.mu`, `.params`; else the argument's name, or `out` and its output index), Flax's
+    ['params'] skipped. `params[1]`, `opt_state[0].mu[1]` and `out[0][1]` are in "[1]";
+    `state.params['params']['Block_0']['Dense_0']['kernel']` and its Adam state in "['Block_0']"."""
+    tokens = _TOKEN.findall(path)
+    attributes = [i for i, t in enumerate(tokens) if t.startswith(".")]
+    anchor = attributes[-1] if attributes else (1 if tokens[:1] == ["out"] else 0)
+    rest = [t for t in tokens[anchor + 1 :] if t != "['params']"] or tokens[1:]  # `out['w1']`: a dict out
+    return rest[0] if rest else "other"
 
 
 def layout_rows(plan: ExecutionPlan) -> list[tuple[str, TensorPlacement]]:
-    """(group, tensor) for every argument and result: parameters and outputs grouped by the pytree key
-    they end with (a layer's weight, its optimizer state and its update), then the batch, then scalars
-    and anything else; inputs before outputs within a group."""
+    """(group, tensor) for every argument and result: grouped by layer (`layer_of`), then the batch,
+    then scalars; inputs before outputs within a group."""
     groups: dict[str, list[TensorPlacement]] = {}
     for t in (*plan.inputs, *plan.outputs):
-        if t.role == "batch":
-            group = "batch"
-        elif not t.shape:
-            group = "scalars"
-        else:
-            match = _TRAILING_KEY.search(t.path)
-            group = f"layer {match.group(1)}" if match else "other"
+        group = "batch" if t.role == "batch" else "scalars" if not t.shape else layer_of(t.path)
         groups.setdefault(group, []).append(t)
-    order = [g for g in groups if g.startswith("layer")] + [
-        g for g in ("batch", "other", "scalars") if g in groups
-    ]
+    order = [g for g in groups if g not in ("batch", "other", "scalars")]
+    order += [g for g in ("batch", "other", "scalars") if g in groups]
     return [(g, t) for g in order for t in groups[g]]
+
+
+def layout_lines(plan: ExecutionPlan) -> list[tuple[str, TensorPlacement, int]]:
+    """The picture's rows: (group, tensor, how many more of its group have its shape, dtype and layout),
+    one row per distinct layout in a group (a weight's optimizer state and update mostly share it)."""
+    lines: dict[tuple, list] = {}
+    for group, t in layout_rows(plan):
+        key = (group, t.shape, t.dtype, tuple(_axes(e) for e in t.spec) if group != "batch" else t.path)
+        if key in lines:
+            lines[key][2] += 1
+        else:
+            lines[key] = [group, t, 0]
+    return [(g, t, n) for g, t, n in lines.values()]
 
 
 def draw_layouts(sf: Any, plan: ExecutionPlan) -> None:
@@ -256,16 +280,17 @@ def draw_layouts(sf: Any, plan: ExecutionPlan) -> None:
     from matplotlib.patches import Patch
 
     ax = sf.subplots()
-    rows = layout_rows(plan)
+    rows = layout_lines(plan)
     shown = rows[:MAX_ROWS]
     colours = axis_colours(plan)
     sizes = dict(plan.mesh_shape)
-    dims = max((len(t.shape) for _, t in shown), default=1) or 1
+    dims = max((len(t.shape) for _, t, _ in shown), default=1) or 1
     labels, previous = [], None
-    for r, (group, t) in enumerate(shown):
+    for r, (group, t, alike) in enumerate(shown):
         if group != previous:
             ax.axhline(r, color="#333333", lw=0.8)
-            ax.text(-0.05, r + 0.5, group, ha="right", va="center", fontsize=8, weight="bold",
+            name = group if group in ("batch", "other", "scalars") else f"layer {group}"
+            ax.text(-0.05, r + 0.5, name, ha="right", va="center", fontsize=8, weight="bold",
                     transform=ax.get_yaxis_transform())  # fmt: skip
             previous = group
         split = 1
@@ -278,10 +303,11 @@ def draw_layouts(sf: Any, plan: ExecutionPlan) -> None:
             parts = math.prod(sizes[a] for a in axes)
             split *= parts
             ax.add_patch(_rect(d, r, colours.get(axes, REPLICATED) if axes else REPLICATED))
-            text = f"{t.shape[d]}" if not axes else f"{t.shape[d]} / {'x'.join(axes)} = {t.shape[d] // parts}"
+            text = f"{t.shape[d]}" if not axes else f"{t.shape[d]} / {','.join(axes)} = {t.shape[d] // parts}"
             ax.text(d + 0.5, r + 0.5, text, ha="center", va="center", fontsize=7,
                     color="white" if axes else "black")  # fmt: skip
-        labels.append(f"{t.path}  {t.dtype}  ({'1' if split == 1 else f'1/{split}'} per device)")
+        more = f", +{alike} alike" if alike else ""
+        labels.append(f"{t.path}  {t.dtype}  ({'1' if split == 1 else f'1/{split}'} per device{more})")
     ax.set_xlim(0, dims)
     ax.set_ylim(len(shown), 0)
     ax.set_yticks([r + 0.5 for r in range(len(shown))], labels, fontsize=7)
@@ -291,13 +317,18 @@ def draw_layouts(sf: Any, plan: ExecutionPlan) -> None:
     ax.tick_params(length=0)
     for side in ("left", "right", "bottom", "top"):
         ax.spines[side].set_visible(False)
-    handles = [Patch(color=c, label=f"split over {'x'.join(a)} ({math.prod(sizes[x] for x in a)})")
+    handles = [Patch(color=c, label=f"split over {','.join(a)} ({math.prod(sizes[x] for x in a)})")
                for a, c in colours.items() if any(_used(plan, a))]  # fmt: skip
     handles.append(Patch(facecolor=REPLICATED, edgecolor="#555555", label="not split (replicated)"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, -0.01), ncol=len(handles), fontsize=7,
               frameon=False)  # fmt: skip
-    more = f"; {len(rows) - len(shown)} more in plan.report" if len(rows) > len(shown) else ""
-    ax.set_title(f"layouts: each tensor's dims and the mesh axes splitting them{more}", fontsize=9, pad=18)
+    more = f"; {len(rows) - len(shown)} more rows in plan.report's table" if len(rows) > len(shown) else ""
+    ax.set_title(
+        "layouts: each tensor's dims and the mesh axes splitting them (+N alike: tensors of the group with "
+        f"that shape and layout, e.g. optimizer state, updates){more}",
+        fontsize=9,
+        pad=18,
+    )
 
 
 def _used(plan: ExecutionPlan, axes: tuple[str, ...]) -> Iterator[bool]:
@@ -485,9 +516,12 @@ def figure_sections(plan: Any, timeline: Timeline | None, what: str) -> list[tup
                 name = "Schedule (predicted)" if chart.source == "predicted" else "Schedule (measured)"
                 sections.append((name, one(lambda f, c=chart: draw_timeline(f, c), 13, height)))
         return sections
-    rows = len(layout_rows(plan)[:MAX_ROWS])
+    rows = len(layout_lines(plan)[:MAX_ROWS])
     return [
         ("Mesh", one(lambda f: draw_mesh(f, plan), 6, 3)),
-        ("Communication", one(lambda f: draw_collectives(f, plan), 9, 3.2)),
+        (
+            "Communication",
+            one(lambda f: draw_collectives(f, plan), 9, max(3.0, 0.8 + 0.4 * len(collective_table(plan)[0]))),
+        ),
         ("Layouts", one(lambda f: draw_layouts(f, plan), 13, 1.0 + 0.24 * rows)),
     ]
