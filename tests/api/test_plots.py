@@ -96,8 +96,21 @@ def test_layout_rows_group_a_weight_with_its_optimizer_state_and_update(mesh_pla
     lines = layout_lines(mesh_plan)
     # Per layer: the weight, its two Adam moments and three updates share one layout: one row, 5 alike.
     assert [(g, t.path, n) for g, t, n in lines if g == "[1]"] == [("[1]", "params[1]", 5)]
-    assert [g for g, _, _ in lines] == ["[0]", "[1]", "[2]", "[3]", "batch", "batch", "scalars", "scalars"]
-    assert len(layout_rows(mesh_plan)) == len(mesh_plan.inputs) + len(mesh_plan.outputs)
+    groups = [g for g, _, _ in lines]
+    assert groups[:6] == ["[0]", "[1]", "[2]", "[3]", "batch", "batch"] and groups[-2:] == ["scalars"] * 2
+    everything = len(mesh_plan.inputs) + len(mesh_plan.outputs) + len(mesh_plan.activations)
+    assert len(layout_rows(mesh_plan)) == everything
+
+
+def test_activations_are_the_planned_layouts_of_the_dots(mesh_plan):
+    forward = [t for t in mesh_plan.activations if t.path.startswith("forward dot_general")]
+    backward = [t for t in mesh_plan.activations if t.path.startswith("backward dot_general")]
+    # One forward dot per layer (its output: batch x width, its batch dim split as the batch is) and the
+    # backward dots (weight gradients, and the cotangents of every layer but the first).
+    batch = mesh_plan.input_specs()["batch[0]"][0]
+    assert [t.shape for t in forward] == [(32, 16)] * 4 and all(t.spec[0] == batch for t in forward)
+    assert len(backward) == 7 and all(t.role == "activation" for t in mesh_plan.activations)
+    assert "jvp()/dot_general" in forward[0].path
 
 
 def test_mesh_plan_report(mesh_plan, tmp_path):

@@ -12,6 +12,7 @@ import numpy as np
 from jax.sharding import PartitionSpec
 from jaxlib.mlir import ir
 
+from autopar.api.activations import activation_placements
 from autopar.ir import attrs
 from autopar.runtime.hlo import COLLECTIVE_KINDS, Collective, parse_collectives
 from autopar.solver import relative_gap
@@ -57,6 +58,8 @@ class ExecutionPlan:
         empty for manual layouts.
       remarks: what the planner wants the user to know (a mesh axis that splits nothing and why, ops
         without a sharding rule kept replicated).
+      activations: the layouts the plan gave the results of the step's dots and convolutions, forward
+        and backward (role "activation", api/activations.py); empty for manual layouts.
     """
 
     method: str
@@ -70,6 +73,7 @@ class ExecutionPlan:
     solver_status: str
     expected_collectives: tuple[ExpectedCollective, ...] = ()
     remarks: tuple[str, ...] = ()
+    activations: tuple[TensorPlacement, ...] = ()
 
     def parameter_specs(self) -> dict[str, PartitionSpec]:
         """{path: spec} of every argument that is not a batch."""
@@ -220,6 +224,7 @@ def execution_plan(method_name: str, entry: Entry, exe: rt_exe.ShardedExecutable
         solver_status=result.solver_status if result else "manual",
         expected_collectives=expected_collectives(entry.module),
         remarks=result.remarks if result else (),
+        activations=activation_placements(entry.module),
     )
 
 

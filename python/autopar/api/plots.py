@@ -33,6 +33,7 @@ FORMATS = (".png", ".svg", ".pdf")
 MAX_ROWS = 64  # tensors drawn in the layout grid; the report's table lists every one
 STAGE_COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
 REPLICATED = "#E8E8E8"
+ACTIVATIONS, GRADIENTS = "activations (forward dots)", "gradients (backward dots)"
 
 
 def pyplot(what: str) -> Any:
@@ -124,7 +125,7 @@ def axis_colours(plan: ExecutionPlan) -> dict[tuple[str, ...], str]:
     """A colour per set of mesh axes splitting some dim (one axis each first, in mesh order)."""
     palette = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#CCB974"]
     seen = [(a,) for a in plan.mesh_shape]
-    for t in (*plan.inputs, *plan.outputs):
+    for t in (*plan.inputs, *plan.outputs, *plan.activations):
         for entry in t.spec:
             axes = _axes(entry)
             if axes and axes not in seen:
@@ -257,8 +258,11 @@ def layout_rows(plan: ExecutionPlan) -> list[tuple[str, TensorPlacement]]:
     for t in (*plan.inputs, *plan.outputs):
         group = "batch" if t.role == "batch" else "scalars" if not t.shape else layer_of(t.path)
         groups.setdefault(group, []).append(t)
-    order = [g for g in groups if g not in ("batch", "other", "scalars")]
-    order += [g for g in ("batch", "other", "scalars") if g in groups]
+    for t in plan.activations:
+        forward = t.path.startswith("forward")
+        groups.setdefault(ACTIVATIONS if forward else GRADIENTS, []).append(t)
+    last = ("batch", ACTIVATIONS, GRADIENTS, "other", "scalars")
+    order = [g for g in groups if g not in last] + [g for g in last if g in groups]
     return [(g, t) for g in order for t in groups[g]]
 
 
@@ -267,7 +271,12 @@ def layout_lines(plan: ExecutionPlan) -> list[tuple[str, TensorPlacement, int]]:
     one row per distinct layout in a group (a weight's optimizer state and update mostly share it)."""
     lines: dict[tuple, list] = {}
     for group, t in layout_rows(plan):
-        key = (group, t.shape, t.dtype, tuple(_axes(e) for e in t.spec) if group != "batch" else t.path)
+        key = (
+            group,
+            t.shape,
+            t.dtype,
+            tuple(_axes(e) for e in t.spec) if t.role in ("parameter", "output") else t.path,
+        )
         if key in lines:
             lines[key][2] += 1
         else:
@@ -289,7 +298,7 @@ def draw_layouts(sf: Any, plan: ExecutionPlan) -> None:
     for r, (group, t, alike) in enumerate(shown):
         if group != previous:
             ax.axhline(r, color="#333333", lw=0.8)
-            name = group if group in ("batch", "other", "scalars") else f"layer {group}"
+            name = group if group in ("batch", "other", "scalars") or " " in group else f"layer {group}"
             ax.text(-0.05, r + 0.5, name, ha="right", va="center", fontsize=8, weight="bold",
                     transform=ax.get_yaxis_transform())  # fmt: skip
             previous = group
@@ -332,7 +341,7 @@ def draw_layouts(sf: Any, plan: ExecutionPlan) -> None:
 
 
 def _used(plan: ExecutionPlan, axes: tuple[str, ...]) -> Iterator[bool]:
-    return (_axes(e) == axes for t in (*plan.inputs, *plan.outputs) for e in t.spec)
+    return (_axes(e) == axes for t in (*plan.inputs, *plan.outputs, *plan.activations) for e in t.spec)
 
 
 # ---- a pipeshard plan -------------------------------------------------------------------------------------
