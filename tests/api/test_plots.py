@@ -113,6 +113,20 @@ def test_activations_are_the_planned_layouts_of_the_dots(mesh_plan):
     assert "jvp()/dot_general" in forward[0].path
 
 
+def test_a_manual_plan_has_no_activations_and_still_draws(tmp_path):
+    import jax.numpy as jnp
+    from jax.sharding import PartitionSpec as P
+
+    manual = autopar.ManualShardingOption(("x", "y"), in_axis_resources=(P(None, "y"), P("x")))
+    f = autopar.parallelize(
+        lambda w, x: jnp.tanh(x @ w),
+        method=autopar.ShardParallel(mesh_shape=(2, 4), manual_sharding_option=manual),
+    )
+    plan = f.get_execution_plan(jnp.ones((16, 16)), jnp.ones((8, 16)))
+    assert plan.solver_status == "manual" and plan.activations == ()
+    assert plan.plot(tmp_path / "manual.png").read_bytes().startswith(PNG)
+
+
 def test_mesh_plan_report(mesh_plan, tmp_path):
     mesh_plan.report(tmp_path / "plan.html")
     check_report(tmp_path / "plan.html", ["plan", "pictures", "tensors", "collectives"], 3)
