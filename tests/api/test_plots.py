@@ -7,6 +7,7 @@ write leaves no file."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html.parser
 import os
 import subprocess
@@ -134,7 +135,7 @@ def test_mesh_plan_report(mesh_plan, tmp_path):
     assert "opt_state[0].mu[1]" in text and "all-reduce" in text
 
 
-def test_predicted_gantt_is_the_schedule_core_simulation(model):
+def test_predicted_gantt_is_the_schedule_core_simulation(model, tmp_path):
     step, args = model
     plan = pipeshard(model).get_execution_plan(*args)
     chart = gantt.predicted(plan)
@@ -143,6 +144,9 @@ def test_predicted_gantt_is_the_schedule_core_simulation(model):
     assert len(chart.meshes()) == 2 and chart.source == "predicted"
     assert gantt.bubble(chart) == pytest.approx(plan.estimated_bubble)
     assert plan.memory_budget == 16 * 2**30
+    unscheduled = dataclasses.replace(plan, schedule="")  # no schedule written: no chart, the rest drawn
+    assert not gantt.predicted(unscheduled).events
+    assert unscheduled.plot(tmp_path / "plan.png").read_bytes().startswith(PNG)
 
 
 def test_zb_h1_predicted_bubble_is_a_third_of_1f1b(model, tmp_path):

@@ -106,7 +106,7 @@ def draw(ax: Any, timeline: Timeline, title: str) -> None:
         f"busy {unit} per mesh {busy}",
         fontsize=9,
     )
-    present = sorted({e.part for e in timeline.events}, key=list(PART_COLOURS).index)
+    present = sorted({e.part for e in timeline.events if e.end > e.start}, key=list(PART_COLOURS).index)
     handles = [Patch(color=PART_COLOURS[p], label=p.replace("_", " ")) for p in present if p in PART_COLOURS]
     if handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)

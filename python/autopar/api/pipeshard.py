@@ -302,9 +302,9 @@ class PipeshardExecutionPlan:
     def plot(self, path: Any, timeline: Any = None) -> Any:
         """Writes the cluster by stage, stage time and memory against the budget, and the schedule's
         Gantt chart (predicted; also measured, given `f.last_step_timeline()`) to `path` (.png, .svg)."""
-        from autopar.api import plots
+        from autopar.api import pipeline_plots
 
-        return plots.plot_pipeshard_plan(self, path, timeline)
+        return pipeline_plots.plot_pipeshard_plan(self, path, timeline)
 
     def report(self, path: Any, timeline: Any = None) -> Any:
         """Writes one self-contained HTML file: the plan's text, pictures and tables (api/report.py)."""
