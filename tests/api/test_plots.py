@@ -188,12 +188,25 @@ def test_measured_gantt_after_a_step(model, executor, tmp_path):
 
 def test_missing_matplotlib_is_a_clear_error(mesh_plan, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
-    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"plan.plot needs matplotlib: pip install 'autopar\[plot\]'"):
         mesh_plan.plot(tmp_path / "plan.png")
     with pytest.raises(ImportError, match=r"plan.report needs matplotlib"):
         mesh_plan.report(tmp_path / "plan.html")
     assert not list(tmp_path.iterdir())
+
+
+def test_drawing_leaves_pyplot_alone(mesh_plan, tmp_path):
+    """The pictures are plain Figures: no backend is chosen or switched, no figure is left open."""
+    code = (
+        "import os, sys, autopar, jax.numpy as jnp\n"
+        "f = autopar.parallelize(lambda w, x: jnp.tanh(x @ w), method=autopar.ShardParallel(mesh_shape=8))\n"
+        "f.get_execution_plan(jnp.ones((16, 16)), jnp.ones((8, 16))).plot(sys.argv[1])\n"
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n"
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "p.png")], check=True, env=env)
+    assert (tmp_path / "p.png").read_bytes().startswith(PNG)
 
 
 def test_import_autopar_does_not_import_matplotlib():

@@ -1,7 +1,7 @@
 """Pictures of a pipeshard plan (`PipeshardExecutionPlan.plot`): the cluster's devices coloured by stage
 mesh; each stage's time per micro-batch and memory per device against the budget; the schedule as a Gantt
 chart, predicted (api/gantt.py) and, given a measured timeline, as it ran. matplotlib is imported on
-demand (api/plots.py `pyplot`)."""
+demand (api/plots.py `new_figure`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autopar.api import gantt
-from autopar.api.plots import REPLICATED, STAGE_COLOURS, _byte_unit, _rect, pyplot, save
+from autopar.api.plots import REPLICATED, STAGE_COLOURS, _byte_unit, _rect, image_format, new_figure, save
 
 if TYPE_CHECKING:
     from autopar.api.pipeshard import PipeshardExecutionPlan
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 def plot_pipeshard_plan(
     plan: PipeshardExecutionPlan, path: str | os.PathLike, timeline: Timeline | None = None
 ) -> Path:
+    image_format(path)
     return save(pipeshard_figure(plan, timeline), path)
 
 
@@ -28,12 +29,11 @@ def pipeshard_figure(
     plan: PipeshardExecutionPlan, timeline: Timeline | None = None, what: str = "plan.plot"
 ) -> Any:
     """The cluster by stage, stage time and memory, the predicted (and measured) schedule, one figure."""
-    plt = pyplot(what)
     charts = [gantt.predicted(plan)] + ([timeline] if timeline is not None and timeline.events else [])
     charts = [c for c in charts if c.events]
     meshes = max((len(c.meshes()) for c in charts), default=1)
     gantt_height = 0.7 + 0.45 * meshes
-    fig = plt.figure(figsize=(13, 3.4 + gantt_height * len(charts)), layout="constrained")
+    fig = new_figure(what, figsize=(13, 3.4 + gantt_height * len(charts)))
     top, *rest = fig.subfigures(
         1 + len(charts), 1, height_ratios=[3.4] + [gantt_height] * len(charts), squeeze=False
     )[:, 0]

@@ -34,16 +34,22 @@ REPLICATED = "#E8E8E8"
 ACTIVATIONS, GRADIENTS = "activations (forward dots)", "gradients (backward dots)"
 
 
-def pyplot(what: str) -> Any:
-    """matplotlib.pyplot on the Agg backend (no display), or a clear error naming the extra."""
+def new_figure(what: str, **options: Any) -> Any:
+    """A matplotlib Figure (`matplotlib.figure.Figure`: no pyplot, so no backend is chosen or changed and
+    no window opens; PNG is drawn by Agg), or a clear error naming the extra when matplotlib is missing."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         raise ImportError(f"{what} needs matplotlib: pip install 'autopar[plot]'") from None
-    return plt
+    return Figure(layout="constrained", **options)
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """The suffix of `path` when plan.plot writes it, else a ValueError (before anything is drawn)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"plan.plot writes {', '.join(FORMATS)} files (by suffix), not {str(path)!r}")
+    return suffix
 
 
 @contextlib.contextmanager
@@ -66,28 +72,18 @@ def atomic_path(path: str | os.PathLike, suffix: str) -> Iterator[str]:
 
 
 def save(fig: Any, path: str | os.PathLike) -> Path:
-    """Writes `fig` to `path` (PNG, SVG or PDF by its suffix) atomically and closes it."""
-    plt = pyplot("plan.plot")
-    suffix = Path(path).suffix.lower()
-    try:
-        if suffix not in FORMATS:
-            raise ValueError(f"plan.plot writes {', '.join(FORMATS)} files (by suffix), not {str(path)!r}")
-        with atomic_path(path, suffix) as tmp:
-            extra = {"pil_kwargs": {"optimize": True}} if suffix == ".png" else {}
-            fig.savefig(tmp, format=suffix[1:], dpi=110, bbox_inches="tight", **extra)
-    finally:
-        plt.close(fig)
+    """Writes `fig` to `path` (PNG, SVG or PDF by its suffix) atomically."""
+    suffix = image_format(path)
+    with atomic_path(path, suffix) as tmp:
+        extra = {"pil_kwargs": {"optimize": True}} if suffix == ".png" else {}
+        fig.savefig(tmp, format=suffix[1:], dpi=110, bbox_inches="tight", **extra)
     return Path(path)
 
 
 def png_bytes(fig: Any) -> bytes:
-    """`fig` as PNG bytes (closed after)."""
-    plt = pyplot("plan.report")
+    """`fig` as PNG bytes."""
     buffer = io.BytesIO()
-    try:
-        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     return buffer.getvalue()
 
 
@@ -95,15 +91,15 @@ def png_bytes(fig: Any) -> bytes:
 
 
 def plot_mesh_plan(plan: ExecutionPlan, path: str | os.PathLike) -> Path:
+    image_format(path)
     return save(mesh_plan_figure(plan), path)
 
 
 def mesh_plan_figure(plan: ExecutionPlan, what: str = "plan.plot") -> Any:
     """The mesh, the layout grid and the collectives, one figure."""
-    plt = pyplot(what)
     rows = len(layout_lines(plan)[:MAX_ROWS])
     head = max(3.0, 0.8 + 0.4 * len(collective_table(plan)[0]))
-    fig = plt.figure(figsize=(13, head + 0.2 + 0.24 * rows), layout="constrained")
+    fig = new_figure(what, figsize=(13, head + 0.2 + 0.24 * rows))
     top, bottom = fig.subfigures(2, 1, height_ratios=[head, 0.24 * rows + 0.6])
     left, right = top.subfigures(1, 2, width_ratios=[1, 2])
     draw_mesh(left, plan)
@@ -347,11 +343,11 @@ def figure_sections(plan: Any, timeline: Timeline | None, what: str) -> list[tup
     from autopar.api import pipeline_plots as pp
     from autopar.api.pipeshard import PipeshardExecutionPlan
 
-    plt = pyplot(what)
+    new_figure(what)  # the clear error, before anything else, when matplotlib is missing
 
     def one(draw: Callable[[Any], None], w: float, h: float) -> Callable[[], Any]:
         def make() -> Any:
-            fig = plt.figure(figsize=(w, h), layout="constrained")
+            fig = new_figure(what, figsize=(w, h))
             draw(fig)
             return fig
 
