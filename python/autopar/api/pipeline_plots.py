@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autopar.api import gantt
-from autopar.api.plots import REPLICATED, STAGE_COLOURS, _byte_unit, _rect, image_format, new_figure, save
+from autopar.api.plots import REPLICATED, STAGE_COLOURS, byte_unit, cell, image_format, new_figure, save
 
 if TYPE_CHECKING:
     from autopar.api.pipeshard import PipeshardExecutionPlan
@@ -96,7 +96,7 @@ def draw_cluster(sf: Any, plan: PipeshardExecutionPlan) -> None:
     for d in range(hosts * per_host):
         r, c = divmod(d, per_host)
         stages = stages_of.get(d, [])
-        ax.add_patch(_rect(c, r, _colour(mesh[stages[0]]) if stages else REPLICATED))
+        ax.add_patch(cell(c, r, _colour(mesh[stages[0]]) if stages else REPLICATED))
         text = f"device {d}\n" + (f"stage {','.join(map(str, stages))}" if stages else "idle")
         ax.text(
             c + 0.5, r + 0.5, text, ha="center", va="center", fontsize=7, color="white" if stages else "k"
@@ -144,7 +144,7 @@ def draw_stage_costs(sf: Any, plan: PipeshardExecutionPlan) -> None:
     budget = getattr(plan, "memory_budget", 0)
     peak = [s.estimated_memory for s in plan.stages]
     state = [s.state_memory for s in plan.stages]
-    unit, size = _byte_unit(max([*peak, *state, budget]) or 1)
+    unit, size = byte_unit(max([*peak, *state, budget]) or 1)
     w = 0.38
     memory_ax.bar(
         [i - w / 2 for i in x],

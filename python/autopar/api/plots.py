@@ -1,11 +1,12 @@
 """Pictures of a plan (`plan.plot(path)`), drawn with matplotlib (the `plot` extra), which only these
 functions import: `import autopar` never does.
 
-A mesh plan (`ExecutionPlan`), here: the mesh's devices; every argument and result as a row of its dims, each
-cell coloured by the mesh axes that split that dim (rows grouped by layer: the pytree key a tensor ends
-with, so a weight sits beside its optimizer state and its update); the collectives by kind and mesh axes,
-bytes per device, planned beside compiled. A pipeshard plan's pictures are api/pipeline_plots.py's; the
-helpers here (matplotlib on demand, atomic writes) serve both, and `figure_sections` lists the report's.
+A mesh plan (`ExecutionPlan`), here: the mesh's devices; the collectives by kind and mesh axes, bytes
+per device, planned beside compiled; every argument, result and activation as a row of its dims, each
+cell coloured by the mesh axes that split that dim (rows grouped by layer, `layer_of`, so a weight sits
+beside its optimizer state and its update; one row per distinct layout in a group). A pipeshard plan's
+pictures are api/pipeline_plots.py's; the helpers here (matplotlib on demand, atomic writes) serve both,
+and `figure_sections` lists the report's.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from autopar.runtime.timeline import Timeline
 
 FORMATS = (".png", ".svg", ".pdf")
-MAX_ROWS = 64  # tensors drawn in the layout grid; the report's table lists every one
+MAX_ROWS = 64  # rows drawn in the layout grid; the report's table lists every tensor
 STAGE_COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
 REPLICATED = "#E8E8E8"
 ACTIVATIONS, GRADIENTS = "activations (forward dots)", "gradients (backward dots)"
@@ -121,13 +122,13 @@ def axis_colours(plan: ExecutionPlan) -> dict[tuple[str, ...], str]:
     seen = [(a,) for a in plan.mesh_shape]
     for t in (*plan.inputs, *plan.outputs, *plan.activations):
         for entry in t.spec:
-            axes = _axes(entry)
+            axes = mesh_axes(entry)
             if axes and axes not in seen:
                 seen.append(axes)
     return {axes: palette[i % len(palette)] for i, axes in enumerate(seen)}
 
 
-def _axes(entry: Any) -> tuple[str, ...]:
+def mesh_axes(entry: Any) -> tuple[str, ...]:
     if entry is None:
         return ()
     return (entry,) if isinstance(entry, str) else tuple(entry)
@@ -143,7 +144,7 @@ def draw_mesh(sf: Any, plan: ExecutionPlan) -> None:
         rows, cols = 1, sizes[0]
     for i, device in enumerate(plan.device_ids):
         r, c = divmod(i, cols)
-        ax.add_patch(_rect(c, r, "#DCE6F2"))
+        ax.add_patch(cell(c, r, "#DCE6F2"))
         ax.text(c + 0.5, r + 0.5, f"device {device}", ha="center", va="center", fontsize=8)
     ax.set_xlim(0, cols)
     ax.set_ylim(rows, 0)
@@ -159,7 +160,7 @@ def draw_mesh(sf: Any, plan: ExecutionPlan) -> None:
     ax.set_title("devices in mesh order", fontsize=9)
 
 
-def _rect(x: float, y: float, colour: str, w: float = 1.0, h: float = 1.0) -> Any:
+def cell(x: float, y: float, colour: str, w: float = 1.0, h: float = 1.0) -> Any:
     from matplotlib.patches import Rectangle
 
     return Rectangle((x + 0.03, y + 0.05), w - 0.06, h - 0.1, facecolor=colour, edgecolor="#555555", lw=0.5)
@@ -189,7 +190,7 @@ def draw_collectives(sf: Any, plan: ExecutionPlan) -> None:
         ax.set_axis_off()
         ax.set_title("communication", fontsize=9)
         return
-    unit, size = _byte_unit(max(v[1] for v in (*compiled.values(), *planned.values())) or 1)
+    unit, size = byte_unit(max(v[1] for v in (*compiled.values(), *planned.values())) or 1)
     y = list(range(len(keys)))
     for offset, (label, table, colour) in enumerate(
         (("compiled (XLA)", compiled, "#C44E52"), ("planned (cost model)", planned, "#8C8C8C"))
@@ -223,7 +224,7 @@ def draw_collectives(sf: Any, plan: ExecutionPlan) -> None:
     )
 
 
-def _byte_unit(n: float) -> tuple[str, float]:
+def byte_unit(n: float) -> tuple[str, float]:
     for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= size:
             return unit, size
@@ -269,7 +270,7 @@ def layout_lines(plan: ExecutionPlan) -> list[tuple[str, TensorPlacement, int]]:
             group,
             t.shape,
             t.dtype,
-            tuple(_axes(e) for e in t.spec) if t.role in ("parameter", "output") else t.path,
+            tuple(mesh_axes(e) for e in t.spec) if t.role in ("parameter", "output") else t.path,
         )
         if key in lines:
             lines[key][2] += 1
@@ -299,13 +300,13 @@ def draw_layouts(sf: Any, plan: ExecutionPlan) -> None:
         split = 1
         for d in range(max(len(t.shape), 1)):
             if not t.shape:
-                ax.add_patch(_rect(0, r, REPLICATED))
+                ax.add_patch(cell(0, r, REPLICATED))
                 ax.text(0.5, r + 0.5, "scalar", ha="center", va="center", fontsize=7)
                 break
-            axes = _axes(t.spec[d]) if d < len(t.spec) else ()
+            axes = mesh_axes(t.spec[d]) if d < len(t.spec) else ()
             parts = math.prod(sizes[a] for a in axes)
             split *= parts
-            ax.add_patch(_rect(d, r, colours.get(axes, REPLICATED) if axes else REPLICATED))
+            ax.add_patch(cell(d, r, colours.get(axes, REPLICATED) if axes else REPLICATED))
             text = f"{t.shape[d]}" if not axes else f"{t.shape[d]} / {','.join(axes)} = {t.shape[d] // parts}"
             ax.text(d + 0.5, r + 0.5, text, ha="center", va="center", fontsize=7,
                     color="white" if axes else "black")  # fmt: skip
@@ -335,7 +336,7 @@ def draw_layouts(sf: Any, plan: ExecutionPlan) -> None:
 
 
 def _used(plan: ExecutionPlan, axes: tuple[str, ...]) -> Iterator[bool]:
-    return (_axes(e) == axes for t in (*plan.inputs, *plan.outputs, *plan.activations) for e in t.spec)
+    return (mesh_axes(e) == axes for t in (*plan.inputs, *plan.outputs, *plan.activations) for e in t.spec)
 
 
 def figure_sections(plan: Any, timeline: Timeline | None, what: str) -> list[tuple[str, Callable[[], Any]]]:

@@ -70,7 +70,7 @@ def _mesh_tables(plan: Any) -> list[str]:
     for group, t in plots.layout_rows(plan):
         split = 1
         for entry in t.spec:
-            for axis in plots._axes(entry):
+            for axis in plots.mesh_axes(entry):
                 split *= sizes[axis]
         spec = "replicated" if all(e is None for e in t.spec) else str(t.spec)
         rows.append([group, t.path, t.role, t.dtype, f"[{', '.join(map(str, t.shape))}]", spec, f"1/{split}"])
