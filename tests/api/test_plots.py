@@ -103,6 +103,30 @@ def test_layout_rows_group_a_weight_with_its_optimizer_state_and_update(mesh_pla
     assert len(layout_rows(mesh_plan)) == everything
 
 
+def test_an_activation_joins_the_layer_its_name_stack_names(mesh_plan):
+    from jax.sharding import PartitionSpec as P
+
+    from autopar.api.plan import TensorPlacement
+
+    def tensor(path, role):
+        return TensorPlacement(path, (4, 4), "float32", P(), role)
+
+    plan = dataclasses.replace(
+        mesh_plan,
+        inputs=(tensor("state.params['params']['Block_0']['Dense_0']['kernel']", "parameter"),),
+        outputs=(),
+        activations=(
+            tensor("forward dot_general 0 (jvp(Model)/Block_0/Dense_0/dot_general)", "activation"),
+            tensor("forward dot_general 1 (jvp(Model)/Head/dot_general)", "activation"),
+        ),
+    )
+    assert [(g, t.path[:19]) for g, t in layout_rows(plan)] == [
+        ("['Block_0']", "state.params['param"),
+        ("['Block_0']", "forward dot_general"),
+        ("activations (forward dots)", "forward dot_general"),
+    ]
+
+
 def test_activations_are_the_planned_layouts_of_the_dots(mesh_plan):
     forward = [t for t in mesh_plan.activations if t.path.startswith("forward dot_general")]
     backward = [t for t in mesh_plan.activations if t.path.startswith("backward dot_general")]

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from autopar.runtime.timeline import Timeline
 
 FORMATS = (".png", ".svg", ".pdf")
-MAX_ROWS = 64  # rows drawn in the layout grid; the report's table lists every tensor
+MAX_ROWS = 96  # rows drawn in the layout grid; the report's table lists every tensor
 STAGE_COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
 REPLICATED = "#E8E8E8"
 ACTIVATIONS, GRADIENTS = "activations (forward dots)", "gradients (backward dots)"
@@ -247,15 +247,21 @@ def layer_of(path: str) -> str:
 
 
 def layout_rows(plan: ExecutionPlan) -> list[tuple[str, TensorPlacement]]:
-    """(group, tensor) for every argument and result: grouped by layer (`layer_of`), then the batch,
-    then scalars; inputs before outputs within a group."""
+    """(group, tensor) for every argument, result and activation: grouped by layer (`layer_of`; an
+    activation by the module its op's name stack names), then the batch, the other activations and
+    gradients, then scalars; inputs, outputs, activations in that order within a group."""
     groups: dict[str, list[TensorPlacement]] = {}
     for t in (*plan.inputs, *plan.outputs):
         group = "batch" if t.role == "batch" else "scalars" if not t.shape else layer_of(t.path)
         groups.setdefault(group, []).append(t)
+    modules = {g[2:-2]: g for g in groups if g.startswith("['")}  # "['Block_0']" -> "Block_0"
     for t in plan.activations:
+        # An op whose name stack names a layer's module (`jvp(Model)/Block_0/Dense_0/dot_general`) joins
+        # that layer; the others (no module names: a plain function) are listed apart.
+        names = [n for n in re.split(r"[/()]", t.path) if n in modules]
         forward = t.path.startswith("forward")
-        groups.setdefault(ACTIVATIONS if forward else GRADIENTS, []).append(t)
+        group = modules[names[0]] if names else ACTIVATIONS if forward else GRADIENTS
+        groups.setdefault(group, []).append(t)
     last = ("batch", ACTIVATIONS, GRADIENTS, "other", "scalars")
     order = [g for g in groups if g not in last] + [g for g in last if g in groups]
     return [(g, t) for g in order for t in groups[g]]
