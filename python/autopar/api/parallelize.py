@@ -130,6 +130,9 @@ class ParallelizedFunction:
                     f"{name} {sorted(overlap)} are also static_argnums: an argument is one or other"
                 )
         self._cache: dict[Hashable, Entry] = {}
+        # PipeshardParallel: time every part of each step (runtime/timeline.py), read by last_step_timeline.
+        self.record_timeline = False
+        self._last_executor: Any = None
         functools.update_wrapper(self, fn)
 
     # ---- jax.jit-like surface -------------------------------------------------------------------------
@@ -168,6 +171,11 @@ class ParallelizedFunction:
         manual = getattr(self.method, "manual_sharding_option", None) is not None
         pipeline = "" if manual else self.method.pipeline(self.mesh_shape, self.axis_names)
         return execution_plan(self.method.name, entry, self._executable(entry), pipeline)
+
+    def last_step_timeline(self) -> Any:
+        """The last pipelined step's `runtime.timeline.Timeline` (when each part ran on each mesh), if it
+        ran with `f.record_timeline = True`; else None."""
+        return getattr(self._last_executor, "last_timeline", None)
 
     def cache_size(self) -> int:
         """Number of input signatures planned so far."""
@@ -420,6 +428,8 @@ class ParallelizedFunction:
         dynamic, _ = self._split(args)
         # Typed PRNG keys travel as their key data, as @main declares them (tensor<2xui32> per key).
         flat = [key_data(x) for x in jax.tree.leaves((tuple(args[i] for i in dynamic), kwargs))]
+        if self._pipeshard:
+            exe.record_timeline, self._last_executor = self.record_timeline, exe
         outputs = exe(*flat) if self._pipeshard else exe(flat)
         if self._pipeshard:  # jax.jit's executables consume donated buffers; the stages copy them
             _delete_donated([args[i] for i in self.donate_argnums if i < len(args)], outputs)

@@ -284,11 +284,13 @@ class PipeshardExecutionPlan:
       estimated_latency: seconds per iteration, sum of stage costs + (B - 1) * slowest (the DP's objective).
       schedule: the pipeline schedule the stages run ("1f1b", "gpipe"; "" when none was written).
       estimated_bubble: the schedule's idle time over its busy time, simulated by the schedule core with
-        every stage as slow as the slowest (forward a third of its cost, backward two thirds).
+        every stage as slow as the slowest (forward a third of its cost, backward two thirds; zb-h1's
+        input and weight halves a third each: api/gantt.py `durations`).
       transfers: per (source, destination) stage pair, the values crossing meshes with their bytes and
         seconds per micro-batch, planned by the cross-mesh resharding core (api/transfers.py).
       tensors: per stage, each @main argument it reads with its layout on the stage's logical mesh
         (api/plan_report.py).
+      memory_budget: bytes per device the plan had to fit (the method's memory_per_device_gib).
     """
 
     method: str
@@ -314,6 +316,20 @@ class PipeshardExecutionPlan:
         """What changes from this plan to `other`: stages (layers, submeshes), per-tensor layouts, latency,
         bubble and transfers."""
         return plan_diff.diff_pipeshard(self, other)
+    memory_budget: int = 0
+
+    def plot(self, path: Any, timeline: Any = None) -> Any:
+        """Writes the cluster by stage, stage time and memory against the budget, and the schedule's
+        Gantt chart (predicted; also measured, given `f.last_step_timeline()`) to `path` (.png, .svg)."""
+        from autopar.api import pipeline_plots
+
+        return pipeline_plots.plot_pipeshard_plan(self, path, timeline)
+
+    def report(self, path: Any, timeline: Any = None) -> Any:
+        """Writes one self-contained HTML file: the plan's text, pictures and tables (api/report.py)."""
+        from autopar.api import report
+
+        return report.write_report(self, path, timeline)
 
     def __str__(self) -> str:
         lines = [
@@ -372,7 +388,9 @@ def read_plan(
         meshes = len({s.mesh.device_ids for s in plan.stages})
         chunks = len(plan.stages) // meshes
         built = _core.build_schedule(schedule.name, meshes, plan.micro_batches, chunks)
-        simulated = _core.simulate_schedule(built, forward=slowest / 3, backward=2 * slowest / 3, apply=0.0)
+        from autopar.api.gantt import durations
+
+        simulated = _core.simulate_schedule(built, **durations(schedule.name, slowest))
         bubble = simulated.bubble_fraction
     return PipeshardExecutionPlan(
         method=method.name,
@@ -385,6 +403,7 @@ def read_plan(
         transfers=stage_transfers(module),
         tensors=plan_report.stage_tensors(module),
         source=PlanSource(module, method.pipeline(cluster)),
+        memory_budget=int(method.memory_per_device_gib * 2**30),
     )
 
 

@@ -14,6 +14,7 @@ from jaxlib.mlir import ir
 
 from autopar.api import explain as explain_lib
 from autopar.api import plan_diff
+from autopar.api.activations import activation_placements
 from autopar.ir import attrs
 from autopar.runtime.hlo import COLLECTIVE_KINDS, Collective, parse_collectives
 from autopar.solver import relative_gap
@@ -62,6 +63,8 @@ class ExecutionPlan:
       collective_sources: per compiled collective, where it comes from (JAX's op name and the user's
         source line, from XLA's HLO metadata), None where XLA kept nothing.
       source: the planned module and its pipeline, kept for `explain` (not compared, not printed).
+      activations: the layouts the plan gave the results of the step's dots and convolutions, forward
+        and backward (role "activation", api/activations.py); empty for manual layouts.
     """
 
     method: str
@@ -93,6 +96,7 @@ class ExecutionPlan:
     def diff(self, other: ExecutionPlan) -> plan_diff.PlanDiff:
         """What changes from this plan to `other`: layouts, collectives by kind, cost and bound."""
         return plan_diff.diff(self, other)
+    activations: tuple[TensorPlacement, ...] = ()
 
     def parameter_specs(self) -> dict[str, PartitionSpec]:
         """{path: spec} of every argument that is not a batch."""
@@ -127,6 +131,18 @@ class ExecutionPlan:
                     f"  {kind:<18} {p[0]:>5} x {_bytes_text(p[1]):>10}   {c[0]:>5} x {_bytes_text(c[1]):>10}"
                 )
         return "\n".join(lines)
+
+    def plot(self, path: Any) -> Any:
+        """Writes the mesh, every tensor's layout over it and the collectives to `path` (.png, .svg)."""
+        from autopar.api import plots
+
+        return plots.plot_mesh_plan(self, path)
+
+    def report(self, path: Any) -> Any:
+        """Writes one self-contained HTML file: the plan's text, pictures and tables (api/report.py)."""
+        from autopar.api import report
+
+        return report.write_report(self, path)
 
     def __str__(self) -> str:
         mesh = ", ".join(f"{name}={size}" for name, size in self.mesh_shape.items())
@@ -241,6 +257,7 @@ def execution_plan(
         expected_collectives=expected_collectives(entry.module),
         remarks=result.remarks if result else (),
         source=explain_lib.PlanSource(entry.module, pipeline) if pipeline and result else None,
+        activations=activation_placements(entry.module),
     )
 
 

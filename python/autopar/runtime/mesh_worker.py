@@ -101,7 +101,8 @@ class StepReport:
     """What a worker did in one step: each kept output's (shape, dtype name, bytes per local device id);
     the host seconds spent dispatching parts and how many; with profile, each part's (callee, micro-batch,
     start, end) in seconds from the step's start and the most bytes the worker's devices held; the array
-    bytes it sent to each other worker."""
+    bytes it sent to each other worker; the wall-clock time (time.time) of the step's start, which puts
+    the workers' events on one time axis (runtime/timeline.py)."""
 
     outputs: dict[int, tuple[tuple[int, ...], str, dict[int, int]]]
     dispatch_seconds: float
@@ -109,6 +110,7 @@ class StepReport:
     events: list[tuple[str, int, float, float]]
     peak_bytes: int
     bytes_sent: dict[int, int] = dataclasses.field(default_factory=dict)
+    started_at: float = 0.0
 
 
 class Worker:
@@ -151,7 +153,7 @@ class Worker:
     def step(self, order: StepOrder) -> StepReport:
         plan, step = self.plan, order.step
         self.inbox.forget_before(step)
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), time.time()
         arguments: dict[int, Any] = {}
         for i, spec in order.arguments.items():
             arguments[i] = (
@@ -253,7 +255,7 @@ class Worker:
         _block(list(env.values()))
         self.sender.flush()
         sent, self.sender.bytes_sent = self.sender.bytes_sent, {}
-        return StepReport(kept, dispatch, calls, events, peak, sent)
+        return StepReport(kept, dispatch, calls, events, peak, sent, started_at)
 
     def _send(
         self, step: int, kind: str, m: int, sends: Any, values: dict, callee: str, results: Any

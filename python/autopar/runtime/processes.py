@@ -31,6 +31,7 @@ import numpy as np
 from jaxlib.mlir import ir
 
 from autopar.ir import attrs
+from autopar.runtime import timeline
 from autopar.runtime.cluster import ClusterError, LocalCluster, RayCluster, place_on_hosts, share_host_cores
 from autopar.runtime.cluster import current as current_cluster
 from autopar.runtime.mesh_worker import StepOrder, StepReport, format_address
@@ -107,6 +108,8 @@ class ProcessExecutor:
         self.last_reports: list[StepReport] = []
         self.last_host_bytes = 0  # bytes the last step sent from this process to the workers
         self.last_driver_seconds = 0.0  # this process's own seconds in the last step (not its waits)
+        self.record_timeline = False  # time every part of each step (runtime/timeline.py)
+        self.last_timeline: timeline.Timeline | None = None
         self._closed = False
         self._start()
         atexit.register(_close_quietly, weakref.ref(self))
@@ -285,10 +288,11 @@ class ProcessExecutor:
     def _step(self, args: Sequence[Any], profile: bool) -> list[Any]:
         if self._closed:
             raise ExecutionError("the executor is closed")
-        began = time.perf_counter()
+        began, began_at = time.perf_counter(), time.time()
         prog = self.program
         prog.check_arguments(args)
         self._steps += 1
+        profile = profile or self.record_timeline
         orders = [StepOrder(self._steps, {}, [], {}, [], profile) for _ in self._meshes]
         batch = set(prog.batch_arguments)
         slices = prog.micro_batches([_to_host(a) if i in batch else a for i, a in enumerate(args)])
@@ -332,6 +336,17 @@ class ProcessExecutor:
             raise ExecutionError(f"mesh worker {w} {self._describe(w)}: {reply[1]}")
         self.last_reports = [r[1] for r in replies]
         self.last_host_bytes = host_bytes
+        self.last_timeline = None
+        if profile:  # the workers' events, on this process's time axis from the step's start
+            parts = timeline.part_of(prog.functions)
+            self.last_timeline = timeline.make(
+                [
+                    e
+                    for r in self.last_reports
+                    for e in timeline.from_events(r.events, parts, r.started_at - began_at)
+                ],
+                "processes",
+            )
         for index, w in holders.items():
             shape, dtype, held = self.last_reports[w].outputs[index]
             by_id = {self._meshes[w][local]: n for local, n in held.items()}

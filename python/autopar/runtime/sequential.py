@@ -30,7 +30,7 @@ from jaxlib.mlir import ir
 
 from autopar.ir import attrs
 from autopar.runtime import executable as rt_exe
-from autopar.runtime import program, transfer
+from autopar.runtime import program, timeline, transfer
 from autopar.runtime.program import Gathered
 from autopar.runtime.step import (  # noqa: F401 (the errors are part of this module's interface)
     Call,
@@ -74,6 +74,8 @@ class SequentialExecutor:
         )
         self.num_micro_batches = self.program.num_micro_batches
         self._stages = {name: self._compile(name, fn) for name, fn in self.program.functions.items()}
+        self.record_timeline = False  # time every part of each step (runtime/timeline.py)
+        self.last_timeline: timeline.Timeline | None = None
 
     @property
     def stage_names(self) -> list[str]:
@@ -90,12 +92,25 @@ class SequentialExecutor:
         return "\n".join(f"// @{c.callee}\n{self._stages[c.callee].as_text()}" for c in self.program.calls)
 
     def __call__(self, *args: Any) -> list[jax.Array]:
-        return self._step(args)
+        if not self.record_timeline:
+            self.last_timeline = None
+            return self._step(args)
+        outputs, profile = self._profiled(args)
+        parts = timeline.part_of(self.program.functions)
+        records = [
+            (self.program.call_of[(ins.part, ins.stage)].callee, ins.micro_batch, start, end)
+            for ins, start, end in profile.events
+        ]
+        self.last_timeline = timeline.make(timeline.from_events(records, parts), "in-process")
+        return outputs
 
     def profile(self, *args: Any) -> StepProfile:
         """Runs the step waiting for every instruction to finish: when each ran (host seconds from the
         step's start) and the most bytes each device held. For benchmarks: the waits remove all
         overlap, so the step itself is slower than __call__'s."""
+        return self._profiled(args)[1]
+
+    def _profiled(self, args: Sequence[Any]) -> tuple[list[jax.Array], StepProfile]:
         events: list[tuple[program.Instruction, float, float]] = []
         peak: dict[int, int] = {}
         started = time.perf_counter()
@@ -117,7 +132,7 @@ class SequentialExecutor:
 
         outputs = self._step(args, observe)
         jax.block_until_ready(outputs)
-        return StepProfile(events, peak, time.perf_counter() - started)
+        return outputs, StepProfile(events, peak, time.perf_counter() - started)
 
     def _step(self, args: Sequence[Any], observe: Callable[..., None] | None = None) -> list[jax.Array]:
         prog = self.program
