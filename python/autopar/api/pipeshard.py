@@ -316,6 +316,7 @@ class PipeshardExecutionPlan:
         """What changes from this plan to `other`: stages (layers, submeshes), per-tensor layouts, latency,
         bubble and transfers."""
         return plan_diff.diff_pipeshard(self, other)
+
     memory_budget: int = 0
 
     def plot(self, path: Any, timeline: Any = None) -> Any:

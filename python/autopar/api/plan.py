@@ -96,6 +96,7 @@ class ExecutionPlan:
     def diff(self, other: ExecutionPlan) -> plan_diff.PlanDiff:
         """What changes from this plan to `other`: layouts, collectives by kind, cost and bound."""
         return plan_diff.diff(self, other)
+
     activations: tuple[TensorPlacement, ...] = ()
 
     def parameter_specs(self) -> dict[str, PartitionSpec]:
