@@ -126,15 +126,24 @@ def from_options(options: types.SimpleNamespace | dict) -> PlanConfig:
     except ValueError:
         raise PassError("device-flops and device-memory-bandwidth must be > 0") from None
     profile = str(get("cluster_profile", ""))
+    collectives = None
     if profile:
         try:
             overrides, device = cost.load_profile(profile, shape)
         except ValueError as err:
             raise PassError(str(err)) from None
+        # Options mesh-alpha / mesh-beta win over the profile's mesh figures, its per-collective ones too.
+        if alpha is None and beta is None:
+            collectives = overrides.get("collectives")
         alpha = alpha or overrides.get("alpha")
         beta = beta or overrides.get("beta")
     mesh = cost.make_mesh(
-        shape, _parse_axis_names(str(get("axis_names", "x,y,z")), n), alpha=alpha, beta=beta, device=device
+        shape,
+        _parse_axis_names(str(get("axis_names", "x,y,z")), n),
+        alpha=alpha,
+        beta=beta,
+        device=device,
+        collectives=collectives,
     )
     return _checked(mesh, o, get)
 
