@@ -27,11 +27,12 @@ import numpy as np
 
 from autopar import cost as cost_lib
 from autopar import solver as solver_lib
+from autopar.passes.intra_op import config as config_lib
 from autopar.passes.intra_op import problem as problem_lib
 from autopar.passes.intra_op.config import PlanConfig
 from autopar.passes.intra_op.graph import Graph
 
-ROLES = ("data", "model", "zero2", "zero3")
+ROLES = config_lib.FAMILY_ROLES  # data, model, zero2, zero3
 
 
 @dataclasses.dataclass(frozen=True)
