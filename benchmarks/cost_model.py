@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import statistics
 import sys
@@ -92,13 +93,13 @@ def concrete(tree, seed: int = 0):
     return jax.tree.map(make, tree)
 
 
-def prepare(program, profile: str | None):
+def prepare(program, profiles: dict[int, str] | None):
     """[(plan name, predicted s, callable running one step on placed arguments)]."""
     step, abstract_args, batch_argnums = PROGRAMS[program]()
     args = concrete(abstract_args)
     out = []
     for name, mesh, family in PLANS:
-        option = autopar.AutoShardingOption(cluster_profile=profile)
+        option = autopar.AutoShardingOption(cluster_profile=profiles[len(mesh)] if profiles else None)
         method = FamilyParallel(mesh_shape=mesh, auto_sharding_option=option, family=family)
         f = autopar.parallelize(step, method=method, batch_argnums=batch_argnums)
         lowered = f.lower(*args)
@@ -143,29 +144,45 @@ def report(program: str, plans, measured: list[float]) -> dict:
     return {"rho": rho, "within": within}
 
 
+def calibrate_meshes(quick: bool) -> dict[int, str]:
+    """Profiles of the meshes 8 and 2x4 (collectives cost differently in groups of 2, 4 and 8), sharing
+    one measurement of the devices; {number of axes: path}."""
+    from autopar import calibrate
+
+    start = time.perf_counter()
+    devices = jax.devices()
+    folder = tempfile.mkdtemp(prefix="autopar-")
+    flat = calibrate.calibrate(devices, (len(devices),), quick=quick)
+    two = calibrate.calibrate(devices, (2, len(devices) // 2), quick=quick, device=flat["device"])
+    paths = {1: os.path.join(folder, "profile-8.json"), 2: os.path.join(folder, "profile-2x4.json")}
+    calibrate.write_profile(flat, paths[1])
+    calibrate.write_profile(two, paths[2])
+    print(f"calibrated 8 and 2x4 in {time.perf_counter() - start:.1f} s: {paths}", file=sys.stderr)
+    return paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--profile", help="a cluster profile (python -m autopar.calibrate); default: calibrate now"
+        "--profile",
+        action="append",
+        help="a cluster profile (python -m autopar.calibrate), once per mesh: --profile p8.json "
+        "--profile p2x4.json (one profile of 8 serves both); default: calibrate both meshes now",
     )
     parser.add_argument("--quick-calibration", action="store_true")
     parser.add_argument("--default-model", action="store_true", help="plan with the built-in figures")
     parser.add_argument("--programs", default=",".join(PROGRAMS))
     parser.add_argument("--repeats", type=int, default=9)
     a = parser.parse_args()
-    profile = a.profile
-    if not profile and not a.default_model:
-        from autopar import calibrate
-
-        start = time.perf_counter()
-        devices = jax.devices()
-        result = calibrate.calibrate(devices, (len(devices),), quick=a.quick_calibration)
-        profile = os.path.join(tempfile.mkdtemp(prefix="autopar-"), "profile.json")
-        calibrate.write_profile(result, profile)
-        print(f"calibrated {len(devices)} devices in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    profiles = None
+    if a.profile:
+        loaded = {len(json.loads(Path(p).read_text())["mesh"].get("shape", [8])): p for p in a.profile}
+        profiles = {1: loaded.get(1, a.profile[0]), 2: loaded.get(2, loaded.get(1, a.profile[0]))}
+    elif not a.default_model:
+        profiles = calibrate_meshes(a.quick_calibration)
     summary = []
     for program in a.programs.split(","):
-        plans = prepare(program, None if a.default_model else profile)
+        plans = prepare(program, None if a.default_model else profiles)
         summary.append((program, report(program, plans, measure(plans, a.repeats))))
     print(
         "\nrank correlation >= 0.8 in "

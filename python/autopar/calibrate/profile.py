@@ -63,17 +63,23 @@ def parse_mesh(text: str | None, num_devices: int) -> tuple[int, ...]:
     return shape
 
 
-def calibrate(devices: Sequence, shape: Sequence[int], quick: bool = False, log=None) -> dict:
+def calibrate(
+    devices: Sequence, shape: Sequence[int], quick: bool = False, log=None, device: dict | None = None
+) -> dict:
     """Measures `devices` laid out as a mesh of `shape` (axes x, y, z) and returns the profile (a dict in
-    `load_profile`'s format, with the samples and the setting under "calibration")."""
+    `load_profile`'s format, with the samples and the setting under "calibration"). `device`: the device
+    figures ({"flops", "memory_bandwidth"}) of an earlier calibration of the same devices, kept instead of
+    measured again (profiles of several meshes then share one measurement of the devices)."""
     names = "xyz"[: len(shape)]
     mesh = Mesh(np.asarray(devices, dtype=object).reshape(tuple(shape)), tuple(names))
     repeats = 3 if quick else 5
     say = log or (lambda _msg: None)
-    flops = measure.device_flops(mesh, n=256 if quick else 512, chain=4, repeats=repeats)
-    say(f"device: {flops:.3g} FLOP/s")
-    bandwidth = measure.memory_bandwidth(mesh, (16 if quick else 64) * measure.MiB, repeats)
-    say(f"device: {bandwidth:.3g} bytes/s memory bandwidth")
+    if device is None:
+        flops = measure.device_flops(mesh, n=256 if quick else 512, chain=4, repeats=repeats)
+        bandwidth = measure.memory_bandwidth(mesh, 16 * measure.MiB, repeats)
+    else:
+        flops, bandwidth = float(device["flops"]), float(device["memory_bandwidth"])
+    say(f"device: {flops:.3g} FLOP/s, {bandwidth:.3g} bytes/s memory bandwidth")
     byte_sizes = measure.sizes(quick)
     alphas, betas = [], []
     per_kind: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in measure.KINDS}
