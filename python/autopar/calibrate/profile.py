@@ -134,3 +134,6 @@ def write_profile(profile: dict, path: str | os.PathLike[str]) -> None:
     """Writes `profile` as JSON to `path` atomically (a temporary file in the same folder, then a rename):
     a reader sees the old file or the new one, never half of one."""
     io.write_atomically(Path(path), (json.dumps(profile, indent=1) + "\n").encode())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)  # as open() would create it (the temporary file was private)
