@@ -107,14 +107,15 @@ def calibrate(
         a, b = fit.fit_joint(joint)
         alphas.append(a)
         betas.append(b)
+    mesh_figures: dict = {"shape": list(shape)}
+    if samples:  # one device: nothing communicates, and 0 s would price every other mesh's collectives free
+        mesh_figures["alpha"], mesh_figures["beta"] = alphas, betas
+        mesh_figures["collectives"] = {k: {"alpha": a, "beta": b} for k, (a, b) in per_kind.items()}
+    else:
+        say("one device: no collective figures (the profile keeps the defaults' links)")
     return {
         "device": {"flops": flops, "memory_bandwidth": bandwidth},
-        "mesh": {
-            "shape": list(shape),
-            "alpha": alphas,
-            "beta": betas,
-            "collectives": {k: {"alpha": a, "beta": b} for k, (a, b) in per_kind.items()},
-        },
+        "mesh": mesh_figures,
         "calibration": {
             "platform": devices[0].platform,
             "device_kind": devices[0].device_kind,
