@@ -108,3 +108,18 @@ def test_ray_pipeline() -> None:
     between, planned = float(rows["ray, 2 hosts"][-2]), float(rows["ray, 2 hosts"][-1])
     # Each slice its plan lists crosses once, nothing else (printed to 0.1 KiB).
     assert float(rows["local processes"][-2]) == 0 and between == planned > 0
+
+
+def test_cost_model(tmp_path: Path) -> None:
+    profile = tmp_path / "p.json"
+    calibrate = subprocess.run(
+        [sys.executable, "-m", "autopar.calibrate", "--quick", "-o", str(profile)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(PACKAGE_DIR)),
+        timeout=600,
+    )
+    assert calibrate.returncode == 0, calibrate.stderr[-3000:]
+    out = run("cost_model.py", "--profile", str(profile), "--programs", "mlp", "--repeats", "1")
+    assert "| solver 8 |" in out and "| model x data 2x4 |" in out and "Spearman" in out

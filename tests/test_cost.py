@@ -73,3 +73,30 @@ def test_profile_overrides_device_and_links(tmp_path):
     path.write_text(json.dumps({"devices": {}}))
     with pytest.raises(ValueError, match="unknown keys"):
         cost.load_profile(path, (2, 4))
+
+
+def test_profile_collectives_price_their_own_kind(tmp_path):
+    # A calibrated profile (python -m autopar.calibrate) gives each collective kind its own figures.
+    path = tmp_path / "p.json"
+    profile = {
+        "mesh": {
+            "shape": [2, 4],
+            "alpha": [1e-5, 1e-5],
+            "beta": [1e-9, 1e-9],
+            "collectives": {"all_to_all": {"alpha": [1e-3, 2e-3], "beta": 1e-8}},
+        },
+        "calibration": {"platform": "cpu"},
+    }
+    path.write_text(json.dumps(profile))
+    overrides, _ = cost.load_profile(path, (2, 4))
+    mesh = cost.make_mesh(
+        (2, 4), alpha=overrides["alpha"], beta=overrides["beta"], collectives=overrides["collectives"]
+    )
+    assert mesh.all_to_all(1e6, [1]) == pytest.approx(2e-3 * 1.001 + 1e-8 * 1.5 * 3 / 16 * 1e6)
+    assert mesh.all_reduce(1e6, [1]) == pytest.approx(1e-5 * 1.01 + 1e-9 * 1.5 * 1e6)  # the axis's figures
+    # Without per-kind figures nothing changes (the default meshes carry none).
+    assert cost.make_mesh((2, 4)).collectives == ()
+    profile["mesh"]["collectives"] = {"broadcast": {"alpha": 1.0, "beta": 1.0}}
+    path.write_text(json.dumps(profile))
+    with pytest.raises(ValueError, match="unknown kinds"):
+        cost.load_profile(path, (2, 4))

@@ -54,6 +54,9 @@ INTER_OP_DEVICE_MEMORY = 16 * GiB
 INTER_OP_INTER_HOST_ALPHA = 2.0e-5
 INTER_OP_INTER_HOST_BETA = 1 / 3.125e9
 
+# The collectives a mesh may carry figures of its own for (a calibrated profile's "mesh.collectives").
+COLLECTIVE_KINDS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "collective_permute")
+
 
 @dataclasses.dataclass(frozen=True)
 class DeviceModel:
@@ -176,9 +179,15 @@ class MeshModel:
     alpha: tuple[float, ...]
     beta: tuple[float, ...]
     device: DeviceModel = DeviceModel()
+    collectives: tuple[tuple[str, tuple[float, ...], tuple[float, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.shape)
+        for kind, alphas, betas in self.collectives:
+            if kind not in COLLECTIVE_KINDS or len(alphas) != n or len(betas) != n:
+                raise ValueError(f"mesh collective figures need a known kind and {n} alphas and betas")
+            if any(a < 0 for a in alphas) or any(b < 0 for b in betas):
+                raise ValueError("mesh collective alpha and beta must be >= 0")
         if not 1 <= n <= 3:
             raise ValueError(f"a mesh has 1 to 3 axes, got shape {self.shape}")
         if any(s < 1 for s in self.shape):
@@ -194,11 +203,16 @@ class MeshModel:
     def num_devices(self) -> int:
         return math.prod(self.shape)
 
-    def group(self, axes: Sequence[int]) -> tuple[int, float, float]:
-        """(group size, latency, seconds per byte) of a collective over `axes` together."""
+    def group(self, axes: Sequence[int], kind: str = "") -> tuple[int, float, float]:
+        """(group size, latency, seconds per byte) of a collective over `axes` together; `kind` picks that
+        collective's own figures when the mesh has them (a calibrated profile), else the axis's."""
+        alphas, betas = self.alpha, self.beta
+        for name, kind_alphas, kind_betas in self.collectives:
+            if name == kind:
+                alphas, betas = kind_alphas, kind_betas
         size = math.prod(self.shape[a] for a in axes)
-        alpha = sum(self.alpha[a] for a in axes)
-        beta = max((self.beta[a] for a in axes), default=0.0)
+        alpha = sum(alphas[a] for a in axes)
+        beta = max((betas[a] for a in axes), default=0.0)
         return size, alpha, beta
 
     # Alpa's formulas (alpa/shard_parallel/auto_sharding.py, LogicalDeviceMesh), in seconds; the small
@@ -206,27 +220,27 @@ class MeshModel:
     def all_reduce(self, num_bytes: float, axes: Sequence[int], latency_share: float = 1.0) -> float:
         """`latency_share` < 1: this all-reduce is one of several XLA merges into one (gradients), and pays
         that share of the latency."""
-        n, alpha, beta = self.group(axes)
+        n, alpha, beta = self.group(axes, "all_reduce")
         if n == 1:
             return 0.0
         return latency_share * 1.01 * alpha + beta * 2 * (n - 1) / n * num_bytes
 
     def all_gather(self, num_bytes: float, axes: Sequence[int]) -> float:
         """`num_bytes` is the gathered (output) size per device."""
-        n, alpha, beta = self.group(axes)
+        n, alpha, beta = self.group(axes, "all_gather")
         if n == 1:
             return 0.0
         return alpha + beta * (n - 1) / n * num_bytes + 0.1 * alpha
 
     def reduce_scatter(self, num_bytes: float, axes: Sequence[int], latency_share: float = 1.0) -> float:
         """`num_bytes` is the input (unscattered) size per device; `latency_share` as for all_reduce."""
-        n, alpha, beta = self.group(axes)
+        n, alpha, beta = self.group(axes, "reduce_scatter")
         if n == 1:
             return 0.0
         return latency_share * 1.001 * alpha + beta * (n - 1) / n * num_bytes
 
     def all_to_all(self, num_bytes: float, axes: Sequence[int]) -> float:
-        n, alpha, beta = self.group(axes)
+        n, alpha, beta = self.group(axes, "all_to_all")
         if n == 1:
             return 0.0
         # Alpa: each device keeps 1/n and sends (n-1)/n^2 of its data to each peer; penalised by 1.5x
@@ -235,7 +249,7 @@ class MeshModel:
 
     def collective_permute(self, num_bytes: float, axes: Sequence[int]) -> float:
         """Every device sends its part to one other device (`num_bytes` is what each receives)."""
-        n, alpha, beta = self.group(axes)
+        n, alpha, beta = self.group(axes, "collective_permute")
         if n == 1:
             return 0.0
         return alpha + beta * num_bytes
@@ -260,16 +274,24 @@ def make_mesh(
     alpha: Sequence[float] | float | None = None,
     beta: Sequence[float] | float | None = None,
     device: DeviceModel | None = None,
+    collectives: dict[str, tuple[Sequence[float] | float, Sequence[float] | float]] | None = None,
 ) -> MeshModel:
-    """A MeshModel with defaults filled in; a scalar alpha/beta applies to every axis."""
+    """A MeshModel with defaults filled in; a scalar alpha/beta applies to every axis. `collectives`:
+    {kind: (alpha, beta)} figures of one collective kind (one value or one per axis each), which that
+    kind's cost uses instead of the axis's alpha and beta."""
     shape = tuple(int(s) for s in shape)
     names = tuple(axis_names) if axis_names is not None else tuple("xyz"[: len(shape)])
+    n = len(shape)
     return MeshModel(
         shape=shape,
         axis_names=names,
-        alpha=_per_axis(alpha, len(shape), default_alphas(shape)),
-        beta=_per_axis(beta, len(shape), default_betas(shape)),
+        alpha=_per_axis(alpha, n, default_alphas(shape)),
+        beta=_per_axis(beta, n, default_betas(shape)),
         device=device or DeviceModel(),
+        collectives=tuple(
+            (kind, _per_axis(a, n, ()), _per_axis(b, n, ()))
+            for kind, (a, b) in sorted((collectives or {}).items())
+        ),
     )
 
 
@@ -287,12 +309,18 @@ def _per_axis(value: Sequence[float] | float | None, n: int, default: tuple[floa
 
 
 def load_profile(path: str | os.PathLike[str], shape: Sequence[int]) -> tuple[dict, DeviceModel]:
-    """Reads a cluster profile JSON; returns ({'alpha': [...], 'beta': [...]} overrides, DeviceModel).
+    """Reads a cluster profile JSON; returns ({'alpha': [...], 'beta': [...], 'collectives': {kind: (alphas,
+    betas)}} overrides (each key only when the profile has it), DeviceModel).
 
     Format (every key optional):
       {"device": {"flops": 1.2e14, "memory_bandwidth": 1.5e12, "memory_bytes": 4.0e10},
-       "mesh": {"alpha": [1e-5, 2e-6], "beta": [1e-10, 1e-11]}}
-    `mesh.alpha`/`mesh.beta` are one value or one per mesh axis (outermost first).
+       "mesh": {"alpha": [1e-5, 2e-6], "beta": [1e-10, 1e-11],
+                "collectives": {"all_reduce": {"alpha": [..], "beta": [..]}, "all_gather": {...}, ...}},
+       "calibration": {...}}
+    `mesh.alpha`/`mesh.beta` are one value or one per mesh axis (outermost first). `mesh.collectives` gives
+    one collective kind (`COLLECTIVE_KINDS`) figures of its own, in the same form; a kind it leaves out uses
+    `mesh.alpha`/`mesh.beta`. `mesh.shape` and `calibration` (what `python -m autopar.calibrate` measured
+    on, and when) are information only.
     """
     try:
         with open(path, encoding="utf-8") as f:
@@ -307,25 +335,42 @@ def load_profile(path: str | os.PathLike[str], shape: Sequence[int]) -> tuple[di
         raise ValueError(f"cluster profile '{path}' must hold a JSON object")
     device_data = data.get("device", {})
     mesh_data = data.get("mesh", {})
-    unknown = set(data) - {"device", "mesh"}
+    unknown = set(data) - {"device", "mesh", "calibration"}
     if unknown:
-        raise ValueError(f"cluster profile '{path}': unknown keys {sorted(unknown)} (expected device, mesh)")
+        raise ValueError(
+            f"cluster profile '{path}': unknown keys {sorted(unknown)} (expected device, mesh, calibration)"
+        )
     try:
         device = DeviceModel(
             flops=float(device_data.get("flops", DEFAULT_DEVICE_FLOPS)),
             memory_bandwidth=float(device_data.get("memory_bandwidth", DEFAULT_DEVICE_MEMORY_BANDWIDTH)),
             memory_bytes=int(device_data.get("memory_bytes", DEFAULT_DEVICE_MEMORY)),
         )
-        overrides = {}
+        overrides: dict = {}
         for key in ("alpha", "beta"):
             if key in mesh_data:
                 overrides[key] = _per_axis(mesh_data[key], len(shape), ())
-    except (TypeError, ValueError) as err:
+        kinds = mesh_data.get("collectives", {})
+        if set(kinds) - set(COLLECTIVE_KINDS):
+            raise ValueError(
+                f"mesh.collectives: unknown kinds {sorted(set(kinds) - set(COLLECTIVE_KINDS))} "
+                f"(expected {', '.join(COLLECTIVE_KINDS)})"
+            )
+        if kinds:
+            overrides["collectives"] = {
+                kind: (
+                    _per_axis(figures["alpha"], len(shape), ()),
+                    _per_axis(figures["beta"], len(shape), ()),
+                )
+                for kind, figures in kinds.items()
+            }
+    except (TypeError, ValueError, KeyError) as err:
         raise ValueError(f"cluster profile '{path}': {err}") from None
     return overrides, device
 
 
 __all__ = [
+    "COLLECTIVE_KINDS",
     "ClusterModel",
     "DeviceModel",
     "GiB",

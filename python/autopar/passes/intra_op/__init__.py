@@ -109,6 +109,13 @@ OPTIONS = [
         False,
         "allow dots and convolutions to run replicated over a mesh axis that could split them",
     ),
+    Option(
+        "plan-family",
+        str,
+        "",
+        "no search: plan this family, one role per mesh axis of size > 1 (data, model, zero2, zero3; "
+        "e.g. data,model); empty = solve",
+    ),
 ]
 
 
@@ -179,6 +186,11 @@ class PlanningGraph:
         config = config_lib.from_options({**options, "mesh": mesh_shape})
         prob = problem.build(self.graph, config)
         config = _with_solve_time_left(config, start)
+        if config.plan_family:
+            solution = solve.family_solution(prob, self.graph, config, config.memory_budget or None)
+            if not solution.feasible:
+                return float("inf"), prob.min_peak_memory(), solution.status
+            return solution.cost, solution.peak_memory, solution.status
         solution = solve.solve(
             prob,
             usage_limit=config.memory_budget or None,
@@ -243,6 +255,14 @@ def _solve_or_explain(g: graph.Graph, prob: problem.Problem, config: config_lib.
             f"per device that every plan needs on mesh {'x'.join(map(str, config.mesh.shape))}; "
             "raise the budget or use a bigger mesh"
         )
+    if config.plan_family:
+        solution = solve.family_solution(prob, g, config, budget or None)
+        if not solution.feasible:
+            raise PassError(
+                f"plan-family={','.join(config.plan_family)}: the family's plan needs more than "
+                f"memory-budget={budget} bytes per device"
+            )
+        return solution
     solution = solve.solve(
         prob,
         usage_limit=budget or None,

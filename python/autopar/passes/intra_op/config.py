@@ -44,6 +44,9 @@ class PlanConfig:
         active mesh axis that can split them.
       keep_input_shardings: arguments with `autopar.input_sharding` keep that layout (off for the coarse
         meshes families.py plans on, whose axes are not the input's).
+      plan_family: () = solve; else one role per active mesh axis (families.ROLES: data, model, zero2,
+        zero3) and the plan is that family's (families.py), priced by the same model: a fixed plan to
+        compare (benchmarks/cost_model.py).
     """
 
     mesh: cost.MeshModel
@@ -60,6 +63,7 @@ class PlanConfig:
     allow_replicated_parameters: bool = True
     allow_recompute_heavy_op: bool = False
     keep_input_shardings: bool = True
+    plan_family: tuple[str, ...] = ()
 
     @property
     def active_axes(self) -> tuple[int, ...]:
@@ -105,6 +109,26 @@ def _parse_axis_names(text: str, n: int) -> tuple[str, ...]:
     return names
 
 
+FAMILY_ROLES = ("data", "model", "zero2", "zero3")  # families.ROLES (families imports this module)
+
+
+def _parse_family(value, mesh: cost.MeshModel) -> tuple[str, ...]:
+    roles = (
+        tuple(value) if isinstance(value, tuple | list) else tuple(r.strip() for r in str(value).split(","))
+    )
+    roles = tuple(r for r in roles if r)
+    if not roles:
+        return ()
+    active = sum(1 for s in mesh.shape if s > 1)
+    bad = [r for r in roles if r not in FAMILY_ROLES]
+    if bad or len(roles) != active:
+        raise PassError(
+            f"plan-family '{','.join(roles)}' needs one role of {', '.join(FAMILY_ROLES)} per mesh axis of "
+            f"size > 1 ({active} on mesh {'x'.join(map(str, mesh.shape))})"
+        )
+    return roles
+
+
 def from_options(options: types.SimpleNamespace | dict) -> PlanConfig:
     """Builds the config from the pass options (or the same names as keyword arguments)."""
     o = dict(vars(options)) if isinstance(options, types.SimpleNamespace) else dict(options)
@@ -126,15 +150,24 @@ def from_options(options: types.SimpleNamespace | dict) -> PlanConfig:
     except ValueError:
         raise PassError("device-flops and device-memory-bandwidth must be > 0") from None
     profile = str(get("cluster_profile", ""))
+    collectives = None
     if profile:
         try:
             overrides, device = cost.load_profile(profile, shape)
         except ValueError as err:
             raise PassError(str(err)) from None
+        # Options mesh-alpha / mesh-beta win over the profile's mesh figures, its per-collective ones too.
+        if alpha is None and beta is None:
+            collectives = overrides.get("collectives")
         alpha = alpha or overrides.get("alpha")
         beta = beta or overrides.get("beta")
     mesh = cost.make_mesh(
-        shape, _parse_axis_names(str(get("axis_names", "x,y,z")), n), alpha=alpha, beta=beta, device=device
+        shape,
+        _parse_axis_names(str(get("axis_names", "x,y,z")), n),
+        alpha=alpha,
+        beta=beta,
+        device=device,
+        collectives=collectives,
     )
     return _checked(mesh, o, get)
 
@@ -172,8 +205,10 @@ def _checked(mesh: cost.MeshModel, o: dict, get) -> PlanConfig:
             f"force-batch-dim-to-mesh-dim={batch_axis} is not a mesh axis of mesh {mesh.shape} "
             "(use -1 to disable)"
         )
+    family = _parse_family(get("plan_family", ""), mesh)
     return PlanConfig(
         mesh=mesh,
+        plan_family=family,
         memory_budget=budget,
         solver=solver,
         planning_budget=planning_budget,

@@ -27,11 +27,12 @@ import numpy as np
 
 from autopar import cost as cost_lib
 from autopar import solver as solver_lib
+from autopar.passes.intra_op import config as config_lib
 from autopar.passes.intra_op import problem as problem_lib
 from autopar.passes.intra_op.config import PlanConfig
 from autopar.passes.intra_op.graph import Graph
 
-ROLES = ("data", "model", "zero2", "zero3")
+ROLES = config_lib.FAMILY_ROLES  # data, model, zero2, zero3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,7 +234,13 @@ def coarse_mesh(config: PlanConfig, groups: tuple[tuple[int, ...], ...]) -> cost
     the slowest bandwidth counts: `MeshModel.group`)."""
     sizes, alphas, betas = zip(*(config.mesh.group(g) for g in groups), strict=True)
     names = tuple("_".join(config.mesh.axis_names[a] for a in g) for g in groups)
-    return cost_lib.MeshModel(tuple(sizes), names, tuple(alphas), tuple(betas), config.mesh.device)
+    kinds = []  # a calibrated profile's per-collective figures, grouped the same way
+    for kind, _, _ in config.mesh.collectives:
+        grouped = [config.mesh.group(g, kind) for g in groups]
+        kinds.append((kind, tuple(a for _, a, _ in grouped), tuple(b for _, _, b in grouped)))
+    return cost_lib.MeshModel(
+        tuple(sizes), names, tuple(alphas), tuple(betas), config.mesh.device, tuple(kinds)
+    )
 
 
 def coarse_embedding(

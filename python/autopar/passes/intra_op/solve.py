@@ -111,3 +111,22 @@ def solve(
     bound = min(bound, cost)
     status = "optimal" if solver_lib.proven_optimal(cost, bound) else "feasible"
     return Solution([int(s) for s in chosen], cost, peak, bound, status, message, clock_cut)
+
+
+def family_solution(problem: Problem, graph: Graph, config: PlanConfig, usage_limit: int | None) -> Solution:
+    """The plan of the family `config.plan_family` (one role per active axis), priced by the same model:
+    what option plan-family plans (no search beyond the family's own restricted one)."""
+    core = to_solver_problem(problem, usage_limit)
+    plan = families.plan(graph, problem, config, config.plan_family, core, usage_limit, config.time_limit)
+    trivial = float(sum(c.min() for c in problem.node_costs)) if problem.node_costs else 0.0
+    status = "feasible" if plan.feasible else "infeasible"
+    message = f"the '{plan.name}' family plan (plan-family)"
+    return Solution(
+        [int(s) for s in plan.strategies],
+        plan.cost,
+        plan.peak_memory,
+        min(trivial, plan.cost),
+        status,
+        message,
+        plan.clock_cut,
+    )

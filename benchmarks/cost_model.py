@@ -1,0 +1,195 @@
+"""Cost model accuracy, measured: does the intra-op pass's estimate rank plans as they run?
+
+For each program (an MLP, a 2-layer GPT, a small Wide-ResNet training step: benchmarks/models/small.py) a
+set of plans on 8 devices: the solver's own plans on the meshes 8 and 2x4, and fixed plans of the family
+grid (autopar-intra-op's `plan-family`: data parallel, tensor parallel, ZeRO-3 on 8; data x model and
+model x data on 2x4), every one planned and priced under one cluster profile. Each plan's predicted step
+time (the pass's objective, `autopar.objective`) is set beside its measured one (median of repeats, with
+its arguments already in place; the plans take turns, round-robin, so drift in the machine's load touches
+them alike). Per program: the Spearman rank correlation, the median relative error, and whether the
+plan the model ranks first runs within 10 % of the fastest.
+
+    python benchmarks/cost_model.py [--profile profile.json] [--programs mlp,transformer,convnet]
+                                    [--repeats 9] [--default-model]
+
+Without --profile the devices are calibrated first (`autopar.calibrate`, one axis over all devices, full
+sizes; --quick-calibration for fewer). --default-model plans and prices with the built-in defaults instead
+(what the pass does without a profile), for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(1, str(ROOT))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from benchmarks.models import small  # noqa: E402
+
+import autopar  # noqa: E402
+from autopar.ir import attrs  # noqa: E402
+
+PROGRAMS = {"mlp": small.mlp_sgd, "transformer": small.gpt_2layer, "convnet": small.wide_resnet_small}
+# (name, mesh, plan-family or "" for the solver's own plan)
+PLANS = [
+    ("solver 8", (8,), ""),
+    ("solver 2x4", (2, 4), ""),
+    ("data 8", (8,), "data"),
+    ("model 8", (8,), "model"),
+    ("zero3 8", (8,), "zero3"),
+    ("data x model 2x4", (2, 4), "data,model"),
+    ("model x data 2x4", (2, 4), "model,data"),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyParallel(autopar.ShardParallel):
+    """ShardParallel planning one family of the grid (autopar-intra-op's plan-family option)."""
+
+    family: str = ""
+
+    def pipeline(self, mesh_shape: tuple[int, ...], axis_names: tuple[str, ...]) -> str:
+        text = super().pipeline(mesh_shape, axis_names)
+        return text[: -len("})")] + f" plan-family={self.family}}})" if self.family else text
+
+
+def spearman(a, b) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+
+    def ranks(x):
+        x = np.asarray(x, dtype=np.float64)
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x), dtype=np.float64)
+        for value in np.unique(x):  # ties share their mean rank
+            r[x == value] = r[x == value].mean()
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def concrete(tree, seed: int = 0):
+    """Random arrays for abstract arguments (small integers for int inputs: tokens, labels)."""
+    rng = np.random.default_rng(seed)
+
+    def make(s):
+        if np.issubdtype(s.dtype, np.integer):
+            return np.asarray(rng.integers(0, 10, s.shape), s.dtype)
+        return np.asarray(rng.standard_normal(s.shape) * 0.02, s.dtype)
+
+    return jax.tree.map(make, tree)
+
+
+def prepare(program, profiles: dict[int, str] | None):
+    """[(plan name, predicted s, callable running one step on placed arguments)]."""
+    step, abstract_args, batch_argnums = PROGRAMS[program]()
+    args = concrete(abstract_args)
+    out = []
+    for name, mesh, family in PLANS:
+        option = autopar.AutoShardingOption(cluster_profile=profiles[len(mesh)] if profiles else None)
+        method = FamilyParallel(mesh_shape=mesh, auto_sharding_option=option, family=family)
+        f = autopar.parallelize(step, method=method, batch_argnums=batch_argnums)
+        lowered = f.lower(*args)
+        predicted = attrs.get_intra_op_result(lowered.module.operation).objective
+        exe = lowered.compile().executable
+        placed = exe.place_arguments(jax.tree.leaves(args))
+        out.append((name, predicted, lambda exe=exe, placed=placed: jax.block_until_ready(exe(placed))))
+    return out
+
+
+def measure(plans, repeats: int) -> list[float]:
+    for _, _, run in plans:  # warm-up
+        run()
+        run()
+    times = [[] for _ in plans]
+    for _ in range(repeats):
+        for i, (_, _, run) in enumerate(plans):
+            start = time.perf_counter()
+            run()
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def report(program: str, plans, measured: list[float]) -> dict:
+    predicted = [p for _, p, _ in plans]
+    print(f"\n### {program}\n")
+    print("| plan | predicted s | measured s | measured / predicted |")
+    print("|---|---|---|---|")
+    for (name, p, _), m in zip(plans, measured, strict=True):
+        print(f"| {name} | {p:.4g} | {m:.4g} | {m / p:.2f} |")
+    rho = spearman(predicted, measured)
+    errors = [abs(p - m) / m for p, m in zip(predicted, measured, strict=True)]
+    top, best = int(np.argmin(predicted)), int(np.argmin(measured))
+    fastest = measured[best]
+    within = measured[top] <= 1.10 * fastest
+    print(
+        f"\nSpearman {rho:.2f}; median relative error {statistics.median(errors):.0%}; model's top plan "
+        f"'{plans[top][0]}' runs {measured[top] / fastest:.2f}x the fastest ('{plans[best][0]}')"
+        f" -> {'within' if within else 'NOT within'} 10 %",
+        flush=True,
+    )
+    return {"rho": rho, "within": within}
+
+
+def calibrate_meshes(quick: bool) -> dict[int, str]:
+    """Profiles of the meshes 8 and 2x4 (collectives cost differently in groups of 2, 4 and 8), sharing
+    one measurement of the devices; {number of axes: path}."""
+    from autopar import calibrate
+
+    start = time.perf_counter()
+    devices = jax.devices()
+    folder = tempfile.mkdtemp(prefix="autopar-")
+    flat = calibrate.calibrate(devices, (len(devices),), quick=quick)
+    two = calibrate.calibrate(devices, (2, len(devices) // 2), quick=quick, device=flat["device"])
+    paths = {1: os.path.join(folder, "profile-8.json"), 2: os.path.join(folder, "profile-2x4.json")}
+    calibrate.write_profile(flat, paths[1])
+    calibrate.write_profile(two, paths[2])
+    print(f"calibrated 8 and 2x4 in {time.perf_counter() - start:.1f} s: {paths}", file=sys.stderr)
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--profile",
+        action="append",
+        help="a cluster profile (python -m autopar.calibrate), once per mesh: --profile p8.json "
+        "--profile p2x4.json (one profile of 8 serves both); default: calibrate both meshes now",
+    )
+    parser.add_argument("--quick-calibration", action="store_true")
+    parser.add_argument("--default-model", action="store_true", help="plan with the built-in figures")
+    parser.add_argument("--programs", default=",".join(PROGRAMS))
+    parser.add_argument("--repeats", type=int, default=9)
+    a = parser.parse_args()
+    profiles = None
+    if a.profile:
+        loaded = {len(json.loads(Path(p).read_text())["mesh"].get("shape", [8])): p for p in a.profile}
+        profiles = {1: loaded.get(1, a.profile[0]), 2: loaded.get(2, loaded.get(1, a.profile[0]))}
+    elif not a.default_model:
+        profiles = calibrate_meshes(a.quick_calibration)
+    summary = []
+    for program in a.programs.split(","):
+        plans = prepare(program, None if a.default_model else profiles)
+        summary.append((program, report(program, plans, measure(plans, a.repeats))))
+    print(
+        "\nrank correlation >= 0.8 in "
+        f"{sum(s['rho'] >= 0.8 for _, s in summary)}/{len(summary)} programs; model's top plan within 10 % "
+        f"of the fastest in {sum(s['within'] for _, s in summary)}/{len(summary)}"
+    )
+
+
+if __name__ == "__main__":
+    main()

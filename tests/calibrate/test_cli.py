@@ -1,0 +1,100 @@
+"""`python -m autopar.calibrate`: a profile the cost model and the intra-op pass read; errors as one line."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import autopar
+from autopar import cost
+from autopar.ir import io
+from autopar.passes import intra_op
+
+PYTHON_DIR = Path(autopar.__file__).resolve().parents[1]
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mlp_train_step.mlir"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR))  # the conftest's 8 virtual CPU devices too
+    return subprocess.run(
+        [sys.executable, "-m", "autopar.calibrate", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def quick_profile(tmp_path_factory):
+    path = tmp_path_factory.mktemp("calibrate") / "profile.json"
+    start = time.perf_counter()
+    result = run("--devices", "4", "--mesh", "2x2", "--quick", "-o", str(path))
+    return path, result, time.perf_counter() - start
+
+
+def test_quick_run_writes_a_profile_load_profile_reads(quick_profile):
+    path, result, seconds = quick_profile
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""  # the summary goes to stderr
+    assert "wrote" in result.stderr and "all_reduce" in result.stderr
+    assert seconds < 240  # generous: the machine is shared
+    data = json.loads(path.read_text())
+    assert data["mesh"]["shape"] == [2, 2] and data["calibration"]["device_ids"] == [0, 1, 2, 3]
+    overrides, device = cost.load_profile(path, (2, 2))
+    assert device.flops > 0 and device.memory_bandwidth > 0
+    assert len(overrides["alpha"]) == 2 and len(overrides["beta"]) == 2
+    assert set(overrides["collectives"]) == {"all_reduce", "all_gather", "reduce_scatter", "all_to_all"}
+    assert [p.name for p in path.parent.iterdir()] == ["profile.json"]  # the temporary file was renamed
+
+
+def test_the_intra_op_pass_plans_under_the_profile(quick_profile):
+    path, result, _ = quick_profile
+    assert result.returncode == 0, result.stderr
+    module = io.load(EXAMPLE)
+    autopar.passes.run(module, "builtin.module(autopar-inline)")
+    # The pass prices with the profile: the calibrated objective is not the default one.
+    calibrated = intra_op.estimate(module, (2, 2), cluster_profile=str(path))[0]
+    assert 0 < calibrated < float("inf") and calibrated != intra_op.estimate(module, (2, 2))[0]
+    autopar.passes.run(module, f"builtin.module(autopar-intra-op{{mesh=2x2 cluster-profile={path}}})")
+    assert "autopar.objective" in str(module)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--devices", "0,99"], "unknown device id(s) [99]"),
+        (["--devices", "16"], "--devices 16"),
+        (["--devices", "4", "--mesh", "2x4"], "has 8 devices, 4 were chosen"),
+        (["--mesh", "2x2x2x1"], "1 to 3 axes"),
+        (["-o", "/nonexistent-folder/p.json"], "does not exist"),
+        (["-o", "/"], "is a directory"),
+    ],
+)
+def test_bad_input_is_one_error_line(tmp_path, args, message):
+    if "-o" not in args:
+        args = [*args, "-o", str(tmp_path / "p.json")]
+    result = run(*args)
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_unwritable_output_is_refused(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        result = run("--quick", "-o", str(folder / "p.json"))
+        assert (
+            result.returncode == 1 and result.stderr.startswith("error:") and "not writable" in result.stderr
+        )
+    finally:
+        folder.chmod(0o700)
