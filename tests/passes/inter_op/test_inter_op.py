@@ -205,6 +205,33 @@ def test_adam_step_with_optimizer_state_matches(data):
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_each_apply_part_recomputes_the_step_count_instead_of_waiting_for_its_owner(data):
+    """Adam's bias corrections come from the step count alone: each stage's apply derives them from the
+    count argument itself, so no apply part reads another's results (under 1F1B the count's owner, the
+    first stage, applies last); the new count is still returned once, by one stage."""
+    params, x = data
+    opt_state = OPTIMIZER.init(params)
+    module = run_pipeline(
+        adam_step, (params, opt_state, x), "cluster=1x4 micro-batches=2 submesh-shapes=1x2", 2
+    )
+    count_arg = len(params)  # the flat arguments: params, then opt_state's count, mu, nu
+    assert jax.tree.leaves(opt_state)[0].dtype == jnp.int32
+    calls = {ir.FlatSymbolRefAttr(op.attributes["callee"]).value: op for op in top_ops(module)}
+    applies = [calls[f"stage_{k}_apply"] for k in range(2)]
+    for call in applies:
+        assert not any(
+            isinstance(v, ir.OpResult) and v.owner.name == "func.call" and v.owner in applies
+            for v in call.operands
+        )
+        read = [v for v in call.operands if isinstance(v, ir.BlockArgument)]
+        assert count_arg in [v.arg_number for v in read]
+    flat_args = jax.tree.leaves((params, opt_state, x))
+    out = SequentialExecutor(module, num_micro_batches=1)(*flat_args)
+    want = jax.tree.leaves(jax.jit(adam_step)(params, opt_state, x))
+    for got, ref in zip(out, want, strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
 def stage_layer_counts(module: ir.Module) -> list[int]:
     plan = ir.ArrayAttr(module.operation.attributes["autopar.inter_op.plan"])
     return [int(np.diff(list(ir.DenseI64ArrayAttr(ir.DictAttr(s)["layers"])))[0]) for s in plan]

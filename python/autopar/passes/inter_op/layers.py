@@ -10,7 +10,10 @@ iota, broadcasts of constants) follow their first user: outlining clones them wh
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+
+from jaxlib.mlir import ir
 
 from autopar import _core
 from autopar.errors import PassError
@@ -280,6 +283,37 @@ def _make_backward_monotone(graph: Graph, backward: list[int], part: list[str], 
         for u in nodes[i].users:
             if part[u] == BACKWARD and layer[u] > layer[i]:
                 layer[i] = layer[u]
+
+
+# Results of at most this many elements count as tiny: a step count, Adam's bias corrections.
+_TINY_ELEMENTS = 16
+# Ops whose copies might not agree or that talk to the host: never recomputed.
+_NOT_REPLICABLE = frozenset({"stablehlo.custom_call", "stablehlo.rng", "stablehlo.rng_bit_generator"})
+
+
+def replicable_apply_ops(graph: Graph, part: list[str], free: list[bool]) -> list[bool]:
+    """Per node, whether every apply part that reads it recomputes it instead of receiving it: an apply op
+    computed from state alone (its inputs are @main arguments, constants or other such ops, never a
+    gradient) whose results are tiny (at most 16 elements each: optax's step count and the bias
+    corrections Adam derives from it). Received, such a value made each stage's apply wait for the apply of
+    the stage owning the state, which under 1F1B runs last; recomputed, every apply part starts as soon
+    as its own gradients are in. The op still belongs to its own stage, which returns what @main returns."""
+    nodes = graph.nodes
+    out = [False] * len(nodes)
+    for i, node in enumerate(nodes):  # program order: operands come first
+        out[i] = (
+            part[i] == APPLY
+            and not free[i]
+            and not node.boundary
+            and node.name not in _NOT_REPLICABLE
+            and all(free[p] or out[p] for p in node.operands)
+            and all(_elements(r.type) <= _TINY_ELEMENTS for r in node.op.results)
+        )
+    return out
+
+
+def _elements(t: ir.Type) -> float:
+    return float(math.prod(t.shape)) if isinstance(t, ir.RankedTensorType) else float("inf")
 
 
 def _assign_apply(graph: Graph, part: list[str], free: list[bool], layer: list[int]) -> None:

@@ -2,7 +2,9 @@
 
 docs/platform.md: erase replaced ops in reverse order and only once every use is rewired (erasing an op
 whose results still have uses segfaults). Ops that need no input (free: constants, iota, broadcasts of
-constants) are cloned into every group that reads them rather than passed between stages.
+constants) are cloned into every group that reads them rather than passed between stages; so are
+replicable ops (tiny values computed from @main's arguments alone, layers.py `replicable_apply_ops`), which
+stay in their own group as well.
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ class Group:
     attributes: dict[str, ir.Attribute]
 
 
-def outline(graph: Graph, groups: list[Group], free: list[bool]) -> list[func.FuncOp]:
-    """Outlines `groups` (in call order) out of graph.fn; returns the new functions."""
+def outline(
+    graph: Graph, groups: list[Group], free: list[bool], replicable: list[bool] | None = None
+) -> list[func.FuncOp]:
+    """Outlines `groups` (in call order) out of graph.fn; returns the new functions. Free and replicable
+    ops a group reads from outside are cloned into it."""
     nodes = graph.nodes
+    clonable = [f or bool(replicable and replicable[i]) for i, f in enumerate(free)]
     group_of = [-1] * len(nodes)
     for g, group in enumerate(groups):
         for i in group.nodes:
@@ -39,7 +45,7 @@ def outline(graph: Graph, groups: list[Group], free: list[bool]) -> list[func.Fu
             "an op belongs to no stage (internal: run autopar-cluster-layers first)",
             nodes[missing[0]].op.location,
         )
-    _check_call_order(graph, groups, group_of, free)
+    _check_call_order(graph, groups, group_of, clonable)
     block = graph.fn.regions[0].blocks[0]
     ret = block.operations[len(block.operations) - 1]
     returned = set(ret.operands)
@@ -47,8 +53,8 @@ def outline(graph: Graph, groups: list[Group], free: list[bool]) -> list[func.Fu
     functions = []
     module_block = graph.fn.operation.parent.regions[0].blocks[0]
     for group in groups:
-        inputs, outputs = _interface(graph, group, free, returned)
-        fn = _build_function(graph, group, inputs, outputs, free, module_block)
+        inputs, outputs = _interface(graph, group, clonable, returned)
+        fn = _build_function(graph, group, inputs, outputs, clonable, module_block)
         functions.append(fn)
         with ir.InsertionPoint(ret), ret.location:
             call = func.CallOp(fn, [main_values.get(v, v) for v in inputs])
@@ -80,21 +86,23 @@ def _check_call_order(graph: Graph, groups: list[Group], group_of: list[int], fr
 
 
 def _interface(
-    graph: Graph, group: Group, free: list[bool], returned: set
+    graph: Graph, group: Group, clonable: list[bool], returned: set
 ) -> tuple[list[ir.Value], list[ir.Value]]:
-    """Values the group reads from outside (args and other groups' results) and those it must return."""
+    """Values the group reads from outside (args and other groups' results; what the clonable ops it
+    copies read) and those it must return (a clonable op's results only to @main: other groups copy it)."""
     members = set(group.nodes)
+    copied = set(_clone_closure(graph, group, clonable))
     inputs: list[ir.Value] = []
     seen: set = set()
-    for i in group.nodes:
+    for i in sorted(members | copied):
         for v in _outer_operands(graph.nodes[i].op):
             if v in seen:
                 continue
             source = v.owner if isinstance(v, ir.OpResult) else None
-            if source is not None and _index_of(graph, source) in members:
-                continue
-            if source is not None and free[_index_of(graph, source)]:
-                continue  # cloned into the group
+            if source is not None:
+                index = _index_of(graph, source)
+                if index in members or index in copied:
+                    continue
             seen.add(v)
             inputs.append(v)
     outputs: list[ir.Value] = []
@@ -103,7 +111,8 @@ def _interface(
         if not (set(node.users) - members) and not any(r in returned for r in node.op.results):
             continue
         for r in node.op.results:
-            if r in returned or any(_user_outside(graph, u, members) for u in r.uses):
+            outside = not clonable[i] and any(_user_outside(graph, u, members) for u in r.uses)
+            if r in returned or outside:
                 outputs.append(r)
     return inputs, outputs
 
@@ -148,14 +157,16 @@ def _outer_operands(op: ir.Operation) -> list[ir.Value]:
     return values
 
 
-def _free_closure(graph: Graph, group: Group, free: list[bool]) -> list[int]:
+def _clone_closure(graph: Graph, group: Group, clonable: list[bool]) -> list[int]:
+    """The clonable ops outside the group that it reads, directly or through each other."""
+    members = set(group.nodes)
     needed: set[int] = set()
-    stack = [p for i in group.nodes for p in graph.nodes[i].operands if free[p]]
+    stack = [p for i in group.nodes for p in graph.nodes[i].operands if clonable[p] and p not in members]
     while stack:
         p = stack.pop()
         if p not in needed:
             needed.add(p)
-            stack.extend(q for q in graph.nodes[p].operands if free[q])
+            stack.extend(q for q in graph.nodes[p].operands if clonable[q] and q not in members)
     return sorted(needed)
 
 
@@ -164,7 +175,7 @@ def _build_function(
     group: Group,
     inputs: list[ir.Value],
     outputs: list[ir.Value],
-    free: list[bool],
+    clonable: list[bool],
     module_block: ir.Block,
 ) -> func.FuncOp:
     with ir.InsertionPoint(module_block), graph.fn.location:
@@ -175,7 +186,7 @@ def _build_function(
     with graph.fn.location:
         entry = fn.add_entry_block()
     mapping: dict[ir.Value, ir.Value] = dict(zip(inputs, entry.arguments, strict=True))
-    order = sorted(set(_free_closure(graph, group, free)) | set(group.nodes))
+    order = sorted(set(_clone_closure(graph, group, clonable)) | set(group.nodes))
     with ir.InsertionPoint(entry), graph.fn.location:
         for i in order:
             old = graph.nodes[i].op
