@@ -1,5 +1,6 @@
 """The alpha-beta mesh model and cluster profiles."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -100,3 +101,25 @@ def test_profile_collectives_price_their_own_kind(tmp_path):
     path.write_text(json.dumps(profile))
     with pytest.raises(ValueError, match="unknown kinds"):
         cost.load_profile(path, (2, 4))
+
+
+def test_profile_fuses_broadcasts_default_does_not(tmp_path):
+    # XLA fuses a broadcast into its consumers: under a profile (measured figures) it costs nothing of its
+    # own; without one the default model prices it as before (default plans unchanged).
+    from autopar.passes.intra_op.graph import Rule
+    from autopar.passes.intra_op.strategies import OpFacts, op_time
+
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"device": {"flops": 1e10, "memory_bandwidth": 5e9}}))
+    _, device = cost.load_profile(path, (8,))
+    assert device.fused_broadcasts and not cost.DeviceModel().fused_broadcasts
+    path.write_text(json.dumps({"device": {"fused_broadcasts": False}}))
+    assert not cost.load_profile(path, (8,))[1].fused_broadcasts
+    rule = Rule((1024, 256), (((1,),),), (((0,), (1,)),), frozenset(), frozenset())
+    broadcast = OpFacts("stablehlo.broadcast_in_dim", rule, ((256,),), (4,), ((1024, 256),), (4,))
+    multiply = dataclasses.replace(broadcast, name="stablehlo.multiply")
+    fused = cost.make_mesh((8,), device=device)
+    unfused = cost.make_mesh((8,), device=cost.DeviceModel(flops=1e10, memory_bandwidth=5e9))
+    assert op_time(broadcast, fused) == 0.0
+    assert op_time(broadcast, unfused) == pytest.approx((256 + 1024 * 256) * 4 / 5e9)
+    assert op_time(multiply, fused) == op_time(multiply, unfused) > 0

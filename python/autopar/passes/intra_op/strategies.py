@@ -134,7 +134,9 @@ class OpFacts:
 
 
 def op_time(facts: OpFacts, mesh: MeshModel) -> float:
-    """Roofline time of the whole op on one device."""
+    """Roofline time of the whole op on one device (0 for a broadcast when the device fuses them)."""
+    if facts.name == "stablehlo.broadcast_in_dim" and mesh.device.fused_broadcasts:
+        return 0.0
     moved = sum(
         tensor_bytes(s, i) for s, i in zip(facts.operand_shapes, facts.operand_itemsizes, strict=True)
     )
