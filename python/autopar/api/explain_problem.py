@@ -11,7 +11,6 @@ stops on counted work, so the solve gives the plan the pass wrote.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import numpy as np
@@ -221,8 +220,7 @@ def cost_split(rebuilt: Rebuilt, v: int, k: int) -> CostSplit:
     cost = float(s.cost[k])
     compute, communication = cost, {}
     if node.kind != "arg" and node.rule is not None and node.kind != "stablehlo.constant":
-        split = math.prod(mesh.shape[a] for a, f in enumerate(s.assignment[k]) if f >= 0)
-        compute = min(strat.op_time(_facts(node), mesh) / split, cost)
+        compute = min(strat.compute_time(_facts(node), mesh, s.assignment[k]), cost)
         kinds = [kind for kind, _, _ in expected._reductions(node, s, k, mesh)]
         if kinds and cost - compute > 0:
             communication[kinds[0]] = cost - compute
