@@ -110,7 +110,8 @@ def prepare(program, profiles: dict[int, str] | None):
     return out
 
 
-def measure(plans, repeats: int) -> list[float]:
+def measure(plans, repeats: int) -> list[list[float]]:
+    """Every repeat's step time per plan (the plans take turns)."""
     for _, _, run in plans:  # warm-up
         run()
         run()
@@ -120,16 +121,17 @@ def measure(plans, repeats: int) -> list[float]:
             start = time.perf_counter()
             run()
             times[i].append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
+    return times
 
 
-def report(program: str, plans, measured: list[float]) -> dict:
+def report(program: str, plans, times: list[list[float]]) -> dict:
     predicted = [p for _, p, _ in plans]
+    measured = [statistics.median(t) for t in times]
     print(f"\n### {program}\n")
-    print("| plan | predicted s | measured s | measured / predicted |")
-    print("|---|---|---|---|")
-    for (name, p, _), m in zip(plans, measured, strict=True):
-        print(f"| {name} | {p:.4g} | {m:.4g} | {m / p:.2f} |")
+    print("| plan | predicted s | measured s | measured / predicted | repeats' spread (max - min) / median |")
+    print("|---|---|---|---|---|")
+    for (name, p, _), m, t in zip(plans, measured, times, strict=True):
+        print(f"| {name} | {p:.4g} | {m:.4g} | {m / p:.2f} | {(max(t) - min(t)) / m:.0%} |")
     rho = spearman(predicted, measured)
     errors = [abs(p - m) / m for p, m in zip(predicted, measured, strict=True)]
     top, best = int(np.argmin(predicted)), int(np.argmin(measured))

@@ -1,5 +1,6 @@
 """The alpha-beta mesh model and cluster profiles."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -100,3 +101,54 @@ def test_profile_collectives_price_their_own_kind(tmp_path):
     path.write_text(json.dumps(profile))
     with pytest.raises(ValueError, match="unknown kinds"):
         cost.load_profile(path, (2, 4))
+
+
+def test_profile_fuses_broadcasts_default_does_not(tmp_path):
+    # XLA fuses a broadcast into its consumers: under a profile (measured figures) it costs nothing of its
+    # own; without one the default model prices it as before (default plans unchanged).
+    from autopar.passes.intra_op.graph import Rule
+    from autopar.passes.intra_op.strategies import OpFacts, op_time
+
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"device": {"flops": 1e10, "memory_bandwidth": 5e9}}))
+    _, device = cost.load_profile(path, (8,))
+    assert device.fused_broadcasts and not cost.DeviceModel().fused_broadcasts
+    path.write_text(json.dumps({"device": {"fused_broadcasts": False}}))
+    assert not cost.load_profile(path, (8,))[1].fused_broadcasts
+    rule = Rule((1024, 256), (((1,),),), (((0,), (1,)),), frozenset(), frozenset())
+    broadcast = OpFacts("stablehlo.broadcast_in_dim", rule, ((256,),), (4,), ((1024, 256),), (4,))
+    multiply = dataclasses.replace(broadcast, name="stablehlo.multiply")
+    fused = cost.make_mesh((8,), device=device)
+    unfused = cost.make_mesh((8,), device=cost.DeviceModel(flops=1e10, memory_bandwidth=5e9))
+    assert op_time(broadcast, fused) == 0.0
+    assert op_time(broadcast, unfused) == pytest.approx((256 + 1024 * 256) * 4 / 5e9)
+    assert op_time(multiply, fused) == op_time(multiply, unfused) > 0
+
+
+def test_narrow_dots_are_slower_under_a_profile_that_says_so(tmp_path):
+    # A profile's dot_half_rate_width c: a dot whose smallest per-device GEMM dim is d costs
+    # 1 + c / max(d, c) times its FLOP time. Without it (the default) every dot runs at the peak.
+    from autopar.passes.intra_op.graph import Rule
+    from autopar.passes.intra_op.strategies import OpFacts, compute_time, op_strategies, op_time
+
+    path = tmp_path / "p.json"
+    path.write_text(
+        json.dumps({"device": {"flops": 1e10, "memory_bandwidth": 1e12, "dot_half_rate_width": 16}})
+    )
+    device = cost.load_profile(path, (8,))[1]
+    assert device.dot_half_rate_width == 16 and cost.DeviceModel().dot_half_rate_width == 0
+    # [1024, 256] x [256, 512]: factors m=0, n=1, k=2 (k contracted).
+    rule = Rule((1024, 512, 256), (((0,), (2,)), ((2,), (1,))), (((0,), (1,)),), frozenset({2}), frozenset())
+    dot = OpFacts("stablehlo.dot_general", rule, ((1024, 256), (256, 512)), (4, 4), ((1024, 512),), (4,))
+    slow = cost.make_mesh((8,), device=device)
+    flat = cost.make_mesh((8,), device=dataclasses.replace(device, dot_half_rate_width=0.0))
+    whole = op_time(dot, flat)
+    assert whole == pytest.approx(2 * 1024 * 512 * 256 / 1e10)
+    assert compute_time(dot, slow, [0]) == pytest.approx(whole / 8 * (1 + 16 / 128))  # m: 128 per device
+    assert compute_time(dot, slow, [1]) == pytest.approx(whole / 8 * (1 + 16 / 64))  # n: 64
+    assert compute_time(dot, slow, [2]) == pytest.approx(whole / 8 * (1 + 16 / 32))  # k: 32
+    assert compute_time(dot, flat, [2]) == pytest.approx(whole / 8)
+    # The strategies carry it (replicated first: the narrowest dim is k = 256).
+    costs = op_strategies(dot, slow, (0,), False).cost
+    assert costs[0] == pytest.approx(whole * (1 + 16 / 256))
+    assert min(costs) > min(op_strategies(dot, flat, (0,), False).cost)

@@ -196,3 +196,20 @@ def test_pipeshard_explain_gives_stage_and_layout():
     assert "    params[3] (forward): " in str(plan)
     with pytest.raises(ExplainError, match="no argument any stage reads"):
         plan.explain("params[9]")
+
+
+def test_explain_a_plan_family_plan_explains_that_plan():
+    # plan-family plans one family without search: the explanation re-plans that family too, not the
+    # solver's own plan (it used to, and explained a plan the module does not hold).
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class DataFamily(autopar.ShardParallel):
+        def pipeline(self, mesh_shape, axis_names):
+            return super().pipeline(mesh_shape, axis_names)[: -len("})")] + " plan-family=data})"
+
+    f = autopar.parallelize(step, method=DataFamily(mesh_shape=(8,)))
+    family = f.get_execution_plan(PARAMS, X)
+    e = family.explain("params['w1']")
+    assert e.objective == pytest.approx(family.estimated_cost, rel=1e-9)
+    assert "re-solved" not in e.note and e.strategy == "replicated"

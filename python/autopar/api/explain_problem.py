@@ -11,7 +11,6 @@ stops on counted work, so the solve gives the plan the pass wrote.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import numpy as np
@@ -114,15 +113,18 @@ def solve_module(stripped: ir.Module, config) -> Rebuilt:
 
     graph = PlanningGraph(stripped).graph
     prob = problem.build(graph, config)
-    solution = solve.solve(
-        prob,
-        usage_limit=config.memory_budget or None,
-        budget=config.planning_budget,
-        time_limit=config.time_limit,
-        solver=config.solver,
-        graph=graph,
-        config=config,
-    )
+    if config.plan_family:  # the pass plans the family (no search): so does its explanation
+        solution = solve.family_solution(prob, graph, config, config.memory_budget or None)
+    else:
+        solution = solve.solve(
+            prob,
+            usage_limit=config.memory_budget or None,
+            budget=config.planning_budget,
+            time_limit=config.time_limit,
+            solver=config.solver,
+            graph=graph,
+            config=config,
+        )
     if not solution.feasible:
         raise ExplainError(f"re-solving the plan's problem gave no plan ({solution.status})")
     adjacency: dict[int, list[int]] = {}
@@ -218,8 +220,7 @@ def cost_split(rebuilt: Rebuilt, v: int, k: int) -> CostSplit:
     cost = float(s.cost[k])
     compute, communication = cost, {}
     if node.kind != "arg" and node.rule is not None and node.kind != "stablehlo.constant":
-        split = math.prod(mesh.shape[a] for a, f in enumerate(s.assignment[k]) if f >= 0)
-        compute = min(strat.op_time(_facts(node), mesh) / split, cost)
+        compute = min(strat.compute_time(_facts(node), mesh, s.assignment[k]), cost)
         kinds = [kind for kind, _, _ in expected._reductions(node, s, k, mesh)]
         if kinds and cost - compute > 0:
             communication[kinds[0]] = cost - compute

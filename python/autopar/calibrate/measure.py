@@ -65,6 +65,34 @@ def device_flops(mesh: Mesh, n: int, chain: int, repeats: int) -> float:
     return chain * 2.0 * n**3 / seconds
 
 
+def narrow_dot_flops(mesh: Mesh, n: int, width: int, chain: int, repeats: int) -> float:
+    """FLOP/s of one device running a chain of n x n times n x `width` and n x `width` times `width` x n
+    matmuls (a narrow dot's N, then its K) while every device does the same."""
+    spec = PartitionSpec(mesh.axis_names)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, n)).astype(np.float32) / np.sqrt(n)
+    a = jax.device_put(np.tile(x, (mesh.size, 1)), NamedSharding(mesh, spec))
+    w1 = jax.device_put(x[:, :width], NamedSharding(mesh, PartitionSpec()))
+    w2 = jax.device_put(x[:width, :] * np.sqrt(n / width), NamedSharding(mesh, PartitionSpec()))
+
+    def body(v, u1, u2):
+        for _ in range(chain):
+            v = (v @ u1) @ u2
+        return v
+
+    in_specs = (spec, PartitionSpec(), PartitionSpec())
+    f = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=spec))
+    seconds = median_seconds(lambda: f(a, w1, w2), repeats)
+    return chain * 2 * 2.0 * n * n * width / seconds
+
+
+def half_rate_width(flops: float, narrow_flops: float, width: int) -> float:
+    """c of the cost model's narrow-dot slowdown `1 + c / max(d, c)` (autopar.cost.DeviceModel), from the
+    rate of square dots and that of dots `width` wide: 0 when the narrow ones are as fast, at most
+    `width` (the slowdown at or below c is 2)."""
+    return min(max(width * (flops / narrow_flops - 1.0), 0.0), float(width))
+
+
 def memory_bandwidth(mesh: Mesh, num_bytes: int, repeats: int) -> float:
     """Bytes/s of one device streaming an elementwise op over `num_bytes` (read once, written once) while
     every device does the same. The buffer is donated and fed back, so no call pays for fresh pages (the

@@ -17,6 +17,10 @@ from jax.sharding import Mesh
 from autopar.calibrate import fit, measure
 from autopar.ir import io
 
+# The width of the narrow dots measured against square ones (the rate of a 32-wide dot gives the cost
+# model's dot_half_rate_width: autopar.cost.DeviceModel).
+NARROW_WIDTH = 32
+
 
 def select_devices(spec: str | None) -> list:
     """`None`: every device; `"N"`: the first N; `"0,2,5"`: those ids. ValueError names a bad choice."""
@@ -68,8 +72,9 @@ def calibrate(
 ) -> dict:
     """Measures `devices` laid out as a mesh of `shape` (axes x, y, z) and returns the profile (a dict in
     `load_profile`'s format, with the samples and the setting under "calibration"). `device`: the device
-    figures ({"flops", "memory_bandwidth"}) of an earlier calibration of the same devices, kept instead of
-    measured again (profiles of several meshes then share one measurement of the devices)."""
+    figures ({"flops", "memory_bandwidth", "dot_half_rate_width"}) of an earlier calibration of the same
+    devices, kept instead of measured again (profiles of several meshes then share one measurement of the
+    devices)."""
     names = "xyz"[: len(shape)]
     mesh = Mesh(np.asarray(devices, dtype=object).reshape(tuple(shape)), tuple(names))
     repeats = 3 if quick else 5
@@ -77,9 +82,18 @@ def calibrate(
     if device is None:
         flops = measure.device_flops(mesh, n=256 if quick else 512, chain=4, repeats=repeats)
         bandwidth = measure.memory_bandwidth(mesh, 16 * measure.MiB, repeats)
+        n = 256 if quick else 512
+        narrow = measure.narrow_dot_flops(
+            mesh, n=n, width=NARROW_WIDTH, chain=2 * n // NARROW_WIDTH, repeats=repeats
+        )
+        width = measure.half_rate_width(flops, narrow, NARROW_WIDTH)
     else:
         flops, bandwidth = float(device["flops"]), float(device["memory_bandwidth"])
-    say(f"device: {flops:.3g} FLOP/s, {bandwidth:.3g} bytes/s memory bandwidth")
+        width = float(device.get("dot_half_rate_width", 0.0))
+    say(
+        f"device: {flops:.3g} FLOP/s, {bandwidth:.3g} bytes/s memory bandwidth, "
+        f"dots at half rate up to width {width:.3g}"
+    )
     byte_sizes = measure.sizes(quick)
     alphas, betas = [], []
     per_kind: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in measure.KINDS}
@@ -114,7 +128,7 @@ def calibrate(
     else:
         say("one device: no collective figures (the profile keeps the defaults' links)")
     return {
-        "device": {"flops": flops, "memory_bandwidth": bandwidth},
+        "device": {"flops": flops, "memory_bandwidth": bandwidth, "dot_half_rate_width": width},
         "mesh": mesh_figures,
         "calibration": {
             "platform": devices[0].platform,

@@ -66,14 +66,29 @@ class DeviceModel:
       flops: peak floating-point operations per second.
       memory_bandwidth: bytes per second between the device and its memory.
       memory_bytes: device memory, 0 when unknown (no limit).
+      fused_broadcasts: a broadcast costs nothing of its own: XLA fuses it into its consumers, which read
+        its operand instead of a materialised result (their own operand bytes already count it). True
+        under a cluster profile (measured figures: pricing each unfused broadcast's write at the measured
+        bandwidth overstated plans that keep an optimizer's scalar broadcasts replicated), False by
+        default so that the default plans stay as they were.
+      dot_half_rate_width: c (elements): a matmul whose smallest GEMM dimension per device (rows, columns
+        or the contracted one) is d runs at `flops / (1 + c / max(d, c))` (passes/intra_op/dot_shape.py);
+        0 (the default) = every dot at `flops`. Calibrated (`python -m autopar.calibrate`).
     """
 
     flops: float = DEFAULT_DEVICE_FLOPS
     memory_bandwidth: float = DEFAULT_DEVICE_MEMORY_BANDWIDTH
     memory_bytes: int = DEFAULT_DEVICE_MEMORY
+    fused_broadcasts: bool = False
+    dot_half_rate_width: float = 0.0
 
     def __post_init__(self) -> None:
-        if not (self.flops > 0 and self.memory_bandwidth > 0 and self.memory_bytes >= 0):
+        if not (
+            self.flops > 0
+            and self.memory_bandwidth > 0
+            and self.memory_bytes >= 0
+            and self.dot_half_rate_width >= 0
+        ):
             raise ValueError(f"device model needs positive flops and memory bandwidth, got {self}")
 
     def op_time(self, flops: float, bytes_moved: float) -> float:
@@ -313,7 +328,8 @@ def load_profile(path: str | os.PathLike[str], shape: Sequence[int]) -> tuple[di
     betas)}} overrides (each key only when the profile has it), DeviceModel).
 
     Format (every key optional):
-      {"device": {"flops": 1.2e14, "memory_bandwidth": 1.5e12, "memory_bytes": 4.0e10},
+      {"device": {"flops": 1.2e14, "memory_bandwidth": 1.5e12, "memory_bytes": 4.0e10,
+                  "fused_broadcasts": true, "dot_half_rate_width": 14.0},
        "mesh": {"alpha": [1e-5, 2e-6], "beta": [1e-10, 1e-11],
                 "collectives": {"all_reduce": {"alpha": [..], "beta": [..]}, "all_gather": {...}, ...}},
        "calibration": {...}}
@@ -345,6 +361,8 @@ def load_profile(path: str | os.PathLike[str], shape: Sequence[int]) -> tuple[di
             flops=float(device_data.get("flops", DEFAULT_DEVICE_FLOPS)),
             memory_bandwidth=float(device_data.get("memory_bandwidth", DEFAULT_DEVICE_MEMORY_BANDWIDTH)),
             memory_bytes=int(device_data.get("memory_bytes", DEFAULT_DEVICE_MEMORY)),
+            fused_broadcasts=bool(device_data.get("fused_broadcasts", True)),
+            dot_half_rate_width=float(device_data.get("dot_half_rate_width", 0.0)),
         )
         overrides: dict = {}
         for key in ("alpha", "beta"):

@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from autopar.cost import MeshModel
+from autopar.passes.intra_op import dot_shape
 from autopar.passes.intra_op.graph import Rule
 
 FORBIDDEN = 1.0e18
@@ -133,8 +134,8 @@ class OpFacts:
     batch_groups: int = 1  # a convolution's batch_group_count (its weight gradient's, for a grouped conv)
 
 
-def op_time(facts: OpFacts, mesh: MeshModel) -> float:
-    """Roofline time of the whole op on one device."""
+def _roofline(facts: OpFacts, mesh: MeshModel) -> tuple[float, float]:
+    """(seconds of FLOPs, seconds of memory traffic) of the whole op on one device."""
     moved = sum(
         tensor_bytes(s, i) for s, i in zip(facts.operand_shapes, facts.operand_itemsizes, strict=True)
     )
@@ -145,7 +146,26 @@ def op_time(facts: OpFacts, mesh: MeshModel) -> float:
         flops = float(math.prod(facts.rule.factor_sizes))
     else:
         flops = float(sum(math.prod(s) for s in facts.result_shapes))
-    return mesh.device.op_time(flops, moved)
+    return flops / mesh.device.flops, moved / mesh.device.memory_bandwidth
+
+
+def op_time(facts: OpFacts, mesh: MeshModel) -> float:
+    """Roofline time of the whole op on one device (0 for a broadcast when the device fuses them)."""
+    if facts.name == "stablehlo.broadcast_in_dim" and mesh.device.fused_broadcasts:
+        return 0.0
+    return max(_roofline(facts, mesh))
+
+
+def compute_time(facts: OpFacts, mesh: MeshModel, assignment) -> float:
+    """Seconds one device computes its share of the op under a strategy (`assignment`: per mesh axis the
+    factor it shards): the whole op's roofline over the devices sharing it; a dot narrow on each device
+    slowed down where the profile says how much (dot_shape.py)."""
+    split = math.prod(mesh.shape[a] for a, f in enumerate(assignment) if f >= 0)
+    width = mesh.device.dot_half_rate_width
+    if facts.name not in dot_shape.GEMM_OPS or width <= 0:
+        return op_time(facts, mesh) / split
+    flops, memory = _roofline(facts, mesh)
+    return max(flops * dot_shape.slowdown(facts.rule, assignment, mesh.shape, width), memory) / split
 
 
 def _shardable_factors(rule: Rule) -> list[int]:
@@ -187,6 +207,7 @@ def op_strategies(
     rule = facts.rule
     num_axes = len(mesh.shape)
     whole_time = op_time(facts, mesh)
+    plain = facts.name not in dot_shape.GEMM_OPS or mesh.device.dot_half_rate_width <= 0
     choices = [-1, *_shardable_factors(rule)]
     tensors = [(m, s) for m, s in zip(rule.operand_maps, facts.operand_shapes, strict=True)] + [
         (m, s) for m, s in zip(rule.result_maps, facts.result_shapes, strict=True)
@@ -208,13 +229,14 @@ def op_strategies(
         results = [_tensor_layout(m, tuple(assignment)) for m in rule.result_maps]
         split = math.prod(mesh.shape[a] for a, f in enumerate(assignment) if f >= 0)
         reduced = [a for a, f in enumerate(assignment) if f in rule.reduction]
+        compute = whole_time / split if plain else compute_time(facts, mesh, assignment)
         variants = _reduction_variants(results, reduced, facts, mesh, reduce_scatter, latency_share)
         for variant_results, collective in variants:
             for rows, layout in zip(operand_rows, operands, strict=True):
                 rows.append(layout)
             for rows, layout in zip(result_rows, variant_results, strict=True):
                 rows.append(layout)
-            costs.append(whole_time / split + collective)
+            costs.append(compute + collective)
             memories.append(_result_memory(variant_results, facts, mesh.shape))
             assignments.append(assignment)
     return Strategies(

@@ -1,0 +1,32 @@
+"""How narrow a dot is on each device: a matmul whose smallest GEMM dimension (rows M, columns N or the
+contracted K, per device, after the strategy's split) is a few dozen elements runs well below the peak
+rate the device is calibrated at (512 x 512 matmuls): on the CPU devices of docs/cost_model.md a width of
+32 runs at ~70 % of it. Under a profile with `device.dot_half_rate_width` (c, elements; written by
+`python -m autopar.calibrate`) a dot's compute time is multiplied by `1 + c / max(d, c)` (d its smallest
+per-device GEMM dimension): full rate for wide dots, half rate at or below c. Tensor parallelism over many
+devices makes dots narrow, which the plain FLOP count cannot see."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+GEMM_OPS = frozenset({"stablehlo.dot_general", "stablehlo.dot"})
+
+
+def slowdown(rule, assignment, mesh_shape: tuple[int, ...], half_rate_width: float) -> float:
+    """The factor (>= 1) on a dot's compute time for one strategy (`assignment`: per mesh axis, the factor
+    it shards, -1 none)."""
+    if half_rate_width <= 0 or len(rule.operand_maps) != 2:
+        return 1.0
+    split = {}
+    for axis, factor in enumerate(np.asarray(assignment).tolist()):
+        if factor >= 0:
+            split[factor] = split.get(factor, 1) * mesh_shape[axis]
+    lhs, rhs = ({f for dim in maps for f in dim} for maps in rule.operand_maps)
+    out = {f for maps in rule.result_maps for dim in maps for f in dim}
+    size = lambda factors: math.prod(rule.factor_sizes[f] // split.get(f, 1) for f in factors)  # noqa: E731
+    m, n, k = size((lhs & out) - rhs), size((rhs & out) - lhs), size((lhs & rhs) - out)
+    width = min(m, n, k)
+    return 1.0 + half_rate_width / max(width, half_rate_width)
