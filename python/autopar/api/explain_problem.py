@@ -113,18 +113,8 @@ def solve_module(stripped: ir.Module, config) -> Rebuilt:
 
     graph = PlanningGraph(stripped).graph
     prob = problem.build(graph, config)
-    if config.plan_family:  # the pass plans the family (no search): so does its explanation
-        solution = solve.family_solution(prob, graph, config, config.memory_budget or None)
-    else:
-        solution = solve.solve(
-            prob,
-            usage_limit=config.memory_budget or None,
-            budget=config.planning_budget,
-            time_limit=config.time_limit,
-            solver=config.solver,
-            graph=graph,
-            config=config,
-        )
+    # As the pass solves it: a plan-family plan is that family's (no search), explained as such.
+    solution = solve.solve_as_configured(prob, graph, config)
     if not solution.feasible:
         raise ExplainError(f"re-solving the plan's problem gave no plan ({solution.status})")
     adjacency: dict[int, list[int]] = {}

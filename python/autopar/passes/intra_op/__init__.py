@@ -186,20 +186,7 @@ class PlanningGraph:
         config = config_lib.from_options({**options, "mesh": mesh_shape})
         prob = problem.build(self.graph, config)
         config = _with_solve_time_left(config, start)
-        if config.plan_family:
-            solution = solve.family_solution(prob, self.graph, config, config.memory_budget or None)
-            if not solution.feasible:
-                return float("inf"), prob.min_peak_memory(), solution.status
-            return solution.cost, solution.peak_memory, solution.status
-        solution = solve.solve(
-            prob,
-            usage_limit=config.memory_budget or None,
-            budget=config.planning_budget,
-            time_limit=config.time_limit,
-            solver=config.solver,
-            graph=self.graph,
-            config=config,
-        )
+        solution = solve.solve_as_configured(prob, self.graph, config)
         if not solution.feasible:  # "infeasible" (proven) or "unknown" (nothing found in time)
             return float("inf"), prob.min_peak_memory(), solution.status
         return solution.cost, solution.peak_memory, solution.status
@@ -255,23 +242,14 @@ def _solve_or_explain(g: graph.Graph, prob: problem.Problem, config: config_lib.
             f"per device that every plan needs on mesh {'x'.join(map(str, config.mesh.shape))}; "
             "raise the budget or use a bigger mesh"
         )
+    solution = solve.solve_as_configured(prob, g, config)
     if config.plan_family:
-        solution = solve.family_solution(prob, g, config, budget or None)
         if not solution.feasible:
             raise PassError(
                 f"plan-family={','.join(config.plan_family)}: the family's plan needs more than "
                 f"memory-budget={budget} bytes per device"
             )
         return solution
-    solution = solve.solve(
-        prob,
-        usage_limit=budget or None,
-        budget=config.planning_budget,
-        time_limit=config.time_limit,
-        solver=config.solver,
-        graph=g,
-        config=config,
-    )
     if solution.status == "unknown":
         raise PassError(
             "no sharding plan found within the time limit (none was proven impossible); raise time-limit"

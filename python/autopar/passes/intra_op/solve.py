@@ -130,3 +130,21 @@ def family_solution(problem: Problem, graph: Graph, config: PlanConfig, usage_li
         message,
         plan.clock_cut,
     )
+
+
+def solve_as_configured(problem: Problem, graph: Graph, config: PlanConfig) -> Solution:
+    """What autopar-intra-op solves under `config`: the family's plan with plan-family, else the search
+    under the memory budget, counted-work budget and time limit (the pass, `estimate` and
+    `plan.explain` all go through here)."""
+    limit = config.memory_budget or None
+    if config.plan_family:
+        return family_solution(problem, graph, config, limit)
+    return solve(
+        problem,
+        usage_limit=limit,
+        budget=config.planning_budget,
+        time_limit=config.time_limit,
+        solver=config.solver,
+        graph=graph,
+        config=config,
+    )
