@@ -14,14 +14,7 @@ from autopar.ir import attrs
 from autopar.passes.inter_op import cluster as cluster_lib
 from autopar.passes.inter_op import fixed_plans, intra_op_costs
 from autopar.passes.inter_op.graph import build_graph, main_func
-from autopar.passes.inter_op.layers import (
-    APPLY,
-    BACKWARD,
-    FORWARD,
-    LayeredGraph,
-    classify_parts,
-    replicable_apply_ops,
-)
+from autopar.passes.inter_op.layers import APPLY, BACKWARD, FORWARD, LayeredGraph, classify_parts
 from autopar.passes.inter_op.outline import Group, outline
 from autopar.passes.inter_op.plan import Plan, StagePlan
 from autopar.passes.inter_op.stage_costs import (
@@ -440,8 +433,7 @@ def outline_stages(
 ) -> None:
     """Outlines the plan's stages into @stage_k_{forward,backward,apply} (with `split_backward`, each
     backward as @stage_k_backward_input and @stage_k_backward_weight) and writes the plan attributes."""
-    replicable = replicable_apply_ops(layered.graph, layered.part, layered.free)
-    outline(layered.graph, _groups(layered, plan, split_backward), layered.free, replicable)
+    outline(layered.graph, _groups(layered, plan, split_backward), layered.free, layered.part)
     attrs.set_inter_op_plan(module_op, plan.ir_plan(micro_batches))
 
 

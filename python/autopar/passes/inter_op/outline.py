@@ -17,6 +17,7 @@ from jaxlib.mlir.dialects import func
 from autopar.errors import PassError
 from autopar.ir import attrs
 from autopar.passes.inter_op.graph import Graph
+from autopar.passes.inter_op.layers import replicable_apply_ops
 
 
 @dataclasses.dataclass
@@ -29,12 +30,13 @@ class Group:
 
 
 def outline(
-    graph: Graph, groups: list[Group], free: list[bool], replicable: list[bool] | None = None
+    graph: Graph, groups: list[Group], free: list[bool], part: list[str] | None = None
 ) -> list[func.FuncOp]:
-    """Outlines `groups` (in call order) out of graph.fn; returns the new functions. Free and replicable
-    ops a group reads from outside are cloned into it."""
+    """Outlines `groups` (in call order) out of graph.fn; returns the new functions. Free ops, and with
+    each node's `part` the replicable apply ops, that a group reads from outside are cloned into it."""
     nodes = graph.nodes
-    clonable = [f or bool(replicable and replicable[i]) for i, f in enumerate(free)]
+    replicable = replicable_apply_ops(graph, part, free) if part is not None else [False] * len(nodes)
+    clonable = [f or r for f, r in zip(free, replicable, strict=True)]
     group_of = [-1] * len(nodes)
     for g, group in enumerate(groups):
         for i in group.nodes:
