@@ -96,7 +96,9 @@ def test_repeated_solves_are_deterministic_and_silent(capfd) -> None:
     assert out.out == "" and "Time limit" not in out.err
 
 
-def test_lagrangian_bound_and_repaired_solutions_are_valid() -> None:
+@pytest.mark.parametrize("max_rounds", [None, 3, 4])
+def test_lagrangian_bound_and_repaired_solutions_are_valid(max_rounds: int | None) -> None:
+    # Few rounds end the phase by its round limit, where a bracket closed by the last round used to be lost.
     from autopar.solver.cfn_pricing import price_memory_cfn
     from autopar.solver.state import Incumbent
 
@@ -110,9 +112,20 @@ def test_lagrangian_bound_and_repaired_solutions_are_valid() -> None:
             continue
         now = time.perf_counter()
         out = Incumbent(now)
-        priced = price_memory_cfn(p._core, h.solution, h.cost, 5e7, 0, now + 60, out)
+        priced = price_memory_cfn(p._core, h.solution, h.cost, 5e7, 0, now + 60, out, max_rounds=max_rounds)
         assert 0 < priced.used <= 1
         assert priced.lower_bound is not None and priced.lower_bound <= optimum + 1e-6
+        # The price is handed on exactly when its rounds bracket it, the last round included.
+        limit = p.usage_limit
+        priced_rounds = [r for r in priced.rounds if r["mu"] > 0]
+        fits = any(r["peak"] <= limit for r in priced_rounds)
+        over = any(r["peak"] > limit for r in priced_rounds)
+        assert (priced.price is not None) == (fits and over)
+        # The best round is a priced one, and its repaired cost is that of a feasible solution.
+        if priced.best_round is not None:
+            assert priced.best_round.mu > 0 and len(priced.best_round.solution) == p.num_nodes
+            assert optimum - 1e-6 <= priced.best_round_cost < 1e18
+            assert any(r["mu"] == priced.best_round.mu for r in priced_rounds)
         if out.best is not None:
             cost, _, ok = p.evaluate(out.best)
             assert ok and cost <= h.cost and cost >= optimum - 1e-6

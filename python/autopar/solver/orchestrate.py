@@ -200,7 +200,7 @@ def _usage_limited_search(
     rng = np.random.default_rng(seed)
     budget = work_limit if work_limit is not None else lns.LNS_WORK_PER_SECOND * seconds
     message = "large-neighbourhood search (presolve + HiGHS sub-ILPs)"
-    share, price, cfn, settled = 0.0, None, None, None
+    share, price, cfn, settled, settled_cost = 0.0, None, None, None, float("inf")
     lower_bound, clock_cut, memory_free_solution = None, False, None
     if cfn_pricing.CFN_SHARE > 0:
         cfn = PricedCfn(core)
@@ -212,6 +212,7 @@ def _usage_limited_search(
             core, fast.solution, best_cost, cfn_budget, seed, deadline, incumbent, lower_bound, cfn
         )
         share, price, lower_bound = cfn_share * priced.used, priced.price, priced.lower_bound
+        settled, settled_cost = priced.best_round, priced.best_round_cost
         clock_cut, memory_free_solution = clock_cut or priced.clock_cut, priced.memory_free
         message = "toulbar2 priced optima + large-neighbourhood search (presolve + HiGHS sub-ILPs)"
         if priced.optimal:
@@ -230,7 +231,11 @@ def _usage_limited_search(
         priced_lns = pricing.price_memory(
             core, gm, fast.solution, best_cost, price_budget, rng, deadline, incumbent, price
         )
-        settled, clock_cut = priced_lns.settled, clock_cut or priced_lns.clock_cut
+        clock_cut = clock_cut or priced_lns.clock_cut
+        # The restricted phase starts from the cheapest repaired round of either pricing phase: on K the
+        # priced search's best round repaired to 2.0x best known while toulbar2's repaired to 1.07x.
+        if priced_lns.settled is not None and (settled is None or priced_lns.settled_cost < settled_cost):
+            settled, settled_cost = priced_lns.settled, priced_lns.settled_cost
         # A stalled pricing phase leaves its time to the exact-memory search.
         share += (1 - share) * pricing.PRICE_SHARE * priced_lns.used
     if (

@@ -137,7 +137,7 @@ def price_memory(
         node_price = price_per_node(shape, mu, lo, hi)
     gm.set_memory_price(np.zeros(0))
     used = min(search.work / budget, 1.0) if budget > 0 else 1.0
-    return PricingResult(used, settled, search.clock_cut, log)
+    return PricingResult(used, settled, search.clock_cut, log, settled_cost)
 
 
 @dataclass(frozen=True)
@@ -149,12 +149,14 @@ class PricingResult:
       settled: the price and priced solution of its cheapest repaired round, or None.
       clock_cut: the wall clock cut one of its searches short.
       rounds: one record per round (price level, over the limit, repaired cost), for tests and benchmarks.
+      settled_cost: the repaired cost of the `settled` round (inf when there is none).
     """
 
     used: float
     settled: Price | None
     clock_cut: bool
     rounds: list[dict] = field(default_factory=list)
+    settled_cost: float = float("inf")
 
 
 @dataclass
