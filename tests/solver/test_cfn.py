@@ -121,11 +121,14 @@ def test_lagrangian_bound_and_repaired_solutions_are_valid(max_rounds: int | Non
         fits = any(r["peak"] <= limit for r in priced_rounds)
         over = any(r["peak"] > limit for r in priced_rounds)
         assert (priced.price is not None) == (fits and over)
-        # The best round is a priced one, and its repaired cost is that of a feasible solution.
+        # The best round is a priced optimum that fits, at its cost; the floor, one that does not.
         if priced.best_round is not None:
             assert priced.best_round.mu > 0 and len(priced.best_round.solution) == p.num_nodes
-            assert optimum - 1e-6 <= priced.best_round_cost < 1e18
-            assert any(r["mu"] == priced.best_round.mu for r in priced_rounds)
+            cost, _, ok = p.evaluate(priced.best_round.solution)
+            assert ok and cost == priced.best_round_cost and cost >= optimum - 1e-6
+        if priced.floor is not None:
+            assert not fits and priced.floor.mu == max(r["mu"] for r in priced_rounds)
+            assert not p.evaluate(priced.floor.solution)[2]
         if out.best is not None:
             cost, _, ok = p.evaluate(out.best)
             assert ok and cost <= h.cost and cost >= optimum - 1e-6

@@ -53,9 +53,13 @@ class CfnPricingResult:
       memory_free: toulbar2's memory-free solution (round 0) when it found one of finite cost.
       clock_cut: the wall clock stopped one of its solves before its backtrack limit.
       rounds: one record per round (price level, cost, peak, backtracks), for tests and benchmarks.
-      best_round: the price and priced optimum of its priced round (mu > 0) whose repair (or the optimum
-        itself, when it fits) was cheapest, or None: a start for the restricted phase.
-      best_round_cost: that round's repaired cost (inf when there is none).
+      best_round: the price and priced optimum of its cheapest priced round (mu > 0) whose optimum fits
+        the limit, or None: a start for the restricted phase (an over-limit round at a low level is not
+        one: the restricted phase's extra price starts from its level, and on K took a round of 166 s
+        from toulbar2's level 1.25 without fitting).
+      best_round_cost: that optimum's cost (inf when there is none).
+      floor: when no priced optimum fitted, the price and priced optimum of the highest level tried (all
+        over the limit), or None: a level the priced search need not start below.
     """
 
     used: float
@@ -67,6 +71,7 @@ class CfnPricingResult:
     rounds: list[dict] = field(default_factory=list)
     best_round: Price | None = None
     best_round_cost: float = float("inf")
+    floor: Price | None = None
 
 
 def price_memory_cfn(
@@ -109,7 +114,7 @@ def price_memory_cfn(
     reference = np.asarray(best, dtype=np.int64)  # the solution whose priced value bounds each solve
     shape, mu, fits_at, over_at = np.zeros(moments), 0.0, None, None
     node_price, work, rounds, unproven, handoff = None, 0.0, 0, 0, None
-    best_round, best_round_cost = None, float("inf")
+    best_round, best_round_cost, floor = None, float("inf"), None
     optimal, memory_free, clock_cut, log = False, None, False, []
     entry_work = CFN_WORK_PER_ENTRY * cfn.num_table_entries
     if entry_work > budget:  # one network costs more than the whole budget (3-axis meshes of big models)
@@ -155,10 +160,8 @@ def price_memory_cfn(
             memory_free = result.solution
         if limit is None:
             break
-        repaired_cost = float("inf")
         if not ok and result.solution is not None:
-            repair_seed = seed + rounds
-            best_cost, repaired_cost = fast_path.repair(core, x, repair_seed, best_cost, deadline, incumbent)
+            best_cost, _ = fast_path.repair(core, x, seed + rounds, best_cost, deadline, incumbent)
             work += PRICE_REPAIR_WORK
         if incumbent.best is not None:
             reference = np.asarray(incumbent.best, dtype=np.int64)
@@ -171,12 +174,13 @@ def price_memory_cfn(
                 over_at = mu
             else:
                 fits_at = mu
-            repaired = cost if ok else repaired_cost
-            if result.solution is not None and repaired < best_round_cost:
-                best_round, best_round_cost = Price(shape.copy(), mu, x), repaired
+            if ok and result.solution is not None and cost < best_round_cost:
+                best_round, best_round_cost = Price(shape.copy(), mu, x), cost
         # Handed on only once bracketed: from an unbracketed level the priced search, slower to respond
         # than toulbar2, overshoots (S at 240 s: 1.063 with the handoff after three rounds, 1.0205 without).
         handoff = Price(shape, mu, x) if fits_at is not None and over_at is not None else None
+        if rounds > 1 and fits_at is None and over:
+            floor = Price(shape, mu, x)  # the highest level so far, and every priced optimum was over
         if unproven >= CFN_UNPROVEN:
             break
         if rounds == 1:
@@ -194,7 +198,16 @@ def price_memory_cfn(
         node_price = price_per_node(shape, mu, lo, hi)
     used = min(work / budget, 1.0) if budget > 0 else 1.0
     return CfnPricingResult(
-        used, handoff, optimal, lower_bound, memory_free, clock_cut, log, best_round, best_round_cost
+        used,
+        handoff,
+        optimal,
+        lower_bound,
+        memory_free,
+        clock_cut,
+        log,
+        best_round,
+        best_round_cost,
+        None if fits_at is not None else floor,
     )
 
 
