@@ -37,7 +37,7 @@ NEGLIGIBLE_GAP = 1e-6
 SEARCH_CLOCK_SHARE = 0.97
 # When no toulbar2 priced optimum fitted, the priced search starts above the highest level toulbar2 tried
 # (from that priced optimum) instead of from its own first level.
-HAND_OVER_FLOOR = True
+HAND_OVER_FLOOR = False
 
 
 def solve(
