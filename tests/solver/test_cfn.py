@@ -148,6 +148,32 @@ def test_solve_proves_a_fitting_memory_free_optimum(monkeypatch) -> None:
     assert sol.cost == pytest.approx(brute_force(p))
 
 
+@pytest.mark.parametrize("floor", [False, True])
+def test_usage_limited_route_returns_verified_solutions(monkeypatch, floor: bool) -> None:
+    # The whole usage-limited route (toulbar2 priced optima -> priced LNS -> restricted -> LNS), with the
+    # handoffs between them, on tight random problems; and with the unbracketed level handed on (off by
+    # default). Properties only: feasible, the cost the evaluator gives, no better than the optimum.
+    from autopar.solver import exact, orchestrate
+
+    monkeypatch.setattr(exact, "MAX_ILP_NONZEROS", 0)
+    monkeypatch.setattr(orchestrate, "HAND_OVER_FLOOR", floor)
+    checked = 0
+    for seed in range(8):
+        rng = np.random.default_rng(300 + seed)
+        p = random_problem(rng, n=int(rng.integers(6, 9)), tight=0.45)
+        optimum = brute_force(p)
+        if optimum is None:
+            continue
+        sol = solve(p, time_limit=30, budget=2, seed=seed)
+        cost, peak, ok = p.evaluate(sol.strategies)
+        if sol.feasible:
+            assert ok and cost == sol.cost and peak == sol.peak_memory <= p.usage_limit
+            assert cost >= optimum - 1e-6
+            assert sol.lower_bound is None or sol.lower_bound <= optimum + 1e-6
+            checked += 1
+    assert checked >= 4
+
+
 def test_costs_beyond_toulbar2s_range_are_not_posted(monkeypatch) -> None:
     # toulbar2 raised Contradiction while posting tables whose costs add up to 1e16: such networks are not
     # built, and solve() falls back to the other phases.
