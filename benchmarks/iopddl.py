@@ -1,6 +1,6 @@
 """Solver quality on the public IOPDDL problems (../shared/bench/iopddl next to the repository).
 
-    python benchmarks/iopddl.py [--time-scale 1] [--problems A,B,...] [--seeds 0,1,2]
+    python benchmarks/iopddl.py [--time-scale 1] [--problems A,B,...] [--seeds 0,1,2] [--work-only]
 
 Each (problem, seed) runs in its own process, as `autopar-solve` would: the contest's timeout (times
 --time-scale) counts from the process start, loading included, and the parent measures the process's whole
@@ -43,13 +43,24 @@ ALL = "A,B,C,D,G,K,L,M,N,S"
 CHECKPOINTS = (0.1, 0.5, 1.0)  # shares of the limit at which the quality curve is read
 
 
-def run_one(path: Path, time_limit: float, seed: int) -> dict:
+# --work-only: the clock cap is this many times the budget, and toulbar2's per-solve wall cap this slack
+# (cfn_pricing.CFN_WALL_SLACK, 1.5 by default), so that on a loaded machine the counted work, not the
+# load, ends every phase and a before/after comparison is the same on every run.
+WORK_ONLY_CLOCK = 8.0
+WORK_ONLY_WALL_SLACK = 20.0
+
+
+def run_one(path: Path, time_limit: float, seed: int, work_only: bool = False) -> dict:
     """Child process: load, solve, verify; prints one JSON line."""
-    from autopar.solver import StrategyProblem, solve
+    from autopar.solver import StrategyProblem, cfn_pricing, solve
 
     problem = StrategyProblem.from_json(path)
     load = time.perf_counter() - _PROCESS_START
-    sol = solve(problem, time_limit=time_limit, seed=seed, clock_start=_PROCESS_START)
+    budget, clock = time_limit, time_limit
+    if work_only:
+        clock = WORK_ONLY_CLOCK * time_limit
+        cfn_pricing.CFN_WALL_SLACK = WORK_ONLY_WALL_SLACK
+    sol = solve(problem, time_limit=clock, budget=budget, seed=seed, clock_start=_PROCESS_START)
     cost, peak, ok = problem.evaluate(sol.strategies)
     verified = ok == sol.feasible and (not ok or (cost == sol.cost and peak == sol.peak_memory))
     return {
@@ -74,9 +85,10 @@ def cost_at(trace: list, seconds: float) -> float:
     return min(found) if found else float("inf")
 
 
-def run_child(bench_dir: Path, name: str, limit: float, seed: int) -> dict:
+def run_child(bench_dir: Path, name: str, limit: float, seed: int, work_only: bool = False) -> dict:
     file = PROBLEMS[name][0]
     argv = [sys.executable, __file__, "--seed", str(seed), "--child", str(bench_dir / file), str(limit)]
+    argv += ["--work-only"] if work_only else []
     start = time.perf_counter()
     out = subprocess.run(argv, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -97,11 +109,17 @@ def main() -> int:
     parser.add_argument("--time-scale", type=float, default=1.0, help="multiply the contest timeouts")
     parser.add_argument("--problems", default=ALL, help=f"comma-separated (default {ALL}; also: example)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0); the first is shown")
+    parser.add_argument(
+        "--work-only",
+        action="store_true",
+        help="compare on counted work: budget = the timeout, the clock cap far above it (the scores then "
+        "do not depend on the machine's load; wall/limit is no longer the contest's)",
+    )
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=2, metavar=("PATH", "TIME_LIMIT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_one(Path(args.child[0]), float(args.child[1]), args.seed)))
+        print(json.dumps(run_one(Path(args.child[0]), float(args.child[1]), args.seed, args.work_only)))
         return 0
     seeds = [int(s) for s in args.seeds.split(",")]
     header = ["problem", "limit_s", "first_s", "first_s (slowest seed)"]
@@ -117,7 +135,7 @@ def main() -> int:
             return 1
         _, timeout, best_known = PROBLEMS[name]
         limit = timeout * args.time_scale
-        runs = {seed: run_child(args.bench_dir, name, limit, seed) for seed in seeds}
+        runs = {seed: run_child(args.bench_dir, name, limit, seed, args.work_only) for seed in seeds}
         crashed = [f"seed {s}: {r['crashed']}" for s, r in runs.items() if "crashed" in r]
         if crashed:
             print(f"| {name} | {limit:g} | crashed: {'; '.join(crashed)} |", flush=True)

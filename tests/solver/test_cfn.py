@@ -96,7 +96,9 @@ def test_repeated_solves_are_deterministic_and_silent(capfd) -> None:
     assert out.out == "" and "Time limit" not in out.err
 
 
-def test_lagrangian_bound_and_repaired_solutions_are_valid() -> None:
+@pytest.mark.parametrize("max_rounds", [None, 3, 4])
+def test_lagrangian_bound_and_repaired_solutions_are_valid(max_rounds: int | None) -> None:
+    # Few rounds end the phase by its round limit, where a bracket closed by the last round used to be lost.
     from autopar.solver.cfn_pricing import price_memory_cfn
     from autopar.solver.state import Incumbent
 
@@ -110,9 +112,23 @@ def test_lagrangian_bound_and_repaired_solutions_are_valid() -> None:
             continue
         now = time.perf_counter()
         out = Incumbent(now)
-        priced = price_memory_cfn(p._core, h.solution, h.cost, 5e7, 0, now + 60, out)
+        priced = price_memory_cfn(p._core, h.solution, h.cost, 5e7, 0, now + 60, out, max_rounds=max_rounds)
         assert 0 < priced.used <= 1
         assert priced.lower_bound is not None and priced.lower_bound <= optimum + 1e-6
+        # The price is handed on exactly when its rounds bracket it, the last round included.
+        limit = p.usage_limit
+        priced_rounds = [r for r in priced.rounds if r["mu"] > 0]
+        fits = any(r["peak"] <= limit for r in priced_rounds)
+        over = any(r["peak"] > limit for r in priced_rounds)
+        assert (priced.price is not None) == (fits and over)
+        # The best round is a priced optimum that fits, at its cost; the floor, one that does not.
+        if priced.best_round is not None:
+            assert priced.best_round.mu > 0 and len(priced.best_round.solution) == p.num_nodes
+            cost, _, ok = p.evaluate(priced.best_round.solution)
+            assert ok and cost == priced.best_round_cost and cost >= optimum - 1e-6
+        if priced.floor is not None:
+            assert not fits and priced.floor.mu == max(r["mu"] for r in priced_rounds)
+            assert not p.evaluate(priced.floor.solution)[2]
         if out.best is not None:
             cost, _, ok = p.evaluate(out.best)
             assert ok and cost <= h.cost and cost >= optimum - 1e-6
@@ -130,6 +146,32 @@ def test_solve_proves_a_fitting_memory_free_optimum(monkeypatch) -> None:
     sol = solve(p, time_limit=20, seed=0)
     assert sol.status == "optimal" and "toulbar2" in sol.message
     assert sol.cost == pytest.approx(brute_force(p))
+
+
+@pytest.mark.parametrize("floor", [False, True])
+def test_usage_limited_route_returns_verified_solutions(monkeypatch, floor: bool) -> None:
+    # The whole usage-limited route (toulbar2 priced optima -> priced LNS -> restricted -> LNS), with the
+    # handoffs between them, on tight random problems; and with the unbracketed level handed on (off by
+    # default). Properties only: feasible, the cost the evaluator gives, no better than the optimum.
+    from autopar.solver import exact, orchestrate
+
+    monkeypatch.setattr(exact, "MAX_ILP_NONZEROS", 0)
+    monkeypatch.setattr(orchestrate, "HAND_OVER_FLOOR", floor)
+    checked = 0
+    for seed in range(8):
+        rng = np.random.default_rng(300 + seed)
+        p = random_problem(rng, n=int(rng.integers(6, 9)), tight=0.45)
+        optimum = brute_force(p)
+        if optimum is None:
+            continue
+        sol = solve(p, time_limit=30, budget=2, seed=seed)
+        cost, peak, ok = p.evaluate(sol.strategies)
+        if sol.feasible:
+            assert ok and cost == sol.cost and peak == sol.peak_memory <= p.usage_limit
+            assert cost >= optimum - 1e-6
+            assert sol.lower_bound is None or sol.lower_bound <= optimum + 1e-6
+            checked += 1
+    assert checked >= 4
 
 
 def test_costs_beyond_toulbar2s_range_are_not_posted(monkeypatch) -> None:

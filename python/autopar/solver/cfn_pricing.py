@@ -53,6 +53,13 @@ class CfnPricingResult:
       memory_free: toulbar2's memory-free solution (round 0) when it found one of finite cost.
       clock_cut: the wall clock stopped one of its solves before its backtrack limit.
       rounds: one record per round (price level, cost, peak, backtracks), for tests and benchmarks.
+      best_round: the price and priced optimum of its cheapest priced round (mu > 0) whose optimum fits
+        the limit, or None: a start for the restricted phase (an over-limit round at a low level is not
+        one: the restricted phase's extra price starts from its level, and on K took a round of 166 s
+        from toulbar2's level 1.25 without fitting).
+      best_round_cost: that optimum's cost (inf when there is none).
+      floor: when no priced optimum fitted, the price and priced optimum of the highest level tried (all
+        over the limit), or None: a level the priced search need not start below.
     """
 
     used: float
@@ -62,6 +69,9 @@ class CfnPricingResult:
     memory_free: np.ndarray | None = None
     clock_cut: bool = False
     rounds: list[dict] = field(default_factory=list)
+    best_round: Price | None = None
+    best_round_cost: float = float("inf")
+    floor: Price | None = None
 
 
 def price_memory_cfn(
@@ -104,6 +114,7 @@ def price_memory_cfn(
     reference = np.asarray(best, dtype=np.int64)  # the solution whose priced value bounds each solve
     shape, mu, fits_at, over_at = np.zeros(moments), 0.0, None, None
     node_price, work, rounds, unproven, handoff = None, 0.0, 0, 0, None
+    best_round, best_round_cost, floor = None, float("inf"), None
     optimal, memory_free, clock_cut, log = False, None, False, []
     entry_work = CFN_WORK_PER_ENTRY * cfn.num_table_entries
     if entry_work > budget:  # one network costs more than the whole budget (3-axis meshes of big models)
@@ -156,19 +167,26 @@ def price_memory_cfn(
             reference = np.asarray(incumbent.best, dtype=np.int64)
         over = peak > limit
         unproven = 0 if result.optimal else unproven + 1
+        if rounds > 1:
+            # This round's fit or excess is recorded before the handoff is decided, so that a bracket
+            # closed by the phase's last round is handed on (it used to be read one round late).
+            if over:
+                over_at = mu
+            else:
+                fits_at = mu
+            if ok and result.solution is not None and cost < best_round_cost:
+                best_round, best_round_cost = Price(shape.copy(), mu, x), cost
         # Handed on only once bracketed: from an unbracketed level the priced search, slower to respond
         # than toulbar2, overshoots (S at 240 s: 1.063 with the handoff after three rounds, 1.0205 without).
         handoff = Price(shape, mu, x) if fits_at is not None and over_at is not None else None
+        if rounds > 1 and fits_at is None and over:
+            floor = Price(shape, mu, x)  # the highest level so far, and every priced optimum was over
         if unproven >= CFN_UNPROVEN:
             break
         if rounds == 1:
             shape = np.maximum(usage_profile(usage[first + x], lo, hi, moments) - limit, 0.0)
             mu = CFN_PRICE_START * best_cost / limit
         else:
-            if over:
-                over_at = mu
-            else:
-                fits_at = mu
             if fits_at is None:
                 mu *= 2.0
             elif over_at is None:
@@ -179,7 +197,18 @@ def price_memory_cfn(
                 mu = float(np.sqrt(fits_at * over_at))
         node_price = price_per_node(shape, mu, lo, hi)
     used = min(work / budget, 1.0) if budget > 0 else 1.0
-    return CfnPricingResult(used, handoff, optimal, lower_bound, memory_free, clock_cut, log)
+    return CfnPricingResult(
+        used,
+        handoff,
+        optimal,
+        lower_bound,
+        memory_free,
+        clock_cut,
+        log,
+        best_round,
+        best_round_cost,
+        None if fits_at is not None else floor,
+    )
 
 
 def phase_wall_cap(work_left: float) -> float:

@@ -35,6 +35,11 @@ NEGLIGIBLE_GAP = 1e-6
 # The usage-limited search stops by this share of the time limit (the rest is the margin of its last
 # sub-ILP and of building the answer).
 SEARCH_CLOCK_SHARE = 0.97
+# When no toulbar2 priced optimum fitted, the priced search starts above the highest level toulbar2 tried
+# (from that priced optimum) instead of from its own first level. Off: measured on counted work (seed 0,
+# `benchmarks/iopddl.py --work-only`), K 0.923 -> 0.856 (the priced search first fits at level 162, keeps
+# gaining, and leaves the restricted phase one round instead of four), N 0.9325 -> 0.9333.
+HAND_OVER_FLOOR = False
 
 
 def solve(
@@ -200,7 +205,7 @@ def _usage_limited_search(
     rng = np.random.default_rng(seed)
     budget = work_limit if work_limit is not None else lns.LNS_WORK_PER_SECOND * seconds
     message = "large-neighbourhood search (presolve + HiGHS sub-ILPs)"
-    share, price, cfn, settled = 0.0, None, None, None
+    share, price, cfn, settled, settled_cost, floor = 0.0, None, None, None, float("inf"), None
     lower_bound, clock_cut, memory_free_solution = None, False, None
     if cfn_pricing.CFN_SHARE > 0:
         cfn = PricedCfn(core)
@@ -212,6 +217,7 @@ def _usage_limited_search(
             core, fast.solution, best_cost, cfn_budget, seed, deadline, incumbent, lower_bound, cfn
         )
         share, price, lower_bound = cfn_share * priced.used, priced.price, priced.lower_bound
+        settled, settled_cost, floor = priced.best_round, priced.best_round_cost, priced.floor
         clock_cut, memory_free_solution = clock_cut or priced.clock_cut, priced.memory_free
         message = "toulbar2 priced optima + large-neighbourhood search (presolve + HiGHS sub-ILPs)"
         if priced.optimal:
@@ -227,10 +233,17 @@ def _usage_limited_search(
         # Without a bracketed price the priced search starts where it did without toulbar2 (from the fast
         # path's solution, its first price set by that cost); the best solution so far is in `incumbent`.
         incumbent.log("memory pricing")
+        bracketed = price is not None
+        if price is None and HAND_OVER_FLOOR:
+            price = floor
         priced_lns = pricing.price_memory(
-            core, gm, fast.solution, best_cost, price_budget, rng, deadline, incumbent, price
+            core, gm, fast.solution, best_cost, price_budget, rng, deadline, incumbent, price, bracketed
         )
-        settled, clock_cut = priced_lns.settled, clock_cut or priced_lns.clock_cut
+        clock_cut = clock_cut or priced_lns.clock_cut
+        # The restricted phase starts from the priced search's cheapest repaired round, or from toulbar2's
+        # cheapest fitting priced optimum when that costs less (before, toulbar2's rounds were never used).
+        if priced_lns.settled is not None and (settled is None or priced_lns.settled_cost < settled_cost):
+            settled, settled_cost = priced_lns.settled, priced_lns.settled_cost
         # A stalled pricing phase leaves its time to the exact-memory search.
         share += (1 - share) * pricing.PRICE_SHARE * priced_lns.used
     if (

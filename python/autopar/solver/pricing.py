@@ -53,6 +53,7 @@ def price_memory(
     deadline: float,
     incumbent: Incumbent,
     price: Price | None = None,
+    bracketed: bool = True,
 ) -> PricingResult:
     """Lagrangian phase for memory-bound problems: the usage limit becomes a price per byte at the moments
     where it is exceeded, and large-neighbourhood search (no memory rows: small, mostly integral sub-ILPs)
@@ -88,11 +89,18 @@ def price_memory(
     rounds, seen_fit, history = 0, False, []
     settled, settled_cost, log = None, float("inf"), []
     node_price = np.zeros(len(first))  # round 0: no price, the memory-free optimum
-    if price is not None:  # go on from the toulbar2 phase's price and priced solution
+    if price is not None and bracketed:  # go on from the toulbar2 phase's price and priced solution
         shape, mu, seen_fit = price.shape.copy(), price.mu, True  # bracketed: a priced solution fitted
         assignment = gm.encode(price.solution)
         rounds = 1
         node_price = price.node_price(lo, hi)
+    elif price is not None:
+        # Unbracketed: every toulbar2 priced optimum up to price.mu was over the limit. Start one step
+        # above that level, from that priced optimum, and keep growing until a priced solution fits.
+        shape, mu = price.shape / price.shape.sum(), price.mu * PRICE_GROW_FIRST
+        assignment = gm.encode(price.solution)
+        rounds = 1
+        node_price = price_per_node(shape, mu, lo, hi)
     while search.work < budget and time.perf_counter() < deadline:
         rounds += 1
         gm.set_memory_price(node_price)
@@ -137,7 +145,7 @@ def price_memory(
         node_price = price_per_node(shape, mu, lo, hi)
     gm.set_memory_price(np.zeros(0))
     used = min(search.work / budget, 1.0) if budget > 0 else 1.0
-    return PricingResult(used, settled, search.clock_cut, log)
+    return PricingResult(used, settled, search.clock_cut, log, settled_cost)
 
 
 @dataclass(frozen=True)
@@ -149,12 +157,14 @@ class PricingResult:
       settled: the price and priced solution of its cheapest repaired round, or None.
       clock_cut: the wall clock cut one of its searches short.
       rounds: one record per round (price level, over the limit, repaired cost), for tests and benchmarks.
+      settled_cost: the repaired cost of the `settled` round (inf when there is none).
     """
 
     used: float
     settled: Price | None
     clock_cut: bool
     rounds: list[dict] = field(default_factory=list)
+    settled_cost: float = float("inf")
 
 
 @dataclass
