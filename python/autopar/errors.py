@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import os
 import re
 
 
@@ -40,8 +43,27 @@ class ArgumentError(AutoparError, ValueError):
 _FILE_LOC = re.compile(r'"([^"]*)":(\d+):(\d+)')
 _NAME_LOC = re.compile(r'"([^"]+)"\(')
 # Frames of these packages are never the user's code: JAX's own and autopar's (parallelize lowers the
-# user's function, so its frames sit in every call-site chain).
-_LIBRARY_DIRS = ("/jax/", "/jaxlib/", "/autopar/", "/flax/", "/optax/")
+# user's function, so its frames sit in every call-site chain). Matched by where each is installed, not by
+# a folder name: a user's own checkout called `autopar/` (or `jax/`) holds user code.
+_LIBRARY_PACKAGES = ("jax", "jaxlib", "autopar", "flax", "optax")
+
+
+@functools.cache
+def _library_dirs() -> tuple[str, ...]:
+    dirs = []
+    for name in _LIBRARY_PACKAGES:
+        spec = importlib.util.find_spec(name)  # locates the package without importing it
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            dirs.append(os.path.join(os.path.realpath(folder), ""))
+    return tuple(dirs)
+
+
+def is_library_frame(path: str) -> bool:
+    """Whether a source file belongs to JAX, autopar or the other libraries above, or is no file at all
+    (`<frozen runpy>`, `<string>`): frames a user-facing location skips."""
+    if path.startswith("<"):
+        return True
+    return os.path.realpath(path).startswith(_library_dirs())
 
 
 def format_location(location: object | None) -> str:
@@ -53,7 +75,7 @@ def format_location(location: object | None) -> str:
     text = str(location)
     frames = _FILE_LOC.findall(text)
     if frames:
-        user = [f for f in frames if not any(d in f[0].replace("\\", "/") for d in _LIBRARY_DIRS)]
+        user = [f for f in frames if not is_library_frame(f[0])]
         path, line, col = (user or frames)[0]
         return f"{path}:{line}:{col}"
     name_loc = _NAME_LOC.search(text)

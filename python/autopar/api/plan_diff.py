@@ -13,12 +13,12 @@ import dataclasses
 import re
 from typing import TYPE_CHECKING
 
+from autopar.errors import is_library_frame
 from autopar.runtime.hlo import COLLECTIVE_KINDS
 
 if TYPE_CHECKING:
     from autopar.api.plan import ExecutionPlan
 
-_LIBRARY_DIRS = ("/jax/", "/jaxlib/", "/autopar/", "/flax/", "/optax/")
 _INSTRUCTION = re.compile(
     r"^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s*.+?\s+(?:" + "|".join(COLLECTIVE_KINDS) + r")(?:-start)?\("
 )
@@ -86,7 +86,7 @@ def _frame_tables(text: str) -> dict[int, tuple[str, int]]:
             if location in locations:
                 chain.append(locations[location])
             f = parent
-        user = [c for c in chain if not any(d in c[0].replace("\\", "/") for d in _LIBRARY_DIRS)]
+        user = [c for c in chain if not is_library_frame(c[0])]
         if chain:
             out[frame] = (user or chain)[0]
     return out
