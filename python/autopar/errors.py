@@ -58,6 +58,7 @@ def _library_dirs() -> tuple[str, ...]:
     return tuple(dirs)
 
 
+@functools.cache  # the same few files recur in every location of a module
 def is_library_frame(path: str) -> bool:
     """Whether a source file belongs to JAX, autopar or the other libraries above, or is no file at all
     (`<frozen runpy>`, `<string>`): frames a user-facing location skips."""

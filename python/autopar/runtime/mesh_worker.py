@@ -133,7 +133,8 @@ class Worker:
         # A worker confined to one CPU core sends a micro-batch's results from the thread that dispatched
         # the part: the core cannot compute and run a sender thread at once, so handing the send to a
         # thread only adds a wake-up to every crossing's latency, the 1F1B critical path.
-        self._sends_inline = plan.platform == "cpu" and plan.cores is not None and len(plan.cores) == 1
+        inline = plan.platform == "cpu" and plan.cores is not None and len(plan.cores) == 1
+        self._send_result = self.sender.send_now if inline else self.sender.send
         # The part (callee, its result ids) that computes each forward/backward value, for gathered sends.
         self._producer = {v: (ins[0], ins[3]) for ins in plan.program for v in ins[3]}
         for peer, conn in peers.items():
@@ -268,8 +269,7 @@ class Worker:
                 if route is not None:
                     layout = self.stages[callee].out_shardings[list(results).index(v)]
                     x = Planned(x, route, layout)
-                send = self.sender.send_now if self._sends_inline else self.sender.send
-                send(self.peers[worker], ((step, kind, v, m, n), x), worker)
+                self._send_result(self.peers[worker], ((step, kind, v, m, n), x), worker)
 
     def _arrived(self, data: Any, route: Any, callee: str, j: int) -> Any:
         """A received operand on this mesh: the slices of a plan assembled into the layout operand `j` of
