@@ -171,7 +171,11 @@ def describe(rebuilt: Rebuilt, v: int, k: int) -> str:
         layout_spec(s.result_layouts[r][k], len(shape), names) for r, shape in enumerate(node.result_shapes)
     ]
     if node.kind == "arg":
-        return results[0]
+        gathered = None if s.gathered is None else s.gathered[k]
+        if gathered is None or np.array_equal(gathered, s.result_layouts[0][k]):
+            return results[0]
+        rank = len(node.result_shapes[0])
+        return f"{results[0]}, gathered once to {layout_spec(gathered, rank, names)} for its readers"
     operands = [
         layout_spec(s.operand_layouts[i][k], len(shape), names) for i, shape in enumerate(node.operand_shapes)
     ]
@@ -216,6 +220,13 @@ def cost_split(rebuilt: Rebuilt, v: int, k: int) -> CostSplit:
             communication[kinds[0]] = cost - compute
         else:
             compute = cost
+    elif s.gathered is not None and not np.array_equal(s.gathered[k], s.result_layouts[0][k]):
+        # An argument gathered once for its readers (passes/intra_op/gathers.py) pays that on the node.
+        compute = float(s.memory[k]) / mesh.device.memory_bandwidth
+        produced, gathered = s.result_layouts[0][k], s.gathered[k]
+        shape, size = node.result_shapes[0], node.result_itemsizes[0]
+        kinds = [kind for kind, _, _ in expected._reshard(produced, gathered, shape, size, mesh)]
+        communication[kinds[0] if len(kinds) == 1 else "reshard"] = max(cost - compute, 0.0)
     links_in, links_out = [], []
     for e in rebuilt.adjacency.get(v, ()):
         u, w = (int(x) for x in prob.edges.reshape(-1, 2)[e])

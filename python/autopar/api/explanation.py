@@ -124,12 +124,12 @@ class Explanation:
             lines.append("  alternatives (extra seconds over the plan):")
         for a in self.alternatives:
             if not a.feasible:
-                how = f"no plan with it fits the memory budget (+{a.local_delta:.4g} s with neighbours fixed)"
+                how = f"no plan with it fits the memory budget ({a.local_delta:+.4g} s with neighbours fixed)"
             elif a.delta is None:
-                how = f"+{a.local_delta:.4g} s (neighbours fixed)"
+                how = f"{a.local_delta:+.4g} s (neighbours fixed)"
             else:
-                how = f"+{a.delta:.4g} s re-solved{'' if a.exact else ' (best found)'}, "
-                how += f"+{a.local_delta:.4g} s with neighbours fixed"
+                how = f"{a.delta:+.4g} s re-solved{'' if a.exact else ' (best found)'}, "
+                how += f"{a.local_delta:+.4g} s with neighbours fixed"
             lines.append(f"    {a.strategy}: {how}")
         if not self.alternatives:
             lines.append("  no alternative: this is the only strategy the options leave")

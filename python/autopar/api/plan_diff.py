@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 _INSTRUCTION = re.compile(
     r"^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s*.+?\s+(?:" + "|".join(COLLECTIVE_KINDS) + r")(?:-start)?\("
 )
-_OP_NAME = re.compile(r'metadata=\{[^}]*?op_name="(?P<op>[^"]*)"')
+_OP_NAME = re.compile(r'metadata=\{[^}]*?op_name="(?P<op>(?:[^"\\]|\\.)*)"')  # HLO escapes quotes: \'
+_ESCAPE = re.compile(r"\\(.)")
 _FRAME_ID = re.compile(r"metadata=\{[^}]*?stack_frame_id=(?P<id>\d+)")
 _SOURCE = re.compile(r'metadata=\{[^}]*?source_file="(?P<file>[^"]*)"[^}]*?source_line=(?P<line>\d+)')
 _TABLE_ROW = re.compile(r"^(?P<id>\d+) (?P<rest>.*)$")
@@ -108,7 +109,8 @@ def collective_sources(hlo_text: str) -> dict[str, CollectiveSource]:
             file, number = direct.group("file"), int(direct.group("line"))
         elif frame and int(frame.group("id")) in frames:
             file, number = frames[int(frame.group("id"))]
-        out[m.group("name")] = CollectiveSource(op.group("op") if op else "", file, number)
+        op_name = _ESCAPE.sub(r"\1", op.group("op")) if op else ""
+        out[m.group("name")] = CollectiveSource(op_name, file, number)
     return out
 
 

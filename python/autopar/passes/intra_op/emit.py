@@ -149,10 +149,14 @@ def _constrain_reshards(
             key = (u, r, required.tobytes())
             if key not in made:
                 rank = len(node.operand_shapes[k])
+                # An argument's reshard is named after it, at the line of the first op that reads it so:
+                # the compiled collective then names the tensor and the line that cause it.
+                arg = graph.nodes[u]
+                where = ir.Location.name(arg.path, op.location) if arg.kind == "arg" and arg.path else None
                 # One kind of step per constraint: XLA rematerializes many mixed ones.
                 for waypoint in reshard_waypoints(result_layout(u, r), required, mesh.shape):
-                    value = _constraint_after(value, waypoint, rank, mesh, block)
-                made[key] = _constraint_after(value, required, rank, mesh, block)
+                    value = _constraint_after(value, waypoint, rank, mesh, block, where)
+                made[key] = _constraint_after(value, required, rank, mesh, block, where)
             op.operands[k] = made[key]
 
 
@@ -170,10 +174,12 @@ def _constrain_state_returns(graph: Graph, state_arg: dict[int, int], result_lay
         ret.operands[j] = value
 
 
-def _constraint_after(value: ir.Value, layout: np.ndarray, rank: int, mesh: MeshModel, block) -> ir.Value:
+def _constraint_after(
+    value: ir.Value, layout: np.ndarray, rank: int, mesh: MeshModel, block, where: ir.Location | None = None
+) -> ir.Value:
     owner = value.owner
     if isinstance(owner, ir.Block):  # a function argument
-        point, location = ir.InsertionPoint.at_block_begin(block), ir.Location.unknown()
+        point, location = ir.InsertionPoint.at_block_begin(block), where or ir.Location.unknown()
     else:
         point, location = ir.InsertionPoint.after(owner), owner.location
     with point, location:

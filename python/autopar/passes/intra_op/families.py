@@ -150,7 +150,7 @@ def plan(
     """The family's plan on the full problem `core` (built from `prob`); `time_limit` is only a safety net
     for the work-bounded restricted search."""
     keep = masks(graph, prob, config, roles, facts)
-    index = [np.flatnonzero(k) for k in keep]
+    index = _gathers_chosen(prob, [np.flatnonzero(k) for k in keep])
     clock_cut = False
     if all(len(i) == 1 for i in index):
         chosen = np.array([int(i[0]) for i in index], dtype=np.int64)
@@ -158,6 +158,32 @@ def plan(
         chosen, clock_cut = _solve_restricted(prob, index, usage_limit, time_limit)
     cost, peak, ok = core.evaluate(chosen)
     return FamilyPlan(" x ".join(roles), chosen, float(cost), int(peak), bool(ok), clock_cut)
+
+
+def _gathers_chosen(prob: problem_lib.Problem, index: list[np.ndarray]) -> list[np.ndarray]:
+    """A family that fixes every layout leaves the arguments' gathers (gathers.py) open: each is then
+    the cheapest given its fixed readers, chosen here, so that a fixed plan needs no search."""
+    free = [v for v, i in enumerate(index) if len(i) > 1]
+    for v in free:
+        s = prob.strategies[v]
+        if s.gathered is None or len({s.result_layouts[0][i].tobytes() for i in index[v]}) > 1:
+            return index  # a layout is open too: the restricted search decides
+    if not free:
+        return index
+    total = {v: prob.node_costs[v][index[v]].astype(np.float64) for v in free}
+    for (u, w), cost in zip(prob.edges.reshape(-1, 2), prob.edge_costs, strict=True):
+        u, w = int(u), int(w)
+        if (u in total) == (w in total):
+            continue  # arguments never read arguments: one end is fixed
+        table = cost.reshape(prob.strategies[u].size, prob.strategies[w].size)
+        if u in total:
+            total[u] += table[index[u], int(index[w][0])]
+        else:
+            total[w] += table[int(index[u][0]), index[w]]
+    out = list(index)
+    for v, cost in total.items():
+        out[v] = index[v][int(np.argmin(cost)) : int(np.argmin(cost)) + 1]
+    return out
 
 
 # Fast-path perturbation rounds for a restricted problem: a work bound (deterministic). The greedy and its
@@ -289,6 +315,7 @@ def coarse_embedding(
             match &= np.all(s.assignment[:, list(axes)] == wanted[coarse_axis], axis=1)
         found = np.flatnonzero(match)
         index.append(found if found.size else np.arange(s.size))
+    index = _gathers_chosen(prob, index)
     if all(len(i) == 1 for i in index):
         chosen, cut = np.array([int(i[0]) for i in index], dtype=np.int64), False
     else:

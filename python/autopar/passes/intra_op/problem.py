@@ -18,6 +18,7 @@ from jaxlib.mlir import ir
 
 from autopar import solver as solver_lib
 from autopar.errors import PassError
+from autopar.passes.intra_op import gathers
 from autopar.passes.intra_op import strategies as strat
 from autopar.passes.intra_op.config import PlanConfig
 from autopar.passes.intra_op.graph import Graph, Node
@@ -101,6 +102,7 @@ def build(graph: Graph, config: PlanConfig) -> Problem:
         node_strategies.append(s)
     if config.force_data_parallel and config.active_axes:
         node_strategies = _data_parallel_only(graph, node_strategies, config)
+    node_strategies = gathers.gather_once(graph, node_strategies, config)
     edges, edge_costs = _add_state_edges(
         graph, node_strategies, config, *_edges(graph, node_strategies, config)
     )
@@ -394,9 +396,10 @@ def _edges(graph: Graph, node_strategies: list[strat.Strategies], config: PlanCo
             required = node_strategies[v].operand_layouts[k]
             shape = graph.nodes[u].result_shapes[r]
             itemsize = graph.nodes[u].result_itemsizes[r]
-            key = (id(produced), id(required), shape, itemsize)
+            gathered = node_strategies[u].gathered
+            key = (id(produced), id(required), shape, itemsize, id(gathered))
             if key not in memo:
-                memo[key] = _reshard_cached(
+                cost = _reshard_cached(
                     produced.tobytes(),
                     produced.shape,
                     required.tobytes(),
@@ -405,6 +408,7 @@ def _edges(graph: Graph, node_strategies: list[strat.Strategies], config: PlanCo
                     itemsize,
                     config,
                 )
+                memo[key] = None if cost is None else gathers.shared(cost, gathered, required)
             cost = memo[key]
             if cost is None:
                 continue

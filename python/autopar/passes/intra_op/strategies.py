@@ -39,6 +39,8 @@ class Strategies:
       cost: compute plus own collectives, seconds [S].
       memory: bytes per device of all results [S].
       assignment: int16 [S, A], the factor each mesh axis shards (-1: none); for args, the dim.
+      gathered: for an argument several ops read (`gathers.gather_once`), int8 [S, A]: the layout it is
+        gathered into once for all the readers that need it (equal to its own layout: none); else None.
     """
 
     operand_layouts: tuple[np.ndarray, ...]
@@ -46,6 +48,7 @@ class Strategies:
     cost: np.ndarray
     memory: np.ndarray
     assignment: np.ndarray
+    gathered: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -58,6 +61,7 @@ class Strategies:
             self.cost[keep],
             self.memory[keep],
             self.assignment[keep],
+            None if self.gathered is None else self.gathered[keep],
         )
 
 
