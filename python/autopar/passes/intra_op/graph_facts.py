@@ -39,7 +39,11 @@ def latency_share(v: int, gradients: set[int]) -> float:
 
 
 def _reduces(node: Node) -> bool:
-    return node.rule is not None and bool(node.rule.reduction)
+    """Sums over a factor of size > 1. JAX's transpose of a broadcast writes a bias gradient as a reduce
+    over the batch, a reshape and a reduce over a size-1 dim: that last one sums nothing, and counting it
+    kept the bias gradients out of the combined all-reduce (30 priced, 1 compiled, on a 2-layer GPT)."""
+    rule = node.rule
+    return rule is not None and any(rule.factor_sizes[f] > 1 for f in rule.reduction)
 
 
 def live_intervals(graph: Graph) -> np.ndarray:
