@@ -213,3 +213,25 @@ def test_explain_a_plan_family_plan_explains_that_plan():
     e = family.explain("params['w1']")
     assert e.objective == pytest.approx(family.estimated_cost, rel=1e-9)
     assert "re-solved" not in e.note and e.strategy == "replicated"
+
+
+def test_a_source_line_names_the_ops_on_that_line_only():
+    from autopar.api.explain_problem import ops_matching
+
+    class Node:
+        def __init__(self, kind, location):
+            self.kind, self.location = kind, location
+
+    class Graph:
+        num_args = 0
+        nodes = [
+            Node("stablehlo.add", 'loc("/u/model.py":12:8)'),
+            Node("stablehlo.dot_general", 'loc("/u/model.py":120:3)'),
+            Node("stablehlo.tanh", 'loc("/u/other_model.py":12:1)'),
+        ]
+
+    assert ops_matching(Graph, "model.py:12") == [0]
+    assert ops_matching(Graph, "model.py:12:8") == [0]
+    assert ops_matching(Graph, "/u/model.py:120") == [1]
+    assert ops_matching(Graph, "dot_general") == [1]
+    assert ops_matching(Graph, "model.py:1") == []

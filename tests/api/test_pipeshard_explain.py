@@ -131,3 +131,32 @@ def test_a_stage_is_explained_with_its_own_stage_options():
     for p in (*free, *forced):
         assert p.explanation.note == ""  # the re-solve gives the module's layout
     assert "no alternative: this is the only strategy the options leave" in str(plan.explain("params[3]"))
+
+
+def test_an_op_is_explained_in_every_stage_function_that_has_it(plan):
+    line = f"test_pipeshard_explain.py:{mlp_step.__code__.co_firstlineno + 6}"  # h = jnp.tanh(h @ w)
+    e = plan.explain(line)
+    assert e.ops >= 4 and not e.reads
+    assert {p.stage for p in e.parts} == {0, 1} and {s.placement.index for s in e.summaries} == {0, 1}
+    functions = {p.function for p in e.parts}
+    assert {"stage_0_forward", "stage_1_forward", "stage_1_backward"} <= functions
+    for p in e.parts:
+        x = p.explanation
+        assert x is not None and x.target == f"{line} in @{p.function}"
+        assert x.node.startswith("op #") and f" of @{p.function} on [" in x.node
+        assert 0 <= x.cost.total <= x.objective
+    text = str(e)
+    assert text.startswith(f"{line}: {e.ops} op(s) in {len(functions)} stage function(s)")
+    if e.ops > 8:
+        assert len(e.parts) == 8
+        assert "ops match: 8 are explained, the first of each stage function first" in text
+    (dot,) = [p for p in plan.explain("dot_general").parts if p.function == "stage_0_forward"][:1]
+    assert "dot_general" in dot.explanation.node
+
+
+def test_an_op_of_a_one_device_stage_has_nothing_to_choose():
+    plan = plan_of(2, cluster=(1, 2))
+    e = plan.explain("tanh")
+    assert e.ops and all(p.explanation is None for p in e.parts)
+    with pytest.raises(ExplainError, match="nor an op name or source location"):
+        plan.explain("no_such_op.py:1")

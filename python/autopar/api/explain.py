@@ -22,6 +22,7 @@ from autopar.api.explain_problem import (
     cost_split,
     describe,
     node_name,
+    ops_matching,
     rebuild,
 )
 from autopar.api.explanation import (  # noqa: F401  (the names api users import from here)
@@ -63,12 +64,7 @@ def find_node(plan: ExecutionPlan, rebuilt: Rebuilt, what: str | int) -> tuple[i
     text = what.strip()
     if text.startswith("%"):
         return ssa_node(plan.source.module, rebuilt, text)
-    found = [
-        v
-        for v in range(graph.num_args, len(graph.nodes))
-        if text in (graph.nodes[v].kind, graph.nodes[v].kind.removeprefix("stablehlo."))
-        or (text and text in str(graph.nodes[v].location))
-    ]
+    found = ops_matching(graph, text)
     if len(found) == 1:
         return found[0], text, ""
     if not found:

@@ -11,6 +11,7 @@ stops on counted work, so the solve gives the plan the pass wrote.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import numpy as np
@@ -126,6 +127,20 @@ def solve_module(stripped: ir.Module, config) -> Rebuilt:
 
 
 # ---- naming nodes ------------------------------------------------------------------------------------
+
+
+def ops_matching(graph, text: str) -> list[int]:
+    """The op nodes whose name (`dot_general`, `stablehlo.dot_general`) is `text`, whose user source line
+    is `text` (`model.py:12`, `model.py:12:8`, or with a longer path) or whose location's text contains it
+    (`transpose(jvp())`)."""
+    line = re.compile(r"(?:^|/)" + re.escape(text) + r"(?::|$)") if text else None
+    return [
+        v
+        for v in range(graph.num_args, len(graph.nodes))
+        if text in (graph.nodes[v].kind, graph.nodes[v].kind.removeprefix("stablehlo."))
+        or (line is not None and line.search(format_location(graph.nodes[v].location)))
+        or (text and text in str(graph.nodes[v].location))
+    ]
 
 
 def node_name(graph, v: int) -> str:

@@ -308,7 +308,8 @@ class PipeshardExecutionPlan:
     def explain(self, path: str, top: int = 3) -> pipeshard_explain.StageExplanation:
         """The stages that read the argument `path` (`params['w1']`): its layout on each one's mesh, each
         stage's cost, memory and transfers, and per stage function reading it the chosen layout's cost
-        split and the `top` cheapest alternatives on that stage's re-solved problem
+        split and the `top` cheapest alternatives on that stage's re-solved problem. An op's name or
+        source location (`dot_general`, `model.py:12`) explains every op of a stage function it matches
         (api/pipeshard_explain.py)."""
         return pipeshard_explain.explain(self, path, top)
 

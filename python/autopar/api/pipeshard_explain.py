@@ -1,6 +1,7 @@
-"""`PipeshardExecutionPlan.explain(path)`: the stages that read a @main argument, each stage's summary
+"""`PipeshardExecutionPlan.explain(path_or_op)`: the stages that read a @main argument, each stage's summary
 (cost, memory, the transfers it receives and sends) and, per stage function reading it, why its layout
-there is what it is, as `ExecutionPlan.explain` gives it for a mesh plan.
+there is what it is, as `ExecutionPlan.explain` gives it for a mesh plan. Given an op's name or source
+location (`dot_general`, `model.py:12`) instead, the same for every op of a stage function it matches.
 
 autopar-shard-stages plans every stage function (@stage_k_forward / _backward / _apply) as a module of its
 own on the stage's logical mesh. To explain one, that problem is rebuilt: the stage function is copied
@@ -11,6 +12,7 @@ strategy problem built and solved again with the options autopar-shard-stages ga
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
@@ -68,15 +70,17 @@ class StagePartExplanation:
 
 @dataclasses.dataclass(frozen=True)
 class StageExplanation:
-    """`PipeshardExecutionPlan.explain(path)`.
+    """`PipeshardExecutionPlan.explain(path_or_op)`.
 
     Attributes:
-      path: the @main argument explained.
+      path: the @main argument explained (or the op name or source location given).
       reads: its layout in every stage that reads it (once per distinct layout per stage).
       stages: the StagePlacements of those stages.
       summaries: per such stage, its StageSummary (cost, memory, transfers received and sent).
       parts: per stage function reading it, the StagePartExplanation (chosen layout, cost split,
-        alternatives on that stage's problem).
+        alternatives on that stage's problem); for an op, one per op matched.
+      ops: how many ops of the stage functions `path` matched (0: `path` is an argument).
+      note: what was left out (more ops matched than are explained).
     """
 
     path: str
@@ -84,10 +88,18 @@ class StageExplanation:
     stages: tuple[Any, ...]
     summaries: tuple[StageSummary, ...] = ()
     parts: tuple[StagePartExplanation, ...] = ()
+    ops: int = 0
+    note: str = ""
 
     def __str__(self) -> str:
         functions = len(self.parts) or len({(t.stage, t.part) for t in self.reads})
-        lines = [f"{self.path}: read by {functions} stage function(s)"]
+        if self.ops:
+            count = len({p.function for p in self.parts})
+            lines = [f"{self.path}: {self.ops} op(s) in {count} stage function(s)"]
+        else:
+            lines = [f"{self.path}: read by {functions} stage function(s)"]
+        if self.note:
+            lines.append(f"  note: {self.note}")
         placements = {s.index: s for s in self.stages}
         for t in self.reads:
             s = placements.get(t.stage)
@@ -190,21 +202,16 @@ def _argument_reads(module: ir.Module, path: str) -> list[tuple[int, str, str, i
     return out
 
 
+# At most this many ops are explained for one op name or source location (each re-solves alternatives).
+MAX_OPS = 8
+
+
 def explain(plan: PipeshardExecutionPlan, path: str, top: int = 3) -> StageExplanation:
     reads = tuple(t for t in plan.tensors if t.path == path)
     if not reads:
-        known = ", ".join(dict.fromkeys(t.path for t in plan.tensors)) or "none"
-        raise ExplainError(f"'{path}' is no argument any stage reads (arguments: {known})")
+        return explain_ops(plan, path, top)
     indices = {t.stage for t in reads}
     stages = tuple(s for s in plan.stages if s.index in indices)
-    summaries = tuple(
-        StageSummary(
-            s,
-            tuple(t for t in plan.transfers if t.dst == s.index),
-            tuple(t for t in plan.transfers if t.src == s.index),
-        )
-        for s in stages
-    )
     parts: tuple[StagePartExplanation, ...] = ()
     source = plan.source
     if source is not None:
@@ -214,4 +221,96 @@ def explain(plan: PipeshardExecutionPlan, path: str, top: int = 3) -> StageExpla
             StagePartExplanation(stage, part, fn, _explain_argument(source, fn, j, path, spec, top))
             for stage, part, fn, j, spec in found
         )
-    return StageExplanation(path, reads, stages, summaries, parts)
+    return StageExplanation(path, reads, stages, _summaries(plan, stages), parts)
+
+
+def explain_ops(plan: PipeshardExecutionPlan, text: str, top: int = 3) -> StageExplanation:
+    """Every op of a stage function named `text` or at a source location containing it, explained on its
+    stage's re-solved problem (one-device stages: nothing to choose)."""
+    source = plan.source
+    if source is None:
+        raise ExplainError("this plan keeps no planned module to explain (build it with get_execution_plan)")
+    found: list[tuple[int, str, str, int | None]] = []
+    with source.module.context:
+        for stage, part, function, fn in _stage_functions(source.module):
+            rebuilt = stage_rebuilt(source, function)
+            if rebuilt is None:
+                found += [(stage, part, function, None)] if _matches_in(fn, text) else []
+            else:
+                found += [(stage, part, function, v) for v in ep.ops_matching(rebuilt.graph, text)]
+        if not found:
+            known = ", ".join(dict.fromkeys(t.path for t in plan.tensors)) or "none"
+            raise ExplainError(
+                f"'{text}' is no argument any stage reads (arguments: {known}), nor an op name or source "
+                "location in a stage function"
+            )
+        # Each function's first match first, then each one's second...: a cut keeps every function.
+        seen: collections.Counter = collections.Counter()
+        ranked = []  # (rank within its function, position, match)
+        for i, match in enumerate(found):
+            ranked.append((seen[match[2]], i, match))
+            seen[match[2]] += 1
+        chosen = sorted(sorted(ranked)[:MAX_OPS], key=lambda r: r[1])
+        parts = tuple(
+            StagePartExplanation(stage, part, function, _explain_op(source, function, v, text, top))
+            for _, _, (stage, part, function, v) in chosen
+        )
+    note = ""
+    if len(found) > MAX_OPS:
+        note = (
+            f"{len(found)} ops match: {MAX_OPS} are explained, the first of each stage function first "
+            "(a source line narrows it)"
+        )
+    stages = tuple(s for s in plan.stages if s.index in {p.stage for p in parts})
+    return StageExplanation(text, (), stages, _summaries(plan, stages), parts, len(found), note)
+
+
+def _summaries(plan: PipeshardExecutionPlan, stages) -> tuple[StageSummary, ...]:
+    return tuple(
+        StageSummary(
+            s,
+            tuple(t for t in plan.transfers if t.dst == s.index),
+            tuple(t for t in plan.transfers if t.src == s.index),
+        )
+        for s in stages
+    )
+
+
+def _stage_functions(module: ir.Module) -> list[tuple[int, str, str, ir.OpView]]:
+    """(stage, part, name, function) of every stage function, in module order."""
+    from autopar.ir import attrs
+
+    out = []
+    for op in module.body.operations:
+        if op.operation.name == "func.func" and attrs.get_stage_mesh(op) is not None:
+            name = ir.StringAttr(op.attributes["sym_name"]).value
+            out.append((attrs.get_stage(op), attrs.get_part(op) or "", name, op))
+    return out
+
+
+def _matches_in(fn: ir.OpView, text: str) -> bool:
+    """Whether an op of `fn` is named `text` or sits at a location containing it (a one-device stage,
+    which has no problem to search)."""
+    for op in fn.regions[0].blocks[0].operations:
+        name = op.operation.name
+        if text in (name, name.removeprefix("stablehlo.")) or (text and text in str(op.location)):
+            return True
+    return False
+
+
+def _explain_op(source, function: str, v: int | None, text: str, top: int) -> Explanation | None:
+    if v is None:
+        return None
+    rebuilt = stage_rebuilt(source, function)
+    axes = zip(rebuilt.config.mesh.axis_names, rebuilt.config.mesh.shape, strict=True)
+    mesh = ", ".join(f"{n}={s}" for n, s in axes)
+    chosen = rebuilt.chosen[v]
+    return Explanation(
+        target=f"{text} in @{function}",
+        node=f"{ep.node_name(rebuilt.graph, v)} of @{function} on [{mesh}]",
+        strategy=ep.describe(rebuilt, v, chosen),
+        cost=ep.cost_split(rebuilt, v, chosen),
+        objective=rebuilt.objective,
+        alternatives=ep.alternatives(rebuilt, v, top),
+        scope=f"@{function}'s",
+    )
