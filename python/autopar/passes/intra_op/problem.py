@@ -18,7 +18,7 @@ from jaxlib.mlir import ir
 
 from autopar import solver as solver_lib
 from autopar.errors import PassError
-from autopar.passes.intra_op import gathers
+from autopar.passes.intra_op import dot_shape, gathers
 from autopar.passes.intra_op import strategies as strat
 from autopar.passes.intra_op.config import PlanConfig
 from autopar.passes.intra_op.graph import Graph, Node
@@ -229,6 +229,7 @@ def _facts(node: Node) -> strat.OpFacts:
         result_shapes=tuple(node.result_shapes),
         result_itemsizes=tuple(node.result_itemsizes),
         batch_groups=_batch_groups(node),
+        flops=_convolution_flops(node),
     )
 
 
@@ -237,6 +238,12 @@ def _batch_groups(node: Node) -> int:
         return 1
     attrs = node.op.attributes
     return ir.IntegerAttr(attrs["batch_group_count"]).value if "batch_group_count" in attrs else 1
+
+
+def _convolution_flops(node: Node) -> float:
+    if node.kind != "stablehlo.convolution" or node.op is None:
+        return 0.0
+    return dot_shape.convolution_flops(node.op, node.operand_shapes, node.result_shapes)
 
 
 def _unruled_time(node: Node, config: PlanConfig) -> float:

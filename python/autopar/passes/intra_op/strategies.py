@@ -136,6 +136,7 @@ class OpFacts:
     result_shapes: tuple[tuple[int, ...], ...]
     result_itemsizes: tuple[int, ...]
     batch_groups: int = 1  # a convolution's batch_group_count (its weight gradient's, for a grouped conv)
+    flops: float = 0.0  # a convolution's multiply-add FLOPs from its shapes (dot_shape; 0: from the rule)
 
 
 def _roofline(facts: OpFacts, mesh: MeshModel) -> tuple[float, float]:
@@ -145,7 +146,7 @@ def _roofline(facts: OpFacts, mesh: MeshModel) -> tuple[float, float]:
     )
     moved += sum(tensor_bytes(s, i) for s, i in zip(facts.result_shapes, facts.result_itemsizes, strict=True))
     if facts.name in _MAC_OPS:
-        flops = 2.0 * math.prod(facts.rule.factor_sizes)
+        flops = facts.flops or 2.0 * math.prod(facts.rule.factor_sizes)
     elif facts.rule.reduction:
         flops = float(math.prod(facts.rule.factor_sizes))
     else:

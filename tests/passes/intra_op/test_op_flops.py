@@ -1,0 +1,58 @@
+"""A convolution's FLOPs as the cost model counts them (dot_shape.convolution_flops), against XLA's count."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import autopar
+from autopar.api import explain_problem
+from autopar.passes.intra_op import problem
+
+
+def conv(x, w, stride):
+    return jax.lax.conv_general_dilated(
+        x, w, (stride, stride), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+def xla_flops(f, *args) -> float:
+    analysis = jax.jit(f).lower(*args).compile().cost_analysis()
+    return float((analysis[0] if isinstance(analysis, list) else analysis)["flops"])
+
+
+def model_flops(step, *args) -> list[float]:
+    """Per convolution of `step`'s planned graph, the FLOPs the cost model counts."""
+    f = autopar.parallelize(step, method=autopar.ShardParallel(mesh_shape=(8,)), batch_argnums=(0,))
+    rebuilt = explain_problem.rebuild(f.get_execution_plan(*args).source)
+    out = []
+    for node in rebuilt.graph.nodes:
+        if node.kind == "stablehlo.convolution":
+            out.append(problem._facts(node).flops)
+    return out
+
+
+@pytest.mark.parametrize("kernel, stride", [(3, 1), (3, 2), (1, 2)])
+def test_forward_weight_and_input_gradient_convolutions_count_the_forward_flops(kernel, stride):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((8, 9, 9, 16)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((kernel, kernel, 16, 32)), jnp.float32)
+    forward = xla_flops(lambda x, w: conv(x, w, stride), x, w)
+    # 2 * output elements * kh * kw * input features: what XLA counts for a VALID conv.
+    out = (9 - kernel) // stride + 1
+    assert forward == pytest.approx(2 * 8 * out * out * 32 * kernel * kernel * 16, rel=0.01)
+
+    def step(x, w):
+        return jax.grad(lambda x, w: jnp.sum(conv(x, w, stride) ** 2), argnums=(0, 1))(x, w)
+
+    counted = model_flops(step, x, w)
+    # The forward conv, the weight gradient's and the input gradient's (a dilated input when strided):
+    # each does the forward's multiply-adds (the input gradient's padding taps aside, zero for 1 x 1).
+    assert len(counted) == 3
+    for flops in counted:
+        assert forward <= flops <= forward * (1 + (kernel - 1) * 4), counted
+    assert sorted(counted)[:2] == pytest.approx([forward, forward], rel=1e-9)
