@@ -1,6 +1,7 @@
 """autopar.calibrate.calibrate: the profile's shape on edge cases (the CLI's own runs: test_cli.py)."""
 
 import jax
+import numpy as np
 import pytest
 
 from autopar import calibrate
@@ -13,12 +14,26 @@ def test_one_device_profile_has_no_collective_figures():
     assert profile["device"]["dot_half_rate_width"] >= 0
 
 
-def test_half_rate_width_from_the_narrow_dots_rate():
+def test_half_rate_width_is_fitted_to_the_slowdowns_of_several_widths():
     from autopar.calibrate import measure
 
-    assert measure.half_rate_width(1.0e10, 0.7e10, 32) == pytest.approx(32 * (1 / 0.7 - 1))
-    assert measure.half_rate_width(1.0e10, 1.1e10, 32) == 0.0  # narrow as fast (noise): no slowdown
-    assert measure.half_rate_width(1.0e10, 0.2e10, 32) == 32.0  # the slowdown stops at 2
+    model = {w: 1 + 14 / max(w, 14) for w in (16, 32, 64)}
+    assert measure.fit_half_rate_width(model) == pytest.approx(14, abs=0.05)
+    assert measure.fit_half_rate_width({16: 1.0, 32: 0.98, 64: 1.01}) == 0.0  # as fast (noise): none
+    assert measure.fit_half_rate_width({16: 2.0, 32: 2.0, 64: 2.0}) == 64.0  # half rate everywhere
+    # One noisy width moves the fit far less than it moves a one-width reading (32 x (1.25 - 1) = 8).
+    noisy = {**model, 32: 1.25}
+    assert abs(measure.fit_half_rate_width(noisy) - 14) < abs(8 - 14) / 2
+
+
+def test_narrow_dot_slowdowns_are_measured_per_width():
+    from jax.sharding import Mesh
+
+    from autopar.calibrate import measure
+
+    mesh = Mesh(np.asarray(jax.devices()[:2]), ("x",))
+    slowdowns = measure.narrow_dot_slowdowns(mesh, 64, (16, 32), repeats=2)
+    assert set(slowdowns) == {16, 32} and all(s > 0 for s in slowdowns.values())
 
 
 def test_devices_and_meshes_are_checked():

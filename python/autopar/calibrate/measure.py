@@ -65,32 +65,59 @@ def device_flops(mesh: Mesh, n: int, chain: int, repeats: int) -> float:
     return chain * 2.0 * n**3 / seconds
 
 
-def narrow_dot_flops(mesh: Mesh, n: int, width: int, chain: int, repeats: int) -> float:
-    """FLOP/s of one device running a chain of n x n times n x `width` and n x `width` times `width` x n
-    matmuls (a narrow dot's N, then its K) while every device does the same."""
+def narrow_dot_slowdowns(mesh: Mesh, n: int, widths: Sequence[int], repeats: int) -> dict[int, float]:
+    """Per width w, how many times longer a w-wide dot's FLOPs take than a square one's (chains of n x n
+    times n x n, and of n x w times w x n, matmuls), every device at once. The square and the narrow
+    chains take turns and each round gives one ratio, whose median is kept: on a shared machine the load
+    drifts between two measurements taken one after the other, and a ratio of those moved c from 8 to 23."""
     spec = PartitionSpec(mesh.axis_names)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, n)).astype(np.float32) / np.sqrt(n)
     a = jax.device_put(np.tile(x, (mesh.size, 1)), NamedSharding(mesh, spec))
-    w1 = jax.device_put(x[:, :width], NamedSharding(mesh, PartitionSpec()))
-    w2 = jax.device_put(x[:width, :] * np.sqrt(n / width), NamedSharding(mesh, PartitionSpec()))
+    replicated = NamedSharding(mesh, PartitionSpec())
 
-    def body(v, u1, u2):
-        for _ in range(chain):
-            v = (v @ u1) @ u2
-        return v
+    def chain(count: int):
+        def body(v, u1, u2):
+            for _ in range(count):
+                v = (v @ u1) @ u2
+            return v
 
-    in_specs = (spec, PartitionSpec(), PartitionSpec())
-    f = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=spec))
-    seconds = median_seconds(lambda: f(a, w1, w2), repeats)
-    return chain * 2 * 2.0 * n * n * width / seconds
+        in_specs = (spec, PartitionSpec(), PartitionSpec())
+        return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=spec))
+
+    # Square: n x n times n x n twice per link (4 n^3 FLOPs); w wide: n x w then w x n (4 n^2 w).
+    square = (chain(2), jax.device_put(x, replicated), jax.device_put(x, replicated), 2 * 4.0 * n**3)
+    narrow = {}
+    for w in widths:
+        count = max(2 * n // w, 2)
+        u1, u2 = jax.device_put(x[:, :w], replicated), jax.device_put(x[:w, :] * np.sqrt(n / w), replicated)
+        narrow[w] = (chain(count), u1, u2, count * 4.0 * n * n * w)
+    runs = {"square": square, **narrow}
+    for f, u1, u2, _ in runs.values():
+        jax.block_until_ready(f(a, u1, u2))
+    ratios: dict[int, list[float]] = {w: [] for w in widths}
+    for _ in range(repeats):
+        rate = {
+            key: flops / _seconds(lambda f=f, u1=u1, u2=u2: f(a, u1, u2))
+            for key, (f, u1, u2, flops) in runs.items()
+        }
+        for w in widths:
+            ratios[w].append(rate["square"] / rate[w])
+    return {w: statistics.median(r) for w, r in ratios.items()}
 
 
-def half_rate_width(flops: float, narrow_flops: float, width: int) -> float:
-    """c of the cost model's narrow-dot slowdown `1 + c / max(d, c)` (autopar.cost.DeviceModel), from the
-    rate of square dots and that of dots `width` wide: 0 when the narrow ones are as fast, at most
-    `width` (the slowdown at or below c is 2)."""
-    return min(max(width * (flops / narrow_flops - 1.0), 0.0), float(width))
+def fit_half_rate_width(slowdowns: dict[int, float]) -> float:
+    """The c of the slowdown `1 + c / max(d, c)` that fits the measured slowdowns per width best (least
+    squares over c in [0, the widest width measured], steps of 0.1): one width alone is too noisy."""
+    top = max(slowdowns)
+    candidates = np.arange(0.0, top + 0.05, 0.1)
+    errors = [
+        sum((s - 1.0 - c / max(w, c, 1e-9)) ** 2 for w, s in slowdowns.items())
+        if c > 0
+        else sum((s - 1.0) ** 2 for s in slowdowns.values())
+        for c in candidates
+    ]
+    return float(candidates[int(np.argmin(errors))])
 
 
 def memory_bandwidth(mesh: Mesh, num_bytes: int, repeats: int) -> float:

@@ -17,9 +17,9 @@ from jax.sharding import Mesh
 from autopar.calibrate import fit, measure
 from autopar.ir import io
 
-# The width of the narrow dots measured against square ones (the rate of a 32-wide dot gives the cost
-# model's dot_half_rate_width: autopar.cost.DeviceModel).
-NARROW_WIDTH = 32
+# The widths of the narrow dots measured against square ones; the cost model's dot_half_rate_width
+# (autopar.cost.DeviceModel) is fitted to their slowdowns.
+NARROW_WIDTHS = (16, 32, 64)
 
 
 def select_devices(spec: str | None) -> list:
@@ -83,10 +83,8 @@ def calibrate(
         flops = measure.device_flops(mesh, n=256 if quick else 512, chain=4, repeats=repeats)
         bandwidth = measure.memory_bandwidth(mesh, 16 * measure.MiB, repeats)
         n = 256 if quick else 512
-        narrow = measure.narrow_dot_flops(
-            mesh, n=n, width=NARROW_WIDTH, chain=2 * n // NARROW_WIDTH, repeats=repeats
-        )
-        width = measure.half_rate_width(flops, narrow, NARROW_WIDTH)
+        slowdowns = measure.narrow_dot_slowdowns(mesh, n, NARROW_WIDTHS, repeats)
+        width = measure.fit_half_rate_width(slowdowns)
     else:
         flops, bandwidth = float(device["flops"]), float(device["memory_bandwidth"])
         width = float(device.get("dot_half_rate_width", 0.0))
