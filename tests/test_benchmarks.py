@@ -123,3 +123,9 @@ def test_cost_model(tmp_path: Path) -> None:
     assert calibrate.returncode == 0, calibrate.stderr[-3000:]
     out = run("cost_model.py", "--profile", str(profile), "--programs", "mlp", "--repeats", "1")
     assert "| solver 8 |" in out and "| model x data 2x4 |" in out and "Spearman" in out
+
+
+def test_cost_model_probes() -> None:
+    out = run("cost_model_probes.py", "--repeats", "1")
+    assert out.startswith("narrow dots: c = ") and "3 x 3 convolutions, rate / matmul rate:" in out
+    assert out.count("interference") == 2
