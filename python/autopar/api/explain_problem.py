@@ -291,12 +291,16 @@ def resolve_forced(rebuilt: Rebuilt, v: int, k: int):
 
     prob = rebuilt.problem
     costs, usages, edge_costs = list(prob.node_costs), list(prob.node_usages), list(prob.edge_costs)
-    costs[v], usages[v] = costs[v][k : k + 1], usages[v][k : k + 1]
+    allowed = np.array([k])
+    s = prob.strategies[v]
+    if s.gathered is not None:  # an argument's layout is forced; where it is gathered stays free
+        allowed = np.flatnonzero((s.result_layouts[0] == s.result_layouts[0][k]).all(axis=1))
+    costs[v], usages[v] = costs[v][allowed], usages[v][allowed]
     edges = prob.edges.reshape(-1, 2)
     for e in rebuilt.adjacency.get(v, ()):
         u, w = (int(x) for x in edges[e])
         table = np.asarray(edge_costs[e]).reshape(prob.strategies[u].size, prob.strategies[w].size)
-        edge_costs[e] = (table[k : k + 1, :] if u == v else table[:, k : k + 1]).ravel()
+        edge_costs[e] = (table[allowed, :] if u == v else table[:, allowed]).ravel()
     intervals = prob.intervals.copy()
     intervals[:, 1] += 1
     core = solver_lib.StrategyProblem.from_arrays(
@@ -318,6 +322,16 @@ def alternatives(rebuilt: Rebuilt, v: int, top: int) -> tuple[Alternative, ...]:
     size = rebuilt.problem.strategies[v].size
     local = sorted((local_cost(rebuilt, v, k) - base, k) for k in range(size) if k != chosen)
     local = [(d, k) for d, k in local if d < FORBIDDEN / 10]
+    strategies = rebuilt.problem.strategies[v]
+    if strategies.gathered is not None:  # an argument: other layouts, each with its cheapest gather
+        layouts = strategies.result_layouts[0]
+        seen = {layouts[chosen].tobytes()}
+        kept = []
+        for d, k in local:
+            if layouts[k].tobytes() not in seen:
+                seen.add(layouts[k].tobytes())
+                kept.append((d, k))
+        local = kept
     exact = len(rebuilt.graph.nodes) <= EXACT_NODE_LIMIT
     out = []
     for d, k in local[: 2 * top if exact else top]:

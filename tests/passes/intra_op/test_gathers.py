@@ -152,3 +152,11 @@ def test_a_family_that_fixes_every_layout_picks_each_arguments_cheapest_gather()
             trial = list(chosen)
             trial[v] = int(other)
             assert shared.objective(trial) >= zero3.cost * (1 - 1e-12)
+
+
+def test_an_arguments_alternatives_are_other_layouts_each_with_its_best_gather():
+    _, plan = _plan("")
+    e = plan.explain("params['w']")
+    layout = lambda text: text.split(", gathered once")[0]  # noqa: E731
+    others = [layout(a.strategy) for a in e.alternatives]
+    assert others and len(set(others)) == len(others) and layout(e.strategy) not in others
