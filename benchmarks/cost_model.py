@@ -10,11 +10,14 @@ them alike). Per program: the Spearman rank correlation, the median relative err
 plan the model ranks first runs within 10 % of the fastest.
 
     python benchmarks/cost_model.py [--profile profile.json] [--programs mlp,transformer,convnet]
-                                    [--repeats 9] [--default-model]
+                                    [--repeats 9] [--default-model] [--breakdown]
 
 Without --profile the devices are calibrated first (`autopar.calibrate`, one axis over all devices, full
 sizes; --quick-calibration for fewer). --default-model plans and prices with the built-in defaults instead
-(what the pass does without a profile), for comparison.
+(what the pass does without a profile), for comparison. --breakdown also prints, per plan, the prediction
+split into compute and communication (the ops' own collectives and the reshards) beside the collectives
+XLA compiled, each priced with the same profile: where the model's communication is not what the program
+runs.
 """
 
 from __future__ import annotations
@@ -93,8 +96,32 @@ def concrete(tree, seed: int = 0):
     return jax.tree.map(make, tree)
 
 
-def prepare(program, profiles: dict[int, str] | None):
-    """[(plan name, predicted s, callable running one step on placed arguments)]."""
+def breakdown(f, args) -> tuple[float, float, float]:
+    """(compute s, communication s, the compiled collectives priced s) of a plan, in its own cost model."""
+    from autopar.api import explain_problem
+
+    plan = f.get_execution_plan(*args)
+    rebuilt = explain_problem.rebuild(plan.source)
+    compute = sum(explain_problem.cost_split(rebuilt, v, k).compute for v, k in enumerate(rebuilt.chosen))
+    mesh = rebuilt.config.mesh
+    price = {
+        "all-reduce": mesh.all_reduce,
+        "all-gather": mesh.all_gather,
+        "reduce-scatter": mesh.reduce_scatter,
+        "all-to-all": mesh.all_to_all,
+        "collective-permute": mesh.collective_permute,
+    }
+    compiled = 0.0
+    everything = list(range(len(mesh.shape)))
+    for c in plan.collectives:  # groups XLA did not print as mesh axes: priced over the whole mesh
+        axes = [mesh.axis_names.index(a) for a in c.axes if a in mesh.axis_names] or everything
+        compiled += price[c.kind](c.bytes, axes)
+    return compute, rebuilt.objective - compute, compiled
+
+
+def prepare(program, profiles: dict[int, str] | None, splits: dict | None = None):
+    """[(plan name, predicted s, callable running one step on placed arguments)]; with `splits`, each
+    plan's `breakdown` under its name."""
     step, abstract_args, batch_argnums = PROGRAMS[program]()
     args = concrete(abstract_args)
     out = []
@@ -104,6 +131,8 @@ def prepare(program, profiles: dict[int, str] | None):
         f = autopar.parallelize(step, method=method, batch_argnums=batch_argnums)
         lowered = f.lower(*args)
         predicted = attrs.get_intra_op_result(lowered.module.operation).objective
+        if splits is not None:
+            splits[name] = breakdown(f, args)
         exe = lowered.compile().executable
         placed = exe.place_arguments(jax.tree.leaves(args))
         out.append((name, predicted, lambda exe=exe, placed=placed: jax.block_until_ready(exe(placed))))
@@ -175,6 +204,7 @@ def main() -> None:
     parser.add_argument("--default-model", action="store_true", help="plan with the built-in figures")
     parser.add_argument("--programs", default=",".join(PROGRAMS))
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--breakdown", action="store_true", help="compute / communication / compiled")
     a = parser.parse_args()
     profiles = None
     if a.profile:
@@ -184,8 +214,14 @@ def main() -> None:
         profiles = calibrate_meshes(a.quick_calibration)
     summary = []
     for program in a.programs.split(","):
-        plans = prepare(program, None if a.default_model else profiles)
+        splits = {} if a.breakdown else None
+        plans = prepare(program, None if a.default_model else profiles, splits)
         summary.append((program, report(program, plans, measure(plans, a.repeats))))
+        if splits:
+            print("\n| plan | compute s | communication s (model) | compiled collectives, priced s |")
+            print("|---|---|---|---|")
+            for name, (compute, communication, compiled) in splits.items():
+                print(f"| {name} | {compute:.4g} | {communication:.4g} | {compiled:.4g} |")
     print(
         "\nrank correlation >= 0.8 in "
         f"{sum(s['rho'] >= 0.8 for _, s in summary)}/{len(summary)} programs; model's top plan within 10 % "

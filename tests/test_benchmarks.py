@@ -121,8 +121,10 @@ def test_cost_model(tmp_path: Path) -> None:
         timeout=600,
     )
     assert calibrate.returncode == 0, calibrate.stderr[-3000:]
-    out = run("cost_model.py", "--profile", str(profile), "--programs", "mlp", "--repeats", "1")
+    args = ("--profile", str(profile), "--programs", "mlp", "--repeats", "1", "--breakdown")
+    out = run("cost_model.py", *args)
     assert "| solver 8 |" in out and "| model x data 2x4 |" in out and "Spearman" in out
+    assert "| plan | compute s | communication s (model) | compiled collectives, priced s |" in out
 
 
 def test_cost_model_probes() -> None:
