@@ -256,9 +256,12 @@ def test_transformer_layer_is_split_megatron_style(mesh):
     # model small parameters are cheaper read split and gathered): XLA compiles exactly the gathers the
     # plan priced, and nothing it did not. Before the emitter constrained values read in another layout,
     # Shardy propagated such splits backwards and XLA had 7 all-gathers for a plan of 3.
+    # (Since arguments are gathered once for their readers, the 2x4 plan also moves two small activations
+    # by all-to-all; it prices them, and XLA compiles those two.)
     planned = expected_collectives(module)
-    assert counts["all-gather"] == sum(e.count for e in planned if e.kind == "all-gather"), (counts, planned)
-    assert counts["all-to-all"] == counts["collective-permute"] == 0 and counts["all-reduce"] <= 6, counts
+    for kind in ("all-gather", "all-to-all", "collective-permute"):
+        assert counts[kind] == sum(e.count for e in planned if e.kind == kind), (kind, counts, planned)
+    assert counts["all-reduce"] <= 6, counts
 
 
 @pytest.mark.parametrize("mesh", ["8", "2x4"])
