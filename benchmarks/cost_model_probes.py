@@ -22,11 +22,9 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "python"))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
