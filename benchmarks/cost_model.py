@@ -104,18 +104,11 @@ def breakdown(f, args) -> tuple[float, float, float]:
     rebuilt = explain_problem.rebuild(plan.source)
     compute = sum(explain_problem.cost_split(rebuilt, v, k).compute for v, k in enumerate(rebuilt.chosen))
     mesh = rebuilt.config.mesh
-    price = {
-        "all-reduce": mesh.all_reduce,
-        "all-gather": mesh.all_gather,
-        "reduce-scatter": mesh.reduce_scatter,
-        "all-to-all": mesh.all_to_all,
-        "collective-permute": mesh.collective_permute,
-    }
     compiled = 0.0
     everything = list(range(len(mesh.shape)))
     for c in plan.collectives:  # groups XLA did not print as mesh axes: priced over the whole mesh
         axes = [mesh.axis_names.index(a) for a in c.axes if a in mesh.axis_names] or everything
-        compiled += price[c.kind](c.bytes, axes)
+        compiled += getattr(mesh, c.kind.replace("-", "_"))(c.bytes, axes)  # MeshModel.all_gather, ...
     return compute, rebuilt.objective - compute, compiled
 
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -37,13 +35,7 @@ N = 512
 
 
 def median_seconds(f, *args, repeats: int = 9) -> float:
-    jax.block_until_ready(f(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return measure.median_seconds(lambda: f(*args), repeats)
 
 
 def on_mesh(mesh: Mesh, body, in_specs, out_specs):

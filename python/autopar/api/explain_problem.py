@@ -129,18 +129,20 @@ def solve_module(stripped: ir.Module, config) -> Rebuilt:
 # ---- naming nodes ------------------------------------------------------------------------------------
 
 
+def op_matches(kind: str, location, text: str) -> bool:
+    """Whether an op's name (`dot_general`, `stablehlo.dot_general`) is `text`, its user source line is
+    `text` (`model.py:12`, `model.py:12:8`, or with a longer path: not line 120) or its location's text
+    contains it (`transpose(jvp())`)."""
+    if text in (kind, kind.removeprefix("stablehlo.")):
+        return True
+    line = re.compile(r"(?:^|/)" + re.escape(text) + r"(?::|$)")
+    return bool(text) and (bool(line.search(format_location(location))) or text in str(location))
+
+
 def ops_matching(graph, text: str) -> list[int]:
-    """The op nodes whose name (`dot_general`, `stablehlo.dot_general`) is `text`, whose user source line
-    is `text` (`model.py:12`, `model.py:12:8`, or with a longer path) or whose location's text contains it
-    (`transpose(jvp())`)."""
-    line = re.compile(r"(?:^|/)" + re.escape(text) + r"(?::|$)") if text else None
-    return [
-        v
-        for v in range(graph.num_args, len(graph.nodes))
-        if text in (graph.nodes[v].kind, graph.nodes[v].kind.removeprefix("stablehlo."))
-        or (line is not None and line.search(format_location(graph.nodes[v].location)))
-        or (text and text in str(graph.nodes[v].location))
-    ]
+    """The op nodes `op_matches` finds."""
+    ops = range(graph.num_args, len(graph.nodes))
+    return [v for v in ops if op_matches(graph.nodes[v].kind, graph.nodes[v].location, text)]
 
 
 def node_name(graph, v: int) -> str:

@@ -289,13 +289,10 @@ def _stage_functions(module: ir.Module) -> list[tuple[int, str, str, ir.OpView]]
 
 
 def _matches_in(fn: ir.OpView, text: str) -> bool:
-    """Whether an op of `fn` is named `text` or sits at a location containing it (a one-device stage,
+    """Whether an op of `fn` matches `text` as `ExecutionPlan.explain` matches ops (a one-device stage,
     which has no problem to search)."""
-    for op in fn.regions[0].blocks[0].operations:
-        name = op.operation.name
-        if text in (name, name.removeprefix("stablehlo.")) or (text and text in str(op.location)):
-            return True
-    return False
+    ops = fn.regions[0].blocks[0].operations
+    return any(ep.op_matches(op.operation.name, op.location, text) for op in ops)
 
 
 def _explain_op(source, function: str, v: int | None, text: str, top: int) -> Explanation | None:
