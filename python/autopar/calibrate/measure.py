@@ -111,12 +111,7 @@ def fit_half_rate_width(slowdowns: dict[int, float]) -> float:
     squares over c in [0, the widest width measured], steps of 0.1): one width alone is too noisy."""
     top = max(slowdowns)
     candidates = np.arange(0.0, top + 0.05, 0.1)
-    errors = [
-        sum((s - 1.0 - c / max(w, c, 1e-9)) ** 2 for w, s in slowdowns.items())
-        if c > 0
-        else sum((s - 1.0) ** 2 for s in slowdowns.values())
-        for c in candidates
-    ]
+    errors = [sum((s - 1.0 - c / max(w, c)) ** 2 for w, s in slowdowns.items()) for c in candidates]
     return float(candidates[int(np.argmin(errors))])
 
 
