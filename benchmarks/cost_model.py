@@ -4,13 +4,13 @@ For each program (an MLP, a 2-layer GPT, a small Wide-ResNet training step: benc
 set of plans on 8 devices: the solver's own plans on the meshes 8 and 2x4, and fixed plans of the family
 grid (autopar-intra-op's `plan-family`: data parallel, tensor parallel, ZeRO-3 on 8; data x model and
 model x data on 2x4), every one planned and priced under one cluster profile. Each plan's predicted step
-time (the pass's objective, `autopar.objective`) is set beside its measured one (median of repeats, with
-its arguments already in place; the plans take turns, round-robin, so drift in the machine's load touches
-them alike). Per program: the Spearman rank correlation, the median relative error, and whether the
+time (the pass's objective, `autopar.objective`) is set beside its measured one (median of repeats, each
+the mean of --steps consecutive steps, with its arguments already in place; the plans take turns,
+round-robin, so drift in the machine's load touches them alike). Per program: the Spearman rank correlation, the median relative error, and whether the
 plan the model ranks first runs within 10 % of the fastest.
 
     python benchmarks/cost_model.py [--profile profile.json] [--programs mlp,transformer,convnet]
-                                    [--repeats 9] [--default-model] [--breakdown]
+                                    [--repeats 9] [--steps 5] [--default-model] [--breakdown]
 
 Without --profile the devices are calibrated first (`autopar.calibrate`, one axis over all devices, full
 sizes; --quick-calibration for fewer). --default-model plans and prices with the built-in defaults instead
@@ -132,8 +132,10 @@ def prepare(program, profiles: dict[int, str] | None, splits: dict | None = None
     return out
 
 
-def measure(plans, repeats: int) -> list[list[float]]:
-    """Every repeat's step time per plan (the plans take turns)."""
+def measure(plans, repeats: int, steps: int) -> list[list[float]]:
+    """Every repeat's step time per plan: the mean of `steps` consecutive steps (one step of 8 virtual
+    devices on 2 cores swings by tens of percent with the scheduler; 5 steps in a row cut the repeats'
+    spread about 3x). The plans take turns, so drift in the machine's load touches them alike."""
     for _, _, run in plans:  # warm-up
         run()
         run()
@@ -141,8 +143,9 @@ def measure(plans, repeats: int) -> list[list[float]]:
     for _ in range(repeats):
         for i, (_, _, run) in enumerate(plans):
             start = time.perf_counter()
-            run()
-            times[i].append(time.perf_counter() - start)
+            for _ in range(steps):
+                run()
+            times[i].append((time.perf_counter() - start) / steps)
     return times
 
 
@@ -197,6 +200,7 @@ def main() -> None:
     parser.add_argument("--default-model", action="store_true", help="plan with the built-in figures")
     parser.add_argument("--programs", default=",".join(PROGRAMS))
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--steps", type=int, default=5, help="consecutive steps timed as one repeat")
     parser.add_argument("--breakdown", action="store_true", help="compute / communication / compiled")
     a = parser.parse_args()
     profiles = None
@@ -209,7 +213,7 @@ def main() -> None:
     for program in a.programs.split(","):
         splits = {} if a.breakdown else None
         plans = prepare(program, None if a.default_model else profiles, splits)
-        summary.append((program, report(program, plans, measure(plans, a.repeats))))
+        summary.append((program, report(program, plans, measure(plans, a.repeats, a.steps))))
         if splits:
             print("\n| plan | compute s | communication s (model) | compiled collectives, priced s |")
             print("|---|---|---|---|")

@@ -152,3 +152,68 @@ def test_narrow_dots_are_slower_under_a_profile_that_says_so(tmp_path):
     costs = op_strategies(dot, slow, (0,), False).cost
     assert costs[0] == pytest.approx(whole * (1 + 16 / 256))
     assert min(costs) > min(op_strategies(dot, flat, (0,), False).cost)
+
+
+def _table(kind="all_reduce", axes=(1,)):
+    # Time per byte grows with the size, as a CPU host's collectives do past its caches.
+    return cost.tables.CollectiveTable(kind, axes, (1e3, 1e6, 1e7), (1e-4, 5e-4, 2e-2))
+
+
+def test_a_measured_table_prices_its_collective_by_interpolation():
+    table = _table()
+    assert [table.at(b) for b in (1e3, 1e6, 1e7)] == [1e-4, 5e-4, 2e-2]
+    assert table.at(10.0) == 1e-4  # below the smallest size: the latency floor
+    assert table.at(5.5e6) == pytest.approx((5e-4 + 2e-2) / 2)  # on the line between two samples
+    assert table.at(1.9e7) == pytest.approx(2e-2 + 9e6 * (2e-2 - 5e-4) / 9e6)  # the last slope goes on
+    # A later sample measured faster than an earlier one is noise: times never fall with the size.
+    noisy = cost.tables.CollectiveTable("all_gather", (0,), (1e3, 1e4, 1e5), (3e-4, 2e-4, 4e-4))
+    assert noisy.seconds == (3e-4, 3e-4, 4e-4)
+    bad = (((1e3, 1e3), (1.0, 1.0), "positive and distinct"), ((1e3,), (-1.0,), ">= 0"))
+    for sizes, seconds, match in bad:
+        with pytest.raises(ValueError, match=match):
+            cost.tables.CollectiveTable("all_reduce", (0,), sizes, seconds)
+
+
+def test_a_mesh_with_tables_uses_them_for_exactly_their_axes():
+    mesh = cost.make_mesh((2, 4), alpha=1e-5, beta=1e-10, tables=[_table()])
+    plain = cost.make_mesh((2, 4), alpha=1e-5, beta=1e-10)
+    assert mesh.all_reduce(1e6, [1]) == 5e-4
+    assert mesh.all_reduce(1e6, [0]) == plain.all_reduce(1e6, [0])  # no table over x alone
+    assert mesh.all_reduce(1e6, [0, 1]) == plain.all_reduce(1e6, [0, 1])
+    assert mesh.all_gather(1e6, [1]) == plain.all_gather(1e6, [1])  # no table of that kind
+    # A gradient's part of XLA's merged all-reduce pays its share of the latency and its bytes at the
+    # merged size's rate, not at its own (cheaper) size's.
+    merged = mesh.all_reduce(1e6, [1], latency_share=0.1, merged_bytes=1e7)
+    latency = 1.01 * 1e-5
+    assert merged == pytest.approx(0.1 * latency + 1e6 * (2e-2 - latency) / 1e7)
+    assert merged > mesh.all_reduce(1e6, [1]) - 0.9 * latency
+
+
+def test_profile_tables_are_read_and_checked(tmp_path):
+    path = tmp_path / "p.json"
+    samples = [[1024, 1e-4], [1048576, 6e-4], [16777216, 3e-2]]
+    figures = {"alpha": 1e-4, "beta": 2e-10, "tables": [{"axes": [0, 1], "samples": samples}]}
+    profile = {"mesh": {"shape": [2, 4], "collectives": {"all_reduce": figures}}}
+    path.write_text(json.dumps(profile))
+    overrides, _ = cost.load_profile(path, (2, 4))
+    (table,) = overrides["tables"]
+    assert (table.kind, table.axes, table.at(16777216)) == ("all_reduce", (0, 1), 3e-2)
+    figures["tables"] = [{"axes": [2], "samples": samples}]
+    path.write_text(json.dumps(profile))
+    with pytest.raises(ValueError, match=r"axes \[2\] outside a 2-axis mesh"):
+        cost.load_profile(path, (2, 4))
+    figures["tables"] = [{"axes": [0], "samples": [[1024, 1e-4], [1024, 2e-4]]}]
+    path.write_text(json.dumps(profile))
+    with pytest.raises(ValueError, match="positive and distinct"):
+        cost.load_profile(path, (2, 4))
+
+
+def test_tables_carry_over_to_a_mesh_of_grouped_axes():
+    tables = [_table(axes=(0, 1)), _table(axes=(1,)), _table("all_gather", (0,))]
+    # Axes (0, 1) become one axis; tables over a part of a group do not carry.
+    assert [t.axes for t in cost.tables.regrouped(tables, [(0, 1)])] == [(0,)]
+    assert [(t.kind, t.axes) for t in cost.tables.regrouped(tables, [(1,), (0,)])] == [
+        ("all_reduce", (0, 1)),
+        ("all_reduce", (0,)),
+        ("all_gather", (1,)),
+    ]

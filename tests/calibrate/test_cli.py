@@ -49,6 +49,15 @@ def test_quick_run_writes_a_profile_load_profile_reads(quick_profile):
     assert device.flops > 0 and device.memory_bandwidth > 0
     assert len(overrides["alpha"]) == 2 and len(overrides["beta"]) == 2
     assert set(overrides["collectives"]) == {"all_reduce", "all_gather", "reduce_scatter", "all_to_all"}
+    # Measured tables of each kind over each axis and over both together (the cost model interpolates
+    # them), with the sizes measured; every table prices its own samples exactly.
+    tables = {(t.kind, t.axes): t for t in overrides["tables"]}
+    kinds = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
+    assert set(tables) <= {(k, a) for k in kinds for a in ((0,), (1,), (0, 1))}
+    assert {a for _, a in tables} == {(0,), (1,), (0, 1)} and len(tables) >= 10
+    for table in tables.values():
+        assert table.sizes[0] == 1024
+        assert all(table.at(b) == s for b, s in zip(table.sizes, table.seconds, strict=True))
     assert [p.name for p in path.parent.iterdir()] == ["profile.json"]  # the temporary file was renamed
 
 

@@ -9,6 +9,7 @@ call runs `k` dependent collectives and the time of the same call without them (
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -132,7 +133,7 @@ def memory_bandwidth(mesh: Mesh, num_bytes: int, repeats: int) -> float:
     return 2.0 * num_bytes / median_seconds(step, repeats)
 
 
-def _chain(kind: str, axis: str, n: int, k: int) -> Callable[[jax.Array], jax.Array]:
+def _chain(kind: str, axis: str | tuple[str, ...], n: int, k: int) -> Callable[[jax.Array], jax.Array]:
     """`k` dependent collectives of `kind` over `axis` (group size n), on one device's local buffer."""
 
     def body(x):
@@ -158,11 +159,14 @@ def _baseline(kind: str, n: int) -> Callable[[jax.Array], jax.Array]:
     return lambda x: x[:1]
 
 
-def collective_seconds(mesh: Mesh, axis: str, kind: str, num_bytes: int, repeats: int) -> float | None:
-    """Seconds of one `kind` over mesh axis `axis` whose cost-model `num_bytes` (per device: the buffer of
-    an all-reduce or all-to-all, an all-gather's output, a reduce-scatter's input) is given, every group of
-    the axis at once. None when it could not be told from the call without it (noise at large sizes)."""
-    n = mesh.shape[axis]
+def collective_seconds(
+    mesh: Mesh, axis: str | tuple[str, ...], kind: str, num_bytes: int, repeats: int
+) -> float | None:
+    """Seconds of one `kind` over mesh axis `axis` (or the axes of a tuple, as one group) whose cost-model
+    `num_bytes` (per device: the buffer of an all-reduce or all-to-all, an all-gather's output, a
+    reduce-scatter's input) is given, every group of the axis at once. None when it could not be told from
+    the call without it (noise at large sizes)."""
+    n = math.prod(mesh.shape[a] for a in (axis if isinstance(axis, tuple) else (axis,)))
     elements = max(num_bytes // 4 // n, 1) * n
     local = elements // n if kind == "all_gather" else elements
     x = _sharded(mesh, (local,))
@@ -194,7 +198,7 @@ def sizes(quick: bool) -> list[int]:
 
 
 def collective_samples(
-    mesh: Mesh, axis: str, kinds: Sequence[str], byte_sizes: Sequence[int], repeats: int
+    mesh: Mesh, axis: str | tuple[str, ...], kinds: Sequence[str], byte_sizes: Sequence[int], repeats: int
 ) -> dict[str, list[tuple[int, float | None]]]:
     """{kind: [(num_bytes, seconds or None)]} over `axis`."""
     return {

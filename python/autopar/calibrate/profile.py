@@ -119,10 +119,13 @@ def calibrate(
         a, b = fit.fit_joint(joint)
         alphas.append(a)
         betas.append(b)
+    tables = _tables(mesh, shape, samples, byte_sizes, repeats, say)
     mesh_figures: dict = {"shape": list(shape)}
     if samples:  # one device: nothing communicates, and 0 s would price every other mesh's collectives free
         mesh_figures["alpha"], mesh_figures["beta"] = alphas, betas
-        mesh_figures["collectives"] = {k: {"alpha": a, "beta": b} for k, (a, b) in per_kind.items()}
+        mesh_figures["collectives"] = {
+            k: {"alpha": a, "beta": b, "tables": tables[k]} for k, (a, b) in per_kind.items()
+        }
     else:
         say("one device: no collective figures (the profile keeps the defaults' links)")
     return {
@@ -136,6 +139,28 @@ def calibrate(
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "samples": samples,
         },
+    }
+
+
+def _tables(mesh: Mesh, shape, samples: dict, byte_sizes, repeats: int, say) -> dict[str, list[dict]]:
+    """{kind: [{"axes": [i], "samples": [[bytes, s], ...]}, ...]}: the measured times of every axis, and,
+    when two or more axes communicate, of all of them as one group (measured here): the tables that
+    price each collective by interpolation (autopar/cost/tables.py). Untimed sizes are left out."""
+    names = "xyz"[: len(shape)]
+    groups = {(i,): samples[names[i]] for i in range(len(shape)) if names[i] in samples}
+    if len(groups) >= 2:
+        together = tuple(names[i] for (i,) in groups)
+        say(f"axes {','.join(together)} together (size {math.prod(mesh.shape[a] for a in together)})")
+        measured = measure.collective_samples(mesh, together, measure.KINDS, byte_sizes, repeats)
+        samples[",".join(together)] = {kind: [[b, t] for b, t in pairs] for kind, pairs in measured.items()}
+        groups[tuple(i for (i,) in groups)] = samples[",".join(together)]
+    return {
+        kind: [
+            {"axes": list(axes), "samples": [[b, t] for b, t in by_kind[kind] if t is not None]}
+            for axes, by_kind in groups.items()
+            if any(t is not None for _, t in by_kind[kind])
+        ]
+        for kind in measure.KINDS
     }
 
 

@@ -28,6 +28,8 @@ import math
 import os
 from collections.abc import Sequence
 
+from autopar.cost import tables as tables_lib
+
 GiB = 2**30
 
 # The defaults, in one table (SI units). Both passes start from the same device and intra-host link; two
@@ -195,6 +197,9 @@ class MeshModel:
     beta: tuple[float, ...]
     device: DeviceModel = DeviceModel()
     collectives: tuple[tuple[str, tuple[float, ...], tuple[float, ...]], ...] = ()
+    # Measured times of a collective kind over a set of axes (a calibrated profile): they price that
+    # collective instead of its alpha and beta (cost/tables.py says why).
+    tables: tuple[tables_lib.CollectiveTable, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.shape)
@@ -205,6 +210,8 @@ class MeshModel:
                 raise ValueError("mesh collective alpha and beta must be >= 0")
         if not 1 <= n <= 3:
             raise ValueError(f"a mesh has 1 to 3 axes, got shape {self.shape}")
+        if any(t.kind not in COLLECTIVE_KINDS or max(t.axes) >= n for t in self.tables):
+            raise ValueError(f"mesh collective tables need a known kind and axes of the {n}-axis mesh")
         if any(s < 1 for s in self.shape):
             raise ValueError(f"mesh axis sizes must be >= 1, got {self.shape}")
         if len(self.axis_names) != n or len(self.alpha) != n or len(self.beta) != n:
@@ -230,14 +237,40 @@ class MeshModel:
         beta = max((betas[a] for a in axes), default=0.0)
         return size, alpha, beta
 
+    def _measured(
+        self,
+        kind: str,
+        axes: Sequence[int],
+        num_bytes: float,
+        latency: float = 0.0,
+        share: float = 1.0,
+        merged_bytes: float = 0.0,
+    ) -> float | None:
+        """The measured table's time of `kind` over `axes` at `num_bytes`, or None without one. A
+        collective XLA merges with others into one of `merged_bytes` (gradients) pays `share` of the
+        latency `latency` and its bytes at the merged collective's measured rate: the time per byte
+        grows with the size, so pricing each part at its own size would make merging look free."""
+        table = tables_lib.find(self.tables, kind, [a for a in axes if self.shape[a] > 1])
+        if table is None:
+            return None
+        if share >= 1.0:
+            return table.at(num_bytes)
+        merged = max(merged_bytes, num_bytes)
+        return share * latency + num_bytes * max(table.at(merged) - latency, 0.0) / merged
+
     # Alpa's formulas (alpa/shard_parallel/auto_sharding.py, LogicalDeviceMesh), in seconds; the small
     # constant tie-breakers there are kept relative so that equal-volume choices prefer the cheaper kind.
-    def all_reduce(self, num_bytes: float, axes: Sequence[int], latency_share: float = 1.0) -> float:
-        """`latency_share` < 1: this all-reduce is one of several XLA merges into one (gradients), and pays
-        that share of the latency."""
+    def all_reduce(
+        self, num_bytes: float, axes: Sequence[int], latency_share: float = 1.0, merged_bytes: float = 0.0
+    ) -> float:
+        """`latency_share` < 1: this all-reduce is one of several XLA merges into one (gradients) of about
+        `merged_bytes`, and pays that share of the latency."""
         n, alpha, beta = self.group(axes, "all_reduce")
         if n == 1:
             return 0.0
+        measured = self._measured("all_reduce", axes, num_bytes, 1.01 * alpha, latency_share, merged_bytes)
+        if measured is not None:
+            return measured
         return latency_share * 1.01 * alpha + beta * 2 * (n - 1) / n * num_bytes
 
     def all_gather(self, num_bytes: float, axes: Sequence[int]) -> float:
@@ -245,19 +278,32 @@ class MeshModel:
         n, alpha, beta = self.group(axes, "all_gather")
         if n == 1:
             return 0.0
+        measured = self._measured("all_gather", axes, num_bytes)
+        if measured is not None:
+            return measured
         return alpha + beta * (n - 1) / n * num_bytes + 0.1 * alpha
 
-    def reduce_scatter(self, num_bytes: float, axes: Sequence[int], latency_share: float = 1.0) -> float:
-        """`num_bytes` is the input (unscattered) size per device; `latency_share` as for all_reduce."""
+    def reduce_scatter(
+        self, num_bytes: float, axes: Sequence[int], latency_share: float = 1.0, merged_bytes: float = 0.0
+    ) -> float:
+        """`num_bytes` is the input (unscattered) size per device; the rest as for all_reduce."""
         n, alpha, beta = self.group(axes, "reduce_scatter")
         if n == 1:
             return 0.0
+        measured = self._measured(
+            "reduce_scatter", axes, num_bytes, 1.001 * alpha, latency_share, merged_bytes
+        )
+        if measured is not None:
+            return measured
         return latency_share * 1.001 * alpha + beta * (n - 1) / n * num_bytes
 
     def all_to_all(self, num_bytes: float, axes: Sequence[int]) -> float:
         n, alpha, beta = self.group(axes, "all_to_all")
         if n == 1:
             return 0.0
+        measured = self._measured("all_to_all", axes, num_bytes)
+        if measured is not None:
+            return measured
         # Alpa: each device keeps 1/n and sends (n-1)/n^2 of its data to each peer; penalised by 1.5x
         # against the ideal because all-to-all runs well below link bandwidth in practice.
         return alpha + beta * 1.5 * (n - 1) / n / n * num_bytes + 0.001 * alpha
@@ -267,6 +313,9 @@ class MeshModel:
         n, alpha, beta = self.group(axes, "collective_permute")
         if n == 1:
             return 0.0
+        measured = self._measured("collective_permute", axes, num_bytes)
+        if measured is not None:
+            return measured
         return alpha + beta * num_bytes
 
 
@@ -290,10 +339,12 @@ def make_mesh(
     beta: Sequence[float] | float | None = None,
     device: DeviceModel | None = None,
     collectives: dict[str, tuple[Sequence[float] | float, Sequence[float] | float]] | None = None,
+    tables: Sequence[tables_lib.CollectiveTable] = (),
 ) -> MeshModel:
     """A MeshModel with defaults filled in; a scalar alpha/beta applies to every axis. `collectives`:
     {kind: (alpha, beta)} figures of one collective kind (one value or one per axis each), which that
-    kind's cost uses instead of the axis's alpha and beta."""
+    kind's cost uses instead of the axis's alpha and beta; `tables`: measured times, which price their
+    collective over their axes instead of both."""
     shape = tuple(int(s) for s in shape)
     names = tuple(axis_names) if axis_names is not None else tuple("xyz"[: len(shape)])
     n = len(shape)
@@ -307,6 +358,7 @@ def make_mesh(
             (kind, _per_axis(a, n, ()), _per_axis(b, n, ()))
             for kind, (a, b) in sorted((collectives or {}).items())
         ),
+        tables=tuple(tables),
     )
 
 
@@ -331,12 +383,15 @@ def load_profile(path: str | os.PathLike[str], shape: Sequence[int]) -> tuple[di
       {"device": {"flops": 1.2e14, "memory_bandwidth": 1.5e12, "memory_bytes": 4.0e10,
                   "fused_broadcasts": true, "dot_half_rate_width": 14.0},
        "mesh": {"alpha": [1e-5, 2e-6], "beta": [1e-10, 1e-11],
-                "collectives": {"all_reduce": {"alpha": [..], "beta": [..]}, "all_gather": {...}, ...}},
+                "collectives": {"all_reduce": {"alpha": [..], "beta": [..],
+                                               "tables": [{"axes": [0], "samples": [[1024, 1.8e-4], ..]}]},
+                                "all_gather": {...}, ...}},
        "calibration": {...}}
     `mesh.alpha`/`mesh.beta` are one value or one per mesh axis (outermost first). `mesh.collectives` gives
     one collective kind (`COLLECTIVE_KINDS`) figures of its own, in the same form; a kind it leaves out uses
-    `mesh.alpha`/`mesh.beta`. `mesh.shape` and `calibration` (what `python -m autopar.calibrate` measured
-    on, and when) are information only.
+    `mesh.alpha`/`mesh.beta`. A kind's optional `tables` (`cost/tables.py`) are its measured times over a
+    set of axes (indices), which price it over exactly those axes. `mesh.shape` and `calibration` (what
+    `python -m autopar.calibrate` measured on, and when) are information only.
     """
     try:
         with open(path, encoding="utf-8") as f:
@@ -382,6 +437,11 @@ def load_profile(path: str | os.PathLike[str], shape: Sequence[int]) -> tuple[di
                 )
                 for kind, figures in kinds.items()
             }
+            overrides["tables"] = tuple(
+                table
+                for kind, figures in sorted(kinds.items())
+                for table in tables_lib.from_profile(kind, figures.get("tables", []), len(shape))
+            )
     except (TypeError, ValueError, KeyError) as err:
         raise ValueError(f"cluster profile '{path}': {err}") from None
     return overrides, device

@@ -12,7 +12,7 @@ import numpy as np
 
 import autopar
 from autopar.api import explain_problem
-from autopar.passes.intra_op.graph_facts import gradient_reductions, latency_share
+from autopar.passes.intra_op.graph_facts import gradient_reductions, latency_share, merged_gradient_bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +58,9 @@ def test_every_partial_sum_of_a_data_parallel_step_shares_the_one_all_reduce_xla
     assert {graph.nodes[v].kind for v in partial_sums} == {"stablehlo.dot_general", "stablehlo.reduce"}
     assert set(partial_sums) <= gradients
     assert all(latency_share(v, gradients) == 1 / len(gradients) for v in partial_sums)
+    # The merged all-reduce a measured table prices each part at is the one XLA compiles, byte for byte.
+    (compiled,) = [c for c in plan.collectives if c.kind == "all-reduce"]
+    assert merged_gradient_bytes(graph) == compiled.bytes
     np.testing.assert_allclose(
         f(params, x)[0]["w1"], jax.jit(mlp_step)(params, x)[0]["w1"], rtol=2e-5, atol=1e-6
     )

@@ -1,5 +1,7 @@
 """autopar-intra-op pieces on their own: strategies from Shardy rules, reshard costs, estimate(), errors."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,6 +56,13 @@ def test_reshard_costs():
     assert no_a2a[1, 2] > c[1, 2]
     no_ag = strat.reshard_cost(layouts, layouts, (64, 64), 4, mesh, False, True)
     assert no_ag[1, 0] >= strat.FORBIDDEN
+    # A measured table is not affine in the bytes: each reshard is priced at its own size.
+    table = cost.tables.CollectiveTable("all_gather", (0,), (1024.0, 8192.0, 65536.0), (1e-4, 2e-4, 9e-3))
+    measured = dataclasses.replace(mesh, tables=(table,))
+    c = strat.reshard_cost(layouts, layouts, (64, 64), 4, measured, True, True)
+    assert c[1, 0] == table.at(64 * 64 * 4) == measured.all_gather(64 * 64 * 4, [0])
+    wide = strat.reshard_cost(layouts, layouts, (64, 128), 4, measured, True, True)
+    assert wide[1, 0] == table.at(64 * 128 * 4) > 2 * c[1, 0]
 
 
 def test_estimate_leaves_ir_unchanged_and_is_deterministic():

@@ -150,7 +150,7 @@ def from_options(options: types.SimpleNamespace | dict) -> PlanConfig:
     except ValueError:
         raise PassError("device-flops and device-memory-bandwidth must be > 0") from None
     profile = str(get("cluster_profile", ""))
-    collectives = None
+    collectives, tables = None, ()
     if profile:
         try:
             overrides, device = cost.load_profile(profile, shape)
@@ -159,6 +159,7 @@ def from_options(options: types.SimpleNamespace | dict) -> PlanConfig:
         # Options mesh-alpha / mesh-beta win over the profile's mesh figures, its per-collective ones too.
         if alpha is None and beta is None:
             collectives = overrides.get("collectives")
+            tables = overrides.get("tables", ())
         alpha = alpha or overrides.get("alpha")
         beta = beta or overrides.get("beta")
     mesh = cost.make_mesh(
@@ -168,6 +169,7 @@ def from_options(options: types.SimpleNamespace | dict) -> PlanConfig:
         beta=beta,
         device=device,
         collectives=collectives,
+        tables=tables,
     )
     return _checked(mesh, o, get)
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from autopar import cost as cost_lib
 from autopar import solver as solver_lib
+from autopar.cost import tables as cost_tables
 from autopar.passes.intra_op import config as config_lib
 from autopar.passes.intra_op import problem as problem_lib
 from autopar.passes.intra_op.config import PlanConfig
@@ -264,8 +265,9 @@ def coarse_mesh(config: PlanConfig, groups: tuple[tuple[int, ...], ...]) -> cost
     for kind, _, _ in config.mesh.collectives:
         grouped = [config.mesh.group(g, kind) for g in groups]
         kinds.append((kind, tuple(a for _, a, _ in grouped), tuple(b for _, _, b in grouped)))
+    tables = cost_tables.regrouped(config.mesh.tables, groups)
     return cost_lib.MeshModel(
-        tuple(sizes), names, tuple(alphas), tuple(betas), config.mesh.device, tuple(kinds)
+        tuple(sizes), names, tuple(alphas), tuple(betas), config.mesh.device, tuple(kinds), tables
     )
 
 

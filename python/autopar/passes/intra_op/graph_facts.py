@@ -5,6 +5,8 @@ problem.py (the strategy lists and edges), emit.py and expected.py."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from autopar.passes.intra_op.graph import Graph, Node
@@ -36,6 +38,20 @@ def gradient_reductions(graph: Graph) -> set[int]:
 def latency_share(v: int, gradients: set[int]) -> float:
     """The share of a collective's latency node v's partial sums pay (1 unless XLA merges several)."""
     return 1.0 / len(gradients) if v in gradients and len(gradients) > 1 else 1.0
+
+
+def merged_gradient_bytes(graph: Graph) -> float:
+    """About how large XLA's merged gradient all-reduce is: every gradient reduction's results, whole (what
+    data parallelism all-reduces on each device). A measured collective table prices each gradient's part
+    at that size's rate (autopar.cost.MeshModel.all_reduce)."""
+    gradients = derived(graph, "gradients", gradient_reductions)
+    return float(
+        sum(
+            math.prod(shape) * size
+            for v in gradients
+            for shape, size in zip(graph.nodes[v].result_shapes, graph.nodes[v].result_itemsizes, strict=True)
+        )
+    )
 
 
 def _reduces(node: Node) -> bool:

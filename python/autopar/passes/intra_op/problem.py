@@ -29,6 +29,7 @@ from autopar.passes.intra_op.graph_facts import (
     is_optimizer_state,
     latency_share,
     live_intervals,
+    merged_gradient_bytes,
     parameter_results,
 )
 
@@ -194,7 +195,9 @@ def _node_strategies(
             len(node.operands), tuple(node.result_shapes), tuple(node.result_itemsizes), len(mesh.shape), time
         )
     share = latency_share(v, derived(graph, "gradients", gradient_reductions))
-    s = strat.op_strategies(_facts(node), mesh, config.active_axes, config.prefer_reduce_scatter, share)
+    merged = derived(graph, "gradient_bytes", merged_gradient_bytes) if share < 1.0 else 0.0
+    reduce_scatter = config.prefer_reduce_scatter
+    s = strat.op_strategies(_facts(node), mesh, config.active_axes, reduce_scatter, share, merged)
     if v in batch:
         s = _constrain_batch(node, s, batch[v], config, remarks)
     if not config.allow_recompute_heavy_op and node.kind in strat.HEAVY_OPS:

@@ -206,9 +206,11 @@ def op_strategies(
     active: tuple[int, ...],
     reduce_scatter: bool,
     latency_share: float = 1.0,
+    merged_bytes: float = 0.0,
 ) -> Strategies:
     """All strategies of an op with a sharding rule; the replicated strategy first. `latency_share` scales
-    the latency of the op's partial-sum collectives (see graph_facts.gradient_reductions)."""
+    the latency of the op's partial-sum collectives, merged by XLA into one of about `merged_bytes` (see
+    graph_facts.gradient_reductions)."""
     rule = facts.rule
     num_axes = len(mesh.shape)
     whole_time = op_time(facts, mesh)
@@ -235,7 +237,8 @@ def op_strategies(
         split = math.prod(mesh.shape[a] for a, f in enumerate(assignment) if f >= 0)
         reduced = [a for a, f in enumerate(assignment) if f in rule.reduction]
         compute = whole_time / split if plain else compute_time(facts, mesh, assignment)
-        variants = _reduction_variants(results, reduced, facts, mesh, reduce_scatter, latency_share)
+        merged = (latency_share, merged_bytes)
+        variants = _reduction_variants(results, reduced, facts, mesh, reduce_scatter, merged)
         for variant_results, collective in variants:
             for rows, layout in zip(operand_rows, operands, strict=True):
                 rows.append(layout)
@@ -295,9 +298,10 @@ def _reduction_variants(
     facts: OpFacts,
     mesh: MeshModel,
     reduce_scatter: bool,
-    latency_share: float = 1.0,
+    merged: tuple[float, float] = (1.0, 0.0),
 ):
-    """(result layouts, collective seconds) for an op whose axes `reduced` leave partial sums."""
+    """(result layouts, collective seconds) for an op whose axes `reduced` leave partial sums; `merged`:
+    (latency share, merged bytes) of the collectives XLA merges them into."""
     if not reduced:
         yield results, 0.0
         return
@@ -305,7 +309,7 @@ def _reduction_variants(
         tensor_bytes(s, i) / math.prod(mesh.shape[a] for a, d in enumerate(lay) if d >= 0)
         for lay, s, i in zip(results, facts.result_shapes, facts.result_itemsizes, strict=True)
     ]
-    yield results, sum(mesh.all_reduce(b, reduced, latency_share) for b in partial_bytes)
+    yield results, sum(mesh.all_reduce(b, reduced, *merged) for b in partial_bytes)
     if not reduce_scatter or len(results) != 1:
         return
     layout, shape = results[0], facts.result_shapes[0]
@@ -314,7 +318,7 @@ def _reduction_variants(
         already = math.prod(mesh.shape[a] for a, d in enumerate(layout) if d == dim)
         if shape[dim] % (already * group) == 0:
             scattered = [dim if a in reduced else d for a, d in enumerate(layout)]
-            yield [scattered], mesh.reduce_scatter(partial_bytes[0], reduced, latency_share)
+            yield [scattered], mesh.reduce_scatter(partial_bytes[0], reduced, *merged)
 
 
 # The order of a reshard's steps (`reshard_steps`): all at once, the all-to-all before the all-gather, or
@@ -442,22 +446,22 @@ def _mask_axes(mask: int) -> list[int]:
     return [a for a in range(8) if mask >> a & 1]
 
 
-def _collective_cost(masks: np.ndarray, volume: np.ndarray, price) -> np.ndarray:
+def _collective_cost(masks: np.ndarray, volume: np.ndarray, price, mesh: MeshModel) -> np.ndarray:
     """[Sp, Sc] seconds of one collective per entry over the axes of `masks` (0: none) on `volume` bytes per
-    device; `price` None forbids it. Collective times are affine in the bytes: one intercept and slope per
-    axis set."""
-    if not masks.any():
-        return np.zeros(masks.shape)
-    top = int(masks.max()) + 1
-    intercept, slope = np.zeros(top), np.zeros(top)
+    device; `price` None forbids it. Affine in the bytes (one intercept and slope per axis set) unless the
+    mesh has measured tables (then priced once per distinct bytes: autopar/cost/tables.py)."""
+    out, volume = np.zeros(masks.shape), np.broadcast_to(volume, masks.shape)
     for mask in np.unique(masks[masks > 0]):
+        chosen, axes = masks == mask, _mask_axes(int(mask))
         if price is None:
-            intercept[mask] = FORBIDDEN
-            continue
-        axes = _mask_axes(int(mask))
-        intercept[mask] = price(0.0, axes)
-        slope[mask] = price(1.0, axes) - intercept[mask]
-    return np.where(masks > 0, intercept[masks] + slope[masks] * volume, 0.0)
+            out[chosen] = FORBIDDEN
+        elif not mesh.tables:
+            intercept = price(0.0, axes)
+            out[chosen] = intercept + (price(1.0, axes) - intercept) * volume[chosen]
+        else:
+            distinct, back = np.unique(volume[chosen], return_inverse=True)
+            out[chosen] = np.array([price(float(v), axes) for v in distinct])[back]
+    return out
 
 
 def reshard_cost(
@@ -479,7 +483,7 @@ def reshard_cost(
     per_device = total / shards_of(required, mesh.shape).astype(np.float64)  # [Sc]
     gather, move, permute, remat, order, unsliced = reshard_steps(produced, required, mesh.shape)
     # The gathers of a rematerialization produce the whole tensor.
-    cost = _collective_cost(np.where(remat, gather, 0), np.float64(total), mesh.all_gather)
+    cost = _collective_cost(np.where(remat, gather, 0), np.float64(total), mesh.all_gather, mesh)
     gather = np.where(remat, 0, gather)
     # The collectives carry the tensor before its slices; an all-to-all that runs first, before the
     # gathers too.
@@ -488,7 +492,8 @@ def reshard_cost(
     for a, size in enumerate(mesh.shape):
         gathered_share = np.where(gather >> a & 1, gathered_share / size, gathered_share)
     move_volume = volume * np.where(order == MOVE_FIRST, gathered_share, 1.0)
-    cost += _collective_cost(move, move_volume, mesh.all_to_all if allow_all_to_all else mesh.all_gather)
-    cost += _collective_cost(gather, volume, mesh.all_gather if allow_all_gather else None)
-    cost += _collective_cost(permute, volume, mesh.collective_permute)
+    move_price = mesh.all_to_all if allow_all_to_all else mesh.all_gather
+    cost += _collective_cost(move, move_volume, move_price, mesh)
+    cost += _collective_cost(gather, volume, mesh.all_gather if allow_all_gather else None, mesh)
+    cost += _collective_cost(permute, volume, mesh.collective_permute, mesh)
     return np.minimum(cost, FORBIDDEN)
