@@ -6,11 +6,15 @@ grid (autopar-intra-op's `plan-family`: data parallel, tensor parallel, ZeRO-3 o
 model x data on 2x4), every one planned and priced under one cluster profile. Each plan's predicted step
 time (the pass's objective, `autopar.objective`) is set beside its measured one (median of repeats, each
 the mean of --steps consecutive steps, with its arguments already in place; the plans take turns,
-round-robin, so drift in the machine's load touches them alike). Per program: the Spearman rank correlation, the median relative error, and whether the
-plan the model ranks first runs within 10 % of the fastest.
+round-robin, so drift in the machine's load touches them alike). Per program: the Spearman rank
+correlation, the median relative error, and whether the plan the model ranks first runs within 10 % of
+the fastest. The last line gives the machine's load: run it where no other job runs (docs/cost_model.md).
+It runs under glibc malloc settings that keep freed memory, as an accelerator's allocator does
+(benchmarks/allocator.py); --system-malloc times the steps under the defaults instead.
 
     python benchmarks/cost_model.py [--profile profile.json] [--programs mlp,transformer,convnet]
                                     [--repeats 9] [--steps 5] [--default-model] [--breakdown]
+                                    [--system-malloc]
 
 Without --profile the devices are calibrated first (`autopar.calibrate`, one axis over all devices, full
 sizes; --quick-calibration for fewer). --default-model plans and prices with the built-in defaults instead
@@ -36,6 +40,11 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(1, str(ROOT))
+
+if __name__ == "__main__" and "--system-malloc" not in sys.argv:
+    from benchmarks import allocator
+
+    allocator.reexec_pooled()  # steps without page faults, as on an accelerator's pool (allocator.py)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -202,6 +211,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--steps", type=int, default=5, help="consecutive steps timed as one repeat")
     parser.add_argument("--breakdown", action="store_true", help="compute / communication / compiled")
+    parser.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="time under glibc's default malloc (freed memory goes back to the kernel; allocator.py)",
+    )
     a = parser.parse_args()
     profiles = None
     if a.profile:
@@ -224,6 +238,10 @@ def main() -> None:
         f"{sum(s['rho'] >= 0.8 for _, s in summary)}/{len(summary)} programs; model's top plan within 10 % "
         f"of the fastest in {sum(s['within'] for _, s in summary)}/{len(summary)}"
     )
+    # Other jobs on the host change what a collective costs inside a program (a group waits for its
+    # slowest device's turn on the cores), which no calibration of this run can promise to hold.
+    load = os.getloadavg()[0]
+    print(f"load average over the last minute: {load:.1f} on {os.cpu_count()} cores (the run's own included)")
 
 
 if __name__ == "__main__":
