@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -141,31 +142,53 @@ def prepare(program, profiles: dict[int, str] | None, splits: dict | None = None
     return out
 
 
-def measure(plans, repeats: int, steps: int) -> list[list[float]]:
-    """Every repeat's step time per plan: the mean of `steps` consecutive steps (one step of 8 virtual
-    devices on 2 cores swings by tens of percent with the scheduler; 5 steps in a row cut the repeats'
-    spread about 3x). The plans take turns, so drift in the machine's load touches them alike."""
+@dataclasses.dataclass
+class Timed:
+    """A plan's repeats: step times, and per step what the host spent beside the program (getrusage over
+    the whole process: page faults, voluntary context switches, system CPU seconds)."""
+
+    seconds: list[float] = dataclasses.field(default_factory=list)
+    faults: list[float] = dataclasses.field(default_factory=list)
+    switches: list[float] = dataclasses.field(default_factory=list)
+    system: list[float] = dataclasses.field(default_factory=list)
+
+
+def measure(plans, repeats: int, steps: int) -> list[Timed]:
+    """Every repeat of each plan: the mean of `steps` consecutive steps (one step of 8 virtual devices on 2
+    cores swings by tens of percent with the scheduler; 5 steps in a row cut the repeats' spread about
+    3x). The plans take turns, so drift in the machine's load touches them alike."""
     for _, _, run in plans:  # warm-up
         run()
         run()
-    times = [[] for _ in plans]
+    timed = [Timed() for _ in plans]
     for _ in range(repeats):
-        for i, (_, _, run) in enumerate(plans):
-            start = time.perf_counter()
+        for t, (_, _, run) in zip(timed, plans, strict=True):
+            before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
             for _ in range(steps):
                 run()
-            times[i].append((time.perf_counter() - start) / steps)
-    return times
+            t.seconds.append((time.perf_counter() - start) / steps)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            t.faults.append((after.ru_minflt + after.ru_majflt - before.ru_minflt - before.ru_majflt) / steps)
+            t.switches.append((after.ru_nvcsw - before.ru_nvcsw) / steps)
+            t.system.append((after.ru_stime - before.ru_stime) / steps)
+    return timed
 
 
-def report(program: str, plans, times: list[list[float]]) -> dict:
+def report(program: str, plans, timed: list[Timed]) -> dict:
     predicted = [p for _, p, _ in plans]
-    measured = [statistics.median(t) for t in times]
+    measured = [statistics.median(t.seconds) for t in timed]
     print(f"\n### {program}\n")
-    print("| plan | predicted s | measured s | measured / predicted | repeats' spread (max - min) / median |")
-    print("|---|---|---|---|---|")
-    for (name, p, _), m, t in zip(plans, measured, times, strict=True):
-        print(f"| {name} | {p:.4g} | {m:.4g} | {m / p:.2f} | {(max(t) - min(t)) / m:.0%} |")
+    print(
+        "| plan | predicted s | measured s | measured / predicted | repeats' spread (max - min) / median "
+        "| per step: page faults | context switches | system s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for (name, p, _), m, t in zip(plans, measured, timed, strict=True):
+        host = [statistics.median(x) for x in (t.faults, t.switches, t.system)]
+        print(
+            f"| {name} | {p:.4g} | {m:.4g} | {m / p:.2f} | {(max(t.seconds) - min(t.seconds)) / m:.0%} "
+            f"| {host[0]:.0f} | {host[1]:.0f} | {host[2]:.3g} |"
+        )
     rho = spearman(predicted, measured)
     errors = [abs(p - m) / m for p, m in zip(predicted, measured, strict=True)]
     top, best = int(np.argmin(predicted)), int(np.argmin(measured))

@@ -7,8 +7,9 @@ Three measurements, each printed as one line per repeat:
   as `python -m autopar.calibrate` fits it, and what `1 + min(1, (c / w)^2)` (a form measured against it,
   not adopted: docs/cost_model.md) gives with its c from width 32;
 - convolutions: the FLOP rate of 3 x 3 convolutions of a few shapes against the n x n matmul rate;
-- collectives inside a program: k dependent (matmul, all-reduce) steps against the matmuls alone and the
-  all-reduces alone; "interference" is what a collective costs beyond its isolated time.
+- collectives inside a program: k rounds of (matmul, collective of its result) against the matmuls alone
+  and the collectives alone, over groups of 2, 4 and 8: what a collective costs in a program beyond its
+  time alone (the first version reduced a separate buffer, which the next matmul did not wait for).
 
     python benchmarks/cost_model_probes.py [--repeats 2]
 
@@ -82,42 +83,52 @@ def convolutions(mesh: Mesh) -> str:
     return "3 x 3 convolutions, rate / matmul rate: " + "; ".join(parts)
 
 
-def interference(mesh: Mesh, n: int, elements: int, steps: int = 8) -> str:
-    spec = PartitionSpec("x")
-    w = jax.device_put(np.eye(n, dtype=np.float32), NamedSharding(mesh, PartitionSpec()))
-    x = jax.device_put(np.ones((8 * n, n), np.float32), NamedSharding(mesh, spec))
-    g = jax.device_put(np.ones((8 * elements,), np.float32), NamedSharding(mesh, spec))
+def interference(rows: int, kind: str, steps: int = 8) -> str:
+    """What a collective costs between the matmuls whose results it carries, beyond its time alone, over
+    groups of 2, 4 and 8 of a 2 x 4 mesh: `steps` rounds of (rows x 256 matmul, tanh, collective of its
+    result), against the rounds without the collective and the collectives alone. Each collective waits
+    for the matmul before it and the next matmul for it, as in a tensor-parallel layer."""
+    mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ("a", "b"))
+    spec, n = PartitionSpec(("a", "b")), 256
+    w = jax.device_put(np.eye(n, dtype=np.float32) * 0.5, NamedSharding(mesh, PartitionSpec()))
+    x = jax.device_put(np.ones((8 * rows, n), np.float32), NamedSharding(mesh, spec))
+    parts = []
+    for axes in ("a", "b", ("a", "b")):
+        group = mesh.shape["a"] * mesh.shape["b"] if isinstance(axes, tuple) else mesh.shape[axes]
 
-    def both(x, w, g):
-        for _ in range(steps):
-            x = jax.numpy.tanh(x @ w)
-            g = lax.psum(g + x[0, 0], "x")
-        return x, g
+        def collective(y, axes=axes, group=group):
+            if kind == "all-reduce":
+                return lax.psum(y, axes)
+            return lax.all_gather(y[:, : n // group], axes, axis=1, tiled=True)
 
-    def matmuls(x, w, g):
-        for _ in range(steps):
-            x = jax.numpy.tanh(x @ w)
-            g = g + x[0, 0]
-        return x, g
+        def both(x, w, collective=collective):
+            for _ in range(steps):
+                x = collective(jax.numpy.tanh(x @ w))
+            return x
 
-    def reduces(x, w, g):
-        for _ in range(steps):
-            g = lax.psum(g + 1.0, "x")
-        return x, g
+        def compute(x, w):
+            for _ in range(steps):
+                x = jax.numpy.tanh(x @ w) * 1.0001
+            return x
 
-    def baseline(x, w, g):
-        return x, g + 1.0
+        def alone(x, w, collective=collective):
+            for _ in range(steps):
+                x = collective(x)
+            return x
 
-    t = {
-        f.__name__: median_seconds(on_mesh(mesh, f, (spec, PartitionSpec(), spec), (spec, spec)), x, w, g)
-        for f in (both, matmuls, reduces, baseline)
-    }
-    alone = (t["reduces"] - t["baseline"]) / steps
-    extra = (t["both"] - t["matmuls"]) / steps - alone
+        def baseline(x, w):
+            return x * 1.0
+
+        t = {
+            f.__name__: median_seconds(on_mesh(mesh, f, (spec, PartitionSpec()), spec), x, w)
+            for f in (both, compute, alone, baseline)
+        }
+        by_itself = (t["alone"] - t["baseline"]) / steps
+        extra = (t["both"] - t["compute"]) / steps - by_itself
+        parts.append(f"group of {group}: alone {by_itself * 1e6:.0f} us, interference {extra * 1e6:+.0f} us")
     return (
-        f"all-reduce of {elements * 4 // 1024} KiB between {n} x {n} matmuls "
-        f"({t['matmuls'] / steps * 1e3:.1f} ms each): alone {alone * 1e6:.0f} us, "
-        f"interference {extra * 1e6:+.0f} us per collective"
+        f"{kind} of a {rows} x {n} matmul's result, between matmuls ({t['compute'] / steps * 1e3:.2f} ms "
+        "each): " + "; ".join(parts)
     )
 
 
@@ -129,8 +140,9 @@ def main() -> int:
     for _ in range(a.repeats):
         print(narrow_dots(mesh), flush=True)
         print(convolutions(mesh), flush=True)
-        print(interference(mesh, 512, 1024), flush=True)
-        print(interference(mesh, 256, 64 * 1024), flush=True)
+        for rows in (512, 1024):
+            for kind in ("all-reduce", "all-gather"):
+                print(interference(rows, kind), flush=True)
     return 0
 
 

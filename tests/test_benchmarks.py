@@ -124,10 +124,12 @@ def test_cost_model(tmp_path: Path) -> None:
     args = ("--profile", str(profile), "--programs", "mlp", "--repeats", "1", "--breakdown")
     out = run("cost_model.py", *args)
     assert "| solver 8 |" in out and "| model x data 2x4 |" in out and "Spearman" in out
+    assert "| per step: page faults | context switches | system s |" in out and "load average" in out
     assert "| plan | compute s | communication s (model) | compiled collectives, priced s |" in out
 
 
 def test_cost_model_probes() -> None:
     out = run("cost_model_probes.py", "--repeats", "1")
     assert out.startswith("narrow dots: c = ") and "3 x 3 convolutions, rate / matmul rate:" in out
-    assert out.count("interference") == 2
+    # Two sizes and two kinds, each over groups of 2, 4 and 8.
+    assert out.count("interference") == 12 and out.count("group of 8") == 4
