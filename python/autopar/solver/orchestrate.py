@@ -267,9 +267,9 @@ def _usage_limited_search(
         best_cost = float(core.evaluate(incumbent.best)[0])
         assignment = gm.encode(incumbent.best)
     search = lns.Search()
-    incumbent.log("large-neighbourhood search")
-    objective = lns.Objective(core)
     lns_budget = max(1 - share - late_share, 0.0) * budget
+    incumbent.log({"large-neighbourhood search": 1 - share, "late toulbar2 rounds": late_share})
+    objective = lns.Objective(core)
     lns.lns(gm, assignment, best_cost, objective, lns_budget, rng, deadline, incumbent, search)
     return Verdict(lower_bound, False, clock_cut or search.clock_cut, message)
 
