@@ -32,6 +32,14 @@ CFN_PRICE_TOLERANCE = 0.01
 CFN_WORK_PER_ENTRY = 1.0
 CFN_WORK_PER_BACKTRACK = 3000.0
 CFN_UNPROVEN = 3
+# Whether the phase goes on past the CFN_UNPROVEN stop while no priced optimum has fitted, until one fits
+# (it then stops). Those late rounds hand on only their repaired solutions, through the incumbent: not
+# their bracket, fitting optimum or level; their work is reported apart (`late_used`) and charged to the
+# final large-neighbourhood search, so the priced search and the restricted phase keep their budgets. Off:
+# measured on counted work (seed 0, `benchmarks/iopddl.py --work-only` with it on), K 0.9883 -> 0.99977,
+# N 0.9700 -> 0.9860, S 0.98293 -> 0.98155: on S the late rounds only use up the final search's budget (on K
+# twice that budget, so K overran its own). docs/solver.md, "toulbar2 until a priced optimum fits".
+CFN_UNTIL_FIT = False
 # Work units per wall second of the toulbar2 phases (their budgets are seconds x this), and the slack of the
 # wall-clock cap on each of their solves: a solve may take at most this many times the seconds its phase has
 # left in work. Why: toulbar2's backtracks cost 2 ms on M and 6-17 ms on S but 0.6 s on L, whose second
@@ -60,6 +68,8 @@ class CfnPricingResult:
       best_round_cost: that optimum's cost (inf when there is none).
       floor: when no priced optimum fitted, the price and priced optimum of the highest level tried (all
         over the limit), or None: a level the priced search need not start below.
+      late_used: share of its budget used by the rounds after the CFN_UNPROVEN stop (CFN_UNTIL_FIT), which
+        `used` leaves out: the caller charges it to a later phase.
     """
 
     used: float
@@ -72,6 +82,7 @@ class CfnPricingResult:
     best_round: Price | None = None
     best_round_cost: float = float("inf")
     floor: Price | None = None
+    late_used: float = 0.0
 
 
 def price_memory_cfn(
@@ -116,6 +127,7 @@ def price_memory_cfn(
     node_price, work, rounds, unproven, handoff = None, 0.0, 0, 0, None
     best_round, best_round_cost, floor = None, float("inf"), None
     optimal, memory_free, clock_cut, log = False, None, False, []
+    late_from = None  # the work done when the CFN_UNPROVEN stop was passed by (CFN_UNTIL_FIT), else None
     entry_work = CFN_WORK_PER_ENTRY * cfn.num_table_entries
     if entry_work > budget:  # one network costs more than the whole budget (3-axis meshes of big models)
         return CfnPricingResult(1.0, None, lower_bound=lower_bound)
@@ -167,7 +179,10 @@ def price_memory_cfn(
             reference = np.asarray(incumbent.best, dtype=np.int64)
         over = peak > limit
         unproven = 0 if result.optimal else unproven + 1
-        if rounds > 1:
+        if late_from is not None:
+            if not over:
+                break  # a late round's priced optimum fits: its repairs are in the incumbent, nothing else
+        elif rounds > 1:
             # This round's fit or excess is recorded before the handoff is decided, so that a bracket
             # closed by the phase's last round is handed on (it used to be read one round late).
             if over:
@@ -178,11 +193,14 @@ def price_memory_cfn(
                 best_round, best_round_cost = Price(shape.copy(), mu, x), cost
         # Handed on only once bracketed: from an unbracketed level the priced search, slower to respond
         # than toulbar2, overshoots (S at 240 s: 1.063 with the handoff after three rounds, 1.0205 without).
-        handoff = Price(shape, mu, x) if fits_at is not None and over_at is not None else None
-        if rounds > 1 and fits_at is None and over:
-            floor = Price(shape, mu, x)  # the highest level so far, and every priced optimum was over
-        if unproven >= CFN_UNPROVEN:
-            break
+        if late_from is None:
+            handoff = Price(shape, mu, x) if fits_at is not None and over_at is not None else None
+            if rounds > 1 and fits_at is None and over:
+                floor = Price(shape, mu, x)  # the highest level so far, and every priced optimum was over
+        if unproven >= CFN_UNPROVEN and late_from is None:
+            if not CFN_UNTIL_FIT or fits_at is not None:
+                break
+            late_from = work  # no priced optimum fitted yet: go on until one does
         if rounds == 1:
             shape = np.maximum(usage_profile(usage[first + x], lo, hi, moments) - limit, 0.0)
             mu = CFN_PRICE_START * best_cost / limit
@@ -196,7 +214,9 @@ def price_memory_cfn(
             else:
                 mu = float(np.sqrt(fits_at * over_at))
         node_price = price_per_node(shape, mu, lo, hi)
-    used = min(work / budget, 1.0) if budget > 0 else 1.0
+    late_work = 0.0 if late_from is None else work - late_from
+    used = min((work - late_work) / budget, 1.0) if budget > 0 else 1.0
+    late_used = min(late_work / budget, 1.0 - used) if budget > 0 else 0.0
     return CfnPricingResult(
         used,
         handoff,
@@ -208,6 +228,7 @@ def price_memory_cfn(
         best_round,
         best_round_cost,
         None if fits_at is not None else floor,
+        late_used,
     )
 
 

@@ -206,6 +206,7 @@ def _usage_limited_search(
     budget = work_limit if work_limit is not None else lns.LNS_WORK_PER_SECOND * seconds
     message = "large-neighbourhood search (presolve + HiGHS sub-ILPs)"
     share, price, cfn, settled, settled_cost, floor = 0.0, None, None, None, float("inf"), None
+    late_share = 0.0  # the run's share toulbar2's late rounds used (CFN_UNTIL_FIT): the final LNS pays it
     lower_bound, clock_cut, memory_free_solution = None, False, None
     if cfn_pricing.CFN_SHARE > 0:
         cfn = PricedCfn(core)
@@ -217,6 +218,7 @@ def _usage_limited_search(
             core, fast.solution, best_cost, cfn_budget, seed, deadline, incumbent, lower_bound, cfn
         )
         share, price, lower_bound = cfn_share * priced.used, priced.price, priced.lower_bound
+        late_share = cfn_share * priced.late_used
         settled, settled_cost, floor = priced.best_round, priced.best_round_cost, priced.floor
         clock_cut, memory_free_solution = clock_cut or priced.clock_cut, priced.memory_free
         message = "toulbar2 priced optima + large-neighbourhood search (presolve + HiGHS sub-ILPs)"
@@ -265,9 +267,10 @@ def _usage_limited_search(
         best_cost = float(core.evaluate(incumbent.best)[0])
         assignment = gm.encode(incumbent.best)
     search = lns.Search()
-    incumbent.log("large-neighbourhood search")
+    lns_budget = max(1 - share - late_share, 0.0) * budget
+    incumbent.log({"large-neighbourhood search": 1 - share, "late toulbar2 rounds": late_share})
     objective = lns.Objective(core)
-    lns.lns(gm, assignment, best_cost, objective, (1 - share) * budget, rng, deadline, incumbent, search)
+    lns.lns(gm, assignment, best_cost, objective, lns_budget, rng, deadline, incumbent, search)
     return Verdict(lower_bound, False, clock_cut or search.clock_cut, message)
 
 
