@@ -55,8 +55,8 @@ def test_quick_run_writes_a_profile_load_profile_reads(quick_profile):
     kinds = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
     assert set(tables) <= {(k, a) for k in kinds for a in ((0,), (1,), (0, 1))}
     assert {a for _, a in tables} == {(0,), (1,), (0, 1)} and len(tables) >= 10
-    for table in tables.values():
-        assert table.sizes[0] == 1024
+    for table in tables.values():  # sizes a quick run measures (one it could not time is left out)
+        assert set(table.sizes) <= {1024.0 * 16**k for k in range(5)} and len(table.sizes) >= 2
         assert all(table.at(b) == s for b, s in zip(table.sizes, table.seconds, strict=True))
     assert [p.name for p in path.parent.iterdir()] == ["profile.json"]  # the temporary file was renamed
 

@@ -50,6 +50,8 @@ class CollectiveTable:
         if num_bytes <= sizes[0] or len(sizes) == 1:
             return seconds[0] if num_bytes <= sizes[0] else seconds[0] * num_bytes / sizes[0]
         i = min(bisect.bisect_left(sizes, num_bytes), len(sizes) - 1)  # the segment (i-1, i)
+        if sizes[i] == num_bytes:  # a measured size: its own time, without rounding
+            return seconds[i]
         slope = (seconds[i] - seconds[i - 1]) / (sizes[i] - sizes[i - 1])
         return seconds[i - 1] + slope * (num_bytes - sizes[i - 1])
 
