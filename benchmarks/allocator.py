@@ -4,7 +4,7 @@ keeps its pool: for benchmarks that time steps on virtual CPU devices standing i
 With glibc's defaults, a step's large temporaries and collective buffers are handed back to the kernel
 when freed and faulted in again, zeroed, by the next step: on the 2-layer GPT's tensor-parallel plan over 8
 devices, 18,000 page faults and 45-75 ms of system time per 130 ms step, against none for its
-data-parallel plan (docs/cost_model.md, "Page faults"). No accelerator pays that (XLA's GPU and TPU
+data-parallel plan (docs/cost_model.md, "A second machine"). No accelerator pays that (XLA's GPU and TPU
 runtimes allocate from a pool), and no cost model of one prices it. One arena, no trimming, a 256 MiB top
 pad and the largest mmap threshold make every step after the first fault-free. glibc reads these
 variables when a process starts, so `reexec_pooled` starts the benchmark again with them set.

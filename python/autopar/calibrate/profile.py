@@ -149,11 +149,12 @@ def _tables(mesh: Mesh, shape, samples: dict, byte_sizes, repeats: int, say) -> 
     names = "xyz"[: len(shape)]
     groups = {(i,): samples[names[i]] for i in range(len(shape)) if names[i] in samples}
     if len(groups) >= 2:
-        together = tuple(names[i] for (i,) in groups)
+        indices = tuple(i for (i,) in groups)
+        together = tuple(names[i] for i in indices)
         say(f"axes {','.join(together)} together (size {math.prod(mesh.shape[a] for a in together)})")
         measured = measure.collective_samples(mesh, together, measure.KINDS, byte_sizes, repeats)
-        samples[",".join(together)] = {kind: [[b, t] for b, t in pairs] for kind, pairs in measured.items()}
-        groups[tuple(i for (i,) in groups)] = samples[",".join(together)]
+        groups[indices] = {kind: [[b, t] for b, t in pairs] for kind, pairs in measured.items()}
+        samples[",".join(together)] = groups[indices]
     return {
         kind: [
             {"axes": list(axes), "samples": [[b, t] for b, t in by_kind[kind] if t is not None]}

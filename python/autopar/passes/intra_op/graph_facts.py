@@ -5,11 +5,10 @@ problem.py (the strategy lists and edges), emit.py and expected.py."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from autopar.passes.intra_op.graph import Graph, Node
+from autopar.passes.intra_op.strategies import tensor_bytes
 
 
 def derived(graph: Graph, name: str, compute):
@@ -45,11 +44,12 @@ def merged_gradient_bytes(graph: Graph) -> float:
     data parallelism all-reduces on each device). A measured collective table prices each gradient's part
     at that size's rate (autopar.cost.MeshModel.all_reduce)."""
     gradients = derived(graph, "gradients", gradient_reductions)
+    nodes = [graph.nodes[v] for v in gradients]
     return float(
         sum(
-            math.prod(shape) * size
-            for v in gradients
-            for shape, size in zip(graph.nodes[v].result_shapes, graph.nodes[v].result_itemsizes, strict=True)
+            tensor_bytes(shape, size)
+            for n in nodes
+            for shape, size in zip(n.result_shapes, n.result_itemsizes, strict=True)
         )
     )
 
