@@ -220,6 +220,12 @@ def calibrate_meshes(quick: bool) -> dict[int, str]:
     return paths
 
 
+def profiles_from(paths: list[str]) -> dict[int, str]:
+    """{number of mesh axes: profile path} from --profile arguments (one profile of 8 serves both)."""
+    loaded = {len(json.loads(Path(p).read_text())["mesh"].get("shape", [8])): p for p in paths}
+    return {1: loaded.get(1, paths[0]), 2: loaded.get(2, loaded.get(1, paths[0]))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -242,8 +248,7 @@ def main() -> None:
     a = parser.parse_args()
     profiles = None
     if a.profile:
-        loaded = {len(json.loads(Path(p).read_text())["mesh"].get("shape", [8])): p for p in a.profile}
-        profiles = {1: loaded.get(1, a.profile[0]), 2: loaded.get(2, loaded.get(1, a.profile[0]))}
+        profiles = profiles_from(a.profile)
     elif not a.default_model:
         profiles = calibrate_meshes(a.quick_calibration)
     summary = []

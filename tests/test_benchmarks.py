@@ -2,8 +2,10 @@
 in-tree with a dev build): a quick configuration of each, as a smoke test of the figures' commands."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,111 @@ def test_cost_model_probes() -> None:
     assert out.startswith("narrow dots: c = ") and "3 x 3 convolutions, rate / matmul rate:" in out
     # Two sizes and two kinds, each over groups of 2, 4 and 8.
     assert out.count("interference") == 12 and out.count("group of 8") == 4
+
+
+def test_cost_model_cpu_sorts_perf_samples_by_kind_of_work() -> None:
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import cost_model_cpu
+
+    report = """
+    30.00%  300  [.] ynn::dot_fp32_5x64x1_1x16x1_avx512
+    10.00%  100  [.] Eigen::internal::gemm_pack_colmajor_block<float, long>
+     9.00%   90  [.] 0x00007fb75c8e9141
+     8.00%   80  [k] finish_task_switch.isra.0
+     5.00%   50  [.] _int_malloc
+     4.00%   40  [.] __memmove_avx512_unaligned_erms
+     3.00%   30  [.] ynn::transpose_x32_avx512
+     2.00%   20  [.] xla::cpu::(anonymous namespace)::ReduceScatter<(xla::PrimitiveType)11>
+     1.00%   10  [k] clear_page_erms
+     1.00%   10  [.] PyEval_EvalFrameDefault
+    """
+    got = cost_model_cpu.categorize(report)
+    assert got == {
+        "fused dots": 300,
+        "unfused dots": 100,
+        "transposes": 30,
+        "compiled loops": 90,
+        "other kernels": 0,
+        "collectives": 20,
+        "copies": 40,
+        "allocation": 50,
+        "scheduling": 80,
+        "kernel, other": 10,
+        "other": 10,
+    }
+
+
+def test_cost_model_cpu_counts_the_dots_xla_leaves_unfused() -> None:
+    import jax
+    import jax.numpy as jnp
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import cost_model_cpu
+
+    a, b = jnp.ones((64, 32)), jnp.ones((64, 48))
+    # On the pinned jaxlib's CPU backend a dot whose left operand contracts its leading dimension runs on
+    # its own; the same product with the contraction on the minor dimension goes into a fused kernel.
+    transposed = jax.jit(lambda a, b: jnp.einsum("km,kn->mn", a, b)).lower(a, b).compile().as_text()
+    w = jnp.ones((32, 48))
+    plain = jax.jit(lambda a, w: a @ w).lower(a, w).compile().as_text()
+    assert cost_model_cpu.unfused_dots(transposed) == 1
+    assert cost_model_cpu.unfused_dots(plain) == 0
+
+
+def test_cost_model_cpu_needs_perf(tmp_path: Path) -> None:
+    env = dict(os.environ, PATH=str(tmp_path))  # no perf on PATH
+    if IN_TREE:
+        env["PYTHONPATH"] = str(PACKAGE_DIR)
+    result = subprocess.run(
+        [sys.executable, "benchmarks/cost_model_cpu.py", "--profile", "unused.json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: this benchmark samples the host with Linux perf")
+    )
+
+
+def _perf_can_sample() -> bool:
+    """Linux perf is installed and may sample a process of ours (root, or perf_event_paranoid <= 1)."""
+    if shutil.which("perf") is None:
+        return False
+    with tempfile.TemporaryDirectory() as folder:
+        probe = ["perf", "record", "-q", "-o", os.path.join(folder, "p.data"), "--", "true"]
+        return subprocess.run(probe, capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _perf_can_sample(), reason="Linux perf cannot sample here")
+def test_cost_model_cpu(tmp_path: Path) -> None:
+    profile = tmp_path / "p.json"
+    calibrate = subprocess.run(
+        [sys.executable, "-m", "autopar.calibrate", "--quick", "-o", str(profile)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(PACKAGE_DIR)),
+        timeout=600,
+    )
+    assert calibrate.returncode == 0, calibrate.stderr[-3000:]
+    out = run(
+        "cost_model_cpu.py",
+        "--profile",
+        str(profile),
+        "--programs",
+        "mlp",
+        "--plans",
+        "data 8",
+        "--seconds",
+        "1",
+    )
+    row = next(line for line in out.splitlines() if line.startswith("| data 8 |"))
+    cells = [float(c) for c in row.strip("|").split("|")[1:]]
+    model_compute, _, measured, host_cpu, unfused, *kinds = cells
+    assert model_compute > 0 and measured > 0 and unfused == int(unfused)
+    assert host_cpu == pytest.approx(sum(kinds), abs=0.1 * len(kinds)) and host_cpu > 0

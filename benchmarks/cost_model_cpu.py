@@ -1,0 +1,171 @@
+"""Where a plan's step goes on the host, beside what the cost model prices: for the plans of
+benchmarks/cost_model.py, the CPU time per step by kind of work, sampled with Linux `perf`.
+
+Eight virtual CPU devices share the host's cores, so a step's wall time is about its CPU time over the
+cores, and every kind of host work counts: fused and unfused dots, the compiled elementwise loops,
+transposes, copies, memory allocation, the collectives' own code, and the scheduler's context switches
+when device threads wait for each other. The cost model prices dots and memory traffic per device and
+collectives from the calibrated tables; this table shows, per plan, which kinds of work differ from what
+the model says (docs/cost_model.md, "Where the transformer's time goes").
+
+    python benchmarks/cost_model_cpu.py [--profile p8.json --profile p2x4.json] [--programs transformer]
+                                        [--plans "solver 8,model x data 2x4"] [--seconds 6]
+
+Without --profile the devices are calibrated first, as in cost_model.py. Needs `perf` (Debian:
+linux-perf) with permission to sample this process (root, or kernel.perf_event_paranoid <= 1).
+Run it alone on the machine (benchmarks/isolated.sh); it times under the same pooled malloc as
+cost_model.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(1, str(ROOT))
+
+if __name__ == "__main__":
+    from benchmarks import allocator
+
+    allocator.reexec_pooled()
+
+import jax  # noqa: E402
+from benchmarks import cost_model  # noqa: E402
+
+import autopar  # noqa: E402
+from autopar.ir import attrs  # noqa: E402
+
+SAMPLE_HZ = 499
+# (kind of work, pattern over perf's "[k] symbol" / "[.] symbol"), first match wins. The compiled
+# elementwise loops are XLA's JIT code, which perf cannot name: its addresses print as 0x...
+KINDS = (
+    ("fused dots", r"ynn::dot"),
+    ("unfused dots", r"Eigen::internal|TensorContraction|gebp|gemm"),
+    ("transposes", r"transpose"),
+    ("compiled loops", r"^\[\.\] 0x"),
+    ("other kernels", r"ynn::|slinky::"),
+    ("collectives", r"AllReduce|AllGather|ReduceScatter|AllToAll|Collective|Rendezvous|InProcess"),
+    ("copies", r"memmove|memcpy|memset"),
+    ("allocation", r"malloc|_int_free|\bfree\b|cfree|unlink_chunk|sysmalloc"),
+    (
+        "scheduling",
+        r"finish_task_switch|_raw_spin_unlock_irqrestore|schedule|futex|syscall|Futex|CondVar|Mutex|"
+        r"lll_lock|try_to_wake|pick_next|enqueue|dequeue",
+    ),
+    ("kernel, other", r"^\[k\]"),
+)
+
+
+def categorize(report_text: str) -> dict[str, int]:
+    """Samples per kind of work from `perf report --sort sym -n -q -g none --stdio`."""
+    samples = dict.fromkeys([k for k, _ in KINDS] + ["other"], 0)
+    for line in report_text.splitlines():
+        m = re.match(r"\s*[\d.]+%\s+(\d+)\s+(\[.\])\s+(.*)", line)
+        if not m:
+            continue
+        symbol = f"{m.group(2)} {m.group(3).strip()}"
+        kind = next((k for k, pattern in KINDS if re.search(pattern, symbol)), "other")
+        samples[kind] += int(m.group(1))
+    return samples
+
+
+def unfused_dots(hlo: str) -> int:
+    """Dots XLA runs on their own (outside its fused kernels) in a compiled module's entry computation."""
+    entry = next(b for b in re.split(r"\n(?=\S)", hlo) if b.startswith("ENTRY"))
+    return len(re.findall(r" dot\(", entry))
+
+
+def sample(run, seconds: float, folder: str) -> tuple[float, dict[str, float]]:
+    """(wall s per step, CPU s per step per kind) over `seconds` of back-to-back steps under perf."""
+    data = os.path.join(folder, "perf.data")
+    record = ["perf", "record", "-F", str(SAMPLE_HZ), "-p", str(os.getpid()), "-o", data]
+    perf = subprocess.Popen(
+        [*record, "--", "sleep", str(seconds)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(0.3)  # perf attaches before the timed steps
+    steps, start = 0, time.perf_counter()
+    while perf.poll() is None:
+        run()
+        steps += 1
+    wall = time.perf_counter() - start
+    if perf.returncode != 0:
+        why = perf.stderr.read().decode().strip().splitlines()[-1:]
+        raise SystemExit(f"error: perf record failed ({' '.join(why)}): is sampling this process allowed?")
+    text = subprocess.run(
+        ["perf", "report", "-i", data, "--sort", "sym", "-n", "-q", "-g", "none", "--stdio"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    per_step = {k: n / SAMPLE_HZ / steps for k, n in categorize(text).items()}
+    return wall / steps, per_step
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", action="append", help="as in cost_model.py")
+    parser.add_argument("--programs", default="transformer")
+    parser.add_argument("--plans", default="", help="comma list of plan names; default all")
+    parser.add_argument("--seconds", type=float, default=6.0, help="sampled seconds per plan")
+    a = parser.parse_args()
+    if shutil.which("perf") is None:
+        print("error: this benchmark samples the host with Linux perf, not installed here", file=sys.stderr)
+        return 1
+    wanted = set(filter(None, (p.strip() for p in a.plans.split(","))))
+    plans = [p for p in cost_model.PLANS if not wanted or p[0] in wanted]
+    if wanted - {p[0] for p in plans}:
+        print(f"error: --plans: unknown plans {sorted(wanted - {p[0] for p in plans})}", file=sys.stderr)
+        return 1
+    profiles = cost_model.profiles_from(a.profile) if a.profile else cost_model.calibrate_meshes(False)
+    kinds = [k for k, _ in KINDS] + ["other"]
+    with tempfile.TemporaryDirectory(prefix="autopar-perf-") as folder:
+        for program in a.programs.split(","):
+            step, abstract_args, batch_argnums = cost_model.PROGRAMS[program]()
+            args = cost_model.concrete(abstract_args)
+            print(f"\n### {program}: ms per step (model: per device; host: CPU summed over threads)\n")
+            print(
+                "| plan | model compute | model communication | measured | host CPU | unfused dots |"
+                + " | ".join(kinds)
+                + " |"
+            )
+            print("|---" * (6 + len(kinds)) + "|")
+            for name, mesh, family in plans:
+                option = autopar.AutoShardingOption(cluster_profile=profiles[len(mesh)])
+                method = cost_model.FamilyParallel(
+                    mesh_shape=mesh, auto_sharding_option=option, family=family
+                )
+                f = autopar.parallelize(step, method=method, batch_argnums=batch_argnums)
+                compute, communication, _ = cost_model.breakdown(f, args)
+                lowered = f.lower(*args)
+                assert attrs.get_intra_op_result(lowered.module.operation) is not None
+                compiled = lowered.compile()
+                exe = compiled.executable
+                placed = exe.place_arguments(jax.tree.leaves(args))
+                run = lambda exe=exe, placed=placed: jax.block_until_ready(exe(placed))  # noqa: E731
+                for _ in range(3):
+                    run()
+                wall, cpu = sample(run, a.seconds, folder)
+                cells = " | ".join(f"{cpu[k] * 1e3:.1f}" for k in kinds)
+                print(
+                    f"| {name} | {compute * 1e3:.1f} | {communication * 1e3:.1f} | {wall * 1e3:.1f} | "
+                    f"{sum(cpu.values()) * 1e3:.1f} | {unfused_dots(compiled.as_text())} | {cells} |",
+                    flush=True,
+                )
+    print(f"\n{os.cpu_count()} cores; load average over the last minute: {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
