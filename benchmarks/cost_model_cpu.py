@@ -43,7 +43,6 @@ import jax  # noqa: E402
 from benchmarks import cost_model  # noqa: E402
 
 import autopar  # noqa: E402
-from autopar.ir import attrs  # noqa: E402
 
 SAMPLE_HZ = 499
 # (kind of work, pattern over perf's "[k] symbol" / "[.] symbol"), first match wins. The compiled
@@ -96,9 +95,10 @@ def sample(run, seconds: float, folder: str) -> tuple[float, dict[str, float]]:
     )
     time.sleep(0.3)  # perf attaches before the timed steps
     steps, start = 0, time.perf_counter()
-    while perf.poll() is None:
+    while steps == 0 or perf.poll() is None:
         run()
         steps += 1
+    perf.wait()
     wall = time.perf_counter() - start
     if perf.returncode != 0:
         why = perf.stderr.read().decode().strip().splitlines()[-1:]
@@ -148,9 +148,7 @@ def main() -> int:
                 )
                 f = autopar.parallelize(step, method=method, batch_argnums=batch_argnums)
                 compute, communication, _ = cost_model.breakdown(f, args)
-                lowered = f.lower(*args)
-                assert attrs.get_intra_op_result(lowered.module.operation) is not None
-                compiled = lowered.compile()
+                compiled = f.lower(*args).compile()
                 exe = compiled.executable
                 placed = exe.place_arguments(jax.tree.leaves(args))
                 run = lambda exe=exe, placed=placed: jax.block_until_ready(exe(placed))  # noqa: E731
