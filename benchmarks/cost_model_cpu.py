@@ -20,6 +20,7 @@ cost_model.py.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -78,10 +79,71 @@ def categorize(report_text: str) -> dict[str, int]:
     return samples
 
 
+def _computations(hlo: str) -> dict[str, str]:
+    """A compiled module's computations by name (the entry one also under "ENTRY")."""
+    out = {}
+    for block in re.split(r"\n(?=\S)", hlo):
+        m = re.match(r"(ENTRY )?%?(\S+)", block)
+        if m:
+            out[m.group(2)] = block
+            if m.group(1):
+                out["ENTRY"] = block
+    return out
+
+
 def unfused_dots(hlo: str) -> int:
     """Dots XLA runs on their own (outside its fused kernels) in a compiled module's entry computation."""
-    entry = next(b for b in re.split(r"\n(?=\S)", hlo) if b.startswith("ENTRY"))
-    return len(re.findall(r" dot\(", entry))
+    return len(re.findall(r" dot\(", _computations(hlo)["ENTRY"]))
+
+
+BYTES_PER = {"f64": 8, "s64": 8, "u64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2, "s16": 2}
+BYTES_PER |= {"u16": 2, "s8": 1, "u8": 1, "pred": 1}
+FREE_OPS = {"parameter", "get-tuple-element", "bitcast", "constant", "tuple", "partition-id", "after-all"}
+
+
+def _bytes(shape: str) -> int:
+    total = 0
+    for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", shape):
+        count = 1
+        for d in filter(None, dims.split(",")):
+            count *= int(d)
+        total += count * BYTES_PER.get(dtype, 0)
+    return total
+
+
+def _dot_flops(line: str, shapes: dict[str, str]) -> float:
+    m = re.search(r"= (\w+\[[\d,]*\])\S* dot\(%([\w.\-]+), %([\w.\-]+)\)", line)
+    out = [int(d) for d in filter(None, re.findall(r"\[([\d,]*)\]", m.group(1))[0].split(","))]
+    lhs = [int(d) for d in filter(None, re.findall(r"\[([\d,]*)\]", shapes[m.group(2)])[0].split(","))]
+    flops = 2.0
+    for d in out:
+        flops *= d
+    for i in filter(None, re.search(r"lhs_contracting_dims=\{([\d,]*)\}", line).group(1).split(",")):
+        flops *= lhs[int(i)]
+    return flops
+
+
+def compiled_compute(hlo: str, flops: float, bandwidth: float) -> dict[str, float]:
+    """XLA's compiled program priced per device with the cost model's roofline (max(FLOPs / flops, bytes /
+    bandwidth) per top-level instruction: a fusion reads its operands and writes its result once), in
+    seconds: "dots" (fusions holding dots and unfused dots) and "loops" (every other fusion, copy and
+    transpose). Collectives are left out (cost_model.py --breakdown prices them)."""
+    comps = _computations(hlo)
+    shapes = dict(re.findall(r"%([\w.\-]+) = (\(.*?\)|\w+\[[\d,]*\])", hlo))
+    priced = {"dots": 0.0, "loops": 0.0}
+    for line in comps["ENTRY"].splitlines():
+        m = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = (\(.*?\)|\S+) ([a-z\-]+)\((.*)", line)
+        if not m or m.group(3) in FREE_OPS or re.match(r"all-|reduce-scatter|collective-", m.group(3)):
+            continue
+        _, shape, op, rest = m.groups()
+        operands = re.findall(r"%([\w.\-]+)", rest.split("), ")[0])
+        moved = _bytes(shape) + sum(_bytes(shapes.get(o, "")) for o in operands)
+        dot_flops = _dot_flops(line, shapes) if op == "dot" else 0.0
+        if op == "fusion":
+            called = comps.get(re.search(r"calls=%([\w.\-]+)", line).group(1), "")
+            dot_flops = sum(_dot_flops(inner, shapes) for inner in called.splitlines() if " dot(" in inner)
+        priced["dots" if dot_flops else "loops"] += max(dot_flops / flops, moved / bandwidth)
+    return priced
 
 
 def sample(run, seconds: float, folder: str) -> tuple[float, dict[str, float]]:
@@ -136,11 +198,10 @@ def main() -> int:
             args = cost_model.concrete(abstract_args)
             print(f"\n### {program}: ms per step (model: per device; host: CPU summed over threads)\n")
             print(
-                "| plan | model compute | model communication | measured | host CPU | unfused dots |"
-                + " | ".join(kinds)
-                + " |"
+                "| plan | model compute | model communication | XLA's dots, priced | XLA's loops, priced "
+                "| measured | host CPU | dots XLA left unfused | " + " | ".join(kinds) + " |"
             )
-            print("|---" * (6 + len(kinds)) + "|")
+            print("|---" * (8 + len(kinds)) + "|")
             for name, mesh, family in plans:
                 option = autopar.AutoShardingOption(cluster_profile=profiles[len(mesh)])
                 method = cost_model.FamilyParallel(
@@ -155,10 +216,14 @@ def main() -> int:
                 for _ in range(3):
                     run()
                 wall, cpu = sample(run, a.seconds, folder)
+                device = json.loads(Path(profiles[len(mesh)]).read_text())["device"]
+                hlo = compiled.as_text()
+                xla = compiled_compute(hlo, device["flops"], device["memory_bandwidth"])
                 cells = " | ".join(f"{cpu[k] * 1e3:.1f}" for k in kinds)
                 print(
-                    f"| {name} | {compute * 1e3:.1f} | {communication * 1e3:.1f} | {wall * 1e3:.1f} | "
-                    f"{sum(cpu.values()) * 1e3:.1f} | {unfused_dots(compiled.as_text())} | {cells} |",
+                    f"| {name} | {compute * 1e3:.1f} | {communication * 1e3:.1f} | {xla['dots'] * 1e3:.1f} | "
+                    f"{xla['loops'] * 1e3:.1f} | {wall * 1e3:.1f} | {sum(cpu.values()) * 1e3:.1f} | "
+                    f"{unfused_dots(hlo)} | {cells} |",
                     flush=True,
                 )
     print(f"\n{os.cpu_count()} cores; load average over the last minute: {os.getloadavg()[0]:.1f}")

@@ -240,6 +240,26 @@ def test_cost_model_cpu(tmp_path: Path) -> None:
     )
     row = next(line for line in out.splitlines() if line.startswith("| data 8 |"))
     cells = [float(c) for c in row.strip("|").split("|")[1:]]
-    model_compute, _, measured, host_cpu, unfused, *kinds = cells
-    assert model_compute > 0 and measured > 0 and unfused == int(unfused)
+    model_compute, _, xla_dots, xla_loops, measured, host_cpu, unfused, *kinds = cells
+    assert model_compute > 0 and xla_dots > 0 and xla_loops >= 0 and measured > 0 and unfused == int(unfused)
     assert host_cpu == pytest.approx(sum(kinds), abs=0.1 * len(kinds)) and host_cpu > 0
+
+
+def test_cost_model_cpu_prices_the_compiled_program() -> None:
+    import jax
+    import jax.numpy as jnp
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import cost_model_cpu
+
+    x, w = jnp.ones((256, 128)), jnp.ones((128, 512))
+    hlo = jax.jit(lambda x, w: jnp.tanh(x @ w) * 2.0 + 1.0).lower(x, w).compile().as_text()
+    flops, bandwidth = 1e10, 1e9
+    priced = cost_model_cpu.compiled_compute(hlo, flops, bandwidth)
+    matmul = 2 * 256 * 128 * 512 / flops
+    # The dot is priced by its FLOPs (it is compute-bound at these rates), at least once and at most
+    # with the elementwise tail's bytes on top; whatever XLA does not fuse into it is a loop over the
+    # 256 x 512 result (read and written once: 1 MiB at 1e9 B/s).
+    assert matmul <= priced["dots"] <= matmul + 2 * 256 * 512 * 4 / bandwidth
+    assert priced["loops"] in (0.0, pytest.approx(2 * 256 * 512 * 4 / bandwidth))
+    assert cost_model_cpu.compiled_compute(hlo, 2 * flops, bandwidth)["dots"] < priced["dots"]
