@@ -112,8 +112,10 @@ def test_ray_pipeline() -> None:
     assert float(rows["local processes"][-2]) == 0 and between == planned > 0
 
 
-def test_cost_model(tmp_path: Path) -> None:
-    profile = tmp_path / "p.json"
+@pytest.fixture(scope="module")
+def quick_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A quick calibration of this machine, shared by the cost-model benchmarks' tests."""
+    profile = tmp_path_factory.mktemp("profile") / "p.json"
     calibrate = subprocess.run(
         [sys.executable, "-m", "autopar.calibrate", "--quick", "-o", str(profile)],
         cwd=ROOT,
@@ -123,6 +125,11 @@ def test_cost_model(tmp_path: Path) -> None:
         timeout=600,
     )
     assert calibrate.returncode == 0, calibrate.stderr[-3000:]
+    return profile
+
+
+def test_cost_model(quick_profile: Path) -> None:
+    profile = quick_profile
     args = ("--profile", str(profile), "--programs", "mlp", "--repeats", "1", "--breakdown")
     out = run("cost_model.py", *args)
     assert "| solver 8 |" in out and "| model x data 2x4 |" in out and "Spearman" in out
@@ -216,17 +223,8 @@ def _perf_can_sample() -> bool:
 
 
 @pytest.mark.skipif(not _perf_can_sample(), reason="Linux perf cannot sample here")
-def test_cost_model_cpu(tmp_path: Path) -> None:
-    profile = tmp_path / "p.json"
-    calibrate = subprocess.run(
-        [sys.executable, "-m", "autopar.calibrate", "--quick", "-o", str(profile)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(PACKAGE_DIR)),
-        timeout=600,
-    )
-    assert calibrate.returncode == 0, calibrate.stderr[-3000:]
+def test_cost_model_cpu(quick_profile: Path) -> None:
+    profile = quick_profile
     out = run(
         "cost_model_cpu.py",
         "--profile",
