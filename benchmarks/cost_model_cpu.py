@@ -127,7 +127,8 @@ def compiled_compute(hlo: str, flops: float, bandwidth: float) -> dict[str, floa
     """XLA's compiled program priced per device with the cost model's roofline (max(FLOPs / flops, bytes /
     bandwidth) per top-level instruction: a fusion reads its operands and writes its result once), in
     seconds: "dots" (fusions holding dots and unfused dots) and "loops" (every other fusion, copy and
-    transpose). Collectives are left out (cost_model.py --breakdown prices them)."""
+    transpose; convolutions count here, by their bytes only). Collectives are left out (cost_model.py
+    --breakdown prices them)."""
     comps = _computations(hlo)
     shapes = dict(re.findall(r"%([\w.\-]+) = (\(.*?\)|\w+\[[\d,]*\])", hlo))
     priced = {"dots": 0.0, "loops": 0.0}
