@@ -83,8 +83,8 @@ def calibrate(
         # The device figures scale every op's price, and each takes well under a second: they get long
         # chains and many repeats. With a 4-matmul chain timed 5 times (0.15 s in all) two calibrations of
         # one machine gave 2.7e10 and 4.9e10 FLOP/s; with 16 matmuls timed 15 times, 4.9e10-5.5e10. The
-        # bandwidth stays bimodal on that machine (7.6e9 or 11-12e9 bytes/s at 16 and 64 MiB, depending on
-        # the process's history; docs/cost_model.md, "Calibration").
+        # bandwidth of that machine moved between 6.6e9 and 12e9 bytes/s over an hour, whatever ran
+        # before it (docs/cost_model.md, "Calibration").
         flops = measure.device_flops(mesh, n=256 if quick else 512, chain=16, repeats=3 * repeats)
         bandwidth = measure.memory_bandwidth(mesh, 16 * measure.MiB, 3 * repeats)
         n = 256 if quick else 512
