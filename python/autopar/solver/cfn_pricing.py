@@ -35,11 +35,19 @@ CFN_UNPROVEN = 3
 # Whether the phase goes on past the CFN_UNPROVEN stop while no priced optimum has fitted, until one fits
 # (it then stops). Those late rounds hand on only their repaired solutions, through the incumbent: not
 # their bracket, fitting optimum or level; their work is reported apart (`late_used`) and charged to the
-# final large-neighbourhood search, so the priced search and the restricted phase keep their budgets. Off:
-# measured on counted work (seed 0, `benchmarks/iopddl.py --work-only` with it on), K 0.9883 -> 0.99977,
-# N 0.9700 -> 0.9860, S 0.98293 -> 0.98155: on S the late rounds only use up the final search's budget (on K
-# twice that budget, so K overran its own). docs/solver.md, "toulbar2 until a priced optimum fits".
+# phase named by CFN_LATE_PAID_BY. Off: measured on counted work (seed 0, `benchmarks/iopddl.py --work-only`
+# with it on), paid by the final search: K 0.9883 -> 0.99977, N 0.9700 -> 0.9860, S 0.98293 -> 0.98155 (on
+# S the late rounds only use up the final search's budget; on K twice that budget, so K overran its own).
+# docs/solver.md, "toulbar2 until a priced optimum fits".
 CFN_UNTIL_FIT = False
+# Which phase pays for those late rounds' work (orchestrate.py). "priced": the priced search, whose job
+# (finding a level whose priced optimum fits) they do instead; its budget loses their share of the run, and
+# the later phases get their usual shares of what is left, so the run's total stays within its budget.
+# "last first": the phases after toulbar2's, the last first (each one's share is capped at what is left once
+# the late rounds are paid, so the final search pays first, then the restricted phase, then the priced one).
+# "final": the final large-neighbourhood search only (measured first; a run whose late rounds cost more
+# than that search's share did more work than its budget).
+CFN_LATE_PAID_BY = "priced"
 # Work units per wall second of the toulbar2 phases (their budgets are seconds x this), and the slack of the
 # wall-clock cap on each of their solves: a solve may take at most this many times the seconds its phase has
 # left in work. Why: toulbar2's backtracks cost 2 ms on M and 6-17 ms on S but 0.6 s on L, whose second

@@ -206,7 +206,10 @@ def _usage_limited_search(
     budget = work_limit if work_limit is not None else lns.LNS_WORK_PER_SECOND * seconds
     message = "large-neighbourhood search (presolve + HiGHS sub-ILPs)"
     share, price, cfn, settled, settled_cost, floor = 0.0, None, None, None, float("inf"), None
-    late_share = 0.0  # the run's share toulbar2's late rounds used (CFN_UNTIL_FIT): the final LNS pays it
+    # The run's share toulbar2's late rounds used (CFN_UNTIL_FIT), and the part of it not yet in `share`:
+    # owed by the final LNS ("final"), or by the phases after toulbar2's, the last first ("last first": each
+    # phase's share is capped at what is left once it is paid). "priced": in `share`, from the priced search.
+    late_share, late_owed, cap_by_debt = 0.0, 0.0, cfn_pricing.CFN_LATE_PAID_BY == "last first"
     lower_bound, clock_cut, memory_free_solution = None, False, None
     if cfn_pricing.CFN_SHARE > 0:
         cfn = PricedCfn(core)
@@ -219,6 +222,10 @@ def _usage_limited_search(
         )
         share, price, lower_bound = cfn_share * priced.used, priced.price, priced.lower_bound
         late_share = cfn_share * priced.late_used
+        if cfn_pricing.CFN_LATE_PAID_BY == "priced":
+            share += late_share  # spent: every later phase's share is of what is left
+        else:
+            late_owed = late_share
         settled, settled_cost, floor = priced.best_round, priced.best_round_cost, priced.floor
         clock_cut, memory_free_solution = clock_cut or priced.clock_cut, priced.memory_free
         message = "toulbar2 priced optima + large-neighbourhood search (presolve + HiGHS sub-ILPs)"
@@ -231,10 +238,18 @@ def _usage_limited_search(
     if gm.has_usage_limit and pricing.PRICE_SHARE > 0:
         message = "toulbar2 priced optima + memory pricing + large-neighbourhood search"
         rate = work_limit if work_limit is not None else pricing.PRICE_WORK_PER_SECOND * seconds
-        price_budget = (1 - share) * pricing.PRICE_SHARE * rate
+        # Its share of the run; the late toulbar2 rounds' share (CFN_LATE_PAID_BY "priced") comes out of it,
+        # so that when it spends its budget the later phases get the same budgets as without those rounds;
+        # "last first" caps it at what is left once they are paid.
+        price_part = (1 - share) * pricing.PRICE_SHARE
+        if cfn_pricing.CFN_LATE_PAID_BY == "priced" and late_share > 0:
+            price_part = max((1 - share + late_share) * pricing.PRICE_SHARE - late_share, 0.0)
+        if cap_by_debt:
+            price_part = min(price_part, max(1 - share - late_owed, 0.0))
+        price_budget = price_part * rate
         # Without a bracketed price the priced search starts where it did without toulbar2 (from the fast
         # path's solution, its first price set by that cost); the best solution so far is in `incumbent`.
-        incumbent.log("memory pricing")
+        incumbent.log({"memory pricing": price_part})
         bracketed = price is not None
         if price is None and HAND_OVER_FLOOR:
             price = floor
@@ -247,7 +262,7 @@ def _usage_limited_search(
         if priced_lns.settled is not None and (settled is None or priced_lns.settled_cost < settled_cost):
             settled, settled_cost = priced_lns.settled, priced_lns.settled_cost
         # A stalled pricing phase leaves its time to the exact-memory search.
-        share += (1 - share) * pricing.PRICE_SHARE * priced_lns.used
+        share += price_part * priced_lns.used
     if (
         cfn is not None
         and settled is not None
@@ -256,19 +271,24 @@ def _usage_limited_search(
     ):
         message = "toulbar2 priced optima + memory pricing + restricted priced optima + LNS"
         rate = work_limit if work_limit is not None else 1e6 * seconds
-        restricted_budget = (1 - share) * restricted.RESTRICTED_SHARE * rate
+        restricted_part = (1 - share) * restricted.RESTRICTED_SHARE
+        if cap_by_debt:
+            restricted_part = min(restricted_part, max(1 - share - late_owed, 0.0))
+        restricted_budget = restricted_part * rate
         incumbent.log("restricted priced optima")
         narrowed = restricted.price_memory_restricted(
             core, cfn, settled, restricted_budget, seed, deadline, incumbent, memory_free_solution
         )
         clock_cut = clock_cut or narrowed.clock_cut
-        share += (1 - share) * restricted.RESTRICTED_SHARE * narrowed.used
+        share += restricted_part * narrowed.used
     if incumbent.best is not None:
         best_cost = float(core.evaluate(incumbent.best)[0])
         assignment = gm.encode(incumbent.best)
     search = lns.Search()
-    lns_budget = max(1 - share - late_share, 0.0) * budget
-    incumbent.log({"large-neighbourhood search": 1 - share, "late toulbar2 rounds": late_share})
+    lns_budget = max(1 - share - late_owed, 0.0) * budget
+    # Shares of the run: the final search's, the late rounds', and the work beyond the budget (only "final").
+    overrun = max(share + late_owed - 1, 0.0)
+    incumbent.log({"large-neighbourhood search": lns_budget / budget, "late": late_share, "over": overrun})
     objective = lns.Objective(core)
     lns.lns(gm, assignment, best_cost, objective, lns_budget, rng, deadline, incumbent, search)
     return Verdict(lower_bound, False, clock_cut or search.clock_cut, message)
