@@ -209,6 +209,8 @@ def _usage_limited_search(
     # The run's share toulbar2's late rounds used (CFN_UNTIL_FIT), and the part of it not yet in `share`:
     # owed by the final LNS ("final"), or by the phases after toulbar2's, the last first ("last first": each
     # phase's share is capped at what is left once it is paid). "priced": in `share`, from the priced search.
+    if cfn_pricing.CFN_LATE_PAID_BY not in ("priced", "last first", "final"):
+        raise ValueError(f"cfn_pricing.CFN_LATE_PAID_BY: unknown {cfn_pricing.CFN_LATE_PAID_BY!r}")
     late_share, late_owed, cap_by_debt = 0.0, 0.0, cfn_pricing.CFN_LATE_PAID_BY == "last first"
     lower_bound, clock_cut, memory_free_solution = None, False, None
     if cfn_pricing.CFN_SHARE > 0:
