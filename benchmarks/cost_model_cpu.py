@@ -20,7 +20,6 @@ cost_model.py.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -44,6 +43,8 @@ import jax  # noqa: E402
 from benchmarks import cost_model  # noqa: E402
 
 import autopar  # noqa: E402
+from autopar.cost import load_profile  # noqa: E402
+from autopar.runtime import hlo as hlo_text  # noqa: E402
 
 SAMPLE_HZ = 499
 # (kind of work, pattern over perf's "[k] symbol" / "[.] symbol"), first match wins. The compiled
@@ -96,19 +97,7 @@ def unfused_dots(hlo: str) -> int:
     return len(re.findall(r" dot\(", _computations(hlo)["ENTRY"]))
 
 
-BYTES_PER = {"f64": 8, "s64": 8, "u64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2, "s16": 2}
-BYTES_PER |= {"u16": 2, "s8": 1, "u8": 1, "pred": 1}
 FREE_OPS = {"parameter", "get-tuple-element", "bitcast", "constant", "tuple", "partition-id", "after-all"}
-
-
-def _bytes(shape: str) -> int:
-    total = 0
-    for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", shape):
-        count = 1
-        for d in filter(None, dims.split(",")):
-            count *= int(d)
-        total += count * BYTES_PER.get(dtype, 0)
-    return total
 
 
 def _dot_flops(line: str, shapes: dict[str, str]) -> float:
@@ -134,11 +123,11 @@ def compiled_compute(hlo: str, flops: float, bandwidth: float) -> dict[str, floa
     priced = {"dots": 0.0, "loops": 0.0}
     for line in comps["ENTRY"].splitlines():
         m = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = (\(.*?\)|\S+) ([a-z\-]+)\((.*)", line)
-        if not m or m.group(3) in FREE_OPS or re.match(r"all-|reduce-scatter|collective-", m.group(3)):
+        if not m or m.group(3) in FREE_OPS or re.sub(r"-(start|done)$", "", m.group(3)) in hlo_text.COLLECTIVE_KINDS:
             continue
         _, shape, op, rest = m.groups()
         operands = re.findall(r"%([\w.\-]+)", rest.split("), ")[0])
-        moved = _bytes(shape) + sum(_bytes(shapes.get(o, "")) for o in operands)
+        moved = hlo_text.array_bytes(shape) + sum(hlo_text.array_bytes(shapes.get(o, "")) for o in operands)
         dot_flops = _dot_flops(line, shapes) if op == "dot" else 0.0
         if op == "fusion":
             called = comps.get(re.search(r"calls=%([\w.\-]+)", line).group(1), "")
@@ -192,6 +181,9 @@ def main() -> int:
         print(f"error: --plans: unknown plans {sorted(wanted - {p[0] for p in plans})}", file=sys.stderr)
         return 1
     profiles = cost_model.profiles_from(a.profile) if a.profile else cost_model.calibrate_meshes(False)
+    # The device figures the plans are priced with (the profile of each mesh), read once.
+    shapes = {len(mesh): mesh for _, mesh, _ in cost_model.PLANS}
+    device = {axes: load_profile(path, shapes[axes])[1] for axes, path in profiles.items()}
     kinds = [k for k, _ in KINDS] + ["other"]
     with tempfile.TemporaryDirectory(prefix="autopar-perf-") as folder:
         for program in a.programs.split(","):
@@ -217,14 +209,13 @@ def main() -> int:
                 for _ in range(3):
                     run()
                 wall, cpu = sample(run, a.seconds, folder)
-                device = json.loads(Path(profiles[len(mesh)]).read_text())["device"]
-                hlo = compiled.as_text()
-                xla = compiled_compute(hlo, device["flops"], device["memory_bandwidth"])
+                text = compiled.as_text()
+                xla = compiled_compute(text, device[len(mesh)].flops, device[len(mesh)].memory_bandwidth)
                 cells = " | ".join(f"{cpu[k] * 1e3:.1f}" for k in kinds)
                 print(
                     f"| {name} | {compute * 1e3:.1f} | {communication * 1e3:.1f} | {xla['dots'] * 1e3:.1f} | "
                     f"{xla['loops'] * 1e3:.1f} | {wall * 1e3:.1f} | {sum(cpu.values()) * 1e3:.1f} | "
-                    f"{unfused_dots(hlo)} | {cells} |",
+                    f"{unfused_dots(text)} | {cells} |",
                     flush=True,
                 )
     print(f"\n{os.cpu_count()} cores; load average over the last minute: {os.getloadavg()[0]:.1f}")

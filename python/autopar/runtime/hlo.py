@@ -32,6 +32,14 @@ def _dtype_bytes(dtype: str) -> int:
     return max(1, int(re.sub(r"\D", "", dtype)) // 8)
 
 
+def array_bytes(shape_text: str) -> int:
+    """Bytes of every array in an HLO shape (`f32[8,64]`, or a tuple of them)."""
+    return sum(
+        math.prod(int(d) for d in m.group("dims").split(",") if d) * _dtype_bytes(m.group("dtype"))
+        for m in _ARRAY.finditer(shape_text)
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Collective:
     """One collective instruction of the compiled program.
