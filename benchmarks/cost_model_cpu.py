@@ -112,6 +112,10 @@ def _dot_flops(line: str, shapes: dict[str, str]) -> float:
     return flops
 
 
+def _collective(op: str) -> bool:
+    return re.sub(r"-(start|done)$", "", op) in hlo_text.COLLECTIVE_KINDS
+
+
 def compiled_compute(hlo: str, flops: float, bandwidth: float) -> dict[str, float]:
     """XLA's compiled program priced per device with the cost model's roofline (max(FLOPs / flops, bytes /
     bandwidth) per top-level instruction: a fusion reads its operands and writes its result once), in
@@ -123,7 +127,7 @@ def compiled_compute(hlo: str, flops: float, bandwidth: float) -> dict[str, floa
     priced = {"dots": 0.0, "loops": 0.0}
     for line in comps["ENTRY"].splitlines():
         m = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = (\(.*?\)|\S+) ([a-z\-]+)\((.*)", line)
-        if not m or m.group(3) in FREE_OPS or re.sub(r"-(start|done)$", "", m.group(3)) in hlo_text.COLLECTIVE_KINDS:
+        if not m or m.group(3) in FREE_OPS or _collective(m.group(3)):
             continue
         _, shape, op, rest = m.groups()
         operands = re.findall(r"%([\w.\-]+)", rest.split("), ")[0])

@@ -11,7 +11,7 @@ from jax.sharding import PartitionSpec as P
 
 import autopar.ir as aip
 from autopar import runtime
-from autopar.runtime.hlo import count_collectives, parse_collectives
+from autopar.runtime.hlo import array_bytes, count_collectives, parse_collectives
 from numeric import assert_trees_close, normal
 
 MESH_2X4 = runtime.MeshSpec("mesh", ("x", "y"), (2, 4))
@@ -164,6 +164,12 @@ replica_groups=mesh['axis_0'=1,'axis_1'=2,'axis_2'=4] {'axis_1'}
   ROOT %cp = f32[2]{0} collective-permute(%v), source_target_pairs={{0,1},{1,0}}
   %not = f32[2]{0} add(%all-reduce.1, %all-reduce.1)
 """
+
+
+def test_array_bytes_of_arrays_and_tuples():
+    assert array_bytes("f32[8,64]{1,0}") == 8 * 64 * 4
+    assert array_bytes("(bf16[4,4], pred[3], s64[2], f32[])") == 32 + 3 + 16 + 4
+    assert array_bytes("token[]") == 0
 
 
 def test_parse_collectives_kinds_sizes_and_axes():
