@@ -102,7 +102,7 @@ def test_lagrangian_bound_and_repaired_solutions_are_valid(max_rounds: int | Non
     from autopar.solver.cfn_pricing import price_memory_cfn
     from autopar.solver.state import Incumbent
 
-    checked = 0
+    checked = valued = 0
     for seed in range(40):
         rng = np.random.default_rng(100 + seed)
         p = random_problem(rng, n=int(rng.integers(6, 9)), tight=0.45)
@@ -121,6 +121,16 @@ def test_lagrangian_bound_and_repaired_solutions_are_valid(max_rounds: int | Non
         fits = any(r["peak"] <= limit for r in priced_rounds)
         over = any(r["peak"] > limit for r in priced_rounds)
         assert (priced.price is not None) == (fits and over)
+        # Each round's priced value is bounded below by its dual bound, equal to it when proven; without a
+        # price (round 1) the value is the solution's cost.
+        for r in priced.rounds:
+            if r["value"] is None:  # no solution below the bound
+                continue
+            valued += 1
+            assert r["dual"] <= r["value"] * (1 + 1e-9) + 1e-6
+            assert not r["optimal"] or r["dual"] == pytest.approx(r["value"], rel=1e-6)
+            if r["mu"] == 0:
+                assert r["value"] == pytest.approx(r["cost"], rel=1e-6)
         # The best round is a priced optimum that fits, at its cost; the floor, one that does not.
         if priced.best_round is not None:
             assert priced.best_round.mu > 0 and len(priced.best_round.solution) == p.num_nodes
@@ -133,7 +143,7 @@ def test_lagrangian_bound_and_repaired_solutions_are_valid(max_rounds: int | Non
             cost, _, ok = p.evaluate(out.best)
             assert ok and cost <= h.cost and cost >= optimum - 1e-6
         checked += 1
-    assert checked >= 10
+    assert checked >= 10 and valued >= checked
 
 
 def test_solve_proves_a_fitting_memory_free_optimum(monkeypatch) -> None:

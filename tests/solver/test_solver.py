@@ -188,11 +188,9 @@ def test_fast_path_repairs_an_infeasible_initial_solution() -> None:
         assert h.feasible and p.evaluate(h.solution)[2]
 
 
-def test_memory_pricing_finds_feasible_solutions_and_raises_the_price_while_over() -> None:
-    from autopar.solver.pricing import price_memory
-    from autopar.solver.state import Incumbent
-
-    # Cheap strategies are the big ones (cost falls with usage), so the memory-free optimum exceeds the limit.
+def usage_priced_problem() -> StrategyProblem:
+    """400 nodes on a chain whose cheap strategies are the big ones (cost falls with usage), with a usage
+    limit of half the largest peak: the memory-free optimum exceeds the limit."""
     rng = np.random.default_rng(12)
     n = 400
     starts = rng.integers(0, 40, n)
@@ -204,7 +202,15 @@ def test_memory_pricing_finds_feasible_solutions_and_raises_the_price_while_over
     edge_costs = [rng.integers(0, 20, sizes[i] * sizes[i + 1]).astype(float) for i in range(n - 1)]
     live = [[i for i in range(n) if starts[i] <= t < intervals[i, 1]] for t in range(70)]
     big = max(sum(int(usages[i].max()) for i in nodes) for nodes in live)
-    p = StrategyProblem.from_arrays(intervals, costs, usages, edges, edge_costs, usage_limit=int(0.5 * big))
+    limit = int(0.5 * big)
+    return StrategyProblem.from_arrays(intervals, costs, usages, edges, edge_costs, usage_limit=limit)
+
+
+def priced_rounds(p: StrategyProblem, budget: float) -> tuple[list[dict], object, object]:
+    """The priced search's rounds on `p` from the fast path, its incumbent, and the fast path's result."""
+    from autopar.solver.pricing import price_memory
+    from autopar.solver.state import Incumbent
+
     core = p._core
     gm = _core.GroupModel(core)
     h = _core.solve_heuristic(core, 10.0, 0, 0, None)
@@ -212,7 +218,12 @@ def test_memory_pricing_finds_feasible_solutions_and_raises_the_price_while_over
     now = __import__("time").perf_counter()
     out = Incumbent(now)
     rng = np.random.default_rng(0)
-    rounds = price_memory(core, gm, h.solution, h.cost, 2e7, rng, now + 120, out).rounds
+    return price_memory(core, gm, h.solution, h.cost, budget, rng, now + 120, out).rounds, out, h
+
+
+def test_memory_pricing_finds_feasible_solutions_and_raises_the_price_while_over() -> None:
+    p = usage_priced_problem()
+    rounds, out, h = priced_rounds(p, 2e7)
     assert len(rounds) >= 3 and rounds[0]["over"]  # the memory-free optimum exceeds this limit
     for before, after in zip(rounds, rounds[1:], strict=False):
         if before["over"] and before["price_round"] > 1:
@@ -220,6 +231,29 @@ def test_memory_pricing_finds_feasible_solutions_and_raises_the_price_while_over
     if out.best is not None:
         cost, _, ok = p.evaluate(out.best)
         assert ok and cost < h.cost
+
+
+def test_memory_pricing_follows_its_price_schedule(monkeypatch) -> None:
+    # x PRICE_GROW_FIRST until a priced solution first fits, then x PRICE_GROW while over and / PRICE_SHRINK
+    # while fitting; round 1 (memory-free) only sets the shape. A higher first level than the default's
+    # makes the first fit come within a few rounds.
+    from autopar.solver import pricing
+
+    monkeypatch.setattr(pricing, "PRICE_START", 0.3)
+    rounds, _, _ = priced_rounds(usage_priced_problem(), 3e7)
+    seen_fit, steps = False, set()
+    for before, after in zip(rounds, rounds[1:], strict=False):
+        if before["price_round"] == 1:
+            assert after["mu"] == before["mu"]
+            continue
+        seen_fit = seen_fit or not before["over"]
+        if not before["over"]:
+            step = 1.0 / pricing.PRICE_SHRINK
+        else:
+            step = pricing.PRICE_GROW if seen_fit else pricing.PRICE_GROW_FIRST
+        assert after["mu"] == pytest.approx(before["mu"] * step, rel=1e-12)
+        steps.add((before["over"], seen_fit))
+    assert steps == {(True, False), (False, True), (True, True)}  # every kind of step was taken
 
 
 def test_budget_not_the_clock_decides_and_initial_warm_starts() -> None:

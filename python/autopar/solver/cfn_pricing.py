@@ -72,7 +72,8 @@ class CfnPricingResult:
       lower_bound: the best Lagrangian lower bound of its rounds (or the one it was given), or None.
       memory_free: toulbar2's memory-free solution (round 0) when it found one of finite cost.
       clock_cut: the wall clock stopped one of its solves before its backtrack limit.
-      rounds: one record per round (price level, cost, peak, backtracks), for tests and benchmarks.
+      rounds: one record per round (price level, cost, peak, backtracks, and toulbar2's priced value of its
+        solution and dual bound, in cost units), for tests and benchmarks.
       best_round: the price and priced optimum of its cheapest priced round (mu > 0) whose optimum fits
         the limit, or None: a start for the restricted phase (an over-limit round at a low level is not
         one: the restricted phase's extra price starts from its level, and on K took a round of 166 s
@@ -172,6 +173,8 @@ def price_memory_cfn(
                 "backtracks": result.backtracks,
                 "secs": result.seconds,
                 "optimal": result.optimal,
+                "value": result.value,
+                "dual": result.dual_bound,
             }
         )
         incumbent.log(log[-1])
