@@ -288,6 +288,44 @@ def test_restricted_phase_keeps_feasible_improvements_only() -> None:
     assert checked >= 10
 
 
+def test_a_restricted_round_starts_only_when_its_posting_fits_what_is_left() -> None:
+    # A round whose network costs more to post than the phase has left is not started (D: a second round
+    # that returned its start took the phase past its budget, uncounted, and the final search got 0.07 of
+    # the run); a phase that cannot afford its first round does nothing and uses nothing.
+    from autopar.solver.pricing import Price
+    from autopar.solver.restricted import price_memory_restricted
+    from autopar.solver.state import Incumbent
+
+    checked = 0
+    for seed in range(30):
+        rng = np.random.default_rng(300 + seed)
+        p = random_problem(rng, n=int(rng.integers(6, 9)), tight=0.45)
+        h = _core.solve_heuristic(p._core, 5.0, 0, 0, None)
+        if not h.feasible:
+            continue
+        moments = int(p.arrays().interval_end.max()) + 1
+        free = PricedCfn(p._core).solve(None, None, 100_000, 30).solution
+        settled = Price(np.ones(moments), 1.0, free)
+
+        def run(budget: float, p=p, h=h, settled=settled, free=free):
+            now = time.perf_counter()
+            out = Incumbent(now, best=np.asarray(h.solution))
+            cfn = PricedCfn(p._core)
+            return price_memory_restricted(p._core, cfn, settled, budget, 0, now + 60, out, free), out
+
+        first, _ = run(5e7)
+        if not first.rounds:
+            continue  # nothing cheaper at the start's price: no round to post
+        posting = first.rounds[0]["posting"]
+        skipped, out = run(posting - 1)
+        assert skipped.used == 0 and not skipped.rounds and out.best.tolist() == h.solution.tolist()
+        once, _ = run(posting)
+        untimed = [{k: v for k, v in r.items() if k != "secs"} for r in (once.rounds + first.rounds)[:2]]
+        assert len(once.rounds) == 1 and untimed[0] == untimed[1] and once.used == 1
+        checked += 1
+    assert checked >= 5
+
+
 def seconds_problem(rng: np.random.Generator, n: int, forbid: float = 0.1) -> StrategyProblem:
     """A problem without a usage limit whose costs are seconds (1e-6 .. 1e-3), as the intra-op pass makes."""
     p = random_problem(rng, n=n, tight=1.0, forbid=forbid)
