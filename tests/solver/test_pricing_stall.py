@@ -17,7 +17,7 @@ def priced_rounds(best_cost_scale: float, monkeypatch) -> list[tuple[int, int]]:
     best cost so far is `best_cost_scale` x the fast path's."""
     monkeypatch.setattr(pricing, "PRICE_ROUND_WORK", 1e3)  # rounds of a few sub-ILPs: the test stays fast
     allowed = pricing.PRICE_PATIENCE + 8
-    budget = allowed * (1e3 + pricing.PRICE_REPAIR_WORK)
+    budget = allowed * (1e3 + pricing.PRICED_REPAIR_WORK)
     out = []
     for seed in range(30):
         p = random_problem(np.random.default_rng(700 + seed), n=10, tight=0.45)

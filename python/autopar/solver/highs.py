@@ -85,7 +85,7 @@ def solve_ilp(
         if len(violated) == 0:
             break
         if stats["runs"] >= LAZY_MAX_RUNS or time.perf_counter() >= deadline:
-            stats["clock"] = stats["runs"] < LAZY_MAX_RUNS
+            stats["clock"] = stats.get("clock", False) or stats["runs"] < LAZY_MAX_RUNS
             # Give up on this model: the start is feasible for every row.
             return start_values, None, False, False
         rows = model.pool_rows(violated.astype(np.int32))
@@ -130,6 +130,10 @@ def _integral_lp_solution(h, col_integer: np.ndarray, stats: dict) -> np.ndarray
         h.run()
     info = h.getInfo()
     stats["lp_simplex"] = stats.get("lp_simplex", 0) + max(int(info.simplex_iteration_count), 0)
+    if h.getModelStatus() == highspy.HighsModelStatus.kTimeLimit:
+        # The safety net stopped the relaxation: the MIP that follows is not the run's own choice, so the
+        # result and its counted work may differ between runs (reported like a cut MIP).
+        stats["clock"] = True
     if h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
         values = np.asarray(h.getSolution().col_value, dtype=np.float64)
         x = values[integer]

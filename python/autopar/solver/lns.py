@@ -19,9 +19,14 @@ from autopar.solver.highs import solve_ilp
 from autopar.solver.problem import INFINITE_COST
 from autopar.solver.state import Incumbent
 
-# about 0.8x that at load 5); at 0.65M the work budget, not the clock, ends the search with a margin of about
-# 1.3x under load 5, at the price of stopping early. Deterministic results need the budget to bind.
-LNS_WORK_PER_SECOND = 0.65e6
+# Work units (ilp_work) per second of the time limit, for both searches that count them (this one and the
+# priced search, pricing.py). Measured on a quiet 2-core machine with two search threads, counted by the
+# fitted units below: the final search ran at 0.70 (A), 0.82 (N), 0.86 (K), 0.97 (D), 1.32 (C) and 1.41M (S)
+# units per wall second, the priced search at 0.79 (A), 1.01-1.36 (S, D, N, K) and 0.50M (C). The rate is
+# the slowest final search's, A's, so that a search's share of the budget is about its share of the limit;
+# C's priced search, whose LP iterations cost twice what the fit says, overruns it 1.4x (docs/solver.md,
+# "Counted work against the clock").
+LNS_WORK_PER_SECOND = 0.7e6
 # Lazy memory rows for the large-neighbourhood sub-ILPs (see highs.solve_ilp). Off: measured on M and S
 # regions of 60 groups, once identical rows are merged the memory rows are a small part of the model, and
 # the extra HiGHS runs cost more (M: 3.3 s vs 1.9 s for six regions; S: 1.6 s vs 1.2 s).
@@ -38,15 +43,20 @@ TIME_WINDOW_SHARE = 0.3
 TIME_WINDOW_SLACK = 0.01
 # Groups in the first region (regions adapt afterwards).
 LNS_START_SIZE = 40
-# Work units of ilp_work (about a microsecond of one core of this machine each). Weighted so that the wall
-# rate is the same on M (many small regions, LP relaxations often integral) and S (simplex-bound MIPs):
-# measured with two threads at load 3, M 1.05M/s and S 1.0M/s. (4/nonzero and 250/simplex before LP-first:
-# M 1.66M/s, S 1.0-1.2M/s; LP simplex iterations without presolve cost a sixth of the MIP's.)
-WORK_PER_NONZERO = 1.0
-WORK_PER_SIMPLEX = 350.0
-WORK_PER_LP_SIMPLEX = 60.0
+# Work units of ilp_work, about a microsecond of one core each: fitted (non-negative least squares,
+# weighted by 1/sqrt(time)) to the HiGHS time of 5,000 regions of the priced and the final searches of
+# A, C, D, K, N and S (2026-12-02, quiet machine). A simplex iteration costs in proportion to the model's
+# rows; a MIP (the LP relaxation was not integral) adds presolve and root work in proportion to its size.
+# The fit brings the units per thread second of the twelve searches within 0.50-1.41M of each other; the
+# earlier units (1 per nonzero, 350 per MIP and 60 per LP iteration, 10,000 per model) spread 0.47-3.47M,
+# so that a share of the budget was 0.2-1.3x that share of the limit depending on the problem.
+WORK_PER_NONZERO = 0.26
+WORK_PER_MODEL = 3500.0
+WORK_PER_SIMPLEX_PER_1000_ROWS = 11.0
+WORK_PER_LP_SIMPLEX_PER_1000_ROWS = 1.7
+WORK_PER_MIP_NONZERO = 0.75
+WORK_PER_MIP_COLUMN = 12.7
 WORK_PER_NODE = 1000.0
-WORK_PER_MODEL = 10000.0
 # HiGHS branch-and-bound node limit per neighbourhood (deterministic, unlike its time limit).
 LNS_MAX_NODES = 200
 
@@ -199,12 +209,16 @@ def lns_regions(
 
 
 def ilp_work(model: _core.GroupIlp, stats: dict) -> float:
-    """Deterministic work of one sub-ILP, in units of about a microsecond of this machine (HiGHS's setup and
-    presolve scale with the nonzeros, the rest with simplex iterations and nodes)."""
+    """Deterministic work of one sub-ILP, in units of about a microsecond of one core (fitted: see the
+    constants): the model's size, its simplex iterations priced by its rows, its nodes, and when the LP
+    relaxation was not integral the MIP's presolve and root work, priced by its size."""
+    rows_k = model.num_rows / 1000.0
+    mip = 0.0 if stats.get("lp_integral") else 1.0
     return (
-        WORK_PER_NONZERO * model.num_nonzeros
-        + WORK_PER_SIMPLEX * stats.get("simplex", 0)
-        + WORK_PER_LP_SIMPLEX * stats.get("lp_simplex", 0)
+        WORK_PER_MODEL
+        + WORK_PER_NONZERO * model.num_nonzeros
+        + rows_k * WORK_PER_SIMPLEX_PER_1000_ROWS * stats.get("simplex", 0)
+        + rows_k * WORK_PER_LP_SIMPLEX_PER_1000_ROWS * stats.get("lp_simplex", 0)
         + WORK_PER_NODE * stats.get("nodes", 0)
-        + WORK_PER_MODEL
+        + mip * (WORK_PER_MIP_NONZERO * model.num_nonzeros + WORK_PER_MIP_COLUMN * model.num_cols)
     )

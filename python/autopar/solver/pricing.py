@@ -16,24 +16,29 @@ import numpy as np
 
 from autopar import _core
 from autopar.solver import fast_path
+from autopar.solver import lns as lns_module
 from autopar.solver.lns import Objective, Search, lns
 from autopar.solver.state import Incumbent
 
 # Memory pricing (price_memory): share of the work budget, first price level (x best cost / usage limit),
 # growth per round while the priced solution exceeds the limit (before / after it first fits), shrink per
 # round once it fits, and work per round. Measured at 60 s, a geometric bisection of mu after the first fit
-# did worse than this (S 1.066 vs 1.056, M 1.049 vs 1.046). The rate is A's (2.15M units per wall second,
-# S and M about 3M): at 2.4M, A's run after the toulbar2 phase ended 1 s short of its clock.
+# did worse than this (S 1.066 vs 1.056, M 1.049 vs 1.046). The rate is the final search's (lns.py: both
+# count the same fitted units). A round's work was 2M of the earlier units, which the priced sub-ILPs of A,
+# K, N and S (mostly integral LP relaxations) cost 0.27-0.31x in the fitted ones: 0.6M keeps their rounds.
 PRICE_SHARE = 0.5
-PRICE_WORK_PER_SECOND = 2.0e6
+PRICE_WORK_PER_SECOND = lns_module.LNS_WORK_PER_SECOND
 PRICE_START = 0.02
 PRICE_GROW_FIRST = 1.5
 PRICE_GROW = 1.2
 PRICE_SHRINK = 1.1
-PRICE_ROUND_WORK = 2e6
+PRICE_ROUND_WORK = 0.6e6
 # Work charged per repair (the fast path after each round; not counted by lns.ilp_work): A's takes 0.4 s,
 # S's 0.09 s, M's 0.13 s; a fixed charge keeps the phase deterministic and the slowest case within its share.
+# PRICE_REPAIR_WORK is the toulbar2 phases' charge (1 s at their 1M units per second); PRICED_REPAIR_WORK
+# the priced search's (0.5 s at its rate, as before the units were fitted).
 PRICE_REPAIR_WORK = 1e6
+PRICED_REPAIR_WORK = 0.5 * PRICE_WORK_PER_SECOND
 # The pricing phase ends early when its own best repair of PRICE_PATIENCE rounds ago was already within this
 # share of the best cost now (so the best gained less than that since, and the phase had caught up with it).
 # Before, the rule compared the incumbent with itself: an incumbent cheaper than every priced repair so far
@@ -119,7 +124,7 @@ def price_memory(
             core, x, int(rng.integers(2**31)), best_cost, deadline, incumbent
         )
         repair_secs = time.perf_counter() - began
-        search.work += PRICE_REPAIR_WORK
+        search.work += PRICED_REPAIR_WORK
         excess = np.maximum(usage_profile(chosen_usage(x), lo, hi, moments) - limit, 0.0)
         over = excess.sum() > 0
         log.append(
