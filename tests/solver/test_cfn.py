@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import signal
@@ -324,6 +325,63 @@ def test_a_restricted_round_starts_only_when_its_posting_fits_what_is_left() -> 
         assert len(once.rounds) == 1 and untimed[0] == untimed[1] and once.used == 1
         checked += 1
     assert checked >= 5
+
+
+def test_a_solves_wall_cap_is_also_what_is_left_of_its_phases() -> None:
+    from autopar.solver.cfn_pricing import CFN_WALL_SLACK, CFN_WORK_PER_SECOND, phase_wall_cap
+
+    budget = 40 * CFN_WORK_PER_SECOND  # a phase of 40 s of work: 60 s of wall at most
+    assert phase_wall_cap(budget) == pytest.approx(CFN_WALL_SLACK * 40)
+    # Half the work counted but 50 s of wall spent: the phase has 10 s left, not 1.5 x 20 s.
+    assert phase_wall_cap(budget / 2, budget, 50.0) == pytest.approx(CFN_WALL_SLACK * 40 - 50)
+    assert phase_wall_cap(budget / 2, budget, 5.0) == pytest.approx(CFN_WALL_SLACK * 20)
+    assert phase_wall_cap(budget / 2, budget, 200.0) == 1.0  # never below a second
+
+
+def test_restricted_rounds_that_cost_more_wall_than_counted_stop_at_the_phases_cap(monkeypatch) -> None:
+    # N's restricted solves cost 4-5x the work they were charged; four rounds, each within its own cap,
+    # took 120 s of wall for 59 s of work. Here every solve takes 30 s of a simulated clock: the phase stops
+    # within CFN_WALL_SLACK x its seconds of work (plus a solve's one-second floor) and says the clock cut it.
+    from autopar.solver import restricted
+    from autopar.solver.cfn_pricing import CFN_WALL_SLACK, CFN_WORK_PER_SECOND
+    from autopar.solver.pricing import Price
+    from autopar.solver.state import Incumbent
+
+    clock = {"now": 0.0}
+
+    class SimulatedTime:
+        @staticmethod
+        def perf_counter() -> float:
+            return clock["now"]
+
+    class SlowCfn(PricedCfn):
+        def solve(self, node_price, upper_bound, backtrack_limit, time_limit, seed=0, domains=None, **kw):
+            result = super().solve(node_price, upper_bound, backtrack_limit, 60.0, seed, domains, **kw)
+            spent = min(time_limit, 30.0)
+            clock["now"] += spent
+            return dataclasses.replace(result, clock_cut=True) if spent < 30.0 else result
+
+    monkeypatch.setattr(restricted, "time", SimulatedTime)
+    budget = 50 * CFN_WORK_PER_SECOND
+    checked = 0
+    for seed in range(30):
+        rng = np.random.default_rng(300 + seed)
+        p = random_problem(rng, n=int(rng.integers(6, 9)), tight=0.45)
+        h = _core.solve_heuristic(p._core, 5.0, 0, 0, None)
+        if not h.feasible:
+            continue
+        moments = int(p.arrays().interval_end.max()) + 1
+        free = PricedCfn(p._core).solve(None, None, 100_000, 30).solution
+        clock["now"] = 0.0
+        out = Incumbent(time.perf_counter(), best=np.asarray(h.solution))
+        result = restricted.price_memory_restricted(
+            p._core, SlowCfn(p._core), Price(np.ones(moments), 1.0, free), budget, 0, 1e9, out, free
+        )
+        assert clock["now"] <= CFN_WALL_SLACK * budget / CFN_WORK_PER_SECOND + 1.0
+        if clock["now"] > 60.0:  # a third solve was started: the phase's cap, not its work, ended it
+            assert result.clock_cut and result.used == 1
+            checked += 1
+    assert checked >= 2
 
 
 def seconds_problem(rng: np.random.Generator, n: int, forbid: float = 0.1) -> StrategyProblem:

@@ -76,6 +76,7 @@ class CfnResult:
       backtracks: backtracks toulbar2 made (its deterministic measure of search work).
       clock_cut: the wall-clock safety net stopped the search before its backtrack limit.
       seconds: wall seconds of the solve.
+      nodes: search nodes toulbar2 opened (each backtrack follows a dive of several).
     """
 
     solution: np.ndarray | None
@@ -85,6 +86,7 @@ class CfnResult:
     backtracks: int
     clock_cut: bool
     seconds: float
+    nodes: int = 0
 
 
 class PricedCfn:
@@ -262,18 +264,27 @@ class PricedCfn:
             finally:
                 cfn.CFN.timerStop()  # else its alarm fires later, in whatever runs next
         backtracks = int(cfn.GetNbBacktracks())
+        nodes = int(cfn.GetNbNodes())
         dual = cfn.GetDDualBound()
         seconds = time.perf_counter() - began
         clock_cut = backtracks < backtrack_limit and seconds >= time_limit
         if result is None:
-            return CfnResult(None, None, float(dual) * self.unit, False, backtracks, clock_cut, seconds)
+            dual_bound = float(dual) * self.unit
+            return CfnResult(None, None, dual_bound, False, backtracks, clock_cut, seconds, nodes)
         solution = np.asarray(result[0], dtype=np.int64)
         if domains is not None:
             solution = np.array([d[k] for d, k in zip(domains, solution.tolist(), strict=True)], np.int64)
         value = float(result[1])
         optimal = dual >= value - 0.5
         return CfnResult(
-            solution, value * self.unit, float(dual) * self.unit, optimal, backtracks, clock_cut, seconds
+            solution,
+            value * self.unit,
+            float(dual) * self.unit,
+            optimal,
+            backtracks,
+            clock_cut,
+            seconds,
+            nodes=nodes,
         )
 
     def _finite_total(self, costs: np.ndarray) -> float:

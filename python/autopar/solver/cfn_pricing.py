@@ -247,6 +247,11 @@ def price_memory_cfn(
     )
 
 
-def phase_wall_cap(work_left: float) -> float:
-    """Wall seconds a toulbar2 solve may take when its phase has `work_left` units: see CFN_WALL_SLACK."""
-    return max(CFN_WALL_SLACK * work_left / CFN_WORK_PER_SECOND, 1.0)
+def phase_wall_cap(work_left: float, budget: float | None = None, elapsed: float = 0.0) -> float:
+    """Wall seconds a toulbar2 solve may take when its phase has `work_left` units: see CFN_WALL_SLACK. Given
+    the phase's `budget` and the wall seconds it has `elapsed`, also what is left of CFN_WALL_SLACK times the
+    whole phase's seconds, so that rounds each within their own cap cannot add up past it."""
+    cap = CFN_WALL_SLACK * work_left / CFN_WORK_PER_SECOND
+    if budget is not None:
+        cap = min(cap, CFN_WALL_SLACK * budget / CFN_WORK_PER_SECOND - elapsed)
+    return max(cap, 1.0)
