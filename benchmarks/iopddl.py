@@ -7,8 +7,9 @@ Each (problem, seed) runs in its own process, as `autopar-solve` would: the cont
 wall time (`wall/limit` must stay within limit + 1 s). Every solution is re-checked with the core's
 evaluator. One row per problem; the score is the contest's, best_known / cost (1 = the best known solution,
 > 1 better). Columns: time to first feasible (seed 0, and the slowest seed), the score at 10 %, 50 % and
-100 % of the limit (seed 0) and the worst seed's final score; clock_cut says whether the wall clock (not
-the work budget) stopped some phase, i.e. whether the same seed may give another solution on another run.
+100 % of the limit (seed 0), the worst seed's final score and every seed's; clock_cut says whether the
+wall clock (not the work budget) stopped some phase, i.e. whether the same seed may give another
+solution on another run.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def main() -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     header = ["problem", "limit_s", "first_s", "first_s (slowest seed)"]
     header += [f"score@{int(c * 100)}%" for c in CHECKPOINTS]
-    header += ["worst seed: score", "max wall/limit", "peak/limit", "status", "rss_MiB"]
+    header += ["worst seed: score", "scores by seed", "max wall/limit", "peak/limit", "status", "rss_MiB"]
     header += ["clock_cut", "verified"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header), flush=True)
@@ -150,9 +151,10 @@ def main() -> int:
         final = {s: (r["cost"] if r["feasible"] else float("inf")) for s, r in runs.items()}
         worst_seed = max(final, key=lambda s: final[s])
         worst = f"{score(best_known, final[worst_seed])} (seed {worst_seed})"
+        by_seed = " / ".join(f"{s}: {score(best_known, final[s])}" for s in seeds)
         wall = max(r["wall_s"] for r in runs.values()) / limit
         peak = f"{r0['peak'] / r0['limit']:.3f}" if r0["limit"] else str(r0["peak"])
-        row = [name, f"{limit:g}", first, slowest, *curve, worst, f"{wall:.3f}", peak, r0["status"]]
+        row = [name, f"{limit:g}", first, slowest, *curve, worst, by_seed, f"{wall:.3f}", peak, r0["status"]]
         row += [f"{max(r['rss_mib'] for r in runs.values()):.0f}"]
         row += [str(any(r["clock_cut"] for r in runs.values()))]
         row += [str(all(r["verified"] for r in runs.values()))]

@@ -36,8 +36,9 @@ def run(script: str, *args: str) -> str:
 
 def test_iopddl_on_the_bundled_example(tmp_path: Path) -> None:
     (tmp_path / "example.json").write_bytes((ROOT / "tests" / "data" / "iopddl_example.json").read_bytes())
-    out = run("iopddl.py", "--problems", "example", "--bench-dir", str(tmp_path))
+    out = run("iopddl.py", "--problems", "example", "--bench-dir", str(tmp_path), "--seeds", "0,1")
     assert "| example |" in out and "| optimal |" in out
+    assert "| 0: 1.0000 / 1: 1.0000 |" in out  # every seed's score, not only the worst
 
 
 def test_planning_budget() -> None:
