@@ -289,15 +289,11 @@ def test_restricted_phase_keeps_feasible_improvements_only() -> None:
     assert checked >= 10
 
 
-def test_a_restricted_round_starts_only_when_its_posting_fits_what_is_left() -> None:
-    # A round whose network costs more to post than the phase has left is not started (D: a second round
-    # that returned its start took the phase past its budget, uncounted, and the final search got 0.07 of
-    # the run); a phase that cannot afford its first round does nothing and uses nothing.
+def restricted_cases():
+    """(problem, heuristic result, a flat price on the memory-free optimum, that optimum) for the small
+    random problems whose heuristic is feasible: the restricted phase's starting points in these tests."""
     from autopar.solver.pricing import Price
-    from autopar.solver.restricted import price_memory_restricted
-    from autopar.solver.state import Incumbent
 
-    checked = 0
     for seed in range(30):
         rng = np.random.default_rng(300 + seed)
         p = random_problem(rng, n=int(rng.integers(6, 9)), tight=0.45)
@@ -306,7 +302,18 @@ def test_a_restricted_round_starts_only_when_its_posting_fits_what_is_left() -> 
             continue
         moments = int(p.arrays().interval_end.max()) + 1
         free = PricedCfn(p._core).solve(None, None, 100_000, 30).solution
-        settled = Price(np.ones(moments), 1.0, free)
+        yield p, h, Price(np.ones(moments), 1.0, free), free
+
+
+def test_a_restricted_round_starts_only_when_its_posting_fits_what_is_left() -> None:
+    # A round whose network costs more to post than the phase has left is not started (D: a second round
+    # that returned its start took the phase past its budget, uncounted, and the final search got 0.07 of
+    # the run); a phase that cannot afford its first round does nothing and uses nothing.
+    from autopar.solver.restricted import price_memory_restricted
+    from autopar.solver.state import Incumbent
+
+    checked = 0
+    for p, h, settled, free in restricted_cases():
 
         def run(budget: float, p=p, h=h, settled=settled, free=free):
             now = time.perf_counter()
@@ -344,7 +351,6 @@ def test_restricted_rounds_that_cost_more_wall_than_counted_stop_at_the_phases_c
     # within CFN_WALL_SLACK x its seconds of work (plus a solve's one-second floor) and says the clock cut it.
     from autopar.solver import restricted
     from autopar.solver.cfn_pricing import CFN_WALL_SLACK, CFN_WORK_PER_SECOND
-    from autopar.solver.pricing import Price
     from autopar.solver.state import Incumbent
 
     clock = {"now": 0.0}
@@ -364,18 +370,11 @@ def test_restricted_rounds_that_cost_more_wall_than_counted_stop_at_the_phases_c
     monkeypatch.setattr(restricted, "time", SimulatedTime)
     budget = 50 * CFN_WORK_PER_SECOND
     checked = 0
-    for seed in range(30):
-        rng = np.random.default_rng(300 + seed)
-        p = random_problem(rng, n=int(rng.integers(6, 9)), tight=0.45)
-        h = _core.solve_heuristic(p._core, 5.0, 0, 0, None)
-        if not h.feasible:
-            continue
-        moments = int(p.arrays().interval_end.max()) + 1
-        free = PricedCfn(p._core).solve(None, None, 100_000, 30).solution
+    for p, h, settled, free in restricted_cases():
         clock["now"] = 0.0
         out = Incumbent(time.perf_counter(), best=np.asarray(h.solution))
         result = restricted.price_memory_restricted(
-            p._core, SlowCfn(p._core), Price(np.ones(moments), 1.0, free), budget, 0, 1e9, out, free
+            p._core, SlowCfn(p._core), settled, budget, 0, 1e9, out, free
         )
         assert clock["now"] <= CFN_WALL_SLACK * budget / CFN_WORK_PER_SECOND + 1.0
         if clock["now"] > 60.0:  # a third solve was started: the phase's cap, not its work, ended it
