@@ -266,10 +266,10 @@ class PricedCfn:
         backtracks = int(cfn.GetNbBacktracks())
         nodes = int(cfn.GetNbNodes())
         dual = cfn.GetDDualBound()
+        dual_bound = float(dual) * self.unit
         seconds = time.perf_counter() - began
         clock_cut = backtracks < backtrack_limit and seconds >= time_limit
         if result is None:
-            dual_bound = float(dual) * self.unit
             return CfnResult(None, None, dual_bound, False, backtracks, clock_cut, seconds, nodes)
         solution = np.asarray(result[0], dtype=np.int64)
         if domains is not None:
@@ -277,14 +277,7 @@ class PricedCfn:
         value = float(result[1])
         optimal = dual >= value - 0.5
         return CfnResult(
-            solution,
-            value * self.unit,
-            float(dual) * self.unit,
-            optimal,
-            backtracks,
-            clock_cut,
-            seconds,
-            nodes=nodes,
+            solution, value * self.unit, dual_bound, optimal, backtracks, clock_cut, seconds, nodes
         )
 
     def _finite_total(self, costs: np.ndarray) -> float:

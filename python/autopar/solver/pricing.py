@@ -16,8 +16,7 @@ import numpy as np
 
 from autopar import _core
 from autopar.solver import fast_path
-from autopar.solver import lns as lns_module
-from autopar.solver.lns import Objective, Search, lns
+from autopar.solver.lns import LNS_WORK_PER_SECOND, Objective, Search, lns
 from autopar.solver.state import Incumbent
 
 # Memory pricing (price_memory): share of the work budget, first price level (x best cost / usage limit),
@@ -27,7 +26,7 @@ from autopar.solver.state import Incumbent
 # count the same fitted units). A round's work was 2M of the earlier units, which the priced sub-ILPs of A,
 # K, N and S (mostly integral LP relaxations) cost 0.27-0.31x in the fitted ones: 0.6M keeps their rounds.
 PRICE_SHARE = 0.5
-PRICE_WORK_PER_SECOND = lns_module.LNS_WORK_PER_SECOND
+PRICE_WORK_PER_SECOND = LNS_WORK_PER_SECOND
 PRICE_START = 0.02
 PRICE_GROW_FIRST = 1.5
 PRICE_GROW = 1.2
