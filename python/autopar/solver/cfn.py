@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autopar import _core, native_output
+from autopar.solver.cfn_peel import Peeled, peel
 
 __all__ = ["CfnResult", "PricedCfn"]
 
@@ -62,6 +63,9 @@ _TRWS_ACCURACY = 1e-4
 # this 2-core machine; counted high). A solve whose network would not be posted before its time limit is
 # skipped (reported as cut by the clock): posting cannot be interrupted.
 _POST_SECONDS_PER_ENTRY = 1e-6
+# Variables of at most this many neighbours are peeled before posting (cfn_peel): 1 folds leaves and
+# isolated variables, 2 also chains; 0 only isolated variables.
+PEEL_DEGREE = 1
 
 
 @dataclass(frozen=True)
@@ -107,13 +111,8 @@ class PricedCfn:
         self._edge_cost_exact = np.where(a.edge_cost >= _FORBIDDEN, np.inf, a.edge_cost)
         edge_cost = a.edge_cost * self.scale
         self._edge_cost = np.where(a.edge_cost >= _FORBIDDEN, np.inf, np.round(edge_cost))
-        eo = self._edge_offset
-        self._edges = [
-            (u, v, self._edge_cost[eo[e] : eo[e + 1]].tolist())
-            for e, (u, v) in enumerate(zip(self._edge_u.tolist(), self._edge_v.tolist(), strict=True))
-        ]
         self.num_table_entries = int(len(a.edge_cost) + len(self._node_cost))
-        self._edge_range = _segment_spread(self._edge_cost, eo)
+        self._edge_range = _segment_spread(self._edge_cost, self._edge_offset)
 
     @property
     def unit(self) -> float:
@@ -243,17 +242,22 @@ class PricedCfn:
             # Any finite-cost solution is below the sum of every table's largest finite entry.
             upper_bound = (self._finite_total(costs) + 1.0) * self.unit
         upper_bound = float(np.round(upper_bound * self.scale))
-        cfn = pytoulbar2.CFN(ubinit=upper_bound, verbose=-1, seed=int(seed) % (2**31))
+        peeled = self._peeled(costs, domains)
+        reduced_bound = upper_bound - peeled.constant
+        if not reduced_bound > 0:  # the tree parts alone cost the bound: nothing below it
+            return CfnResult(None, None, -np.inf, False, 0, False, time.perf_counter() - began)
+        if len(peeled.kept) == 0:  # the network was a forest: peeling solved it
+            solution = self._solution(peeled, [], domains)
+            value = peeled.constant * self.unit
+            return CfnResult(solution, value, value, True, 0, False, time.perf_counter() - began)
+        cfn = pytoulbar2.CFN(ubinit=reduced_bound, verbose=-1, seed=int(seed) % (2**31))
         cfn.Option.backtrackLimit = int(backtrack_limit)
         if trws_iterations > 0:
             cfn.Option.trwsAccuracy = _TRWS_ACCURACY
             cfn.Option.trwsNIter = int(trws_iterations)
         with native_output.captured():
             try:
-                if domains is None:
-                    self._post_full(cfn, costs)
-                else:
-                    self._post_restricted(cfn, costs, domains)
+                _post(cfn, peeled)
                 seconds_left = time_limit - (time.perf_counter() - began)
                 if seconds_left <= 0:
                     return CfnResult(None, None, -np.inf, False, 0, True, time.perf_counter() - began)
@@ -265,20 +269,40 @@ class PricedCfn:
                 cfn.CFN.timerStop()  # else its alarm fires later, in whatever runs next
         backtracks = int(cfn.GetNbBacktracks())
         nodes = int(cfn.GetNbNodes())
-        dual = cfn.GetDDualBound()
+        dual = cfn.GetDDualBound() + peeled.constant
         dual_bound = float(dual) * self.unit
         seconds = time.perf_counter() - began
         clock_cut = backtracks < backtrack_limit and seconds >= time_limit
         if result is None:
             return CfnResult(None, None, dual_bound, False, backtracks, clock_cut, seconds, nodes)
-        solution = np.asarray(result[0], dtype=np.int64)
-        if domains is not None:
-            solution = np.array([d[k] for d, k in zip(domains, solution.tolist(), strict=True)], np.int64)
-        value = float(result[1])
+        solution = self._solution(peeled, result[0], domains)
+        value = float(result[1]) + peeled.constant
         optimal = dual >= value - 0.5
         return CfnResult(
             solution, value * self.unit, dual_bound, optimal, backtracks, clock_cut, seconds, nodes
         )
+
+    def _peeled(self, costs: np.ndarray, domains: list[np.ndarray] | None) -> Peeled:
+        """The network over `domains` (None: every strategy) with its tree parts peeled (cfn_peel)."""
+        offset, edge_offset = self._offset, self._edge_offset
+        if domains is None:
+            unary = [costs[offset[i] : offset[i + 1]] for i in range(self.num_nodes)]
+        else:
+            unary = [costs[offset[i] + domains[i]] for i in range(self.num_nodes)]
+        tables = []
+        for e, (u, v) in enumerate(zip(self._edge_u.tolist(), self._edge_v.tolist(), strict=True)):
+            width = offset[v + 1] - offset[v]
+            table = self._edge_cost[edge_offset[e] : edge_offset[e + 1]].reshape(-1, width)
+            tables.append(table if domains is None else table[np.ix_(domains[u], domains[v])])
+        return peel(unary, self._edge_u, self._edge_v, tables, PEEL_DEGREE)
+
+    @staticmethod
+    def _solution(peeled: Peeled, kept_values, domains: list[np.ndarray] | None) -> np.ndarray:
+        """Strategy per node from toulbar2's values of the kept variables."""
+        values = peeled.expand(np.asarray(kept_values, dtype=np.int64))
+        if domains is None:
+            return values
+        return np.array([d[k] for d, k in zip(domains, values.tolist(), strict=True)], np.int64)
 
     def _finite_total(self, costs: np.ndarray) -> float:
         """Sum over the node tables `costs` (scaled) and the edge tables of their largest finite entry."""
@@ -288,25 +312,15 @@ class PricedCfn:
         top += np.maximum.reduceat(edge, self._edge_offset[:-1]).clip(min=0).sum() if len(edge) else 0.0
         return float(top)
 
-    def _post_full(self, cfn, costs: np.ndarray) -> None:
-        offset = self._offset
-        for i in range(self.num_nodes):
-            cfn.AddVariable(f"x{i}", range(int(offset[i + 1] - offset[i])))
-        for i in range(self.num_nodes):
-            cfn.AddFunction([i], costs[offset[i] : offset[i + 1]].tolist())
-        for u, v, table in self._edges:
-            cfn.AddFunction([u, v], table)
 
-    def _post_restricted(self, cfn, costs: np.ndarray, domains: list[np.ndarray]) -> None:
-        offset, edge_offset = self._offset, self._edge_offset
-        for i in range(self.num_nodes):
-            cfn.AddVariable(f"x{i}", range(len(domains[i])))
-        for i in range(self.num_nodes):
-            cfn.AddFunction([i], costs[offset[i] + domains[i]].tolist())
-        for e, (u, v) in enumerate(zip(self._edge_u.tolist(), self._edge_v.tolist(), strict=True)):
-            width = offset[v + 1] - offset[v]
-            table = self._edge_cost[edge_offset[e] : edge_offset[e + 1]].reshape(-1, width)
-            cfn.AddFunction([u, v], table[np.ix_(domains[u], domains[v])].ravel().tolist())
+def _post(cfn, peeled: Peeled) -> None:
+    """Posts the peeled network to toulbar2 (variable k is peeled.kept[k])."""
+    for k, costs in enumerate(peeled.unary):
+        cfn.AddVariable(f"x{k}", range(len(costs)))
+    for k, costs in enumerate(peeled.unary):
+        cfn.AddFunction([k], costs.tolist())
+    for a, b, table in zip(peeled.edges_u.tolist(), peeled.edges_v.tolist(), peeled.tables, strict=True):
+        cfn.AddFunction([a, b], table.ravel().tolist())
 
 
 def _integer_scale(
