@@ -88,3 +88,30 @@ def test_parallel_edges_are_summed():
     p = peel(unary, np.array([0, 1]), np.array([1, 0]), [a, b.T], 1)
     x = p.expand(np.zeros(0, dtype=np.int64))
     assert p.constant == 1.0 and x[0] != x[1]
+
+
+def test_priced_cfn_solves_a_tree_shaped_problem_without_search():
+    """A strategy problem whose graph is a tree: peeling alone proves its priced optimum (no backtrack)."""
+    pytest.importorskip("pytoulbar2")
+    from autopar.solver import StrategyProblem
+    from autopar.solver.cfn import PricedCfn
+
+    rng = np.random.default_rng(3)
+    n = 8
+    intervals = np.array([[i, i + 2] for i in range(n)])
+    costs = [rng.integers(0, 50, 3).astype(float) for _ in range(n)]
+    usages = [rng.integers(1, 100, 3) for _ in range(n)]
+    edges = np.array([(int(rng.integers(0, i)), i) for i in range(1, n)])
+    edge_costs = [rng.integers(0, 50, 9).astype(float) for _ in edges]
+    p = StrategyProblem.from_arrays(intervals, costs, usages, edges, edge_costs, None, name="tree")
+    price = rng.integers(0, 3, n).astype(float)
+    result = PricedCfn(p._core).solve(price, None, backtrack_limit=1000, time_limit=30)
+    a = p.arrays()
+    best = min(
+        p.evaluate(list(x))[0] + float(price @ a.node_usage[a.strategy_offset[:-1] + np.array(x)])
+        for x in itertools.product(range(3), repeat=n)
+    )
+    assert result.optimal and result.backtracks == 0
+    assert result.value == pytest.approx(best) and result.dual_bound == pytest.approx(best)
+    usage = a.node_usage[a.strategy_offset[:-1] + result.solution]
+    assert p.evaluate(result.solution)[0] + float(price @ usage) == pytest.approx(best)
