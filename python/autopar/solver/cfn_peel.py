@@ -10,9 +10,9 @@ leaves toulbar2 the part with cycles (the 2-core).
 Why: toulbar2 does the same elimination (variables of degree <= 3, `elimDegree`) at every node of its
 search, and undoes it on every backtrack. On the IOPDDL problems most variables are leaves or isolated
 (K: 26,885 leaves of 33,979 free nodes; N: 19,446 isolated ones) and a search node of a restricted network
-cost 3.9 ms on N against 0.4 ms with that elimination off, which found worse priced optima in the same
+cost 3.9 ms on N against 0.4-0.7 ms with that elimination off, which found worse priced optima in the same
 backtracks. Peeled once, before posting, the network keeps the elimination's strength and loses its
-per-node cost (docs/solver.md, "Peeling before toulbar2").
+per-node cost (docs/solver.md, "Peeling the tree parts before toulbar2").
 
     peeled = peel(unary, edge_u, edge_v, tables)
     ... toulbar2 over peeled.unary / peeled.edges_u / edges_v / tables (kept variables, renumbered) ...

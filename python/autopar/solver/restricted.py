@@ -39,7 +39,8 @@ RESTRICTED_EXTRA_DECAY = 0.85
 # 90k functions take 4 s per round, S's 67k about 3 s.
 RESTRICTED_WORK_PER_FUNCTION = 50.0
 # Work per backtrack of a restricted solve: S's take 1.0-2 ms each (full networks: 6-17 ms), K's 0.5-1 ms and
-# N's 6-8 ms, with networks of the same size; the phase's own wall cap (see the loop) bounds N's overrun.
+# N's 6-8 ms, with networks of the same size (measured before cfn_peel: toulbar2's per-node elimination made
+# N's dear); the phase's own wall cap (see the loop) bounds an overrun.
 RESTRICTED_WORK_PER_BACKTRACK = 1500.0
 
 
