@@ -113,6 +113,7 @@ class PricedCfn:
         self._edge_cost = np.where(a.edge_cost >= _FORBIDDEN, np.inf, np.round(edge_cost))
         self.num_table_entries = int(len(a.edge_cost) + len(self._node_cost))
         self._edge_range = _segment_spread(self._edge_cost, self._edge_offset)
+        self._tables: list[np.ndarray] | None = None
 
     @property
     def unit(self) -> float:
@@ -284,17 +285,24 @@ class PricedCfn:
 
     def _peeled(self, costs: np.ndarray, domains: list[np.ndarray] | None) -> Peeled:
         """The network over `domains` (None: every strategy) with its tree parts peeled (cfn_peel)."""
-        offset, edge_offset = self._offset, self._edge_offset
+        offset = self._offset
         if domains is None:
             unary = [costs[offset[i] : offset[i + 1]] for i in range(self.num_nodes)]
+            tables = self._full_tables()
         else:
             unary = [costs[offset[i] + domains[i]] for i in range(self.num_nodes)]
-        tables = []
-        for e, (u, v) in enumerate(zip(self._edge_u.tolist(), self._edge_v.tolist(), strict=True)):
-            width = offset[v + 1] - offset[v]
-            table = self._edge_cost[edge_offset[e] : edge_offset[e + 1]].reshape(-1, width)
-            tables.append(table if domains is None else table[np.ix_(domains[u], domains[v])])
+            pairs = zip(self._edge_u.tolist(), self._edge_v.tolist(), self._full_tables(), strict=True)
+            tables = [table[np.ix_(domains[u], domains[v])] for u, v, table in pairs]
         return peel(unary, self._edge_u, self._edge_v, tables, PEEL_DEGREE)
+
+    def _full_tables(self) -> list[np.ndarray]:
+        """Each edge's cost table over every strategy (views, built once: every solve peels them)."""
+        if self._tables is None:
+            offset, edge_offset = self._offset, self._edge_offset
+            width = (offset[self._edge_v + 1] - offset[self._edge_v]).tolist()
+            segments = zip(edge_offset[:-1].tolist(), edge_offset[1:].tolist(), width, strict=True)
+            self._tables = [self._edge_cost[a:b].reshape(-1, w) for a, b, w in segments]
+        return self._tables
 
     @staticmethod
     def _solution(peeled: Peeled, kept_values, domains: list[np.ndarray] | None) -> np.ndarray:

@@ -5,7 +5,8 @@ neighbour's values, the leaf's best value costs min over the leaf's values of (i
 cost), which becomes part of the neighbour's unary cost; the leaf's best value is read back once the
 neighbour's is known. A variable with no neighbour left contributes its cheapest unary cost as a constant.
 Repeating this to a fixpoint solves every tree-shaped part of the network (dynamic programming over it) and
-leaves toulbar2 the part with cycles (the 2-core).
+leaves toulbar2 the part with cycles (the 2-core). With `max_degree=2` a variable with two neighbours is
+folded too, into a pair function between them (chains; measured, not the default: cfn.PEEL_DEGREE).
 
 Why: toulbar2 does the same elimination (variables of degree <= 3, `elimDegree`) at every node of its
 search, and undoes it on every backtrack. On the IOPDDL problems most variables are leaves or isolated
@@ -47,9 +48,10 @@ class Peeled:
     tables: list[np.ndarray]
     constant: float
     num_vars: int
-    # Peeled variables in elimination order: (variable, neighbour it was folded into or -1, best value
-    # per neighbour value, or the single best value when it had no neighbour).
-    _order: list[tuple[int, int, np.ndarray | int]]
+    # Peeled variables in elimination order: (variable, what it was folded into, its best value): into a
+    # neighbour j, best per value of j; into the pair (j, k), best per pair of values; into the constant
+    # (-1), the single best value.
+    _order: list[tuple[int, int | tuple[int, int], np.ndarray | int]]
 
     def expand(self, kept_values: np.ndarray) -> np.ndarray:
         """Every original variable's value index, given those of the kept variables."""
@@ -88,7 +90,7 @@ def peel(
         neighbours[u].add(v)
         neighbours[v].add(u)
     removed = np.zeros(n, dtype=bool)
-    order: list[tuple[int, int, np.ndarray | int]] = []
+    order: list[tuple[int, int | tuple[int, int], np.ndarray | int]] = []
     constant = 0.0
     stack = [i for i in range(n) if len(neighbours[i]) <= max_degree]
     while stack:
@@ -98,8 +100,7 @@ def peel(
         removed[i] = True
         if len(neighbours[i]) == 2:
             j, k = sorted(neighbours[i])
-            tj = pair.pop((i, j)) if i < j else pair.pop((j, i)).T  # rows: i's values
-            tk = pair.pop((i, k)) if i < k else pair.pop((k, i)).T
+            tj, tk = _pop_pair(pair, i, j), _pop_pair(pair, i, k)
             total = unary[i][:, None, None] + tj[:, :, None] + tk[:, None, :]
             choice = np.argmin(total, axis=0)
             folded = np.take_along_axis(total, choice[None], axis=0)[0]
@@ -123,7 +124,7 @@ def peel(
             continue
         j = neighbours[i].pop()
         neighbours[j].discard(i)
-        t = pair.pop((i, j)) if i < j else pair.pop((j, i)).T  # rows: i's values
+        t = _pop_pair(pair, i, j)
         total = unary[i][:, None] + t
         choice = np.argmin(total, axis=0)
         unary[j] += total[choice, np.arange(total.shape[1])]
@@ -144,3 +145,8 @@ def peel(
         num_vars=n,
         _order=order,
     )
+
+
+def _pop_pair(pair: dict[tuple[int, int], np.ndarray], i: int, j: int) -> np.ndarray:
+    """Removes the pair function of i and j (stored under (min, max)) and returns it with rows i's values."""
+    return pair.pop((i, j)) if i < j else pair.pop((j, i)).T
