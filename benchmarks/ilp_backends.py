@@ -1,6 +1,6 @@
 """HiGHS (highspy) against CBC (through pulp) on the whole presolved group ILP of a public problem.
 
-    python benchmarks/ilp_backends.py [--problem G] [--time-limit 60]
+    python benchmarks/ilp_backends.py [--problem G] [--time-limit 60] [--bench-dir DIR]
 
 Both get the same model (autopar._core.GroupModel(...).build), one thread, no warm start; prints the time to
 solve, the objective and the status of each.
@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(1, str(REPO))
+
+from benchmarks import contest_data  # noqa: E402
 
 from autopar import _core  # noqa: E402
 from autopar.solver import StrategyProblem  # noqa: E402
@@ -55,8 +58,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problem", default="G", choices=sorted(FILES))
     parser.add_argument("--time-limit", type=float, default=60.0)
+    parser.add_argument(
+        "--bench-dir",
+        type=Path,
+        default=contest_data.default_dir(),
+        help=f"the contest's problem files (default: ${contest_data.ENV})",
+    )
     args = parser.parse_args()
-    p = StrategyProblem.from_json(REPO.parent / "shared" / "bench" / "iopddl" / FILES[args.problem])
+    folder = contest_data.require_dir(args.bench_dir, "--bench-dir")
+    p = StrategyProblem.from_json(folder / FILES[args.problem])
     gm = _core.GroupModel(p._core)
     model = gm.build(np.zeros(gm.num_groups, np.int32), np.zeros(0, np.int32), 10**8)
     print(f"model: {model.num_cols} columns, {model.num_rows} rows, {model.num_nonzeros} nonzeros")

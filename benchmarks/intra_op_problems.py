@@ -22,8 +22,8 @@ seconds of the pass's cost model. Prints a markdown table; progress goes to stde
     python benchmarks/intra_op_problems.py [--models gpt,moe,wresnet] [--meshes 8,2x4,2x2x2]
         [--out build/intra_op_problems] [--time-limit 10] [--fraction 0.5] [--contest A,G,M,S]
 
-`--contest` adds rows for the contest's own problems (../shared/bench/iopddl) solved with the same time
-limit, so the gaps can be read side by side (`--models ""` for those alone).
+`--contest` adds rows for the contest's own problems (--contest-dir or AUTOPAR_IOPDDL_DIR) solved with the
+same time limit, so the gaps can be read side by side (`--models ""` for those alone).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # benchmarks.model
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from benchmarks import contest_data  # noqa: E402
 from benchmarks.models import gpt, moe, small, wide_resnet  # noqa: E402
 
 from autopar import passes  # noqa: E402
@@ -172,7 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also solve these IOPDDL contest problems with the same time limit, for comparison: comma list "
         "of letters (A,G,M,S: asplos-2025-iopddl-<letter>.json.gz in --contest-dir) or paths",
     )
-    parser.add_argument("--contest-dir", type=Path, default=ROOT.parent / "shared" / "bench" / "iopddl")
+    parser.add_argument(
+        "--contest-dir",
+        type=Path,
+        default=contest_data.default_dir(),
+        help=f"the contest's problem files (default: ${contest_data.ENV})",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     print("| " + " | ".join(HEADER) + " |")
@@ -210,7 +216,11 @@ def main(argv: list[str] | None = None) -> int:
                     limit = r["min_peak"] + int(args.fraction * (sol.peak_memory - r["min_peak"]))
                     variants.append((f"{name}_mem{round(100 * args.fraction)}", {"memory_budget": limit}))
     for contest in filter(None, args.contest.split(",")):
-        path = Path(contest) if "/" in contest else args.contest_dir / f"asplos-2025-iopddl-{contest}.json.gz"
+        if "/" in contest:
+            path = Path(contest)
+        else:
+            folder = contest_data.require_dir(args.contest_dir, "--contest-dir")
+            path = contest_data.problem_file(folder, contest)
         r = solve_file(path, args.time_limit)
         print(f"{path.name}: {r['sol'].status}: {r['sol'].message}", file=sys.stderr, flush=True)
         print(row(r), flush=True)

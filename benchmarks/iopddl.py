@@ -1,4 +1,4 @@
-"""Solver quality on the public IOPDDL problems (../shared/bench/iopddl next to the repository).
+"""Solver quality on the public IOPDDL problems (their files: --bench-dir or AUTOPAR_IOPDDL_DIR).
 
     python benchmarks/iopddl.py [--time-scale 1] [--problems A,B,...] [--seeds 0,1,2] [--work-only]
 
@@ -26,6 +26,9 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(1, str(REPO))
+from benchmarks import contest_data  # noqa: E402
+
 # file, contest timeout (s), best known cost (from the data's README)
 PROBLEMS = {
     "example": ("example.json", 10.0, 445.0),
@@ -106,7 +109,12 @@ def score(best_known: float, cost: float) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bench-dir", type=Path, default=REPO.parent / "shared" / "bench" / "iopddl")
+    parser.add_argument(
+        "--bench-dir",
+        type=Path,
+        default=contest_data.default_dir(),
+        help=f"the contest's problem files (default: ${contest_data.ENV})",
+    )
     parser.add_argument("--time-scale", type=float, default=1.0, help="multiply the contest timeouts")
     parser.add_argument("--problems", default=ALL, help=f"comma-separated (default {ALL}; also: example)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0); the first is shown")
@@ -122,6 +130,7 @@ def main() -> int:
     if args.child:
         print(json.dumps(run_one(Path(args.child[0]), float(args.child[1]), args.seed, args.work_only)))
         return 0
+    args.bench_dir = contest_data.require_dir(args.bench_dir, "--bench-dir")
     seeds = [int(s) for s in args.seeds.split(",")]
     header = ["problem", "limit_s", "first_s", "first_s (slowest seed)"]
     header += [f"score@{int(c * 100)}%" for c in CHECKPOINTS]

@@ -24,4 +24,3 @@ if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_BENCH = REPO_ROOT.parent / "shared" / "bench"

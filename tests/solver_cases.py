@@ -1,10 +1,23 @@
 """Small random strategy problems and their brute-force optimum, shared by the solver's tests."""
 
 import itertools
+import os
+from pathlib import Path
 
 import numpy as np
 
 from autopar.solver import StrategyProblem
+
+# The contest's problem files are not shipped with autopar: the tests that read them run where
+# AUTOPAR_IOPDDL_DIR names a folder holding them (asplos-2025-iopddl-<letter>.json.gz), and skip elsewhere.
+CONTEST_ENV = "AUTOPAR_IOPDDL_DIR"
+
+
+def contest_file(letter: str) -> Path | None:
+    """The contest problem `letter`'s file, or None where it is not on this machine."""
+    folder = os.environ.get(CONTEST_ENV, "")
+    path = Path(folder) / f"asplos-2025-iopddl-{letter}.json.gz" if folder else None
+    return path if path is not None and path.exists() else None
 
 
 def random_problem(rng: np.random.Generator, n: int, tight: float, forbid: float = 0.0) -> StrategyProblem:

@@ -41,6 +41,30 @@ def test_iopddl_on_the_bundled_example(tmp_path: Path) -> None:
     assert "| 0: 1.0000 / 1: 1.0000 |" in out  # every seed's score, not only the worst
 
 
+@pytest.mark.parametrize(
+    ("script", "args", "option"),
+    [
+        ("iopddl.py", ("--problems", "B"), "--bench-dir"),
+        ("ilp_backends.py", ("--problem", "G"), "--bench-dir"),
+        ("intra_op_problems.py", ("--models", "", "--contest", "G"), "--contest-dir"),
+    ],
+)
+def test_contest_data_is_asked_for_not_assumed(script: str, args: tuple[str, ...], option: str) -> None:
+    # The contest's files are not shipped: without the option or AUTOPAR_IOPDDL_DIR a benchmark says how to
+    # give them, in one line, and exits 1.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AUTOPAR_IOPDDL_DIR")}
+    if IN_TREE:
+        env["PYTHONPATH"] = str(PACKAGE_DIR)
+    result = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", *args], cwd=ROOT, capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {option}: no folder of contest problems given; pass {option} DIR or set AUTOPAR_IOPDDL_DIR "
+        "to a folder holding asplos-2025-iopddl-<letter>.json.gz"
+    )
+
+
 def test_planning_budget() -> None:
     out = run("planning_budget.py", "--models", "mlp-sgd", "--meshes", "2x4", "--long", "2")
     assert "| mlp-sgd | 2x4 |" in out and "worst default / best" in out

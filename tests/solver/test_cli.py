@@ -12,9 +12,8 @@ import pytest
 
 import autopar
 from autopar.solver.problem import StrategyProblem
+from solver_cases import CONTEST_ENV, contest_file
 
-# The contest problems live beside the repo (../shared/bench); the 5-node example ships with the tests.
-BENCH = Path(__file__).resolve().parents[3] / "shared" / "bench" / "iopddl"
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "iopddl_example.json"
 # The subprocess imports autopar from where this process did: the installed package, or python/ in-tree.
 PYTHON_DIR = Path(autopar.__file__).resolve().parents[1]
@@ -85,9 +84,9 @@ def test_unparseable_arguments_exit_1_not_2() -> None:
 def test_the_time_limit_counts_loading_and_holds() -> None:
     # The contest's rule: the process ends within the limit plus one second, loading included (S takes
     # about a second to load; one held-out run used to take 337 s under a 300 s limit).
-    path = BENCH / "asplos-2025-iopddl-S.json.gz"
-    if not path.exists():
-        pytest.skip("benchmark data absent")
+    path = contest_file("S")
+    if path is None:
+        pytest.skip(f"contest data absent (set {CONTEST_ENV})")
     began = time.perf_counter()
     r = run(str(path), "--time-limit", "6")
     wall = time.perf_counter() - began
@@ -96,9 +95,9 @@ def test_the_time_limit_counts_loading_and_holds() -> None:
 
 
 def test_verbose_logs_phases_on_stderr_only() -> None:
-    path = BENCH / "asplos-2025-iopddl-G.json.gz"
-    if not path.exists():
-        pytest.skip("benchmark data absent")
+    path = contest_file("G")
+    if path is None:
+        pytest.skip(f"contest data absent (set {CONTEST_ENV})")
     args = (str(path), "--budget", "4", "--time-limit", "60")
     quiet, loud = run(*args), run(*args, "-v")
     assert quiet.returncode == loud.returncode == 0, loud.stderr
@@ -116,9 +115,9 @@ def test_verbose_logs_phases_on_stderr_only() -> None:
 
 
 def test_a_clock_cut_is_reported() -> None:
-    path = BENCH / "asplos-2025-iopddl-S.json.gz"
-    if not path.exists():
-        pytest.skip("benchmark data absent")
+    path = contest_file("S")
+    if path is None:
+        pytest.skip(f"contest data absent (set {CONTEST_ENV})")
     r = run(str(path), "--budget", "600", "--time-limit", "4")
     assert r.returncode == 0, r.stderr
     assert "clock cut: yes" in r.stdout.splitlines()[1]

@@ -9,10 +9,8 @@ import pytest
 
 from autopar import _core
 from autopar.solver import INFINITE_COST, Solution, StrategyProblem, solve
-from solver_cases import brute_force, random_problem
+from solver_cases import CONTEST_ENV, brute_force, contest_file, random_problem
 
-# The contest problems live beside the repo (../shared/bench); the 5-node example ships with the tests.
-BENCH = Path(__file__).resolve().parents[3] / "shared" / "bench" / "iopddl"
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "iopddl_example.json"
 
 
@@ -104,9 +102,9 @@ def test_bad_arguments() -> None:
         _core.solve_heuristic(p._core, 1.0, 0, 10, np.array([0, 0, 7, 0, 0], dtype=np.int64))
 
 
-@pytest.mark.skipif(not (BENCH / "asplos-2025-iopddl-G.json.gz").exists(), reason="benchmark data absent")
+@pytest.mark.skipif(contest_file("G") is None, reason=f"contest data absent (set {CONTEST_ENV})")
 def test_fast_path_on_public_problem_g() -> None:
-    p = StrategyProblem.from_json(BENCH / "asplos-2025-iopddl-G.json.gz")
+    p = StrategyProblem.from_json(contest_file("G"))
     sol = solve(p, time_limit=2.0, exact=False)
     cost, peak, ok = p.evaluate(sol.strategies)
     assert ok and sol.feasible and peak <= p.usage_limit and cost == sol.cost
@@ -138,10 +136,10 @@ def test_large_neighbourhood_search_is_deterministic(
     assert other.feasible and p.evaluate(other.strategies)[2]
 
 
-@pytest.mark.skipif(not (BENCH / "asplos-2025-iopddl-G.json.gz").exists(), reason="benchmark data absent")
+@pytest.mark.skipif(contest_file("G") is None, reason=f"contest data absent (set {CONTEST_ENV})")
 def test_public_problem_g_same_seed_same_solution() -> None:
     # G's presolved ILP is solved to proven optimality (a few seconds), so the result is reproducible.
-    p = StrategyProblem.from_json(BENCH / "asplos-2025-iopddl-G.json.gz")
+    p = StrategyProblem.from_json(contest_file("G"))
     runs = [solve(p, time_limit=120.0, seed=1) for _ in range(2)]
     assert all(r.status == "optimal" and not r.clock_cut for r in runs)
     assert runs[0].strategies.tolist() == runs[1].strategies.tolist()
@@ -314,9 +312,9 @@ def test_fast_path_fits_long_follow_chains(length: int) -> None:
     assert r.cost == length + 5.0  # the whole chain and the side node moved
 
 
-@pytest.mark.skipif(not (BENCH / "asplos-2025-iopddl-L.json.gz").exists(), reason="benchmark data absent")
+@pytest.mark.skipif(contest_file("L") is None, reason=f"contest data absent (set {CONTEST_ENV})")
 def test_public_problem_l_is_feasible_within_a_tenth_of_its_limit() -> None:
-    p = StrategyProblem.from_json(BENCH / "asplos-2025-iopddl-L.json.gz")
+    p = StrategyProblem.from_json(contest_file("L"))
     r = solve(p, time_limit=18.0, seed=0, exact=False, max_rounds=0)
     assert r.feasible, r.message
     assert p.evaluate(r.strategies)[2]

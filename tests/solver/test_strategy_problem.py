@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from autopar.solver import StrategyProblem
+from solver_cases import CONTEST_ENV, contest_file
 
-# The contest problems live beside the repo (../shared/bench); the 5-node example ships with the tests.
-BENCH = Path(__file__).resolve().parents[3] / "shared" / "bench" / "iopddl"
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "iopddl_example.json"
 
 
@@ -141,9 +140,9 @@ def test_bad_arrays() -> None:
         StrategyProblem.from_arrays([[0, 1], [0, 1]], [[1.0], [1.0]], [[1], [1]], [[0, 1]], [])
 
 
-@pytest.mark.skipif(not (BENCH / "asplos-2025-iopddl-A.json.gz").exists(), reason="benchmark data absent")
+@pytest.mark.skipif(contest_file("A") is None, reason=f"contest data absent (set {CONTEST_ENV})")
 def test_largest_public_problem_loads_and_evaluates() -> None:
-    p = StrategyProblem.from_json(BENCH / "asplos-2025-iopddl-A.json.gz")
+    p = StrategyProblem.from_json(contest_file("A"))
     assert (p.num_nodes, p.num_edges) == (34932, 54801)
     cost, peak, feasible = p.evaluate(np.zeros(p.num_nodes, dtype=np.int64))
     assert peak > 0 and cost > 0 and not feasible  # strategy 0 everywhere hits forbidden costs

@@ -1,0 +1,33 @@
+"""Where the IOPDDL contest's problem files (asplos-2025-iopddl-<letter>.json.gz, from the ASPLOS/EuroSys
+2025 contest on intra-operator parallelism) are on this machine. autopar does not ship them: a benchmark
+reads them from its --bench-dir option or, by default, from the folder the AUTOPAR_IOPDDL_DIR environment
+variable names (docs/solver.md, "Measured: the ten public problems")."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV = "AUTOPAR_IOPDDL_DIR"
+
+
+def default_dir() -> Path | None:
+    """The folder AUTOPAR_IOPDDL_DIR names, or None."""
+    folder = os.environ.get(ENV, "")
+    return Path(folder) if folder else None
+
+
+def require_dir(folder: Path | None, option: str) -> Path:
+    """`folder`, or a one-line error (exit code 1) saying how to give it."""
+    if folder is None:
+        raise SystemExit(
+            f"error: {option}: no folder of contest problems given; pass {option} DIR or set {ENV} to a "
+            "folder holding asplos-2025-iopddl-<letter>.json.gz"
+        )
+    if not folder.is_dir():
+        raise SystemExit(f"error: {option}: {folder} is not a folder")
+    return folder
+
+
+def problem_file(folder: Path, letter: str) -> Path:
+    return folder / f"asplos-2025-iopddl-{letter}.json.gz"
