@@ -1,7 +1,7 @@
 """Where the IOPDDL contest's problem files (asplos-2025-iopddl-<letter>.json.gz, from the ASPLOS/EuroSys
 2025 contest on intra-operator parallelism) are on this machine. autopar does not ship them: a benchmark
 reads them from its --bench-dir option or, by default, from the folder the AUTOPAR_IOPDDL_DIR environment
-variable names (docs/solver.md, "Measured: the ten public problems")."""
+variable names (docs/solver.md, its first section)."""
 
 from __future__ import annotations
 
@@ -30,4 +30,5 @@ def require_dir(folder: Path | None, option: str) -> Path:
 
 
 def problem_file(folder: Path, letter: str) -> Path:
+    """The file of contest problem `letter` in `folder`."""
     return folder / f"asplos-2025-iopddl-{letter}.json.gz"

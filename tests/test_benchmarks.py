@@ -65,6 +65,22 @@ def test_contest_data_is_asked_for_not_assumed(script: str, args: tuple[str, ...
     )
 
 
+def test_contest_data_folder_must_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if IN_TREE:
+        env["PYTHONPATH"] = str(PACKAGE_DIR)
+    result = subprocess.run(
+        [sys.executable, "benchmarks/iopddl.py", "--problems", "B", "--bench-dir", str(missing)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == f"error: --bench-dir: {missing} is not a folder"
+
+
 def test_planning_budget() -> None:
     out = run("planning_budget.py", "--models", "mlp-sgd", "--meshes", "2x4", "--long", "2")
     assert "| mlp-sgd | 2x4 |" in out and "worst default / best" in out
