@@ -95,7 +95,7 @@ struct PoolRows {
 // What presolve did (docs/solver.md, "Presolve").
 struct PresolveStats {
   int64_t groups = 0, free_groups = 0, pairs = 0, components = 0, free_strategies = 0;
-  int64_t merged = 0, folded = 0, dominated = 0, arc_removed = 0;
+  int64_t merged = 0, folded = 0, dominated = 0, arc_removed = 0, entries_scanned = 0;
 };
 
 void bind_results(nb::module_& m) {
@@ -145,6 +145,8 @@ void bind_results(nb::module_& m) {
       .def_ro("folded", &PresolveStats::folded, "Singleton groups folded into their neighbours.")
       .def_ro("dominated", &PresolveStats::dominated, "Dominated strategies removed.")
       .def_ro("arc_removed", &PresolveStats::arc_removed, "Pair tables removed (arc consistency).")
+      .def_ro("entries_scanned", &PresolveStats::entries_scanned,
+              "Pair table entries read by the support and follow checks (presolve's deterministic work).")
       .def("__repr__", [](const PresolveStats& s) {
         return "PresolveStats(groups=" + std::to_string(s.groups) +
                ", free_groups=" + std::to_string(s.free_groups) + ", pairs=" + std::to_string(s.pairs) +
@@ -152,7 +154,8 @@ void bind_results(nb::module_& m) {
                ", free_strategies=" + std::to_string(s.free_strategies) +
                ", merged=" + std::to_string(s.merged) + ", folded=" + std::to_string(s.folded) +
                ", dominated=" + std::to_string(s.dominated) +
-               ", arc_removed=" + std::to_string(s.arc_removed) + ")";
+               ", arc_removed=" + std::to_string(s.arc_removed) +
+               ", entries_scanned=" + std::to_string(s.entries_scanned) + ")";
       });
 }
 
@@ -262,6 +265,7 @@ void bind_group_model(nb::module_& m) {
              st.folded = r.folded;
              st.dominated = r.dominated;
              st.arc_removed = r.arc_removed;
+             st.entries_scanned = r.entries_scanned;
              return st;
            })
       .def("free_groups",

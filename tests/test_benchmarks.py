@@ -17,11 +17,17 @@ PACKAGE_DIR = Path(autopar.__file__).resolve().parents[1]
 IN_TREE = PACKAGE_DIR == ROOT / "python"
 
 
-def run(script: str, *args: str) -> str:
+def script_env() -> dict[str, str]:
+    """This environment, with PYTHONPATH pointing at the autopar this test imports."""
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     if IN_TREE:  # the dev loop: the documented PYTHONPATH=python
         env["PYTHONPATH"] = str(PACKAGE_DIR)
+    return env
+
+
+def run(script: str, *args: str) -> str:
+    env = script_env()
     result = subprocess.run(
         [sys.executable, f"benchmarks/{script}", *args],
         cwd=ROOT,
@@ -41,11 +47,34 @@ def test_iopddl_on_the_bundled_example(tmp_path: Path) -> None:
     assert "| 0: 1.0000 / 1: 1.0000 |" in out  # every seed's score, not only the worst
 
 
+def test_presolve_on_the_bundled_example(tmp_path: Path) -> None:
+    (tmp_path / "example.json").write_bytes((ROOT / "tests" / "data" / "iopddl_example.json").read_bytes())
+    out = run("presolve.py", "--problems", "example", "--bench-dir", str(tmp_path), "--repeats", "1")
+    header, _, example = out.strip().splitlines()
+    assert header.startswith("| problem | nodes |") and "| entries read | presolve s |" in header
+    cells = [c.strip() for c in example.strip("|").split("|")]
+    assert cells[0] == "example" and len(cells) == len(header.strip("|").split("|"))
+    assert int(cells[1].replace(",", "")) > 0 and float(cells[-1]) >= 0.0
+
+
+def test_presolve_names_an_unknown_problem(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "benchmarks/presolve.py", "--problems", "Z", "--bench-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=script_env(),
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --problems: unknown problem 'Z'")
+
+
 @pytest.mark.parametrize(
     ("script", "args", "option"),
     [
         ("iopddl.py", ("--problems", "B"), "--bench-dir"),
         ("ilp_backends.py", ("--problem", "G"), "--bench-dir"),
+        ("presolve.py", ("--problems", "G"), "--bench-dir"),
         ("intra_op_problems.py", ("--models", "", "--contest", "G"), "--contest-dir"),
     ],
 )

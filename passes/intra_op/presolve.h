@@ -57,6 +57,7 @@ struct Presolved {
 
   // Statistics for reports.
   int64_t merged = 0, folded = 0, dominated = 0, arc_removed = 0;
+  int64_t entries_scanned = 0;  // pair table entries read by the support and follow checks
 
   int num_groups() const { return static_cast<int>(root.size()); }
   int num_free_groups() const;
