@@ -5,6 +5,7 @@ variable names (docs/solver.md, its first section)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -15,6 +16,16 @@ def default_dir() -> Path | None:
     """The folder AUTOPAR_IOPDDL_DIR names, or None."""
     folder = os.environ.get(ENV, "")
     return Path(folder) if folder else None
+
+
+def add_bench_dir(parser: argparse.ArgumentParser) -> None:
+    """Adds --bench-dir (default: the folder AUTOPAR_IOPDDL_DIR names); check it with require_dir."""
+    parser.add_argument(
+        "--bench-dir",
+        type=Path,
+        default=default_dir(),
+        help=f"the contest's problem files (default: ${ENV})",
+    )
 
 
 def require_dir(folder: Path | None, option: str) -> Path:

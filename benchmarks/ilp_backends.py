@@ -58,12 +58,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problem", default="G", choices=sorted(FILES))
     parser.add_argument("--time-limit", type=float, default=60.0)
-    parser.add_argument(
-        "--bench-dir",
-        type=Path,
-        default=contest_data.default_dir(),
-        help=f"the contest's problem files (default: ${contest_data.ENV})",
-    )
+    contest_data.add_bench_dir(parser)
     args = parser.parse_args()
     folder = contest_data.require_dir(args.bench_dir, "--bench-dir")
     p = StrategyProblem.from_json(folder / FILES[args.problem])

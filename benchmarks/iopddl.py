@@ -109,12 +109,7 @@ def score(best_known: float, cost: float) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--bench-dir",
-        type=Path,
-        default=contest_data.default_dir(),
-        help=f"the contest's problem files (default: ${contest_data.ENV})",
-    )
+    contest_data.add_bench_dir(parser)
     parser.add_argument("--time-scale", type=float, default=1.0, help="multiply the contest timeouts")
     parser.add_argument("--problems", default=ALL, help=f"comma-separated (default {ALL}; also: example)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0); the first is shown")

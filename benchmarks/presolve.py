@@ -56,12 +56,7 @@ def row(name: str, path: Path, repeats: int) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--bench-dir",
-        type=Path,
-        default=contest_data.default_dir(),
-        help=f"the contest's problem files (default: ${contest_data.ENV})",
-    )
+    contest_data.add_bench_dir(parser)
     parser.add_argument("--problems", default=ALL, help=f"comma-separated (default {ALL}; also: example)")
     parser.add_argument("--repeats", type=int, default=3, help="presolves timed per problem (the median)")
     args = parser.parse_args()
