@@ -144,7 +144,8 @@ void bind_results(nb::module_& m) {
       .def_ro("merged", &PresolveStats::merged, "Groups merged into another (follow chains).")
       .def_ro("folded", &PresolveStats::folded, "Singleton groups folded into their neighbours.")
       .def_ro("dominated", &PresolveStats::dominated, "Dominated strategies removed.")
-      .def_ro("arc_removed", &PresolveStats::arc_removed, "Pair tables removed (arc consistency).")
+      .def_ro("arc_removed", &PresolveStats::arc_removed,
+              "Strategies removed by arc consistency (forbidden against every strategy of a neighbour).")
       .def_ro("entries_scanned", &PresolveStats::entries_scanned,
               "Pair table entries read by the support and follow checks (presolve's deterministic work).")
       .def("__repr__", [](const PresolveStats& s) {

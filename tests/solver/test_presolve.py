@@ -160,6 +160,21 @@ def test_absorbing_follow_neighbours_scans_each_table_once() -> None:
     assert 0 < scanned[80] <= 2.2 * scanned[40], scanned
 
 
+def test_arc_removed_counts_strategies() -> None:
+    # Node 1's strategy 2 is forbidden against both of node 0's: arc consistency removes that one strategy
+    # (and nothing else: no pair table goes).
+    f = 1e18
+    p = StrategyProblem.from_arrays(
+        [[0, 1], [0, 1]],
+        [[1.0, 2.0], [1.0, 3.0, 0.0]],
+        [[1, 1], [1, 1, 1]],
+        [[0, 1]],
+        [[0.0, 5.0, f, 5.0, 0.0, f]],
+    )
+    st = _core.GroupModel(p._core).stats()
+    assert st.arc_removed == 1
+
+
 def test_infeasible_node_is_named() -> None:
     p = StrategyProblem.from_arrays([[0, 2], [1, 3]], [[1e18, 1e18], [1.0]], [[1, 1], [1]], [], [])
     gm = _core.GroupModel(p._core)
