@@ -88,8 +88,8 @@ void Reducer::add_table(int g, int x, const std::vector<double>& c) {
   if (fresh) {
     pairs_.push_back({a, b, std::vector<double>(dsize(a) * dsize(b), 0.0)});
     pair_alive_.push_back(1);
-    support_stale_.push_back({1, 1});
-    follow_stale_.push_back({1, 1});
+    support_stale_.emplace_back();  // both marked stale below, as every table change is
+    follow_stale_.emplace_back();
     adj_[a].push_back(it->second);
     adj_[b].push_back(it->second);
   }
@@ -148,8 +148,9 @@ bool Reducer::prune(int g) {
   }
   for (int32_t q : adj_[g]) {
     // Unchanged since its last check, the pair still supports every strategy g kept then.
-    if (!support_stale_[q][side(q, g)]) continue;
-    support_stale_[q][side(q, g)] = 0;
+    char& stale = support_stale_[q][side(q, g)];
+    if (!stale) continue;
+    stale = 0;
     const Pair& pr = pairs_[q];
     const int h = other(pr, g);
     for (size_t k = 0; k < d; ++k) {
