@@ -36,6 +36,34 @@ def test_narrow_dot_slowdowns_are_measured_per_width():
     assert set(slowdowns) == {16, 32} and all(s > 0 for s in slowdowns.values())
 
 
+def test_warm_up_calls_until_the_time_stops_falling(monkeypatch):
+    from autopar.calibrate import measure
+
+    def timed(times):
+        it = iter(times)
+        monkeypatch.setattr(measure, "_seconds", lambda fn: next(it))
+
+    # A 16 MiB all-reduce's first calls grow the heap (page faults), then it settles: warm until then.
+    timed([0.30, 0.206, 0.104, 0.007, 0.0075, 0.0071])
+    assert measure.warm_up(lambda: None) == 5
+    timed([0.001, 0.001])
+    assert measure.warm_up(lambda: None) == 2  # settled at once: two calls
+    timed([2.0**-i for i in range(20)])
+    assert measure.warm_up(lambda: None, most=6) == 6  # never settles: capped
+
+
+def test_collectives_are_timed_only_after_their_warm_up(monkeypatch):
+    from jax.sharding import Mesh
+
+    from autopar.calibrate import measure
+
+    warmed, real = [], measure.warm_up
+    monkeypatch.setattr(measure, "warm_up", lambda fn: warmed.append(real(fn)))
+    mesh = Mesh(np.asarray(jax.devices()[:2]), ("x",))
+    measure.collective_seconds(mesh, "x", "all_reduce", 4096, repeats=1)
+    assert len(warmed) == 2 and all(n >= 2 for n in warmed)  # the chain and its baseline
+
+
 def test_devices_and_meshes_are_checked():
     assert [d.id for d in calibrate.select_devices("0,3")] == [0, 3]
     assert len(calibrate.select_devices("2")) == 2

@@ -22,6 +22,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 KiB, MiB = 1 << 10, 1 << 20
 KINDS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
+# Warm-up before a collective is timed: calls until the time stops falling (a call at least this share of
+# the one before it), at most this many (`warm_up`).
+WARM_UP_SETTLED = 0.8
+WARM_UP_CALLS = 8
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -39,6 +43,24 @@ def _seconds(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     jax.block_until_ready(fn())
     return time.perf_counter() - start
+
+
+def warm_up(fn: Callable[[], object], most: int = WARM_UP_CALLS) -> int:
+    """Calls `fn` until its time stops falling (a call at least WARM_UP_SETTLED x the one before it; two
+    calls at least, `most` at most) and returns how many were made.
+
+    Why: the first calls at a new size grow the process's heap, and every page they touch first costs a
+    fault (a program that steps again and again pays none: benchmarks/cost_model.py counts 0 per step). Two
+    calls were not enough: after one warm-up call a 16 MiB all-reduce over 8 virtual CPU devices took 206
+    and 104 ms, then 7.0-8.0 ms in the next eight, and the median of three took the second (the profile
+    priced a 10 MiB gradient all-reduce at 42 ms where the step ran it in about 6)."""
+    previous = _seconds(fn)
+    for calls in range(2, most + 1):
+        now = _seconds(fn)
+        if now >= WARM_UP_SETTLED * previous:
+            return calls
+        previous = now
+    return most
 
 
 def _sharded(mesh: Mesh, local_shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
@@ -178,7 +200,8 @@ def collective_seconds(
 
     with_k, without = compiled(_chain(kind, axis, n, k)), compiled(_baseline(kind, n))
     repeats = min(repeats, 3) if num_bytes >= 16 * MiB else repeats
-    jax.block_until_ready((with_k(x), without(x)))
+    warm_up(lambda: with_k(x))
+    warm_up(lambda: without(x))
     differences = []
     for _ in range(repeats):  # the two calls take turns, so that drift in the machine's load cancels
         total = _seconds(lambda: with_k(x))
