@@ -29,8 +29,9 @@ WARM_UP_CALLS = 8
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of `fn()` (blocked until its results are ready) over `repeats` calls after one."""
-    jax.block_until_ready(fn())
+    """Median wall time of `fn()` (blocked until its results are ready) over `repeats` calls after its
+    warm-up (`warm_up`)."""
+    warm_up(fn)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
