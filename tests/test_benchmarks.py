@@ -57,6 +57,33 @@ def test_presolve_on_the_bundled_example(tmp_path: Path) -> None:
     assert int(cells[1].replace(",", "")) > 0 and float(cells[-1]) >= 0.0
 
 
+def test_lns_regions_times_every_region_solve(monkeypatch: pytest.MonkeyPatch) -> None:
+    sys.path.insert(1, str(ROOT))
+    from benchmarks import lns_regions
+
+    from autopar.solver import exact, lns
+
+    # The example is small enough for the exact path; with no whole ILP allowed it goes through the
+    # usage-limited search, whose large-neighbourhood regions the script times.
+    monkeypatch.setattr(exact, "MAX_ILP_NONZEROS", 0)
+    original = lns.solve_region
+    records = lns_regions.timed_regions(ROOT / "tests" / "data" / "iopddl_example.json", 2.0, 0)
+    assert lns.solve_region is original  # put back
+    assert records and all(r["units"] > 0 and r["seconds"] >= 0 and r["columns"] > 0 for r in records)
+    cells = lns_regions.row("example", 0, records, big_columns=0)
+    assert cells[:3] == ["example", "0", str(len(records))] and cells[4].endswith("M")
+    big = [{"columns": 10, "mip": True, "units": 2e6, "seconds": 1.0, "iterations": 1000}] * 2
+    assert lns_regions.row("x", 1, big, big_columns=5)[3:] == ["2", "2.00M", "2", "2.00M", "1.00-1.00"]
+
+
+def test_lns_regions_on_the_bundled_example(tmp_path: Path) -> None:
+    (tmp_path / "example.json").write_bytes((ROOT / "tests" / "data" / "iopddl_example.json").read_bytes())
+    out = run("lns_regions.py", "--problems", "example", "--bench-dir", str(tmp_path), "--time-limit", "2")
+    header, _, example = out.strip().splitlines()
+    assert header.startswith("| problem | seed | regions | MIPs |")
+    assert example.startswith("| example | 0 | ")  # solved by the exact path: no regions, no rates
+
+
 def test_presolve_names_an_unknown_problem(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "benchmarks/presolve.py", "--problems", "Z", "--bench-dir", str(tmp_path)],
@@ -75,6 +102,7 @@ def test_presolve_names_an_unknown_problem(tmp_path: Path) -> None:
         ("iopddl.py", ("--problems", "B"), "--bench-dir"),
         ("ilp_backends.py", ("--problem", "G"), "--bench-dir"),
         ("presolve.py", ("--problems", "G"), "--bench-dir"),
+        ("lns_regions.py", ("--problems", "G"), "--bench-dir"),
         ("intra_op_problems.py", ("--models", "", "--contest", "G"), "--contest-dir"),
     ],
 )
