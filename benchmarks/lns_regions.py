@@ -6,8 +6,9 @@
 Solves each problem (`solve(p, time_limit=<contest timeout>, seed=s)`) with every region solve of the
 priced and the final searches timed (`lns.solve_region`, wrapped). One row per problem and seed: the
 regions solved, how many of them ran HiGHS's MIP (the relaxation was not integral), the counted units
-(`lns.ilp_work`) per thread second of HiGHS over all regions, and the same for the MIPs of more than
---big-columns columns, with their seconds per simplex iteration (docs/solver.md, "Measured, not adopted
+(`lns.ilp_work`) per thread second of HiGHS over all regions, the regions of more than --big-columns
+columns and how many of those ran the MIP, and the MIPs' units per thread second and milliseconds per
+simplex iteration (docs/solver.md, "Measured, not adopted
 (2026-12-03, third session of the day)"). The units are deterministic; the seconds are this machine's, so
 run it on a quiet one.
 """
@@ -34,8 +35,9 @@ COLUMNS = (
     "regions",
     "MIPs",
     "units per thread s",
-    "big MIPs",
-    "their units per thread s",
+    "large regions",
+    "their MIPs",
+    "those MIPs' units per thread s",
     "their ms per simplex iteration",
 )
 
@@ -80,7 +82,9 @@ def row(name: str, seed: int, records: list[dict], big_columns: int) -> list[str
     per_iteration = [1e3 * r["seconds"] / r["iterations"] for r in big if r["iterations"]]
     spread = f"{min(per_iteration):.2f}-{max(per_iteration):.2f}" if per_iteration else "-"
     mips = sum(r["mip"] for r in records)
-    return [name, str(seed), str(len(records)), str(mips), rate(records), str(len(big)), rate(big), spread]
+    large = sum(r["columns"] > big_columns for r in records)
+    counts = [str(len(records)), str(mips), rate(records), str(large), str(len(big))]
+    return [name, str(seed), *counts, rate(big), spread]
 
 
 def main() -> int:

@@ -73,14 +73,17 @@ def test_lns_regions_times_every_region_solve(monkeypatch: pytest.MonkeyPatch) -
     cells = lns_regions.row("example", 0, records, big_columns=0)
     assert cells[:3] == ["example", "0", str(len(records))] and cells[4].endswith("M")
     big = [{"columns": 10, "mip": True, "units": 2e6, "seconds": 1.0, "iterations": 1000}] * 2
-    assert lns_regions.row("x", 1, big, big_columns=5)[3:] == ["2", "2.00M", "2", "2.00M", "1.00-1.00"]
+    small = [{"columns": 3, "mip": False, "units": 1e6, "seconds": 1.0, "iterations": 10}]
+    cells = lns_regions.row("x", 1, big + small, big_columns=5)
+    assert cells[3:] == ["2", "1.67M", "2", "2", "2.00M", "1.00-1.00"]
+    assert len(cells) == len(lns_regions.COLUMNS)
 
 
 def test_lns_regions_on_the_bundled_example(tmp_path: Path) -> None:
     (tmp_path / "example.json").write_bytes((ROOT / "tests" / "data" / "iopddl_example.json").read_bytes())
     out = run("lns_regions.py", "--problems", "example", "--bench-dir", str(tmp_path), "--time-limit", "2")
     header, _, example = out.strip().splitlines()
-    assert header.startswith("| problem | seed | regions | MIPs |")
+    assert header.startswith("| problem | seed | regions | MIPs | units per thread s | large regions |")
     assert example.startswith("| example | 0 | ")  # solved by the exact path: no regions, no rates
 
 
