@@ -43,3 +43,18 @@ def require_dir(folder: Path | None, option: str) -> Path:
 def problem_file(folder: Path, letter: str) -> Path:
     """The file of contest problem `letter` in `folder`."""
     return folder / f"asplos-2025-iopddl-{letter}.json.gz"
+
+
+def chosen_problems(text: str, files: dict[str, str], folder: Path) -> list[tuple[str, Path]]:
+    """(name, file in `folder`) of each comma-separated name in `text`, `files` naming each known problem's
+    file; a one-line error (exit code 1) for an unknown name or a missing file, before any work is done."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for name in names:
+        if name not in files:
+            choices = ", ".join(files)
+            raise SystemExit(f"error: --problems: unknown problem {name!r}; choose from {choices}")
+    chosen = [(name, folder / files[name]) for name in names]
+    for _, path in chosen:
+        if not path.is_file():
+            raise SystemExit(f"error: --bench-dir: {path} does not exist")
+    return chosen

@@ -96,21 +96,14 @@ def main() -> int:
     parser.add_argument("--big-columns", type=int, default=60_000, help="MIPs above this many columns")
     args = parser.parse_args()
     folder = contest_data.require_dir(args.bench_dir, "--bench-dir")
-    names = [n.strip() for n in args.problems.split(",") if n.strip()]
-    unknown = [n for n in names if n not in PROBLEMS]
-    if unknown:
-        choices = ", ".join(PROBLEMS)
-        raise SystemExit(f"error: --problems: unknown problem {unknown[0]!r}; choose from {choices}")
+    chosen = contest_data.chosen_problems(args.problems, {k: v[0] for k, v in PROBLEMS.items()}, folder)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise SystemExit(f"error: --seeds: expected comma-separated integers, got {args.seeds!r}") from None
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS), flush=True)
-    for name in names:
-        path = folder / PROBLEMS[name][0]
-        if not path.is_file():
-            raise SystemExit(f"error: --bench-dir: {path} does not exist")
+    for name, path in chosen:
         limit = args.time_limit if args.time_limit is not None else PROBLEMS[name][1]
         for seed in seeds:
             records = timed_regions(path, limit, seed)

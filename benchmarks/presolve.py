@@ -63,16 +63,10 @@ def main() -> int:
     folder = contest_data.require_dir(args.bench_dir, "--bench-dir")
     if args.repeats < 1:
         raise SystemExit(f"error: --repeats: must be at least 1, got {args.repeats}")
-    names = [n.strip() for n in args.problems.split(",") if n.strip()]
-    unknown = [n for n in names if n not in PROBLEMS]
-    if unknown:
-        raise SystemExit(f"error: --problems: unknown problem {unknown[0]!r}; choose from {ALL} or example")
+    chosen = contest_data.chosen_problems(args.problems, {k: v[0] for k, v in PROBLEMS.items()}, folder)
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS), flush=True)
-    for name in names:
-        path = folder / PROBLEMS[name][0]
-        if not path.is_file():
-            raise SystemExit(f"error: --bench-dir: {path} does not exist")
+    for name, path in chosen:
         print("| " + " | ".join(row(name, path, args.repeats)) + " |", flush=True)
     return 0
 
