@@ -43,6 +43,7 @@ PROBLEMS = {
     "N": ("asplos-2025-iopddl-N.json.gz", 180.0, 199_470_115_118.0),
     "S": ("asplos-2025-iopddl-S.json.gz", 240.0, 1_521_949_307.0),
 }
+FILES = {name: file for name, (file, _, _) in PROBLEMS.items()}
 ALL = "A,B,C,D,G,K,L,M,N,S"
 CHECKPOINTS = (0.1, 0.5, 1.0)  # shares of the limit at which the quality curve is read
 
@@ -126,6 +127,7 @@ def main() -> int:
         print(json.dumps(run_one(Path(args.child[0]), float(args.child[1]), args.seed, args.work_only)))
         return 0
     args.bench_dir = contest_data.require_dir(args.bench_dir, "--bench-dir")
+    chosen = contest_data.chosen_problems(args.problems, FILES, args.bench_dir)
     seeds = [int(s) for s in args.seeds.split(",")]
     header = ["problem", "limit_s", "first_s", "first_s (slowest seed)"]
     header += [f"score@{int(c * 100)}%" for c in CHECKPOINTS]
@@ -134,10 +136,7 @@ def main() -> int:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header), flush=True)
     failures = 0
-    for name in args.problems.split(","):
-        if name not in PROBLEMS:
-            print(f"error: unknown problem {name!r}; choose from {','.join(PROBLEMS)}", file=sys.stderr)
-            return 1
+    for name, _ in chosen:
         _, timeout, best_known = PROBLEMS[name]
         limit = timeout * args.time_scale
         runs = {seed: run_child(args.bench_dir, name, limit, seed, args.work_only) for seed in seeds}

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(1, str(REPO))
 
 from benchmarks import contest_data  # noqa: E402
-from benchmarks.iopddl import PROBLEMS  # noqa: E402
+from benchmarks.iopddl import FILES, PROBLEMS  # noqa: E402
 
 from autopar.solver import StrategyProblem, lns, orchestrate  # noqa: E402
 
@@ -96,7 +96,7 @@ def main() -> int:
     parser.add_argument("--big-columns", type=int, default=60_000, help="MIPs above this many columns")
     args = parser.parse_args()
     folder = contest_data.require_dir(args.bench_dir, "--bench-dir")
-    chosen = contest_data.chosen_problems(args.problems, {k: v[0] for k, v in PROBLEMS.items()}, folder)
+    chosen = contest_data.chosen_problems(args.problems, FILES, folder)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:

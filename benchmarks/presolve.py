@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(1, str(REPO))
 
 from benchmarks import contest_data  # noqa: E402
-from benchmarks.iopddl import ALL, PROBLEMS  # noqa: E402
+from benchmarks.iopddl import ALL, FILES  # noqa: E402
 
 from autopar import _core  # noqa: E402
 from autopar.solver import StrategyProblem  # noqa: E402
@@ -63,7 +63,7 @@ def main() -> int:
     folder = contest_data.require_dir(args.bench_dir, "--bench-dir")
     if args.repeats < 1:
         raise SystemExit(f"error: --repeats: must be at least 1, got {args.repeats}")
-    chosen = contest_data.chosen_problems(args.problems, {k: v[0] for k, v in PROBLEMS.items()}, folder)
+    chosen = contest_data.chosen_problems(args.problems, FILES, folder)
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS), flush=True)
     for name, path in chosen:

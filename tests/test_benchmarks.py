@@ -87,9 +87,10 @@ def test_lns_regions_on_the_bundled_example(tmp_path: Path) -> None:
     assert example.startswith("| example | 0 | ")  # solved by the exact path: no regions, no rates
 
 
-def test_presolve_names_an_unknown_problem(tmp_path: Path) -> None:
+@pytest.mark.parametrize("script", ["presolve.py", "iopddl.py", "lns_regions.py"])
+def test_an_unknown_problem_is_named_before_any_work(tmp_path: Path, script: str) -> None:
     result = subprocess.run(
-        [sys.executable, "benchmarks/presolve.py", "--problems", "Z", "--bench-dir", str(tmp_path)],
+        [sys.executable, f"benchmarks/{script}", "--problems", "A,Z", "--bench-dir", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -97,6 +98,7 @@ def test_presolve_names_an_unknown_problem(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: --problems: unknown problem 'Z'")
+    assert result.stdout == ""  # checked before the table starts (A's file is missing too: never read)
 
 
 @pytest.mark.parametrize(
