@@ -174,6 +174,19 @@ def measure(plans, repeats: int, steps: int) -> list[Timed]:
     return timed
 
 
+def split_half(timed: list[Timed]) -> float | None:
+    """Spearman between the plans' medians over the odd and over the even repeats: how well the
+    measurement agrees with itself, the most a model's ranking can be expected to reach (None with fewer
+    than two repeats). On the transformer five plans are priced within 3 % of each other, and two
+    timings of the same plans in one window ranked against the model at 0.50 and 0.64
+    (docs/cost_model.md)."""
+    if min(len(t.seconds) for t in timed) < 2:
+        return None
+    odd = [statistics.median(t.seconds[0::2]) for t in timed]
+    even = [statistics.median(t.seconds[1::2]) for t in timed]
+    return spearman(odd, even)
+
+
 def report(program: str, plans, timed: list[Timed]) -> dict:
     predicted = [p for _, p, _ in plans]
     measured = [statistics.median(t.seconds) for t in timed]
@@ -200,6 +213,9 @@ def report(program: str, plans, timed: list[Timed]) -> dict:
         f" -> {'within' if within else 'NOT within'} 10 %",
         flush=True,
     )
+    halves = split_half(timed)
+    agreement = "n/a (one repeat)" if halves is None else f"{halves:.2f}"
+    print(f"the measurement's own agreement (odd against even repeats, Spearman): {agreement}")
     return {"rho": rho, "within": within}
 
 

@@ -238,6 +238,18 @@ def test_cost_model(quick_profile: Path) -> None:
     assert "| solver 8 |" in out and "| model x data 2x4 |" in out and "Spearman" in out
     assert "| per step: page faults | context switches | system s |" in out and "load average" in out
     assert "| plan | compute s | communication s (model) | compiled collectives, priced s |" in out
+    assert "the measurement's own agreement (odd against even repeats, Spearman): n/a (one repeat)" in out
+
+
+def test_cost_model_split_half_ranks_odd_against_even_repeats() -> None:
+    from benchmarks import cost_model
+
+    steady = [cost_model.Timed(seconds=[s, s * 1.01, s, s * 1.01]) for s in (0.3, 0.1, 0.2)]
+    assert cost_model.split_half(steady) == pytest.approx(1.0)
+    # The two halves rank the three plans in opposite orders.
+    swapped = [cost_model.Timed(seconds=[a, b]) for a, b in ((0.1, 0.3), (0.2, 0.2), (0.3, 0.1))]
+    assert cost_model.split_half(swapped) == pytest.approx(-1.0)
+    assert cost_model.split_half([cost_model.Timed(seconds=[0.1])]) is None
 
 
 def test_cost_model_probes() -> None:
