@@ -14,14 +14,16 @@ It runs under glibc malloc settings that keep freed memory, as an accelerator's 
 
     python benchmarks/cost_model.py [--profile profile.json] [--programs mlp,transformer,convnet]
                                     [--repeats 9] [--steps 5] [--default-model] [--breakdown]
-                                    [--system-malloc]
+                                    [--system-malloc] [--compare NAME=P8.json[,P2X4.json]]
 
 Without --profile the devices are calibrated first (`autopar.calibrate`, one axis over all devices, full
 sizes; --quick-calibration for fewer). --default-model plans and prices with the built-in defaults instead
 (what the pass does without a profile), for comparison. --breakdown also prints, per plan, the prediction
 split into compute and communication (the ops' own collectives and the reshards) beside the collectives
 XLA compiled, each priced with the same profile: where the model's communication is not what the program
-runs.
+runs. --compare NAME=P8[,P2X4] (repeatable) also plans under other profiles (a model change written as
+a profile key, say) and times those plans in the same round-robin window as the first set's: two runs in a
+row differ by more than most model changes do (docs/cost_model.md, "Fused elementwise prices").
 """
 
 from __future__ import annotations
@@ -219,6 +221,36 @@ def report(program: str, plans, timed: list[Timed]) -> dict:
     return {"rho": rho, "within": within}
 
 
+def parse_variant(text: str) -> tuple[str, dict[int, str]]:
+    """`NAME=P8[,P2X4]` from --compare: a name and its profiles (checked to exist)."""
+    name, sep, paths = text.partition("=")
+    files = [p for p in paths.split(",") if p]
+    if not sep or not name or not files:
+        raise SystemExit(f"error: --compare {text!r}: expected NAME=P8.json[,P2X4.json]")
+    missing = [p for p in files if not Path(p).is_file()]
+    if missing:
+        raise SystemExit(f"error: --compare {name}: no profile file {missing[0]!r}")
+    return name, profiles_from(files)
+
+
+def compare(program: str, plans, variants, a) -> dict:
+    """The plans and each variant's plans, timed together round-robin; each reported against its own
+    timing, then every set's predictions against the timing pooled over the sets (per plan name). Returns
+    the first set's report."""
+    sets = [("profile", plans), *variants]
+    timed = measure([p for _, ps in sets for p in ps], a.repeats, a.steps)
+    n = len(plans)
+    results = [
+        report(f"{program} [{name}]", ps, timed[k * n : (k + 1) * n]) for k, (name, ps) in enumerate(sets)
+    ]
+    medians = [statistics.median(t.seconds) for t in timed]
+    pooled = [statistics.mean(medians[i::n]) for i in range(n)]
+    for name, ps in sets:
+        rho = spearman([p for _, p, _ in ps], pooled)
+        print(f"{program} [{name}]: Spearman against the pooled timing {rho:.2f}")
+    return results[0]
+
+
 def calibrate_meshes(quick: bool) -> dict[int, str]:
     """Profiles of the meshes 8 and 2x4 (collectives cost differently in groups of 2, 4 and 8), sharing
     one measurement of the devices; {number of axes: path}."""
@@ -261,7 +293,16 @@ def main() -> None:
         action="store_true",
         help="time under glibc's default malloc (freed memory goes back to the kernel; allocator.py)",
     )
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=P8[,P2X4]",
+        help="also plan under these profiles (a changed model's, say) and time both sets of plans in one "
+        "round-robin window, so that the comparison shares the machine's state",
+    )
     a = parser.parse_args()
+    variants = [parse_variant(text) for text in a.compare]  # bad input fails before any work
     profiles = None
     if a.profile:
         profiles = profiles_from(a.profile)
@@ -271,7 +312,11 @@ def main() -> None:
     for program in a.programs.split(","):
         splits = {} if a.breakdown else None
         plans = prepare(program, None if a.default_model else profiles, splits)
-        summary.append((program, report(program, plans, measure(plans, a.repeats, a.steps))))
+        if variants:
+            result = compare(program, plans, [(name, prepare(program, p)) for name, p in variants], a)
+        else:
+            result = report(program, plans, measure(plans, a.repeats, a.steps))
+        summary.append((program, result))
         if splits:
             print("\n| plan | compute s | communication s (model) | compiled collectives, priced s |")
             print("|---|---|---|---|")

@@ -234,11 +234,24 @@ def quick_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_cost_model(quick_profile: Path) -> None:
     profile = quick_profile
     args = ("--profile", str(profile), "--programs", "mlp", "--repeats", "1", "--breakdown")
-    out = run("cost_model.py", *args)
+    out = run("cost_model.py", *args, "--compare", f"again={profile}")
     assert "| solver 8 |" in out and "| model x data 2x4 |" in out and "Spearman" in out
+    # --compare: both sets of plans timed in one window, each reported, then against the pooled timing.
+    assert "### mlp [profile]" in out and "### mlp [again]" in out
+    assert "mlp [profile]: Spearman against the pooled timing" in out
+    assert "mlp [again]: Spearman against the pooled timing" in out
     assert "| per step: page faults | context switches | system s |" in out and "load average" in out
     assert "| plan | compute s | communication s (model) | compiled collectives, priced s |" in out
     assert "the measurement's own agreement (odd against even repeats, Spearman): n/a (one repeat)" in out
+
+
+def test_cost_model_compare_names_a_bad_variant_before_any_work(tmp_path: Path) -> None:
+    from benchmarks import cost_model
+
+    with pytest.raises(SystemExit, match="expected NAME=P8.json"):
+        cost_model.parse_variant("no-equals-sign")
+    with pytest.raises(SystemExit, match="--compare fused: no profile file"):
+        cost_model.parse_variant(f"fused={tmp_path / 'missing.json'}")
 
 
 def test_cost_model_split_half_ranks_odd_against_even_repeats() -> None:
