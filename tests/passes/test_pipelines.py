@@ -101,6 +101,7 @@ def test_pipeline_texts_expand_to_the_steps():
     steps = [e.name for e in pipeline.parse_pipeline(expanded)]
     assert steps == [
         "autopar-inline",
+        "autopar-fold-transposes",
         "autopar-cluster-layers",
         "autopar-inter-op",
         "autopar-shard-stages",
@@ -127,7 +128,8 @@ def test_strategy_options_reach_the_stage_costs():
     g = autopar.parallelize(step, method=forced, batch_argnums=batch_argnums)
     other = attrs.get_inter_op_plan(g.lower(*args).module.operation).stages
     # Reduce-scattering the first stage's partial sums is cheaper under the cost model.
-    assert other[0].cost < base[0].cost and other[1].cost == base[1].cost
+    # (the second stage's cost is the same sum, added in another order: equal to rounding)
+    assert other[0].cost < base[0].cost and other[1].cost == pytest.approx(base[1].cost, rel=1e-12)
     given = intra_op_costs.strategy_options("zero-stage=0 allow-all-gather=false")
     assert given == {"allow_all_gather": False}  # defaults are left out: the same cache entries
 

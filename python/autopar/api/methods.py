@@ -1,7 +1,7 @@
 """Parallelisation methods: how `parallelize` plans a function (Alpa's `alpa.parallel_method`).
 
-`ShardParallel` runs the `autopar-shard` pipeline (autopar-inline, then the intra-op pass
-`autopar-intra-op` over one device mesh; passes/pipelines.py); `DataParallel`,
+`ShardParallel` runs the `autopar-shard` pipeline (autopar-inline, autopar-fold-transposes, then the
+intra-op pass `autopar-intra-op` over one device mesh; passes/pipelines.py); `DataParallel`,
 `Zero2Parallel` and `Zero3Parallel` are ShardParallel with the option presets Alpa gives them.
 `ManualShardingOption` skips the solver: the user gives every argument's PartitionSpec.
 """

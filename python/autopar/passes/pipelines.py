@@ -127,6 +127,10 @@ After (mesh=2x4): as autopar-intra-op's example: `sdy.mesh @mesh = <["x"=2, "y"=
     steps_=[
         Step("autopar-inline", "JAX emits func.call for nested jits (relu, ...): plan one flat @main"),
         Step(
+            "autopar-fold-transposes",
+            "weight gradients as the dot computes them, without the transpose the partitioner cannot fold",
+        ),
+        Step(
             "autopar-intra-op",
             "choose every tensor's sharding on the mesh (the ILP over Shardy's per-op strategies)",
             _forward([o.name for o in _INTRA]),
@@ -219,6 +223,10 @@ cross-mesh plan (autopar-reshard's example), and the program of each stage mesh 
     ],
     steps_=[
         Step("autopar-inline", "JAX emits func.call for nested jits (relu, ...): plan one flat @main"),
+        Step(
+            "autopar-fold-transposes",
+            "weight gradients as the dot computes them, without the transpose the partitioner cannot fold",
+        ),
         Step(
             "autopar-cluster-layers",
             "the stage DP chooses among contiguous layer ranges: cut the forward ops into layers, pair "
