@@ -15,6 +15,21 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "examples"))
 from train_transformer import BATCH, SEQ, VOCAB, LanguageModel, train_step  # noqa: E402
 
 
+def relu_mlp_loss(params, x, y):
+    h = x
+    for i, w in enumerate(params):
+        h = h @ w
+        if i < len(params) - 1:
+            h = jax.nn.relu(h)
+    return jnp.mean((h - y) ** 2)
+
+
+def relu_mlp_sgd_step(params, x, y):
+    """A bias-free ReLU MLP's SGD step: (new params, loss)."""
+    loss, grads = jax.value_and_grad(relu_mlp_loss)(params, x, y)
+    return [w - 0.1 * g for w, g in zip(params, grads, strict=True)], loss
+
+
 def mlp_case():
     step, abstract, batch_argnums = mlp_adam()
     rng = np.random.default_rng(0)

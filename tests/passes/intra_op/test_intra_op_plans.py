@@ -20,6 +20,7 @@ from jaxlib.mlir.dialects import sdy
 from autopar import ir as aio
 from autopar import passes
 from autopar.api.plan import expected_collectives
+from cases import relu_mlp_loss, relu_mlp_sgd_step
 
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 # A CPU-like device makes compute worth splitting even for test-sized models.
@@ -133,18 +134,7 @@ def _rand(key, shape, scale=0.1):
 # ---------------------------------------------------------------- MLP training step
 
 
-def mlp_loss(params, x, y):
-    h = x
-    for i, w in enumerate(params):
-        h = h @ w
-        if i < len(params) - 1:
-            h = jax.nn.relu(h)
-    return jnp.mean((h - y) ** 2)
-
-
-def sgd_step(params, x, y):
-    loss, grads = jax.value_and_grad(mlp_loss)(params, x, y)
-    return [w - 0.1 * g for w, g in zip(params, grads, strict=True)], loss
+mlp_loss, sgd_step = relu_mlp_loss, relu_mlp_sgd_step
 
 
 @pytest.mark.parametrize("mesh", ["1x8", "8"])
