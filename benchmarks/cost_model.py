@@ -179,9 +179,7 @@ def measure(plans, repeats: int, steps: int) -> list[Timed]:
 def split_half(timed: list[Timed]) -> float | None:
     """Spearman between the plans' medians over the odd and over the even repeats: how well the
     measurement agrees with itself, the most a model's ranking can be expected to reach (None with fewer
-    than two repeats). On the transformer five plans are priced within 3 % of each other, and two
-    timings of the same plans in one window ranked against the model at 0.50 and 0.64
-    (docs/cost_model.md)."""
+    than two repeats): when it is high and the model's Spearman low, the misranking is the model's."""
     if min(len(t.seconds) for t in timed) < 2:
         return None
     odd = [statistics.median(t.seconds[0::2]) for t in timed]

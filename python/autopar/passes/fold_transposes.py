@@ -58,10 +58,6 @@ def _permutation(transpose: ir.Operation) -> list[int]:
     return list(ir.DenseI64ArrayAttr(transpose.attributes["permutation"]))
 
 
-def _free_dims(rank: int, batch: list[int], contracting: list[int]) -> list[int]:
-    return [d for d in range(rank) if d not in batch and d not in contracting]
-
-
 def _foldable(transpose: ir.Operation) -> bool:
     value = transpose.operands[0]
     dot = _producer(value)
