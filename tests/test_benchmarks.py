@@ -87,7 +87,60 @@ def test_lns_regions_on_the_bundled_example(tmp_path: Path) -> None:
     assert example.startswith("| example | 0 | ")  # solved by the exact path: no regions, no rates
 
 
-@pytest.mark.parametrize("script", ["presolve.py", "iopddl.py", "lns_regions.py"])
+def test_restricted_rounds_times_every_logged_round() -> None:
+    # Small problems do not reach the restricted phase with a round to log (the example, random ones: the
+    # exact path or the earlier phases settle them), so this runs on the contest's M, where one is.
+    from solver_cases import contest_file
+
+    path = contest_file("M")
+    if path is None:
+        pytest.skip("the contest's problem M is not on this machine (AUTOPAR_IOPDDL_DIR)")
+    sys.path.insert(1, str(ROOT))
+    from benchmarks import restricted_rounds
+
+    from autopar.solver import restricted
+
+    phase, repair = restricted.price_memory_restricted, restricted.fast_path.repair
+    rounds = restricted_rounds.measure(path, 180.0, 0)
+    assert restricted.price_memory_restricted is phase and restricted.fast_path.repair is repair
+    assert rounds and all(
+        wall > 0 and entries > 0 and record["posting"] > 0 for wall, record, entries in rounds
+    )
+    cells = restricted_rounds.row("M", 0, rounds)
+    assert cells[:3] == ["M", "0", str(len(rounds))] and len(cells) == len(restricted_rounds.COLUMNS)
+
+
+def test_restricted_rounds_on_the_bundled_example(tmp_path: Path) -> None:
+    # The example is solved exactly: the script runs and says that no restricted round ran.
+    (tmp_path / "example.json").write_bytes((ROOT / "tests" / "data" / "iopddl_example.json").read_bytes())
+    out = run("restricted_rounds.py", "--problems", "example", "--bench-dir", str(tmp_path), "--seeds", "0,1")
+    header, _, *rows = out.strip().splitlines()
+    assert header.startswith("| problem | seed | rounds |") and header.endswith("| charged / wall |")
+    assert rows == ["| example | 0 | 0 | - | - | - | - | - |", "| example | 1 | 0 | - | - | - | - | - |"]
+
+
+def test_restricted_rounds_rows_give_the_charge_against_the_wall() -> None:
+    sys.path.insert(1, str(ROOT))
+    from benchmarks import restricted_rounds
+
+    from autopar.solver import restricted
+    from autopar.solver.cfn_pricing import CFN_WORK_PER_SECOND
+    from autopar.solver.pricing import PRICE_REPAIR_WORK
+
+    # Charged: posting + backtracks x their charge + the repair, in seconds at the phase's rate.
+    record = {"posting": 3e6, "backtracks": 1000}
+    charged = (
+        3e6 + 1000 * restricted.RESTRICTED_WORK_PER_BACKTRACK + PRICE_REPAIR_WORK
+    ) / CFN_WORK_PER_SECOND
+    cells = restricted_rounds.row(
+        "x", 2, [(charged / 2, record, 2_500_000), (charged / 4, record, 2_500_000)]
+    )
+    assert cells[:5] == ["x", "2", "2", "2.50M", "1,000"]
+    assert cells[7] == "2.00-4.00"
+    assert restricted_rounds.row("y", 0, []) == ["y", "0", "0", "-", "-", "-", "-", "-"]
+
+
+@pytest.mark.parametrize("script", ["presolve.py", "iopddl.py", "lns_regions.py", "restricted_rounds.py"])
 def test_an_unknown_problem_is_named_before_any_work(tmp_path: Path, script: str) -> None:
     result = subprocess.run(
         [sys.executable, f"benchmarks/{script}", "--problems", "A,Z", "--bench-dir", str(tmp_path)],
@@ -108,6 +161,7 @@ def test_an_unknown_problem_is_named_before_any_work(tmp_path: Path, script: str
         ("ilp_backends.py", ("--problem", "G"), "--bench-dir"),
         ("presolve.py", ("--problems", "G"), "--bench-dir"),
         ("lns_regions.py", ("--problems", "G"), "--bench-dir"),
+        ("restricted_rounds.py", ("--problems", "A"), "--bench-dir"),
         ("intra_op_problems.py", ("--models", "", "--contest", "G"), "--contest-dir"),
     ],
 )
