@@ -104,7 +104,8 @@ def test_restricted_rounds_times_every_logged_round() -> None:
     rounds = restricted_rounds.measure(path, 180.0, 0)
     assert restricted.price_memory_restricted is phase and restricted.fast_path.repair is repair
     assert rounds and all(
-        wall > 0 and entries > 0 and record["posting"] > 0 for wall, record, entries in rounds
+        wall > 0 and entries > 0 and record["work"] > record["posting"] > 0
+        for wall, record, entries in rounds
     )
     cells = restricted_rounds.row("M", 0, rounds)
     assert cells[:3] == ["M", "0", str(len(rounds))] and len(cells) == len(restricted_rounds.COLUMNS)
@@ -123,15 +124,11 @@ def test_restricted_rounds_rows_give_the_charge_against_the_wall() -> None:
     sys.path.insert(1, str(ROOT))
     from benchmarks import restricted_rounds
 
-    from autopar.solver import restricted
     from autopar.solver.cfn_pricing import CFN_WORK_PER_SECOND
-    from autopar.solver.pricing import PRICE_REPAIR_WORK
 
-    # Charged: posting + backtracks x their charge + the repair, in seconds at the phase's rate.
-    record = {"posting": 3e6, "backtracks": 1000}
-    charged = (
-        3e6 + 1000 * restricted.RESTRICTED_WORK_PER_BACKTRACK + PRICE_REPAIR_WORK
-    ) / CFN_WORK_PER_SECOND
+    # Charged: the units the round's record carries, in seconds at the phase's rate.
+    record = {"posting": 3e6, "backtracks": 1000, "work": 6e6}
+    charged = 6e6 / CFN_WORK_PER_SECOND
     cells = restricted_rounds.row(
         "x", 2, [(charged / 2, record, 2_500_000), (charged / 4, record, 2_500_000)]
     )

@@ -116,7 +116,8 @@ def price_memory_restricted(
         # took 120 s of wall for 59 s of counted work.
         cap = phase_wall_cap(budget - work, budget, time.perf_counter() - began)
         result = cfn.solve(node_price, bound, RESTRICTED_BACKTRACKS, min(remaining, cap), seed, domains)
-        work += posting + RESTRICTED_WORK_PER_BACKTRACK * result.backtracks
+        spent = posting + RESTRICTED_WORK_PER_BACKTRACK * result.backtracks
+        work += spent
         if result.clock_cut and cap < remaining:
             work = budget
         clock_cut = clock_cut or result.clock_cut
@@ -143,6 +144,7 @@ def price_memory_restricted(
                 "backtracks": result.backtracks,
                 "nodes": result.nodes,
                 "posting": posting,
+                "work": spent + PRICE_REPAIR_WORK,  # the round's charge: posting, backtracks, repair
                 "secs": result.seconds,
             }
         )
