@@ -289,6 +289,42 @@ def test_restricted_phase_keeps_feasible_improvements_only() -> None:
     assert checked >= 10
 
 
+def test_restricted_price_falls_where_the_limit_has_slack_and_stays_where_it_binds(monkeypatch) -> None:
+    # A Lagrangian price belongs where the limit binds: after a round, a moment's price is scaled by
+    # (usage / limit) ** power below the limit, and kept at or over it (where the extra price then grows).
+    from autopar.solver import restricted
+
+    monkeypatch.setattr(restricted, "RESTRICTED_SLACK_POWER", 2.0)
+    price = np.array([4.0, 4.0, 4.0, 4.0, 0.0])
+    profile = np.array([0.0, 50.0, 100.0, 250.0, 80.0])
+    np.testing.assert_allclose(restricted.relax_slack(price, profile, 100.0), [0.0, 1.0, 4.0, 4.0, 0.0])
+    monkeypatch.setattr(restricted, "RESTRICTED_SLACK_POWER", 0.0)  # off: the price only grows
+    assert restricted.relax_slack(price, profile, 100.0) is price
+
+
+def test_restricted_phase_relaxing_slack_prices_keeps_its_guarantees(monkeypatch) -> None:
+    # With or without the slack rule, every kept solution is feasible and no dearer than the start; the rule
+    # must change some round on these problems (else this test would check nothing).
+    from autopar.solver import restricted
+    from autopar.solver.state import Incumbent
+
+    differs = 0
+    for p, h, settled, free in restricted_cases():
+        runs = {}
+        for power in (0.0, 8.0):
+            monkeypatch.setattr(restricted, "RESTRICTED_SLACK_POWER", power)
+            now = time.perf_counter()
+            out = Incumbent(now, best=np.asarray(h.solution))
+            result = restricted.price_memory_restricted(
+                p._core, PricedCfn(p._core), settled, 5e7, 0, now + 60, out, free
+            )
+            cost, _, ok = p.evaluate(out.best)
+            assert ok and cost <= h.cost
+            runs[power] = [(r["level"], r["cost"], r["peak"]) for r in result.rounds]
+        differs += runs[0.0] != runs[8.0]
+    assert differs >= 1
+
+
 def restricted_cases():
     """(problem, heuristic result, a flat price on the memory-free optimum, that optimum) for the small
     random problems whose heuristic is feasible: the restricted phase's starting points in these tests."""
