@@ -308,10 +308,10 @@ def test_restricted_phase_relaxing_slack_prices_keeps_its_guarantees(monkeypatch
     from autopar.solver import restricted
     from autopar.solver.state import Incumbent
 
-    differs = 0
+    adopted, differs = restricted.RESTRICTED_SLACK_POWER, 0
     for p, h, settled, free in restricted_cases():
         runs = {}
-        for power in (0.0, 8.0):
+        for power in (0.0, adopted):
             monkeypatch.setattr(restricted, "RESTRICTED_SLACK_POWER", power)
             now = time.perf_counter()
             out = Incumbent(now, best=np.asarray(h.solution))
@@ -321,7 +321,7 @@ def test_restricted_phase_relaxing_slack_prices_keeps_its_guarantees(monkeypatch
             cost, _, ok = p.evaluate(out.best)
             assert ok and cost <= h.cost
             runs[power] = [(r["level"], r["cost"], r["peak"]) for r in result.rounds]
-        differs += runs[0.0] != runs[8.0]
+        differs += runs[0.0] != runs[adopted]
     assert differs >= 1
 
 

@@ -191,14 +191,24 @@ class Price:
         return price_per_node(self.shape, self.mu, lo, hi)
 
 
-def price_per_node(shape: np.ndarray, mu: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Per node live on [lo, hi): the sum over its moments of the price mu x shape / sum(shape) (the prices
-    of all moments add up to mu, so the Lagrangian term of the limit is sum price x usage - mu x limit)."""
+def price_per_moment(shape: np.ndarray, mu: float) -> np.ndarray:
+    """The price mu x shape / sum(shape) at every moment (the prices of all moments add up to mu, so the
+    Lagrangian term of the limit is sum price x usage - mu x limit)."""
     total = shape.sum()
     if not total > 0:  # nothing over the limit (the solution was infeasible for its costs): no price
-        return np.zeros(len(lo))
-    prefix = np.concatenate([[0.0], np.cumsum(mu * shape / total)])
+        return np.zeros(len(shape))
+    return mu * shape / total
+
+
+def sum_per_node(moment_price: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per node live on [lo, hi): the sum of its moments' prices."""
+    prefix = np.concatenate([[0.0], np.cumsum(moment_price)])
     return prefix[hi] - prefix[lo]
+
+
+def price_per_node(shape: np.ndarray, mu: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per node live on [lo, hi): the sum over its moments of price_per_moment(shape, mu)."""
+    return sum_per_node(price_per_moment(shape, mu), lo, hi)
 
 
 def usage_profile(node_usage: np.ndarray, lo: np.ndarray, hi: np.ndarray, moments: int) -> np.ndarray:

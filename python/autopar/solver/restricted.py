@@ -18,7 +18,13 @@ from autopar import _core
 from autopar.solver import fast_path
 from autopar.solver.cfn import PricedCfn
 from autopar.solver.cfn_pricing import CFN_WORK_PER_ENTRY, phase_wall_cap
-from autopar.solver.pricing import PRICE_REPAIR_WORK, Price, usage_profile
+from autopar.solver.pricing import (
+    PRICE_REPAIR_WORK,
+    Price,
+    price_per_moment,
+    sum_per_node,
+    usage_profile,
+)
 from autopar.solver.problem import INFINITE_COST
 from autopar.solver.state import Incumbent
 
@@ -96,9 +102,8 @@ def price_memory_restricted(
     first, usage = a.strategy_offset[:-1], a.node_usage
     limit = float(core.usage_limit)
     moments = int(hi.max()) + 1 if len(hi) else 1
-    total = float(settled.shape.sum())
-    base = settled.mu * settled.shape / total if total > 0 else np.zeros(moments)  # per moment
-    extra = np.zeros(moments)
+    base = price_per_moment(settled.shape, settled.mu)  # per moment, so that it can fall at one alone
+    extra = np.zeros_like(base)
     level = RESTRICTED_EXTRA_START * settled.mu
     x, work, rounds = np.asarray(settled.solution, dtype=np.int64), 0.0, 0
     best_cost = float(core.evaluate(incumbent.best)[0])
@@ -110,7 +115,7 @@ def price_memory_restricted(
             clock_cut = True
             break
         rounds += 1
-        node_price = _node_price(base + extra, lo, hi)
+        node_price = sum_per_node(base + extra, lo, hi)
         best = np.asarray(incumbent.best, dtype=np.int64)
         candidates = [x, best] + ([] if memory_free is None else [memory_free])
         domains = cfn.restricted_domains(node_price, candidates, RESTRICTED_CHEAPEST)
@@ -163,13 +168,11 @@ def price_memory_restricted(
         incumbent.log(log[-1])
         profile = usage_profile(usage[first + x], lo, hi, moments)
         base, extra = relax_slack(base, profile, limit), relax_slack(extra, profile, limit)
-        excess = np.maximum(profile - limit, 0.0)
         if ok:
             level *= RESTRICTED_EXTRA_FALL
             extra *= RESTRICTED_EXTRA_DECAY
         else:
-            if excess.sum() > 0:
-                extra += level * excess / excess.sum()
+            extra += price_per_moment(np.maximum(profile - limit, 0.0), level)
             level *= RESTRICTED_EXTRA_GROW
     used = min(work / budget, 1.0) if budget > 0 else 1.0
     return RestrictedResult(used, clock_cut, log)
@@ -182,9 +185,3 @@ def relax_slack(moment_price: np.ndarray, profile: np.ndarray, limit: float) -> 
     if RESTRICTED_SLACK_POWER <= 0:
         return moment_price
     return moment_price * np.clip(profile / limit, 0.0, 1.0) ** RESTRICTED_SLACK_POWER
-
-
-def _node_price(moment_price: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Per node live on [lo, hi): the sum of the moments' prices."""
-    prefix = np.concatenate([[0.0], np.cumsum(moment_price)])
-    return prefix[hi] - prefix[lo]
