@@ -48,23 +48,23 @@ ALL = "A,B,C,D,G,K,L,M,N,S"
 CHECKPOINTS = (0.1, 0.5, 1.0)  # shares of the limit at which the quality curve is read
 
 
-# --work-only: the clock cap is this many times the budget, and toulbar2's per-solve wall cap this slack
-# (cfn_pricing.CFN_WALL_SLACK, 1.5 by default), so that on a loaded machine the counted work, not the
-# load, ends every phase and a before/after comparison is the same on every run.
+# --work-only: the clock cap is this many times the budget, and the phases' wall caps this slack
+# (cfn_pricing.CFN_WALL_SLACK and pricing.PRICE_WALL_SLACK, 1.5 by default), so that on a loaded machine
+# the counted work, not the load, ends every phase and a before/after comparison is the same on every run.
 WORK_ONLY_CLOCK = 8.0
 WORK_ONLY_WALL_SLACK = 20.0
 
 
 def run_one(path: Path, time_limit: float, seed: int, work_only: bool = False) -> dict:
     """Child process: load, solve, verify; prints one JSON line."""
-    from autopar.solver import StrategyProblem, cfn_pricing, solve
+    from autopar.solver import StrategyProblem, cfn_pricing, pricing, solve
 
     problem = StrategyProblem.from_json(path)
     load = time.perf_counter() - _PROCESS_START
     budget, clock = time_limit, time_limit
     if work_only:
         clock = WORK_ONLY_CLOCK * time_limit
-        cfn_pricing.CFN_WALL_SLACK = WORK_ONLY_WALL_SLACK
+        cfn_pricing.CFN_WALL_SLACK = pricing.PRICE_WALL_SLACK = WORK_ONLY_WALL_SLACK
     sol = solve(problem, time_limit=clock, budget=budget, seed=seed, clock_start=_PROCESS_START)
     cost, peak, ok = problem.evaluate(sol.strategies)
     verified = ok == sol.feasible and (not ok or (cost == sol.cost and peak == sol.peak_memory))

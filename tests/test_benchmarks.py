@@ -440,3 +440,37 @@ def test_cost_model_cpu_prices_the_compiled_program() -> None:
     assert matmul <= priced["dots"] <= matmul + 2 * 256 * 512 * 4 / bandwidth
     assert priced["loops"] in (0.0, pytest.approx(2 * 256 * 512 * 4 / bandwidth))
     assert cost_model_cpu.compiled_compute(hlo, 2 * flops, bandwidth)["dots"] < priced["dots"]
+
+
+def test_phase_walls_on_the_bundled_example(tmp_path: Path) -> None:
+    # The example is solved exactly: no usage-limited phase runs, and the script says so in one row per seed.
+    (tmp_path / "example.json").write_bytes((ROOT / "tests" / "data" / "iopddl_example.json").read_bytes())
+    out = run("phase_walls.py", "--problems", "example", "--bench-dir", str(tmp_path), "--seeds", "0,1")
+    header, _, *rows = out.strip().splitlines()
+    assert header.startswith("| problem | seed | score | run wall / limit | phase |")
+    assert [r.split(" | ")[:2] for r in rows] == [["| example", "0"], ["| example", "1"]]
+    assert all(r.endswith("| - | - | - | - | - | - | - |") for r in rows)
+
+
+def test_phase_walls_times_each_phase_of_a_usage_limited_run() -> None:
+    # On the contest's M every usage-limited phase runs; each is timed and its charge read, and the solver's
+    # functions are restored afterwards.
+    from solver_cases import contest_file
+
+    path = contest_file("M")
+    if path is None:
+        pytest.skip("the contest's problem M is not on this machine (AUTOPAR_IOPDDL_DIR)")
+    sys.path.insert(1, str(ROOT))
+    from benchmarks import phase_walls
+
+    from autopar.solver import lns, pricing
+
+    real = (pricing.price_memory, lns.lns, lns.solve_region)
+    rows = phase_walls.measure("M", path, 0, work_only=False)
+    assert (pricing.price_memory, lns.lns, lns.solve_region) == real
+    phases = [r[4] for r in rows]
+    assert phases[0] == "toulbar2 priced" and "priced search" in phases and phases[-1] == "final search"
+    for r in rows:
+        assert len(r) == len(phase_walls.COLUMNS) and float(r[6]) >= 0 and float(r[7]) >= 0
+    searches = [r for r in rows if r[4] in ("priced search", "final search")]
+    assert all(r[9] != "-" and 0.0 <= float(r[10]) <= 1.0 for r in searches)

@@ -231,6 +231,29 @@ def test_memory_pricing_finds_feasible_solutions_and_raises_the_price_while_over
         assert ok and cost < h.cost
 
 
+def test_memory_pricing_stops_at_its_wall_cap_and_says_so(monkeypatch) -> None:
+    # A region's work is known only once it is solved (D's whole-problem MIPs took 14-17 s), so the phase has
+    # a wall cap of PRICE_WALL_SLACK x its budget's seconds; when the cap ends it, the unused work is left to
+    # the later phases and the clock cut is reported.
+    from autopar.solver import pricing
+    from autopar.solver.state import Incumbent
+
+    p = usage_priced_problem()
+    core, gm = p._core, _core.GroupModel(p._core)
+    h = _core.solve_heuristic(core, 10.0, 0, 0, None)
+
+    def run(budget: float):
+        now = __import__("time").perf_counter()
+        rng = np.random.default_rng(0)
+        return pricing.price_memory(core, gm, h.solution, h.cost, budget, rng, now + 120, Incumbent(now))
+
+    free = run(2e7)
+    assert not free.clock_cut and len(free.rounds) >= 3
+    monkeypatch.setattr(pricing, "PRICE_WALL_SLACK", 1e-12)  # the cap is already past when the phase begins
+    capped = run(2e7)
+    assert capped.clock_cut and capped.used < 1.0 and capped.rounds == []
+
+
 def test_memory_pricing_follows_its_price_schedule(monkeypatch) -> None:
     # x PRICE_GROW_FIRST until a priced solution first fits, then x PRICE_GROW while over and / PRICE_SHRINK
     # while fitting; round 1 (memory-free) only sets the shape. A higher first level than the default's

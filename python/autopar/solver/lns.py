@@ -59,6 +59,13 @@ WORK_PER_MIP_COLUMN = 12.7
 WORK_PER_NODE = 1000.0
 # HiGHS branch-and-bound node limit per neighbourhood (deterministic, unlike its time limit).
 LNS_MAX_NODES = 200
+# A round that finds fewer non-empty regions than threads (a problem of a few hundred free groups, whose
+# first region takes them all) leaves a core idle while its region is solved: the round is charged that
+# core too, its longest region's work once more per idle thread. Without it, the priced searches of A, C
+# and D (228-284 free groups, regions up to PRICE_MAX_REGION = 300) ran one region per round and took
+# 1.3-2.0x the share of the limit their work was worth, and at the contest timeouts the clock cut the
+# phases after them (docs/solver.md, "An idle core is charged").
+CHARGE_IDLE_THREADS = True
 
 
 class Objective:
@@ -132,8 +139,9 @@ def lns(
             remaining = max(min(deadline - time.perf_counter(), 20.0), 0.05)
             jobs = [(m, assignment, remaining, int(rng.integers(2**31)), {}) for m in models]
             results = list(executor.map(solve_region, jobs))
+            works = [ilp_work(model, st) for model, *_, st in jobs]
+            search.work += round_charge(works, [len(r) for r in regions], threads)
             for (model, *_, st), ilp in zip(jobs, results, strict=True):
-                search.work += ilp_work(model, st)
                 if st.get("clock"):
                     search.clock_cut = True
                 if ilp is None:
@@ -158,6 +166,16 @@ def lns(
                 else:
                     search.size = max(8.0, search.size * 0.8)
     return assignment, value
+
+
+def round_charge(works: list[float], sizes: list[int], threads: int) -> float:
+    """The work one round is charged: its regions' work, and with CHARGE_IDLE_THREADS the longest region's
+    once more for each thread left without a non-empty region (it idles while that region is solved)."""
+    charge = float(sum(works))
+    if CHARGE_IDLE_THREADS and works:
+        idle = threads - sum(1 for size in sizes if size > 0)
+        charge += max(idle, 0) * max(works)
+    return charge
 
 
 def solve_region(job: tuple) -> tuple | None:

@@ -50,6 +50,12 @@ PRICE_MIN_GAIN = 1e-4
 # fast; on S, regions of 500-620 groups whose LP was fractional took 19-23 s of HiGHS (the clock then cut
 # them), those of 270-330 groups 0.2-0.3 s.
 PRICE_MAX_REGION = 300.0
+# The phase's wall cap, as a multiple of its budget's seconds at PRICE_WORK_PER_SECOND (the toulbar2 phases'
+# CFN_WALL_SLACK). A region's work is known only once it is solved, and on D the priced search's regions are
+# the whole problem (113-116k columns): a MIP started with little budget left took 14-17 s, so the phase ran
+# 41 s for its 21 s of budget and at the contest timeout the clock cut everything after it (the restricted
+# phase and the final search got under a second). The cap bounds that; it is reported as a clock cut.
+PRICE_WALL_SLACK = 1.5
 
 
 def price_memory(
@@ -78,9 +84,10 @@ def price_memory(
     stay free); its level mu grows by PRICE_GROW_FIRST until the priced solution first fits, then by
     PRICE_GROW while it is over the limit and falls by PRICE_SHRINK while it fits, so it settles where the
     priced optimum just fits. Rounds stop on counted work, or when the best repaired cost gained less than
-    PRICE_MIN_GAIN over the last PRICE_PATIENCE rounds. Returns the share of `budget` used and the price
-    and priced solution of the round whose repair was cheapest (None when no round was priced), for
-    restricted.price_memory_restricted to go on from.
+    PRICE_MIN_GAIN over the last PRICE_PATIENCE rounds, or at the phase's wall cap (PRICE_WALL_SLACK times
+    its budget's seconds; reported as a clock cut, and the work it did not use goes to the later phases).
+    Returns the share of `budget` used and the price and priced solution of the round whose repair was
+    cheapest (None when no round was priced), for restricted.price_memory_restricted to go on from.
     """
     a = core.arrays()
     first, usage = a.strategy_offset[:-1], a.node_usage
@@ -110,6 +117,7 @@ def price_memory(
         assignment = gm.encode(price.solution)
         rounds = 1
         node_price = price_per_node(shape, mu, lo, hi)
+    deadline = min(deadline, time.perf_counter() + PRICE_WALL_SLACK * budget / PRICE_WORK_PER_SECOND)
     while search.work < budget and time.perf_counter() < deadline:
         rounds += 1
         gm.set_memory_price(node_price)
@@ -154,6 +162,8 @@ def price_memory(
             mu *= (PRICE_GROW if seen_fit else PRICE_GROW_FIRST) if over else 1.0 / PRICE_SHRINK
         node_price = price_per_node(shape, mu, lo, hi)
     gm.set_memory_price(np.zeros(0))
+    if search.work < budget and time.perf_counter() >= deadline:
+        search.clock_cut = True  # the run's deadline or the phase's wall cap ended it, not its work
     used = min(search.work / budget, 1.0) if budget > 0 else 1.0
     return PricingResult(used, settled, search.clock_cut, log, settled_cost)
 
