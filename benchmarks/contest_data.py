@@ -58,3 +58,11 @@ def chosen_problems(text: str, files: dict[str, str], folder: Path) -> list[tupl
         if not path.is_file():
             raise SystemExit(f"error: --bench-dir: {path} does not exist")
     return chosen
+
+
+def seeds(text: str) -> list[int]:
+    """The comma-separated seeds of --seeds, or a one-line error (exit code 1)."""
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise SystemExit(f"error: --seeds: expected comma-separated integers, got {text!r}") from None

@@ -55,16 +55,22 @@ WORK_ONLY_CLOCK = 8.0
 WORK_ONLY_WALL_SLACK = 20.0
 
 
+def work_only_clock(time_limit: float) -> float:
+    """For a run on counted work: lifts the phases' wall caps to WORK_ONLY_WALL_SLACK (for the rest of the
+    process) and returns the clock cap, WORK_ONLY_CLOCK x the limit (the budget stays the limit)."""
+    from autopar.solver import cfn_pricing, pricing
+
+    cfn_pricing.CFN_WALL_SLACK = pricing.PRICE_WALL_SLACK = WORK_ONLY_WALL_SLACK
+    return WORK_ONLY_CLOCK * time_limit
+
+
 def run_one(path: Path, time_limit: float, seed: int, work_only: bool = False) -> dict:
     """Child process: load, solve, verify; prints one JSON line."""
-    from autopar.solver import StrategyProblem, cfn_pricing, pricing, solve
+    from autopar.solver import StrategyProblem, solve
 
     problem = StrategyProblem.from_json(path)
     load = time.perf_counter() - _PROCESS_START
-    budget, clock = time_limit, time_limit
-    if work_only:
-        clock = WORK_ONLY_CLOCK * time_limit
-        cfn_pricing.CFN_WALL_SLACK = pricing.PRICE_WALL_SLACK = WORK_ONLY_WALL_SLACK
+    budget, clock = time_limit, work_only_clock(time_limit) if work_only else time_limit
     sol = solve(problem, time_limit=clock, budget=budget, seed=seed, clock_start=_PROCESS_START)
     cost, peak, ok = problem.evaluate(sol.strategies)
     verified = ok == sol.feasible and (not ok or (cost == sol.cost and peak == sol.peak_memory))

@@ -97,10 +97,7 @@ def main() -> int:
     args = parser.parse_args()
     folder = contest_data.require_dir(args.bench_dir, "--bench-dir")
     chosen = contest_data.chosen_problems(args.problems, FILES, folder)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise SystemExit(f"error: --seeds: expected comma-separated integers, got {args.seeds!r}") from None
+    seeds = contest_data.seeds(args.seeds)
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS), flush=True)
     for name, path in chosen:

@@ -3,15 +3,15 @@
 
     python benchmarks/phase_walls.py [--problems A,C,D,N,S] [--seeds 0] [--work-only] [--bench-dir DIR]
 
-Each problem is solved as `autopar-solve` does (its contest timeout, the seed; with --work-only the budget
-is the timeout and the clock cap ten times it, as `benchmarks/iopddl.py --work-only` does). One row per
-phase that ran: when it started, its wall seconds, the seconds of the limit its counted work stands for (its
-share of its budget, at the rate that budget was given at: toulbar2's phases 1M units per second, the two
-searches lns.LNS_WORK_PER_SECOND), and their ratio. A ratio above 1 means the phase took more of the clock
-than its work was worth, and at the contest timeout the phases after it lose that time. For the two
-searches (the priced one and the final one) it also gives their rounds of HiGHS sub-ILPs and the share of
-their two threads' time that sat idle (1 - the threads' summed HiGHS time / (2 x the rounds' longest)):
-0.5 means one thread did all the work. The seconds are this machine's; run nothing else beside it.
+Each problem is solved as `autopar-solve` does (its contest timeout, the seed; with --work-only the budget is
+the timeout, the clock cap 8 times it and no phase's wall cap binds, as `benchmarks/iopddl.py --work-only`
+does). One row per phase that ran: when it started, its wall seconds, the seconds of the limit its counted
+work stands for (its share of its budget, at the rate that budget was given at: toulbar2's phases 1M units per
+second, the two searches lns.LNS_WORK_PER_SECOND), and their ratio. A ratio above 1 means the phase took more
+of the clock than its work was worth, and at the contest timeout the phases after it lose that time. For the
+two searches (the priced one and the final one) it also gives their rounds of HiGHS sub-ILPs and the share of
+their two threads' time that sat idle (1 - the threads' summed HiGHS time / (2 x the rounds' longest)): 0.5
+means one thread did all the work. The seconds are this machine's; run nothing else beside it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(1, str(REPO))
 
 from benchmarks import contest_data  # noqa: E402
-from benchmarks.iopddl import FILES, PROBLEMS, WORK_ONLY_WALL_SLACK  # noqa: E402
+from benchmarks.iopddl import FILES, PROBLEMS, work_only_clock  # noqa: E402
 
 from autopar.solver import StrategyProblem, cfn_pricing, lns, pricing, restricted, solve  # noqa: E402
 
@@ -119,11 +119,8 @@ def measure(name: str, path: Path, seed: int, work_only: bool) -> list[list[str]
     problem = StrategyProblem.from_json(path)
     with Recorder() as rec:
         began = time.perf_counter()
-        if work_only:  # as benchmarks/iopddl.py --work-only: no phase's wall cap cuts it either
-            cfn_pricing.CFN_WALL_SLACK = pricing.PRICE_WALL_SLACK = WORK_ONLY_WALL_SLACK
-            sol = solve(problem, time_limit=10 * limit, seed=seed, budget=limit, clock_start=began)
-        else:
-            sol = solve(problem, time_limit=limit, seed=seed, clock_start=began)
+        clock = work_only_clock(limit) if work_only else limit  # as benchmarks/iopddl.py --work-only
+        sol = solve(problem, time_limit=clock, seed=seed, budget=limit, clock_start=began)
         wall = time.perf_counter() - began
     score = f"{best_known / sol.cost:.4f}" if sol.cost > 0 else "-"
     if not rec.phases:  # solved before any of these phases (the exact path, or the fast path alone)
@@ -158,14 +155,11 @@ def main() -> int:
     parser.add_argument(
         "--work-only",
         action="store_true",
-        help="budget = the timeout, the clock cap ten times it, no phase wall cap",
+        help="budget = the timeout, as iopddl.py --work-only (the clock and wall caps lifted)",
     )
     args = parser.parse_args()
     folder = contest_data.require_dir(args.bench_dir, "--bench-dir")
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        raise SystemExit(f"error: --seeds: expected comma-separated integers, got {args.seeds!r}") from None
+    seeds = contest_data.seeds(args.seeds)
     chosen = contest_data.chosen_problems(args.problems, FILES, folder)
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS), flush=True)

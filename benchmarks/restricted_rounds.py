@@ -130,10 +130,7 @@ def main() -> int:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     args = parser.parse_args()
     folder = contest_data.require_dir(args.bench_dir, "--bench-dir")
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        raise SystemExit(f"error: --seeds: expected comma-separated integers, got {args.seeds!r}") from None
+    seeds = contest_data.seeds(args.seeds)
     chosen = contest_data.chosen_problems(args.problems, FILES, folder)
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS), flush=True)

@@ -159,6 +159,7 @@ def test_an_unknown_problem_is_named_before_any_work(tmp_path: Path, script: str
         ("presolve.py", ("--problems", "G"), "--bench-dir"),
         ("lns_regions.py", ("--problems", "G"), "--bench-dir"),
         ("restricted_rounds.py", ("--problems", "A"), "--bench-dir"),
+        ("phase_walls.py", ("--problems", "A"), "--bench-dir"),
         ("intra_op_problems.py", ("--models", "", "--contest", "G"), "--contest-dir"),
     ],
 )
@@ -474,3 +475,20 @@ def test_phase_walls_times_each_phase_of_a_usage_limited_run() -> None:
         assert len(r) == len(phase_walls.COLUMNS) and float(r[6]) >= 0 and float(r[7]) >= 0
     searches = [r for r in rows if r[4] in ("priced search", "final search")]
     assert all(r[9] != "-" and 0.0 <= float(r[10]) <= 1.0 for r in searches)
+
+
+@pytest.mark.parametrize("script", ["lns_regions.py", "restricted_rounds.py", "phase_walls.py"])
+def test_seeds_that_are_not_integers_are_one_line_errors(script: str, tmp_path: Path) -> None:
+    (tmp_path / "example.json").write_bytes((ROOT / "tests" / "data" / "iopddl_example.json").read_bytes())
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if IN_TREE:
+        env["PYTHONPATH"] = str(PACKAGE_DIR)
+    args = ["--problems", "example", "--bench-dir", str(tmp_path), "--seeds", "0,x"]
+    result = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", *args], cwd=ROOT, capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "error: --seeds: expected comma-separated integers, got '0,x'"
+    )
