@@ -160,6 +160,7 @@ def test_an_unknown_problem_is_named_before_any_work(tmp_path: Path, script: str
         ("lns_regions.py", ("--problems", "G"), "--bench-dir"),
         ("restricted_rounds.py", ("--problems", "A"), "--bench-dir"),
         ("phase_walls.py", ("--problems", "A"), "--bench-dir"),
+        ("cfn_rounds.py", ("--problems", "A"), "--bench-dir"),
         ("intra_op_problems.py", ("--models", "", "--contest", "G"), "--contest-dir"),
     ],
 )
@@ -492,3 +493,28 @@ def test_seeds_that_are_not_integers_are_one_line_errors(script: str, tmp_path: 
         result.stderr.strip().splitlines()[-1]
         == "error: --seeds: expected comma-separated integers, got '0,x'"
     )
+
+
+def test_cfn_rounds_on_the_bundled_example(tmp_path: Path) -> None:
+    # One row per problem with the round's wall against both charges, and the range of wall / charged.
+    (tmp_path / "example.json").write_bytes((ROOT / "tests" / "data" / "iopddl_example.json").read_bytes())
+    out = run("cfn_rounds.py", "--problems", "example", "--bench-dir", str(tmp_path), "--repeats", "2")
+    header, _, row, summary = out.strip().splitlines()
+    assert header.startswith("| problem | entries M | peeled entries M | functional entries M | wall s |")
+    cells = row.strip("| ").split(" | ")
+    assert cells[0] == "example" and len(cells) == 9 and float(cells[4]) >= 0 and float(cells[6]) > 0
+    assert summary.startswith("wall / charged over 1 problems: ")
+
+
+def test_cfn_rounds_rejects_a_round_count_below_one(tmp_path: Path) -> None:
+    (tmp_path / "example.json").write_bytes((ROOT / "tests" / "data" / "iopddl_example.json").read_bytes())
+    result = subprocess.run(
+        [sys.executable, "benchmarks/cfn_rounds.py", "--problems", "example", "--bench-dir", str(tmp_path)]
+        + ["--repeats", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=script_env(),
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: --repeats: expected at least 1, got 0"

@@ -147,6 +147,73 @@ def test_lagrangian_bound_and_repaired_solutions_are_valid(max_rounds: int | Non
     assert checked >= 10 and valued >= checked
 
 
+def test_peeled_entries_count_the_cycle_and_its_functional_tables() -> None:
+    # A triangle of 3-strategy nodes with a leaf on node 0: the leaf is peeled, the triangle is what toulbar2
+    # is given (3 unary tables of 3 and 3 pair tables of 9 entries). The pair (0, 1) allows one strategy of
+    # 1 per strategy of 0 (functional); (1, 2) forbids one entry per row only; (0, 3) is the leaf's.
+    inf = 1e18
+    diagonal = [0.0 if i == j else inf for i in range(3) for j in range(3)]
+    sparse = [inf if j == 0 and i < 2 else 1.0 for i in range(3) for j in range(3)]
+    p = StrategyProblem.from_arrays(
+        np.array([[0, 1]] * 4),
+        [np.zeros(3)] * 3 + [np.zeros(2)],
+        [np.ones(3, dtype=np.int64)] * 3 + [np.ones(2, dtype=np.int64)],
+        np.array([[0, 1], [1, 2], [0, 2], [0, 3]]),
+        [np.array(diagonal), np.array(sparse), np.ones(9), np.ones(6)],
+        usage_limit=10,
+    )
+    cfn = PricedCfn(p._core)
+    assert cfn.num_table_entries == 3 * 3 + 2 + 3 * 9 + 6
+    assert cfn.peeled_entries() == (3 * 3 + 3 * 9, 9)
+    assert cfn.peeled_entries() == (36, 9)  # counted once, the same on every call
+    # A tree is peeled whole: nothing is left for toulbar2 to preprocess.
+    tree = StrategyProblem.from_arrays(
+        np.array([[0, 1]] * 3),
+        [np.zeros(3)] * 3,
+        [np.ones(3, dtype=np.int64)] * 3,
+        np.array([[0, 1], [1, 2]]),
+        [np.array(diagonal), np.ones(9)],
+        usage_limit=10,
+    )
+    assert PricedCfn(tree._core).peeled_entries() == (0, 0)
+
+
+def test_a_toulbar2_round_starts_only_when_its_charge_fits_what_is_left() -> None:
+    # A round is charged for posting and preprocessing its network (round_work) before any backtrack; one
+    # that the phase's work left cannot pay for is not started (before, it was started, cut by the phase's
+    # wall cap at once, and its work lost), and the phase reports less than its whole budget used.
+    from autopar.solver.cfn_pricing import price_memory_cfn, round_work
+    from autopar.solver.state import Incumbent
+
+    checked = 0
+    for seed in range(40):
+        rng = np.random.default_rng(100 + seed)
+        p = random_problem(rng, n=int(rng.integers(6, 9)), tight=0.45)
+        h = _core.solve_heuristic(p._core, 5.0, 0, 0, None)
+        if not h.feasible:
+            continue
+
+        def run(budget: float, p=p, h=h, max_rounds: int | None = None):
+            now = time.perf_counter()
+            cfn = PricedCfn(p._core)
+            out = Incumbent(now)
+            priced = price_memory_cfn(
+                p._core, h.solution, h.cost, budget, 0, now + 60, out, cfn=cfn, max_rounds=max_rounds
+            )
+            return priced, round_work(cfn)
+
+        first, charge = run(5e7, max_rounds=1)
+        if first.optimal or first.rounds[0]["peak"] <= p.usage_limit or charge < 2:
+            continue  # the memory-free optimum fits: the phase ends after one round anyway
+        spent = first.used * 5e7
+        short, _ = run(spent + charge - 1)
+        assert len(short.rounds) == 1 and short.used == pytest.approx(spent / (spent + charge - 1))
+        enough, _ = run(spent + charge + 1)  # one unit over: the round's charge is not a whole number
+        assert len(enough.rounds) == 2 and enough.used == 1.0
+        checked += 1
+    assert checked >= 5
+
+
 def test_solve_proves_a_fitting_memory_free_optimum(monkeypatch) -> None:
     # Force the large-problem route (no whole ILP): toulbar2's unpriced round proves the optimum.
     from autopar.solver import exact

@@ -59,10 +59,12 @@ _UNPRICED_SPAN = 1e15
 # backtracks and T5's from 0.001474 to its optimum 0.0016005 in 401, where 100,000 backtracks without it
 # closed neither. toulbar2's VAC (Option.vac) would do the same job but segfaults on these networks.
 _TRWS_ACCURACY = 1e-4
-# Wall seconds per table entry of posting a network to toulbar2 (measured: A's 6.2M entries take 4.5 s on
-# this 2-core machine; counted high). A solve whose network would not be posted before its time limit is
-# skipped (reported as cut by the clock): posting cannot be interrupted.
-_POST_SECONDS_PER_ENTRY = 1e-6
+# Wall seconds per table entry (of the network before peeling) of peeling and posting a network to toulbar2.
+# Measured on the ten public IOPDDL problems' full networks (2026-12-04, on this 2-core machine): 0.15 (L) to
+# 0.30 (N) microseconds; counted high. A solve whose network would not be posted before its time limit is
+# skipped (reported as cut by the clock): posting cannot be interrupted. (Until 2026-12-04 this was 1e-6,
+# from a measurement of A that included toulbar2's preprocessing: it skipped solves that had time to run.)
+_POST_SECONDS_PER_ENTRY = 0.4e-6
 # Variables of at most this many neighbours are peeled before posting (cfn_peel): 1 folds leaves and
 # isolated variables, 2 also chains (measured on D, K and S, seeds 0-2: K 2-4 % worse on every seed;
 # docs/solver.md, "Peeling the tree parts before toulbar2"); 0 only isolated variables.
@@ -115,6 +117,7 @@ class PricedCfn:
         self.num_table_entries = int(len(a.edge_cost) + len(self._node_cost))
         self._edge_range = _segment_spread(self._edge_cost, self._edge_offset)
         self._tables: list[np.ndarray] | None = None
+        self._peeled_sizes: tuple[int, int] | None = None
 
     @property
     def unit(self) -> float:
@@ -202,6 +205,18 @@ class PricedCfn:
         step = np.broadcast_to(np.asarray(step, dtype=np.int64), length.shape)
         values = self._edge_cost_exact[source_start[edge] + j * step[edge]]
         np.add.at(target, target_start[edge] + j, values)
+
+    def peeled_entries(self) -> tuple[int, int]:
+        """Of the full network after peeling (what toulbar2 is given): its table entries (unary and pair), and
+        the entries of its functional pair tables, those where every row or every column holds at most one
+        finite entry (toulbar2 eliminates such variables in its preprocessing). Structural: the same for
+        every price, so counted once."""
+        if self._peeled_sizes is None:
+            peeled = self._peeled(self.priced_costs(None), None)
+            kept = sum(len(u) for u in peeled.unary) + sum(t.size for t in peeled.tables)
+            functional = sum(t.size for t in peeled.tables if _functional(t))
+            self._peeled_sizes = (int(kept), int(functional))
+        return self._peeled_sizes
 
     def table_entries(self, domains: list[np.ndarray] | None) -> int:
         """Cost table entries of the network over `domains` (None: every strategy)."""
@@ -320,6 +335,15 @@ class PricedCfn:
         top = np.maximum.reduceat(node, self._offset[:-1]).clip(min=0).sum()
         top += np.maximum.reduceat(edge, self._edge_offset[:-1]).clip(min=0).sum() if len(edge) else 0.0
         return float(top)
+
+
+def _functional(table: np.ndarray) -> bool:
+    """Whether a pair table (both domains above one value) fixes one variable's value given the other's:
+    every row, or every column, holds at most one finite entry."""
+    if min(table.shape) < 2:
+        return False
+    finite = np.isfinite(table)
+    return bool((finite.sum(axis=1) <= 1).all() or (finite.sum(axis=0) <= 1).all())
 
 
 def _post(cfn, peeled: Peeled) -> None:

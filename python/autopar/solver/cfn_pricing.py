@@ -22,9 +22,10 @@ from autopar.solver.state import Incumbent
 
 # toulbar2 pricing (price_memory_cfn): share of the time limit, backtracks per priced solve, first price
 # level (x best cost / usage limit), and the relative width of the price bracket at which it stops. Work is
-# charged per table entry (building and preprocessing the network: A's 6.2M entries take 4.5 s, over-charged
-# so that A stops after three rounds, the third fitting) and per backtrack (M 2 ms, S 6-17 ms; S stops on
-# the proof rule instead). The phase ends after CFN_UNPROVEN rounds in a row without a proof.
+# charged per backtrack (M 2 ms, S 6-17 ms; S stops on the proof rule instead) and per round for posting the
+# network and toulbar2's preprocessing of it (CFN_WORK_PER_KEPT_ENTRY, CFN_WORK_PER_FUNCTIONAL_ENTRY). The
+# phase ends after CFN_UNPROVEN rounds in a row without a proof. CFN_WORK_PER_ENTRY is the restricted
+# phase's posting charge per table entry (restricted.py).
 CFN_SHARE = 0.3
 CFN_BACKTRACKS = 1000
 CFN_PRICE_START = 0.05
@@ -32,6 +33,20 @@ CFN_PRICE_TOLERANCE = 0.01
 CFN_WORK_PER_ENTRY = 1.0
 CFN_WORK_PER_BACKTRACK = 3000.0
 CFN_UNPROVEN = 3
+# A round's charge before its backtracks, per table entry of the peeled network and per entry of its
+# functional tables (PricedCfn.peeled_entries). Why: peeling, posting and toulbar2's preprocessing (no
+# backtrack) of the full networks took 1.7 s (M) to 14.6 s (A) per round, and A's is mostly toulbar2's
+# elimination of functional variables (1.5 s with it off). Charged at 1.0 per entry of the network before
+# peeling, as until 2026-12-04, the rounds ran 0.34x (M) to 2.4x (A) their charge: C's third round, which
+# its bracket needed, was not affordable in its share. Fitted by relative least squares on the eight public
+# problems where the phase runs (A, C, D, K, L, M, N, S; B and G are solved before it): every round within
+# 0.80-1.23x its charge (`python benchmarks/cfn_rounds.py`; docs/solver.md, "What a toulbar2 round costs").
+CFN_WORK_PER_KEPT_ENTRY = 0.8
+CFN_WORK_PER_FUNCTIONAL_ENTRY = 2.1
+# Peeling alone, per table entry of the network before peeling (0.04-0.12 us on the same eight): the least a
+# round is charged, which only binds where peeling leaves toulbar2 little or nothing (a forest is solved by
+# peeling), so that such rounds still cost work.
+CFN_PEEL_WORK_PER_ENTRY = 0.1
 # Whether the phase goes on past the CFN_UNPROVEN stop while no priced optimum has fitted, until one fits
 # (it then stops). Those late rounds hand on only their repaired solutions, through the incumbent: not
 # their bracket, fitting optimum or level; their work is reported apart (`late_used`) and charged to the
@@ -141,13 +156,22 @@ def price_memory_cfn(
     best_round, best_round_cost, floor = None, float("inf"), None
     optimal, memory_free, clock_cut, log = False, None, False, []
     late_from = None  # the work done when the CFN_UNPROVEN stop was passed by (CFN_UNTIL_FIT), else None
-    entry_work = CFN_WORK_PER_ENTRY * cfn.num_table_entries
-    if entry_work > budget:  # one network costs more than the whole budget (3-axis meshes of big models)
+    if CFN_WORK_PER_ENTRY * cfn.num_table_entries > budget:
+        # The network is too large to peel and post in the whole budget (3-axis meshes of big models).
+        return CfnPricingResult(1.0, None, lower_bound=lower_bound)
+    entry_work = round_work(cfn)
+    if entry_work > budget:  # one round costs more than the whole budget
         return CfnPricingResult(1.0, None, lower_bound=lower_bound)
     while work < budget and (max_rounds is None or rounds < max_rounds):
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             clock_cut = True
+            break
+        if work + entry_work > budget:
+            # Posting and preprocessing alone cost more than the phase has left: the round is not started
+            # (before, it was started and cut by the phase's wall cap at once, its work lost), and what is
+            # left goes to the later phases.
+            incumbent.log({"cfn_skipped": (work + entry_work) / budget})
             break
         rounds += 1
         bound = cfn.value(reference, node_price) + cfn.unit
@@ -245,6 +269,13 @@ def price_memory_cfn(
         None if fits_at is not None else floor,
         late_used,
     )
+
+
+def round_work(cfn: PricedCfn) -> float:
+    """A toulbar2 round's charge before its backtracks: posting the full network and preprocessing it."""
+    kept, functional = cfn.peeled_entries()
+    posting = CFN_WORK_PER_KEPT_ENTRY * kept + CFN_WORK_PER_FUNCTIONAL_ENTRY * functional
+    return max(posting, CFN_PEEL_WORK_PER_ENTRY * cfn.num_table_entries)
 
 
 def phase_wall_cap(work_left: float, budget: float | None = None, elapsed: float = 0.0) -> float:
