@@ -605,3 +605,57 @@ def test_a_pending_real_time_timer_is_left_alone() -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     assert not fired
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_each_phase_before_the_final_search_gets_its_share_of_the_clock(monkeypatch, shared: bool) -> None:
+    # PHASE_CLOCK_SHARE: each phase's own deadline is its share of the work left's share of the seconds left,
+    # so that one whose work runs slower than counted cannot take the later phases' clock; off, every phase
+    # gets the run's deadline.
+    from autopar.solver import cfn_pricing, exact, lns, orchestrate, pricing, restricted
+
+    monkeypatch.setattr(exact, "MAX_ILP_NONZEROS", 0)
+    monkeypatch.setattr(orchestrate, "PHASE_CLOCK_SHARE", shared)
+    seen: dict[str, tuple[float, float]] = {}
+
+    def record(module, name: str, position: int) -> None:
+        real = getattr(module, name)
+
+        def wrapped(*args, **kwargs):
+            seen[name] = (time.perf_counter(), args[position])
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapped)
+
+    record(cfn_pricing, "price_memory_cfn", 5)
+    record(pricing, "price_memory", 6)
+    record(restricted, "price_memory_restricted", 5)
+    record(lns, "lns", 6)
+    for seed in range(30):
+        seen.clear()
+        rng = np.random.default_rng(300 + seed)
+        p = random_problem(rng, n=int(rng.integers(6, 9)), tight=0.45)
+        solve(p, time_limit=30, budget=2, seed=seed)
+        if {"price_memory_cfn", "price_memory", "lns"} <= seen.keys():
+            break
+    assert {"price_memory_cfn", "price_memory", "lns"} <= seen.keys(), "no problem reached the final search"
+    run_deadline = seen["lns"][1]
+    for name in set(seen) - {"lns"}:  # the restricted phase runs when a start for it was found
+        called, deadline = seen[name]
+        share = (deadline - called) / (run_deadline - called)
+        assert 0 < share <= 1 + 1e-9 and (share < 1 if shared else share == pytest.approx(1.0))
+    cfn_called, cfn_deadline = seen["price_memory_cfn"]
+    expected = cfn_pricing.CFN_SHARE if shared else 1.0
+    assert (cfn_deadline - cfn_called) / (run_deadline - cfn_called) == pytest.approx(expected, abs=1e-3)
+
+
+def test_a_phase_deadline_is_never_past_the_runs(monkeypatch) -> None:
+    from autopar.solver import orchestrate
+
+    monkeypatch.setattr(orchestrate.time, "perf_counter", lambda: 100.0)
+    assert orchestrate._phase_deadline(160.0, 0.3, 0.6) == pytest.approx(130.0)  # half the work left
+    assert orchestrate._phase_deadline(160.0, 0.9, 0.6) == 160.0  # more than what is left: the run's
+    assert orchestrate._phase_deadline(160.0, 0.3, 0.0) == 160.0  # nothing left to share
+    assert orchestrate._phase_deadline(90.0, 0.3, 0.6) == 90.0  # already past: the run's
+    monkeypatch.setattr(orchestrate, "PHASE_CLOCK_SHARE", False)
+    assert orchestrate._phase_deadline(160.0, 0.3, 0.6) == 160.0
