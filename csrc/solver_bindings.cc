@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <stdexcept>
+#include <string>
 
 #include "csrc/bindings.h"
 #include "csrc/numpy_util.h"
@@ -297,18 +298,20 @@ void bind_group_model(nb::module_& m) {
       .def(
           "build",
           [](const GroupModel& x, Array1D<const int32_t> a, Array1D<const int32_t> free_groups,
-             int64_t max_nonzeros, bool lazy_memory, bool memory) {
+             int64_t max_nonzeros, bool lazy_memory, bool memory, int keep) {
             std::vector<int32_t> assignment = checked_assignment(x.presolved(), a);
             std::vector<int32_t> fg = to_vector(free_groups);
             for (int32_t g : fg) {
               if (g < 0 || g >= x.presolved().num_groups())
                 throw std::invalid_argument("build: group out of range");
             }
+            if (keep < 0)
+              throw std::invalid_argument("build: keep must be >= 0, got " + std::to_string(keep));
             nb::gil_scoped_release release;
-            return x.build(assignment, fg, max_nonzeros, lazy_memory, memory);
+            return x.build(assignment, fg, max_nonzeros, lazy_memory, memory, keep);
           },
           nb::arg("assignment"), nb::arg("free_groups"), nb::arg("max_nonzeros"),
-          nb::arg("lazy_memory") = false, nb::arg("memory") = true)
+          nb::arg("lazy_memory") = false, nb::arg("memory") = true, nb::arg("keep") = 0)
       .def(
           "set_memory_price",
           [](GroupModel& x, Array1D<const double> node_price) {

@@ -67,7 +67,7 @@ std::vector<double> GroupModel::priced_unary(int g) const {
 }
 
 GroupIlp GroupModel::build(std::span<const int32_t> assignment, std::span<const int32_t> free_groups,
-                           int64_t max_nonzeros, bool lazy_memory, bool memory) const {
+                           int64_t max_nonzeros, bool lazy_memory, bool memory, int keep) const {
   GroupIlp m;
   const int ng = r_.num_groups();
   std::vector<char> is_free(ng, 0);
@@ -104,8 +104,10 @@ GroupIlp GroupModel::build(std::span<const int32_t> assignment, std::span<const 
                           : r_.pair_cost(pr, assignment[h], static_cast<int32_t>(k));
       }
     }
+    const std::vector<char> allowed =
+        keep > 0 ? kept_strategies(g, c, assignment, is_free, keep) : std::vector<char>(d, 1);
     for (size_t k = 0; k < d; ++k) {
-      const bool bad = is_forbidden(c[k]);
+      const bool bad = is_forbidden(c[k]) || !allowed[k];
       m.col_cost.push_back(bad ? 0.0 : c[k]);
       m.col_upper.push_back(bad ? 0.0 : 1.0);
       m.col_integer.push_back(1);
@@ -356,6 +358,36 @@ void GroupModel::add_memory_rows(GroupIlp& m, std::span<const int32_t> assignmen
       return;
     }
   }
+}
+
+std::vector<char> GroupModel::kept_strategies(int g, const std::vector<double>& fixed_cost,
+                                              std::span<const int32_t> assignment,
+                                              const std::vector<char>& is_free, int keep) const {
+  const size_t d = fixed_cost.size();
+  std::vector<double> local = fixed_cost;
+  for (int32_t q : r_.adj[g]) {
+    const auto& pr = r_.pairs[q];
+    const int h = pr.a == g ? pr.b : pr.a;
+    if (!is_free[h]) continue;  // already in fixed_cost
+    for (size_t k = 0; k < d; ++k) {
+      local[k] += pr.a == g ? r_.pair_cost(pr, static_cast<int32_t>(k), assignment[h])
+                            : r_.pair_cost(pr, assignment[h], static_cast<int32_t>(k));
+    }
+  }
+  std::vector<int32_t> others;
+  for (size_t k = 0; k < d; ++k) {
+    if (static_cast<int32_t>(k) != assignment[g] && !is_forbidden(local[k]))
+      others.push_back(static_cast<int32_t>(k));
+  }
+  const size_t take = std::min(others.size(), static_cast<size_t>(keep));
+  // Ties by index: the same model for the same assignment.
+  std::partial_sort(others.begin(), others.begin() + take, others.end(), [&](int32_t x, int32_t y) {
+    return local[x] < local[y] || (local[x] == local[y] && x < y);
+  });
+  std::vector<char> allowed(d, 0);
+  allowed[assignment[g]] = 1;
+  for (size_t i = 0; i < take; ++i) allowed[others[i]] = 1;
+  return allowed;
 }
 
 std::vector<int32_t> GroupModel::neighbourhood(int32_t root, int size, uint64_t seed) const {

@@ -59,9 +59,12 @@ class GroupModel {
   // free_groups empty: every group with more than one strategy (the whole reduced problem). lazy_memory:
   // memory rows go to the pool instead of the model (max_nonzeros then bounds the model only). Memory rows
   // with identical coefficients are merged into one (the smallest right-hand side) either way.
-  // memory=false leaves the memory rows out (the relaxation a memory price stands in for).
+  // memory=false leaves the memory rows out (the relaxation a memory price stands in for). keep > 0 allows
+  // each free group only its current strategy and its `keep` cheapest others by local cost (unary and pairs,
+  // every neighbour at its current strategy): the others are fixed to 0 and bring no pair or memory-row
+  // entries, so that a region of several times the groups costs what a full-domain one does.
   GroupIlp build(std::span<const int32_t> assignment, std::span<const int32_t> free_groups,
-                 int64_t max_nonzeros, bool lazy_memory = false, bool memory = true) const;
+                 int64_t max_nonzeros, bool lazy_memory = false, bool memory = true, int keep = 0) const;
   // Adds price[node] x (that node's usage) to every strategy's cost in build() and regret(): the Lagrangian
   // term of a memory price per moment summed over each node's interval. Empty: no price.
   void set_memory_price(std::span<const double> node_price);
@@ -80,6 +83,11 @@ class GroupModel {
  private:
   // A free group's unary cost per domain index, with the memory price when one is set.
   std::vector<double> priced_unary(int g) const;
+  // build(keep > 0): which of group g's strategies the model allows (1) given `fixed_cost`, its cost per
+  // strategy with the fixed neighbours, to which the free neighbours at their current strategies are added.
+  std::vector<char> kept_strategies(int g, const std::vector<double>& fixed_cost,
+                                    std::span<const int32_t> assignment, const std::vector<char>& is_free,
+                                    int keep) const;
   void add_memory_rows(GroupIlp& m, std::span<const int32_t> assignment, const std::vector<char>& is_free,
                        int64_t max_nonzeros) const;
   void merge_memory_rows(GroupIlp& m, size_t first_row, bool to_pool) const;

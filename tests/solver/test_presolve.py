@@ -445,3 +445,66 @@ def _arrays_of(p: StrategyProblem) -> tuple:
         np.stack([a.edge_u, a.edge_v], 1),
         np.split(a.edge_cost, eo[1:-1]) if len(eo) > 1 else [],
     )
+
+
+def _allowed_per_group(model: _core.GroupIlp, sizes: list[int], free: np.ndarray) -> dict[int, set[int]]:
+    """The strategies (domain indices) each free group's x columns leave open (upper bound 1)."""
+    upper = model.arrays().col_upper
+    allowed, col = {}, 0
+    for g in free:
+        allowed[int(g)] = {k for k in range(sizes[g]) if upper[col + k] > 0}
+        col += sizes[g]
+    return allowed
+
+
+def test_build_with_keep_allows_the_current_strategy_and_the_cheapest_others() -> None:
+    # keep = k: each free group may stay or take one of its k cheapest other strategies, cheapest by the
+    # whole cost with every other group as it is (which orders them as their local costs do; ties by
+    # index); the model then has no more nonzeros than the full one, and its optimum lies between the full
+    # model's and the current cost. With keep at least every domain, it is the full model.
+    checked, narrowed = 0, 0
+    for seed, rng, p, gm in memory_models(6000, 12, 7, 10):
+        sizes = group_domain_sizes(gm)
+        free = gm.free_groups()
+        current = None
+        for _ in range(200):
+            pick = np.array([rng.integers(d) for d in sizes], np.int32)
+            if p.evaluate(gm.expand(pick))[2]:
+                current = pick
+                break
+        if current is None:
+            continue
+        full = gm.build(current, free.astype(np.int32), 10**7)
+        values, _, optimal, _ = _solve_ilp_for_test(full, current)
+        full_cost = p.evaluate(gm.expand(full.decode(values, current)))[0]
+        current_cost = p.evaluate(gm.expand(current))[0]
+        for keep in (1, 2, max(sizes)):
+            model = gm.build(current, free.astype(np.int32), 10**7, keep=keep)
+            assert model.num_nonzeros <= full.num_nonzeros
+            for g, allowed in _allowed_per_group(model, sizes, free).items():
+                others = []
+                for k in range(sizes[g]):
+                    trial = current.copy()
+                    trial[g] = k
+                    cost = gm.cost(trial)
+                    if k != current[g] and cost < 1e17:
+                        others.append((cost, k))
+                expected = {int(current[g])} | {k for _, k in sorted(others)[:keep]}
+                assert allowed == expected, (seed, keep, g)
+                narrowed += len(allowed) < sizes[g]
+            values, _, optimal, _ = _solve_ilp_for_test(model, current)
+            cost, _, ok = p.evaluate(gm.expand(model.decode(values, current)))
+            assert optimal and ok, (seed, keep)
+            assert full_cost - 1e-6 <= cost <= current_cost + 1e-6, (seed, keep)
+            if keep == max(sizes):
+                assert model.num_nonzeros == full.num_nonzeros and cost == pytest.approx(full_cost)
+        checked += 1
+    assert checked >= 5 and narrowed > 0
+
+
+def test_build_with_a_negative_keep_is_refused() -> None:
+    p = memory_problem(np.random.default_rng(1), n=8)
+    gm = _core.GroupModel(p._core)
+    zero = np.zeros(gm.num_groups, np.int32)
+    with pytest.raises(ValueError, match="keep must be >= 0"):
+        gm.build(zero, gm.free_groups().astype(np.int32), 10**7, keep=-1)
