@@ -59,6 +59,25 @@ WORK_PER_MIP_COLUMN = 12.7
 WORK_PER_NODE = 1000.0
 # HiGHS branch-and-bound node limit per neighbourhood (deterministic, unlike its time limit).
 LNS_MAX_NODES = 200
+# Wide regions (searches with memory rows only): WIDE_SHARE of the rounds free regions of Search.wide_size
+# groups (starting at WIDE_START_FACTOR x LNS_START_SIZE; the whole problem once it is that big), in which
+# each group may keep its strategy or take one of its WIDE_KEEP cheapest others (GroupModel.build's `keep`).
+# Memory rows then hold a few columns per group instead of all of them (15-29 on D), so that such a region
+# costs what a full one of a fraction of its groups does. Why (docs/solver.md, "Wide regions"): on D the
+# full regions settle at 15-35 groups (the cap below their memory rows), and a final search stuck at
+# 312.68e9 in 3 of 4 runs from one start needed 15 groups to change at once (a chain of layouts, the groups
+# it shares pairs with, and one far away giving the memory back); no breadth-first or coupling-weighted
+# draw of 20-40 groups from any of them held all 15 (300 draws per size). One wide region of 180 groups
+# with WIDE_KEEP 2 (0.69M nonzeros, 3 s of HiGHS) took it to 309.40e9. WIDE_MAX_NONZEROS bounds such a
+# model (D's whole problem at WIDE_KEEP 2: 0.96M, 4.4 s); its size adapts like the full regions'.
+WIDE_SHARE = 0.5
+# Wide rounds start only once this many regions in a row gained nothing: where the full regions keep paying
+# (S, K), the search stays as it was; first measured with wide rounds from the start, S's seed 1 lost 0.9 %
+# and K's three seeds 0.1-0.5 % while D's gained 1.2 % (docs/solver.md, "Wide regions").
+WIDE_AFTER_STALE = 20
+WIDE_KEEP = 2
+WIDE_START_FACTOR = 4.0
+WIDE_MAX_NONZEROS = 2_000_000
 # A round that finds fewer non-empty regions than threads (a problem of a few hundred free groups, whose
 # first region takes them all) leaves a core idle while its region is solved: the round is charged that
 # core too, its longest region's work once more per idle thread. Without it, the priced searches of A, C
@@ -96,6 +115,8 @@ class Search:
     size, counted work, the largest region allowed, and whether the wall clock cut some call short."""
 
     size: float = LNS_START_SIZE
+    wide_size: float = WIDE_START_FACTOR * LNS_START_SIZE
+    wide_exhausted: float | None = None  # the value at which a wide region of every free group gained nothing
     work: float = 0.0
     max_size: float = float("inf")
     clock_cut: bool = False
@@ -121,7 +142,8 @@ def lns(
     Each round frees LNS_THREADS disjoint regions and solves them on as many threads (HiGHS releases the
     GIL); the results are applied one after the other in region order, each re-checked on top of the
     previous, so the outcome does not depend on which thread finishes first. Regions grow while sub-ILPs are
-    solved to optimality without gain and shrink when they hit the node limit. The search stops when
+    solved to optimality without gain and shrink when they hit the node limit. In a search with memory rows,
+    WIDE_SHARE of the rounds are wide (_round_models), with a size of their own. The search stops when
     `search.work` (counted by ilp_work: model size, simplex iterations, nodes) reaches `budget`, so a run
     that the clock does not cut is reproducible."""
     free = gm.free_groups()
@@ -132,20 +154,26 @@ def lns(
             if time.perf_counter() >= deadline:
                 search.clock_cut = True
                 break
-            regions = lns_regions(gm, assignment, free, int(search.size), threads, rng, objective.memory)
-            models = [
-                gm.build(assignment, r, LNS_MAX_NONZEROS, LAZY_MEMORY, objective.memory) for r in regions
-            ]
+            wide = objective.memory and gm.has_usage_limit and WIDE_SHARE > 0 and stale >= WIDE_AFTER_STALE
+            wide = (
+                wide and rng.random() < WIDE_SHARE
+            )  # drawn only then: until a stall, the search is as before
+            # A whole problem solved wide to optimality stays so until the solution changes.
+            wide = wide and not (search.wide_size >= len(free) and search.wide_exhausted == value)
+            regions, models = _round_models(
+                gm, assignment, free, search, threads, rng, objective.memory, wide
+            )
             remaining = max(min(deadline - time.perf_counter(), 20.0), 0.05)
             jobs = [(m, assignment, remaining, int(rng.integers(2**31)), {}) for m in models]
             results = list(executor.map(solve_region, jobs))
             works = [ilp_work(model, st) for model, *_, st in jobs]
             search.work += round_charge(works, [len(r) for r in regions], threads)
+            factors = []  # each region's resize: applied in turn, or for a wide round once
             for (model, *_, st), ilp in zip(jobs, results, strict=True):
                 if st.get("clock"):
                     search.clock_cut = True
                 if ilp is None:
-                    search.size = max(8.0, search.size * 0.7)
+                    factors.append(0.7)
                     continue
                 values, _, optimal, _ = ilp
                 # Only this region's groups change, on top of whatever the earlier regions changed.
@@ -159,13 +187,51 @@ def lns(
                     stale = 0
                 else:
                     stale += 1
-                if optimal:
-                    search.size = min(
-                        search.size * (1.15 if stale else 1.0), float(len(free)), search.max_size
-                    )
-                else:
-                    search.size = max(8.0, search.size * 0.8)
+                    if wide and optimal and model.num_free >= len(free):
+                        search.wide_exhausted = value
+                factors.append((1.15 if stale else 1.0) if optimal else 0.8)
+            most = min(float(len(free)), search.max_size)
+            if wide and factors:
+                # Overlapping regions of one size: it changes once a round, by the smallest shrink if any.
+                shrink = [f for f in factors if f < 1]
+                search.wide_size = _resized(search.wide_size, min(shrink) if shrink else max(factors), most)
+            elif not wide:
+                for factor in factors:
+                    search.size = _resized(search.size, factor, most)
     return assignment, value
+
+
+def _round_models(
+    gm: _core.GroupModel,
+    assignment: np.ndarray,
+    free: np.ndarray,
+    search: Search,
+    threads: int,
+    rng: np.random.Generator,
+    memory: bool,
+    wide: bool,
+) -> tuple[list[np.ndarray], list[_core.GroupIlp]]:
+    """One round's regions and their models: full ones (disjoint, of search.size groups), or wide ones
+    (search.wide_size groups narrowed to WIDE_KEEP others each). Wide regions may overlap (disjoint ones
+    would leave the second thread the first's leftovers), the same region twice is solved once, and one of
+    the problem's size is the whole problem."""
+    if not wide:
+        regions = lns_regions(gm, assignment, free, int(search.size), threads, rng, memory)
+        return regions, [gm.build(assignment, r, LNS_MAX_NONZEROS, LAZY_MEMORY, memory) for r in regions]
+    if search.wide_size >= len(free):
+        regions = [free.astype(np.int32)]
+    else:
+        drawn = lns_regions(gm, assignment, free, int(search.wide_size), threads, rng, memory, False)
+        regions = [r for i, r in enumerate(drawn) if not any(np.array_equal(r, q) for q in drawn[:i])]
+    return regions, [
+        gm.build(assignment, r, WIDE_MAX_NONZEROS, LAZY_MEMORY, True, WIDE_KEEP) for r in regions
+    ]
+
+
+def _resized(size: float, factor: float, most: float) -> float:
+    """A region size scaled by `factor`: regions grow while solved to optimality without gain (up to `most`)
+    and shrink when too big or cut by the node limit (down to 8 groups)."""
+    return max(8.0, size * factor) if factor < 1 else min(size * factor, most)
 
 
 def round_charge(works: list[float], sizes: list[int], threads: int) -> float:
@@ -195,8 +261,10 @@ def lns_regions(
     count: int,
     rng: np.random.Generator,
     memory: bool = True,
+    disjoint: bool = True,
 ) -> list[np.ndarray]:
-    """`count` disjoint regions of about `size` groups (a later region drops the groups earlier ones took):
+    """`count` regions of about `size` groups, disjoint unless `disjoint` is False (a later region drops the
+    groups earlier ones took):
     with probability TIME_WINDOW_SHARE the groups live nearest a moment where usage is near its peak (they
     trade memory there), else breadth-first over pairs from a root drawn in proportion to its regret or
     uniformly (equally often)."""
@@ -209,7 +277,7 @@ def lns_regions(
         if kind < TIME_WINDOW_SHARE and gm.has_usage_limit and memory:
             region = gm.time_window(assignment, size, TIME_WINDOW_SLACK, int(rng.integers(2**63)))
             region = region[~taken[region]].astype(np.int32)
-            taken[region] = True
+            taken[region] = disjoint
             regions.append(region)
             continue
         if kind < TIME_WINDOW_SHARE + (1 - TIME_WINDOW_SHARE) / 2 and weights.sum() > 0:
@@ -221,7 +289,7 @@ def lns_regions(
             root = int(choices[rng.integers(len(choices))])
         region = gm.neighbourhood(root, size, int(rng.integers(2**63)))
         region = region[~taken[region]].astype(np.int32)
-        taken[region] = True
+        taken[region] = disjoint
         regions.append(region)
     return regions
 
