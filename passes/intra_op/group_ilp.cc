@@ -95,15 +95,7 @@ GroupIlp GroupModel::build(std::span<const int32_t> assignment, std::span<const 
     offset_of[g] = m.num_cols;
     const size_t d = r_.domain[g].size();
     std::vector<double> c = priced_unary(g);
-    for (int32_t q : r_.adj[g]) {
-      const auto& pr = r_.pairs[q];
-      const int h = pr.a == g ? pr.b : pr.a;
-      if (is_free[h]) continue;
-      for (size_t k = 0; k < d; ++k) {
-        c[k] += pr.a == g ? r_.pair_cost(pr, static_cast<int32_t>(k), assignment[h])
-                          : r_.pair_cost(pr, assignment[h], static_cast<int32_t>(k));
-      }
-    }
+    add_neighbour_costs(g, assignment, &is_free, false, c);
     const std::vector<char> allowed =
         keep > 0 ? kept_strategies(g, c, assignment, is_free, keep) : std::vector<char>(d, 1);
     for (size_t k = 0; k < d; ++k) {
@@ -360,20 +352,26 @@ void GroupModel::add_memory_rows(GroupIlp& m, std::span<const int32_t> assignmen
   }
 }
 
+void GroupModel::add_neighbour_costs(int g, std::span<const int32_t> assignment,
+                                     const std::vector<char>* is_free, bool want_free,
+                                     std::vector<double>& cost) const {
+  for (int32_t q : r_.adj[g]) {
+    const auto& pr = r_.pairs[q];
+    const int h = pr.a == g ? pr.b : pr.a;
+    if (is_free != nullptr && static_cast<bool>((*is_free)[h]) != want_free) continue;
+    for (size_t k = 0; k < cost.size(); ++k) {
+      cost[k] += pr.a == g ? r_.pair_cost(pr, static_cast<int32_t>(k), assignment[h])
+                           : r_.pair_cost(pr, assignment[h], static_cast<int32_t>(k));
+    }
+  }
+}
+
 std::vector<char> GroupModel::kept_strategies(int g, const std::vector<double>& fixed_cost,
                                               std::span<const int32_t> assignment,
                                               const std::vector<char>& is_free, int keep) const {
   const size_t d = fixed_cost.size();
   std::vector<double> local = fixed_cost;
-  for (int32_t q : r_.adj[g]) {
-    const auto& pr = r_.pairs[q];
-    const int h = pr.a == g ? pr.b : pr.a;
-    if (!is_free[h]) continue;  // already in fixed_cost
-    for (size_t k = 0; k < d; ++k) {
-      local[k] += pr.a == g ? r_.pair_cost(pr, static_cast<int32_t>(k), assignment[h])
-                            : r_.pair_cost(pr, assignment[h], static_cast<int32_t>(k));
-    }
-  }
+  add_neighbour_costs(g, assignment, &is_free, true, local);  // the fixed ones are in fixed_cost
   std::vector<int32_t> others;
   for (size_t k = 0; k < d; ++k) {
     if (static_cast<int32_t>(k) != assignment[g] && !is_forbidden(local[k]))
@@ -472,14 +470,7 @@ std::vector<double> GroupModel::regret(std::span<const int32_t> assignment) cons
     const size_t d = r_.domain[g].size();
     if (d <= 1) continue;
     std::vector<double> c = priced_unary(g);
-    for (int32_t q : r_.adj[g]) {
-      const auto& pr = r_.pairs[q];
-      const int h = pr.a == g ? pr.b : pr.a;
-      for (size_t k = 0; k < d; ++k) {
-        c[k] += pr.a == g ? r_.pair_cost(pr, static_cast<int32_t>(k), assignment[h])
-                          : r_.pair_cost(pr, assignment[h], static_cast<int32_t>(k));
-      }
-    }
+    add_neighbour_costs(g, assignment, nullptr, false, c);
     const double best = *std::min_element(c.begin(), c.end());
     const double now = c[assignment[g]];
     out[g] = is_forbidden(now) ? 1e18 : std::max(0.0, now - best);

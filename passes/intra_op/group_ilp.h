@@ -83,6 +83,11 @@ class GroupModel {
  private:
   // A free group's unary cost per domain index, with the memory price when one is set.
   std::vector<double> priced_unary(int g) const;
+  // Adds to `cost` (per domain index of group g) its pairs to the neighbours h at their strategies in
+  // `assignment`: all of them when `is_free` is null, else those with is_free[h] == want_free. Adjacency
+  // order, so that each caller's sums stay bit for bit what they were.
+  void add_neighbour_costs(int g, std::span<const int32_t> assignment, const std::vector<char>* is_free,
+                           bool want_free, std::vector<double>& cost) const;
   // build(keep > 0): which of group g's strategies the model allows (1) given `fixed_cost`, its cost per
   // strategy with the fixed neighbours, to which the free neighbours at their current strategies are added.
   std::vector<char> kept_strategies(int g, const std::vector<double>& fixed_cost,
