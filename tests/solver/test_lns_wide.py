@@ -140,3 +140,27 @@ def test_wide_rounds_wait_for_the_full_regions_to_stall(monkeypatch) -> None:
     start, end, keeps, calls = search_once(monkeypatch, p, 1.0, lns.Search(), after_stale=20)
     assert end <= start and lns.WIDE_KEEP in keeps
     assert keeps.index(lns.WIDE_KEEP) >= 20  # two full regions a round, 20 of them without gain first
+
+
+class OneWindowModel(RecordingModel):
+    """A GroupModel whose every time window is the same groups."""
+
+    def __init__(self, gm: _core.GroupModel, window: np.ndarray) -> None:
+        super().__init__(gm)
+        self.window = window
+
+    def time_window(self, assignment, size, slack, seed):
+        return self.window
+
+
+def test_a_time_window_the_earlier_regions_took_gives_way_to_a_breadth_first_region(monkeypatch) -> None:
+    # An empty region would be built as the whole problem (GroupModel.build's meaning of no groups) and,
+    # too big, shrink the regions; the second thread gets a breadth-first region instead.
+    monkeypatch.setattr(lns, "TIME_WINDOW_SHARE", 1.0)
+    p, gm = feasible_problem(3)
+    free = gm.free_groups()
+    window = free[: len(free) // 2].astype(np.int32)
+    zero = gm.encode(np.zeros(p.num_nodes, np.int64))
+    first, second = lns.lns_regions(OneWindowModel(gm, window), zero, free, 4, 2, np.random.default_rng(0))
+    assert first.tolist() == window.tolist()
+    assert len(second) > 0 and not np.intersect1d(first, second).size

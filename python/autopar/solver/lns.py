@@ -277,9 +277,12 @@ def lns_regions(
         if kind < TIME_WINDOW_SHARE and gm.has_usage_limit and memory:
             region = gm.time_window(assignment, size, TIME_WINDOW_SLACK, int(rng.integers(2**63)))
             region = region[~taken[region]].astype(np.int32)
-            taken[region] = disjoint
-            regions.append(region)
-            continue
+            if len(region):
+                taken[region] = disjoint
+                regions.append(region)
+                continue
+            # The earlier regions took the whole window: draw a breadth-first region instead (an empty
+            # one would be built as the whole problem, GroupModel.build's meaning of no groups).
         if kind < TIME_WINDOW_SHARE + (1 - TIME_WINDOW_SHARE) / 2 and weights.sum() > 0:
             root = int(rng.choice(free, p=weights / weights.sum()))
         else:
