@@ -71,11 +71,7 @@ GroupIlp GroupModel::build(std::span<const int32_t> assignment, std::span<const 
   GroupIlp m;
   const int ng = r_.num_groups();
   std::vector<char> is_free(ng, 0);
-  if (free_groups.empty()) {
-    for (int g = 0; g < ng; ++g) is_free[g] = r_.domain[g].size() > 1;
-  } else {
-    for (int32_t g : free_groups) is_free[g] = r_.domain[g].size() > 1;
-  }
+  for (int32_t g : free_groups) is_free[g] = r_.domain[g].size() > 1;
   for (int g = 0; g < ng; ++g) {
     if (is_free[g]) m.free_groups.push_back(g);
   }

@@ -56,7 +56,9 @@ class GroupModel {
 
   const Presolved& presolved() const { return r_; }
   const StrategyProblem& problem() const { return p_; }
-  // free_groups empty: every group with more than one strategy (the whole reduced problem). lazy_memory:
+  // Frees the listed groups that have more than one strategy (free_groups(): the whole reduced problem; none:
+  // a model without columns. Until 2026-12-05 none meant the whole problem, and an empty LNS region was
+  // built as that, docs/solver.md "An empty time window"). lazy_memory:
   // memory rows go to the pool instead of the model (max_nonzeros then bounds the model only). Memory rows
   // with identical coefficients are merged into one (the smallest right-hand side) either way.
   // memory=false leaves the memory rows out (the relaxation a memory price stands in for). keep > 0 allows

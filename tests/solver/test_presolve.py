@@ -388,13 +388,13 @@ def test_memory_price_adds_price_times_usage() -> None:
         price = rng.uniform(0, 3, p.num_nodes)
         sizes = group_domain_sizes(gm)
         picks = [np.array([rng.integers(d) for d in sizes], np.int32) for _ in range(2)]
-        plain = gm.build(picks[0], np.zeros(0, np.int32), 10**7)
+        plain = gm.build(picks[0], gm.free_groups().astype(np.int32), 10**7)
         gm.set_memory_price(price)
-        priced = gm.build(picks[0], np.zeros(0, np.int32), 10**7)
+        priced = gm.build(picks[0], gm.free_groups().astype(np.int32), 10**7)
         gm.set_memory_price(np.zeros(0))
-        assert _objective(gm.build(picks[0], np.zeros(0, np.int32), 10**7), picks[1]) == pytest.approx(
-            _objective(plain, picks[1])
-        )  # an empty price clears it
+        assert _objective(
+            gm.build(picks[0], gm.free_groups().astype(np.int32), 10**7), picks[1]
+        ) == pytest.approx(_objective(plain, picks[1]))  # an empty price clears it
 
         usage_term = [float(price @ a.node_usage[a.strategy_offset[:-1] + gm.expand(x)]) for x in picks]
         shift = [_objective(priced, x) - _objective(plain, x) for x in picks]
@@ -424,8 +424,8 @@ def test_build_without_memory_rows_is_the_unlimited_problem() -> None:
             if not any(live[i] and a.node_usage[so[i] + x[i]] > p.usage_limit for i in range(p.num_nodes))
         )
         zero = np.zeros(gm.num_groups, np.int32)
-        limited = gm.build(zero, np.zeros(0, np.int32), 10**7)
-        free = gm.build(zero, np.zeros(0, np.int32), 10**7, memory=False)
+        limited = gm.build(zero, gm.free_groups().astype(np.int32), 10**7)
+        free = gm.build(zero, gm.free_groups().astype(np.int32), 10**7, memory=False)
         assert free.num_rows <= limited.num_rows
         fewer_rows += free.num_rows < limited.num_rows
         values, _, optimal, _ = _solve_ilp_for_test(free, zero)
@@ -508,3 +508,16 @@ def test_build_with_a_negative_keep_is_refused() -> None:
     zero = np.zeros(gm.num_groups, np.int32)
     with pytest.raises(ValueError, match="keep must be >= 0"):
         gm.build(zero, gm.free_groups().astype(np.int32), 10**7, keep=-1)
+
+
+def test_build_with_no_groups_frees_none() -> None:
+    # No groups is a model without columns, not the whole problem (an empty LNS region was once built as
+    # the whole problem: docs/solver.md, "An empty time window").
+    p = memory_problem(np.random.default_rng(1), n=8)
+    gm = _core.GroupModel(p._core)
+    zero = np.zeros(gm.num_groups, np.int32)
+    assert len(gm.free_groups()) > 0
+    none = gm.build(zero, np.zeros(0, np.int32), 10**7)
+    assert none.num_free == 0 and none.num_cols == 0 and not none.too_big
+    whole = gm.build(zero, gm.free_groups().astype(np.int32), 10**7)
+    assert whole.num_free == len(gm.free_groups())

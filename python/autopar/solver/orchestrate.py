@@ -182,7 +182,7 @@ def improve(
     assignment = gm.encode(fast.solution) if fast.feasible else None
     if assignment is None:
         assignment = np.zeros(gm.num_groups, np.int32)
-    whole = gm.build(assignment, np.zeros(0, np.int32), exact.MAX_ILP_NONZEROS)
+    whole = gm.build(assignment, gm.free_groups().astype(np.int32), exact.MAX_ILP_NONZEROS)
     deadline = incumbent.start + time_limit
     if not gm.has_usage_limit:
         return _without_usage_limit(core, gm, whole, fast, seconds, seed, deadline, incumbent, candidates)
