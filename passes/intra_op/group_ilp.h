@@ -56,15 +56,14 @@ class GroupModel {
 
   const Presolved& presolved() const { return r_; }
   const StrategyProblem& problem() const { return p_; }
-  // Frees the listed groups that have more than one strategy (free_groups(): the whole reduced problem; none:
-  // a model without columns. Until 2026-12-05 none meant the whole problem, and an empty LNS region was
-  // built as that, docs/solver.md "An empty time window"). lazy_memory:
-  // memory rows go to the pool instead of the model (max_nonzeros then bounds the model only). Memory rows
-  // with identical coefficients are merged into one (the smallest right-hand side) either way.
-  // memory=false leaves the memory rows out (the relaxation a memory price stands in for). keep > 0 allows
-  // each free group only its current strategy and its `keep` cheapest others by local cost (unary and pairs,
-  // every neighbour at its current strategy): the others are fixed to 0 and bring no pair or memory-row
-  // entries, so that a region of several times the groups costs what a full-domain one does.
+  // Frees the listed groups that have more than one strategy (free_groups(): the whole reduced problem;
+  // none: a model without columns). lazy_memory: memory rows go to the pool instead of the model
+  // (max_nonzeros then bounds the model only). Memory rows with identical coefficients are merged into one
+  // (the smallest right-hand side) either way. memory=false leaves the memory rows out (the relaxation a
+  // memory price stands in for). keep > 0 allows each free group only its current strategy and its `keep`
+  // cheapest others by local cost (unary and pairs, every neighbour at its current strategy): the others are
+  // fixed to 0 and bring no pair or memory-row entries, so that a region of several times the groups costs
+  // what a full-domain one does.
   GroupIlp build(std::span<const int32_t> assignment, std::span<const int32_t> free_groups,
                  int64_t max_nonzeros, bool lazy_memory = false, bool memory = true, int keep = 0) const;
   // Adds price[node] x (that node's usage) to every strategy's cost in build() and regret(): the Lagrangian

@@ -154,8 +154,8 @@ class OneWindowModel(RecordingModel):
 
 
 def test_a_time_window_the_earlier_regions_took_gives_way_to_a_breadth_first_region(monkeypatch) -> None:
-    # An empty region would be built as the whole problem (GroupModel.build's meaning of no groups) and,
-    # too big, shrink the regions; the second thread gets a breadth-first region instead.
+    # An empty region would leave the second thread idle (and was once built as the whole problem, which,
+    # too big, shrank the regions); the second thread gets a breadth-first region instead.
     monkeypatch.setattr(lns, "TIME_WINDOW_SHARE", 1.0)
     p, gm = feasible_problem(3)
     free = gm.free_groups()

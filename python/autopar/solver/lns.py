@@ -282,7 +282,7 @@ def lns_regions(
                 regions.append(region)
                 continue
             # The earlier regions took the whole window: draw a breadth-first region instead (an empty
-            # one would be built as the whole problem, GroupModel.build's meaning of no groups).
+            # one would leave its thread idle; until GroupModel.build changed, it built the whole problem).
         if kind < TIME_WINDOW_SHARE + (1 - TIME_WINDOW_SHARE) / 2 and weights.sum() > 0:
             root = int(rng.choice(free, p=weights / weights.sum()))
         else:
