@@ -125,6 +125,14 @@ def test_profile_fuses_broadcasts_default_does_not(tmp_path):
     assert op_time(multiply, fused) == op_time(multiply, unfused) > 0
 
 
+def test_profile_prices_gather_relayouts_default_does_not(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"device": {"flops": 1e10}}))
+    assert cost.load_profile(path, (8,))[1].relayout_gathers and not cost.DeviceModel().relayout_gathers
+    path.write_text(json.dumps({"device": {"relayout_gathers": False}}))
+    assert not cost.load_profile(path, (8,))[1].relayout_gathers
+
+
 def test_narrow_dots_are_slower_under_a_profile_that_says_so(tmp_path):
     # A profile's dot_half_rate_width c: a dot whose smallest per-device GEMM dim is d costs
     # 1 + c / max(d, c) times its FLOP time. Without it (the default) every dot runs at the peak.

@@ -76,6 +76,11 @@ class DeviceModel:
       dot_half_rate_width: c (elements): a matmul whose smallest GEMM dimension per device (rows, columns
         or the contracted one) is d runs at `flops / (1 + c / max(d, c))` (passes/intra_op/dot_shape.py);
         0 (the default) = every dot at `flops`. Calibrated (`python -m autopar.calibrate`).
+      relayout_gathers: an all-gather along a dim that is not the tensor's outermost also pays one read
+        and one write of its result at `memory_bandwidth`: XLA gathers along the physically outermost dim
+        and copies the result back into the logical layout (passes/intra_op/resharding.py). True under a
+        cluster profile (docs/cost_model.md, "Gathers along an inner dim"), False by default so that the
+        default plans stay as they were.
     """
 
     flops: float = DEFAULT_DEVICE_FLOPS
@@ -83,6 +88,7 @@ class DeviceModel:
     memory_bytes: int = DEFAULT_DEVICE_MEMORY
     fused_broadcasts: bool = False
     dot_half_rate_width: float = 0.0
+    relayout_gathers: bool = False
 
     def __post_init__(self) -> None:
         if not (
@@ -381,7 +387,7 @@ def load_profile(path: str | os.PathLike[str], shape: Sequence[int]) -> tuple[di
 
     Format (every key optional):
       {"device": {"flops": 1.2e14, "memory_bandwidth": 1.5e12, "memory_bytes": 4.0e10,
-                  "fused_broadcasts": true, "dot_half_rate_width": 14.0},
+                  "fused_broadcasts": true, "dot_half_rate_width": 14.0, "relayout_gathers": true},
        "mesh": {"alpha": [1e-5, 2e-6], "beta": [1e-10, 1e-11],
                 "collectives": {"all_reduce": {"alpha": [..], "beta": [..],
                                                "tables": [{"axes": [0], "samples": [[1024, 1.8e-4], ..]}]},
@@ -418,6 +424,7 @@ def load_profile(path: str | os.PathLike[str], shape: Sequence[int]) -> tuple[di
             memory_bytes=int(device_data.get("memory_bytes", DEFAULT_DEVICE_MEMORY)),
             fused_broadcasts=bool(device_data.get("fused_broadcasts", True)),
             dot_half_rate_width=float(device_data.get("dot_half_rate_width", 0.0)),
+            relayout_gathers=bool(device_data.get("relayout_gathers", True)),
         )
         overrides: dict = {}
         for key in ("alpha", "beta"):

@@ -12,8 +12,7 @@ import pytest
 
 import autopar
 from autopar.api import explain_problem
-from autopar.passes.intra_op import PlanningGraph, gathers, problem, solve
-from autopar.passes.intra_op import strategies as strat
+from autopar.passes.intra_op import PlanningGraph, gathers, problem, resharding, solve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +94,7 @@ def test_the_gather_is_priced_once_where_the_edges_priced_it_per_reader():
     s = shared.strategies[w]
     layout, gathered = s.result_layouts[0][chosen[w]], s.gathered[chosen[w]]
     assert (layout >= 0).any() and (gathered < 0).all()
-    one_gather = strat.reshard_cost(
+    one_gather = resharding.reshard_cost(
         layout[None], gathered[None], (64, 64), 4, config.mesh, config.allow_all_gather, True
     )[0, 0]
     assert one_gather > 0

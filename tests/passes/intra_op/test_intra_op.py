@@ -10,7 +10,7 @@ import pytest
 from autopar import cost, passes
 from autopar import ir as aio
 from autopar.errors import PassError
-from autopar.passes.intra_op import PlanningGraph, estimate, estimate_many, problem
+from autopar.passes.intra_op import PlanningGraph, estimate, estimate_many, problem, resharding
 from autopar.passes.intra_op import config as config_lib
 from autopar.passes.intra_op import strategies as strat
 from autopar.passes.intra_op.graph import Rule
@@ -48,21 +48,58 @@ def test_non_dividing_factor_is_not_sharded():
 def test_reshard_costs():
     mesh = cost.make_mesh((8,), alpha=1e-5, beta=1e-9)
     layouts = np.array([[-1], [0], [1]], dtype=np.int8)
-    c = strat.reshard_cost(layouts, layouts, (64, 64), 4, mesh, True, True)
+    c = resharding.reshard_cost(layouts, layouts, (64, 64), 4, mesh, True, True)
     assert c[0, 1] == c[0, 2] == 0.0 and np.all(np.diag(c) == 0)  # slicing is free
     assert c[1, 0] == pytest.approx(mesh.all_gather(64 * 64 * 4, [0]))
     assert 0 < c[1, 2] < c[1, 0]  # all-to-all moves less than a gather
-    no_a2a = strat.reshard_cost(layouts, layouts, (64, 64), 4, mesh, True, False)
+    no_a2a = resharding.reshard_cost(layouts, layouts, (64, 64), 4, mesh, True, False)
     assert no_a2a[1, 2] > c[1, 2]
-    no_ag = strat.reshard_cost(layouts, layouts, (64, 64), 4, mesh, False, True)
+    no_ag = resharding.reshard_cost(layouts, layouts, (64, 64), 4, mesh, False, True)
     assert no_ag[1, 0] >= strat.FORBIDDEN
     # A measured table is not affine in the bytes: each reshard is priced at its own size.
     table = cost.tables.CollectiveTable("all_gather", (0,), (1024.0, 8192.0, 65536.0), (1e-4, 2e-4, 9e-3))
     measured = dataclasses.replace(mesh, tables=(table,))
-    c = strat.reshard_cost(layouts, layouts, (64, 64), 4, measured, True, True)
+    c = resharding.reshard_cost(layouts, layouts, (64, 64), 4, measured, True, True)
     assert c[1, 0] == table.at(64 * 64 * 4) == measured.all_gather(64 * 64 * 4, [0])
-    wide = strat.reshard_cost(layouts, layouts, (64, 128), 4, measured, True, True)
+    wide = resharding.reshard_cost(layouts, layouts, (64, 128), 4, measured, True, True)
     assert wide[1, 0] == table.at(64 * 128 * 4) > 2 * c[1, 0]
+
+
+def test_gathers_along_an_inner_dim_pay_for_the_copy_xla_adds():
+    relayout = cost.DeviceModel(memory_bandwidth=1e9, relayout_gathers=True)
+    mesh = cost.make_mesh((2, 4), alpha=1e-5, beta=1e-9, device=relayout)
+    plain = dataclasses.replace(mesh, device=dataclasses.replace(relayout, relayout_gathers=False))
+    # replicated; dim 0 over x; dim 1 over x; dim 0 over x and dim 1 over y; dim 1 over y
+    layouts = np.array([[-1, -1], [0, -1], [1, -1], [0, 1], [-1, 1]], dtype=np.int8)
+    c = resharding.reshard_cost(layouts, layouts, (64, 512), 4, mesh, True, True)
+    base = resharding.reshard_cost(layouts, layouts, (64, 512), 4, plain, True, True)
+    copy = lambda per_device_bytes: 2 * per_device_bytes / 1e9  # noqa: E731
+    assert c[1, 0] == base[1, 0]  # gathering the outermost dim needs no copy
+    assert c[2, 0] == pytest.approx(base[2, 0] + copy(64 * 512 * 4))
+    assert c[4, 0] == pytest.approx(base[4, 0] + copy(64 * 512 * 4))
+    # dim 1 gathered while dim 0 stays split over x: 32 rows per device still come before it
+    assert c[3, 1] == pytest.approx(base[3, 1] + copy(32 * 512 * 4))
+    # slices and all-to-alls are not gathers
+    assert c[0, 2] == base[0, 2] == 0.0 and c[1, 2] == base[1, 2]
+    # One row per device before the gathered dim: nothing to transpose.
+    c = resharding.reshard_cost(layouts, layouts, (2, 512), 4, mesh, True, True)
+    base = resharding.reshard_cost(layouts, layouts, (2, 512), 4, plain, True, True)
+    assert c[3, 1] == base[3, 1]
+
+
+@pytest.mark.parametrize(("spec", "copies"), [((("x",), None), 0), ((None, ("x",)), 1)])
+def test_xla_copies_after_an_all_gather_along_an_inner_dim(spec, copies):
+    """The XLA behaviour `relayout_gathers` prices: an all-gather along dim 1 of a 2-D tensor compiles to a
+    gather into a transposed layout and a copy back; along dim 0, to the gather alone."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.array(jax.devices()[:8]), ("x",))
+    x = jax.device_put(jnp.ones((64, 512)), NamedSharding(mesh, PartitionSpec(*spec)))
+    f = jax.jit(lambda a: jnp.tanh(a) * 2, out_shardings=NamedSharding(mesh, PartitionSpec()))
+    entry = f.lower(x).compile().as_text().split("ENTRY")[1]
+    assert entry.count("all-gather(") == 1
+    gathered = [line for line in entry.splitlines() if "all-gather(" in line][0].split("=")[0].strip()
+    assert sum(f"({gathered})" in line for line in entry.splitlines() if "copy" in line) == copies
 
 
 def test_estimate_leaves_ir_unchanged_and_is_deterministic():

@@ -1,4 +1,4 @@
-"""The reshard rules of the intra-op cost model (strategies.reshard_steps) against what XLA compiles: for
+"""The reshard rules of the intra-op cost model (resharding.reshard_steps) against what XLA compiles: for
 layout pairs on 2- and 3-axis meshes, the chain of constraints the emitter writes (through the waypoint
 where one is needed) compiles to exactly the collectives the model prices, with no rematerialization, and
 keeps the values."""
@@ -17,7 +17,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from autopar.passes.intra_op.strategies import MOVE_FIRST, reshard_steps, reshard_waypoints
+from autopar.passes.intra_op.resharding import MOVE_FIRST, reshard_steps, reshard_waypoints
 
 AXES = ("x", "y", "z")
 # (mesh shape, produced, required): layouts give each mesh axis's dim (-1: not sharded), as the pass does.

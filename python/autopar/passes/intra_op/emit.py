@@ -22,8 +22,8 @@ from autopar.passes.intra_op import expected
 from autopar.passes.intra_op.graph import Graph, Node
 from autopar.passes.intra_op.graph_facts import parameter_results
 from autopar.passes.intra_op.problem import Problem
+from autopar.passes.intra_op.resharding import reshard_waypoints
 from autopar.passes.intra_op.solve import Solution
-from autopar.passes.intra_op.strategies import reshard_waypoints
 
 MESH_NAME = "mesh"
 SHARDING_ATTR = "sdy.sharding"

@@ -20,7 +20,8 @@ from autopar.cost import MeshModel
 from autopar.passes.intra_op.graph import Graph
 from autopar.passes.intra_op.graph_facts import parameter_results
 from autopar.passes.intra_op.problem import Problem
-from autopar.passes.intra_op.strategies import MOVE_FIRST, reshard_steps, shards_of, tensor_bytes
+from autopar.passes.intra_op.resharding import MOVE_FIRST, reshard_steps
+from autopar.passes.intra_op.strategies import shards_of, tensor_bytes
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,6 +31,7 @@ import itertools
 
 import numpy as np
 
+from autopar.passes.intra_op import resharding
 from autopar.passes.intra_op import strategies as strat
 from autopar.passes.intra_op.config import PlanConfig
 from autopar.passes.intra_op.graph import Graph
@@ -90,7 +91,7 @@ def _with_gathers(
         return s  # no reader can share a gather of this argument
     gathered = np.asarray(rows, dtype=np.int8)
     produced = layouts[np.asarray(index)]
-    cost = strat.reshard_cost(
+    cost = resharding.reshard_cost(
         produced, gathered, shape, itemsize, config.mesh, config.allow_all_gather, config.allow_all_to_all
     )
     gather = np.diagonal(cost).copy()

@@ -18,7 +18,7 @@ from jaxlib.mlir import ir
 
 from autopar import solver as solver_lib
 from autopar.errors import PassError
-from autopar.passes.intra_op import dot_shape, gathers
+from autopar.passes.intra_op import dot_shape, gathers, resharding
 from autopar.passes.intra_op import strategies as strat
 from autopar.passes.intra_op.config import PlanConfig
 from autopar.passes.intra_op.graph import Graph, Node
@@ -436,7 +436,7 @@ def _reshard_cached(
 ) -> np.ndarray | None:
     p = np.frombuffer(produced, dtype=np.int8).reshape(produced_shape)
     c = np.frombuffer(required, dtype=np.int8).reshape(required_shape)
-    cost = strat.reshard_cost(
+    cost = resharding.reshard_cost(
         p, c, shape, itemsize, config.mesh, config.allow_all_gather, config.allow_all_to_all
     )
     if not cost.any():
