@@ -1,7 +1,7 @@
-"""Code nobody here wrote: HF transformers' Flax GPT-2, BERT and ViT (random init from tiny configs; nothing
-downloads), trained through `autopar.parallelize` on 1-, 2- and 3-axis meshes of 8 devices. Each step's
-loss and the trained parameters equal `jax.jit`'s, and the collectives XLA compiled carry the bytes the
-plan priced, per kind (XLA merges the gradient all-reduces, so counts differ; bytes do not).
+"""Code nobody here wrote: HF transformers' Flax GPT-2, BERT, ViT and ResNet (random init from tiny
+configs; nothing downloads), trained through `autopar.parallelize` on 1-, 2- and 3-axis meshes of 8 devices.
+Each step's loss and the trained parameters equal `jax.jit`'s, and the collectives XLA compiled carry the
+bytes the plan priced, per kind (XLA merges the gradient all-reduces, so counts differ; bytes do not).
 
 Plain SGD, not Adam: these models keep a bias on attention's keys, whose gradient is zero but for
 rounding (softmax does not see a shift shared by every key), and Adam turns rounding noise into a
@@ -77,7 +77,24 @@ def _vit():
     return model.params, loss, data
 
 
-MODELS = {"gpt2": _gpt2, "bert": _bert, "vit": _vit}
+def _resnet():
+    config = transformers.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], num_labels=10)
+    model = transformers.FlaxResNetForImageClassification(config, seed=0)
+    stats = model.params["batch_stats"]  # running statistics: not trained, read in inference mode
+
+    def loss(params, batch):
+        images, labels = batch
+        logits = model(images, params={**params, "batch_stats": stats}, train=False).logits
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    def data(rng):
+        images = rng.standard_normal((BATCH, 3, IMAGE, IMAGE)).astype(np.float32)
+        return images, rng.integers(0, 10, (BATCH,)).astype(np.int32)
+
+    return {"params": model.params["params"]}, loss, data
+
+
+MODELS = {"gpt2": _gpt2, "bert": _bert, "vit": _vit, "resnet": _resnet}
 
 
 def _sgd_step(loss):
