@@ -4,8 +4,9 @@ Each step's loss and the trained parameters equal `jax.jit`'s, and the collectiv
 bytes the plan priced, per kind (XLA merges the gradient all-reduces, so counts differ; bytes do not).
 
 Plain SGD, not Adam: these models keep a bias on attention's keys, whose gradient is zero but for
-rounding (softmax does not see a shift shared by every key), and Adam turns rounding noise into a
-full-size step of arbitrary sign under any two compilations, `jax.jit`'s against itself included.
+rounding (softmax does not see a shift shared by every key), and Adam turns that noise into a
+full-size step whose sign differs between any two programs that round differently (jax.jit's program
+on one device against any sharded one).
 """
 
 from __future__ import annotations
