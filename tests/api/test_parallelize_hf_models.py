@@ -2,6 +2,8 @@
 configs; nothing downloads), trained through `autopar.parallelize` on 1-, 2- and 3-axis meshes of 8 devices.
 Each step's loss and the trained parameters equal `jax.jit`'s, and the collectives XLA compiled carry the
 bytes the plan priced, per kind (XLA merges the gradient all-reduces, so counts differ; bytes do not).
+Pipelined (PipeshardParallel: two stages on submeshes, two micro-batches), GPT-2 and ResNet (its max pool
+and that pool's gradient combine over micro-batches) equal `jax.jit`'s full-batch step too.
 
 Plain SGD, not Adam: these models keep a bias on attention's keys, whose gradient is zero but for
 rounding (softmax does not see a shift shared by every key), and Adam turns that noise into a
@@ -134,3 +136,22 @@ def test_hf_flax_model_trains_like_jax_jit(model: str, mesh_shape: tuple[int, ..
         compiled[c.kind] += c.bytes
     for kind in COLLECTIVE_KINDS:
         assert compiled[kind] == pytest.approx(planned[kind], rel=0.1), (kind, plan.fidelity_table())
+
+
+@pytest.mark.parametrize("model", ["gpt2", "resnet"])
+def test_hf_flax_model_pipelined_equals_the_full_batch_step(model: str) -> None:
+    params, loss, make_batch = MODELS[model]()
+    step = _sgd_step(loss)
+    batch = jax.tree.map(jnp.asarray, make_batch(np.random.default_rng(0)))
+    method = autopar.PipeshardParallel(
+        num_micro_batches=2,
+        layer_option=autopar.AutoLayerOption(layer_num=2),
+        stage_option=autopar.UniformStageOption(num_stages=2),
+    )
+    ours = autopar.parallelize(step, method=method, batch_argnums=(1,))
+    mine, my_loss = ours(params, batch)
+    theirs, their_loss = jax.jit(step)(params, batch)
+    assert float(my_loss) == pytest.approx(float(their_loss), rel=1e-5)
+    for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(theirs), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    assert len(ours.get_execution_plan(params, batch).stages) == 2

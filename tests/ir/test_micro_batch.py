@@ -122,6 +122,39 @@ def test_a_prng_key_argument_and_dropout_bits():
     assert labels[0].startswith("unknown:") and labels[1] == "same"
 
 
+def _images(m):
+    return W, jnp.linspace(-1.0, 1.0, m * 8 * 8).reshape(m, 8, 8, 1), jnp.ones((m, 8), jnp.float32)
+
+
+def test_pooling_windows_inside_each_example_keep_means_and_per_example_values():
+    # Max and average pooling over the spatial dims (a reduce_window each; the max pool's gradient is a
+    # select_and_scatter): per example forward, means backward.
+    def pooled(x, w):
+        h = jnp.tanh(x * w[0, 0])
+        h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+        return jax.lax.reduce_window(h, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 1, 1, 1), "SAME") / 4.0
+
+    def step(params, x, y):
+        loss, grads = jax.value_and_grad(lambda p: jnp.mean(pooled(x, p[0]) ** 2))(params)
+        return loss, grads, pooled(x, params[0])
+
+    assert output_labels(step, _images) == ["mean", "mean", "same", "concat:0"]
+
+
+def test_pooling_windows_across_examples_are_refused():
+    def across(params, x, y):
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (2, 1, 1, 1), (1, 1, 1, 1), "VALID")
+
+    def padded(params, x, y):
+        return jax.lax.reduce_window(
+            x, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 1, 1, 1), ((1, 0), (0, 1), (0, 1), (0, 0))
+        )
+
+    for fn in (across, padded):
+        (label,) = output_labels(fn, _images)
+        assert label == "unknown:a reduce_window whose windows span examples", (fn.__name__, label)
+
+
 def test_gradients_of_a_flax_model_are_means():
     nn = pytest.importorskip("flax.linen")
 

@@ -219,6 +219,64 @@ def _convolution(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Ki
     return [Kind("batch", degree)]
 
 
+def _window_spans_examples(it: Interpreter, a: ir.Operation, operand: ir.Value) -> bool:
+    """Whether a window of `a` (reduce_window, select_and_scatter) covers more than one example: on a
+    batch dim of `operand`, a window or stride other than 1, a dilation, or padding."""
+    attrs = a.attributes
+
+    def per_dim(name: str, default: int) -> list[int]:
+        if name not in attrs:
+            return [default] * len(_shape_of(operand))
+        return list(ir.DenseI64ArrayAttr(attrs[name]))
+
+    window, strides = per_dim("window_dimensions", 1), per_dim("window_strides", 1)
+    base, dilation = per_dim("base_dilations", 1), per_dim("window_dilations", 1)
+    padding = [int(v) for v in ir.DenseIntElementsAttr(attrs["padding"])] if "padding" in attrs else []
+    for d in it.batch_dims(operand):
+        if (window[d], strides[d], base[d], dilation[d]) != (1, 1, 1, 1) or any(padding[2 * d : 2 * d + 2]):
+            return True
+    return False
+
+
+def _shape_of(value: ir.Value) -> list[int]:
+    return list(ir.ShapedType(value.type).shape)
+
+
+def _reduce_window(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
+    """Pooling: per example when no window crosses the batch dims, of the operand's degree when the window
+    is homogeneous: a sum or a max/min window (positively homogeneous) with a 0 init value, or any of them
+    over a degree-0 operand (activations) with a degree-0 init value (-inf for a max pool)."""
+    if len(a.results) != 1:
+        return [unknown("a multi-operand reduce_window")] * len(a.results)
+    x, init = ins
+    body = _reduce_body(a)
+    if x.tag != "batch" or x.degree is None or init.tag not in ("zero", "const"):
+        return [unknown(f"a reduce_window of a {x.tag} value")]
+    if _window_spans_examples(it, a, a.operands[0]):
+        return [unknown("a reduce_window whose windows span examples")]
+    homogeneous = init.tag == "zero" or x.degree == 0 and init.degree == 0
+    if body == "stablehlo.add" and homogeneous:
+        return [Kind("batch", x.degree)]
+    if body in ("stablehlo.maximum", "stablehlo.minimum") and homogeneous:
+        return [Kind("batch", x.degree)]
+    return [unknown(f"a {body} reduce_window of example data")]
+
+
+def _select_and_scatter(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
+    """The gradient of a max pool: each window's cotangent (`source`) goes to the operand element its
+    select picked, added. Per example when no window crosses the batch dims, of the source's degree."""
+    operand, source, init = ins
+    if operand.tag not in ("batch", "const", "zero") or operand.degree is None:
+        return [unknown(f"a select_and_scatter over a {operand.tag} value")]
+    if source.tag == "zero":
+        return [init if init.tag == "zero" else unknown("a select_and_scatter onto a non-zero init")]
+    if source.tag != "batch" or init.tag != "zero" or _reduce_body(a) != "stablehlo.add":
+        return [unknown(f"a select_and_scatter of a {source.tag} value")]
+    if _window_spans_examples(it, a, a.operands[0]):
+        return [unknown("a select_and_scatter whose windows span examples")]
+    return [Kind("batch", source.degree)]
+
+
 def _custom_call(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
     target = ir.StringAttr(a.attributes["call_target_name"]).value
     if target in ("Sharding", "SPMDFullToShardShape", "SPMDShardToFullShape") and len(ins) == 1:
@@ -268,6 +326,8 @@ HANDLERS = {
     "stablehlo.gather": _gather,
     "stablehlo.scatter": _scatter,
     "stablehlo.convolution": _convolution,
+    "stablehlo.reduce_window": _reduce_window,
+    "stablehlo.select_and_scatter": _select_and_scatter,
     "stablehlo.custom_call": _custom_call,
     "stablehlo.while": _while,
     "stablehlo.case": _case,
