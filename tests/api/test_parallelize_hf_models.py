@@ -2,8 +2,8 @@
 configs; nothing downloads), trained through `autopar.parallelize` on 1-, 2- and 3-axis meshes of 8 devices.
 Each step's loss and the trained parameters equal `jax.jit`'s, and the collectives XLA compiled carry the
 bytes the plan priced, per kind (XLA merges the gradient all-reduces, so counts differ; bytes do not).
-Pipelined (PipeshardParallel: two stages on submeshes, two micro-batches), GPT-2 and ResNet (its max pool
-and that pool's gradient combine over micro-batches) equal `jax.jit`'s full-batch step too.
+Pipelined (PipeshardParallel: two stages on submeshes, two micro-batches), each equals `jax.jit`'s
+full-batch step too (ResNet's max pool and that pool's gradient combine over the micro-batches).
 
 Plain SGD, not Adam: these models keep a bias on attention's keys, whose gradient is zero but for
 rounding (softmax does not see a shift shared by every key), and Adam turns that noise into a
@@ -138,7 +138,7 @@ def test_hf_flax_model_trains_like_jax_jit(model: str, mesh_shape: tuple[int, ..
         assert compiled[kind] == pytest.approx(planned[kind], rel=0.1), (kind, plan.fidelity_table())
 
 
-@pytest.mark.parametrize("model", ["gpt2", "resnet"])
+@pytest.mark.parametrize("model", sorted(MODELS))
 def test_hf_flax_model_pipelined_equals_the_full_batch_step(model: str) -> None:
     params, loss, make_batch = MODELS[model]()
     step = _sgd_step(loss)
