@@ -226,7 +226,7 @@ def _window_spans_examples(it: Interpreter, a: ir.Operation, operand: ir.Value) 
 
     def per_dim(name: str, default: int) -> list[int]:
         if name not in attrs:
-            return [default] * len(_shape_of(operand))
+            return [default] * ir.RankedTensorType(operand.type).rank
         return list(ir.DenseI64ArrayAttr(attrs[name]))
 
     window, strides = per_dim("window_dimensions", 1), per_dim("window_strides", 1)
@@ -236,10 +236,6 @@ def _window_spans_examples(it: Interpreter, a: ir.Operation, operand: ir.Value) 
         if (window[d], strides[d], base[d], dilation[d]) != (1, 1, 1, 1) or any(padding[2 * d : 2 * d + 2]):
             return True
     return False
-
-
-def _shape_of(value: ir.Value) -> list[int]:
-    return list(ir.ShapedType(value.type).shape)
 
 
 def _reduce_window(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
