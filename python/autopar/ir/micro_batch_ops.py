@@ -251,9 +251,7 @@ def _reduce_window(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[
     if _window_spans_examples(it, a, a.operands[0]):
         return [unknown("a reduce_window whose windows span examples")]
     homogeneous = init.tag == "zero" or x.degree == 0 and init.degree == 0
-    if body == "stablehlo.add" and homogeneous:
-        return [Kind("batch", x.degree)]
-    if body in ("stablehlo.maximum", "stablehlo.minimum") and homogeneous:
+    if body in ("stablehlo.add", "stablehlo.maximum", "stablehlo.minimum") and homogeneous:
         return [Kind("batch", x.degree)]
     return [unknown(f"a {body} reduce_window of example data")]
 
