@@ -15,6 +15,7 @@ It runs under glibc malloc settings that keep freed memory, as an accelerator's 
     python benchmarks/cost_model.py [--profile profile.json] [--programs mlp,transformer,convnet]
                                     [--repeats 9] [--steps 5] [--default-model] [--breakdown]
                                     [--system-malloc] [--compare NAME=P8.json[,P2X4.json]]
+                                    [--plan MESH:FAMILY]
 
 Without --profile the devices are calibrated first (`autopar.calibrate`, one axis over all devices, full
 sizes; --quick-calibration for fewer). --default-model plans and prices with the built-in defaults instead
@@ -24,6 +25,8 @@ XLA compiled, each priced with the same profile: where the model's communication
 runs. --compare NAME=P8[,P2X4] (repeatable) also plans under other profiles (a model change written as
 a profile key, say) and times those plans in the same round-robin window as the first set's: two runs in a
 row differ by more than most model changes do (docs/cost_model.md, "Fused elementwise prices").
+--plan MESH:FAMILY (repeatable) adds a plan of the family grid to the seven, e.g. `--plan 2x4:data,data`
+(data parallel over both axes of the mesh 2x4), named "FAMILY MESH"; the figures then cover it too.
 """
 
 from __future__ import annotations
@@ -124,13 +127,13 @@ def breakdown(f, args) -> tuple[float, float, float]:
     return compute, rebuilt.objective - compute, compiled
 
 
-def prepare(program, profiles: dict[int, str] | None, splits: dict | None = None):
-    """[(plan name, predicted s, callable running one step on placed arguments)]; with `splits`, each
-    plan's `breakdown` under its name."""
+def prepare(program, profiles: dict[int, str] | None, splits: dict | None = None, plans=PLANS):
+    """[(plan name, predicted s, callable running one step on placed arguments)] for `plans` ((name, mesh,
+    family) as in PLANS); with `splits`, each plan's `breakdown` under its name."""
     step, abstract_args, batch_argnums = PROGRAMS[program]()
     args = concrete(abstract_args)
     out = []
-    for name, mesh, family in PLANS:
+    for name, mesh, family in plans:
         option = autopar.AutoShardingOption(cluster_profile=profiles[len(mesh)] if profiles else None)
         method = FamilyParallel(mesh_shape=mesh, auto_sharding_option=option, family=family)
         f = autopar.parallelize(step, method=method, batch_argnums=batch_argnums)
@@ -219,6 +222,24 @@ def report(program: str, plans, timed: list[Timed]) -> dict:
     return {"rho": rho, "within": within}
 
 
+def parse_plan(text: str) -> tuple[str, tuple[int, ...], str]:
+    """`MESH:FAMILY` from --plan (`2x4:data,data`): (name, mesh shape, plan-family); the pass itself checks
+    the family's roles."""
+    mesh, sep, family = text.partition(":")
+    try:
+        shape = tuple(int(s) for s in mesh.split("x"))
+    except ValueError:
+        shape = ()
+    if not sep or not family or not shape or len(family.split(",")) != len(shape):
+        raise SystemExit(
+            f"error: --plan {text!r}: expected MESH:FAMILY with one role per mesh axis, e.g. 2x4:data,data"
+        )
+    devices = len(jax.devices())
+    if len(shape) not in (1, 2) or int(np.prod(shape)) != devices:  # the profiles cover the meshes 8 and 2x4
+        raise SystemExit(f"error: --plan {text!r}: the mesh must have 1 or 2 axes over all {devices} devices")
+    return f"{family} {mesh}", shape, family
+
+
 def parse_variant(text: str) -> tuple[str, dict[int, str]]:
     """`NAME=P8[,P2X4]` from --compare: a name and its profiles (checked to exist)."""
     name, sep, paths = text.partition("=")
@@ -299,8 +320,16 @@ def main() -> None:
         help="also plan under these profiles (a changed model's, say) and time both sets of plans in one "
         "round-robin window, so that the comparison shares the machine's state",
     )
+    parser.add_argument(
+        "--plan",
+        action="append",
+        default=[],
+        metavar="MESH:FAMILY",
+        help="also time this plan of the family grid (e.g. 2x4:data,data), named 'FAMILY MESH'",
+    )
     a = parser.parse_args()
     variants = [parse_variant(text) for text in a.compare]  # bad input fails before any work
+    plan_grid = PLANS + [parse_plan(text) for text in a.plan]
     profiles = None
     if a.profile:
         profiles = profiles_from(a.profile)
@@ -309,9 +338,10 @@ def main() -> None:
     summary = []
     for program in a.programs.split(","):
         splits = {} if a.breakdown else None
-        plans = prepare(program, None if a.default_model else profiles, splits)
+        plans = prepare(program, None if a.default_model else profiles, splits, plan_grid)
         if variants:
-            result = compare(program, plans, [(name, prepare(program, p)) for name, p in variants], a)
+            compared = [(name, prepare(program, p, plans=plan_grid)) for name, p in variants]
+            result = compare(program, plans, compared, a)
         else:
             result = report(program, plans, measure(plans, a.repeats, a.steps))
         summary.append((program, result))

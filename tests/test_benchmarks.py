@@ -287,8 +287,11 @@ def quick_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_cost_model(quick_profile: Path) -> None:
     profile = quick_profile
     args = ("--profile", str(profile), "--programs", "mlp", "--repeats", "1", "--breakdown")
-    out = run("cost_model.py", *args, "--compare", f"again={profile}")
+    out = run("cost_model.py", *args, "--compare", f"again={profile}", "--plan", "2x4:data,data")
     assert "| solver 8 |" in out and "| model x data 2x4 |" in out and "Spearman" in out
+    # --plan adds a plan of the family grid, planned, timed and reported like the seven: a row in each
+    # set's report and in the breakdown.
+    assert out.count("| data,data 2x4 | ") == 3
     # --compare: both sets of plans timed in one window, each reported, then against the pooled timing.
     assert "### mlp [profile]" in out and "### mlp [again]" in out
     assert "mlp [profile]: Spearman against the pooled timing" in out
@@ -305,6 +308,18 @@ def test_cost_model_compare_names_a_bad_variant_before_any_work(tmp_path: Path) 
         cost_model.parse_variant("no-equals-sign")
     with pytest.raises(SystemExit, match="--compare fused: no profile file"):
         cost_model.parse_variant(f"fused={tmp_path / 'missing.json'}")
+
+
+def test_cost_model_plan_names_a_bad_plan_before_any_work() -> None:
+    from benchmarks import cost_model
+
+    assert cost_model.parse_plan("2x4:data,data") == ("data,data 2x4", (2, 4), "data,data")
+    assert cost_model.parse_plan("8:zero3") == ("zero3 8", (8,), "zero3")
+    for bad in ("2x4", "2x4:data", "axb:data,data", "8:"):
+        with pytest.raises(SystemExit, match="expected MESH:FAMILY"):
+            cost_model.parse_plan(bad)
+    with pytest.raises(SystemExit, match="1 or 2 axes over all 8 devices"):
+        cost_model.parse_plan("2x2:data,data")
 
 
 def test_cost_model_split_half_ranks_odd_against_even_repeats() -> None:
