@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -132,6 +133,34 @@ def test_a_killed_worker_is_named_and_the_executor_closes(planned):
     with pytest.raises(ExecutionError, match=died):
         exe(*flat)
     assert time.perf_counter() - began < 30
+    with pytest.raises(ExecutionError, match="the executor is closed"):
+        exe(*flat)
+
+
+def _wait_until_dead(pid: int, seconds: float = 30.0) -> None:
+    """Until `pid` has exited (a zombie counts: its sockets are closed) or `seconds` have passed."""
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        if state in ("Z", "X"):
+            return
+        time.sleep(0.05)
+
+
+def test_a_worker_dead_before_the_next_step_is_named_at_its_send(planned):
+    # Killed and gone before the step starts, the worker's socket is closed: the driver's first send to
+    # it fails (it was a bare BrokenPipeError, seen in a full-suite run) and must name the worker instead.
+    module, flat, _ = planned
+    exe = ProcessExecutor(module, jax.devices()[:2])
+    exe(*flat)
+    os.kill(exe.pids[1], signal.SIGKILL)
+    _wait_until_dead(exe.pids[1])
+    died = r"mesh worker 1 \(devices \[1\]\) during step 2 exited with code -9"
+    with pytest.raises(ExecutionError, match=died):
+        exe(*flat)
     with pytest.raises(ExecutionError, match="the executor is closed"):
         exe(*flat)
 

@@ -186,9 +186,8 @@ class ProcessExecutor:
             conn = self._get(accepted, "start")
             _, w, listening = conn.recv()
             self._conns[w], addresses[w] = conn, listening
-        for w, conn in enumerate(self._conns):
-            assert conn is not None
-            conn.send((self._plans[w], addresses))
+        for w in range(len(self._meshes)):
+            self._send(w, (self._plans[w], addresses))
         for w in range(len(self._meshes)):
             reply = self._receive(w, START_TIMEOUT_SECONDS)
             if reply[0] != "compiled":
@@ -234,6 +233,20 @@ class ProcessExecutor:
                 f"mesh worker {w} {self._describe(w)} exited with code {code}{self._log_tail(w)}"
             ) from None
 
+    def _send(self, w: int, message: tuple) -> None:
+        """Sends `message` to worker w; a clear error when the worker died. A worker killed between two
+        steps closes its end of the pipe, and the next send fails before any receive could notice."""
+        conn = self._conns[w]
+        assert conn is not None
+        try:
+            conn.send(message)
+        except OSError:  # BrokenPipeError, ConnectionResetError
+            code = self._processes[w].wait(5)
+            self.close()
+            raise ExecutionError(
+                f"mesh worker {w} {self._describe(w)} exited with code {code}{self._log_tail(w)}"
+            ) from None
+
     def _describe(self, w: int) -> str:
         where = f" on host {self._cluster.hosts[self._hosts[w]]}" if self._cluster.kind != "local" else ""
         during = f" during step {self._steps}" if self._steps else ""
@@ -269,9 +282,8 @@ class ProcessExecutor:
     def as_text(self) -> str:
         """Every stage's compiled HLO (as its worker compiled it), in call order."""
         texts: dict[str, str] = {}
-        for w, conn in enumerate(self._conns):
-            assert conn is not None
-            conn.send(("hlo",))
+        for w in range(len(self._meshes)):
+            self._send(w, ("hlo",))
             texts.update(self._receive(w)[2])
         return "\n".join(f"// @{c.callee}\n{texts[c.callee]}" for c in self.program.calls)
 
@@ -321,12 +333,11 @@ class ProcessExecutor:
                 continue
             holders[index] = source
             orders[source].outputs[index] = (self._ids[prog.returns[index]], f"{self._steps}:{index}")
-        for w, conn in enumerate(self._conns):
-            assert conn is not None
+        for w in range(len(self._meshes)):
             if self._released[w]:
-                conn.send(("free", self._released[w]))
+                self._send(w, ("free", self._released[w]))
                 self._released[w] = []
-            conn.send(("step", orders[w]))
+            self._send(w, ("step", orders[w]))
         self.last_driver_seconds = time.perf_counter() - began
         replies = self._replies()
         resumed = time.perf_counter()
@@ -401,14 +412,14 @@ class ProcessExecutor:
                     aborted = True
                     for other, c in enumerate(self._conns):
                         if replies[other] is None and c is not None:
-                            c.send(("abort", self._steps))
+                            self._send(other, ("abort", self._steps))
         return replies  # type: ignore[return-value]
 
     def fetch(self, worker: int, key: str) -> np.ndarray:
         conn = self._conns[worker]
         if self._closed or conn is None:
             raise ExecutionError("the executor is closed: its remote arrays are gone")
-        conn.send(("fetch", key))
+        self._send(worker, ("fetch", key))
         reply = self._receive(worker)
         if reply[0] != "value":
             raise ExecutionError(f"mesh worker {worker} {self._describe(worker)}: {reply[1]}")
@@ -419,7 +430,7 @@ class ProcessExecutor:
         conn = self._conns[worker]
         if self._closed or conn is None:
             raise ExecutionError("the executor is closed: its remote arrays are gone")
-        conn.send(("save", path, dict(keys)))
+        self._send(worker, ("save", path, dict(keys)))
         reply = self._receive(worker)
         if reply[0] != "value":
             raise ExecutionError(f"mesh worker {worker} {self._describe(worker)}: {reply[1]}")
