@@ -227,11 +227,7 @@ class ProcessExecutor:
         try:
             return conn.recv()
         except (EOFError, OSError):
-            code = self._processes[w].wait(5)
-            self.close()
-            raise ExecutionError(
-                f"mesh worker {w} {self._describe(w)} exited with code {code}{self._log_tail(w)}"
-            ) from None
+            raise self._exited(w) from None
 
     def _send(self, w: int, message: tuple) -> None:
         """Sends `message` to worker w; a clear error when the worker died. A worker killed between two
@@ -241,11 +237,15 @@ class ProcessExecutor:
         try:
             conn.send(message)
         except OSError:  # BrokenPipeError, ConnectionResetError
-            code = self._processes[w].wait(5)
-            self.close()
-            raise ExecutionError(
-                f"mesh worker {w} {self._describe(w)} exited with code {code}{self._log_tail(w)}"
-            ) from None
+            raise self._exited(w) from None
+
+    def _exited(self, w: int) -> ExecutionError:
+        """The error naming worker w, whose connection broke: its exit code (waited for up to 5 s), its
+        last log lines. Closes the executor."""
+        code = self._processes[w].wait(5)
+        self.close()
+        why = f"exited with code {code}{self._log_tail(w)}"
+        return ExecutionError(f"mesh worker {w} {self._describe(w)} {why}")
 
     def _describe(self, w: int) -> str:
         where = f" on host {self._cluster.hosts[self._hosts[w]]}" if self._cluster.kind != "local" else ""
