@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -137,19 +136,6 @@ def test_a_killed_worker_is_named_and_the_executor_closes(planned):
         exe(*flat)
 
 
-def _wait_until_dead(pid: int, seconds: float = 30.0) -> None:
-    """Until `pid` has exited (a zombie counts: its sockets are closed) or `seconds` have passed."""
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError):
-            return
-        if state in ("Z", "X"):
-            return
-        time.sleep(0.05)
-
-
 def test_a_worker_dead_before_the_next_step_is_named_at_its_send(planned):
     # Killed and gone before the step starts, the worker's socket is closed: the driver's first send to
     # it fails (it was a bare BrokenPipeError, seen in a full-suite run) and must name the worker instead.
@@ -157,7 +143,7 @@ def test_a_worker_dead_before_the_next_step_is_named_at_its_send(planned):
     exe = ProcessExecutor(module, jax.devices()[:2])
     exe(*flat)
     os.kill(exe.pids[1], signal.SIGKILL)
-    _wait_until_dead(exe.pids[1])
+    _wait_until_dead([exe.pids[1]], seconds=30)
     died = r"mesh worker 1 \(devices \[1\]\) during step 2 exited with code -9"
     with pytest.raises(ExecutionError, match=died):
         exe(*flat)
@@ -222,10 +208,15 @@ def test_workers_exit_when_their_driver_is_killed():
     finally:
         driver.kill()
         driver.wait()
-    deadline = time.perf_counter() + 20
-    while time.perf_counter() < deadline and any(_alive(pid) for pid in pids):
-        time.sleep(0.2)
+    _wait_until_dead(pids, seconds=20)
     assert not any(_alive(pid) for pid in pids)
+
+
+def _wait_until_dead(pids: list[int], seconds: float) -> None:
+    """Until every one of `pids` has exited (a zombie counts: its sockets are closed) or `seconds` pass."""
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:
