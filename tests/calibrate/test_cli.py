@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -82,6 +83,10 @@ def test_the_intra_op_pass_plans_under_the_profile(quick_profile):
         (["--mesh", "2x2x2x1"], "1 to 3 axes"),
         (["-o", "/nonexistent-folder/p.json"], "does not exist"),
         (["-o", "/"], "is a directory"),
+        (
+            ["--device-figures", "/nonexistent-folder/p.json"],
+            "--device-figures /nonexistent-folder/p.json does not exist",
+        ),
     ],
 )
 def test_bad_input_is_one_error_line(tmp_path, args, message):
@@ -92,6 +97,42 @@ def test_bad_input_is_one_error_line(tmp_path, args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
     assert not (tmp_path / "p.json").exists()
+
+
+def test_device_figures_are_taken_from_an_earlier_profile(quick_profile, tmp_path):
+    # A second mesh of the same devices prices compute exactly as the first profile does.
+    path, result, _ = quick_profile
+    assert result.returncode == 0, result.stderr
+    second = tmp_path / "p.json"
+    done = run("--devices", "4", "--quick", "--device-figures", str(path), "-o", str(second))
+    assert done.returncode == 0, done.stderr
+    first, again = json.loads(path.read_text()), json.loads(second.read_text())
+    assert again["mesh"]["shape"] == [4] and again["device"] == first["device"]
+    assert "all_reduce" in again["mesh"]["collectives"]  # the collectives are measured all the same
+
+
+@pytest.mark.parametrize("content", ["{}", "[1, 2]", '{"device": {"flops": "fast"}}', "not json"])
+def test_device_figures_without_figures_are_one_error_line(tmp_path, content):
+    source = tmp_path / "old.json"
+    source.write_text(content)
+    result = run("--quick", "--device-figures", str(source), "-o", str(tmp_path / "p.json"))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: --device-figures")
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_a_calibration_at_real_time_priority_says_so(tmp_path, quick_profile):
+    # Under chrt the devices' chains run faster than steps do (docs/cost_model.md): the user is told.
+    _, plain, _ = quick_profile
+    assert "real-time" not in plain.stderr
+    if shutil.which("chrt") is None or subprocess.run(["chrt", "-r", "1", "true"]).returncode != 0:
+        pytest.skip("no chrt or no permission for real-time priority here")
+    env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR))
+    args = ["--devices", "1", "--quick", "-o", str(tmp_path / "p.json")]
+    command = ["chrt", "-r", "1", sys.executable, "-m", "autopar.calibrate", *args]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "note: this process runs at real-time priority" in result.stderr
 
 
 def test_unwritable_output_is_refused(tmp_path):

@@ -1,16 +1,20 @@
-"""`python -m autopar.calibrate [--devices N|IDS] [--mesh 2x4] [--quick] -o profile.json`.
+"""`python -m autopar.calibrate [--devices N|IDS] [--mesh 2x4] [--quick] [--device-figures P] -o out.json`.
 
 Measures the devices at hand and writes a cluster profile (docs/cost_model.md, "Calibration"). stdout stays
 empty; a short summary goes to stderr. Bad input (unknown device ids, a mesh that does not cover the chosen
-devices, an unwritable output) is one `error:` line and exit code 1.
+devices, an unwritable output, a --device-figures file without device figures) is one `error:` line and
+exit code 1. Run it at the priority programs run at: under real-time scheduling (`chrt`) the devices'
+chains of matmuls and collectives run faster than any step runs them, and it says so on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
+from pathlib import Path
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -33,6 +37,32 @@ def _check_writable(path: str) -> None:
         raise ValueError(f"-o {path} is not writable")
 
 
+def _device_figures(path: str) -> dict:
+    """The "device" figures of the profile at `path`; ValueError names what is missing."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"--device-figures {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"--device-figures {path} is not a readable JSON profile ({err})") from None
+    device = data.get("device") if isinstance(data, dict) else None
+    needed = ("flops", "memory_bandwidth")
+    if not isinstance(device, dict) or not all(isinstance(device.get(k), int | float) for k in needed):
+        raise ValueError(
+            f"--device-figures {path} has no device figures (a profile that python -m autopar.calibrate "
+            "wrote has 'device': {'flops': ..., 'memory_bandwidth': ...})"
+        )
+    return device
+
+
+def _real_time_scheduling() -> bool:
+    """Whether this process runs under a real-time policy (SCHED_FIFO or SCHED_RR, as `chrt` sets)."""
+    try:
+        return os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR)
+    except (AttributeError, OSError):  # not Linux
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _ArgumentParser(prog="python -m autopar.calibrate", description=__doc__.splitlines()[2])
     parser.add_argument(
@@ -40,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--mesh", help="mesh shape over the devices, outermost first (8, 2x4, 2x2x2)")
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    parser.add_argument(
+        "--device-figures",
+        metavar="PROFILE",
+        help="take the device figures (FLOP/s, memory bandwidth, narrow dots) from this earlier profile "
+        "of the same devices instead of measuring them again: profiles of several meshes then price "
+        "compute alike",
+    )
     parser.add_argument("-o", "--output", required=True, help="the profile JSON to write")
     args = parser.parse_args(argv)
     from autopar.calibrate import profile  # imports jax: after the arguments are known to parse
@@ -48,13 +85,19 @@ def main(argv: list[str] | None = None) -> int:
         _check_writable(args.output)
         devices = profile.select_devices(args.devices)
         shape = profile.parse_mesh(args.mesh, len(devices))
+        device = _device_figures(args.device_figures) if args.device_figures else None
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     start = time.perf_counter()
     mesh_text = "x".join(map(str, shape))
     _say(f"calibrating {len(devices)} {devices[0].platform} device(s) as mesh {mesh_text}")
-    result = profile.calibrate(devices, shape, quick=args.quick, log=_say)
+    if _real_time_scheduling():
+        _say(
+            "note: this process runs at real-time priority (chrt); the figures will be faster than steps "
+            "run at any priority (docs/cost_model.md, 'Calibrate at normal priority')"
+        )
+    result = profile.calibrate(devices, shape, quick=args.quick, log=_say, device=device)
     try:
         profile.write_profile(result, args.output)
     except OSError as err:
