@@ -1,6 +1,7 @@
 """The benchmark scripts run against whatever autopar this test imports (the installed package, or python/
 in-tree with a dev build): a quick configuration of each, as a smoke test of the figures' commands."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -320,6 +321,62 @@ def test_cost_model_plan_names_a_bad_plan_before_any_work() -> None:
             cost_model.parse_plan(bad)
     with pytest.raises(SystemExit, match="1 or 2 axes over all 8 devices"):
         cost_model.parse_plan("2x2:data,data")
+
+
+def can_run_real_time() -> bool:
+    return shutil.which("chrt") is not None and subprocess.run(["chrt", "-r", "1", "true"]).returncode == 0
+
+
+def test_cost_model_calibrates_at_normal_priority_under_isolated_sh(tmp_path: Path) -> None:
+    # isolated.sh runs the benchmark at real-time priority, and a child inherits it; the calibration
+    # drops it (a real-time calibration measures faster than steps run). The calibration says when it
+    # runs at real-time priority: it does when started plainly from this process, not from the benchmark.
+    if not can_run_real_time():
+        pytest.skip("no chrt or no permission for real-time priority here")
+    args = ["--devices", "1", "--quick", "-o", str(tmp_path / "p.json")]
+    probe = (
+        "import subprocess, sys\n"
+        "from benchmarks import cost_model\n"
+        f"args = {args!r}\n"
+        "plain = subprocess.run([sys.executable, '-m', 'autopar.calibrate', *args], capture_output=True,\n"
+        "                       text=True).stderr\n"
+        "print('plain:', 'real-time priority' in plain)\n"
+        "print('benchmark:', 'real-time priority' in cost_model.run_calibration(args))\n"
+    )
+    result = subprocess.run(
+        ["chrt", "-r", "1", sys.executable, "-c", probe],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=script_env(),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == ["plain: True", "benchmark: False"]
+
+
+def test_cost_model_calibrates_both_meshes_with_one_measurement_of_the_devices() -> None:
+    probe = (
+        "import json\n"
+        "from benchmarks import cost_model\n"
+        "paths = cost_model.calibrate_meshes(quick=True)\n"
+        "print(json.dumps({k: json.load(open(p)) for k, p in paths.items()}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, env=script_env(), timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    profiles = json.loads(result.stdout)
+    assert profiles["1"]["mesh"]["shape"] == [8] and profiles["2"]["mesh"]["shape"] == [2, 4]
+    assert profiles["1"]["device"] == profiles["2"]["device"]  # --device-figures: measured once
+    assert "calibrated 8 and 2x4" in result.stderr
+
+
+def test_cost_model_names_a_failed_calibration() -> None:
+    from benchmarks import cost_model
+
+    with pytest.raises(SystemExit, match=r"calibration failed \(python -m autopar.calibrate --mesh 3x3"):
+        cost_model.run_calibration(["--mesh", "3x3", "-o", os.devnull])
 
 
 def test_cost_model_split_half_ranks_odd_against_even_repeats() -> None:
