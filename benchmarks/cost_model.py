@@ -279,7 +279,7 @@ def calibrate_meshes(quick: bool) -> dict[int, str]:
     Each is `python -m autopar.calibrate` as a user runs it: a child process at normal scheduling, though
     this benchmark runs at real-time priority (isolated.sh). Under real-time round-robin a device's thread
     keeps a core until it blocks, and the calibration's chains (matmuls alone, collectives alone) run
-    faster than any step: in one window, calibrated under real-time priority the devices measured 4.1e10
+    faster than the steps: in one window, calibrated under real-time priority the devices measured 4.1e10
     FLOP/s and all-gathers of 1 MiB over 8 devices 0.45 ms, at normal priority 3.4e10 and 0.68 ms, and
     the transformer's plans, timed at real-time priority in both cases, ran 1.15-1.44x the first profile's
     predictions and 0.89-1.03x the second's (docs/cost_model.md, "Calibrate at normal priority")."""

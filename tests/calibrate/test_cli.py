@@ -108,10 +108,21 @@ def test_device_figures_are_taken_from_an_earlier_profile(quick_profile, tmp_pat
     assert done.returncode == 0, done.stderr
     first, again = json.loads(path.read_text()), json.loads(second.read_text())
     assert again["mesh"]["shape"] == [4] and again["device"] == first["device"]
+    assert again["calibration"]["device_figures_from"] == str(path.resolve())
     assert "all_reduce" in again["mesh"]["collectives"]  # the collectives are measured all the same
 
 
-@pytest.mark.parametrize("content", ["{}", "[1, 2]", '{"device": {"flops": "fast"}}', "not json"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{}",
+        "[1, 2]",
+        '{"device": {"flops": "fast"}}',
+        '{"device": {"flops": 0, "memory_bandwidth": 1e9}}',
+        '{"device": {"flops": 1e10, "memory_bandwidth": 1e9, "dot_half_rate_width": -1}}',
+        "not json",
+    ],
+)
 def test_device_figures_without_figures_are_one_error_line(tmp_path, content):
     source = tmp_path / "old.json"
     source.write_text(content)

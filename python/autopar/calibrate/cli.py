@@ -3,8 +3,8 @@
 Measures the devices at hand and writes a cluster profile (docs/cost_model.md, "Calibration"). stdout stays
 empty; a short summary goes to stderr. Bad input (unknown device ids, a mesh that does not cover the chosen
 devices, an unwritable output, a --device-figures file without device figures) is one `error:` line and
-exit code 1. Run it at the priority programs run at: under real-time scheduling (`chrt`) the devices'
-chains of matmuls and collectives run faster than any step runs them, and it says so on stderr.
+exit code 1. Run it at the priority programs run at: under real-time scheduling (`chrt`) its chains of
+matmuls and of collectives have measured faster than steps run, and it says so on stderr.
 """
 
 from __future__ import annotations
@@ -46,12 +46,19 @@ def _device_figures(path: str) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"--device-figures {path} is not a readable JSON profile ({err})") from None
     device = data.get("device") if isinstance(data, dict) else None
+
+    def positive(value) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
     needed = ("flops", "memory_bandwidth")
-    if not isinstance(device, dict) or not all(isinstance(device.get(k), int | float) for k in needed):
+    if not isinstance(device, dict) or not all(positive(device.get(k)) for k in needed):
         raise ValueError(
             f"--device-figures {path} has no device figures (a profile that python -m autopar.calibrate "
-            "wrote has 'device': {'flops': ..., 'memory_bandwidth': ...})"
+            "wrote has 'device': {'flops': ..., 'memory_bandwidth': ...}, both > 0)"
         )
+    width = device.get("dot_half_rate_width", 0.0)
+    if not isinstance(width, int | float) or isinstance(width, bool) or width < 0:
+        raise ValueError(f"--device-figures {path}: dot_half_rate_width {width!r} is not a number >= 0")
     return device
 
 
@@ -94,10 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     _say(f"calibrating {len(devices)} {devices[0].platform} device(s) as mesh {mesh_text}")
     if _real_time_scheduling():
         _say(
-            "note: this process runs at real-time priority (chrt); the figures will be faster than steps "
-            "run at any priority (docs/cost_model.md, 'Calibrate at normal priority')"
+            "note: this process runs at real-time priority (chrt); calibrations under it have measured "
+            "faster than steps run (docs/cost_model.md, 'Calibrate at normal priority')"
         )
     result = profile.calibrate(devices, shape, quick=args.quick, log=_say, device=device)
+    if args.device_figures:  # where the device figures came from, beside what was measured here
+        result["calibration"]["device_figures_from"] = os.path.abspath(args.device_figures)
     try:
         profile.write_profile(result, args.output)
     except OSError as err:
