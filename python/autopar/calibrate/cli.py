@@ -38,7 +38,10 @@ def _check_writable(path: str) -> None:
 
 
 def _device_figures(path: str) -> dict:
-    """The "device" figures of the profile at `path`; ValueError names what is missing."""
+    """The "device" figures of the profile at `path`, checked as the cost model checks them
+    (`autopar.cost.DeviceModel`); ValueError names what is missing."""
+    from autopar.cost import DeviceModel
+
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -46,20 +49,20 @@ def _device_figures(path: str) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"--device-figures {path} is not a readable JSON profile ({err})") from None
     device = data.get("device") if isinstance(data, dict) else None
-
-    def positive(value) -> bool:
-        return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-
-    needed = ("flops", "memory_bandwidth")
-    if not isinstance(device, dict) or not all(positive(device.get(k)) for k in needed):
+    if not isinstance(device, dict) or not {"flops", "memory_bandwidth"} <= set(device):
         raise ValueError(
             f"--device-figures {path} has no device figures (a profile that python -m autopar.calibrate "
-            "wrote has 'device': {'flops': ..., 'memory_bandwidth': ...}, both > 0)"
+            "wrote has 'device': {'flops': ..., 'memory_bandwidth': ...})"
         )
-    width = device.get("dot_half_rate_width", 0.0)
-    if not isinstance(width, int | float) or isinstance(width, bool) or width < 0:
-        raise ValueError(f"--device-figures {path}: dot_half_rate_width {width!r} is not a number >= 0")
-    return device
+    try:
+        model = DeviceModel(
+            flops=float(device["flops"]),
+            memory_bandwidth=float(device["memory_bandwidth"]),
+            dot_half_rate_width=float(device.get("dot_half_rate_width", 0.0)),
+        )
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"--device-figures {path}: {err}") from None
+    return {k: getattr(model, k) for k in ("flops", "memory_bandwidth", "dot_half_rate_width")}
 
 
 def _real_time_scheduling() -> bool:
