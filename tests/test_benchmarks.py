@@ -496,6 +496,66 @@ def test_cost_model_cpu(quick_profile: Path) -> None:
     assert host_cpu == pytest.approx(sum(kinds), abs=0.1 * len(kinds)) and host_cpu > 0
 
 
+def test_cost_model_trace(quick_profile: Path) -> None:
+    out = run(
+        "cost_model_trace.py",
+        *("--profile", str(quick_profile), "--programs", "mlp", "--plans", "data 8,model 8", "--steps", "2"),
+    )
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2:-1]
+        for line in out.splitlines()
+        if "| data 8 |" in line or "| model 8 |" in line
+    }
+    assert set(rows) == {"data 8", "model 8"}
+    for cells in rows.values():
+        compute, communication, step, in_collectives, thunks, meetings = (float(c) for c in cells[:6])
+        assert compute > 0 and communication > 0 and step > 0 and 0 < in_collectives < step
+        assert thunks >= 1 and meetings >= thunks  # every collective thunk meets at least once
+        assert cells[6].strip()  # the other thunks, named
+    # Data parallel ends in one all-reduce, XLA's merge of 9 (4 weight and 4 bias gradients, the loss),
+    # and XLA's CPU runtime meets once per operand: the fact behind the profile's merged_operand.
+    _, _, _, _, thunks, meetings = (float(c) for c in rows["data 8"][:6])
+    assert thunks == 1 and meetings == 9
+
+
+def test_cost_model_trace_sums_thunks_per_device_and_step() -> None:
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import cost_model_trace as trace
+
+    events = [
+        ("ThunkExecutor::Execute", 10_000_000),  # holds the thunks below: not counted again
+        ("all-reduce.55", 4_000_000),
+        ("Rendezvous", 1_000_000),
+        ("Rendezvous", 1_000_000),
+        ("all-gather-start.3", 2_000_000),
+        ("ynn_fusion.5", 3_000_000),
+        ("ynn_fusion", 1_000_000),
+        ("Wait: pending_threads=3/8", 5_000_000),  # an annotation, not a thunk
+        ("convolution.1.2", 500_000),
+    ]
+    where = trace.summarize(events, steps=1, devices=2)
+    assert where["collective_s"] == pytest.approx(3e-3) and where["collective_thunks"] == 1.0
+    assert where["meetings"] == 1.0
+    assert where["others"] == [("ynn_fusion", pytest.approx(2e-3)), ("convolution", pytest.approx(2.5e-4))]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(("--plans", "solver 9"), "unknown plans ['solver 9']"), (("--programs", "rnn"), "--programs: choose")],
+)
+def test_cost_model_trace_names_bad_input_before_any_work(args: tuple[str, ...], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "benchmarks/cost_model_trace.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=script_env(),
+        timeout=120,
+    )
+    assert result.returncode == 1 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+
+
 def test_cost_model_cpu_prices_the_compiled_program() -> None:
     import jax
     import jax.numpy as jnp
