@@ -197,6 +197,26 @@ def test_a_mesh_with_tables_uses_them_for_exactly_their_axes():
     assert merged > mesh.all_reduce(1e6, [1]) - 0.9 * latency
 
 
+def test_a_merged_gradient_pays_the_measured_cost_per_further_operand():
+    # 10 gradients merged into one all-reduce: the first pays the latency, each further one what the
+    # calibration measured per operand (on XLA's CPU runtime about a latency each; on GPUs far less).
+    per_operand = 3e-5
+    table = dataclasses.replace(_table(), merged_operand=per_operand)
+    mesh = cost.make_mesh((2, 4), alpha=1e-5, beta=1e-10, tables=[table])
+    share = mesh.all_reduce(1e3, [1], latency_share=0.1, merged_bytes=1e4)
+    latency = 1.01 * 1e-5
+    assert share == pytest.approx(0.1 * latency + 0.9 * per_operand + 1e3 * (table.at(1e4) - latency) / 1e4)
+    # Ten parts sum to one latency, nine further operands and the merged bytes.
+    assert 10 * share == pytest.approx(latency + 9 * per_operand + table.at(1e4) - latency)
+    unmeasured = cost.make_mesh((2, 4), alpha=1e-5, beta=1e-10, tables=[_table()])
+    assert share - unmeasured.all_reduce(1e3, [1], latency_share=0.1, merged_bytes=1e4) == pytest.approx(
+        0.9 * per_operand
+    )
+    assert mesh.all_reduce(1e3, [1]) == table.at(1e3)  # an all-reduce of its own: unchanged
+    with pytest.raises(ValueError, match="merged_operand must be >= 0"):
+        dataclasses.replace(_table(), merged_operand=-1.0)
+
+
 def test_profile_tables_are_read_and_checked(tmp_path):
     path = tmp_path / "p.json"
     samples = [[1024, 1e-4], [1048576, 6e-4], [16777216, 3e-2]]
@@ -214,6 +234,17 @@ def test_profile_tables_are_read_and_checked(tmp_path):
     path.write_text(json.dumps(profile))
     with pytest.raises(ValueError, match="positive and distinct"):
         cost.load_profile(path, (2, 4))
+    figures["tables"] = [{"axes": [0], "samples": samples, "merged_operand": 2e-5}]
+    path.write_text(json.dumps(profile))
+    assert cost.load_profile(path, (2, 4))[0]["tables"][0].merged_operand == 2e-5
+    for entry, match in (
+        ({"axes": [0], "samples": samples, "merged_operand": -1}, "merged_operand must be >= 0"),
+        ({"axes": [0], "samples": samples, "latency": 1}, "nothing else"),
+    ):
+        figures["tables"] = [entry]
+        path.write_text(json.dumps(profile))
+        with pytest.raises(ValueError, match=match):
+            cost.load_profile(path, (2, 4))
 
 
 def test_tables_carry_over_to_a_mesh_of_grouped_axes():

@@ -68,3 +68,33 @@ def test_devices_and_meshes_are_checked():
     assert [d.id for d in calibrate.select_devices("0,3")] == [0, 3]
     assert len(calibrate.select_devices("2")) == 2
     assert calibrate.parse_mesh(None, 8) == (8,) and calibrate.parse_mesh("2x4", 8) == (2, 4)
+
+
+def test_merged_operand_is_the_cost_of_each_further_operand(monkeypatch):
+    from jax.sharding import Mesh
+
+    from autopar.calibrate import measure
+
+    mesh = Mesh(np.asarray(jax.devices()[:2]), ("x",))
+    monkeypatch.setattr(measure, "warm_up", lambda fn: 2)
+    # The 16-operand call and the 1-operand call take turns: 4.6 ms against 0.1 ms, per further operand
+    # (4.6 - 0.1) / 15; a many-operand call no slower than one (noise) gives 0, never a negative price.
+    for times, expected in (([4.6e-3, 1e-4] * 3, 4.5e-3 / 15), ([1e-4, 2e-4] * 3, 0.0)):
+        it = iter(times)
+        monkeypatch.setattr(measure, "_seconds", lambda fn, it=it: next(it))
+        seconds = measure.merged_operand_seconds(mesh, "x", "all_reduce", 16, repeats=3)
+        assert seconds == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("kind", ["all_reduce", "reduce_scatter"])
+def test_xla_cpu_pays_for_every_operand_of_merged_gradient_collectives(kind):
+    # Why the profile carries `merged_operand`: XLA's CPU runtime meets once per operand of a merged
+    # all-reduce (and runs independent reduce-scatters one by one), so on 8 devices each further 1 KiB
+    # gradient collective costs about what a lone one does (0.15 ms on a 2-core host), not nothing.
+    # Were a jaxlib to merge them for real, this fails and the profile's figure falls to about 0 with it.
+    from jax.sharding import Mesh
+
+    from autopar.calibrate import measure
+
+    mesh = Mesh(np.asarray(jax.devices()[:8]), ("x",))
+    assert measure.merged_operand_seconds(mesh, "x", kind, 16, repeats=3) > 1e-5

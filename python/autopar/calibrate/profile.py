@@ -148,9 +148,10 @@ def calibrate(
 
 
 def _tables(mesh: Mesh, shape, samples: dict, byte_sizes, repeats: int, say) -> dict[str, list[dict]]:
-    """{kind: [{"axes": [i], "samples": [[bytes, s], ...]}, ...]}: the measured times of every axis, and,
-    when two or more axes communicate, of all of them as one group (measured here): the tables that
-    price each collective by interpolation (autopar/cost/tables.py). Untimed sizes are left out."""
+    """{kind: [{"axes": [i], "samples": [[bytes, s], ...], "merged_operand": s}, ...]}: the measured times
+    of every axis, and, when two or more axes communicate, of all of them as one group (measured here):
+    the tables that price each collective by interpolation (autopar/cost/tables.py); the gradients' kinds
+    also get their cost per further merged operand. Untimed sizes are left out."""
     names = "xyz"[: len(shape)]
     groups = {(i,): samples[names[i]] for i in range(len(shape)) if names[i] in samples}
     if len(groups) >= 2:
@@ -160,14 +161,32 @@ def _tables(mesh: Mesh, shape, samples: dict, byte_sizes, repeats: int, say) -> 
         measured = measure.collective_samples(mesh, together, measure.KINDS, byte_sizes, repeats)
         groups[indices] = {kind: [[b, t] for b, t in pairs] for kind, pairs in measured.items()}
         samples[",".join(together)] = groups[indices]
+    merged = {axes: _merged_operands(mesh, tuple(names[i] for i in axes), repeats, say) for axes in groups}
     return {
         kind: [
-            {"axes": list(axes), "samples": [[b, t] for b, t in by_kind[kind] if t is not None]}
+            {
+                "axes": list(axes),
+                "samples": [[b, t] for b, t in by_kind[kind] if t is not None],
+                **({"merged_operand": merged[axes][kind]} if kind in merged[axes] else {}),
+            }
             for axes, by_kind in groups.items()
             if any(t is not None for _, t in by_kind[kind])
         ]
         for kind in measure.KINDS
     }
+
+
+def _merged_operands(mesh: Mesh, axes: tuple[str, ...], repeats: int, say) -> dict[str, float]:
+    """{kind: seconds per further operand of a merged gradient collective} over `axes` as one group
+    (measure.merged_operand_seconds; the tables' `merged_operand`)."""
+    group = axes[0] if len(axes) == 1 else axes
+    out = {
+        kind: measure.merged_operand_seconds(mesh, group, kind, measure.MERGED_OPERANDS, repeats)
+        for kind in measure.MERGED_KINDS
+    }
+    figures = ", ".join(f"{kind} {s * 1e6:.0f} us" for kind, s in out.items())
+    say(f"axes {','.join(axes)}: each further merged gradient collective {figures}")
+    return out
 
 
 def _rate(beta: float) -> str:

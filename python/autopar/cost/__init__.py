@@ -254,15 +254,17 @@ class MeshModel:
     ) -> float | None:
         """The measured table's time of `kind` over `axes` at `num_bytes`, or None without one. A
         collective XLA merges with others into one of `merged_bytes` (gradients) pays `share` of the
-        latency `latency` and its bytes at the merged collective's measured rate: the time per byte
-        grows with the size, so pricing each part at its own size would make merging look free."""
+        latency `latency`, the rest of its share of the merged collective at the table's measured cost
+        per further operand (tables.py), and its bytes at the merged collective's measured rate: the time
+        per byte grows with the size, so pricing each part at its own size would make merging look free."""
         table = tables_lib.find(self.tables, kind, [a for a in axes if self.shape[a] > 1])
         if table is None:
             return None
         if share >= 1.0:
             return table.at(num_bytes)
         merged = max(merged_bytes, num_bytes)
-        return share * latency + num_bytes * max(table.at(merged) - latency, 0.0) / merged
+        operands = (1.0 - share) * table.merged_operand
+        return share * latency + operands + num_bytes * max(table.at(merged) - latency, 0.0) / merged
 
     # Alpa's formulas (alpa/shard_parallel/auto_sharding.py, LogicalDeviceMesh), in seconds; the small
     # constant tie-breakers there are kept relative so that equal-volume choices prefer the cheaper kind.

@@ -8,6 +8,13 @@ count, then prices a 10 MiB gradient all-reduce at half of what it takes. A `Col
 size between two samples on the straight line through them; below the smallest sample it costs the
 smallest sample's time (the latency floor), above the largest it follows the last segment's slope.
 Times are made non-decreasing in size first (a later sample faster than an earlier one is noise).
+
+A table may also carry `merged_operand`: the seconds each further collective of its kind adds when a step
+ends with several independent ones (the parameter gradients), which XLA may merge into one. On an
+accelerator the merged collective pays one latency; XLA's CPU runtime still meets once per operand, so
+32 gradient all-reduces over 8 devices cost 32 latencies merged or not (docs/cost_model.md, "Merged
+gradient collectives"). `python -m autopar.calibrate` measures it; without it merging is priced as one
+latency.
 """
 
 from __future__ import annotations
@@ -27,9 +34,12 @@ class CollectiveTable:
     axes: tuple[int, ...]
     sizes: tuple[float, ...]
     seconds: tuple[float, ...]
+    merged_operand: float = 0.0  # seconds per further operand of a merged collective (module docstring)
 
     def __post_init__(self) -> None:
         where = f"{self.kind} table over axes {list(self.axes)}"
+        if not self.merged_operand >= 0:  # also refuses NaN
+            raise ValueError(f"{where}: merged_operand must be >= 0 seconds")
         if not self.sizes or len(self.sizes) != len(self.seconds):
             raise ValueError(f"{where}: needs as many times as sizes, at least one")
         if any(b <= a for a, b in zip(self.sizes, self.sizes[1:], strict=False)) or self.sizes[0] <= 0:
@@ -56,6 +66,9 @@ class CollectiveTable:
         return seconds[i - 1] + slope * (num_bytes - sizes[i - 1])
 
 
+TABLE_KEYS = frozenset({"axes", "samples", "merged_operand"})
+
+
 def find(tables: Sequence[CollectiveTable], kind: str, axes: Sequence[int]) -> CollectiveTable | None:
     """The table of `kind` over exactly the axes `axes`, if measured."""
     wanted = tuple(sorted(axes))
@@ -64,20 +77,24 @@ def find(tables: Sequence[CollectiveTable], kind: str, axes: Sequence[int]) -> C
 
 def from_profile(kind: str, entries, num_axes: int) -> tuple[CollectiveTable, ...]:
     """The tables of a profile's `mesh.collectives.<kind>.tables`: [{"axes": [0], "samples": [[bytes,
-    seconds], ...]}, ...]. ValueError names what is wrong."""
+    seconds], ...], "merged_operand": seconds (optional)}, ...]. ValueError names what is wrong."""
     if not isinstance(entries, list):
         raise ValueError(f"mesh.collectives.{kind}.tables must be a list")
     out = []
     for entry in entries:
-        if not isinstance(entry, dict) or set(entry) != {"axes", "samples"}:
-            raise ValueError(f"mesh.collectives.{kind}.tables: each entry has exactly 'axes' and 'samples'")
+        if not isinstance(entry, dict) or not {"axes", "samples"} <= set(entry) <= TABLE_KEYS:
+            raise ValueError(
+                f"mesh.collectives.{kind}.tables: each entry has 'axes' and 'samples' (and optionally "
+                "'merged_operand'), nothing else"
+            )
         axes = tuple(int(a) for a in entry["axes"])
         if any(not 0 <= a < num_axes for a in axes):
             raise ValueError(
                 f"mesh.collectives.{kind}.tables: axes {list(axes)} outside a {num_axes}-axis mesh"
             )
         samples = sorted((float(b), float(s)) for b, s in entry["samples"])
-        out.append(CollectiveTable(kind, axes, tuple(b for b, _ in samples), tuple(s for _, s in samples)))
+        sizes, seconds = tuple(b for b, _ in samples), tuple(s for _, s in samples)
+        out.append(CollectiveTable(kind, axes, sizes, seconds, float(entry.get("merged_operand", 0.0))))
     return tuple(out)
 
 
