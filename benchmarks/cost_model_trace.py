@@ -78,8 +78,9 @@ def summarize(events: Iterable[tuple[str, int]], steps: int, devices: int) -> di
         "collective_s": sum(seconds[k] for k in collective) / per,
         "collective_thunks": sum(counts[k] for k in collective) / per,
         "meetings": counts[MEETING] / per,
-        # Names with a colon ("Wait: pending_threads=3/8", "end: fusion") annotate a thunk, not run one.
-        "others": [(k, s) for k, s in others if ":" not in k][:TOP_OTHERS],
+        # Waits ("Wait: pending_threads=3/8", "Wait for rendezvous callback") and names with a colon
+        # ("end: fusion") annotate a thunk, not run one.
+        "others": [(k, s) for k, s in others if ":" not in k and not k.startswith("Wait")][:TOP_OTHERS],
     }
 
 

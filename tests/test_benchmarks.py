@@ -530,7 +530,9 @@ def test_cost_model_trace_sums_thunks_per_device_and_step() -> None:
         ("all-gather-start.3", 2_000_000),
         ("ynn_fusion.5", 3_000_000),
         ("ynn_fusion", 1_000_000),
-        ("Wait: pending_threads=3/8", 5_000_000),  # an annotation, not a thunk
+        ("Wait: pending_threads=3/8", 5_000_000),  # annotations, not thunks
+        ("Wait for rendezvous callback", 5_000_000),
+        ("end: ynn_fusion.5", 5_000_000),
         ("convolution.1.2", 500_000),
     ]
     where = trace.summarize(events, steps=1, devices=2)
