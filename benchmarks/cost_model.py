@@ -125,8 +125,18 @@ def breakdown(f, args) -> tuple[float, float, float]:
     everything = list(range(len(mesh.shape)))
     for c in plan.collectives:  # groups XLA did not print as mesh axes: priced over the whole mesh
         axes = [mesh.axis_names.index(a) for a in c.axes if a in mesh.axis_names] or everything
-        compiled += getattr(mesh, c.kind.replace("-", "_"))(c.bytes, axes)  # MeshModel.all_gather, ...
+        compiled += compiled_price(mesh, c.kind, c.bytes, axes, len(c.shapes))
     return compute, rebuilt.objective - compute, compiled
+
+
+def compiled_price(mesh, kind: str, num_bytes: float, axes: list[int], operands: int) -> float:
+    """Seconds of one compiled collective (`kind` as XLA names it) priced as the model prices its parts:
+    an all-reduce or reduce-scatter XLA merged from `operands` gradients pays one latency and each
+    further operand's measured cost (`merged_operand`), not one collective's price."""
+    price = getattr(mesh, kind.replace("-", "_"))  # MeshModel.all_reduce, .all_gather, ...
+    if operands > 1 and kind in ("all-reduce", "reduce-scatter"):
+        return operands * price(num_bytes / operands, axes, 1.0 / operands, num_bytes)
+    return price(num_bytes, axes)
 
 
 def prepare(program, profiles: dict[int, str] | None, splits: dict | None = None, plans=PLANS):

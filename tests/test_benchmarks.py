@@ -302,6 +302,30 @@ def test_cost_model(quick_profile: Path) -> None:
     assert "the measurement's own agreement (odd against even repeats, Spearman): n/a (one repeat)" in out
 
 
+def test_cost_model_prices_a_merged_compiled_collective_as_its_parts() -> None:
+    import dataclasses
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import cost_model
+
+    from autopar import cost
+
+    table = cost.tables.CollectiveTable("all_reduce", (0,), (1e3, 1e6), (1e-4, 1e-3), merged_operand=5e-5)
+    mesh = cost.make_mesh((8,), alpha=1e-5, beta=1e-10, tables=[table])
+    # XLA's one all-reduce of 10 gradients: the table's time at the merged size and 9 further operands.
+    merged = cost_model.compiled_price(mesh, "all-reduce", 1e4, [0], operands=10)
+    assert merged == pytest.approx(table.at(1e4) + 9 * 5e-5)
+    assert cost_model.compiled_price(mesh, "all-reduce", 1e4, [0], operands=1) == table.at(1e4)
+    unmeasured = cost.make_mesh(
+        (8,), alpha=1e-5, beta=1e-10, tables=[dataclasses.replace(table, merged_operand=0)]
+    )
+    assert cost_model.compiled_price(unmeasured, "all-reduce", 1e4, [0], operands=10) == pytest.approx(
+        table.at(1e4)
+    )
+    gather = cost_model.compiled_price(mesh, "all-gather", 1e4, [0], operands=10)
+    assert gather == mesh.all_gather(1e4, [0])  # no merged price for gathers
+
+
 def test_cost_model_compare_names_a_bad_variant_before_any_work(tmp_path: Path) -> None:
     from benchmarks import cost_model
 
