@@ -42,8 +42,6 @@ if __name__ == "__main__":
 import jax  # noqa: E402
 from benchmarks import cost_model  # noqa: E402
 
-import autopar  # noqa: E402
-
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 MEETING = "Rendezvous"
 TOP_OTHERS = 4
@@ -127,25 +125,18 @@ def main() -> int:
         return 1
     profiles = cost_model.profiles_from(a.profile) if a.profile else cost_model.calibrate_meshes(False)
     for program in programs:
-        step, abstract_args, batch_argnums = cost_model.PROGRAMS[program]()
-        args = cost_model.concrete(abstract_args)
         print(f"\n### {program}: ms per device and step (traced; thunks' wall time)\n")
         print(
             "| plan | model compute | model communication | traced step | in collectives | collective "
             "thunks | meetings | other thunks, most time first |"
         )
         print("|---|---|---|---|---|---|---|---|")
-        for name, mesh, family in plans:
-            option = autopar.AutoShardingOption(cluster_profile=profiles[len(mesh)])
-            method = cost_model.FamilyParallel(mesh_shape=mesh, auto_sharding_option=option, family=family)
-            f = autopar.parallelize(step, method=method, batch_argnums=batch_argnums)
-            compute, communication, _ = cost_model.breakdown(f, args)
-            exe = f.lower(*args).compile().executable
-            placed = exe.place_arguments(jax.tree.leaves(args))
-            run = lambda exe=exe, placed=placed: jax.block_until_ready(exe(placed))  # noqa: E731
+        splits: dict = {}
+        for name, _, run in cost_model.prepare(program, profiles, splits, plans):
             for _ in range(3):  # warm-up, as cost_model.py's timing has
                 run()
             wall, where = traced(run, a.steps)
+            compute, communication, _ = splits[name]
             others = ", ".join(f"{k} {s * 1e3:.1f}" for k, s in where["others"])
             print(
                 f"| {name} | {compute * 1e3:.1f} | {communication * 1e3:.1f} | {wall * 1e3:.1f} | "
