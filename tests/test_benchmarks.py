@@ -569,9 +569,12 @@ def test_cost_model_trace_sums_thunks_per_device_and_step() -> None:
     ("args", "message"),
     [(("--plans", "solver 9"), "unknown plans ['solver 9']"), (("--programs", "rnn"), "--programs: choose")],
 )
-def test_cost_model_trace_names_bad_input_before_any_work(args: tuple[str, ...], message: str) -> None:
+@pytest.mark.parametrize("script", ["cost_model_trace.py", "cost_model_dots.py"])
+def test_cost_model_trace_and_dots_name_bad_input_before_any_work(
+    script: str, args: tuple[str, ...], message: str
+) -> None:
     result = subprocess.run(
-        [sys.executable, "benchmarks/cost_model_trace.py", *args],
+        [sys.executable, f"benchmarks/{script}", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -580,6 +583,57 @@ def test_cost_model_trace_names_bad_input_before_any_work(args: tuple[str, ...],
     )
     assert result.returncode == 1 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+
+
+def test_cost_model_dots(quick_profile: Path) -> None:
+    args = ("--profile", str(quick_profile), "--programs", "mlp", "--plans", "data 8,model 8", "--detail")
+    out = run("cost_model_dots.py", *args)
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in out.splitlines()
+        if line.startswith("| data 8 |") or line.startswith("| model 8 |")
+    }
+    for dots, price, took, ratio in rows.values():
+        # The MLP's 4 layers: 4 forward dots, 4 weight-gradient and 3 input-gradient dots.
+        assert int(dots) == 11 and float(price) > 0 and float(took) > 0
+        assert float(ratio) == pytest.approx(float(took) / float(price), abs=0.02)
+    assert "|   " in out and "(m " in out  # --detail: the distinct shapes
+
+
+def test_cost_model_dots_reads_every_dot_of_a_compiled_module() -> None:
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import cost_model_dots as dots_lib
+
+    hlo = "\n".join(
+        [
+            "%fused_computation.5 (param_0.7: f32[256,128], param_1.7: f32[128,768]) -> f32[256,768] {",
+            "  %param_0.7 = f32[256,128]{1,0} parameter(0)",
+            "  %param_1.7 = f32[128,768]{1,0} parameter(1)",
+            "  ROOT %dot.98 = f32[256,768]{1,0} dot(%param_0.7, %param_1.7), lhs_contracting_dims={1}, "
+            "rhs_contracting_dims={0}",
+            "}",
+            "",
+            "ENTRY %main (p0: f32[4,128,64], p1: f32[4,64,128]) -> f32[4,128,128] {",
+            "  %p0 = f32[4,128,64]{2,1,0} parameter(0)",
+            "  %p1 = f32[4,64,128]{2,1,0} parameter(1)",
+            "  ROOT %dot.1 = f32[4,128,128]{2,1,0} dot(%p0, %p1), lhs_batch_dims={0}, "
+            "lhs_contracting_dims={2}, rhs_batch_dims={0}, rhs_contracting_dims={1}",
+            "}",
+        ]
+    )
+    fused, attention = dots_lib.program_dots(hlo)
+    assert (fused.lhs, fused.rhs, fused.contracting, fused.batch) == (
+        (256, 128),
+        (128, 768),
+        ((1,), (0,)),
+        ((), ()),
+    )
+    assert fused.gemm == (256, 768, 128) and fused.flops == 2 * 256 * 768 * 128
+    assert attention.batch == ((0,), (0,)) and attention.gemm == (128, 128, 64)
+    assert attention.flops == 4 * 2 * 128 * 128 * 64
+    # The model's price: FLOPs at the device rate, times the narrow-dot factor of the smallest dimension.
+    assert dots_lib.priced(attention, 1e10, 0.0) == pytest.approx(attention.flops / 1e10)
+    assert dots_lib.priced(attention, 1e10, 16.0) == pytest.approx(attention.flops / 1e10 * (1 + 16 / 64))
 
 
 def test_cost_model_cpu_prices_the_compiled_program() -> None:

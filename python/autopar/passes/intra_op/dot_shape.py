@@ -29,8 +29,14 @@ def slowdown(rule, assignment, mesh_shape: tuple[int, ...], half_rate_width: flo
     out = {f for maps in rule.result_maps for dim in maps for f in dim}
     size = lambda factors: math.prod(rule.factor_sizes[f] // split.get(f, 1) for f in factors)  # noqa: E731
     m, n, k = size((lhs & out) - rhs), size((rhs & out) - lhs), size((lhs & rhs) - out)
-    width = min(m, n, k)
-    return 1.0 + half_rate_width / max(width, half_rate_width)
+    return gemm_slowdown(m, n, k, half_rate_width)
+
+
+def gemm_slowdown(m: int, n: int, k: int, half_rate_width: float) -> float:
+    """The factor on the compute time of an m x k by k x n matmul on one device (module docstring)."""
+    if half_rate_width <= 0:
+        return 1.0
+    return 1.0 + half_rate_width / max(min(m, n, k), half_rate_width)
 
 
 def convolution_flops(op, operand_shapes, result_shapes) -> float:

@@ -1,0 +1,190 @@
+"""Each plan's dots as XLA compiled them, timed alone, beside the cost model's price of them: for the
+plans of benchmarks/cost_model.py, every dot of the compiled per-device program (fused or not, with its
+per-device shapes and dimension numbers) is run on all devices at once, alone, and the times are summed
+over the program; the model's price is its FLOPs at the profile's device rate times the narrow-dot factor
+(`passes/intra_op/dot_shape.py`). Where two plans do the same FLOPs per device in differently shaped dots,
+this shows whether the device runs them alike (docs/cost_model.md, "Dots by shape").
+
+    python benchmarks/cost_model_dots.py [--profile p8.json --profile p2x4.json] [--programs transformer]
+                                         [--plans "data 8,data x model 2x4"] [--detail]
+
+Without --profile the devices are calibrated first, as in cost_model.py. --detail also lists every
+distinct dot shape per plan. A dot is timed as the difference between a program of 6 of them (each on a
+differently scaled input) and the same program without them, median of 7 calls. Run it alone on the
+machine (benchmarks/isolated.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import json
+import math
+import os
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(1, str(ROOT))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from benchmarks import cost_model  # noqa: E402
+from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
+
+import autopar  # noqa: E402
+from autopar.passes.intra_op import dot_shape  # noqa: E402
+
+CHAIN = 6
+_SHAPE = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = \w+\[([\d,]*)\]")
+_DOT = re.compile(r" dot\(%([\w.\-]+), %([\w.\-]+)\)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Dot:
+    """One dot of a compiled program: per-device operand shapes and `lax.dot_general` dimension numbers."""
+
+    lhs: tuple[int, ...]
+    rhs: tuple[int, ...]
+    contracting: tuple[tuple[int, ...], tuple[int, ...]]
+    batch: tuple[tuple[int, ...], tuple[int, ...]]
+
+    @property
+    def gemm(self) -> tuple[int, int, int]:
+        """(m, n, k) per batch element."""
+        k = math.prod(self.lhs[d] for d in self.contracting[0])
+        b = math.prod(self.lhs[d] for d in self.batch[0])
+        return math.prod(self.lhs) // (k * b), math.prod(self.rhs) // (k * b), k
+
+    @property
+    def flops(self) -> float:
+        m, n, k = self.gemm
+        return 2.0 * m * n * k * math.prod(self.lhs[d] for d in self.batch[0])
+
+
+def _dims(line: str, key: str) -> tuple[int, ...]:
+    m = re.search(key + r"=\{([\d,]*)\}", line)
+    return tuple(int(d) for d in m.group(1).split(",") if d) if m else ()
+
+
+def program_dots(hlo: str) -> list[Dot]:
+    """Every `dot` instruction of a compiled module (inside fusions too), in text order. Each computation
+    names its own values, so shapes are looked up within the computation (blocks split at blank lines)."""
+    dots = []
+    for block in hlo.split("\n\n"):
+        shapes: dict[str, tuple[int, ...]] = {}
+        for line in block.splitlines():
+            m = _SHAPE.match(line)
+            if m:
+                shapes[m.group(1)] = tuple(int(d) for d in m.group(2).split(",") if d)
+            operands = _DOT.search(line)
+            if operands:
+                contracting = (_dims(line, "lhs_contracting_dims"), _dims(line, "rhs_contracting_dims"))
+                batch = (_dims(line, "lhs_batch_dims"), _dims(line, "rhs_batch_dims"))
+                dots.append(Dot(shapes[operands.group(1)], shapes[operands.group(2)], contracting, batch))
+    return dots
+
+
+def priced(dot: Dot, flops: float, half_rate_width: float) -> float:
+    """The cost model's compute time of `dot` on one device (dot_shape.py's narrow-dot factor)."""
+    return dot.flops / flops * dot_shape.gemm_slowdown(*dot.gemm, half_rate_width)
+
+
+def timed_alone(dot: Dot, mesh: Mesh) -> float:
+    """Seconds of `dot` on every device of `mesh` at once: CHAIN of them against the same program
+    without them, over CHAIN (0 when noise hides it)."""
+    spec = PartitionSpec(mesh.axis_names)
+    dimension_numbers = (dot.contracting, dot.batch)
+
+    def program(with_dots: bool):
+        def body(a, b):
+            total = jnp.zeros((), a.dtype)
+            for i in range(CHAIN):
+                scaled = a[0] * (1.0 + 1e-3 * i)  # a different input each time: XLA cannot share them
+                if with_dots:
+                    total += jnp.sum(jax.lax.dot_general(scaled, b[0], dimension_numbers))
+                else:
+                    total += jnp.sum(scaled) + b[0].ravel()[0]
+            return total[None]
+
+        return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(spec, spec), out_specs=spec))
+
+    rng = np.random.default_rng(0)
+    args = [
+        jax.device_put(rng.standard_normal((mesh.size, *s)).astype(np.float32), NamedSharding(mesh, spec))
+        for s in (dot.lhs, dot.rhs)
+    ]
+    seconds = []
+    for f in (program(True), program(False)):
+        jax.block_until_ready(f(*args))
+        calls = []
+        for _ in range(7):
+            start = time.perf_counter()
+            jax.block_until_ready(f(*args))
+            calls.append(time.perf_counter() - start)
+        seconds.append(statistics.median(calls))
+    return max((seconds[0] - seconds[1]) / CHAIN, 0.0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", action="append", help="as in cost_model.py")
+    parser.add_argument("--programs", default="transformer")
+    parser.add_argument("--plans", default="", help="comma list of plan names; default all")
+    parser.add_argument("--detail", action="store_true", help="every distinct dot shape per plan")
+    a = parser.parse_args()
+    wanted = set(filter(None, (p.strip() for p in a.plans.split(","))))
+    plans = [p for p in cost_model.PLANS if not wanted or p[0] in wanted]
+    programs = a.programs.split(",")
+    if wanted - {p[0] for p in plans} or set(programs) - set(cost_model.PROGRAMS):
+        unknown = sorted(wanted - {p[0] for p in plans})
+        problem = (
+            f"--plans: unknown plans {unknown}"
+            if unknown
+            else f"--programs: choose from {sorted(cost_model.PROGRAMS)}"
+        )
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    profiles = cost_model.profiles_from(a.profile) if a.profile else cost_model.calibrate_meshes(False)
+    mesh = Mesh(np.asarray(jax.devices()), ("d",))
+    alone: dict[Dot, float] = {}  # plans share most of their dot shapes
+    for program in programs:
+        step, abstract_args, batch_argnums = cost_model.PROGRAMS[program]()
+        args = cost_model.concrete(abstract_args)
+        print(f"\n### {program}: the compiled dots per device, ms per step\n")
+        print("| plan | dots | priced by the model | timed alone | alone / priced |")
+        print("|---|---|---|---|---|")
+        for name, shape, family in plans:
+            device = json.loads(Path(profiles[len(shape)]).read_text()).get("device", {})
+            flops, width = float(device["flops"]), float(device.get("dot_half_rate_width", 0.0))
+            option = autopar.AutoShardingOption(cluster_profile=profiles[len(shape)])
+            method = cost_model.FamilyParallel(mesh_shape=shape, auto_sharding_option=option, family=family)
+            f = autopar.parallelize(step, method=method, batch_argnums=batch_argnums)
+            dots = program_dots(f.lower(*args).compile().as_text())
+            for dot in dots:
+                if dot not in alone:
+                    alone[dot] = timed_alone(dot, mesh)
+            price = sum(priced(d, flops, width) for d in dots)
+            took = sum(alone[d] for d in dots)
+            ratio = f"{took / price:.2f}" if price else "-"
+            print(f"| {name} | {len(dots)} | {price * 1e3:.1f} | {took * 1e3:.1f} | {ratio} |", flush=True)
+            if a.detail:
+                for dot, count in collections.Counter(dots).most_common():
+                    m, n, k = dot.gemm
+                    print(
+                        f"|   {count} x {dot.lhs} . {dot.rhs} (m {m}, n {n}, k {k}) | | "
+                        f"{priced(dot, flops, width) * 1e3:.3f} each | {alone[dot] * 1e3:.3f} each | |"
+                    )
+    print(f"\n{os.cpu_count()} cores; load average over the last minute: {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
