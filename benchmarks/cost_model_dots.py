@@ -7,11 +7,15 @@ this shows whether the device runs them alike (docs/cost_model.md, "Dots by shap
 
     python benchmarks/cost_model_dots.py [--profile p8.json --profile p2x4.json] [--programs transformer]
                                          [--plans "data 8,data x model 2x4"] [--detail]
+    python benchmarks/cost_model_dots.py --narrow [--profile p8.json]
 
 Without --profile the devices are calibrated first, as in cost_model.py. --detail also lists every
-distinct dot shape per plan. A dot is timed as the difference between a program of 6 of them (each on a
-differently scaled input) and the same program without them, median of 7 calls. Run it alone on the
-machine (benchmarks/isolated.sh).
+distinct dot shape per plan. --narrow instead times matmuls with one narrow dimension (m rows, k
+contracted or n columns of w = 16-256, the others 512 or 1024) against the square one of the same size,
+and a 32-row and a 32-deep one in three layouts, beside the narrow-dot factor of the profile's
+`dot_half_rate_width` (with --profile): how the device's rate follows a dot's shape. A dot is timed as
+the difference between a program of 6 of them (each on a differently scaled input) and the same program
+without them, median of 7 calls. Run it alone on the machine (benchmarks/isolated.sh).
 """
 
 from __future__ import annotations
@@ -133,13 +137,54 @@ def timed_alone(dot: Dot, mesh: Mesh) -> float:
     return max((seconds[0] - seconds[1]) / CHAIN, 0.0)
 
 
+def _layout(m: int, k: int, n: int, layout: str) -> Dot:
+    """An m x k by k x n dot with its operands stored as `layout` says: "nn" (lhs m x k, rhs k x n),
+    "tn" (lhs stored k x m) or "nt" (rhs stored n x k)."""
+    lhs_shape, lhs_contracting = ((k, m), (0,)) if layout == "tn" else ((m, k), (1,))
+    rhs_shape, rhs_contracting = ((n, k), (1,)) if layout == "nt" else ((k, n), (0,))
+    return Dot(lhs_shape, rhs_shape, (lhs_contracting, rhs_contracting), ((), ()))
+
+
+def narrow(mesh: Mesh, half_rate_width: float | None) -> None:
+    """Prints the rate of dots with one narrow dimension against the square dot of their size."""
+    rate = lambda dot: dot.flops / max(min(timed_alone(dot, mesh) for _ in range(2)), 1e-9)  # noqa: E731
+    print("| square | w | narrow m | narrow k | narrow n | model's factor |")
+    print("|---|---|---|---|---|---|")
+    for size in (512, 1024):
+        square = rate(_layout(size, size, size, "nn"))
+        for w in (16, 32, 64, 128, 256):
+            shapes = ((w, size, size), (size, w, size), (size, size, w))
+            cells = " | ".join(f"{square / rate(_layout(*s, 'nn')):.2f}" for s in shapes)
+            model = (
+                "-"
+                if half_rate_width is None
+                else f"{dot_shape.gemm_slowdown(w, size, size, half_rate_width):.2f}"
+            )
+            print(f"| {size}^3 at {square / 1e9:.1f} GFLOP/s | {w} | {cells} | {model} |", flush=True)
+    print("\n| layout | m 32, k 1024, n 1024: GFLOP/s | m 1024, k 32, n 1024: GFLOP/s |")
+    print("|---|---|---|")
+    for layout in ("nn", "tn", "nt"):
+        rows, deep = rate(_layout(32, 1024, 1024, layout)), rate(_layout(1024, 32, 1024, layout))
+        print(f"| {layout} | {rows / 1e9:.1f} | {deep / 1e9:.1f} |", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", action="append", help="as in cost_model.py")
     parser.add_argument("--programs", default="transformer")
     parser.add_argument("--plans", default="", help="comma list of plan names; default all")
     parser.add_argument("--detail", action="store_true", help="every distinct dot shape per plan")
+    parser.add_argument("--narrow", action="store_true", help="the rate of dots with one narrow dimension")
     a = parser.parse_args()
+    mesh = Mesh(np.asarray(jax.devices()), ("d",))
+    if a.narrow:
+        width = None
+        if a.profile:
+            width = float(
+                json.loads(Path(a.profile[0]).read_text()).get("device", {}).get("dot_half_rate_width", 0)
+            )
+        narrow(mesh, width)
+        return 0
     wanted = set(filter(None, (p.strip() for p in a.plans.split(","))))
     plans = [p for p in cost_model.PLANS if not wanted or p[0] in wanted]
     programs = a.programs.split(",")
@@ -153,7 +198,6 @@ def main() -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 1
     profiles = cost_model.profiles_from(a.profile) if a.profile else cost_model.calibrate_meshes(False)
-    mesh = Mesh(np.asarray(jax.devices()), ("d",))
     alone: dict[Dot, float] = {}  # plans share most of their dot shapes
     for program in programs:
         step, abstract_args, batch_argnums = cost_model.PROGRAMS[program]()

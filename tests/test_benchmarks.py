@@ -636,6 +636,25 @@ def test_cost_model_dots_reads_every_dot_of_a_compiled_module() -> None:
     assert dots_lib.priced(attention, 1e10, 16.0) == pytest.approx(attention.flops / 1e10 * (1 + 16 / 64))
 
 
+def test_cost_model_dots_narrow_compares_each_narrow_dimension_with_the_square(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import cost_model_dots as dots_lib
+
+    # A device that runs every dot at 1e10 FLOP/s, whatever its shape: every slowdown is 1.
+    monkeypatch.setattr(dots_lib, "timed_alone", lambda dot, mesh: dot.flops / 1e10)
+    dots_lib.narrow(None, 10.7)
+    out = capsys.readouterr().out
+    assert "| 512^3 at 10.0 GFLOP/s | 16 | 1.00 | 1.00 | 1.00 | 1.67 |" in out
+    assert "| 1024^3 at 10.0 GFLOP/s | 256 | 1.00 | 1.00 | 1.00 | 1.04 |" in out
+    assert "| tn | 10.0 | 10.0 |" in out
+    tn, nt = dots_lib._layout(32, 1024, 512, "tn"), dots_lib._layout(32, 1024, 512, "nt")
+    assert (tn.lhs, tn.rhs, tn.contracting) == ((1024, 32), (1024, 512), ((0,), (0,)))
+    assert (nt.lhs, nt.rhs, nt.contracting) == ((32, 1024), (512, 1024), ((1,), (1,)))
+    assert tn.gemm == nt.gemm == (32, 512, 1024)
+
+
 def test_cost_model_cpu_prices_the_compiled_program() -> None:
     import jax
     import jax.numpy as jnp
