@@ -240,6 +240,7 @@ def test_profile_tables_are_read_and_checked(tmp_path):
     for entry, match in (
         ({"axes": [0], "samples": samples, "merged_operand": -1}, "merged_operand must be >= 0"),
         ({"axes": [0], "samples": samples, "latency": 1}, "nothing else"),
+        ({"axes": [0], "samples": samples, "merged_operand": "fast"}, "merged_operand must be seconds"),
     ):
         figures["tables"] = [entry]
         path.write_text(json.dumps(profile))

@@ -94,7 +94,13 @@ def from_profile(kind: str, entries, num_axes: int) -> tuple[CollectiveTable, ..
             )
         samples = sorted((float(b), float(s)) for b, s in entry["samples"])
         sizes, seconds = tuple(b for b, _ in samples), tuple(s for _, s in samples)
-        out.append(CollectiveTable(kind, axes, sizes, seconds, float(entry.get("merged_operand", 0.0))))
+        try:
+            merged_operand = float(entry.get("merged_operand", 0.0))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"mesh.collectives.{kind}.tables: merged_operand must be seconds, a number"
+            ) from None
+        out.append(CollectiveTable(kind, axes, sizes, seconds, merged_operand))
     return tuple(out)
 
 
