@@ -234,6 +234,24 @@ def report(program: str, plans, timed: list[Timed]) -> dict:
     return {"rho": rho, "within": within}
 
 
+def plans_named(text: str) -> list[tuple[str, tuple[int, ...], str]]:
+    """The PLANS a comma list names (--plans of the scripts beside this one), every one for an empty list;
+    one `error:` line (SystemExit) naming any unknown."""
+    wanted = {name.strip() for name in text.split(",") if name.strip()}
+    unknown = sorted(wanted - {name for name, _, _ in PLANS})
+    if unknown:
+        raise SystemExit(f"error: --plans: unknown plans {unknown}")
+    return [plan for plan in PLANS if not wanted or plan[0] in wanted]
+
+
+def programs_named(text: str) -> list[str]:
+    """The PROGRAMS a comma list names (--programs); one `error:` line (SystemExit) for any other."""
+    programs = [name.strip() for name in text.split(",") if name.strip()]
+    if not programs or set(programs) - set(PROGRAMS):
+        raise SystemExit(f"error: --programs {text!r}: choose from {sorted(PROGRAMS)}")
+    return programs
+
+
 def parse_plan(text: str) -> tuple[str, tuple[int, ...], str]:
     """`MESH:FAMILY` from --plan (`2x4:data,data`): (name, mesh shape, plan-family); the pass itself checks
     the family's roles."""
@@ -369,6 +387,7 @@ def main() -> None:
     )
     a = parser.parse_args()
     variants = [parse_variant(text) for text in a.compare]  # bad input fails before any work
+    programs = programs_named(a.programs)
     plan_grid = PLANS + [parse_plan(text) for text in a.plan]
     profiles = None
     if a.profile:
@@ -376,7 +395,7 @@ def main() -> None:
     elif not a.default_model:
         profiles = calibrate_meshes(a.quick_calibration)
     summary = []
-    for program in a.programs.split(","):
+    for program in programs:
         splits = {} if a.breakdown else None
         plans = prepare(program, None if a.default_model else profiles, splits, plan_grid)
         if variants:

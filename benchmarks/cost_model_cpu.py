@@ -179,18 +179,14 @@ def main() -> int:
     if shutil.which("perf") is None:
         print("error: this benchmark samples the host with Linux perf, not installed here", file=sys.stderr)
         return 1
-    wanted = set(filter(None, (p.strip() for p in a.plans.split(","))))
-    plans = [p for p in cost_model.PLANS if not wanted or p[0] in wanted]
-    if wanted - {p[0] for p in plans}:
-        print(f"error: --plans: unknown plans {sorted(wanted - {p[0] for p in plans})}", file=sys.stderr)
-        return 1
+    plans, programs = cost_model.plans_named(a.plans), cost_model.programs_named(a.programs)
     profiles = cost_model.profiles_from(a.profile) if a.profile else cost_model.calibrate_meshes(False)
     # The device figures the plans are priced with (the profile of each mesh), read once.
     shapes = {len(mesh): mesh for _, mesh, _ in cost_model.PLANS}
     device = {axes: load_profile(path, shapes[axes])[1] for axes, path in profiles.items()}
     kinds = [k for k, _ in KINDS] + ["other"]
     with tempfile.TemporaryDirectory(prefix="autopar-perf-") as folder:
-        for program in a.programs.split(","):
+        for program in programs:
             step, abstract_args, batch_argnums = cost_model.PROGRAMS[program]()
             args = cost_model.concrete(abstract_args)
             print(f"\n### {program}: ms per step (model: per device; host: CPU summed over threads)\n")

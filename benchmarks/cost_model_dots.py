@@ -185,18 +185,7 @@ def main() -> int:
             )
         narrow(mesh, width)
         return 0
-    wanted = set(filter(None, (p.strip() for p in a.plans.split(","))))
-    plans = [p for p in cost_model.PLANS if not wanted or p[0] in wanted]
-    programs = a.programs.split(",")
-    if wanted - {p[0] for p in plans} or set(programs) - set(cost_model.PROGRAMS):
-        unknown = sorted(wanted - {p[0] for p in plans})
-        problem = (
-            f"--plans: unknown plans {unknown}"
-            if unknown
-            else f"--programs: choose from {sorted(cost_model.PROGRAMS)}"
-        )
-        print(f"error: {problem}", file=sys.stderr)
-        return 1
+    plans, programs = cost_model.plans_named(a.plans), cost_model.programs_named(a.programs)
     profiles = cost_model.profiles_from(a.profile) if a.profile else cost_model.calibrate_meshes(False)
     alone: dict[Dot, float] = {}  # plans share most of their dot shapes
     for program in programs:

@@ -112,16 +112,9 @@ def main() -> int:
     parser.add_argument("--plans", default="", help="comma list of plan names; default all")
     parser.add_argument("--steps", type=int, default=5, help="traced steps per plan")
     a = parser.parse_args()
-    wanted = set(filter(None, (p.strip() for p in a.plans.split(","))))
-    plans = [p for p in cost_model.PLANS if not wanted or p[0] in wanted]
-    unknown = sorted(wanted - {p[0] for p in plans})
-    if unknown or a.steps < 1:
-        problem = f"--plans: unknown plans {unknown}" if unknown else "--steps must be at least 1"
-        print(f"error: {problem}", file=sys.stderr)
-        return 1
-    programs = a.programs.split(",")
-    if set(programs) - set(cost_model.PROGRAMS):
-        print(f"error: --programs: choose from {sorted(cost_model.PROGRAMS)}", file=sys.stderr)
+    plans, programs = cost_model.plans_named(a.plans), cost_model.programs_named(a.programs)
+    if a.steps < 1:
+        print(f"error: --steps {a.steps}: must be at least 1", file=sys.stderr)
         return 1
     profiles = cost_model.profiles_from(a.profile) if a.profile else cost_model.calibrate_meshes(False)
     for program in programs:

@@ -302,6 +302,21 @@ def test_cost_model(quick_profile: Path) -> None:
     assert "the measurement's own agreement (odd against even repeats, Spearman): n/a (one repeat)" in out
 
 
+def test_cost_model_names_an_unknown_program_before_any_work() -> None:
+    result = subprocess.run(
+        [sys.executable, "benchmarks/cost_model.py", "--programs", "mlp,rnn"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=script_env(),
+        timeout=120,
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "error: --programs 'mlp,rnn': choose from ['convnet', 'mlp', 'transformer']"
+    ]
+
+
 def test_cost_model_prices_a_merged_compiled_collective_as_its_parts() -> None:
     import dataclasses
 
@@ -567,7 +582,10 @@ def test_cost_model_trace_sums_thunks_per_device_and_step() -> None:
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(("--plans", "solver 9"), "unknown plans ['solver 9']"), (("--programs", "rnn"), "--programs: choose")],
+    [
+        (("--plans", "solver 9"), "unknown plans ['solver 9']"),
+        (("--programs", "rnn"), "--programs 'rnn': choose from"),
+    ],
 )
 @pytest.mark.parametrize("script", ["cost_model_trace.py", "cost_model_dots.py"])
 def test_cost_model_trace_and_dots_name_bad_input_before_any_work(
