@@ -15,7 +15,7 @@ It runs under glibc malloc settings that keep freed memory, as an accelerator's 
     python benchmarks/cost_model.py [--profile profile.json] [--programs mlp,transformer,convnet]
                                     [--repeats 9] [--steps 5] [--default-model] [--breakdown]
                                     [--system-malloc] [--compare NAME=P8.json[,P2X4.json]]
-                                    [--plan MESH:FAMILY]
+                                    [--plan MESH:FAMILY] [--dots-alone]
 
 Without --profile the devices are calibrated first (`python -m autopar.calibrate` in a child process at
 normal priority, the meshes 8 and 2x4, full sizes; --quick-calibration for fewer). --default-model plans and
@@ -27,7 +27,9 @@ under other profiles (a model change written as a profile key, say) and times th
 round-robin window as the first set's: two runs in a row differ by more than most model changes do
 (docs/cost_model.md, "Fused elementwise prices"). --plan MESH:FAMILY (repeatable) adds a plan of the family
 grid to the seven, e.g. `--plan 2x4:data,data` (data parallel over both axes of the mesh 2x4), named "FAMILY
-MESH"; the figures then cover it too.
+MESH"; the figures then cover it too. --dots-alone (without --compare) also ranks the plans with each
+one's compiled dots at their time alone on the devices instead of the model's price of them
+(benchmarks/cost_model_dots.py): how far a dot price by per-device shape and layout could move the ranking.
 """
 
 from __future__ import annotations
@@ -139,9 +141,16 @@ def compiled_price(mesh, kind: str, num_bytes: float, axes: list[int], operands:
     return price(num_bytes, axes)
 
 
-def prepare(program, profiles: dict[int, str] | None, splits: dict | None = None, plans=PLANS):
+def prepare(
+    program,
+    profiles: dict[int, str] | None,
+    splits: dict | None = None,
+    plans=PLANS,
+    texts: dict | None = None,
+):
     """[(plan name, predicted s, callable running one step on placed arguments)] for `plans` ((name, mesh,
-    family) as in PLANS); with `splits`, each plan's `breakdown` under its name."""
+    family) as in PLANS); with `splits`, each plan's `breakdown` under its name; with `texts`, its
+    compiled HLO text."""
     step, abstract_args, batch_argnums = PROGRAMS[program]()
     args = concrete(abstract_args)
     out = []
@@ -153,7 +162,10 @@ def prepare(program, profiles: dict[int, str] | None, splits: dict | None = None
         predicted = attrs.get_intra_op_result(lowered.module.operation).objective
         if splits is not None:
             splits[name] = breakdown(f, args)
-        exe = lowered.compile().executable
+        compiled = lowered.compile()
+        if texts is not None:
+            texts[name] = compiled.as_text()
+        exe = compiled.executable
         placed = exe.place_arguments(jax.tree.leaves(args))
         out.append((name, predicted, lambda exe=exe, placed=placed: jax.block_until_ready(exe(placed))))
     return out
@@ -250,6 +262,36 @@ def programs_named(text: str) -> list[str]:
     if not programs or set(programs) - set(PROGRAMS):
         raise SystemExit(f"error: --programs {text!r}: choose from {sorted(PROGRAMS)}")
     return programs
+
+
+def dots_alone(program: str, plans, grid, timed: list[Timed], texts: dict, profiles: dict[int, str]) -> float:
+    """Each plan's prediction with its compiled dots priced as they run alone on the devices instead of
+    the model's price of them (benchmarks/cost_model_dots.py), against the measured times: how far a dot
+    price by per-device shape and layout could move the ranking. `grid`: the plans' (name, mesh, family).
+    Prints a table; returns the Spearman."""
+    from benchmarks import cost_model_dots as dots_lib
+
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("d",))
+    meshes = {name: shape for name, shape, _ in grid}
+    alone: dict = {}  # plans share most of their dot shapes
+    adjusted, measured = [], [statistics.median(t.seconds) for t in timed]
+    print(f"\n{program}: each plan's dots at their time alone instead of the model's price of them\n")
+    print("| plan | predicted s | dots priced s | dots alone s | adjusted s | measured s |")
+    print("|---|---|---|---|---|---|")
+    for (name, predicted, _), seconds in zip(plans, measured, strict=True):
+        device = json.loads(Path(profiles[len(meshes[name])]).read_text()).get("device", {})
+        flops, width = float(device["flops"]), float(device.get("dot_half_rate_width", 0.0))
+        dots = dots_lib.program_dots(texts[name])
+        for dot in dots:
+            if dot not in alone:
+                alone[dot] = dots_lib.timed_alone(dot, mesh)
+        price = sum(dots_lib.priced(d, flops, width) for d in dots)
+        took = sum(alone[d] for d in dots)
+        adjusted.append(predicted - price + took)
+        print(f"| {name} | {predicted:.4g} | {price:.4g} | {took:.4g} | {adjusted[-1]:.4g} | {seconds:.4g} |")
+    rho = spearman(adjusted, measured)
+    print(f"\n{program}: Spearman with the dots at their time alone {rho:.2f}")
+    return rho
 
 
 def parse_plan(text: str) -> tuple[str, tuple[int, ...], str]:
@@ -366,6 +408,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="consecutive steps timed as one repeat")
     parser.add_argument("--breakdown", action="store_true", help="compute / communication / compiled")
     parser.add_argument(
+        "--dots-alone",
+        action="store_true",
+        help="also rank the plans with their compiled dots at their time alone (cost_model_dots.py)",
+    )
+    parser.add_argument(
         "--system-malloc",
         action="store_true",
         help="time under glibc's default malloc (freed memory goes back to the kernel; allocator.py)",
@@ -397,12 +444,16 @@ def main() -> None:
     summary = []
     for program in programs:
         splits = {} if a.breakdown else None
-        plans = prepare(program, None if a.default_model else profiles, splits, plan_grid)
+        texts = {} if a.dots_alone else None
+        plans = prepare(program, None if a.default_model else profiles, splits, plan_grid, texts)
         if variants:
             compared = [(name, prepare(program, p, plans=plan_grid)) for name, p in variants]
             result = compare(program, plans, compared, a)
         else:
-            result = report(program, plans, measure(plans, a.repeats, a.steps))
+            timed = measure(plans, a.repeats, a.steps)
+            result = report(program, plans, timed)
+            if texts is not None and profiles:
+                dots_alone(program, plans, plan_grid, timed, texts, profiles)
         summary.append((program, result))
         if splits:
             print("\n| plan | compute s | communication s (model) | compiled collectives, priced s |")

@@ -341,6 +341,20 @@ def test_cost_model_prices_a_merged_compiled_collective_as_its_parts() -> None:
     assert gather == mesh.all_gather(1e4, [0])  # no merged price for gathers
 
 
+def test_cost_model_dots_alone(quick_profile: Path) -> None:
+    args = ("--profile", str(quick_profile), "--programs", "mlp", "--repeats", "2", "--steps", "1")
+    out = run("cost_model.py", *args, "--plan", "2x4:data,data", "--dots-alone")
+    rows = [
+        line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and line.count("|") == 7
+    ]
+    adjusted = {r[0].strip(): [float(c) for c in r[1:]] for r in rows if r[0].strip() != "plan"}
+    assert len(adjusted) == 8 and "data,data 2x4" in adjusted
+    for predicted, price, took, total, measured in adjusted.values():
+        assert price > 0 and took > 0 and measured > 0
+        assert total == pytest.approx(predicted - price + took, rel=1e-3, abs=1e-4)
+    assert "mlp: Spearman with the dots at their time alone" in out
+
+
 def test_cost_model_compare_names_a_bad_variant_before_any_work(tmp_path: Path) -> None:
     from benchmarks import cost_model
 
