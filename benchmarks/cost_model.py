@@ -272,21 +272,15 @@ def dots_alone(program: str, plans, grid, timed: list[Timed], texts: dict, profi
     from benchmarks import cost_model_dots as dots_lib
 
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("d",))
+    devices = dots_lib.devices_of(profiles)
     meshes = {name: shape for name, shape, _ in grid}
-    alone: dict = {}  # plans share most of their dot shapes
+    alone: dict = {}
     adjusted, measured = [], [statistics.median(t.seconds) for t in timed]
     print(f"\n{program}: each plan's dots at their time alone instead of the model's price of them\n")
     print("| plan | predicted s | dots priced s | dots alone s | adjusted s | measured s |")
     print("|---|---|---|---|---|---|")
     for (name, predicted, _), seconds in zip(plans, measured, strict=True):
-        device = json.loads(Path(profiles[len(meshes[name])]).read_text()).get("device", {})
-        flops, width = float(device["flops"]), float(device.get("dot_half_rate_width", 0.0))
-        dots = dots_lib.program_dots(texts[name])
-        for dot in dots:
-            if dot not in alone:
-                alone[dot] = dots_lib.timed_alone(dot, mesh)
-        price = sum(dots_lib.priced(d, flops, width) for d in dots)
-        took = sum(alone[d] for d in dots)
+        _, price, took = dots_lib.plan_dots(texts[name], devices[len(meshes[name])], alone, mesh)
         adjusted.append(predicted - price + took)
         print(f"| {name} | {predicted:.4g} | {price:.4g} | {took:.4g} | {adjusted[-1]:.4g} | {seconds:.4g} |")
     rho = spearman(adjusted, measured)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import json
 import math
 import os
 import re
@@ -43,7 +42,7 @@ import numpy as np  # noqa: E402
 from benchmarks import cost_model  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
-import autopar  # noqa: E402
+from autopar.cost import DeviceModel, load_profile  # noqa: E402
 from autopar.passes.intra_op import dot_shape  # noqa: E402
 
 CHAIN = 6
@@ -99,6 +98,25 @@ def program_dots(hlo: str) -> list[Dot]:
 def priced(dot: Dot, flops: float, half_rate_width: float) -> float:
     """The cost model's compute time of `dot` on one device (dot_shape.py's narrow-dot factor)."""
     return dot.flops / flops * dot_shape.gemm_slowdown(*dot.gemm, half_rate_width)
+
+
+def devices_of(profiles: dict[int, str]) -> dict[int, DeviceModel]:
+    """The device figures of each mesh's profile ({number of axes: path}, as cost_model.profiles_from
+    gives), read once and checked as the pass reads them."""
+    return {len(shape): load_profile(profiles[len(shape)], shape)[1] for _, shape, _ in cost_model.PLANS}
+
+
+def plan_dots(
+    hlo: str, device: DeviceModel, alone: dict[Dot, float], mesh: Mesh
+) -> tuple[list[Dot], float, float]:
+    """(the dots of a compiled program, the model's price of them, their time alone) in seconds per device;
+    `alone` keeps each shape's time across plans, which share most of their dot shapes."""
+    dots = program_dots(hlo)
+    for dot in dots:
+        if dot not in alone:
+            alone[dot] = timed_alone(dot, mesh)
+    price = sum(priced(d, device.flops, device.dot_half_rate_width) for d in dots)
+    return dots, price, sum(alone[d] for d in dots)
 
 
 def timed_alone(dot: Dot, mesh: Mesh) -> float:
@@ -178,42 +196,34 @@ def main() -> int:
     a = parser.parse_args()
     mesh = Mesh(np.asarray(jax.devices()), ("d",))
     if a.narrow:
-        width = None
-        if a.profile:
-            width = float(
-                json.loads(Path(a.profile[0]).read_text()).get("device", {}).get("dot_half_rate_width", 0)
-            )
-        narrow(mesh, width)
+        narrow(
+            mesh,
+            devices_of(cost_model.profiles_from(a.profile))[1].dot_half_rate_width if a.profile else None,
+        )
         return 0
     plans, programs = cost_model.plans_named(a.plans), cost_model.programs_named(a.programs)
     profiles = cost_model.profiles_from(a.profile) if a.profile else cost_model.calibrate_meshes(False)
-    alone: dict[Dot, float] = {}  # plans share most of their dot shapes
+    devices = devices_of(profiles)
+    meshes = {name: shape for name, shape, _ in plans}
+    alone: dict[Dot, float] = {}
     for program in programs:
-        step, abstract_args, batch_argnums = cost_model.PROGRAMS[program]()
-        args = cost_model.concrete(abstract_args)
+        texts: dict[str, str] = {}
+        cost_model.prepare(program, profiles, plans=plans, texts=texts)
         print(f"\n### {program}: the compiled dots per device, ms per step\n")
         print("| plan | dots | priced by the model | timed alone | alone / priced |")
         print("|---|---|---|---|---|")
-        for name, shape, family in plans:
-            device = json.loads(Path(profiles[len(shape)]).read_text()).get("device", {})
-            flops, width = float(device["flops"]), float(device.get("dot_half_rate_width", 0.0))
-            option = autopar.AutoShardingOption(cluster_profile=profiles[len(shape)])
-            method = cost_model.FamilyParallel(mesh_shape=shape, auto_sharding_option=option, family=family)
-            f = autopar.parallelize(step, method=method, batch_argnums=batch_argnums)
-            dots = program_dots(f.lower(*args).compile().as_text())
-            for dot in dots:
-                if dot not in alone:
-                    alone[dot] = timed_alone(dot, mesh)
-            price = sum(priced(d, flops, width) for d in dots)
-            took = sum(alone[d] for d in dots)
+        for name, hlo in texts.items():
+            device = devices[len(meshes[name])]
+            dots, price, took = plan_dots(hlo, device, alone, mesh)
             ratio = f"{took / price:.2f}" if price else "-"
             print(f"| {name} | {len(dots)} | {price * 1e3:.1f} | {took * 1e3:.1f} | {ratio} |", flush=True)
             if a.detail:
                 for dot, count in collections.Counter(dots).most_common():
                     m, n, k = dot.gemm
+                    each = priced(dot, device.flops, device.dot_half_rate_width)
                     print(
                         f"|   {count} x {dot.lhs} . {dot.rhs} (m {m}, n {n}, k {k}) | | "
-                        f"{priced(dot, flops, width) * 1e3:.3f} each | {alone[dot] * 1e3:.3f} each | |"
+                        f"{each * 1e3:.3f} each | {alone[dot] * 1e3:.3f} each | |"
                     )
     print(f"\n{os.cpu_count()} cores; load average over the last minute: {os.getloadavg()[0]:.1f}")
     return 0
