@@ -201,14 +201,20 @@ def collective_seconds(
 
     with_k, without = compiled(_chain(kind, axis, n, k)), compiled(_baseline(kind, n))
     repeats = min(repeats, 3) if num_bytes >= 16 * MiB else repeats
-    warm_up(lambda: with_k(x))
-    warm_up(lambda: without(x))
-    differences = []
-    for _ in range(repeats):  # the two calls take turns, so that drift in the machine's load cancels
-        total = _seconds(lambda: with_k(x))
-        differences.append(total - _seconds(lambda: without(x)))
-    seconds = statistics.median(differences) / k
+    seconds = median_difference(lambda: with_k(x), lambda: without(x), repeats) / k
     return seconds if seconds > 0 else None
+
+
+def median_difference(fn: Callable[[], object], baseline: Callable[[], object], repeats: int) -> float:
+    """Median over `repeats` of the wall time of `fn()` minus that of `baseline()`, each warmed up first
+    (`warm_up`); the two calls take turns, so that drift in the machine's load cancels."""
+    warm_up(fn)
+    warm_up(baseline)
+    differences = []
+    for _ in range(repeats):
+        total = _seconds(fn)
+        differences.append(total - _seconds(baseline))
+    return statistics.median(differences)
 
 
 # The kinds of the parameter gradients' collectives, which a step ends with several of at once (XLA's
@@ -241,13 +247,7 @@ def merged_operand_seconds(
 
     xs = [_sharded(mesh, (elements,)) for _ in range(operands)]
     many, one = program(operands), program(1)
-    warm_up(lambda: many(*xs))
-    warm_up(lambda: one(xs[0]))
-    differences = []
-    for _ in range(repeats):
-        total = _seconds(lambda: many(*xs))
-        differences.append(total - _seconds(lambda: one(xs[0])))
-    return max(statistics.median(differences) / (operands - 1), 0.0)
+    return max(median_difference(lambda: many(*xs), lambda: one(xs[0]), repeats) / (operands - 1), 0.0)
 
 
 def sizes(quick: bool) -> list[int]:
