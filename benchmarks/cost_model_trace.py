@@ -42,7 +42,8 @@ if __name__ == "__main__":
 import jax  # noqa: E402
 from benchmarks import cost_model  # noqa: E402
 
-COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+from autopar.runtime import hlo as hlo_text  # noqa: E402
+
 MEETING = "Rendezvous"
 TOP_OTHERS = 4
 
@@ -54,7 +55,8 @@ def kind_of(name: str) -> str:
 
 
 def is_collective(kind: str) -> bool:
-    return any(kind == c or kind.startswith(c + "-") for c in COLLECTIVES)  # all-reduce-start, ...
+    """An XLA collective instruction (autopar.runtime.hlo's kinds), its async -start and -done too."""
+    return re.sub(r"-(start|done)$", "", kind) in hlo_text.COLLECTIVE_KINDS
 
 
 def summarize(events: Iterable[tuple[str, int]], steps: int, devices: int) -> dict:
