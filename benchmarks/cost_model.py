@@ -173,13 +173,23 @@ def prepare(
 
 @dataclasses.dataclass
 class Timed:
-    """A plan's repeats: step times, and per step what the host spent beside the program (getrusage over
-    the whole process: page faults, voluntary context switches, system CPU seconds)."""
+    """A plan's repeats: step times, and per step what the host spent (getrusage over the whole process:
+    page faults, voluntary context switches, user and system CPU seconds)."""
 
     seconds: list[float] = dataclasses.field(default_factory=list)
     faults: list[float] = dataclasses.field(default_factory=list)
     switches: list[float] = dataclasses.field(default_factory=list)
     system: list[float] = dataclasses.field(default_factory=list)
+    user: list[float] = dataclasses.field(default_factory=list)
+
+    def idle_core_seconds(self, cores: int) -> float:
+        """Median per step of the core time nobody used: cores x wall - user - system CPU. Eight device
+        threads share the host's cores, so a step is its CPU work over the cores plus this idle time: near
+        0, the step is bound by work (what the model must price); large, by threads waiting for each
+        other at collectives (docs/cost_model.md, "Work or waiting")."""
+        return statistics.median(
+            cores * w - u - s for w, u, s in zip(self.seconds, self.user, self.system, strict=True)
+        )
 
 
 def measure(plans, repeats: int, steps: int) -> list[Timed]:
@@ -200,6 +210,7 @@ def measure(plans, repeats: int, steps: int) -> list[Timed]:
             t.faults.append((after.ru_minflt + after.ru_majflt - before.ru_minflt - before.ru_majflt) / steps)
             t.switches.append((after.ru_nvcsw - before.ru_nvcsw) / steps)
             t.system.append((after.ru_stime - before.ru_stime) / steps)
+            t.user.append((after.ru_utime - before.ru_utime) / steps)
     return timed
 
 
@@ -220,14 +231,16 @@ def report(program: str, plans, timed: list[Timed]) -> dict:
     print(f"\n### {program}\n")
     print(
         "| plan | predicted s | measured s | measured / predicted | repeats' spread (max - min) / median "
-        "| per step: page faults | context switches | system s |"
+        "| per step: page faults | context switches | system s | user s | idle core s |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    cores = len(os.sched_getaffinity(0))
     for (name, p, _), m, t in zip(plans, measured, timed, strict=True):
-        host = [statistics.median(x) for x in (t.faults, t.switches, t.system)]
+        host = [statistics.median(x) for x in (t.faults, t.switches, t.system, t.user)]
         print(
             f"| {name} | {p:.4g} | {m:.4g} | {m / p:.2f} | {(max(t.seconds) - min(t.seconds)) / m:.0%} "
-            f"| {host[0]:.0f} | {host[1]:.0f} | {host[2]:.3g} |"
+            f"| {host[0]:.0f} | {host[1]:.0f} | {host[2]:.3g} | {host[3]:.3g} "
+            f"| {t.idle_core_seconds(cores):.2g} |"
         )
     rho = spearman(predicted, measured)
     errors = [abs(p - m) / m for p, m in zip(predicted, measured, strict=True)]

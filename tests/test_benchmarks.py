@@ -297,7 +297,8 @@ def test_cost_model(quick_profile: Path) -> None:
     assert "### mlp [profile]" in out and "### mlp [again]" in out
     assert "mlp [profile]: Spearman against the pooled timing" in out
     assert "mlp [again]: Spearman against the pooled timing" in out
-    assert "| per step: page faults | context switches | system s |" in out and "load average" in out
+    assert "| per step: page faults | context switches | system s | user s | idle core s |" in out
+    assert "load average" in out
     assert "| plan | compute s | communication s (model) | compiled collectives, priced s |" in out
     assert "the measurement's own agreement (odd against even repeats, Spearman): n/a (one repeat)" in out
 
@@ -441,6 +442,16 @@ def test_cost_model_split_half_ranks_odd_against_even_repeats() -> None:
     swapped = [cost_model.Timed(seconds=[a, b]) for a, b in ((0.1, 0.3), (0.2, 0.2), (0.3, 0.1))]
     assert cost_model.split_half(swapped) == pytest.approx(-1.0)
     assert cost_model.split_half([cost_model.Timed(seconds=[0.1])]) is None
+
+
+def test_cost_model_idle_core_time_is_the_cores_wall_less_the_cpu_work() -> None:
+    from benchmarks import cost_model
+
+    # Two repeats on 2 cores: 100 ms steps with 150 + 10 ms of CPU leave 40 ms of a core idle; 120 ms
+    # steps with 200 + 20 ms leave 20 ms. The median of the two.
+    timed = cost_model.Timed(seconds=[0.100, 0.120], user=[0.150, 0.200], system=[0.010, 0.020])
+    assert timed.idle_core_seconds(2) == pytest.approx(0.030)
+    assert cost_model.Timed(seconds=[0.1], user=[0.2], system=[0.0]).idle_core_seconds(2) == pytest.approx(0)
 
 
 def test_cost_model_probes() -> None:
