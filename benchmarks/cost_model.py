@@ -234,7 +234,7 @@ def report(program: str, plans, timed: list[Timed]) -> dict:
         "| per step: page faults | context switches | system s | user s | idle core s |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    cores = len(os.sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     for (name, p, _), m, t in zip(plans, measured, timed, strict=True):
         host = [statistics.median(x) for x in (t.faults, t.switches, t.system, t.user)]
         print(
