@@ -39,11 +39,9 @@ if __name__ == "__main__":
 
     allocator.reexec_pooled()
 
-import jax  # noqa: E402
 from benchmarks import cost_model  # noqa: E402
+from benchmarks import cost_model_dots as dots_lib  # noqa: E402
 
-import autopar  # noqa: E402
-from autopar.cost import load_profile  # noqa: E402
 from autopar.runtime import hlo as hlo_text  # noqa: E402
 
 SAMPLE_HZ = 499
@@ -100,18 +98,6 @@ def unfused_dots(hlo: str) -> int:
 FREE_OPS = {"parameter", "get-tuple-element", "bitcast", "constant", "tuple", "partition-id", "after-all"}
 
 
-def _dot_flops(line: str, shapes: dict[str, str]) -> float:
-    m = re.search(r"= (\w+\[[\d,]*\])\S* dot\(%([\w.\-]+), %([\w.\-]+)\)", line)
-    out = [int(d) for d in filter(None, re.findall(r"\[([\d,]*)\]", m.group(1))[0].split(","))]
-    lhs = [int(d) for d in filter(None, re.findall(r"\[([\d,]*)\]", shapes[m.group(2)])[0].split(","))]
-    flops = 2.0
-    for d in out:
-        flops *= d
-    for i in filter(None, re.search(r"lhs_contracting_dims=\{([\d,]*)\}", line).group(1).split(",")):
-        flops *= lhs[int(i)]
-    return flops
-
-
 def _collective(op: str) -> bool:
     return re.sub(r"-(start|done)$", "", op) in hlo_text.COLLECTIVE_KINDS
 
@@ -124,6 +110,7 @@ def compiled_compute(hlo: str, flops: float, bandwidth: float) -> dict[str, floa
     --breakdown prices them)."""
     comps = _computations(hlo)
     shapes = dict(re.findall(r"%([\w.\-]+) = (\(.*?\)|\w+\[[\d,]*\])", hlo))
+    entry_shapes = dots_lib.line_shapes(comps["ENTRY"])
     priced = {"dots": 0.0, "loops": 0.0}
     for line in comps["ENTRY"].splitlines():
         m = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = (\(.*?\)|\S+) ([a-z\-]+)\((.*)", line)
@@ -132,10 +119,10 @@ def compiled_compute(hlo: str, flops: float, bandwidth: float) -> dict[str, floa
         _, shape, op, rest = m.groups()
         operands = re.findall(r"%([\w.\-]+)", rest.split("), ")[0])
         moved = hlo_text.array_bytes(shape) + sum(hlo_text.array_bytes(shapes.get(o, "")) for o in operands)
-        dot_flops = _dot_flops(line, shapes) if op == "dot" else 0.0
+        dot_flops = dots_lib.dot_in(line, entry_shapes).flops if op == "dot" else 0.0
         if op == "fusion":
             called = comps.get(re.search(r"calls=%([\w.\-]+)", line).group(1), "")
-            dot_flops = sum(_dot_flops(inner, shapes) for inner in called.splitlines() if " dot(" in inner)
+            dot_flops = sum(dot.flops for dot in dots_lib.program_dots(called))
         priced["dots" if dot_flops else "loops"] += max(dot_flops / flops, moved / bandwidth)
     return priced
 
@@ -181,35 +168,25 @@ def main() -> int:
         return 1
     plans, programs = cost_model.plans_named(a.plans), cost_model.programs_named(a.programs)
     profiles = cost_model.profiles_from(a.profile) if a.profile else cost_model.calibrate_meshes(False)
-    # The device figures the plans are priced with (the profile of each mesh), read once.
-    shapes = {len(mesh): mesh for _, mesh, _ in cost_model.PLANS}
-    device = {axes: load_profile(path, shapes[axes])[1] for axes, path in profiles.items()}
+    device = dots_lib.devices_of(profiles)  # each mesh's device figures, read once
     kinds = [k for k, _ in KINDS] + ["other"]
     with tempfile.TemporaryDirectory(prefix="autopar-perf-") as folder:
         for program in programs:
-            step, abstract_args, batch_argnums = cost_model.PROGRAMS[program]()
-            args = cost_model.concrete(abstract_args)
+            splits: dict = {}
+            texts: dict = {}
+            prepared = cost_model.prepare(program, profiles, splits, plans, texts)
             print(f"\n### {program}: ms per step (model: per device; host: CPU summed over threads)\n")
             print(
                 "| plan | model compute | model communication | XLA's dots, priced | XLA's loops, priced "
                 "| measured | host CPU | dots XLA left unfused | " + " | ".join(kinds) + " |"
             )
             print("|---" * (8 + len(kinds)) + "|")
-            for name, mesh, family in plans:
-                option = autopar.AutoShardingOption(cluster_profile=profiles[len(mesh)])
-                method = cost_model.FamilyParallel(
-                    mesh_shape=mesh, auto_sharding_option=option, family=family
-                )
-                f = autopar.parallelize(step, method=method, batch_argnums=batch_argnums)
-                compute, communication, _ = cost_model.breakdown(f, args)
-                compiled = f.lower(*args).compile()
-                exe = compiled.executable
-                placed = exe.place_arguments(jax.tree.leaves(args))
-                run = lambda exe=exe, placed=placed: jax.block_until_ready(exe(placed))  # noqa: E731
+            for (name, _, run), (_, mesh, _) in zip(prepared, plans, strict=True):
+                compute, communication, _ = splits[name]
                 for _ in range(3):
                     run()
                 wall, cpu = sample(run, a.seconds, folder)
-                text = compiled.as_text()
+                text = texts[name]
                 xla = compiled_compute(text, device[len(mesh)].flops, device[len(mesh)].memory_bandwidth)
                 cells = " | ".join(f"{cpu[k] * 1e3:.1f}" for k in kinds)
                 print(

@@ -77,21 +77,33 @@ def _dims(line: str, key: str) -> tuple[int, ...]:
     return tuple(int(d) for d in m.group(1).split(",") if d) if m else ()
 
 
+def line_shapes(block: str) -> dict[str, tuple[int, ...]]:
+    """The array shape of every value one computation's text defines (tuples left out)."""
+    return {
+        m.group(1): tuple(int(d) for d in m.group(2).split(",") if d)
+        for m in map(_SHAPE.match, block.splitlines())
+        if m
+    }
+
+
+def dot_in(line: str, shapes: dict[str, tuple[int, ...]]) -> Dot | None:
+    """The `dot` instruction of one line of HLO text (its operands' shapes from `shapes`), None for any
+    other line."""
+    operands = _DOT.search(line)
+    if not operands:
+        return None
+    contracting = (_dims(line, "lhs_contracting_dims"), _dims(line, "rhs_contracting_dims"))
+    batch = (_dims(line, "lhs_batch_dims"), _dims(line, "rhs_batch_dims"))
+    return Dot(shapes[operands.group(1)], shapes[operands.group(2)], contracting, batch)
+
+
 def program_dots(hlo: str) -> list[Dot]:
     """Every `dot` instruction of a compiled module (inside fusions too), in text order. Each computation
     names its own values, so shapes are looked up within the computation (blocks split at blank lines)."""
     dots = []
     for block in hlo.split("\n\n"):
-        shapes: dict[str, tuple[int, ...]] = {}
-        for line in block.splitlines():
-            m = _SHAPE.match(line)
-            if m:
-                shapes[m.group(1)] = tuple(int(d) for d in m.group(2).split(",") if d)
-            operands = _DOT.search(line)
-            if operands:
-                contracting = (_dims(line, "lhs_contracting_dims"), _dims(line, "rhs_contracting_dims"))
-                batch = (_dims(line, "lhs_batch_dims"), _dims(line, "rhs_batch_dims"))
-                dots.append(Dot(shapes[operands.group(1)], shapes[operands.group(2)], contracting, batch))
+        shapes = line_shapes(block)
+        dots += [dot for dot in (dot_in(line, shapes) for line in block.splitlines()) if dot]
     return dots
 
 
