@@ -269,6 +269,20 @@ def plans_named(text: str) -> list[tuple[str, tuple[int, ...], str]]:
     return [plan for plan in PLANS if not wanted or plan[0] in wanted]
 
 
+def add_plan_arguments(parser: argparse.ArgumentParser, programs: str) -> None:
+    """--profile, --programs (default `programs`) and --plans, as the diagnostic scripts beside this one
+    (cost_model_cpu.py, cost_model_trace.py, cost_model_dots.py) take them: read them with plans_named,
+    programs_named and profiles_of."""
+    parser.add_argument("--profile", action="append", help="as in cost_model.py")
+    parser.add_argument("--programs", default=programs)
+    parser.add_argument("--plans", default="", help="comma list of plan names; default all")
+
+
+def profiles_of(a: argparse.Namespace) -> dict[int, str]:
+    """The profiles --profile names (profiles_from), or both meshes calibrated now when it names none."""
+    return profiles_from(a.profile) if a.profile else calibrate_meshes(False)
+
+
 def programs_named(text: str) -> list[str]:
     """The PROGRAMS a comma list names (--programs); one `error:` line (SystemExit) for any other."""
     programs = [name.strip() for name in text.split(",") if name.strip()]

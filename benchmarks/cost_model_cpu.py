@@ -158,16 +158,14 @@ def sample(run, seconds: float, folder: str) -> tuple[float, dict[str, float]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", action="append", help="as in cost_model.py")
-    parser.add_argument("--programs", default="transformer")
-    parser.add_argument("--plans", default="", help="comma list of plan names; default all")
+    cost_model.add_plan_arguments(parser, "transformer")
     parser.add_argument("--seconds", type=float, default=6.0, help="sampled seconds per plan")
     a = parser.parse_args()
     if shutil.which("perf") is None:
         print("error: this benchmark samples the host with Linux perf, not installed here", file=sys.stderr)
         return 1
     plans, programs = cost_model.plans_named(a.plans), cost_model.programs_named(a.programs)
-    profiles = cost_model.profiles_from(a.profile) if a.profile else cost_model.calibrate_meshes(False)
+    profiles = cost_model.profiles_of(a)
     device = dots_lib.devices_of(profiles)  # each mesh's device figures, read once
     kinds = [k for k, _ in KINDS] + ["other"]
     with tempfile.TemporaryDirectory(prefix="autopar-perf-") as folder:

@@ -200,9 +200,7 @@ def narrow(mesh: Mesh, half_rate_width: float | None) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", action="append", help="as in cost_model.py")
-    parser.add_argument("--programs", default="transformer")
-    parser.add_argument("--plans", default="", help="comma list of plan names; default all")
+    cost_model.add_plan_arguments(parser, "transformer")
     parser.add_argument("--detail", action="store_true", help="every distinct dot shape per plan")
     parser.add_argument("--narrow", action="store_true", help="the rate of dots with one narrow dimension")
     a = parser.parse_args()
@@ -214,7 +212,7 @@ def main() -> int:
         )
         return 0
     plans, programs = cost_model.plans_named(a.plans), cost_model.programs_named(a.programs)
-    profiles = cost_model.profiles_from(a.profile) if a.profile else cost_model.calibrate_meshes(False)
+    profiles = cost_model.profiles_of(a)
     devices = devices_of(profiles)
     meshes = {name: shape for name, shape, _ in plans}
     alone: dict[Dot, float] = {}

@@ -109,16 +109,14 @@ def traced(run, steps: int) -> tuple[float, dict]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", action="append", help="as in cost_model.py")
-    parser.add_argument("--programs", default="convnet")
-    parser.add_argument("--plans", default="", help="comma list of plan names; default all")
+    cost_model.add_plan_arguments(parser, "convnet")
     parser.add_argument("--steps", type=int, default=5, help="traced steps per plan")
     a = parser.parse_args()
     plans, programs = cost_model.plans_named(a.plans), cost_model.programs_named(a.programs)
     if a.steps < 1:
         print(f"error: --steps {a.steps}: must be at least 1", file=sys.stderr)
         return 1
-    profiles = cost_model.profiles_from(a.profile) if a.profile else cost_model.calibrate_meshes(False)
+    profiles = cost_model.profiles_of(a)
     for program in programs:
         print(f"\n### {program}: ms per device and step (traced; thunks' wall time)\n")
         print(
