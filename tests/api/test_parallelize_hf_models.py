@@ -1,7 +1,8 @@
-"""Code nobody here wrote: HF transformers' Flax GPT-2, BERT, ViT and ResNet (random init from tiny
-configs; nothing downloads), trained through `autopar.parallelize` on 1-, 2- and 3-axis meshes of 8 devices.
-Each step's loss and the trained parameters equal `jax.jit`'s, and the collectives XLA compiled carry the
-bytes the plan priced, per kind (XLA merges the gradient all-reduces, so counts differ; bytes do not).
+"""Code nobody here wrote: HF transformers' Flax GPT-2, BERT, ViT, ResNet and RegNet (random init from
+tiny configs; nothing downloads), trained through `autopar.parallelize` on 1-, 2- and 3-axis meshes of 8
+devices. Each step's loss and the trained parameters equal `jax.jit`'s, and the collectives XLA compiled
+carry the bytes the plan priced, per kind (XLA merges the gradient all-reduces, so counts differ; bytes do
+not).
 Pipelined (PipeshardParallel: two stages on submeshes, two micro-batches), each equals `jax.jit`'s
 full-batch step too (ResNet's max pool and that pool's gradient combine over the micro-batches).
 
@@ -97,7 +98,28 @@ def _resnet():
     return {"params": model.params["params"]}, loss, data
 
 
-MODELS = {"gpt2": _gpt2, "bert": _bert, "vit": _vit, "resnet": _resnet}
+def _regnet():
+    # Grouped convolutions (groups of 8 channels), which XLA runs replicated under any sharding: the plan
+    # must keep them whole and price the gathers (docs/platform.md, "Grouped convolutions run replicated").
+    config = transformers.RegNetConfig(
+        embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], groups_width=8, num_labels=10
+    )
+    model = transformers.FlaxRegNetForImageClassification(config, seed=0)
+    stats = model.params["batch_stats"]
+
+    def loss(params, batch):
+        images, labels = batch
+        logits = model(images, params={**params, "batch_stats": stats}, train=False).logits
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    def data(rng):
+        images = rng.standard_normal((BATCH, 3, 2 * IMAGE, 2 * IMAGE)).astype(np.float32)
+        return images, rng.integers(0, 10, (BATCH,)).astype(np.int32)
+
+    return {"params": model.params["params"]}, loss, data
+
+
+MODELS = {"gpt2": _gpt2, "bert": _bert, "vit": _vit, "resnet": _resnet, "regnet": _regnet}
 
 
 def _sgd_step(loss):

@@ -99,7 +99,7 @@ def build(graph: Graph, config: PlanConfig) -> Problem:
             memo[key] = (_node_strategies(graph, v, config, batch, found), bool(found))
         s, remark = memo[key]
         if remark:  # the remark names this node's location
-            _constrain_batch(graph.nodes[v], s, batch[v], config, remarks)
+            _remark_again(graph.nodes[v], s, batch.get(v), config, remarks)
         node_strategies.append(s)
     if config.force_data_parallel and config.active_axes:
         node_strategies = _data_parallel_only(graph, node_strategies, config)
@@ -194,10 +194,20 @@ def _node_strategies(
         return strat.replicated_strategy(
             len(node.operands), tuple(node.result_shapes), tuple(node.result_itemsizes), len(mesh.shape), time
         )
+    facts = _facts(node)
+    if facts.grouped_features:
+        remarks.append(_grouped_features_remark(node))
+        return strat.replicated_strategy(
+            len(node.operands),
+            tuple(node.result_shapes),
+            tuple(node.result_itemsizes),
+            len(mesh.shape),
+            strat.op_time(facts, mesh),
+        )
     share = latency_share(v, derived(graph, "gradients", gradient_reductions))
     merged = derived(graph, "gradient_bytes", merged_gradient_bytes) if share < 1.0 else 0.0
     reduce_scatter = config.prefer_reduce_scatter
-    s = strat.op_strategies(_facts(node), mesh, config.active_axes, reduce_scatter, share, merged)
+    s = strat.op_strategies(facts, mesh, config.active_axes, reduce_scatter, share, merged)
     if v in batch:
         s = _constrain_batch(node, s, batch[v], config, remarks)
     if not config.allow_recompute_heavy_op and node.kind in strat.HEAVY_OPS:
@@ -232,8 +242,65 @@ def _facts(node: Node) -> strat.OpFacts:
         result_shapes=tuple(node.result_shapes),
         result_itemsizes=tuple(node.result_itemsizes),
         batch_groups=_batch_groups(node),
+        grouped_features=_grouped_features(node),
+        window_factors=_window_factors(node, rule) if _batch_groups(node) > 1 else frozenset(),
         flops=_convolution_flops(node),
     )
+
+
+def _remark_again(
+    node: Node, s: strat.Strategies, factors: frozenset[int] | None, config: PlanConfig, remarks: list[str]
+) -> None:
+    """The remark a node whose strategies were shared with an earlier one made, for this node's location."""
+    if _grouped_features(node):
+        remarks.append(_grouped_features_remark(node))
+    elif factors is not None:
+        _constrain_batch(node, s, factors, config, remarks)
+
+
+def _feature_groups(node: Node) -> tuple[int, int]:
+    """(feature_group_count, input features) of a convolution; (1, 1) for any other op."""
+    if node.kind != "stablehlo.convolution" or node.op is None or not node.operand_shapes:
+        return 1, 1
+    from jaxlib.mlir.dialects import stablehlo
+
+    attrs = node.op.attributes
+    if "feature_group_count" not in attrs or "dimension_numbers" not in attrs:
+        return 1, 1
+    numbers = stablehlo.ConvDimensionNumbers(attrs["dimension_numbers"])
+    features = node.operand_shapes[0][numbers.input_feature_dimension]
+    return ir.IntegerAttr(attrs["feature_group_count"]).value, features
+
+
+def _grouped_features(node: Node) -> bool:
+    """A grouped convolution that is not depthwise: 1 < feature_group_count < input features. XLA
+    (jaxlib 0.10.2, Shardy) gathers such a convolution's operands and runs it whole on every device under
+    any sharding of its batch, features or spatial dims (docs/platform.md, "Grouped convolutions run
+    replicated"), so its only strategy is the replicated one: the plan then prices the gathers XLA
+    compiles, as resharding of its operands. Depthwise convolutions (one channel per group) and the weight
+    gradients of grouped ones (batch_group_count) partition as their rules say."""
+    groups, features = _feature_groups(node)
+    return 1 < groups < features
+
+
+def _grouped_features_remark(node: Node) -> str:
+    groups, features = _feature_groups(node)
+    return (
+        f"{node.kind} at {_where(node)}: its {features} input features form {groups} groups; XLA runs such "
+        "a grouped convolution replicated under any sharding, so it is kept replicated"
+    )
+
+
+def _window_factors(node: Node, rule) -> frozenset[int]:
+    """The factors of a convolution's kernel window (spatial) dims in its sharding rule."""
+    from jaxlib.mlir.dialects import stablehlo
+
+    attrs = node.op.attributes
+    if "dimension_numbers" not in attrs or len(rule.operand_maps) != 2:
+        return frozenset()
+    numbers = stablehlo.ConvDimensionNumbers(attrs["dimension_numbers"])
+    kernel = rule.operand_maps[1]
+    return frozenset(f for dim in numbers.kernel_spatial_dimensions if dim < len(kernel) for f in kernel[dim])
 
 
 def _batch_groups(node: Node) -> int:

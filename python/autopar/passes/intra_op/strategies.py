@@ -136,6 +136,12 @@ class OpFacts:
     result_shapes: tuple[tuple[int, ...], ...]
     result_itemsizes: tuple[int, ...]
     batch_groups: int = 1  # a convolution's batch_group_count (its weight gradient's, for a grouped conv)
+    # A convolution whose input features form groups of more than one channel (1 < feature_group_count <
+    # input features): XLA runs it replicated under any sharding (grouped_features_run_replicated).
+    grouped_features: bool = False
+    # The factors of a batch-grouped convolution's kernel window dims: splitting them makes XLA exchange
+    # halos (collective-permute) that no strategy prices, so they stay whole (found on HF's FlaxRegNet).
+    window_factors: frozenset[int] = frozenset()
     flops: float = 0.0  # a convolution's multiply-add FLOPs from its shapes (dot_shape; 0: from the rule)
 
 
@@ -231,6 +237,8 @@ def op_strategies(
         if not _valid(assignment, rule, tensors, mesh.shape):
             continue
         if facts.batch_groups > 1 and _miscompiled_batch_groups(assignment, rule, active):
+            continue
+        if facts.window_factors and any(assignment[a] in facts.window_factors for a in active):
             continue
         operands = [_tensor_layout(m, tuple(assignment)) for m in rule.operand_maps]
         results = [_tensor_layout(m, tuple(assignment)) for m in rule.result_maps]
