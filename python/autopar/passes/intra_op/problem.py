@@ -14,11 +14,10 @@ import functools
 import types
 
 import numpy as np
-from jaxlib.mlir import ir
 
 from autopar import solver as solver_lib
 from autopar.errors import PassError
-from autopar.passes.intra_op import dot_shape, gathers, resharding
+from autopar.passes.intra_op import convolutions, gathers, resharding
 from autopar.passes.intra_op import strategies as strat
 from autopar.passes.intra_op.config import PlanConfig
 from autopar.passes.intra_op.graph import Graph, Node
@@ -196,7 +195,7 @@ def _node_strategies(
         )
     facts = _facts(node)
     if facts.grouped_features:
-        remarks.append(_grouped_features_remark(node))
+        remarks.append(convolutions.grouped_features_remark(node, _where(node)))
         return strat.replicated_strategy(
             len(node.operands),
             tuple(node.result_shapes),
@@ -241,10 +240,10 @@ def _facts(node: Node) -> strat.OpFacts:
         operand_itemsizes=tuple(node.operand_itemsizes),
         result_shapes=tuple(node.result_shapes),
         result_itemsizes=tuple(node.result_itemsizes),
-        batch_groups=_batch_groups(node),
-        grouped_features=_grouped_features(node),
-        window_factors=_window_factors(node, rule) if _batch_groups(node) > 1 else frozenset(),
-        flops=_convolution_flops(node),
+        batch_groups=convolutions.batch_groups(node),
+        grouped_features=convolutions.grouped_features(node),
+        window_factors=convolutions.window_factors(node, rule),
+        flops=convolutions.flops(node),
     )
 
 
@@ -252,68 +251,10 @@ def _remark_again(
     node: Node, s: strat.Strategies, factors: frozenset[int] | None, config: PlanConfig, remarks: list[str]
 ) -> None:
     """The remark a node whose strategies were shared with an earlier one made, for this node's location."""
-    if _grouped_features(node):
-        remarks.append(_grouped_features_remark(node))
+    if convolutions.grouped_features(node):
+        remarks.append(convolutions.grouped_features_remark(node, _where(node)))
     elif factors is not None:
         _constrain_batch(node, s, factors, config, remarks)
-
-
-def _feature_groups(node: Node) -> tuple[int, int]:
-    """(feature_group_count, input features) of a convolution; (1, 1) for any other op."""
-    if node.kind != "stablehlo.convolution" or node.op is None or not node.operand_shapes:
-        return 1, 1
-    from jaxlib.mlir.dialects import stablehlo
-
-    attrs = node.op.attributes
-    if "feature_group_count" not in attrs or "dimension_numbers" not in attrs:
-        return 1, 1
-    numbers = stablehlo.ConvDimensionNumbers(attrs["dimension_numbers"])
-    features = node.operand_shapes[0][numbers.input_feature_dimension]
-    return ir.IntegerAttr(attrs["feature_group_count"]).value, features
-
-
-def _grouped_features(node: Node) -> bool:
-    """A grouped convolution that is not depthwise: 1 < feature_group_count < input features. XLA
-    (jaxlib 0.10.2, Shardy) gathers such a convolution's operands and runs it whole on every device under
-    any sharding of its batch, features or spatial dims (docs/platform.md, "Grouped convolutions run
-    replicated"), so its only strategy is the replicated one: the plan then prices the gathers XLA
-    compiles, as resharding of its operands. Depthwise convolutions (one channel per group) and the weight
-    gradients of grouped ones (batch_group_count) partition as their rules say."""
-    groups, features = _feature_groups(node)
-    return 1 < groups < features
-
-
-def _grouped_features_remark(node: Node) -> str:
-    groups, features = _feature_groups(node)
-    return (
-        f"{node.kind} at {_where(node)}: its {features} input features form {groups} groups; XLA runs such "
-        "a grouped convolution replicated under any sharding, so it is kept replicated"
-    )
-
-
-def _window_factors(node: Node, rule) -> frozenset[int]:
-    """The factors of a convolution's kernel window (spatial) dims in its sharding rule."""
-    from jaxlib.mlir.dialects import stablehlo
-
-    attrs = node.op.attributes
-    if "dimension_numbers" not in attrs or len(rule.operand_maps) != 2:
-        return frozenset()
-    numbers = stablehlo.ConvDimensionNumbers(attrs["dimension_numbers"])
-    kernel = rule.operand_maps[1]
-    return frozenset(f for dim in numbers.kernel_spatial_dimensions if dim < len(kernel) for f in kernel[dim])
-
-
-def _batch_groups(node: Node) -> int:
-    if node.kind != "stablehlo.convolution" or node.op is None:
-        return 1
-    attrs = node.op.attributes
-    return ir.IntegerAttr(attrs["batch_group_count"]).value if "batch_group_count" in attrs else 1
-
-
-def _convolution_flops(node: Node) -> float:
-    if node.kind != "stablehlo.convolution" or node.op is None:
-        return 0.0
-    return dot_shape.convolution_flops(node.op, node.operand_shapes, node.result_shapes)
 
 
 def _unruled_time(node: Node, config: PlanConfig) -> float:
