@@ -275,7 +275,9 @@ def recording_intra_op(monkeypatch):
             autopar.Zero2Parallel(mesh_shape=(2, 4)),
             dict(
                 force_data_parallel=True,
-                prefer_reduce_scatter=True,
+                # Off on these CPU devices: XLA runs a reduce-scatter as an all-reduce and a slice
+                # (methods.as_compiled_for, test_reduce_scatter_is_left_to_platforms_that_compile_it).
+                prefer_reduce_scatter=False,
                 zero_stage=2,
                 mesh="2x4",
                 axis_names="x,y",
@@ -411,6 +413,20 @@ def test_per_axis_costs_must_match_the_mesh():
     )
     with pytest.raises(ValueError, match="force_batch_dim_to_mesh_dim=2 is not an axis"):
         method.pipeline((2, 4), ("x", "y"))
+
+
+def test_reduce_scatter_is_left_to_platforms_that_compile_it():
+    from autopar.api.methods import REDUCE_SCATTER_ON_CPU, as_compiled_for
+
+    zero2 = autopar.Zero2Parallel(mesh_shape=(2, 4))
+    on_cpu, remarks = as_compiled_for(zero2, "cpu")
+    assert not on_cpu.auto_sharding_option.prefer_reduce_scatter and remarks == (REDUCE_SCATTER_ON_CPU,)
+    # The rest of the preset stays, and the user's method is not changed.
+    assert on_cpu.auto_sharding_option.zero_stage == 2 and on_cpu.auto_sharding_option.force_data_parallel
+    assert type(on_cpu) is autopar.Zero2Parallel and zero2.auto_sharding_option.prefer_reduce_scatter
+    assert as_compiled_for(zero2, "gpu") == (zero2, ())
+    data = autopar.DataParallel()
+    assert as_compiled_for(data, "cpu") == (data, ())
 
 
 def test_pipeline_text_is_deterministic_and_names_every_contract_option():

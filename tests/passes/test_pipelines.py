@@ -123,13 +123,13 @@ def test_strategy_options_reach_the_stage_costs():
         num_micro_batches=2,
         layer_option=autopar.AutoLayerOption(layer_num=2),
         stage_option=autopar.UniformStageOption(2),
-        auto_sharding_option=autopar.AutoShardingOption(prefer_reduce_scatter=True),
+        auto_sharding_option=autopar.AutoShardingOption(force_data_parallel=True, zero_stage=3),
     )
     g = autopar.parallelize(step, method=forced, batch_argnums=batch_argnums)
     other = attrs.get_inter_op_plan(g.lower(*args).module.operation).stages
-    # Reduce-scattering the first stage's partial sums is cheaper under the cost model.
-    # (the second stage's cost is the same sum, added in another order: equal to rounding)
-    assert other[0].cost < base[0].cost and other[1].cost == pytest.approx(base[1].cost, rel=1e-12)
+    # ZeRO-3 shards every stage's parameters and gathers them where used: both stages cost more.
+    # (prefer_reduce_scatter, which this test used before, is off on CPU devices: methods.as_compiled_for)
+    assert all(o.cost > b.cost for o, b in zip(other, base, strict=True)), (base, other)
     given = intra_op_costs.strategy_options("zero-stage=0 allow-all-gather=false")
     assert given == {"allow_all_gather": False}  # defaults are left out: the same cache entries
 

@@ -8,6 +8,7 @@ intra-op pass `autopar-intra-op` over one device mesh; passes/pipelines.py); `Da
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -26,7 +27,8 @@ class AutoShardingOption:
       force_batch_dim_to_mesh_dim: mesh axis index the batch dim must be split over; None leaves it free.
       allow_all_gather: let the solver use all-gather to change layouts.
       allow_all_to_all: let the solver use all-to-all to change layouts.
-      prefer_reduce_scatter: reduce gradients with reduce-scatter (+ all-gather) rather than all-reduce.
+      prefer_reduce_scatter: reduce gradients with reduce-scatter (+ all-gather) rather than all-reduce;
+        off on CPU devices, where XLA runs a reduce-scatter as an all-reduce and a slice (as_compiled_for).
       zero_stage: 0, 2 or 3 as in ZeRO (2: shard optimizer state and gradients, 3: also parameters).
       allow_replicated_parameters: let the solver keep parameters replicated.
       allow_recompute_heavy_op: let dots and convolutions run replicated over a mesh axis that could split
@@ -199,6 +201,27 @@ def _normalize_mesh_shape(method: ShardParallel) -> None:
     if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
         raise ValueError(f"mesh_shape must be positive ints like 8 or (2, 4), got {method.mesh_shape!r}")
     object.__setattr__(method, "mesh_shape", shape)
+
+
+# XLA's CPU compiler lowers the partial sums a plan would reduce-scatter as an all-reduce and a slice
+# (docs/platform.md, "Reduce-scatters on CPU"): a plan priced with reduce-scatters there expects
+# collectives XLA never compiles, and prices them at about half of what it runs.
+REDUCE_SCATTER_ON_CPU = (
+    "prefer_reduce_scatter: XLA on CPU runs a reduce-scatter as an all-reduce and a slice, so this plan "
+    "reduces gradients with the all-reduce XLA compiles and prices it"
+)
+
+
+def as_compiled_for(method: Any, platform: str) -> tuple[Any, tuple[str, ...]]:
+    """(`method` with the options XLA on `platform` carries out, remarks on what changed): on CPU,
+    `prefer_reduce_scatter` off (REDUCE_SCATTER_ON_CPU). The method's presets are kept as they are: the
+    copy is not re-initialised."""
+    option = method.auto_sharding_option
+    if platform != "cpu" or not option.prefer_reduce_scatter:
+        return method, ()
+    out = copy.copy(method)
+    object.__setattr__(out, "auto_sharding_option", dataclasses.replace(option, prefer_reduce_scatter=False))
+    return out, (REDUCE_SCATTER_ON_CPU,)
 
 
 def _with_preset(method: ShardParallel, **preset: Any) -> None:

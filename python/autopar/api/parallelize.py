@@ -12,6 +12,7 @@ signature), user_errors.py (errors raised from the user's call, in the API's ter
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -40,7 +41,7 @@ from autopar.api.arguments import (
     mark_roles,
     positional_names,
 )
-from autopar.api.methods import ShardParallel
+from autopar.api.methods import ShardParallel, as_compiled_for
 from autopar.api.plan import ExecutionPlan, execution_plan
 from autopar.api.stages import Compiled, Entry, Lowered
 from autopar.api.user_errors import in_api_terms, user_facing
@@ -112,6 +113,8 @@ class ParallelizedFunction:
         self.devices = tuple(jax.local_devices() if devices is None else devices)
         if not self.devices:
             raise ValueError("devices is empty: give at least one device")
+        # What XLA on these devices compiles is what the plan prices (methods.as_compiled_for).
+        self.method, self._remarks = as_compiled_for(self.method, self.devices[0].platform)
         if self._pipeshard:
             self.cluster = self.method.cluster_for(len(self.devices))
             self.mesh_shape, self.axis_names = self.cluster, ("host", "device")
@@ -170,7 +173,8 @@ class ParallelizedFunction:
             return pipeshard.read_plan(entry.module, self.method, self.cluster)
         manual = getattr(self.method, "manual_sharding_option", None) is not None
         pipeline = "" if manual else self.method.pipeline(self.mesh_shape, self.axis_names)
-        return execution_plan(self.method.name, entry, self._executable(entry), pipeline)
+        plan = execution_plan(self.method.name, entry, self._executable(entry), pipeline)
+        return dataclasses.replace(plan, remarks=self._remarks + plan.remarks) if self._remarks else plan
 
     def last_step_timeline(self) -> Any:
         """The last pipelined step's `runtime.timeline.Timeline` (when each part ran on each mesh), if it
