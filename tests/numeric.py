@@ -16,3 +16,18 @@ def assert_trees_close(a, b, rtol=2e-5, atol=2e-6) -> None:
     jax.tree.map(
         lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=atol), a, b
     )
+
+
+def assert_priced_bytes_compiled(plan, rel=0.1) -> None:
+    """Per collective kind, the bytes a plan priced (`expected_collectives`) are the bytes XLA compiled,
+    within `rel` (XLA merges the gradient all-reduces, so counts differ; bytes do not)."""
+    from autopar.runtime.hlo import COLLECTIVE_KINDS
+
+    planned = dict.fromkeys(COLLECTIVE_KINDS, 0)
+    compiled = dict(planned)
+    for e in plan.expected_collectives:
+        planned[e.kind] += e.bytes
+    for c in plan.collectives:
+        compiled[c.kind] += c.bytes
+    for kind in COLLECTIVE_KINDS:
+        assert abs(compiled[kind] - planned[kind]) <= rel * planned[kind], (kind, plan.fidelity_table())

@@ -21,7 +21,7 @@ import optax
 import pytest
 
 import autopar
-from autopar.runtime.hlo import COLLECTIVE_KINDS
+from numeric import assert_priced_bytes_compiled
 
 transformers = pytest.importorskip("transformers")
 
@@ -150,14 +150,7 @@ def test_hf_flax_model_trains_like_jax_jit(model: str, mesh_shape: tuple[int, ..
 
     plan = ours.get_execution_plan(params, batches[0])
     assert plan.solver_status in ("optimal", "feasible"), plan.solver_status
-    planned = {kind: 0 for kind in COLLECTIVE_KINDS}
-    compiled = dict(planned)
-    for e in plan.expected_collectives:
-        planned[e.kind] += e.bytes
-    for c in plan.collectives:
-        compiled[c.kind] += c.bytes
-    for kind in COLLECTIVE_KINDS:
-        assert compiled[kind] == pytest.approx(planned[kind], rel=0.1), (kind, plan.fidelity_table())
+    assert_priced_bytes_compiled(plan)
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
