@@ -137,7 +137,7 @@ class OpFacts:
     result_itemsizes: tuple[int, ...]
     batch_groups: int = 1  # a convolution's batch_group_count (its weight gradient's, for a grouped conv)
     # A convolution whose input features form groups of more than one channel (1 < feature_group_count <
-    # input features): XLA runs it replicated under any sharding (grouped_features_run_replicated).
+    # input features): XLA runs it replicated under any sharding (convolutions.grouped_features).
     grouped_features: bool = False
     # The factors of a batch-grouped convolution's kernel window dims: splitting them makes XLA exchange
     # halos (collective-permute) that no strategy prices, so they stay whole (found on HF's FlaxRegNet).
