@@ -146,7 +146,9 @@ def _constrain_reshards(
             value = op.operands[k]
             if not isinstance(value.type, ir.RankedTensorType):
                 continue
-            key = (u, r, required.tobytes())
+            # A value read before and after an optimization barrier is resharded on each side, so that
+            # no reader skips the barrier (Node.operand_copies; expected.py counts them so).
+            key = (u, r, node.operand_copies[k], required.tobytes())
             if key not in made:
                 rank = len(node.operand_shapes[k])
                 # An argument's reshard is named after it, at the line of the first op that reads it so:

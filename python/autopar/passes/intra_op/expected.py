@@ -60,7 +60,7 @@ def _collectives(
             required = s.operand_layouts[k][chosen[v]]
             if np.array_equal(produced, required):
                 continue  # no reshard (most operands: skipping them keeps planning fast)
-            key = (u, r, required.tobytes())
+            key = (u, r, node.operand_copies[k], required.tobytes())
             if key in seen:
                 continue
             seen.add(key)

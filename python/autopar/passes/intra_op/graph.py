@@ -1,8 +1,9 @@
 """Reads one function body into plain records: values, their producers and users, Shardy's sharding rules.
 
 Nothing here decides anything; `problem.py` turns these records into the solver's arrays. Nodes are the
-function's arguments (ids 0..n_args-1) followed by its top-level ops in program order; ops nested in
-regions (reduce bodies, while bodies) belong to their parent op.
+function's arguments (ids 0..n_args-1) followed by its top-level ops in program order, but for identity
+ops (TRANSPARENT_OPS), whose results read as their operands; ops nested in regions (reduce bodies, while
+bodies) belong to their parent op.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from autopar.errors import PassError
 from autopar.ir import attrs
 
 RULE_ATTR = "sdy.sharding_rule"
+# Identity ops with no node of their own. `stablehlo.optimization_barrier` (what mark_pipeline_boundary
+# and jax.checkpoint lower to) has no Shardy sharding rule, so as a node it would be kept replicated and
+# gather every value it carries; Shardy carries a layout through it like through a function boundary
+# (docs/platform.md, "Optimization barriers").
+TRANSPARENT_OPS = frozenset({"stablehlo.optimization_barrier"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +54,9 @@ class Node:
       result_shapes / result_itemsizes: shapes and element sizes in bytes of the results.
       rule: the sharding rule, None when Shardy has none for this op.
       is_batch / is_parameter: argument attributes `autopar.batch` / `autopar.parameter`.
+      operand_copies: per operand, 0 when read as its producer made it, else which optimization barrier's
+        result it is read through (graph.TRANSPARENT_OPS): readers of one value on either side of a
+        barrier are resharded apart (emit.py), as XLA then runs it.
       users: node ids of the ops that read any result.
       returned: result indices the function returns.
     """
@@ -63,6 +72,7 @@ class Node:
     is_batch: bool = False
     is_parameter: bool = False
     users: list[int] = dataclasses.field(default_factory=list)
+    operand_copies: list[int] = dataclasses.field(default_factory=list)
     returned: list[int] = dataclasses.field(default_factory=list)
     path: str = ""  # an argument's name in messages: its pytree path when parallelize wrote one
     kept: attrs.InputSharding | None = None  # an argument's layout to keep (autopar.input_sharding)
@@ -91,6 +101,8 @@ def read_function(func_op: ir.Operation) -> Graph:
     block = func_op.regions[0].blocks[0]
     nodes: list[Node] = []
     producer: dict[ir.Value, tuple[int, int]] = {}
+    copies: dict[ir.Value, int] = {}  # a barrier's results: the barrier's number, from 1
+    barriers = 0
     marks = attrs.get_argument_marks(func_op)
     paths = argument_paths(func_op, len(block.arguments))
     kept = attrs.get_input_shardings(func_op)
@@ -118,8 +130,15 @@ def read_function(func_op: ir.Operation) -> Graph:
         if operation.name == "func.return":
             returns = [_producer_of(v, producer, operation) for v in operation.operands]
             break
-        node_id = len(nodes)
         operands = [_producer_of(v, producer, operation) for v in operation.operands]
+        if operation.name in TRANSPARENT_OPS:
+            # Each result is its operand: readers plan against the operand's producer, and XLA reshards
+            # after the barrier where they need another layout (emit.py constrains the value they read).
+            barriers += 1
+            for result, source in zip(operation.results, operands, strict=True):
+                producer[result], copies[result] = source, barriers
+            continue
+        node_id = len(nodes)
         facts = [
             _tensor_facts(r.type, operation, f"result {k} of {operation.name}")
             for k, r in enumerate(operation.results)
@@ -133,6 +152,7 @@ def read_function(func_op: ir.Operation) -> Graph:
             result_shapes=[f[0] for f in facts],
             result_itemsizes=[f[1] for f in facts],
             rule=read_rule(operation),
+            operand_copies=[copies.get(v, 0) for v in operation.operands],
         )
         nodes.append(node)
         for k, result in enumerate(operation.results):
