@@ -1,8 +1,8 @@
-"""Code nobody here wrote: HF transformers' Flax GPT-2, BERT, ViT, ResNet and RegNet (random init from
-tiny configs; nothing downloads), trained through `autopar.parallelize` on 1-, 2- and 3-axis meshes of 8
-devices. Each step's loss and the trained parameters equal `jax.jit`'s, and the collectives XLA compiled
-carry the bytes the plan priced, per kind (XLA merges the gradient all-reduces, so counts differ; bytes do
-not).
+"""Code nobody here wrote: HF transformers' Flax GPT-2, BERT (also with its gradient checkpointing), ViT,
+ResNet and RegNet (random init from tiny configs; nothing downloads), trained through
+`autopar.parallelize` on 1-, 2- and 3-axis meshes of 8 devices. Each step's loss and the trained
+parameters equal `jax.jit`'s, and the collectives XLA compiled carry the bytes the plan priced, per kind
+(XLA merges the gradient all-reduces, so counts differ; bytes do not).
 Pipelined (PipeshardParallel: two stages on submeshes, two micro-batches), each equals `jax.jit`'s
 full-batch step too (ResNet's max pool and that pool's gradient combine over the micro-batches).
 
@@ -39,7 +39,7 @@ def _gpt2():
     return model.params, loss, lambda rng: rng.integers(0, VOCAB, (BATCH, SEQ + 1)).astype(np.int32)
 
 
-def _bert():
+def _bert(remat: bool = False):
     config = transformers.BertConfig(
         vocab_size=VOCAB,
         hidden_size=64,
@@ -49,6 +49,8 @@ def _bert():
         max_position_embeddings=SEQ,
     )
     model = transformers.FlaxBertForMaskedLM(config, seed=0)
+    if remat:  # transformers' own gradient checkpointing: flax's remat on every layer
+        model.enable_gradient_checkpointing()
 
     def loss(params, tokens):
         logits = model(tokens, params=params).logits
@@ -119,7 +121,14 @@ def _regnet():
     return {"params": model.params["params"]}, loss, data
 
 
-MODELS = {"gpt2": _gpt2, "bert": _bert, "vit": _vit, "resnet": _resnet, "regnet": _regnet}
+MODELS = {
+    "gpt2": _gpt2,
+    "bert": _bert,
+    "bert-remat": lambda: _bert(remat=True),
+    "vit": _vit,
+    "resnet": _resnet,
+    "regnet": _regnet,
+}
 
 
 def _sgd_step(loss):
@@ -170,3 +179,18 @@ def test_hf_flax_model_pipelined_equals_the_full_batch_step(model: str) -> None:
     for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(theirs), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
     assert len(ours.get_execution_plan(params, batch).stages) == 2
+
+
+def test_hf_bert_with_gradient_checkpointing_plans_like_without() -> None:
+    """Checkpointing puts optimization barriers in the step; they plan as the identity they are
+    (docs/platform.md, "Optimization barriers carry layouts"), so the collectives are the same."""
+    batch = jnp.asarray(MODELS["bert"]()[2](np.random.default_rng(0)))
+    compiled = {}
+    for name in ("bert", "bert-remat"):
+        params, loss, _ = MODELS[name]()
+        step = _sgd_step(loss)
+        method = autopar.ShardParallel(mesh_shape=(2, 4))
+        plan = autopar.parallelize(step, method=method, batch_argnums=(1,)).get_execution_plan(params, batch)
+        assert not any("optimization_barrier" in r for r in plan.remarks), plan.remarks
+        compiled[name] = sorted((c.kind, c.bytes) for c in plan.collectives)
+    assert compiled["bert-remat"] == compiled["bert"]

@@ -206,3 +206,23 @@ def test_loops_and_branches_over_layers_keep_their_kinds():
     assert output_labels(branch_on_data, lambda m: (stacked, *batch(m)[1:], jnp.int32(1)))[0].startswith(
         "unknown:"
     )
+
+
+def test_checkpointed_layers_keep_their_kinds_through_the_barriers():
+    """jax.checkpoint wraps each layer's saved values in one optimization barrier of several values (a
+    weight and a batch of activations together): each result has its own operand's kind."""
+
+    def step(params, x, y):
+        layer = jax.checkpoint(lambda w, h: jnp.tanh(h @ w))
+
+        def loss(p):
+            h = x
+            for w in p:
+                h = layer(w, h)
+            return jnp.mean((h - y) ** 2)
+
+        return jax.value_and_grad(loss)(params), layer(params[0], x)
+
+    text = jax.jit(step).lower(*batch(4)).as_text()
+    assert "stablehlo.optimization_barrier" in text and "tensor<8x8xf32>, tensor<4x8xf32>" in text
+    assert output_labels(step, batch) == ["mean", "mean", "mean", "concat:0"]

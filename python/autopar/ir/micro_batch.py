@@ -93,7 +93,6 @@ _LINEAR_UNARY = {
     "stablehlo.real",
     "stablehlo.imag",
     "stablehlo.abs",
-    "stablehlo.optimization_barrier",
 }
 # Shape ops whose operand 0 is the data and whose other operands are indices / padding values.
 _SHAPE_OPS = {
@@ -215,6 +214,8 @@ class Interpreter:
             return [self.constant(a, b)]
         if name in ("func.return", "stablehlo.return"):
             return []
+        if name == "stablehlo.optimization_barrier":  # the identity on each of its values (jax.checkpoint's
+            return ins  # carry many): each result is of its operand's kind
         if any(k.tag == "unknown" for k in ins):
             return [next(k for k in ins if k.tag == "unknown")] * n
         if all(k.tag in ("zero", "const") for k in ins) and name not in _NOT_BY_OPERANDS:
