@@ -160,3 +160,54 @@ def test_an_op_of_a_one_device_stage_has_nothing_to_choose():
     assert e.ops and all(p.explanation is None for p in e.parts)
     with pytest.raises(ExplainError, match="nor an op name or source location"):
         plan.explain("no_such_op.py:1")
+
+
+def conv_step(params, images):
+    """Stage 0: a grouped convolution (8 input features in 2 groups); stage 1: a dense layer."""
+
+    def loss(ps):
+        kernel, w = ps
+        h = jax.lax.conv_general_dilated(
+            images, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=2
+        )
+        h = autopar.mark_pipeline_boundary(jnp.tanh(h))
+        return jnp.mean(jnp.tanh(h.reshape(h.shape[0], -1) @ w) ** 2)
+
+    value, grads = jax.value_and_grad(loss)(params)
+    return [p - 0.1 * g for p, g in zip(params, grads, strict=True)], value
+
+
+def test_stage_remarks_and_platform_remarks_reach_the_plan(tmp_path):
+    import json
+
+    from autopar.api import plan_report
+    from autopar.api.methods import REDUCE_SCATTER_ON_CPU
+
+    params = [
+        jax.ShapeDtypeStruct((3, 3, 4, 8), jnp.float32),
+        jax.ShapeDtypeStruct((8 * 8 * 8, 16), jnp.float32),
+    ]
+    images = jax.ShapeDtypeStruct((8, 8, 8, 8), jnp.float32)
+    # Stage 1 asks for reduce-scatters, which XLA on CPU does not compile (methods.as_compiled_for).
+    manual = autopar.ManualStageOption(
+        forward_stage_layer_ids=[[0], [1]],
+        submesh_physical_shapes=[(1, 4), (1, 4)],
+        submesh_logical_shapes=[(4, 1), (4, 1)],
+        submesh_autosharding_option_dicts=[{}, {"prefer_reduce_scatter": True}],
+    )
+    method = autopar.PipeshardParallel(num_micro_batches=2, stage_option=manual)
+    f = autopar.parallelize(conv_step, method=method, batch_argnums=(1,))
+    asked = "stage-options='1:prefer-reduce-scatter=true'"
+    assert asked in method.pipeline((1, 8)) and "reduce-scatter=true" not in f.method.pipeline((1, 8))
+    plan = f.get_execution_plan(params, images)
+    assert plan.remarks[0] == REDUCE_SCATTER_ON_CPU
+    # The grouped convolution's remark comes from stage 0's forward plan (and its backward's), named so.
+    grouped = [r for r in plan.remarks if "form 2 groups" in r]
+    assert grouped and grouped[0].startswith("stage 0 forward: stablehlo.convolution at "), plan.remarks
+    assert all(r.startswith("stage 0 ") for r in grouped) and len(set(plan.remarks)) == len(plan.remarks)
+    assert f"remark: {grouped[0]}" in str(plan)
+    plan.report(tmp_path / "plan.html")
+    assert "form 2 groups" in (tmp_path / "plan.html").read_text()
+    # --plan-report's data reads the same stage remarks from the module.
+    data = json.loads(json.dumps(plan_report.report(plan.source.module)))
+    assert data["remarks"] == [r for r in plan.remarks if r.startswith("stage ")]

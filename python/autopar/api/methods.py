@@ -214,13 +214,25 @@ REDUCE_SCATTER_ON_CPU = (
 
 def as_compiled_for(method: Any, platform: str) -> tuple[Any, tuple[str, ...]]:
     """(`method` with the options XLA on `platform` carries out, remarks on what changed): on CPU,
-    `prefer_reduce_scatter` off (REDUCE_SCATTER_ON_CPU). The method's presets are kept as they are: the
-    copy is not re-initialised."""
+    `prefer_reduce_scatter` off (REDUCE_SCATTER_ON_CPU), in the method's auto_sharding_option and in a
+    ManualStageOption's per-stage dicts. The method's presets are kept as they are: the copy is not
+    re-initialised."""
+    if platform != "cpu":
+        return method, ()
     option = method.auto_sharding_option
-    if platform != "cpu" or not option.prefer_reduce_scatter:
+    stage_option = getattr(method, "stage_option", None)
+    stage_dicts = [dict(items) for items in getattr(stage_option, "submesh_autosharding_option_dicts", ())]
+    in_stages = any(d.get("prefer_reduce_scatter") for d in stage_dicts)
+    if not option.prefer_reduce_scatter and not in_stages:
         return method, ()
     out = copy.copy(method)
     object.__setattr__(out, "auto_sharding_option", dataclasses.replace(option, prefer_reduce_scatter=False))
+    if in_stages:
+        off = [
+            {**d, "prefer_reduce_scatter": False} if "prefer_reduce_scatter" in d else d for d in stage_dicts
+        ]
+        stages = dataclasses.replace(stage_option, submesh_autosharding_option_dicts=off)
+        object.__setattr__(out, "stage_option", stages)
     return out, (REDUCE_SCATTER_ON_CPU,)
 
 

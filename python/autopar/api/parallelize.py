@@ -170,10 +170,11 @@ class ParallelizedFunction:
         from the plan, without compiling."""
         entry = self._entry(args, kwargs)
         if self._pipeshard:
-            return pipeshard.read_plan(entry.module, self.method, self.cluster)
-        manual = getattr(self.method, "manual_sharding_option", None) is not None
-        pipeline = "" if manual else self.method.pipeline(self.mesh_shape, self.axis_names)
-        plan = execution_plan(self.method.name, entry, self._executable(entry), pipeline)
+            plan = pipeshard.read_plan(entry.module, self.method, self.cluster)
+        else:
+            manual = getattr(self.method, "manual_sharding_option", None) is not None
+            pipeline = "" if manual else self.method.pipeline(self.mesh_shape, self.axis_names)
+            plan = execution_plan(self.method.name, entry, self._executable(entry), pipeline)
         return dataclasses.replace(plan, remarks=self._remarks + plan.remarks) if self._remarks else plan
 
     def last_step_timeline(self) -> Any:

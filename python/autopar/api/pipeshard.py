@@ -291,6 +291,8 @@ class PipeshardExecutionPlan:
       tensors: per stage, each @main argument it reads with its layout on the stage's logical mesh
         (api/plan_report.py).
       memory_budget: bytes per device the plan had to fit (the method's memory_per_device_gib).
+      remarks: what the planner wants the user to know: option changes for the devices' platform, then
+        each stage's intra-op remarks ("stage 0 forward: ..."; ops left replicated and why).
     """
 
     method: str
@@ -319,6 +321,7 @@ class PipeshardExecutionPlan:
         return plan_diff.diff_pipeshard(self, other)
 
     memory_budget: int = 0
+    remarks: tuple[str, ...] = ()
 
     def plot(self, path: Any, timeline: Any = None) -> Any:
         """Writes the cluster by stage, stage time and memory against the budget, and the schedule's
@@ -357,6 +360,7 @@ class PipeshardExecutionPlan:
                 f"  transfer stage {t.src} -> {t.dst}: {t.values} value(s), {t.bytes} bytes, "
                 f"{t.seconds:.3g} s per micro-batch"
             )
+        lines.extend(f"  remark: {r}" for r in self.remarks)
         return "\n".join(lines)
 
 
@@ -406,6 +410,7 @@ def read_plan(
         tensors=plan_report.stage_tensors(module),
         source=PlanSource(module, method.pipeline(cluster)),
         memory_budget=int(method.memory_per_device_gib * 2**30),
+        remarks=plan_report.stage_remarks(module),
     )
 
 

@@ -132,6 +132,19 @@ def stage_tensors(module: ir.Module) -> tuple[StageTensor, ...]:
     return tuple(sorted(out, key=lambda t: t.stage))
 
 
+def stage_remarks(module: ir.Module) -> tuple[str, ...]:
+    """What each stage function's autopar-intra-op remarked (kept by autopar-shard-stages), each prefixed
+    with its stage and part ("stage 0 forward: ..."), by stage then in call order; each once."""
+    from autopar.ir.stages import stage_calls
+
+    out: dict[tuple[int, str], str] = {}
+    for _, fn in stage_calls(module):
+        stage, part = attrs.get_stage(fn), attrs.get_part(fn) or ""
+        for remark in attrs.get_remarks(fn):
+            out.setdefault((stage, f"{part}: {remark}"), f"stage {stage} {part}: {remark}")
+    return tuple(text for (stage, _), text in sorted(out.items(), key=lambda kv: kv[0][0]))
+
+
 # ---- autopar-opt --plan-report ------------------------------------------------------------------------
 
 
@@ -195,6 +208,7 @@ def report(module: ir.Module) -> dict:
     if inter_op is not None:
         tensors = stage_tensors(module)
         out["estimated_latency"] = inter_op.latency
+        out["remarks"] = list(stage_remarks(module))
         out["micro_batches"] = inter_op.micro_batches
         out["stages"] = [
             {

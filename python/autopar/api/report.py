@@ -86,7 +86,6 @@ def _mesh_tables(plan: Any) -> list[str]:
         ["kind", "mesh axes", "count", "bytes per device"],
         [[e.kind, ",".join(e.axes) or "-", _num(e.count), _num(e.bytes)] for e in plan.expected_collectives],
     )
-    remarks = "".join(f"<li>{_e(r)}</li>" for r in plan.remarks)
     return [
         _section("tensors", "Tensors and layouts", tensors),
         _section(
@@ -97,7 +96,12 @@ def _mesh_tables(plan: Any) -> list[str]:
             + "<h3>Planned (cost model)</h3>"
             + planned,
         ),
-    ] + ([_section("remarks", "Remarks", f"<ul>{remarks}</ul>")] if remarks else [])
+    ] + _remarks(plan)
+
+
+def _remarks(plan: Any) -> list[str]:
+    items = "".join(f"<li>{_e(r)}</li>" for r in plan.remarks)
+    return [_section("remarks", "Remarks", f"<ul>{items}</ul>")] if items else []
 
 
 def _pipeshard_tables(plan: Any, timeline: Any) -> list[str]:
@@ -160,7 +164,7 @@ def _pipeshard_tables(plan: Any, timeline: Any) -> list[str]:
         )
     if schedule:
         sections.append(_section("schedule", "Schedule", "".join(schedule)))
-    return sections
+    return sections + _remarks(plan)
 
 
 def _section(anchor: str, title: str, content: str) -> str:

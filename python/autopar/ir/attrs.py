@@ -72,7 +72,7 @@ LOWER_BOUND = "autopar.lower_bound"  # f64 the solver's proven lower bound on th
 SOLVER_STATUS = "autopar.solver_status"  # the solver's status string ("optimal", "feasible", ...)
 PEAK_MEMORY = "autopar.peak_memory"  # i64 estimated peak bytes per device
 CLOCK_CUT = "autopar.clock_cut"  # true, only when the wall-clock cap cut planning short
-REMARKS = "autopar.remarks"  # [string], only when there are remarks (ops left replicated, ...)
+REMARKS = "autopar.remarks"  # [string], only when any (ops left replicated, ...); module or stage function
 EXPECTED_COLLECTIVES = "autopar.expected_collectives"  # [{kind, axes, count, bytes}] the plan priced
 
 ALL = (
@@ -620,7 +620,19 @@ def set_intra_op_result(module_op: ir.Operation | ir.OpView, result: IntraOpResu
     if result.clock_cut:
         attrs[CLOCK_CUT] = ir.BoolAttr.get(True, ctx)
     if result.remarks:
-        attrs[REMARKS] = ir.ArrayAttr.get([ir.StringAttr.get(r, ctx) for r in result.remarks], ctx)
+        attrs[REMARKS] = remarks_attr(result.remarks, ctx)
+
+
+def remarks_attr(remarks: Sequence[str], context: ir.Context | None = None) -> ir.Attribute:
+    """The `autopar.remarks` value: on the module (autopar-intra-op) or on a stage function, where
+    autopar-shard-stages keeps its stage module's remarks for PipeshardExecutionPlan.remarks."""
+    return ir.ArrayAttr.get([ir.StringAttr.get(r, context) for r in remarks], context)
+
+
+def get_remarks(op: ir.Operation | ir.OpView) -> tuple[str, ...]:
+    """`autopar.remarks` of a module or stage function (none when absent)."""
+    attr = _get(op, REMARKS)
+    return tuple(ir.StringAttr(r).value for r in ir.ArrayAttr(attr)) if attr is not None else ()
 
 
 def get_intra_op_result(module_op: ir.Operation | ir.OpView) -> IntraOpResult | None:
@@ -628,7 +640,7 @@ def get_intra_op_result(module_op: ir.Operation | ir.OpView) -> IntraOpResult | 
     attrs = module_op.operation.attributes
     if any(name not in attrs for name in (MESH_SHAPE, OBJECTIVE, LOWER_BOUND, SOLVER_STATUS, PEAK_MEMORY)):
         return None
-    remarks = tuple(ir.StringAttr(r).value for r in ir.ArrayAttr(attrs[REMARKS])) if REMARKS in attrs else ()
+    remarks = get_remarks(module_op)
     return IntraOpResult(
         mesh_shape=_ints(attrs[MESH_SHAPE]),
         objective=ir.FloatAttr(attrs[OBJECTIVE]).value,

@@ -24,8 +24,8 @@ options given here (every intra-op option but `mesh`, which each stage's plan se
 says how every stage runs and the runtime only compiles. Each stage function is planned as a module of
 its own whose @main is a copy of it; its shardings come back on a mesh named after the stage
 (`@stage_<k>_mesh`, shared by the stage's forward, backward and apply parts). A stage on one device
-gets the replicated layout on a one-device mesh. The intra-op result attributes of each stage's plan
-(objective, remarks) are not kept.
+gets the replicated layout on a one-device mesh. Of the intra-op result attributes of each stage's plan
+only the remarks are kept, as `autopar.remarks` on the stage function (PipeshardExecutionPlan.remarks).
 
 Before (after autopar-inter-op{cluster=1x8 num-stages=2}):
   func.func private @stage_0_forward(%arg0: tensor<8x256xf32>, %arg1: tensor<256x256xf32>)
@@ -141,7 +141,11 @@ def _shard(module_op: ir.Operation, fn: ir.Operation, options: types.SimpleNames
             raise PassError(f"@{name} on its {mesh_text} mesh: {err.args[0]}", err.location) from None
     else:
         _replicate(stage)
-    _copy_back(module_op, fn, stage, f"stage_{index}_mesh", attrs.stage_attributes(index, part, mesh))
+    stage_attributes = attrs.stage_attributes(index, part, mesh)
+    # The stage module's remarks (ops left replicated, ...) would go with it: its function keeps them.
+    if remarks := attrs.get_remarks(stage.operation):
+        stage_attributes[attrs.REMARKS] = attrs.remarks_attr(remarks)
+    _copy_back(module_op, fn, stage, f"stage_{index}_mesh", stage_attributes)
 
 
 def stage_intra_op_options(

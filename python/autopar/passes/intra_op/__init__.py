@@ -305,6 +305,7 @@ def _unused_axes(prob: problem.Problem, solution: solve.Solution, config: config
     for s, choice in zip(prob.strategies, solution.strategies, strict=True):
         used.update(int(a) for a in np.flatnonzero(s.assignment[choice] >= 0))
     remarks = []
+    kept_whole = any("kept replicated" in r for r in prob.remarks)
     for axis in config.active_axes:
         if axis in used:
             continue
@@ -313,6 +314,7 @@ def _unused_axes(prob: problem.Problem, solution: solve.Solution, config: config
             "running its work replicated is cheaper under the cost model (allow-recompute-heavy-op=true)"
             if config.allow_recompute_heavy_op
             else f"no dot or convolution has a dimension that {size} divides"
+            + (", or those that do are kept replicated (see the remarks above)" if kept_whole else "")
         )
         remarks.append(f"mesh axis '{name}' ({size} devices) splits nothing: {why}")
     return remarks
