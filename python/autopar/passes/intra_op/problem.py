@@ -32,6 +32,11 @@ from autopar.passes.intra_op.graph_facts import (
     parameter_results,
 )
 
+# Ops without operands that every device makes whole at no cost in communication, and whose readers
+# slice them locally whatever layout they need: replicated is their plan, nothing to remark (an iota per
+# attention mask or position table in every HF transformer would otherwise fill the remarks).
+MADE_ON_EVERY_DEVICE = frozenset({"stablehlo.constant", "stablehlo.iota"})
+
 
 @dataclasses.dataclass
 class Problem:
@@ -186,7 +191,7 @@ def _node_strategies(
         )
         return _constrain_argument(graph, v, s, config)
     if node.rule is None or node.kind == "stablehlo.constant":
-        if node.rule is None and node.kind != "stablehlo.constant" and any(node.result_shapes):
+        if node.rule is None and node.kind not in MADE_ON_EVERY_DEVICE and any(node.result_shapes):
             remarks.append(f"{node.kind} at {_where(node)} has no Shardy sharding rule: kept replicated")
         facts = _facts(node)
         time = strat.op_time(facts, mesh) if facts.rule is not None else _unruled_time(node, config)
