@@ -101,6 +101,7 @@ def test_pipeline_texts_expand_to_the_steps():
     steps = [e.name for e in pipeline.parse_pipeline(expanded)]
     assert steps == [
         "autopar-inline",
+        "autopar-unroll-loops",
         "autopar-fold-transposes",
         "autopar-cluster-layers",
         "autopar-inter-op",

@@ -17,6 +17,7 @@ from autopar.passes.registry import Option, PassInfo, register_pass, registered_
 # `pipelines` comes last: its pipelines copy the options of the passes they run.
 _BUILTIN_PASS_MODULES = (
     "inline",
+    "unroll_loops",
     "fold_transposes",
     "cluster_layers",
     "inter_op.inter_op",

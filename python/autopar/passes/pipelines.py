@@ -127,6 +127,10 @@ After (mesh=2x4): as autopar-intra-op's example: `sdy.mesh @mesh = <["x"=2, "y"=
     steps_=[
         Step("autopar-inline", "JAX emits func.call for nested jits (relu, ...): plan one flat @main"),
         Step(
+            "autopar-unroll-loops",
+            "a loop over layers (lax.scan, nn.scan) has no sharding rule: write it out so its work can split",
+        ),
+        Step(
             "autopar-fold-transposes",
             "weight gradients as the dot computes them, without the transpose the partitioner cannot fold",
         ),
@@ -223,6 +227,10 @@ cross-mesh plan (autopar-reshard's example), and the program of each stage mesh 
     ],
     steps_=[
         Step("autopar-inline", "JAX emits func.call for nested jits (relu, ...): plan one flat @main"),
+        Step(
+            "autopar-unroll-loops",
+            "a loop over layers (lax.scan, nn.scan) has no sharding rule: write it out so its work can split",
+        ),
         Step(
             "autopar-fold-transposes",
             "weight gradients as the dot computes them, without the transpose the partitioner cannot fold",

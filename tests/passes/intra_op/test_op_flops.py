@@ -56,3 +56,34 @@ def test_forward_weight_and_input_gradient_convolutions_count_the_forward_flops(
     for flops in counted:
         assert forward <= flops <= forward * (1 + (kernel - 1) * 4), counted
     assert sorted(counted)[:2] == pytest.approx([forward, forward], rel=1e-9)
+
+
+def test_a_loop_left_whole_is_priced_with_its_body_once_per_trip():
+    """A counted loop autopar-unroll-loops leaves whole (over its op budget) runs replicated; its price
+    counts the dots of its body once per trip, so a 4-trip loop costs about twice a 2-trip one."""
+    from autopar.ir.lowering import module_from_lowered
+    from autopar.ir.stages import find_function
+    from autopar.passes import registry
+    from autopar.passes.intra_op import config as config_lib
+    from autopar.passes.intra_op import graph
+
+    options = registry.lookup("autopar-intra-op").parse_options([("mesh", "8")])
+    config = config_lib.from_options(options)
+
+    def objective(trips: int) -> float:
+        w = jnp.ones((trips, 256, 256), jnp.float32)
+        x = jnp.ones((64, 256), jnp.float32)
+        step = jax.jit(lambda w, x: jax.lax.scan(lambda h, wi: (h @ wi, None), x, w)[0])
+        module = module_from_lowered(step.lower(w, x))
+        autopar.passes.run(module, "builtin.module(autopar-inline)")  # the loop as the pass sees it
+        g = graph.read_function(find_function(module.operation))
+        prob = problem.build(g, config)
+        (loop,) = [v for v, n in enumerate(g.nodes) if n.kind == "stablehlo.while"]
+        return float(prob.node_costs[loop][0])
+
+    dot = 2 * 64 * 256 * 256
+    two, four = objective(2), objective(4)
+    # Replicated: every device runs every trip's dot (the roofline's compute side, before it was 0).
+    assert two >= config.mesh.device.op_time(2 * dot, 0.0) > 0
+    assert four >= config.mesh.device.op_time(4 * dot, 0.0)
+    assert four == pytest.approx(2 * two, rel=0.1)

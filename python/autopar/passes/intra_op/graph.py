@@ -57,6 +57,8 @@ class Node:
       operand_copies: per operand, 0 when read as its producer made it, else which optimization barrier's
         result it is read through (graph.TRANSPARENT_OPS): readers of one value on either side of a
         barrier are resharded apart (emit.py), as XLA then runs it.
+      region_flops: for an op without a rule that has regions (a loop kept whole, a branch), the FLOPs of
+        the ops in them, a loop's body once per trip when ir/loops.py knows the count (else once).
       users: node ids of the ops that read any result.
       returned: result indices the function returns.
     """
@@ -73,6 +75,7 @@ class Node:
     is_parameter: bool = False
     users: list[int] = dataclasses.field(default_factory=list)
     operand_copies: list[int] = dataclasses.field(default_factory=list)
+    region_flops: float = 0.0
     returned: list[int] = dataclasses.field(default_factory=list)
     path: str = ""  # an argument's name in messages: its pytree path when parallelize wrote one
     kept: attrs.InputSharding | None = None  # an argument's layout to keep (autopar.input_sharding)
@@ -154,6 +157,8 @@ def read_function(func_op: ir.Operation) -> Graph:
             rule=read_rule(operation),
             operand_copies=[copies.get(v, 0) for v in operation.operands],
         )
+        if node.rule is None and len(operation.regions):
+            node.region_flops = _region_flops(operation)
         nodes.append(node)
         for k, result in enumerate(operation.results):
             producer[result] = (node_id, k)
@@ -164,6 +169,15 @@ def read_function(func_op: ir.Operation) -> Graph:
         del index
         nodes[src].returned.append(result)
     return Graph(func=func_op, nodes=nodes, returns=returns, num_args=len(block.arguments))
+
+
+def _region_flops(operation: ir.Operation) -> float:
+    # Read here, while the module lives: the problem is built later, when its ops may be gone.
+    from autopar.ir.loops import counted_loop
+    from autopar.passes.inter_op.graph import op_flops
+
+    counted = counted_loop(operation)
+    return op_flops(operation) * (counted.trips if counted is not None else 1)
 
 
 def _producer_of(

@@ -191,10 +191,16 @@ def _node_strategies(
         )
         return _constrain_argument(graph, v, s, config)
     if node.rule is None or node.kind == "stablehlo.constant":
-        if node.rule is None and node.kind not in MADE_ON_EVERY_DEVICE and any(node.result_shapes):
+        if node.kind == "stablehlo.while":
+            remarks.append(
+                f"stablehlo.while at {_where(node)}: the loop runs whole on every device (autopar-unroll-loops "
+                "writes out only loops of a known trip count within its max-unrolled-ops)"
+            )
+        elif node.rule is None and node.kind not in MADE_ON_EVERY_DEVICE and any(node.result_shapes):
             remarks.append(f"{node.kind} at {_where(node)} has no Shardy sharding rule: kept replicated")
         facts = _facts(node)
         time = strat.op_time(facts, mesh) if facts.rule is not None else _unruled_time(node, config)
+        time += _region_time(node, config)
         return strat.replicated_strategy(
             len(node.operands), tuple(node.result_shapes), tuple(node.result_itemsizes), len(mesh.shape), time
         )
@@ -266,6 +272,12 @@ def _unruled_time(node: Node, config: PlanConfig) -> float:
     moved = sum(i * int(np.prod(s)) for s, i in zip(node.operand_shapes, node.operand_itemsizes, strict=True))
     moved += sum(i * int(np.prod(s)) for s, i in zip(node.result_shapes, node.result_itemsizes, strict=True))
     return config.mesh.device.op_time(0.0, moved)
+
+
+def _region_time(node: Node, config: PlanConfig) -> float:
+    """The arithmetic of the ops in the regions of an op kept whole (Node.region_flops): every device runs
+    all of it."""
+    return config.mesh.device.op_time(node.region_flops, 0.0) if node.region_flops else 0.0
 
 
 def _where(node: Node) -> str:
