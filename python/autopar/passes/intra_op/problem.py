@@ -193,8 +193,8 @@ def _node_strategies(
     if node.rule is None or node.kind == "stablehlo.constant":
         if node.kind == "stablehlo.while":
             remarks.append(
-                f"stablehlo.while at {_where(node)}: the loop runs whole on every device "
-                "(autopar-unroll-loops writes out only loops of a known trip count within its max-unrolled-ops)"
+                f"stablehlo.while at {_where(node)}: the loop runs whole on every device (autopar-unroll-"
+                "loops writes out only loops of a known trip count within its max-unrolled-ops)"
             )
         elif node.rule is None and node.kind not in MADE_ON_EVERY_DEVICE and any(node.result_shapes):
             remarks.append(f"{node.kind} at {_where(node)} has no Shardy sharding rule: kept replicated")
