@@ -9,6 +9,7 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
 from autopar.errors import PassError
+from autopar.ir.cloning import clone_ops, defining_op
 from autopar.ir.loops import CountedLoop, counted_loop
 from autopar.passes.registry import Option, register_pass
 
@@ -119,11 +120,7 @@ def _unroll(loop: ir.Operation, counted: CountedLoop) -> None:
             # The counter is a constant in each copy (slices of stacked layers become static).
             if trip > 0:  # the first trip reads the loop's own initial constant
                 mapping[body.arguments[counted.counter]] = _constant_like(counter_type, counted.start + trip)
-            for op in ops:
-                clone = op.clone()
-                _remap(clone, mapping)
-                for old, new in zip(op.results, clone.results, strict=True):
-                    mapping[old] = new
+            clone_ops(ops, mapping)
             increments.append(mapping[increment].owner)
             carried = [mapping.get(v, v) for v in terminator.operands]
         carried[counted.counter] = _constant_like(counter_type, counted.start + counted.trips)
@@ -134,7 +131,7 @@ def _unroll(loop: ir.Operation, counted: CountedLoop) -> None:
         if list(add.results[0].uses):
             continue
         owners: list[ir.Operation] = []
-        for op in (_defining_op(v) for v in add.operands):
+        for op in (defining_op(v) for v in add.operands):
             if op is not None and not any(op == seen for seen in owners):
                 owners.append(op)
         add.erase()
@@ -143,31 +140,8 @@ def _unroll(loop: ir.Operation, counted: CountedLoop) -> None:
                 op.erase()
 
 
-def _defining_op(value: ir.Value) -> ir.Operation | None:
-    owner = value.owner
-    return (
-        owner.operation
-        if isinstance(owner, ir.OpView)
-        else owner
-        if isinstance(owner, ir.Operation)
-        else None
-    )
-
-
 def _constant_like(scalar_type: ir.Type, value: int) -> ir.Value:
     """A `stablehlo.constant` of the counter's scalar integer type."""
     element = ir.RankedTensorType(scalar_type).element_type
     splat = ir.DenseElementsAttr.get_splat(scalar_type, ir.IntegerAttr.get(element, value))
     return stablehlo.ConstantOp(splat).result
-
-
-def _remap(clone: ir.Operation, mapping: dict[ir.Value, ir.Value]) -> None:
-    """Points the clone, and the ops nested in it, at the current trip's values."""
-
-    def visit(op: ir.Operation) -> ir.WalkResult:
-        for i, operand in enumerate(op.operands):
-            if operand in mapping:
-                op.operands[i] = mapping[operand]
-        return ir.WalkResult.ADVANCE
-
-    clone.walk(visit)
