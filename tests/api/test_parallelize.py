@@ -433,13 +433,14 @@ def test_pipeline_text_is_deterministic_and_names_every_contract_option():
     text = autopar.Zero3Parallel(mesh_shape=(2, 4)).pipeline((2, 4), ("x", "y"))
     assert text == autopar.Zero3Parallel(mesh_shape=(2, 4)).pipeline((2, 4), ("x", "y"))
     # The method runs the named pipeline autopar-shard: autopar-inline, autopar-unroll-loops,
-    # autopar-fold-transposes, then autopar-intra-op.
+    # autopar-flatten-conditionals, autopar-fold-transposes, then autopar-intra-op.
     assert text.startswith("builtin.module(autopar-shard{mesh=2x4 axis-names=x,y ")
     from autopar.passes import pipeline, pipelines
 
     (element,) = pipeline.parse_pipeline(text)
     assert pipelines.expand("autopar-shard", pipeline.parsed_options(element)).startswith(
-        "builtin.module(autopar-inline,autopar-unroll-loops,autopar-fold-transposes,"
+        "builtin.module(autopar-inline,autopar-unroll-loops,autopar-flatten-conditionals,"
+        "autopar-fold-transposes,"
         "autopar-intra-op{mesh=2x4 axis-names=x,y "
     )
     for option in (

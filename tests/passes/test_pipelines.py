@@ -102,6 +102,7 @@ def test_pipeline_texts_expand_to_the_steps():
     assert steps == [
         "autopar-inline",
         "autopar-unroll-loops",
+        "autopar-flatten-conditionals",
         "autopar-fold-transposes",
         "autopar-cluster-layers",
         "autopar-inter-op",

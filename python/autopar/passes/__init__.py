@@ -18,6 +18,7 @@ from autopar.passes.registry import Option, PassInfo, register_pass, registered_
 _BUILTIN_PASS_MODULES = (
     "inline",
     "unroll_loops",
+    "flatten_conditionals",
     "fold_transposes",
     "cluster_layers",
     "inter_op.inter_op",

@@ -131,6 +131,11 @@ After (mesh=2x4): as autopar-intra-op's example: `sdy.mesh @mesh = <["x"=2, "y"=
             "a loop over layers (lax.scan, nn.scan) has no sharding rule: write it out so its work can split",
         ),
         Step(
+            "autopar-flatten-conditionals",
+            "a conditional has no sharding rule either: run light, pure branches (optax.MultiSteps) side by "
+            "side and select, so the values they return can stay split",
+        ),
+        Step(
             "autopar-fold-transposes",
             "weight gradients as the dot computes them, without the transpose the partitioner cannot fold",
         ),
@@ -230,6 +235,11 @@ cross-mesh plan (autopar-reshard's example), and the program of each stage mesh 
         Step(
             "autopar-unroll-loops",
             "a loop over layers (lax.scan, nn.scan) has no sharding rule: write it out so its work can split",
+        ),
+        Step(
+            "autopar-flatten-conditionals",
+            "a conditional has no sharding rule either: run light, pure branches (optax.MultiSteps) side by "
+            "side and select, so the values they return can stay split",
         ),
         Step(
             "autopar-fold-transposes",

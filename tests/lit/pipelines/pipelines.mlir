@@ -1,9 +1,9 @@
 // The named pipelines run exactly their steps: the same module as the steps written out. (diff runs
 // last: lit's diff builtin leaves PYTHONPATH pointing at lit for the commands after it.)
 // RUN: autopar-opt %inputs/mlp_step.mlir --mlir-print-debuginfo --pass-pipeline='builtin.module(autopar-shard{mesh=2x4 zero-stage=2})' -o %t.shard.mlir
-// RUN: autopar-opt %inputs/mlp_step.mlir --mlir-print-debuginfo --pass-pipeline='builtin.module(autopar-inline,autopar-fold-transposes,autopar-intra-op{mesh=2x4 zero-stage=2})' -o %t.steps.mlir
+// RUN: autopar-opt %inputs/mlp_step.mlir --mlir-print-debuginfo --pass-pipeline='builtin.module(autopar-inline,autopar-unroll-loops,autopar-flatten-conditionals,autopar-fold-transposes,autopar-intra-op{mesh=2x4 zero-stage=2})' -o %t.steps.mlir
 // RUN: autopar-opt %inputs/mlp_step.mlir --mlir-print-debuginfo --pass-pipeline='builtin.module(autopar-pipeshard{cluster=1x8 layers=2 num-stages=2 stage-cost=analytic axis-names=dp,tp})' -o %t.pipeshard.mlir
-// RUN: autopar-opt %inputs/mlp_step.mlir --mlir-print-debuginfo --pass-pipeline='builtin.module(autopar-inline,autopar-fold-transposes,autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x8 num-stages=2 stage-cost=analytic},autopar-shard-stages{axis-names=dp,tp},autopar-reshard,autopar-schedule)' -o %t.pipeshard-steps.mlir
+// RUN: autopar-opt %inputs/mlp_step.mlir --mlir-print-debuginfo --pass-pipeline='builtin.module(autopar-inline,autopar-unroll-loops,autopar-flatten-conditionals,autopar-fold-transposes,autopar-cluster-layers{num-layers=2},autopar-inter-op{cluster=1x8 num-stages=2 stage-cost=analytic},autopar-shard-stages{axis-names=dp,tp},autopar-reshard,autopar-schedule)' -o %t.pipeshard-steps.mlir
 // RUN: autopar-opt --describe-pass=autopar-pipeshard | filecheck %s --check-prefix=DESCRIBE
 // RUN: autopar-opt --list-passes | filecheck %s --check-prefix=LIST
 // RUN: diff %t.shard.mlir %t.steps.mlir
@@ -24,12 +24,14 @@
 
 // DESCRIBE:      Steps, in order:
 // DESCRIBE-NEXT:   1. autopar-inline: {{.+}}
-// DESCRIBE-NEXT:   2. autopar-fold-transposes: {{.+}}
-// DESCRIBE-NEXT:   3. autopar-cluster-layers: {{.+}}
-// DESCRIBE-NEXT:   4. autopar-inter-op: {{.+}}
-// DESCRIBE-NEXT:   5. autopar-shard-stages: {{.+}}
-// DESCRIBE-NEXT:   6. autopar-reshard: {{.+}}
-// DESCRIBE-NEXT:   7. autopar-schedule: {{.+}}
+// DESCRIBE-NEXT:   2. autopar-unroll-loops: {{.+}}
+// DESCRIBE-NEXT:   3. autopar-flatten-conditionals: {{.+}}
+// DESCRIBE-NEXT:   4. autopar-fold-transposes: {{.+}}
+// DESCRIBE-NEXT:   5. autopar-cluster-layers: {{.+}}
+// DESCRIBE-NEXT:   6. autopar-inter-op: {{.+}}
+// DESCRIBE-NEXT:   7. autopar-shard-stages: {{.+}}
+// DESCRIBE-NEXT:   8. autopar-reshard: {{.+}}
+// DESCRIBE-NEXT:   9. autopar-schedule: {{.+}}
 // DESCRIBE:      layers: int = 0
 // DESCRIBE:      cluster: str = '1x8'
 // DESCRIBE:      zero-stage: int = 0

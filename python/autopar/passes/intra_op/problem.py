@@ -196,6 +196,11 @@ def _node_strategies(
                 f"stablehlo.while at {_where(node)}: the loop runs whole on every device (autopar-unroll-"
                 "loops writes out only loops of a known trip count within its max-unrolled-ops)"
             )
+        elif node.kind == "stablehlo.case":
+            remarks.append(
+                f"stablehlo.case at {_where(node)}: the conditional runs whole on every device (autopar-"
+                "flatten-conditionals runs only light, pure branches side by side)"
+            )
         elif node.rule is None and node.kind not in MADE_ON_EVERY_DEVICE and any(node.result_shapes):
             remarks.append(f"{node.kind} at {_where(node)} has no Shardy sharding rule: kept replicated")
         facts = _facts(node)
