@@ -8,9 +8,11 @@ warnings are counted (XLA gave up on a reshard and rebuilt a whole tensor).
 Targets: no involuntary rematerialization, and compiled collective bytes within 10 % of the planned bytes
 on every row.
 
-    python benchmarks/plan_fidelity.py [--models gpt-2,gpt-4,transformer,moe,convnet] [--meshes 8,2x4,2x2x2]
+    python benchmarks/plan_fidelity.py [--models gpt-2,gpt-4,gpt-4-remat,gpt-4-scan,transformer,moe,convnet]
+                                       [--meshes 8,2x4,2x2x2]
 
-Models: GPT at 125M shapes with 2 and 4 layers (hidden 768, seq 1024, vocab 51200, batch 8, SGD), a
+Models: GPT at 125M shapes with 2 and 4 layers (hidden 768, seq 1024, vocab 51200, batch 8, SGD; the
+4-layer one also with jax.checkpoint on each block and as a lax.scan over stacked layers), a
 Flax-style transformer LM (examples/train_transformer.py's, AdamW), an MoE layer stack
 (benchmarks/models/moe.py at small shapes), and a conv net (the small Wide-ResNet). Nothing runs: the step
 is only compiled.
@@ -38,10 +40,12 @@ import autopar  # noqa: E402
 REMAT = "Involuntary full rematerialization"
 
 
-def gpt_125m(layers: int):
+def gpt_125m(layers: int, remat: bool = False, scan: bool = False):
     def build():
         cfg = gpt.GPTConfig(f"125M-{layers}", 1024, 768, layers, 12, 51200, batch=8)
-        return gpt.make_train_step(cfg), (gpt.abstract_params(cfg), *gpt.abstract_batch(cfg)), (1, 2)
+        params = gpt.abstract_params(cfg)
+        params = gpt.stack_layers(params) if scan else params
+        return gpt.make_train_step(cfg, remat=remat), (params, *gpt.abstract_batch(cfg)), (1, 2)
 
     return build
 
@@ -64,6 +68,10 @@ def flax_transformer():
 MODELS = {
     "gpt-2": gpt_125m(2),
     "gpt-4": gpt_125m(4),
+    # The same step with each block under jax.checkpoint (optimization barriers), and as a lax.scan
+    # over stacked layers (a while loop that autopar-unroll-loops writes out).
+    "gpt-4-remat": gpt_125m(4, remat=True),
+    "gpt-4-scan": gpt_125m(4, scan=True),
     "transformer": flax_transformer,
     "moe": small.moe_small,
     "convnet": small.wide_resnet_small,

@@ -7,6 +7,7 @@ at any size without allocating it. Used by benchmarks/intra_op.py and, at toy si
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -109,24 +110,46 @@ def block(p: dict[str, Any], x: jax.Array, heads: int) -> jax.Array:
     return x + y @ p["fc2_w"] + p["fc2_b"]
 
 
-def loss_fn(params: dict[str, Any], tokens: jax.Array, targets: jax.Array, heads: int) -> jax.Array:
+def loss_fn(
+    params: dict[str, Any], tokens: jax.Array, targets: jax.Array, heads: int, remat: bool = False
+) -> jax.Array:
+    """`remat`: each block under jax.checkpoint. A dict of stacked layers (`stack_layers`) is scanned over
+    with lax.scan, a list of layers is a Python loop."""
     x = params["wte"][tokens] + params["wpe"][None, : tokens.shape[1]]
-    for layer in params["layers"]:
-        x = block(layer, x, heads)
+    layer_fn = functools.partial(block, heads=heads)
+    if remat:
+        layer_fn = jax.checkpoint(layer_fn)
+    if isinstance(params["layers"], dict):
+        x = jax.lax.scan(lambda h, layer: (layer_fn(layer, h), None), x, params["layers"])[0]
+    for layer in params["layers"] if isinstance(params["layers"], list) else ():
+        x = layer_fn(layer, x)
     x = _layer_norm(x, params["lnf_g"], params["lnf_b"])
     logits = x @ params["wte"].T
     logp = jax.nn.log_softmax(logits, axis=-1)
     return -jnp.mean(jnp.take_along_axis(logp, targets[..., None], axis=-1))
 
 
-def make_train_step(cfg: GPTConfig, learning_rate: float = 1e-3):
-    """(params, tokens, targets) -> (new params, loss), plain SGD (the optimizer is not what is measured)."""
+def make_train_step(cfg: GPTConfig, learning_rate: float = 1e-3, remat: bool = False):
+    """(params, tokens, targets) -> (new params, loss), plain SGD (the optimizer is not what is measured).
+    `remat`: each block under jax.checkpoint; stacked layers (`stack_layers`) run as a lax.scan."""
 
     def train_step(params, tokens, targets):
-        loss, grads = jax.value_and_grad(loss_fn)(params, tokens, targets, cfg.heads)
+        loss, grads = jax.value_and_grad(loss_fn)(params, tokens, targets, cfg.heads, remat)
         return jax.tree.map(lambda p, g: p - learning_rate * g, params, grads), loss
 
     return train_step
+
+
+def stack_layers(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with its list of layers as one dict of arrays stacked on a leading layer dim (what
+    `loss_fn` scans over); abstract params stay abstract."""
+
+    def stack(*xs):
+        if isinstance(xs[0], jax.ShapeDtypeStruct):
+            return jax.ShapeDtypeStruct((len(xs), *xs[0].shape), xs[0].dtype)
+        return np.stack(xs)
+
+    return {**params, "layers": jax.tree.map(stack, *params["layers"])}
 
 
 def abstract_batch(cfg: GPTConfig) -> tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]:
