@@ -31,3 +31,16 @@ def assert_priced_bytes_compiled(plan, rel=0.1) -> None:
         compiled[c.kind] += c.bytes
     for kind in COLLECTIVE_KINDS:
         assert abs(compiled[kind] - planned[kind]) <= rel * planned[kind], (kind, plan.fidelity_table())
+
+
+def assert_trains_like_jit(ours, step, state, batch, steps=2, rtol=1e-4, atol=1e-5):
+    """Runs `steps` training steps of `ours` (a parallelized `step`) and of jax.jit(step) from `state`:
+    each loss (the step's second result) within 1e-5 relative, the final state within rtol / atol."""
+    import pytest
+
+    mine, theirs = state, state
+    for _ in range(steps):
+        mine, my_loss = ours(mine, batch)
+        theirs, their_loss = jax.jit(step)(theirs, batch)
+        assert float(my_loss) == pytest.approx(float(their_loss), rel=1e-5)
+    assert_trees_close(mine, theirs, rtol=rtol, atol=atol)

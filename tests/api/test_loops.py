@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import autopar
-from numeric import assert_priced_bytes_compiled, assert_trees_close, normal
+from numeric import assert_priced_bytes_compiled, assert_trains_like_jit, assert_trees_close, normal
 
 WIDTH, BATCH, LAYERS = 64, 256, 4
 
@@ -112,12 +112,7 @@ def test_flax_scanned_model_trains_like_jax_jit(mesh_shape) -> None:
         return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), value
 
     ours = autopar.parallelize(step, method=autopar.ShardParallel(mesh_shape=mesh_shape))
-    mine, theirs = params, params
-    for _ in range(2):
-        mine, my_loss = ours(mine, (x, y))
-        theirs, their_loss = jax.jit(step)(theirs, (x, y))
-        assert float(my_loss) == pytest.approx(float(their_loss), rel=1e-5)
-    assert_trees_close(mine, theirs, rtol=1e-4, atol=1e-5)
+    assert_trains_like_jit(ours, step, params, (x, y))
     plan = ours.get_execution_plan(params, (x, y))
     assert not any("while" in r for r in plan.remarks), plan.remarks
     assert_priced_bytes_compiled(plan)

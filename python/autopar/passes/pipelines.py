@@ -108,6 +108,25 @@ def _options_of(argument: str, leave_out: Sequence[str] = ()) -> list[Option]:
     return [o for o in info.options if o.name not in leave_out]
 
 
+# What both named pipelines run first: one flat @main in the form the planners plan best.
+_PREPARE = (
+    Step("autopar-inline", "JAX emits func.call for nested jits (relu, ...): plan one flat @main"),
+    Step(
+        "autopar-unroll-loops",
+        "a loop over layers (lax.scan, nn.scan) has no sharding rule: write it out so its work can split",
+    ),
+    Step(
+        "autopar-flatten-conditionals",
+        "a conditional has no sharding rule either: run light, pure branches (optax.MultiSteps) side by "
+        "side and select, so the values they return can stay split",
+    ),
+    Step(
+        "autopar-fold-transposes",
+        "weight gradients as the dot computes them, without the transpose the partitioner cannot fold",
+    ),
+)
+
+
 # ---- autopar-shard: what ShardParallel (and DataParallel, Zero2/3Parallel) runs ----------------------------
 
 _INTRA = _options_of("autopar-intra-op")
@@ -125,20 +144,7 @@ After (mesh=2x4): as autopar-intra-op's example: `sdy.mesh @mesh = <["x"=2, "y"=
 """,
     options=_INTRA,
     steps_=[
-        Step("autopar-inline", "JAX emits func.call for nested jits (relu, ...): plan one flat @main"),
-        Step(
-            "autopar-unroll-loops",
-            "a loop over layers (lax.scan, nn.scan) has no sharding rule: write it out so its work can split",
-        ),
-        Step(
-            "autopar-flatten-conditionals",
-            "a conditional has no sharding rule either: run light, pure branches (optax.MultiSteps) side by "
-            "side and select, so the values they return can stay split",
-        ),
-        Step(
-            "autopar-fold-transposes",
-            "weight gradients as the dot computes them, without the transpose the partitioner cannot fold",
-        ),
+        *_PREPARE,
         Step(
             "autopar-intra-op",
             "choose every tensor's sharding on the mesh (the ILP over Shardy's per-op strategies)",
@@ -231,20 +237,7 @@ cross-mesh plan (autopar-reshard's example), and the program of each stage mesh 
         _RESHARD["local-all-gather"],
     ],
     steps_=[
-        Step("autopar-inline", "JAX emits func.call for nested jits (relu, ...): plan one flat @main"),
-        Step(
-            "autopar-unroll-loops",
-            "a loop over layers (lax.scan, nn.scan) has no sharding rule: write it out so its work can split",
-        ),
-        Step(
-            "autopar-flatten-conditionals",
-            "a conditional has no sharding rule either: run light, pure branches (optax.MultiSteps) side by "
-            "side and select, so the values they return can stay split",
-        ),
-        Step(
-            "autopar-fold-transposes",
-            "weight gradients as the dot computes them, without the transpose the partitioner cannot fold",
-        ),
+        *_PREPARE,
         Step(
             "autopar-cluster-layers",
             "the stage DP chooses among contiguous layer ranges: cut the forward ops into layers, pair "

@@ -16,6 +16,7 @@ from jaxlib.mlir.dialects import func
 
 from autopar.errors import PassError
 from autopar.ir import attrs
+from autopar.ir.cloning import clone_ops
 from autopar.passes.inter_op.graph import Graph
 from autopar.passes.inter_op.layers import replicable_apply_ops
 
@@ -190,21 +191,6 @@ def _build_function(
     mapping: dict[ir.Value, ir.Value] = dict(zip(inputs, entry.arguments, strict=True))
     order = sorted(set(_clone_closure(graph, group, clonable)) | set(group.nodes))
     with ir.InsertionPoint(entry), graph.fn.location:
-        for i in order:
-            old = graph.nodes[i].op
-            new = old.clone()
-            _remap(new, mapping)
-            for a, b in zip(old.results, new.results, strict=True):
-                mapping[a] = b
+        clone_ops((graph.nodes[i].op for i in order), mapping)
         func.ReturnOp([mapping[v] for v in outputs])
     return fn
-
-
-def _remap(op: ir.Operation, mapping: dict[ir.Value, ir.Value]) -> None:
-    def visit(inner: ir.Operation) -> ir.WalkResult:
-        for k, v in enumerate(inner.operands):
-            if v in mapping:
-                inner.operands[k] = mapping[v]
-        return ir.WalkResult.ADVANCE
-
-    op.walk(visit, walk_order=ir.WalkOrder.PRE_ORDER)
