@@ -87,3 +87,39 @@ def test_a_loop_left_whole_is_priced_with_its_body_once_per_trip():
     assert two >= config.mesh.device.op_time(2 * dot, 0.0) > 0
     assert four >= config.mesh.device.op_time(4 * dot, 0.0)
     assert four == pytest.approx(2 * two, rel=0.1)
+
+
+def test_window_ops_move_their_window_not_the_whole_tensor():
+    """dynamic_slice reads its slice and dynamic_update_slice writes its update in place (XLA's buffers):
+    their price moves the window's bytes, whatever the size of the stacked tensor around it."""
+    from autopar.ir.lowering import module_from_lowered
+    from autopar.ir.stages import find_function
+    from autopar.passes import registry
+    from autopar.passes.intra_op import config as config_lib
+    from autopar.passes.intra_op import graph
+
+    config = config_lib.from_options(registry.lookup("autopar-intra-op").parse_options([("mesh", "8")]))
+    device = config.mesh.device
+
+    def replicated_costs(layers: int) -> dict[str, float]:
+        def f(stacked, update, i):
+            window = jax.lax.dynamic_index_in_dim(stacked, i, keepdims=False)
+            return window, jax.lax.dynamic_update_index_in_dim(stacked, update, i, axis=0)
+
+        args = (jnp.ones((layers, 256, 512)), jnp.ones((256, 512)), jnp.int32(1))
+        module = module_from_lowered(jax.jit(f).lower(*args))
+        autopar.passes.run(module, "builtin.module(autopar-inline)")
+        g = graph.read_function(find_function(module.operation))
+        prob = problem.build(g, config)
+        out = {}
+        for v, node in enumerate(g.nodes):
+            if node.kind in ("stablehlo.dynamic_slice", "stablehlo.dynamic_update_slice"):
+                replicated = [k for k, a in enumerate(prob.strategies[v].assignment) if (a < 0).all()]
+                out[node.kind] = float(prob.node_costs[v][replicated[0]])
+        return out
+
+    window = 256 * 512 * 4
+    for layers in (4, 64):
+        costs = replicated_costs(layers)
+        for kind in ("stablehlo.dynamic_slice", "stablehlo.dynamic_update_slice"):
+            assert costs[kind] == pytest.approx(device.op_time(256 * 512, 2 * window)), (layers, costs)

@@ -145,8 +145,24 @@ class OpFacts:
     flops: float = 0.0  # a convolution's multiply-add FLOPs from its shapes (dot_shape; 0: from the rule)
 
 
+# Ops that touch only a window of their big operand: XLA reads the slice (dynamic_slice) or writes the
+# update into the operand's buffer in place (dynamic_update_slice), so they move the window's bytes, not
+# the whole tensor's. A scan written out (autopar-unroll-loops) slices its stacked weights and writes its
+# stacked gradients with them, once per layer.
+_WINDOW_OPS = {"stablehlo.dynamic_slice": "result", "stablehlo.dynamic_update_slice": 1}
+
+
 def _roofline(facts: OpFacts, mesh: MeshModel) -> tuple[float, float]:
     """(seconds of FLOPs, seconds of memory traffic) of the whole op on one device."""
+    window = _WINDOW_OPS.get(facts.name)
+    if window is not None:
+        shape, itemsize = (
+            (facts.result_shapes[0], facts.result_itemsizes[0])
+            if window == "result"
+            else (facts.operand_shapes[window], facts.operand_itemsizes[window])
+        )
+        moved = 2 * tensor_bytes(shape, itemsize)  # read it, write it
+        return float(math.prod(shape)) / mesh.device.flops, moved / mesh.device.memory_bandwidth
     moved = sum(
         tensor_bytes(s, i) for s, i in zip(facts.operand_shapes, facts.operand_itemsizes, strict=True)
     )
