@@ -207,9 +207,10 @@ def test_first_call() -> None:
     assert "| mlp |" in out and "autopar-opt --version" in out
 
 
-def test_plan_fidelity() -> None:
-    out = run("plan_fidelity.py", "--models", "moe", "--meshes", "2x4")
-    assert "| moe | 2x4 |" in out and "involuntary full rematerializations: 0" in out
+@pytest.mark.parametrize("method, model", [("ShardParallel", "moe"), ("Zero3Parallel", "convnet")])
+def test_plan_fidelity(method: str, model: str) -> None:
+    out = run("plan_fidelity.py", "--models", model, "--meshes", "2x4", "--method", method)
+    assert f"| {model} | 2x4 |" in out and "involuntary full rematerializations: 0" in out
 
 
 def test_mesh_axes() -> None:
