@@ -213,6 +213,11 @@ def test_plan_fidelity(method: str, model: str) -> None:
     assert f"| {model} | 2x4 |" in out and "involuntary full rematerializations: 0" in out
 
 
+def test_loops() -> None:
+    out = run("loops.py", "--trips", "4", "--forms", "scan,python")
+    assert "| scan | 4 |" in out and "| python | 4 |" in out and "| NO |" not in out
+
+
 def test_mesh_axes() -> None:
     out = run("mesh_axes.py", "--models", "resnet", "--meshes", "2x4")
     assert "| resnet | 2x4 |" in out and "plans worse than their embedded one-axis plan: 0" in out
