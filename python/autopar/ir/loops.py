@@ -12,6 +12,8 @@ import dataclasses
 
 from jaxlib.mlir import ir
 
+from autopar.ir.cloning import defining_op
+
 
 @dataclasses.dataclass(frozen=True)
 class CountedLoop:
@@ -62,10 +64,8 @@ def _argument_index(value: ir.Value, block: ir.Block) -> int | None:
 
 def _scalar_constant(value: ir.Value) -> int | None:
     """The value of an integer scalar `stablehlo.constant` (None for anything else)."""
-    owner = value.owner
-    if not isinstance(owner, ir.Operation) and hasattr(owner, "operation"):
-        owner = owner.operation
-    if not isinstance(owner, ir.Operation) or owner.name != "stablehlo.constant":
+    owner = defining_op(value)
+    if owner is None or owner.name != "stablehlo.constant":
         return None
     attr = owner.attributes["value"]
     if not isinstance(attr, ir.DenseIntElementsAttr) or ir.ShapedType(attr.type).rank != 0:
@@ -76,10 +76,8 @@ def _scalar_constant(value: ir.Value) -> int | None:
 def _increment_of(body: ir.Block, counter: int) -> int | None:
     """k when the body returns `counter + k` (k a constant), else None."""
     terminator = [o.operation for o in body.operations][-1]
-    added = terminator.operands[counter].owner
-    if not isinstance(added, ir.Operation) and hasattr(added, "operation"):
-        added = added.operation
-    if not isinstance(added, ir.Operation) or added.name != "stablehlo.add":
+    added = defining_op(terminator.operands[counter])
+    if added is None or added.name != "stablehlo.add":
         return None
     lhs, rhs = added.operands
     argument = body.arguments[counter]
