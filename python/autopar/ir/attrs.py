@@ -25,6 +25,7 @@ from jaxlib.mlir import ir
 # @main argument attributes (unit / string), written by api/arguments.py (`mark_roles`):
 BATCH = "autopar.batch"  # dim 0 is a batch dim; read by intra_op/graph.py and runtime/sequential.py
 PARAMETER = "autopar.parameter"  # a parameter or optimizer state; read by intra_op/graph.py
+RESULT_INFO = "jax.result_info"  # JAX's pytree path of each result
 PATH = "autopar.path"  # the argument's pytree path, for messages; read by intra_op/graph.py
 # {mesh = [axis names], sizes = [i64], dims = [[axis names] per dim]}: a layout the argument must keep,
 # written by ir/exported.py (--input-shardings=keep), read by intra_op/graph.py
@@ -160,6 +161,16 @@ def _arg_dicts(func_op: ir.Operation | ir.OpView) -> list[ir.DictAttr]:
     count = len(ir.FunctionType(ir.TypeAttr(attrs["function_type"]).value).inputs)
     with func_op.context:
         return [ir.DictAttr.get({}) for _ in range(count)]
+
+
+def get_result_paths(func_op: ir.Operation | ir.OpView) -> list[str | None]:
+    """Each result's pytree path as JAX wrote it (`jax.result_info`: "result[0]['w']"), else None."""
+    attributes = func_op.operation.attributes
+    count = len(ir.FunctionType(ir.TypeAttr(attributes["function_type"]).value).results)
+    if "res_attrs" not in attributes:
+        return [None] * count
+    dicts = [ir.DictAttr(a) for a in ir.ArrayAttr(attributes["res_attrs"])]
+    return [ir.StringAttr(d[RESULT_INFO]).value if RESULT_INFO in d else None for d in dicts]
 
 
 def get_argument_marks(func_op: ir.Operation | ir.OpView) -> list[ArgumentMarks]:

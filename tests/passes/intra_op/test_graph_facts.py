@@ -64,3 +64,28 @@ def test_every_partial_sum_of_a_data_parallel_step_shares_the_one_all_reduce_xla
     np.testing.assert_allclose(
         f(params, x)[0]["w1"], jax.jit(mlp_step)(params, x)[0]["w1"], rtol=2e-5, atol=1e-6
     )
+
+
+def test_without_result_paths_a_state_argument_returned_as_it_came_pairs_with_itself():
+    """A module without JAX's result paths (`autopar-opt` on text) pairs state in order. An argument
+    returned unchanged (a PRNG key, a frozen table) is its own pair: the next argument of its type pairs
+    with its own update, not with the unchanged one (which shifted every later pair before)."""
+    from autopar.api.arguments import mark_roles
+    from autopar.ir.lowering import module_from_lowered
+    from autopar.ir.stages import find_function
+    from autopar.passes.intra_op import graph as graph_lib
+    from autopar.passes.intra_op.graph_facts import parameter_results
+
+    def step(frozen, w, x):
+        grad = jax.grad(lambda w: jnp.sum(jnp.tanh(x @ frozen @ w)))(w)
+        return frozen, w - 0.1 * grad
+
+    square = jnp.ones((32, 32), jnp.float32)
+    module = module_from_lowered(jax.jit(step).lower(square, square, jnp.ones((8, 32), jnp.float32)))
+    autopar.passes.run(module, "builtin.module(autopar-inline)")
+    mark_roles(module, ["parameter", "parameter", "batch"])
+    main = find_function(module.operation)
+    del main.operation.attributes["res_attrs"]  # as a module written by hand has none
+    g = graph_lib.read_function(main)
+    assert g.result_paths == [None, None]
+    assert parameter_results(g) == {1: 1}

@@ -97,6 +97,7 @@ class Graph:
     nodes: list[Node]
     returns: list[tuple[int, int]]
     num_args: int
+    result_paths: list[str | None] = dataclasses.field(default_factory=list)  # JAX's, per result
     derived: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
 
@@ -168,7 +169,13 @@ def read_function(func_op: ir.Operation) -> Graph:
     for index, (src, result) in enumerate(returns):
         del index
         nodes[src].returned.append(result)
-    return Graph(func=func_op, nodes=nodes, returns=returns, num_args=len(block.arguments))
+    return Graph(
+        func=func_op,
+        nodes=nodes,
+        returns=returns,
+        num_args=len(block.arguments),
+        result_paths=attrs.get_result_paths(func_op),
+    )
 
 
 def _region_flops(operation: ir.Operation) -> float:

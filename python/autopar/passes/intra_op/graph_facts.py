@@ -5,6 +5,8 @@ problem.py (the strategy lists and edges), emit.py and expected.py."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from autopar.passes.intra_op.graph import Graph, Node
@@ -125,32 +127,88 @@ def is_optimizer_state(graph: Graph, v: int) -> bool:
 def parameter_results(graph: Graph) -> dict[int, int]:
     """Pairs parameter arguments with the results that update them: {arg node: result index}.
 
-    A training step returns its new parameters and optimizer state in the order it took them (JAX flattens
-    both pytrees alike), so the k-th `autopar.parameter` argument pairs with the next unpaired result of the
-    same type. The pair must share a layout from one step to the next; a mismatch costs a reshard per step.
-    Without any `autopar.parameter` mark (a module from the command line), an argument is paired with the
-    next result of its type that it flows into through elementwise ops only (`p - lr * g`, Adam's update).
+    The pair must share a layout from one step to the next; a mismatch costs a reshard per step. A state
+    argument returned as it came (a PRNG key, a frozen table) is its own pair and is left out: nothing
+    reshards it, and no other argument may take its result. The others pair by pytree path when
+    parallelize named the arguments and JAX the results (`params['w']` with `result[0]['w']`, `model.out`
+    with `result[1].out`), so arguments the step does not return and results in another order pair
+    right. Without paths (a module from the command line), a training step returns its new parameters
+    and optimizer state in the order it took them (JAX flattens both pytrees alike), so the k-th
+    `autopar.parameter` argument pairs with the next unpaired result of the same type; without any
+    `autopar.parameter` mark, with the next result of its type that it flows into through elementwise
+    ops only (`p - lr * g`, Adam's update).
     """
+    return derived(graph, "parameter_results", _parameter_results)
+
+
+def _parameter_results(graph: Graph) -> dict[int, int]:
     marked = any(graph.nodes[v].is_parameter for v in range(graph.num_args))
+    state = [v for v in range(graph.num_args) if graph.nodes[v].is_parameter or not marked]
+    as_is = {u for u, _ in graph.returns if u < graph.num_args}
+    taken = {j for j, (u, _) in enumerate(graph.returns) if u < graph.num_args}
+    state = [v for v in state if v not in as_is]
+    arg_keys = [_argument_key(graph.nodes[v].path) for v in state]
+    result_keys = [_result_keys(p) for p in graph.result_paths]
+    if marked and all(k is not None for k in arg_keys) and all(k is not None for k in result_keys):
+        return _pair_by_path(graph, state, arg_keys, result_keys, taken)
+    return _pair_in_order(graph, state, marked, taken)
+
+
+def _same_type(graph: Graph, v: int, j: int) -> bool:
+    u, r = graph.returns[j]
+    node = graph.nodes[v]
+    return (graph.nodes[u].result_shapes[r], graph.nodes[u].result_itemsizes[r]) == (
+        node.result_shapes[0],
+        node.result_itemsizes[0],
+    )
+
+
+def _pair_by_path(graph: Graph, state, arg_keys, result_keys, taken: set[int]) -> dict[int, int]:
+    pairs: dict[int, int] = {}
+    for v, key in zip(state, arg_keys, strict=True):
+        for j, keys in enumerate(result_keys):
+            if j not in taken and key in keys and _same_type(graph, v, j):
+                pairs[v] = j
+                taken.add(j)
+                break
+    return pairs
+
+
+def _pair_in_order(graph: Graph, state, marked: bool, taken: set[int]) -> dict[int, int]:
     pairs: dict[int, int] = {}
     next_result = 0
-    for v in range(graph.num_args):
-        node = graph.nodes[v]
-        if marked and not node.is_parameter:
-            continue
+    for v in state:
         for j in range(next_result, len(graph.returns)):
-            u, r = graph.returns[j]
-            if u == v:
+            if j in taken or not _same_type(graph, v, j):
                 continue
-            same_type = (graph.nodes[u].result_shapes[r], graph.nodes[u].result_itemsizes[r]) == (
-                node.result_shapes[0],
-                node.result_itemsizes[0],
-            )
-            if same_type and (marked or v in _elementwise_sources(graph, u)):
+            if marked or v in _elementwise_sources(graph, graph.returns[j][0]):
                 pairs[v] = j
                 next_result = j + 1
                 break
     return pairs
+
+
+# parallelize names an argument `params['w']`, `model.out.kernel` or `args[2][0]` (graph.argument_paths:
+# `argument 3` when it wrote no path); JAX names a result `result`, `result['w']` or `result[1].out`.
+_ARGUMENT_HEAD = re.compile(r"(args\[\d+\]|[A-Za-z_]\w*)")
+_RESULT_HEAD = re.compile(r"result")
+_POSITION = re.compile(r"\[\d+\]")
+
+
+def _argument_key(path: str) -> str | None:
+    """The path below the argument's own name, or None when the argument has no pytree path."""
+    head = _ARGUMENT_HEAD.match(path)
+    return path[head.end() :] if head and not path.startswith("argument ") else None
+
+
+def _result_keys(path: str | None) -> tuple[str, ...] | None:
+    """The path below the function's result, read as a single value and as a tuple's k-th element."""
+    head = _RESULT_HEAD.match(path or "")
+    if head is None:
+        return None
+    rest = path[head.end() :]
+    position = _POSITION.match(rest)
+    return (rest, rest[position.end() :]) if position else (rest,)
 
 
 def _elementwise_sources(graph: Graph, v: int) -> set[int]:
