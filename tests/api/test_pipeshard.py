@@ -221,6 +221,31 @@ def test_an_output_that_does_not_combine_is_named_and_can_be_declared(data):
         autopar.PipeshardParallel(output_combine={"[0]": "max"})
 
 
+def test_dropout_is_refused_at_the_line_that_draws_its_bits(data):
+    """Dropout's mask is drawn per example from the example's index in the batch, so micro-batches draw
+    other masks than the full batch: refused, and the message names the line that draws them (the output
+    it reaches, the loss, is far from it)."""
+    params, batch = data
+
+    def dropout_step(params, batch, key):
+        x, y = batch
+
+        def loss(p):
+            h = jnp.tanh(x @ p[0])
+            keep = jax.random.bernoulli(key, 0.9, h.shape)  # the line the message names
+            return jnp.mean((jnp.where(keep, h / 0.9, 0.0) @ p[1] - y) ** 2)
+
+        loss_value, grads = jax.value_and_grad(loss)(params)
+        return [p - 0.1 * g for p, g in zip(params, grads, strict=True)], loss_value
+
+    line = dropout_step.__code__.co_firstlineno + 5
+    with pytest.raises(
+        autopar.AutoparError, match=rf"iota over the batch dim at .*test_pipeshard.py:{line}:.*dropout"
+    ):
+        method = autopar.PipeshardParallel(**TWO_STAGES)
+        autopar.parallelize(dropout_step, method=method)(params[:2], batch, jax.random.key(0))
+
+
 def test_a_batch_statistic_in_the_gradients_is_refused_or_approximated(data):
     params, (x, y) = data
 

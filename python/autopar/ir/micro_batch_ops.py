@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from jaxlib.mlir import ir
 
+from autopar.errors import format_location
 from autopar.ir.micro_batch import SAME, ZERO, Kind, join, terminator, unknown
 
 if TYPE_CHECKING:
@@ -167,7 +168,15 @@ def _iota(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) ->
     dim = ir.IntegerAttr(a.attributes["iota_dimension"]).value
     batch = it.batch_dims(a.results[0])
     if dim in batch:
-        return [unknown("an iota over the batch dim (an index of the example within its micro-batch)")]
+        # Per-example random bits (dropout) are drawn from such an index, so name where it was made: the
+        # output that cannot combine is often far from it (the loss).
+        where = format_location(a.location)
+        return [
+            unknown(
+                f"an iota over the batch dim{f' at {where}' if where else ''} (an index of the example "
+                "within its micro-batch, as random bits drawn per example, e.g. for dropout, use)"
+            )
+        ]
     return [Kind("batch", 0) if batch else SAME]
 
 
