@@ -45,6 +45,7 @@ from autopar.api.methods import ShardParallel, as_compiled_for
 from autopar.api.plan import ExecutionPlan, execution_plan
 from autopar.api.stages import Compiled, Entry, Lowered
 from autopar.api.user_errors import in_api_terms, user_facing
+from autopar.api.user_shardings import drop_user_shardings
 from autopar.errors import ArgumentError, AutoparError, PassError, PipelineError
 from autopar.ir.lowering import module_from_lowered
 from autopar.progress import Progress
@@ -175,7 +176,8 @@ class ParallelizedFunction:
             manual = getattr(self.method, "manual_sharding_option", None) is not None
             pipeline = "" if manual else self.method.pipeline(self.mesh_shape, self.axis_names)
             plan = execution_plan(self.method.name, entry, self._executable(entry), pipeline)
-        return dataclasses.replace(plan, remarks=self._remarks + plan.remarks) if self._remarks else plan
+        remarks = self._remarks + entry.remarks
+        return dataclasses.replace(plan, remarks=remarks + plan.remarks) if remarks else plan
 
     def last_step_timeline(self) -> Any:
         """The last pipelined step's `runtime.timeline.Timeline` (when each part ran on each mesh), if it
@@ -246,6 +248,7 @@ class ParallelizedFunction:
         else:
             lowered = jitted.lower(*abstract_args, **abstract_kwargs)
         module = module_from_lowered(lowered)
+        remarks = drop_user_shardings(module, self.__name__)
         dynamic, _ = self._split(args)
         flat_avals = [a._aval for a in jax.tree.leaves(lowered.args_info)]
         roles, paths = self._roles_and_paths(args, kwargs, dynamic, flat_avals)
@@ -259,11 +262,12 @@ class ParallelizedFunction:
         mark_roles(module, roles, paths)
         if self._pipeshard and self.method.num_micro_batches > 1:
             # How each value combines over micro-batches, from the same step at twice the micro-batch.
-            twice = jitted.lower(*self._micro_batch_args(abstract_args, scale=2), **abstract_kwargs)
-            size = batch_size(abstract_args, self.batch_argnums) or 0
-            pipeshard.label_micro_batches(
-                module, module_from_lowered(twice), size // self.method.num_micro_batches
+            twice = module_from_lowered(
+                jitted.lower(*self._micro_batch_args(abstract_args, scale=2), **abstract_kwargs)
             )
+            drop_user_shardings(twice, self.__name__)  # the two lowerings pair op by op
+            size = batch_size(abstract_args, self.batch_argnums) or 0
+            pipeshard.label_micro_batches(module, twice, size // self.method.num_micro_batches)
         lowered_at = time.perf_counter()
         if progress is not None:
             progress.stage("planning")
@@ -278,14 +282,34 @@ class ParallelizedFunction:
                 )
             self._run_pipeline(module, self.method.pipeline(self.cluster))
             timings = {"lower": lowered_at - started, "plan": time.perf_counter() - lowered_at}
-            return Entry(lowered.in_tree, lowered.out_tree, roles, paths, module, out_keys, (), timings)
+            return Entry(
+                lowered.in_tree,
+                lowered.out_tree,
+                roles,
+                paths,
+                module,
+                out_keys,
+                (),
+                timings,
+                remarks=remarks,
+            )
         if self.method.manual_sharding_option is not None:
             self._annotate_manual(module, args, kwargs, dynamic, lowered)
         else:
             self._run_pipeline(module, self.method.pipeline(self.mesh_shape, self.axis_names))
         self._check_planned_mesh(module)
         timings = {"lower": lowered_at - started, "plan": time.perf_counter() - lowered_at}
-        return Entry(lowered.in_tree, lowered.out_tree, roles, paths, module, out_keys, callbacks, timings)
+        return Entry(
+            lowered.in_tree,
+            lowered.out_tree,
+            roles,
+            paths,
+            module,
+            out_keys,
+            callbacks,
+            timings,
+            remarks=remarks,
+        )
 
     def _abstract(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(a if i in self.static_argnums else jax.tree.map(abstract, a) for i, a in enumerate(args))

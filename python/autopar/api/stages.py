@@ -30,6 +30,7 @@ class Entry:
     host_callbacks: tuple[Any, ...] = ()  # Python callbacks JAX's lowering registered (jax.debug.print)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds: lower, plan, compile
     executable: rt_exe.ShardedExecutable | SequentialExecutor | ProcessExecutor | None = None
+    remarks: tuple[str, ...] = ()  # what parallelize changed before planning (user_shardings.py)
 
 
 class Lowered:

@@ -76,7 +76,7 @@ def drop_shardings(module: ir.Module) -> None:
             name = op.name
             if name == "func.func":
                 _drop_func_shardings(op)
-            elif name == "sdy.sharding_constraint" or (
+            elif name in ("sdy.sharding_constraint", "sdy.reshard") or (
                 name == "stablehlo.custom_call"
                 and ir.StringAttr(op.attributes["call_target_name"]).value == "Sharding"
             ):
