@@ -155,3 +155,17 @@ def test_frozen_weights_leave_the_state_layouts_as_they_came_and_train_like_jit(
         *theirs, their_loss = jax.jit(_frozen_step)(theirs[0], frozen, theirs[1], x)
         assert float(my_loss) == pytest.approx(float(their_loss), rel=1e-5)
     assert_trees_close(mine, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_donated_nnx_state_is_reused_for_every_state_output():
+    """Donation lets XLA write each output into the buffer of an input with the same per-device layout:
+    with every state leaf back in its input layout, all of them are reused (40 of 51 before the pairing
+    by path, on this mesh)."""
+    tokens = jax.random.randint(jax.random.key(1), (16, 32), 0, 512)
+    targets = jnp.roll(tokens, 1, axis=1)
+    method = autopar.ShardParallel(mesh_shape=(2, 4))
+    f = autopar.parallelize(_nnx_step, method=method, batch_argnums=(2, 3), donate_argnums=(0, 1))
+    state = _nnx_state()
+    hlo = f.lower(*state, tokens, targets).compile().as_text()
+    aliases = hlo.split("input_output_alias={", 1)[1].split("}, entry", 1)[0]
+    assert aliases.count("may-alias") + aliases.count("must-alias") >= len(jax.tree.leaves(state))
