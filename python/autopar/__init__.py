@@ -34,6 +34,8 @@ _LAZY = {
     "UniformStageOption": "autopar.api.pipeshard",
     "ManualStageOption": "autopar.api.pipeshard",
     "mark_pipeline_boundary": "autopar.pipeline_marker",
+    "grad": "autopar.gradients",
+    "value_and_grad": "autopar.gradients",
     "init": "autopar.runtime.cluster",
     "save_checkpoint": "autopar.api.checkpoint",
     "restore_checkpoint": "autopar.api.checkpoint",
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
         UniformStageOption,
     )
     from autopar.api.plan import ExecutionPlan
+    from autopar.gradients import grad, value_and_grad
     from autopar.pipeline_marker import mark_pipeline_boundary
     from autopar.runtime.cluster import init, shutdown
 
@@ -95,10 +98,12 @@ __all__ = [
     "Zero3Parallel",
     "__version__",
     "export",
+    "grad",
     "init",
     "mark_pipeline_boundary",
     "parallelize",
     "restore_checkpoint",
     "save_checkpoint",
     "shutdown",
+    "value_and_grad",
 ]

@@ -221,6 +221,36 @@ def test_an_output_that_does_not_combine_is_named_and_can_be_declared(data):
         autopar.PipeshardParallel(output_combine={"[0]": "max"})
 
 
+def test_a_step_written_for_alpa_runs_with_its_gradient_and_metrics(data):
+    """Code written for Alpa computes gradients with `alpa.value_and_grad` (its micro-batch marker) and
+    returns metrics beside the loss: autopar's names are JAX's functions, and the metrics combine exactly
+    over the micro-batches (the loss and the error rate as means, the count of examples as a sum, a
+    constant as itself). Constants among the outputs used to fail: no stage computed them, and one that
+    scales with the micro-batch (`x.shape[0]`) was refused as not combining."""
+    assert autopar.grad is jax.grad and autopar.value_and_grad is jax.value_and_grad
+    params, batch = data
+
+    def alpa_step(params, batch):
+        x, y = batch
+
+        def loss_fn(p):
+            out = x
+            for w in p:
+                out = jnp.tanh(out @ w)
+            metrics = {
+                "error": jnp.mean(jnp.abs(out - y) > 0.5),
+                "examples": jnp.float32(x.shape[0]),  # a constant of the micro-batch's size
+                "learning_rate": jnp.float32(0.5),  # a constant: computed by no stage before the fix
+            }
+            return jnp.mean((out - y) ** 2), metrics
+
+        (loss, metrics), grads = autopar.value_and_grad(loss_fn, has_aux=True)(params)
+        return [p - 0.5 * g for p, g in zip(params, grads, strict=True)], loss, metrics
+
+    got = autopar.parallelize(alpa_step, method=autopar.PipeshardParallel(**TWO_STAGES))(params, batch)
+    assert_trees_close(got, jax.jit(alpa_step)(params, batch))
+
+
 def test_dropout_is_refused_at_the_line_that_draws_its_bits(data):
     """Dropout's mask is drawn per example from the example's index in the batch, so micro-batches draw
     other masks than the full batch: refused, and the message names the line that draws them (the output

@@ -80,6 +80,17 @@ def test_a_weight_decay_term_keeps_a_mean_a_mean():
     assert output_labels(step, batch) == ["mean", "mean", "mean"]
 
 
+def test_constants_that_scale_with_the_micro_batch_combine_as_the_sums_they_equal():
+    """B micro-batches' equal values c * m**p make the full batch's c * (B*m)**p: B**(p-1) times their sum
+    (they were labelled "const:<p>" and refused)."""
+
+    def step(params, x, y):
+        m = x.shape[0]
+        return jnp.float32(m), jnp.float32(m * m), jnp.float32(1.0 / m), jnp.float32(3.0)
+
+    assert output_labels(step, batch) == ["sum", "sum:1", "sum:-2", "same"]
+
+
 def test_nonlinear_functions_of_means_and_batch_statistics_are_unknown():
     def log_of_mean(params, x, y):
         return jnp.log(jnp.mean(mlp(params, x) ** 2))

@@ -25,7 +25,6 @@ from jaxlib.mlir import ir
 # @main argument attributes (unit / string), written by api/arguments.py (`mark_roles`):
 BATCH = "autopar.batch"  # dim 0 is a batch dim; read by intra_op/graph.py and runtime/sequential.py
 PARAMETER = "autopar.parameter"  # a parameter or optimizer state; read by intra_op/graph.py
-RESULT_INFO = "jax.result_info"  # JAX's pytree path of each result
 PATH = "autopar.path"  # the argument's pytree path, for messages; read by intra_op/graph.py
 # {mesh = [axis names], sizes = [i64], dims = [[axis names] per dim]}: a layout the argument must keep,
 # written by ir/exported.py (--input-shardings=keep), read by intra_op/graph.py
@@ -170,7 +169,8 @@ def get_result_paths(func_op: ir.Operation | ir.OpView) -> list[str | None]:
     if "res_attrs" not in attributes:
         return [None] * count
     dicts = [ir.DictAttr(a) for a in ir.ArrayAttr(attributes["res_attrs"])]
-    return [ir.StringAttr(d[RESULT_INFO]).value if RESULT_INFO in d else None for d in dicts]
+    info = "jax.result_info"  # JAX's attribute, not one of autopar's names (ALL)
+    return [ir.StringAttr(d[info]).value if info in d else None for d in dicts]
 
 
 def get_argument_marks(func_op: ir.Operation | ir.OpView) -> list[ArgumentMarks]:

@@ -20,7 +20,8 @@ interpretation over the ops then tracks, for every value, one of:
 
 and `annotate(small, kinds)` writes, on every op of @main with a result that is not the same in every
 micro-batch, `autopar.micro_batch` = one label per result (ir/attrs.py): "same", "concat:<dim>", "batch",
-"sum", "mean", "sum:<p>", "const:<p>" or "unknown:<why>". The runtime reads the label of each value it
+"sum", "mean", "sum:<p>", "const:irregular" or "unknown:<why>" (a const(p) value is labelled as the
+sum(p - 1) it equals: B equal values sum to B times one). The runtime reads the label of each value it
 must combine (runtime/sequential.py): the combination of sum(p) values is B**p times their sum, which
 for a mean (p = -1) is the average. The rules are conservative: an op not listed below that touches
 example data is unknown unless it is elementwise on degree-0 values.
@@ -50,7 +51,11 @@ class Kind:
         if self.tag == "zero" or (self.tag == "const" and self.degree == 0):
             return "same"
         if self.tag == "const":
-            return f"const:{'irregular' if self.degree is None else self.degree}"
+            if self.degree is None:
+                return "const:irregular"
+            # Equal in every micro-batch and m**p times a constant (`x.shape[0]` as an array): the full
+            # batch's is B**p times one of them, B**(p - 1) times their sum.
+            return Kind("sum", self.degree - 1).label(shape_small, shape_large, m)
         if self.tag == "batch":
             dims = _batch_dims(shape_small, shape_large)
             if self.degree == 0 and len(dims) == 1 and shape_small[dims[0]] == m:

@@ -38,6 +38,7 @@ def outline(
     nodes = graph.nodes
     replicable = replicable_apply_ops(graph, part, free) if part is not None else [False] * len(nodes)
     clonable = [f or r for f, r in zip(free, replicable, strict=True)]
+    _adopt_returned_free_ops(graph, groups, free)
     group_of = [-1] * len(nodes)
     for g, group in enumerate(groups):
         for i in group.nodes:
@@ -72,6 +73,24 @@ def outline(
     for node in reversed(nodes):
         node.op.erase()
     return functions
+
+
+def _adopt_returned_free_ops(graph: Graph, groups: list[Group], free: list[bool]) -> None:
+    """A returned value that needs no input (a constant metric, `x.shape[0]` as an array) is in no group,
+    and would have nothing to compute it: the first group (the first stage's forward part) computes it,
+    once per micro-batch as the step it stands for did, so it combines over them as labelled."""
+    if not groups:
+        return
+    grouped = {i for group in groups for i in group.nodes}
+    block = graph.fn.regions[0].blocks[0]
+    ret = block.operations[len(block.operations) - 1]
+    adopted = []
+    for v in ret.operands:
+        if isinstance(v, ir.OpResult):
+            i = _index_of(graph, v.owner)
+            if free[i] and i not in grouped and i not in adopted:
+                adopted.append(i)
+    groups[0].nodes = sorted(groups[0].nodes + adopted)
 
 
 def _check_call_order(graph: Graph, groups: list[Group], group_of: list[int], free: list[bool]) -> None:
