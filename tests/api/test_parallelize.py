@@ -89,6 +89,35 @@ def test_static_arguments_and_pytree_structure_key_the_cache():
     assert f.cache_size() == 3
 
 
+def test_auto_static_and_donated_arguments_are_chosen_as_alpa_did():
+    """`static_argnums="auto"` and `donate_argnums="auto"` (Alpa's defaults): Python scalars, strings and
+    pytrees with a non-array leaf are static; a flax TrainState is donated. Chosen on the first call."""
+    from flax.training import train_state
+
+    def step(state, x, train, activation):
+        def loss(p):
+            h = getattr(jnp, activation)(x @ p["w1"])
+            return jnp.mean((h @ p["w2"]) ** 2) * (1.0 if train else 0.5)
+
+        value, grads = jax.value_and_grad(loss)(state.params)
+        return state.apply_gradients(grads=grads), value
+
+    params, x, tx = _params(), _batch(), optax.sgd(0.1)
+    make = lambda: train_state.TrainState.create(apply_fn=None, params=params, tx=tx)  # noqa: E731
+    f = autopar.parallelize(step, static_argnums="auto", donate_argnums="auto")
+    want = jax.jit(step, static_argnums=(2, 3))
+    got = f(make(), x, True, "tanh")
+    assert f.static_argnums == (2, 3) and f.donate_argnums == (0,)
+    assert (
+        "input_output_alias" in f.lower(make(), x, True, "tanh").compile().as_text()
+    )  # donation reached XLA
+    assert_trees_close(got, want(make(), x, True, "tanh"))
+    assert_trees_close(f(make(), x, False, "sin"), want(make(), x, False, "sin"))
+    assert f.cache_size() == 2
+    with pytest.raises(ValueError, match="donate_argnums must be non-negative ints or \"auto\", got 'all'"):
+        autopar.parallelize(step, donate_argnums="all")
+
+
 def test_decorator_forms_and_keyword_arguments():
     @autopar.parallelize
     def add(a, b):

@@ -26,6 +26,42 @@ def argnums(value: int | Sequence[int], name: str) -> tuple[int, ...]:
     return tuple(sorted(set(nums)))
 
 
+def argnums_or_auto(value: int | Sequence[int] | str, name: str) -> tuple[int, ...] | None:
+    """The indices, or None for "auto" (Alpa's: chosen from the first call's arguments)."""
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f'{name} must be non-negative ints or "auto", got {value!r}')
+        return None
+    return argnums(value, name)
+
+
+def auto_static_argnums(args: Sequence[Any]) -> tuple[int, ...]:
+    """Alpa's rule for static_argnums="auto": a Python bool, int, float or str, or a pytree with a leaf
+    that is not an array (a callable, a config object)."""
+    return tuple(i for i, a in enumerate(args) if _is_static_by_default(a))
+
+
+def auto_donate_argnums(args: Sequence[Any], static: Sequence[int]) -> tuple[int, ...]:
+    """Alpa's rule for donate_argnums="auto": flax TrainStates (and subclasses), which a step replaces."""
+    return tuple(i for i, a in enumerate(args) if i not in static and _is_train_state(a))
+
+
+def _is_static_by_default(arg: Any) -> bool:
+    if isinstance(arg, (bool, int, float, str)):
+        return True
+    try:
+        jax.tree.map(abstract, arg)
+    except TypeError:
+        return True
+    return False
+
+
+def _is_train_state(arg: Any) -> bool:
+    return any(
+        c.__name__ == "TrainState" and c.__module__ == "flax.training.train_state" for c in type(arg).__mro__
+    )
+
+
 def abstract(x: Any) -> jax.ShapeDtypeStruct:
     """Shape, dtype and weak type of an argument leaf, without its sharding."""
     if isinstance(x, jax.ShapeDtypeStruct):

@@ -31,6 +31,9 @@ from autopar.api import pipeshard
 from autopar.api.arguments import (
     abstract,
     argnums,
+    argnums_or_auto,
+    auto_donate_argnums,
+    auto_static_argnums,
     aval_key,
     batch_size,
     broadcast_specs,
@@ -66,8 +69,8 @@ def parallelize(
     *,
     method: ShardParallel | pipeshard.PipeshardParallel | None = None,
     devices: Sequence[jax.Device] | None = None,
-    static_argnums: int | Sequence[int] = (),
-    donate_argnums: int | Sequence[int] = (),
+    static_argnums: int | Sequence[int] | str = (),
+    donate_argnums: int | Sequence[int] | str = (),
     batch_argnums: int | Sequence[int] = (1,),
 ) -> Any:
     """Parallelizes `fn` over `devices` (default: all local devices) with `method` (default ShardParallel).
@@ -75,6 +78,7 @@ def parallelize(
     Usable as `parallelize(fn, ...)`, `@parallelize` or `@parallelize(method=...)`. Arguments at
     `batch_argnums` are data batches (dim 0 is the batch dim); every other array argument is a parameter or
     optimizer state. The result runs like `jax.jit(fn)` and has `lower`, `get_execution_plan`.
+    `static_argnums="auto"` and `donate_argnums="auto"` choose them as Alpa did, from the first call.
     """
     options = dict(
         method=method,
@@ -99,8 +103,8 @@ class ParallelizedFunction:
         *,
         method: ShardParallel | pipeshard.PipeshardParallel | None,
         devices: Sequence[jax.Device] | None,
-        static_argnums: int | Sequence[int],
-        donate_argnums: int | Sequence[int],
+        static_argnums: int | Sequence[int] | str,
+        donate_argnums: int | Sequence[int] | str,
         batch_argnums: int | Sequence[int],
     ):
         self.fn = fn
@@ -122,17 +126,14 @@ class ParallelizedFunction:
         else:
             self.mesh_shape, self.axis_names = self.method.mesh_for(len(self.devices))
             check_mesh_shape(self.mesh_shape, self.axis_names, len(self.devices))
-        self.static_argnums = argnums(static_argnums, "static_argnums")
-        self.donate_argnums = argnums(donate_argnums, "donate_argnums")
+        # "auto" (Alpa's): chosen from the first call's arguments, then fixed (_choose_auto_argnums).
+        self._static_auto = argnums_or_auto(static_argnums, "static_argnums") is None
+        self._donate_auto = argnums_or_auto(donate_argnums, "donate_argnums") is None
+        self.static_argnums = () if self._static_auto else argnums(static_argnums, "static_argnums")
+        self.donate_argnums = () if self._donate_auto else argnums(donate_argnums, "donate_argnums")
         self._batch_explicit = batch_argnums != (1,)
-        self.batch_argnums = argnums(batch_argnums, "batch_argnums")
-        if not self._batch_explicit:  # the default (1,) simply does not apply to a static argument
-            self.batch_argnums = tuple(i for i in self.batch_argnums if i not in self.static_argnums)
-        for name, nums in (("donate_argnums", self.donate_argnums), ("batch_argnums", self.batch_argnums)):
-            if overlap := set(nums) & set(self.static_argnums):
-                raise ValueError(
-                    f"{name} {sorted(overlap)} are also static_argnums: an argument is one or other"
-                )
+        self._batch_given = argnums(batch_argnums, "batch_argnums")
+        self._check_argnums()
         self._cache: dict[Hashable, Entry] = {}
         # PipeshardParallel: time every part of each step (runtime/timeline.py), read by last_step_timeline.
         self.record_timeline = False
@@ -193,7 +194,23 @@ class ParallelizedFunction:
 
     # ---- signature, lowering, planning ----------------------------------------------------------------
 
+    def _check_argnums(self) -> None:
+        self.batch_argnums = self._batch_given
+        if not self._batch_explicit:  # the default (1,) simply does not apply to a static argument
+            self.batch_argnums = tuple(i for i in self.batch_argnums if i not in self.static_argnums)
+        for name, nums in (("donate_argnums", self.donate_argnums), ("batch_argnums", self.batch_argnums)):
+            if overlap := set(nums) & set(self.static_argnums):
+                raise ValueError(
+                    f"{name} {sorted(overlap)} are also static_argnums: an argument is one or other"
+                )
+
     def _split(self, args: tuple[Any, ...]) -> tuple[list[int], tuple[Any, ...]]:
+        if self._static_auto or self._donate_auto:  # Alpa's "auto", chosen once from the first call
+            static = auto_static_argnums(args) if self._static_auto else self.static_argnums
+            donate = auto_donate_argnums(args, static) if self._donate_auto else self.donate_argnums
+            self.static_argnums, self.donate_argnums = static, donate
+            self._static_auto = self._donate_auto = False
+            self._check_argnums()
         for i in self.static_argnums:
             if i >= len(args):
                 raise ValueError(
