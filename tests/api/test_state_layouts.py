@@ -169,3 +169,44 @@ def test_donated_nnx_state_is_reused_for_every_state_output():
     hlo = f.lower(*state, tokens, targets).compile().as_text()
     aliases = hlo.split("input_output_alias={", 1)[1].split("}, entry", 1)[0]
     assert aliases.count("may-alias") + aliases.count("must-alias") >= len(jax.tree.leaves(state))
+
+
+def _nnx_step_in_place(model, optimizer, tokens, targets):
+    """As `nnx.jit` users write it: the modules are updated in place, only the loss is returned."""
+    loss, _, _ = _nnx_step(model, optimizer, tokens, targets)
+    return loss
+
+
+@pytest.mark.parametrize("mesh_shape", [(2, 4)], ids=_mesh_id)
+def test_nnx_modules_updated_in_place_train_as_under_nnx_jit(mesh_shape):
+    """Under jax.jit (and parallelize before) the caller's model never changed: the step updated a copy
+    made inside the trace. The updates, the optimizer's step and the dropout's PRNG counter come back."""
+    tokens = jax.random.randint(jax.random.key(1), (16, 32), 0, 512)
+    targets = jnp.roll(tokens, 1, axis=1)
+    method = autopar.ShardParallel(mesh_shape=mesh_shape)
+    f = autopar.parallelize(_nnx_step_in_place, method=method, batch_argnums=(2, 3))
+    (mine, my_opt), (theirs, their_opt) = _nnx_state(), _nnx_state()
+    reference = nnx.jit(_nnx_step_in_place)
+    for _ in range(3):
+        assert float(f(mine, my_opt, tokens, targets)) == pytest.approx(
+            float(reference(theirs, their_opt, tokens, targets)), rel=1e-5
+        )
+    assert int(my_opt.step[...]) == 3
+    assert_trees_close(nnx.state(mine, nnx.Param), nnx.state(theirs, nnx.Param), rtol=1e-4, atol=1e-5)
+    # The plan lists the written-back modules as outputs after the loss, in their input layouts.
+    plan = f.get_execution_plan(mine, my_opt, tokens, targets)
+    n = len(jax.tree.leaves((mine, my_opt)))
+    assert _drifted(plan, range(n), range(1, n + 1)) == []
+
+
+def test_a_module_the_step_returns_is_not_returned_twice():
+    model, optimizer = _nnx_state()
+    tokens = jax.random.randint(jax.random.key(1), (16, 32), 0, 512)
+
+    def step(model, optimizer, tokens):
+        _nnx_step(model, optimizer, tokens, tokens)
+        return model  # the optimizer's update is written back; the model comes back as returned
+
+    f = autopar.parallelize(step, method=autopar.ShardParallel(mesh_shape=(8,)), batch_argnums=(2,))
+    new_model = f(model, optimizer, tokens)
+    assert isinstance(new_model, _LanguageModel) and int(optimizer.step[...]) == 1

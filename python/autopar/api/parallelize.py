@@ -45,6 +45,7 @@ from autopar.api.arguments import (
     positional_names,
 )
 from autopar.api.methods import ShardParallel, as_compiled_for
+from autopar.api.nnx_modules import CarryingModules, module_positions, write_back
 from autopar.api.plan import ExecutionPlan, execution_plan
 from autopar.api.stages import Compiled, Entry, Lowered
 from autopar.api.user_errors import in_api_terms, user_facing
@@ -150,7 +151,7 @@ class ParallelizedFunction:
                 entry = self._entry(args, kwargs, progress)
                 progress.stage("compiling with XLA")
                 self._executable(entry)
-        return self._run(entry, args, kwargs)
+        return write_back(args, self._run(entry, args, kwargs), entry.appended_modules)
 
     @user_facing
     def lower(self, *args: Any, **kwargs: Any) -> Lowered:
@@ -252,8 +253,10 @@ class ParallelizedFunction:
                     raise ValueError(
                         f"batch_argnums has {i} but {self.__name__} was called with {len(args)} arguments"
                     )
+        positions = module_positions(args)  # NNX modules: their in-place updates come back (nnx_modules.py)
+        traced = CarryingModules(self.fn, positions) if positions else self.fn
         jitted = jax.jit(
-            self.fn, static_argnums=self.static_argnums, donate_argnums=self.donate_argnums, keep_unused=True
+            traced, static_argnums=self.static_argnums, donate_argnums=self.donate_argnums, keep_unused=True
         )
         # Planned from shapes and dtypes only: an argument's current placement (a sharded jax.Array, a
         # restored checkpoint) must not leak its mesh into the module, and every placement shares the plan.
@@ -265,6 +268,7 @@ class ParallelizedFunction:
         else:
             lowered = jitted.lower(*abstract_args, **abstract_kwargs)
         module = module_from_lowered(lowered)
+        appended = getattr(traced, "appended", ())
         remarks = drop_user_shardings(module, self.__name__)
         dynamic, _ = self._split(args)
         flat_avals = [a._aval for a in jax.tree.leaves(lowered.args_info)]
@@ -309,6 +313,7 @@ class ParallelizedFunction:
                 (),
                 timings,
                 remarks=remarks,
+                appended_modules=appended,
             )
         if self.method.manual_sharding_option is not None:
             self._annotate_manual(module, args, kwargs, dynamic, lowered)
@@ -326,6 +331,7 @@ class ParallelizedFunction:
             callbacks,
             timings,
             remarks=remarks,
+            appended_modules=appended,
         )
 
     def _abstract(self, args: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -31,6 +31,7 @@ class Entry:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds: lower, plan, compile
     executable: rt_exe.ShardedExecutable | SequentialExecutor | ProcessExecutor | None = None
     remarks: tuple[str, ...] = ()  # what parallelize changed before planning (user_shardings.py)
+    appended_modules: tuple[int, ...] = ()  # NNX module arguments the step returns for write-back
 
 
 class Lowered:
