@@ -210,3 +210,34 @@ def test_a_module_the_step_returns_is_not_returned_twice():
     f = autopar.parallelize(step, method=autopar.ShardParallel(mesh_shape=(8,)), batch_argnums=(2,))
     new_model = f(model, optimizer, tokens)
     assert isinstance(new_model, _LanguageModel) and int(optimizer.step[...]) == 1
+
+
+def test_a_model_and_the_optimizer_holding_it_are_refused_and_the_optimizer_alone_trains():
+    """nnx.ModelAndOptimizer holds its model. Passed beside it, each argument is a separate copy in the
+    trace (as under jax.jit): an update through one would be lost on the other, so the step is refused;
+    the optimizer alone trains as under nnx.jit."""
+    from autopar.api.nnx_modules import SharedModuleError
+
+    x = normal((16, 32), seed=5)
+
+    def make():
+        model = nnx.Linear(32, 32, rngs=nnx.Rngs(0))
+        return model, nnx.ModelAndOptimizer(model, _OPTIMIZER)
+
+    def step(model, optimizer, x):
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean(m(x) ** 2))(model)
+        optimizer.update(grads)
+        return loss
+
+    model, optimizer = make()
+    with pytest.raises(SharedModuleError, match="arguments model and optimizer share NNX state"):
+        autopar.parallelize(step, batch_argnums=(2,))(model, optimizer, x)
+
+    def alone(optimizer, x):
+        return step(optimizer.model, optimizer, x)
+
+    (_, mine), (_, theirs) = make(), make()
+    f = autopar.parallelize(alone, method=autopar.ShardParallel(mesh_shape=(2, 4)))
+    for _ in range(2):
+        assert float(f(mine, x)) == pytest.approx(float(nnx.jit(alone)(theirs, x)), rel=1e-5)
+    assert_trees_close(nnx.state(mine.model, nnx.Param), nnx.state(theirs.model, nnx.Param))

@@ -17,17 +17,43 @@ from typing import Any
 
 import jax
 
+from autopar.errors import AutoparError
+
 
 def _nnx() -> Any:
     return sys.modules.get("flax.nnx")
 
 
-def module_positions(args: Sequence[Any]) -> tuple[int, ...]:
-    """Positions of the arguments that are NNX graph nodes (modules, optimizers, Rngs)."""
+class SharedModuleError(AutoparError, ValueError):
+    """Two module arguments share state (a model and the nnx.ModelAndOptimizer that holds it)."""
+
+
+def module_positions(args: Sequence[Any], names: Sequence[str] = ()) -> tuple[int, ...]:
+    """Positions of the arguments that are NNX graph nodes (modules, optimizers, Rngs); raises
+    SharedModuleError when two of them share a module or variable."""
     nnx = _nnx()
     if nnx is None:
         return ()
-    return tuple(i for i, a in enumerate(args) if nnx.graph.is_graph_node(a))
+    positions = tuple(i for i, a in enumerate(args) if nnx.graph.is_graph_node(a))
+    owner: dict[int, int] = {}  # id of a module or variable -> the first argument holding it
+    for i in positions:
+        for v in _state_objects(nnx, args[i]):
+            j = owner.setdefault(id(v), i)
+            if j == i:
+                continue
+            a, b = (names[k] if k < len(names) else f"argument {k}" for k in (j, i))
+            raise SharedModuleError(
+                f"arguments {a} and {b} share NNX state (one holds the other, as nnx.ModelAndOptimizer holds "
+                "its model): like jax.jit, parallelize passes each argument as a copy, so an update made "
+                "through one would be lost on the other; pass only one of them, or an "
+                "nnx.Optimizer(model, tx, wrt=nnx.Param), which holds no model"
+            )
+    return positions
+
+
+def _state_objects(nnx: Any, node: Any) -> list[Any]:
+    """The modules and variables inside `node` (not the plain values JAX or Python may share)."""
+    return [v for _, v in nnx.iter_graph(node) if isinstance(v, nnx.Variable) or nnx.graph.is_graph_node(v)]
 
 
 class CarryingModules:

@@ -253,7 +253,8 @@ class ParallelizedFunction:
                     raise ValueError(
                         f"batch_argnums has {i} but {self.__name__} was called with {len(args)} arguments"
                     )
-        positions = module_positions(args)  # NNX modules: their in-place updates come back (nnx_modules.py)
+        # NNX modules: their in-place updates come back (nnx_modules.py).
+        positions = module_positions(args, positional_names(self.fn, len(args)))
         traced = CarryingModules(self.fn, positions) if positions else self.fn
         jitted = jax.jit(
             traced, static_argnums=self.static_argnums, donate_argnums=self.donate_argnums, keep_unused=True
@@ -302,37 +303,15 @@ class ParallelizedFunction:
                     "ShardParallel"
                 )
             self._run_pipeline(module, self.method.pipeline(self.cluster))
-            timings = {"lower": lowered_at - started, "plan": time.perf_counter() - lowered_at}
-            return Entry(
-                lowered.in_tree,
-                lowered.out_tree,
-                roles,
-                paths,
-                module,
-                out_keys,
-                (),
-                timings,
-                remarks=remarks,
-                appended_modules=appended,
-            )
-        if self.method.manual_sharding_option is not None:
+        elif self.method.manual_sharding_option is not None:
             self._annotate_manual(module, args, kwargs, dynamic, lowered)
         else:
             self._run_pipeline(module, self.method.pipeline(self.mesh_shape, self.axis_names))
-        self._check_planned_mesh(module)
+        if not self._pipeshard:
+            self._check_planned_mesh(module)
         timings = {"lower": lowered_at - started, "plan": time.perf_counter() - lowered_at}
-        return Entry(
-            lowered.in_tree,
-            lowered.out_tree,
-            roles,
-            paths,
-            module,
-            out_keys,
-            callbacks,
-            timings,
-            remarks=remarks,
-            appended_modules=appended,
-        )
+        signature = (lowered.in_tree, lowered.out_tree, roles, paths, module, out_keys)
+        return Entry(*signature, callbacks, timings, remarks=remarks, appended_modules=appended)
 
     def _abstract(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(a if i in self.static_argnums else jax.tree.map(abstract, a) for i, a in enumerate(args))
