@@ -241,3 +241,18 @@ def test_a_model_and_the_optimizer_holding_it_are_refused_and_the_optimizer_alon
     for _ in range(2):
         assert float(f(mine, x)) == pytest.approx(float(nnx.jit(alone)(theirs, x)), rel=1e-5)
     assert_trees_close(nnx.state(mine.model, nnx.Param), nnx.state(theirs.model, nnx.Param))
+
+
+def test_an_exported_nnx_step_returns_what_the_step_returns():
+    """An Exported is pure, as jax.export(jax.jit(step)): the modules a step updates in place are not
+    added to its outputs (parallelize adds them for write-back)."""
+    model, optimizer = _nnx_state()
+    tokens = jax.random.randint(jax.random.key(1), (16, 32), 0, 512)
+    exported = autopar.export(_nnx_step_in_place, model, optimizer, tokens, tokens, batch_argnums=(2, 3))
+    assert exported.out_tree.num_leaves == 1
+    mesh = jax.make_mesh((8,), ("x",), axis_types=(jax.sharding.AxisType.Auto,))
+    leaves = jax.tree.leaves((model, optimizer, tokens, tokens))
+    placed = [jax.device_put(a, sh) for a, sh in zip(leaves, exported.in_shardings_jax(mesh), strict=True)]
+    args, _ = jax.tree.unflatten(exported.in_tree, placed)
+    want = jax.jit(_nnx_step_in_place)(model, optimizer, tokens, tokens)
+    assert float(exported.call(*args)) == pytest.approx(float(want), rel=1e-5)

@@ -221,6 +221,9 @@ def export(
         donate_argnums=(),
         batch_argnums=batch_argnums,
     )
+    function.carry_modules = (
+        False  # as jax.export(jax.jit(fn)): NNX modules updated in place are not returned
+    )
     try:
         entry = function._entry(args, {})
     except AutoparError as err:

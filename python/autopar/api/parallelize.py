@@ -138,6 +138,8 @@ class ParallelizedFunction:
         self._cache: dict[Hashable, Entry] = {}
         # PipeshardParallel: time every part of each step (runtime/timeline.py), read by last_step_timeline.
         self.record_timeline = False
+        # NNX module arguments come back for write-back (off for autopar.export: an Exported is pure).
+        self.carry_modules = True
         self._last_executor: Any = None
         functools.update_wrapper(self, fn)
 
@@ -254,7 +256,7 @@ class ParallelizedFunction:
                         f"batch_argnums has {i} but {self.__name__} was called with {len(args)} arguments"
                     )
         # NNX modules: their in-place updates come back (nnx_modules.py).
-        positions = module_positions(args, positional_names(self.fn, len(args)))
+        positions = module_positions(args, positional_names(self.fn, len(args))) if self.carry_modules else ()
         traced = CarryingModules(self.fn, positions) if positions else self.fn
         jitted = jax.jit(
             traced, static_argnums=self.static_argnums, donate_argnums=self.donate_argnums, keep_unused=True
