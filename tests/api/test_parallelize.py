@@ -118,6 +118,24 @@ def test_auto_static_and_donated_arguments_are_chosen_as_alpa_did():
         autopar.parallelize(step, donate_argnums="all")
 
 
+def test_a_batch_passed_by_keyword_is_the_batch_and_shares_the_plan():
+    """`f(params, batch=x)` is `f(params, x)`: batch_argnums (positions, as jax.jit's argnums) apply to a
+    keyword argument too. Before, a batch passed by keyword was planned as a parameter."""
+
+    def step(params, batch):
+        value, grads = jax.value_and_grad(lambda p: jnp.mean(mlp(p, batch)["y"] ** 2))(params)
+        return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), value
+
+    params, x = _params(), _batch()
+    f = autopar.parallelize(step, method=autopar.DataParallel())
+    assert_trees_close(f(params, batch=x), jax.jit(step)(params, x))
+    assert_trees_close(f(params, x), jax.jit(step)(params, x))
+    assert f.cache_size() == 1
+    plan = f.get_execution_plan(params, batch=x)
+    assert {p.path: p.role for p in plan.inputs}["batch"] == "batch"
+    assert plan.input_specs()["batch"] == P("x")
+
+
 def test_decorator_forms_and_keyword_arguments():
     @autopar.parallelize
     def add(a, b):

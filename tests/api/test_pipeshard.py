@@ -251,6 +251,43 @@ def test_a_step_written_for_alpa_runs_with_its_gradient_and_metrics(data):
     assert_trees_close(got, jax.jit(alpa_step)(params, batch))
 
 
+def _sum_loss(params, x, y):
+    for w in params:
+        x = jnp.tanh(x @ w)
+    return jnp.sum((x - y) ** 2)
+
+
+def gradients_divided_after_grad(params, batch):
+    """The mean gradient written after jax.grad: the division by the batch size is not in the backward
+    pass. It ran in the apply part, once per step, with one micro-batch's size: the update was B times
+    too large, silently (0.13 off after one step at B = 2)."""
+    x, y = batch
+    loss, grads = jax.value_and_grad(_sum_loss)(params, x, y)
+    return [w - 0.1 * g / x.shape[0] for w, g in zip(params, grads, strict=True)], loss / x.shape[0]
+
+
+def clipped_per_example_gradients(params, batch):
+    """DP-SGD: per-example gradients, each clipped to norm 1, then averaged. The clipping and the mean
+    work on per-example values and were put in the apply part, which sees one micro-batch of them."""
+    x, y = batch
+    grads = jax.vmap(jax.grad(_sum_loss), in_axes=(None, 0, 0))(params, x, y)
+    norms = jnp.sqrt(sum(jnp.sum(g.reshape(g.shape[0], -1) ** 2, axis=1) for g in grads))
+    scale = jnp.minimum(1.0, 1.0 / (norms + 1e-6))
+    means = [jnp.mean(g * scale[:, None, None], axis=0) for g in grads]
+    return [w - 0.1 * g for w, g in zip(params, means, strict=True)], _sum_loss(params, x, y)
+
+
+@pytest.mark.parametrize("step", [gradients_divided_after_grad, clipped_per_example_gradients])
+@pytest.mark.parametrize("micro_batches", [2, 4])
+def test_work_after_grad_on_the_batch_runs_per_micro_batch(data, step, micro_batches):
+    params, batch = data
+    method = autopar.PipeshardParallel(
+        num_micro_batches=micro_batches, layer_option=autopar.AutoLayerOption(layer_num=2)
+    )
+    got = autopar.parallelize(step, method=method)(params, batch)
+    assert_trees_close(got, jax.jit(step)(params, batch), rtol=1e-5, atol=1e-5)
+
+
 def test_dropout_is_refused_at_the_line_that_draws_its_bits(data):
     """Dropout's mask is drawn per example from the example's index in the batch, so micro-batches draw
     other masks than the full batch: refused, and the message names the line that draws them (the output

@@ -105,6 +105,25 @@ def aval_key(x: Any) -> tuple[Any, ...]:
     return tuple(value.shape), value.dtype, bool(value.weak_type)
 
 
+def keywords_to_positions(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """`f(params, batch=x)` as `f(params, x)`: keyword arguments that fill the next positional parameters
+    move into place, so batch_argnums, static_argnums and donate_argnums (positions, as in jax.jit) apply
+    to them and a call means the same plan either way. The function sees the same arguments."""
+    if not kwargs:
+        return args, kwargs
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return args, kwargs
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    args, kwargs = list(args), dict(kwargs)
+    while len(args) < len(positional) and positional[len(args)] in kwargs:
+        args.append(kwargs.pop(positional[len(args)]))
+    return tuple(args), kwargs
+
+
 def positional_names(fn: Callable[..., Any], n: int) -> list[str]:
     try:
         params = list(inspect.signature(fn).parameters.values())

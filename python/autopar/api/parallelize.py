@@ -41,6 +41,7 @@ from autopar.api.arguments import (
     is_batch_leaf,
     key_data,
     key_impl,
+    keywords_to_positions,
     mark_roles,
     positional_names,
 )
@@ -147,6 +148,7 @@ class ParallelizedFunction:
 
     @user_facing
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        args, kwargs = keywords_to_positions(self.fn, args, kwargs)
         entry = self._cache.get(self._signature(args, kwargs))
         if entry is None or entry.executable is None:  # a first call: plan and compile (shown when slow)
             with self._progress() as progress:
@@ -158,6 +160,7 @@ class ParallelizedFunction:
     @user_facing
     def lower(self, *args: Any, **kwargs: Any) -> Lowered:
         """Plans for these arguments (arrays or jax.ShapeDtypeStruct) without running."""
+        args, kwargs = keywords_to_positions(self.fn, args, kwargs)
         with self._progress() as progress:
             return Lowered(self, self._entry(args, kwargs, progress))
 
@@ -173,6 +176,7 @@ class ParallelizedFunction:
 
         For PipeshardParallel: the stages (layers, submesh, device ids, logical mesh, estimated cost) read
         from the plan, without compiling."""
+        args, kwargs = keywords_to_positions(self.fn, args, kwargs)
         entry = self._entry(args, kwargs)
         if self._pipeshard:
             plan = pipeshard.read_plan(entry.module, self.method, self.cluster)

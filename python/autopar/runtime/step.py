@@ -221,16 +221,24 @@ class StepProgram:
             else "a value the apply step reads (a gradient?)"
         )
         why = label.split(":", 1)[1] if label.startswith("unknown:") else f"it is {label!r}"
+        if label.startswith("concat:"):  # read by an apply part: averaging would not help either
+            why = (
+                "it holds one value per example (per-example gradients?), and the apply step, planned "
+                "once per step, would see only one micro-batch of them; reduce it over the examples "
+                "before the optimizer reads it"
+            )
         hint = (
             f"declare how it combines with output_combine={{{self._output_names[outputs[0]]!r}: "
             "'mean' | 'sum' | 'concat' | 'last'}, "
             if outputs
             else ""
         )
+        average = (
+            "" if label.startswith("concat:") else "average it as Alpa does with approximate_combine=True, "
+        )
         raise MicroBatchCombineError(
             f"{what}{f' (computed at {where})' if where else ''} does not combine exactly over "
-            f"{self.num_micro_batches} micro-batches: {why}; {hint}average it as Alpa does with "
-            "approximate_combine=True, or use num_micro_batches=1"
+            f"{self.num_micro_batches} micro-batches: {why}; {hint}{average}or use num_micro_batches=1"
         )
 
     def micro_batches(self, args: Sequence[Any]) -> dict[int, list[Any]]:

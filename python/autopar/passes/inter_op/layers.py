@@ -17,6 +17,7 @@ from jaxlib.mlir import ir
 
 from autopar import _core
 from autopar.errors import PassError
+from autopar.ir import attrs
 from autopar.passes.inter_op.graph import HEAVY_OPS, Graph
 
 FORWARD, BACKWARD, APPLY = "forward", "backward", "apply"
@@ -64,10 +65,23 @@ def classify_parts(graph: Graph) -> tuple[list[str], list[bool]]:
     if BACKWARD not in part:
         return part, free
     depends_on_backward = [False] * len(nodes)
+    per_example = [_per_example(node.op) for node in nodes]
+    # A constant that changes with the micro-batch's size (the m of a mean) divides correctly only per
+    # micro-batch: read in the apply part, which runs once per step, it would be one micro-batch's.
+    sized = [free[i] and attrs.get_micro_batch_labels(node.op) is not None for i, node in enumerate(nodes)]
     for i, node in enumerate(nodes):
         depends_on_backward[i] = part[i] == BACKWARD or any(depends_on_backward[p] for p in node.operands)
         if depends_on_backward[i] and part[i] != BACKWARD and not free[i]:
-            part[i] = APPLY
+            # Work on per-example values (DP-SGD's clipping of per-example gradients, and the mean that
+            # ends it) runs once per micro-batch, with the backward pass: the apply part runs once per
+            # step and would see one micro-batch of them.
+            if per_example[i] or any(per_example[p] or sized[p] for p in node.operands):
+                part[i] = BACKWARD
+            else:
+                part[i] = APPLY
+    for i in reversed(range(len(nodes))):  # what such work reads after the backward pass runs with it
+        if part[i] == APPLY and any(part[u] == BACKWARD for u in nodes[i].users):
+            part[i] = BACKWARD
     # Optimizer arithmetic on state alone (Adam's b1 * mu, the step count) is apply work too: an op that
     # only apply ops use runs with them, on the stage that owns the state, not in the last forward layer.
     # Dead ops (no user, not returned) do not hold an op back, and follow their producers.
@@ -83,6 +97,12 @@ def classify_parts(graph: Graph) -> tuple[list[str], list[bool]]:
         if dead[i] and part[i] == FORWARD and any(part[p] == APPLY for p in node.operands):
             part[i] = APPLY
     return part, free
+
+
+def _per_example(op: ir.Operation) -> bool:
+    """Whether a result holds a value per example (parallelize's micro-batch label "batch" or "concat")."""
+    labels = attrs.get_micro_batch_labels(op) or ()
+    return any(label == "batch" or label.startswith("concat:") for label in labels)
 
 
 def assign_layers(graph: Graph, num_layers: int, eps: float) -> Assignment:
