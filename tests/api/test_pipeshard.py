@@ -277,7 +277,18 @@ def clipped_per_example_gradients(params, batch):
     return [w - 0.1 * g for w, g in zip(params, means, strict=True)], _sum_loss(params, x, y)
 
 
-@pytest.mark.parametrize("step", [gradients_divided_after_grad, clipped_per_example_gradients])
+def linearly_scaled_learning_rate(params, batch):
+    """The linear scaling rule, lr from the batch size: a constant of the micro-batch's size in the apply
+    part, so each step used a B-times smaller learning rate, silently."""
+    x, y = batch
+    loss, grads = jax.value_and_grad(mlp_loss)(params, x, y)
+    lr = 4.0 * x.shape[0] / 256
+    return [w - lr * g for w, g in zip(params, grads, strict=True)], loss
+
+
+@pytest.mark.parametrize(
+    "step", [gradients_divided_after_grad, clipped_per_example_gradients, linearly_scaled_learning_rate]
+)
 @pytest.mark.parametrize("micro_batches", [2, 4])
 def test_work_after_grad_on_the_batch_runs_per_micro_batch(data, step, micro_batches):
     params, batch = data
