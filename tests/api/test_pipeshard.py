@@ -299,6 +299,24 @@ def test_work_after_grad_on_the_batch_runs_per_micro_batch(data, step, micro_bat
     assert_trees_close(got, jax.jit(step)(params, batch), rtol=1e-5, atol=1e-5)
 
 
+def test_a_step_that_takes_its_batch_first_is_told_to_give_batch_argnums(data):
+    """With the default batch_argnums=(1,), a step written `step(batch, params)` has its parameters split
+    into micro-batches: JAX's shape error is now said in the API's terms."""
+    params, batch = data
+
+    def batch_first(batch, params):
+        return sgd_step(params, batch)
+
+    method = autopar.PipeshardParallel(**TWO_STAGES)
+    with pytest.raises(
+        autopar.AutoparError,
+        match=r"batch_first fails on one micro-batch .*params: batch_argnums=\(1,\).*give batch_argnums",
+    ):
+        autopar.parallelize(batch_first, method=method)(batch, params)
+    got = autopar.parallelize(batch_first, method=method, batch_argnums=(0,))(batch, params)
+    assert_trees_close(got, jax.jit(batch_first)(batch, params))
+
+
 def test_dropout_is_refused_at_the_line_that_draws_its_bits(data):
     """Dropout's mask is drawn per example from the example's index in the batch, so micro-batches draw
     other masks than the full batch: refused, and the message names the line that draws them (the output

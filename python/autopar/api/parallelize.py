@@ -271,7 +271,7 @@ class ParallelizedFunction:
         abstract_kwargs = jax.tree.map(abstract, kwargs)
         started = time.perf_counter()
         if self._pipeshard:  # autopar-inter-op plans the step of one micro-batch (as Alpa traces it)
-            lowered = jitted.lower(*self._micro_batch_args(abstract_args), **abstract_kwargs)
+            lowered = self._lower_micro_batch(jitted, abstract_args, abstract_kwargs)
         else:
             lowered = jitted.lower(*abstract_args, **abstract_kwargs)
         module = module_from_lowered(lowered)
@@ -318,6 +318,20 @@ class ParallelizedFunction:
         timings = {"lower": lowered_at - started, "plan": time.perf_counter() - lowered_at}
         signature = (lowered.in_tree, lowered.out_tree, roles, paths, module, out_keys)
         return Entry(*signature, callbacks, timings, remarks=remarks, appended_modules=appended)
+
+    def _lower_micro_batch(self, jitted: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The step lowered for one micro-batch; a step that cannot take one names the batch arguments
+        (the parameters passed where batch_argnums points, by the default (1,), split like a batch)."""
+        try:
+            return jitted.lower(*self._micro_batch_args(args), **kwargs)
+        except (TypeError, ValueError) as err:
+            names = positional_names(self.fn, len(args))
+            batch = ", ".join(names[i] for i in self.batch_argnums if i < len(names))
+            raise ArgumentError(
+                f"{self.__name__} fails on one micro-batch of its batch arguments ({batch}: batch_argnums="
+                f"{self.batch_argnums}, each leaf's dim 0 divided by {self.method.num_micro_batches}): "
+                f"{str(err).splitlines()[0].rstrip('.')}; if {batch} is not the batch, give batch_argnums"
+            ) from None
 
     def _abstract(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(a if i in self.static_argnums else jax.tree.map(abstract, a) for i, a in enumerate(args))
