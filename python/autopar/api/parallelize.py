@@ -322,8 +322,9 @@ class ParallelizedFunction:
     def _lower_micro_batch(self, jitted: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The step lowered for one micro-batch; a step that cannot take one names the batch arguments
         (the parameters passed where batch_argnums points, by the default (1,), split like a batch)."""
+        micro_batch = self._micro_batch_args(args)  # its own errors name the batch that does not divide
         try:
-            return jitted.lower(*self._micro_batch_args(args), **kwargs)
+            return jitted.lower(*micro_batch, **kwargs)
         except (TypeError, ValueError) as err:
             names = positional_names(self.fn, len(args))
             batch = ", ".join(names[i] for i in self.batch_argnums if i < len(names))
