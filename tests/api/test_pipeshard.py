@@ -317,6 +317,22 @@ def test_a_step_that_takes_its_batch_first_is_told_to_give_batch_argnums(data):
     assert_trees_close(got, jax.jit(batch_first)(batch, params))
 
 
+def test_a_count_of_examples_kept_in_the_state_is_refused_without_false_remedies(data):
+    """`seen + x.shape[0]` is neither a mean nor a sum of the micro-batches' values: no declaration and no
+    average gives the full batch's, so the message offers neither (it used to say "it is
+    'const:irregular'" and suggest both)."""
+    params, batch = data
+
+    def counting_step(params, seen, batch):
+        new, loss = sgd_step(params, batch)
+        return new, seen + batch[0].shape[0], loss
+
+    method = autopar.PipeshardParallel(**TWO_STAGES)
+    with pytest.raises(autopar.AutoparError, match=r"output \[1\] .*not in proportion to it") as info:
+        autopar.parallelize(counting_step, method=method, batch_argnums=(2,))(params, jnp.float32(0), batch)
+    assert "output_combine" not in str(info.value) and "approximate_combine" not in str(info.value)
+
+
 def test_dropout_is_refused_at_the_line_that_draws_its_bits(data):
     """Dropout's mask is drawn per example from the example's index in the batch, so micro-batches draw
     other masks than the full batch: refused, and the message names the line that draws them (the output

@@ -221,7 +221,15 @@ class StepProgram:
             else "a value the apply step reads (a gradient?)"
         )
         why = label.split(":", 1)[1] if label.startswith("unknown:") else f"it is {label!r}"
-        if label.startswith("concat:"):  # read by an apply part: averaging would not help either
+        # No combination of the micro-batches' values gives these: declaring one or averaging would not help.
+        uncombinable = label.startswith("concat:") or label == "const:irregular"
+        if label == "const:irregular":
+            why = (
+                "it changes with the micro-batch's size but not in proportion to it (a count in the state "
+                "plus x.shape[0]?), so no combination of the micro-batches' values gives the full batch's "
+                "(compute it outside the step)"
+            )
+        if label.startswith("concat:"):  # read by an apply part
             why = (
                 "it holds one value per example (per-example gradients?), and the apply step, planned "
                 "once per step, would see only one micro-batch of them; reduce it over the examples "
@@ -230,12 +238,10 @@ class StepProgram:
         hint = (
             f"declare how it combines with output_combine={{{self._output_names[outputs[0]]!r}: "
             "'mean' | 'sum' | 'concat' | 'last'}, "
-            if outputs
+            if outputs and not uncombinable
             else ""
         )
-        average = (
-            "" if label.startswith("concat:") else "average it as Alpa does with approximate_combine=True, "
-        )
+        average = "" if uncombinable else "average it as Alpa does with approximate_combine=True, "
         raise MicroBatchCombineError(
             f"{what}{f' (computed at {where})' if where else ''} does not combine exactly over "
             f"{self.num_micro_batches} micro-batches: {why}; {hint}{average}or use num_micro_batches=1"
