@@ -221,9 +221,8 @@ def export(
         donate_argnums=(),
         batch_argnums=batch_argnums,
     )
-    function.carry_modules = (
-        False  # as jax.export(jax.jit(fn)): NNX modules updated in place are not returned
-    )
+    # As jax.export(jax.jit(fn)): NNX modules the step updates in place are not added to its outputs.
+    function.carry_modules = False
     try:
         entry = function._entry(args, {})
     except AutoparError as err:

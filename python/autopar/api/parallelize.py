@@ -128,11 +128,11 @@ class ParallelizedFunction:
         else:
             self.mesh_shape, self.axis_names = self.method.mesh_for(len(self.devices))
             check_mesh_shape(self.mesh_shape, self.axis_names, len(self.devices))
-        # "auto" (Alpa's): chosen from the first call's arguments, then fixed (_choose_auto_argnums).
-        self._static_auto = argnums_or_auto(static_argnums, "static_argnums") is None
-        self._donate_auto = argnums_or_auto(donate_argnums, "donate_argnums") is None
-        self.static_argnums = () if self._static_auto else argnums(static_argnums, "static_argnums")
-        self.donate_argnums = () if self._donate_auto else argnums(donate_argnums, "donate_argnums")
+        # "auto" (Alpa's, None here): chosen from the first call's arguments, then fixed (_split).
+        static = argnums_or_auto(static_argnums, "static_argnums")
+        donate = argnums_or_auto(donate_argnums, "donate_argnums")
+        self._static_auto, self._donate_auto = static is None, donate is None
+        self.static_argnums, self.donate_argnums = static or (), donate or ()
         self._batch_explicit = batch_argnums != (1,)
         self._batch_given = argnums(batch_argnums, "batch_argnums")
         self._check_argnums()

@@ -91,13 +91,7 @@ def _result_dicts(main) -> list[ir.DictAttr]:
 
 
 def result_names(main) -> list[str]:
-    n = len(main.type.results)
-    dicts = _result_dicts(main) or [None] * n
-    return [
-        ir.StringAttr(d[key]).value if d is not None and key in d else f"result {j}"
-        for j, d in enumerate(dicts)
-        for key in ("jax.result_info",)
-    ]
+    return [p if p is not None else f"result {j}" for j, p in enumerate(attrs.get_result_paths(main))]
 
 
 def stage_tensors(module: ir.Module) -> tuple[StageTensor, ...]:

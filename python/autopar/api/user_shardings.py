@@ -15,7 +15,6 @@ from jaxlib.mlir import ir
 from autopar.errors import AutoparError, format_location
 from autopar.ir import exported
 
-_CONSTRAINTS = ("sdy.sharding_constraint", "sdy.reshard")  # what exported.drop_shardings drops
 _SHOWN = 3  # locations a remark lists
 
 
@@ -61,10 +60,7 @@ def _layout_ops(module: ir.Module) -> tuple[list[ir.Operation], list[ir.Operatio
     def visit(op: ir.Operation) -> ir.WalkResult:
         if op.name == "sdy.manual_computation":
             manual.append(op)
-        elif op.name in _CONSTRAINTS or (
-            op.name == "stablehlo.custom_call"
-            and ir.StringAttr(op.attributes["call_target_name"]).value == "Sharding"
-        ):
+        elif exported.is_layout_constraint(op):
             constraints.append(op)
         return ir.WalkResult.ADVANCE
 

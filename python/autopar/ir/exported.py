@@ -76,10 +76,7 @@ def drop_shardings(module: ir.Module) -> None:
             name = op.name
             if name == "func.func":
                 _drop_func_shardings(op)
-            elif name in ("sdy.sharding_constraint", "sdy.reshard") or (
-                name == "stablehlo.custom_call"
-                and ir.StringAttr(op.attributes["call_target_name"]).value == "Sharding"
-            ):
+            elif is_layout_constraint(op):
                 doomed.append(op)
             elif name != "sdy.manual_computation":
                 for key in _SHARDING_ATTRS:
@@ -101,6 +98,16 @@ def drop_shardings(module: ir.Module) -> None:
                 ):  # only its own definition names it
                     op.operation.erase()
     io._verify(module, "<exported module>")
+
+
+def is_layout_constraint(op: ir.Operation) -> bool:
+    """A sharding constraint in a body: Shardy's (`sdy.sharding_constraint`, `sdy.reshard`) or GSPMD's
+    `@Sharding` custom call. Each returns its operand's value in a layout of its own mesh."""
+    name = op.name
+    return name in ("sdy.sharding_constraint", "sdy.reshard") or (
+        name == "stablehlo.custom_call"
+        and ir.StringAttr(op.attributes["call_target_name"]).value == "Sharding"
+    )
 
 
 def _drop_func_shardings(func_op: ir.Operation) -> None:
