@@ -199,6 +199,51 @@ def test_nnx_modules_updated_in_place_train_as_under_nnx_jit(mesh_shape):
     assert _drifted(plan, range(n), range(1, n + 1)) == []
 
 
+def _step_on_a_tuple(state, tokens, targets):
+    model, optimizer = state
+    return _nnx_step_in_place(model, optimizer, tokens, targets)
+
+
+def _step_on_a_dict(tokens, *, modules):
+    return _nnx_step_in_place(modules["model"], modules["optimizer"], tokens, jnp.roll(tokens, 1, axis=1))
+
+
+def test_nnx_modules_inside_tuples_dicts_and_keywords_are_written_back_as_nnx_jit_does():
+    """nnx.jit finds modules at any depth of the arguments; before, only whole module arguments came back,
+    and a model passed in a tuple or a dict (or by keyword) silently never trained."""
+    tokens = jax.random.randint(jax.random.key(1), (16, 32), 0, 512)
+    targets = jnp.roll(tokens, 1, axis=1)
+    method = autopar.ShardParallel(mesh_shape=(8,))
+    f = autopar.parallelize(_step_on_a_tuple, method=method, batch_argnums=(1, 2))
+    mine, theirs = _nnx_state(), _nnx_state()
+    for _ in range(2):
+        got = float(f(mine, tokens, targets))
+        assert got == pytest.approx(float(nnx.jit(_step_on_a_tuple)(theirs, tokens, targets)), rel=1e-5)
+    assert int(mine[1].step[...]) == 2
+    assert_trees_close(nnx.state(mine[0], nnx.Param), nnx.state(theirs[0], nnx.Param), rtol=1e-4, atol=1e-5)
+
+    g = autopar.parallelize(_step_on_a_dict, method=method)
+    (model, optimizer), (their_model, their_optimizer) = _nnx_state(), _nnx_state()
+    mine = {"model": model, "optimizer": optimizer}
+    theirs = {"model": their_model, "optimizer": their_optimizer}
+    for _ in range(2):
+        got = float(g(tokens, modules=mine))
+        assert got == pytest.approx(float(nnx.jit(_step_on_a_dict)(tokens, modules=theirs)), rel=1e-5)
+    assert int(optimizer.step[...]) == 2
+    assert_trees_close(nnx.state(model, nnx.Param), nnx.state(their_model, nnx.Param), rtol=1e-4, atol=1e-5)
+
+
+def test_shared_state_inside_one_argument_is_refused_by_its_path():
+    model = nnx.Linear(8, 8, rngs=nnx.Rngs(0))
+    from autopar.api.nnx_modules import SharedModuleError
+
+    def step(state, x):
+        return jnp.sum(state[0](x))
+
+    with pytest.raises(SharedModuleError, match=r"arguments state\[0\] and state\[1\] share NNX state"):
+        autopar.parallelize(step)((model, nnx.ModelAndOptimizer(model, _OPTIMIZER)), normal((8, 8)))
+
+
 def test_a_module_the_step_returns_is_not_returned_twice():
     model, optimizer = _nnx_state()
     tokens = jax.random.randint(jax.random.key(1), (16, 32), 0, 512)

@@ -3,20 +3,22 @@
 NNX steps update their modules in place (`optimizer.update(model, grads)`) and often return only the loss.
 Under `jax.jit` a module argument is a pytree: the step updates a copy made inside the trace, and the
 caller's model silently never trains. `nnx.jit` writes the updates back; so does parallelize: the traced
-step also returns every module argument it does not return itself, and the call writes their new state
-into the caller's modules (`nnx.update`). Only modules passed as whole arguments are tracked (not modules
-inside a tuple or dict argument); flax is not imported unless the caller already did.
+step also returns every module among its arguments that it does not return itself, and the call writes
+their new state into the caller's modules (`nnx.update`). A module is found at any depth of the arguments
+(`step((model, optimizer), batch)`, `step({"model": model}, batch)`, keyword arguments), as `nnx.jit` finds
+it; flax is not imported unless the caller already did.
 """
 
 from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 
+from autopar.api.arguments import positional_names
 from autopar.errors import AutoparError
 
 
@@ -28,27 +30,48 @@ class SharedModuleError(AutoparError, ValueError):
     """Two module arguments share state (a model and the nnx.ModelAndOptimizer that holds it)."""
 
 
-def module_positions(args: Sequence[Any], names: Sequence[str] = ()) -> tuple[int, ...]:
-    """Positions of the arguments that are NNX graph nodes (modules, optimizers, Rngs); raises
-    SharedModuleError when two of them share a module or variable."""
+def _nodes(nnx: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[tuple[Any, Any]]:
+    """(key path, node) of every NNX graph node in (args, kwargs), outermost only, in pytree order: the
+    traced step sees its copies in the same order."""
+    tree = (tuple(args), dict(kwargs))
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=nnx.graph.is_graph_node)
+    return [(path, x) for path, x in leaves if nnx.graph.is_graph_node(x)]
+
+
+def _name(path: Any, names: Sequence[str]) -> str:
+    """The user's name for a node: `optimizer`, `state[0]`, `modules['model']`."""
+    where, key, *rest = path
+    if where.idx == 0:
+        root = names[key.idx] if key.idx < len(names) else f"args[{key.idx}]"
+    else:
+        root = str(key.key)
+    return root + jax.tree_util.keystr(tuple(rest))
+
+
+def module_positions(
+    fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> tuple[int, ...]:
+    """Indices (in `_nodes` order) of the NNX graph nodes (modules, optimizers, Rngs) in fn's arguments;
+    raises SharedModuleError when two of them share a module or variable."""
     nnx = _nnx()
     if nnx is None:
         return ()
-    positions = tuple(i for i, a in enumerate(args) if nnx.graph.is_graph_node(a))
-    owner: dict[int, int] = {}  # id of a module or variable -> the first argument holding it
-    for i in positions:
-        for v in _state_objects(nnx, args[i]):
+    names = positional_names(fn, len(args))
+    nodes = _nodes(nnx, args, kwargs)
+    owner: dict[int, int] = {}  # id of a module or variable -> the first node holding it
+    for i, (_, node) in enumerate(nodes):
+        for v in _state_objects(nnx, node):
             j = owner.setdefault(id(v), i)
             if j == i:
                 continue
-            a, b = (names[k] if k < len(names) else f"argument {k}" for k in (j, i))
+            a, b = (_name(nodes[k][0], names) for k in (j, i))
             raise SharedModuleError(
                 f"arguments {a} and {b} share NNX state (one holds the other, as nnx.ModelAndOptimizer holds "
                 "its model): like jax.jit, parallelize passes each argument as a copy, so an update made "
                 "through one would be lost on the other; pass only one of them, or an "
                 "nnx.Optimizer(model, tx, wrt=nnx.Param), which holds no model"
             )
-    return positions
+    return tuple(range(len(nodes)))
 
 
 def _state_objects(nnx: Any, node: Any) -> list[Any]:
@@ -58,7 +81,7 @@ def _state_objects(nnx: Any, node: Any) -> list[Any]:
 
 class CarryingModules:
     """`fn` for tracing: returns (its output, *the module arguments it does not return itself), and
-    records which those are (`appended`, set while JAX traces it)."""
+    records which those are (`appended`, indices into the arguments' modules, set while JAX traces it)."""
 
     def __init__(self, fn: Callable[..., Any], positions: tuple[int, ...]):
         self.fn, self.positions = fn, positions
@@ -66,19 +89,21 @@ class CarryingModules:
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        out = self.fn(*args, **kwargs)
         nnx = _nnx()
+        nodes = [node for _, node in _nodes(nnx, args, kwargs)]  # before the step may rebind anything
+        out = self.fn(*args, **kwargs)
         returned = {id(x) for x in jax.tree.leaves(out, is_leaf=nnx.graph.is_graph_node)}
-        self.appended = tuple(i for i in self.positions if id(args[i]) not in returned)
-        return (out, *(args[i] for i in self.appended)) if self.appended else out
+        self.appended = tuple(i for i in self.positions if id(nodes[i]) not in returned)
+        return (out, *(nodes[i] for i in self.appended)) if self.appended else out
 
 
-def write_back(args: Sequence[Any], result: Any, appended: tuple[int, ...]) -> Any:
+def write_back(args: Sequence[Any], kwargs: Mapping[str, Any], result: Any, appended: tuple[int, ...]) -> Any:
     """The step's own output; the new state of each appended module written into the caller's."""
     if not appended:
         return result
     nnx = _nnx()
+    nodes = _nodes(nnx, args, kwargs)
     out, *modules = result
     for i, module in zip(appended, modules, strict=True):
-        nnx.update(args[i], nnx.state(module))
+        nnx.update(nodes[i][1], nnx.state(module))
     return out

@@ -155,7 +155,7 @@ class ParallelizedFunction:
                 entry = self._entry(args, kwargs, progress)
                 progress.stage("compiling with XLA")
                 self._executable(entry)
-        return write_back(args, self._run(entry, args, kwargs), entry.appended_modules)
+        return write_back(args, kwargs, self._run(entry, args, kwargs), entry.appended_modules)
 
     @user_facing
     def lower(self, *args: Any, **kwargs: Any) -> Lowered:
@@ -260,7 +260,7 @@ class ParallelizedFunction:
                         f"batch_argnums has {i} but {self.__name__} was called with {len(args)} arguments"
                     )
         # NNX modules: their in-place updates come back (nnx_modules.py).
-        positions = module_positions(args, positional_names(self.fn, len(args))) if self.carry_modules else ()
+        positions = module_positions(self.fn, args, kwargs) if self.carry_modules else ()
         traced = CarryingModules(self.fn, positions) if positions else self.fn
         jitted = jax.jit(
             traced, static_argnums=self.static_argnums, donate_argnums=self.donate_argnums, keep_unused=True
