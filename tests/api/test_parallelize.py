@@ -18,7 +18,7 @@ from jaxlib.mlir.dialects import func, sdy
 
 import autopar
 from autopar.api import methods
-from autopar.errors import AutoparError
+from autopar.errors import ArgumentError, AutoparError
 from autopar.ir import attrs
 from autopar.passes import registry
 from autopar.runtime import shardings as sh
@@ -378,6 +378,50 @@ def test_batch_argnums_marks_batches_and_scalars_stay_parameters(recording_intra
     args = (_batch(), jnp.ones((16, 4)), jnp.float32(2.0))
     assert_trees_close(g(*args), jax.jit(f)(*args))
     assert recording_intra_op.roles == ["batch", "parameter", "parameter"]
+
+
+def _sgd_batch_first(batch, params):
+    """A step written batch-first: Alpa's default batch_argnums (1,) would take the weights for the batch."""
+    x, y = batch
+    grads = jax.grad(lambda p: jnp.mean((jnp.tanh(x @ p["w1"]) @ p["w2"] - y) ** 2))(params)
+    return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+
+
+def test_the_default_batch_argnums_refuses_state_the_step_returns_and_an_explicit_one_plans_it():
+    """Before, DataParallel split the weights along dim 0 as data and left the batch whole (right numbers,
+    a model-parallel plan under a data-parallel name)."""
+    params = {"w1": normal((64, 64), seed=1), "w2": normal((64, 64), seed=2)}
+    batch = (normal((32, 64), seed=3), normal((32, 64), seed=4))
+    with pytest.raises(
+        ArgumentError, match=r"params at position 1 is state .* batch_argnums=\(0,\) \(batch\)"
+    ):
+        autopar.parallelize(_sgd_batch_first, method=autopar.DataParallel())(batch, params)
+    f = autopar.parallelize(_sgd_batch_first, method=autopar.DataParallel(), batch_argnums=(0,))
+    assert_trees_close(f(batch, params), jax.jit(_sgd_batch_first)(batch, params))
+    plan = f.get_execution_plan(batch, params)
+    assert {t.path: t.role for t in plan.inputs} == {
+        "batch[0]": "batch",
+        "batch[1]": "batch",
+        "params['w1']": "parameter",
+        "params['w2']": "parameter",
+    }
+    assert all(t.spec == P() for t in plan.inputs if t.role == "parameter")
+    assert all(t.spec == P("x") for t in plan.inputs if t.role == "batch"), plan
+
+
+def test_the_default_batch_argnums_names_the_batch_after_two_state_arguments():
+    def step(params, opt_state, batch):
+        new = _sgd_batch_first((batch, batch), params)
+        return new, jax.tree.map(lambda m, p: 0.9 * m + p, opt_state, new)
+
+    params = {"w1": normal((16, 16), seed=1), "w2": normal((16, 16), seed=2)}
+    with pytest.raises(ArgumentError, match=r"opt_state at position 1 .* batch_argnums=\(2,\) \(batch\)"):
+        autopar.parallelize(step)(params, params, normal((8, 16), seed=3))
+    # A step that returns a new version of its batch argument's structure with one leaf is not refused (an
+    # autoencoder's reconstruction has its input's shape).
+    g = autopar.parallelize(lambda params, x: (params, jnp.tanh(x @ params["w1"])))
+    x = normal((8, 16), seed=4)
+    assert_trees_close(g(params, x), (params, jnp.tanh(x @ params["w1"])))
 
 
 # ---- errors ----------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import numpy as np
 from jax.sharding import PartitionSpec
 from jaxlib.mlir import ir
 
+from autopar.errors import ArgumentError
 from autopar.ir import attrs
 from autopar.runtime import shardings as sh
 
@@ -188,3 +189,46 @@ def _shape(leaf: Any) -> tuple[int, ...]:
 def _is_key_leaf(leaf: Any) -> bool:
     dtype = getattr(leaf, "dtype", None)
     return dtype is not None and _is_key(dtype)
+
+
+def check_default_batch(
+    fn: Callable[..., Any], args: tuple[Any, ...], out_info: Any, batch: tuple[int, ...]
+) -> None:
+    """Refuses Alpa's default batch_argnums (1,) where the step returns a new value of that argument.
+
+    The default assumes `step(state, batch)`. A step written `step(batch, params)` or `step(params,
+    opt_state, batch)` returns its argument 1 updated (new parameters, optimizer state, an NNX module written
+    back): planned as a batch, its weights would be split along dim 0 as data (DataParallel) and the real
+    batch left whole, with right numbers and no word. An explicit batch_argnums is never second-guessed.
+    """
+    names = positional_names(fn, len(args))
+    for i in batch:
+        if i < len(args) and _returned_updated(args[i], out_info):
+            others = [j for j in range(len(args)) if j != i and _has_arrays(args[j])]
+            hint = [j for j in others if not _returned_updated(args[j], out_info)] or others
+            raise ArgumentError(
+                f"batch_argnums defaults to (1,) (Alpa's step(state, batch)), but {names[i]} at position {i} "
+                "is state the step returns updated, not a batch; give the batch's positions, e.g. "
+                f"batch_argnums={tuple(hint)} ({', '.join(names[j] for j in hint)})"
+            )
+
+
+def _returned_updated(arg: Any, out_info: Any) -> bool:
+    """Whether the step's output, or one of its top-level elements, has this argument's pytree structure
+    and leaves (dim 0 aside: a pipelined step is lowered for one micro-batch). One leaf alone is not
+    enough: a reconstruction has its input's shape."""
+    leaves, tree = jax.tree.flatten(arg)
+    if len(leaves) < 2:
+        return False
+    want = [(_shape(x)[1:], str(getattr(x, "dtype", ""))) for x in leaves]
+    elements = out_info.values() if isinstance(out_info, dict) else out_info
+    parts = [out_info, *elements] if isinstance(out_info, (tuple, list, dict)) else [out_info]
+    for part in parts:
+        got, structure = jax.tree.flatten(part)
+        if structure == tree and [(_shape(x)[1:], str(getattr(x, "dtype", ""))) for x in got] == want:
+            return True
+    return False
+
+
+def _has_arrays(arg: Any) -> bool:
+    return any(_shape(x) for x in jax.tree.leaves(arg))

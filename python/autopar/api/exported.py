@@ -182,7 +182,7 @@ def export(
     method: Any = None,
     mesh: Any = None,
     static_argnums: int | Sequence[int] = (),
-    batch_argnums: int | Sequence[int] = (1,),
+    batch_argnums: int | Sequence[int] | None = None,
     platforms: Sequence[str] | None = None,
 ) -> jax.export.Exported:
     """Plans `fn` for `args` (arrays or jax.ShapeDtypeStruct) and returns the plan as a jax.export.Exported.

@@ -37,6 +37,7 @@ from autopar.api.arguments import (
     aval_key,
     batch_size,
     broadcast_specs,
+    check_default_batch,
     host_callbacks,
     is_batch_leaf,
     key_data,
@@ -73,13 +74,14 @@ def parallelize(
     devices: Sequence[jax.Device] | None = None,
     static_argnums: int | Sequence[int] | str = (),
     donate_argnums: int | Sequence[int] | str = (),
-    batch_argnums: int | Sequence[int] = (1,),
+    batch_argnums: int | Sequence[int] | None = None,
 ) -> Any:
     """Parallelizes `fn` over `devices` (default: all local devices) with `method` (default ShardParallel).
 
     Usable as `parallelize(fn, ...)`, `@parallelize` or `@parallelize(method=...)`. Arguments at
-    `batch_argnums` are data batches (dim 0 is the batch dim); every other array argument is a parameter or
-    optimizer state. The result runs like `jax.jit(fn)` and has `lower`, `get_execution_plan`.
+    `batch_argnums` are data batches (dim 0 is the batch dim; by default (1,), as Alpa's, refused where the
+    step returns that argument updated); every other array argument is a parameter or optimizer state.
+    The result runs like `jax.jit(fn)` and has `lower`, `get_execution_plan`.
     `static_argnums="auto"` and `donate_argnums="auto"` choose them as Alpa did, from the first call.
     """
     options = dict(
@@ -107,7 +109,7 @@ class ParallelizedFunction:
         devices: Sequence[jax.Device] | None,
         static_argnums: int | Sequence[int] | str,
         donate_argnums: int | Sequence[int] | str,
-        batch_argnums: int | Sequence[int],
+        batch_argnums: int | Sequence[int] | None,
     ):
         self.fn = fn
         self.method = ShardParallel() if method is None else method
@@ -133,8 +135,8 @@ class ParallelizedFunction:
         donate = argnums_or_auto(donate_argnums, "donate_argnums")
         self._static_auto, self._donate_auto = static is None, donate is None
         self.static_argnums, self.donate_argnums = static or (), donate or ()
-        self._batch_explicit = batch_argnums != (1,)
-        self._batch_given = argnums(batch_argnums, "batch_argnums")
+        self._batch_explicit = batch_argnums is not None
+        self._batch_given = argnums((1,) if batch_argnums is None else batch_argnums, "batch_argnums")
         self._check_argnums()
         self._cache: dict[Hashable, Entry] = {}
         # PipeshardParallel: time every part of each step (runtime/timeline.py), read by last_step_timeline.
@@ -253,12 +255,8 @@ class ParallelizedFunction:
     def _plan(self, args: tuple[Any, ...], kwargs: dict[str, Any], progress: Progress | None = None) -> Entry:
         if progress is not None:
             progress.stage("tracing and lowering")
-        if self._batch_explicit:
-            for i in self.batch_argnums:
-                if i >= len(args):
-                    raise ValueError(
-                        f"batch_argnums has {i} but {self.__name__} was called with {len(args)} arguments"
-                    )
+        if self._batch_explicit and (past := [i for i in self.batch_argnums if i >= len(args)]):
+            raise ValueError(f"batch_argnums has {past[0]} but {self.__name__} has {len(args)} arguments")
         # NNX modules: their in-place updates come back (nnx_modules.py).
         positions = module_positions(self.fn, args, kwargs) if self.carry_modules else ()
         traced = CarryingModules(self.fn, positions) if positions else self.fn
@@ -274,6 +272,8 @@ class ParallelizedFunction:
             lowered = self._lower_micro_batch(jitted, abstract_args, abstract_kwargs)
         else:
             lowered = jitted.lower(*abstract_args, **abstract_kwargs)
+        if not self._batch_explicit:
+            check_default_batch(self.fn, abstract_args, lowered.out_info, self.batch_argnums)
         module = module_from_lowered(lowered)
         appended = getattr(traced, "appended", ())
         remarks = drop_user_shardings(module, self.__name__)
