@@ -394,6 +394,42 @@ def bytes_per_device(tree) -> dict[int, int]:
     return out
 
 
+def test_a_flax_lstm_trained_over_micro_batches_equals_the_full_batch_step():
+    """flax's nn.RNN over an OptimizedLSTMCell (a scan over time from a zero carry) in a TrainState step.
+    It used to be refused: the zero initial state times a weight, and the zero residuals the scan stacks
+    for its backward loop, read as values with a batch dim made from constants."""
+    import flax.linen as nn
+    from flax.training import train_state
+
+    class Classifier(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(5)(nn.RNN(nn.OptimizedLSTMCell(16))(x)[:, -1])
+
+    def step(state, batch):
+        x, y = batch
+
+        def loss_fn(p):
+            logits = state.apply_fn({"params": p}, x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        return state.apply_gradients(grads=grads), loss
+
+    x = jax.random.normal(jax.random.key(0), (BATCH, 6, 8))
+    y = jax.random.randint(jax.random.key(1), (BATCH,), 0, 5)
+    model = Classifier()
+    state = train_state.TrainState.create(
+        apply_fn=model.apply, params=model.init(jax.random.key(2), x)["params"], tx=optax.adam(1e-2)
+    )
+    f = autopar.parallelize(step, method=autopar.PipeshardParallel(**TWO_STAGES))
+    mine, theirs = state, state
+    for _ in range(2):
+        (mine, my_loss), (theirs, their_loss) = f(mine, (x, y)), jax.jit(step)(theirs, (x, y))
+        assert float(my_loss) == pytest.approx(float(their_loss), rel=1e-5)
+    assert_trees_close(mine.params, theirs.params, rtol=1e-4, atol=1e-5)
+
+
 def test_each_stage_holds_its_own_parameters_and_adam_state():
     rng = np.random.default_rng(1)
     width, layers = 64, 4

@@ -237,3 +237,49 @@ def test_checkpointed_layers_keep_their_kinds_through_the_barriers():
     text = jax.jit(step).lower(*batch(4)).as_text()
     assert "stablehlo.optimization_barrier" in text and "tensor<8x8xf32>, tensor<4x8xf32>" in text
     assert output_labels(step, batch) == ["mean", "mean", "mean", "concat:0"]
+
+
+def test_a_recurrent_loop_over_time_from_a_zero_state_keeps_means_and_per_example_outputs():
+    """An RNN's scan over time (flax's nn.RNN): its carry starts as zeros of the batch's shape, so its first
+    step multiplies zeros by a weight, and the scan stacks zero residuals for the backward loop. Before,
+    both read as "a value with a batch dim from constants" and refused the step."""
+
+    def step(params, x, y):  # x: (m, time, features)
+        def loss(p):
+            def cell(h, x_t):
+                h = jnp.tanh(x_t @ p[0] + h @ p[1])
+                return h, h
+
+            h, hs = jax.lax.scan(cell, jnp.zeros((x.shape[0], 8)), jnp.swapaxes(x, 0, 1))
+            return jnp.mean((h - y) ** 2), hs
+
+        (value, hs), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        return value, grads, hs
+
+    labels = output_labels(step, lambda m: (W, jnp.ones((m, 5, 8)) * 0.3, jnp.ones((m, 8))))
+    assert labels == ["mean", "mean", "mean", "concat:1"]
+
+
+def test_ops_inside_a_loop_given_up_on_carry_the_loops_reason():
+    """A loop whose operands are already unknown is not interpreted; its body's ops carry the reason (not
+    "added after labelling" once autopar-unroll-loops has written them out)."""
+
+    def step(params, x, y):
+        h0 = x - jnp.mean(x, axis=0)  # a batch statistic fed back into each example
+
+        def body(i, h):
+            return jnp.tanh(h @ params[0])
+
+        return jax.lax.fori_loop(0, 3, body, h0)
+
+    small, large = _inlined(step, *batch(4)), _inlined(step, *batch(8))
+    micro_batch.annotate(small, large, 4)
+    main = micro_batch._main(small)
+    loop = next(
+        op.operation for op in main.regions[0].blocks[0].operations if op.operation.name == "stablehlo.while"
+    )
+    reason = attrs.get_micro_batch_labels(loop)[-1]
+    assert reason.startswith("unknown:a sum over the examples fed back"), reason
+    body = [op.operation for op in loop.regions[1].blocks[0].operations]
+    tanh = next(op for op in body if op.name == "stablehlo.tanh")
+    assert attrs.get_micro_batch_labels(tanh) == (reason,)

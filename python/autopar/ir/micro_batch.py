@@ -272,11 +272,15 @@ class Interpreter:
 
     def per_example_constant(self, a: ir.Operation) -> Kind:
         """A batch-dependent-in-shape value built from constants only (broadcasts of scalars)."""
+        ins = [self.kind(v) for v in a.operands]
+        if a.name == "stablehlo.dot_general" and any(k.tag == "zero" for k in ins):
+            return ZERO  # a recurrent layer's first step: its zero initial state times a weight
+        if a.name in _SHAPE_OPS and all(k.tag == "zero" for k in _elements(a.name, ins)):
+            return ZERO  # zeros sliced, padded or written into zeros (a scan's first residuals)
         if a.name == "stablehlo.broadcast_in_dim":
             k = self.kind(a.operands[0])
             return ZERO if k.tag == "zero" else Kind("batch", k.degree) if k.degree is not None else k
         if a.name in _LINEAR_UNARY or a.name in _ADDITIVE or a.name in _NONLINEAR:
-            ins = [self.kind(v) for v in a.operands]
             if all(k.tag == "zero" for k in ins):
                 return ZERO
             c = _const_of(ins, a.name)
@@ -341,6 +345,15 @@ class Interpreter:
         if data.tag == "batch" and len(self.batch_dims(a.results[0])) != operand_dims:
             return unknown(f"{a.name} cuts into the batch dim")
         return self.reshaped(a, data) if data.tag == "batch" else data
+
+
+def _elements(name: str, ins: list[Kind]) -> list[Kind]:
+    """The operands of a shape op whose values become elements of its result (not its indices)."""
+    if name == "stablehlo.concatenate":
+        return ins
+    if name in ("stablehlo.pad", "stablehlo.dynamic_update_slice"):
+        return ins[:2]
+    return ins[:1]
 
 
 def _splat_value(dense: ir.DenseElementsAttr) -> float:
@@ -416,6 +429,10 @@ class Classification:
     def kind(self, value: ir.Value) -> Kind:
         return self.kinds.get(value, SAME)
 
+    def seen(self, op: ir.Operation) -> bool:
+        """Whether the interpretation reached `op` (not inside a loop or branch it gave up on)."""
+        return all(r in self.twin for r in op.results)
+
 
 def classify(small: ir.Module, large: ir.Module) -> Classification:
     """The kind of every value of `small`'s @main (module docstring). Both modules are inlined lowerings
@@ -443,15 +460,20 @@ def annotate(small: ir.Module, large: ir.Module, micro_batch_size: int) -> None:
         twin = result.twin.get(value, value)
         return result.kind(value).label(_shape(value), _shape(twin), micro_batch_size)
 
-    def walk(block: ir.Block) -> None:
+    def walk(block: ir.Block, enclosing: str | None = None) -> None:
         for op in block.operations:
             op = op.operation
             labels = [label(r) for r in op.results]
+            if enclosing is not None and not result.seen(op):
+                # Not interpreted: the loop or branch around it was unknown from its operands on. Its ops
+                # carry that reason, also once autopar-unroll-loops has written the loop out.
+                labels = [enclosing] * len(labels)
             if any(x != "same" for x in labels):
                 attrs.set_micro_batch_labels(op, labels)
+            unknown = next((x for x in labels if x.startswith("unknown:")), None)
             for region in op.regions:
                 for inner in region.blocks:
-                    walk(inner)
+                    walk(inner, unknown or enclosing)
 
     walk(main.regions[0].blocks[0])
     attrs.set_micro_batch_size(small.operation, micro_batch_size)
