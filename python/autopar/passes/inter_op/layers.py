@@ -75,7 +75,7 @@ def classify_parts(graph: Graph) -> tuple[list[str], list[bool]]:
             # Work on per-example values (DP-SGD's clipping of per-example gradients, and the mean that
             # ends it) runs once per micro-batch, with the backward pass: the apply part runs once per
             # step and would see one micro-batch of them.
-            if per_example[i] or any(per_example[p] or sized[p] for p in node.operands):
+            if per_example[i] or _reads_per_example(node.op) or any(sized[p] for p in node.operands):
                 part[i] = BACKWARD
             else:
                 part[i] = APPLY
@@ -101,8 +101,23 @@ def classify_parts(graph: Graph) -> tuple[list[str], list[bool]]:
 
 def _per_example(op: ir.Operation) -> bool:
     """Whether a result holds a value per example (parallelize's micro-batch label "batch" or "concat")."""
-    labels = attrs.get_micro_batch_labels(op) or ()
-    return any(label == "batch" or label.startswith("concat:") for label in labels)
+    return any(_is_per_example(label) for label in attrs.get_micro_batch_labels(op) or ())
+
+
+def _reads_per_example(op: ir.Operation) -> bool:
+    """Whether an operand is a per-example value. Read per value, not per producer: a loop over time left
+    whole returns per-example states beside the gradients it sums, and Adam's update of such a gradient is
+    apply work."""
+    for value in op.operands:
+        owner = value.owner
+        labels = None if isinstance(owner, ir.Block) else attrs.get_micro_batch_labels(owner)
+        if labels and _is_per_example(labels[value.result_number]):
+            return True
+    return False
+
+
+def _is_per_example(label: str) -> bool:
+    return label == "batch" or label.startswith("concat:")
 
 
 def assign_layers(graph: Graph, num_layers: int, eps: float) -> Assignment:
