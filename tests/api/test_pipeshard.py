@@ -316,6 +316,15 @@ def test_a_step_that_takes_its_batch_first_is_told_to_give_batch_argnums(data):
     got = autopar.parallelize(batch_first, method=method, batch_argnums=(0,))(batch, params)
     assert_trees_close(got, jax.jit(batch_first)(batch, params))
 
+    def broken(params, batch):  # fails on the whole batch too: its own error, not batch_argnums advice
+        return sgd_step(params, batch)[1] + jnp.ones((3, 5)) @ jnp.ones((4, 2))
+
+    with pytest.raises(TypeError, match="dot_general"):
+        jax.jit(broken)(params, batch)
+    with pytest.raises(TypeError, match="dot_general") as raised:
+        autopar.parallelize(broken, method=method)(params, batch)
+    assert "batch_argnums" not in str(raised.value)
+
 
 def test_a_count_of_examples_kept_in_the_state_is_refused_without_false_remedies(data):
     """`seen + x.shape[0]` is neither a mean nor a sum of the micro-batches' values: no declaration and no
@@ -394,10 +403,13 @@ def bytes_per_device(tree) -> dict[int, int]:
     return out
 
 
-def test_a_flax_lstm_trained_over_micro_batches_equals_the_full_batch_step():
+@pytest.mark.parametrize("steps", [6, 200], ids=["written-out", "left-whole"])
+def test_a_flax_lstm_trained_over_micro_batches_equals_the_full_batch_step(steps):
     """flax's nn.RNN over an OptimizedLSTMCell (a scan over time from a zero carry) in a TrainState step.
     It used to be refused: the zero initial state times a weight, and the zero residuals the scan stacks
-    for its backward loop, read as values with a batch dim made from constants."""
+    for its backward loop, read as values with a batch dim made from constants. Over 200 steps the loops
+    stay whole (past autopar-unroll-loops' max-unrolled-ops), and Adam's update of the gradients the
+    backward loop sums, read beside its per-example results, ran per micro-batch (refused)."""
     import flax.linen as nn
     from flax.training import train_state
 
@@ -416,7 +428,7 @@ def test_a_flax_lstm_trained_over_micro_batches_equals_the_full_batch_step():
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         return state.apply_gradients(grads=grads), loss
 
-    x = jax.random.normal(jax.random.key(0), (BATCH, 6, 8))
+    x = jax.random.normal(jax.random.key(0), (BATCH, steps, 8))
     y = jax.random.randint(jax.random.key(1), (BATCH,), 0, 5)
     model = Classifier()
     state = train_state.TrainState.create(

@@ -232,3 +232,17 @@ def _returned_updated(arg: Any, out_info: Any) -> bool:
 
 def _has_arrays(arg: Any) -> bool:
     return any(_shape(x) for x in jax.tree.leaves(arg))
+
+
+def micro_batch_failure(
+    fn: Callable[..., Any], n: int, batch: tuple[int, ...], method: Any, err: Exception
+) -> Exception:
+    """The error for a step that runs on its whole batch but not on one micro-batch of it: most often the
+    parameters passed where batch_argnums points (by the default (1,)), split like a batch."""
+    names = positional_names(fn, n)
+    given = ", ".join(names[i] for i in batch if i < len(names))
+    return ArgumentError(
+        f"{getattr(fn, '__name__', 'the step')} fails on one micro-batch of its batch arguments ({given}: "
+        f"batch_argnums={batch}, each leaf's dim 0 divided by {method.num_micro_batches}): "
+        f"{str(err).splitlines()[0].rstrip('.')}; if {given} is not the batch, give batch_argnums"
+    )

@@ -44,6 +44,7 @@ from autopar.api.arguments import (
     key_impl,
     keywords_to_positions,
     mark_roles,
+    micro_batch_failure,
     positional_names,
 )
 from autopar.api.methods import ShardParallel, as_compiled_for
@@ -326,13 +327,8 @@ class ParallelizedFunction:
         try:
             return jitted.lower(*micro_batch, **kwargs)
         except (TypeError, ValueError) as err:
-            names = positional_names(self.fn, len(args))
-            batch = ", ".join(names[i] for i in self.batch_argnums if i < len(names))
-            raise ArgumentError(
-                f"{self.__name__} fails on one micro-batch of its batch arguments ({batch}: batch_argnums="
-                f"{self.batch_argnums}, each leaf's dim 0 divided by {self.method.num_micro_batches}): "
-                f"{str(err).splitlines()[0].rstrip('.')}; if {batch} is not the batch, give batch_argnums"
-            ) from None
+            jax.eval_shape(jitted, *args, **kwargs)  # failing on the whole batch too: the step's own error
+            raise micro_batch_failure(self.fn, len(args), self.batch_argnums, self.method, err) from None
 
     def _abstract(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(a if i in self.static_argnums else jax.tree.map(abstract, a) for i, a in enumerate(args))
