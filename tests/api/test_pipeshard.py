@@ -27,6 +27,12 @@ def mlp_loss(params, x, y, marked=False):
     return jnp.mean((x - y) ** 2)
 
 
+def mlp_outputs(params, x):
+    for w in params:
+        x = jnp.tanh(x @ w)
+    return x
+
+
 def sgd_step(params, batch):
     x, y = batch
     loss, grads = jax.value_and_grad(mlp_loss)(params, x, y)
@@ -218,7 +224,39 @@ def test_an_output_that_does_not_combine_is_named_and_can_be_declared(data):
         bad = autopar.PipeshardParallel(**TWO_STAGES, output_combine={"[5]": "sum"})
         autopar.parallelize(step, method=bad)(params, batch)
     with pytest.raises(ValueError, match="must be one of"):
-        autopar.PipeshardParallel(output_combine={"[0]": "max"})
+        autopar.PipeshardParallel(output_combine={"[0]": "median"})
+
+
+@pytest.mark.parametrize("executor", ["processes", "in-process"])
+def test_maxima_and_any_over_the_batch_combine_and_a_scaled_maximum_can_be_declared(data, executor):
+    """Metrics that take the largest or smallest over the batch (the worst example's loss, whether any
+    input is out of range) combine as the largest or smallest over the micro-batches. They were refused,
+    and no declarable combination was right for them."""
+    params, batch = data
+
+    def step(params, batch):
+        x, y = batch
+        new, loss = sgd_step(params, batch)
+        per_example = jnp.mean((mlp_outputs(params, x) - y) ** 2, axis=1)
+        metrics = {
+            "worst": jnp.max(per_example),
+            "best": jnp.min(per_example),
+            "any_large": jnp.any(jnp.abs(x) > 2.5),
+            "all_small": jnp.all(jnp.abs(x) < 2.5),
+            "worst_scaled": 2.0 * jnp.max(per_example),  # order kept, but only declared
+        }
+        return new, loss, metrics
+
+    with pytest.raises(autopar.AutoparError, match=r"worst_scaled.*'max' \| 'min'"):
+        autopar.parallelize(step, method=autopar.PipeshardParallel(**TWO_STAGES))(params, batch)
+    declared = {"[2]['worst_scaled']": "max"}
+    method = autopar.PipeshardParallel(**TWO_STAGES, output_combine=declared, executor=executor)
+    f = autopar.parallelize(step, method=method)
+    mine = theirs = params
+    for _ in range(2):
+        (mine, my_loss, got), (theirs, their_loss, want) = f(mine, batch), jax.jit(step)(theirs, batch)
+        assert_trees_close((my_loss, got), (their_loss, want))
+    assert bool(got["any_large"]) != bool(got["all_small"])  # the data has a value above 2.5
 
 
 def test_a_step_written_for_alpa_runs_with_its_gradient_and_metrics(data):

@@ -283,3 +283,21 @@ def test_ops_inside_a_loop_given_up_on_carry_the_loops_reason():
     body = [op.operation for op in loop.regions[1].blocks[0].operations]
     tanh = next(op for op in body if op.name == "stablehlo.tanh")
     assert attrs.get_micro_batch_labels(tanh) == (reason,)
+
+
+def test_maxima_minima_any_and_all_over_the_batch_combine_as_the_largest_or_smallest():
+    def step(params, x, y):
+        per_example = jnp.mean((mlp(params, x) - y) ** 2, axis=1)
+        return (
+            jnp.max(per_example),
+            jnp.any(x > 0.5),
+            jnp.min(per_example).astype(jnp.float16),  # a widening or narrowing convert keeps the order
+            jnp.all(x > 0.5),
+            -jnp.max(per_example),  # a negation turns the largest into the smallest: not combined
+            jnp.max(per_example) > 1.0,  # nor is a comparison
+            jnp.max(per_example, axis=0, keepdims=True) * 0 + jnp.max(x),  # arithmetic on maxima
+        )
+
+    labels = output_labels(step, batch)
+    assert labels[:4] == ["max", "max", "min", "min"]
+    assert all(label.startswith("unknown:") for label in labels[4:]), labels

@@ -129,8 +129,9 @@ class PipeshardParallel:
     cluster_shape: (hosts, devices per host) of the devices given to parallelize; None = (1, all).
     auto_sharding_option: autopar-intra-op options for every stage (its mesh is the stage's logical mesh).
     stage_cost: "intra-op" (autopar.passes.intra_op.estimate per layer) or "analytic" (the fast model).
-    output_combine: {output path: "mean" | "sum" | "concat" | "last"} for outputs whose combination over
-      micro-batches autopar cannot infer (the path as jax.tree_util.keystr writes it, e.g. "[1]").
+    output_combine: {output path: "mean" | "sum" | "concat" | "max" | "min" | "last"} for outputs whose
+      combination over micro-batches autopar cannot infer (the path as jax.tree_util.keystr writes it,
+      e.g. "[1]").
     approximate_combine: average every value whose combination is not exact (dropout's random bits, a
       batch statistic) as Alpa does, instead of refusing the step; results then differ from jax.jit.
     pipeline_schedule: "1f1b" (Alpa's default: a stage holds at most the stages after it plus one

@@ -16,6 +16,7 @@ interpretation over the ops then tracks, for every value, one of:
   const(p)    independent of the examples, proportional to m**p (p None: not a power of m)
   batch(p)    per example along its batch dims, each element m**p times a function of its own example
   sum(p)      m**p times a sum over the examples (plus a batch-independent term when `affine`, p = -1)
+  max, min    the largest or smallest over the examples (`jnp.max`, `jnp.any`, `jnp.all` over the batch)
   unknown     anything else (a nonlinear function of a sum, examples mixed, ...), with the op that did it
 
 and `annotate(small, kinds)` writes, on every op of @main with a result that is not the same in every
@@ -41,7 +42,7 @@ from autopar.ir import attrs
 class Kind:
     """The abstract value of one SSA value (see the module docstring)."""
 
-    tag: str  # "zero" | "const" | "batch" | "sum" | "unknown"
+    tag: str  # "zero" | "const" | "batch" | "sum" | "max" | "min" | "unknown"
     degree: int | None = 0
     affine: bool = False
     why: str = ""
@@ -61,6 +62,8 @@ class Kind:
             if self.degree == 0 and len(dims) == 1 and shape_small[dims[0]] == m:
                 return f"concat:{dims[0]}"
             return "batch"
+        if self.tag in EXTREMES:
+            return self.tag
         if self.tag == "sum":
             if self.degree == -1:
                 return "mean"
@@ -72,6 +75,9 @@ class Kind:
 
 ZERO = Kind("zero")
 SAME = Kind("const", 0)
+# The largest or smallest value over the examples combines as the largest or smallest over the
+# micro-batches; only ops that keep order (a reshape, a widening convert) keep that.
+EXTREMES = ("max", "min")
 
 
 def unknown(why: str) -> Kind:
@@ -79,7 +85,7 @@ def unknown(why: str) -> Kind:
 
 
 # What a user may declare for an output whose combination is not inferred -> the label it acts as.
-DECLARABLE = {"mean": "mean", "sum": "sum", "concat": "concat:0", "last": "same"}
+DECLARABLE = {"mean": "mean", "sum": "sum", "concat": "concat:0", "max": "max", "min": "min", "last": "same"}
 
 
 class MicroBatchError(Exception):
@@ -223,6 +229,9 @@ class Interpreter:
             return ins  # carry many): each result is of its operand's kind
         if any(k.tag == "unknown" for k in ins):
             return [next(k for k in ins if k.tag == "unknown")] * n
+        if any(k.tag in EXTREMES for k in ins) and not _keeps_order(a):
+            tag = next(k.tag for k in ins if k.tag in EXTREMES)
+            return [unknown(f"{name} of a {tag} over the examples")] * n
         if all(k.tag in ("zero", "const") for k in ins) and name not in _NOT_BY_OPERANDS:
             if any(self.batch_dims(r) for r in a.results):
                 return [self.per_example_constant(a)] * n
@@ -345,6 +354,16 @@ class Interpreter:
         if data.tag == "batch" and len(self.batch_dims(a.results[0])) != operand_dims:
             return unknown(f"{a.name} cuts into the batch dim")
         return self.reshaped(a, data) if data.tag == "batch" else data
+
+
+def _keeps_order(a: ir.Operation) -> bool:
+    """Whether the op maps a largest value to the largest (a reshape, a convert that is not to bool)."""
+    if a.name in ("stablehlo.reshape", "stablehlo.transpose", "stablehlo.copy", "stablehlo.broadcast_in_dim"):
+        return True
+    if a.name == "stablehlo.convert":
+        element = a.results[0].type.element_type
+        return not (isinstance(element, ir.IntegerType) and element.width == 1)
+    return False
 
 
 def _elements(name: str, ins: list[Kind]) -> list[Kind]:

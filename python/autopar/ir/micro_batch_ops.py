@@ -69,6 +69,16 @@ def _reduce_body(a: ir.Operation) -> str:
     return names[0] if len(names) == 1 else "?"
 
 
+# Reductions over the batch dim that combine over micro-batches: as a sum, or as the largest or smallest.
+_COMBINING = {
+    "stablehlo.add": "sum",
+    "stablehlo.maximum": "max",
+    "stablehlo.or": "max",
+    "stablehlo.minimum": "min",
+    "stablehlo.and": "min",
+}
+
+
 def _reduce(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
     n = len(a.results)
     data = ins[:n]
@@ -84,10 +94,17 @@ def _reduce(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) 
         if k.tag == "sum" and body != "stablehlo.add":
             return [unknown(f"a {body} reduction of a sum over the examples")]
         return [k]
-    if body != "stablehlo.add":
-        return [unknown(f"a {body} reduction over the batch dim (only sums and means combine)")]
+    if body not in _COMBINING:
+        return [unknown(f"a {body} reduction over the batch dim (sums, means, maxima and minima combine)")]
     if it.batch_dims(a.results[0]):
         return [unknown("a reduction over part of the batch dims")]
+    if _COMBINING[body] != "sum":  # the largest or smallest example's own value (degree 0: not scaled by m)
+        if k.tag == "zero":
+            return [ZERO]
+        ok = k.tag == "batch" and k.degree == 0
+        return [
+            Kind(_COMBINING[body]) if ok else unknown(f"a {body} reduction of a {k.tag} value over the batch")
+        ]
     if k.tag != "batch":
         return [unknown(f"a sum over the batch dim of a {k.tag} value")]
     return [Kind("sum", k.degree)]

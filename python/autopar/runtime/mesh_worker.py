@@ -286,7 +286,9 @@ class Worker:
         elif label.startswith("concat:"):
             pieces.setdefault(v, {})[m] = x
         else:
-            totals[v] = x if v not in totals else totals[v] + x
+            from autopar.runtime.program import combine
+
+            totals[v] = x if v not in totals else combine(label, totals[v], x)
 
     def _gathered(self, totals: dict[int, Any], pieces: dict[int, dict[int, Any]]) -> dict[int, Any]:
         from autopar.runtime.program import Gathered

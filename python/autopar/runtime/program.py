@@ -71,9 +71,20 @@ def dispatch_order(
     return order
 
 
+def combine(label: str, total: Any, value: Any) -> Any:
+    """Two micro-batches' values of a label that accumulates: the larger or smaller for "max" and "min"
+    (`jnp.any` over the batch is a max of booleans), else their sum (sums, means, "sum:<p>")."""
+    if label == "max":
+        return jnp.maximum(total, value)
+    if label == "min":
+        return jnp.minimum(total, value)
+    return total + value
+
+
 class Gathered:
-    """One value's micro-batch results combined as its label says, as they arrive: sums and means keep a
-    running total on the value's devices (gradient accumulation); concatenations keep every piece."""
+    """One value's micro-batch results combined as its label says, as they arrive: sums, means, maxima and
+    minima keep a running total on the value's devices (gradient accumulation); concatenations keep every
+    piece."""
 
     def __init__(self, label: str, micro_batches: int):
         self.label, self.micro_batches = label, micro_batches
@@ -86,14 +97,14 @@ class Gathered:
         elif self.label.startswith("concat:"):
             self.pieces[micro_batch] = value
         else:
-            self.total = value if self.total is None else self.total + value
+            self.total = value if self.total is None else combine(self.label, self.total, value)
 
     def result(self) -> Any:
         B = self.micro_batches
         if self.label.startswith("concat:"):
             axis = int(self.label.split(":")[1])
             return jnp.concatenate([self.pieces[m] for m in range(B)], axis=axis)
-        if self.label in ("same", "sum"):
+        if self.label in ("same", "sum", "max", "min"):
             return self.total
         if self.label == "mean":
             total = self.total

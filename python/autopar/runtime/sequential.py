@@ -49,7 +49,8 @@ class SequentialExecutor:
       module: the output of autopar-inter-op (not modified).
       devices: the cluster's devices in id order (default: jax.devices()).
       num_micro_batches: B; default the module's `autopar.inter_op.micro_batches`.
-      output_combine: output index -> "mean" | "sum" | "concat" | "last", overriding its label.
+      output_combine: output index -> "mean" | "sum" | "concat" | "max" | "min" | "last", overriding its
+        label.
       approximate_combine: average the values whose combination is not exact instead of refusing them.
       output_names: the outputs' pytree paths, for messages (default "[<i>]").
     """

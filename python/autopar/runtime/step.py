@@ -64,7 +64,8 @@ class StepProgram:
     Args:
       module: the output of autopar-inter-op (not modified; the program's values live as long as it).
       num_micro_batches: B; default the module's `autopar.inter_op.micro_batches`.
-      output_combine: output index -> "mean" | "sum" | "concat" | "last", overriding its label.
+      output_combine: output index -> "mean" | "sum" | "concat" | "max" | "min" | "last", overriding its
+        label.
       approximate_combine: average the values whose combination is not exact instead of refusing them.
       output_names: the outputs' pytree paths, for messages (default "[<i>]").
     """
@@ -208,7 +209,7 @@ class StepProgram:
                 "or run one micro-batch"
             )
         label, where = _label_of(value, self.calls, self.arguments, self.batch_arguments)
-        exact = label in ("same", "mean", "sum") or label.startswith(("sum:", "concat:"))
+        exact = label in ("same", "mean", "sum", "max", "min") or label.startswith(("sum:", "concat:"))
         if label.startswith("concat:") and read_by_apply:
             exact = False  # an apply part planned for one micro-batch cannot read the whole batch
         if exact:
@@ -237,7 +238,7 @@ class StepProgram:
             )
         hint = (
             f"declare how it combines with output_combine={{{self._output_names[outputs[0]]!r}: "
-            "'mean' | 'sum' | 'concat' | 'last'}, "
+            "'mean' | 'sum' | 'concat' | 'max' | 'min' | 'last'}, "
             if outputs and not uncombinable
             else ""
         )
