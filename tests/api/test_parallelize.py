@@ -390,7 +390,7 @@ def _sgd_batch_first(batch, params):
 def test_the_default_batch_argnums_refuses_state_the_step_returns_and_an_explicit_one_plans_it():
     """Before, DataParallel split the weights along dim 0 as data and left the batch whole (right numbers,
     a model-parallel plan under a data-parallel name)."""
-    params = {"w1": normal((64, 64), seed=1), "w2": normal((64, 64), seed=2)}
+    params = {"w1": normal((64, 128), seed=1), "w2": normal((128, 64), seed=2)}
     batch = (normal((32, 64), seed=3), normal((32, 64), seed=4))
     with pytest.raises(
         ArgumentError, match=r"params at position 1 is state .* batch_argnums=\(0,\) \(batch\)"
@@ -414,14 +414,20 @@ def test_the_default_batch_argnums_names_the_batch_after_two_state_arguments():
         new = _sgd_batch_first((batch, batch), params)
         return new, jax.tree.map(lambda m, p: 0.9 * m + p, opt_state, new)
 
-    params = {"w1": normal((16, 16), seed=1), "w2": normal((16, 16), seed=2)}
+    params = {"w1": normal((16, 24), seed=1), "w2": normal((24, 16), seed=2)}
     with pytest.raises(ArgumentError, match=r"opt_state at position 1 .* batch_argnums=\(2,\) \(batch\)"):
         autopar.parallelize(step)(params, params, normal((8, 16), seed=3))
-    # A step that returns a new version of its batch argument's structure with one leaf is not refused (an
-    # autoencoder's reconstruction has its input's shape).
-    g = autopar.parallelize(lambda params, x: (params, jnp.tanh(x @ params["w1"])))
-    x = normal((8, 16), seed=4)
-    assert_trees_close(g(params, x), (params, jnp.tanh(x @ params["w1"])))
+
+    # A step that returns something of its batch's structure is not refused: an eval step's predictions of
+    # its inputs (an autoencoder's reconstruction and the predicted labels).
+    def evaluate(params, batch):
+        x, labels = batch
+        recon = jnp.tanh(x @ params["w1"]) @ params["w2"]
+        return recon, jnp.argmax(recon, axis=1).astype(labels.dtype)
+
+    g = autopar.parallelize(evaluate)
+    batch = (normal((8, 16), seed=4), jnp.zeros((8,), jnp.int32))
+    assert_trees_close(g(params, batch), jax.jit(evaluate)(params, batch))
 
 
 # ---- errors ----------------------------------------------------------------------------------------------

@@ -199,11 +199,12 @@ def check_default_batch(
     The default assumes `step(state, batch)`. A step written `step(batch, params)` or `step(params,
     opt_state, batch)` returns its argument 1 updated (new parameters, optimizer state, an NNX module written
     back): planned as a batch, its weights would be split along dim 0 as data (DataParallel) and the real
-    batch left whole, with right numbers and no word. An explicit batch_argnums is never second-guessed.
+    batch left whole, with right numbers and no word. An argument whose leaves all share one leading size
+    (as a batch's) is not refused. An explicit batch_argnums is never second-guessed.
     """
     names = positional_names(fn, len(args))
     for i in batch:
-        if i < len(args) and _returned_updated(args[i], out_info):
+        if i < len(args) and not _batch_like(args[i]) and _returned_updated(args[i], out_info):
             others = [j for j in range(len(args)) if j != i and _has_arrays(args[j])]
             hint = [j for j in others if not _returned_updated(args[j], out_info)] or others
             raise ArgumentError(
@@ -228,6 +229,13 @@ def _returned_updated(arg: Any, out_info: Any) -> bool:
         if structure == tree and [(_shape(x)[1:], str(getattr(x, "dtype", ""))) for x in got] == want:
             return True
     return False
+
+
+def _batch_like(arg: Any) -> bool:
+    """Every leaf has a dim 0 and all share its size, as a batch's do: such an argument is left as the
+    batch even when the step returns something of its shape (an eval step's predictions of its inputs)."""
+    shapes = [_shape(x) for x in jax.tree.leaves(arg)]
+    return all(shapes) and len({shape[0] for shape in shapes}) == 1
 
 
 def _has_arrays(arg: Any) -> bool:
