@@ -199,6 +199,24 @@ def test_nnx_modules_updated_in_place_train_as_under_nnx_jit(mesh_shape):
     assert _drifted(plan, range(n), range(1, n + 1)) == []
 
 
+def test_a_compiled_nnx_step_writes_back_as_the_parallelized_function_does():
+    """`f.lower(...).compile()` runs the same executable: it returned the written-back modules beside the
+    loss and left the caller's model as it was."""
+    tokens = jax.random.randint(jax.random.key(1), (16, 32), 0, 512)
+    targets = jnp.roll(tokens, 1, axis=1)
+    f = autopar.parallelize(
+        _nnx_step_in_place, method=autopar.ShardParallel(mesh_shape=(8,)), batch_argnums=(2, 3)
+    )
+    (mine, my_opt), (theirs, their_opt) = _nnx_state(), _nnx_state()
+    compiled = f.lower(mine, my_opt, tokens, targets).compile()
+    loss = compiled(mine, my_opt, tokens, targets=targets)  # a keyword at its position, as f takes it
+    assert loss.shape == () and int(my_opt.step[...]) == 1
+    assert float(loss) == pytest.approx(
+        float(nnx.jit(_nnx_step_in_place)(theirs, their_opt, tokens, targets)), rel=1e-5
+    )
+    assert_trees_close(nnx.state(mine, nnx.Param), nnx.state(theirs, nnx.Param), rtol=1e-4, atol=1e-5)
+
+
 def _step_on_a_tuple(state, tokens, targets):
     model, optimizer = state
     return _nnx_step_in_place(model, optimizer, tokens, targets)

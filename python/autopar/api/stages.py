@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import jax
 from jaxlib.mlir import ir
 
+from autopar.api.arguments import keywords_to_positions
+from autopar.api.nnx_modules import write_back
 from autopar.runtime import executable as rt_exe
 from autopar.runtime.processes import ProcessExecutor
 from autopar.runtime.sequential import SequentialExecutor
@@ -86,7 +88,11 @@ class Compiled:
         return jax.tree.unflatten(self._entry.out_tree, self.executable.out_shardings)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Runs as the parallelized function does: keywords at their positions, NNX modules written back."""
+        args, kwargs = keywords_to_positions(self._function.fn, args, kwargs)
         key = self._function._signature(args, kwargs)
         if self._function._cache.get(key) is not self._entry:
             raise TypeError("arguments do not match the signature this executable was compiled for")
-        return self._function._run(self._entry, args, kwargs)
+        return write_back(
+            args, kwargs, self._function._run(self._entry, args, kwargs), self._entry.appended_modules
+        )
