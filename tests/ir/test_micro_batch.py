@@ -301,3 +301,29 @@ def test_maxima_minima_any_and_all_over_the_batch_combine_as_the_largest_or_smal
     labels = output_labels(step, batch)
     assert labels[:4] == ["max", "max", "min", "min"]
     assert all(label.startswith("unknown:") for label in labels[4:]), labels
+
+
+def test_ops_that_pair_or_regroup_examples_across_the_batch_are_unknown():
+    """Each of these ran and gave another loss than the full batch's, silently: reversing the batch pairs
+    example i with example B - 1 - i of its own micro-batch, chunking the batch into 4 fixed groups regroups
+    the examples with the micro-batch, and a convolution over the batch dim mixes neighbouring examples."""
+
+    def loss_of(transform):
+        def step(params, x, y):
+            return jax.value_and_grad(lambda p: jnp.mean((mlp(p, transform(x)) - y) ** 2))(params)
+
+        return step
+
+    pairs_across = {
+        "reverse": lambda x: 0.5 * (x + x[::-1]),
+        "chunks": lambda x: x.reshape(4, -1, 8).transpose(1, 0, 2).reshape(-1, 8),
+        "convolution": lambda x: (
+            jax.lax.conv_general_dilated(x.T[None], jnp.ones((8, 8, 3)) / 24, (1,), "SAME")[0].T
+        ),
+    }
+    for name, transform in pairs_across.items():
+        labels = output_labels(loss_of(transform), batch, m=8)
+        assert all(label.startswith("unknown:") for label in labels), (name, labels)
+    # Consecutive pairs of examples stay together when the micro-batch holds whole pairs: exact.
+    pairs = output_labels(loss_of(lambda x: x.reshape(-1, 2, 8).sum(1).repeat(2, axis=0)), batch, m=8)
+    assert pairs == ["mean", "mean", "mean"]

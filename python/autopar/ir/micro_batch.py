@@ -301,7 +301,21 @@ class Interpreter:
             return unknown(f"{a.name} mixes the batch dim with another")
         if k.tag == "batch" and not self.batch_dims(a.results[0]):
             return unknown(f"{a.name} drops the batch dim")
+        if k.tag == "batch" and a.name == "stablehlo.reshape" and not self.keeps_examples_in_order(a):
+            return unknown(
+                "a reshape that regroups the examples (the batch dim is not the major one of its group)"
+            )
         return k
+
+    def keeps_examples_in_order(self, a: ir.Operation) -> bool:
+        """Whether a reshape commutes with concatenating micro-batches along the batch dim: one batch dim on
+        each side, with as many elements before it (x.reshape(-1, 2, d) keeps pairs of examples; splitting
+        the examples into 4 fixed chunks, x.reshape(4, -1, d), regroups them with the micro-batch)."""
+        source, result = a.operands[0], a.results[0]
+        before, after = self.batch_dims(source), self.batch_dims(result)
+        if len(before) != 1 or len(after) != 1:
+            return False
+        return math.prod(_shape(source)[: before[0]]) == math.prod(_shape(result)[: after[0]])
 
     def added(self, a: ir.Operation, x: Kind, y: Kind) -> Kind:
         if x.tag == "zero":
@@ -343,6 +357,10 @@ class Interpreter:
             for k in live[1:]:
                 out = self.added(a, out, k)
             return self.reshaped(a, out) if out.tag != "unknown" else out
+        if a.name == "stablehlo.reverse" and data.tag != "zero":
+            reversed_dims = set(ir.DenseI64ArrayAttr(a.attributes["dimensions"]))
+            if reversed_dims & set(self.batch_dims(a.operands[0])):
+                return unknown("a reverse along the batch dim (each example paired with another)")
         indices = ins[1:]  # dynamic_slice's start indices, pad's padding value
         if a.name == "stablehlo.dynamic_update_slice":
             data, indices = self.added(a, ins[0], ins[1]), ins[2:]

@@ -242,7 +242,33 @@ def _convolution(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Ki
         return [Kind("sum", degree)]
     if not it.batch_dims(a.results[0]):
         return [unknown("a convolution whose result drops the batch dim")]
+    if x.tag == "batch" and _kernel_spans_examples(it, a):
+        return [unknown("a convolution whose window spans examples (the batch dim as a spatial dim)")]
     return [Kind("batch", degree)]
+
+
+def _kernel_spans_examples(it: Interpreter, a: ir.Operation) -> bool:
+    """Whether a batch dim of the input is one of its spatial dims with a window wider than one example
+    (a kernel size, stride, dilation or padding other than 1, 1, 1 and none)."""
+    from jaxlib.mlir.dialects import stablehlo
+
+    attrs = a.attributes
+    numbers = stablehlo.ConvDimensionNumbers(attrs["dimension_numbers"])
+    spatial = list(numbers.input_spatial_dimensions)
+    kernel_shape = ir.RankedTensorType(a.operands[1].type).shape
+    kernel = [kernel_shape[d] for d in numbers.kernel_spatial_dimensions]
+
+    def per_dim(name: str) -> list[int]:
+        return list(ir.DenseI64ArrayAttr(attrs[name])) if name in attrs else [1] * len(spatial)
+
+    strides, lhs, rhs = per_dim("window_strides"), per_dim("lhs_dilation"), per_dim("rhs_dilation")
+    padding = [int(v) for v in ir.DenseIntElementsAttr(attrs["padding"])] if "padding" in attrs else []
+    for d in it.batch_dims(a.operands[0]):
+        if d in spatial:
+            j = spatial.index(d)
+            if (kernel[j], strides[j], lhs[j], rhs[j]) != (1, 1, 1, 1) or any(padding[2 * j : 2 * j + 2]):
+                return True
+    return False
 
 
 def _window_spans_examples(it: Interpreter, a: ir.Operation, operand: ir.Value) -> bool:
