@@ -327,3 +327,25 @@ def test_ops_that_pair_or_regroup_examples_across_the_batch_are_unknown():
     # Consecutive pairs of examples stay together when the micro-batch holds whole pairs: exact.
     pairs = output_labels(loss_of(lambda x: x.reshape(-1, 2, 8).sum(1).repeat(2, axis=0)), batch, m=8)
     assert pairs == ["mean", "mean", "mean"]
+
+
+def test_top_k_routing_within_each_example_keeps_means_and_a_sort_over_the_batch_is_unknown():
+    """lax.top_k over each token's experts (a mixture of experts' router) lowers to a sort along a
+    feature dim: per example, so the loss and its gradients stay means (it was refused as not understood).
+    Sorting along the batch dim orders examples against each other."""
+
+    def routed(params, x, y):
+        def loss(p):
+            values, index = jax.lax.top_k(x @ p[0], 2)
+            gates = jnp.sum(jax.nn.one_hot(index, 8) * jax.nn.softmax(values)[..., None], axis=1)
+            return jnp.mean((jnp.tanh((x * gates) @ p[1]) - y) ** 2)
+
+        return jax.value_and_grad(loss)(params)
+
+    assert output_labels(routed, batch) == ["mean", "mean", "mean"]
+
+    def sorted_over_batch(params, x, y):
+        return jax.value_and_grad(lambda p: jnp.mean((mlp(p, jnp.sort(x, axis=0)) - y) ** 2))(params)
+
+    labels = output_labels(sorted_over_batch, batch)
+    assert all(label.startswith("unknown:a sort along the batch dim") for label in labels), labels

@@ -154,6 +154,7 @@ _NONLINEAR = {
     "stablehlo.popcnt",
     "stablehlo.count_leading_zeros",
     "stablehlo.bitcast_convert",
+    "stablehlo.reduce_precision",
 }
 
 

@@ -361,6 +361,18 @@ def _case(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) ->
     return outs or []
 
 
+def _sort(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
+    """Sorting within each example (lax.top_k over a token's experts, an argsort of a row) keeps the
+    examples apart; sorting along the batch dim orders them against each other."""
+    n = len(a.results)
+    dim = ir.IntegerAttr(a.attributes["dimension"]).value
+    if dim in it.batch_dims(a.operands[0]):
+        return [unknown("a sort along the batch dim (examples ordered against each other)")] * n
+    if any(k.tag not in ("zero", "const", "batch") or k.degree != 0 for k in ins):
+        return [unknown("a sort of a value that scales with the micro-batch size")] * n
+    return [Kind("batch", 0) if it.batch_dims(r) else SAME for r in a.results]
+
+
 HANDLERS = {
     "stablehlo.multiply": _multiply,
     "stablehlo.divide": _divide,
@@ -375,6 +387,7 @@ HANDLERS = {
     "stablehlo.reduce_window": _reduce_window,
     "stablehlo.select_and_scatter": _select_and_scatter,
     "stablehlo.custom_call": _custom_call,
+    "stablehlo.sort": _sort,
     "stablehlo.while": _while,
     "stablehlo.case": _case,
     "stablehlo.if": _case,
