@@ -417,6 +417,9 @@ def test_the_default_batch_argnums_names_the_batch_after_two_state_arguments():
     params = {"w1": normal((16, 24), seed=1), "w2": normal((24, 16), seed=2)}
     with pytest.raises(ArgumentError, match=r"opt_state at position 1 .* batch_argnums=\(2,\) \(batch\)"):
         autopar.parallelize(step)(params, params, normal((8, 16), seed=3))
+    fixed_batch = normal((8, 16), seed=3)
+    with pytest.raises(ArgumentError, match=r"or batch_argnums=\(\) for a step that takes no batch"):
+        autopar.parallelize(lambda params, opt_state: step(params, opt_state, fixed_batch))(params, params)
 
     # A step that returns something of its batch's structure is not refused: an eval step's predictions of
     # its inputs (an autoencoder's reconstruction and the predicted labels).

@@ -205,12 +205,16 @@ def check_default_batch(
     names = positional_names(fn, len(args))
     for i in batch:
         if i < len(args) and not _batch_like(args[i]) and _returned_updated(args[i], out_info):
-            others = [j for j in range(len(args)) if j != i and _has_arrays(args[j])]
-            hint = [j for j in others if not _returned_updated(args[j], out_info)] or others
+            hint = [
+                j
+                for j in range(len(args))
+                if j != i and _has_arrays(args[j]) and not _returned_updated(args[j], out_info)
+            ]
+            example = f"e.g. batch_argnums={tuple(hint)} ({', '.join(names[j] for j in hint)})"
             raise ArgumentError(
                 f"batch_argnums defaults to (1,) (Alpa's step(state, batch)), but {names[i]} at position {i} "
-                "is state the step returns updated, not a batch; give the batch's positions, e.g. "
-                f"batch_argnums={tuple(hint)} ({', '.join(names[j] for j in hint)})"
+                "is state the step returns updated, not a batch; give the batch's positions, "
+                + (example if hint else "or batch_argnums=() for a step that takes no batch")
             )
 
 
