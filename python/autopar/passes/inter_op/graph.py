@@ -15,6 +15,7 @@ from jaxlib.mlir.dialects import func, stablehlo
 
 from autopar.errors import PassError
 from autopar.ir import attrs
+from autopar.ir.shapes import check_static_shapes
 from autopar.ir.stages import find_function
 
 # Ops that only move, reshape or re-type data: no arithmetic for the FLOP balance.
@@ -152,6 +153,7 @@ def op_scope(op: ir.Operation) -> str:
 
 
 def build_graph(fn: func.FuncOp) -> Graph:
+    check_static_shapes(fn.operation)  # FLOPs and bytes of a dynamic dim (-1) would be negative
     block = fn.regions[0].blocks[0]
     index: dict[ir.Operation, int] = {}
     nodes: list[Node] = []

@@ -20,6 +20,7 @@ from jaxlib.mlir.dialects import sdy
 
 from autopar import cost
 from autopar.errors import PassError
+from autopar.ir.shapes import check_static_shapes
 from autopar.ir.stages import find_function
 from autopar.passes.intra_op import config as config_lib
 from autopar.passes.intra_op import emit, graph, problem, solve
@@ -382,6 +383,7 @@ def _populate_rules(module_op: ir.Operation) -> bool:
     a CHLO op it warns "unknown to SDY sharding rule registry" and nothing could be planned across it)."""
     if _has_rules(module_op):
         return False
+    check_static_shapes(module_op)
     _legalize_chlo(module_op)
     _run(module_op, "builtin.module(func.func(sdy-populate-op-sharding-rules))")
     return True

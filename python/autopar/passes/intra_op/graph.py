@@ -15,6 +15,7 @@ from jaxlib.mlir.dialects import sdy
 
 from autopar.errors import PassError
 from autopar.ir import attrs
+from autopar.ir.shapes import shape_error
 
 RULE_ATTR = "sdy.sharding_rule"
 # Identity ops with no node of their own. `stablehlo.optimization_barrier` (what mark_pipeline_boundary
@@ -237,18 +238,10 @@ def argument_paths(func_op: ir.Operation, count: int) -> list[str]:
 
 def _tensor_facts(t: ir.Type, where: ir.Operation, what: str) -> tuple[tuple[int, ...], int]:
     """(shape, element size in bytes); non-tensor values (tokens) are size-0 scalars."""
+    if (err := shape_error(t, what, getattr(where, "location", None))) is not None:
+        raise err
     if not isinstance(t, ir.RankedTensorType):
-        if isinstance(t, ir.ShapedType):
-            raise PassError(
-                f"{what} has unranked type {t}; autopar-intra-op needs static shapes",
-                getattr(where, "location", None),
-            )
         return (), 0
-    if not t.has_static_shape:
-        raise PassError(
-            f"{what} has dynamic shape {t}; run stablehlo-refine-shapes or lower with concrete shapes",
-            getattr(where, "location", None),
-        )
     return tuple(t.shape), element_size(t.element_type)
 
 

@@ -1,0 +1,47 @@
+"""Static shapes: what every autopar pass plans with.
+
+A module exported with symbolic dims (`jax.export` with `symbolic_shape("b")`) has dynamic shapes
+(`tensor<?x16xf32>`). Nothing in autopar can price or split such a value, and the first tool to meet one
+fails far from its cause (Shardy's rule pass at the first op its verifier rejects, the layer DP on negative
+FLOPs), so each pass that reads shapes checks them first and names the value.
+"""
+
+from __future__ import annotations
+
+from jaxlib.mlir import ir
+
+from autopar.errors import PassError
+from autopar.ir import attrs
+
+
+def shape_error(t: ir.Type, what: str, location: ir.Location | None) -> PassError | None:
+    """The error for a value of type `t` that autopar cannot plan (unranked or dynamic), else None."""
+    if not isinstance(t, ir.ShapedType) or isinstance(t, ir.RankedTensorType) and t.has_static_shape:
+        return None
+    kind = "dynamic shape" if isinstance(t, ir.RankedTensorType) else "unranked type"
+    return PassError(
+        f"{what} has {kind} {t} (symbolic dims of a jax.export?); autopar plans static shapes: export or "
+        "lower with concrete shapes, or run stablehlo-refine-shapes first",
+        location,
+    )
+
+
+def check_static_shapes(op: ir.Operation) -> None:
+    """Raises shape_error's PassError for the first function argument (named by its pytree path) or op
+    result in `op` (a module or a function) whose shape is not static."""
+    found: list[PassError] = []  # raised after the walk: an exception inside its callback comes out mangled
+
+    def visit(inner: ir.Operation) -> ir.WalkResult:
+        errors = []
+        if inner.name == "func.func" and inner.regions[0].blocks:
+            marks = attrs.get_argument_marks(inner)
+            for i, arg in enumerate(inner.regions[0].blocks[0].arguments):
+                path = marks[i].path if i < len(marks) and marks[i].path else f"argument {i}"
+                errors.append(shape_error(arg.type, path, inner.location))
+        errors += [shape_error(r.type, f"{inner.name} result", inner.location) for r in inner.results]
+        found.extend(e for e in errors if e is not None)
+        return ir.WalkResult.INTERRUPT if found else ir.WalkResult.ADVANCE
+
+    op.walk(visit, walk_order=ir.WalkOrder.PRE_ORDER)
+    if found:
+        raise found[0]
