@@ -84,6 +84,35 @@ def test_a_loop_on_data_stays_a_loop_and_the_plan_says_so() -> None:
     assert "the loop runs whole on every device" in remark
 
 
+@pytest.mark.parametrize("method", ["shard", "pipeshard"])
+def test_max_unrolled_ops_decides_which_loops_are_written_out(method) -> None:
+    """The scan over 4 layers stays a loop when the option allows fewer ops than its copies add, and the
+    remark says how to raise it; ShardParallel and PipeshardParallel both hand the option on."""
+    params, batch = _data()
+    step = _step(_scanned)
+    small = autopar.AutoShardingOption(max_unrolled_ops=10)
+    if method == "shard":
+        kept, written = (
+            autopar.ShardParallel(mesh_shape=(8,), auto_sharding_option=o) for o in (small, None)
+        )
+    else:
+        kept, written = (
+            autopar.PipeshardParallel(
+                num_micro_batches=2,
+                layer_option=autopar.AutoLayerOption(layer_num=1),
+                auto_sharding_option=o or autopar.AutoShardingOption(),
+            )
+            for o in (small, None)
+        )
+    ours = autopar.parallelize(step, method=kept)
+    assert "stablehlo.while(" in ours.lower(params, batch).as_text()
+    assert_trees_close(ours(params, batch), jax.jit(step)(params, batch), rtol=1e-4, atol=1e-5)
+    if method == "shard":
+        remarks = ours.get_execution_plan(params, batch).remarks
+        assert any("AutoShardingOption(max_unrolled_ops=...) raises it" in r for r in remarks), remarks
+    assert "stablehlo.while(" not in autopar.parallelize(step, method=written).lower(params, batch).as_text()
+
+
 class Block(nn.Module):
     @nn.compact
     def __call__(self, x, _):

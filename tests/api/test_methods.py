@@ -134,3 +134,17 @@ def test_shard_parallel_never_computes_a_dot_replicated_by_default(batch, hidden
     np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-5)
     for a, b in zip(new_ws, ref_ws, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_auto_sharding_option_none_is_the_default_as_in_alpa_and_a_wrong_type_is_named():
+    for method in (
+        autopar.ShardParallel,
+        autopar.DataParallel,
+        autopar.Zero3Parallel,
+        autopar.PipeshardParallel,
+    ):
+        assert method(auto_sharding_option=None).auto_sharding_option == method().auto_sharding_option
+    with pytest.raises(
+        TypeError, match="auto_sharding_option must be an autopar.AutoShardingOption, got dict"
+    ):
+        autopar.ShardParallel(auto_sharding_option={"zero_stage": 3})

@@ -41,6 +41,9 @@ class AutoShardingOption:
       mesh_alpha, mesh_beta: per-mesh-axis latency (s) and inverse bandwidth (s/byte); None = defaults.
       device_flops, device_memory_bandwidth: one device's FLOP/s and memory bytes/s; None = defaults.
       cluster_profile: a JSON file overriding device and mesh costs; None = none.
+      max_unrolled_ops, max_branch_ops: how many ops autopar-unroll-loops may add writing out a loop (a
+        loop left whole runs replicated) and how many a conditional's branches may hold to be flattened;
+        None = the passes' defaults (20,000 and their own).
     """
 
     force_data_parallel: bool = False
@@ -60,6 +63,8 @@ class AutoShardingOption:
     device_flops: float | None = None
     device_memory_bandwidth: float | None = None
     cluster_profile: str | None = None
+    max_unrolled_ops: int | None = None
+    max_branch_ops: int | None = None
 
     def __post_init__(self) -> None:
         if self.zero_stage not in (0, 2, 3):
@@ -123,6 +128,12 @@ class AutoShardingOption:
             options.append(("cluster-profile", self.cluster_profile))
         return options
 
+    def prepare_options(self) -> list[tuple[str, str]]:
+        """The named pipelines' options for their first steps (autopar-unroll-loops and
+        autopar-flatten-conditionals), where given."""
+        given = (("max-unrolled-ops", self.max_unrolled_ops), ("max-branch-ops", self.max_branch_ops))
+        return [(name, str(int(value))) for name, value in given if value is not None]
+
 
 def _bool(value: bool) -> str:
     return "true" if value else "false"
@@ -162,6 +173,7 @@ class ShardParallel:
 
     def __post_init__(self) -> None:
         _normalize_mesh_shape(self)
+        object.__setattr__(self, "auto_sharding_option", checked_option(self.auto_sharding_option))
 
     def mesh_for(self, num_devices: int) -> tuple[tuple[int, ...], tuple[str, ...]]:
         """(shape, axis names) of the mesh over `num_devices` devices."""
@@ -177,14 +189,25 @@ class ShardParallel:
     def pipeline(self, mesh_shape: tuple[int, ...], axis_names: tuple[str, ...]) -> str:
         """The pass pipeline that plans a lowered function for this method: the named pipeline
         `autopar-shard` with the intra-op options (`autopar-opt` runs the same text)."""
-        options = " ".join(
-            f"{k}={v}" for k, v in self.auto_sharding_option.pass_options(mesh_shape, axis_names)
-        )
+        option = self.auto_sharding_option
+        given = option.pass_options(mesh_shape, axis_names) + option.prepare_options()
+        options = " ".join(f"{k}={v}" for k, v in given)
         return f"builtin.module({SHARD_PIPELINE}{{{options}}})"
 
     @property
     def name(self) -> str:
         return type(self).__name__
+
+
+def checked_option(option: AutoShardingOption | None) -> AutoShardingOption:
+    """The method's AutoShardingOption; None (Alpa's default argument) is the default one."""
+    if option is None:
+        return AutoShardingOption()
+    if not isinstance(option, AutoShardingOption):
+        raise TypeError(
+            f"auto_sharding_option must be an autopar.AutoShardingOption, got {type(option).__name__}"
+        )
+    return option
 
 
 def _normalize_mesh_shape(method: ShardParallel) -> None:

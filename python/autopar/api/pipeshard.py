@@ -19,7 +19,7 @@ from jaxlib.mlir import ir
 
 from autopar.api import pipeshard_explain, plan_diff, plan_report
 from autopar.api.explanation import PlanSource
-from autopar.api.methods import AutoShardingOption
+from autopar.api.methods import AutoShardingOption, checked_option
 from autopar.api.transfers import StageTransfer, stage_transfers
 from autopar.errors import AutoparError
 from autopar.ir import attrs, micro_batch
@@ -161,6 +161,7 @@ class PipeshardParallel:
     executor: Literal["auto", "processes", "in-process"] = "auto"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "auto_sharding_option", checked_option(self.auto_sharding_option))
         # Hashable (methods key parallelize's caches): a mapping is kept as sorted pairs.
         pairs = (
             self.output_combine.items() if isinstance(self.output_combine, Mapping) else self.output_combine
@@ -243,6 +244,7 @@ class PipeshardParallel:
         if isinstance(self.stage_option, ManualStageOption):
             options += self.stage_option.pipeline_options(self.auto_sharding_option)
         options += [f"{k}={v}" for k, v in self.stage_intra_op_options()]
+        options += [f"{k}={v}" for k, v in self.auto_sharding_option.prepare_options()]
         return f"builtin.module({PIPESHARD_PIPELINE}{{{' '.join(options)}}})"
 
 

@@ -108,17 +108,34 @@ def _options_of(argument: str, leave_out: Sequence[str] = ()) -> list[Option]:
     return [o for o in info.options if o.name not in leave_out]
 
 
+def _forward_changed(options: Sequence[Option]):
+    """Step options the pipeline was given away from their defaults (at the defaults, the step's own)."""
+
+    def assignments(opts: types.SimpleNamespace) -> Assignments:
+        given = [(o, getattr(opts, o.attr_name)) for o in options]
+        return [(o.name, option_text(v)) for o, v in given if v != o.default]
+
+    return assignments
+
+
+# How much of the program the first steps may write out (a long loop, a heavy conditional): both named
+# pipelines take these options and hand them on.
+_UNROLL = _options_of("autopar-unroll-loops")
+_FLATTEN = _options_of("autopar-flatten-conditionals")
+
 # What both named pipelines run first: one flat @main in the form the planners plan best.
 _PREPARE = (
     Step("autopar-inline", "JAX emits func.call for nested jits (relu, ...): plan one flat @main"),
     Step(
         "autopar-unroll-loops",
         "a loop over layers (lax.scan, nn.scan) has no sharding rule: write it out so its work can split",
+        _forward_changed(_UNROLL),
     ),
     Step(
         "autopar-flatten-conditionals",
         "a conditional has no sharding rule either: run light, pure branches (optax.MultiSteps) side by "
         "side and select, so the values they return can stay split",
+        _forward_changed(_FLATTEN),
     ),
     Step(
         "autopar-fold-transposes",
@@ -142,7 +159,7 @@ Before: @main as JAX lowers it (arguments marked autopar.batch / autopar.paramet
 After (mesh=2x4): as autopar-intra-op's example: `sdy.mesh @mesh = <["x"=2, "y"=4]>`, `sdy.sharding` on
 @main's arguments and results, `sdy.sharding_constraint`s, the autopar.* plan attributes.
 """,
-    options=_INTRA,
+    options=[*_INTRA, *_UNROLL, *_FLATTEN],
     steps_=[
         *_PREPARE,
         Step(
@@ -235,6 +252,8 @@ cross-mesh plan (autopar-reshard's example), and the program of each stage mesh 
         *[o for o in _STAGE if o.name not in _SHARED],
         *[_shared_option(name) for name in _SHARED],
         _RESHARD["local-all-gather"],
+        *_UNROLL,
+        *_FLATTEN,
     ],
     steps_=[
         *_PREPARE,

@@ -194,7 +194,8 @@ def _node_strategies(
         if node.kind == "stablehlo.while":
             remarks.append(
                 f"stablehlo.while at {_where(node)}: the loop runs whole on every device (autopar-unroll-"
-                "loops writes out only loops of a known trip count within its max-unrolled-ops)"
+                "loops writes out only loops of a known trip count within its max-unrolled-ops; "
+                "AutoShardingOption(max_unrolled_ops=...) raises it)"
             )
         elif node.kind == "stablehlo.case":
             remarks.append(
