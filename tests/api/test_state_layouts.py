@@ -197,6 +197,13 @@ def test_nnx_modules_updated_in_place_train_as_under_nnx_jit(mesh_shape):
     plan = f.get_execution_plan(mine, my_opt, tokens, targets)
     n = len(jax.tree.leaves((mine, my_opt)))
     assert _drifted(plan, range(n), range(1, n + 1)) == []
+    # Named as the user knows them: the loss the step returns is `out`, the written-back state is the new
+    # value of its argument, and explain takes an NNX variable without its `.value`.
+    names = [t.path for t in plan.outputs]
+    assert (
+        names[0] == "out" and "new model.head.kernel.value" in names and "new optimizer.step.value" in names
+    )
+    assert "model.head.kernel.value: argument" in str(plan.explain("model.head.kernel"))
 
 
 def test_a_compiled_nnx_step_writes_back_as_the_parallelized_function_does():

@@ -47,6 +47,9 @@ def find_node(plan: ExecutionPlan, rebuilt: Rebuilt, what: str | int) -> tuple[i
         if not 0 <= what < ops:
             raise ExplainError(f"op index {what} is out of range: @main has {ops} ops (0..{ops - 1})")
         return graph.num_args + int(what), f"op #{what}", ""
+    paths = {t.path for t in (*plan.inputs, *plan.outputs)}
+    if isinstance(what, str) and what not in paths and f"{what}.value" in paths:
+        what = f"{what}.value"  # a flax NNX variable named as the user writes it (`model.linear.kernel`)
     for i, t in enumerate(plan.inputs):
         if t.path == what:
             return i, what, ""

@@ -86,15 +86,31 @@ class CarryingModules:
     def __init__(self, fn: Callable[..., Any], positions: tuple[int, ...]):
         self.fn, self.positions = fn, positions
         self.appended: tuple[int, ...] = ()
+        self.appended_names: tuple[str, ...] = ()  # the user's name of each: `model`, `state[0]`
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         nnx = _nnx()
-        nodes = [node for _, node in _nodes(nnx, args, kwargs)]  # before the step may rebind anything
+        found = _nodes(nnx, args, kwargs)  # before the step may rebind anything
         out = self.fn(*args, **kwargs)
         returned = {id(x) for x in jax.tree.leaves(out, is_leaf=nnx.graph.is_graph_node)}
-        self.appended = tuple(i for i in self.positions if id(nodes[i]) not in returned)
-        return (out, *(nodes[i] for i in self.appended)) if self.appended else out
+        self.appended = tuple(i for i in self.positions if id(found[i][1]) not in returned)
+        names = positional_names(self.fn, len(args))
+        self.appended_names = tuple(_name(found[i][0], names) for i in self.appended)
+        return (out, *(found[i][1] for i in self.appended)) if self.appended else out
+
+
+def output_paths(out_tree: Any, appended_names: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(root, path) of each output leaf, path as jax.tree_util.keystr writes it: root "" for the step's
+    own outputs, and for the leaves of a module appended for write-back "new " and the module's argument
+    name (`new model.linear.kernel.value`, not `out[1].linear.kernel.value` beside an `out[0]` loss the
+    step returned as `out`; the argument itself is `model.linear.kernel.value`)."""
+    skeleton = jax.tree.unflatten(out_tree, list(range(out_tree.num_leaves)))
+    leaves = jax.tree_util.tree_flatten_with_path(skeleton)[0]
+    if not appended_names:
+        return [("", jax.tree_util.keystr(path)) for path, _ in leaves]
+    roots = ("", *(f"new {name}" for name in appended_names))
+    return [(roots[path[0].idx], jax.tree_util.keystr(tuple(path[1:]))) for path, _ in leaves]
 
 
 def write_back(args: Sequence[Any], kwargs: Mapping[str, Any], result: Any, appended: tuple[int, ...]) -> Any:

@@ -48,7 +48,7 @@ from autopar.api.arguments import (
     positional_names,
 )
 from autopar.api.methods import ShardParallel, as_compiled_for
-from autopar.api.nnx_modules import CarryingModules, module_positions, write_back
+from autopar.api.nnx_modules import CarryingModules, module_positions, output_paths, write_back
 from autopar.api.plan import ExecutionPlan, execution_plan
 from autopar.api.stages import Compiled, Entry, Lowered
 from autopar.api.user_errors import in_api_terms, user_facing
@@ -318,7 +318,9 @@ class ParallelizedFunction:
             self._check_planned_mesh(module)
         timings = {"lower": lowered_at - started, "plan": time.perf_counter() - lowered_at}
         signature = (lowered.in_tree, lowered.out_tree, roles, paths, module, out_keys)
-        return Entry(*signature, callbacks, timings, remarks=remarks, appended_modules=appended)
+        names = getattr(traced, "appended_names", ())
+        extra = dict(remarks=remarks, appended_modules=appended, appended_names=names)
+        return Entry(*signature, callbacks, timings, **extra)
 
     def _lower_micro_batch(self, jitted: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The step lowered for one micro-batch; a step that cannot take one names the batch arguments
@@ -433,7 +435,7 @@ class ParallelizedFunction:
         if entry.executable is None:
             started = time.perf_counter()
             if self._pipeshard:
-                names = pipeshard.output_paths(entry.out_tree)
+                names = [root + path for root, path in output_paths(entry.out_tree, entry.appended_names)]
                 declared = dict(self.method.output_combine)
                 for path in declared:
                     if path not in names:

@@ -435,14 +435,6 @@ def label_micro_batches(module: ir.Module, twice: ir.Module, micro_batch_size: i
         ) from None
 
 
-def output_paths(out_tree: Any) -> list[str]:
-    """Each output leaf's pytree path as jax.tree_util.keystr writes it ("[1]", "['loss']")."""
-    import jax
-
-    skeleton = jax.tree.unflatten(out_tree, list(range(out_tree.num_leaves)))
-    return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(skeleton)[0]]
-
-
 def state_bytes(module: ir.Module) -> dict[int, int]:
     """Per stage k: bytes per device of the @main arguments marked autopar.parameter (parameters and
     optimizer state) that @stage_k_apply reads, under that function's argument shardings."""

@@ -7,7 +7,6 @@ import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import jax
 import numpy as np
 from jax.sharding import PartitionSpec
 from jaxlib.mlir import ir
@@ -15,6 +14,7 @@ from jaxlib.mlir import ir
 from autopar.api import explain as explain_lib
 from autopar.api import plan_diff
 from autopar.api.activations import activation_placements
+from autopar.api.nnx_modules import output_paths
 from autopar.ir import attrs
 from autopar.runtime.hlo import COLLECTIVE_KINDS, Collective, parse_collectives
 from autopar.solver import relative_gap
@@ -230,12 +230,7 @@ def execution_plan(
         TensorPlacement(path, aval.shape, str(aval.dtype), s.spec, role)
         for path, aval, s, role in zip(entry.paths, exe.in_avals, exe.in_shardings, entry.roles, strict=True)
     )
-    out_paths = [
-        "out" + jax.tree_util.keystr(p)
-        for p, _ in jax.tree_util.tree_flatten_with_path(
-            jax.tree.unflatten(entry.out_tree, [0] * entry.out_tree.num_leaves)
-        )[0]
-    ]
+    out_paths = [(root or "out") + path for root, path in output_paths(entry.out_tree, entry.appended_names)]
     outputs = tuple(
         TensorPlacement(path, aval.shape, str(aval.dtype), s.spec, "output")
         for path, aval, s in zip(out_paths, exe.out_avals, exe.out_shardings, strict=True)

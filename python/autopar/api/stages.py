@@ -34,6 +34,7 @@ class Entry:
     executable: rt_exe.ShardedExecutable | SequentialExecutor | ProcessExecutor | None = None
     remarks: tuple[str, ...] = ()  # what parallelize changed before planning (user_shardings.py)
     appended_modules: tuple[int, ...] = ()  # NNX module arguments the step returns for write-back
+    appended_names: tuple[str, ...] = ()  # and their names in the user's arguments
 
 
 class Lowered:
