@@ -106,7 +106,7 @@ _LINEAR_UNARY = {
     "stablehlo.abs",
 }
 # Shape ops whose operand 0 is the data and whose other operands are indices / padding values.
-_SHAPE_OPS = {
+SHAPE_OPS = {
     "stablehlo.slice",
     "stablehlo.dynamic_slice",
     "stablehlo.pad",
@@ -248,8 +248,6 @@ class Interpreter:
             return [self.added(a, ins[0], ins[1])]
         if name in _NONLINEAR:
             return [self.nonlinear(a, ins)] * n
-        if name in _SHAPE_OPS:
-            return [self.shape_op(a, ins)]
         if name.startswith("chlo.") and self.elementwise(a):  # chlo.erf_inv, ...: math functions
             return [self.nonlinear(a, ins)] * n
         return [unknown(f"{name} on example data is not understood")] * n
@@ -285,7 +283,7 @@ class Interpreter:
         ins = [self.kind(v) for v in a.operands]
         if a.name == "stablehlo.dot_general" and any(k.tag == "zero" for k in ins):
             return ZERO  # a recurrent layer's first step: its zero initial state times a weight
-        if a.name in _SHAPE_OPS and all(k.tag == "zero" for k in _elements(a.name, ins)):
+        if a.name in SHAPE_OPS and all(k.tag == "zero" for k in _elements(a.name, ins)):
             return ZERO  # zeros sliced, padded or written into zeros (a scan's first residuals)
         if a.name == "stablehlo.broadcast_in_dim":
             k = self.kind(a.operands[0])
@@ -346,33 +344,6 @@ class Interpreter:
         if any(k.degree != 0 for k in ins if k.tag != "zero"):
             return unknown(f"{a.name} of a value that scales with the micro-batch size")
         return Kind("batch", 0)
-
-    def shape_op(self, a: ir.Operation, ins: list[Kind]) -> Kind:
-        data = ins[0]
-        if a.name == "stablehlo.concatenate":
-            dim = ir.IntegerAttr(a.attributes["dimension"]).value
-            if dim in self.batch_dims(a.results[0]):
-                return unknown("concatenate along the batch dim")
-            live = [k for k in ins if k.tag != "zero"]
-            out = live[0] if live else ZERO
-            for k in live[1:]:
-                out = self.added(a, out, k)
-            return self.reshaped(a, out) if out.tag != "unknown" else out
-        if a.name == "stablehlo.reverse" and data.tag != "zero":
-            reversed_dims = set(ir.DenseI64ArrayAttr(a.attributes["dimensions"]))
-            if reversed_dims & set(self.batch_dims(a.operands[0])):
-                return unknown("a reverse along the batch dim (each example paired with another)")
-        indices = ins[1:]  # dynamic_slice's start indices, pad's padding value
-        if a.name == "stablehlo.dynamic_update_slice":
-            data, indices = self.added(a, ins[0], ins[1]), ins[2:]
-            if data.tag == "unknown":
-                return data
-        if any(k.tag not in ("zero", "const") or k.degree != 0 for k in indices):
-            return unknown(f"{a.name} with indices or padding that depend on the examples")
-        operand_dims = len(self.batch_dims(a.operands[0]))
-        if data.tag == "batch" and len(self.batch_dims(a.results[0])) != operand_dims:
-            return unknown(f"{a.name} cuts into the batch dim")
-        return self.reshaped(a, data) if data.tag == "batch" else data
 
 
 def _keeps_order(a: ir.Operation) -> bool:

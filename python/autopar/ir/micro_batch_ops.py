@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from jaxlib.mlir import ir
 
 from autopar.errors import format_location
-from autopar.ir.micro_batch import SAME, ZERO, Kind, join, terminator, unknown
+from autopar.ir.micro_batch import SAME, SHAPE_OPS, ZERO, Kind, join, terminator, unknown
 
 if TYPE_CHECKING:
     from autopar.ir.micro_batch import Interpreter
@@ -373,6 +373,40 @@ def _sort(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) ->
     return [Kind("batch", 0) if it.batch_dims(r) else SAME for r in a.results]
 
 
+def _shape_op(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
+    """Slices, pads, reverses, concatenations and updates: each example's elements stay its own unless
+    the op cuts into, reorders or extends the batch dim."""
+    return [_shape_kind(it, a, ins)]
+
+
+def _shape_kind(it: Interpreter, a: ir.Operation, ins: list[Kind]) -> Kind:
+    data = ins[0]
+    if a.name == "stablehlo.concatenate":
+        dim = ir.IntegerAttr(a.attributes["dimension"]).value
+        if dim in it.batch_dims(a.results[0]):
+            return unknown("concatenate along the batch dim")
+        live = [k for k in ins if k.tag != "zero"]
+        out = live[0] if live else ZERO
+        for k in live[1:]:
+            out = it.added(a, out, k)
+        return it.reshaped(a, out) if out.tag != "unknown" else out
+    if a.name == "stablehlo.reverse" and data.tag != "zero":
+        reversed_dims = set(ir.DenseI64ArrayAttr(a.attributes["dimensions"]))
+        if reversed_dims & set(it.batch_dims(a.operands[0])):
+            return unknown("a reverse along the batch dim (each example paired with another)")
+    indices = ins[1:]  # dynamic_slice's start indices, pad's padding value
+    if a.name == "stablehlo.dynamic_update_slice":
+        data, indices = it.added(a, ins[0], ins[1]), ins[2:]
+        if data.tag == "unknown":
+            return data
+    if any(k.tag not in ("zero", "const") or k.degree != 0 for k in indices):
+        return unknown(f"{a.name} with indices or padding that depend on the examples")
+    operand_dims = len(it.batch_dims(a.operands[0]))
+    if data.tag == "batch" and len(it.batch_dims(a.results[0])) != operand_dims:
+        return unknown(f"{a.name} cuts into the batch dim")
+    return it.reshaped(a, data) if data.tag == "batch" else data
+
+
 HANDLERS = {
     "stablehlo.multiply": _multiply,
     "stablehlo.divide": _divide,
@@ -391,4 +425,5 @@ HANDLERS = {
     "stablehlo.while": _while,
     "stablehlo.case": _case,
     "stablehlo.if": _case,
+    **{name: _shape_op for name in SHAPE_OPS},
 }
