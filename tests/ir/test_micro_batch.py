@@ -349,3 +349,26 @@ def test_top_k_routing_within_each_example_keeps_means_and_a_sort_over_the_batch
 
     labels = output_labels(sorted_over_batch, batch)
     assert all(label.startswith("unknown:a sort along the batch dim") for label in labels), labels
+
+
+def test_fourier_mixing_within_each_example_keeps_means_and_over_the_batch_is_unknown():
+    """FNet mixes tokens with a 2-D FFT over each example's sequence and features: per example. An FFT
+    along the batch dim mixes examples."""
+
+    def fnet(params, x, y):
+        def loss(p):
+            mixed = jnp.real(jnp.fft.fft2(x.reshape(x.shape[0], 2, 4))).reshape(x.shape)
+            return jnp.mean((mlp(p, mixed) - y) ** 2)
+
+        return jax.value_and_grad(loss)(params)
+
+    assert output_labels(fnet, batch) == ["mean", "mean", "mean"]
+
+    def over_batch(params, x, y):
+        return jax.value_and_grad(lambda p: jnp.mean((mlp(p, jnp.real(jnp.fft.fft(x, axis=0))) - y) ** 2))(
+            params
+        )
+
+    assert all(
+        label.startswith("unknown:an FFT along the batch dim") for label in output_labels(over_batch, batch)
+    )

@@ -373,6 +373,23 @@ def _sort(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) ->
     return [Kind("batch", 0) if it.batch_dims(r) else SAME for r in a.results]
 
 
+def _fft(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
+    """A Fourier transform over its operand's trailing dims (FNet's token mixing, a Fourier neural
+    operator): linear and per example when none of them is a batch dim."""
+    k = ins[0]
+    rank = ir.RankedTensorType(a.operands[0].type).rank
+    transformed = set(range(rank - len(ir.DenseI64ArrayAttr(a.attributes["fft_length"])), rank))
+    if transformed & set(it.batch_dims(a.operands[0])):
+        return [unknown("an FFT along the batch dim (each example mixed with the others)")]
+    return [
+        k
+        if k.tag in ("zero", "batch")
+        else Kind("const", k.degree)
+        if k.tag == "const"
+        else unknown(f"an FFT of a {k.tag} value")
+    ]
+
+
 def _shape_op(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
     """Slices, pads, reverses, concatenations and updates: each example's elements stay its own unless
     the op cuts into, reorders or extends the batch dim."""
@@ -422,6 +439,7 @@ HANDLERS = {
     "stablehlo.select_and_scatter": _select_and_scatter,
     "stablehlo.custom_call": _custom_call,
     "stablehlo.sort": _sort,
+    "stablehlo.fft": _fft,
     "stablehlo.while": _while,
     "stablehlo.case": _case,
     "stablehlo.if": _case,
