@@ -293,14 +293,16 @@ def test_maxima_minima_any_and_all_over_the_batch_combine_as_the_largest_or_smal
             jnp.any(x > 0.5),
             jnp.min(per_example).astype(jnp.float16),  # a widening or narrowing convert keeps the order
             jnp.all(x > 0.5),
+            jnp.any(x > 0.5).astype(jnp.int32),  # a bool widened keeps the order
             -jnp.max(per_example),  # a negation turns the largest into the smallest: not combined
+            (jnp.max(x) * 1e3).astype(jnp.int8),  # nor does a float cut to a narrow integer (it may wrap)
             jnp.max(per_example) > 1.0,  # nor is a comparison
             jnp.max(per_example, axis=0, keepdims=True) * 0 + jnp.max(x),  # arithmetic on maxima
         )
 
     labels = output_labels(step, batch)
-    assert labels[:4] == ["max", "max", "min", "min"]
-    assert all(label.startswith("unknown:") for label in labels[4:]), labels
+    assert labels[:5] == ["max", "max", "min", "min", "max"]
+    assert all(label.startswith("unknown:") for label in labels[5:]), labels
 
 
 def test_ops_that_pair_or_regroup_examples_across_the_batch_are_unknown():
