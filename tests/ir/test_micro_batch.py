@@ -374,3 +374,26 @@ def test_fourier_mixing_within_each_example_keeps_means_and_over_the_batch_is_un
     assert all(
         label.startswith("unknown:an FFT along the batch dim") for label in output_labels(over_batch, batch)
     )
+
+
+def test_a_masked_mean_is_unknown_and_the_remedy_it_names_combines_as_a_sum():
+    """A loss normalised by the batch's own token count (sum(l * mask) / sum(mask)) is a ratio of sums; the
+    reason says what combines exactly instead: the whole batch's count passed in as an argument."""
+
+    def per_token(params, x, y):
+        return jnp.sum((mlp(params, x) - y) ** 2, axis=-1)
+
+    def masked(params, x, y, mask):
+        return jax.value_and_grad(lambda p: jnp.sum(per_token(p, x, y) * mask) / jnp.sum(mask))(params)
+
+    def counted(params, x, y, mask, count):
+        return jax.value_and_grad(lambda p: jnp.sum(per_token(p, x, y) * mask) / count)(params)
+
+    def args(m, *extra):
+        return (*batch(m), (jnp.arange(m) % 3 != 0).astype(jnp.float32), *extra)
+
+    labels = output_labels(masked, args)
+    assert all("passed in as an argument that is not a batch, it is a sum" in label for label in labels), (
+        labels
+    )
+    assert output_labels(counted, lambda m: args(m, jnp.float32(5.0))) == ["sum", "sum", "sum"]

@@ -30,7 +30,12 @@ def _divide(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) 
     if x.tag == "zero":
         return [ZERO]
     if y.tag == "sum":
-        return [unknown("a division by a sum over the examples (a weighted mean does not combine exactly)")]
+        return [
+            unknown(
+                "a division by a sum over the examples (a weighted mean does not combine exactly; divided "
+                "by the whole batch's count passed in as an argument that is not a batch, it is a sum)"
+            )
+        ]
     return [_product(a.name, x, y, sign=-1)]
 
 
