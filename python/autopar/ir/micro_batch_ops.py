@@ -380,19 +380,13 @@ def _sort(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) ->
 
 def _fft(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
     """A Fourier transform over its operand's trailing dims (FNet's token mixing, a Fourier neural
-    operator): linear and per example when none of them is a batch dim."""
+    operator): linear, and per example when none of them is a batch dim."""
     k = ins[0]
     rank = ir.RankedTensorType(a.operands[0].type).rank
     transformed = set(range(rank - len(ir.DenseI64ArrayAttr(a.attributes["fft_length"])), rank))
     if transformed & set(it.batch_dims(a.operands[0])):
         return [unknown("an FFT along the batch dim (each example mixed with the others)")]
-    return [
-        k
-        if k.tag in ("zero", "batch")
-        else Kind("const", k.degree)
-        if k.tag == "const"
-        else unknown(f"an FFT of a {k.tag} value")
-    ]
+    return [k]  # linear: a per-example value, a sum over the examples or a constant keeps its kind
 
 
 def _shape_op(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:
