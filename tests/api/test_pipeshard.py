@@ -272,9 +272,7 @@ def test_a_step_written_for_alpa_runs_with_its_gradient_and_metrics(data):
         x, y = batch
 
         def loss_fn(p):
-            out = x
-            for w in p:
-                out = jnp.tanh(out @ w)
+            out = mlp_outputs(p, x)
             metrics = {
                 "error": jnp.mean(jnp.abs(out - y) > 0.5),
                 "examples": jnp.float32(x.shape[0]),  # a constant of the micro-batch's size
@@ -290,9 +288,7 @@ def test_a_step_written_for_alpa_runs_with_its_gradient_and_metrics(data):
 
 
 def _sum_loss(params, x, y):
-    for w in params:
-        x = jnp.tanh(x @ w)
-    return jnp.sum((x - y) ** 2)
+    return jnp.sum((mlp_outputs(params, x) - y) ** 2)
 
 
 def gradients_divided_after_grad(params, batch):

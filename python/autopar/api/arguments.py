@@ -225,14 +225,14 @@ def _returned_updated(arg: Any, out_info: Any) -> bool:
     leaves, tree = jax.tree.flatten(arg)
     if len(leaves) < 2:
         return False
-    want = [(_shape(x)[1:], str(getattr(x, "dtype", ""))) for x in leaves]
     elements = out_info.values() if isinstance(out_info, dict) else out_info
     parts = [out_info, *elements] if isinstance(out_info, (tuple, list, dict)) else [out_info]
-    for part in parts:
-        got, structure = jax.tree.flatten(part)
-        if structure == tree and [(_shape(x)[1:], str(getattr(x, "dtype", ""))) for x in got] == want:
-            return True
-    return False
+    return any(jax.tree.structure(p) == tree and _types(jax.tree.leaves(p)) == _types(leaves) for p in parts)
+
+
+def _types(leaves: list[Any]) -> list[tuple[tuple[int, ...], str]]:
+    """Each leaf's shape below dim 0 and its dtype."""
+    return [(_shape(x)[1:], str(getattr(x, "dtype", ""))) for x in leaves]
 
 
 def _batch_like(arg: Any) -> bool:

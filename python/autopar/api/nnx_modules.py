@@ -48,14 +48,12 @@ def _name(path: Any, names: Sequence[str]) -> str:
     return root + jax.tree_util.keystr(tuple(rest))
 
 
-def module_positions(
-    fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
-) -> tuple[int, ...]:
-    """Indices (in `_nodes` order) of the NNX graph nodes (modules, optimizers, Rngs) in fn's arguments;
-    raises SharedModuleError when two of them share a module or variable."""
+def has_modules(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
+    """Whether fn's arguments hold NNX graph nodes (modules, optimizers, Rngs); raises SharedModuleError
+    when two of them share a module or variable."""
     nnx = _nnx()
     if nnx is None:
-        return ()
+        return False
     names = positional_names(fn, len(args))
     nodes = _nodes(nnx, args, kwargs)
     owner: dict[int, int] = {}  # id of a module or variable -> the first node holding it
@@ -71,7 +69,7 @@ def module_positions(
                 "through one would be lost on the other; pass only one of them, or an "
                 "nnx.Optimizer(model, tx, wrt=nnx.Param), which holds no model"
             )
-    return tuple(range(len(nodes)))
+    return bool(nodes)
 
 
 def _state_objects(nnx: Any, node: Any) -> list[Any]:
@@ -83,8 +81,8 @@ class CarryingModules:
     """`fn` for tracing: returns (its output, *the module arguments it does not return itself), and
     records which those are (`appended`, indices into the arguments' modules, set while JAX traces it)."""
 
-    def __init__(self, fn: Callable[..., Any], positions: tuple[int, ...]):
-        self.fn, self.positions = fn, positions
+    def __init__(self, fn: Callable[..., Any]):
+        self.fn = fn
         self.appended: tuple[int, ...] = ()
         self.appended_names: tuple[str, ...] = ()  # the user's name of each: `model`, `state[0]`
         functools.update_wrapper(self, fn)
@@ -94,7 +92,7 @@ class CarryingModules:
         found = _nodes(nnx, args, kwargs)  # before the step may rebind anything
         out = self.fn(*args, **kwargs)
         returned = {id(x) for x in jax.tree.leaves(out, is_leaf=nnx.graph.is_graph_node)}
-        self.appended = tuple(i for i in self.positions if id(found[i][1]) not in returned)
+        self.appended = tuple(i for i, (_, node) in enumerate(found) if id(node) not in returned)
         names = positional_names(self.fn, len(args))
         self.appended_names = tuple(_name(found[i][0], names) for i in self.appended)
         return (out, *(found[i][1] for i in self.appended)) if self.appended else out

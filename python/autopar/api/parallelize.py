@@ -48,7 +48,7 @@ from autopar.api.arguments import (
     positional_names,
 )
 from autopar.api.methods import ShardParallel, as_compiled_for
-from autopar.api.nnx_modules import CarryingModules, module_positions, output_paths, write_back
+from autopar.api.nnx_modules import CarryingModules, has_modules, output_paths, write_back
 from autopar.api.plan import ExecutionPlan, execution_plan
 from autopar.api.stages import Compiled, Entry, Lowered
 from autopar.api.user_errors import in_api_terms, user_facing
@@ -259,8 +259,8 @@ class ParallelizedFunction:
         if self._batch_explicit and (past := [i for i in self.batch_argnums if i >= len(args)]):
             raise ValueError(f"batch_argnums has {past[0]} but {self.__name__} has {len(args)} arguments")
         # NNX modules: their in-place updates come back (nnx_modules.py).
-        positions = module_positions(self.fn, args, kwargs) if self.carry_modules else ()
-        traced = CarryingModules(self.fn, positions) if positions else self.fn
+        carrying = self.carry_modules and has_modules(self.fn, args, kwargs)
+        traced = CarryingModules(self.fn) if carrying else self.fn
         jitted = jax.jit(
             traced, static_argnums=self.static_argnums, donate_argnums=self.donate_argnums, keep_unused=True
         )

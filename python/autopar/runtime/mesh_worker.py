@@ -168,8 +168,9 @@ class Worker:
         B = plan.micro_batches
         local: list[dict[int, Any]] = [{} for _ in range(B)]
         left = [dict(plan.readers) for _ in range(B)]
-        totals: dict[int, Any] = {}
-        pieces: dict[int, dict[int, Any]] = {}
+        from autopar.runtime.program import Gathered  # imports jax.numpy: not at worker start-up
+
+        gathered = {v: Gathered(label, B) for v, label in plan.gather.items()}
         dispatch, calls, events, peak = 0.0, 0, [], 0
         for callee, m, operands, results, sends, moved in plan.program:
             values = local[m]
@@ -191,8 +192,8 @@ class Worker:
             calls += 1
             for v, x in zip(results, out, strict=True):
                 values[v] = x
-                if v in plan.gather:
-                    self._gather(plan.gather[v], v, m, x, totals, pieces)
+                if v in gathered:
+                    gathered[v].add(m, x)
             self._send(step, "mb", m, sends, values, callee, results)
             readers = left[m]
             for v in set(operands):
@@ -211,11 +212,12 @@ class Worker:
                 peak = max(
                     peak,
                     _bytes(
-                        [*arguments.values(), *totals.values(), *self.resident.values()]
+                        [*arguments.values(), *(g.total for g in gathered.values() if g.total is not None)]
+                        + [*self.resident.values()]
                         + [x for d in local for x in d.values()]
                     ),
                 )
-        env = self._gathered(totals, pieces)
+        env = {v: g.result() for v, g in gathered.items()}
         for v, routes in plan.gathered_to.items():
             self._send(step, "g", -1, [(v, routes)], env, *self._producer[v])
         if plan.applies:
@@ -279,27 +281,6 @@ class Worker:
         from autopar.runtime import transfer
 
         return transfer.array_from_slices(data, route, self.stages[callee].in_shardings[j])
-
-    def _gather(self, label: str, v: int, m: int, x: Any, totals: dict, pieces: dict) -> None:
-        if label == "same":
-            totals[v] = x
-        elif label.startswith("concat:"):
-            pieces.setdefault(v, {})[m] = x
-        else:
-            from autopar.runtime.program import combine
-
-            totals[v] = x if v not in totals else combine(label, totals[v], x)
-
-    def _gathered(self, totals: dict[int, Any], pieces: dict[int, dict[int, Any]]) -> dict[int, Any]:
-        from autopar.runtime.program import Gathered
-
-        env: dict[int, Any] = {}
-        B = self.plan.micro_batches
-        for v, label in self.plan.gather.items():
-            g = Gathered(label, B)
-            g.total, g.pieces = totals.get(v), pieces.get(v, {})
-            env[v] = g.result()
-        return env
 
     # ---- serving -------------------------------------------------------------------------------------
 

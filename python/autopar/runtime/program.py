@@ -71,16 +71,6 @@ def dispatch_order(
     return order
 
 
-def combine(label: str, total: Any, value: Any) -> Any:
-    """Two micro-batches' values of a label that accumulates: the larger or smaller for "max" and "min"
-    (`jnp.any` over the batch is a max of booleans), else their sum (sums, means, "sum:<p>")."""
-    if label == "max":
-        return jnp.maximum(total, value)
-    if label == "min":
-        return jnp.minimum(total, value)
-    return total + value
-
-
 class Gathered:
     """One value's micro-batch results combined as its label says, as they arrive: sums, means, maxima and
     minima keep a running total on the value's devices (gradient accumulation); concatenations keep every
@@ -92,12 +82,16 @@ class Gathered:
         self.pieces: dict[int, Any] = {}
 
     def add(self, micro_batch: int, value: Any) -> None:
-        if self.label == "same":
-            self.total = value
-        elif self.label.startswith("concat:"):
+        if self.label.startswith("concat:"):
             self.pieces[micro_batch] = value
-        else:
-            self.total = value if self.total is None else combine(self.label, self.total, value)
+        elif self.label == "same" or self.total is None:
+            self.total = value
+        elif self.label == "max":  # `jnp.any` over the batch is a max of booleans
+            self.total = jnp.maximum(self.total, value)
+        elif self.label == "min":
+            self.total = jnp.minimum(self.total, value)
+        else:  # sums, means, "sum:<p>"
+            self.total = self.total + value
 
     def result(self) -> Any:
         B = self.micro_batches
