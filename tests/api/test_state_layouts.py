@@ -206,6 +206,51 @@ def test_nnx_modules_updated_in_place_train_as_under_nnx_jit(mesh_shape):
     assert "model.head.kernel.value: argument" in str(plan.explain("model.head.kernel"))
 
 
+class _Mlp(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs, width: int = 32, layers: int = 4):
+        self.layers = nnx.List([nnx.Linear(width, width, rngs=rngs) for _ in range(layers)])
+
+    def __call__(self, x):
+        for layer in self.layers:
+            x = nnx.tanh(layer(x))
+        return x
+
+
+def _mlp_step_in_place(model, optimizer, x, y):
+    def loss_fn(m):
+        return jnp.mean((m(x) - y) ** 2)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+
+
+def test_nnx_modules_updated_in_place_pipeline_and_their_plan_names_them_as_the_user_does():
+    """PipeshardParallel writes the modules back as nnx.jit does; the stage plan's explain takes an NNX
+    variable without its `.value`, and the plan report (`--plan-report`'s data) names the outputs as
+    get_execution_plan does (`out`, `new model...`), not by JAX's `result[1]...`."""
+    from autopar.api import plan_report
+
+    def state():
+        model = _Mlp(nnx.Rngs(0))
+        return model, nnx.Optimizer(model, _OPTIMIZER, wrt=nnx.Param)
+
+    x, y = normal((16, 32), seed=1), normal((16, 32), seed=2)
+    method = autopar.PipeshardParallel(num_micro_batches=2, layer_option=autopar.AutoLayerOption(layer_num=2))
+    f = autopar.parallelize(_mlp_step_in_place, method=method, batch_argnums=(2, 3))
+    (mine, my_opt), (theirs, their_opt) = state(), state()
+    for _ in range(2):
+        got = float(f(mine, my_opt, x, y))
+        assert got == pytest.approx(float(nnx.jit(_mlp_step_in_place)(theirs, their_opt, x, y)), rel=1e-5)
+    assert int(my_opt.step[...]) == 2
+    assert_trees_close(nnx.state(mine, nnx.Param), nnx.state(theirs, nnx.Param), rtol=1e-4, atol=1e-5)
+    plan = f.get_execution_plan(mine, my_opt, x, y)
+    assert str(plan.explain("model.layers[0].kernel")).startswith("model.layers[0].kernel.value: read by")
+    outputs = [t["name"] for t in plan_report.report(plan.source.module)["outputs"]]
+    assert outputs[0] == "out" and "new model.layers[3].kernel.value" in outputs
+    assert "new optimizer.step.value" in outputs and not any("result" in name for name in outputs)
+
+
 def test_a_compiled_nnx_step_writes_back_as_the_parallelized_function_does():
     """`f.lower(...).compile()` runs the same executable: it returned the written-back modules beside the
     loss and left the caller's model as it was."""

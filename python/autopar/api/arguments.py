@@ -151,10 +151,15 @@ def broadcast_specs(prefix: Any, tree: Any, what: str) -> list[PartitionSpec | N
     return jax.tree.leaves(full, is_leaf=_is_spec_leaf)
 
 
-def mark_roles(module: ir.Module, roles: Sequence[str], paths: Sequence[str] = ()) -> None:
+def mark_roles(
+    module: ir.Module, roles: Sequence[str], paths: Sequence[str] = (), output_names: Sequence[str] = ()
+) -> None:
     """Marks every @main argument as batch or parameter and, when given, names it by its pytree path
-    (`autopar.path`, which the passes' messages use)."""
+    (`autopar.path`, which the passes' messages use), and each result by the name plans give it (which
+    `--plan-report` shows)."""
     main = sh.main_func(module)
+    if output_names:
+        attrs.set_result_paths(main, output_names)
     marks = []
     for i in range(len(main.type.inputs)):
         batch = i < len(roles) and roles[i] == "batch"

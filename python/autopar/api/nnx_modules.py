@@ -111,6 +111,12 @@ def output_paths(out_tree: Any, appended_names: tuple[str, ...] = ()) -> list[tu
     return [(roots[path[0].idx], jax.tree_util.keystr(tuple(path[1:]))) for path, _ in leaves]
 
 
+def output_names(out_tree: Any, appended_names: tuple[str, ...] = ()) -> list[str]:
+    """Each output leaf's name in plans and reports: `out` and its path below the step's own output,
+    `new <argument path>` for written-back state."""
+    return [(root or "out") + path for root, path in output_paths(out_tree, appended_names)]
+
+
 def write_back(args: Sequence[Any], kwargs: Mapping[str, Any], result: Any, appended: tuple[int, ...]) -> Any:
     """The step's own output; the new state of each appended module written into the caller's."""
     if not appended:

@@ -48,7 +48,7 @@ from autopar.api.arguments import (
     positional_names,
 )
 from autopar.api.methods import ShardParallel, as_compiled_for
-from autopar.api.nnx_modules import CarryingModules, has_modules, output_paths, write_back
+from autopar.api.nnx_modules import CarryingModules, has_modules, output_names, output_paths, write_back
 from autopar.api.plan import ExecutionPlan, execution_plan
 from autopar.api.stages import Compiled, Entry, Lowered
 from autopar.api.user_errors import in_api_terms, user_facing
@@ -276,7 +276,7 @@ class ParallelizedFunction:
         if not self._batch_explicit:
             check_default_batch(self.fn, abstract_args, lowered.out_info, self.batch_argnums)
         module = module_from_lowered(lowered)
-        appended = getattr(traced, "appended", ())
+        appended, names = getattr(traced, "appended", ()), getattr(traced, "appended_names", ())
         remarks = drop_user_shardings(module, self.__name__)
         dynamic, _ = self._split(args)
         flat_avals = [a._aval for a in jax.tree.leaves(lowered.args_info)]
@@ -288,7 +288,7 @@ class ParallelizedFunction:
                 f"{len(main.type.results)} results for {len(roles)} inputs and {lowered.out_tree.num_leaves} "
                 "outputs (side effects or tokens?): only pure functions can be parallelized"
             )
-        mark_roles(module, roles, paths)
+        mark_roles(module, roles, paths, output_names(lowered.out_tree, names))
         if self._pipeshard and self.method.num_micro_batches > 1:
             # How each value combines over micro-batches, from the same step at twice the micro-batch.
             twice = module_from_lowered(
@@ -318,7 +318,6 @@ class ParallelizedFunction:
             self._check_planned_mesh(module)
         timings = {"lower": lowered_at - started, "plan": time.perf_counter() - lowered_at}
         signature = (lowered.in_tree, lowered.out_tree, roles, paths, module, out_keys)
-        names = getattr(traced, "appended_names", ())
         extra = dict(remarks=remarks, appended_modules=appended, appended_names=names)
         return Entry(*signature, callbacks, timings, **extra)
 

@@ -207,6 +207,9 @@ MAX_OPS = 8
 
 
 def explain(plan: PipeshardExecutionPlan, path: str, top: int = 3) -> StageExplanation:
+    known = {t.path for t in plan.tensors}
+    if path not in known and f"{path}.value" in known:
+        path = f"{path}.value"  # a flax NNX variable named as the user writes it (`model.linear.kernel`)
     reads = tuple(t for t in plan.tensors if t.path == path)
     if not reads:
         return explain_ops(plan, path, top)

@@ -14,7 +14,7 @@ from jaxlib.mlir import ir
 from autopar.api import explain as explain_lib
 from autopar.api import plan_diff
 from autopar.api.activations import activation_placements
-from autopar.api.nnx_modules import output_paths
+from autopar.api.nnx_modules import output_names
 from autopar.ir import attrs
 from autopar.runtime.hlo import COLLECTIVE_KINDS, Collective, parse_collectives
 from autopar.solver import relative_gap
@@ -230,7 +230,7 @@ def execution_plan(
         TensorPlacement(path, aval.shape, str(aval.dtype), s.spec, role)
         for path, aval, s, role in zip(entry.paths, exe.in_avals, exe.in_shardings, entry.roles, strict=True)
     )
-    out_paths = [(root or "out") + path for root, path in output_paths(entry.out_tree, entry.appended_names)]
+    out_paths = output_names(entry.out_tree, entry.appended_names)
     outputs = tuple(
         TensorPlacement(path, aval.shape, str(aval.dtype), s.spec, "output")
         for path, aval, s in zip(out_paths, exe.out_avals, exe.out_shardings, strict=True)

@@ -91,7 +91,7 @@ def _result_dicts(main) -> list[ir.DictAttr]:
 
 
 def result_names(main) -> list[str]:
-    return [p if p is not None else f"result {j}" for j, p in enumerate(attrs.get_result_paths(main))]
+    return [p if p is not None else f"result {j}" for j, p in enumerate(attrs.get_result_names(main))]
 
 
 def stage_tensors(module: ir.Module) -> tuple[StageTensor, ...]:

@@ -25,7 +25,7 @@ from jaxlib.mlir import ir
 # @main argument attributes (unit / string), written by api/arguments.py (`mark_roles`):
 BATCH = "autopar.batch"  # dim 0 is a batch dim; read by intra_op/graph.py and runtime/sequential.py
 PARAMETER = "autopar.parameter"  # a parameter or optimizer state; read by intra_op/graph.py
-PATH = "autopar.path"  # the argument's pytree path, for messages; read by intra_op/graph.py
+PATH = "autopar.path"  # an argument's or result's pytree path, for messages; read by intra_op/graph.py
 # {mesh = [axis names], sizes = [i64], dims = [[axis names] per dim]}: a layout the argument must keep,
 # written by ir/exported.py (--input-shardings=keep), read by intra_op/graph.py
 INPUT_SHARDING = "autopar.input_sharding"
@@ -198,6 +198,33 @@ def set_argument_marks(func_op: ir.Operation | ir.OpView, marks: Sequence[Argume
                     entries[PATH] = ir.StringAttr.get(marks[i].path)
             dicts.append(ir.DictAttr.get(entries))
         func_op.operation.attributes["arg_attrs"] = ir.ArrayAttr.get(dicts)
+
+
+def set_result_paths(func_op: ir.Operation | ir.OpView, paths: Sequence[str]) -> None:
+    """Names each result by the pytree path its user knows it by (`autopar.path`, beside JAX's
+    `jax.result_info`, which the passes read to pair state and which stays as JAX wrote it)."""
+    attributes = func_op.operation.attributes
+    count = len(ir.FunctionType(ir.TypeAttr(attributes["function_type"]).value).results)
+    with func_op.context:
+        had = "res_attrs" in attributes
+        old = [ir.DictAttr(a) for a in ir.ArrayAttr(attributes["res_attrs"])] if had else []
+        dicts = []
+        for i in range(count):
+            entries = {named.name: named.attr for named in old[i]} if i < len(old) else {}
+            if i < len(paths):
+                entries[PATH] = ir.StringAttr.get(paths[i])
+            dicts.append(ir.DictAttr.get(entries))
+        attributes["res_attrs"] = ir.ArrayAttr.get(dicts)
+
+
+def get_result_names(func_op: ir.Operation | ir.OpView) -> list[str | None]:
+    """Each result's name for messages: its `autopar.path`, else JAX's `jax.result_info`, else None."""
+    attributes = func_op.operation.attributes
+    jax_paths = get_result_paths(func_op)
+    if "res_attrs" not in attributes:
+        return jax_paths
+    dicts = [ir.DictAttr(a) for a in ir.ArrayAttr(attributes["res_attrs"])]
+    return [ir.StringAttr(d[PATH]).value if PATH in d else p for d, p in zip(dicts, jax_paths, strict=True)]
 
 
 @dataclasses.dataclass(frozen=True)
