@@ -17,7 +17,7 @@ import numpy as np
 
 from autopar import solver as solver_lib
 from autopar.errors import PassError
-from autopar.passes.intra_op import convolutions, gathers, resharding
+from autopar.passes.intra_op import convolutions, gathers, resharding, scatters
 from autopar.passes.intra_op import strategies as strat
 from autopar.passes.intra_op.config import PlanConfig
 from autopar.passes.intra_op.graph import Graph, Node
@@ -259,7 +259,7 @@ def _facts(node: Node) -> strat.OpFacts:
         result_itemsizes=tuple(node.result_itemsizes),
         batch_groups=convolutions.batch_groups(node),
         grouped_features=convolutions.grouped_features(node),
-        window_factors=convolutions.window_factors(node, rule),
+        whole_factors=convolutions.window_factors(node, rule) | scatters.indexed_factors(node, rule),
         flops=convolutions.flops(node),
     )
 

@@ -139,9 +139,10 @@ class OpFacts:
     # A convolution whose input features form groups of more than one channel (1 < feature_group_count <
     # input features): XLA runs it replicated under any sharding (convolutions.grouped_features).
     grouped_features: bool = False
-    # The factors of a batch-grouped convolution's kernel window dims: splitting them makes XLA exchange
-    # halos (collective-permute) that no strategy prices, so they stay whole (found on HF's FlaxRegNet).
-    window_factors: frozenset[int] = frozenset()
+    # Factors kept whole: a batch-grouped convolution's kernel window dims (splitting them makes XLA
+    # exchange halos, collective-permute, that no strategy prices; found on HF's FlaxRegNet) and the dims a
+    # one-window scatter's index addresses (XLA miscompiles them split; scatters.py).
+    whole_factors: frozenset[int] = frozenset()
     flops: float = 0.0  # a convolution's multiply-add FLOPs from its shapes (dot_shape; 0: from the rule)
 
 
@@ -254,7 +255,7 @@ def op_strategies(
             continue
         if facts.batch_groups > 1 and _miscompiled_batch_groups(assignment, rule, active):
             continue
-        if facts.window_factors and any(assignment[a] in facts.window_factors for a in active):
+        if facts.whole_factors and any(assignment[a] in facts.whole_factors for a in active):
             continue
         operands = [_tensor_layout(m, tuple(assignment)) for m in rule.operand_maps]
         results = [_tensor_layout(m, tuple(assignment)) for m in rule.result_maps]
