@@ -1,8 +1,8 @@
 """Code nobody here wrote: HF transformers' Flax GPT-2, BERT (also with its gradient checkpointing), ViT,
-ResNet and RegNet (random init from tiny configs; nothing downloads), trained through
-`autopar.parallelize` on 1-, 2- and 3-axis meshes of 8 devices. Each step's loss and the trained
-parameters equal `jax.jit`'s, and the collectives XLA compiled carry the bytes the plan priced, per kind
-(XLA merges the gradient all-reduces, so counts differ; bytes do not).
+ResNet, RegNet and a classifier on CLIP's pooled text (random init from tiny configs; nothing
+downloads), trained through `autopar.parallelize` on 1-, 2- and 3-axis meshes of 8 devices. Each step's
+loss and the trained parameters equal `jax.jit`'s, and the collectives XLA compiled carry the bytes the
+plan priced, per kind (XLA merges the gradient all-reduces, so counts differ; bytes do not).
 Pipelined (PipeshardParallel: two stages on submeshes, two micro-batches), each equals `jax.jit`'s
 full-batch step too (ResNet's max pool and that pool's gradient combine over the micro-batches).
 
@@ -121,7 +121,34 @@ def _regnet():
     return {"params": model.params["params"]}, loss, data
 
 
+def _clip_text():
+    # A classifier on CLIP's pooled text: the state at each sequence's end token, `h[jnp.arange(B), i]`.
+    config = transformers.CLIPTextConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=SEQ,
+    )
+    model = transformers.FlaxCLIPTextModel(config, seed=0)
+    head = np.random.default_rng(1).standard_normal((64, 10)).astype(np.float32) * 0.1
+
+    def loss(params, batch):
+        tokens, labels = batch
+        pooled = model(tokens, params=params["clip"]).pooler_output
+        return optax.softmax_cross_entropy_with_integer_labels(pooled @ params["head"], labels).mean()
+
+    def data(rng):
+        return rng.integers(0, VOCAB, (BATCH, SEQ)).astype(np.int32), rng.integers(0, 10, (BATCH,)).astype(
+            np.int32
+        )
+
+    return {"clip": model.params, "head": jnp.asarray(head)}, loss, data
+
+
 MODELS = {
+    "clip-text": _clip_text,
     "gpt2": _gpt2,
     "bert": _bert,
     "bert-remat": lambda: _bert(remat=True),

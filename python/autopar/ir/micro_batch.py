@@ -35,6 +35,7 @@ import math
 
 from jaxlib.mlir import ir
 
+from autopar.errors import format_location
 from autopar.ir import attrs
 
 
@@ -116,46 +117,13 @@ SHAPE_OPS = {
 }
 _ADDITIVE = {"stablehlo.add", "stablehlo.subtract"}
 # Functions of their operands' values with no scaling law: only degree-0 operands keep their kind.
-_NONLINEAR = {
-    "stablehlo.exponential",
-    "stablehlo.exponential_minus_one",
-    "stablehlo.log",
-    "stablehlo.log_plus_one",
-    "stablehlo.tanh",
-    "stablehlo.logistic",
-    "stablehlo.sqrt",
-    "stablehlo.rsqrt",
-    "stablehlo.cbrt",
-    "stablehlo.sine",
-    "stablehlo.cosine",
-    "stablehlo.tan",
-    "stablehlo.floor",
-    "stablehlo.ceil",
-    "stablehlo.round_nearest_afz",
-    "stablehlo.round_nearest_even",
-    "stablehlo.sign",
-    "stablehlo.not",
-    "stablehlo.is_finite",
-    "stablehlo.power",
-    "stablehlo.atan2",
-    "stablehlo.remainder",
-    "stablehlo.maximum",
-    "stablehlo.minimum",
-    "stablehlo.compare",
-    "stablehlo.and",
-    "stablehlo.or",
-    "stablehlo.xor",
-    "stablehlo.shift_left",
-    "stablehlo.shift_right_logical",
-    "stablehlo.shift_right_arithmetic",
-    "stablehlo.clamp",
-    "stablehlo.erf",
-    "chlo.erf",
-    "stablehlo.popcnt",
-    "stablehlo.count_leading_zeros",
-    "stablehlo.bitcast_convert",
-    "stablehlo.reduce_precision",
-}
+_NONLINEAR_NAMES = """
+    exponential exponential_minus_one log log_plus_one tanh logistic sqrt rsqrt cbrt sine cosine tan floor
+    ceil round_nearest_afz round_nearest_even sign not is_finite power atan2 remainder maximum minimum
+    compare and or xor shift_left shift_right_logical shift_right_arithmetic clamp erf popcnt
+    count_leading_zeros bitcast_convert reduce_precision
+"""
+_NONLINEAR = frozenset([f"stablehlo.{name}" for name in _NONLINEAR_NAMES.split()] + ["chlo.erf"])
 
 
 # Never judged by their operands alone: an iota over the batch dim has none, and regions may read values
@@ -215,8 +183,9 @@ class Interpreter:
             for r_small, r_large in zip(a.results, b.results, strict=True):
                 self.twin[r_small] = r_large
             kinds = self.op(a, b)
+            given = [self.kind(v) for v in a.operands]
             for r_small, r_large, k in zip(a.results, b.results, kinds, strict=True):
-                self.bind(r_small, r_large, k)
+                self.bind(r_small, r_large, _located(k, a) if k.tag == "unknown" and k not in given else k)
 
     def op(self, a: ir.Operation, b: ir.Operation) -> list[Kind]:
         name = a.name
@@ -228,6 +197,10 @@ class Interpreter:
             return []
         if name == "stablehlo.optimization_barrier":  # the identity on each of its values (jax.checkpoint's
             return ins  # carry many): each result is of its operand's kind
+        if name in ("stablehlo.gather", "stablehlo.scatter") and ins[1].tag == "unknown":
+            from autopar.ir.micro_batch_indices import own_example_index  # x[jnp.arange(B), i]
+
+            ins[1] = own_example_index(self, a) or ins[1]
         if any(k.tag == "unknown" for k in ins):
             return [next(k for k in ins if k.tag == "unknown")] * n
         if any(k.tag in EXTREMES for k in ins) and not _keeps_order(a):
@@ -344,6 +317,12 @@ class Interpreter:
         if any(k.degree != 0 for k in ins if k.tag != "zero"):
             return unknown(f"{a.name} of a value that scales with the micro-batch size")
         return Kind("batch", 0)
+
+
+def _located(k: Kind, a: ir.Operation) -> Kind:
+    """An op's own reason to give up, with where it was written: the output refused is often far from it."""
+    where = format_location(a.location)
+    return k if not where or where in k.why else dataclasses.replace(k, why=f"{k.why} at {where}")
 
 
 def _keeps_order(a: ir.Operation) -> bool:

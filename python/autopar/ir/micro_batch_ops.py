@@ -11,6 +11,7 @@ from jaxlib.mlir import ir
 
 from autopar.errors import format_location
 from autopar.ir.micro_batch import SAME, SHAPE_OPS, ZERO, Kind, join, terminator, unknown
+from autopar.ir.micro_batch_indices import crosses_examples
 
 if TYPE_CHECKING:
     from autopar.ir.micro_batch import Interpreter
@@ -210,6 +211,9 @@ def _gather(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) 
         return [unknown(f"{a.name} picks single examples out of the batch")]
     if data.tag == "zero":
         return [ZERO]
+    crossing = crosses_examples(it, a, b)
+    if crossing:
+        return [unknown(crossing)]
     if data.tag == "batch" or index.tag == "batch":
         return [Kind("batch", data.degree if data.tag != "zero" else 0)]
     return [data]
@@ -223,9 +227,14 @@ def _scatter(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind])
     if index.tag == "sum" or (index.tag != "zero" and index.degree != 0):
         return [unknown("a scatter with indices that scale with the batch")]
     if it.batch_dims(a.results[0]):
-        out = (
-            it.added(a, target, update) if body == "stablehlo.add" else unknown("a scatter into example data")
-        )
+        crossing = crosses_examples(it, a, b)
+        if crossing:
+            out = unknown(crossing)
+        elif body == "stablehlo.add":
+            out = it.added(a, target, update)
+        else:  # each example's rows written from its own update (`m.at[:, 0].set(v)`): of one degree
+            degrees = {k.degree for k in (target, update) if k.tag != "zero"}
+            out = join(target, update) if len(degrees) <= 1 else unknown(f"a {body} scatter mixing scales")
         return [Kind("batch", out.degree) if out.tag == "const" else out]
     if update.tag == "batch":
         if body != "stablehlo.add":
