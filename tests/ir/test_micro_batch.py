@@ -429,8 +429,14 @@ def test_indexing_each_examples_own_row_keeps_means_and_other_uses_of_the_batch_
             jnp.zeros(h.shape[:2]).at[rows(h), last].set(1.0)[..., None] * h
         ),
     }
+    exact["a column written in every example"] = lambda h, last: (
+        jnp.zeros(h.shape[:2]).at[:, 0].set(1.0)[..., None] * h
+    )
     for name, pick in exact.items():
         assert output_labels(loss_of(pick), sequences) == ["mean", "mean", "mean"], name
+    rows_by_index = jax.lax.GatherDimensionNumbers(
+        offset_dims=(1, 2), collapsed_slice_dims=(0,), start_index_map=(0,)
+    )
     across = {
         "reversed": lambda h, last: h[rows(h)[::-1], last],
         "shifted": lambda h, last: h[(rows(h) + 1) % h.shape[0], last],
@@ -438,6 +444,11 @@ def test_indexing_each_examples_own_row_keeps_means_and_other_uses_of_the_batch_
         "negated": lambda h, last: h[-rows(h) - 1, last],
         "indexing the sequence": lambda h, last: h[rows(h), rows(h) % 6],
         "compared": lambda h, last: jnp.where((rows(h) < 3)[:, None, None], h, 0.0),
+        # Ran each micro-batch's rows in place of the batch's, silently: no wrap of negative indices
+        # scaled by the batch size gave it away.
+        "rows picked by index, promised in bounds": lambda h, last: jax.lax.gather(
+            h, last[:, None], rows_by_index, (1, 6, 8), mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS
+        ),
         "a mask written to the next example": lambda h, last: (
             jnp.zeros(h.shape[:2]).at[(rows(h) + 1) % h.shape[0], last].set(1.0)[..., None] * h
         ),
