@@ -456,3 +456,22 @@ def test_indexing_each_examples_own_row_keeps_means_and_other_uses_of_the_batch_
     for name, pick in across.items():
         labels = output_labels(loss_of(pick), sequences)
         assert all(label.startswith("unknown:") for label in labels), (name, labels)
+
+
+def test_a_ctc_loss_is_a_mean():
+    """optax.ctc_loss starts every example's scores from the same constants (zeros summed within each
+    example, a column set to 0): per example, so the loss and its gradients stay means (the reduction was
+    refused as a value with a batch dim made from constants)."""
+
+    def step(params, x, labels):
+        def loss(p):
+            logits = jnp.stack([mlp(p, x)] * 5, axis=1)  # [B, T=5, K=8]
+            pad = jnp.zeros(logits.shape[:2])
+            return jnp.mean(optax.ctc_loss(logits, pad, labels, jnp.zeros(labels.shape), blank_id=0))
+
+        return jax.value_and_grad(loss)(params)
+
+    def args(m):
+        return W, jnp.ones((m, 8), jnp.float32), (jnp.arange(2 * m).reshape(m, 2) % 7 + 1).astype(jnp.int32)
+
+    assert output_labels(step, args) == ["mean", "mean", "mean"]
