@@ -168,7 +168,9 @@ def _is_example_position(it: Interpreter, value: ir.Value, size: tuple[int, int]
 def _batch_size(it: Interpreter, value: ir.Value) -> tuple[int, int]:
     """The size of the value's first batch dim at m and at 2m examples."""
     d = it.batch_dims(value)[0]
-    return ir.RankedTensorType(value.type).shape[d], ir.RankedTensorType(it.twin[value].type).shape[d]
+    return ir.RankedTensorType(value.type).shape[d], ir.RankedTensorType(
+        it.twin.get(value, value).type
+    ).shape[d]
 
 
 def _size_without_batch(it: Interpreter, value: ir.Value) -> int:
