@@ -2,9 +2,10 @@
 
 A scatter that writes one window (`x.at[:, 3].set(v)`, `x.at[i].add(1)`: one index vector, which XLA
 turns into a dynamic-update-slice) into an operand split along a dim the index addresses comes out wrong
-when the operand reaches it replicated and is split just before (jaxlib 0.10.2, Shardy): each device
-writes the window at its own offset clamped into its shard, so a device that does not hold the window
-overwrites its first row or column with the replicated value's. Found through the backward pass of
+when the operand reaches it in another layout and is resharded just before (jaxlib 0.10.2, Shardy; from
+replicated, or from a split along another dim or mesh axis): each device writes the window at its own
+offset clamped into its shard, so a device that does not hold the window overwrites its first row or
+column. Found through the backward pass of
 `h.at[:, 0].set(h[:, 1])` under PipeshardParallel (a stage function's argument arrives replicated), where
 the gradient was 0.6 % off on 8 devices with no error. Scatters of many index vectors (an embedding's
 gradient) partition correctly. tests/passes/intra_op/test_strategies_xla_miscompiles.py reruns the
