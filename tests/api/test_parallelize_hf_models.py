@@ -21,6 +21,7 @@ import optax
 import pytest
 
 import autopar
+import hf_configs
 from numeric import assert_priced_bytes_compiled
 
 transformers = pytest.importorskip("transformers")
@@ -227,20 +228,7 @@ def test_hf_wav2vec2_on_padded_audio_with_a_ctc_loss_pipelined_equals_the_full_b
     """Speech recognition as its users train it: padded audio with its attention mask (whose feature mask
     FlaxWav2Vec2 writes with `m.at[jnp.arange(B), lengths - 1].set(1)`) and optax's CTC loss (its scores
     start from constants set per example). Both were refused under micro-batches before."""
-    config = transformers.Wav2Vec2Config(
-        vocab_size=12,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        conv_dim=(16, 16),
-        conv_stride=(5, 2),
-        conv_kernel=(10, 3),
-        num_conv_pos_embeddings=8,
-        num_conv_pos_embedding_groups=4,
-        do_stable_layer_norm=True,  # the only layout HF's Flax port implements
-        feat_extract_norm="layer",
-    )
+    config = hf_configs.wav2vec2(transformers, width=32, conv_width=16, vocab=12, positions=8)
     model = transformers.FlaxWav2Vec2ForCTC(config, seed=0)
     rng = np.random.default_rng(0)
     audio = jnp.asarray(rng.standard_normal((BATCH, 160)), jnp.float32)  # 15 frames

@@ -18,6 +18,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import autopar
+import hf_configs
 
 GROUPS = 4
 
@@ -85,20 +86,7 @@ def test_flax_wav2vec2_positional_convolution_on_2x4() -> None:
     transformers = pytest.importorskip("transformers")
     import optax
 
-    config = transformers.Wav2Vec2Config(
-        vocab_size=32,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        conv_dim=(32, 32),
-        conv_stride=(5, 2),
-        conv_kernel=(10, 3),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        do_stable_layer_norm=True,  # the only layout HF's Flax port implements
-        feat_extract_norm="layer",
-    )
+    config = hf_configs.wav2vec2(transformers, width=64, conv_width=32, vocab=32, positions=16)
     model = transformers.FlaxWav2Vec2ForCTC(config, seed=0)
     audio = jnp.asarray(np.random.default_rng(2).standard_normal((8, 1600)), jnp.float32)
 
