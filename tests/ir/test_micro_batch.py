@@ -475,3 +475,40 @@ def test_a_ctc_loss_is_a_mean():
         return W, jnp.ones((m, 8), jnp.float32), (jnp.arange(2 * m).reshape(m, 2) % 7 + 1).astype(jnp.int32)
 
     assert output_labels(step, args) == ["mean", "mean", "mean"]
+
+
+def test_steps_written_with_the_batch_size_are_unknown():
+    """A step may use the batch size as a Python number. `h[: B // 2]` keeps the first half of each
+    micro-batch, not of the batch; `h[:, B // 4]` and `W[:B]` read another column or rows at each size.
+    They ran under PipeshardParallel and gave another loss than jax.jit, silently: an op's attributes
+    now must agree between the two lowerings but for the sizes of its batch dims. Every k-th example keeps
+    its mean."""
+
+    def loss_of(transform):
+        def step(params, x, y):
+            return jax.value_and_grad(lambda p: jnp.mean((transform(mlp(p, x), p) - y) ** 2))(params)
+
+        return step
+
+    written_with_b = {
+        "first half": lambda h, p: h[: h.shape[0] // 2].repeat(2, axis=0),
+        "second half": lambda h, p: h[h.shape[0] // 2 :].repeat(2, axis=0),
+        "a dynamic slice of half": lambda h, p: jax.lax.dynamic_slice_in_dim(h, 0, h.shape[0] // 2).repeat(
+            2, 0
+        ),
+        "a column chosen by B": lambda h, p: h[:, h.shape[0] // 4 : h.shape[0] // 4 + 1],
+        "weight rows chosen by B": lambda h, p: h * p[0][: h.shape[0] // 2].repeat(2, axis=0),
+        "a window as wide as B / 4": lambda h, p: jax.lax.reduce_window(
+            h, 0.0, jax.lax.add, (1, h.shape[0] // 4), (1, 1), "SAME"
+        ),
+    }
+    for name, transform in written_with_b.items():
+        labels = output_labels(loss_of(transform), batch, m=4)
+        assert all(label.startswith("unknown:") for label in labels), (name, labels)
+    every_other = loss_of(lambda h, p: h[::2].repeat(2, axis=0))
+    assert output_labels(every_other, batch) == ["mean", "mean", "mean"]
+    # Padded per micro-batch, the rows of padding sit between the micro-batches, not at the batch's end,
+    # and every third row is another set of rows (it was labelled a mean).
+    padded = loss_of(lambda h, p: jnp.pad(h, ((0, h.shape[0] // 2), (0, 0)), constant_values=1.0)[::3])
+    labels = output_labels(padded, lambda m: (W, jnp.ones((m, 8)), jnp.ones((m // 2, 8))))
+    assert all(label.startswith("unknown:a pad along the batch dim") for label in labels), labels

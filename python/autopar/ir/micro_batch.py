@@ -37,6 +37,7 @@ from jaxlib.mlir import ir
 
 from autopar.errors import format_location
 from autopar.ir import attrs
+from autopar.ir.micro_batch_static import written_with_batch_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +184,8 @@ class Interpreter:
             for r_small, r_large in zip(a.results, b.results, strict=True):
                 self.twin[r_small] = r_large
             kinds = self.op(a, b)
+            why = None if any(k.tag == "unknown" for k in kinds) else written_with_batch_size(self, a, b)
+            kinds = [unknown(why)] * len(kinds) if why else kinds
             given = [self.kind(v) for v in a.operands]
             for r_small, r_large, k in zip(a.results, b.results, kinds, strict=True):
                 self.bind(r_small, r_large, _located(k, a) if k.tag == "unknown" and k not in given else k)

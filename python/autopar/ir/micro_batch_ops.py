@@ -415,6 +415,8 @@ def _shape_kind(it: Interpreter, a: ir.Operation, ins: list[Kind]) -> Kind:
         for k in live[1:]:
             out = it.added(a, out, k)
         return it.reshaped(a, out) if out.tag != "unknown" else out
+    if a.name == "stablehlo.pad" and data.tag != "zero" and _pads_batch(it, a):
+        return unknown("a pad along the batch dim (each micro-batch padded on its own)")
     if a.name == "stablehlo.reverse" and data.tag != "zero":
         reversed_dims = set(ir.DenseI64ArrayAttr(a.attributes["dimensions"]))
         if reversed_dims & set(it.batch_dims(a.operands[0])):
@@ -430,6 +432,16 @@ def _shape_kind(it: Interpreter, a: ir.Operation, ins: list[Kind]) -> Kind:
     if data.tag == "batch" and len(it.batch_dims(a.results[0])) != operand_dims:
         return unknown(f"{a.name} cuts into the batch dim")
     return it.reshaped(a, data) if data.tag == "batch" else data
+
+
+def _pads_batch(it: Interpreter, a: ir.Operation) -> bool:
+    """Whether a pad adds rows along a batch dim of its operand other than spreading each row over k
+    (interior k - 1, low + high k - 1: the gradient of `h[s::k]`), which puts every row where the whole
+    batch's pad puts it."""
+    keys = ("edge_padding_low", "edge_padding_high", "interior_padding")
+    widths = zip(*(ir.DenseI64ArrayAttr(a.attributes[k]) for k in keys), strict=True)
+    batch = it.batch_dims(a.operands[0])
+    return any(low + high != interior for d, (low, high, interior) in enumerate(widths) if d in batch)
 
 
 HANDLERS = {
