@@ -33,6 +33,7 @@ from autopar.api.explanation import (  # noqa: F401  (the names api users import
     PlanSource,
     Reshard,
 )
+from autopar.api.nnx_modules import variable_path
 
 if TYPE_CHECKING:
     from autopar.api.plan import ExecutionPlan
@@ -47,9 +48,8 @@ def find_node(plan: ExecutionPlan, rebuilt: Rebuilt, what: str | int) -> tuple[i
         if not 0 <= what < ops:
             raise ExplainError(f"op index {what} is out of range: @main has {ops} ops (0..{ops - 1})")
         return graph.num_args + int(what), f"op #{what}", ""
-    paths = {t.path for t in (*plan.inputs, *plan.outputs)}
-    if isinstance(what, str) and what not in paths and f"{what}.value" in paths:
-        what = f"{what}.value"  # a flax NNX variable named as the user writes it (`model.linear.kernel`)
+    if isinstance(what, str):
+        what = variable_path(what, {t.path for t in (*plan.inputs, *plan.outputs)})
     for i, t in enumerate(plan.inputs):
         if t.path == what:
             return i, what, ""

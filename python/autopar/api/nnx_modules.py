@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -115,6 +115,12 @@ def output_names(out_tree: Any, appended_names: tuple[str, ...] = ()) -> list[st
     """Each output leaf's name in plans and reports: `out` and its path below the step's own output,
     `new <argument path>` for written-back state."""
     return [(root or "out") + path for root, path in output_paths(out_tree, appended_names)]
+
+
+def variable_path(name: str, known: Collection[str]) -> str:
+    """`name`, or the path of its flax NNX variable's value where the user named the variable as written
+    (`model.linear.kernel` for `model.linear.kernel.value`)."""
+    return f"{name}.value" if name not in known and f"{name}.value" in known else name
 
 
 def write_back(args: Sequence[Any], kwargs: Mapping[str, Any], result: Any, appended: tuple[int, ...]) -> Any:

@@ -20,6 +20,7 @@ from jaxlib.mlir import ir
 
 from autopar.api import explain_problem as ep
 from autopar.api.explanation import ExplainError, Explanation
+from autopar.api.nnx_modules import variable_path
 from autopar.api.plan_report import StageTensor
 from autopar.api.transfers import StageTransfer
 
@@ -207,9 +208,7 @@ MAX_OPS = 8
 
 
 def explain(plan: PipeshardExecutionPlan, path: str, top: int = 3) -> StageExplanation:
-    known = {t.path for t in plan.tensors}
-    if path not in known and f"{path}.value" in known:
-        path = f"{path}.value"  # a flax NNX variable named as the user writes it (`model.linear.kernel`)
+    path = variable_path(path, {t.path for t in plan.tensors})
     reads = tuple(t for t in plan.tensors if t.path == path)
     if not reads:
         return explain_ops(plan, path, top)

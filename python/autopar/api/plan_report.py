@@ -84,12 +84,6 @@ def argument_names(main) -> list[str]:
     return out
 
 
-def _result_dicts(main) -> list[ir.DictAttr]:
-    if "res_attrs" not in main.attributes:
-        return []
-    return [ir.DictAttr(a) for a in ir.ArrayAttr(main.attributes["res_attrs"])]
-
-
 def result_names(main) -> list[str]:
     return [p if p is not None else f"result {j}" for j, p in enumerate(attrs.get_result_names(main))]
 
@@ -157,8 +151,7 @@ def _tensors(main, which: str, unsharded: str) -> list[dict]:
         dicts = sh.arg_attrs(main)
     else:
         types, names = list(main.type.results), result_names(main)
-        n = len(types)
-        dicts = _result_dicts(main) or [{}] * n
+        dicts = attrs.result_dicts(main)
     out = []
     for t, name, d in zip(types, names, dicts, strict=True):
         shape, dtype = _tensor_type(t)

@@ -154,30 +154,36 @@ class ArgumentMarks:
 
 
 def _arg_dicts(func_op: ir.Operation | ir.OpView) -> list[ir.DictAttr]:
+    return _dicts(func_op, "arg_attrs", "inputs")
+
+
+def result_dicts(func_op: ir.Operation | ir.OpView) -> list[ir.DictAttr]:
+    """Each result's attribute dictionary (empty ones when the function has no `res_attrs`)."""
+    return _dicts(func_op, "res_attrs", "results")
+
+
+def _dicts(func_op: ir.Operation | ir.OpView, key: str, side: str) -> list[ir.DictAttr]:
     attrs = func_op.operation.attributes
-    if "arg_attrs" in attrs:
-        return [ir.DictAttr(a) for a in ir.ArrayAttr(attrs["arg_attrs"])]
-    count = len(ir.FunctionType(ir.TypeAttr(attrs["function_type"]).value).inputs)
+    if key in attrs:
+        return [ir.DictAttr(a) for a in ir.ArrayAttr(attrs[key])]
+    count = len(getattr(ir.FunctionType(ir.TypeAttr(attrs["function_type"]).value), side))
     with func_op.context:
         return [ir.DictAttr.get({}) for _ in range(count)]
 
 
+def _string(d: ir.DictAttr, key: str) -> str | None:
+    return ir.StringAttr(d[key]).value if key in d else None
+
+
 def get_result_paths(func_op: ir.Operation | ir.OpView) -> list[str | None]:
     """Each result's pytree path as JAX wrote it (`jax.result_info`: "result[0]['w']"), else None."""
-    attributes = func_op.operation.attributes
-    count = len(ir.FunctionType(ir.TypeAttr(attributes["function_type"]).value).results)
-    if "res_attrs" not in attributes:
-        return [None] * count
-    dicts = [ir.DictAttr(a) for a in ir.ArrayAttr(attributes["res_attrs"])]
-    info = "jax.result_info"  # JAX's attribute, not one of autopar's names (ALL)
-    return [ir.StringAttr(d[info]).value if info in d else None for d in dicts]
+    return [_string(d, "jax.result_info") for d in result_dicts(func_op)]  # JAX's name, not autopar's (ALL)
 
 
 def get_argument_marks(func_op: ir.Operation | ir.OpView) -> list[ArgumentMarks]:
     out = []
     for d in _arg_dicts(func_op):
-        path = ir.StringAttr(d[PATH]).value if PATH in d else None
-        out.append(ArgumentMarks(BATCH in d, PARAMETER in d, path))
+        out.append(ArgumentMarks(BATCH in d, PARAMETER in d, _string(d, PATH)))
     return out
 
 
@@ -203,28 +209,19 @@ def set_argument_marks(func_op: ir.Operation | ir.OpView, marks: Sequence[Argume
 def set_result_paths(func_op: ir.Operation | ir.OpView, paths: Sequence[str]) -> None:
     """Names each result by the pytree path its user knows it by (`autopar.path`, beside JAX's
     `jax.result_info`, which the passes read to pair state and which stays as JAX wrote it)."""
-    attributes = func_op.operation.attributes
-    count = len(ir.FunctionType(ir.TypeAttr(attributes["function_type"]).value).results)
     with func_op.context:
-        had = "res_attrs" in attributes
-        old = [ir.DictAttr(a) for a in ir.ArrayAttr(attributes["res_attrs"])] if had else []
         dicts = []
-        for i in range(count):
-            entries = {named.name: named.attr for named in old[i]} if i < len(old) else {}
+        for i, old in enumerate(result_dicts(func_op)):
+            entries = {named.name: named.attr for named in old}
             if i < len(paths):
                 entries[PATH] = ir.StringAttr.get(paths[i])
             dicts.append(ir.DictAttr.get(entries))
-        attributes["res_attrs"] = ir.ArrayAttr.get(dicts)
+        func_op.operation.attributes["res_attrs"] = ir.ArrayAttr.get(dicts)
 
 
 def get_result_names(func_op: ir.Operation | ir.OpView) -> list[str | None]:
     """Each result's name for messages: its `autopar.path`, else JAX's `jax.result_info`, else None."""
-    attributes = func_op.operation.attributes
-    jax_paths = get_result_paths(func_op)
-    if "res_attrs" not in attributes:
-        return jax_paths
-    dicts = [ir.DictAttr(a) for a in ir.ArrayAttr(attributes["res_attrs"])]
-    return [ir.StringAttr(d[PATH]).value if PATH in d else p for d, p in zip(dicts, jax_paths, strict=True)]
+    return [_string(d, PATH) or _string(d, "jax.result_info") for d in result_dicts(func_op)]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -271,7 +271,7 @@ class Interpreter:
             return Kind("batch", c.degree) if c.degree is not None else unknown(f"{a.name}: irregular")
         if a.name == "stablehlo.reduce" and len(a.results) == 1 and not self.reduces_batch(a):
             # The same in every example: a reduction within each (the initial CTC scores, zeros summed).
-            if all(k.tag == "zero" for k in ins) and _body_ops(a) <= _ZERO_PRESERVING:
+            if all(k.tag == "zero" for k in ins) and set(body_ops(a)) <= _ZERO_PRESERVING:
                 return ZERO
             if all(k.degree == 0 for k in ins):
                 return Kind("batch", 0)
@@ -342,9 +342,10 @@ def _located(k: Kind, a: ir.Operation) -> Kind:
 _ZERO_PRESERVING = {f"stablehlo.{name}" for name in ("add", "maximum", "minimum", "multiply", "or", "and")}
 
 
-def _body_ops(a: ir.Operation) -> set[str]:
+def body_ops(a: ir.Operation) -> list[str]:
+    """The ops of a reduce-like op's body, its return left out (["stablehlo.add"] for a sum)."""
     body = a.regions[-1].blocks[0]
-    return {op.operation.name for op in body.operations if op.operation.name != "stablehlo.return"}
+    return [op.operation.name for op in body.operations if op.operation.name != "stablehlo.return"]
 
 
 def _keeps_order(a: ir.Operation) -> bool:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from jaxlib.mlir import ir
 
 from autopar.errors import format_location
-from autopar.ir.micro_batch import SAME, SHAPE_OPS, ZERO, Kind, join, terminator, unknown
+from autopar.ir.micro_batch import SAME, SHAPE_OPS, ZERO, Kind, body_ops, join, terminator, unknown
 from autopar.ir.micro_batch_indices import crosses_examples
 
 if TYPE_CHECKING:
@@ -70,8 +70,7 @@ def _broadcast(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind
 
 def _reduce_body(a: ir.Operation) -> str:
     """The combining op of a reduce-like op's body ("stablehlo.add", ...)."""
-    body = a.regions[-1].blocks[0]
-    names = [op.operation.name for op in body.operations if op.operation.name != "stablehlo.return"]
+    names = body_ops(a)
     return names[0] if len(names) == 1 else "?"
 
 
