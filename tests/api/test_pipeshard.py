@@ -210,7 +210,7 @@ def test_an_output_that_does_not_combine_is_named_and_can_be_declared(data):
     def step(params, batch):
         x, y = batch
         new, loss = sgd_step(params, batch)
-        return new, loss, jnp.log(jnp.mean(x**2))  # a nonlinear function of a mean
+        return new, loss, jnp.log(jnp.mean((x @ params[0]) ** 2))  # a nonlinear function of a mean
 
     method = autopar.PipeshardParallel(**TWO_STAGES)
     with pytest.raises(

@@ -381,9 +381,10 @@ def test_fourier_mixing_within_each_example_keeps_means_and_over_the_batch_is_un
     )
 
 
-def test_a_masked_mean_is_unknown_and_the_remedy_it_names_combines_as_a_sum():
-    """A loss normalised by the batch's own token count (sum(l * mask) / sum(mask)) is a ratio of sums; the
-    reason says what combines exactly instead: the whole batch's count passed in as an argument."""
+def test_a_ratio_of_sums_is_unknown_and_over_the_whole_batchs_count_it_is_a_sum():
+    """A loss normalised by the batch's own token count (sum(l * mask) / sum(mask)) is a ratio of sums: the
+    interpretation alone refuses it, saying what combines exactly: the count taken over the whole batch
+    (ir/batch_statistics.py hoists it so; tests/ir/test_batch_statistics.py)."""
 
     def per_token(params, x, y):
         return jnp.sum((mlp(params, x) - y) ** 2, axis=-1)
@@ -398,9 +399,7 @@ def test_a_masked_mean_is_unknown_and_the_remedy_it_names_combines_as_a_sum():
         return (*batch(m), (jnp.arange(m) % 3 != 0).astype(jnp.float32), *extra)
 
     labels = output_labels(masked, args)
-    assert all("passed in as an argument that is not a batch, it is a sum" in label for label in labels), (
-        labels
-    )
+    assert all("ratio of sums does not combine exactly" in label for label in labels), labels
     assert output_labels(counted, lambda m: args(m, jnp.float32(5.0))) == ["sum", "sum", "sum"]
 
 
@@ -512,3 +511,43 @@ def test_steps_written_with_the_batch_size_are_unknown():
     padded = loss_of(lambda h, p: jnp.pad(h, ((0, h.shape[0] // 2), (0, 0)), constant_values=1.0)[::3])
     labels = output_labels(padded, lambda m: (W, jnp.ones((m, 8)), jnp.ones((m // 2, 8))))
     assert all(label.startswith("unknown:a pad along the batch dim") for label in labels), labels
+
+
+COMPARED = """
+func.func @main(%x: tensor<{m}xf32>) -> tensor<{m}xf32> {{
+  %n = stablehlo.constant dense<{m}.0> : tensor<f32>
+  %c = stablehlo.constant dense<{c}.0> : tensor<f32>
+  %d = stablehlo.subtract %n, %c : tensor<f32>
+  %z = stablehlo.constant dense<0.0> : tensor<f32>
+  %p = stablehlo.compare GT, %d, %z, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+  %one = stablehlo.constant dense<1.0> : tensor<f32>
+  %two = stablehlo.constant dense<2.0> : tensor<f32>
+  %s = stablehlo.select %p, %one, %two : tensor<i1>, tensor<f32>
+  %b = stablehlo.broadcast_in_dim %s, dims = [] : (tensor<f32>) -> tensor<{m}xf32>
+  %r = stablehlo.multiply %x, %b : tensor<{m}xf32>
+  return %r : tensor<{m}xf32>
+}}
+"""
+
+
+@pytest.mark.parametrize(
+    "threshold, B, label",
+    [
+        (2, 4, "concat:0"),  # 4 - 2 > 0 at m = 4 and at the whole batch, 16: the same select
+        (6, 4, "unknown"),  # 4 - 6 > 0 is false at m = 4 but true at 16: the programs differ
+        (6, None, "unknown"),  # the number of micro-batches not given: not decided
+    ],
+)
+def test_a_comparison_of_the_batch_size_is_the_same_only_with_one_outcome_at_both_sizes(threshold, B, label):
+    """jnp.var's `N - ddof > 0` (ir/micro_batch_scalars.py): a comparison of constants is decided at the
+    micro-batch size and the whole batch's; the second case would pick another operand at 2 of 3 sizes."""
+    from autopar.ir.io import parse_text
+
+    small, large = (parse_text(COMPARED.format(m=m, c=threshold)) for m in (4, 8))
+    micro_batch.annotate(small, large, 4, B)
+    main = micro_batch._main(small)
+    multiply = [
+        op for op in main.regions[0].blocks[0].operations if op.operation.name == "stablehlo.multiply"
+    ]
+    assert attrs.get_micro_batch_labels(multiply[0])[0].split(":")[0] == label.split(":")[0]
+    assert attrs.get_micro_batch_labels(multiply[0])[0].startswith(label)

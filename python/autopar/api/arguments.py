@@ -17,6 +17,7 @@ from jaxlib.mlir import ir
 from autopar.errors import ArgumentError
 from autopar.ir import attrs
 from autopar.runtime import shardings as sh
+from autopar.runtime.remote_array import RemoteArray
 
 
 def argnums(value: int | Sequence[int], name: str) -> tuple[int, ...]:
@@ -263,3 +264,11 @@ def micro_batch_failure(
         f"batch_argnums={batch}, each leaf's dim 0 divided by {method.num_micro_batches}): "
         f"{str(err).splitlines()[0].rstrip('.')}; if {given} is not the batch, give batch_argnums"
     )
+
+
+def delete_donated(donated: list[Any], outputs: Sequence[Any]) -> None:
+    """Deletes the donated arrays, as jax.jit does (an output that is the very same array survives)."""
+    kept = {id(x) for x in outputs}
+    for leaf in jax.tree.leaves(donated):
+        if isinstance(leaf, (jax.Array, RemoteArray)) and id(leaf) not in kept and not leaf.is_deleted():
+            leaf.delete()

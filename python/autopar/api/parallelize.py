@@ -38,6 +38,7 @@ from autopar.api.arguments import (
     batch_size,
     broadcast_specs,
     check_default_batch,
+    delete_donated,
     host_callbacks,
     is_batch_leaf,
     key_data,
@@ -54,6 +55,7 @@ from autopar.api.stages import Compiled, Entry, Lowered
 from autopar.api.user_errors import in_api_terms, user_facing
 from autopar.api.user_shardings import drop_user_shardings
 from autopar.errors import ArgumentError, AutoparError, PassError, PipelineError
+from autopar.ir import attrs
 from autopar.ir.lowering import module_from_lowered
 from autopar.progress import Progress
 from autopar.runtime import cluster
@@ -61,8 +63,8 @@ from autopar.runtime import executable as rt_exe
 from autopar.runtime import shardings as sh
 from autopar.runtime.mesh import check_mesh_shape, format_shape
 from autopar.runtime.processes import ProcessExecutor
-from autopar.runtime.remote_array import RemoteArray
 from autopar.runtime.sequential import SequentialExecutor
+from autopar.runtime.statistics import BatchStatistics
 from autopar.runtime.step import stage_meshes
 
 __all__ = ["Compiled", "Lowered", "ParallelizedFunction", "parallelize"]
@@ -289,14 +291,17 @@ class ParallelizedFunction:
                 "outputs (side effects or tokens?): only pure functions can be parallelized"
             )
         mark_roles(module, roles, paths, output_names(lowered.out_tree, names))
-        if self._pipeshard and self.method.num_micro_batches > 1:
+        statistics = None
+        if self._pipeshard and (B := self.method.num_micro_batches) > 1:
             # How each value combines over micro-batches, from the same step at twice the micro-batch.
             twice = module_from_lowered(
                 jitted.lower(*self._micro_batch_args(abstract_args, scale=2), **abstract_kwargs)
             )
             drop_user_shardings(twice, self.__name__)  # the two lowerings pair op by op
             size = batch_size(abstract_args, self.batch_argnums) or 0
-            pipeshard.label_micro_batches(module, twice, size // self.method.num_micro_batches)
+            statistics = BatchStatistics(pipeshard.label_micro_batches(module, twice, size // B, B), B)
+            added = attrs.get_argument_marks(main)[len(roles) :]  # the batch's statistics, computed first
+            roles, paths = (*roles, *["statistic"] * len(added)), (*paths, *[a.path for a in added])
         lowered_at = time.perf_counter()
         if progress is not None:
             progress.stage("planning")
@@ -318,7 +323,7 @@ class ParallelizedFunction:
             self._check_planned_mesh(module)
         timings = {"lower": lowered_at - started, "plan": time.perf_counter() - lowered_at}
         signature = (lowered.in_tree, lowered.out_tree, roles, paths, module, out_keys)
-        extra = dict(remarks=remarks, appended_modules=appended, appended_names=names)
+        extra = dict(remarks=remarks, appended_modules=appended, appended_names=names, statistics=statistics)
         return Entry(*signature, callbacks, timings, **extra)
 
     def _lower_micro_batch(self, jitted: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -377,10 +382,8 @@ class ParallelizedFunction:
         for (path, leaf), aval in zip(leaves_with_paths, avals, strict=True):
             if path[0].idx == 0:  # a positional argument
                 position = dynamic[path[1].idx]
-                head = names[position]
-                rest = path[2:]
-                is_batch = position in self.batch_argnums and len(aval.shape) >= 1
-                is_batch = is_batch and is_batch_leaf(leaf, size)
+                head, rest = names[position], path[2:]
+                is_batch = position in self.batch_argnums and aval.shape != () and is_batch_leaf(leaf, size)
             else:  # a keyword argument
                 head, rest, is_batch = str(path[1].key), path[2:], False
             roles.append("batch" if is_batch else "parameter")
@@ -479,19 +482,12 @@ class ParallelizedFunction:
         flat = [key_data(x) for x in jax.tree.leaves((tuple(args[i] for i in dynamic), kwargs))]
         if self._pipeshard:
             exe.record_timeline, self._last_executor = self.record_timeline, exe
+            flat = entry.statistics(flat) if entry.statistics else flat  # the batch's statistics it reads
         outputs = exe(*flat) if self._pipeshard else exe(flat)
         if self._pipeshard:  # jax.jit's executables consume donated buffers; the stages copy them
-            _delete_donated([args[i] for i in self.donate_argnums if i < len(args)], outputs)
+            delete_donated([args[i] for i in self.donate_argnums if i < len(args)], outputs)
         outputs = [
             x if impl is None else jax.random.wrap_key_data(jnp.asarray(x), impl=impl)
             for x, impl in zip(outputs, entry.out_keys, strict=True)
         ]
         return jax.tree.unflatten(entry.out_tree, outputs)
-
-
-def _delete_donated(donated: list[Any], outputs: Sequence[Any]) -> None:
-    """Deletes the donated arrays, as jax.jit does (an output that is the very same array survives)."""
-    kept = {id(x) for x in outputs}
-    for leaf in jax.tree.leaves(donated):
-        if isinstance(leaf, (jax.Array, RemoteArray)) and id(leaf) not in kept and not leaf.is_deleted():
-            leaf.delete()

@@ -22,7 +22,7 @@ from autopar.api.explanation import PlanSource
 from autopar.api.methods import AutoShardingOption, checked_option
 from autopar.api.transfers import StageTransfer, stage_transfers
 from autopar.errors import AutoparError
-from autopar.ir import attrs, micro_batch
+from autopar.ir import attrs, batch_statistics, micro_batch
 
 PIPESHARD_PIPELINE = "autopar-pipeshard"  # passes/pipelines.py
 
@@ -417,22 +417,28 @@ def read_plan(
     )
 
 
-def label_micro_batches(module: ir.Module, twice: ir.Module, micro_batch_size: int) -> None:
+def label_micro_batches(
+    module: ir.Module, twice: ir.Module, micro_batch_size: int, num_micro_batches: int
+) -> list[batch_statistics.StatisticsRound]:
     """Writes how every value of the micro-batch step `module` combines into the full-batch step
     (ir/micro_batch.py), from `twice`, the same step lowered at twice the micro-batch. Both are inlined
     and their CHLO ops rewritten as StableHLO first, as the pipeline would (its autopar-inline then finds
-    nothing to do): the labels sit on the ops the stages run."""
+    nothing to do): the labels sit on the ops the stages run. Statistics of the batch's inputs that the
+    step feeds back (a masked mean's token count) become arguments first (ir/batch_statistics.py); the
+    rounds that compute them are returned."""
     from autopar import passes
 
     for m in (module, twice):
         passes.run(m, "builtin.module(autopar-inline, func.func(chlo-legalize-to-stablehlo))")
     try:
-        micro_batch.annotate(module, twice, micro_batch_size)
+        rounds = batch_statistics.hoist(module, twice, micro_batch_size, num_micro_batches)
+        micro_batch.annotate(module, twice, micro_batch_size, num_micro_batches)
     except micro_batch.MicroBatchError as err:
         raise AutoparError(
             f"PipeshardParallel cannot split the step into micro-batches: {err} (does it branch on the "
             "batch size?); use num_micro_batches=1"
         ) from None
+    return rounds
 
 
 def state_bytes(module: ir.Module) -> dict[int, int]:

@@ -35,6 +35,7 @@ class Entry:
     remarks: tuple[str, ...] = ()  # what parallelize changed before planning (user_shardings.py)
     appended_modules: tuple[int, ...] = ()  # NNX module arguments the step returns for write-back
     appended_names: tuple[str, ...] = ()  # and their names in the user's arguments
+    statistics: Any = None  # runtime/statistics.py: the batch's statistics the pipelined step reads
 
 
 class Lowered:

@@ -37,7 +37,8 @@ from jaxlib.mlir import ir
 
 from autopar.errors import format_location
 from autopar.ir import attrs
-from autopar.ir.micro_batch_static import written_with_batch_size
+from autopar.ir.micro_batch_scalars import same_outcome
+from autopar.ir.micro_batch_static import keeps_order, written_with_batch_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,9 +146,10 @@ def _batch_dims(small: tuple[int, ...], large: tuple[int, ...]) -> list[int]:
 
 
 class Interpreter:
-    def __init__(self) -> None:
+    def __init__(self, micro_batch_size: int | None = None, num_micro_batches: int | None = None) -> None:
         self.kinds: dict[ir.Value, Kind] = {}
         self.twin: dict[ir.Value, ir.Value] = {}
+        self.micro_batch_size, self.num_micro_batches = micro_batch_size, num_micro_batches
 
     def kind(self, value: ir.Value) -> Kind:
         return self.kinds.get(value, SAME)
@@ -206,12 +208,14 @@ class Interpreter:
             ins[1] = own_example_index(self, a) or ins[1]
         if any(k.tag == "unknown" for k in ins):
             return [next(k for k in ins if k.tag == "unknown")] * n
-        if any(k.tag in EXTREMES for k in ins) and not _keeps_order(a):
+        if any(k.tag in EXTREMES for k in ins) and not keeps_order(a):
             tag = next(k.tag for k in ins if k.tag in EXTREMES)
             return [unknown(f"{name} of a {tag} over the examples")] * n
         if all(k.tag in ("zero", "const") for k in ins) and name not in _NOT_BY_OPERANDS:
             if any(self.batch_dims(r) for r in a.results):
                 return [self.per_example_constant(a)] * n
+            if same_outcome(self, a):  # jnp.var's `N - ddof > 0` over the batch (ir/micro_batch_scalars.py)
+                return [SAME]
             return [_const_of(ins, name)] * n
         from autopar.ir.micro_batch_ops import HANDLERS  # the per-op rules (imports this module)
 
@@ -348,24 +352,6 @@ def body_ops(a: ir.Operation) -> list[str]:
     return [op.operation.name for op in body.operations if op.operation.name != "stablehlo.return"]
 
 
-def _keeps_order(a: ir.Operation) -> bool:
-    """Whether the op maps a largest value to the largest: a reshape, or a convert to a float, from a
-    bool, or to an integer at least as wide and of the same signedness (not to bool, nor one that wraps)."""
-    if a.name in ("stablehlo.reshape", "stablehlo.transpose", "stablehlo.copy", "stablehlo.broadcast_in_dim"):
-        return True
-    if a.name != "stablehlo.convert":
-        return False
-    source = ir.RankedTensorType(a.operands[0].type).element_type
-    result = ir.RankedTensorType(a.results[0].type).element_type
-    if not isinstance(result, ir.IntegerType):
-        return True
-    if not isinstance(source, ir.IntegerType):
-        return False  # a float cut to an integer: out-of-range values are not ordered by any rule we know
-    if source.width == 1:
-        return True
-    return result.width >= source.width and source.is_unsigned == result.is_unsigned
-
-
 def _elements(name: str, ins: list[Kind]) -> list[Kind]:
     """The operands of a shape op whose values become elements of its result (not its indices)."""
     if name == "stablehlo.concatenate":
@@ -453,12 +439,15 @@ class Classification:
         return all(r in self.twin for r in op.results)
 
 
-def classify(small: ir.Module, large: ir.Module) -> Classification:
+def classify(
+    small: ir.Module, large: ir.Module, m: int | None = None, B: int | None = None
+) -> Classification:
     """The kind of every value of `small`'s @main (module docstring). Both modules are inlined lowerings
-    of one step at m and 2m examples per micro-batch. Raises MicroBatchError when they do not pair up."""
+    of one step at m and 2m examples per micro-batch; given m and the micro-batches B, comparisons of
+    constants are decided too. Raises MicroBatchError when they do not pair up."""
     main_a, main_b = _main(small), _main(large)
     block_a, block_b = main_a.regions[0].blocks[0], main_b.regions[0].blocks[0]
-    it = Interpreter()
+    it = Interpreter(m, B)
     if len(block_a.arguments) != len(block_b.arguments):
         raise MicroBatchError("the step has a different number of arguments at two batch sizes")
     for arg_a, arg_b in zip(block_a.arguments, block_b.arguments, strict=True):
@@ -469,10 +458,12 @@ def classify(small: ir.Module, large: ir.Module) -> Classification:
     return Classification(it.kinds, it.twin)
 
 
-def annotate(small: ir.Module, large: ir.Module, micro_batch_size: int) -> None:
+def annotate(
+    small: ir.Module, large: ir.Module, micro_batch_size: int, num_micro_batches: int | None = None
+) -> None:
     """Classifies `small` against `large` and writes `autopar.micro_batch` labels on @main's ops (every op
     with a result that differs between micro-batches) and the module's `autopar.micro_batch_size`."""
-    result = classify(small, large)
+    result = classify(small, large, micro_batch_size, num_micro_batches)
     main = _main(small)
 
     def label(value: ir.Value) -> str:

@@ -33,8 +33,9 @@ def _divide(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) 
     if y.tag == "sum":
         return [
             unknown(
-                "a division by a sum over the examples (a weighted mean does not combine exactly; divided "
-                "by the whole batch's count passed in as an argument that is not a batch, it is a sum)"
+                "a division by a sum over the examples that is computed from more than the batch (a ratio "
+                "of sums does not combine exactly; a denominator read from the batch alone, a token count, "
+                "is taken over the whole batch first)"
             )
         ]
     return [_product(a.name, x, y, sign=-1)]

@@ -120,3 +120,21 @@ def _ints(attr: ir.Attribute) -> list[int]:
 
 def _shape(value: ir.Value) -> list[int]:
     return list(ir.RankedTensorType(value.type).shape)
+
+
+def keeps_order(a: ir.Operation) -> bool:
+    """Whether the op maps a largest value to the largest: a reshape, or a convert to a float, from a
+    bool, or to an integer at least as wide and of the same signedness (not to bool, nor one that wraps)."""
+    if a.name in ("stablehlo.reshape", "stablehlo.transpose", "stablehlo.copy", "stablehlo.broadcast_in_dim"):
+        return True
+    if a.name != "stablehlo.convert":
+        return False
+    source = ir.RankedTensorType(a.operands[0].type).element_type
+    result = ir.RankedTensorType(a.results[0].type).element_type
+    if not isinstance(result, ir.IntegerType):
+        return True
+    if not isinstance(source, ir.IntegerType):
+        return False  # a float cut to an integer: out-of-range values are not ordered by any rule we know
+    if source.width == 1:
+        return True
+    return result.width >= source.width and source.is_unsigned == result.is_unsigned
