@@ -110,6 +110,26 @@ def test_ppo_with_advantage_normalisation_pipelines(data):
     assert_trains_like_jit(ours, step, (params, optimizer.init(params)), batch, steps=2)
 
 
+def test_gradients_over_the_token_count_with_a_parameter_the_loss_does_not_read(data):
+    """HF's examples divide every gradient by the count the loss returns as aux; a parameter the loss does
+    not read (FlaxBart's final_logits_bias) has a zero gradient, and 0 / count is the same in every
+    micro-batch. Its ops were unlabelled for that, which the runtime read as ops added after labelling."""
+    params, batch = data
+    params = {**params, "unused": np.ones((8,), np.float32)}
+
+    def step(params, batch):
+        def summed(params):
+            x, y, mask = batch
+            mask = mask.astype(jnp.int32)  # an integer count, converted to float by each division
+            return jnp.sum(jnp.sum((mlp(params, x) - y) ** 2, -1) * mask), mask.sum()
+
+        (loss, count), grads = jax.value_and_grad(summed, has_aux=True)(params)
+        return jax.tree.map(lambda p, g: p - 0.1 * g / count, params, grads), loss / count
+
+    ours = autopar.parallelize(step, method=autopar.PipeshardParallel(**TWO_STAGES))
+    assert_trains_like_jit(ours, step, params, batch, steps=2)
+
+
 def test_a_denominator_computed_from_the_parameters_is_still_refused(data):
     params, batch = data
 

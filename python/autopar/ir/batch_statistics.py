@@ -123,11 +123,28 @@ def _statistics(
         if any(found.kind(v).tag == "unknown" for v in op.operands):
             continue  # the interpretation gave up before this op
         for v in op.operands:
-            while (producer := defining_op(v)) is not None and producer.name == "stablehlo.broadcast_in_dim":
-                v = producer.operands[0]  # a maximum broadcast over the examples is still a maximum
-            if v in inputs and defining_op(v) is not None and _label(found, v, m):
-                picks[v] = None
+            root = _root(found, v, inputs, m)
+            if root is not None:
+                picks[root] = None
     return list(picks)
+
+
+def _root(
+    found: micro_batch.Classification, value: ir.Value, inputs: set[ir.Value], m: int
+) -> ir.Value | None:
+    """The statistic `value` is, back through broadcasts and conversions (a maximum broadcast over the
+    examples; an integer count converted once per division that reads it: all of them read the hoisted
+    count), or None when it is none."""
+    found_root = None
+    while value in inputs and (producer := defining_op(value)) is not None:
+        if _label(found, value, m):
+            found_root = value
+        elif producer.name != "stablehlo.broadcast_in_dim":
+            break
+        if producer.name not in ("stablehlo.broadcast_in_dim", "stablehlo.convert"):
+            break
+        value = producer.operands[0]
+    return found_root
 
 
 def _label(found: micro_batch.Classification, value: ir.Value, m: int) -> str:

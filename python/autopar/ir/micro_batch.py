@@ -336,6 +336,9 @@ class Interpreter:
         return Kind("batch", 0)
 
 
+_DATA = ("batch", "sum", *EXTREMES)  # kinds of values that hold example data
+
+
 def _located(k: Kind, a: ir.Operation) -> Kind:
     """An op's own reason to give up, with where it was written: the output refused is often far from it."""
     where = format_location(a.location)
@@ -478,7 +481,9 @@ def annotate(
                 # Not interpreted: the loop or branch around it was unknown from its operands on. Its ops
                 # carry that reason, also once autopar-unroll-loops has written the loop out.
                 labels = [enclosing] * len(labels)
-            if any(x != "same" for x in labels):
+            # Written also where example data comes to the same in every micro-batch (0 / a count): the
+            # runtime reads an op on example data without a label as one added after labelling.
+            if any(x != "same" for x in labels) or any(result.kind(v).tag in _DATA for v in op.operands):
                 attrs.set_micro_batch_labels(op, labels)
             unknown = next((x for x in labels if x.startswith("unknown:")), None)
             for region in op.regions:
