@@ -90,6 +90,20 @@ FORMS = {
         lambda p, x, y, m: jnp.mean((mlp(p, x - x.mean(0)) - y) ** 2),
         [("mean",)],
     ),
+    "guarded by whether any example counts": (
+        lambda p, x, y, m: jnp.where(jnp.any(m > 0), jnp.sum(per_example(p, x, y) * m), 0.0),
+        [("max",)],
+    ),
+    "over the count, guarded against none": (
+        lambda p, x, y, m: jnp.where(
+            m.sum() > 0, jnp.sum(per_example(p, x, y) * m) / jnp.maximum(m.sum(), 1), 0
+        ),
+        [("sum",)],
+    ),
+    "weighted by a softmax of an input over the batch": (  # its max, then the sum of exp(x - max)
+        lambda p, x, y, m: jnp.sum(per_example(p, x, y) * jax.nn.softmax(x[:, 0])),
+        [("max",), ("sum",)],
+    ),
     "input normalised by the batch's variance": (  # the variance about a hoisted mean: a second round
         lambda p, x, y, m: jnp.mean((mlp(p, normalised(x)) - y) ** 2),
         [("mean",), ("mean",)],
