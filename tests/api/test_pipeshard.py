@@ -376,10 +376,12 @@ def test_a_count_of_examples_kept_in_the_state_is_refused_without_false_remedies
     assert "output_combine" not in str(info.value) and "approximate_combine" not in str(info.value)
 
 
-def test_dropout_is_refused_at_the_line_that_draws_its_bits(data):
-    """Dropout's mask is drawn per example from the example's index in the batch, so micro-batches draw
-    other masks than the full batch: refused, and the message names the line that draws them (the output
-    it reaches, the loss, is far from it)."""
+def test_bits_drawn_time_major_are_refused_at_the_line_that_draws_them(data):
+    """Random bits are drawn from each element's index in the array. Along a leading batch dim the
+    runtime hands each micro-batch its examples' indices in the whole batch (ir/example_index.py:
+    dropout runs exactly, tests/api/test_example_index.py); drawn with the batch dim second, each
+    micro-batch's elements have other indices than the whole batch's: refused, and the message names the
+    line that draws them (the output it reaches, the loss, is far from it)."""
     params, batch = data
 
     def dropout_step(params, batch, key):
@@ -387,7 +389,7 @@ def test_dropout_is_refused_at_the_line_that_draws_its_bits(data):
 
         def loss(p):
             h = jnp.tanh(x @ p[0])
-            keep = jax.random.bernoulli(key, 0.9, h.shape)  # the line the message names
+            keep = jax.random.bernoulli(key, 0.9, h.T.shape).T  # the line the message names
             return jnp.mean((jnp.where(keep, h / 0.9, 0.0) @ p[1] - y) ** 2)
 
         loss_value, grads = jax.value_and_grad(loss)(params)

@@ -64,7 +64,6 @@ from autopar.runtime import shardings as sh
 from autopar.runtime.mesh import check_mesh_shape, format_shape
 from autopar.runtime.processes import ProcessExecutor
 from autopar.runtime.sequential import SequentialExecutor
-from autopar.runtime.statistics import BatchStatistics
 from autopar.runtime.step import stage_meshes
 
 __all__ = ["Compiled", "Lowered", "ParallelizedFunction", "parallelize"]
@@ -299,9 +298,10 @@ class ParallelizedFunction:
             )
             drop_user_shardings(twice, self.__name__)  # the two lowerings pair op by op
             size = batch_size(abstract_args, self.batch_argnums) or 0
-            statistics = BatchStatistics(pipeshard.label_micro_batches(module, twice, size // B, B), B)
-            added = attrs.get_argument_marks(main)[len(roles) :]  # the batch's statistics, computed first
-            roles, paths = (*roles, *["statistic"] * len(added)), (*paths, *[a.path for a in added])
+            statistics = pipeshard.label_micro_batches(module, twice, size // B, B)
+            added = attrs.get_argument_marks(main)[len(roles) :]  # example indices and batch statistics
+            roles = (*roles, *["batch" if a.is_batch else "statistic" for a in added])
+            paths = (*paths, *[a.path for a in added])
         lowered_at = time.perf_counter()
         if progress is not None:
             progress.stage("planning")

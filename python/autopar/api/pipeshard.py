@@ -22,7 +22,8 @@ from autopar.api.explanation import PlanSource
 from autopar.api.methods import AutoShardingOption, checked_option
 from autopar.api.transfers import StageTransfer, stage_transfers
 from autopar.errors import AutoparError
-from autopar.ir import attrs, batch_statistics, micro_batch
+from autopar.ir import attrs, batch_statistics, example_index, micro_batch
+from autopar.runtime.statistics import BatchStatistics
 
 PIPESHARD_PIPELINE = "autopar-pipeshard"  # passes/pipelines.py
 
@@ -419,18 +420,20 @@ def read_plan(
 
 def label_micro_batches(
     module: ir.Module, twice: ir.Module, micro_batch_size: int, num_micro_batches: int
-) -> list[batch_statistics.StatisticsRound]:
+) -> BatchStatistics:
     """Writes how every value of the micro-batch step `module` combines into the full-batch step
     (ir/micro_batch.py), from `twice`, the same step lowered at twice the micro-batch. Both are inlined
     and their CHLO ops rewritten as StableHLO first, as the pipeline would (its autopar-inline then finds
-    nothing to do): the labels sit on the ops the stages run. Statistics of the batch's inputs that the
-    step feeds back (a masked mean's token count) become arguments first (ir/batch_statistics.py); the
-    rounds that compute them are returned."""
+    nothing to do): the labels sit on the ops the stages run. Random-bit counters along the batch dim
+    read each example's index in the whole batch (ir/example_index.py), and statistics of the batch's
+    inputs that the step feeds back (a masked mean's token count) become arguments (ir/batch_statistics.py)
+    first; what computes those new arguments is returned."""
     from autopar import passes
 
     for m in (module, twice):
         passes.run(m, "builtin.module(autopar-inline, func.func(chlo-legalize-to-stablehlo))")
     try:
+        index = example_index.index_examples(module, twice, micro_batch_size)
         rounds = batch_statistics.hoist(module, twice, micro_batch_size, num_micro_batches)
         micro_batch.annotate(module, twice, micro_batch_size, num_micro_batches)
     except micro_batch.MicroBatchError as err:
@@ -438,7 +441,7 @@ def label_micro_batches(
             f"PipeshardParallel cannot split the step into micro-batches: {err} (does it branch on the "
             "batch size?); use num_micro_batches=1"
         ) from None
-    return rounds
+    return BatchStatistics(rounds, num_micro_batches, index, micro_batch_size * num_micro_batches)
 
 
 def state_bytes(module: ir.Module) -> dict[int, int]:

@@ -1,4 +1,5 @@
-"""Computing the batch statistics a pipelined step reads (ir/batch_statistics.py) before its micro-batches.
+"""Computing what a pipelined step reads beyond its arguments, before its micro-batches run: the batch
+statistics of ir/batch_statistics.py and the example indices of ir/example_index.py.
 
 Each round's module runs on every micro-batch's slice of the batch arguments, on one device, and its
 results are combined over the micro-batches as their labels say (runtime/program.py `Gathered`, the same
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import numpy as np
 from jax.sharding import PartitionSpec
 from jaxlib.mlir import ir
 
@@ -22,23 +24,40 @@ from autopar.runtime.program import Gathered
 
 
 class BatchStatistics:
-    """`BatchStatistics(rounds, B)(args)`: `args` with the statistics appended."""
+    """`BatchStatistics(rounds, B)(args)`: `args` with what the planned step reads beyond them appended:
+    first, when `example_index` gives its position, each example's index in the whole batch of
+    `examples` (ir/example_index.py, a batch argument: the runtime cuts it into micro-batches); then the
+    statistics of every round."""
 
-    def __init__(self, rounds: Sequence[StatisticsRound], num_micro_batches: int, device: Any = None):
+    def __init__(
+        self,
+        rounds: Sequence[StatisticsRound],
+        num_micro_batches: int,
+        example_index: int | None = None,
+        examples: int = 0,
+        device: Any = None,
+    ):
         self.rounds = tuple(rounds)
         self.num_micro_batches = num_micro_batches
+        self.example_index, self.examples = example_index, examples
         self._device = device
         self._compiled: list[rt_exe.ShardedExecutable] = []
 
     def __bool__(self) -> bool:
-        return bool(self.rounds)
+        return bool(self.rounds) or self.example_index is not None
 
     def __call__(self, args: Sequence[Any]) -> list[Any]:
+        values = list(args)
+        if self.example_index is not None:
+            if len(values) != self.example_index:
+                raise ValueError(
+                    f"the step's example index is argument {self.example_index}, not {len(values)}"
+                )
+            values.append(np.arange(self.examples, dtype=np.uint32))
         if not self.rounds:
-            return list(args)
+            return values
         if not self._compiled:
             self._compiled = [self._compile(r.module) for r in self.rounds]
-        values = list(args)
         B = self.num_micro_batches
         for r, exe in zip(self.rounds, self._compiled, strict=True):
             if len(values) != r.first:

@@ -1,0 +1,105 @@
+"""Random bits per example drawn as the whole batch draws them: dropout, noise, random masks.
+
+JAX draws an array's random bits from counters, one per element: its index in the array, the sum of one
+uint64 iota per dim times that dim's row-major stride (jax's `iota_2x32_shape`, what every
+`jax.random` sampler lowers through). Along the batch dim that iota counts the examples of ONE
+micro-batch, so every micro-batch would draw the bits of the batch's first examples: dropout masks other
+than jax.jit's, and ir/micro_batch.py refuses the step ("an iota over the batch dim").
+
+`index_examples(small, large)` replaces each such counter by the example's index in the whole batch,
+read from a new batch argument (`autopar.path` "index of each example in the batch") that the runtime
+fills with `arange(B * m)` (runtime/statistics.py) and cuts into micro-batches like any batch argument.
+Micro-batch k then counts k*m, ..., k*m + m - 1 and draws exactly the bits the whole batch draws for its
+examples. Only counters are replaced: a uint64 iota (jnp's own indices are int32, and stay refused or
+are read by ir/micro_batch_indices.py) at the top level of @main, along the one batch dim of its shape,
+m long, with only unit dims before it (the strides of the dims after it do not involve the batch size),
+read only by the stride multiplications. Bits drawn inside a loop, or time-major ([T, B, ...]), stay
+refused.
+
+    before: %8 = stablehlo.iota dim = 0 : tensor<4x3xui64>
+    after:  %8 = stablehlo.convert %arg2 : (tensor<4xui32>) -> tensor<4xui64>
+            %9 = stablehlo.broadcast_in_dim %8, dims = [0] : (tensor<4xui64>) -> tensor<4x3xui64>
+"""
+
+from __future__ import annotations
+
+from jaxlib.mlir import ir
+from jaxlib.mlir.dialects import stablehlo
+
+from autopar.ir import attrs
+
+PATH = "index of each example in the batch"
+
+
+def index_examples(small: ir.Module, large: ir.Module, micro_batch_size: int) -> int | None:
+    """Replaces the random-bit counters along the batch dim of `small` and `large` (the step at m and 2m
+    examples per micro-batch, both inlined) in place; returns the position of the new @main argument, or
+    None when there was none to replace."""
+    from autopar.ir.stages import find_function
+
+    mains = [find_function(m.operation).operation for m in (small, large)]
+    blocks = [main.regions[0].blocks[0] for main in mains]
+    small_ops, large_ops = ([op.operation for op in b.operations] for b in blocks)
+    if len(small_ops) != len(large_ops):
+        return None  # the lowerings do not pair up: ir/micro_batch.py says so
+    pairs = zip(small_ops, large_ops, strict=True)
+    counters = [(a, b) for a, b in pairs if _batch_counter(a, b, micro_batch_size)]
+    if not counters:
+        return None
+    position = len(blocks[0].arguments)
+    dims = [_batch_dim(*pair) for pair in counters]
+    sizes = [ir.RankedTensorType(op.results[0].type).shape[dims[0]] for op in counters[0]]
+    for main, block, side in zip(mains, blocks, (0, 1), strict=True):
+        index = _add_index_argument(main, block, sizes[side])
+        for pair, dim in zip(counters, dims, strict=True):
+            _replace(pair[side], index, dim)
+    return position
+
+
+def _batch_dim(a: ir.Operation, b: ir.Operation) -> int:
+    small, large = (ir.RankedTensorType(x.results[0].type).shape for x in (a, b))
+    return next(d for d, (x, y) in enumerate(zip(small, large, strict=True)) if x != y)
+
+
+def _batch_counter(a: ir.Operation, b: ir.Operation, m: int) -> bool:
+    if a.name != "stablehlo.iota" or b.name != "stablehlo.iota":
+        return False
+    t = ir.RankedTensorType(a.results[0].type)
+    element = t.element_type
+    if not (isinstance(element, ir.IntegerType) and element.width == 64 and element.is_unsigned):
+        return False
+    small, large = list(t.shape), list(ir.RankedTensorType(b.results[0].type).shape)
+    batch = [d for d, (x, y) in enumerate(zip(small, large, strict=True)) if x != y]
+    dim = ir.IntegerAttr(a.attributes["iota_dimension"]).value
+    if batch != [dim] or (small[dim], large[dim]) != (m, 2 * m) or any(n != 1 for n in small[:dim]):
+        return False
+    return all(use.owner.name == "stablehlo.multiply" for use in a.results[0].uses)
+
+
+def _add_index_argument(main: ir.Operation, block: ir.Block, size: int) -> ir.Value:
+    """A new batch argument of @main: `size` uint32 example indices."""
+    with main.context, ir.Location.unknown():
+        t = ir.RankedTensorType.get([size], ir.IntegerType.get_unsigned(32))
+        argument = block.add_argument(t, ir.Location.unknown())
+        function_type = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
+        old = (
+            list(ir.ArrayAttr(main.attributes["arg_attrs"]))
+            if "arg_attrs" in main.attributes
+            else [ir.DictAttr.get({})] * len(function_type.inputs)
+        )
+        marks = {attrs.BATCH: ir.UnitAttr.get(), attrs.PATH: ir.StringAttr.get(PATH)}
+        main.attributes["function_type"] = ir.TypeAttr.get(
+            ir.FunctionType.get([*function_type.inputs, t], function_type.results)
+        )
+        main.attributes["arg_attrs"] = ir.ArrayAttr.get([*old, ir.DictAttr.get(marks)])
+    return argument
+
+
+def _replace(iota: ir.Operation, index: ir.Value, dim: int) -> None:
+    """`iota` (a counter along `dim`) as the broadcast example indices."""
+    t = ir.RankedTensorType(iota.results[0].type)
+    with iota.context, iota.location, ir.InsertionPoint(iota):
+        wide = stablehlo.ConvertOp(ir.RankedTensorType.get([t.shape[dim]], t.element_type), index).result
+        counter = stablehlo.BroadcastInDimOp(t, wide, ir.DenseI64ArrayAttr.get([dim])).result
+    iota.results[0].replace_all_uses_with(counter)
+    iota.erase()
