@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import autopar
-from numeric import assert_trains_like_jit, normal
+from numeric import assert_trains_like_jit, assert_trees_close, normal
 
 TWO_STAGES = dict(
     num_micro_batches=4,
@@ -103,3 +103,39 @@ def test_hf_gpt2_trained_with_dropout_pipelines():
     assert float(my_loss) == pytest.approx(float(their_loss), rel=1e-5)
     for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(theirs), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_an_nnx_model_with_dropout_updated_in_place_pipelines_as_under_nnx_jit():
+    """flax NNX's own Dropout, its key drawn from the module's RNG stream (whose counter the step writes
+    back), with an optax optimizer: two pipelined steps train as nnx.jit's."""
+    import optax
+    from flax import nnx
+
+    class Model(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs):
+            self.up = nnx.Linear(16, 64, rngs=rngs)
+            self.dropout = nnx.Dropout(0.2, rngs=rngs)
+            self.down = nnx.Linear(64, 8, rngs=rngs)
+
+        def __call__(self, x):
+            return self.down(self.dropout(nnx.gelu(self.up(x))))
+
+    def step(model, optimizer, x, y):
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
+        optimizer.update(model, grads)
+        return loss
+
+    def state():
+        model = Model(nnx.Rngs(0))
+        return model, nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+    x, y = normal((16, 16), seed=1), normal((16, 8), seed=2)
+    method = autopar.PipeshardParallel(num_micro_batches=2, layer_option=autopar.AutoLayerOption(layer_num=2))
+    f = autopar.parallelize(step, method=method, batch_argnums=(2, 3))
+    (mine, my_opt), (theirs, their_opt) = state(), state()
+    for _ in range(2):
+        assert float(f(mine, my_opt, x, y)) == pytest.approx(
+            float(nnx.jit(step)(theirs, their_opt, x, y)), rel=1e-5
+        )
+    assert_trees_close(nnx.state(mine, nnx.Param), nnx.state(theirs, nnx.Param), rtol=1e-4, atol=1e-5)
+    assert int(mine.dropout.rngs.count[...]) == int(theirs.dropout.rngs.count[...]) == 2
