@@ -138,9 +138,7 @@ def _root(
     found_root = None
     while value in inputs and (producer := defining_op(value)) is not None:
         if _label(found, value, m):
-            found_root = value
-        elif producer.name != "stablehlo.broadcast_in_dim":
-            break
+            found_root = value  # the ops after it recompute what the whole batch's program computes
         if producer.name not in ("stablehlo.broadcast_in_dim", "stablehlo.convert"):
             break
         value = producer.operands[0]
