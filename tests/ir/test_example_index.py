@@ -28,7 +28,8 @@ def lowered(fn, m):
 def indexed(fn):
     """(position of the example index argument or None, the output labels after indexing)."""
     small, large = lowered(fn, M), lowered(fn, 2 * M)
-    position = example_index.index_examples(small, large, M)
+    indexing = example_index.index_examples(small, large, M)
+    position = indexing.argument if indexing else None
     micro_batch.annotate(small, large, M, 2)
     main = micro_batch._main(small)
     labels = []

@@ -298,7 +298,8 @@ class ParallelizedFunction:
             )
             drop_user_shardings(twice, self.__name__)  # the two lowerings pair op by op
             size = batch_size(abstract_args, self.batch_argnums) or 0
-            statistics = pipeshard.label_micro_batches(module, twice, size // B, B)
+            whole = lambda: self._lowered_whole(jitted, abstract_args, abstract_kwargs)  # noqa: E731
+            statistics = pipeshard.label_micro_batches(module, twice, size // B, B, whole)
             added = attrs.get_argument_marks(main)[len(roles) :]  # example indices and batch statistics
             roles = (*roles, *["batch" if a.is_batch else "statistic" for a in added])
             paths = (*paths, *[a.path for a in added])
@@ -335,6 +336,12 @@ class ParallelizedFunction:
         except (TypeError, ValueError) as err:
             jax.eval_shape(jitted, *args, **kwargs)  # failing on the whole batch too: the step's own error
             raise micro_batch_failure(self.fn, len(args), self.batch_argnums, self.method, err) from None
+
+    def _lowered_whole(self, jitted: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ir.Module:
+        """The step lowered at the whole batch, paired op by op with its micro-batch lowerings."""
+        module = module_from_lowered(jitted.lower(*args, **kwargs))
+        drop_user_shardings(module, self.__name__)
+        return module
 
     def _abstract(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(a if i in self.static_argnums else jax.tree.map(abstract, a) for i, a in enumerate(args))

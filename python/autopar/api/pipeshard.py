@@ -12,7 +12,7 @@ run in the order of the autopar-schedule program, values are combined over micro
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from jaxlib.mlir import ir
@@ -22,7 +22,7 @@ from autopar.api.explanation import PlanSource
 from autopar.api.methods import AutoShardingOption, checked_option
 from autopar.api.transfers import StageTransfer, stage_transfers
 from autopar.errors import AutoparError
-from autopar.ir import attrs, batch_statistics, example_index, micro_batch
+from autopar.ir import attrs, batch_statistics, example_index, micro_batch, whole_batch
 from autopar.runtime.statistics import BatchStatistics
 
 PIPESHARD_PIPELINE = "autopar-pipeshard"  # passes/pipelines.py
@@ -419,29 +419,42 @@ def read_plan(
 
 
 def label_micro_batches(
-    module: ir.Module, twice: ir.Module, micro_batch_size: int, num_micro_batches: int
+    module: ir.Module,
+    twice: ir.Module,
+    micro_batch_size: int,
+    num_micro_batches: int,
+    lower_whole: Callable[[], ir.Module] | None = None,
 ) -> BatchStatistics:
     """Writes how every value of the micro-batch step `module` combines into the full-batch step
     (ir/micro_batch.py), from `twice`, the same step lowered at twice the micro-batch. Both are inlined
     and their CHLO ops rewritten as StableHLO first, as the pipeline would (its autopar-inline then finds
-    nothing to do): the labels sit on the ops the stages run. Random-bit counters along the batch dim
-    read each example's index in the whole batch (ir/example_index.py), and statistics of the batch's
-    inputs that the step feeds back (a masked mean's token count) become arguments (ir/batch_statistics.py)
-    first; what computes those new arguments is returned."""
+    nothing to do): the labels sit on the ops the stages run. First, random-bit counters along the batch
+    dim read each example's index in the whole batch (ir/example_index.py); values computed from the
+    batch alone that do not split into micro-batches are taken from the step at the whole batch, which
+    `lower_whole` lowers when there are any (ir/whole_batch.py); and statistics of the batch's inputs that
+    the step feeds back (a masked mean's token count) become arguments (ir/batch_statistics.py). What
+    computes those new arguments is returned."""
     from autopar import passes
 
-    for m in (module, twice):
-        passes.run(m, "builtin.module(autopar-inline, func.func(chlo-legalize-to-stablehlo))")
+    legalize = "builtin.module(autopar-inline, func.func(chlo-legalize-to-stablehlo))"
+    for module_at in (module, twice):
+        passes.run(module_at, legalize)
+    m, B = micro_batch_size, num_micro_batches
     try:
-        index = example_index.index_examples(module, twice, micro_batch_size)
-        rounds = batch_statistics.hoist(module, twice, micro_batch_size, num_micro_batches)
-        micro_batch.annotate(module, twice, micro_batch_size, num_micro_batches)
+        index = example_index.index_examples(module, twice, m)
+        prepared = None
+        if lower_whole is not None and whole_batch.candidates(module, twice, m, B):
+            whole = passes.run(lower_whole(), legalize)
+            if index is None or example_index.apply(whole, index, m * B):
+                prepared = whole_batch.prepare(module, twice, whole, m, B)
+        rounds = batch_statistics.hoist(module, twice, m, B)
+        micro_batch.annotate(module, twice, m, B)
     except micro_batch.MicroBatchError as err:
         raise AutoparError(
             f"PipeshardParallel cannot split the step into micro-batches: {err} (does it branch on the "
             "batch size?); use num_micro_batches=1"
         ) from None
-    return BatchStatistics(rounds, num_micro_batches, index, micro_batch_size * num_micro_batches)
+    return BatchStatistics(rounds, B, index.argument if index else None, m * B, prepared)
 
 
 def state_bytes(module: ir.Module) -> dict[int, int]:

@@ -72,21 +72,21 @@ def hoist(
     for _ in range(MAX_ROUNDS):
         found = micro_batch.classify(small, large, micro_batch_size, num_micro_batches)
         main = _main(small)
-        inputs = _input_values(main, statistics)
+        inputs = input_values(main, statistics)
         picks = _statistics(main, found, inputs, micro_batch_size)
         if not picks:
             break
         labels = [_label(found, v, micro_batch_size) for v in picks]
-        module, sources = _cut_to(small, picks)
+        module, sources = cut_to(small, picks)
         marks = attrs.get_argument_marks(main)
         batch = frozenset(i for i in sources if i < len(marks) and marks[i].is_batch)
         first = len(main.regions[0].blocks[0].arguments)
         rounds.append(StatisticsRound(module, tuple(sources), batch, tuple(labels), first))
         for v in picks:
-            path = f"batch {_word(found, v, micro_batch_size)}{_where(v)}"
+            path = f"batch {_word(found, v, micro_batch_size)}{where(v)}"
             statistics.add(len(main.regions[0].blocks[0].arguments))
-            _replace_by_argument(main, v, path)
-            _replace_by_argument(_main(large), found.twin[v], path)
+            replace_by_argument(main, v, path)
+            replace_by_argument(_main(large), found.twin[v], path)
     return rounds
 
 
@@ -96,9 +96,9 @@ def _main(module: ir.Module) -> ir.Operation:
     return find_function(module.operation).operation
 
 
-def _input_values(main: ir.Operation, statistics: set[int]) -> set[ir.Value]:
-    """The values of @main's body computed from batch arguments, the `statistics` arguments and constants
-    only."""
+def input_values(main: ir.Operation, statistics: set[int]) -> set[ir.Value]:
+    """The values of @main's body computed from batch arguments, the arguments `statistics` names (hoisted
+    statistics, keys) and constants only."""
     block = main.regions[0].blocks[0]
     marks = attrs.get_argument_marks(main)
     inputs = {a for i, a in enumerate(block.arguments) if i in statistics or marks[i].is_batch}
@@ -167,15 +167,15 @@ def _word(found: micro_batch.Classification, value: ir.Value, m: int) -> str:
     return "sum" if label.startswith("sum") else label
 
 
-def _where(value: ir.Value) -> str:
+def where(value: ir.Value) -> str:
     op = defining_op(value)
     where = format_location(op.location) if op is not None else ""
     return f" at {where}" if where else ""
 
 
-def _replace_by_argument(main: ir.Operation, value: ir.Value, path: str) -> ir.Value:
-    """Adds an argument of `value`'s type to @main, marked by `path`, and makes every reader of `value`
-    read it; the ops that computed only `value` are erased."""
+def replace_by_argument(main: ir.Operation, value: ir.Value, path: str, batch: bool = False) -> ir.Value:
+    """Adds an argument of `value`'s type to @main, named by `path` (and a batch argument when `batch`),
+    and makes every reader of `value` read it; the ops that computed only `value` are erased."""
     block = main.regions[0].blocks[0]
     with main.context, ir.Location.unknown():
         argument = block.add_argument(value.type, ir.Location.unknown())
@@ -186,9 +186,9 @@ def _replace_by_argument(main: ir.Operation, value: ir.Value, path: str) -> ir.V
             if "arg_attrs" in main.attributes
             else [ir.DictAttr.get({})] * len(function_type.inputs)
         )
-        named = ir.DictAttr.get({attrs.PATH: ir.StringAttr.get(path)})
+        named = {attrs.PATH: ir.StringAttr.get(path)} | ({attrs.BATCH: ir.UnitAttr.get()} if batch else {})
         main.attributes["function_type"] = ir.TypeAttr.get(ir.FunctionType.get(inputs, function_type.results))
-        main.attributes["arg_attrs"] = ir.ArrayAttr.get([*old, named])
+        main.attributes["arg_attrs"] = ir.ArrayAttr.get([*old, ir.DictAttr.get(named)])
     producer = defining_op(value)
     value.replace_all_uses_with(argument)
     _erase_dead(block, producer)
@@ -208,7 +208,7 @@ def _erase_dead(block: ir.Block, op: ir.Operation | None) -> None:
             o.erase()
 
 
-def _cut_to(module: ir.Module, values: list[ir.Value]) -> tuple[ir.Module, list[int]]:
+def cut_to(module: ir.Module, values: list[ir.Value]) -> tuple[ir.Module, list[int]]:
     """A copy of `module` whose @main returns `values` (values of its @main) and keeps only what they
     need; with, per remaining argument, its index among the original @main's arguments."""
     main = _main(module)

@@ -23,6 +23,8 @@ refused.
 
 from __future__ import annotations
 
+import dataclasses
+
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
@@ -31,29 +33,55 @@ from autopar.ir import attrs
 PATH = "index of each example in the batch"
 
 
-def index_examples(small: ir.Module, large: ir.Module, micro_batch_size: int) -> int | None:
-    """Replaces the random-bit counters along the batch dim of `small` and `large` (the step at m and 2m
-    examples per micro-batch, both inlined) in place; returns the position of the new @main argument, or
-    None when there was none to replace."""
-    from autopar.ir.stages import find_function
+@dataclasses.dataclass(frozen=True)
+class Indexing:
+    """Where index_examples replaced counters: the new argument's position, and each counter's position
+    among @main's ops before the replacement with the batch dim it counted."""
 
-    mains = [find_function(m.operation).operation for m in (small, large)]
+    argument: int
+    counters: tuple[tuple[int, int], ...]
+
+
+def index_examples(small: ir.Module, large: ir.Module, micro_batch_size: int) -> Indexing | None:
+    """Replaces the random-bit counters along the batch dim of `small` and `large` (the step at m and 2m
+    examples per micro-batch, both inlined) in place; returns where, or None when there was none."""
+    mains = [_main(m) for m in (small, large)]
     blocks = [main.regions[0].blocks[0] for main in mains]
     small_ops, large_ops = ([op.operation for op in b.operations] for b in blocks)
     if len(small_ops) != len(large_ops):
         return None  # the lowerings do not pair up: ir/micro_batch.py says so
-    pairs = zip(small_ops, large_ops, strict=True)
-    counters = [(a, b) for a, b in pairs if _batch_counter(a, b, micro_batch_size)]
+    counters = [
+        (i, _batch_dim(a, b))
+        for i, (a, b) in enumerate(zip(small_ops, large_ops, strict=True))
+        if _batch_counter(a, b, micro_batch_size)
+    ]
     if not counters:
         return None
-    position = len(blocks[0].arguments)
-    dims = [_batch_dim(*pair) for pair in counters]
-    sizes = [ir.RankedTensorType(op.results[0].type).shape[dims[0]] for op in counters[0]]
-    for main, block, side in zip(mains, blocks, (0, 1), strict=True):
-        index = _add_index_argument(main, block, sizes[side])
-        for pair, dim in zip(counters, dims, strict=True):
-            _replace(pair[side], index, dim)
-    return position
+    indexing = Indexing(len(blocks[0].arguments), tuple(counters))
+    for module, size in ((small, micro_batch_size), (large, 2 * micro_batch_size)):
+        apply(module, indexing, size)
+    return indexing
+
+
+def apply(module: ir.Module, indexing: Indexing, size: int) -> bool:
+    """Replaces the counters `indexing` names in `module` (the same step, inlined, at `size` examples),
+    reading a new batch argument of `size` example indices; False, with nothing changed, when `module`'s
+    ops at those places are not iotas (it does not pair up with the step `indexing` was found in)."""
+    main = _main(module)
+    block = main.regions[0].blocks[0]
+    ops = [op.operation for op in block.operations]
+    if any(p >= len(ops) or ops[p].name != "stablehlo.iota" for p, _ in indexing.counters):
+        return False
+    index = _add_index_argument(main, block, size)
+    for position, dim in indexing.counters:
+        _replace(ops[position], index, dim)
+    return True
+
+
+def _main(module: ir.Module) -> ir.Operation:
+    from autopar.ir.stages import find_function
+
+    return find_function(module.operation).operation
 
 
 def _batch_dim(a: ir.Operation, b: ir.Operation) -> int:

@@ -18,6 +18,7 @@ from jax.sharding import PartitionSpec
 from jaxlib.mlir import ir
 
 from autopar.ir.batch_statistics import StatisticsRound
+from autopar.ir.whole_batch import PreparedInputs
 from autopar.runtime import executable as rt_exe
 from autopar.runtime import shardings as sh
 from autopar.runtime.program import Gathered
@@ -27,7 +28,8 @@ class BatchStatistics:
     """`BatchStatistics(rounds, B)(args)`: `args` with what the planned step reads beyond them appended:
     first, when `example_index` gives its position, each example's index in the whole batch of
     `examples` (ir/example_index.py, a batch argument: the runtime cuts it into micro-batches); then the
-    statistics of every round."""
+    `prepared` inputs, computed once from the whole batch (ir/whole_batch.py); then the statistics of
+    every round."""
 
     def __init__(
         self,
@@ -35,33 +37,37 @@ class BatchStatistics:
         num_micro_batches: int,
         example_index: int | None = None,
         examples: int = 0,
+        prepared: PreparedInputs | None = None,
         device: Any = None,
     ):
         self.rounds = tuple(rounds)
         self.num_micro_batches = num_micro_batches
         self.example_index, self.examples = example_index, examples
+        self.prepared = prepared
         self._device = device
         self._compiled: list[rt_exe.ShardedExecutable] = []
+        self._prepare: rt_exe.ShardedExecutable | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.rounds) or self.example_index is not None
+        return bool(self.rounds) or self.example_index is not None or self.prepared is not None
 
     def __call__(self, args: Sequence[Any]) -> list[Any]:
         values = list(args)
         if self.example_index is not None:
-            if len(values) != self.example_index:
-                raise ValueError(
-                    f"the step's example index is argument {self.example_index}, not {len(values)}"
-                )
+            _check_position("the example index", self.example_index, values)
             values.append(np.arange(self.examples, dtype=np.uint32))
+        if self.prepared is not None:  # once, over the whole batch (ir/whole_batch.py)
+            _check_position("the inputs prepared over the whole batch", self.prepared.first, values)
+            if self._prepare is None:
+                self._prepare = self._compile(self.prepared.module)
+            values += self._prepare([values[i] for i in self.prepared.sources])
         if not self.rounds:
             return values
         if not self._compiled:
             self._compiled = [self._compile(r.module) for r in self.rounds]
         B = self.num_micro_batches
         for r, exe in zip(self.rounds, self._compiled, strict=True):
-            if len(values) != r.first:
-                raise ValueError(f"the step's statistics start at argument {r.first}, not {len(values)}")
+            _check_position("the step's statistics", r.first, values)
             gathered = [Gathered(label, B) for label in r.labels]
             for k in range(B):
                 operands = [
@@ -83,6 +89,11 @@ class BatchStatistics:
             [PartitionSpec()] * len(main.type.results),
         )
         return rt_exe.compile(module, [self._device or jax.local_devices()[0]])
+
+
+def _check_position(what: str, expected: int, values: list[Any]) -> None:
+    if len(values) != expected:
+        raise ValueError(f"{what} start at argument {expected}, not {len(values)}")
 
 
 def _slice(x: Any, k: int, m: int) -> Any:
