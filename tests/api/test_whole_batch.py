@@ -52,7 +52,16 @@ LOSSES = {
     "sample standard deviation": lambda p, b, k: jnp.mean((mlp(p, b[0] / b[0].std(0, ddof=1)) - b[1]) ** 2),
     "median": lambda p, b, k: jnp.mean((mlp(p, b[0]) - b[1]) ** 2) / jnp.median(jnp.abs(b[1])),
     "cumulative count": lambda p, b, k: jnp.sum((mlp(p, b[0]) - b[1]) ** 2) / jnp.cumsum(b[0][:, 0] > 1)[-1],
+    "shuffled batch, weighted by position": lambda p, b, k: shuffled_loss(p, b, k),
 }
+
+
+def shuffled_loss(params, batch, key):
+    """The batch shuffled in the step (jax.random.permutation: a sort in a loop) and weighted by position."""
+    x, y = batch
+    order = jax.random.permutation(key, x.shape[0])
+    weights = jnp.linspace(0.5, 1.5, x.shape[0])[:, None]
+    return jnp.mean((mlp(params, x[order]) - y[order]) ** 2 * weights)
 
 
 @pytest.mark.parametrize("name", LOSSES)

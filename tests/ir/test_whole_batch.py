@@ -56,8 +56,8 @@ def test_mixup_by_rolling_the_batch_is_prepared_per_example():
 
     found, labels, marks = prepared(trained(mixup))
     assert labels == ["mean", "mean"]
-    # The rolled batch, from the batch alone (the key's beta draw loops: the step draws it as before).
-    assert found.first == 3 and found.sources == (1,)
+    # The mixed batch, from the batch and the key (its beta draw is a loop: closed, so computed too).
+    assert found.first == 3 and found.sources == (1, 2)
     [mark] = marks
     assert mark.is_batch and "of the whole batch at" in mark.path and "test_whole_batch.py" in mark.path
 

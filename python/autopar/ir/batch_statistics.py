@@ -42,10 +42,9 @@ from autopar.ir.io import parse_bytes
 
 # Rounds of hoisting: each finds the statistics of the last round's (a variance about a hoisted mean).
 MAX_ROUNDS = 4
-# Ops a statistic may be computed with: no effects, and regions (a reduction's body) that read only their
-# own arguments.
+# Ops a statistic may be computed with: no effects, and regions (a reduction's body, a loop's) that read
+# only values defined inside them (JAX passes a loop everything it reads).
 _EFFECTS = ("stablehlo.custom_call", "stablehlo.rng", "stablehlo.rng_bit_generator", "func.call")
-_PURE_REGIONS = ("stablehlo.reduce", "stablehlo.reduce_window", "stablehlo.sort", "stablehlo.scatter")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,11 +103,37 @@ def input_values(main: ir.Operation, statistics: set[int]) -> set[ir.Value]:
     inputs = {a for i, a in enumerate(block.arguments) if i in statistics or marks[i].is_batch}
     for op in block.operations:
         op = op.operation
-        if op.name in _EFFECTS or (op.regions and op.name not in _PURE_REGIONS):
+        if op.name in _EFFECTS or (op.regions and not _closed(op)):
             continue
         if all(v in inputs for v in op.operands) and op.results:
             inputs.update(op.results)
     return inputs
+
+
+def _closed(op: ir.Operation) -> bool:
+    """Whether every op inside `op`'s regions reads only values defined inside `op`, and has no effect."""
+    inside: set[ir.Value] = set()
+    closed = True
+
+    def visit(nested: ir.Operation) -> ir.WalkResult:
+        nonlocal closed
+        nested = nested.operation
+        if nested == op:
+            return ir.WalkResult.ADVANCE
+        if nested.name in _EFFECTS or any(v not in inside for v in nested.operands):
+            closed = False
+            return ir.WalkResult.INTERRUPT
+        inside.update(nested.results)
+        for region in nested.regions:
+            for block in region.blocks:
+                inside.update(block.arguments)
+        return ir.WalkResult.ADVANCE
+
+    for region in op.regions:
+        for block in region.blocks:
+            inside.update(block.arguments)
+    op.walk(visit, ir.WalkOrder.PRE_ORDER)
+    return closed
 
 
 def _statistics(
