@@ -202,21 +202,30 @@ def replace_by_argument(main: ir.Operation, value: ir.Value, path: str, batch: b
     """Adds an argument of `value`'s type to @main, named by `path` (and a batch argument when `batch`),
     and makes every reader of `value` read it; the ops that computed only `value` are erased."""
     block = main.regions[0].blocks[0]
+    argument = append_argument(main, value.type, path, batch)
+    producer = defining_op(value)
+    value.replace_all_uses_with(argument)
+    _erase_dead(block, producer)
+    return argument
+
+
+def append_argument(main: ir.Operation, t: ir.Type, path: str, batch: bool = False) -> ir.Value:
+    """A new last argument of @main of type `t`, named `path` (`autopar.path`), a batch argument when
+    `batch`; @main's type and argument attributes follow."""
+    block = main.regions[0].blocks[0]
     with main.context, ir.Location.unknown():
-        argument = block.add_argument(value.type, ir.Location.unknown())
+        argument = block.add_argument(t, ir.Location.unknown())
         function_type = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
-        inputs = [*function_type.inputs, value.type]
         old = (
             list(ir.ArrayAttr(main.attributes["arg_attrs"]))
             if "arg_attrs" in main.attributes
             else [ir.DictAttr.get({})] * len(function_type.inputs)
         )
         named = {attrs.PATH: ir.StringAttr.get(path)} | ({attrs.BATCH: ir.UnitAttr.get()} if batch else {})
-        main.attributes["function_type"] = ir.TypeAttr.get(ir.FunctionType.get(inputs, function_type.results))
+        main.attributes["function_type"] = ir.TypeAttr.get(
+            ir.FunctionType.get([*function_type.inputs, t], function_type.results)
+        )
         main.attributes["arg_attrs"] = ir.ArrayAttr.get([*old, ir.DictAttr.get(named)])
-    producer = defining_op(value)
-    value.replace_all_uses_with(argument)
-    _erase_dead(block, producer)
     return argument
 
 

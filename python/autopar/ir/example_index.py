@@ -28,7 +28,7 @@ import dataclasses
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
-from autopar.ir import attrs
+from autopar.ir.batch_statistics import append_argument
 
 PATH = "index of each example in the batch"
 
@@ -72,7 +72,9 @@ def apply(module: ir.Module, indexing: Indexing, size: int) -> bool:
     ops = [op.operation for op in block.operations]
     if any(p >= len(ops) or ops[p].name != "stablehlo.iota" for p, _ in indexing.counters):
         return False
-    index = _add_index_argument(main, block, size)
+    with main.context, ir.Location.unknown():  # a type's verifier asks for one
+        indices = ir.RankedTensorType.get([size], ir.IntegerType.get_unsigned(32))
+    index = append_argument(main, indices, PATH, batch=True)
     for position, dim in indexing.counters:
         _replace(ops[position], index, dim)
     return True
@@ -102,25 +104,6 @@ def _batch_counter(a: ir.Operation, b: ir.Operation, m: int) -> bool:
     if batch != [dim] or (small[dim], large[dim]) != (m, 2 * m) or any(n != 1 for n in small[:dim]):
         return False
     return all(use.owner.name == "stablehlo.multiply" for use in a.results[0].uses)
-
-
-def _add_index_argument(main: ir.Operation, block: ir.Block, size: int) -> ir.Value:
-    """A new batch argument of @main: `size` uint32 example indices."""
-    with main.context, ir.Location.unknown():
-        t = ir.RankedTensorType.get([size], ir.IntegerType.get_unsigned(32))
-        argument = block.add_argument(t, ir.Location.unknown())
-        function_type = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
-        old = (
-            list(ir.ArrayAttr(main.attributes["arg_attrs"]))
-            if "arg_attrs" in main.attributes
-            else [ir.DictAttr.get({})] * len(function_type.inputs)
-        )
-        marks = {attrs.BATCH: ir.UnitAttr.get(), attrs.PATH: ir.StringAttr.get(PATH)}
-        main.attributes["function_type"] = ir.TypeAttr.get(
-            ir.FunctionType.get([*function_type.inputs, t], function_type.results)
-        )
-        main.attributes["arg_attrs"] = ir.ArrayAttr.get([*old, ir.DictAttr.get(marks)])
-    return argument
 
 
 def _replace(iota: ir.Operation, index: ir.Value, dim: int) -> None:

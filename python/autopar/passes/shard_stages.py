@@ -164,17 +164,9 @@ def stage_intra_op_options(
 
 def _replicate(stage: ir.Module) -> None:
     """One device: every argument and result replicated on a one-device mesh (what the plan would say)."""
-    from jax.sharding import PartitionSpec
-
     from autopar.runtime import shardings as sh  # IR helpers only: loaded late, they import jax
 
-    main = sh.main_func(stage)
-    sh.annotate_main(
-        stage,
-        sh.MeshSpec("mesh", ("x",), (1,)),
-        [PartitionSpec()] * len(main.type.inputs),
-        [PartitionSpec()] * len(main.type.results),
-    )
+    sh.replicate_main(stage, "mesh", 1)
 
 
 def _copy_back(

@@ -183,6 +183,17 @@ def annotate_main(
                 set_result_attr(main, i, SHARDING_ATTR, spec_to_sharding(spec, _rank(t), mesh.name))
 
 
+def replicate_main(module: ir.Module, mesh_name: str, devices: int) -> None:
+    """Every @main argument and result replicated over a one-axis mesh of `devices`."""
+    main = main_func(module)
+    annotate_main(
+        module,
+        MeshSpec(mesh_name, ("x",), (devices,)),
+        [PartitionSpec()] * len(main.type.inputs),
+        [PartitionSpec()] * len(main.type.results),
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class MainShardings:
     """The layout of `@main`'s interface: one mesh, and a spec for every argument and result."""

@@ -14,7 +14,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import PartitionSpec
 from jaxlib.mlir import ir
 
 from autopar.ir.batch_statistics import StatisticsRound
@@ -81,13 +80,7 @@ class BatchStatistics:
 
     def _compile(self, module: ir.Module) -> rt_exe.ShardedExecutable:
         module = rt_exe.clone(module)
-        main = sh.main_func(module)
-        sh.annotate_main(
-            module,
-            sh.MeshSpec("statistics", ("x",), (1,)),
-            [PartitionSpec()] * len(main.type.inputs),
-            [PartitionSpec()] * len(main.type.results),
-        )
+        sh.replicate_main(module, "statistics", 1)
         return rt_exe.compile(module, [self._device or jax.local_devices()[0]])
 
 

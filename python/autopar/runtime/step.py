@@ -335,8 +335,6 @@ def runnable_stage_module(name: str, fn: ir.Operation, donated: Sequence[int] = 
     """The stage function `fn` as a module an executor compiles for its mesh's devices: as
     autopar-shard-stages sharded it, or replicated over its devices when nothing sharded it (the output of
     autopar-inter-op alone). The `donated` arguments are marked as buffer donors."""
-    from jax.sharding import PartitionSpec
-
     from autopar.ir.stages import stage_module
     from autopar.runtime import shardings as sh
 
@@ -345,13 +343,7 @@ def runnable_stage_module(name: str, fn: ir.Operation, donated: Sequence[int] = 
         raise ExecutionError(f"@{name} has no {attrs.MESH}")
     module = stage_module(fn)
     if not sh.module_meshes(module):
-        main = sh.main_func(module)
-        sh.annotate_main(
-            module,
-            sh.MeshSpec("mesh", ("x",), (len(mesh.device_ids),)),
-            [PartitionSpec()] * len(main.type.inputs),
-            [PartitionSpec()] * len(main.type.results),
-        )
+        sh.replicate_main(module, "mesh", len(mesh.device_ids))
     if donated:
         main = sh.main_func(module)
         with module.context:
