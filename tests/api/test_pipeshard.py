@@ -376,12 +376,41 @@ def test_a_count_of_examples_kept_in_the_state_is_refused_without_false_remedies
     assert "output_combine" not in str(info.value) and "approximate_combine" not in str(info.value)
 
 
-def test_bits_drawn_time_major_are_refused_at_the_line_that_draws_them(data):
+def test_bits_drawn_in_a_loop_are_refused_at_the_line_that_draws_them(data):
     """Random bits are drawn from each element's index in the array. Along a leading batch dim the
-    runtime hands each micro-batch its examples' indices in the whole batch (ir/example_index.py:
-    dropout runs exactly, tests/api/test_example_index.py); drawn with the batch dim second, each
-    micro-batch's elements have other indices than the whole batch's: refused, and the message names the
-    line that draws them (the output it reaches, the loss, is far from it)."""
+    runtime hands each micro-batch its examples' indices in the whole batch (ir/example_index.py), and
+    bits drawn from the key alone otherwise are taken from the whole batch (ir/whole_batch.py: dropout
+    runs exactly, tests/api/test_example_index.py). Drawn inside a loop over layers, whose carry the
+    parameters compute, they are neither: refused, and the message names the line that draws them (the
+    output it reaches, the loss, is far from it)."""
+    params, batch = data
+
+    def dropout_step(params, batch, key):
+        x, y = batch
+
+        def loss(p):
+            def layer(h, k):
+                h = jnp.tanh(h @ p[0])
+                keep = jax.random.bernoulli(k, 0.9, h.shape)  # the line the message names
+                return jnp.where(keep, h / 0.9, 0.0), None
+
+            h, _ = jax.lax.scan(layer, x, jax.random.split(key, 2))
+            return jnp.mean((h @ p[1] - y) ** 2)
+
+        loss_value, grads = jax.value_and_grad(loss)(params)
+        return [p - 0.1 * g for p, g in zip(params, grads, strict=True)], loss_value
+
+    line = dropout_step.__code__.co_firstlineno + 6
+    with pytest.raises(
+        autopar.AutoparError, match=rf"iota over the batch dim at .*test_pipeshard.py:{line}:.*inside a loop"
+    ):
+        method = autopar.PipeshardParallel(**TWO_STAGES)
+        autopar.parallelize(dropout_step, method=method)(params[:2], batch, jax.random.key(0))
+
+
+def test_bits_drawn_time_major_are_taken_from_the_whole_batch(data):
+    """Bits drawn with the batch dim second count the batch's size in their strides, so no micro-batch can
+    draw them; they read only the key, so the whole batch's mask is computed first (ir/whole_batch.py)."""
     params, batch = data
 
     def dropout_step(params, batch, key):
@@ -389,18 +418,15 @@ def test_bits_drawn_time_major_are_refused_at_the_line_that_draws_them(data):
 
         def loss(p):
             h = jnp.tanh(x @ p[0])
-            keep = jax.random.bernoulli(key, 0.9, h.T.shape).T  # the line the message names
+            keep = jax.random.bernoulli(key, 0.9, h.T.shape).T
             return jnp.mean((jnp.where(keep, h / 0.9, 0.0) @ p[1] - y) ** 2)
 
         loss_value, grads = jax.value_and_grad(loss)(params)
         return [p - 0.1 * g for p, g in zip(params, grads, strict=True)], loss_value
 
-    line = dropout_step.__code__.co_firstlineno + 5
-    with pytest.raises(
-        autopar.AutoparError, match=rf"iota over the batch dim at .*test_pipeshard.py:{line}:.*not leading"
-    ):
-        method = autopar.PipeshardParallel(**TWO_STAGES)
-        autopar.parallelize(dropout_step, method=method)(params[:2], batch, jax.random.key(0))
+    method = autopar.PipeshardParallel(**TWO_STAGES)
+    got = autopar.parallelize(dropout_step, method=method)(params[:2], batch, jax.random.key(0))
+    assert_trees_close(got, jax.jit(dropout_step)(params[:2], batch, jax.random.key(0)))
 
 
 def test_a_batch_statistic_in_the_gradients_is_refused_or_approximated(data):

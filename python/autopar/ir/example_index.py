@@ -13,8 +13,8 @@ Micro-batch k then counts k*m, ..., k*m + m - 1 and draws exactly the bits the w
 examples. Only counters are replaced: a uint64 iota (jnp's own indices are int32, and stay refused or
 are read by ir/micro_batch_indices.py) at the top level of @main, along the one batch dim of its shape,
 m long, with only unit dims before it (the strides of the dims after it do not involve the batch size),
-read only by the stride multiplications. Bits drawn inside a loop, or time-major ([T, B, ...]), stay
-refused.
+read only by the stride multiplications. Bits drawn time-major ([T, B, ...]) are taken from the whole
+batch instead (ir/whole_batch.py); bits drawn inside a loop stay refused.
 
     before: %8 = stablehlo.iota dim = 0 : tensor<4x3xui64>
     after:  %8 = stablehlo.convert %arg2 : (tensor<4xui32>) -> tensor<4xui64>

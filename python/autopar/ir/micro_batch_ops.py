@@ -191,14 +191,14 @@ def _iota(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) ->
     dim = ir.IntegerAttr(a.attributes["iota_dimension"]).value
     batch = it.batch_dims(a.results[0])
     if dim in batch:
-        # Random bits drawn time-major or in a loop come from such an index, so name where it was made: the
+        # Random bits drawn in a loop come from such an index, so name where it was made: the
         # output that cannot combine is often far from it (the loss).
         where = format_location(a.location)
         return [
             unknown(
                 f"an iota over the batch dim{f' at {where}' if where else ''} (an index of the example "
-                "within its micro-batch: jnp.arange over the batch used as data, or random bits drawn "
-                "inside a loop or with the batch dim not leading; draw them outside, batch dim first)"
+                "within its micro-batch: jnp.arange over the batch used as data with the parameters' "
+                "work, or random bits drawn inside a loop; draw them before it)"
             )
         ]
     return [Kind("batch", 0) if batch else SAME]
