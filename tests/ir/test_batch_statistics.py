@@ -12,7 +12,7 @@ import pytest
 from autopar import passes
 from autopar.ir import attrs, batch_statistics, micro_batch
 from autopar.ir.lowering import module_from_lowered
-from autopar.runtime.statistics import BatchStatistics
+from autopar.runtime.statistics import StepInputs
 
 M = 4  # examples per micro-batch
 W = [jnp.full((8, 8), 0.1, jnp.float32), jnp.full((8, 8), 0.2, jnp.float32)]
@@ -30,7 +30,7 @@ def lowered(fn, m):
     mask = (jnp.arange(m) % 3 != 0).astype(jnp.float32)
     module = module_from_lowered(jax.jit(fn, keep_unused=True).lower(W, x, x, mask))
     passes.run(module, "builtin.module(autopar-inline, func.func(chlo-legalize-to-stablehlo))")
-    main = micro_batch._main(module)
+    main = micro_batch.main_function(module)
     attrs.set_argument_marks(main, [attrs.ArgumentMarks(i >= len(W), i < len(W)) for i in range(len(W) + 3)])
     return module
 
@@ -40,7 +40,7 @@ def hoisted(fn):
     small, large = lowered(fn, M), lowered(fn, 2 * M)
     rounds = batch_statistics.hoist(small, large, M, num_micro_batches=3)
     micro_batch.annotate(small, large, M, num_micro_batches=3)
-    main = micro_batch._main(small)
+    main = micro_batch.main_function(small)
     out = []
     for value in micro_batch.terminator(main.regions[0].blocks[0]).operands:
         labels = attrs.get_micro_batch_labels(value.owner) if hasattr(value.owner, "name") else None
@@ -142,7 +142,7 @@ def test_jnp_std_and_var_over_the_batch_are_hoisted():
         rounds = batch_statistics.hoist(small, large, M, num_micro_batches=3)
         micro_batch.annotate(small, large, M, num_micro_batches=3)
         assert [set(r.labels) for r in rounds] == [{"mean"}, {"mean"}]  # the mean, then the variance
-        main = micro_batch._main(small)
+        main = micro_batch.main_function(small)
         returned = micro_batch.terminator(main.regions[0].blocks[0]).operands
         assert all(attrs.get_micro_batch_labels(v.owner)[v.result_number] == "mean" for v in returned)
     # With ddof=1 the sum of squares is divided by N - 1, not a power of N: the sum is hoisted and the
@@ -166,7 +166,7 @@ def test_the_rounds_compute_the_whole_batchs_statistics_from_its_micro_batches()
     rng = np.random.default_rng(0)
     x = rng.standard_normal((B * M, 8)).astype(np.float32) + 2
     mask = (rng.random(B * M) > 0.3).astype(np.float32)
-    values = BatchStatistics(rounds, B)([*W, x, x, mask])
+    values = StepInputs(rounds, B)([*W, x, x, mask])
     # Round 1 the mean; round 2 what rsqrt reads, the variance about it plus 1; round 3 the count, which
     # divides a sum that was unknown until the input's statistics were hoisted.
     assert [r.labels for r in rounds] == [("mean",), ("mean",), ("sum",)]

@@ -20,7 +20,7 @@ def lowered(fn, m):
     x = jnp.ones((m, 8), jnp.float32)
     module = module_from_lowered(jax.jit(fn).lower(W, x, jax.random.key_data(jax.random.key(0))))
     passes.run(module, "builtin.module(autopar-inline, func.func(chlo-legalize-to-stablehlo))")
-    main = micro_batch._main(module)
+    main = micro_batch.main_function(module)
     attrs.set_argument_marks(main, [attrs.ArgumentMarks(i == 1, i != 1) for i in range(3)])
     return module
 
@@ -31,7 +31,7 @@ def indexed(fn):
     indexing = example_index.index_examples(small, large, M)
     position = indexing.argument if indexing else None
     micro_batch.annotate(small, large, M, 2)
-    main = micro_batch._main(small)
+    main = micro_batch.main_function(small)
     labels = []
     for value in micro_batch.terminator(main.regions[0].blocks[0]).operands:
         found = attrs.get_micro_batch_labels(value.owner) if hasattr(value.owner, "name") else None
@@ -48,7 +48,7 @@ def dropped(w, x, key, shape_of=lambda h: h.shape, flip=lambda k: k):
 def test_dropouts_counter_along_the_batch_reads_the_example_index_and_the_step_is_a_mean():
     position, labels, module = indexed(jax.value_and_grad(dropped))
     assert position == 3 and labels == ["mean", "mean"]
-    main = micro_batch._main(module)
+    main = micro_batch.main_function(module)
     marks = attrs.get_argument_marks(main)[position]
     assert marks.is_batch and marks.path == example_index.PATH
     iotas = [str(op) for op in main.regions[0].blocks[0].operations if op.operation.name == "stablehlo.iota"]

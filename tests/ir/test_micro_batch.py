@@ -26,7 +26,7 @@ def output_labels(fn, make_args, m=4):
     """The label of each @main result of fn, lowered at m and 2m examples."""
     small, large = _inlined(fn, *make_args(m)), _inlined(fn, *make_args(2 * m))
     micro_batch.annotate(small, large, m)
-    main = micro_batch._main(small)
+    main = micro_batch.main_function(small)
     ret = list(main.regions[0].blocks[0].operations)[-1].operation
     out = []
     for value in ret.operands:
@@ -279,7 +279,7 @@ def test_ops_inside_a_loop_given_up_on_carry_the_loops_reason():
 
     small, large = _inlined(step, *batch(4)), _inlined(step, *batch(8))
     micro_batch.annotate(small, large, 4)
-    main = micro_batch._main(small)
+    main = micro_batch.main_function(small)
     loop = next(
         op.operation for op in main.regions[0].blocks[0].operations if op.operation.name == "stablehlo.while"
     )
@@ -545,7 +545,7 @@ def test_a_comparison_of_the_batch_size_is_the_same_only_with_one_outcome_at_bot
 
     small, large = (parse_text(COMPARED.format(m=m, c=threshold)) for m in (4, 8))
     micro_batch.annotate(small, large, 4, B)
-    main = micro_batch._main(small)
+    main = micro_batch.main_function(small)
     multiply = [
         op for op in main.regions[0].blocks[0].operations if op.operation.name == "stablehlo.multiply"
     ]

@@ -20,7 +20,7 @@ def lowered(fn, m):
     key = jax.random.key_data(jax.random.key(0))
     module = module_from_lowered(jax.jit(fn, keep_unused=True).lower(W, x, key))
     passes.run(module, "builtin.module(autopar-inline, func.func(chlo-legalize-to-stablehlo))")
-    main = micro_batch._main(module)
+    main = micro_batch.main_function(module)
     attrs.set_argument_marks(main, [attrs.ArgumentMarks(i == 1, i != 1) for i in range(3)])
     return module
 
@@ -28,9 +28,9 @@ def lowered(fn, m):
 def prepared(fn):
     """(the PreparedInputs, the output labels after preparing, the new arguments' marks)."""
     small, large, whole = (lowered(fn, m) for m in (M, 2 * M, B * M))
-    found = whole_batch.prepare(small, large, whole, M, B)
+    found = whole_batch.prepare(small, large, whole, whole_batch.candidates(small, large, M, B), M)
     micro_batch.annotate(small, large, M, B)
-    main = micro_batch._main(small)
+    main = micro_batch.main_function(small)
     labels = []
     for value in micro_batch.terminator(main.regions[0].blocks[0]).operands:
         got = attrs.get_micro_batch_labels(value.owner) if hasattr(value.owner, "name") else None

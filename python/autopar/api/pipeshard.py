@@ -23,7 +23,7 @@ from autopar.api.methods import AutoShardingOption, checked_option
 from autopar.api.transfers import StageTransfer, stage_transfers
 from autopar.errors import AutoparError
 from autopar.ir import attrs, batch_statistics, example_index, micro_batch, whole_batch
-from autopar.runtime.statistics import BatchStatistics
+from autopar.runtime.statistics import StepInputs
 
 PIPESHARD_PIPELINE = "autopar-pipeshard"  # passes/pipelines.py
 
@@ -424,7 +424,7 @@ def label_micro_batches(
     micro_batch_size: int,
     num_micro_batches: int,
     lower_whole: Callable[[], ir.Module] | None = None,
-) -> BatchStatistics:
+) -> StepInputs:
     """Writes how every value of the micro-batch step `module` combines into the full-batch step
     (ir/micro_batch.py), from `twice`, the same step lowered at twice the micro-batch. Both are inlined
     and their CHLO ops rewritten as StableHLO first, as the pipeline would (its autopar-inline then finds
@@ -443,10 +443,11 @@ def label_micro_batches(
     try:
         index = example_index.index_examples(module, twice, m)
         prepared = None
-        if lower_whole is not None and whole_batch.candidates(module, twice, m, B):
+        chosen = whole_batch.candidates(module, twice, m, B) if lower_whole is not None else None
+        if chosen:  # lowered a third time only for them
             whole = passes.run(lower_whole(), legalize)
             if index is None or example_index.apply(whole, index, m * B):
-                prepared = whole_batch.prepare(module, twice, whole, m, B)
+                prepared = whole_batch.prepare(module, twice, whole, chosen, m)
         rounds = batch_statistics.hoist(module, twice, m, B)
         micro_batch.annotate(module, twice, m, B)
     except micro_batch.MicroBatchError as err:
@@ -454,7 +455,7 @@ def label_micro_batches(
             f"PipeshardParallel cannot split the step into micro-batches: {err} (does it branch on the "
             "batch size?); use num_micro_batches=1"
         ) from None
-    return BatchStatistics(rounds, B, index.argument if index else None, m * B, prepared)
+    return StepInputs(rounds, B, index.argument if index else None, m * B, prepared)
 
 
 def state_bytes(module: ir.Module) -> dict[int, int]:

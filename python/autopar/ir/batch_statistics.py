@@ -70,7 +70,7 @@ def hoist(
     statistics: set[int] = set()  # @main's arguments that are hoisted statistics
     for _ in range(MAX_ROUNDS):
         found = micro_batch.classify(small, large, micro_batch_size, num_micro_batches)
-        main = _main(small)
+        main = micro_batch.main_function(small)
         inputs = input_values(main, statistics)
         picks = _statistics(main, found, inputs, micro_batch_size)
         if not picks:
@@ -85,14 +85,8 @@ def hoist(
             path = f"batch {_word(found, v, micro_batch_size)}{where(v)}"
             statistics.add(len(main.regions[0].blocks[0].arguments))
             replace_by_argument(main, v, path)
-            replace_by_argument(_main(large), found.twin[v], path)
+            replace_by_argument(micro_batch.main_function(large), found.twin[v], path)
     return rounds
-
-
-def _main(module: ir.Module) -> ir.Operation:
-    from autopar.ir.stages import find_function
-
-    return find_function(module.operation).operation
 
 
 def input_values(main: ir.Operation, statistics: set[int]) -> set[ir.Value]:
@@ -245,7 +239,7 @@ def _erase_dead(block: ir.Block, op: ir.Operation | None) -> None:
 def cut_to(module: ir.Module, values: list[ir.Value]) -> tuple[ir.Module, list[int]]:
     """A copy of `module` whose @main returns `values` (values of its @main) and keeps only what they
     need; with, per remaining argument, its index among the original @main's arguments."""
-    main = _main(module)
+    main = micro_batch.main_function(module)
     block = main.regions[0].blocks[0]
     ops = [op.operation for op in block.operations]
     where = []
@@ -254,7 +248,7 @@ def cut_to(module: ir.Module, values: list[ir.Value]) -> tuple[ir.Module, list[i
         index = next(i for i, op in enumerate(ops) if op == producer)
         where.append((index, next(j for j, r in enumerate(producer.results) if r == v)))
     copy = _copy(module)
-    copy_main = _main(copy)
+    copy_main = micro_batch.main_function(copy)
     copy_block = copy_main.regions[0].blocks[0]
     copy_ops = [op.operation for op in copy_block.operations]
     results = [copy_ops[i].results[j] for i, j in where]

@@ -29,6 +29,7 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
 from autopar.ir.batch_statistics import append_argument
+from autopar.ir.micro_batch import main_function, shape_batch_dims
 
 PATH = "index of each example in the batch"
 
@@ -45,16 +46,13 @@ class Indexing:
 def index_examples(small: ir.Module, large: ir.Module, micro_batch_size: int) -> Indexing | None:
     """Replaces the random-bit counters along the batch dim of `small` and `large` (the step at m and 2m
     examples per micro-batch, both inlined) in place; returns where, or None when there was none."""
-    mains = [_main(m) for m in (small, large)]
+    mains = [main_function(m) for m in (small, large)]
     blocks = [main.regions[0].blocks[0] for main in mains]
     small_ops, large_ops = ([op.operation for op in b.operations] for b in blocks)
     if len(small_ops) != len(large_ops):
         return None  # the lowerings do not pair up: ir/micro_batch.py says so
-    counters = [
-        (i, _batch_dim(a, b))
-        for i, (a, b) in enumerate(zip(small_ops, large_ops, strict=True))
-        if _batch_counter(a, b, micro_batch_size)
-    ]
+    pairs = enumerate(zip(small_ops, large_ops, strict=True))
+    counters = [(i, d) for i, (a, b) in pairs if (d := _counter_dim(a, b, micro_batch_size)) is not None]
     if not counters:
         return None
     indexing = Indexing(len(blocks[0].arguments), tuple(counters))
@@ -67,7 +65,7 @@ def apply(module: ir.Module, indexing: Indexing, size: int) -> bool:
     """Replaces the counters `indexing` names in `module` (the same step, inlined, at `size` examples),
     reading a new batch argument of `size` example indices; False, with nothing changed, when `module`'s
     ops at those places are not iotas (it does not pair up with the step `indexing` was found in)."""
-    main = _main(module)
+    main = main_function(module)
     block = main.regions[0].blocks[0]
     ops = [op.operation for op in block.operations]
     if any(p >= len(ops) or ops[p].name != "stablehlo.iota" for p, _ in indexing.counters):
@@ -80,30 +78,22 @@ def apply(module: ir.Module, indexing: Indexing, size: int) -> bool:
     return True
 
 
-def _main(module: ir.Module) -> ir.Operation:
-    from autopar.ir.stages import find_function
-
-    return find_function(module.operation).operation
-
-
-def _batch_dim(a: ir.Operation, b: ir.Operation) -> int:
-    small, large = (ir.RankedTensorType(x.results[0].type).shape for x in (a, b))
-    return next(d for d, (x, y) in enumerate(zip(small, large, strict=True)) if x != y)
-
-
-def _batch_counter(a: ir.Operation, b: ir.Operation, m: int) -> bool:
+def _counter_dim(a: ir.Operation, b: ir.Operation, m: int) -> int | None:
+    """The batch dim a random-bit counter `a` (twin `b` at 2m examples) counts along, or None when `a` is
+    none such (module docstring)."""
     if a.name != "stablehlo.iota" or b.name != "stablehlo.iota":
-        return False
+        return None
     t = ir.RankedTensorType(a.results[0].type)
     element = t.element_type
     if not (isinstance(element, ir.IntegerType) and element.width == 64 and element.is_unsigned):
-        return False
-    small, large = list(t.shape), list(ir.RankedTensorType(b.results[0].type).shape)
-    batch = [d for d, (x, y) in enumerate(zip(small, large, strict=True)) if x != y]
+        return None
+    small, large = tuple(t.shape), tuple(ir.RankedTensorType(b.results[0].type).shape)
     dim = ir.IntegerAttr(a.attributes["iota_dimension"]).value
-    if batch != [dim] or (small[dim], large[dim]) != (m, 2 * m) or any(n != 1 for n in small[:dim]):
-        return False
-    return all(use.owner.name == "stablehlo.multiply" for use in a.results[0].uses)
+    if shape_batch_dims(small, large) != [dim] or (small[dim], large[dim]) != (m, 2 * m):
+        return None
+    if any(n != 1 for n in small[:dim]):
+        return None
+    return dim if all(use.owner.name == "stablehlo.multiply" for use in a.results[0].uses) else None
 
 
 def _replace(iota: ir.Operation, index: ir.Value, dim: int) -> None:

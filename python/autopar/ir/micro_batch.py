@@ -61,7 +61,7 @@ class Kind:
             # batch's is B**p times one of them, B**(p - 1) times their sum.
             return Kind("sum", self.degree - 1).label(shape_small, shape_large, m)
         if self.tag == "batch":
-            dims = _batch_dims(shape_small, shape_large)
+            dims = shape_batch_dims(shape_small, shape_large)
             if self.degree == 0 and len(dims) == 1 and shape_small[dims[0]] == m:
                 return f"concat:{dims[0]}"
             return "batch"
@@ -138,7 +138,8 @@ def _shape(value: ir.Value) -> tuple[int, ...]:
     return tuple(t.shape) if isinstance(t, ir.RankedTensorType) else ()
 
 
-def _batch_dims(small: tuple[int, ...], large: tuple[int, ...]) -> list[int]:
+def shape_batch_dims(small: tuple[int, ...], large: tuple[int, ...]) -> list[int]:
+    """The dims whose size differs between the step's two lowerings: its batch dims."""
     return [d for d, (a, b) in enumerate(zip(small, large, strict=True)) if a != b]
 
 
@@ -164,7 +165,7 @@ class Interpreter:
             raise MicroBatchError(
                 f"{value.get_name()} has rank {len(small)} and {len(large)} at 2x the batch"
             )
-        return _batch_dims(small, large)
+        return shape_batch_dims(small, large)
 
     def scales_cleanly(self, value: ir.Value) -> bool:
         """Its batch dims double at twice the micro-batch (no m*m dims)."""
@@ -417,7 +418,8 @@ def join(x: Kind, y: Kind) -> Kind:
 # ---- entry points ----------------------------------------------------------------------------------------
 
 
-def _main(module: ir.Module) -> ir.Operation:
+def main_function(module: ir.Module) -> ir.Operation:
+    """The module's @main (MicroBatchError when it has none)."""
     from autopar.ir.stages import find_function
 
     main = find_function(module.operation)
@@ -448,7 +450,7 @@ def classify(
     """The kind of every value of `small`'s @main (module docstring). Both modules are inlined lowerings
     of one step at m and 2m examples per micro-batch; given m and the micro-batches B, comparisons of
     constants are decided too. Raises MicroBatchError when they do not pair up."""
-    main_a, main_b = _main(small), _main(large)
+    main_a, main_b = main_function(small), main_function(large)
     block_a, block_b = main_a.regions[0].blocks[0], main_b.regions[0].blocks[0]
     it = Interpreter(m, B)
     if len(block_a.arguments) != len(block_b.arguments):
@@ -467,7 +469,7 @@ def annotate(
     """Classifies `small` against `large` and writes `autopar.micro_batch` labels on @main's ops (every op
     with a result that differs between micro-batches) and the module's `autopar.micro_batch_size`."""
     result = classify(small, large, micro_batch_size, num_micro_batches)
-    main = _main(small)
+    main = main_function(small)
 
     def label(value: ir.Value) -> str:
         twin = result.twin.get(value, value)

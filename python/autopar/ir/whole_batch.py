@@ -43,10 +43,21 @@ class PreparedInputs:
     first: int
 
 
-def candidates(small: ir.Module, large: ir.Module, m: int, B: int) -> list[ir.Value]:
+@dataclasses.dataclass(frozen=True)
+class Candidates:
+    """The values of a step to prepare over the whole batch, and the classification that found them."""
+
+    found: micro_batch.Classification
+    values: list[ir.Value]
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+
+def candidates(small: ir.Module, large: ir.Module, m: int, B: int) -> Candidates:
     """The values of `small` to prepare over the whole batch (see the module docstring)."""
     found = micro_batch.classify(small, large, m, B)
-    main = micro_batch._main(small)
+    main = micro_batch.main_function(small)
     inputs = input_values(main, _small_arguments(main))
     picks: dict[ir.Value, None] = {}
     for op in main.regions[0].blocks[0].operations:
@@ -61,7 +72,7 @@ def candidates(small: ir.Module, large: ir.Module, m: int, B: int) -> list[ir.Va
             if v in inputs and found.kind(v).tag == "unknown" and defining_op(v) is not None:
                 if _layout(v, found.twin[v], m) is not None and _poisons_every_reader(found, v):
                     picks[v] = None
-    return list(picks)
+    return Candidates(found, list(picks))
 
 
 def _poisons_every_reader(found: micro_batch.Classification, value: ir.Value) -> bool:
@@ -75,22 +86,24 @@ def _poisons_every_reader(found: micro_batch.Classification, value: ir.Value) ->
     return True
 
 
-def prepare(small: ir.Module, large: ir.Module, full: ir.Module, m: int, B: int) -> PreparedInputs | None:
-    """Replaces the candidates of `small` and their twins in `large` by new @main arguments, in place;
-    returns what computes them from `full`, or None when there are none (or `full` does not pair up)."""
-    found = micro_batch.classify(small, large, m, B)
-    picks = candidates(small, large, m, B)
-    main, main_full = micro_batch._main(small), micro_batch._main(full)
+def prepare(
+    small: ir.Module, large: ir.Module, full: ir.Module, chosen: Candidates, m: int
+) -> PreparedInputs | None:
+    """Replaces the `chosen` values of `small` (`candidates` of it and `large`, unchanged since) and their
+    twins in `large` by new @main arguments, in place; returns what computes them from `full`, or None
+    when there are none (or `full` does not pair up)."""
+    main, main_full = micro_batch.main_function(small), micro_batch.main_function(full)
     twins = _pair(main, main_full)
-    if not picks or twins is None:
+    if not chosen or twins is None:
         return None
-    module, sources = cut_to(full, [twins[v] for v in picks])
+    module, sources = cut_to(full, [twins[v] for v in chosen.values])
     first = len(main.regions[0].blocks[0].arguments)
-    for v in picks:
-        per_example = _layout(v, found.twin[v], m)
+    for v in chosen.values:
+        twin = chosen.found.twin[v]
+        per_example = _layout(v, twin, m)
         path = f"{defining_op(v).name.removeprefix('stablehlo.')} of the whole batch{where(v)}"
         replace_by_argument(main, v, path, batch=per_example)
-        replace_by_argument(micro_batch._main(large), found.twin[v], path, batch=per_example)
+        replace_by_argument(micro_batch.main_function(large), twin, path, batch=per_example)
     return PreparedInputs(module, tuple(sources), first)
 
 
@@ -111,7 +124,7 @@ def _layout(small: ir.Value, large: ir.Value, m: int) -> bool | None:
     """True when `small` holds one row per example along dim 0, False when it has no batch dim, None
     otherwise (it cannot be cut into micro-batches)."""
     a, b = (tuple(ir.RankedTensorType(v.type).shape) for v in (small, large))
-    batch = [d for d, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+    batch = micro_batch.shape_batch_dims(a, b)
     if not batch:
         return False
     return True if batch == [0] and (a[0], b[0]) == (m, 2 * m) else None

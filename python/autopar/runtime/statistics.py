@@ -23,8 +23,8 @@ from autopar.runtime import shardings as sh
 from autopar.runtime.program import Gathered
 
 
-class BatchStatistics:
-    """`BatchStatistics(rounds, B)(args)`: `args` with what the planned step reads beyond them appended:
+class StepInputs:
+    """`StepInputs(rounds, B)(args)`: `args` with what the planned step reads beyond them appended:
     first, when `example_index` gives its position, each example's index in the whole batch of
     `examples` (ir/example_index.py, a batch argument: the runtime cuts it into micro-batches); then the
     `prepared` inputs, computed once from the whole batch (ir/whole_batch.py); then the statistics of
