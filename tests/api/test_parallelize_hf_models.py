@@ -27,6 +27,15 @@ from numeric import assert_priced_bytes_compiled
 transformers = pytest.importorskip("transformers")
 
 BATCH, SEQ, VOCAB, IMAGE = 8, 32, 512, 16
+# BERT's and CLIP's text encoder, tiny: their configs take the same names.
+TINY_ENCODER = dict(
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=SEQ,
+)
 
 
 def _gpt2():
@@ -41,14 +50,7 @@ def _gpt2():
 
 
 def _bert(remat: bool = False):
-    config = transformers.BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=256,
-        max_position_embeddings=SEQ,
-    )
+    config = transformers.BertConfig(**TINY_ENCODER)
     model = transformers.FlaxBertForMaskedLM(config, seed=0)
     if remat:  # transformers' own gradient checkpointing: flax's remat on every layer
         model.enable_gradient_checkpointing()
@@ -124,14 +126,7 @@ def _regnet():
 
 def _clip_text():
     # A classifier on CLIP's pooled text: the state at each sequence's end token, `h[jnp.arange(B), i]`.
-    config = transformers.CLIPTextConfig(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=SEQ,
-    )
+    config = transformers.CLIPTextConfig(**TINY_ENCODER)
     model = transformers.FlaxCLIPTextModel(config, seed=0)
     head = np.random.default_rng(1).standard_normal((64, 10)).astype(np.float32) * 0.1
 
