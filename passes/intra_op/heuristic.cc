@@ -618,9 +618,18 @@ HeuristicResult Search::run(std::span<const int32_t> initial) {
       }
     }
   }
-  if (hopeless) {  // report the minimum-usage solution: the best evidence of how far off the limit is
-    result.solution = min_usage;
-    const Evaluation ev = evaluate(p_, std::vector<int64_t>(min_usage.begin(), min_usage.end()));
+  if (hopeless) {
+    // Report how far off the limit is with the limit lifted: the usage cut above empties domains when the
+    // limit is far too low (every node then falls back to all its strategies, forbidden ones included),
+    // and its figure then depends on the limit. Without the cut, the minimum-usage solution over the
+    // domains that forbidden pairs leave peaks at a lower bound on every finite-cost solution's peak, and
+    // when its own cost is finite that peak is the smallest one any solution can have.
+    limit_ = std::numeric_limits<int64_t>::max() / 4;
+    dead_node_ = -1;
+    propagate();
+    const std::vector<int32_t> lowest = min_usage_solution();
+    result.solution = lowest;
+    const Evaluation ev = evaluate(p_, std::vector<int64_t>(lowest.begin(), lowest.end()));
     result.cost = ev.cost;
     result.peak_usage = ev.peak_usage;
     result.feasible = false;

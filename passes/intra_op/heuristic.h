@@ -28,8 +28,10 @@ struct HeuristicResult {
   double cost = 0;
   int64_t peak_usage = 0;
   bool feasible = false;
-  // Lower bound on the peak of any finite-cost solution (each node at its smallest allowed strategy); when it
-  // exceeds the usage limit the problem is proven infeasible.
+  // Lower bound on the peak of any finite-cost solution within the usage limit (each node at its smallest
+  // strategy that is allowed under the limit); when it exceeds the limit the problem is proven infeasible,
+  // and `solution` is then the minimum-usage solution with the limit lifted: its `peak_usage` bounds every
+  // finite-cost solution's peak from below, and is reached by one when its `cost` is finite.
   int64_t min_peak_usage = 0;
   double time_to_first_feasible = -1;  // seconds; -1 if none found
   double time_to_best = 0;

@@ -73,6 +73,50 @@ def test_unsatisfiable_limit_reports_minimum_peak() -> None:
     assert "70" in sol.message
 
 
+def test_a_limit_far_too_low_reports_the_smallest_peak_a_solution_can_have() -> None:
+    """Under a limit below every strategy the limit's own cut leaves no strategy anywhere; the report must
+    still be the smallest peak of a finite-cost solution (node 0's smallest strategy, 5, is forbidden:
+    50 + 40 = 90), which the limit raised to it then reaches, not a figure that counts the forbidden 5."""
+
+    def problem(limit: int) -> StrategyProblem:
+        return StrategyProblem.from_arrays(
+            [[0, 5], [2, 8]],
+            [[INFINITE_COST, 1.0], [1.0, 3.0]],
+            [[5, 50], [40, 45]],
+            [],
+            [],
+            usage_limit=limit,
+        )
+
+    for limit in (1, 89):
+        sol = solve(problem(limit), time_limit=2.0)
+        assert (sol.status, sol.peak_memory) == ("infeasible", 90), (limit, sol)
+        assert "the smallest achievable peak usage is 90" in sol.message
+    fits = solve(problem(90), time_limit=2.0)
+    assert (fits.status, fits.peak_memory, fits.strategies.tolist()) == ("optimal", 90, [1, 0])
+
+
+def test_an_unreachable_smallest_peak_is_reported_as_a_lower_bound() -> None:
+    """The two smallest strategies (10 each) are a forbidden pair, so no solution peaks at 20: the report
+    says "or more" (the smallest reachable peak is 40)."""
+
+    def problem(limit: int) -> StrategyProblem:
+        return StrategyProblem.from_arrays(
+            [[0, 5], [2, 8]],
+            [[1.0, 2.0], [1.0, 2.0]],
+            [[10, 30], [10, 30]],
+            [[0, 1]],
+            [[INFINITE_COST, 0.0, 0.0, 0.0]],
+            usage_limit=limit,
+        )
+
+    sol = solve(problem(5), time_limit=2.0)
+    assert (sol.status, sol.peak_memory) == ("infeasible", 20)
+    assert "every finite-cost solution peaks at 20 or more" in sol.message
+    assert solve(problem(39), time_limit=2.0).status == "infeasible"
+    assert solve(problem(40), time_limit=2.0).peak_memory == 40
+
+
 def test_all_forbidden_is_infeasible() -> None:
     p = StrategyProblem.from_arrays(
         [[0, 5], [2, 8]], [[1.0, 2.0], [1.0]], [[1, 1], [1]], [[0, 1]], [[1e18, 1e18]]

@@ -35,7 +35,11 @@ class FastPath:
       solution: strategy per node (feasible when `feasible`; else the least-usage solution found).
       cost: cost of `solution`.
       feasible: `solution` has finite cost and fits the usage limit.
-      min_peak_usage: the smallest peak usage found (the evidence of infeasibility).
+      peak_usage: peak usage of `solution`.
+      min_peak_usage: a lower bound on the peak of every finite-cost solution within the usage limit (the
+        evidence of infeasibility when above it; `solution` is then the least-usage solution with the limit
+        lifted, its `peak_usage` the smallest peak any finite-cost solution can have when `cost` is finite,
+        a lower bound on it otherwise).
       time_to_first_feasible: seconds from the run's clock start, negative when none was found.
       time_to_best: seconds from the run's clock start until `solution` was found.
       rounds: perturbation rounds done.
@@ -44,6 +48,7 @@ class FastPath:
     solution: np.ndarray
     cost: float
     feasible: bool
+    peak_usage: int
     min_peak_usage: int
     time_to_first_feasible: float
     time_to_best: float
@@ -58,6 +63,7 @@ class FastPath:
             h.solution,
             h.cost,
             h.feasible,
+            h.peak_usage,
             h.min_peak_usage,
             h.time_to_first_feasible,
             h.time_to_best,

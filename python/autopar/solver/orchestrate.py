@@ -25,7 +25,7 @@ from autopar import _core
 from autopar.solver import cfn_pricing, exact, fast_path, lns, memory_free, pricing, restricted
 from autopar.solver.cfn import PricedCfn
 from autopar.solver.fast_path import FastPath
-from autopar.solver.problem import StrategyProblem
+from autopar.solver.problem import INFINITE_COST, StrategyProblem
 from autopar.solver.solution import Solution, proven_optimal
 from autopar.solver.state import Incumbent
 
@@ -48,6 +48,27 @@ HAND_OVER_FLOOR = False
 # 1.3x their charge, and its final search, the one phase that gets past its priced plan, got 4 s of its
 # 13.7 s of work (`benchmarks/phase_walls.py --problems D`). docs/solver.md, "The clock shared as the work".
 PHASE_CLOCK_SHARE = True
+
+
+def _infeasible(h: FastPath, limit: int | None) -> tuple[int, str]:
+    """(the peak to report, the message) for a problem the fast path proved infeasible: the smallest peak
+    any finite-cost solution can have (`h` holds the least-usage solution with the limit lifted), exactly
+    when that solution's cost is finite, as a lower bound otherwise; what the user must raise the limit to.
+    """
+    lowest = int(h.peak_usage)
+    over = f"above the usage limit {limit}"
+    if limit is not None and lowest > limit:
+        if h.cost < INFINITE_COST:
+            return lowest, f"infeasible: the smallest achievable peak usage is {lowest}, {over}"
+        return lowest, f"infeasible: every finite-cost solution peaks at {lowest} or more, {over}"
+    if limit is not None and h.min_peak_usage > limit:
+        # Only strategies over the limit make the lower peaks possible: forbidden pairs rule out the rest.
+        bound = int(h.min_peak_usage)
+        return bound, (
+            f"infeasible: within the usage limit {limit}, forbidden strategy pairs leave no solution "
+            f"that peaks below {bound}"
+        )
+    return lowest, "infeasible: every strategy of some node is forbidden or over the usage limit"
 
 
 def solve(
@@ -96,12 +117,7 @@ def solve(
     best, first = h.solution, h.time_to_first_feasible
     limit = core.usage_limit
     if not h.feasible and (presolve_infeasible or (limit is not None and h.min_peak_usage > limit)):
-        peak = int(h.min_peak_usage)
-        msg = (
-            f"infeasible: the smallest strategies peak at {peak}, above the usage limit {limit}"
-            if limit is not None and peak > limit
-            else "infeasible: every strategy of some node is forbidden or over the usage limit"
-        )
+        peak, msg = _infeasible(h, limit)
         elapsed = time.perf_counter() - start
         return Solution(best, float(h.cost), peak, None, "infeasible", None, elapsed, msg)
     lower_bound, optimal, msg = None, False, "fast path (greedy + local search)"
