@@ -1,5 +1,5 @@
-"""Code nobody here wrote: HF transformers' Flax GPT-2, BERT (also with its gradient checkpointing), ViT,
-ResNet, RegNet and a classifier on CLIP's pooled text (random init from tiny configs; nothing
+"""Code nobody here wrote: HF transformers' Flax GPT-2, Llama, BERT (also with its gradient checkpointing),
+ALBERT, ViT, ResNet, RegNet and a classifier on CLIP's pooled text (random init from tiny configs; nothing
 downloads), trained through `autopar.parallelize` on 1-, 2- and 3-axis meshes of 8 devices. Each step's
 loss and the trained parameters equal `jax.jit`'s, and the collectives XLA compiled carry the bytes the
 plan priced, per kind (XLA merges the gradient all-reduces, so counts differ; bytes do not).
@@ -47,6 +47,30 @@ def _gpt2():
         return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
 
     return model.params, loss, lambda rng: rng.integers(0, VOCAB, (BATCH, SEQ + 1)).astype(np.int32)
+
+
+def _llama():
+    # Grouped-query attention (2 key/value heads for 4 query heads) and rotary position embeddings.
+    config = transformers.LlamaConfig(**TINY_ENCODER, num_key_value_heads=2)
+    model = transformers.FlaxLlamaForCausalLM(config, seed=0)
+
+    def loss(params, tokens):
+        logits = model(tokens[:, :-1], params=params).logits
+        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+
+    return model.params, loss, lambda rng: rng.integers(0, VOCAB, (BATCH, SEQ + 1)).astype(np.int32)
+
+
+def _albert():
+    # One layer's weights shared by every layer, and a factorised embedding (32 wide, projected to 64).
+    config = transformers.AlbertConfig(**TINY_ENCODER, embedding_size=32)
+    model = transformers.FlaxAlbertForMaskedLM(config, seed=0)
+
+    def loss(params, tokens):
+        logits = model(tokens, params=params).logits
+        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens).mean()
+
+    return model.params, loss, lambda rng: rng.integers(0, VOCAB, (BATCH, SEQ)).astype(np.int32)
 
 
 def _bert(remat: bool = False):
@@ -144,7 +168,9 @@ def _clip_text():
 
 
 MODELS = {
+    "albert": _albert,
     "clip-text": _clip_text,
+    "llama": _llama,
     "gpt2": _gpt2,
     "bert": _bert,
     "bert-remat": lambda: _bert(remat=True),
