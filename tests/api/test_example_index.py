@@ -48,6 +48,68 @@ def test_dropout_trains_pipelined_as_under_jax_jit(data, executor):
     assert any(t.path == "index of each example in the batch" for t in plan.tensors)
 
 
+@pytest.mark.parametrize("remat", [False, True], ids=["saved", "rematerialised"])
+def test_dropout_in_scanned_layers_trains_pipelined_as_under_jax_jit(data, remat):
+    """Bits drawn inside a loop over layers (jax.lax.scan), whose carry the parameters compute: the body
+    reads the example indices from the step's arguments. Rematerialised, the backward loop draws the same
+    bits again, from the same indices."""
+    _, batch = data
+    params = {"w1": normal((16, 16)) * 0.3, "w2": normal((16, 8)) * 0.3}
+
+    def loss(p, x, y, key):
+        def layer(h, k):
+            keep = jax.random.bernoulli(k, 0.9, h.shape)
+            return jnp.where(keep, jnp.tanh(h @ p["w1"]) / 0.9, 0.0), None
+
+        h, _ = jax.lax.scan(jax.checkpoint(layer) if remat else layer, x, jax.random.split(key, 3))
+        return jnp.mean((h @ p["w2"] - y) ** 2)
+
+    def step(params, batch):
+        (x, y), key = batch, jax.random.fold_in(jax.random.key(5), 1)
+        value, grads = jax.value_and_grad(loss)(params, x, y, key)
+        return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), value
+
+    ours = autopar.parallelize(step, method=autopar.PipeshardParallel(**TWO_STAGES))
+    assert_trains_like_jit(ours, step, params, batch, steps=2)
+
+
+def test_flax_nn_scan_layers_with_dropout_pipeline_as_under_jax_jit(data):
+    """flax linen's `nn.scan` over a residual block with `nn.Dropout`, its dropout keys split per layer
+    (`split_rngs`), as scanned transformers are written: each layer's mask is drawn inside the loop."""
+    nn = pytest.importorskip("flax.linen")
+
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, x, _):
+            h = nn.Dropout(0.1, deterministic=False)(nn.gelu(nn.Dense(32)(nn.LayerNorm()(x))))
+            return x + nn.Dense(16)(h), None
+
+    class Model(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            scan = nn.scan(
+                Block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True}, length=3
+            )
+            x, _ = scan()(x, None)
+            return nn.Dense(8)(x)
+
+    model = Model()
+    _, (x, y) = data
+    params = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x)
+
+    def step(params, batch):
+        (x, y), key = batch, jax.random.fold_in(jax.random.key(7), 2)
+
+        def loss(p):
+            return jnp.mean((model.apply(p, x, rngs={"dropout": key}) - y) ** 2)
+
+        value, grads = jax.value_and_grad(loss)(params)
+        return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), value
+
+    ours = autopar.parallelize(step, method=autopar.PipeshardParallel(**TWO_STAGES))
+    assert_trains_like_jit(ours, step, params, (x, y), steps=2)
+
+
 def test_a_diffusion_step_with_random_timesteps_and_noise_pipelines(data):
     """A denoising objective: per example a random timestep (`randint` of shape (B,)) and Gaussian noise
     over the whole input, from keys split off one step key."""

@@ -376,13 +376,13 @@ def test_a_count_of_examples_kept_in_the_state_is_refused_without_false_remedies
     assert "output_combine" not in str(info.value) and "approximate_combine" not in str(info.value)
 
 
-def test_bits_drawn_in_a_loop_are_refused_at_the_line_that_draws_them(data):
+def test_bits_drawn_time_major_in_a_loop_are_refused_at_the_line_that_draws_them(data):
     """Random bits are drawn from each element's index in the array. Along a leading batch dim the
-    runtime hands each micro-batch its examples' indices in the whole batch (ir/example_index.py), and
-    bits drawn from the key alone otherwise are taken from the whole batch (ir/whole_batch.py: dropout
-    runs exactly, tests/api/test_example_index.py). Drawn inside a loop over layers, whose carry the
-    parameters compute, they are neither: refused, and the message names the line that draws them (the
-    output it reaches, the loss, is far from it)."""
+    runtime hands each micro-batch its examples' indices in the whole batch, in loops too
+    (ir/example_index.py, tests/api/test_example_index.py), and bits drawn time-major from the key alone
+    are taken from the whole batch (ir/whole_batch.py). Drawn time-major inside a loop over layers, whose
+    carry the parameters compute, they are neither: refused, and the message names the line that draws
+    them (the output it reaches, the loss, is far from it)."""
     params, batch = data
 
     def dropout_step(params, batch, key):
@@ -391,7 +391,7 @@ def test_bits_drawn_in_a_loop_are_refused_at_the_line_that_draws_them(data):
         def loss(p):
             def layer(h, k):
                 h = jnp.tanh(h @ p[0])
-                keep = jax.random.bernoulli(k, 0.9, h.shape)  # the line the message names
+                keep = jax.random.bernoulli(k, 0.9, h.T.shape).T  # the line the message names
                 return jnp.where(keep, h / 0.9, 0.0), None
 
             h, _ = jax.lax.scan(layer, x, jax.random.split(key, 2))

@@ -56,6 +56,31 @@ def test_dropouts_counter_along_the_batch_reads_the_example_index_and_the_step_i
     assert [i for i in iotas if "dim = 1" in i and "ui64" in i]  # the one along the features stays
 
 
+def test_a_counter_inside_a_loop_reads_the_example_index_from_main():
+    """Dropout in layers scanned over: the counter sits in the loop's body, which reads @main's new
+    argument by implicit capture (no iota over the batch is left anywhere), and the step is a mean."""
+
+    def scanned(w, x, key):
+        def layer(h, k):
+            keep = jax.random.bernoulli(k, 0.9, h.shape)
+            return jnp.where(keep, jnp.tanh(h @ w) / 0.9, 0.0), None
+
+        h, _ = jax.lax.scan(layer, x, jax.random.split(jax.random.wrap_key_data(key), 2))
+        return jnp.mean(h**2)
+
+    position, labels, module = indexed(jax.value_and_grad(scanned))
+    assert position == 3 and labels == ["mean", "mean"]
+    main = micro_batch.main_function(module)
+    ops = example_index.nested_ops(main.regions[0].blocks[0])
+    index = main.regions[0].blocks[0].arguments[position]
+    readers = [op for op in ops if any(v == index for v in op.operands)]
+    assert readers and all(op.parent.name == "stablehlo.while" for op in readers)  # read inside the loop
+    counters = [
+        op for op in ops if op.name == "stablehlo.iota" and f"dim = 0 : tensor<{M}x8xui64>" in str(op)
+    ]
+    assert not counters  # the counter along the batch is gone (the keys' split keeps its own iota)
+
+
 @pytest.mark.parametrize(
     "shape_of, flip",
     [

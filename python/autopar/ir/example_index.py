@@ -11,10 +11,13 @@ read from a new batch argument (`autopar.path` "index of each example in the bat
 fills with `arange(B * m)` (runtime/statistics.py) and cuts into micro-batches like any batch argument.
 Micro-batch k then counts k*m, ..., k*m + m - 1 and draws exactly the bits the whole batch draws for its
 examples. Only counters are replaced: a uint64 iota (jnp's own indices are int32, and stay refused or
-are read by ir/micro_batch_indices.py) at the top level of @main, along the one batch dim of its shape,
-m long, with only unit dims before it (the strides of the dims after it do not involve the batch size),
-read only by the stride multiplications. Bits drawn time-major ([T, B, ...]) are taken from the whole
-batch instead (ir/whole_batch.py); bits drawn inside a loop stay refused.
+are read by ir/micro_batch_indices.py) along the one batch dim of its shape, m long, with only unit dims
+before it (the strides of the dims after it do not involve the batch size), read only by the stride
+multiplications. Counters inside loops are replaced too (dropout in layers scanned with `nn.scan` draws
+its bits in the loop's body): the body reads the new argument from @main by implicit capture, as
+`stablehlo.case` branches read values in every program JAX lowers (XLA passes such values into the loop,
+and autopar's stage slicing counts what regions read). Bits drawn time-major ([T, B, ...]) are taken from
+the whole batch instead (ir/whole_batch.py).
 
     before: %8 = stablehlo.iota dim = 0 : tensor<4x3xui64>
     after:  %8 = stablehlo.convert %arg2 : (tensor<4xui32>) -> tensor<4xui64>
@@ -37,7 +40,7 @@ PATH = "index of each example in the batch"
 @dataclasses.dataclass(frozen=True)
 class Indexing:
     """Where index_examples replaced counters: the new argument's position, and each counter's position
-    among @main's ops before the replacement with the batch dim it counted."""
+    among @main's ops (`nested_ops` order, before the replacement) with the batch dim it counted."""
 
     argument: int
     counters: tuple[tuple[int, int], ...]
@@ -48,7 +51,7 @@ def index_examples(small: ir.Module, large: ir.Module, micro_batch_size: int) ->
     examples per micro-batch, both inlined) in place; returns where, or None when there was none."""
     mains = [main_function(m) for m in (small, large)]
     blocks = [main.regions[0].blocks[0] for main in mains]
-    small_ops, large_ops = ([op.operation for op in b.operations] for b in blocks)
+    small_ops, large_ops = (nested_ops(b) for b in blocks)
     if len(small_ops) != len(large_ops):
         return None  # the lowerings do not pair up: ir/micro_batch.py says so
     pairs = enumerate(zip(small_ops, large_ops, strict=True))
@@ -66,8 +69,7 @@ def apply(module: ir.Module, indexing: Indexing, size: int) -> bool:
     reading a new batch argument of `size` example indices; False, with nothing changed, when `module`'s
     ops at those places are not iotas (it does not pair up with the step `indexing` was found in)."""
     main = main_function(module)
-    block = main.regions[0].blocks[0]
-    ops = [op.operation for op in block.operations]
+    ops = nested_ops(main.regions[0].blocks[0])
     if any(p >= len(ops) or ops[p].name != "stablehlo.iota" for p, _ in indexing.counters):
         return False
     with main.context, ir.Location.unknown():  # a type's verifier asks for one
@@ -76,6 +78,17 @@ def apply(module: ir.Module, indexing: Indexing, size: int) -> bool:
     for position, dim in indexing.counters:
         _replace(ops[position], index, dim)
     return True
+
+
+def nested_ops(block: ir.Block) -> list[ir.Operation]:
+    """The ops of `block` and of every region nested in them, each op before the ops of its regions."""
+    out = []
+    for op in block.operations:
+        out.append(op.operation)
+        for region in op.operation.regions:
+            for inner in region.blocks:
+                out += nested_ops(inner)
+    return out
 
 
 def _counter_dim(a: ir.Operation, b: ir.Operation, m: int) -> int | None:
