@@ -64,6 +64,33 @@ def wide_problem(
     )
 
 
+def varied_problem(rng: np.random.Generator, n: int) -> StrategyProblem:
+    """A small problem of a randomly drawn shape: 1 to 8 strategies per node, forbidden costs (none, few or
+    many), follow chains (identity tables of forbidden costs between neighbours of equal size), a usage
+    limit from far too low to loose, or none, and zero usages."""
+    strategies = int(rng.choice([1, 3, 8]))
+    forbid = float(rng.choice([0.0, 0.05, 0.3]))
+    chain = bool(rng.random() < 0.4)
+    starts = rng.integers(0, max(2, n // 2), n)
+    intervals = np.stack([starts, starts + rng.integers(0, 10, n)], axis=1)
+    sizes = rng.integers(1, strategies + 1, n)
+    costs = [np.where(rng.random(k) < forbid, 1e18, rng.integers(0, 1000, k).astype(float)) for k in sizes]
+    usages = [rng.integers(0, 50, k) for k in sizes]
+    edges = {(min(i, j), max(i, j)) for i in range(n) for j in rng.integers(0, n, rng.poisson(1.5)) if j != i}
+    follows = {(i, i + 1) for i in range(n - 1) if chain and sizes[i] == sizes[i + 1] and rng.random() < 0.5}
+    edge_costs = []
+    for i, j in sorted(edges | follows):
+        table = rng.integers(0, 300, sizes[i] * sizes[j]).astype(float)
+        if (i, j) in follows:  # strategy k must meet strategy k
+            table = np.full(sizes[i] * sizes[j], 1e18)
+            table[:: sizes[j] + 1] = 0.0
+        edge_costs.append(np.where(rng.random(table.size) < forbid, 1e18, table))
+    max_peak = sum(int(u.max()) for u in usages)
+    limit = None if rng.random() < 0.15 else int(rng.uniform(0.05, 0.9) * max_peak)
+    edge_array = np.array(sorted(edges | follows), dtype=np.int64).reshape(-1, 2)
+    return StrategyProblem.from_arrays(intervals, costs, usages, edge_array, edge_costs, usage_limit=limit)
+
+
 def brute_force(p: StrategyProblem) -> float | None:
     best = None
     for sol in itertools.product(*[range(p.num_strategies(i)) for i in range(p.num_nodes)]):
