@@ -38,52 +38,48 @@ TINY_ENCODER = dict(
 )
 
 
-def _gpt2():
-    config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=SEQ)
-    model = transformers.FlaxGPT2LMHeadModel(config, seed=0)
+def _causal_lm(model):
+    """(params, next-token loss, token batches) of an HF Flax causal language model."""
 
     def loss(params, tokens):
         logits = model(tokens[:, :-1], params=params).logits
         return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
 
     return model.params, loss, lambda rng: rng.integers(0, VOCAB, (BATCH, SEQ + 1)).astype(np.int32)
+
+
+def _masked_lm(model):
+    """(params, loss predicting every token, token batches) of an HF Flax masked language model."""
+
+    def loss(params, tokens):
+        logits = model(tokens, params=params).logits
+        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens).mean()
+
+    return model.params, loss, lambda rng: rng.integers(0, VOCAB, (BATCH, SEQ)).astype(np.int32)
+
+
+def _gpt2():
+    config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=SEQ)
+    return _causal_lm(transformers.FlaxGPT2LMHeadModel(config, seed=0))
 
 
 def _llama():
     # Grouped-query attention (2 key/value heads for 4 query heads) and rotary position embeddings.
     config = transformers.LlamaConfig(**TINY_ENCODER, num_key_value_heads=2)
-    model = transformers.FlaxLlamaForCausalLM(config, seed=0)
-
-    def loss(params, tokens):
-        logits = model(tokens[:, :-1], params=params).logits
-        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
-
-    return model.params, loss, lambda rng: rng.integers(0, VOCAB, (BATCH, SEQ + 1)).astype(np.int32)
+    return _causal_lm(transformers.FlaxLlamaForCausalLM(config, seed=0))
 
 
 def _albert():
     # One layer's weights shared by every layer, and a factorised embedding (32 wide, projected to 64).
     config = transformers.AlbertConfig(**TINY_ENCODER, embedding_size=32)
-    model = transformers.FlaxAlbertForMaskedLM(config, seed=0)
-
-    def loss(params, tokens):
-        logits = model(tokens, params=params).logits
-        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens).mean()
-
-    return model.params, loss, lambda rng: rng.integers(0, VOCAB, (BATCH, SEQ)).astype(np.int32)
+    return _masked_lm(transformers.FlaxAlbertForMaskedLM(config, seed=0))
 
 
 def _bert(remat: bool = False):
-    config = transformers.BertConfig(**TINY_ENCODER)
-    model = transformers.FlaxBertForMaskedLM(config, seed=0)
+    model = transformers.FlaxBertForMaskedLM(transformers.BertConfig(**TINY_ENCODER), seed=0)
     if remat:  # transformers' own gradient checkpointing: flax's remat on every layer
         model.enable_gradient_checkpointing()
-
-    def loss(params, tokens):
-        logits = model(tokens, params=params).logits
-        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens).mean()
-
-    return model.params, loss, lambda rng: rng.integers(0, VOCAB, (BATCH, SEQ)).astype(np.int32)
+    return _masked_lm(model)
 
 
 def _vit():
