@@ -27,7 +27,7 @@ from numeric import assert_priced_bytes_compiled
 transformers = pytest.importorskip("transformers")
 
 BATCH, SEQ, VOCAB, IMAGE = 8, 32, 512, 16
-# BERT's and CLIP's text encoder, tiny: their configs take the same names.
+# A tiny text model: BERT's, CLIP's, Llama's and ALBERT's configs take these names.
 TINY_ENCODER = dict(
     vocab_size=VOCAB,
     hidden_size=64,

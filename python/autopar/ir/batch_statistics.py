@@ -37,7 +37,7 @@ from jaxlib.mlir.dialects import func
 
 from autopar.errors import format_location
 from autopar.ir import attrs, micro_batch
-from autopar.ir.cloning import defining_op
+from autopar.ir.cloning import defining_op, outer_operands
 from autopar.ir.io import parse_bytes
 
 # Rounds of hoisting: each finds the statistics of the last round's (a variance about a hoisted mean).
@@ -106,28 +106,18 @@ def input_values(main: ir.Operation, statistics: set[int]) -> set[ir.Value]:
 
 def _closed(op: ir.Operation) -> bool:
     """Whether every op inside `op`'s regions reads only values defined inside `op`, and has no effect."""
-    inside: set[ir.Value] = set()
-    closed = True
+    if len(outer_operands(op)) > len(op.operands):  # a region reads an outer value
+        return False
+    effects = []
 
     def visit(nested: ir.Operation) -> ir.WalkResult:
-        nonlocal closed
-        nested = nested.operation
-        if nested == op:
-            return ir.WalkResult.ADVANCE
-        if nested.name in _EFFECTS or any(v not in inside for v in nested.operands):
-            closed = False
+        if nested.operation.name in _EFFECTS:
+            effects.append(nested)
             return ir.WalkResult.INTERRUPT
-        inside.update(nested.results)
-        for region in nested.regions:
-            for block in region.blocks:
-                inside.update(block.arguments)
         return ir.WalkResult.ADVANCE
 
-    for region in op.regions:
-        for block in region.blocks:
-            inside.update(block.arguments)
     op.walk(visit, ir.WalkOrder.PRE_ORDER)
-    return closed
+    return not effects
 
 
 def _statistics(

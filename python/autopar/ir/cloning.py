@@ -36,3 +36,30 @@ def defining_op(value: ir.Value) -> ir.Operation | None:
     if isinstance(owner, ir.OpView):
         return owner.operation
     return owner if isinstance(owner, ir.Operation) else None
+
+
+def outer_operands(op: ir.Operation) -> list[ir.Value]:
+    """Operands of op and of ops nested in it that are defined outside op (values a region reads by implicit
+    capture included)."""
+    values = list(op.operands)
+    if op.regions:
+        inside: set = set()
+
+        def collect(inner: ir.Operation) -> ir.WalkResult:
+            for r in inner.results:
+                inside.add(r)
+            for region in inner.regions:
+                for b in region.blocks:
+                    for a in b.arguments:
+                        inside.add(a)
+            return ir.WalkResult.ADVANCE
+
+        op.walk(collect, walk_order=ir.WalkOrder.PRE_ORDER)
+
+        def visit(inner: ir.Operation) -> ir.WalkResult:
+            if inner != op:
+                values.extend(v for v in inner.operands if v not in inside)
+            return ir.WalkResult.ADVANCE
+
+        op.walk(visit, walk_order=ir.WalkOrder.PRE_ORDER)
+    return values

@@ -16,7 +16,7 @@ from jaxlib.mlir.dialects import func
 
 from autopar.errors import PassError
 from autopar.ir import attrs
-from autopar.ir.cloning import clone_ops
+from autopar.ir.cloning import clone_ops, outer_operands
 from autopar.passes.inter_op.graph import Graph
 from autopar.passes.inter_op.layers import replicable_apply_ops
 
@@ -117,7 +117,7 @@ def _interface(
     inputs: list[ir.Value] = []
     seen: set = set()
     for i in sorted(members | copied):
-        for v in _outer_operands(graph.nodes[i].op):
+        for v in outer_operands(graph.nodes[i].op):
             if v in seen:
                 continue
             source = v.owner if isinstance(v, ir.OpResult) else None
@@ -151,32 +151,6 @@ def _user_outside(graph: Graph, use: ir.OpOperand, members: set[int]) -> bool:
 
 def _index_of(graph: Graph, op: ir.Operation) -> int:
     return graph.index[op.operation if hasattr(op, "operation") else op]
-
-
-def _outer_operands(op: ir.Operation) -> list[ir.Value]:
-    """Operands of op and of ops nested in it that are defined outside op."""
-    values = list(op.operands)
-    if op.regions:
-        inside: set = set()
-
-        def collect(inner: ir.Operation) -> ir.WalkResult:
-            for r in inner.results:
-                inside.add(r)
-            for region in inner.regions:
-                for b in region.blocks:
-                    for a in b.arguments:
-                        inside.add(a)
-            return ir.WalkResult.ADVANCE
-
-        op.walk(collect, walk_order=ir.WalkOrder.PRE_ORDER)
-
-        def visit(inner: ir.Operation) -> ir.WalkResult:
-            if inner != op:
-                values.extend(v for v in inner.operands if v not in inside)
-            return ir.WalkResult.ADVANCE
-
-        op.walk(visit, walk_order=ir.WalkOrder.PRE_ORDER)
-    return values
 
 
 def _clone_closure(graph: Graph, group: Group, clonable: list[bool]) -> list[int]:
