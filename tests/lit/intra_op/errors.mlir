@@ -1,5 +1,6 @@
 // RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=8 memory-budget=10})' -o %t.out 2>&1 | filecheck %s --check-prefix=BUDGET
 // RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=8 zero-stage=3 allow-all-gather=false})' -o %t.out 2>&1 | filecheck %s --check-prefix=INFEASIBLE
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=8 allow-all-gather=false memory-budget=340000})' -o %t.out 2>&1 | filecheck %s --check-prefix=OPTBUDGET
 // RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=2x0})' -o %t.out 2>&1 | filecheck %s --check-prefix=MESH
 // RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=2x2x2x2})' -o %t.out 2>&1 | filecheck %s --check-prefix=MESH4
 // RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=2x4 axis-names=a})' -o %t.out 2>&1 | filecheck %s --check-prefix=NAMES
@@ -11,7 +12,8 @@
 // RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op,autopar-intra-op)' -o %t.out 2>&1 | filecheck %s --check-prefix=TWICE
 
 // BUDGET: error: pass 'autopar-intra-op' failed: memory-budget=10 bytes per device is below the 335872 bytes per device that every plan needs on mesh 8; raise the budget or use a bigger mesh
-// INFEASIBLE: error: pass 'autopar-intra-op' failed: no sharding plan satisfies the options
+// INFEASIBLE: error: pass 'autopar-intra-op' failed: no sharding plan satisfies the options (allow-all-gather=false, zero-stage=3): stablehlo.dot_general at {{.*}}errors.mlir:29:8 cannot meet any layout they allow for argument 1 without a reshard they forbid; relax them
+// OPTBUDGET: error: pass 'autopar-intra-op' failed: no sharding plan satisfies the options (allow-all-gather=false) within memory-budget=340000 bytes per device: no plan that avoids the reshards they forbid fits it (the layouts they allow need 335872 bytes per device or more); raise memory-budget or relax them
 // MESH: autopar-opt: error: pass 'autopar-intra-op': mesh '2x0' must have 1 to 3 axes of size >= 1 (like 8, 2x4 or 2x2x2)
 // MESH-NOT: reproduce
 // MESH4: mesh '2x2x2x2' must have 1 to 3 axes

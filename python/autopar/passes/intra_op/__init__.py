@@ -23,7 +23,7 @@ from autopar.errors import PassError
 from autopar.ir.shapes import check_static_shapes
 from autopar.ir.stages import find_function
 from autopar.passes.intra_op import config as config_lib
-from autopar.passes.intra_op import emit, graph, problem, solve
+from autopar.passes.intra_op import conflicts, emit, graph, problem, solve
 from autopar.passes.registry import Option, register_pass
 from autopar.solver import StrategyProblem
 
@@ -256,11 +256,7 @@ def _solve_or_explain(g: graph.Graph, prob: problem.Problem, config: config_lib.
             "no sharding plan found within the time limit (none was proven impossible); raise time-limit"
         )
     if not solution.feasible:
-        hint = " or raise memory-budget" if budget else ""
-        raise PassError(
-            "no sharding plan satisfies the options (allow-all-gather=false, forced data "
-            f"parallelism or ZeRO constraints); relax them{hint}"
-        )
+        raise PassError(conflicts.explain(g, prob, config))
     return solution
 
 

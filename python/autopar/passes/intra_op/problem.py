@@ -60,10 +60,10 @@ class Problem:
 
     def min_peak_memory(self) -> int:
         """Peak over program points of the smallest memory every live node can have: no plan does better."""
-        return _peak(self.intervals, np.array([u.min() for u in self.node_usages], dtype=np.int64))
+        return peak(self.intervals, np.array([u.min() for u in self.node_usages], dtype=np.int64))
 
     def peak_memory(self, chosen: list[int]) -> int:
-        return _peak(
+        return peak(
             self.intervals,
             np.array([u[s] for u, s in zip(self.node_usages, chosen, strict=True)], dtype=np.int64),
         )
@@ -75,7 +75,7 @@ class Problem:
         return total
 
 
-def _peak(intervals: np.ndarray, usage: np.ndarray) -> int:
+def peak(intervals: np.ndarray, usage: np.ndarray) -> int:
     if len(usage) == 0:
         return 0
     end = int(intervals[:, 1].max()) + 2
@@ -193,17 +193,17 @@ def _node_strategies(
     if node.rule is None or node.kind == "stablehlo.constant":
         if node.kind == "stablehlo.while":
             remarks.append(
-                f"stablehlo.while at {_where(node)}: the loop runs whole on every device (autopar-unroll-"
+                f"stablehlo.while at {where(node)}: the loop runs whole on every device (autopar-unroll-"
                 "loops writes out only loops of a known trip count within its max-unrolled-ops; "
                 "AutoShardingOption(max_unrolled_ops=...) raises it)"
             )
         elif node.kind == "stablehlo.case":
             remarks.append(
-                f"stablehlo.case at {_where(node)}: the conditional runs whole on every device (autopar-"
+                f"stablehlo.case at {where(node)}: the conditional runs whole on every device (autopar-"
                 "flatten-conditionals runs only light, pure branches side by side)"
             )
         elif node.rule is None and node.kind not in MADE_ON_EVERY_DEVICE and any(node.result_shapes):
-            remarks.append(f"{node.kind} at {_where(node)} has no Shardy sharding rule: kept replicated")
+            remarks.append(f"{node.kind} at {where(node)} has no Shardy sharding rule: kept replicated")
         facts = _facts(node)
         time = strat.op_time(facts, mesh) if facts.rule is not None else _unruled_time(node, config)
         time += _region_time(node, config)
@@ -212,7 +212,7 @@ def _node_strategies(
         )
     facts = _facts(node)
     if facts.grouped_features:
-        remarks.append(convolutions.grouped_features_remark(node, _where(node)))
+        remarks.append(convolutions.grouped_features_remark(node, where(node)))
         return strat.replicated_strategy(
             len(node.operands),
             tuple(node.result_shapes),
@@ -269,7 +269,7 @@ def _remark_again(
 ) -> None:
     """The remark a node whose strategies were shared with an earlier one made, for this node's location."""
     if convolutions.grouped_features(node):
-        remarks.append(convolutions.grouped_features_remark(node, _where(node)))
+        remarks.append(convolutions.grouped_features_remark(node, where(node)))
     elif factors is not None:
         _constrain_batch(node, s, factors, config, remarks)
 
@@ -286,7 +286,7 @@ def _region_time(node: Node, config: PlanConfig) -> float:
     return config.mesh.device.op_time(node.region_flops, 0.0) if node.region_flops else 0.0
 
 
-def _where(node: Node) -> str:
+def where(node: Node) -> str:
     from autopar.errors import format_location
 
     return format_location(node.location) or "unknown location"
@@ -319,7 +319,7 @@ def _constrain_batch(
         keep &= np.isin(s.assignment[:, axis], list(factors))
     if not keep.any():
         remarks.append(
-            f"{node.kind} at {_where(node)}: its batch dim cannot be split over mesh axes "
+            f"{node.kind} at {where(node)}: its batch dim cannot be split over mesh axes "
             f"{list(axes)}; left to the solver"
         )
         return s
@@ -330,7 +330,7 @@ def _constrain_argument(graph: Graph, v: int, s: strat.Strategies, config: PlanC
     node = graph.nodes[v]
     layouts = s.result_layouts[0]
     keep = np.ones(s.size, dtype=bool)
-    where = f"{node.path or f'argument {v}'} ({'x'.join(map(str, node.result_shapes[0])) or 'scalar'})"
+    named = f"{node.path or f'argument {v}'} ({'x'.join(map(str, node.result_shapes[0])) or 'scalar'})"
     if node.is_batch:
         for axis in _required_batch_axes(config):
             keep &= layouts[:, axis] == 0
@@ -338,7 +338,7 @@ def _constrain_argument(graph: Graph, v: int, s: strat.Strategies, config: PlanC
             total = int(np.prod([config.mesh.shape[a] for a in _required_batch_axes(config)]))
             dim0 = node.result_shapes[0][0] if node.result_shapes[0] else 1
             raise PassError(
-                f"{where}: batch dim 0 of size {dim0} does not divide over the {total} devices "
+                f"{named}: batch dim 0 of size {dim0} does not divide over the {total} devices "
                 f"{_batch_forced_by(config)} splits it over; use a batch size that is a multiple of {total}"
             )
     if node.is_parameter:
@@ -346,11 +346,11 @@ def _constrain_argument(graph: Graph, v: int, s: strat.Strategies, config: PlanC
         if want is not None and (keep & want).any():  # a tensor too small to split stays replicated
             keep &= want
     if node.kept is not None and config.keep_input_shardings:
-        keep = _kept_layout(node.kept, layouts, config, where)
+        keep = _kept_layout(node.kept, layouts, config, named)
     return s.take(keep) if not keep.all() else s
 
 
-def _kept_layout(kept, layouts: np.ndarray, config: PlanConfig, where: str) -> np.ndarray:
+def _kept_layout(kept, layouts: np.ndarray, config: PlanConfig, named: str) -> np.ndarray:
     """The strategies whose layout is the argument's kept sharding (--input-shardings=keep): the same mesh
     axes (names and sizes) split the same dims; a kept layout never gives way to other filters."""
     mesh = config.mesh
@@ -359,7 +359,7 @@ def _kept_layout(kept, layouts: np.ndarray, config: PlanConfig, where: str) -> n
         given = ", ".join(f"{a}={n}" for a, n in sizes.items())
         planned = ", ".join(f"{a}={n}" for a, n in zip(mesh.axis_names, mesh.shape, strict=True))
         raise PassError(
-            f"{where}: its kept sharding is on a mesh [{given}], not the planned [{planned}]: plan on the "
+            f"{named}: its kept sharding is on a mesh [{given}], not the planned [{planned}]: plan on the "
             "input's mesh or drop its shardings (--input-shardings=drop)"
         )
     want = np.full(len(mesh.axis_names), -1)
@@ -368,7 +368,7 @@ def _kept_layout(kept, layouts: np.ndarray, config: PlanConfig, where: str) -> n
             want[mesh.axis_names.index(axis)] = dim
     keep = (layouts == want[None, :]).all(axis=1)
     if not keep.any():
-        raise PassError(f"{where}: its kept sharding is none of the layouts this planner can give it")
+        raise PassError(f"{named}: its kept sharding is none of the layouts this planner can give it")
     return keep
 
 
