@@ -7,8 +7,9 @@ Each problem is solved as `autopar-solve` does (its contest timeout, the seed; w
 the timeout, the clock cap 8 times it and no phase's wall cap binds, as `benchmarks/iopddl.py --work-only`
 does). One row per phase that ran: when it started, its wall seconds, the seconds of the limit its counted
 work stands for (its share of its budget, at the rate that budget was given at: toulbar2's phases 1M units per
-second, the two searches lns.LNS_WORK_PER_SECOND), and their ratio. A ratio above 1 means the phase took more
-of the clock than its work was worth, and at the contest timeout the phases after it lose that time. For the
+second, the priced search pricing.PRICE_WORK_PER_SECOND, the final one lns.LNS_WORK_PER_SECOND), and their
+ratio. A ratio above 1 means the phase took more of the clock than its work was worth, and at the contest
+timeout the phases after it lose that time. For the
 two searches (the priced one and the final one) it also gives their rounds of HiGHS sub-ILPs and the share of
 their two threads' time that sat idle (1 - the threads' summed HiGHS time / (2 x the rounds' longest)): 0.5
 means one thread did all the work. The seconds are this machine's; run nothing else beside it.

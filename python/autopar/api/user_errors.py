@@ -43,9 +43,16 @@ def in_api_terms(message: str, method: Any) -> str:
         return name if name in fields else match.group(0)
 
     message = re.sub(r"\b[a-z]+(?:-[a-z]+)+\b", rename, message)
+    # ... and their values Python's: `allow_all_gather=false` -> `allow_all_gather=False`.
+    message = re.sub(r"\b([a-z_]+)=(true|false)\b", lambda m: _python_flag(m, fields), message)
     message = message.replace("pass 'autopar-intra-op' failed: ", "").replace(
         "autopar-intra-op", "the planner"
     )
     if method.name in ("DataParallel", "Zero2Parallel", "Zero3Parallel"):  # they set force_data_parallel
         message = message.replace("force_data_parallel", f"{method.name} (force_data_parallel)", 1)
     return f"{method.name}: {message}"
+
+
+def _python_flag(match: re.Match, fields: set[str]) -> str:
+    name, value = match.group(1), match.group(2)
+    return f"{name}={value.capitalize()}" if name in fields else match.group(0)

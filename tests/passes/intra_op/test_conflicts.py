@@ -103,7 +103,7 @@ def test_parallelize_names_the_op_and_the_parameter_the_options_cannot_lay_out()
         step(params, x)
     message = str(raised.value)
     assert message.startswith(
-        "ShardParallel: no sharding plan satisfies the options (allow_all_gather=false, zero_stage=3)"
+        "ShardParallel: no sharding plan satisfies the options (allow_all_gather=False, zero_stage=3)"
     )
     assert "stablehlo.dot_general at " in message and "test_conflicts.py:" in message
     assert "params['w" in message
