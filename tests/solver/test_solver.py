@@ -428,3 +428,44 @@ def test_the_solver_package_never_imports_jax() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_fast_path_the_clock_stops_before_any_feasible_solution_runs_again_with_the_run_s_clock(
+    monkeypatch,
+) -> None:
+    # On a loaded machine C at its smallest peak used up the fast path's 0.3 share of the clock before its
+    # first feasible solution, and the run ended "unknown" with 60 % of its limit unused. The first call is
+    # made to look like that (no rounds done, nothing feasible, its share of the clock spent).
+    from autopar.solver import fast_path
+
+    p = random_problem(np.random.default_rng(3), n=300, tight=0.5)
+    real, limits = fast_path.FastPath.call, []
+
+    def call(core, limit, seed, rounds, initial):
+        limits.append(limit)
+        if len(limits) == 1:
+            return types.SimpleNamespace(feasible=False, rounds=0)
+        return real(core, limit, seed, rounds, initial)
+
+    monkeypatch.setattr(fast_path.FastPath, "call", staticmethod(call))
+    start = time.perf_counter() - 5.0  # 5 s of a 10 s limit gone: the first call's share is 1.5 s of them
+    h, clock_cut = fast_path.run(p._core, 10.0, 0, None, True, False, None, start)
+    assert h.feasible and clock_cut
+    assert len(limits) == 2 and limits[0] == pytest.approx(1.5, abs=0.05)
+    assert limits[1] == pytest.approx(5.0 * fast_path.CLOCK_SHARE_ALONE, abs=0.05)
+    assert p.evaluate(h.solution)[2]
+
+
+def test_a_fast_path_that_finds_a_feasible_solution_in_its_share_runs_once(monkeypatch) -> None:
+    from autopar.solver import fast_path
+
+    p = random_problem(np.random.default_rng(3), n=300, tight=0.5)
+    real, limits = fast_path.FastPath.call, []
+
+    def call(core, limit, seed, rounds, initial):
+        limits.append(limit)
+        return real(core, limit, seed, rounds, initial)
+
+    monkeypatch.setattr(fast_path.FastPath, "call", staticmethod(call))
+    h, _ = fast_path.run(p._core, 10.0, 0, None, True, False, None, time.perf_counter())
+    assert h.feasible and len(limits) == 1
