@@ -235,3 +235,22 @@ def test_a_source_line_names_the_ops_on_that_line_only():
     assert ops_matching(Graph, "/u/model.py:120") == [1]
     assert ops_matching(Graph, "dot_general") == [1]
     assert ops_matching(Graph, "model.py:1") == []
+
+
+def test_an_argument_without_a_pytree_path_is_named_once() -> None:
+    # Raw IR (the CLI, an exported artifact) has no `autopar.path`: the graph names such an argument
+    # `argument i`, which node_name used to prefix again ("argument argument 1").
+    from autopar import ir as air
+    from autopar.api.explain_problem import node_name
+    from autopar.passes.intra_op import PlanningGraph
+
+    text = """
+    func.func public @main(%arg0: tensor<8x4xf32> {autopar.batch}, %arg1: tensor<4x4xf32> {autopar.parameter})
+        -> tensor<8x4xf32> {
+      %0 = stablehlo.dot_general %arg0, %arg1, contracting_dims = [1] x [0]
+          : (tensor<8x4xf32>, tensor<4x4xf32>) -> tensor<8x4xf32>
+      return %0 : tensor<8x4xf32>
+    }
+    """
+    graph = PlanningGraph(air.parse_text(text)).graph
+    assert [node_name(graph, v) for v in range(2)] == ["argument 0", "argument 1"]

@@ -19,6 +19,7 @@ from jaxlib.mlir import ir
 
 from autopar.api.explanation import Alternative, CostSplit, ExplainError, PlanSource, Reshard
 from autopar.errors import format_location
+from autopar.passes.intra_op.graph import argument_name
 
 # Problems up to this many nodes get their alternatives re-solved exactly (the solver with the node's
 # strategy forced), larger ones only the local delta; each re-solve gets this much counted work.
@@ -148,7 +149,7 @@ def ops_matching(graph, text: str) -> list[int]:
 def node_name(graph, v: int) -> str:
     node = graph.nodes[v]
     if node.kind == "arg":
-        return f"argument {node.path or v}"
+        return argument_name(graph, v)
     where = format_location(node.location)
     return f"op #{v - graph.num_args} {node.kind}" + (f" at {where}" if where else "")
 

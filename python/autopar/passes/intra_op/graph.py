@@ -236,6 +236,13 @@ def argument_paths(func_op: ir.Operation, count: int) -> list[str]:
     return out
 
 
+def argument_name(graph: Graph, v: int) -> str:
+    """How messages name argument node `v`: `argument <pytree path>`, or `argument v` when it has none
+    (`argument_paths` fills that in, so it is not prefixed twice)."""
+    path = graph.nodes[v].path
+    return f"argument {v}" if not path or path == f"argument {v}" else f"argument {path}"
+
+
 def _tensor_facts(t: ir.Type, where: ir.Operation, what: str) -> tuple[tuple[int, ...], int]:
     """(shape, element size in bytes); non-tensor values (tokens) are size-0 scalars."""
     if (err := shape_error(t, what, getattr(where, "location", None))) is not None:
