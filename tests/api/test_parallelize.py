@@ -433,6 +433,22 @@ def test_the_default_batch_argnums_names_the_batch_after_two_state_arguments():
     assert_trees_close(g(params, batch), jax.jit(evaluate)(params, batch))
 
 
+def test_the_default_batch_argnums_hint_leaves_out_a_lone_weight_the_step_returns():
+    """A step over one weight matrix and its optimizer state: before, the hint named the weight beside the
+    batch (batch_argnums=(0, 2)), and following it split the weight as data and left the batch whole (the
+    larger leading size wins)."""
+    opt = optax.adam(1e-2)
+
+    def step(w, opt_state, x):
+        grads = jax.grad(lambda w: jnp.mean(jnp.tanh(x @ w) ** 2))(w)
+        updates, opt_state = opt.update(grads, opt_state, w)
+        return optax.apply_updates(w, updates), opt_state
+
+    w, x = normal((32, 32), seed=1), normal((16, 32), seed=2)
+    with pytest.raises(ArgumentError, match=r"opt_state at position 1 .* batch_argnums=\(2,\) \(x\)$"):
+        autopar.parallelize(step)(w, opt.init(w), x)
+
+
 # ---- errors ----------------------------------------------------------------------------------------------
 
 

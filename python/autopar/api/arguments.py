@@ -216,6 +216,9 @@ def check_default_batch(
                 for j in range(len(args))
                 if j != i and _has_arrays(args[j]) and not _returned_updated(args[j], out_info)
             ]
+            # A lone array the step returns as it came (one weight matrix, updated) is state too, unless
+            # that leaves nothing to name: a batch may also come back whole (an autoencoder's input).
+            hint = [j for j in hint if not _returned_whole(args[j], out_info)] or hint
             example = f"e.g. batch_argnums={tuple(hint)} ({', '.join(names[j] for j in hint)})"
             raise ArgumentError(
                 f"batch_argnums defaults to (1,) (Alpa's step(state, batch)), but {names[i]} at position {i} "
@@ -231,9 +234,29 @@ def _returned_updated(arg: Any, out_info: Any) -> bool:
     leaves, tree = jax.tree.flatten(arg)
     if len(leaves) < 2:
         return False
-    elements = out_info.values() if isinstance(out_info, dict) else out_info
-    parts = [out_info, *elements] if isinstance(out_info, (tuple, list, dict)) else [out_info]
+    parts = _output_parts(out_info)
     return any(jax.tree.structure(p) == tree and _types(jax.tree.leaves(p)) == _types(leaves) for p in parts)
+
+
+def _returned_whole(arg: Any, out_info: Any) -> bool:
+    """Whether `arg` is one array and the step's output, or one of its top-level elements, is one array of
+    its shape and dtype (dim 0 included)."""
+    leaves = jax.tree.leaves(arg)
+    return len(leaves) == 1 and any(
+        [_full_type(x) for x in jax.tree.leaves(p)] == [_full_type(leaves[0])]
+        for p in _output_parts(out_info)
+    )
+
+
+def _output_parts(out_info: Any) -> list[Any]:
+    """The step's output and, when it is a tuple, list or dict, each of its top-level elements."""
+    if not isinstance(out_info, (tuple, list, dict)):
+        return [out_info]
+    return [out_info, *(out_info.values() if isinstance(out_info, dict) else out_info)]
+
+
+def _full_type(leaf: Any) -> tuple[tuple[int, ...], str]:
+    return _shape(leaf), str(getattr(leaf, "dtype", ""))
 
 
 def _types(leaves: list[Any]) -> list[tuple[tuple[int, ...], str]]:
