@@ -504,6 +504,28 @@ def test_a_flax_lstm_trained_over_micro_batches_equals_the_full_batch_step(steps
     assert_trees_close(mine.params, theirs.params, rtol=1e-4, atol=1e-5)
 
 
+def test_a_fourier_layer_trained_over_micro_batches_equals_the_full_batch_step():
+    """A Fourier neural operator's spectral layer (rfft over each example's positions, complex weights,
+    irfft): its gradient holds complex zero constants, which jaxlib's MLIR bindings cannot read as an
+    attribute (a TypeError from deep inside planning, before), and stablehlo.complex, which combines like a
+    sum."""
+
+    def step(w, x):
+        def loss(w):
+            spectrum = jnp.fft.rfft(x, axis=1) * jax.lax.complex(w[0], w[1])[None]
+            return jnp.mean(jnp.fft.irfft(spectrum, n=x.shape[1], axis=1) ** 2)
+
+        loss, grads = jax.value_and_grad(loss)(w)
+        return w - 0.1 * grads, loss
+
+    w = 0.2 * jax.random.normal(jax.random.key(0), (2, 9, 4))
+    x = jax.random.normal(jax.random.key(1), (BATCH, 16, 4))
+    f = autopar.parallelize(step, method=autopar.PipeshardParallel(**TWO_STAGES))
+    (mine, my_loss), (theirs, their_loss) = f(w, x), jax.jit(step)(w, x)
+    assert float(my_loss) == pytest.approx(float(their_loss), rel=1e-5)
+    assert_trees_close(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
 def test_each_stage_holds_its_own_parameters_and_adam_state():
     rng = np.random.default_rng(1)
     width, layers = 64, 4

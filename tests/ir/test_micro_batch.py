@@ -381,6 +381,25 @@ def test_fourier_mixing_within_each_example_keeps_means_and_over_the_batch_is_un
     )
 
 
+def test_a_spectral_layer_with_complex_weights_keeps_means():
+    """A Fourier neural operator's layer: rfft, complex weights built with lax.complex, irfft. Its
+    gradient holds complex zero constants (which the bindings cannot read as attributes: a TypeError
+    before) and stablehlo.complex, linear in both operands."""
+
+    def spectral(params, x, y):
+        def loss(p):
+            weights = jax.lax.complex(p[0], p[1])
+            return jnp.mean((jnp.fft.irfft(jnp.fft.rfft(x, axis=1) * weights, n=8, axis=1) - y) ** 2)
+
+        return jax.value_and_grad(loss)(params)
+
+    def args(m):
+        x, y = batch(m)[1:]
+        return (jnp.full((5,), 0.3), jnp.full((5,), -0.2)), x, y
+
+    assert output_labels(spectral, args) == ["mean", "mean", "mean"]
+
+
 def test_a_ratio_of_sums_is_unknown_and_over_the_whole_batchs_count_it_is_a_sum():
     """A loss normalised by the batch's own token count (sum(l * mask) / sum(mask)) is a ratio of sums: the
     interpretation alone refuses it, saying what combines exactly: the count taken over the whole batch

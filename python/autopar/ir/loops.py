@@ -13,6 +13,7 @@ import dataclasses
 from jaxlib.mlir import ir
 
 from autopar.ir.cloning import defining_op
+from autopar.ir.constants import constant_value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +68,7 @@ def _scalar_constant(value: ir.Value) -> int | None:
     owner = defining_op(value)
     if owner is None or owner.name != "stablehlo.constant":
         return None
-    attr = owner.attributes["value"]
+    attr = constant_value(owner)
     if not isinstance(attr, ir.DenseIntElementsAttr) or ir.ShapedType(attr.type).rank != 0:
         return None
     return int(ir.DenseIntElementsAttr(attr)[0])

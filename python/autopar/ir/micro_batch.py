@@ -37,6 +37,7 @@ from jaxlib.mlir import ir
 
 from autopar.errors import format_location
 from autopar.ir import attrs
+from autopar.ir.constants import constant_value
 from autopar.ir.micro_batch_scalars import same_outcome
 from autopar.ir.micro_batch_static import keeps_order, written_with_batch_size
 
@@ -117,7 +118,8 @@ SHAPE_OPS = {
     "stablehlo.concatenate",
     "stablehlo.dynamic_update_slice",
 }
-_ADDITIVE = {"stablehlo.add", "stablehlo.subtract"}
+# complex(x, y) = x + i y combines like a sum (jnp.fft of real data builds its operand so).
+_ADDITIVE = {"stablehlo.add", "stablehlo.subtract", "stablehlo.complex"}
 # Functions of their operands' values with no scaling law: only degree-0 operands keep their kind.
 _NONLINEAR_NAMES = """
     exponential exponential_minus_one log log_plus_one tanh logistic sqrt rsqrt cbrt sine cosine tan floor
@@ -241,7 +243,7 @@ class Interpreter:
 
     def constant(self, a: ir.Operation, b: ir.Operation) -> Kind:
         result = a.results[0]
-        value_a, value_b = a.attributes["value"], b.attributes["value"]
+        value_a, value_b = constant_value(a), constant_value(b)
         dense_a = value_a if isinstance(value_a, ir.DenseElementsAttr) else None
         if self.batch_dims(result):
             if dense_a is not None and dense_a.is_splat:

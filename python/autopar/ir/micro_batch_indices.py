@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import stablehlo
 
+from autopar.ir.constants import dense_value
 from autopar.ir.micro_batch import Kind, join
 
 if TYPE_CHECKING:
@@ -201,8 +202,8 @@ def _is_zero(value: ir.Value) -> bool:
         owner = owner.operation.operands[0].owner
     if not isinstance(owner, ir.OpView) or owner.operation.name != "stablehlo.constant":
         return False
-    dense = owner.operation.attributes["value"]
-    if not (isinstance(dense, ir.DenseElementsAttr) and dense.is_splat):
+    dense = dense_value(owner.operation)
+    if not (dense is not None and dense.is_splat):
         return False
     value = dense.get_splat_value()
     return isinstance(value, ir.IntegerAttr) and value.value == 0

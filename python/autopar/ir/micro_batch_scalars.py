@@ -18,6 +18,7 @@ from collections.abc import Callable
 from jaxlib.mlir import ir
 
 from autopar.ir.cloning import defining_op
+from autopar.ir.constants import dense_value
 
 Law = Callable[[float], float]
 
@@ -67,8 +68,8 @@ def _law(it, value: ir.Value, depth: int) -> Law | None:
         return None
     kind = it.kind(value)
     if op.name == "stablehlo.constant":
-        dense = ir.DenseElementsAttr(op.attributes["value"])
-        scalar = dense.get_splat_value()
+        dense = dense_value(op)
+        scalar = None if dense is None else dense.get_splat_value()
         if kind.tag not in ("const", "zero") or not isinstance(scalar, (ir.FloatAttr, ir.IntegerAttr)):
             return None
         x, p, m = float(scalar.value), (kind.degree or 0), it.micro_batch_size
