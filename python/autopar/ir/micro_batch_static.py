@@ -97,7 +97,9 @@ def _every_kth(op: ir.Operation, size: int, d: int) -> bool:
 
 
 def _attributes(op: ir.Operation) -> dict[str, ir.Attribute]:
-    return {op.attributes[i].name: op.attributes[i].attr for i in range(len(op.attributes))}
+    # By name: reading an attribute by its position aborts the process where the bindings cannot cast it
+    # (docs/platform.md, "IR and passes").
+    return {name: op.attributes[name] for name in op.attributes}
 
 
 def _rows(attr: ir.Attribute) -> list[tuple[int, ...]]:
