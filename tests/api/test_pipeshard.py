@@ -526,6 +526,28 @@ def test_a_fourier_layer_trained_over_micro_batches_equals_the_full_batch_step()
     assert_trees_close(mine, theirs, rtol=1e-4, atol=1e-6)
 
 
+def test_a_step_whose_ops_change_with_the_batch_size_is_refused_at_its_line():
+    """JAX's gradient of a triangular solve orders its product and its solve by the operands' shapes, so
+    the step at the micro-batch and at twice it do not pair op by op. The error names the line and says
+    that a JAX rule may be the cause (before: "does it branch on the batch size?", and no line)."""
+
+    def step(w, x):
+        def loss(w):
+            chol = jnp.linalg.cholesky(w @ w.T + 16 * jnp.eye(16))
+            return jnp.mean(jax.scipy.linalg.solve_triangular(chol, x.T, lower=True) ** 2)
+
+        return w - 0.1 * jax.grad(loss)(w)
+
+    w, x = 0.1 * jnp.ones((16, 16)), jnp.ones((BATCH, 16))
+    f = autopar.parallelize(step, method=autopar.PipeshardParallel(**TWO_STAGES))
+    with pytest.raises(
+        autopar.AutoparError,
+        match=r"at one batch size and stablehlo\.\w+ at another at \S*test_pipeshard\.py:\d+:\d+ \(the step, "
+        r"or a JAX rule it calls, picks its ops by the batch size\); use num_micro_batches=1$",
+    ):
+        f(w, x)
+
+
 def test_each_stage_holds_its_own_parameters_and_adam_state():
     rng = np.random.default_rng(1)
     width, layers = 64, 4

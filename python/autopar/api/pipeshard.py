@@ -452,8 +452,7 @@ def label_micro_batches(
         micro_batch.annotate(module, twice, m, B)
     except micro_batch.MicroBatchError as err:
         raise AutoparError(
-            f"PipeshardParallel cannot split the step into micro-batches: {err} (does it branch on the "
-            "batch size?); use num_micro_batches=1"
+            f"PipeshardParallel cannot split the step into micro-batches: {err}; use num_micro_batches=1"
         ) from None
     return StepInputs(rounds, B, index.argument if index else None, m * B, prepared)
 

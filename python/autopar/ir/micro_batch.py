@@ -130,6 +130,10 @@ _NONLINEAR_NAMES = """
 _NONLINEAR = frozenset([f"stablehlo.{name}" for name in _NONLINEAR_NAMES.split()] + ["chlo.erf"])
 
 
+# Why two lowerings of one step may not pair op by op: the user's code, or a rule of JAX's (a triangular
+# solve's gradient orders its products by the operands' shapes), chose its ops by the batch size.
+PICKS_BY_SIZE = " (the step, or a JAX rule it calls, picks its ops by the batch size)"
+
 # Never judged by their operands alone: an iota over the batch dim has none, and regions may read values
 # from outside (implicit capture).
 _NOT_BY_OPERANDS = {"stablehlo.iota", "stablehlo.while", "stablehlo.case", "stablehlo.if"}
@@ -179,12 +183,15 @@ class Interpreter:
     def run_block(self, small: ir.Block, large: ir.Block) -> None:
         small_ops, large_ops = list(small.operations), list(large.operations)
         if len(small_ops) != len(large_ops):
-            raise MicroBatchError("the step lowers to different programs at two batch sizes")
+            raise MicroBatchError("the step lowers to different programs at two batch sizes" + PICKS_BY_SIZE)
         for a, b in zip(small_ops, large_ops, strict=True):
             a, b = a.operation, b.operation
             if a.name != b.name or len(a.results) != len(b.results):
+                where = format_location(a.location)
                 raise MicroBatchError(
                     f"the step lowers to {a.name} at one batch size and {b.name} at another"
+                    + (f" at {where}" if where else "")
+                    + PICKS_BY_SIZE
                 )
             for r_small, r_large in zip(a.results, b.results, strict=True):
                 self.twin[r_small] = r_large
