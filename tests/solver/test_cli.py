@@ -67,9 +67,18 @@ def test_infeasible_limit(tmp_path: Path) -> None:
     assert r.returncode == 2 and "infeasible" in r.stderr and "50" in r.stderr
 
 
-def test_bad_time_limit() -> None:
-    r = run(str(EXAMPLE), "--time-limit", "-1")
-    assert r.returncode == 1 and r.stderr.strip() == "error: time_limit must be > 0, got -1.0"
+def test_bad_time_limit_seed_and_budget_are_one_line_errors() -> None:
+    """An infinite time limit or budget, and a negative seed, used to end in a traceback (a float
+    infinity converted to an int for toulbar2; a negative seed passed to the C++ core as uint64)."""
+    limit = "at most 1e+08 seconds"
+    for args, message in [
+        (("--time-limit", "-1"), f"error: time_limit must be > 0 and {limit}, got -1.0"),
+        (("--time-limit", "inf"), f"error: time_limit must be > 0 and {limit}, got inf"),
+        (("--budget", "nan"), f"error: budget must be > 0 and {limit}, got nan"),
+        (("--seed", "-3"), "error: seed must be an integer from 0 to 2**63 - 1, got -3"),
+    ]:
+        r = run(str(EXAMPLE), *args)
+        assert (r.returncode, r.stderr.strip(), r.stdout) == (1, message, ""), args
 
 
 def test_unparseable_arguments_exit_1_not_2() -> None:
@@ -127,4 +136,7 @@ def test_a_clock_cut_is_reported() -> None:
 
 def test_bad_budget() -> None:
     r = run(str(EXAMPLE), "--budget", "0")
-    assert r.returncode == 1 and r.stderr.strip() == "error: budget must be > 0, got 0.0"
+    assert (
+        r.returncode == 1
+        and r.stderr.strip() == "error: budget must be > 0 and at most 1e+08 seconds, got 0.0"
+    )

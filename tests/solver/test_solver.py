@@ -155,6 +155,11 @@ def test_bad_arguments() -> None:
     p = StrategyProblem.from_json(EXAMPLE)
     with pytest.raises(ValueError, match="time_limit must be > 0"):
         solve(p, time_limit=0)
+    with pytest.raises(ValueError, match="time_limit must be > 0 and at most 1e"):
+        solve(p, time_limit=float("inf"))
+    for seed in (-1, 2**63, 1.5, True):
+        with pytest.raises(ValueError, match="seed must be an integer from 0"):
+            solve(p, seed=seed)
     with pytest.raises(ValueError, match="initial solution: node 2 picks strategy 7"):
         _core.solve_heuristic(p._core, 1.0, 0, 10, np.array([0, 0, 7, 0, 0], dtype=np.int64))
 

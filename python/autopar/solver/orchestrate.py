@@ -32,6 +32,11 @@ from autopar.solver.state import Incumbent
 # A relative gap below which no search continues: toulbar2's proofs over rounded costs leave gaps of this
 # order (the rounding of each table entry) where the optimum was found.
 NEGLIGIBLE_GAP = 1e-6
+# The largest time limit and budget (about 3 years): toulbar2's options and the platform's timers overflow
+# far beyond it (a limit of 1e12 s failed with "timestamp out of range", an infinite one converting to int).
+MAX_SECONDS = 1e8
+# Seeds reach the C++ core as uint64 and grow by the round number: 2**63 leaves room.
+MAX_SEED = 2**63
 # The usage-limited search stops by this share of the time limit (the rest is the margin of its last
 # sub-ILP and of building the answer).
 SEARCH_CLOCK_SHARE = 0.97
@@ -99,11 +104,13 @@ def solve(
     `clock_start` (a `time.perf_counter()` reading, default now) is when the time limit started counting:
     a command-line solver passes its process start, so that loading counts against the limit too.
     """
-    if not time_limit > 0:
-        raise ValueError(f"time_limit must be > 0, got {time_limit}")
+    if not 0 < time_limit <= MAX_SECONDS:
+        raise ValueError(f"time_limit must be > 0 and at most {MAX_SECONDS:g} seconds, got {time_limit}")
     budget = time_limit if budget is None else float(budget)
-    if not budget > 0:
-        raise ValueError(f"budget must be > 0, got {budget}")
+    if not 0 < budget <= MAX_SECONDS:
+        raise ValueError(f"budget must be > 0 and at most {MAX_SECONDS:g} seconds, got {budget}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < MAX_SEED:
+        raise ValueError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
     start = time.perf_counter() if clock_start is None else float(clock_start)
     core = problem._core
     gm = _core.GroupModel(core) if exact else None

@@ -28,6 +28,7 @@
 // RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=2x2x2x2})' 2>&1 | filecheck %s --check-prefix=MESH-FOUR
 // RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{time-limit=0})' 2>&1 | filecheck %s --check-prefix=TIME-ZERO
 // RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{time-limit=abc})' 2>&1 | filecheck %s --check-prefix=TIME-ABC
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{planning-budget=inf})' 2>&1 | filecheck %s --check-prefix=PLAN-INF
 // RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{memory-budget=-1})' 2>&1 | filecheck %s --check-prefix=BUDGET
 // RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{axis-names=x,x})' 2>&1 | filecheck %s --check-prefix=NAMES
 // RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-intra-op{mesh=2x4 mesh=4x2})' 2>&1 | filecheck %s --check-prefix=TWICE
@@ -35,6 +36,7 @@
 // RUN: not autopar-opt %s --pass-pipeline='builtin.module(func.func(not-a-pass))' 2>&1 | filecheck %s --check-prefix=NESTED-UNKNOWN
 // RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-inter-op{cluster=2x})' 2>&1 | filecheck %s --check-prefix=CLUSTER
 // RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-inter-op{micro-batches=0})' 2>&1 | filecheck %s --check-prefix=MICRO
+// RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-inter-op{stage-cost-time-limit=inf})' 2>&1 | filecheck %s --check-prefix=STAGE-INF
 // RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-cluster-layers{num-layers=-1})' 2>&1 | filecheck %s --check-prefix=LAYERS
 // RUN: not autopar-opt %s --describe-pass=no-such-pass 2>&1 | filecheck %s --check-prefix=DESCRIBE
 // RUN: not test -e %t/out
@@ -63,8 +65,10 @@
 // MESH-ABC: autopar-opt: error: pass 'autopar-intra-op': mesh 'abc' is not a shape like 8, 2x4 or 2x2x2
 // MESH-ZERO: autopar-opt: error: pass 'autopar-intra-op': mesh '0x4' must have 1 to 3 axes of size >= 1
 // MESH-FOUR: autopar-opt: error: pass 'autopar-intra-op': mesh '2x2x2x2' must have 1 to 3 axes of size >= 1
-// TIME-ZERO: autopar-opt: error: pass 'autopar-intra-op': time-limit must be > 0 seconds, got 0.0
+// TIME-ZERO: autopar-opt: error: pass 'autopar-intra-op': time-limit must be > 0 and at most 1e+08 seconds, got 0.0
 // TIME-ABC: autopar-opt: error: option 'time-limit' of pass 'autopar-intra-op' expects float, got 'abc'
+// PLAN-INF: autopar-opt: error: pass 'autopar-intra-op': planning-budget must be > 0 and at most 1e+08 seconds, got inf
+// PLAN-INF-NOT: internal error
 // BUDGET: autopar-opt: error: pass 'autopar-intra-op': memory-budget must be >= 0 bytes (0 = none), got -1
 // NAMES: autopar-opt: error: pass 'autopar-intra-op': axis-names 'x,x' repeats a name
 // TWICE: autopar-opt: error: option 'mesh' of pass 'autopar-intra-op' is given twice
@@ -72,6 +76,7 @@
 // NESTED-UNKNOWN: autopar-opt: error: unknown pass 'not-a-pass' (autopar-opt --list-passes lists them)
 // CLUSTER: autopar-opt: error: pass 'autopar-inter-op': cluster '2x' is not of the form HxD with positive H and D (e.g. 2x8)
 // MICRO: autopar-opt: error: pass 'autopar-inter-op': micro-batches must be >= 1, got 0
+// STAGE-INF: autopar-opt: error: pass 'autopar-inter-op': stage-cost-time-limit must be > 0 and at most 1e+08 seconds, got inf
 // LAYERS: autopar-opt: error: pass 'autopar-cluster-layers': num-layers must be >= 0 (0: hand-placed boundaries only), got -1
 // DESCRIBE: autopar-opt: error: unknown pass 'no-such-pass' (autopar-opt --list-passes lists them)
 func.func public @main(%arg0: tensor<2xf32>) -> tensor<2xf32> {

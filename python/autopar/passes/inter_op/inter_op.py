@@ -26,6 +26,7 @@ from autopar.passes.inter_op.stage_costs import (
 )
 from autopar.passes.intra_op import drop_empty_meshes
 from autopar.passes.registry import Option, register_pass
+from autopar.solver.orchestrate import MAX_SECONDS
 
 DESCRIPTION = """
 Alpa's inter-op pass. Reads the layers written by `autopar-cluster-layers` (`@main` is the training step
@@ -241,10 +242,12 @@ def _check_options(options: types.SimpleNamespace) -> None:
             "schedule=interleaved-1f1b needs num-stages (equal meshes, each running chunks >= 2 virtual "
             f"stages), got num-stages={options.num_stages} chunks={options.chunks}"
         )
-    if not options.stage_cost_time_limit > 0:
-        raise PassError(f"stage-cost-time-limit must be > 0 seconds, got {options.stage_cost_time_limit}")
-    if not options.stage_cost_budget > 0:
-        raise PassError(f"stage-cost-budget must be > 0 seconds, got {options.stage_cost_budget}")
+    for name, seconds in (
+        ("stage-cost-time-limit", options.stage_cost_time_limit),
+        ("stage-cost-budget", options.stage_cost_budget),
+    ):
+        if not 0 < seconds <= MAX_SECONDS:
+            raise PassError(f"{name} must be > 0 and at most {MAX_SECONDS:g} seconds, got {seconds}")
     if not options.stage_imbalance_tolerance >= 0:
         raise PassError(f"stage-imbalance-tolerance must be >= 0, got {options.stage_imbalance_tolerance}")
     intra_op_costs.strategy_options(getattr(options, "intra_op_options", ""))

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from autopar import cost
 from autopar.errors import PassError
+from autopar.solver.orchestrate import MAX_SECONDS
 
 _AXIS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SOLVERS = ("auto", "ilp", "heuristic")
@@ -190,11 +191,13 @@ def _checked(mesh: cost.MeshModel, o: dict, get) -> PlanConfig:
     if solver not in SOLVERS:
         raise PassError(f"solver '{solver}' is not one of {', '.join(SOLVERS)}")
     time_limit = float(get("time_limit", DEFAULT_TIME_LIMIT))
-    if not time_limit > 0:
-        raise PassError(f"time-limit must be > 0 seconds, got {time_limit}")
+    if not 0 < time_limit <= MAX_SECONDS:
+        raise PassError(f"time-limit must be > 0 and at most {MAX_SECONDS:g} seconds, got {time_limit}")
     planning_budget = float(get("planning_budget", DEFAULT_PLANNING_BUDGET))
-    if not planning_budget > 0:
-        raise PassError(f"planning-budget must be > 0 seconds, got {planning_budget}")
+    if not 0 < planning_budget <= MAX_SECONDS:
+        raise PassError(
+            f"planning-budget must be > 0 and at most {MAX_SECONDS:g} seconds, got {planning_budget}"
+        )
     budget = int(get("memory_budget", 0))
     if budget < 0:
         raise PassError(f"memory-budget must be >= 0 bytes (0 = none), got {budget}")
