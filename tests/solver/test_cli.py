@@ -140,3 +140,19 @@ def test_bad_budget() -> None:
         r.returncode == 1
         and r.stderr.strip() == "error: budget must be > 0 and at most 1e+08 seconds, got 0.0"
     )
+
+
+def test_a_reader_that_goes_away_ends_the_solver_quietly() -> None:
+    """`autopar-solve P | head -1` on an answer longer than the pipe holds: before, a BrokenPipeError
+    traceback at the next line."""
+    env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR))
+    p = subprocess.Popen(
+        [sys.executable, "-m", "autopar.solver", str(EXAMPLE)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    p.stdout.close()  # gone before the solver writes
+    err = p.stderr.read().decode()
+    p.wait(timeout=120)
+    assert p.returncode == 1 and err == ""

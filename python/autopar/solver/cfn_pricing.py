@@ -16,7 +16,7 @@ import numpy as np
 from autopar import _core
 from autopar.solver import fast_path
 from autopar.solver.cfn import PricedCfn
-from autopar.solver.pricing import PRICE_REPAIR_WORK, Price, price_per_node, usage_profile
+from autopar.solver.pricing import PRICE_REPAIR_WORK, Price, moment_index, price_per_node, usage_profile
 from autopar.solver.problem import INFINITE_COST
 from autopar.solver.state import Incumbent
 
@@ -146,9 +146,8 @@ def price_memory_cfn(
     """
     a = core.arrays()
     first, usage = a.strategy_offset[:-1], a.node_usage
-    lo, hi = a.interval_start, a.interval_end
+    lo, hi, moments = moment_index(a.interval_start, a.interval_end)
     limit = None if core.usage_limit is None else float(core.usage_limit)
-    moments = int(hi.max()) + 1 if len(hi) else 1
     cfn = PricedCfn(core) if cfn is None else cfn
     reference = np.asarray(best, dtype=np.int64)  # the solution whose priced value bounds each solve
     shape, mu, fits_at, over_at = np.zeros(moments), 0.0, None, None

@@ -20,6 +20,7 @@ _PROCESS_START = time.perf_counter()
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 
 from autopar.solver.orchestrate import solve  # noqa: E402
@@ -78,19 +79,30 @@ def main(argv: list[str] | None = None, process_start: float | None = None) -> i
     bound = "none" if solution.lower_bound is None else f"{solution.lower_bound:.17g}"
     gap = relative_gap(solution.cost, solution.lower_bound)
     gap_text = "none" if gap is None else f"{gap:.3%}"
-    print(f"status: {solution.status}  cost: {solution.cost:.17g}  lower bound: {bound}  gap: {gap_text}")
-    print(
-        f"peak usage: {solution.peak_memory}  limit: {problem.usage_limit}  "
-        f"first feasible: {solution.time_to_first_feasible:.3f} s  total: {solution.solve_time:.3f} s  "
-        f"clock cut: {'yes' if solution.clock_cut else 'no'}"
-    )
     if solution.clock_cut:
         print(
             f"warning: the {args.time_limit:g} s time limit stopped the search before its work budget "
             "ran out; a rerun may give another solution (raise --time-limit or lower --budget)",
             file=sys.stderr,
         )
-    print("[" + ", ".join(str(int(s)) for s in solution.strategies) + "]")
+    return _write(
+        f"status: {solution.status}  cost: {solution.cost:.17g}  lower bound: {bound}  gap: {gap_text}\n"
+        f"peak usage: {solution.peak_memory}  limit: {problem.usage_limit}  "
+        f"first feasible: {solution.time_to_first_feasible:.3f} s  total: {solution.solve_time:.3f} s  "
+        f"clock cut: {'yes' if solution.clock_cut else 'no'}\n"
+        "[" + ", ".join(str(int(s)) for s in solution.strategies) + "]\n"
+    )
+
+
+def _write(text: str) -> int:
+    """Writes the answer to stdout in one piece: 0, or 1 when the reader has gone (`| head -1`), quietly,
+    instead of a BrokenPipeError traceback at the next line or at exit."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush is quiet too
+        return 1
     return 0
 
 

@@ -21,6 +21,7 @@ from autopar.solver.cfn_pricing import CFN_WORK_PER_ENTRY, phase_wall_cap
 from autopar.solver.pricing import (
     PRICE_REPAIR_WORK,
     Price,
+    moment_index,
     price_per_moment,
     sum_per_node,
     usage_profile,
@@ -98,10 +99,9 @@ def price_memory_restricted(
     search (D: a second round that returned its start took the phase past its budget, and that search was
     left 0.07 of the run)."""
     a = core.arrays()
-    lo, hi = a.interval_start, a.interval_end
+    lo, hi, moments = moment_index(a.interval_start, a.interval_end)
     first, usage = a.strategy_offset[:-1], a.node_usage
     limit = float(core.usage_limit)
-    moments = int(hi.max()) + 1 if len(hi) else 1
     base = price_per_moment(settled.shape, settled.mu)  # per moment, so that it can fall at one alone
     extra = np.zeros_like(base)
     level = RESTRICTED_EXTRA_START * settled.mu
