@@ -9,6 +9,7 @@ text, which compares like the attribute's.
 
 from __future__ import annotations
 
+import math
 import re
 
 from jaxlib.mlir import ir
@@ -29,3 +30,12 @@ def dense_value(op: ir.Operation) -> ir.DenseElementsAttr | None:
     """The value of constant `op` when the bindings read it as dense elements, else None."""
     value = constant_value(op)
     return value if isinstance(value, ir.DenseElementsAttr) else None
+
+
+def splat_value(dense: ir.DenseElementsAttr) -> float:
+    """The value of a splat constant (nan when it is not a number)."""
+    value = dense.get_splat_value()
+    for kind in (ir.FloatAttr, ir.IntegerAttr, ir.BoolAttr):
+        if isinstance(value, kind):
+            return float(value.value)
+    return math.nan

@@ -37,7 +37,7 @@ from jaxlib.mlir import ir
 
 from autopar.errors import format_location
 from autopar.ir import attrs
-from autopar.ir.constants import constant_value
+from autopar.ir.constants import constant_value, splat_value
 from autopar.ir.micro_batch_scalars import same_outcome
 from autopar.ir.micro_batch_static import keeps_order, written_with_batch_size
 
@@ -254,11 +254,11 @@ class Interpreter:
         dense_a = value_a if isinstance(value_a, ir.DenseElementsAttr) else None
         if self.batch_dims(result):
             if dense_a is not None and dense_a.is_splat:
-                return ZERO if _splat_value(dense_a) == 0 else Kind("batch", 0)
+                return ZERO if splat_value(dense_a) == 0 else Kind("batch", 0)
             return unknown("a constant with a batch dim that is not one value (an index over the batch?)")
         if dense_a is None or not dense_a.is_splat:
             return SAME if str(value_a) == str(value_b) else Kind("const", None)
-        x, y = _splat_value(dense_a), _splat_value(value_b)
+        x, y = splat_value(dense_a), splat_value(value_b)
         if x == 0 and y == 0:
             return ZERO
         if x == y or str(value_a) == str(value_b):  # NaN splats are equal too
@@ -372,15 +372,6 @@ def _elements(name: str, ins: list[Kind]) -> list[Kind]:
     if name in ("stablehlo.pad", "stablehlo.dynamic_update_slice"):
         return ins[:2]
     return ins[:1]
-
-
-def _splat_value(dense: ir.DenseElementsAttr) -> float:
-    """The value of a splat constant (nan when it is not a number: complex, ...)."""
-    value = dense.get_splat_value()
-    for kind in (ir.FloatAttr, ir.IntegerAttr, ir.BoolAttr):
-        if isinstance(value, kind):
-            return float(value.value)
-    return math.nan
 
 
 def _const_of(ins: list[Kind], name: str) -> Kind:
