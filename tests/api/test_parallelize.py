@@ -455,6 +455,9 @@ def test_the_default_batch_argnums_hint_leaves_out_a_lone_weight_the_step_return
 def test_mesh_shape_that_does_not_match_the_devices():
     with pytest.raises(ValueError, match="mesh shape 2x4 needs 8 devices but 4 devices"):
         autopar.parallelize(mlp, method=autopar.ShardParallel(mesh_shape=(2, 4)), devices=jax.devices()[:4])
+    # A smaller mesh than the devices: the error says how to pick that many.
+    with pytest.raises(ValueError, match=r"or 4 devices \(devices=jax\.devices\(\)\[:4\]\)$"):
+        autopar.parallelize(mlp, method=autopar.ShardParallel(mesh_shape=(2, 2)))
 
 
 def test_default_devices_are_all_local_devices():

@@ -36,7 +36,8 @@ def check_mesh_shape(mesh_shape: Sequence[int], axis_names: Sequence[str], num_d
         raise ValueError(f"mesh axis names {tuple(axis_names)} repeat a name: give distinct names")
     size = math.prod(mesh_shape)
     if size != num_devices:
-        hint = ""
+        # Fewer than there are: say how to pick them.
+        hint = f" (devices=jax.devices()[:{size}])" if size < num_devices else ""
         if num_devices == 1 and size > 1 and jax.device_count() == 1 and jax.default_backend() == "cpu":
             hint = (
                 "; only one CPU device is visible: set "
