@@ -204,6 +204,8 @@ def _layers_from_dp(graph: Graph, forward: list[int], num_layers: int, eps: floa
     except ValueError as err:
         # The core reports the raised eps; the user asked for theirs.
         message = re.sub(r"within eps=\S+", f"within eps={eps:g}", str(err))
+        if "most balanced cut needs" in message:
+            message += " (AutoLayerOption(eps=...), or the pass option eps), or cut fewer layers"
         raise PassError(message, graph.fn.location) from None
     layer_of_block = result.layer_of_block
     for i in forward:
