@@ -548,6 +548,49 @@ def test_a_step_whose_ops_change_with_the_batch_size_is_refused_at_its_line():
         f(w, x)
 
 
+def _apply_if_finite_step(state, batch):
+    """optax's guard against a non-finite update: a lax.cond on the gradients' finiteness."""
+    params, opt_state = state
+    loss, grads = jax.value_and_grad(_mse)(params, batch)
+    updates, opt_state = _GUARDED.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), loss
+
+
+def _finite_loss_step(params, batch):
+    """A step that keeps its parameters when the loss is not finite."""
+    loss, grads = jax.value_and_grad(_mse)(params, batch)
+    new = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+    return jax.tree.map(lambda n, p: jnp.where(jnp.isfinite(loss), n, p), new, params), loss
+
+
+def _mse(params, batch):
+    x, y = batch
+    for w in params:
+        x = jnp.tanh(x @ w)
+    return jnp.mean((x - y) ** 2)
+
+
+_GUARDED = optax.apply_if_finite(optax.adam(1e-2), max_consecutive_errors=3)
+
+
+@pytest.mark.parametrize("guarded", ["apply_if_finite", "finite_loss"])
+def test_steps_guarded_against_non_finite_values_equal_the_full_batch_step(data, guarded):
+    """Before, both were refused. optax.apply_if_finite's cond, written out as selects, left constants
+    labelled with its reason, read as sizes of the micro-batch: the whole update went to the backward part.
+    `jnp.where(jnp.isfinite(loss), ...)` pulled the loss's per-example terms into the apply part."""
+    params, (x, y) = data
+    if guarded == "apply_if_finite":
+        step, state = _apply_if_finite_step, (params, _GUARDED.init(params))
+    else:
+        step, state = _finite_loss_step, params
+    f = autopar.parallelize(step, method=autopar.PipeshardParallel(**TWO_STAGES))
+    mine, theirs = state, state
+    for _ in range(2):
+        (mine, my_loss), (theirs, their_loss) = f(mine, (x, y)), jax.jit(step)(theirs, (x, y))
+        assert float(my_loss) == pytest.approx(float(their_loss), rel=1e-5)
+    assert_trees_close(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
 def test_each_stage_holds_its_own_parameters_and_adam_state():
     rng = np.random.default_rng(1)
     width, layers = 64, 4

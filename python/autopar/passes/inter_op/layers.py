@@ -68,7 +68,10 @@ def classify_parts(graph: Graph) -> tuple[list[str], list[bool]]:
     per_example = [_per_example(node.op) for node in nodes]
     # A constant that changes with the micro-batch's size (the m of a mean) divides correctly only per
     # micro-batch: read in the apply part, which runs once per step, it would be one micro-batch's.
-    sized = [free[i] and attrs.get_micro_batch_labels(node.op) is not None for i, node in enumerate(nodes)]
+    # Labels that only repeat an enclosing branch's or loop's reason (ir/micro_batch.annotate) say nothing of
+    # the constant's size: a constant in a conditional the flatten pass wrote out (optax.apply_if_finite's)
+    # is the same in every micro-batch, and counting it sent the whole optimizer update to the backward part.
+    sized = [free[i] and _sized_labels(attrs.get_micro_batch_labels(node.op)) for i, node in enumerate(nodes)]
     for i, node in enumerate(nodes):
         depends_on_backward[i] = part[i] == BACKWARD or any(depends_on_backward[p] for p in node.operands)
         if depends_on_backward[i] and part[i] != BACKWARD and not free[i]:
@@ -84,13 +87,17 @@ def classify_parts(graph: Graph) -> tuple[list[str], list[bool]]:
             part[i] = BACKWARD
     # Optimizer arithmetic on state alone (Adam's b1 * mu, the step count) is apply work too: an op that
     # only apply ops use runs with them, on the stage that owns the state, not in the last forward layer.
-    # Dead ops (no user, not returned) do not hold an op back, and follow their producers.
+    # Dead ops (no user, not returned) do not hold an op back, and follow their producers. Work on examples
+    # stays, as above: a loss that only the apply part reads besides being returned (`jnp.where(
+    # jnp.isfinite(loss), new, old)`) is computed per micro-batch and combined, and only what follows the
+    # combined loss moves (before, its per-example terms were pulled into the apply part too).
     returned = set(graph.returns)
     dead = [not node.users and i not in returned for i, node in enumerate(nodes)]
     for i in reversed(range(len(nodes))):
         node = nodes[i]
         live_users = [u for u in node.users if not dead[u]]
-        if part[i] == FORWARD and not free[i] and not node.boundary and live_users:
+        on_examples = per_example[i] or _reads_per_example(node.op) or any(sized[p] for p in node.operands)
+        if part[i] == FORWARD and not free[i] and not node.boundary and live_users and not on_examples:
             if all(part[u] == APPLY for u in live_users):
                 part[i] = APPLY
     for i, node in enumerate(nodes):
@@ -114,6 +121,11 @@ def _reads_per_example(op: ir.Operation) -> bool:
         if labels and _is_per_example(labels[value.result_number]):
             return True
     return False
+
+
+def _sized_labels(labels: tuple[str, ...] | None) -> bool:
+    """Whether a free value's labels say it changes with the micro-batch's size (the m of a mean)."""
+    return labels is not None and any(not label.startswith("unknown:") for label in labels)
 
 
 def _is_per_example(label: str) -> bool:
