@@ -591,6 +591,23 @@ def test_steps_guarded_against_non_finite_values_equal_the_full_batch_step(data,
     assert_trees_close(mine, theirs, rtol=1e-4, atol=1e-6)
 
 
+def test_a_micro_batch_size_inside_a_guard_is_refused_not_divided_wrongly(data):
+    """`g / x.shape[0]` inside a lax.cond whose predicate reads the gradients: the constant is the
+    micro-batch's size, and an update in the apply part would divide by it (B times too large: a first
+    version of the fix above ran it so, 0.096 off). It must be refused, as any size read there is."""
+    params, (x, y) = data
+
+    def step(params, batch):
+        loss, grads = jax.value_and_grad(lambda p: _mse(p, batch) * batch[0].shape[0])(params)
+        finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in grads]))
+        update = lambda: [p - 0.1 * g / batch[0].shape[0] for p, g in zip(params, grads, strict=True)]  # noqa: E731
+        return jax.lax.cond(finite, update, lambda: list(params)), loss
+
+    f = autopar.parallelize(step, method=autopar.PipeshardParallel(**TWO_STAGES))
+    with pytest.raises(autopar.AutoparError, match="does not combine exactly"):
+        f(params, (x, y))
+
+
 def test_each_stage_holds_its_own_parameters_and_adam_state():
     rng = np.random.default_rng(1)
     width, layers = 64, 4

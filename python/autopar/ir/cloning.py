@@ -63,3 +63,9 @@ def outer_operands(op: ir.Operation) -> list[ir.Value]:
 
         op.walk(visit, walk_order=ir.WalkOrder.PRE_ORDER)
     return values
+
+
+def body_ops(a: ir.Operation) -> list[str]:
+    """The ops of a reduce-like op's body, its return left out (["stablehlo.add"] for a sum)."""
+    body = a.regions[-1].blocks[0]
+    return [op.operation.name for op in body.operations if op.operation.name != "stablehlo.return"]

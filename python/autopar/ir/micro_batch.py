@@ -37,6 +37,7 @@ from jaxlib.mlir import ir
 
 from autopar.errors import format_location
 from autopar.ir import attrs
+from autopar.ir.cloning import body_ops
 from autopar.ir.constants import constant_value, splat_value
 from autopar.ir.micro_batch_scalars import same_outcome
 from autopar.ir.micro_batch_static import keeps_order, written_with_batch_size
@@ -359,12 +360,6 @@ def _located(k: Kind, a: ir.Operation) -> Kind:
 _ZERO_PRESERVING = {f"stablehlo.{name}" for name in ("add", "maximum", "minimum", "multiply", "or", "and")}
 
 
-def body_ops(a: ir.Operation) -> list[str]:
-    """The ops of a reduce-like op's body, its return left out (["stablehlo.add"] for a sum)."""
-    body = a.regions[-1].blocks[0]
-    return [op.operation.name for op in body.operations if op.operation.name != "stablehlo.return"]
-
-
 def _elements(name: str, ins: list[Kind]) -> list[Kind]:
     """The operands of a shape op whose values become elements of its result (not its indices)."""
     if name == "stablehlo.concatenate":
@@ -471,26 +466,32 @@ def annotate(
     result = classify(small, large, micro_batch_size, num_micro_batches)
     main = main_function(small)
 
-    def label(value: ir.Value) -> str:
+    def label(value: ir.Value, kind: Kind | None = None) -> str:
         twin = result.twin.get(value, value)
-        return result.kind(value).label(_shape(value), _shape(twin), micro_batch_size)
+        return (kind or result.kind(value)).label(_shape(value), _shape(twin), micro_batch_size)
 
-    def walk(block: ir.Block, enclosing: str | None = None) -> None:
-        for op in block.operations:
-            op = op.operation
+    def walk(block: ir.Block, twin_block: ir.Block | None, enclosing: str | None = None) -> None:
+        ops = [op.operation for op in block.operations]
+        twins = [op.operation for op in twin_block.operations] if twin_block is not None else []
+        for op, twin in zip(ops, twins if len(twins) == len(ops) else [None] * len(ops), strict=True):
             labels = [label(r) for r in op.results]
             if enclosing is not None and not result.seen(op):
                 # Not interpreted: the loop or branch around it was unknown from its operands on. Its ops
-                # carry that reason, also once autopar-unroll-loops has written the loop out.
+                # carry that reason (also unrolled); a constant is what it is anywhere (same, or a size).
                 labels = [enclosing] * len(labels)
+                if op.name == "stablehlo.constant" and twin is not None and twin.name == op.name:
+                    alone = Interpreter(micro_batch_size)
+                    alone.twin[op.results[0]] = twin.results[0]
+                    labels = [label(op.results[0], alone.constant(op, twin))]
             # Written also where example data comes to the same in every micro-batch (0 / a count): the
             # runtime reads an op on example data without a label as one added after labelling.
             if any(x != "same" for x in labels) or any(result.kind(v).tag in _DATA for v in op.operands):
                 attrs.set_micro_batch_labels(op, labels)
             unknown = next((x for x in labels if x.startswith("unknown:")), None)
-            for region in op.regions:
-                for inner in region.blocks:
-                    walk(inner, unknown or enclosing)
+            for i, region in enumerate(op.regions):
+                twins = list(twin.regions[i].blocks) if twin is not None else []
+                for j, inner in enumerate(region.blocks):
+                    walk(inner, twins[j] if j < len(twins) else None, unknown or enclosing)
 
-    walk(main.regions[0].blocks[0])
+    walk(main.regions[0].blocks[0], main_function(large).regions[0].blocks[0])
     attrs.set_micro_batch_size(small.operation, micro_batch_size)

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 from jaxlib.mlir import ir
 
 from autopar.errors import format_location
-from autopar.ir.micro_batch import SAME, SHAPE_OPS, ZERO, Kind, body_ops, join, terminator, unknown
+from autopar.ir.cloning import body_ops
+from autopar.ir.micro_batch import SAME, SHAPE_OPS, ZERO, Kind, join, terminator, unknown
 from autopar.ir.micro_batch_indices import crosses_examples
 
 if TYPE_CHECKING:

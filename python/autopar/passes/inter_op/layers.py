@@ -68,10 +68,14 @@ def classify_parts(graph: Graph) -> tuple[list[str], list[bool]]:
     per_example = [_per_example(node.op) for node in nodes]
     # A constant that changes with the micro-batch's size (the m of a mean) divides correctly only per
     # micro-batch: read in the apply part, which runs once per step, it would be one micro-batch's.
-    # Labels that only repeat an enclosing branch's or loop's reason (ir/micro_batch.annotate) say nothing of
-    # the constant's size: a constant in a conditional the flatten pass wrote out (optax.apply_if_finite's)
-    # is the same in every micro-batch, and counting it sent the whole optimizer update to the backward part.
-    sized = [free[i] and _sized_labels(attrs.get_micro_batch_labels(node.op)) for i, node in enumerate(nodes)]
+    # Read by its own label and its operands': a label that only repeats an enclosing branch's reason
+    # (ir/micro_batch.annotate) says nothing of a size. optax.apply_if_finite's cond, written out as selects,
+    # left such labels on its constants, and counting them sent the whole update to the backward part.
+    sized = [False] * len(nodes)
+    for i, node in enumerate(nodes):
+        labels = attrs.get_micro_batch_labels(node.op) or ()
+        sized_label = any(label != "same" and not label.startswith("unknown:") for label in labels)
+        sized[i] = free[i] and (sized_label or any(sized[p] for p in node.operands))
     for i, node in enumerate(nodes):
         depends_on_backward[i] = part[i] == BACKWARD or any(depends_on_backward[p] for p in node.operands)
         if depends_on_backward[i] and part[i] != BACKWARD and not free[i]:
@@ -121,11 +125,6 @@ def _reads_per_example(op: ir.Operation) -> bool:
         if labels and _is_per_example(labels[value.result_number]):
             return True
     return False
-
-
-def _sized_labels(labels: tuple[str, ...] | None) -> bool:
-    """Whether a free value's labels say it changes with the micro-batch's size (the m of a mean)."""
-    return labels is not None and any(not label.startswith("unknown:") for label in labels)
 
 
 def _is_per_example(label: str) -> bool:
