@@ -489,9 +489,9 @@ def annotate(
                 attrs.set_micro_batch_labels(op, labels)
             unknown = next((x for x in labels if x.startswith("unknown:")), None)
             for i, region in enumerate(op.regions):
-                twins = list(twin.regions[i].blocks) if twin is not None else []
+                twin_blocks = list(twin.regions[i].blocks) if twin is not None else []
                 for j, inner in enumerate(region.blocks):
-                    walk(inner, twins[j] if j < len(twins) else None, unknown or enclosing)
+                    walk(inner, twin_blocks[j] if j < len(twin_blocks) else None, unknown or enclosing)
 
     walk(main.regions[0].blocks[0], main_function(large).regions[0].blocks[0])
     attrs.set_micro_batch_size(small.operation, micro_batch_size)
