@@ -360,6 +360,36 @@ def test_a_step_that_takes_its_batch_first_is_told_to_give_batch_argnums(data):
     assert "batch_argnums" not in str(raised.value)
 
 
+def test_state_where_the_default_batch_argnums_points_gets_the_same_error_as_unpipelined(data):
+    """`step(params, opt_state, batch)` with the default (1,): the optimizer state would be split into
+    micro-batches. Pipelined, the step fails on one micro-batch first; the error still says what
+    ShardParallel's does (the state comes back updated) rather than relaying JAX's shape error."""
+    params, batch = data
+    opt_state = OPTIMIZER.init(params)
+    message = r"opt_state at position 1 is state the step returns updated.*batch_argnums=\(2,\) \(batch\)"
+    for method in (autopar.ShardParallel(mesh_shape=(8,)), autopar.PipeshardParallel(**TWO_STAGES)):
+        with pytest.raises(autopar.AutoparError, match=message):
+            autopar.parallelize(adam_step, method=method)(params, opt_state, batch)
+
+
+def test_labels_left_out_of_batch_argnums_are_named_with_the_positions_to_give(data):
+    """`step(params, x, y)` with the default (1,) splits x into micro-batches and leaves y whole: the error
+    names y as leading with the batch's size and gives batch_argnums=(1, 2), which then runs."""
+    params, (x, y) = data
+
+    def step(params, x, y):
+        return sgd_step(params, (x, y))
+
+    method = autopar.PipeshardParallel(**TWO_STAGES)
+    with pytest.raises(
+        autopar.AutoparError,
+        match=rf"y at position 2 also leads with the batch's size {BATCH}.*batch_argnums=\(1, 2\)",
+    ):
+        autopar.parallelize(step, method=method)(params, x, y)
+    got = autopar.parallelize(step, method=method, batch_argnums=(1, 2))(params, x, y)
+    assert_trees_close(got, jax.jit(step)(params, x, y))
+
+
 def test_a_count_of_examples_kept_in_the_state_is_refused_without_false_remedies(data):
     """`seen + x.shape[0]` is neither a mean nor a sum of the micro-batches' values: no declaration and no
     average gives the full batch's, so the message offers neither (it used to say "it is

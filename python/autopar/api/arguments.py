@@ -276,16 +276,41 @@ def _has_arrays(arg: Any) -> bool:
 
 
 def micro_batch_failure(
-    fn: Callable[..., Any], n: int, batch: tuple[int, ...], method: Any, err: Exception
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    out_info: Any,
+    batch: tuple[int, ...],
+    method: Any,
+    err: Exception,
 ) -> Exception:
-    """The error for a step that runs on its whole batch but not on one micro-batch of it: most often the
-    parameters passed where batch_argnums points (by the default (1,)), split like a batch."""
-    names = positional_names(fn, n)
+    """The error for a step that runs on its whole batch but not on one micro-batch of it: the parameters
+    passed where batch_argnums points (by the default (1,)), split like a batch; or a part of the batch
+    (the labels beside the inputs) left out of batch_argnums, so that it stays whole while the rest is
+    split, and the two no longer broadcast. A weight the step returns is never offered as batch."""
+    names = positional_names(fn, len(args))
     given = ", ".join(names[i] for i in batch if i < len(names))
+    size = batch_size(args, batch)
+    left_out = [
+        j
+        for j in range(len(args))
+        if j not in batch
+        and _batch_like(args[j])
+        and _shape(jax.tree.leaves(args[j])[0])[0] == size
+        and not _returned_updated(args[j], out_info)
+        and not _returned_whole(args[j], out_info)
+    ]
+    if left_out:
+        also = ", ".join(f"{names[j]} at position {j}" for j in left_out)
+        hint = (
+            f"{also} also {'leads' if len(left_out) == 1 else 'lead'} with the batch's size {size}: if part "
+            f"of the batch, give batch_argnums={tuple(sorted({*batch, *left_out}))}"
+        )
+    else:
+        hint = f"if {given} is not the batch, give batch_argnums"
     return ArgumentError(
         f"{getattr(fn, '__name__', 'the step')} fails on one micro-batch of its batch arguments ({given}: "
         f"batch_argnums={batch}, each leaf's dim 0 divided by {method.num_micro_batches}): "
-        f"{str(err).splitlines()[0].rstrip('.')}; if {given} is not the batch, give batch_argnums"
+        f"{str(err).splitlines()[0].rstrip('.')}; {hint}"
     )
 
 

@@ -334,8 +334,10 @@ class ParallelizedFunction:
         try:
             return jitted.lower(*micro_batch, **kwargs)
         except (TypeError, ValueError) as err:
-            jax.eval_shape(jitted, *args, **kwargs)  # failing on the whole batch too: the step's own error
-            raise micro_batch_failure(self.fn, len(args), self.batch_argnums, self.method, err) from None
+            whole = jax.eval_shape(jitted, *args, **kwargs)  # failing on the whole batch too: its own error
+            if not self._batch_explicit:  # state where the default points: the same error as unpipelined
+                check_default_batch(self.fn, args, whole, self.batch_argnums)
+            raise micro_batch_failure(self.fn, args, whole, self.batch_argnums, self.method, err) from None
 
     def _lowered_whole(self, jitted: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ir.Module:
         """The step lowered at the whole batch, paired op by op with its micro-batch lowerings."""
