@@ -61,9 +61,20 @@ def load(path: str | os.PathLike[str]) -> ir.Module:
 
 
 def read_input(path: str | os.PathLike[str]) -> bytes:
-    """The bytes of a file or of stdin ('-'); IRLoadError naming the file when it cannot be read."""
-    if str(path) == "-":
-        return sys.stdin.buffer.read()
+    """The bytes of a file or of stdin ('-'); IRLoadError naming the file when it cannot be read, or when
+    it is empty: MLIR parses zero bytes as an empty module, so an export that failed before writing (a
+    zero-byte file) would otherwise be planned as a module without @main, and the error would blame it."""
+    data = sys.stdin.buffer.read() if str(path) == "-" else _read_file(path)
+    if not data:
+        name = "<stdin>" if str(path) == "-" else str(path)
+        raise IRLoadError(
+            f"{name} is empty (0 bytes): expected a StableHLO module (text, bytecode or VHLO) or a "
+            "serialized jax.export; was it written?"
+        )
+    return data
+
+
+def _read_file(path: str | os.PathLike[str]) -> bytes:
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:

@@ -8,6 +8,9 @@
 // RUN: %python -c "open(r'%t/newer.mlirbc','wb').write(b'ML\xefR\x63MLIR99.0\x00\x01\x02\x03')"
 // RUN: not autopar-opt %t/newer.mlirbc -o %t/out 2>&1 | filecheck %s --check-prefix=VERSION
 // RUN: %python -c "open(r'%t/junk.bin','wb').write(bytes(range(256)))"
+// RUN: %python -c "open(r'%t/empty.bin','wb').close()"
+// RUN: not autopar-opt %t/empty.bin --pass-pipeline='builtin.module(autopar-intra-op{mesh=8})' -o %t/out 2>&1 | filecheck %s --check-prefix=EMPTY
+// RUN: not autopar-opt - -o %t/out < %t/empty.bin 2>&1 | filecheck %s --check-prefix=EMPTY-STDIN
 // RUN: not autopar-opt %t/junk.bin 2>&1 | filecheck %s --check-prefix=JUNK
 // RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-nope)' -o %t/out 2>&1 | filecheck %s --check-prefix=UNKNOWN
 // RUN: not autopar-opt %s --pass-pipeline='builtin.module(not-a-pass)' 2>&1 | filecheck %s --check-prefix=UNKNOWN-MLIR
@@ -49,6 +52,9 @@
 // VERSION: autopar-opt: error: {{.*}}newer.mlirbc: MLIR bytecode this jaxlib cannot read (written by another MLIR/StableHLO version?): {{.*}}newer than the current version
 // VERSION-NOT: error
 // JUNK: autopar-opt: error: {{.*}}junk.bin: {{.*}}
+// EMPTY: autopar-opt: error: {{.*}}empty.bin is empty (0 bytes): expected a StableHLO module (text, bytecode or VHLO) or a serialized jax.export; was it written?
+// EMPTY-NOT: note
+// EMPTY-STDIN: autopar-opt: error: <stdin> is empty (0 bytes)
 // UNKNOWN: autopar-opt: error: unknown pass 'autopar-nope' (autopar-opt --list-passes lists them)
 // UNKNOWN-MLIR: autopar-opt: error: unknown pass 'not-a-pass' (autopar-opt --list-passes lists them)
 // OPTION: autopar-opt: error: pass 'autopar-inline' has no option 'nope' (its options: keep-dead-funcs)
