@@ -617,6 +617,21 @@ def get_micro_batch_labels(op: ir.Operation | ir.OpView) -> tuple[str, ...] | No
     return tuple(ir.StringAttr(x).value for x in ir.ArrayAttr(attr)) if attr is not None else None
 
 
+# Ops added after labelling (Shardy's constraints, canonicalization's reshapes) that carry their one
+# example-data operand's label; any other unlabelled op on example data has no known combination.
+LABEL_CARRYING_OPS = frozenset(
+    {
+        "sdy.sharding_constraint",
+        "sdy.reshard",
+        "stablehlo.reshape",
+        "stablehlo.transpose",
+        "stablehlo.convert",
+        "stablehlo.broadcast_in_dim",
+        "stablehlo.copy",
+    }
+)
+
+
 def set_micro_batch_size(module_op: ir.Operation | ir.OpView, size: int) -> None:
     module_op.attributes[MICRO_BATCH_SIZE] = _i64(size, module_op.context)
 

@@ -293,17 +293,6 @@ def _label_of(
     return _value_label(returned, argument_label, {}), where
 
 
-# Ops added after labelling (Shardy's constraints, canonicalization's reshapes) that carry their operand's
-# label.
-_CARRYING = {
-    "sdy.sharding_constraint",
-    "sdy.reshard",
-    "stablehlo.reshape",
-    "stablehlo.transpose",
-    "stablehlo.convert",
-    "stablehlo.broadcast_in_dim",
-    "stablehlo.copy",
-}
 _SHARDY = {"sdy.sharding_constraint", "sdy.reshard"}
 
 
@@ -321,7 +310,7 @@ def _value_label(value: ir.Value, argument_label: Callable[[int], str], memo: di
         live = [x for x in inner if x != "same"]
         if not live:
             label = "same"
-        elif owner.name in _CARRYING and len(live) == 1:
+        elif owner.name in attrs.LABEL_CARRYING_OPS and len(live) == 1:
             # A reshape or transpose may move the batch dim: a per-example value is then not concatenated.
             moved = live[0].startswith("concat:") and owner.name not in _SHARDY
             label = "batch" if moved else live[0]

@@ -18,7 +18,7 @@ from jaxlib.mlir import ir
 from autopar import _core
 from autopar.errors import PassError
 from autopar.ir import attrs
-from autopar.passes.inter_op.graph import HEAVY_OPS, Graph
+from autopar.passes.inter_op.graph import HEAVY_OPS, Graph, Node
 
 FORWARD, BACKWARD, APPLY = "forward", "backward", "apply"
 
@@ -95,19 +95,49 @@ def classify_parts(graph: Graph) -> tuple[list[str], list[bool]]:
     # stays, as above: a loss that only the apply part reads besides being returned (`jnp.where(
     # jnp.isfinite(loss), new, old)`) is computed per micro-batch and combined, and only what follows the
     # combined loss moves (before, its per-example terms were pulled into the apply part too).
+    # A returned value that does not combine over micro-batches, computed from values that do (the best
+    # loss so far, `jnp.where(loss < best, loss, best)`; optax.contrib.reduce_on_plateau's test of the loss)
+    # runs in the apply part too, once per step from the combined loss, as the full batch computes it: per
+    # micro-batch, its micro-batches' results have no exact combination and the step was refused.
     returned = set(graph.returns)
     dead = [not node.users and i not in returned for i, node in enumerate(nodes)]
+    inexact = _made_from_inexact_values(nodes)
     for i in reversed(range(len(nodes))):
         node = nodes[i]
         live_users = [u for u in node.users if not dead[u]]
         on_examples = per_example[i] or _reads_per_example(node.op) or any(sized[p] for p in node.operands)
-        if part[i] == FORWARD and not free[i] and not node.boundary and live_users and not on_examples:
+        kept = i in returned and inexact[i]
+        if (
+            part[i] == FORWARD
+            and not free[i]
+            and not node.boundary
+            and (live_users or kept)
+            and not on_examples
+        ):
             if all(part[u] == APPLY for u in live_users):
                 part[i] = APPLY
     for i, node in enumerate(nodes):
         if dead[i] and part[i] == FORWARD and any(part[p] == APPLY for p in node.operands):
             part[i] = APPLY
     return part, free
+
+
+def _made_from_inexact_values(nodes: list[Node]) -> list[bool]:
+    """Per node, whether it is computed from a value without an exact combination over micro-batches: one
+    labelled "unknown:<why>", or an op on example data added after labelling (flattened conditionals'
+    selects) that does not just carry its operand's label, as the runtime reads them (runtime/step.py)."""
+    data, inexact = [False] * len(nodes), [False] * len(nodes)
+    for i, node in enumerate(nodes):
+        labels = attrs.get_micro_batch_labels(node.op)
+        live = [p for p in node.operands if data[p]]
+        if labels is not None:
+            data[i] = any(label != "same" for label in labels)
+            unknown = any(label.startswith("unknown:") for label in labels)
+        else:
+            data[i] = bool(live)
+            unknown = bool(live) and not (node.op.name in attrs.LABEL_CARRYING_OPS and len(live) == 1)
+        inexact[i] = unknown or any(inexact[p] for p in node.operands)
+    return inexact
 
 
 def _per_example(op: ir.Operation) -> bool:
