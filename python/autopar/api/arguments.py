@@ -280,13 +280,17 @@ def micro_batch_failure(
     args: tuple[Any, ...],
     out_info: Any,
     batch: tuple[int, ...],
-    method: Any,
+    explicit: bool,
+    micro_batches: int,
     err: Exception,
 ) -> Exception:
-    """The error for a step that runs on its whole batch but not on one micro-batch of it: the parameters
-    passed where batch_argnums points (by the default (1,)), split like a batch; or a part of the batch
-    (the labels beside the inputs) left out of batch_argnums, so that it stays whole while the rest is
-    split, and the two no longer broadcast. A weight the step returns is never offered as batch."""
+    """The error for a step that runs on its whole batch (`out_info`) but not on one micro-batch of it
+    (`err`, JAX's): the parameters passed where a default batch_argnums points, split like a batch, are
+    refused first as check_default_batch refuses them unpipelined; a part of the batch (the labels beside
+    the inputs) left out of batch_argnums stays whole while the rest is split, and the error names it. A
+    weight the step returns is never offered as batch."""
+    if not explicit:
+        check_default_batch(fn, args, out_info, batch)
     names = positional_names(fn, len(args))
     given = ", ".join(names[i] for i in batch if i < len(names))
     size = batch_size(args, batch)
@@ -309,7 +313,7 @@ def micro_batch_failure(
         hint = f"if {given} is not the batch, give batch_argnums"
     return ArgumentError(
         f"{getattr(fn, '__name__', 'the step')} fails on one micro-batch of its batch arguments ({given}: "
-        f"batch_argnums={batch}, each leaf's dim 0 divided by {method.num_micro_batches}): "
+        f"batch_argnums={batch}, each leaf's dim 0 divided by {micro_batches}): "
         f"{str(err).splitlines()[0].rstrip('.')}; {hint}"
     )
 

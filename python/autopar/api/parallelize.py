@@ -328,16 +328,14 @@ class ParallelizedFunction:
         return Entry(*signature, callbacks, timings, **extra)
 
     def _lower_micro_batch(self, jitted: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """The step lowered for one micro-batch; a step that cannot take one names the batch arguments
-        (the parameters passed where batch_argnums points, by the default (1,), split like a batch)."""
+        """The step lowered for one micro-batch; micro_batch_failure says why a step cannot take one."""
         micro_batch = self._micro_batch_args(args)  # its own errors name the batch that does not divide
         try:
             return jitted.lower(*micro_batch, **kwargs)
         except (TypeError, ValueError) as err:
             whole = jax.eval_shape(jitted, *args, **kwargs)  # failing on the whole batch too: its own error
-            if not self._batch_explicit:  # state where the default points: the same error as unpipelined
-                check_default_batch(self.fn, args, whole, self.batch_argnums)
-            raise micro_batch_failure(self.fn, args, whole, self.batch_argnums, self.method, err) from None
+            n, explicit = self.method.num_micro_batches, self._batch_explicit
+            raise micro_batch_failure(self.fn, args, whole, self.batch_argnums, explicit, n, err) from None
 
     def _lowered_whole(self, jitted: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ir.Module:
         """The step lowered at the whole batch, paired op by op with its micro-batch lowerings."""
