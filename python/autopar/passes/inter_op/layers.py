@@ -76,13 +76,17 @@ def classify_parts(graph: Graph) -> tuple[list[str], list[bool]]:
         labels = attrs.get_micro_batch_labels(node.op) or ()
         sized_label = any(label != "same" and not label.startswith("unknown:") for label in labels)
         sized[i] = free[i] and (sized_label or any(sized[p] for p in node.operands))
+    on_examples = [
+        per_example[i] or _reads_per_example(node.op) or any(sized[p] for p in node.operands)
+        for i, node in enumerate(nodes)
+    ]
     for i, node in enumerate(nodes):
         depends_on_backward[i] = part[i] == BACKWARD or any(depends_on_backward[p] for p in node.operands)
         if depends_on_backward[i] and part[i] != BACKWARD and not free[i]:
             # Work on per-example values (DP-SGD's clipping of per-example gradients, and the mean that
             # ends it) runs once per micro-batch, with the backward pass: the apply part runs once per
             # step and would see one micro-batch of them.
-            if per_example[i] or _reads_per_example(node.op) or any(sized[p] for p in node.operands):
+            if on_examples[i]:
                 part[i] = BACKWARD
             else:
                 part[i] = APPLY
@@ -104,18 +108,11 @@ def classify_parts(graph: Graph) -> tuple[list[str], list[bool]]:
     inexact = _made_from_inexact_values(nodes)
     for i in reversed(range(len(nodes))):
         node = nodes[i]
+        if part[i] != FORWARD or free[i] or node.boundary or on_examples[i]:
+            continue
         live_users = [u for u in node.users if not dead[u]]
-        on_examples = per_example[i] or _reads_per_example(node.op) or any(sized[p] for p in node.operands)
-        kept = i in returned and inexact[i]
-        if (
-            part[i] == FORWARD
-            and not free[i]
-            and not node.boundary
-            and (live_users or kept)
-            and not on_examples
-        ):
-            if all(part[u] == APPLY for u in live_users):
-                part[i] = APPLY
+        if (live_users or (i in returned and inexact[i])) and all(part[u] == APPLY for u in live_users):
+            part[i] = APPLY
     for i, node in enumerate(nodes):
         if dead[i] and part[i] == FORWARD and any(part[p] == APPLY for p in node.operands):
             part[i] = APPLY
