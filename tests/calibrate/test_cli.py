@@ -30,6 +30,12 @@ def run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def test_help_gives_the_whole_description() -> None:
+    r = run("--help")  # it once showed one line of the docstring, cut mid-sentence
+    assert r.returncode == 0 and r.stderr == ""
+    assert "stdout stays\nempty" in r.stdout and "exit code 1" in r.stdout
+
+
 @pytest.fixture(scope="module")
 def quick_profile(tmp_path_factory):
     path = tmp_path_factory.mktemp("calibrate") / "profile.json"

@@ -34,6 +34,12 @@ def test_example_last_line_is_the_solution() -> None:
     assert "status: optimal" in lines[0] and "cost: 445" in lines[0]
 
 
+def test_help_gives_the_whole_description_with_its_exit_codes() -> None:
+    r = run("--help")  # it once showed one line of the docstring, cut mid-sentence
+    assert r.returncode == 0 and r.stderr == ""
+    assert "peak usage, bound,\ntimes) and" in r.stdout and "Exit codes: 0 solved; 1 bad input" in r.stdout
+
+
 def test_missing_file() -> None:
     r = run("/nonexistent/problem.json")
     assert r.returncode == 1 and r.stdout == ""

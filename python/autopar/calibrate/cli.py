@@ -74,7 +74,11 @@ def _real_time_scheduling() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _ArgumentParser(prog="python -m autopar.calibrate", description=__doc__.splitlines()[2])
+    parser = _ArgumentParser(
+        prog="python -m autopar.calibrate",
+        description=__doc__.split("\n\n", 1)[1].strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--devices", help="how many devices (the first N) or a comma list of ids; default all"
     )

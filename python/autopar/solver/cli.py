@@ -35,7 +35,11 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None, process_start: float | None = None) -> int:
-    parser = _ArgumentParser(prog="autopar-solve", description=__doc__.splitlines()[2])
+    parser = _ArgumentParser(
+        prog="autopar-solve",
+        description=__doc__.split("\n\n", 1)[1].strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("problem", help="problem file (.json or .json.gz, contest format)")
     parser.add_argument(
         "--time-limit",
