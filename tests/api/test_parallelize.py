@@ -89,6 +89,22 @@ def test_static_arguments_and_pytree_structure_key_the_cache():
     assert f.cache_size() == 3
 
 
+def test_a_leaf_that_is_not_an_array_is_named_by_its_path():
+    # A module that keeps its activation among its weights (Equinox's modules do) is the usual case.
+    def apply(model, x, *, extra):
+        return model["act"](x @ model["layers"][0]) + extra["b"]
+
+    def relu(v):
+        return jnp.maximum(v, 0)
+
+    f = autopar.parallelize(apply, method=autopar.ShardParallel(mesh_shape=(8,)))
+    x, w = jnp.ones((8, 4)), jnp.ones((4, 4))
+    with pytest.raises(TypeError, match=r"^model\['act'\] \(a function\) is not an array: .* make model static"):
+        f({"layers": [w], "act": relu}, x, extra={"b": 1.0})
+    with pytest.raises(TypeError, match=r"^extra\['b'\] \(a str\) is not an array"):
+        f({"layers": [w]}, x, extra={"b": "1"})
+
+
 def test_auto_static_and_donated_arguments_are_chosen_as_alpa_did():
     """`static_argnums="auto"` and `donate_argnums="auto"` (Alpa's defaults): Python scalars, strings and
     pytrees with a non-array leaf are static; a flax TrainState is donated. Chosen on the first call."""

@@ -107,6 +107,28 @@ def aval_key(x: Any) -> tuple[Any, ...]:
     return tuple(value.shape), value.dtype, bool(value.weak_type)
 
 
+def leaf_keys(
+    fn: Callable[..., Any], args: tuple[Any, ...], dynamic: Sequence[int], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], ...]:
+    """`aval_key` of every dynamic argument leaf, in `jax.tree.flatten`'s order of `(dynamic args, kwargs)`.
+    A leaf that is not an array is refused by its path (`model.layers[0].activation`): a module that keeps
+    functions among its weights (Equinox's) is the usual cause, and the path says where."""
+    names = positional_names(fn, len(args))
+    keys = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path((tuple(args[i] for i in dynamic), kwargs))[0]:
+        try:
+            keys.append(aval_key(leaf))
+        except TypeError:
+            head = names[dynamic[path[1].idx]] if path[0].idx == 0 else str(path[1].key)
+            name = head + jax.tree_util.keystr(tuple(path[2:]))
+            raise TypeError(
+                f"{name} (a {type(leaf).__name__}) is not an array: pass arrays, scalars or "
+                f"jax.ShapeDtypeStruct; make {head} static (static_argnums) if it holds no arrays, or pass "
+                "its arrays apart from the rest (e.g. eqx.partition, or a closure)"
+            ) from None
+    return tuple(keys)
+
+
 def keywords_to_positions(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:

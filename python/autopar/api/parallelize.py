@@ -34,7 +34,6 @@ from autopar.api.arguments import (
     argnums_or_auto,
     auto_donate_argnums,
     auto_static_argnums,
-    aval_key,
     batch_size,
     broadcast_specs,
     check_default_batch,
@@ -44,6 +43,7 @@ from autopar.api.arguments import (
     key_data,
     key_impl,
     keywords_to_positions,
+    leaf_keys,
     mark_roles,
     micro_batch_failure,
     positional_names,
@@ -233,7 +233,7 @@ class ParallelizedFunction:
 
     def _signature(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
         dynamic, statics = self._split(args)
-        leaves, treedef = jax.tree.flatten((tuple(args[i] for i in dynamic), kwargs))
+        treedef = jax.tree.structure((tuple(args[i] for i in dynamic), kwargs))
         for i, value in zip(self.static_argnums, statics, strict=True):
             try:
                 hash(value)
@@ -242,7 +242,7 @@ class ParallelizedFunction:
                     f"static argument {i} of {self.__name__} has unhashable type {type(value).__name__}: "
                     "static arguments key the cache, pass a hashable value"
                 ) from None
-        return treedef, tuple(aval_key(x) for x in leaves), statics
+        return treedef, leaf_keys(self.fn, args, dynamic, kwargs), statics
 
     def _entry(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], progress: Progress | None = None
