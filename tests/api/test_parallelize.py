@@ -99,7 +99,9 @@ def test_a_leaf_that_is_not_an_array_is_named_by_its_path():
 
     f = autopar.parallelize(apply, method=autopar.ShardParallel(mesh_shape=(8,)))
     x, w = jnp.ones((8, 4)), jnp.ones((4, 4))
-    with pytest.raises(TypeError, match=r"^model\['act'\] \(a function\) is not an array: .* make model static"):
+    with pytest.raises(
+        TypeError, match=r"^model\['act'\] \(a function\) is not an array: .* make model static"
+    ):
         f({"layers": [w], "act": relu}, x, extra={"b": 1.0})
     with pytest.raises(TypeError, match=r"^extra\['b'\] \(a str\) is not an array"):
         f({"layers": [w]}, x, extra={"b": "1"})

@@ -60,6 +60,24 @@ def test_a_sharding_constraint_on_the_users_mesh_is_dropped_and_remarked(mesh_sh
     assert_priced_bytes_compiled(plan)
 
 
+def test_a_debug_print_beside_a_sharding_constraint_still_prints_once(capfd):
+    # Dropping the step's layouts once dropped the callback's placement too, and XLA's partitioner then
+    # stopped on "Side-effect HLO must have sharding".
+    def step(params, batch):
+        new, value = constrained_step(params, batch)
+        jax.debug.print("loss is {v}", v=value)
+        return new, value
+
+    f = autopar.parallelize(step, method=autopar.ShardParallel(mesh_shape=(2, 4)))
+    ours = jax.block_until_ready(f(_params(), _batch()))
+    jax.effects_barrier()
+    printed = capfd.readouterr().out
+    ref = jax.jit(step)(_params(), _batch())
+    jax.effects_barrier()
+    assert jnp.allclose(ours[1], ref[1]) and printed.count("loss is ") == 1, printed
+    assert any("sharding constraint" in r for r in f.get_execution_plan(_params(), _batch()).remarks)
+
+
 def test_a_pipelined_step_with_a_sharding_constraint_trains_like_jit():
     method = autopar.PipeshardParallel(
         num_micro_batches=2,
