@@ -107,6 +107,23 @@ def test_a_leaf_that_is_not_an_array_is_named_by_its_path():
         f({"layers": [w]}, x, extra={"b": "1"})
 
 
+@pytest.mark.parametrize("transform", ["jit", "grad", "vmap"])
+def test_a_call_inside_a_jax_transformation_is_refused_by_name(transform):
+    # It met the tracer deep inside ("The 'sharding' attribute is not available on traced array").
+    def loss(w, x):
+        return jnp.mean(jnp.tanh(x @ w) ** 2)
+
+    f = autopar.parallelize(loss, method=autopar.ShardParallel(mesh_shape=(8,)))
+    w, x = jnp.ones((16, 8)), jnp.ones((32, 16))
+    call = {
+        "jit": lambda: jax.jit(f)(w, x),
+        "grad": lambda: jax.grad(f)(w, x),
+        "vmap": lambda: jax.vmap(f, in_axes=(None, 0))(w, jnp.stack([x, x])),
+    }[transform]
+    with pytest.raises(TypeError, match=r"^(w|x) is a tracer: loss was called inside jax.jit, jax.grad"):
+        call()
+
+
 def test_auto_static_and_donated_arguments_are_chosen_as_alpa_did():
     """`static_argnums="auto"` and `donate_argnums="auto"` (Alpa's defaults): Python scalars, strings and
     pytrees with a non-array leaf are static; a flax TrainState is donated. Chosen on the first call."""

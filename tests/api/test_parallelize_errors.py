@@ -57,6 +57,22 @@ def test_pipeshard_without_layers_names_layer_option() -> None:
     )
 
 
+def test_pipeshard_layer_counts_are_named_as_the_api_names_them() -> None:
+    # The pass's "use num-layers <= 7" named an option PipeshardParallel's users never set.
+    method = autopar.PipeshardParallel(
+        num_micro_batches=2, layer_option=autopar.AutoLayerOption(layer_num=50)
+    )
+    f = autopar.parallelize(step, method=method)
+    expected = (
+        r"into 50 layers: the forward pass has only \d+ ops; use layer_option=AutoLayerOption\(layer_num="
+    )
+    with pytest.raises(PassError, match=expected):
+        f(PARAMS, {"image": jnp.ones((16, 32))})
+    nothing = autopar.parallelize(lambda params, batch: params, method=method)
+    with pytest.raises(PassError, match=r"^PipeshardParallel: the step computes nothing from its arguments"):
+        nothing(PARAMS, {"image": jnp.ones((16, 32))})
+
+
 def test_micro_batches_that_do_not_divide_name_the_path() -> None:
     method = autopar.PipeshardParallel(num_micro_batches=3, layer_option=autopar.AutoLayerOption(layer_num=2))
     f = autopar.parallelize(step, method=method)

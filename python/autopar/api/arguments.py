@@ -116,11 +116,17 @@ def leaf_keys(
     names = positional_names(fn, len(args))
     keys = []
     for path, leaf in jax.tree_util.tree_flatten_with_path((tuple(args[i] for i in dynamic), kwargs))[0]:
+        head = names[dynamic[path[1].idx]] if path[0].idx == 0 else str(path[1].key)
+        name = head + jax.tree_util.keystr(tuple(path[2:]))
+        if isinstance(leaf, jax.core.Tracer):
+            raise TypeError(
+                f"{name} is a tracer: {getattr(fn, '__name__', 'the function')} was called inside jax.jit, "
+                "jax.grad, jax.vmap or another transformation, but it runs a plan compiled for concrete "
+                "arrays; call it outside them, or parallelize the function that calls it"
+            )
         try:
             keys.append(aval_key(leaf))
         except TypeError:
-            head = names[dynamic[path[1].idx]] if path[0].idx == 0 else str(path[1].key)
-            name = head + jax.tree_util.keystr(tuple(path[2:]))
             raise TypeError(
                 f"{name} (a {type(leaf).__name__}) is not an array: pass arrays, scalars or "
                 f"jax.ShapeDtypeStruct; make {head} static (static_argnums) if it holds no arrays, or pass "

@@ -36,6 +36,13 @@ def in_api_terms(message: str, method: Any) -> str:
             "layer_option=AutoLayerOption(layer_num=N), or mark the boundaries yourself with "
             "autopar.mark_pipeline_boundary() and layer_option='manual'"
         )
+    if "@main has no forward computation to cluster into layers" in message:
+        return (
+            f"{method.name}: the step computes nothing from its arguments to cut into pipeline stages (no "
+            "forward ops); run it with ShardParallel"
+        )
+    # The layer count is AutoLayerOption's field, not the pass option.
+    message = re.sub(r"use num-layers <= (\d+)", r"use layer_option=AutoLayerOption(layer_num=\1)", message)
     fields = {f.name for f in dataclasses.fields(AutoShardingOption)}
 
     def rename(match: re.Match) -> str:
