@@ -309,12 +309,6 @@ class ParallelizedFunction:
         out_keys = tuple(key_impl(leaf) for leaf in jax.tree.leaves(lowered.out_info))
         callbacks = host_callbacks(lowered)
         if self._pipeshard:
-            if callbacks:
-                raise AutoparError(
-                    f"{self.__name__} calls back into Python (jax.debug.print, jax.pure_callback, ...): "
-                    "PipeshardParallel cannot run host callbacks inside stages yet; remove them or use "
-                    "ShardParallel"
-                )
             self._run_pipeline(module, self.method.pipeline(self.cluster))
         elif self.method.manual_sharding_option is not None:
             self._annotate_manual(module, args, kwargs, dynamic, lowered)
@@ -457,28 +451,34 @@ class ParallelizedFunction:
                     approximate_combine=self.method.approximate_combine,
                     output_names=names,
                 )
-                if self._use_processes(entry.module):
+                if self._use_processes(entry.module, bool(entry.host_callbacks)):
                     hosts, per_host = self.method.cluster_for(len(self.devices))
                     entry.executable = ProcessExecutor(
                         entry.module, self.devices, devices_per_host=per_host, **options
                     )
                 else:
-                    entry.executable = SequentialExecutor(entry.module, self.devices, **options)
+                    entry.executable = SequentialExecutor(
+                        entry.module, self.devices, host_callbacks=entry.host_callbacks, **options
+                    )
             else:
                 entry.executable = rt_exe.compile(entry.module, self.devices, entry.host_callbacks)
             entry.timings["compile"] = time.perf_counter() - started
         return entry.executable
 
-    def _use_processes(self, module: ir.Module) -> bool:
+    def _use_processes(self, module: ir.Module, callbacks: bool) -> bool:
         """PipeshardParallel(executor=...): "auto" runs a process per mesh on CPU devices when there are
-        several meshes and cores (see runtime/processes.py for the measurement behind it)."""
-        choice = self.method.executor
-        if cluster.current().kind != "local":  # autopar.init(cluster="ray"): the hosts run the meshes
-            if choice == "in-process":
-                raise ValueError("executor='in-process' runs on this machine, not on the Ray cluster chosen")
-            return True
-        if choice != "auto":
-            return choice == "processes"
+        several meshes and cores (runtime/processes.py has the measurement), but in this process when the
+        step calls back into Python (jax.debug.print): its callbacks are this process's functions."""
+        choice, ray = self.method.executor, cluster.current().kind != "local"  # ray: the hosts run meshes
+        if callbacks and (ray or choice == "processes"):
+            raise AutoparError(
+                f"{self.__name__} calls back into Python, which only this process can do: remove its "
+                f"callbacks (jax.debug.print, ...) or use executor='in-process'{' locally' if ray else ''}"
+            )
+        if ray and choice == "in-process":
+            raise ValueError("executor='in-process' runs on this machine, not on the Ray cluster chosen")
+        if ray or choice != "auto" or callbacks:
+            return ray or choice == "processes"
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         return self.devices[0].platform == "cpu" and cores > 1 and len(stage_meshes(module)) > 1
 

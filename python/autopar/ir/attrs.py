@@ -58,6 +58,9 @@ SCHEDULE = "autopar.schedule"  # {name, micro_batches, programs: [[instruction s
 # Stage function attributes, written by inter_op.py (outlining), read by runtime/sequential.py:
 STAGE = "autopar.stage"  # i64 stage index k of @stage_k_<part>
 MESH = "autopar.mesh"  # {shape, logical_shape, device_ids} the stage runs on
+# A host callback's one-device placement, kept through the pipeshard passes (ir/host_callbacks.py): unit,
+# written by inter_op.py, read by runtime/step.py, which places the callback on its stage's first device.
+HOST_CALLBACK = "autopar.host_callback"
 
 # The cross-mesh transfer of a value between two stages: `stablehlo.custom_call @autopar.transfer(%x)`
 # in @main (the call target is this name too), carrying the plan as this attribute
@@ -92,6 +95,7 @@ ALL = (
     SCHEDULE,
     STAGE,
     MESH,
+    HOST_CALLBACK,
     TRANSFER,
     MESH_SHAPE,
     OBJECTIVE,

@@ -15,7 +15,7 @@ from typing import Any
 from jaxlib.mlir import ir
 
 from autopar.errors import PipelineError
-from autopar.ir import io
+from autopar.ir import host_callbacks, io
 from autopar.ir.context import context
 
 INPUT_SHARDINGS = ("drop", "keep")
@@ -67,7 +67,7 @@ def drop_shardings(module: ir.Module) -> None:
     computations (`shard_map`) are program structure, not layout: they and their meshes stay. So do the
     shardings that place a side effect on one device (`jax.debug.print`'s callback on a maximal mesh):
     without one, XLA's partitioner stops on its RET_CHECK "Side-effect HLO must have sharding"."""
-    maximal = _maximal_meshes(module)
+    maximal = host_callbacks.mesh_names(host_callbacks.maximal_meshes(module.operation))
     with context(), ir.Location.unknown():
         attrs = module.operation.attributes
         for name in ("mhlo.num_partitions", "mhlo.num_replicas"):
@@ -83,7 +83,9 @@ def drop_shardings(module: ir.Module) -> None:
                 doomed.append(op)
             elif name != "sdy.manual_computation":
                 for key in _SHARDING_ATTRS:
-                    if key in op.attributes and not _places_on_one_device(op.attributes[key], maximal):
+                    if key in op.attributes and not host_callbacks.places_on_one_device(
+                        op.attributes[key], maximal
+                    ):
                         del op.attributes[key]
             return ir.WalkResult.ADVANCE
 
@@ -101,26 +103,6 @@ def drop_shardings(module: ir.Module) -> None:
                 ):  # only its own definition names it
                     op.operation.erase()
     io._verify(module, "<exported module>")
-
-
-def _maximal_meshes(module: ir.Module) -> set[str]:
-    """Meshes of one device and no axes (`<[], device_ids=[0]>`): where JAX places a host callback."""
-    from jaxlib.mlir.dialects import sdy
-
-    names = set()
-    for op in module.body.operations:
-        if op.operation.name == "sdy.mesh":
-            mesh = sdy.MeshAttr(op.attributes["mesh"])
-            if not list(mesh.axes) and list(mesh.device_ids):
-                names.add(ir.StringAttr(op.attributes["sym_name"]).value)
-    return names
-
-
-def _places_on_one_device(sharding: ir.Attribute, maximal: set[str]) -> bool:
-    text = str(sharding)
-    if text.startswith('"{maximal'):  # GSPMD's spelling, `mhlo.sharding = "{maximal device=0}"`
-        return True
-    return any(re.search(rf"@{re.escape(name)}(?![\w$.])", text) for name in maximal)
 
 
 def is_layout_constraint(op: ir.Operation) -> bool:

@@ -19,6 +19,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jaxlib.mlir import ir
 
+from autopar.ir.host_callbacks import calls_back
 from autopar.ir.io import parse_bytes
 from autopar.runtime import shardings as sh
 from autopar.runtime.fast_calls import CallingConvention
@@ -88,6 +89,7 @@ class ShardedExecutable:
       donated: indices of arguments whose buffers the call may consume.
       module: the module exactly as compiled (every argument and result annotated).
       loaded: XLA's loaded executable.
+      host_callbacks: whether it calls back into Python (`jax.debug.print`, ...).
     """
 
     mesh: Mesh
@@ -99,10 +101,23 @@ class ShardedExecutable:
     donated: tuple[int, ...]
     module: ir.Module
     loaded: Any
+    host_callbacks: bool = False
 
     def __call__(self, args: Sequence[Any]) -> list[jax.Array]:
         placed = self.place_arguments(args)
-        results = self.loaded.execute_sharded(placed)
+        if not self.host_callbacks:
+            results = self.loaded.execute_sharded(placed)
+        else:
+            # As jax.jit's own dispatch does: the run's token goes where `jax.effects_barrier()` and JAX's
+            # exit handler wait for it. Without it a step whose outputs nobody waited for could still be
+            # calling back at exit, and the process aborted ("terminate called without an active
+            # exception") with the callback's output lost.
+            from jax._src import dispatch
+
+            results = self.loaded.execute_sharded(placed, with_tokens=True)
+            token = results.consume_token()
+            for i, device in enumerate(self.devices):
+                dispatch.runtime_tokens.set_output_runtime_token(device, token.get_token(i))
         return self._convention.assemble(results.disassemble_into_single_device_arrays())
 
     @functools.cached_property
@@ -206,6 +221,7 @@ def compile(
         donated=donated,
         module=module,
         loaded=loaded,
+        host_callbacks=bool(host_callbacks),
     )
 
 
@@ -217,6 +233,12 @@ def _xla_compile(module: ir.Module, devices: Sequence[jax.Device], host_callback
     buffer = io.BytesIO()
     module.operation.write_bytecode(buffer)
     backend = jex.backend.get_backend(devices[0].platform)
+    if not host_callbacks and calls_back(module.operation):
+        # Without its callbacks such a module crashes the process when the callback runs.
+        raise ValueError(
+            "the module calls back into Python (a jax.debug.print or other host callback): compile it with "
+            "the callbacks JAX's lowering registered (host_callbacks=...), in the process that lowered it"
+        )
     if host_callbacks:
         # Only this overload registers callbacks; a callback custom call without them crashes the process
         # when it runs (jaxlib 0.10.2).

@@ -64,8 +64,10 @@ class SequentialExecutor:
         output_combine: Mapping[int, str] | None = None,
         approximate_combine: bool = False,
         output_names: Sequence[str] | None = None,
+        host_callbacks: Sequence[Any] = (),
     ):
         self._devices = list(devices) if devices is not None else jax.devices()
+        self._host_callbacks = tuple(host_callbacks)
         self.program = StepProgram(
             module,
             num_micro_batches=num_micro_batches,
@@ -214,7 +216,7 @@ class SequentialExecutor:
         devices = [self._devices[i] for i in ids]
         module = runnable_stage_module(name, fn, self.program.donated_operands.get(name, ()))
         try:
-            return rt_exe.compile(module, devices)
+            return rt_exe.compile(module, devices, self._host_callbacks)
         except Exception as err:  # XLA raises XlaRuntimeError with a multi-line message
             raise ExecutionError(f"XLA could not compile @{name}: {str(err).splitlines()[0]}") from None
 

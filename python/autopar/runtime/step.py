@@ -324,6 +324,7 @@ def runnable_stage_module(name: str, fn: ir.Operation, donated: Sequence[int] = 
     """The stage function `fn` as a module an executor compiles for its mesh's devices: as
     autopar-shard-stages sharded it, or replicated over its devices when nothing sharded it (the output of
     autopar-inter-op alone). The `donated` arguments are marked as buffer donors."""
+    from autopar.ir import host_callbacks
     from autopar.ir.stages import stage_module
     from autopar.runtime import shardings as sh
 
@@ -333,6 +334,7 @@ def runnable_stage_module(name: str, fn: ir.Operation, donated: Sequence[int] = 
     module = stage_module(fn)
     if not sh.module_meshes(module):
         sh.replicate_main(module, "mesh", len(mesh.device_ids))
+    host_callbacks.place_in_stage(module)
     if donated:
         main = sh.main_func(module)
         with module.context:

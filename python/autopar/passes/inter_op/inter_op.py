@@ -10,7 +10,7 @@ from jaxlib.mlir import ir
 
 from autopar import _core, cost
 from autopar.errors import PassError
-from autopar.ir import attrs
+from autopar.ir import attrs, host_callbacks
 from autopar.passes.inter_op import cluster as cluster_lib
 from autopar.passes.inter_op import fixed_plans, intra_op_costs
 from autopar.passes.inter_op.graph import build_graph, main_func
@@ -54,6 +54,9 @@ micro-batch's forward (GPipe) or interleaved forward/backward (1F1B) before one 
 They are linked only through `@main`'s SSA values: `@main` calls forward parts in stage order, backward
 parts in reverse, then the apply parts, and every value crossing two parts (activations, residuals,
 cotangents, gradients) is a result of one call and an operand of another. A part with no ops is omitted.
+A host callback (`jax.debug.print`) that JAX placed on a maximal mesh of one device goes into its part
+with the mark `autopar.host_callback` instead, and the maximal mesh goes: the runtime puts the callback
+on its stage's first device when it compiles the stage.
 
 Before (after autopar-cluster-layers{num-layers=2}):
   func.func public @main(%arg0: tensor<8x8xf32>, %arg1: tensor<8x8xf32>, %arg2: tensor<4x8xf32>) -> ... {
@@ -173,6 +176,7 @@ After (cluster=1x2 micro-batches=4):
 def inter_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
     with module_op.context, ir.Location.unknown():
         drop_empty_meshes(module_op)  # JAX's "unsharded" constraints on PRNG keys: stages start unsharded
+        host_callbacks.mark(module_op)  # their one-device placements, back in each stage module it runs
         layered = read_layers(module_op)
         cluster = cluster_from_options(options)
         if options.manual_stages:  # hand-placed stages (ManualStageOption): no DP
