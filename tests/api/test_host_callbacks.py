@@ -72,6 +72,28 @@ def test_pipelined_step_prints_each_micro_batch_loss_and_trains_like_jit(capfd):
     assert isinstance(f._last_executor, SequentialExecutor)
 
 
+def test_prints_in_a_loop_and_in_a_branch_not_taken_print_as_under_jit(capfd):
+    # The loop is unrolled: its prints read only constants, and outlining once dropped them.
+    def step(w, x, y):
+        loss, grads = jax.value_and_grad(_loss)(w, x, y)
+        jax.lax.cond(loss > 100.0, lambda: jax.debug.print("never"), lambda: None)
+
+        def body(carry, i):
+            jax.debug.print("iteration {i}", i=i)
+            return carry, None
+
+        jax.lax.scan(body, 0.0, jnp.arange(3))
+        return [p - 0.1 * g for p, g in zip(w, grads, strict=True)], loss
+
+    w, x, y = _data()
+    f = autopar.parallelize(step, method=autopar.PipeshardParallel(**TWO_STAGES), batch_argnums=(1, 2))
+    jax.block_until_ready(f(w, x, y))
+    jax.effects_barrier()
+    lines = capfd.readouterr().out.splitlines()
+    # In the forward part: once per micro-batch, as each micro-batch's step would print.
+    assert sorted(lines) == sorted([f"iteration {i}" for i in range(3)] * MICRO_BATCHES), lines
+
+
 def test_io_callback_runs_per_micro_batch_in_the_forward_part():
     seen: list[float] = []
 

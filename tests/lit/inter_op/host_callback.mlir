@@ -6,12 +6,17 @@
 // mark autopar.host_callback instead, and drops the maximal mesh; the runtime places the callback on its
 // stage's first device when it compiles the stage (before, the pass stopped on "unknown mesh:
 // @maximal_mesh_0").
+// A callback that reads only constants (a print in an unrolled loop) is read by nobody; it stays in its
+// layer's stage rather than vanishing with the ops no stage reads (before, outlining erased it).
 // CHECK-NOT:   @maximal_mesh_0
 // CHECK-LABEL: func.func private @stage_1_forward
 // CHECK:         stablehlo.custom_call @xla_ffi_python_cpu_callback
 // CHECK-SAME:      autopar.host_callback
 // CHECK-NOT:       sdy.sharding
 // CHECK-SAME:      : (tensor<f32>) -> ()
+// CHECK:         %[[ONE:.*]] = stablehlo.constant {{.*}}dense<1.000000e+00>
+// CHECK:         stablehlo.custom_call @xla_ffi_python_cpu_callback(%[[ONE]])
+// CHECK-SAME:      autopar.host_callback
 // CHECK-NOT:   @maximal_mesh_0
 
 // Planning every stage after it leaves the mark and the callback as they are.
@@ -30,6 +35,8 @@ module {
     %zero = stablehlo.constant dense<0.0> : tensor<f32>
     %s = stablehlo.reduce(%o init: %zero) applies stablehlo.add across dimensions = [0, 1] : (tensor<32x8xf32>, tensor<f32>) -> tensor<f32>
     stablehlo.custom_call @xla_ffi_python_cpu_callback(%s) {backend_config = "", has_side_effect = true, mhlo.backend_config = {index = 0 : ui64}, operand_layouts = [dense<> : tensor<0xindex>], result_layouts = [], sdy.sharding = #sdy.sharding_per_value<[<@maximal_mesh_0, []>]>} : (tensor<f32>) -> ()
+    %step = stablehlo.constant dense<1.0> : tensor<f32>
+    stablehlo.custom_call @xla_ffi_python_cpu_callback(%step) {backend_config = "", has_side_effect = true, mhlo.backend_config = {index = 1 : ui64}, operand_layouts = [dense<> : tensor<0xindex>], result_layouts = [], sdy.sharding = #sdy.sharding_per_value<[<@maximal_mesh_0, []>]>} : (tensor<f32>) -> ()
     return %o : tensor<32x8xf32>
   }
 }

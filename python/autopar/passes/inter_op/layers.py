@@ -18,6 +18,7 @@ from jaxlib.mlir import ir
 from autopar import _core
 from autopar.errors import PassError
 from autopar.ir import attrs
+from autopar.ir.host_callbacks import calls_back
 from autopar.passes.inter_op.graph import HEAVY_OPS, Graph, Node
 
 FORWARD, BACKWARD, APPLY = "forward", "backward", "apply"
@@ -58,6 +59,9 @@ def classify_parts(graph: Graph) -> tuple[list[str], list[bool]]:
     free = [False] * len(nodes)
     for i, node in enumerate(nodes):
         free[i] = not node.args and all(free[p] for p in node.operands) and not node.boundary
+        # A callback on constants (a print in an unrolled loop) is read by nobody: free, no part would
+        # clone it, and outlining would drop it. It runs where its layer is.
+        free[i] = free[i] and not calls_back(node.op)
     part = [FORWARD] * len(nodes)
     for i, node in enumerate(nodes):
         if node.boundary == "backward" or "transpose(" in node.scope:
