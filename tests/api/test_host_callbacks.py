@@ -94,6 +94,24 @@ def test_prints_in_a_loop_and_in_a_branch_not_taken_print_as_under_jit(capfd):
     assert sorted(lines) == sorted([f"iteration {i}" for i in range(3)] * MICRO_BATCHES), lines
 
 
+@pytest.mark.parametrize("callback", ["pure_callback", "io_callback"])
+def test_a_host_value_read_in_the_forward_part_scales_every_micro_batch(callback):
+    # A callback that reads nothing was taken for the constant 0: `scale * loss` was then labelled "the
+    # same in every micro-batch", and the loss and every gradient came out wrong, silently.
+    call = jax.pure_callback if callback == "pure_callback" else io_callback
+
+    def step(w, x, y):
+        scale = call(lambda: np.float32(2.0), jax.ShapeDtypeStruct((), jnp.float32))
+        loss, grads = jax.value_and_grad(lambda w: scale * _loss(w, x, y))(w)
+        return [p - 0.1 * g for p, g in zip(w, grads, strict=True)], loss
+
+    w, x, y = _data()
+    f = autopar.parallelize(step, method=autopar.PipeshardParallel(**TWO_STAGES), batch_argnums=(1, 2))
+    got, want = f(w, x, y), jax.jit(step)(w, x, y)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
 def test_io_callback_runs_per_micro_batch_in_the_forward_part():
     seen: list[float] = []
 

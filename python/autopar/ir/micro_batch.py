@@ -371,6 +371,8 @@ def _elements(name: str, ins: list[Kind]) -> list[Kind]:
 
 def _const_of(ins: list[Kind], name: str) -> Kind:
     """Constants combined by `name`: their degree when the op is a product or a degree-preserving op."""
+    if not ins:  # reads nothing (a host callback's result, pure_callback(lambda: 2.0)): not the constant 0
+        return SAME
     live = [k for k in ins if k.tag != "zero"]
     if not live or (name == "stablehlo.multiply" and len(live) < len(ins)):
         return ZERO
