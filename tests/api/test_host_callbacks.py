@@ -186,3 +186,16 @@ def test_compiling_a_module_that_calls_back_without_its_callbacks_is_an_error_no
     )
     with pytest.raises(ValueError, match=r"calls back into Python .*\(host_callbacks="):
         autopar.runtime.compile(module.module)
+
+
+def test_a_plan_that_prints_is_explained_diffed_and_reported(tmp_path):
+    # The explanation re-solves the plan on a stripped copy of the module, which lost the maximal mesh a
+    # print is placed on: "unknown mesh: @maximal_mesh_0", raised raw from MLIR.
+    w, x, y = _data()
+    f = autopar.parallelize(printing_step, method=autopar.ShardParallel(mesh_shape=(2, 4)))
+    plan = f.get_execution_plan(w, x, y)
+    e = plan.explain("w[0]")
+    assert e.target == "w[0]" and str(e).startswith("w[0]: argument w[0]")
+    assert plan.diff(plan).layouts == ()
+    plan.report(tmp_path / "plan.html")
+    assert (tmp_path / "plan.html").stat().st_size > 0

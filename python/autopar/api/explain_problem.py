@@ -70,6 +70,7 @@ def intra_op_options(pipeline: str):
 
 def strip_plan(module: ir.Module) -> ir.Module:
     """A copy of a planned module without the plan: constraints, @main's shardings and the mesh removed."""
+    from autopar.ir.host_callbacks import maximal_meshes
     from autopar.ir.stages import find_function
 
     copy = ir.Module.parse(module.operation.get_asm(enable_debug_info=True), context=module.context)
@@ -94,8 +95,9 @@ def strip_plan(module: ir.Module) -> ir.Module:
                     ir.DictAttr.get({n.name: n.attr for n in d if n.name != "sdy.sharding"}) for d in dicts
                 ]
                 main.attributes[name] = ir.ArrayAttr.get(kept)
+    placing = maximal_meshes(copy.operation)  # where a jax.debug.print runs: not the plan, and still named
     for op in list(copy.body.operations):
-        if op.operation.name == "sdy.mesh":
+        if op.operation.name == "sdy.mesh" and op.operation not in placing:
             op.operation.erase()
     return copy
 
