@@ -326,3 +326,16 @@ def test_cli_emit_exported_errors_are_one_line_and_write_nothing(tmp_path):
     line = _one_error_line(_opt(inputs, pipeshard, "--emit=exported", "-o", out))
     assert "pipeshard plan" in line
     assert not out.exists()
+    # A print's callback is named by an index into this process's functions: the file, once called,
+    # segfaulted the process that loaded it.
+    printing = tmp_path / "printing.mlir"
+    printing.write_text(
+        jax.jit(lambda a: jax.debug.print("{}", a.sum()) or a * 2).lower(np.ones((8, 4))).as_text()
+    )
+    line = _one_error_line(
+        _opt(
+            printing, "--pass-pipeline=builtin.module(autopar-shard{mesh=2x4})", "--emit=exported", "-o", out
+        )
+    )
+    assert "calls back into Python" in line and "remove the callbacks" in line
+    assert not out.exists()

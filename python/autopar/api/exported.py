@@ -18,6 +18,7 @@ from jaxlib.mlir import ir
 
 from autopar.errors import AutoparError
 from autopar.ir import attrs as attrs_lib
+from autopar.ir.host_callbacks import calls_back
 from autopar.runtime import shardings as sh
 
 
@@ -38,6 +39,11 @@ def check_exportable(module: ir.Module) -> sh.MainShardings:
         raise ExportError(
             f"the module is a pipeshard plan ({count} on their own submeshes): one jax.export.Exported "
             "runs on one mesh; export a ShardParallel plan (autopar-intra-op) instead"
+        )
+    if calls_back(module.operation):  # the Exported would name a Python function nobody registers
+        raise ExportError(
+            "the module calls back into Python (a jax.debug.print or other host callback), which a "
+            "serialized Exported cannot carry, and calling it would crash: remove the callbacks to export"
         )
     meshes = [m for m in sh.module_meshes(module).values() if m.axis_names]
     if not meshes:
