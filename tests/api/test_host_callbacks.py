@@ -199,3 +199,20 @@ def test_a_plan_that_prints_is_explained_diffed_and_reported(tmp_path):
     assert plan.diff(plan).layouts == ()
     plan.report(tmp_path / "plan.html")
     assert (tmp_path / "plan.html").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "method",
+    [autopar.ShardParallel(mesh_shape=(2, 4)), autopar.PipeshardParallel(**TWO_STAGES)],
+    ids=["shard", "pipeshard"],
+)
+def test_ordered_effects_are_refused_by_name(method):
+    def step(w, x, y):
+        loss, grads = jax.value_and_grad(_loss)(w, x, y)
+        jax.debug.print("loss is {l}", l=loss, ordered=True)
+        return [p - 0.1 * g for p, g in zip(w, grads, strict=True)], loss
+
+    w, x, y = _data()
+    f = autopar.parallelize(step, method=method, batch_argnums=(1, 2))
+    with pytest.raises(AutoparError, match=r"^step has ordered side effects .* drop ordered=True"):
+        f(w, x, y)

@@ -87,6 +87,23 @@ def host_callbacks(lowered: Any) -> tuple[Any, ...]:
     return tuple(compile_args.get("host_callbacks", ()))
 
 
+def impure_step_message(name: str, lowered: Any, main: Any, inputs: int) -> str:
+    """Why a step's @main has other arguments or results than its pytrees: ordered effects thread a token
+    through it (named, with what to do), or something else this version of JAX adds."""
+    lowering = getattr(lowered, "_lowering", None)
+    if (getattr(lowering, "compile_args", None) or {}).get("ordered_effects"):
+        return (
+            f"{name} has ordered side effects (jax.debug.print(..., ordered=True), io_callback(..., "
+            "ordered=True)), which thread a token through the program: drop ordered=True; autopar runs "
+            "unordered callbacks"
+        )
+    return (
+        f"{name} lowered to a @main with {len(main.type.inputs)} arguments and {len(main.type.results)} "
+        f"results for {inputs} inputs and {lowered.out_tree.num_leaves} outputs (side effects or tokens?): "
+        "only pure functions can be parallelized"
+    )
+
+
 def _is_key(dtype: Any) -> bool:
     return jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
 

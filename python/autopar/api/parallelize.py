@@ -39,6 +39,7 @@ from autopar.api.arguments import (
     check_default_batch,
     delete_donated,
     host_callbacks,
+    impure_step_message,
     is_batch_leaf,
     key_data,
     key_impl,
@@ -284,11 +285,7 @@ class ParallelizedFunction:
         roles, paths = self._roles_and_paths(args, kwargs, dynamic, flat_avals)
         main = sh.main_func(module)
         if len(main.type.inputs) != len(roles) or len(main.type.results) != lowered.out_tree.num_leaves:
-            raise AutoparError(
-                f"{self.__name__} lowered to a @main with {len(main.type.inputs)} arguments and "
-                f"{len(main.type.results)} results for {len(roles)} inputs and {lowered.out_tree.num_leaves} "
-                "outputs (side effects or tokens?): only pure functions can be parallelized"
-            )
+            raise AutoparError(impure_step_message(self.__name__, lowered, main, len(roles)))
         mark_roles(module, roles, paths, output_names(lowered.out_tree, names))
         statistics = None
         if self._pipeshard and (B := self.method.num_micro_batches) > 1:
