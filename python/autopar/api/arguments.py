@@ -129,27 +129,38 @@ def leaf_keys(
 ) -> tuple[tuple[Any, ...], ...]:
     """`aval_key` of every dynamic argument leaf, in `jax.tree.flatten`'s order of `(dynamic args, kwargs)`.
     A leaf that is not an array is refused by its path (`model.layers[0].activation`): a module that keeps
-    functions among its weights (Equinox's) is the usual cause, and the path says where."""
-    names = positional_names(fn, len(args))
+    functions among its weights (Equinox's) is the usual cause, and the path says where. Paths are only
+    spelled out then: this runs on every call."""
+    tree = (tuple(args[i] for i in dynamic), kwargs)
     keys = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path((tuple(args[i] for i in dynamic), kwargs))[0]:
-        head = names[dynamic[path[1].idx]] if path[0].idx == 0 else str(path[1].key)
-        name = head + jax.tree_util.keystr(tuple(path[2:]))
-        if isinstance(leaf, jax.core.Tracer):
-            raise TypeError(
-                f"{name} is a tracer: {getattr(fn, '__name__', 'the function')} was called inside jax.jit, "
-                "jax.grad, jax.vmap or another transformation, but it runs a plan compiled for concrete "
-                "arrays; call it outside them, or parallelize the function that calls it"
-            )
-        try:
-            keys.append(aval_key(leaf))
-        except TypeError:
-            raise TypeError(
-                f"{name} (a {type(leaf).__name__}) is not an array: pass arrays, scalars or "
-                f"jax.ShapeDtypeStruct; make {head} static (static_argnums) if it holds no arrays, or pass "
-                "its arrays apart from the rest (e.g. eqx.partition, or a closure)"
-            ) from None
+    for k, leaf in enumerate(jax.tree.leaves(tree)):
+        if not isinstance(leaf, jax.core.Tracer):
+            try:
+                keys.append(aval_key(leaf))
+                continue
+            except TypeError:
+                pass
+        raise _refused_leaf(fn, args, dynamic, tree, k, leaf)
     return tuple(keys)
+
+
+def _refused_leaf(
+    fn: Callable[..., Any], args: tuple[Any, ...], dynamic: Sequence[int], tree: Any, k: int, leaf: Any
+) -> TypeError:
+    path = jax.tree_util.tree_flatten_with_path(tree)[0][k][0]
+    head = positional_names(fn, len(args))[dynamic[path[1].idx]] if path[0].idx == 0 else str(path[1].key)
+    name = head + jax.tree_util.keystr(tuple(path[2:]))
+    if isinstance(leaf, jax.core.Tracer):
+        return TypeError(
+            f"{name} is a tracer: {getattr(fn, '__name__', 'the function')} was called inside jax.jit, "
+            "jax.grad, jax.vmap or another transformation, but it runs a plan compiled for concrete "
+            "arrays; call it outside them, or parallelize the function that calls it"
+        )
+    return TypeError(
+        f"{name} (a {type(leaf).__name__}) is not an array: pass arrays, scalars or "
+        f"jax.ShapeDtypeStruct; make {head} static (static_argnums) if it holds no arrays, or pass "
+        "its arrays apart from the rest (e.g. eqx.partition, or a closure)"
+    )
 
 
 def keywords_to_positions(
