@@ -60,11 +60,11 @@ def calls_back(module_op: ir.Operation) -> bool:
     return bool(found)
 
 
-def mark(module_op: ir.Operation) -> int:
-    """Replaces each maximal-mesh placement by MARK and drops the maximal meshes; the number of callbacks."""
+def mark(module_op: ir.Operation) -> None:
+    """Replaces each maximal-mesh placement by MARK and drops the maximal meshes."""
     meshes = maximal_meshes(module_op)
     if not meshes:
-        return 0
+        return
     names = mesh_names(meshes)
     marked = []
 
@@ -80,7 +80,6 @@ def mark(module_op: ir.Operation) -> int:
             op.attributes[MARK] = ir.UnitAttr.get()
     for m in meshes:
         m.erase()
-    return len(marked)
 
 
 def place_in_stage(module: ir.Module) -> None:

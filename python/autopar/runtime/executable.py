@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.extend as jex
 import numpy as np
+from jax._src import dispatch  # JAX's runtime tokens (jax is pinned): see ShardedExecutable.__call__
 from jax.sharding import Mesh, NamedSharding
 from jaxlib.mlir import ir
 
@@ -112,8 +113,6 @@ class ShardedExecutable:
             # exit handler wait for it. Without it a step whose outputs nobody waited for could still be
             # calling back at exit, and the process aborted ("terminate called without an active
             # exception") with the callback's output lost.
-            from jax._src import dispatch
-
             results = self.loaded.execute_sharded(placed, with_tokens=True)
             token = results.consume_token()
             for i, device in enumerate(self.devices):

@@ -18,7 +18,6 @@ from jaxlib.mlir import ir
 from autopar import _core
 from autopar.errors import PassError
 from autopar.ir import attrs
-from autopar.ir.host_callbacks import calls_back
 from autopar.passes.inter_op.graph import HEAVY_OPS, Graph, Node
 
 FORWARD, BACKWARD, APPLY = "forward", "backward", "apply"
@@ -59,9 +58,9 @@ def classify_parts(graph: Graph) -> tuple[list[str], list[bool]]:
     free = [False] * len(nodes)
     for i, node in enumerate(nodes):
         free[i] = not node.args and all(free[p] for p in node.operands) and not node.boundary
-        # A callback on constants (a print in an unrolled loop) is read by nobody: free, no part would
-        # clone it, and outlining would drop it. It runs where its layer is.
-        free[i] = free[i] and not calls_back(node.op)
+        # An op with a side effect on constants (a print in an unrolled loop) is read by nobody: free, no
+        # part would clone it, and outlining would drop it. It runs where its layer is.
+        free[i] = free[i] and not _has_side_effect(node.op)
     part = [FORWARD] * len(nodes)
     for i, node in enumerate(nodes):
         if node.boundary == "backward" or "transpose(" in node.scope:
@@ -144,6 +143,28 @@ def _made_from_inexact_values(nodes: list[Node]) -> list[bool]:
 def _per_example(op: ir.Operation) -> bool:
     """Whether a result holds a value per example (parallelize's micro-batch label "batch" or "concat")."""
     return any(_is_per_example(label) for label in attrs.get_micro_batch_labels(op) or ())
+
+
+def _has_side_effect(op: ir.Operation) -> bool:
+    """Whether the op or an op in its regions has an effect besides its results (a host callback, I/O)."""
+    found = []
+
+    def visit(inner: ir.Operation) -> ir.WalkResult:
+        effect = inner.name in _EFFECT_OPS or (
+            inner.name == "stablehlo.custom_call"
+            and "has_side_effect" in inner.attributes
+            and ir.BoolAttr(inner.attributes["has_side_effect"]).value
+        )
+        if effect:
+            found.append(inner)
+            return ir.WalkResult.INTERRUPT
+        return ir.WalkResult.ADVANCE
+
+    op.walk(visit)
+    return bool(found)
+
+
+_EFFECT_OPS = frozenset({"stablehlo.infeed", "stablehlo.outfeed", "stablehlo.send", "stablehlo.recv"})
 
 
 def _reads_per_example(op: ir.Operation) -> bool:
