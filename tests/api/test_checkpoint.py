@@ -91,6 +91,50 @@ def test_an_incomplete_or_mismatched_checkpoint_is_refused(tmp_path: Path):
         autopar.restore_checkpoint(tmp_path / "ckpt", like=(params, state))
     wrong = [jnp.zeros((3, 3), jnp.float32)] * 4
     with pytest.raises(
-        checkpoint.CheckpointError, match=r"leaf 0 is float32\[16, 16\] but `like` has float32\[3, 3\]"
+        checkpoint.CheckpointError,
+        match=r"like\[0\] is float32\[16, 16\] in the checkpoint but float32\[3, 3\] in `like`",
     ):
         autopar.restore_checkpoint(tmp_path / "ckpt", like=wrong)
+    (tmp_path / "ckpt" / checkpoint.MANIFEST).write_text("{not json")
+    with pytest.raises(checkpoint.CheckpointError, match=r"manifest.json is damaged .*restore an earlier"):
+        autopar.restore_checkpoint(tmp_path / "ckpt", like=params)
+
+
+def test_a_save_replaces_only_a_checkpoint(tmp_path: Path):
+    # `save_checkpoint(".", state)` once renamed the working folder aside and deleted it after the save.
+    state = {"w": np.ones((2, 2), np.float32)}
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_text("1,2\n")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(checkpoint.CheckpointError, match=r"data is a folder but not a checkpoint"):
+        autopar.save_checkpoint(data, state)
+    with pytest.raises(checkpoint.CheckpointError, match=r"notes.txt is a file but not a checkpoint"):
+        autopar.save_checkpoint(tmp_path / "notes.txt", state)
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"notes.txt is a file: a checkpoint at .* needs a folder"
+    ):
+        autopar.save_checkpoint(tmp_path / "notes.txt" / "ckpt", state)
+    assert (data / "train.csv").read_text() == "1,2\n"
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert sorted(os.listdir(tmp_path)) == ["data", "notes.txt"]  # nothing staged beside them
+    autopar.save_checkpoint(tmp_path / "ckpt", state)
+    autopar.save_checkpoint(tmp_path / "ckpt", {"w": state["w"] + 1})  # an earlier checkpoint is replaced
+    np.testing.assert_array_equal(
+        autopar.restore_checkpoint(tmp_path / "ckpt", like=state)["w"], state["w"] + 1
+    )
+    assert sorted(os.listdir(tmp_path)) == ["ckpt", "data", "notes.txt"]
+
+
+def test_leaves_that_are_not_arrays_are_refused_by_path_before_anything_is_written(tmp_path: Path):
+    with pytest.raises(checkpoint.CheckpointError, match=r"state\['name'\] is a str .*not a numeric array"):
+        autopar.save_checkpoint(tmp_path / "a", {"name": "run-1", "w": np.ones(2, np.float32)})
+    with pytest.raises(checkpoint.CheckpointError, match=r"state\['rng'\]\[1\] is a typed PRNG key"):
+        autopar.save_checkpoint(tmp_path / "b", {"rng": (0, jax.random.key(0))})
+    assert os.listdir(tmp_path) == []
+    # Scalars, booleans and bfloat16 are arrays: they come back as numpy arrays of their dtype.
+    state = {"step": 3, "done": np.bool_(True), "w": jnp.ones((2,), jnp.bfloat16)}
+    autopar.save_checkpoint(tmp_path / "c", state)
+    restored = autopar.restore_checkpoint(tmp_path / "c", like=state)
+    assert int(restored["step"]) == 3 and bool(restored["done"])
+    assert restored["w"].dtype == jnp.bfloat16

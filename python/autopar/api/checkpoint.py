@@ -7,7 +7,8 @@ writes the rest into `driver/`. Everything goes into a temporary folder beside `
 (where each leaf is) is written last, and the folder is renamed to `path` only then, so a checkpoint cut
 short by a fault is never taken for a whole one: `restore_checkpoint` refuses a folder without a manifest.
 The parts are read back here, so a checkpoint restores on any cluster shape, or without one. The hosts must
-share the file system `path` is on.
+share the file system `path` is on. A save replaces only a checkpoint: any other file or folder at `path` (a
+typo'd `"."`, a data folder) is refused, since replacing it would delete what it holds.
 """
 
 from __future__ import annotations
@@ -36,8 +37,13 @@ def save_checkpoint(path: str | os.PathLike, state: Any) -> None:
     """Writes every leaf of the pytree `state` under `path` (replacing a checkpoint already there)."""
     target = Path(path).resolve()
     staging = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:8]}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    leaves = jax.tree.leaves(state)
+    if target.exists() and not (target / MANIFEST).is_file():
+        what = "a folder" if target.is_dir() else "a file"
+        raise CheckpointError(
+            f"{target} is {what} but not a checkpoint (no {MANIFEST}): a save replaces only an earlier "
+            "checkpoint; choose another path, or remove it yourself"
+        )
+    paths, leaves = _leaf_paths(state, "state")
     where: list[str] = []
     on_driver: dict[str, np.ndarray] = {}
     by_worker: dict[tuple[Any, int], dict[str, str]] = {}  # (executor, worker) -> {leaf: key}, in order
@@ -47,15 +53,22 @@ def save_checkpoint(path: str | os.PathLike, state: Any) -> None:
             by_worker.setdefault(holder, {})[str(i)] = leaf.key
             where.append(f"worker_{list(by_worker).index(holder)}")
         else:
-            on_driver[str(i)] = _host_array(leaf)
+            on_driver[str(i)] = _host_array(leaf, paths[i])
             where.append("driver")
+    nearest = next(a for a in target.parents if a.exists())
+    if not nearest.is_dir():
+        raise CheckpointError(f"{nearest} is a file: a checkpoint at {target} needs a folder there")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot make the folder {target.parent}: {e.strerror}") from None
     try:
         staging.mkdir()
         for n, ((executor, worker), keys) in enumerate(by_worker.items()):
             executor.save_arrays(worker, str(staging / f"worker_{n}"), keys)
         if on_driver:
             _checkpointer().save(str(staging / "driver"), on_driver)
-        manifest = {"leaves": len(leaves), "where": where}
+        manifest = {"leaves": len(leaves), "where": where, "paths": paths}
         (staging / MANIFEST).write_text(json.dumps(manifest))
         if target.exists():
             retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
@@ -78,32 +91,52 @@ def restore_checkpoint(path: str | os.PathLike, like: Any) -> Any:
             f"{root} is not a complete checkpoint (no {MANIFEST}: it was never written, or its save was cut "
             "short); restore an earlier one"
         )
-    manifest = json.loads(manifest_path.read_text())
-    leaves, treedef = jax.tree.flatten(like)
-    if manifest["leaves"] != len(leaves):
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        counted, where = int(manifest["leaves"]), list(manifest["where"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{manifest_path} is damaged ({e}); restore an earlier checkpoint") from None
+    paths, leaves = _leaf_paths(like, "like")
+    treedef = jax.tree.structure(like)
+    if counted != len(leaves):
         raise CheckpointError(
-            f"{root} holds {manifest['leaves']} arrays but `like` has {len(leaves)} leaves: pass the pytree "
+            f"{root} holds {counted} arrays but `like` has {len(leaves)} leaves: pass the pytree "
             "the checkpoint was saved from"
         )
     parts: dict[str, dict[str, np.ndarray]] = {}
-    for part in sorted(set(manifest["where"])):
+    for part in sorted(set(where)):
         parts[part] = _checkpointer().restore(str((root / part).resolve()))
     out = []
-    for i, (part, leaf) in enumerate(zip(manifest["where"], leaves, strict=True)):
+    for i, (part, leaf) in enumerate(zip(where, leaves, strict=True)):
         value = np.asarray(parts[part][str(i)])
         shape, dtype = tuple(np.shape(leaf)), np.dtype(getattr(leaf, "dtype", value.dtype))
         if value.shape != shape or value.dtype != dtype:
             raise CheckpointError(
-                f"{root}: leaf {i} is {value.dtype}{list(value.shape)} but `like` has {dtype}{list(shape)}"
+                f"{root}: {paths[i]} is {value.dtype}{list(value.shape)} in the checkpoint but "
+                f"{dtype}{list(shape)} in `like`: pass the pytree the checkpoint was saved from"
             )
         out.append(value)
     return jax.tree.unflatten(treedef, out)
 
 
-def _host_array(leaf: Any) -> np.ndarray:
-    if jax.dtypes.issubdtype(getattr(leaf, "dtype", np.float32), jax.dtypes.prng_key):
-        raise CheckpointError("a typed PRNG key cannot be saved as it is: save jax.random.key_data(key)")
-    return np.asarray(leaf)
+def _leaf_paths(tree: Any, name: str) -> tuple[list[str], list[Any]]:
+    """Each leaf's pytree path as errors name it (`state['opt'][0]`) and the leaves, in flattening order."""
+    with_paths = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return [f"{name}{jax.tree_util.keystr(k)}" for k, _ in with_paths], [leaf for _, leaf in with_paths]
+
+
+def _host_array(leaf: Any, path: str) -> np.ndarray:
+    """The leaf as a numpy array of a numeric or boolean dtype, or a CheckpointError naming it."""
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        raise CheckpointError(f"{path} is a typed PRNG key: save jax.random.key_data(key) instead")
+    value = np.asarray(leaf)
+    if not (jax.dtypes.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
+        raise CheckpointError(
+            f"{path} is a {type(leaf).__name__} ({value.dtype}), not a numeric array: a checkpoint holds "
+            "arrays; keep other values out of the saved pytree"
+        )
+    return value
 
 
 def _checkpointer() -> Any:
