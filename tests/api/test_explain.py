@@ -196,6 +196,17 @@ def test_pipeshard_explain_gives_stage_and_layout():
     assert "    params[3] (forward): " in str(plan)
     with pytest.raises(ExplainError, match="no argument any stage reads"):
         plan.explain("params[9]")
+    mesh_plan = autopar.parallelize(mlp_step).get_execution_plan(params, batch)
+    with pytest.raises(
+        TypeError, match="got PipeshardExecutionPlan and ExecutionPlan: pass another Pipeshard"
+    ):
+        plan.diff(mesh_plan)
+    with pytest.raises(
+        TypeError, match="got ExecutionPlan and PipeshardExecutionPlan: pass another Execution"
+    ):
+        mesh_plan.diff(plan)
+    with pytest.raises(TypeError, match="got ExecutionPlan and str"):
+        mesh_plan.diff("plan.txt")
 
 
 def test_explain_a_plan_family_plan_explains_that_plan():

@@ -256,3 +256,10 @@ def test_a_failed_write_leaves_no_file(mesh_plan, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         mesh_plan.plot(tmp_path / "new.svg")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.png"]  # no partial or temporary file
+
+
+def test_a_missing_folder_is_named_and_nothing_is_written(mesh_plan, tmp_path):
+    for write, name in ((mesh_plan.plot, "plan.png"), (mesh_plan.report, "plan.html")):
+        with pytest.raises(FileNotFoundError, match=f"no folder {tmp_path / 'nowhere'} to write {name} into"):
+            write(tmp_path / "nowhere" / name)
+    assert list(tmp_path.iterdir()) == []

@@ -194,8 +194,22 @@ def _delta(a: float | None, b: float | None) -> str:
     return f" ({b - a:+.4g} s{ratio})"
 
 
+def _check_same_kind(before: object, after: object) -> None:
+    """A TypeError naming what `after` is unless it is a plan of `before`'s kind (a mesh plan against a
+    pipeshard plan has no layouts or stages in common to compare)."""
+    if type(after) is type(before):
+        return
+    kind = type(before).__name__
+    raise TypeError(
+        f"plan.diff compares two plans of one kind, got {kind} and {type(after).__name__}: "
+        f"pass another {kind}"
+    )
+
+
 def diff(before: ExecutionPlan, after: ExecutionPlan) -> PlanDiff:
     from autopar.api.plan import _spec_text
+
+    _check_same_kind(before, after)
 
     def mesh(p: ExecutionPlan) -> str:
         return "[" + ", ".join(f"{n}={s}" for n, s in p.mesh_shape.items()) + "]"
@@ -284,6 +298,8 @@ class PipeshardPlanDiff:
 
 
 def diff_pipeshard(before, after) -> PipeshardPlanDiff:
+    _check_same_kind(before, after)
+
     def placement(s) -> str:
         return (
             f"layers [{s.layers[0]}, {s.layers[1]}) on submesh {s.submesh[0]}x{s.submesh[1]} devices "

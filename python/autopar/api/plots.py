@@ -58,6 +58,10 @@ def atomic_path(path: str | os.PathLike, suffix: str) -> Iterator[str]:
     """A temporary file beside `path` that replaces it when the block succeeds and is removed when it
     fails: `path` is never left half written."""
     target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        # mkstemp would name its own hidden temporary file, not the folder the caller has to create.
+        raise FileNotFoundError(f"no folder {folder} to write {target.name} into: create it first")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent or ".")
     os.close(fd)
     try:
