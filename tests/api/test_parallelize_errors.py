@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import autopar
@@ -71,6 +72,40 @@ def test_pipeshard_layer_counts_are_named_as_the_api_names_them() -> None:
     nothing = autopar.parallelize(lambda params, batch: params, method=method)
     with pytest.raises(PassError, match=r"^PipeshardParallel: the step computes nothing from its arguments"):
         nothing(PARAMS, {"image": jnp.ones((16, 32))})
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (
+            lambda: autopar.AutoLayerOption(layer_num=-1),
+            ValueError,
+            "AutoLayerOption: layer_num must be >= 1, got -1",
+        ),
+        (lambda: autopar.AutoLayerOption(layer_num=0), ValueError, "layer_num must be >= 1, got 0"),
+        (lambda: autopar.AutoLayerOption(layer_num=2.5), TypeError, "layer_num must be an int >= 1, got 2.5"),
+        (lambda: autopar.AutoLayerOption(layer_num="2"), TypeError, "layer_num must be an int >= 1, got '2'"),
+        (
+            lambda: autopar.AutoLayerOption(2, eps=-1),
+            ValueError,
+            "AutoLayerOption: eps must be a number >= 0",
+        ),
+        (lambda: autopar.UniformStageOption(num_stages=0), ValueError, "num_stages must be >= 1, got 0"),
+    ],
+)
+def test_stage_and_layer_options_are_checked_when_made(make, error, message) -> None:
+    # They reached the passes, which named their own options ("num-layers must be >= 0"), or ran:
+    # UniformStageOption(num_stages=0) silently let the stage DP choose.
+    with pytest.raises(error, match=message):
+        make()
+    assert autopar.AutoLayerOption(layer_num=np.int64(2)).layer_num == 2  # numpy ints are ints
+
+
+def test_devices_that_are_not_devices_are_refused_by_name() -> None:
+    with pytest.raises(
+        TypeError, match=r"devices must be jax devices \(e.g. jax.devices\(\)\[:4\]\), got 'cpu'"
+    ):
+        autopar.parallelize(step, devices="cpu")
 
 
 def test_micro_batches_that_do_not_divide_name_the_path() -> None:

@@ -125,6 +125,8 @@ class ParallelizedFunction:
         self.devices = tuple(jax.local_devices() if devices is None else devices)
         if not self.devices:
             raise ValueError("devices is empty: give at least one device")
+        if not all(isinstance(d, jax.Device) for d in self.devices):
+            raise TypeError(f"devices must be jax devices (e.g. jax.devices()[:4]), got {devices!r}")
         # What XLA on these devices compiles is what the plan prices (methods.as_compiled_for).
         self.method, self._remarks = as_compiled_for(self.method, self.devices[0].platform)
         if self._pipeshard:
