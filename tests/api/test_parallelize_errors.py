@@ -101,6 +101,25 @@ def test_stage_and_layer_options_are_checked_when_made(make, error, message) -> 
     assert autopar.AutoLayerOption(layer_num=np.int64(2)).layer_num == 2  # numpy ints are ints
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"solver": "gurobi"}, "solver='gurobi': use one of 'auto', 'ilp', 'heuristic'"),
+        ({"device_flops": -1.0}, r"device_flops=-1.0: give a positive number \(FLOP/s, bytes/s\)"),
+        ({"device_memory_bandwidth": "fast"}, "device_memory_bandwidth='fast': give a positive number"),
+    ],
+)
+def test_auto_sharding_options_are_checked_when_made(fields, message) -> None:
+    # They reached the pipeline: "option 'solver' of pass 'autopar-shard' must be one of ...", or a bare
+    # "could not convert string to float: 'fast'".
+    with pytest.raises(ValueError, match=message):
+        autopar.AutoShardingOption(**fields)
+    from autopar.api import methods
+    from autopar.passes.intra_op import config
+
+    assert methods.SOLVERS == config.SOLVERS  # the API's copy names the pass's solvers
+
+
 def test_devices_that_are_not_devices_are_refused_by_name() -> None:
     with pytest.raises(
         TypeError, match=r"devices must be jax devices \(e.g. jax.devices\(\)\[:4\]\), got 'cpu'"

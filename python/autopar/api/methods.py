@@ -14,6 +14,10 @@ from typing import Any
 
 from autopar.runtime.mesh import default_axis_names, format_shape
 
+# The intra-op pass's solvers (passes/intra_op/config.py SOLVERS; kept here so that making an option does not
+# import the passes).
+SOLVERS = ("auto", "ilp", "heuristic")
+
 INTRA_OP_PASS = "autopar-intra-op"
 SHARD_PIPELINE = "autopar-shard"  # passes/pipelines.py: autopar-inline, then autopar-intra-op
 
@@ -36,7 +40,7 @@ class AutoShardingOption:
       memory_budget: bytes per device the plan may use; None = the pass's default (unlimited).
       solver: the pass's solver choice; None = the pass's default.
       planning_budget: counted planning work in seconds of a 2-core machine (the plan depends only on it);
-        None = the pass's default (4).
+        None = the pass's default (8).
       time_limit: wall-clock safety cap on planning in seconds; None = the pass's default (60).
       mesh_alpha, mesh_beta: per-mesh-axis latency (s) and inverse bandwidth (s/byte); None = defaults.
       device_flops, device_memory_bandwidth: one device's FLOP/s and memory bytes/s; None = defaults.
@@ -77,6 +81,14 @@ class AutoShardingOption:
             raise ValueError(f"time_limit={self.time_limit!r}: give a positive number of seconds")
         if self.planning_budget is not None and self.planning_budget <= 0:
             raise ValueError(f"planning_budget={self.planning_budget!r}: give a positive number of seconds")
+        if self.solver is not None and self.solver not in SOLVERS:
+            raise ValueError(
+                f"solver={self.solver!r}: use one of {', '.join(map(repr, SOLVERS))} (None: 'auto')"
+            )
+        for name in ("device_flops", "device_memory_bandwidth"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0 < value < float("inf")):
+                raise ValueError(f"{name}={value!r}: give a positive number (FLOP/s, bytes/s)")
 
     def pass_options(self, mesh_shape: tuple[int, ...], axis_names: tuple[str, ...]) -> list[tuple[str, str]]:
         """The `autopar-intra-op{...}` options, in a fixed order (same plan -> same pipeline text)."""
