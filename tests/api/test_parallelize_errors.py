@@ -120,6 +120,46 @@ def test_auto_sharding_options_are_checked_when_made(fields, message) -> None:
     assert methods.SOLVERS == config.SOLVERS  # the API's copy names the pass's solvers
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        # The pass said "device_flops (FLOP/s), device-memory (bytes) and ... must be > 0".
+        ({"memory_per_device_gib": -1}, "memory_per_device_gib must be a positive number of GiB, got -1"),
+        # "cluster_shape (-1, 8) needs -8 devices".
+        ({"cluster_shape": (-1, 8)}, r"cluster_shape must be \(hosts, devices per host\), positive ints"),
+        ({"cluster_shape": (8,)}, "cluster_shape must be"),
+        ({"virtual_stages_per_mesh": 0}, "virtual_stages_per_mesh must be an int >= 1, got 0"),
+    ],
+)
+def test_pipeshard_fields_are_checked_when_made(fields, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        autopar.PipeshardParallel(num_micro_batches=2, **fields)
+    assert autopar.PipeshardParallel(cluster_shape=(np.int64(1), 8)).cluster_shape == (1, 8)
+
+
+def test_a_model_the_cluster_cannot_hold_names_memory_per_device_gib_in_readable_units() -> None:
+    # It said "needs at least 0.00 GiB per device ... devices have 0.00 GiB; ... remat=true or a larger
+    # device-memory (bytes)": a fixed unit and two options PipeshardParallel users cannot set.
+    method = autopar.PipeshardParallel(
+        num_micro_batches=2, layer_option=autopar.AutoLayerOption(layer_num=2), memory_per_device_gib=1e-6
+    )
+
+    def two_layers(params, batch):
+        def loss(p):
+            return jnp.mean(jnp.tanh(jnp.tanh(batch["image"] @ p["w"]) @ p["v"]))
+
+        value, g = jax.value_and_grad(loss)(params)
+        return jax.tree.map(lambda a, b: a - 0.1 * b, params, g), value
+
+    params = {"w": jnp.ones((32, 32)), "v": jnp.ones((32, 8))}
+    with pytest.raises(PassError) as info:
+        autopar.parallelize(two_layers, method=method)(params, {"image": jnp.ones((16, 32))})
+    text = str(info.value)
+    assert text.startswith("PipeshardParallel: the 1x8 cluster cannot hold the model: it needs at least ")
+    assert "devices have 1.0 KiB; " in text and " in all) " in text and "GiB" not in text
+    assert text.endswith("use more devices, smaller (more) micro-batches or a larger memory_per_device_gib")
+
+
 def test_devices_that_are_not_devices_are_refused_by_name() -> None:
     with pytest.raises(
         TypeError, match=r"devices must be jax devices \(e.g. jax.devices\(\)\[:4\]\), got 'cpu'"

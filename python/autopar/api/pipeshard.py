@@ -12,6 +12,8 @@ run in the order of the autopar-schedule program, values are combined over micro
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -85,6 +87,16 @@ class PipeshardParallel:
                 )
         if self.num_micro_batches < 1:
             raise ValueError(f"num_micro_batches must be >= 1, got {self.num_micro_batches}")
+        gib = self.memory_per_device_gib
+        if isinstance(gib, bool) or not isinstance(gib, (int, float)) or not 0 < gib < math.inf:
+            raise ValueError(f"memory_per_device_gib must be a positive number of GiB, got {gib!r}")
+        shape = self.cluster_shape
+        positive = lambda n: isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1  # noqa: E731
+        if shape is not None and (len(tuple(shape)) != 2 or not all(map(positive, shape))):
+            raise ValueError(f"cluster_shape must be (hosts, devices per host), positive ints; got {shape!r}")
+        if not positive(self.virtual_stages_per_mesh):
+            got = self.virtual_stages_per_mesh
+            raise ValueError(f"virtual_stages_per_mesh must be an int >= 1, got {got!r}")
         if self.layer_option != "manual" and not isinstance(self.layer_option, AutoLayerOption):
             raise ValueError(
                 f"layer_option must be AutoLayerOption(...) or 'manual', got {self.layer_option!r}"

@@ -11,6 +11,7 @@ import numpy as np
 from jax.sharding import PartitionSpec
 from jaxlib.mlir import ir
 
+from autopar import cost as cost_lib
 from autopar.api import explain as explain_lib
 from autopar.api import plan_diff
 from autopar.api.activations import activation_placements
@@ -206,10 +207,7 @@ def _cost_text(cost: float | None, bound: float | None) -> str:
 
 
 def _bytes_text(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
+    return cost_lib.bytes_text(n)
 
 
 # ---- reading the plan of a compiled signature ------------------------------------------------------

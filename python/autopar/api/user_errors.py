@@ -41,6 +41,10 @@ def in_api_terms(message: str, method: Any) -> str:
             f"{method.name}: the step computes nothing from its arguments to cut into pipeline stages (no "
             "forward ops); run it with ShardParallel"
         )
+    # The pass's remedies for memory are options PipeshardParallel sets itself or does not offer.
+    message = message.replace(
+        ", remat=true or a larger device-memory (bytes)", " or a larger memory_per_device_gib"
+    )
     # The layer count is AutoLayerOption's field, not the pass option.
     message = re.sub(r"use num-layers <= (\d+)", r"use layer_option=AutoLayerOption(layer_num=\1)", message)
     fields = {f.name for f in dataclasses.fields(AutoShardingOption)}

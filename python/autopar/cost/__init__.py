@@ -469,3 +469,12 @@ __all__ = [
     "load_profile",
     "make_mesh",
 ]
+
+
+def bytes_text(n: float) -> str:
+    """`n` bytes in the largest binary unit it reaches (1.5 GiB, 12.0 KiB, 80 B), for messages and tables:
+    a fixed unit printed small models' and small budgets' sizes as 0.00 GiB."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{round(n)} B"

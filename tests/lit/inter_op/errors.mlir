@@ -9,7 +9,7 @@
 
 // TILE: error: {{.*}}submesh shape 1x3 does not tile the 2x4 cluster: use 1xK with K a power of two dividing 4, or Nx4 with N <= 2
 // STAGES: error: {{.*}}num-stages=4 is more than the 2 layers: use at most 2 stages or cluster into more layers
-// MEMORY: error: {{.*}}the 1x2 cluster cannot hold the model: it needs at least {{[0-9.]+}} GiB per device
+// MEMORY: error: {{.*}}the 1x2 cluster cannot hold the model: it needs at least {{[0-9]+}} B per device ({{.*}} in all) but devices have 100 B; use more devices, smaller (more) micro-batches, remat=true or a larger device-memory (bytes)
 // ORDER: error: {{.*}}{{.*}}has no autopar.layer/autopar.part: run autopar-cluster-layers before autopar-inter-op
 // CLUSTER: error: {{.*}}cluster 'two' is not of the form HxD with positive H and D (e.g. 2x8)
 // INTRA: error: pass 'autopar-inter-op': intra-op-options: 'mesh' does not reach the stage costs (they take force-data-parallel, force-batch-dim-to-mesh-dim, allow-all-gather, allow-all-to-all, prefer-reduce-scatter, zero-stage, allow-replicated-parameters, allow-recompute-heavy-op)

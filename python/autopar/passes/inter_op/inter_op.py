@@ -425,8 +425,8 @@ def _infeasible_message(table, profile, cluster, micro_batches: int) -> str:
     )
     return (
         f"the {cluster.hosts}x{cluster.devices_per_host} cluster cannot hold the model: it needs at least "
-        f"{needed / 2**30:.2f} GiB per device (parameters, gradients and optimizer state take "
-        f"{fixed / 2**30:.2f} GiB in all) but devices have {cluster.device.memory_bytes / 2**30:.2f} GiB; "
+        f"{cost.bytes_text(needed)} per device (parameters, gradients and optimizer state take "
+        f"{cost.bytes_text(fixed)} in all) but devices have {cost.bytes_text(cluster.device.memory_bytes)}; "
         "use more devices, smaller (more) micro-batches, remat=true or a larger device-memory (bytes)"
     )
 
