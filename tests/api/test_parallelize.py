@@ -56,6 +56,34 @@ def test_manual_megatron_mlp_matches_unsharded_and_returns_named_shardings():
     assert isinstance(out["y"].sharding, jax.sharding.NamedSharding)
 
 
+@pytest.mark.parametrize(
+    ("ins", "outs", "message"),
+    [
+        ((None, P("x"), P()), None, "in_axis_resources has 3 entries where the arguments have 2$"),
+        (
+            ({"w1": P()}, P("x")),
+            None,
+            r"in_axis_resources\[0\] has keys \['w1'\] where the arguments have \['w1', 'w2'\]$",
+        ),
+        (([P()], P("x")), None, r"in_axis_resources\[0\] is a list where the arguments have a dict$"),
+        ((None, (P("x"),)), None, r"in_axis_resources\[1\] is a tuple where the arguments have an array$"),
+        (
+            (None, P("x")),
+            {"y": (P(),), "h_sum": None},
+            r"out_axis_resources\['y'\] is a tuple where the outputs",
+        ),
+    ],
+)
+def test_manual_specs_that_do_not_fit_say_where_in_one_line(ins, outs, message):
+    # JAX's own message spans five lines and names its variables ("broadcast_prefix prefix_tree").
+    method = autopar.ShardParallel(
+        mesh_shape=(2, 4), manual_sharding_option=autopar.ManualShardingOption(("x", "y"), ins, outs)
+    )
+    with pytest.raises(ValueError, match=message) as info:
+        autopar.parallelize(mlp, method=method)(_params(), _batch())
+    assert "\n" not in str(info.value) and "is not a pytree prefix of what it describes: " in str(info.value)
+
+
 def test_compiles_once_per_signature():
     f = autopar.parallelize(mlp, method=MEGATRON)
     params, x = _params(), _batch()

@@ -204,8 +204,36 @@ def broadcast_specs(prefix: Any, tree: Any, what: str) -> list[PartitionSpec | N
     try:
         full = jax.tree.broadcast(prefix, tree, is_leaf=_is_spec_leaf)
     except ValueError as err:
-        raise ValueError(f"{what} is not a pytree prefix of the arguments it describes: {err}") from None
+        where = _prefix_mismatch(prefix, tree, what) or str(err).splitlines()[0]
+        raise ValueError(f"{what} is not a pytree prefix of what it describes: {where}") from None
     return jax.tree.leaves(full, is_leaf=_is_spec_leaf)
+
+
+def _prefix_mismatch(prefix: Any, tree: Any, path: str, side: str = "") -> str | None:
+    """Where `prefix` stops being a prefix of `tree`, in one line (`in_axis_resources[0] has 1 entries
+    where the arguments have 2`), or None; JAX's message spans several lines and names its own variables."""
+    side = side or ("the outputs" if path.startswith("out_") else "the arguments")
+    if _is_spec_leaf(prefix):
+        return None
+    if jax.tree_util.treedef_is_leaf(jax.tree.structure(tree)):
+        return f"{path} is a {type(prefix).__name__} where {side} have an array"
+    if type(prefix) is not type(tree):
+        return f"{path} is a {type(prefix).__name__} where {side} have a {type(tree).__name__}"
+    one_level = lambda x: jax.tree_util.tree_flatten_with_path(x, is_leaf=lambda y: y is not x)[0]  # noqa: E731
+    mine, theirs = one_level(prefix), one_level(tree)
+    keys = [jax.tree_util.keystr(k) for k, _ in mine]
+    other = [jax.tree_util.keystr(k) for k, _ in theirs]
+    if keys != other:
+        if isinstance(prefix, (list, tuple)):
+            return f"{path} has {len(keys)} entries where {side} have {len(other)}"
+        if isinstance(prefix, dict):
+            return f"{path} has keys {sorted(prefix, key=str)} where {side} have {sorted(tree, key=str)}"
+        return f"{path} has {' '.join(keys)} where {side} have {' '.join(other)}"
+    for (k, a), (_, b) in zip(mine, theirs, strict=True):
+        found = _prefix_mismatch(a, b, path + jax.tree_util.keystr(k), side)
+        if found:
+            return found
+    return None
 
 
 def mark_roles(
