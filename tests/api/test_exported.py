@@ -185,6 +185,16 @@ def test_export_takes_a_mesh_and_needs_no_devices():
     assert jax.export.deserialize(big.serialize()).nr_devices == 16
 
 
+def test_platforms_are_names_and_one_name_is_one_platform():
+    params, x = _mlp_args()
+    # jax.export reads platforms="cuda" as the platforms c, u, d, a.
+    assert autopar.export(mlp_step, params, x, mesh=8, platforms="cuda").platforms == ("cuda",)
+    both = autopar.export(mlp_step, params, x, mesh=8, platforms=["cpu", "cuda"])
+    assert both.platforms == ("cpu", "cuda")
+    with pytest.raises(TypeError, match=r"platforms must be platform names such as \('cpu', 'cuda'\), got"):
+        autopar.export(mlp_step, params, x, mesh=8, platforms=[None])
+
+
 def test_export_with_static_weak_typed_and_key_arguments():
     def f(w, x, lr, n, key):
         return w - lr * n * jnp.tanh(x @ w).sum() + jax.random.normal(key, w.shape)

@@ -204,6 +204,10 @@ def export(
     from autopar.api.parallelize import ParallelizedFunction
 
     method = ShardParallel() if method is None else method
+    if isinstance(platforms, str):  # one platform, not its letters (jax.export would take "cpu" as c, p, u)
+        platforms = (platforms,)
+    if platforms is not None and not all(isinstance(p, str) and p for p in platforms):
+        raise TypeError(f"platforms must be platform names such as ('cpu', 'cuda'), got {platforms!r}")
     if isinstance(method, pipeshard.PipeshardParallel):
         raise ExportError(
             "PipeshardParallel plans run stages on separate submeshes, which one jax.export.Exported cannot "

@@ -98,6 +98,8 @@ def parallelize(
         return functools.partial(parallelize, **options)
     if not callable(fn):
         raise TypeError(f"parallelize expects a function, got {type(fn).__name__}")
+    if devices is not None and not all(isinstance(d, jax.Device) for d in devices):
+        raise TypeError(f"devices must be jax devices (e.g. jax.devices()[:4]), got {devices!r}")
     return ParallelizedFunction(fn, **options)
 
 
@@ -125,8 +127,6 @@ class ParallelizedFunction:
         self.devices = tuple(jax.local_devices() if devices is None else devices)
         if not self.devices:
             raise ValueError("devices is empty: give at least one device")
-        if not all(isinstance(d, jax.Device) for d in self.devices):
-            raise TypeError(f"devices must be jax devices (e.g. jax.devices()[:4]), got {devices!r}")
         # What XLA on these devices compiles is what the plan prices (methods.as_compiled_for).
         self.method, self._remarks = as_compiled_for(self.method, self.devices[0].platform)
         if self._pipeshard:
