@@ -138,3 +138,12 @@ def test_leaves_that_are_not_arrays_are_refused_by_path_before_anything_is_writt
     restored = autopar.restore_checkpoint(tmp_path / "c", like=state)
     assert int(restored["step"]) == 3 and bool(restored["done"])
     assert restored["w"].dtype == jnp.bfloat16
+
+
+def test_without_orbax_the_error_names_the_extra_and_nothing_is_written(tmp_path: Path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "orbax.checkpoint", None)  # `import orbax.checkpoint` fails
+    with pytest.raises(ImportError, match=r"need orbax-checkpoint: pip install 'autopar\[checkpoint\]'"):
+        autopar.save_checkpoint(tmp_path / "ckpt", {"w": np.ones(2, np.float32)})
+    assert list(tmp_path.iterdir()) == []

@@ -43,6 +43,7 @@ def save_checkpoint(path: str | os.PathLike, state: Any) -> None:
             f"{target} is {what} but not a checkpoint (no {MANIFEST}): a save replaces only an earlier "
             "checkpoint; choose another path, or remove it yourself"
         )
+    _checkpointer()  # orbax is there, before anything is staged
     paths, leaves = _leaf_paths(state, "state")
     where: list[str] = []
     on_driver: dict[str, np.ndarray] = {}
@@ -140,6 +141,12 @@ def _host_array(leaf: Any, path: str) -> np.ndarray:
 
 
 def _checkpointer() -> Any:
-    import orbax.checkpoint as ocp
-
+    try:
+        import orbax.checkpoint as ocp
+    except ImportError:
+        # An optional dependency (the `checkpoint` extra): training without checkpoints does not need it.
+        raise ImportError(
+            "autopar.save_checkpoint and restore_checkpoint need orbax-checkpoint: "
+            "pip install 'autopar[checkpoint]'"
+        ) from None
     return ocp.PyTreeCheckpointer()
