@@ -13,6 +13,7 @@ from benchmarks.models.small import tied_adam_step
 
 import autopar
 from autopar.api.pipeshard import PipeshardExecutionPlan
+from autopar.errors import ArgumentError
 from autopar.runtime.remote_array import RemoteArray
 
 WIDTH, BATCH, LAYERS = 16, 32, 4
@@ -198,6 +199,9 @@ def test_donated_arguments_are_deleted_and_their_buffers_reused(data, executor):
         assert all(p.is_deleted() for p in first)  # as jax.jit deletes them
         assert not any(p.is_deleted() for p in got)
     assert_trees_close((got, loss), (want, want_loss))
+    # A donated array passed again is named (jax said "Array has been deleted with shape=float32[...]").
+    with pytest.raises(ArgumentError, match=r"^params\[0\] was deleted: an array donated to an earlier call"):
+        step(first, batch)
     # Each apply part writes the new parameters into the donated buffers of the old ones.
     hlo = step.lower(params, batch).compile().as_text()
     applies = [part for part in hlo.split("// @")[1:] if part.startswith("stage_") and "_apply" in part[:20]]

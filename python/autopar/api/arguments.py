@@ -5,8 +5,9 @@ it writes on @main's arguments."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -14,10 +15,19 @@ import numpy as np
 from jax.sharding import PartitionSpec
 from jaxlib.mlir import ir
 
-from autopar.errors import ArgumentError
+from autopar.errors import ArgumentError, AutoparError
 from autopar.ir import attrs
 from autopar.runtime import shardings as sh
 from autopar.runtime.remote_array import RemoteArray
+
+
+def check_function_and_devices(fn: Any, devices: Any) -> None:
+    """parallelize's `fn` (a callable) and `devices` (None: all local devices; or jax devices), or a
+    TypeError saying what is wrong."""
+    if not callable(fn):
+        raise TypeError(f"parallelize expects a function, got {type(fn).__name__}")
+    if devices is not None and not all(isinstance(d, jax.Device) for d in devices):
+        raise TypeError(f"devices must be jax devices (e.g. jax.devices()[:4]), got {devices!r}")
 
 
 def argnums(value: int | Sequence[int], name: str) -> tuple[int, ...]:
@@ -400,6 +410,30 @@ def micro_batch_failure(
         f"batch_argnums={batch}, each leaf's dim 0 divided by {micro_batches}): "
         f"{str(err).splitlines()[0].rstrip('.')}; {hint}"
     )
+
+
+@contextlib.contextmanager
+def deleted_arguments_named(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Iterator[None]:
+    """Runs a call; when it fails on a deleted argument array (jax's "Array has been deleted with
+    shape=float32[16,8]"), says which argument by its path and the usual cause, a donation."""
+    try:
+        yield
+    except (RuntimeError, AutoparError) as err:  # jax.Array's, or a pipeline worker's RemoteArray's
+        if "has been deleted" not in str(err) and "was deleted" not in str(err):
+            raise
+        names = positional_names(fn, len(args))
+        for path, leaf in jax.tree_util.tree_flatten_with_path((args, kwargs))[0]:
+            if isinstance(leaf, (jax.Array, RemoteArray)) and leaf.is_deleted():
+                head = names[path[1].idx] if path[0].idx == 0 else str(path[1].key)
+                name = head + jax.tree_util.keystr(tuple(path[2:]))
+                raise ArgumentError(
+                    f"{name} was deleted: an array donated to an earlier call (donate_argnums) is gone, as "
+                    "are those a pipeline's workers held once they stopped (autopar.shutdown(), a fault); "
+                    "pass what that call returned in its place, or a restored checkpoint"
+                ) from None
+        raise
 
 
 def delete_donated(donated: list[Any], outputs: Sequence[Any]) -> None:

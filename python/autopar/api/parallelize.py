@@ -37,7 +37,9 @@ from autopar.api.arguments import (
     batch_size,
     broadcast_specs,
     check_default_batch,
+    check_function_and_devices,
     delete_donated,
+    deleted_arguments_named,
     host_callbacks,
     impure_step_message,
     is_batch_leaf,
@@ -84,8 +86,8 @@ def parallelize(
     Usable as `parallelize(fn, ...)`, `@parallelize` or `@parallelize(method=...)`. Arguments at
     `batch_argnums` are data batches (dim 0 is the batch dim; by default (1,), as Alpa's, refused where the
     step returns that argument updated); every other array argument is a parameter or optimizer state.
-    The result runs like `jax.jit(fn)` and has `lower`, `get_execution_plan`.
-    `static_argnums="auto"` and `donate_argnums="auto"` choose them as Alpa did, from the first call.
+    The result runs like `jax.jit(fn)` and has `lower`, `get_execution_plan`. `static_argnums="auto"` and
+    `donate_argnums="auto"` choose them as Alpa did, from the first call.
     """
     options = dict(
         method=method,
@@ -96,10 +98,7 @@ def parallelize(
     )
     if fn is None:
         return functools.partial(parallelize, **options)
-    if not callable(fn):
-        raise TypeError(f"parallelize expects a function, got {type(fn).__name__}")
-    if devices is not None and not all(isinstance(d, jax.Device) for d in devices):
-        raise TypeError(f"devices must be jax devices (e.g. jax.devices()[:4]), got {devices!r}")
+    check_function_and_devices(fn, devices)
     return ParallelizedFunction(fn, **options)
 
 
@@ -162,7 +161,8 @@ class ParallelizedFunction:
                 entry = self._entry(args, kwargs, progress)
                 progress.stage("compiling with XLA")
                 self._executable(entry)
-        return write_back(args, kwargs, self._run(entry, args, kwargs), entry.appended_modules)
+        with deleted_arguments_named(self.fn, args, kwargs):
+            return write_back(args, kwargs, self._run(entry, args, kwargs), entry.appended_modules)
 
     @user_facing
     def lower(self, *args: Any, **kwargs: Any) -> Lowered:
