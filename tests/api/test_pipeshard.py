@@ -231,6 +231,21 @@ def test_an_output_that_does_not_combine_is_named_and_can_be_declared(data):
         autopar.PipeshardParallel(output_combine={"[0]": "median"})
 
 
+def test_the_one_output_of_a_step_is_named_with_its_output_combine_key(data):
+    # A step returning one array has the path '': the message read "output  (computed at ...)".
+    params, (x, y) = data
+
+    def step(params, batch):
+        x, y = batch
+        return jax.grad(lambda w: jnp.var(jnp.tanh(x @ w) @ params[1]))(params[0])
+
+    method = autopar.PipeshardParallel(**TWO_STAGES)
+    with pytest.raises(
+        autopar.AutoparError, match=r"^the step's output \(output_combine key ''\) \(computed at"
+    ):
+        autopar.parallelize(step, method=method)(params, (x, y))
+
+
 def test_outputs_computed_from_means_run_once_from_the_combined_means(data):
     """A returned value that is a nonlinear function of means (the log of a mean, the best loss so far,
     optax.contrib.reduce_on_plateau's test of the loss) has no combination over micro-batches; it runs in

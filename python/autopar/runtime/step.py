@@ -198,8 +198,7 @@ class StepProgram:
             if i in declared:
                 if declared[i] not in DECLARABLE:
                     raise MicroBatchCombineError(
-                        f"output {self._output_names[i]}: combine it by one of {sorted(DECLARABLE)}, not "
-                        f"{declared[i]!r}"
+                        f"{self._output(i)}: combine it by one of {sorted(DECLARABLE)}, not {declared[i]!r}"
                     )
                 return DECLARABLE[declared[i]]
         if not self._labelled:
@@ -216,11 +215,7 @@ class StepProgram:
             return label
         if approximate and not label.startswith("concat:"):
             return "mean"
-        what = (
-            f"output {self._output_names[outputs[0]]}"
-            if outputs
-            else "a value the apply step reads (a gradient?)"
-        )
+        what = self._output(outputs[0]) if outputs else "a value the apply step reads (a gradient?)"
         why = label.split(":", 1)[1] if label.startswith("unknown:") else f"it is {label!r}"
         # No combination of the micro-batches' values gives these: declaring one or averaging would not help.
         uncombinable = label.startswith("concat:") or label == "const:irregular"
@@ -247,6 +242,12 @@ class StepProgram:
             f"{what}{f' (computed at {where})' if where else ''} does not combine exactly over "
             f"{self.num_micro_batches} micro-batches: {why}; {hint}{average}or use num_micro_batches=1"
         )
+
+    def _output(self, i: int) -> str:
+        """Output i as messages name it: by its path, or, for a step that returns one array (path ''), as
+        the output its output_combine key '' names."""
+        name = self._output_names[i]
+        return f"output {name}" if name else "the step's output (output_combine key '')"
 
     def micro_batches(self, args: Sequence[Any]) -> dict[int, list[Any]]:
         B = self.num_micro_batches
