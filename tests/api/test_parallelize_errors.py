@@ -160,6 +160,38 @@ def test_a_model_the_cluster_cannot_hold_names_memory_per_device_gib_in_readable
     assert text.endswith("use more devices, smaller (more) micro-batches or a larger memory_per_device_gib")
 
 
+def test_pass_names_and_options_do_not_reach_parallelize_users() -> None:
+    # "pass 'the planner': cluster profile ... does not exist" and "num-stages=3 is more than the 2 layers:
+    # ... cluster into more layers" named passes and options these users never see.
+    method = autopar.ShardParallel(
+        auto_sharding_option=autopar.AutoShardingOption(cluster_profile="/no.json")
+    )
+    with pytest.raises(autopar.AutoparError) as info:
+        autopar.parallelize(step, method=method)(PARAMS, {"image": jnp.ones((16, 32))})
+    assert str(info.value) == "ShardParallel: cluster profile '/no.json' does not exist"
+    method = autopar.PipeshardParallel(
+        num_micro_batches=2,
+        layer_option=autopar.AutoLayerOption(layer_num=2),
+        stage_option=autopar.UniformStageOption(num_stages=3),
+    )
+
+    def two_layers(params, batch):
+        def loss(p):
+            return jnp.mean(jnp.tanh(jnp.tanh(batch["image"] @ p["w"]) @ p["v"]))
+
+        value, g = jax.value_and_grad(loss)(params)
+        return jax.tree.map(lambda a, b: a - 0.1 * b, params, g), value
+
+    with pytest.raises(PassError) as info:
+        autopar.parallelize(two_layers, method=method)(
+            {"w": jnp.ones((32, 32)), "v": jnp.ones((32, 8))}, {"image": jnp.ones((16, 32))}
+        )
+    assert str(info.value) == (
+        "PipeshardParallel: UniformStageOption(num_stages=3) asks for more stages than the 2 layers: use "
+        "num_stages <= 2, or more layers (AutoLayerOption(layer_num=...))"
+    )
+
+
 def test_devices_that_are_not_devices_are_refused_by_name() -> None:
     with pytest.raises(
         TypeError, match=r"devices must be jax devices \(e.g. jax.devices\(\)\[:4\]\), got 'cpu'"

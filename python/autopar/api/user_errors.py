@@ -45,6 +45,15 @@ def in_api_terms(message: str, method: Any) -> str:
     message = message.replace(
         ", remat=true or a larger device-memory (bytes)", " or a larger memory_per_device_gib"
     )
+    # The stage count is UniformStageOption's field.
+    message = re.sub(
+        r"num-stages=(\d+) is more than the (\d+) layers: use at most \d+ stages or cluster into more layers",
+        r"UniformStageOption(num_stages=\1) asks for more stages than the \2 layers: use num_stages "
+        r"<= \2, or more layers (AutoLayerOption(layer_num=...))",
+        message,
+    )
+    # Which pass said it is the implementation's business: `parallelize` runs them all.
+    message = re.sub(r"pass '(?:autopar|sdy)-[a-z-]+'(?: failed)?: ", "", message)
     # The layer count is AutoLayerOption's field, not the pass option.
     message = re.sub(r"use num-layers <= (\d+)", r"use layer_option=AutoLayerOption(layer_num=\1)", message)
     fields = {f.name for f in dataclasses.fields(AutoShardingOption)}
