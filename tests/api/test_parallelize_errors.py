@@ -192,6 +192,27 @@ def test_pass_names_and_options_do_not_reach_parallelize_users() -> None:
     )
 
 
+def test_a_layer_count_that_disagrees_with_marked_boundaries_names_the_layer_option() -> None:
+    # It said "num-layers=2 disagrees ...: drop num-layers or set it to 3".
+    def three_layers(params, batch):
+        def loss(p):
+            h = autopar.mark_pipeline_boundary(jnp.tanh(batch["image"] @ p["w"]))
+            h = autopar.mark_pipeline_boundary(jnp.tanh(h @ p["u"]))
+            return jnp.mean(h @ p["v"])
+
+        value, g = autopar.value_and_grad(loss)(params)
+        return jax.tree.map(lambda a, b: a - 0.1 * b, params, g), value
+
+    method = autopar.PipeshardParallel(num_micro_batches=2, layer_option=autopar.AutoLayerOption(layer_num=2))
+    params = {"w": jnp.ones((32, 32)), "u": jnp.ones((32, 32)), "v": jnp.ones((32, 8))}
+    with pytest.raises(PassError) as info:
+        autopar.parallelize(three_layers, method=method)(params, {"image": jnp.ones((16, 32))})
+    assert "AutoLayerOption(layer_num=2) disagrees with the 2 pipeline boundaries marked by hand" in str(
+        info.value
+    )
+    assert str(info.value).endswith("(3 layers): use layer_option='manual', or AutoLayerOption(layer_num=3)")
+
+
 def test_devices_that_are_not_devices_are_refused_by_name() -> None:
     with pytest.raises(
         TypeError, match=r"devices must be jax devices \(e.g. jax.devices\(\)\[:4\]\), got 'cpu'"

@@ -45,6 +45,14 @@ def in_api_terms(message: str, method: Any) -> str:
     message = message.replace(
         ", remat=true or a larger device-memory (bytes)", " or a larger memory_per_device_gib"
     )
+    # Layers marked by hand decide the count: the layer option names it.
+    message = re.sub(
+        r"num-layers=(\d+) disagrees with the (\d+) pipeline boundaries marked by hand \((\d+) layers\): "
+        r"drop num-layers or set it to \d+",
+        r"AutoLayerOption(layer_num=\1) disagrees with the \2 pipeline boundaries marked by hand "
+        r"(\3 layers): use layer_option='manual', or AutoLayerOption(layer_num=\3)",
+        message,
+    )
     # The stage count is UniformStageOption's field.
     message = re.sub(
         r"num-stages=(\d+) is more than the (\d+) layers: use at most \d+ stages or cluster into more layers",
