@@ -905,3 +905,30 @@ def test_manual_stage_option_places_the_stages_by_hand(data, monkeypatch):
         autopar.ManualStageOption([[0, 2], [3]], [(1, 4), (1, 4)], [(4, 1), (4, 1)])
     with pytest.raises(ValueError, match="submesh_logical_shapes has 1 entries for 2 stages"):
         autopar.ManualStageOption([[0], [1]], [(1, 4), (1, 4)], [(4, 1)])
+    # These reached the pass, which named its own encoding ("manual-stages entry '0-2:1x4:2x4': ...").
+    with pytest.raises(ValueError, match="stage 1's layer ids start at 3, not 2: the stages run every layer"):
+        autopar.ManualStageOption([[0, 1], [3]], [(1, 4), (1, 4)], [(4, 1), (4, 1)])
+    with pytest.raises(ValueError, match="stage 0's layer ids start at 1, not 0"):
+        autopar.ManualStageOption([[1]], [(1, 4)], [(4, 1)])
+    with pytest.raises(
+        ValueError, match=r"stage 0's logical mesh \(2, 4\) has 8 devices, its submesh \(1, 4\) 4"
+    ):
+        autopar.ManualStageOption([[0]], [(1, 4)], [(2, 4)])
+    with pytest.raises(ValueError, match=r"stage 0's shapes \(0, 4\) and \(1, 4\) must be two positive ints"):
+        autopar.ManualStageOption([[0]], [(0, 4)], [(1, 4)])
+    # What only the step can tell is said with ManualStageOption's fields too.
+    short = autopar.ManualStageOption([[0, 1], [2]], [(1, 4), (1, 4)], [(2, 2), (1, 4)])
+    wide = autopar.ManualStageOption([[0, 1], [2, 3]], [(1, 8), (1, 8)], [(2, 4), (1, 8)])
+    for stages, message in (
+        (
+            short,
+            f"ManualStageOption's forward_stage_layer_ids end before layer 3, but the step has {LAYERS} "
+            "layers",
+        ),
+        (wide, "ManualStageOption's submesh_physical_shapes use 16 devices, more than the 8 given"),
+    ):
+        method = autopar.PipeshardParallel(
+            num_micro_batches=2, layer_option=autopar.AutoLayerOption(layer_num=LAYERS), stage_option=stages
+        )
+        with pytest.raises(autopar.AutoparError, match=f"^PipeshardParallel: {message}$"):
+            autopar.parallelize(sgd_step, method=method)(params, batch)

@@ -98,6 +98,26 @@ class ManualStageOption:
                     f"ManualStageOption: stage {k}'s layer ids {list(ids)} are not consecutive; a stage runs "
                     "a range of layers"
                 )
+            start = self.forward_stage_layer_ids[k - 1][-1] + 1 if k else 0
+            if ids[0] != start:
+                raise ValueError(
+                    f"ManualStageOption: stage {k}'s layer ids start at {ids[0]}, not {start}: the stages "
+                    "run every layer from 0, in order"
+                )
+        for k, (physical, logical) in enumerate(
+            zip(self.submesh_physical_shapes, self.submesh_logical_shapes, strict=True)
+        ):
+            if len(physical) != 2 or len(logical) != 2 or min(*physical, *logical) < 1:
+                raise ValueError(
+                    f"ManualStageOption: stage {k}'s shapes {physical} and {logical} must be two positive "
+                    "ints each: (hosts, devices per host) and (data, model)"
+                )
+            if physical[0] * physical[1] != logical[0] * logical[1]:
+                raise ValueError(
+                    f"ManualStageOption: stage {k}'s logical mesh {logical} has {logical[0] * logical[1]} "
+                    f"devices, its submesh {physical} {physical[0] * physical[1]}: give a logical shape of "
+                    "the submesh's devices"
+                )
 
     def pipeline_options(self, base: AutoShardingOption) -> list[str]:
         """`manual-stages=...` for autopar-inter-op and, when a stage has its own options,

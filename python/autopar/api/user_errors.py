@@ -53,6 +53,17 @@ def in_api_terms(message: str, method: Any) -> str:
         r"(\3 layers): use layer_option='manual', or AutoLayerOption(layer_num=\3)",
         message,
     )
+    # Stages placed by hand: the fields of ManualStageOption (the pass reads them as one manual-stages text).
+    message = re.sub(
+        r"manual-stages end at layer (\d+), but the step has (\d+) layers",
+        r"ManualStageOption's forward_stage_layer_ids end before layer \1, but the step has \2 layers",
+        message,
+    )
+    message = re.sub(
+        r"manual-stages use (\d+) devices, more than the cluster's (\d+)",
+        r"ManualStageOption's submesh_physical_shapes use \1 devices, more than the \2 given",
+        message,
+    )
     # The stage count is UniformStageOption's field.
     message = re.sub(
         r"num-stages=(\d+) is more than the (\d+) layers: use at most \d+ stages or cluster into more layers",
