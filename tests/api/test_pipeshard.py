@@ -14,6 +14,9 @@ from benchmarks.models.small import tied_adam_step
 import autopar
 from autopar.api.pipeshard import PipeshardExecutionPlan
 from autopar.errors import ArgumentError
+from autopar.ir import attrs
+from autopar.ir.stages import find_function
+from autopar.runtime import shardings as sh
 from autopar.runtime.remote_array import RemoteArray
 
 WIDTH, BATCH, LAYERS = 16, 32, 4
@@ -206,6 +209,26 @@ def test_donated_arguments_are_deleted_and_their_buffers_reused(data, executor):
     hlo = step.lower(params, batch).compile().as_text()
     applies = [part for part in hlo.split("// @")[1:] if part.startswith("stage_") and "_apply" in part[:20]]
     assert applies and all("input_output_alias" in part for part in applies)
+
+
+def test_data_parallel_stages_split_the_examples_they_read(data):
+    # A stage function planned alone had no `autopar.batch` argument, so force_data_parallel found no
+    # batch to split and left every stage replicated: each device ran the whole micro-batch.
+    params, batch = data
+    option = autopar.AutoShardingOption(force_data_parallel=True)
+    step = autopar.parallelize(
+        sgd_step, method=autopar.PipeshardParallel(**TWO_STAGES, auto_sharding_option=option)
+    )
+    assert_trees_close(step(params, batch), jax.jit(sgd_step)(params, batch))
+    plan = step.get_execution_plan(params, batch)
+    examples = [t for t in plan.tensors if t.path.startswith("batch")]
+    assert {t.stage for t in examples} == {0, 1} and all(t.spec == "P('x',)" for t in examples), examples
+    module = step.lower(params, batch).module
+    stage_1_forward = find_function(module.operation, "stage_1_forward")
+    marked = [i for i, m in enumerate(attrs.get_argument_marks(stage_1_forward)) if m.is_batch]
+    specs = sh.arg_attrs(stage_1_forward)
+    # x from the batch and the activation stage 0 sends: both split over the data axis.
+    assert len(marked) == 2 and all('[{"x"}' in str(specs[i]) for i in marked), [str(a) for a in specs]
 
 
 def test_an_output_that_does_not_combine_is_named_and_can_be_declared(data):

@@ -9,7 +9,7 @@ from jaxlib.mlir.dialects import sdy
 
 from autopar.errors import AutoparError, PassError
 from autopar.ir import attrs
-from autopar.ir.stages import referenced_meshes, stage_module
+from autopar.ir.stages import find_function, per_example_arguments, referenced_meshes, stage_module
 from autopar.passes import registry
 from autopar.passes.intra_op import OPTIONS as INTRA_OP_OPTIONS
 from autopar.passes.intra_op import config as config_lib
@@ -26,6 +26,10 @@ its own whose @main is a copy of it; its shardings come back on a mesh named aft
 (`@stage_<k>_mesh`, shared by the stage's forward, backward and apply parts). A stage on one device
 gets the replicated layout on a one-device mesh. Of the intra-op result attributes of each stage's plan
 only the remarks are kept, as `autopar.remarks` on the stage function (PipeshardExecutionPlan.remarks).
+With options that split batches (force-data-parallel, zero-stage=2/3, force-batch-dim-to-mesh-dim), each
+stage argument that holds one row per example (a batch argument of @main, or a stage's result labelled
+"concat:0") is marked `autopar.batch` first: a stage function has no batch argument of its own, and those
+options would otherwise leave the stage replicated.
 
 Before (after autopar-inter-op{cluster=1x8 num-stages=2}):
   func.func private @stage_0_forward(%arg0: tensor<8x256xf32>, %arg1: tensor<256x256xf32>)
@@ -134,8 +138,18 @@ def _shard(module_op: ir.Operation, fn: ir.Operation, options: types.SimpleNames
     if len(mesh.device_ids) > 1:
         intra = registry.lookup(INTRA_OP_PASS)
         assert intra is not None
+        stage_options = stage_intra_op_options(options, index, logical)
+        if _splits_batches(stage_options):
+            # Data-parallel options split the batch dim of `autopar.batch` arguments, which a stage
+            # function has none of: the stage would run every example on every device.
+            examples = set(per_example_arguments(module_op, fn))
+            marks = [
+                attrs.ArgumentMarks(i in examples, False, None)
+                for i in range(len(fn.regions[0].blocks[0].arguments))
+            ]
+            attrs.set_argument_marks(find_function(stage.operation), marks)
         try:
-            intra.run(stage.operation, stage_intra_op_options(options, index, logical))
+            intra.run(stage.operation, stage_options)
         except PassError as err:
             mesh_text = "x".join(map(str, logical))
             raise PassError(f"@{name} on its {mesh_text} mesh: {err.args[0]}", err.location) from None
@@ -146,6 +160,16 @@ def _shard(module_op: ir.Operation, fn: ir.Operation, options: types.SimpleNames
     if remarks := attrs.get_remarks(stage.operation):
         stage_attributes[attrs.REMARKS] = attrs.remarks_attr(remarks)
     _copy_back(module_op, fn, stage, f"stage_{index}_mesh", stage_attributes)
+
+
+def _splits_batches(options: types.SimpleNamespace) -> bool:
+    """Whether the intra-op options force the batch dim onto mesh axes (data parallel, ZeRO, a forced
+    batch axis): only then do the stage's batch arguments change its plan."""
+    return (
+        bool(options.force_data_parallel)
+        or options.zero_stage in (2, 3)
+        or options.force_batch_dim_to_mesh_dim >= 0
+    )
 
 
 def stage_intra_op_options(
