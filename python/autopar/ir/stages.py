@@ -38,40 +38,47 @@ def stage_calls(module: ir.Module | ir.Operation) -> list[tuple[ir.Operation, ir
 
 
 def per_example_arguments(module: ir.Module | ir.Operation, fn: ir.Operation) -> list[int]:
-    """The arguments of stage function `fn` that hold one row per example along dim 0 in @main's call: a
-    batch argument of @main (`autopar.batch`), or a value another stage returns that its labels say is
-    concatenated over micro-batches along dim 0 (`autopar.micro_batch` = "concat:0"), followed through
-    pass-through arguments and label-carrying ops. A stage function planned as a module of its own marks
-    these `autopar.batch`, which is what data-parallel options split (dim 0 is the batch dim)."""
+    """The arguments of stage function `fn` that hold one row per example along dim 0 in @main's call
+    (`holds_examples`). A stage function planned as a module of its own marks these `autopar.batch`, which
+    is what data-parallel options split (dim 0 is the batch dim)."""
     calls = stage_calls(module)
     main = find_function(module.operation)
     batch = {i for i, marks in enumerate(attrs.get_argument_marks(main)) if marks.is_batch} if main else set()
     producer = {result: (op, callee) for op, callee in calls for result in op.results}
-
-    def in_main(value: ir.Value, depth: int) -> bool:
-        if isinstance(value.owner, ir.Block):
-            return value.arg_number in batch
-        if value not in producer or depth > 64:
-            return False
-        op, callee = producer[value]
-        returned = list(callee.regions[0].blocks[0].operations)[-1].operation.operands[value.result_number]
-        return inside(returned, op, depth + 1)
-
-    def inside(value: ir.Value, call: ir.Operation, depth: int) -> bool:
-        owner = value.owner
-        if isinstance(owner, ir.Block):  # passed through: the caller's operand
-            return in_main(call.operands[value.arg_number], depth)
-        labels = attrs.get_micro_batch_labels(owner)
-        if labels is not None:
-            return labels[value.result_number] == "concat:0"
-        carries = owner.name in ("stablehlo.convert", "stablehlo.copy", "sdy.sharding_constraint")
-        return carries and len(owner.operands) == 1 and inside(owner.operands[0], call, depth + 1)
-
     name = fn.attributes["sym_name"]
     for op, callee in calls:
         if callee.attributes["sym_name"] == name:
-            return [i for i, v in enumerate(op.operands) if in_main(v, 0)]
+            return [i for i, v in enumerate(op.operands) if holds_examples(v, batch, producer)]
     return []
+
+
+def holds_examples(
+    value: ir.Value,
+    batch_args: set[int],
+    producer: dict[ir.Value, tuple[ir.Operation, ir.OpView]] | None = None,
+    depth: int = 0,
+) -> bool:
+    """Whether `value` of @main holds one row per example along dim 0: a batch argument of @main
+    (`autopar.batch`, dim 0), or a value whose `autopar.micro_batch` label is "concat:0" (concatenated over
+    micro-batches along dim 0: ir/micro_batch.py). A result of a stage call (`producer`: result -> (call,
+    stage function)) is read inside the stage function, through pass-through arguments and the ops that
+    only carry their operand's label."""
+    owner = value.owner
+    if isinstance(owner, ir.Block):
+        return value.arg_number in batch_args
+    if producer is not None and value in producer and depth <= 64:
+        call, callee = producer[value]
+        inner = list(callee.regions[0].blocks[0].operations)[-1].operation.operands[value.result_number]
+        while not isinstance(inner.owner, ir.Block) and attrs.get_micro_batch_labels(inner.owner) is None:
+            carrier = inner.owner
+            if carrier.name not in ("stablehlo.convert", "stablehlo.copy", "sdy.sharding_constraint"):
+                return False
+            inner = carrier.operands[0]
+        if isinstance(inner.owner, ir.Block):  # passed through: the caller's operand
+            return holds_examples(call.operands[inner.arg_number], batch_args, producer, depth + 1)
+        return attrs.get_micro_batch_labels(inner.owner)[inner.result_number] == "concat:0"
+    labels = attrs.get_micro_batch_labels(owner)
+    return labels is not None and labels[value.result_number] == "concat:0"
 
 
 def referenced_meshes(fn: ir.Operation) -> list[tuple[str, ir.Attribute]]:

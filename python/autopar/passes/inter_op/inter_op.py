@@ -359,7 +359,7 @@ def intra_op_layer_times(
     configs = [cluster_lib.logical_meshes(s) for s in submeshes]
     width = max(len(c) for c in configs)
     meshes = sorted({(h, d, p, q) for (h, d), cs in zip(submeshes, configs, strict=True) for p, q in cs})
-    modules = intra_op_costs.layer_modules(layered)
+    modules = intra_op_costs.layer_modules(layered, options)
     times, counters = intra_op_costs.layer_times(
         modules,
         meshes,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import Any
 
 import numpy as np
 from jaxlib.mlir import ir
@@ -22,6 +23,7 @@ from jaxlib.mlir import ir
 from autopar.cost import ClusterModel
 from autopar.errors import PassError
 from autopar.ir import attrs
+from autopar.ir.stages import holds_examples
 from autopar.passes.inter_op.layers import APPLY, LayeredGraph
 from autopar.passes.inter_op.outline import Group, _build_function, _interface
 
@@ -29,10 +31,17 @@ from autopar.passes.inter_op.outline import Group, _build_function, _interface
 MeshKey = tuple[int, int, int, int]
 
 
-def layer_modules(layered: LayeredGraph) -> list[ir.Module]:
+def layer_modules(layered: LayeredGraph, options: Any = None) -> list[ir.Module]:
     """One module per layer whose public @main is the layer's forward + backward ops, without their
-    `autopar.layer` numbers (so equal layers print, hash and solve as one)."""
+    `autopar.layer` numbers (so equal layers print, hash and solve as one). When the pass's
+    `intra-op-options` split batches (force-data-parallel, ...), the arguments that hold one row per example
+    are marked `autopar.batch`, as autopar-shard-stages marks the stages': without the marks those options
+    price every layer replicated."""
     graph, layer, part, free = layered.graph, layered.layer, layered.part, layered.free
+    strategy = strategy_options(getattr(options, "intra_op_options", "")) if options is not None else {}
+    mark = bool(strategy.get("force_data_parallel")) or strategy.get("zero_stage", 0) in (2, 3)
+    mark = mark or strategy.get("force_batch_dim_to_mesh_dim", -1) >= 0
+    batch_args = {i for i, m in enumerate(attrs.get_argument_marks(graph.fn)) if m.is_batch}
     block = graph.fn.regions[0].blocks[0]
     returned = set(block.operations[len(block.operations) - 1].operands)
     members: list[list[int]] = [[] for _ in range(layered.num_layers)]
@@ -48,6 +57,9 @@ def layer_modules(layered: LayeredGraph) -> list[ir.Module]:
             inputs, outputs = _interface(graph, group, free, returned)
             fn = _build_function(graph, group, inputs, outputs, free, module.body)
             fn.attributes["sym_visibility"] = ir.StringAttr.get("public", graph.fn.context)
+            if mark:
+                examples = [holds_examples(v, batch_args) for v in inputs]
+                attrs.set_argument_marks(fn, [attrs.ArgumentMarks(e, False, None) for e in examples])
             for op in fn.entry_block.operations:
                 attrs.clear_layer(op)
         modules.append(module)
