@@ -213,6 +213,57 @@ def test_a_layer_count_that_disagrees_with_marked_boundaries_names_the_layer_opt
     assert str(info.value).endswith("(3 layers): use layer_option='manual', or AutoLayerOption(layer_num=3)")
 
 
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: autopar.ShardParallel(num_micro_batches=4),
+            r"^ShardParallel\(num_micro_batches=...\): .*run under PipeshardParallel",
+        ),
+        (lambda: autopar.Zero2Parallel(num_micro_batches=2), r"^Zero2Parallel\(num_micro_batches=...\)"),
+        (
+            lambda: autopar.DataParallel(devices=None),
+            r"^DataParallel\(devices=...\): the devices go to autopar.parallelize",
+        ),
+        (lambda: autopar.PipeshardParallel(devices=None), r"^PipeshardParallel\(devices=...\)"),
+        (
+            lambda: autopar.PipeshardParallel(default_auto_sharding_option=None),
+            "it is auto_sharding_option here",
+        ),
+        (
+            lambda: autopar.PipeshardParallel(stage_input_shardings=None),
+            "not supported: the stages' input layouts",
+        ),
+    ],
+)
+def test_alpa_arguments_autopar_takes_elsewhere_say_where(make, message) -> None:
+    # Alpa's methods took them; here they were "__init__() got an unexpected keyword argument".
+    with pytest.raises(TypeError, match=message):
+        make()
+
+
+def test_the_suggested_gradient_accumulation_runs_as_the_full_batch() -> None:
+    def two_layers(params, batch):
+        def loss(p):
+            return jnp.mean(jnp.tanh(jnp.tanh(batch["image"] @ p["w"]) @ p["v"]) ** 2)
+
+        value, g = jax.value_and_grad(loss)(params)
+        return jax.tree.map(lambda a, b: a - 0.1 * b, params, g), value
+
+    method = autopar.PipeshardParallel(
+        num_micro_batches=4,
+        layer_option=autopar.AutoLayerOption(layer_num=1),
+        stage_option=autopar.UniformStageOption(num_stages=1),
+        auto_sharding_option=autopar.AutoShardingOption(force_data_parallel=True),
+    )
+    params = {"w": jnp.ones((32, 32)) * 0.1, "v": jnp.ones((32, 8)) * 0.1}
+    batch = {"image": jnp.linspace(-1, 1, 64 * 32).reshape(64, 32)}
+    got = autopar.parallelize(two_layers, method=method)(params, batch)
+    want = jax.jit(two_layers)(params, batch)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_devices_that_are_not_devices_are_refused_by_name() -> None:
     with pytest.raises(
         TypeError, match=r"devices must be jax devices \(e.g. jax.devices\(\)\[:4\]\), got 'cpu'"

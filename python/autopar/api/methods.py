@@ -183,6 +183,10 @@ class ShardParallel:
     auto_sharding_option: AutoShardingOption = AutoShardingOption()
     manual_sharding_option: ManualShardingOption | None = None
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        refuse_alpa_only(cls.__name__, kwargs, ("devices", "num_micro_batches"))
+        return super().__new__(cls)
+
     def __post_init__(self) -> None:
         _normalize_mesh_shape(self)
         object.__setattr__(self, "auto_sharding_option", checked_option(self.auto_sharding_option))
@@ -209,6 +213,30 @@ class ShardParallel:
     @property
     def name(self) -> str:
         return type(self).__name__
+
+
+# Alpa's constructor arguments that autopar takes elsewhere or not at all, with the way forward: an Alpa user
+# otherwise meets "__init__() got an unexpected keyword argument".
+ALPA_ONLY = {
+    "devices": (
+        "the devices go to autopar.parallelize(fn, devices=...); a method takes only shapes (mesh_shape, "
+        "cluster_shape)"
+    ),
+    "num_micro_batches": (
+        "micro-batches (gradient accumulation) run under PipeshardParallel: PipeshardParallel("
+        "num_micro_batches=N, layer_option=AutoLayerOption(layer_num=1), stage_option=UniformStageOption("
+        "num_stages=1), auto_sharding_option=...) accumulates over one stage of all devices"
+    ),
+    "default_auto_sharding_option": "it is auto_sharding_option here",
+    "stage_input_shardings": "not supported: the stages' input layouts are planned",
+}
+
+
+def refuse_alpa_only(owner: str, kwargs: dict[str, Any], names: tuple[str, ...]) -> None:
+    """A TypeError with the way forward when `kwargs` holds one of Alpa's `names` (ALPA_ONLY)."""
+    for name in names:
+        if name in kwargs:
+            raise TypeError(f"{owner}({name}=...): {ALPA_ONLY[name]}")
 
 
 def checked_option(option: AutoShardingOption | None) -> AutoShardingOption:

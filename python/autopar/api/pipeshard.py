@@ -21,7 +21,7 @@ from jaxlib.mlir import ir
 
 from autopar.api import pipeshard_explain, plan_diff, plan_report
 from autopar.api.explanation import PlanSource
-from autopar.api.methods import AutoShardingOption, checked_option
+from autopar.api.methods import AutoShardingOption, checked_option, refuse_alpa_only
 from autopar.api.pipeshard_options import AutoLayerOption, ManualStageOption, UniformStageOption
 from autopar.api.transfers import StageTransfer, stage_transfers
 from autopar.errors import AutoparError
@@ -72,6 +72,12 @@ class PipeshardParallel:
     pipeline_schedule: Literal["1f1b", "gpipe", "zb-h1", "interleaved-1f1b"] = "1f1b"
     virtual_stages_per_mesh: int = 2
     executor: Literal["auto", "processes", "in-process"] = "auto"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        refuse_alpa_only(
+            cls.__name__, kwargs, ("devices", "default_auto_sharding_option", "stage_input_shardings")
+        )
+        return super().__new__(cls)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "auto_sharding_option", checked_option(self.auto_sharding_option))
