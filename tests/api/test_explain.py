@@ -112,6 +112,11 @@ def test_explain_output_and_errors(plan):
         plan.explain(10_000)
     with pytest.raises(ExplainError, match="matches .* ops"):
         plan.explain("dot_general")
+    # Not a str or an int: said so, not "'NoneType' object has no attribute 'strip'" from inside.
+    with pytest.raises(TypeError, match=r"takes a path, .* or an op index \(an int\), got NoneType"):
+        plan.explain(None)
+    with pytest.raises(ValueError, match="top must be an int >= 0 .*, got -1"):
+        plan.explain("params['w1']", top=-1)
 
 
 def test_explain_takes_ssa_names_as_the_module_prints_them(plan):
@@ -196,6 +201,8 @@ def test_pipeshard_explain_gives_stage_and_layout():
     assert "    params[3] (forward): " in str(plan)
     with pytest.raises(ExplainError, match="no argument any stage reads"):
         plan.explain("params[9]")
+    with pytest.raises(TypeError, match=r"takes a path, an op name or a source location \(a str\), got int"):
+        plan.explain(3)
     mesh_plan = autopar.parallelize(mlp_step).get_execution_plan(params, batch)
     with pytest.raises(
         TypeError, match="got PipeshardExecutionPlan and ExecutionPlan: pass another Pipeshard"

@@ -19,6 +19,7 @@ from autopar.api.explain_problem import (
     _spec,
     _spec_of,
     alternatives,
+    check_query,
     cost_split,
     describe,
     node_name,
@@ -82,6 +83,7 @@ def find_node(plan: ExecutionPlan, rebuilt: Rebuilt, what: str | int) -> tuple[i
 
 
 def explain(plan: ExecutionPlan, what: str | int, top: int = 3) -> Explanation:
+    check_query(what, top)
     source = plan.source
     if source is None:
         raise ExplainError("this plan keeps no planned module to explain (build it with get_execution_plan)")

@@ -347,3 +347,16 @@ def alternatives(rebuilt: Rebuilt, v: int, top: int) -> tuple[Alternative, ...]:
         out.append(Alternative(describe(rebuilt, v, k), d, delta, proven, feasible))
     out.sort(key=lambda a: (not a.feasible, a.local_delta if a.delta is None else a.delta, a.local_delta))
     return tuple(out[:top])
+
+
+def check_query(what: object, top: object, kinds: tuple[type, ...] = (str, int)) -> None:
+    """What plan.explain accepts: a path, op name or source location (str), or an op index (int, mesh plans
+    only); `top` alternatives, an int >= 0. A TypeError or ValueError saying so, not one from inside."""
+    if isinstance(what, bool) or not isinstance(what, kinds):
+        index = " or an op index (an int)" if int in kinds else ""
+        raise TypeError(
+            f"plan.explain takes a path, an op name or a source location (a str){index}, got "
+            f"{type(what).__name__}"
+        )
+    if isinstance(top, bool) or not isinstance(top, int) or top < 0:
+        raise ValueError(f"plan.explain: top must be an int >= 0 (how many alternatives), got {top!r}")

@@ -208,6 +208,7 @@ MAX_OPS = 8
 
 
 def explain(plan: PipeshardExecutionPlan, path: str, top: int = 3) -> StageExplanation:
+    ep.check_query(path, top, (str,))
     path = variable_path(path, {t.path for t in plan.tensors})
     reads = tuple(t for t in plan.tensors if t.path == path)
     if not reads:
