@@ -139,7 +139,8 @@ def _shard(module_op: ir.Operation, fn: ir.Operation, options: types.SimpleNames
         intra = registry.lookup(INTRA_OP_PASS)
         assert intra is not None
         stage_options = stage_intra_op_options(options, index, logical)
-        if _splits_batches(stage_options):
+        forced = stage_options.force_data_parallel, stage_options.zero_stage
+        if config_lib.splits_batches(*forced, stage_options.force_batch_dim_to_mesh_dim):
             # Data-parallel options split the batch dim of `autopar.batch` arguments, which a stage
             # function has none of: the stage would run every example on every device.
             examples = set(per_example_arguments(module_op, fn))
@@ -160,16 +161,6 @@ def _shard(module_op: ir.Operation, fn: ir.Operation, options: types.SimpleNames
     if remarks := attrs.get_remarks(stage.operation):
         stage_attributes[attrs.REMARKS] = attrs.remarks_attr(remarks)
     _copy_back(module_op, fn, stage, f"stage_{index}_mesh", stage_attributes)
-
-
-def _splits_batches(options: types.SimpleNamespace) -> bool:
-    """Whether the intra-op options force the batch dim onto mesh axes (data parallel, ZeRO, a forced
-    batch axis): only then do the stage's batch arguments change its plan."""
-    return (
-        bool(options.force_data_parallel)
-        or options.zero_stage in (2, 3)
-        or options.force_batch_dim_to_mesh_dim >= 0
-    )
 
 
 def stage_intra_op_options(

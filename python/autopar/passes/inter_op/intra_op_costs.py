@@ -26,6 +26,7 @@ from autopar.ir import attrs
 from autopar.ir.stages import holds_examples
 from autopar.passes.inter_op.layers import APPLY, LayeredGraph
 from autopar.passes.inter_op.outline import Group, _build_function, _interface
+from autopar.passes.intra_op.config import splits_batches
 
 # (hosts, devices per host, data-parallel p, tensor-parallel q) of one submesh's logical mesh
 MeshKey = tuple[int, int, int, int]
@@ -39,8 +40,11 @@ def layer_modules(layered: LayeredGraph, options: Any = None) -> list[ir.Module]
     price every layer replicated."""
     graph, layer, part, free = layered.graph, layered.layer, layered.part, layered.free
     strategy = strategy_options(getattr(options, "intra_op_options", "")) if options is not None else {}
-    mark = bool(strategy.get("force_data_parallel")) or strategy.get("zero_stage", 0) in (2, 3)
-    mark = mark or strategy.get("force_batch_dim_to_mesh_dim", -1) >= 0
+    mark = splits_batches(
+        strategy.get("force_data_parallel", False),
+        strategy.get("zero_stage", 0),
+        strategy.get("force_batch_dim_to_mesh_dim", -1),
+    )
     batch_args = {i for i, m in enumerate(attrs.get_argument_marks(graph.fn)) if m.is_batch}
     block = graph.fn.regions[0].blocks[0]
     returned = set(block.operations[len(block.operations) - 1].operands)

@@ -227,3 +227,10 @@ def _checked(mesh: cost.MeshModel, o: dict, get) -> PlanConfig:
         allow_replicated_parameters=bool(get("allow_replicated_parameters", True)),
         allow_recompute_heavy_op=bool(get("allow_recompute_heavy_op", False)),
     )
+
+
+def splits_batches(force_data_parallel: bool, zero_stage: int, force_batch_dim_to_mesh_dim: int) -> bool:
+    """Whether these options force batch dims onto mesh axes (problem.py's `_required_batch_axes`): only
+    then does marking a function's per-example arguments `autopar.batch` change its plan (a pipeline stage
+    or a layer planned alone has no batch argument of its own)."""
+    return bool(force_data_parallel) or zero_stage in (2, 3) or force_batch_dim_to_mesh_dim >= 0
