@@ -269,6 +269,14 @@ def test_devices_that_are_not_devices_are_refused_by_name() -> None:
         TypeError, match=r"devices must be jax devices \(e.g. jax.devices\(\)\[:4\]\), got 'cpu'"
     ):
         autopar.parallelize(step, devices="cpu")
+    for bad in (4, jax.devices()[0], [None]):  # a count, one device, not a device
+        with pytest.raises(TypeError, match="devices must be jax devices"):
+            autopar.parallelize(step, devices=bad)
+    # A generator is read once: the devices it gives are the ones the plan runs on.
+    f = autopar.parallelize(
+        lambda x: x * 2, devices=(d for d in jax.devices()[:4]), method=autopar.DataParallel()
+    )
+    assert f(jnp.ones(8)).sharding.mesh.devices.size == 4
 
 
 def test_micro_batches_that_do_not_divide_name_the_path() -> None:

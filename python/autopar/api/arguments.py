@@ -21,13 +21,22 @@ from autopar.runtime import shardings as sh
 from autopar.runtime.remote_array import RemoteArray
 
 
-def check_function_and_devices(fn: Any, devices: Any) -> None:
-    """parallelize's `fn` (a callable) and `devices` (None: all local devices; or jax devices), or a
-    TypeError saying what is wrong."""
+def check_function_and_devices(fn: Any, devices: Any) -> tuple[jax.Device, ...] | None:
+    """parallelize's `devices` as a tuple (None: all local devices), after checking them and `fn` (a
+    callable): a TypeError says what is wrong. A tuple, so that a generator is read once."""
     if not callable(fn):
         raise TypeError(f"parallelize expects a function, got {type(fn).__name__}")
-    if devices is not None and not all(isinstance(d, jax.Device) for d in devices):
+    if devices is None:
+        return None
+    given = None
+    if not isinstance(devices, str):
+        try:
+            given = tuple(devices)
+        except TypeError:  # not iterable: one device, a count
+            pass
+    if given is None or not all(isinstance(d, jax.Device) for d in given):
         raise TypeError(f"devices must be jax devices (e.g. jax.devices()[:4]), got {devices!r}")
+    return given
 
 
 def argnums(value: int | Sequence[int], name: str) -> tuple[int, ...]:

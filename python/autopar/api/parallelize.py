@@ -98,7 +98,7 @@ def parallelize(
     )
     if fn is None:
         return functools.partial(parallelize, **options)
-    check_function_and_devices(fn, devices)
+    options["devices"] = check_function_and_devices(fn, devices)
     return ParallelizedFunction(fn, **options)
 
 
