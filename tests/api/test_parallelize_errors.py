@@ -135,6 +135,8 @@ def test_pipeshard_fields_are_checked_when_made(fields, message) -> None:
     with pytest.raises(ValueError, match=message):
         autopar.PipeshardParallel(num_micro_batches=2, **fields)
     assert autopar.PipeshardParallel(cluster_shape=(np.int64(1), 8)).cluster_shape == (1, 8)
+    listed = autopar.PipeshardParallel(cluster_shape=[1, 8], submesh_shapes=["1x4"])
+    assert hash(listed) == hash(autopar.PipeshardParallel(cluster_shape=(1, 8), submesh_shapes=("1x4",)))
 
 
 def test_a_model_the_cluster_cannot_hold_names_memory_per_device_gib_in_readable_units() -> None:

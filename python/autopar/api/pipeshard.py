@@ -100,6 +100,10 @@ class PipeshardParallel:
         positive = lambda n: isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1  # noqa: E731
         if shape is not None and (len(tuple(shape)) != 2 or not all(map(positive, shape))):
             raise ValueError(f"cluster_shape must be (hosts, devices per host), positive ints; got {shape!r}")
+        # Hashable like every field (methods key parallelize's caches): lists become tuples.
+        if shape is not None:
+            object.__setattr__(self, "cluster_shape", tuple(int(n) for n in shape))
+        object.__setattr__(self, "submesh_shapes", tuple(self.submesh_shapes))
         if not positive(self.virtual_stages_per_mesh):
             got = self.virtual_stages_per_mesh
             raise ValueError(f"virtual_stages_per_mesh must be an int >= 1, got {got!r}")
