@@ -26,6 +26,16 @@ def step(params, batch):
 PARAMS = {"w": jnp.ones((32, 8))}
 
 
+def two_layers(params, batch):
+    """A two-layer SGD step with a backward pass (what PipeshardParallel cuts into stages)."""
+
+    def loss(p):
+        return jnp.mean(jnp.tanh(jnp.tanh(batch["image"] @ p["w"]) @ p["v"]) ** 2)
+
+    value, g = jax.value_and_grad(loss)(params)
+    return jax.tree.map(lambda a, b: a - 0.1 * b, params, g), value
+
+
 def test_a_batch_that_does_not_divide_names_its_path_and_the_method() -> None:
     f = autopar.parallelize(step, method=autopar.DataParallel())
     with pytest.raises(PassError) as info:
@@ -146,13 +156,6 @@ def test_a_model_the_cluster_cannot_hold_names_memory_per_device_gib_in_readable
         num_micro_batches=2, layer_option=autopar.AutoLayerOption(layer_num=2), memory_per_device_gib=1e-6
     )
 
-    def two_layers(params, batch):
-        def loss(p):
-            return jnp.mean(jnp.tanh(jnp.tanh(batch["image"] @ p["w"]) @ p["v"]))
-
-        value, g = jax.value_and_grad(loss)(params)
-        return jax.tree.map(lambda a, b: a - 0.1 * b, params, g), value
-
     params = {"w": jnp.ones((32, 32)), "v": jnp.ones((32, 8))}
     with pytest.raises(PassError) as info:
         autopar.parallelize(two_layers, method=method)(params, {"image": jnp.ones((16, 32))})
@@ -176,13 +179,6 @@ def test_pass_names_and_options_do_not_reach_parallelize_users() -> None:
         layer_option=autopar.AutoLayerOption(layer_num=2),
         stage_option=autopar.UniformStageOption(num_stages=3),
     )
-
-    def two_layers(params, batch):
-        def loss(p):
-            return jnp.mean(jnp.tanh(jnp.tanh(batch["image"] @ p["w"]) @ p["v"]))
-
-        value, g = jax.value_and_grad(loss)(params)
-        return jax.tree.map(lambda a, b: a - 0.1 * b, params, g), value
 
     with pytest.raises(PassError) as info:
         autopar.parallelize(two_layers, method=method)(
@@ -245,13 +241,6 @@ def test_alpa_arguments_autopar_takes_elsewhere_say_where(make, message) -> None
 
 
 def test_the_suggested_gradient_accumulation_runs_as_the_full_batch() -> None:
-    def two_layers(params, batch):
-        def loss(p):
-            return jnp.mean(jnp.tanh(jnp.tanh(batch["image"] @ p["w"]) @ p["v"]) ** 2)
-
-        value, g = jax.value_and_grad(loss)(params)
-        return jax.tree.map(lambda a, b: a - 0.1 * b, params, g), value
-
     method = autopar.PipeshardParallel(
         num_micro_batches=4,
         layer_option=autopar.AutoLayerOption(layer_num=1),
