@@ -231,6 +231,27 @@ def test_data_parallel_stages_split_the_examples_they_read(data):
     assert len(marked) == 2 and all('[{"x"}' in str(specs[i]) for i in marked), [str(a) for a in specs]
 
 
+@pytest.mark.parametrize(
+    "option",
+    [
+        autopar.Zero3Parallel().auto_sharding_option,
+        autopar.AutoShardingOption(allow_replicated_parameters=False),
+    ],
+)
+def test_parameter_options_shard_the_parameters_every_part_reads(data, option):
+    # A stage's forward and backward parts had no `autopar.parameter` argument: under ZeRO-3 or
+    # allow_replicated_parameters=False only the apply part sharded them, and the others read them whole.
+    params, batch = data
+    step = autopar.parallelize(
+        sgd_step, method=autopar.PipeshardParallel(**TWO_STAGES, auto_sharding_option=option)
+    )
+    assert_trees_close(step(params, batch), jax.jit(sgd_step)(params, batch))
+    reads = [t for t in step.get_execution_plan(params, batch).tensors if t.path.startswith("params")]
+    assert {t.part for t in reads} >= {"forward", "apply"} and all(t.spec != "replicated" for t in reads), (
+        reads
+    )
+
+
 def test_an_output_that_does_not_combine_is_named_and_can_be_declared(data):
     params, batch = data
 

@@ -30,6 +30,12 @@ PATH = "autopar.path"  # an argument's or result's pytree path, for messages; re
 # written by ir/exported.py (--input-shardings=keep), read by intra_op/graph.py
 INPUT_SHARDING = "autopar.input_sharding"
 
+# Function attribute (unit): no result of this function is an updated parameter, so the intra-op pass pairs
+# no argument with a result (a pipeline stage's forward or backward part planned alone: its parameters
+# are marked `autopar.parameter`, and pairing by type would take an activation or gradient for their
+# update). Written by autopar-shard-stages and the stage DP's layer modules, read by intra_op/graph_facts.py.
+NO_UPDATES = "autopar.no_updates"
+
 # Op attributes:
 # "forward"|"backward" on a hand-placed marker: pipeline_marker.py -> inter_op/graph.py
 PIPELINE_BOUNDARY = "autopar.pipeline_boundary"
@@ -83,6 +89,7 @@ ALL = (
     PARAMETER,
     PATH,
     INPUT_SHARDING,
+    NO_UPDATES,
     PIPELINE_BOUNDARY,
     LAYER,
     PART,

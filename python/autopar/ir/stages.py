@@ -52,6 +52,24 @@ def per_example_arguments(module: ir.Module | ir.Operation, fn: ir.Operation) ->
     return []
 
 
+def parameter_arguments(module: ir.Module | ir.Operation, fn: ir.Operation) -> list[int]:
+    """The arguments of stage function `fn` that @main passes one of its `autopar.parameter` arguments
+    (parameters and optimizer state) as it came."""
+    main = find_function(module.operation)
+    marked = (
+        {i for i, marks in enumerate(attrs.get_argument_marks(main)) if marks.is_parameter} if main else set()
+    )
+    name = fn.attributes["sym_name"]
+    for op, callee in stage_calls(module):
+        if callee.attributes["sym_name"] == name:
+            return [
+                i
+                for i, v in enumerate(op.operands)
+                if isinstance(v.owner, ir.Block) and v.arg_number in marked
+            ]
+    return []
+
+
 def holds_examples(
     value: ir.Value,
     batch_args: set[int],

@@ -9,7 +9,13 @@ from jaxlib.mlir.dialects import sdy
 
 from autopar.errors import AutoparError, PassError
 from autopar.ir import attrs
-from autopar.ir.stages import find_function, per_example_arguments, referenced_meshes, stage_module
+from autopar.ir.stages import (
+    find_function,
+    parameter_arguments,
+    per_example_arguments,
+    referenced_meshes,
+    stage_module,
+)
 from autopar.passes import registry
 from autopar.passes.intra_op import OPTIONS as INTRA_OP_OPTIONS
 from autopar.passes.intra_op import config as config_lib
@@ -139,16 +145,7 @@ def _shard(module_op: ir.Operation, fn: ir.Operation, options: types.SimpleNames
         intra = registry.lookup(INTRA_OP_PASS)
         assert intra is not None
         stage_options = stage_intra_op_options(options, index, logical)
-        forced = stage_options.force_data_parallel, stage_options.zero_stage
-        if config_lib.splits_batches(*forced, stage_options.force_batch_dim_to_mesh_dim):
-            # Data-parallel options split the batch dim of `autopar.batch` arguments, which a stage
-            # function has none of: the stage would run every example on every device.
-            examples = set(per_example_arguments(module_op, fn))
-            marks = [
-                attrs.ArgumentMarks(i in examples, False, None)
-                for i in range(len(fn.regions[0].blocks[0].arguments))
-            ]
-            attrs.set_argument_marks(find_function(stage.operation), marks)
+        _mark_arguments(module_op, fn, part, stage, stage_options)
         try:
             intra.run(stage.operation, stage_options)
         except PassError as err:
@@ -161,6 +158,33 @@ def _shard(module_op: ir.Operation, fn: ir.Operation, options: types.SimpleNames
     if remarks := attrs.get_remarks(stage.operation):
         stage_attributes[attrs.REMARKS] = attrs.remarks_attr(remarks)
     _copy_back(module_op, fn, stage, f"stage_{index}_mesh", stage_attributes)
+
+
+def _mark_arguments(
+    module_op: ir.Operation, fn: ir.Operation, part: str, stage: ir.Module, options: types.SimpleNamespace
+) -> None:
+    """Marks the stage module's arguments as @main's would be, where the options read the marks: a stage
+    function has none of its own. Data-parallel options split `autopar.batch` arguments (without the marks
+    the stage ran every example on every device); ZeRO and allow-replicated-parameters=false shard
+    `autopar.parameter` ones, which a forward or backward part reads as they are (the apply part, which
+    updates them, recognises its state without marks). Such a part updates nothing (`autopar.no_updates`):
+    its activations and gradients are not paired with the parameters as their updates."""
+    o = options
+    examples: set[int] = set()
+    if config_lib.splits_batches(o.force_data_parallel, o.zero_stage, o.force_batch_dim_to_mesh_dim):
+        examples = set(per_example_arguments(module_op, fn))
+    parameters: set[int] = set()
+    if part != "apply" and config_lib.restricts_parameters(o.allow_replicated_parameters, o.zero_stage):
+        parameters = set(parameter_arguments(module_op, fn))
+    if not examples and not parameters:
+        return
+    main = find_function(stage.operation)
+    count = len(fn.regions[0].blocks[0].arguments)
+    attrs.set_argument_marks(
+        main, [attrs.ArgumentMarks(i in examples, i in parameters, None) for i in range(count)]
+    )
+    if parameters:
+        main.attributes[attrs.NO_UPDATES] = ir.UnitAttr.get(main.context)
 
 
 def stage_intra_op_options(

@@ -288,8 +288,8 @@ def test_data_parallel_stage_costs_split_the_examples():
     params, x = [jnp.zeros((512, 512))] * LAYERS, jnp.zeros((16384, 512))  # compute-bound layers
     module = clustered(sgd_step, params, x)
     main = module.body.operations[0]
-    marks = [attrs.ArgumentMarks(i == len(params), False, None) for i in range(len(params) + 1)]
-    attrs.set_argument_marks(main, marks)  # x is the batch, as parallelize marks it
+    marks = [attrs.ArgumentMarks(i == len(params), i < len(params), None) for i in range(len(params) + 1)]
+    attrs.set_argument_marks(main, marks)  # x is the batch, the rest parameters, as parallelize marks them
     forced = types.SimpleNamespace(intra_op_options="force-data-parallel")
     meshes = [(1, 1, 1, 1), (1, 4, 4, 1)]
     with module.context:
@@ -299,6 +299,13 @@ def test_data_parallel_stage_costs_split_the_examples():
         first = find_function(marked[0].operation)
         assert [m.is_batch for m in attrs.get_argument_marks(first)].count(True) == 1
         assert not any(m.is_batch for m in attrs.get_argument_marks(find_function(free[0].operation)))
+        # Options on parameters mark them too, and the layer then updates nothing (no pairing of its
+        # activations with the parameters as their updates).
+        zero3 = intra_op_costs.layer_modules(layered, types.SimpleNamespace(intra_op_options="zero-stage=3"))
+        layer_0 = find_function(zero3[0].operation)
+        assert [m.is_parameter for m in attrs.get_argument_marks(layer_0)].count(True) == 1
+        assert attrs.NO_UPDATES in layer_0.attributes
+        assert attrs.NO_UPDATES not in find_function(marked[0].operation).attributes
         intra_op_costs.clear_cache()
         strategy = {"force_data_parallel": True}
         times, _ = intra_op_costs.layer_times(

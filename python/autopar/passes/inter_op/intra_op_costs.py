@@ -26,7 +26,7 @@ from autopar.ir import attrs
 from autopar.ir.stages import holds_examples
 from autopar.passes.inter_op.layers import APPLY, LayeredGraph
 from autopar.passes.inter_op.outline import Group, _build_function, _interface
-from autopar.passes.intra_op.config import splits_batches
+from autopar.passes.intra_op.config import restricts_parameters, splits_batches
 
 # (hosts, devices per host, data-parallel p, tensor-parallel q) of one submesh's logical mesh
 MeshKey = tuple[int, int, int, int]
@@ -36,16 +36,23 @@ def layer_modules(layered: LayeredGraph, options: Any = None) -> list[ir.Module]
     """One module per layer whose public @main is the layer's forward + backward ops, without their
     `autopar.layer` numbers (so equal layers print, hash and solve as one). When the pass's
     `intra-op-options` split batches (force-data-parallel, ...), the arguments that hold one row per example
-    are marked `autopar.batch`, as autopar-shard-stages marks the stages': without the marks those options
-    price every layer replicated."""
+    are marked `autopar.batch`, and when they restrict parameters (zero-stage, allow-replicated-parameters),
+    the parameters `autopar.parameter` (the layer then updates nothing: `autopar.no_updates`), as
+    autopar-shard-stages marks a stage's forward part: without the marks those options price every layer
+    replicated."""
     graph, layer, part, free = layered.graph, layered.layer, layered.part, layered.free
     strategy = strategy_options(getattr(options, "intra_op_options", "")) if options is not None else {}
-    mark = splits_batches(
+    mark_examples = splits_batches(
         strategy.get("force_data_parallel", False),
         strategy.get("zero_stage", 0),
         strategy.get("force_batch_dim_to_mesh_dim", -1),
     )
-    batch_args = {i for i, m in enumerate(attrs.get_argument_marks(graph.fn)) if m.is_batch}
+    mark_parameters = restricts_parameters(
+        strategy.get("allow_replicated_parameters", True), strategy.get("zero_stage", 0)
+    )
+    marks = attrs.get_argument_marks(graph.fn)
+    batch_args = {i for i, m in enumerate(marks) if m.is_batch}
+    parameter_args = {i for i, m in enumerate(marks) if m.is_parameter}
     block = graph.fn.regions[0].blocks[0]
     returned = set(block.operations[len(block.operations) - 1].operands)
     members: list[list[int]] = [[] for _ in range(layered.num_layers)]
@@ -61,9 +68,17 @@ def layer_modules(layered: LayeredGraph, options: Any = None) -> list[ir.Module]
             inputs, outputs = _interface(graph, group, free, returned)
             fn = _build_function(graph, group, inputs, outputs, free, module.body)
             fn.attributes["sym_visibility"] = ir.StringAttr.get("public", graph.fn.context)
-            if mark:
-                examples = [holds_examples(v, batch_args) for v in inputs]
-                attrs.set_argument_marks(fn, [attrs.ArgumentMarks(e, False, None) for e in examples])
+            if mark_examples or mark_parameters:  # as autopar-shard-stages marks a stage's forward part
+                examples = [mark_examples and holds_examples(v, batch_args) for v in inputs]
+                parameters = [
+                    mark_parameters and isinstance(v.owner, ir.Block) and v.arg_number in parameter_args
+                    for v in inputs
+                ]
+                attrs.set_argument_marks(
+                    fn, [attrs.ArgumentMarks(e, p, None) for e, p in zip(examples, parameters, strict=True)]
+                )
+                if any(parameters):
+                    fn.attributes[attrs.NO_UPDATES] = ir.UnitAttr.get(graph.fn.context)
             for op in fn.entry_block.operations:
                 attrs.clear_layer(op)
         modules.append(module)

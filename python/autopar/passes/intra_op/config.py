@@ -234,3 +234,9 @@ def splits_batches(force_data_parallel: bool, zero_stage: int, force_batch_dim_t
     then does marking a function's per-example arguments `autopar.batch` change its plan (a pipeline stage
     or a layer planned alone has no batch argument of its own)."""
     return bool(force_data_parallel) or zero_stage in (2, 3) or force_batch_dim_to_mesh_dim >= 0
+
+
+def restricts_parameters(allow_replicated_parameters: bool, zero_stage: int) -> bool:
+    """Whether these options restrict the layouts of `autopar.parameter` arguments (problem.py's
+    `_parameter_filter`): only then does marking a function's parameters change its plan."""
+    return not allow_replicated_parameters or zero_stage in (2, 3)
