@@ -37,37 +37,43 @@ def stage_calls(module: ir.Module | ir.Operation) -> list[tuple[ir.Operation, ir
     return calls
 
 
-def per_example_arguments(module: ir.Module | ir.Operation, fn: ir.Operation) -> list[int]:
-    """The arguments of stage function `fn` that hold one row per example along dim 0 in @main's call
-    (`holds_examples`). A stage function planned as a module of its own marks these `autopar.batch`, which
-    is what data-parallel options split (dim 0 is the batch dim)."""
+def stage_call(module: ir.Module | ir.Operation, fn: ir.Operation) -> tuple[ir.Operation, dict]:
+    """@main's call of stage function `fn`, and which call produced each stage result of @main
+    ({result: (call, stage function)}, what `holds_examples` follows)."""
     calls = stage_calls(module)
-    main = find_function(module.operation)
-    batch = {i for i, marks in enumerate(attrs.get_argument_marks(main)) if marks.is_batch} if main else set()
     producer = {result: (op, callee) for op, callee in calls for result in op.results}
     name = fn.attributes["sym_name"]
-    for op, callee in calls:
-        if callee.attributes["sym_name"] == name:
-            return [i for i, v in enumerate(op.operands) if holds_examples(v, batch, producer)]
-    return []
+    return next(op for op, callee in calls if callee.attributes["sym_name"] == name), producer
 
 
-def parameter_arguments(module: ir.Module | ir.Operation, fn: ir.Operation) -> list[int]:
-    """The arguments of stage function `fn` that @main passes one of its `autopar.parameter` arguments
-    (parameters and optimizer state) as it came."""
-    main = find_function(module.operation)
-    marked = (
-        {i for i, marks in enumerate(attrs.get_argument_marks(main)) if marks.is_parameter} if main else set()
-    )
-    name = fn.attributes["sym_name"]
-    for op, callee in stage_calls(module):
-        if callee.attributes["sym_name"] == name:
-            return [
-                i
-                for i, v in enumerate(op.operands)
-                if isinstance(v.owner, ir.Block) and v.arg_number in marked
-            ]
-    return []
+def mark_as_main(
+    target: ir.Operation | ir.OpView,
+    values: list[ir.Value],
+    main: ir.Operation | ir.OpView,
+    producer: dict | None = None,
+    *,
+    examples: bool,
+    parameters: bool,
+) -> None:
+    """Marks the arguments of `target`, a function planned alone whose arguments stand for `values` of
+    `main`, as `main`'s are marked, where options read the marks (a pipeline stage's part, or a stage-cost
+    layer): `examples`, `autopar.batch` on those that hold one row per example (`holds_examples`);
+    `parameters`, `autopar.parameter` on those `main` passes from its own parameter arguments, and then
+    `autopar.no_updates` on `target`, which updates none of them (the intra-op pass would otherwise pair
+    its activations or gradients with them as their updates)."""
+    if not (examples or parameters):
+        return
+    marks = attrs.get_argument_marks(main)
+    batch = {i for i, m in enumerate(marks) if m.is_batch}
+    params = {i for i, m in enumerate(marks) if m.is_parameter}
+    batch_marks = [examples and holds_examples(v, batch, producer) for v in values]
+    param_marks = [parameters and isinstance(v.owner, ir.Block) and v.arg_number in params for v in values]
+    if any(batch_marks) or any(param_marks):
+        attrs.set_argument_marks(
+            target, [attrs.ArgumentMarks(b, q, None) for b, q in zip(batch_marks, param_marks, strict=True)]
+        )
+    if any(param_marks):
+        target.attributes[attrs.NO_UPDATES] = ir.UnitAttr.get(target.context)
 
 
 def holds_examples(

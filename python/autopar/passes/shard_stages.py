@@ -9,13 +9,7 @@ from jaxlib.mlir.dialects import sdy
 
 from autopar.errors import AutoparError, PassError
 from autopar.ir import attrs
-from autopar.ir.stages import (
-    find_function,
-    parameter_arguments,
-    per_example_arguments,
-    referenced_meshes,
-    stage_module,
-)
+from autopar.ir.stages import find_function, mark_as_main, referenced_meshes, stage_call, stage_module
 from autopar.passes import registry
 from autopar.passes.intra_op import OPTIONS as INTRA_OP_OPTIONS
 from autopar.passes.intra_op import config as config_lib
@@ -163,28 +157,20 @@ def _shard(module_op: ir.Operation, fn: ir.Operation, options: types.SimpleNames
 def _mark_arguments(
     module_op: ir.Operation, fn: ir.Operation, part: str, stage: ir.Module, options: types.SimpleNamespace
 ) -> None:
-    """Marks the stage module's arguments as @main's would be, where the options read the marks: a stage
-    function has none of its own. Data-parallel options split `autopar.batch` arguments (without the marks
-    the stage ran every example on every device); ZeRO and allow-replicated-parameters=false shard
-    `autopar.parameter` ones, which a forward or backward part reads as they are (the apply part, which
-    updates them, recognises its state without marks). Such a part updates nothing (`autopar.no_updates`):
-    its activations and gradients are not paired with the parameters as their updates."""
-    o = options
-    examples: set[int] = set()
-    if config_lib.splits_batches(o.force_data_parallel, o.zero_stage, o.force_batch_dim_to_mesh_dim):
-        examples = set(per_example_arguments(module_op, fn))
-    parameters: set[int] = set()
-    if part != "apply" and config_lib.restricts_parameters(o.allow_replicated_parameters, o.zero_stage):
-        parameters = set(parameter_arguments(module_op, fn))
-    if not examples and not parameters:
-        return
-    main = find_function(stage.operation)
-    count = len(fn.regions[0].blocks[0].arguments)
-    attrs.set_argument_marks(
-        main, [attrs.ArgumentMarks(i in examples, i in parameters, None) for i in range(count)]
+    """Marks the stage module's arguments as @main's are marked, where the options read the marks: a stage
+    function has none of its own (ir/stages.py `mark_as_main`). Data-parallel options split `autopar.batch`
+    arguments (without the marks the stage ran every example on every device); ZeRO and
+    allow-replicated-parameters=false shard `autopar.parameter` ones, which a forward or backward part
+    reads as they are (the apply part, which updates them, recognises its state without marks)."""
+    forced = options.force_data_parallel, options.zero_stage, options.force_batch_dim_to_mesh_dim
+    examples = config_lib.splits_batches(*forced)
+    parameters = part != "apply" and config_lib.restricts_parameters(
+        options.allow_replicated_parameters, options.zero_stage
     )
-    if parameters:
-        main.attributes[attrs.NO_UPDATES] = ir.UnitAttr.get(main.context)
+    if examples or parameters:
+        call, producer = stage_call(module_op, fn)
+        main, planned = find_function(module_op), find_function(stage.operation)
+        mark_as_main(planned, list(call.operands), main, producer, examples=examples, parameters=parameters)
 
 
 def stage_intra_op_options(

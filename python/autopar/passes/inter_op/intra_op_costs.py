@@ -23,7 +23,7 @@ from jaxlib.mlir import ir
 from autopar.cost import ClusterModel
 from autopar.errors import PassError
 from autopar.ir import attrs
-from autopar.ir.stages import holds_examples
+from autopar.ir.stages import mark_as_main
 from autopar.passes.inter_op.layers import APPLY, LayeredGraph
 from autopar.passes.inter_op.outline import Group, _build_function, _interface
 from autopar.passes.intra_op.config import restricts_parameters, splits_batches
@@ -50,9 +50,6 @@ def layer_modules(layered: LayeredGraph, options: Any = None) -> list[ir.Module]
     mark_parameters = restricts_parameters(
         strategy.get("allow_replicated_parameters", True), strategy.get("zero_stage", 0)
     )
-    marks = attrs.get_argument_marks(graph.fn)
-    batch_args = {i for i, m in enumerate(marks) if m.is_batch}
-    parameter_args = {i for i, m in enumerate(marks) if m.is_parameter}
     block = graph.fn.regions[0].blocks[0]
     returned = set(block.operations[len(block.operations) - 1].operands)
     members: list[list[int]] = [[] for _ in range(layered.num_layers)]
@@ -68,17 +65,8 @@ def layer_modules(layered: LayeredGraph, options: Any = None) -> list[ir.Module]
             inputs, outputs = _interface(graph, group, free, returned)
             fn = _build_function(graph, group, inputs, outputs, free, module.body)
             fn.attributes["sym_visibility"] = ir.StringAttr.get("public", graph.fn.context)
-            if mark_examples or mark_parameters:  # as autopar-shard-stages marks a stage's forward part
-                examples = [mark_examples and holds_examples(v, batch_args) for v in inputs]
-                parameters = [
-                    mark_parameters and isinstance(v.owner, ir.Block) and v.arg_number in parameter_args
-                    for v in inputs
-                ]
-                attrs.set_argument_marks(
-                    fn, [attrs.ArgumentMarks(e, p, None) for e, p in zip(examples, parameters, strict=True)]
-                )
-                if any(parameters):
-                    fn.attributes[attrs.NO_UPDATES] = ir.UnitAttr.get(graph.fn.context)
+            # As autopar-shard-stages marks a stage's forward part.
+            mark_as_main(fn, inputs, graph.fn, examples=mark_examples, parameters=mark_parameters)
             for op in fn.entry_block.operations:
                 attrs.clear_layer(op)
         modules.append(module)
