@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import autopar
 from autopar.api import explain_problem
@@ -418,3 +420,26 @@ def test_the_nnx_mnist_tutorial_step_trains_and_counts_as_under_nnx_jit(mesh_sha
     assert_trees_close(mine[2].compute(), theirs[2].compute(), rtol=1e-5, atol=1e-6)
     assert_trees_close(nnx.state(mine[0], nnx.Param), nnx.state(theirs[0], nnx.Param), rtol=1e-4, atol=1e-5)
     assert int(mine[1].step[...]) == 3
+
+
+def test_a_step_called_under_another_ambient_mesh_trains_like_jit_and_its_outputs_move_to_that_mesh():
+    """docs/api.md, "State in, state out": under `jax.set_mesh` of another shape the step runs as planned;
+    its outputs, on autopar's mesh, take part in eager math there once put on the ambient mesh."""
+    params = {"w1": normal((16, 32), 0), "w2": normal((32, 8), 1)}
+    batch = {"x": normal((64, 16), 2), "y": normal((64, 8), 3)}
+
+    def step(params, batch):
+        def loss(p):
+            hidden = jax.lax.with_sharding_constraint(jnp.tanh(batch["x"] @ p["w1"]), PartitionSpec())
+            return jnp.mean((hidden @ p["w2"] - batch["y"]) ** 2)
+
+        value, grads = jax.value_and_grad(loss)(params)
+        return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), value
+
+    ambient = Mesh(np.array(jax.devices()), ("d",))
+    with jax.set_mesh(ambient):
+        theirs = jax.jit(step)(params, batch)
+        mine = autopar.parallelize(step, method=autopar.ShardParallel(mesh_shape=(2, 4)))(params, batch)
+        moved = jax.device_put(mine, NamedSharding(ambient, PartitionSpec()))
+        differences = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), moved, theirs)
+    assert max(jax.tree.leaves(differences)) < 1e-4
