@@ -211,6 +211,26 @@ def test_donated_arguments_are_deleted_and_their_buffers_reused(data, executor):
     assert applies and all("input_output_alias" in part for part in applies)
 
 
+@pytest.mark.parametrize("executor", ["in-process", "processes"])
+def test_arrays_on_a_mesh_of_explicit_axes_run_pipelined_inside_and_outside_that_mesh(data, executor):
+    # jax.make_mesh's axes are Explicit: such an array's layout is part of its type, and slicing the batch
+    # into micro-batches raised jax's ShardingTypeError ("Use `.at[...].get(out_sharding=)`"), inside
+    # `jax.set_mesh(mesh)` a context-mesh mismatch. The step itself is traced inside the user's mesh.
+    params, batch = data
+    mesh = jax.make_mesh((8,), ("d",))
+    assert mesh.axis_types == (jax.sharding.AxisType.Explicit,)
+    on_mesh = lambda tree, spec: jax.device_put(tree, jax.sharding.NamedSharding(mesh, spec))  # noqa: E731
+    params, batch = (
+        on_mesh(params, jax.sharding.PartitionSpec()),
+        on_mesh(batch, jax.sharding.PartitionSpec("d")),
+    )
+    method = autopar.PipeshardParallel(**TWO_STAGES, executor=executor)
+    want = jax.jit(sgd_step)(params, batch)
+    assert_trees_close(autopar.parallelize(sgd_step, method=method)(params, batch), want)
+    with jax.set_mesh(mesh):
+        assert_trees_close(autopar.parallelize(sgd_step, method=method)(params, batch), want)
+
+
 def test_data_parallel_stages_split_the_examples_they_read(data):
     # A stage function planned alone had no `autopar.batch` argument, so force_data_parallel found no
     # batch to split and left every stage replicated: each device ran the whole micro-batch.

@@ -12,6 +12,7 @@ from jax.sharding import PartitionSpec as P
 import autopar.ir as aip
 from autopar import runtime
 from autopar.runtime.hlo import array_bytes, count_collectives, parse_collectives
+from autopar.runtime.mesh import on_auto_axes
 from numeric import assert_trees_close, normal
 
 MESH_2X4 = runtime.MeshSpec("mesh", ("x", "y"), (2, 4))
@@ -190,3 +191,15 @@ def test_parse_collectives_kinds_sizes_and_axes():
         "all-to-all": 1,
         "collective-permute": 1,
     }
+
+
+def test_an_array_on_explicit_axes_moves_to_auto_axes_without_a_copy():
+    mesh = jax.make_mesh((8,), ("d",))  # Explicit axes
+    x = jax.device_put(jnp.arange(64.0).reshape(16, 4), jax.sharding.NamedSharding(mesh, P("d")))
+    y = on_auto_axes(x)
+    assert y.sharding.mesh.axis_types == (jax.sharding.AxisType.Auto,) and y.sharding.spec == P("d")
+    pointers = lambda a: [s.data.unsafe_buffer_pointer() for s in a.addressable_shards]  # noqa: E731
+    assert pointers(y) == pointers(x)  # the same buffers
+    np.testing.assert_array_equal(np.asarray(y[:8]), np.arange(32.0).reshape(8, 4))
+    host = np.ones(3)
+    assert on_auto_axes(host) is host and on_auto_axes(y) is y

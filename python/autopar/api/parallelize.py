@@ -161,7 +161,7 @@ class ParallelizedFunction:
                 entry = self._entry(args, kwargs, progress)
                 progress.stage("compiling with XLA")
                 self._executable(entry)
-        with deleted_arguments_named(self.fn, args, kwargs):
+        with deleted_arguments_named(self.fn, args, kwargs), jax.set_mesh(None):  # runs outside any user mesh
             return write_back(args, kwargs, self._run(entry, args, kwargs), entry.appended_modules)
 
     @user_facing

@@ -55,3 +55,19 @@ def make_mesh(devices: Sequence[jax.Device], mesh_shape: Sequence[int], axis_nam
     grid = np.array(list(devices), dtype=object).reshape(tuple(mesh_shape))
     # Auto axes: shardings are decided by the plan, never by JAX's explicit-sharding type system.
     return Mesh(grid, tuple(axis_names), axis_types=(AxisType.Auto,) * len(mesh_shape))
+
+
+def on_auto_axes(x: object) -> object:
+    """`x` laid out as it is, over Auto axes. A jax.Array laid out over a mesh with Explicit axes
+    (`jax.make_mesh`'s default) carries its sharding in its type, and jax refuses to slice it along a split
+    dim ("ShardingTypeError: Use `.at[...].get(out_sharding=)` ..."); the same devices and spec over Auto
+    axes slice like any array. Anything else is returned as it is."""
+    sharding = getattr(x, "sharding", None)
+    if not isinstance(sharding, jax.sharding.NamedSharding):
+        return x
+    mesh = sharding.mesh
+    if all(t == AxisType.Auto for t in getattr(mesh, "axis_types", ())):
+        return x
+    auto = Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
+    same = jax.sharding.NamedSharding(auto, sharding.spec, memory_kind=sharding.memory_kind)
+    return jax.device_put(x, same)

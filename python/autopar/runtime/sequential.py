@@ -31,6 +31,7 @@ from jaxlib.mlir import ir
 from autopar.ir import attrs
 from autopar.runtime import executable as rt_exe
 from autopar.runtime import program, timeline, transfer
+from autopar.runtime.mesh import on_auto_axes
 from autopar.runtime.program import Gathered
 from autopar.runtime.step import (  # noqa: F401 (the errors are part of this module's interface)
     Call,
@@ -142,7 +143,9 @@ class SequentialExecutor:
         prog.check_arguments(args)
         B = self.num_micro_batches
         env: dict[ir.Value, Any] = dict(zip(prog.arguments, args, strict=True))
-        slices = prog.micro_batches(args)
+        # Sliced here: a batch laid out over Explicit mesh axes slices once over Auto ones.
+        batches = set(prog.batch_arguments)
+        slices = prog.micro_batches([on_auto_axes(a) if i in batches else a for i, a in enumerate(args)])
         local: list[dict[ir.Value, Any]] = [
             {prog.arguments[i]: slices[i][m] for i in prog.batch_arguments} for m in range(B)
         ]
