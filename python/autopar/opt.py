@@ -342,15 +342,12 @@ def _exported_bytes(module, source, platform: str) -> bytes:
 
     try:
         api_exported.check_exportable(module)
+        if source is not None:
+            api_exported.check_reexportable(source)
     except api_exported.ExportError as err:
         raise AutoparError(f"--emit=exported: {err}") from None
     options = {}
     if source is not None:
-        if len(source.platforms) > 1 or source.ordered_effects or source.uses_global_constants:
-            raise AutoparError(
-                "--emit=exported: the input Exported is multi-platform, shape-polymorphic or has ordered "
-                "effects; autopar re-exports single-platform, static-shape, effect-free functions only"
-            )
         options = dict(
             fun_name=source.fun_name,
             in_tree=source.in_tree,

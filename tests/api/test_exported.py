@@ -349,3 +349,17 @@ def test_cli_emit_exported_errors_are_one_line_and_write_nothing(tmp_path):
     )
     assert "calls back into Python" in line and "remove the callbacks" in line
     assert not out.exists()
+
+
+def test_cli_names_why_an_input_exported_cannot_be_re_exported(tmp_path):
+    # The line said "multi-platform, shape-polymorphic or has ordered effects" whichever it was.
+    step = jax.jit(lambda w, x: jnp.tanh(x @ w))
+    source = tmp_path / "two_platforms.exported"
+    args = np.ones((16, 8), np.float32), np.ones((32, 16), np.float32)
+    source.write_bytes(jax.export.export(step, platforms=("cpu", "cuda"))(*args).serialize())
+    out = tmp_path / "out.exported"
+    line = _one_error_line(
+        _opt(source, "--pass-pipeline=builtin.module(autopar-shard{mesh=2x4})", "--emit=exported", "-o", out)
+    )
+    assert "is for 2 platforms (cpu, cuda)" in line and "export it for one platform" in line
+    assert not out.exists()

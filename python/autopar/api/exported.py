@@ -26,6 +26,27 @@ class ExportError(AutoparError, ValueError):
     """A module or function cannot be written as a sharded jax.export.Exported."""
 
 
+def check_reexportable(source: Any) -> None:
+    """ExportError (one line, naming the cause) for an input jax.export.Exported that one re-exported
+    single-platform module cannot stand for."""
+    if len(source.platforms) > 1:
+        raise ExportError(
+            f"the input Exported is for {len(source.platforms)} platforms ({', '.join(source.platforms)}) "
+            "and its module picks one when called: export it for one platform "
+            "(jax.export.export(fn, platforms=['cuda'])), or emit text or bytecode"
+        )
+    if source.ordered_effects:
+        effects = ", ".join(map(str, source.ordered_effects))
+        raise ExportError(
+            f"the input Exported has ordered effects ({effects}), which a re-export does not keep in "
+            "order: remove them, or emit text or bytecode"
+        )
+    if source.uses_global_constants:  # dimension variables: symbolic shapes
+        raise ExportError(
+            "the input Exported is shape-polymorphic: export it with static shapes, or emit text or bytecode"
+        )
+
+
 def check_exportable(module: ir.Module) -> sh.MainShardings:
     """The single mesh and @main layouts of a planned module; ExportError (one line) saying what is missing
     or what form cannot be exported. Unannotated arguments/results read as replicated; `module` is not
