@@ -27,6 +27,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 from autopar import cost, passes  # noqa: E402
 from autopar import ir as air  # noqa: E402
+from autopar.passes.inter_op import cluster as cluster_lib  # noqa: E402
 from autopar.passes.inter_op import inter_op as inter_op_pass  # noqa: E402
 
 
@@ -85,7 +86,7 @@ def plan(args: argparse.Namespace) -> dict:
         t = time.perf_counter()
         layered = inter_op_pass.read_layers(module.operation)
         cluster = inter_op_pass.cluster_from_options(options)
-        submeshes = inter_op_pass.submeshes_from_options(options, cluster, layered.num_layers)
+        submeshes = cluster_lib.submeshes_from_options(options, cluster, layered.num_layers)
         cost_stats: dict[str, float] = {}
         profile, table = inter_op_pass.stage_costs(layered, cluster, submeshes, options, cost_stats)
         times["stage_costs_s"] = time.perf_counter() - t

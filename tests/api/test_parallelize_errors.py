@@ -190,6 +190,50 @@ def test_pass_names_and_options_do_not_reach_parallelize_users() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("devices", "submesh_shapes", "message"),
+    [
+        (
+            3,
+            (),
+            "UniformStageOption(num_stages=2) does not divide the 3 devices of the cluster: use num_stages 1",
+        ),
+        (
+            6,
+            (),
+            "UniformStageOption(num_stages=2) needs submeshes of 3 devices, which the submesh shapes "
+            "(1x1, 1x2, 1x6) do not offer: use num_stages 1",
+        ),
+        (
+            8,
+            ("1x1", "1x2"),
+            "UniformStageOption(num_stages=2) needs submeshes of 4 devices, which the submesh shapes "
+            "(1x1, 1x2) do not offer: leave stage_option out (the stage DP chooses), or add 1x4 to "
+            "PipeshardParallel's submesh_shapes",
+        ),
+    ],
+)
+def test_a_stage_count_the_devices_cannot_hold_says_which_would_run(devices, submesh_shapes, message) -> None:
+    # They said "num-stages=2 does not divide the 3 devices of the cluster" and nothing to do.
+    def two_layers(params, batch):
+        def loss(p):
+            return jnp.mean(jnp.tanh(jnp.tanh(batch["image"] @ p["w"]) @ p["v"]))
+
+        value, grads = jax.value_and_grad(loss)(params)
+        return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), value
+
+    method = autopar.PipeshardParallel(
+        num_micro_batches=2,
+        layer_option=autopar.AutoLayerOption(layer_num=2),
+        stage_option=autopar.UniformStageOption(num_stages=2),
+        submesh_shapes=submesh_shapes,
+    )
+    step = autopar.parallelize(two_layers, method=method, devices=jax.devices()[:devices])
+    with pytest.raises(PassError) as info:
+        step({"w": jnp.ones((32, 32)), "v": jnp.ones((32, 8))}, {"image": jnp.ones((16, 32))})
+    assert str(info.value) == f"PipeshardParallel: {message}"
+
+
 def test_a_layer_count_that_disagrees_with_marked_boundaries_names_the_layer_option() -> None:
     # It said "num-layers=2 disagrees ...: drop num-layers or set it to 3".
     def three_layers(params, batch):

@@ -71,6 +71,17 @@ def in_api_terms(message: str, method: Any) -> str:
         r"<= \2, or more layers (AutoLayerOption(layer_num=...))",
         message,
     )
+    message = re.sub(
+        r"num-stages=(\d+) (does not divide|needs submeshes)",
+        r"UniformStageOption(num_stages=\1) \2",
+        message,
+    )
+    message = message.replace(
+        "use num-stages 0 (the DP chooses)", "leave stage_option out (the stage DP chooses)"
+    )
+    message = message.replace("use num-stages ", "use num_stages ").replace(
+        "to submesh-shapes", "to PipeshardParallel's submesh_shapes"
+    )
     # Which pass said it is the implementation's business: `parallelize` runs them all.
     message = re.sub(r"pass '(?:autopar|sdy)-[a-z-]+'(?: failed)?: ", "", message)
     # The layer count is AutoLayerOption's field, not the pass option.

@@ -5,6 +5,7 @@ The cluster itself, with its device and link figures, is `autopar.cost.ClusterMo
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from autopar.cost import ClusterModel
 from autopar.errors import PassError
@@ -99,3 +100,47 @@ def place(submeshes: list[tuple[int, int]], cluster: ClusterModel) -> list[list[
                 f"the plan's submeshes do not fit the {cluster.hosts}x{cluster.devices_per_host} cluster"
             )
     return [list(x) for x in ids if x is not None]
+
+
+def submeshes_from_options(options: Any, cluster: ClusterModel, num_layers: int) -> list[tuple[int, int]]:
+    """The submesh shapes the stage DP chooses from: `submesh-shapes` (or Alpa's), only the
+    cluster / `num-stages` sized ones when `num-stages` is set."""
+    shapes = parse_submeshes(options.submesh_shapes, cluster)
+    stages = options.num_stages
+    if stages == 0:
+        return shapes
+    if stages > num_layers:
+        raise PassError(
+            f"num-stages={stages} is more than the {num_layers} layers: use at most "
+            f"{num_layers} stages or cluster into more layers"
+        )
+    size = cluster.num_devices // stages if stages > 0 and cluster.num_devices % stages == 0 else 0
+    uniform = [s for s in shapes if s[0] * s[1] == size]
+    if uniform:
+        return uniform
+    # Stage counts that would run: each divides the devices into submeshes of an offered shape.
+    counts = [
+        k
+        for k in range(1, min(num_layers, cluster.num_devices) + 1)
+        if cluster.num_devices % k == 0 and any(h * d == cluster.num_devices // k for h, d in shapes)
+    ]
+    offered = ", ".join(f"{h}x{d}" for h, d in shapes)
+    why = (
+        f"needs submeshes of {size} devices, which the submesh shapes ({offered}) do not offer"
+        if size
+        else f"does not divide the {cluster.num_devices} devices of the cluster"
+    )
+    remedies = [
+        f"use num-stages {' or '.join(map(str, counts))}" if counts else "use num-stages 0 (the DP chooses)"
+    ]
+    shape = _tiling_shape(size, cluster)
+    if shape:
+        remedies.append(f"add {shape[0]}x{shape[1]} to submesh-shapes")
+    raise PassError(f"num-stages={stages} {why}: {', or '.join(remedies)}")
+
+
+def _tiling_shape(size: int, cluster: ClusterModel) -> tuple[int, int] | None:
+    """The submesh shape of `size` devices that tiles the cluster, if there is one."""
+    per_host = cluster.devices_per_host
+    shape = (1, size) if size < per_host else (size // per_host, per_host)
+    return shape if size > 0 and shape[0] * shape[1] == size and _tiles(*shape, cluster) else None

@@ -187,7 +187,7 @@ def inter_op(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
                 manual, table, submeshes, cluster, layered.num_layers, options.micro_batches
             )
         else:
-            submeshes = submeshes_from_options(options, cluster, layered.num_layers)
+            submeshes = cluster_lib.submeshes_from_options(options, cluster, layered.num_layers)
             profile, table = stage_costs(layered, cluster, submeshes, options)
             plan = solve_plan(
                 table, profile, submeshes, cluster, options.micro_batches, options.stage_imbalance_tolerance
@@ -272,34 +272,6 @@ def cluster_from_options(options: types.SimpleNamespace) -> cost.ClusterModel:
         flops=options.device_flops, memory_bandwidth=options.device_memory_bandwidth, memory_bytes=memory
     )
     return cost.inter_op_cluster(hosts, devices, device)
-
-
-def submeshes_from_options(
-    options: types.SimpleNamespace, cluster: cost.ClusterModel, num_layers: int
-) -> list[tuple[int, int]]:
-    """The submesh shapes the stage DP chooses from: `submesh-shapes` (or Alpa's), only the
-    cluster / `num-stages` sized ones when `num-stages` is set."""
-    shapes = cluster_lib.parse_submeshes(options.submesh_shapes, cluster)
-    stages = options.num_stages
-    if stages == 0:
-        return shapes
-    if stages > num_layers:
-        raise PassError(
-            f"num-stages={stages} is more than the {num_layers} layers: use at most "
-            f"{num_layers} stages or cluster into more layers"
-        )
-    if stages < 0 or cluster.num_devices % stages:
-        raise PassError(
-            f"num-stages={stages} does not divide the {cluster.num_devices} devices of the cluster"
-        )
-    size = cluster.num_devices // stages
-    uniform = [s for s in shapes if s[0] * s[1] == size]
-    if not uniform:
-        raise PassError(
-            f"num-stages={stages} needs submeshes of {size} devices, which the submesh shapes "
-            f"({', '.join(f'{h}x{d}' for h, d in shapes)}) do not offer"
-        )
-    return uniform
 
 
 def plan_stages(
