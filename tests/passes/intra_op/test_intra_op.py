@@ -1,6 +1,9 @@
 """autopar-intra-op pieces on their own: strategies from Shardy rules, reshard costs, estimate(), errors."""
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -127,6 +130,34 @@ def test_estimate_many_reads_once_and_matches_estimate():
     # Size-1 axes are never assigned: (8,) and (1, 8) over the same links are one problem.
     assert many[1] == many[3]
     assert PlanningGraph(module).estimate((2, 4), time_limit=2.0) == many[0]
+
+
+_TEMPORARY_MODULE = """
+import gc
+import jax, jax.numpy as jnp
+import autopar.ir as aio
+from autopar.passes.intra_op import PlanningGraph
+args = [jax.ShapeDtypeStruct(s, jnp.float32) for s in ((64, 128), (128, 128), (128, 128))]
+planning = PlanningGraph(aio.lower(lambda x, v, w: jnp.tanh(jnp.tanh(x @ v) @ w), *args))
+gc.collect()
+square = jax.ShapeDtypeStruct((256, 256), jnp.float32)
+others = [aio.lower(lambda x: jnp.sin(x) * i, square) for i in range(20)]
+print(planning.estimate((2, 4), time_limit=5.0)[2], planning.graph.func.name)
+"""
+
+
+def test_a_planning_graph_of_a_temporary_module_estimates_without_a_crash():
+    # PlanningGraph(aio.lower(...)) let the module go while its graph pointed into it: building a problem
+    # read the freed function (autopar.no_updates) and segfaulted (rc -11 here, in the suite at random).
+    done = subprocess.run(
+        [sys.executable, "-c", _TEMPORARY_MODULE],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["optimal", "func.func"]
 
 
 def test_ops_with_one_signature_share_their_strategies():

@@ -156,12 +156,14 @@ class PlanningGraph:
     """The mesh-independent half of planning one function, done once: Shardy's rules read into the op
     graph (`graph.read_function`: values, producers, users, factor maps, shapes), then `estimate(mesh)` for
     as many logical meshes as wanted (the inter-op planner costs every layer on ~50 of them). The IR keeps
-    its meaning (rules this object attached are dropped again; CHLO ops are rewritten as StableHLO); the
-    module must outlive the object, whose nodes keep their ops for the locations in remarks.
+    its meaning (rules this object attached are dropped again; CHLO ops are rewritten as StableHLO). The
+    object holds the module it reads: its nodes keep their ops for the locations in remarks, and a module
+    freed under them made reading one a segfault.
     """
 
     def __init__(self, module_or_func: Any):
         module_op, func_op = _module_and_func(module_or_func)
+        self.module = module_or_func  # the graph's nodes point into it: it must outlive them
         added_rules = _populate_rules(module_op)
         try:
             self.graph = graph.read_function(func_op)

@@ -99,6 +99,9 @@ class Graph:
     returns: list[tuple[int, int]]
     num_args: int
     result_paths: list[str | None] = dataclasses.field(default_factory=list)  # JAX's, per result
+    # False under autopar.no_updates: no result is a parameter's update (read here, with the function's
+    # other facts, so that building problems never reads the IR, which may be gone by then).
+    updates_parameters: bool = True
     derived: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
 
@@ -176,6 +179,7 @@ def read_function(func_op: ir.Operation) -> Graph:
         returns=returns,
         num_args=len(block.arguments),
         result_paths=attrs.get_result_paths(func_op),
+        updates_parameters=attrs.NO_UPDATES not in func_op.attributes,
     )
 
 

@@ -9,7 +9,6 @@ import re
 
 import numpy as np
 
-from autopar.ir import attrs
 from autopar.passes.intra_op.graph import Graph, Node
 from autopar.passes.intra_op.strategies import tensor_bytes
 
@@ -143,7 +142,7 @@ def parameter_results(graph: Graph) -> dict[int, int]:
 
 
 def _parameter_results(graph: Graph) -> dict[int, int]:
-    if attrs.NO_UPDATES in graph.func.attributes:
+    if not graph.updates_parameters:  # autopar.no_updates
         return {}
     marked = any(graph.nodes[v].is_parameter for v in range(graph.num_args))
     state = [v for v in range(graph.num_args) if graph.nodes[v].is_parameter or not marked]
