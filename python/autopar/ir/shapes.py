@@ -1,14 +1,17 @@
-"""Static shapes: what every autopar pass plans with.
+"""Static shapes and unsharded modules: what every autopar planning pass starts from.
 
 A module exported with symbolic dims (`jax.export` with `symbolic_shape("b")`) has dynamic shapes
 (`tensor<?x16xf32>`). Nothing in autopar can price or split such a value, and the first tool to meet one
 fails far from its cause (Shardy's rule pass at the first op its verifier rejects, the layer DP on negative
-FLOPs), so each pass that reads shapes checks them first and names the value.
+FLOPs), so each pass that reads shapes checks them first and names the value. Likewise a module that
+already has a mesh (planned before, or lowered with shardings) is refused by the pass that would plan it
+again, before a later pass fails on a mesh it dropped.
 """
 
 from __future__ import annotations
 
 from jaxlib.mlir import ir
+from jaxlib.mlir.dialects import sdy
 
 from autopar.errors import PassError
 from autopar.ir import attrs
@@ -45,3 +48,14 @@ def check_static_shapes(op: ir.Operation) -> None:
     op.walk(visit, walk_order=ir.WalkOrder.PRE_ORDER)
     if found:
         raise found[0]
+
+
+def check_unsharded(module_op: ir.Operation, pass_argument: str) -> None:
+    """PassError at the module's first `sdy.mesh` with axes: `pass_argument` plans modules without one."""
+    for op in module_op.regions[0].blocks[0].operations:
+        if op.operation.name == "sdy.mesh" and list(sdy.MeshAttr(op.attributes["mesh"]).axes):
+            raise PassError(
+                f"the module already has an sdy.mesh: {pass_argument} plans unannotated modules "
+                "(lower without shardings)",
+                op.location,
+            )

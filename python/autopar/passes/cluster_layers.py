@@ -7,6 +7,7 @@ import types
 from jaxlib.mlir import ir
 
 from autopar.ir import attrs
+from autopar.ir.shapes import check_unsharded
 from autopar.passes.inter_op.graph import build_graph, main_func
 from autopar.passes.inter_op.layers import assign_layers
 from autopar.passes.registry import Option, register_pass
@@ -21,7 +22,8 @@ layer, else by the activations and parameters they read, else by the cotangents 
 apply-gradient (optimizer) part stays separate and follows the layer that owns each parameter.
 Boundaries placed by hand with `autopar.mark_pipeline_boundary` replace the DP (markers must pair with
 their backward markers). Every top-level op gets `autopar.layer` (i64) and `autopar.part`
-("forward", "backward" or "apply"); the module gets `autopar.num_layers`.
+("forward", "backward" or "apply"); the module gets `autopar.num_layers`. A module that already has an
+`sdy.mesh` (planned, or lowered with shardings) is refused: stages are planned from the unsharded step.
 
 Before:
   %0 = stablehlo.dot_general %arg2, %arg0 ... loc("jit(step)/jvp(mlp)/dot_general")
@@ -49,6 +51,7 @@ After (num-layers=2):
     check=lambda options: _check_options(options),
 )
 def cluster_layers(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
+    check_unsharded(module_op, "autopar-cluster-layers")
     fn = main_func(module_op)
     graph = build_graph(fn)
     assignment = assign_layers(graph, options.num_layers, options.eps)

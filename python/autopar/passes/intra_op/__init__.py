@@ -20,7 +20,7 @@ from jaxlib.mlir.dialects import sdy
 
 from autopar import cost
 from autopar.errors import PassError
-from autopar.ir.shapes import check_static_shapes
+from autopar.ir.shapes import check_static_shapes, check_unsharded
 from autopar.ir.stages import find_function
 from autopar.passes.intra_op import config as config_lib
 from autopar.passes.intra_op import conflicts, emit, graph, problem, solve
@@ -282,13 +282,7 @@ def _module_and_func(module_or_func: Any) -> tuple[ir.Operation, ir.Operation]:
 
 
 def _check_unannotated(module_op: ir.Operation, config: config_lib.PlanConfig) -> None:
-    for op in module_op.regions[0].blocks[0].operations:
-        if op.operation.name == "sdy.mesh" and list(sdy.MeshAttr(op.attributes["mesh"]).axes):
-            raise PassError(
-                "the module already has an sdy.mesh: autopar-intra-op plans unannotated modules "
-                "(lower without shardings)",
-                op.location,
-            )
+    check_unsharded(module_op, "autopar-intra-op")
     if "mhlo.num_partitions" in module_op.attributes:
         partitions = ir.IntegerAttr(module_op.attributes["mhlo.num_partitions"]).value
         if partitions not in (1, config.mesh.num_devices):
