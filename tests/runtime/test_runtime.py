@@ -163,6 +163,11 @@ replica_groups=mesh['axis_0'=1,'axis_1'=2,'axis_2'=4] {'axis_1'}
   %a2a = s32[8,8]{1,0} all-to-all(%t), replica_groups={{0,1,2,3,4,5,6,7}}
   %ags = (f32[2,8]{1,0}, f32[8,8]{1,0}) all-gather-start(%u), replica_groups={{0,4},{1,5},{2,6},{3,7}}
   ROOT %cp = f32[2]{0} collective-permute(%v), source_target_pairs={{0,1},{1,0}}
+  %ar.9 = f32[4]{0} all-reduce(%w), replica_groups=mesh['axis_0'=8,'axis_1'=1,'axis_2'=1] {'axis_0'}
+  %ag.2 = f32[512,64]{0,1} all-gather(%c), channel_id=1, \
+replica_groups=mesh['axis_0'=1,'axis_1'=4,'axis_2'=2], device_ids=([2,4]T(1,0)) {'axis_1'}, dimensions={1}
+  %ag.3 = f32[2,64]{1,0} all-gather(%c), \
+replica_groups=mesh['axis_0'=1,'axis_1'=4,'axis_2'=2], device_ids=([2,4]T(1,0)) {'axis_2'}, dimensions={0}
   %not = f32[2]{0} add(%all-reduce.1, %all-reduce.1)
 """
 
@@ -183,10 +188,15 @@ def test_parse_collectives_kinds_sizes_and_axes():
         ("all-to-all", 256, ("x", "y")),
         ("all-gather", 256, ("x",)),
         ("collective-permute", 8, ()),
+        # XLA's mesh view: one axis for our two, and the devices in another order (autopar named them
+        # `axis_0` and nothing).
+        ("all-reduce", 16, ("x", "y")),
+        ("all-gather", 131072, ("y",)),
+        ("all-gather", 512, ("x",)),
     ]
     assert count_collectives(HLO_LINES) == {
-        "all-reduce": 2,
-        "all-gather": 2,
+        "all-reduce": 3,
+        "all-gather": 4,
         "reduce-scatter": 1,
         "all-to-all": 1,
         "collective-permute": 1,

@@ -18,7 +18,12 @@ _INSTRUCTION = re.compile(
     r"(?P<kind>" + "|".join(COLLECTIVE_KINDS) + r")(?P<start>-start)?\("
 )
 _ARRAY = re.compile(r"\b(?P<dtype>pred|[subfc]\d+|bf16|f8e\w+|token)\[(?P<dims>[\d,]*)\]")
-_MESH_GROUPS = re.compile(r"replica_groups=mesh\[(?P<mesh>[^\]]*)\]\s*\{(?P<axes>[^}]*)\}")
+# `mesh['axis_0'=1,'axis_1'=4,'axis_2'=2], device_ids=([2,4]T(1,0)) {'axis_1'}`: XLA's own view of the
+# mesh, optionally with the devices in another order (an iota, possibly transposed, or a list).
+_MESH_GROUPS = re.compile(
+    r"replica_groups=mesh\[(?P<mesh>[^\]]*)\]"
+    r"(?:,\s*device_ids=\((?P<ids>\[[\d,]+\](?:T\([\d,]+\))?|[\d,\s]+)\))?\s*\{(?P<axes>[^}]*)\}"
+)
 _GROUPS = re.compile(r"replica_groups=(?P<groups>\{\{[^=]*?\}\}|\[[\d,]+\]<=\[[\d,]+\](?:T\([\d,]+\))?|\{\})")
 
 _DTYPE_BYTES = {"pred": 1, "bf16": 2, "token": 0}
@@ -100,13 +105,11 @@ def parse_collectives(
         groups = ""
         mesh_groups = _MESH_GROUPS.search(line)
         if mesh_groups:
-            groups = f"mesh[{mesh_groups.group('mesh')}] {{{mesh_groups.group('axes')}}}"
-            names = _xla_axis_names(mesh_groups.group("mesh"), mesh_shape)
-            axes = tuple(
-                names.get(a.strip().strip("'"), a.strip().strip("'"))
-                for a in mesh_groups.group("axes").split(",")
-                if a.strip()
+            ids = mesh_groups.group("ids")
+            groups = f"mesh[{mesh_groups.group('mesh')}]{f', device_ids=({ids})' if ids else ''} " + (
+                f"{{{mesh_groups.group('axes')}}}"
             )
+            axes = _axes_of_mesh_groups(mesh_groups, mesh_shape, partition_grid)
         else:
             plain = _GROUPS.search(line)
             groups = plain.group("groups") if plain else ""
@@ -118,6 +121,54 @@ def parse_collectives(
             )
         )
     return found
+
+
+def _axes_of_mesh_groups(
+    match: re.Match, mesh_shape: Mapping[str, int], grid: np.ndarray | None
+) -> tuple[str, ...]:
+    """Our axes for groups printed over XLA's view of the mesh: the devices each group holds, matched
+    against our mesh (XLA may merge our axes into one, split one, or order the devices otherwise), else
+    XLA's axes renamed onto ours where they only split or drop size-1 axes, else XLA's names."""
+    xla_axes = [
+        (name.strip().strip("'"), int(size))
+        for name, _, size in (part.partition("=") for part in match.group("mesh").split(","))
+        if size.strip().isdigit()
+    ]
+    listed = [a.strip().strip("'") for a in match.group("axes").split(",") if a.strip()]
+    if grid is not None and listed and all(a in dict(xla_axes) for a in listed):
+        size = math.prod(s for _, s in xla_axes)
+        devices = _mesh_devices(match.group("ids"), size)
+        if devices is not None and size == grid.size:
+            order = [name for name, _ in xla_axes]
+            spanned = [order.index(a) for a in listed]
+            rest = [i for i in range(len(order)) if i not in spanned]
+            moved = np.moveaxis(
+                devices.reshape([s for _, s in xla_axes]), rest + spanned, list(range(len(order)))
+            )
+            groups = moved.reshape(-1, math.prod(xla_axes[i][1] for i in spanned)).tolist()
+            axes = _axes_of_groups(
+                "{{" + "},{".join(",".join(map(str, g)) for g in groups) + "}}", list(mesh_shape), grid
+            )
+            if axes:
+                return axes
+    names = _xla_axis_names(match.group("mesh"), mesh_shape)
+    return tuple(names.get(a, a) for a in listed)
+
+
+def _mesh_devices(ids: str | None, size: int) -> np.ndarray | None:
+    """The device at each position of XLA's mesh, flat: `device_ids` as an iota (`[2,4]T(1,0)`) or a list;
+    row-major when absent; None when not understood."""
+    if ids is None:
+        return np.arange(size)
+    m = re.fullmatch(r"\[([\d,]+)\](?:T\(([\d,]+)\))?", ids.strip())
+    if m:
+        dims = [int(v) for v in m.group(1).split(",")]
+        devices = np.arange(math.prod(dims)).reshape(dims)
+        if m.group(2):
+            devices = devices.transpose([int(v) for v in m.group(2).split(",")])
+        return devices.reshape(-1) if devices.size == size else None
+    values = [int(v) for v in re.split(r"[,\s]+", ids.strip()) if v]
+    return np.array(values) if len(values) == size else None
 
 
 def _device_groups(text: str, num_partitions: int) -> list[list[int]] | None:
