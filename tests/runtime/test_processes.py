@@ -3,7 +3,9 @@ that stay on their worker, workers confined to their cores, and failures that en
 
 from __future__ import annotations
 
+import itertools
 import os
+import pickle
 import signal
 import time
 
@@ -103,6 +105,18 @@ def test_remote_arrays_behave_as_arrays(planned, executor):
     )
     assert w0.nbytes == WIDTH * WIDTH * 4 and sum(w0.bytes_by_device().values()) == w0.nbytes
     assert {d.id for d in w0.devices()} <= {0, 1}
+    # Everyday uses of a loss and a weight: formatting, item, methods, iteration (`list(w0)` never
+    # returned: jax's indexing clamps, so the __getitem__ protocol never ended), pickling as the value.
+    assert f"{loss:.3f}" == f"{value:.3f}" and loss.item() == pytest.approx(value)
+    assert w0.astype(jnp.bfloat16).dtype == jnp.bfloat16 and float(w0.mean()) == pytest.approx(np.mean(w0))
+    assert len(list(itertools.islice(w0, WIDTH + 1))) == WIDTH and len(w0.tolist()) == WIDTH
+    with pytest.raises(TypeError, match="0-d"):
+        iter(loss)
+    with pytest.raises(TypeError, match="unsized"):
+        len(loss)
+    assert float(pickle.loads(pickle.dumps(loss))) == pytest.approx(value)
+    with pytest.raises(AttributeError, match="lives on mesh worker"):
+        w0.sharding  # noqa: B018 (the fetched copy's sharding is not where it lives)
     w0.delete()
     assert w0.is_deleted()
     with pytest.raises(ExecutionError, match="was deleted"):

@@ -6,7 +6,7 @@ a numpy array (its shape and dtype are known here, its data is fetched when a co
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -16,6 +16,12 @@ from autopar.runtime.step import ExecutionError
 
 if TYPE_CHECKING:
     from autopar.runtime.processes import ProcessExecutor
+
+
+# jax.Array attributes about where an array lives: the fetched copy's would describe another placement.
+_PLACEMENT = frozenset(
+    {"sharding", "addressable_shards", "global_shards", "addressable_data", "committed", "device"}
+)
 
 
 class RemoteArray:
@@ -79,10 +85,39 @@ class RemoteArray:
         return bool(self.fetch())
 
     def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of unsized object")
         return self.shape[0]
 
     def __getitem__(self, index: Any) -> jax.Array:
         return jax.numpy.asarray(self.fetch())[index]
+
+    def __iter__(self) -> Iterator[jax.Array]:
+        # Without it Python iterates through __getitem__ until an IndexError, which jax's indexing (it
+        # clamps) never raises: `list(x)` never returned.
+        if not self.shape:
+            raise TypeError("iteration over a 0-d array")
+        return iter(jax.numpy.asarray(self.fetch()))
+
+    def __format__(self, spec: str) -> str:  # f"{loss:.4f}" as for a jax.Array
+        return format(jax.numpy.asarray(self.fetch()), spec)
+
+    def __reduce__(self) -> tuple[Any, tuple[np.ndarray]]:  # pickles as its value, as a jax.Array does
+        return jax.numpy.asarray, (self.fetch(),)
+
+    def __getattr__(self, name: str) -> Any:
+        """Any other jax.Array attribute (`item`, `mean`, `astype`, `tolist`, `T`, ...), of the fetched
+        value; the ones about placement are refused: the fetched copy is not where the array lives."""
+        if name.startswith("_") or name in _PLACEMENT:
+            raise AttributeError(
+                f"'RemoteArray' object has no attribute '{name}'"
+                + (
+                    f": it lives on mesh worker {self.worker} (devices(), bytes_by_device())"
+                    if name in _PLACEMENT
+                    else ""
+                )
+            )
+        return getattr(jax.numpy.asarray(self.fetch()), name)
 
     def __repr__(self) -> str:
         return f"RemoteArray(worker={self.worker}, shape={self.shape}, dtype={self.dtype})"
