@@ -108,6 +108,7 @@ def test_remote_arrays_behave_as_arrays(planned, executor):
     # Everyday uses of a loss and a weight: formatting, item, methods, iteration (`list(w0)` never
     # returned: jax's indexing clamps, so the __getitem__ protocol never ended), pickling as the value.
     assert f"{loss:.3f}" == f"{value:.3f}" and loss.item() == pytest.approx(value)
+    assert round(loss, 3) == pytest.approx(round(value, 3)) and divmod(loss, 1.0)[0] == value // 1
     assert w0.astype(jnp.bfloat16).dtype == jnp.bfloat16 and float(w0.mean()) == pytest.approx(np.mean(w0))
     assert len(list(itertools.islice(w0, WIDTH + 1))) == WIDTH and len(w0.tolist()) == WIDTH
     with pytest.raises(TypeError, match="0-d"):

@@ -149,7 +149,8 @@ def _arithmetic(name: str) -> Any:
 
 
 for _name in (
-    "add radd sub rsub mul rmul truediv rtruediv floordiv rfloordiv pow rpow matmul rmatmul mod neg pos abs "
+    "add radd sub rsub mul rmul truediv rtruediv floordiv rfloordiv pow rpow matmul rmatmul mod rmod divmod "
+    "rdivmod neg pos abs invert and rand or ror xor rxor lshift rlshift rshift rrshift round complex index "
     "eq ne lt le gt ge"
 ).split():
     setattr(RemoteArray, f"__{_name}__", _arithmetic(f"__{_name}__"))
