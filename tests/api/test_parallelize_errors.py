@@ -215,13 +215,6 @@ def test_pass_names_and_options_do_not_reach_parallelize_users() -> None:
 )
 def test_a_stage_count_the_devices_cannot_hold_says_which_would_run(devices, submesh_shapes, message) -> None:
     # They said "num-stages=2 does not divide the 3 devices of the cluster" and nothing to do.
-    def two_layers(params, batch):
-        def loss(p):
-            return jnp.mean(jnp.tanh(jnp.tanh(batch["image"] @ p["w"]) @ p["v"]))
-
-        value, grads = jax.value_and_grad(loss)(params)
-        return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), value
-
     method = autopar.PipeshardParallel(
         num_micro_batches=2,
         layer_option=autopar.AutoLayerOption(layer_num=2),
