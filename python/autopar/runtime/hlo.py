@@ -114,7 +114,9 @@ def parse_collectives(
             plain = _GROUPS.search(line)
             groups = plain.group("groups") if plain else ""
             if plain and partition_grid is not None:
-                axes = _axes_of_groups(groups, list(mesh_shape), partition_grid)
+                axes = _axes_of_groups(
+                    _device_groups(groups, partition_grid.size), list(mesh_shape), partition_grid
+                )
         found.append(
             Collective(
                 kind, m.group("name"), tuple(s for s, _ in arrays), sum(b for _, b in arrays), axes, groups
@@ -146,9 +148,7 @@ def _axes_of_mesh_groups(
                 devices.reshape([s for _, s in xla_axes]), rest + spanned, list(range(len(order)))
             )
             groups = moved.reshape(-1, math.prod(xla_axes[i][1] for i in spanned)).tolist()
-            axes = _axes_of_groups(
-                "{{" + "},{".join(",".join(map(str, g)) for g in groups) + "}}", list(mesh_shape), grid
-            )
+            axes = _axes_of_groups(groups, list(mesh_shape), grid)
             if axes:
                 return axes
     names = _xla_axis_names(match.group("mesh"), mesh_shape)
@@ -162,10 +162,7 @@ def _mesh_devices(ids: str | None, size: int) -> np.ndarray | None:
         return np.arange(size)
     m = re.fullmatch(r"\[([\d,]+)\](?:T\(([\d,]+)\))?", ids.strip())
     if m:
-        dims = [int(v) for v in m.group(1).split(",")]
-        devices = np.arange(math.prod(dims)).reshape(dims)
-        if m.group(2):
-            devices = devices.transpose([int(v) for v in m.group(2).split(",")])
+        devices = _iota(m.group(1), m.group(2))
         return devices.reshape(-1) if devices.size == size else None
     values = [int(v) for v in re.split(r"[,\s]+", ids.strip()) if v]
     return np.array(values) if len(values) == size else None
@@ -180,18 +177,19 @@ def _device_groups(text: str, num_partitions: int) -> list[list[int]] | None:
     m = re.fullmatch(r"\[([\d,]+)\]<=\[([\d,]+)\](?:T\(([\d,]+)\))?", text)
     if not m:
         return None
-    out_shape = [int(v) for v in m.group(1).split(",")]
-    ids = np.arange(math.prod(int(v) for v in m.group(2).split(","))).reshape(
-        [int(v) for v in m.group(2).split(",")]
-    )
-    if m.group(3):
-        ids = ids.transpose([int(v) for v in m.group(3).split(",")])
-    return ids.reshape(out_shape[0], -1).tolist()
+    return _iota(m.group(2), m.group(3)).reshape(int(m.group(1).split(",")[0]), -1).tolist()
 
 
-def _axes_of_groups(text: str, axis_names: list[str], grid: np.ndarray) -> tuple[str, ...]:
-    """The smallest set of mesh axes whose device groups are exactly XLA's groups, else ()."""
-    groups = _device_groups(text, grid.size)
+def _iota(dims: str, permutation: str | None) -> np.ndarray:
+    """XLA's iota device list `[dims]T(permutation)`: 0, 1, ... laid out as `dims`, then transposed."""
+    ids = np.arange(math.prod(int(v) for v in dims.split(","))).reshape([int(v) for v in dims.split(",")])
+    return ids.transpose([int(v) for v in permutation.split(",")]) if permutation else ids
+
+
+def _axes_of_groups(
+    groups: list[list[int]] | None, axis_names: list[str], grid: np.ndarray
+) -> tuple[str, ...]:
+    """The smallest set of mesh axes whose device groups are exactly `groups` (partition ids), else ()."""
     if groups is None:
         return ()
     wanted = {frozenset(g) for g in groups}
