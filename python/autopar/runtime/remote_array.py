@@ -90,17 +90,17 @@ class RemoteArray:
         return self.shape[0]
 
     def __getitem__(self, index: Any) -> jax.Array:
-        return jax.numpy.asarray(self.fetch())[index]
+        return self.__jax_array__()[index]
 
     def __iter__(self) -> Iterator[jax.Array]:
         # Without it Python iterates through __getitem__ until an IndexError, which jax's indexing (it
         # clamps) never raises: `list(x)` never returned.
         if not self.shape:
             raise TypeError("iteration over a 0-d array")
-        return iter(jax.numpy.asarray(self.fetch()))
+        return iter(self.__jax_array__())
 
     def __format__(self, spec: str) -> str:  # f"{loss:.4f}" as for a jax.Array
-        return format(jax.numpy.asarray(self.fetch()), spec)
+        return format(self.__jax_array__(), spec)
 
     def __reduce__(self) -> tuple[Any, tuple[np.ndarray]]:  # pickles as its value, as a jax.Array does
         return jax.numpy.asarray, (self.fetch(),)
@@ -117,7 +117,7 @@ class RemoteArray:
                     else ""
                 )
             )
-        return getattr(jax.numpy.asarray(self.fetch()), name)
+        return getattr(self.__jax_array__(), name)
 
     def __repr__(self) -> str:
         return f"RemoteArray(worker={self.worker}, shape={self.shape}, dtype={self.dtype})"
@@ -142,7 +142,7 @@ class RemoteArray:
 
 def _arithmetic(name: str) -> Any:
     def method(self: RemoteArray, *others: Any) -> Any:
-        return getattr(jax.numpy.asarray(self.fetch()), name)(*others)
+        return getattr(self.__jax_array__(), name)(*others)
 
     method.__name__ = name
     return method
