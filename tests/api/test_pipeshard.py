@@ -481,6 +481,25 @@ def test_state_where_the_default_batch_argnums_points_gets_the_same_error_as_unp
             autopar.parallelize(adam_step, method=method)(params, opt_state, batch)
 
 
+def test_state_at_the_default_batch_position_that_micro_batches_do_not_divide_gets_the_same_error(data):
+    """`step(w, opt_state, batch)` with three layers stacked in one array: 4 micro-batches do not divide
+    the optimizer state's dim 0, so splitting it fails before any lowering; the error is still
+    ShardParallel's (the state comes back updated), not that a batch of 3 does not divide."""
+    params, batch = data
+    stacked = jnp.stack(params[:3])
+
+    def step(w, opt_state, batch):
+        loss, grads = jax.value_and_grad(lambda w: mlp_loss(list(w), *batch))(w)
+        updates, opt_state = OPTIMIZER.update(grads, opt_state, w)
+        return optax.apply_updates(w, updates), opt_state, loss
+
+    message = r"opt_state at position 1 is state the step returns updated.*batch_argnums=\(2,\) \(batch\)"
+    with pytest.raises(ArgumentError, match=message):
+        autopar.parallelize(step, method=autopar.PipeshardParallel(**TWO_STAGES))(
+            stacked, OPTIMIZER.init(stacked), batch
+        )
+
+
 def test_labels_left_out_of_batch_argnums_are_named_with_the_positions_to_give(data):
     """`step(params, x, y)` with the default (1,) splits x into micro-batches and leaves y whole: the error
     names y as leading with the batch's size and gives batch_argnums=(1, 2), which then runs."""

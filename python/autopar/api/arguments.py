@@ -300,6 +300,32 @@ def _is_key_leaf(leaf: Any) -> bool:
     return dtype is not None and _is_key(dtype)
 
 
+def micro_batch_args(
+    names: list[str], args: tuple[Any, ...], batch_argnums: tuple[int, ...], n: int, scale: int = 1
+) -> list[Any]:
+    """`args` with every batch leaf abstract at `scale`/n of its dim 0 (is_batch_leaf: PRNG keys and
+    leaves of another leading size stay whole); an ArgumentError names a batch leaf n does not divide."""
+    size = batch_size(args, batch_argnums)
+    out = list(args)
+    for i in batch_argnums:
+        if i >= len(args):
+            continue
+
+        def split(path: Any, x: Any, i: int = i) -> Any:
+            if not is_batch_leaf(x, size):
+                return x
+            shape, dtype = np.shape(x), x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+            if shape[0] % n:
+                raise ArgumentError(
+                    f"{names[i]}{jax.tree_util.keystr(path)} has batch dim {shape[0]}, which {n} "
+                    f"micro-batches do not divide: use a batch size divisible by num_micro_batches={n}"
+                )
+            return jax.ShapeDtypeStruct((shape[0] // n * scale, *shape[1:]), dtype)
+
+        out[i] = jax.tree_util.tree_map_with_path(split, args[i])
+    return out
+
+
 def check_default_batch(
     fn: Callable[..., Any], args: tuple[Any, ...], out_info: Any, batch: tuple[int, ...]
 ) -> None:

@@ -22,7 +22,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import PartitionSpec
 from jaxlib.mlir import ir
 
@@ -48,6 +47,7 @@ from autopar.api.arguments import (
     keywords_to_positions,
     leaf_keys,
     mark_roles,
+    micro_batch_args,
     micro_batch_failure,
     positional_names,
 )
@@ -322,13 +322,26 @@ class ParallelizedFunction:
 
     def _lower_micro_batch(self, jitted: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The step lowered for one micro-batch; micro_batch_failure says why a step cannot take one."""
-        micro_batch = self._micro_batch_args(args)  # its own errors name the batch that does not divide
+        try:  # its own errors name the batch that does not divide
+            micro_batch = self._micro_batch_args(args)
+        except ArgumentError as err:
+            if not self._batch_explicit:  # Alpa's default (1,) on state: say so, not that it does not divide
+                try:
+                    whole = jax.eval_shape(jitted, *args, **kwargs)
+                except (TypeError, ValueError):  # failing on the whole batch too: the batch's own error
+                    raise err from None
+                check_default_batch(self.fn, args, whole, self.batch_argnums)
+            raise
         try:
             return jitted.lower(*micro_batch, **kwargs)
         except (TypeError, ValueError) as err:
             whole = jax.eval_shape(jitted, *args, **kwargs)  # failing on the whole batch too: its own error
             n, explicit = self.method.num_micro_batches, self._batch_explicit
             raise micro_batch_failure(self.fn, args, whole, self.batch_argnums, explicit, n, err) from None
+
+    def _micro_batch_args(self, args: tuple[Any, ...], scale: int = 1) -> list[Any]:
+        n = self.method.num_micro_batches
+        return micro_batch_args(positional_names(self.fn, len(args)), args, self.batch_argnums, n, scale)
 
     def _lowered_whole(self, jitted: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ir.Module:
         """The step lowered at the whole batch, paired op by op with its micro-batch lowerings."""
@@ -346,31 +359,6 @@ class ParallelizedFunction:
             passes.run(module, pipeline)
         except (PassError, PipelineError) as err:
             raise type(err)(in_api_terms(str(err), self.method)) from None
-
-    def _micro_batch_args(self, args: tuple[Any, ...], scale: int = 1) -> list[Any]:
-        """`args` with every batch leaf abstract at `scale`/B of its dim 0 (is_batch_leaf: PRNG
-        keys and leaves of another leading size stay whole)."""
-        B = self.method.num_micro_batches
-        names = positional_names(self.fn, len(args))
-        size = batch_size(args, self.batch_argnums)
-        out = list(args)
-        for i in self.batch_argnums:
-            if i >= len(args):
-                continue
-
-            def split(path: Any, x: Any, i: int = i) -> Any:
-                if not is_batch_leaf(x, size):
-                    return x
-                shape, dtype = np.shape(x), x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
-                if shape[0] % B:
-                    raise ArgumentError(
-                        f"{names[i]}{jax.tree_util.keystr(path)} has batch dim {shape[0]}, which {B} "
-                        f"micro-batches do not divide: use a batch size divisible by num_micro_batches={B}"
-                    )
-                return jax.ShapeDtypeStruct((shape[0] // B * scale, *shape[1:]), dtype)
-
-            out[i] = jax.tree_util.tree_map_with_path(split, args[i])
-        return out
 
     def _roles_and_paths(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], dynamic: list[int], avals: list[Any]
