@@ -133,6 +133,20 @@ def test_profile_prices_gather_relayouts_default_does_not(tmp_path):
     assert not cost.load_profile(path, (8,))[1].relayout_gathers
 
 
+def test_widened_collectives_come_from_a_profile_or_the_option_and_default_off(tmp_path):
+    from autopar.passes.intra_op import config as config_lib
+
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"device": {"widened_collectives": True}}))
+    assert cost.load_profile(path, (8,))[1].widened_collectives
+    assert not cost.DeviceModel().widened_collectives
+    assert not config_lib.from_options({"mesh": "8"}).mesh.device.widened_collectives
+    assert config_lib.from_options({"mesh": "8", "widen_collectives": True}).mesh.device.widened_collectives
+    assert config_lib.from_options(
+        {"mesh": "8", "cluster_profile": str(path)}
+    ).mesh.device.widened_collectives
+
+
 def test_narrow_dots_are_slower_under_a_profile_that_says_so(tmp_path):
     # A profile's dot_half_rate_width c: a dot whose smallest per-device GEMM dim is d costs
     # 1 + c / max(d, c) times its FLOP time. Without it (the default) every dot runs at the peak.

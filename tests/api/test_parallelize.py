@@ -607,8 +607,44 @@ def test_reduce_scatter_is_left_to_platforms_that_compile_it():
     assert on_cpu.auto_sharding_option.zero_stage == 2 and on_cpu.auto_sharding_option.force_data_parallel
     assert type(on_cpu) is autopar.Zero2Parallel and zero2.auto_sharding_option.prefer_reduce_scatter
     assert as_compiled_for(zero2, "gpu") == (zero2, ())
+    # Without reduce-scatters nothing is remarked, but collectives are priced as CPU runs them.
     data = autopar.DataParallel()
-    assert as_compiled_for(data, "cpu") == (data, ())
+    on_cpu, remarks = as_compiled_for(data, "cpu")
+    assert remarks == () and on_cpu.auto_sharding_option.widen_collectives
+    assert not data.auto_sharding_option.widen_collectives and as_compiled_for(data, "gpu") == (data, ())
+
+
+def mixed_precision_step(params, batch):
+    """float32 parameters, bfloat16 compute: the weight gradients are partial sums in bfloat16."""
+    x, y = batch
+
+    def loss(params):
+        h = x.astype(jnp.bfloat16)
+        for w in params:
+            h = jnp.tanh(h @ w.astype(jnp.bfloat16))
+        return jnp.mean((h.astype(jnp.float32) - y) ** 2)
+
+    value, grads = jax.value_and_grad(loss)(params)
+    return [p - 0.1 * g for p, g in zip(params, grads, strict=True)], value
+
+
+@pytest.mark.parametrize(
+    "method", [autopar.DataParallel(), autopar.ShardParallel(mesh_shape=(2, 4))], ids=["data", "2x4"]
+)
+def test_bfloat16_collectives_are_priced_as_the_float32_xla_runs_on_cpu(method):
+    """XLA's CPU compiler all-reduces bfloat16 partial sums in float32 (docs/platform.md, "Collectives of
+    narrow floats on CPU"): priced at 2 bytes an element, the plan expected half the bytes compiled."""
+    from numeric import assert_priced_bytes_compiled
+
+    params = [jnp.asarray(normal((64, 64)) * 0.2) for _ in range(3)]
+    batch = (jnp.asarray(normal((16, 64))), jnp.asarray(normal((16, 64))))
+    step = autopar.parallelize(mixed_precision_step, method=method)
+    plan = step.get_execution_plan(params, batch)
+    assert sum(c.bytes for c in plan.expected_collectives if c.kind == "all-reduce") > 0
+    assert_priced_bytes_compiled(plan)
+    assert_trees_close(
+        step(params, batch), jax.jit(mixed_precision_step)(params, batch), rtol=2e-2, atol=2e-3
+    )
 
 
 def test_pipeline_text_is_deterministic_and_names_every_contract_option():

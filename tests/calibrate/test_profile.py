@@ -12,6 +12,8 @@ def test_one_device_profile_has_no_collective_figures():
     profile = calibrate.calibrate(jax.devices()[:1], (1,), quick=True)
     assert profile["device"]["flops"] > 0 and set(profile["mesh"]) == {"shape"}
     assert profile["device"]["dot_half_rate_width"] >= 0
+    # XLA's CPU compiler runs bf16 collectives in f32: the profile says so for the cost model.
+    assert profile["device"]["widened_collectives"] is True
 
 
 def test_half_rate_width_is_fitted_to_the_slowdowns_of_several_widths():

@@ -176,6 +176,9 @@ def test_array_bytes_of_arrays_and_tuples():
     assert array_bytes("f32[8,64]{1,0}") == 8 * 64 * 4
     assert array_bytes("(bf16[4,4], pred[3], s64[2], f32[])") == 32 + 3 + 16 + 4
     assert array_bytes("token[]") == 0
+    # Narrow floats: the width is the number after the letters (f4e2m1fn is not 421 bits), a byte at least.
+    assert array_bytes("f4e2m1fn[8]") == array_bytes("f8e4m3fn[8]") == array_bytes("s4[8]") == 8
+    assert array_bytes("f8e8m0fnu[2], c64[1]") == 2 + 8
 
 
 def test_parse_collectives_kinds_sizes_and_axes():

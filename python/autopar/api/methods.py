@@ -34,6 +34,8 @@ class AutoShardingOption:
       prefer_reduce_scatter: reduce gradients with reduce-scatter (+ all-gather) rather than all-reduce;
         off on CPU devices, where XLA runs a reduce-scatter as an all-reduce and a slice (as_compiled_for).
       zero_stage: 0, 2 or 3 as in ZeRO (2: shard optimizer state and gradients, 3: also parameters).
+      widen_collectives: price collectives of bf16 as f32 and of 8- and 4-bit floats as f16, as XLA's CPU
+        compiler runs them; set on CPU devices (as_compiled_for).
       allow_replicated_parameters: let the solver keep parameters replicated.
       allow_recompute_heavy_op: let dots and convolutions run replicated over a mesh axis that could split
         them (Alpa's option of the same name, off by default: every model gets a parallel plan).
@@ -56,6 +58,7 @@ class AutoShardingOption:
     allow_all_to_all: bool = True
     prefer_reduce_scatter: bool = False
     zero_stage: int = 0
+    widen_collectives: bool = False
     allow_replicated_parameters: bool = True
     allow_recompute_heavy_op: bool = False
     memory_budget: int | None = None
@@ -117,6 +120,7 @@ class AutoShardingOption:
             ("allow-all-to-all", _bool(self.allow_all_to_all)),
             ("prefer-reduce-scatter", _bool(self.prefer_reduce_scatter)),
             ("zero-stage", str(self.zero_stage)),
+            ("widen-collectives", _bool(self.widen_collectives)),
             ("allow-replicated-parameters", _bool(self.allow_replicated_parameters)),
             ("allow-recompute-heavy-op", _bool(self.allow_recompute_heavy_op)),
         ]
@@ -277,19 +281,20 @@ REDUCE_SCATTER_ON_CPU = (
 
 def as_compiled_for(method: Any, platform: str) -> tuple[Any, tuple[str, ...]]:
     """(`method` with the options XLA on `platform` carries out, remarks on what changed): on CPU,
-    `prefer_reduce_scatter` off (REDUCE_SCATTER_ON_CPU), in the method's auto_sharding_option and in a
-    ManualStageOption's per-stage dicts. The method's presets are kept as they are: the copy is not
-    re-initialised."""
+    `widen_collectives` on (XLA runs bf16 collectives in f32) and `prefer_reduce_scatter` off
+    (REDUCE_SCATTER_ON_CPU), in the method's auto_sharding_option and in a ManualStageOption's per-stage
+    dicts. The method's presets are kept as they are: the copy is not re-initialised."""
     if platform != "cpu":
         return method, ()
     option = method.auto_sharding_option
     stage_option = getattr(method, "stage_option", None)
     stage_dicts = [dict(items) for items in getattr(stage_option, "submesh_autosharding_option_dicts", ())]
     in_stages = any(d.get("prefer_reduce_scatter") for d in stage_dicts)
-    if not option.prefer_reduce_scatter and not in_stages:
-        return method, ()
     out = copy.copy(method)
-    object.__setattr__(out, "auto_sharding_option", dataclasses.replace(option, prefer_reduce_scatter=False))
+    wide = dataclasses.replace(option, widen_collectives=True, prefer_reduce_scatter=False)
+    object.__setattr__(out, "auto_sharding_option", wide)
+    if not option.prefer_reduce_scatter and not in_stages:
+        return out, ()
     if in_stages:
         off = [
             {**d, "prefer_reduce_scatter": False} if "prefer_reduce_scatter" in d else d for d in stage_dicts

@@ -134,7 +134,13 @@ def calibrate(
     else:
         say("one device: no collective figures (the profile keeps the defaults' links)")
     return {
-        "device": {"flops": flops, "memory_bandwidth": bandwidth, "dot_half_rate_width": width},
+        "device": {
+            "flops": flops,
+            "memory_bandwidth": bandwidth,
+            "dot_half_rate_width": width,
+            # Not measured: XLA's CPU compiler runs every bf16 collective in f32 (cost.DeviceModel).
+            "widened_collectives": devices[0].platform == "cpu",
+        },
         "mesh": mesh_figures,
         "calibration": {
             "platform": devices[0].platform,

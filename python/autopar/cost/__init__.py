@@ -81,6 +81,11 @@ class DeviceModel:
         and copies the result back into the logical layout (passes/intra_op/resharding.py). True under a
         cluster profile (docs/cost_model.md, "Gathers along an inner dim"), False by default so that the
         default plans stay as they were.
+      widened_collectives: collectives move bf16 (and f8E8M0FNU) elements as f32 and narrower floats as
+        f16: XLA's CPU compiler runs them so (docs/platform.md, "Collectives of narrow floats on CPU"),
+        and a plan priced at the narrow size expects half the bytes XLA compiles. False by default (GPUs
+        and TPUs reduce bf16 as it is); `python -m autopar.calibrate` writes true on CPU devices, and
+        parallelize sets it on CPU devices (`AutoShardingOption.widen_collectives`).
     """
 
     flops: float = DEFAULT_DEVICE_FLOPS
@@ -89,6 +94,7 @@ class DeviceModel:
     fused_broadcasts: bool = False
     dot_half_rate_width: float = 0.0
     relayout_gathers: bool = False
+    widened_collectives: bool = False
 
     def __post_init__(self) -> None:
         if not (
@@ -389,7 +395,8 @@ def load_profile(path: str | os.PathLike[str], shape: Sequence[int]) -> tuple[di
 
     Format (every key optional):
       {"device": {"flops": 1.2e14, "memory_bandwidth": 1.5e12, "memory_bytes": 4.0e10,
-                  "fused_broadcasts": true, "dot_half_rate_width": 14.0, "relayout_gathers": true},
+                  "fused_broadcasts": true, "dot_half_rate_width": 14.0, "relayout_gathers": true,
+                  "widened_collectives": true},
        "mesh": {"alpha": [1e-5, 2e-6], "beta": [1e-10, 1e-11],
                 "collectives": {"all_reduce": {"alpha": [..], "beta": [..],
                                                "tables": [{"axes": [0], "samples": [[1024, 1.8e-4], ..]}]},
@@ -427,6 +434,7 @@ def load_profile(path: str | os.PathLike[str], shape: Sequence[int]) -> tuple[di
             fused_broadcasts=bool(device_data.get("fused_broadcasts", True)),
             dot_half_rate_width=float(device_data.get("dot_half_rate_width", 0.0)),
             relayout_gathers=bool(device_data.get("relayout_gathers", True)),
+            widened_collectives=bool(device_data.get("widened_collectives", False)),
         )
         overrides: dict = {}
         for key in ("alpha", "beta"):

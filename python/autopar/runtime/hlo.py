@@ -17,7 +17,7 @@ _INSTRUCTION = re.compile(
     r"^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s*(?P<shape>.+?)\s+"
     r"(?P<kind>" + "|".join(COLLECTIVE_KINDS) + r")(?P<start>-start)?\("
 )
-_ARRAY = re.compile(r"\b(?P<dtype>pred|[subfc]\d+|bf16|f8e\w+|token)\[(?P<dims>[\d,]*)\]")
+_ARRAY = re.compile(r"\b(?P<dtype>pred|[subfc]\d+|bf16|f\d+e\w+|token)\[(?P<dims>[\d,]*)\]")
 # `mesh['axis_0'=1,'axis_1'=4,'axis_2'=2], device_ids=([2,4]T(1,0)) {'axis_1'}`: XLA's own view of the
 # mesh, optionally with the devices in another order (an iota, possibly transposed, or a list).
 _MESH_GROUPS = re.compile(
@@ -30,11 +30,12 @@ _DTYPE_BYTES = {"pred": 1, "bf16": 2, "token": 0}
 
 
 def _dtype_bytes(dtype: str) -> int:
+    """Bytes per element of an HLO element type: its width is the number after its letters (`f32`, `s4`,
+    `f8e4m3fn`, `f4e2m1fn`); narrower than a byte counts as one."""
     if dtype in _DTYPE_BYTES:
         return _DTYPE_BYTES[dtype]
-    if dtype.startswith("f8"):
-        return 1
-    return max(1, int(re.sub(r"\D", "", dtype)) // 8)
+    width = re.match(r"[a-z]+(\d+)", dtype)
+    return max(1, int(width.group(1)) // 8) if width else 4
 
 
 def array_bytes(shape_text: str) -> int:

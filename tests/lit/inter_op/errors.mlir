@@ -18,7 +18,7 @@
 // MEMORY: error: {{.*}}the 1x2 cluster cannot hold the model: it needs at least {{[0-9]+}} B per device ({{.*}} in all) but devices have 100 B; use more devices, smaller (more) micro-batches, remat=true or a larger device-memory (bytes)
 // ORDER: error: {{.*}}{{.*}}has no autopar.layer/autopar.part: run autopar-cluster-layers before autopar-inter-op
 // CLUSTER: error: {{.*}}cluster 'two' is not of the form HxD with positive H and D (e.g. 2x8)
-// INTRA: error: pass 'autopar-inter-op': intra-op-options: 'mesh' does not reach the stage costs (they take force-data-parallel, force-batch-dim-to-mesh-dim, allow-all-gather, allow-all-to-all, prefer-reduce-scatter, zero-stage, allow-replicated-parameters, allow-recompute-heavy-op)
+// INTRA: error: pass 'autopar-inter-op': intra-op-options: 'mesh' does not reach the stage costs (they take force-data-parallel, force-batch-dim-to-mesh-dim, allow-all-gather, allow-all-to-all, prefer-reduce-scatter, zero-stage, allow-replicated-parameters, allow-recompute-heavy-op, widen-collectives)
 // INTRATYPE: error: pass 'autopar-inter-op': intra-op-options: option 'allow-all-gather' of pass 'autopar-intra-op' expects bool, got 'maybe'
 // TFLOPS: error: {{.*}}option 'device-tflops' of pass 'autopar-inter-op' was removed: give device-flops in FLOP/s (device-tflops=100 is device-flops=1e14)
 

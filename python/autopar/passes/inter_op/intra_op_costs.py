@@ -107,7 +107,8 @@ def mesh_solver(canonical: tuple, stage_cost_solver: str) -> str:
 
 
 # The autopar-intra-op options `intra-op-options` may carry into the stage costs: the ones that restrict the
-# strategy space (the same restrictions then shape the costs the stage DP compares and the stages' plans).
+# strategy space (the same restrictions then shape the costs the stage DP compares and the stages' plans),
+# and widen-collectives (the element sizes XLA's collectives on the stages' platform move).
 # The mesh and its links, the device speed, the solver and its budgets come from the stage-cost options.
 STRATEGY_OPTIONS = (
     "force-data-parallel",
@@ -118,6 +119,7 @@ STRATEGY_OPTIONS = (
     "zero-stage",
     "allow-replicated-parameters",
     "allow-recompute-heavy-op",
+    "widen-collectives",
 )
 
 

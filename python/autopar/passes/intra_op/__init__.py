@@ -81,6 +81,13 @@ OPTIONS = [
         "bytes/s between a device and its memory",
     ),
     Option("cluster-profile", str, "", "JSON file overriding device and mesh costs (see docs/intra_op.md)"),
+    Option(
+        "widen-collectives",
+        bool,
+        False,
+        "price collectives of bf16 as f32 and of 8- and 4-bit floats as f16, as XLA's CPU compiler runs "
+        "them (parallelize sets it on CPU devices)",
+    ),
     Option("memory-budget", int, 0, "bytes per device the plan may keep live at once; 0 = no limit"),
     Option("solver", str, "auto", "auto, ilp or heuristic", choices=config_lib.SOLVERS),
     Option(

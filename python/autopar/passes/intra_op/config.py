@@ -163,6 +163,8 @@ def from_options(options: types.SimpleNamespace | dict) -> PlanConfig:
             tables = overrides.get("tables", ())
         alpha = alpha or overrides.get("alpha")
         beta = beta or overrides.get("beta")
+    if get("widen_collectives", False):
+        device = dataclasses.replace(device, widened_collectives=True)
     mesh = cost.make_mesh(
         shape,
         _parse_axis_names(str(get("axis_names", "x,y,z")), n),
@@ -183,6 +185,7 @@ def _checked(mesh: cost.MeshModel, o: dict, get) -> PlanConfig:
         "device_flops",
         "device_memory_bandwidth",
         "cluster_profile",
+        "widen_collectives",
     }
     unknown = sorted(set(o) - known)
     if unknown:

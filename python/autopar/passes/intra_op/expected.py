@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from autopar.cost import MeshModel
-from autopar.passes.intra_op.graph import Graph
+from autopar.passes.intra_op.graph import Graph, collective_itemsizes
 from autopar.passes.intra_op.graph_facts import parameter_results
 from autopar.passes.intra_op.problem import Problem
 from autopar.passes.intra_op.resharding import MOVE_FIRST, reshard_steps
@@ -64,14 +64,16 @@ def _collectives(
             if key in seen:
                 continue
             seen.add(key)
-            yield from _reshard(produced, required, node.operand_shapes[k], node.operand_itemsizes[k], mesh)
+            itemsize = collective_itemsizes(graph.nodes[u], mesh)[r]
+            yield from _reshard(produced, required, node.operand_shapes[k], itemsize, mesh)
     for v, j in parameter_results(graph).items():
         u, r = graph.returns[j]
         produced = problem.strategies[u].result_layouts[r][chosen[u]]
         required = problem.strategies[v].result_layouts[0][chosen[v]]
         node = graph.nodes[v]
         if not np.array_equal(produced, required):
-            yield from _reshard(produced, required, node.result_shapes[0], node.result_itemsizes[0], mesh)
+            itemsize = collective_itemsizes(node, mesh)[0]
+            yield from _reshard(produced, required, node.result_shapes[0], itemsize, mesh)
 
 
 def _reductions(node, s, choice: int, mesh: MeshModel) -> Iterator[tuple[str, tuple[int, ...], float]]:
@@ -79,7 +81,8 @@ def _reductions(node, s, choice: int, mesh: MeshModel) -> Iterator[tuple[str, tu
     reduced = tuple(a for a, f in enumerate(assignment) if f >= 0 and f in node.rule.reduction)
     if not reduced:
         return
-    for r, (shape, itemsize) in enumerate(zip(node.result_shapes, node.result_itemsizes, strict=True)):
+    sizes = collective_itemsizes(node, mesh)
+    for r, (shape, itemsize) in enumerate(zip(node.result_shapes, sizes, strict=True)):
         layout = s.result_layouts[r][choice]
         size = tensor_bytes(shape, itemsize) / int(shards_of(layout[None, :], mesh.shape)[0])
         scattered = any(layout[a] >= 0 for a in reduced)

@@ -34,7 +34,7 @@ import numpy as np
 from autopar.passes.intra_op import resharding
 from autopar.passes.intra_op import strategies as strat
 from autopar.passes.intra_op.config import PlanConfig
-from autopar.passes.intra_op.graph import Graph
+from autopar.passes.intra_op.graph import Graph, collective_itemsizes
 
 
 def gather_once(
@@ -48,9 +48,10 @@ def gather_once(
     memo: dict[tuple, strat.Strategies] = {}  # arguments of one signature share their Strategies
     for v, layouts in wanted.items():
         node, s = graph.nodes[v], node_strategies[v]
-        key = (id(s), node.result_shapes[0], node.result_itemsizes[0], layouts)
+        itemsize = collective_itemsizes(node, config.mesh)[0]
+        key = (id(s), node.result_shapes[0], itemsize, layouts)
         if key not in memo:
-            memo[key] = _with_gathers(s, node.result_shapes[0], node.result_itemsizes[0], config, layouts)
+            memo[key] = _with_gathers(s, node.result_shapes[0], itemsize, config, layouts)
         out[v] = memo[key]
     return out
 

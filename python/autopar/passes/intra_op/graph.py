@@ -9,6 +9,7 @@ bodies) belong to their parent op.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import sdy
@@ -16,6 +17,9 @@ from jaxlib.mlir.dialects import sdy
 from autopar.errors import PassError
 from autopar.ir import attrs
 from autopar.ir.shapes import shape_error
+
+if TYPE_CHECKING:
+    from autopar.cost import MeshModel
 
 RULE_ATTR = "sdy.sharding_rule"
 # Identity ops with no node of their own. `stablehlo.optimization_barrier` (what mark_pipeline_boundary
@@ -53,6 +57,8 @@ class Node:
       operands: per operand, the (node id, result index) producing it.
       operand_shapes: shapes of the operands.
       result_shapes / result_itemsizes: shapes and element sizes in bytes of the results.
+      result_wide_itemsizes: the results' element sizes in collectives under widened collectives
+        (`collective_element_size`); the collectives' pricing reads them through `collective_itemsizes`.
       rule: the sharding rule, None when Shardy has none for this op.
       is_batch / is_parameter: argument attributes `autopar.batch` / `autopar.parameter`.
       operand_copies: per operand, 0 when read as its producer made it, else which optimization barrier's
@@ -71,6 +77,7 @@ class Node:
     operand_itemsizes: list[int]
     result_shapes: list[tuple[int, ...]]
     result_itemsizes: list[int]
+    result_wide_itemsizes: list[int]
     rule: Rule | None = None
     is_batch: bool = False
     is_parameter: bool = False
@@ -125,6 +132,7 @@ def read_function(func_op: ir.Operation) -> Graph:
                 operand_itemsizes=[],
                 result_shapes=[shape],
                 result_itemsizes=[itemsize],
+                result_wide_itemsizes=[collective_element_size(arg.type)],
                 is_batch=marks[i].is_batch,
                 is_parameter=marks[i].is_parameter,
                 path=paths[i],
@@ -159,6 +167,7 @@ def read_function(func_op: ir.Operation) -> Graph:
             operand_itemsizes=[nodes[u].result_itemsizes[r] for u, r in operands],
             result_shapes=[f[0] for f in facts],
             result_itemsizes=[f[1] for f in facts],
+            result_wide_itemsizes=[collective_element_size(r.type) for r in operation.results],
             rule=read_rule(operation),
             operand_copies=[copies.get(v, 0) for v in operation.operands],
         )
@@ -254,6 +263,24 @@ def _tensor_facts(t: ir.Type, where: ir.Operation, what: str) -> tuple[tuple[int
     if not isinstance(t, ir.RankedTensorType):
         return (), 0
     return tuple(t.shape), element_size(t.element_type)
+
+
+def collective_itemsizes(node: Node, mesh: MeshModel) -> list[int]:
+    """The element sizes of `node`'s results as the mesh's collectives move them."""
+    return node.result_wide_itemsizes if mesh.device.widened_collectives else node.result_itemsizes
+
+
+def collective_element_size(t: ir.Type) -> int:
+    """Bytes per element of a tensor of type `t` in a collective XLA's CPU compiler runs (jaxlib 0.10.2,
+    every kind: all-reduce, all-gather, reduce-scatter, all-to-all, collective-permute): bf16 and
+    f8E8M0FNU (an 8-bit exponent) go as f32, the other floats narrower than 16 bits as f16, every other
+    type at its own size (docs/platform.md, "Collectives of narrow floats on CPU")."""
+    element = t.element_type if isinstance(t, ir.ShapedType) else t
+    if isinstance(element, ir.FloatType) and element.width < 32:
+        if str(element) in ("bf16", "f8E8M0FNU"):
+            return 4
+        return 2
+    return element_size(element) if isinstance(t, ir.RankedTensorType) else 0
 
 
 def element_size(t: ir.Type) -> int:

@@ -41,17 +41,20 @@ def latency_share(v: int, gradients: set[int]) -> float:
     return 1.0 / len(gradients) if v in gradients and len(gradients) > 1 else 1.0
 
 
-def merged_gradient_bytes(graph: Graph) -> float:
+def merged_gradient_bytes(graph: Graph, wide: bool = False) -> float:
     """About how large XLA's merged gradient all-reduce is: every gradient reduction's results, whole (what
-    data parallelism all-reduces on each device). A measured collective table prices each gradient's part
-    at that size's rate (autopar.cost.MeshModel.all_reduce)."""
+    data parallelism all-reduces on each device), at their element sizes in collectives when `wide`
+    (widened_collectives). A measured collective table prices each gradient's part at that size's rate
+    (autopar.cost.MeshModel.all_reduce)."""
     gradients = derived(graph, "gradients", gradient_reductions)
     nodes = [graph.nodes[v] for v in gradients]
     return float(
         sum(
             tensor_bytes(shape, size)
             for n in nodes
-            for shape, size in zip(n.result_shapes, n.result_itemsizes, strict=True)
+            for shape, size in zip(
+                n.result_shapes, n.result_wide_itemsizes if wide else n.result_itemsizes, strict=True
+            )
         )
     )
 

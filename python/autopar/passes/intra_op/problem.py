@@ -20,7 +20,7 @@ from autopar.errors import PassError
 from autopar.passes.intra_op import convolutions, gathers, resharding, scatters
 from autopar.passes.intra_op import strategies as strat
 from autopar.passes.intra_op.config import PlanConfig
-from autopar.passes.intra_op.graph import Graph, Node
+from autopar.passes.intra_op.graph import Graph, Node, collective_itemsizes
 from autopar.passes.intra_op.graph_facts import (
     batch_factors,
     derived,
@@ -221,7 +221,9 @@ def _node_strategies(
             strat.op_time(facts, mesh),
         )
     share = latency_share(v, derived(graph, "gradients", gradient_reductions))
-    merged = derived(graph, "gradient_bytes", merged_gradient_bytes) if share < 1.0 else 0.0
+    wide = mesh.device.widened_collectives
+    total = functools.partial(merged_gradient_bytes, wide=wide)
+    merged = derived(graph, f"gradient_bytes{wide}", total) if share < 1.0 else 0.0
     reduce_scatter = config.prefer_reduce_scatter
     s = strat.op_strategies(facts, mesh, config.active_axes, reduce_scatter, share, merged)
     if v in batch:
@@ -257,6 +259,7 @@ def _facts(node: Node) -> strat.OpFacts:
         operand_itemsizes=tuple(node.operand_itemsizes),
         result_shapes=tuple(node.result_shapes),
         result_itemsizes=tuple(node.result_itemsizes),
+        result_wide_itemsizes=tuple(node.result_wide_itemsizes),
         batch_groups=convolutions.batch_groups(node),
         grouped_features=convolutions.grouped_features(node),
         whole_factors=convolutions.window_factors(node, rule) | scatters.indexed_factors(node, rule),
@@ -406,7 +409,7 @@ def _add_state_edges(
             required.tobytes(),
             required.shape,
             graph.nodes[v].result_shapes[0],
-            graph.nodes[v].result_itemsizes[0],
+            collective_itemsizes(graph.nodes[v], config.mesh)[0],
             config,
         )
         if cost is None:
@@ -436,7 +439,7 @@ def _edges(graph: Graph, node_strategies: list[strat.Strategies], config: PlanCo
             produced = node_strategies[u].result_layouts[r]
             required = node_strategies[v].operand_layouts[k]
             shape = graph.nodes[u].result_shapes[r]
-            itemsize = graph.nodes[u].result_itemsizes[r]
+            itemsize = collective_itemsizes(graph.nodes[u], config.mesh)[r]
             gathered = node_strategies[u].gathered
             key = (id(produced), id(required), shape, itemsize, id(gathered))
             if key not in memo:

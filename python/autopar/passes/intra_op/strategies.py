@@ -135,6 +135,9 @@ class OpFacts:
     operand_itemsizes: tuple[int, ...]
     result_shapes: tuple[tuple[int, ...], ...]
     result_itemsizes: tuple[int, ...]
+    # Element sizes in collectives under MeshModel.device.widened_collectives (graph.collective_element_size);
+    # () = result_itemsizes.
+    result_wide_itemsizes: tuple[int, ...] = ()
     batch_groups: int = 1  # a convolution's batch_group_count (its weight gradient's, for a grouped conv)
     # A convolution whose input features form groups of more than one channel (1 < feature_group_count <
     # input features): XLA runs it replicated under any sharding (convolutions.grouped_features).
@@ -330,9 +333,11 @@ def _reduction_variants(
     if not reduced:
         yield results, 0.0
         return
+    wide = mesh.device.widened_collectives and facts.result_wide_itemsizes
+    sizes = facts.result_wide_itemsizes if wide else facts.result_itemsizes
     partial_bytes = [
         tensor_bytes(s, i) / math.prod(mesh.shape[a] for a, d in enumerate(lay) if d >= 0)
-        for lay, s, i in zip(results, facts.result_shapes, facts.result_itemsizes, strict=True)
+        for lay, s, i in zip(results, facts.result_shapes, sizes, strict=True)
     ]
     yield results, sum(mesh.all_reduce(b, reduced, *merged) for b in partial_bytes)
     if not reduce_scatter or len(results) != 1:
