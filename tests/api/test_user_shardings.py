@@ -15,7 +15,7 @@ from jax.sharding import PartitionSpec as P
 
 import autopar
 from autopar.api.user_shardings import ShardMapError
-from numeric import assert_priced_bytes_compiled, assert_trains_like_jit, normal
+from numeric import assert_priced_bytes_compiled, assert_trains_like_jit, assert_trees_close, normal
 
 MESHES = [(8,), (2, 4), (2, 2, 2)]
 WIDTH, BATCH = 128, 64
@@ -141,3 +141,24 @@ def test_a_step_without_constraints_has_no_such_remark():
 
     plan = autopar.parallelize(plain_step).get_execution_plan(_params(), _batch())
     assert not any("sharding constraint" in r or "own shardings" in r for r in plan.remarks)
+
+
+def test_jax_randoms_own_constraint_on_a_mesh_without_axes_is_not_remarked():
+    """jax.random.permutation constrains its key on JAX's empty mesh (`<@empty_mesh, [{}]>`), which fixes
+    no layout of the user's: the plan runs without a remark about constraints the user never wrote."""
+
+    def shuffled_step(params, batch, key):
+        x, y = batch
+        order = jax.random.permutation(key, BATCH)  # a minibatch order drawn in the step (flax's PPO)
+        x, y = x[order], y[order]
+        value, grads = jax.value_and_grad(lambda p: jnp.mean((jnp.tanh(x @ p["w1"]) @ p["w2"] - y) ** 2))(
+            params
+        )
+        return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), value
+
+    key = jax.random.key(0)
+    assert "@empty_mesh, [{}]" in jax.jit(shuffled_step).lower(_params(), _batch(), key).as_text()
+    f = autopar.parallelize(shuffled_step)
+    plan = f.get_execution_plan(_params(), _batch(), key)
+    assert not any("sharding constraint" in r or "own shardings" in r for r in plan.remarks), plan.remarks
+    assert_trees_close(f(_params(), _batch(), key), jax.jit(shuffled_step)(_params(), _batch(), key))
