@@ -1,4 +1,5 @@
-"""autopar-inline: inlines every `func.call` and drops the private funcs nothing calls any more."""
+"""autopar-inline: inlines every `func.call`, drops the private funcs nothing calls any more and the ops
+whose results nothing reads."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ JAX lowers `jax.nn.relu`, nested `jax.jit`s and custom_jvp rules to `func.call @
 functions; MLIR's `inline` pass does not inline StableHLO funcs. This pass inlines every call, innermost
 callees first, so that every later pass sees one body per public function. Inlined ops keep their
 name-stack locations. Private funcs left without callers are erased unless `keep-dead-funcs` is set.
+Ops whose results nothing reads and that have no side effect are erased too unless `keep-dead-ops` is
+set: a callee's results the caller drops (flax's `nn.RNN` computes its last carry inside the call even
+when only its outputs are used) are dead once inlined, XLA drops them, and planned they were priced
+with collectives XLA never runs.
 
 Before:
   func.func public @main(%arg0: tensor<4xf32>) -> tensor<4xf32> {
@@ -42,17 +47,20 @@ After:
     description=DESCRIPTION,
     options=[
         Option("keep-dead-funcs", bool, False, "keep private funcs that no call refers to after inlining"),
+        Option("keep-dead-ops", bool, False, "keep side-effect-free ops whose results nothing reads"),
     ],
 )
 def inline_calls(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
     funcs = _funcs_by_name(module_op)
-    if not any(_calls_in(fn) for fn in funcs.values()):
-        return
-    # Callees first: each body is inlined once and its inlined copy already holds no call.
-    for name in _callees_first(funcs):
-        _inline_calls_in(funcs[name], funcs)
-    if not options.keep_dead_funcs:
-        _erase_uncalled_private_funcs(module_op, funcs)
+    if any(_calls_in(fn) for fn in funcs.values()):
+        # Callees first: each body is inlined once and its inlined copy already holds no call.
+        for name in _callees_first(funcs):
+            _inline_calls_in(funcs[name], funcs)
+        if not options.keep_dead_funcs:
+            _erase_uncalled_private_funcs(module_op, funcs)
+    if not options.keep_dead_ops:
+        for fn in _funcs_by_name(module_op).values():
+            _erase_dead_ops(fn)
 
 
 def _funcs_by_name(module_op: ir.Operation) -> dict[str, func.FuncOp]:
@@ -116,6 +124,43 @@ def _inline_calls_in(fn: func.FuncOp, funcs: dict[str, func.FuncOp]) -> None:
             for old, new in zip(call.results, results, strict=True):
                 old.replace_all_uses_with(new)
             call.erase()
+
+
+# Ops that act beyond their results (I/O, host callbacks, communication, tokens) or that only hold a
+# layout the runtime may rely on: never erased, whether read or not.
+_EFFECTS = {
+    "stablehlo.custom_call",
+    "stablehlo.send",
+    "stablehlo.recv",
+    "stablehlo.infeed",
+    "stablehlo.outfeed",
+    "stablehlo.after_all",
+    "stablehlo.create_token",
+    "stablehlo.all_reduce",
+    "stablehlo.all_gather",
+    "stablehlo.all_to_all",
+    "stablehlo.reduce_scatter",
+    "stablehlo.collective_permute",
+    "stablehlo.collective_broadcast",
+    "stablehlo.while",
+    "stablehlo.case",
+    "stablehlo.if",
+}
+_DIALECTS = ("stablehlo.", "chlo.")
+
+
+def _erase_dead_ops(fn: func.FuncOp) -> None:
+    """Erases, last first (so that whole dead chains go), the ops of `fn`'s body that have results,
+    none of them read, and no side effect: StableHLO and CHLO ops outside _EFFECTS (loops and branches
+    are kept: their bodies may hold effects)."""
+    block = fn.regions[0].blocks[0]
+    for op in reversed(list(block.operations)):
+        operation = op.operation
+        name = operation.name
+        if not name.startswith(_DIALECTS) or name in _EFFECTS or not len(operation.results):
+            continue
+        if all(not list(result.uses) for result in operation.results):
+            operation.erase()
 
 
 def _erase_uncalled_private_funcs(module_op: ir.Operation, funcs: dict[str, func.FuncOp]) -> None:

@@ -57,7 +57,7 @@
 // EMPTY-STDIN: autopar-opt: error: <stdin> is empty (0 bytes)
 // UNKNOWN: autopar-opt: error: unknown pass 'autopar-nope' (autopar-opt --list-passes lists them)
 // UNKNOWN-MLIR: autopar-opt: error: unknown pass 'not-a-pass' (autopar-opt --list-passes lists them)
-// OPTION: autopar-opt: error: pass 'autopar-inline' has no option 'nope' (its options: keep-dead-funcs)
+// OPTION: autopar-opt: error: pass 'autopar-inline' has no option 'nope' (its options: keep-dead-funcs, keep-dead-ops)
 // TYPED: autopar-opt: error: option 'keep-dead-funcs' of pass 'autopar-inline' expects bool, got 'often'
 // MLIR-OPTION: autopar-opt: error: invalid pipeline element 'canonicalize{bogus=1}': {{.*}}bogus
 // UNBALANCED: autopar-opt: error: missing ')' at the end of pipeline
