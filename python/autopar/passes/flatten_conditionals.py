@@ -10,6 +10,7 @@ from jaxlib.mlir.dialects import stablehlo
 
 from autopar.errors import PassError
 from autopar.ir.cloning import clone_ops
+from autopar.ir.effects import EFFECTFUL_OPS
 from autopar.passes.registry import Option, register_pass
 
 DESCRIPTION = """
@@ -43,29 +44,13 @@ After:
 MAX_BRANCH_OPS = 20_000
 # What a branch must not hold to be run when not taken: work that costs (dots, convolutions, loops,
 # nested conditionals) or that has effects or talks to other devices or the host.
-HEAVY_OR_EFFECTFUL = frozenset(
-    {
-        "stablehlo.dot_general",
-        "stablehlo.dot",
-        "stablehlo.convolution",
-        "stablehlo.while",
-        "stablehlo.case",
-        "stablehlo.if",
-        "stablehlo.custom_call",
-        "stablehlo.all_reduce",
-        "stablehlo.all_gather",
-        "stablehlo.all_to_all",
-        "stablehlo.reduce_scatter",
-        "stablehlo.collective_permute",
-        "stablehlo.collective_broadcast",
-        "stablehlo.send",
-        "stablehlo.recv",
-        "stablehlo.infeed",
-        "stablehlo.outfeed",
-        "stablehlo.rng",
-        "func.call",
-    }
-)
+HEAVY_OR_EFFECTFUL = EFFECTFUL_OPS | {
+    "stablehlo.dot_general",
+    "stablehlo.dot",
+    "stablehlo.convolution",
+    "stablehlo.rng",
+    "func.call",
+}
 
 
 @register_pass(

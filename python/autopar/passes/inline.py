@@ -11,6 +11,7 @@ from jaxlib.mlir._mlir_libs import _jax_mlir_ext
 from jaxlib.mlir.dialects import func
 
 from autopar.errors import PassError
+from autopar.ir.effects import EFFECTFUL_OPS
 from autopar.passes.registry import Option, register_pass
 
 DESCRIPTION = """
@@ -126,38 +127,18 @@ def _inline_calls_in(fn: func.FuncOp, funcs: dict[str, func.FuncOp]) -> None:
             call.erase()
 
 
-# Ops that act beyond their results (I/O, host callbacks, communication, tokens) or that only hold a
-# layout the runtime may rely on: never erased, whether read or not.
-_EFFECTS = {
-    "stablehlo.custom_call",
-    "stablehlo.send",
-    "stablehlo.recv",
-    "stablehlo.infeed",
-    "stablehlo.outfeed",
-    "stablehlo.after_all",
-    "stablehlo.create_token",
-    "stablehlo.all_reduce",
-    "stablehlo.all_gather",
-    "stablehlo.all_to_all",
-    "stablehlo.reduce_scatter",
-    "stablehlo.collective_permute",
-    "stablehlo.collective_broadcast",
-    "stablehlo.while",
-    "stablehlo.case",
-    "stablehlo.if",
-}
-_DIALECTS = ("stablehlo.", "chlo.")
+_DIALECTS = ("stablehlo.", "chlo.")  # the dialects whose ops outside EFFECTFUL_OPS act only through results
 
 
 def _erase_dead_ops(fn: func.FuncOp) -> None:
     """Erases, last first (so that whole dead chains go), the ops of `fn`'s body that have results,
-    none of them read, and no side effect: StableHLO and CHLO ops outside _EFFECTS (loops and branches
+    none of them read, and no side effect: StableHLO and CHLO ops outside EFFECTFUL_OPS (loops and branches
     are kept: their bodies may hold effects)."""
     block = fn.regions[0].blocks[0]
     for op in reversed(list(block.operations)):
         operation = op.operation
         name = operation.name
-        if not name.startswith(_DIALECTS) or name in _EFFECTS or not len(operation.results):
+        if not name.startswith(_DIALECTS) or name in EFFECTFUL_OPS or not len(operation.results):
             continue
         if all(not list(result.uses) for result in operation.results):
             operation.erase()
