@@ -270,13 +270,17 @@ def greedy_decode(params, cache, first):
     return out, cache
 
 
-def test_greedy_decoding_with_attentions_cache_runs_like_jit():
+@pytest.mark.parametrize("method", [SHARD_2X4, PIPELINE], ids=["2x4", "pipeshard"])
+def test_greedy_decoding_with_attentions_cache_runs_like_jit(method):
+    """The cache is per example, so it is a batch argument: pipelined, each micro-batch decodes with its
+    examples' cache. jnp writes it with a dynamic_update_slice at the batch dim's index `select(0 < 0,
+    0 + n, 0)` (n the batch size), which the micro-batch kinds read as the 0 it always is."""
     first = jnp.asarray(np.random.default_rng(5).integers(0, VOCAB, BATCH))
     params = LanguageModel().init(jax.random.key(0), jnp.zeros((BATCH, STEPS), jnp.int32))["params"]
     cache = LanguageModel(decode=True).init(jax.random.key(0), jnp.zeros((BATCH, STEPS), jnp.int32))["cache"]
-    method = autopar.ShardParallel(mesh_shape=(2, 4))
     f = autopar.parallelize(greedy_decode, method=method, batch_argnums=(1, 2))
     got, want = f(params, cache, first), jax.jit(greedy_decode)(params, cache, first)
     np.testing.assert_array_equal(got[0], want[0])  # the same tokens
     assert_trees_close(got[1], want[1], rtol=1e-4, atol=1e-5)
-    assert_priced_bytes_compiled(f.get_execution_plan(params, cache, first))
+    if method is SHARD_2X4:
+        assert_priced_bytes_compiled(f.get_execution_plan(params, cache, first))

@@ -570,3 +570,35 @@ def test_a_comparison_of_the_batch_size_is_the_same_only_with_one_outcome_at_bot
     ]
     assert attrs.get_micro_batch_labels(multiply[0])[0].split(":")[0] == label.split(":")[0]
     assert attrs.get_micro_batch_labels(multiply[0])[0].startswith(label)
+
+
+WRAPPED_INDEX = """
+func.func @main(%cache: tensor<{m}x8xf32>, %new: tensor<{m}x1xf32>, %pos: tensor<i32>) -> tensor<{m}x8xf32> {{
+  %zero = stablehlo.constant dense<0> : tensor<i32>
+  %n = stablehlo.constant dense<{m}> : tensor<i32>
+  %negative = stablehlo.compare LT, %zero, %zero, SIGNED : (tensor<i32>, tensor<i32>) -> tensor<i1>
+  %wrapped = stablehlo.add %zero, %n : tensor<i32>
+  %row = stablehlo.select %negative, %wrapped, %zero : tensor<i1>, tensor<i32>
+  %r = stablehlo.dynamic_update_slice %cache, %new, %row, %pos
+    : (tensor<{m}x8xf32>, tensor<{m}x1xf32>, tensor<i32>, tensor<i32>) -> tensor<{m}x8xf32>
+  return %r : tensor<{m}x8xf32>
+}}
+"""
+
+
+@pytest.mark.parametrize("B, label", [(4, "concat:0"), (None, "unknown")])
+def test_a_select_on_a_decided_comparison_takes_the_kind_of_the_operand_it_picks(B, label):
+    """jnp's wrap of the batch dim's constant index 0 in an attention cache's update: `select(0 < 0,
+    0 + n, 0)` never takes `0 + n` (n the batch size), so the row index is the constant 0 in every
+    program and the cache is per example; undecided (no number of micro-batches given), it stays unknown."""
+    from autopar.ir.io import parse_text
+
+    small, large = (parse_text(WRAPPED_INDEX.format(m=m)) for m in (4, 8))
+    micro_batch.annotate(small, large, 4, B)
+    main = micro_batch.main_function(small)
+    (update,) = [
+        op
+        for op in main.regions[0].blocks[0].operations
+        if op.operation.name == "stablehlo.dynamic_update_slice"
+    ]
+    assert attrs.get_micro_batch_labels(update)[0].startswith(label)

@@ -227,6 +227,11 @@ class Interpreter:
                 return [self.per_example_constant(a)] * n
             if same_outcome(self, a):  # jnp.var's `N - ddof > 0` over the batch (ir/micro_batch_scalars.py)
                 return [SAME]
+            if name == "stablehlo.select":
+                from autopar.ir.micro_batch_ops import decided_select
+
+                if (picked := decided_select(self, a, ins)) is not None:
+                    return [picked]
             return [_const_of(ins, name)] * n
         from autopar.ir.micro_batch_ops import HANDLERS  # the per-op rules (imports this module)
 

@@ -43,18 +43,25 @@ _COMPARISONS: dict[str, Callable[[float, float], bool]] = {
 def same_outcome(it, a: ir.Operation) -> bool:
     """Whether the comparison `a` of constants has one outcome at the micro-batch size and at the full
     batch's (`it` is the interpreter: kinds, the micro-batch size and the number of micro-batches)."""
+    return decided_outcome(it, a) is not None
+
+
+def decided_outcome(it, a: ir.Operation) -> bool | None:
+    """The outcome of the comparison `a` of constants when it is the same at the micro-batch size and at
+    the full batch's, else None."""
     if it.micro_batch_size is None or it.num_micro_batches is None or a.name != "stablehlo.compare":
-        return False
+        return None
     direction = str(a.attributes["comparison_direction"]).split()[-1].rstrip(">")
     compare = _COMPARISONS.get(direction)
     laws = [_law(it, v, 0) for v in a.operands]
     if compare is None or any(law is None for law in laws):
-        return False
+        return None
     m = it.micro_batch_size
     at = [[law(n) for law in laws] for n in (m, it.num_micro_batches * m)]
     if any(not math.isfinite(x) for values in at for x in values):
-        return False
-    return compare(*at[0]) == compare(*at[1])
+        return None
+    outcomes = {compare(*values) for values in at}
+    return outcomes.pop() if len(outcomes) == 1 else None
 
 
 def _law(it, value: ir.Value, depth: int) -> Law | None:
