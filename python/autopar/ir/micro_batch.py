@@ -39,7 +39,7 @@ from autopar.errors import format_location
 from autopar.ir import attrs
 from autopar.ir.cloning import body_ops
 from autopar.ir.constants import constant_value, splat_value
-from autopar.ir.micro_batch_scalars import same_outcome
+from autopar.ir.micro_batch_scalars import decided_select, same_outcome
 from autopar.ir.micro_batch_static import keeps_order, written_with_batch_size
 
 
@@ -227,12 +227,8 @@ class Interpreter:
                 return [self.per_example_constant(a)] * n
             if same_outcome(self, a):  # jnp.var's `N - ddof > 0` over the batch (ir/micro_batch_scalars.py)
                 return [SAME]
-            if name == "stablehlo.select":
-                from autopar.ir.micro_batch_ops import decided_select
-
-                if (picked := decided_select(self, a, ins)) is not None:
-                    return [picked]
-            return [_const_of(ins, name)] * n
+            picked = decided_select(self, a, ins) if name == "stablehlo.select" else None  # jnp's index wrap
+            return [picked] if picked is not None else [_const_of(ins, name)] * n
         from autopar.ir.micro_batch_ops import HANDLERS  # the per-op rules (imports this module)
 
         handler = HANDLERS.get(name)

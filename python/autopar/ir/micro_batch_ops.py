@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 from jaxlib.mlir import ir
 
 from autopar.errors import format_location
-from autopar.ir.cloning import body_ops, defining_op
+from autopar.ir.cloning import body_ops
 from autopar.ir.micro_batch import SAME, SHAPE_OPS, ZERO, Kind, join, terminator, unknown
 from autopar.ir.micro_batch_indices import crosses_examples
-from autopar.ir.micro_batch_scalars import decided_outcome
+from autopar.ir.micro_batch_scalars import decided_select
 
 if TYPE_CHECKING:
     from autopar.ir.micro_batch import Interpreter
@@ -175,17 +175,6 @@ def _paired_batch_dims(lhs: list[int], rhs: list[int], dims: dict[str, list[int]
             ):
                 return kind
     return None
-
-
-def decided_select(it: Interpreter, a: ir.Operation, ins: list[Kind]) -> Kind | None:
-    """The kind of the select `a` whose predicate is a comparison of constants decided alike at the
-    micro-batch size and the full batch's: the operand it picks in every program. jnp's wrap of a
-    constant index, `select(0 < 0, 0 + n, 0)` with n the batch size (an attention cache's
-    dynamic_update_slice), never takes `0 + n`. None for any other select."""
-    compare = defining_op(a.operands[0])
-    if compare is None or (taken := decided_outcome(it, compare)) is None:
-        return None
-    return ins[1] if taken else ins[2]
 
 
 def _select(it: Interpreter, a: ir.Operation, b: ir.Operation, ins: list[Kind]) -> list[Kind]:

@@ -64,6 +64,17 @@ def decided_outcome(it, a: ir.Operation) -> bool | None:
     return outcomes.pop() if len(outcomes) == 1 else None
 
 
+def decided_select(it, a: ir.Operation, ins: list):
+    """The kind of the select `a` whose predicate is a comparison of constants decided alike at the
+    micro-batch size and the full batch's: the operand it picks in every program. jnp's wrap of a
+    constant index, `select(0 < 0, 0 + n, 0)` with n the batch size (an attention cache's
+    dynamic_update_slice), never takes `0 + n`. None for any other select."""
+    compare = defining_op(a.operands[0])
+    if compare is None or (taken := decided_outcome(it, compare)) is None:
+        return None
+    return ins[1] if taken else ins[2]
+
+
 def _law(it, value: ir.Value, depth: int) -> Law | None:
     """`value` as a function of the examples per program, or None when it is not a scalar made from
     constants by the arithmetic above."""
