@@ -10,9 +10,8 @@ naming where it is.
 
 from __future__ import annotations
 
-import re
-
 from jaxlib.mlir import ir
+from jaxlib.mlir.dialects import sdy
 
 from autopar.errors import AutoparError, format_location
 from autopar.ir import exported
@@ -30,8 +29,8 @@ def drop_user_shardings(module: ir.Module, function_name: str) -> tuple[str, ...
     manual, constraints = _layout_ops(module)
     # JAX's own constraints over a mesh without axes (jax.random.permutation's key, under no mesh) fix
     # no layout of the user's: they go without a remark.
-    meshes = _meshes(module)
-    constraints = [op for op in constraints if not _on_mesh_without_axes(op, meshes)]
+    with_axes = exported.axis_meshes(module)
+    constraints = [op for op in constraints if not _on_mesh_without_axes(op, with_axes)]
     if manual:
         where = format_location(manual[0].location)
         raise ShardMapError(
@@ -58,23 +57,14 @@ def drop_user_shardings(module: ir.Module, function_name: str) -> tuple[str, ...
     )
 
 
-def _meshes(module: ir.Module) -> dict[str, str]:
-    """The module's `sdy.mesh` symbols -> their mesh attribute's text (`#sdy.mesh<[]>`)."""
-    return {
-        ir.StringAttr(op.attributes["sym_name"]).value: str(op.attributes["mesh"])
-        for op in module.body.operations
-        if op.operation.name == "sdy.mesh"
-    }
-
-
-def _on_mesh_without_axes(op: ir.Operation, meshes: dict[str, str]) -> bool:
-    """A Shardy constraint whose mesh (named or inline) has no axes: it can only say "replicated"."""
+def _on_mesh_without_axes(op: ir.Operation, with_axes: set[str]) -> bool:
+    """A Shardy constraint whose mesh (named, or inline) has no axes: it can only say "replicated"."""
     if op.name != "sdy.sharding_constraint":
         return False
-    text = str(op.attributes["sharding"])  # #sdy.sharding<@mesh_name, [...]> or <mesh<[...]>, [...]>
-    ref = re.match(r"#sdy\.sharding<@([\w$.-]+)", text)
-    mesh = meshes.get(ref.group(1), "") if ref else text
-    return re.search(r"mesh<\[\]", mesh) is not None
+    mesh = sdy.TensorShardingAttr(op.attributes["sharding"]).mesh_or_ref
+    if isinstance(mesh, ir.FlatSymbolRefAttr):
+        return mesh.value not in with_axes
+    return not list(sdy.MeshAttr(mesh).axes)
 
 
 def _layout_ops(module: ir.Module) -> tuple[list[ir.Operation], list[ir.Operation]]:

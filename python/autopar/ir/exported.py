@@ -48,10 +48,11 @@ def read(data: bytes, source_name: str, input_shardings: str = "drop") -> tuple[
 
 def has_shardings(module: ir.Module) -> bool:
     """Whether the module names a device mesh with axes (a sharded module, not an unannotated one)."""
-    return bool(_axis_meshes(module))
+    return bool(axis_meshes(module))
 
 
-def _axis_meshes(module: ir.Module) -> set[str]:
+def axis_meshes(module: ir.Module) -> set[str]:
+    """The names of the module's `sdy.mesh` symbols that have axes."""
     from jaxlib.mlir.dialects import sdy
 
     names = set()
