@@ -216,7 +216,9 @@ def ppo_update(state, rollout, key):
     return state, losses.mean()
 
 
-@pytest.mark.parametrize("method", [autopar.DataParallel(), SHARD_2X4], ids=["data", "2x4"])
+@pytest.mark.parametrize(
+    "method", [autopar.DataParallel(), autopar.Zero2Parallel(), SHARD_2X4], ids=["data", "zero2", "2x4"]
+)
 def test_ppo_update_over_shuffled_minibatches_trains_like_jit(method):
     rng = np.random.default_rng(4)
     rollout = {

@@ -74,19 +74,27 @@ def _write(
     # from its update's layout (priced by the problem's state edge) happens inside the program, never
     # between steps.
     state_arg = {j: v for v, j in parameter_results(graph).items()}
-    result_shardings = [
-        sharding_attr(
-            result_layout(state_arg[j], 0) if j in state_arg else result_layout(u, r),
-            len(graph.nodes[u].result_shapes[r]),
-            mesh,
-        )
+    returned_layouts = [
+        result_layout(state_arg[j], 0) if j in state_arg else result_layout(u, r)
         for j, (u, r) in enumerate(graph.returns)
     ]
+    result_shardings = [
+        sharding_attr(layout, len(graph.nodes[u].result_shapes[r]), mesh)
+        for layout, (u, r) in zip(returned_layouts, graph.returns, strict=True)
+    ]
+    # A value returned in another layout than its own (an updated state going back to its argument's)
+    # is constrained to its own: Shardy would otherwise carry the result's layout backwards into it and
+    # through every unconstrained op before it (ZeRO-2's optimizer loop: split moments over 8 steps).
+    returned_resharded = {
+        u
+        for layout, (u, r) in zip(returned_layouts, graph.returns, strict=True)
+        if not np.array_equal(layout, result_layout(u, r))
+    }
     _set_func_attrs(func_op, "res_attrs", result_shardings)
     if any(mesh.shape[a] > 1 for a in range(len(mesh.shape))):
         for v in range(graph.num_args, len(graph.nodes)):
             node = graph.nodes[v]
-            if _needs_constraint(graph, v, problem, chosen, result_layout):
+            if v in returned_resharded or _needs_constraint(graph, v, problem, chosen, result_layout):
                 _constrain_results(node, [result_layout(v, r) for r in range(len(node.result_shapes))], mesh)
         _constrain_reshards(graph, problem, chosen, result_layout, mesh)
         _constrain_state_returns(graph, state_arg, result_layout, mesh)
