@@ -18,10 +18,13 @@ DATA = ROOT / "tests" / "data"
 # bound on the others (benchmarks/intra_op_problems.py at 10 s: 0 %, 0 % and 3.8 %); a regression that
 # loses the bound or the search shows up as a far larger gap.
 MAX_GAP = 0.15
-PROBLEMS = {  # file: (seconds, memory-bound)
-    "intra_op_gpt_2x4.json.gz": (2.0, False),
-    "intra_op_wresnet_8_mem50.json.gz": (2.0, True),
-    "intra_op_moe_2x4_mem50.json.gz": (3.0, True),
+PROBLEMS = {  # file: (seconds, memory-bound, largest gap)
+    "intra_op_gpt_2x4.json.gz": (2.0, False, MAX_GAP),
+    "intra_op_wresnet_8_mem50.json.gz": (2.0, True, MAX_GAP),
+    "intra_op_moe_2x4_mem50.json.gz": (3.0, True, MAX_GAP),
+    # The exact path's HiGHS does not prove this one within seconds; toulbar2's priced optima before it
+    # bring the plan within 0.8 % of the bound at 3 s (its plan was 12.7 % away at 10 s and 30 s without).
+    "intra_op_gpt_2x4_mem50.json.gz": (3.0, True, 0.02),
 }
 
 
@@ -39,16 +42,16 @@ def without_limit(p: StrategyProblem) -> StrategyProblem:
 
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
 def test_solves_autopar_problem(name: str) -> None:
-    seconds, memory_bound = PROBLEMS[name]
+    seconds, memory_bound, max_gap = PROBLEMS[name]
     p = StrategyProblem.from_json(DATA / name)
-    assert p.num_nodes > 1000 and p.num_edges > 900
+    assert p.num_nodes > 900 and p.num_edges > 900
     assert (p.usage_limit is not None) == memory_bound
     sol = solve(p, time_limit=seconds)
     assert sol.feasible, sol.message
     cost, peak, feasible = p.evaluate(sol.strategies)
     assert feasible and cost == sol.cost and peak == sol.peak_memory
     assert sol.lower_bound is not None, sol.message
-    assert relative_gap(sol.cost, sol.lower_bound) <= MAX_GAP, sol.message
+    assert relative_gap(sol.cost, sol.lower_bound) <= max_gap, sol.message
     if memory_bound:  # the limit binds: the memory-free optimum breaks it, and costs less
         free = solve(without_limit(p), time_limit=seconds)
         assert free.status == "optimal" and free.peak_memory > p.usage_limit
