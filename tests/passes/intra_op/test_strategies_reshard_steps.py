@@ -17,7 +17,10 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from autopar.cost import MeshModel
+from autopar.passes.intra_op import expected
 from autopar.passes.intra_op.resharding import MOVE_FIRST, reshard_steps, reshard_waypoints
+from autopar.runtime.hlo import parse_collectives
 
 AXES = ("x", "y", "z")
 # (mesh shape, produced, required): layouts give each mesh axis's dim (-1: not sharded), as the pass does.
@@ -34,6 +37,13 @@ CASES = [
     ((2, 2, 2), (-1, 0, 0), (2, -1, -1)),
     ((2, 2, 2), (0, 0, -1), (-1, -1, 1)),
     ((2, 2, 2), (0, 0, -1), (-1, -1, -1)),  # a plain gather of two axes
+    # Gathers off several dims: one all-gather per dim, the last dim first.
+    ((2, 4), (0, 1), (-1, -1)),
+    ((2, 4), (1, 0), (-1, -1)),
+    ((2, 2, 2), (0, 1, 2), (-1, -1, -1)),
+    ((2, 2, 2), (0, 1, 2), (0, -1, -1)),  # x stays on dim 0: the gathers carry its split
+    ((2, 2, 2), (2, 0, 0), (-1, -1, -1)),
+    ((2, 2, 2), (0, 0, 1), (-1, 2, -1)),  # x and z gathered off two dims, y moved
 ]
 KINDS = ("all-gather", "all-to-all", "collective-permute")
 REMAT = "Involuntary full rematerialization"
@@ -66,6 +76,12 @@ def spec(layout: tuple[int, ...], rank: int) -> P:
 
 def compiled_counts(mesh: Mesh, chain: list[P]) -> tuple[dict[str, int], bool]:
     """The collectives XLA compiles the chain of constraints to, and whether it rematerialized."""
+    counts, rematerialized, _ = compiled_collectives(mesh, chain)
+    return counts, rematerialized
+
+
+def compiled_collectives(mesh: Mesh, chain: list[P]) -> tuple[dict[str, int], bool, list]:
+    """`compiled_counts`, and each collective's (kind, axes, bytes per device) in program order."""
 
     def f(a):
         a = a * 2.0
@@ -81,7 +97,9 @@ def compiled_counts(mesh: Mesh, chain: list[P]) -> tuple[dict[str, int], bool]:
     np.testing.assert_array_equal(np.asarray(compiled(a)), np.asarray(a) * 2 + 1)
     text = compiled.as_text()
     counts = {k: len(re.findall(rf"\b{k}(-start)?\(", text)) for k in KINDS}
-    return counts, REMAT in warnings
+    named = dict(zip(mesh.axis_names, mesh.devices.shape, strict=True))
+    found = [(c.kind, tuple(c.axes), c.bytes) for c in parse_collectives(text, named) if c.kind in KINDS]
+    return counts, REMAT in warnings, found
 
 
 @pytest.mark.parametrize("shape,produced,required", CASES)
@@ -92,14 +110,19 @@ def test_xla_reshards_as_priced(shape, produced, required) -> None:
     assert not remat[0, 0], "every case here has a remat-free order"
     waypoints = reshard_waypoints(p, c, shape)
     chain = [spec(produced, 3)] + [spec(tuple(w), 3) for w in waypoints] + [spec(required, 3)]
-    counts, rematerialized = compiled_counts(mesh, chain)
+    counts, rematerialized, found = compiled_collectives(mesh, chain)
     assert not rematerialized, chain
-    expected = {
-        "all-gather": int(gather[0, 0] > 0),
-        "all-to-all": int(move[0, 0] > 0),
-        "collective-permute": int(permute[0, 0] > 0),
-    }
-    assert counts == expected, (chain, counts, expected)
+    # What the plan expects (expected.py, the cost model's steps): each collective's kind, axes and bytes.
+    model = MeshModel(shape, AXES[: len(shape)], (1e-6,) * len(shape), (1e-11,) * len(shape))
+    priced = [
+        (kind, tuple(AXES[a] for a in axes), int(size))
+        for kind, axes, size in expected._reshard(p, c, (16, 8, 32), 4, model)
+    ]
+    assert sorted(found) == sorted(priced), (chain, found, priced)
+    gathered_dims = len({int(p[a]) for a in range(len(shape)) if gather[0, 0] >> a & 1})
+    assert counts["all-gather"] == gathered_dims
+    assert counts["all-to-all"] == int(move[0, 0] > 0)
+    assert counts["collective-permute"] == int(permute[0, 0] > 0)
     if order[0, 0] == MOVE_FIRST:
         assert waypoints and (waypoints[0] >= 0).sum() == (p >= 0).sum()
 

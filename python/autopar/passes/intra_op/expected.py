@@ -20,7 +20,7 @@ from autopar.cost import MeshModel
 from autopar.passes.intra_op.graph import Graph, collective_itemsizes
 from autopar.passes.intra_op.graph_facts import parameter_results
 from autopar.passes.intra_op.problem import Problem
-from autopar.passes.intra_op.resharding import MOVE_FIRST, reshard_steps
+from autopar.passes.intra_op.resharding import MOVE_FIRST, gather_steps, reshard_steps
 from autopar.passes.intra_op.strategies import shards_of, tensor_bytes
 
 
@@ -100,13 +100,16 @@ def _reshard(
     )
     gathered = tuple(a for a in range(len(mesh.shape)) if int(gather[0, 0]) >> a & 1)
     before_slices = per_device * float(unsliced[0, 0])  # slices come last: collectives carry more
-    for kind, mask in (("all-to-all", move), ("collective-permute", permute), ("all-gather", gather)):
+    for kind, mask in (("all-to-all", move), ("collective-permute", permute)):
         axes = tuple(a for a in range(len(mesh.shape)) if int(mask[0, 0]) >> a & 1)
         if not axes:
             continue
         size = before_slices
-        if kind == "all-gather" and bool(remat[0, 0]):
-            size = tensor_bytes(shape, itemsize)
-        elif kind == "all-to-all" and order[0, 0] == MOVE_FIRST:  # still split over the gathered axes
+        if kind == "all-to-all" and order[0, 0] == MOVE_FIRST:  # still split over the gathered axes
             size = before_slices / math.prod(mesh.shape[a] for a in gathered)
         yield kind, axes, size
+    # One all-gather per tensor dim, the last dim first; a rematerialization's produce the whole tensor.
+    gathered_bytes = tensor_bytes(shape, itemsize) if bool(remat[0, 0]) else before_slices
+    for mask, share, _ in gather_steps(produced[None, :], gather, tuple(shape), mesh.shape):
+        axes = tuple(a for a in range(len(mesh.shape)) if int(mask[0, 0]) >> a & 1)
+        yield "all-gather", axes, gathered_bytes * float(share[0, 0])

@@ -175,16 +175,16 @@ def reshard_cost(
     allow_all_to_all: bool,
 ) -> np.ndarray:
     """[Sp, Sc] seconds to turn each produced layout into each required layout, as XLA does it
-    (`reshard_steps`): one all-gather over the gathered axes together, one all-to-all over the moved ones
-    (all-gather + slice when all-to-all is off), and a collective-permute where a dim's split is
-    re-ordered; slicing is free. Sizes are the per-device bytes of the required layout before its slices
-    (an all-to-all that runs before the all-gather moves the tensor still split over the gathered axes),
-    but for a rematerialization: an all-gather of the whole tensor."""
+    (`reshard_steps`): one all-gather per tensor dim that loses axes (`gather_steps`), one all-to-all over
+    the moved ones (all-gather + slice when all-to-all is off), and a collective-permute where a dim's
+    split is re-ordered; slicing is free. Sizes are the per-device bytes of the required layout before its
+    slices (an all-to-all that runs before the all-gather moves the tensor still split over the gathered
+    axes), but for a rematerialization: all-gathers that end with the whole tensor."""
     total = float(tensor_bytes(shape, itemsize))
     per_device = total / shards_of(required, mesh.shape).astype(np.float64)  # [Sc]
     gather, move, permute, remat, order, unsliced = reshard_steps(produced, required, mesh.shape)
     # The gathers of a rematerialization produce the whole tensor.
-    cost = _collective_cost(np.where(remat, gather, 0), np.float64(total), mesh.all_gather, mesh)
+    cost = _gather_cost(produced, np.where(remat, gather, 0), shape, np.float64(total), mesh.all_gather, mesh)
     gather = np.where(remat, 0, gather)
     # The collectives carry the tensor before its slices; an all-to-all that runs first, before the
     # gathers too.
@@ -195,39 +195,61 @@ def reshard_cost(
     move_volume = volume * np.where(order == MOVE_FIRST, gathered_share, 1.0)
     move_price = mesh.all_to_all if allow_all_to_all else mesh.all_gather
     cost += _collective_cost(move, move_volume, move_price, mesh)
-    cost += _collective_cost(gather, volume, mesh.all_gather if allow_all_gather else None, mesh)
+    gather_price = mesh.all_gather if allow_all_gather else None
+    cost += _gather_cost(produced, gather, shape, volume, gather_price, mesh)
     cost += _collective_cost(permute, volume, mesh.collective_permute, mesh)
-    cost += _gather_relayout_cost(produced, gather, remat, shape, volume, np.float64(total), mesh)
     return np.minimum(cost, FORBIDDEN)
 
 
-def _gather_relayout_cost(
+def gather_steps(
+    produced: np.ndarray, gather: np.ndarray, shape: tuple[int, ...], mesh_shape: tuple[int, ...]
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The all-gathers XLA runs for a reshard's gathered axes (`gather`, [Sp, Sc] bit masks over mesh axes,
+    from `reshard_steps`; `produced` the [Sp] layouts they leave): one per tensor dim that loses axes, the
+    last dim first (XLA's all-gather has one `dimensions`; measured on 2x4 and 2x2x2, checked in
+    tests/passes/intra_op/test_strategies_reshard_steps.py). Per step: its axes' mask, the share of the
+    reshard's gathered bytes it produces (the dims before it are still split over their gathered axes),
+    and the per-device elements of the dims before it, for the copy `_gather_cost` prices."""
+    sizes = np.asarray(mesh_shape, dtype=np.int64)
+    axes = np.arange(len(mesh_shape))
+    active = sizes > 1
+    steps = []
+    for dim in reversed(range(len(shape))):
+        on_dim = ((produced == dim) & active[None, :]).astype(np.int64) @ (1 << axes)  # [Sp]
+        mask = gather & on_dim[:, None]
+        if not mask.any():
+            continue
+        share = np.ones(gather.shape)
+        before = np.ones(gather.shape)
+        for earlier in range(dim):
+            on_earlier = (produced == earlier) & active[None, :]  # [Sp, A]
+            split = np.prod(np.where(on_earlier, sizes[None, :], 1), axis=-1).astype(np.float64)  # [Sp]
+            for a in axes[active]:
+                lost_here = (gather >> a & 1).astype(bool) & on_earlier[:, a][:, None]
+                share = np.where(lost_here, share / sizes[a], share)
+            before *= shape[earlier] / split[:, None]
+        steps.append((mask, share, before))
+    return steps
+
+
+def _gather_cost(
     produced: np.ndarray,
     gather: np.ndarray,
-    remat: np.ndarray,
     shape: tuple[int, ...],
-    volume: np.ndarray,
-    total: np.float64,
+    volume: np.ndarray | np.float64,
+    price,
     mesh: MeshModel,
 ) -> np.ndarray:
-    """[Sp, Sc] seconds of the copy after each reshard's all-gather (`gather`: the bit mask of its mesh
-    axes, from `reshard_steps`) along a dim that is not the outermost: one read and one write
-    of the gathered bytes per device (`volume`, or the whole tensor where the reshard rematerializes) at
-    the device's memory bandwidth; zero unless `mesh.device.relayout_gathers`. No copy when every dim
-    before the major-most gathered one has one element per device after the gather (the two layouts are
-    then the same bytes)."""
-    if not mesh.device.relayout_gathers:
-        return np.zeros(gather.shape)
-    sizes = np.asarray(mesh.shape, dtype=np.int64)
-    p = np.broadcast_to(produced[:, None, :], (*gather.shape, len(mesh.shape)))
-    gathered_axes = (gather[..., None] >> np.arange(len(mesh.shape))) & 1 == 1
-    # The major-most gathered dim, and the per-device elements of the dims before it after the gather.
-    first = np.where(gathered_axes, p, len(shape)).min(axis=-1)
-    kept = np.where(gathered_axes, -1, p)
-    before = np.ones(gather.shape)
-    for dim, extent in enumerate(shape):
-        split = np.prod(np.where(kept == dim, sizes, 1), axis=-1)
-        before = np.where(dim < first, before * (extent / split), before)
-    relayout = (gather > 0) & (before > 1)
-    gathered_bytes = np.where(remat, total, volume)
-    return np.where(relayout, 2.0 * gathered_bytes / mesh.device.memory_bandwidth, 0.0)
+    """[Sp, Sc] seconds of the all-gathers of `gather` (bit masks over mesh axes) producing `volume` bytes
+    per device, one per tensor dim (`gather_steps`), each with the copy XLA adds after a gather along a dim
+    that is not the outermost (under `mesh.device.relayout_gathers`): one read and one write of that
+    gather's bytes at the device's memory bandwidth. No copy when every dim before the gathered one has one
+    element per device (the two layouts are then the same bytes)."""
+    cost = np.zeros(gather.shape)
+    for mask, share, before in gather_steps(produced, gather, shape, mesh.shape):
+        step_volume = volume * share
+        cost += _collective_cost(mask, step_volume, price, mesh)
+        if mesh.device.relayout_gathers:
+            relayout = (mask > 0) & (before > 1)
+            cost += np.where(relayout, 2.0 * step_volume / mesh.device.memory_bandwidth, 0.0)
+    return cost
