@@ -93,6 +93,18 @@ def test_zero3_shards_parameters_and_gathers_them_for_use(case) -> None:
     assert_state_keeps_its_layout(plan)
 
 
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_zero3_on_two_axes_compiles_the_gathers_it_prices(case) -> None:
+    # On 2x4 some parameters are split over two dims; XLA gathers them one dim at a time, and the plan
+    # prices each of those gathers with its own bytes (resharding.gather_steps).
+    step, args, batch_argnums = CASES[case]()
+    method = autopar.Zero3Parallel(mesh_shape=(2, 4))
+    plan = autopar.parallelize(step, method=method, batch_argnums=batch_argnums).get_execution_plan(*args)
+    split_twice = [t for t in plan.inputs if t.role == "parameter" and sum(d is not None for d in t.spec) > 1]
+    assert split_twice, plan.input_specs()
+    assert_priced_bytes_compiled(plan, rel=0.002)
+
+
 def test_shard_parallel_state_keeps_its_layout_too() -> None:
     assert_state_keeps_its_layout(run("transformer", autopar.ShardParallel(mesh_shape=(2, 4))))
 
