@@ -59,8 +59,8 @@ PHASE_CLOCK_SHARE = True
 # share, its start is the answer. Measured on every problem that takes the exact path (the contest's B and G,
 # benchmarks/intra_op_problems.py's _mem50 problems on 8 and 2x4 meshes) at their default limits: B and G
 # stay proven optimal (2.6 s and 2.4 s of 60 s and 120 s, against 2.2 s and 1.8 s without); GPT 2x4 goes
-# from 12.7 % above its bound to 0.002 %, MoE 2x4 from 5.8 % to 0.8 %, Wide-ResNet 2x4 from 4.7 % to
-# 1.2 %; the 8-device problems stay proven optimal. docs/solver.md, "Priced optima before the exact path".
+# from 12.7 % above its bound to 0.017 %, MoE 2x4 from 5.8 % to 2.6 %, Wide-ResNet 2x4 from 5.8 % to
+# 1.0 %; the 8-device problems stay proven optimal. docs/solver.md, "Priced optima before the exact path".
 EXACT_PRICED_FIRST = True
 
 
