@@ -19,7 +19,7 @@ from jaxlib.mlir.dialects import sdy
 from autopar.cost import MeshModel
 from autopar.ir import attrs
 from autopar.passes.intra_op import expected
-from autopar.passes.intra_op.graph import TRANSPARENT_OPS, Graph, Node
+from autopar.passes.intra_op.graph import Graph, Node
 from autopar.passes.intra_op.graph_facts import parameter_results
 from autopar.passes.intra_op.problem import Problem
 from autopar.passes.intra_op.resharding import reshard_waypoints
@@ -172,34 +172,21 @@ def _constrain_reshards(
 
 
 def _constrain_barrier_results(graph: Graph, result_layout, mesh: MeshModel) -> None:
-    """Each result of an optimization barrier (graph.TRANSPARENT_OPS) is constrained to the layout of the
+    """Each result of an optimization barrier (`Graph.barriers`) is constrained to the layout of the
     value it carries, right after the barrier. Unconstrained, it took the layout of whichever reader
     Shardy propagated from: in a `jax.checkpoint` backward on 2x2x2, one reader's split over (x, y, z)
     made XLA slice the cotangent before the barrier and gather it again after it for two dots, 4
     all-gathers (24 MiB) the plan never had. Reads in other layouts reshard after this constraint
     (`_constrain_reshards`). Runs before the other constraints, on the program as planned."""
-    block = graph.func.regions[0].blocks[0]
-    producer: dict = {arg: (i, 0) for i, arg in enumerate(block.arguments)}
-    for v, node in enumerate(graph.nodes):
-        if node.op is not None:
-            for k, result in enumerate(node.op.results):
-                producer[result] = (v, k)
-    for op in list(block.operations):
-        if op.operation.name not in TRANSPARENT_OPS:
-            continue
+    for op, sources in graph.barriers:
         last = op  # the constraints follow the barrier in the order of its results
-        for result, operand in zip(op.results, op.operands, strict=True):
-            source = producer.get(operand)
-            if source is None:
-                continue
-            producer[result] = source
-            shape = graph.nodes[source[0]].result_shapes[source[1]]
+        for result, (u, r) in zip(op.results, sources, strict=True):
+            shape = graph.nodes[u].result_shapes[r]
             if not shape or not isinstance(result.type, ir.RankedTensorType) or not list(result.uses):
                 continue
             with ir.InsertionPoint.after(last), op.location:
-                layout = sharding_attr(result_layout(*source), len(shape), mesh)
-                last = sdy.ShardingConstraintOp(result, layout).operation
-            result.replace_all_uses_except(last.result, last)
+                last = sdy.ShardingConstraintOp(result, sharding_attr(result_layout(u, r), len(shape), mesh))
+            result.replace_all_uses_except(last.result, last.operation)
 
 
 def _constrain_state_returns(graph: Graph, state_arg: dict[int, int], result_layout, mesh: MeshModel) -> None:

@@ -109,6 +109,8 @@ class Graph:
     # False under autopar.no_updates: no result is a parameter's update (read here, with the function's
     # other facts, so that building problems never reads the IR, which may be gone by then).
     updates_parameters: bool = True
+    # Each optimization barrier (TRANSPARENT_OPS) with the (node, result) each of its results carries.
+    barriers: list[tuple[ir.Operation, list[tuple[int, int]]]] = dataclasses.field(default_factory=list)
     derived: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
 
@@ -117,7 +119,7 @@ def read_function(func_op: ir.Operation) -> Graph:
     nodes: list[Node] = []
     producer: dict[ir.Value, tuple[int, int]] = {}
     copies: dict[ir.Value, int] = {}  # a barrier's results: the barrier's number, from 1
-    barriers = 0
+    barriers: list[tuple[ir.Operation, list[tuple[int, int]]]] = []
     marks = attrs.get_argument_marks(func_op)
     paths = argument_paths(func_op, len(block.arguments))
     kept = attrs.get_input_shardings(func_op)
@@ -150,9 +152,9 @@ def read_function(func_op: ir.Operation) -> Graph:
         if operation.name in TRANSPARENT_OPS:
             # Each result is its operand: readers plan against the operand's producer, and XLA reshards
             # after the barrier where they need another layout (emit.py constrains the value they read).
-            barriers += 1
+            barriers.append((operation, operands))
             for result, source in zip(operation.results, operands, strict=True):
-                producer[result], copies[result] = source, barriers
+                producer[result], copies[result] = source, len(barriers)
             continue
         node_id = len(nodes)
         facts = [
@@ -189,6 +191,7 @@ def read_function(func_op: ir.Operation) -> Graph:
         num_args=len(block.arguments),
         result_paths=attrs.get_result_paths(func_op),
         updates_parameters=attrs.NO_UPDATES not in func_op.attributes,
+        barriers=barriers,
     )
 
 
