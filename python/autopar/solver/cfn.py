@@ -262,7 +262,8 @@ class PricedCfn:
         peeled = self._peeled(costs, domains)
         reduced_bound = upper_bound - peeled.constant
         if not reduced_bound > 0:  # the tree parts alone cost the bound: nothing below it
-            return CfnResult(None, None, -np.inf, False, 0, False, time.perf_counter() - began)
+            seconds = time.perf_counter() - began
+            return CfnResult(None, None, upper_bound * self.unit, False, 0, False, seconds)
         if len(peeled.kept) == 0:  # the network was a forest: peeling solved it
             solution = self._solution(peeled, [], domains)
             value = peeled.constant * self.unit
@@ -286,14 +287,23 @@ class PricedCfn:
                 cfn.CFN.timerStop()  # else its alarm fires later, in whatever runs next
         backtracks = int(cfn.GetNbBacktracks())
         nodes = int(cfn.GetNbNodes())
-        dual = cfn.GetDDualBound() + peeled.constant
-        dual_bound = float(dual) * self.unit
         seconds = time.perf_counter() - began
         clock_cut = backtracks < backtrack_limit and seconds >= time_limit
+        # A search no limit stopped is complete: it proved its last solution optimal (or that nothing is
+        # below the bound). toulbar2's dual bound is then the last one it reported while searching, not
+        # raised at the end: T5's 2x4 network ended "Optimum: ..." after 83 backtracks with it 0.08 % below.
+        complete = not (pytoulbar2.pytb2.option.limited or clock_cut or backtracks >= backtrack_limit)
+        dual = cfn.GetDDualBound() + peeled.constant
         if result is None:
+            if complete:  # every solution costs at least the bound toulbar2 was given
+                dual = max(dual, upper_bound)
+            dual_bound = float(dual) * self.unit
             return CfnResult(None, None, dual_bound, False, backtracks, clock_cut, seconds, nodes)
         solution = self._solution(peeled, result[0], domains)
         value = float(result[1]) + peeled.constant
+        if complete:
+            dual = max(dual, value)
+        dual_bound = float(dual) * self.unit
         optimal = dual >= value - 0.5
         return CfnResult(
             solution, value * self.unit, dual_bound, optimal, backtracks, clock_cut, seconds, nodes
