@@ -1,9 +1,13 @@
 """pytest setup shared by every suite: 8 virtual CPU devices, set before jax is imported anywhere."""
 
+import fcntl
 import importlib.util
 import os
 import sys
+import tempfile
 from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
@@ -24,3 +28,27 @@ if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# The suite runs on two pytest-xdist workers (pyproject's addopts). Tests marked `alone` measure the wall
+# clock (a solver's time limit, a clock cut, a run under a CPU load of its own) and would read the other
+# worker's load as their own: they hold this lock exclusively, every other test holds it shared, so an
+# `alone` test waits for the running test of the other worker and runs with no test beside it.
+_XDIST_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "alone: runs with no other test running beside it (reads wall time)")
+
+
+@pytest.fixture(autouse=True)
+def _alone_or_shared(request: pytest.FixtureRequest):
+    if _XDIST_RUN is None:  # one process: every test already runs alone
+        yield
+        return
+    alone = request.node.get_closest_marker("alone") is not None
+    # One file per user, kept (an empty file): two suites run at once only wait on each other's `alone` tests.
+    lock_path = Path(tempfile.gettempdir()) / f"autopar-tests-{os.getuid()}.lock"
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        yield  # closing the file releases the lock

@@ -19,6 +19,9 @@ from autopar.solver import StrategyProblem, solve
 from autopar.solver.cfn import PricedCfn
 from solver_cases import brute_force, random_problem
 
+# Reads the wall clock (time limits, clock cuts): runs with no other test beside it (tests/conftest.py).
+pytestmark = pytest.mark.alone
+
 pytest.importorskip("pytoulbar2")
 
 

@@ -14,6 +14,9 @@ import autopar
 from autopar.solver.problem import StrategyProblem
 from solver_cases import CONTEST_ENV, contest_file
 
+# Reads the wall clock (time limits, clock cuts): runs with no other test beside it (tests/conftest.py).
+pytestmark = pytest.mark.alone
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "iopddl_example.json"
 # The subprocess imports autopar from where this process did: the installed package, or python/ in-tree.
 PYTHON_DIR = Path(autopar.__file__).resolve().parents[1]

@@ -12,6 +12,9 @@ from autopar import _core
 from autopar.solver import INFINITE_COST, Solution, StrategyProblem, solve
 from solver_cases import CONTEST_ENV, brute_force, contest_file, random_problem, wide_problem
 
+# Reads the wall clock (time limits, clock cuts): runs with no other test beside it (tests/conftest.py).
+pytestmark = pytest.mark.alone
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "iopddl_example.json"
 
 

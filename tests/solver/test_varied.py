@@ -8,6 +8,9 @@ import pytest
 from autopar.solver import solve
 from solver_cases import brute_force, varied_problem
 
+# Reads the wall clock (time limits, clock cuts): runs with no other test beside it (tests/conftest.py).
+pytestmark = pytest.mark.alone
+
 
 @pytest.mark.parametrize("seed", range(40))
 def test_every_claim_holds_on_a_problem_of_a_random_shape(seed: int) -> None:

@@ -6,10 +6,14 @@ import sys
 from pathlib import Path
 
 import jax
+import pytest
 from benchmarks.models import gpt
 
 import autopar
 from autopar import ir as air
+
+# Reads the wall clock (time limits, clock cuts): runs with no other test beside it (tests/conftest.py).
+pytestmark = pytest.mark.alone
 
 PYTHON_DIR = Path(autopar.__file__).resolve().parents[1]
 # This budget on this model and mesh ends unproven (families, the flat embedding and toulbar2 over

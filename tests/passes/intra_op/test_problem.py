@@ -12,6 +12,9 @@ import pytest
 import autopar
 from autopar.solver import StrategyProblem, relative_gap, solve
 
+# Reads the wall clock (time limits, clock cuts): runs with no other test beside it (tests/conftest.py).
+pytestmark = pytest.mark.alone
+
 ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT / "tests" / "data"
 # Loose: at these time limits the solver proves the memory-free 2x4 GPT optimal and ends within ~4 % of its
