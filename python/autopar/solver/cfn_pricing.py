@@ -15,7 +15,7 @@ import numpy as np
 
 from autopar import _core
 from autopar.solver import fast_path
-from autopar.solver.cfn import PricedCfn
+from autopar.solver.cfn import CfnResult, PricedCfn
 from autopar.solver.pricing import PRICE_REPAIR_WORK, Price, moment_index, price_per_node, usage_profile
 from autopar.solver.problem import INFINITE_COST
 from autopar.solver.state import Incumbent
@@ -124,6 +124,7 @@ def price_memory_cfn(
     lower_bound: float | None = None,
     cfn: PricedCfn | None = None,
     max_rounds: int | None = None,
+    memory_free_solution: np.ndarray | None = None,
 ) -> CfnPricingResult:
     """Memory pricing with exact priced optima: toulbar2 (solver/cfn.py) minimises cost + price x usage over
     the whole problem, without the usage limit, and the fast path repairs each priced optimum to the limit.
@@ -137,8 +138,10 @@ def price_memory_cfn(
 
     Why: measured on M, toulbar2 proves the memory-free optimum (0.9187 x best known) in 54 s where the
     large-neighbourhood search stops at 0.986, and its priced optima repair to 1.0045 in 17 s where the
-    priced large-neighbourhood search settles at 1.046. Rounds are charged by table entries and backtracks
-    (deterministic, about a microsecond of this machine per unit) against `budget`. The phase stops early
+    priced large-neighbourhood search settles at 1.046. Given `memory_free_solution` (the exact path's
+    memory-free round found it), round 0 is not solved again: it only sets the price's shape. Rounds are
+    charged by table entries and backtracks (deterministic, about a microsecond of this machine per unit)
+    against `budget`. The phase stops early
     when CFN_UNPROVEN rounds in a row hit their backtrack limit (S: toulbar2 then returns priced solutions
     no better than the large-neighbourhood search's, at ten times its cost). Improvements go to `incumbent`;
     the result holds the share of `budget` used and the price reached (None when nothing was priced), for
@@ -173,17 +176,21 @@ def price_memory_cfn(
             incumbent.log({"cfn_skipped": (work + entry_work) / budget})
             break
         rounds += 1
-        bound = cfn.value(reference, node_price) + cfn.unit
-        cap = phase_wall_cap(budget - work)
-        result = cfn.solve(node_price, bound, CFN_BACKTRACKS, min(remaining, cap), seed)
-        work += entry_work + CFN_WORK_PER_BACKTRACK * result.backtracks
+        if rounds == 1 and memory_free_solution is not None:
+            # Solved before (the exact path): toulbar2 would solve the same unpriced network again.
+            result = CfnResult(np.asarray(memory_free_solution), None, -np.inf, False, 0, False, 0.0)
+        else:
+            bound = cfn.value(reference, node_price) + cfn.unit
+            cap = phase_wall_cap(budget - work)
+            result = cfn.solve(node_price, bound, CFN_BACKTRACKS, min(remaining, cap), seed)
+            work += entry_work + CFN_WORK_PER_BACKTRACK * result.backtracks
         if result.clock_cut and cap < remaining:
             work = budget  # the phase's share of the clock is spent (backtracks far dearer than counted)
         clock_cut = clock_cut or result.clock_cut
         lagrangian = (
             result.dual_bound - cfn.rounding_for(node_price) - (mu * limit if limit is not None else 0.0)
         )
-        if lower_bound is None or lagrangian > lower_bound:
+        if np.isfinite(lagrangian) and (lower_bound is None or lagrangian > lower_bound):
             lower_bound = lagrangian
         x = reference if result.solution is None else result.solution
         cost, peak, ok = core.evaluate(x)

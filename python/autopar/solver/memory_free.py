@@ -57,12 +57,14 @@ class FreeRound:
         nothing beats the fast path's solution.
       lower_bound: the bound it was given, raised by toulbar2's dual bound (less the rounding of its costs).
       clock_cut: the wall clock stopped it.
+      solution: toulbar2's best solution of the problem without its limit (fitting it or not), or None.
     """
 
     work: float
     optimal: bool
     lower_bound: float | None
     clock_cut: bool
+    solution: np.ndarray | None = None
 
 
 def memory_free_round(
@@ -106,7 +108,8 @@ def memory_free_round(
     elif start is not None and exact:
         # Nothing below the fast path's solution, and the search was complete: it is optimal.
         optimal = result.dual_bound >= cfn.value(start, None) - 0.5
-    return FreeRound(post + per_backtrack * result.backtracks, optimal, lower_bound, result.clock_cut)
+    work = post + per_backtrack * result.backtracks
+    return FreeRound(work, optimal, lower_bound, result.clock_cut, result.solution)
 
 
 def free_post_work(cfn: PricedCfn) -> float:

@@ -431,6 +431,7 @@ def _exact_path(
             _phase_deadline(deadline, cfn_pricing.CFN_SHARE, 1.0),
             incumbent,
             lower_bound,
+            memory_free_solution=free.solution,
         )
         lower_bound, clock_cut = priced.lower_bound, clock_cut or priced.clock_cut
     ilp = exact.highs_exact(core, gm, whole, fast, seconds, seed, deadline, incumbent, lower_bound)

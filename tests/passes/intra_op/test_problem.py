@@ -112,3 +112,22 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     limited = StrategyProblem.from_json(tmp_path / "tiny_2x4_mem50.json.gz")
     assert limited.usage_limit is not None
     assert StrategyProblem.from_json(tmp_path / "tiny_2x4.json.gz").num_nodes == limited.num_nodes
+
+
+def test_the_exact_path_solves_the_memory_free_network_once(monkeypatch) -> None:
+    """The exact path's memory-free round hands its solution to the priced rounds, which took it from a second
+    toulbar2 solve of the same unpriced network before (0.4-0.6 s on the contest's B and G)."""
+    from autopar.solver.cfn import PricedCfn
+
+    unpriced, solve_cfn = [], PricedCfn.solve
+
+    def counting(self, node_price, *args, **kwargs):
+        unpriced.append(node_price is None)
+        return solve_cfn(self, node_price, *args, **kwargs)
+
+    monkeypatch.setattr(PricedCfn, "solve", counting)
+    p = StrategyProblem.from_json(DATA / "intra_op_gpt_2x4_mem50.json.gz")
+    sol = solve(p, time_limit=6.0)  # at 3 s the priced phase's budget pays for one repair and no round
+    assert "exact path" in sol.message and sol.feasible
+    assert sum(unpriced) == 1 and len(unpriced) > 1  # one memory-free solve, then priced ones
+    assert relative_gap(sol.cost, sol.lower_bound) <= PROBLEMS["intra_op_gpt_2x4_mem50.json.gz"][2]
