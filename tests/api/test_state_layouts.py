@@ -443,3 +443,88 @@ def test_a_step_called_under_another_ambient_mesh_trains_like_jit_and_its_output
         moved = jax.device_put(mine, NamedSharding(ambient, PartitionSpec()))
         differences = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), moved, theirs)
     assert max(jax.tree.leaves(differences)) < 1e-4
+
+
+def _functional_step(params, rest, opt_state, tokens, targets):
+    """The functional NNX pattern (`graphdef, state = nnx.split(model)`, as nnx's docs pair with jax.jit):
+    states of Variables in, new states out."""
+
+    def loss(p):
+        return optax.softmax_cross_entropy_with_integer_labels(
+            nnx.merge(_GRAPHDEF, p, rest)(tokens), targets
+        ).mean()
+
+    value, grads = jax.value_and_grad(loss)(params)
+    updates, opt_state = _OPTIMIZER.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, value
+
+
+def _eval_model():
+    model = _LanguageModel(nnx.Rngs(0))
+    model.eval()  # dropout off (in the graphdef): the rest of the state goes in unchanged
+    return model
+
+
+_GRAPHDEF = nnx.graphdef(_eval_model())
+
+
+def _split_state():
+    _, params, rest = nnx.split(_eval_model(), nnx.Param, ...)
+    return params, rest, _OPTIMIZER.init(params)
+
+
+def test_nnx_states_of_variables_train_like_jit_and_come_back_only_as_returned():
+    """An nnx.State holds Variables, each a graph node of its own; parallelize took each for a module to
+    write back and failed in nnx.state (IndexError) on the first call of any functional NNX step."""
+    tokens = jax.random.randint(jax.random.key(1), (16, 32), 0, 512)
+    targets = jnp.roll(tokens, 1, axis=1)
+    f = autopar.parallelize(
+        _functional_step, method=autopar.ShardParallel(mesh_shape=(2, 4)), batch_argnums=(3, 4)
+    )
+    (params, rest, opt_state), (their_params, their_rest, their_opt) = _split_state(), _split_state()
+    plan = f.get_execution_plan(params, rest, opt_state, tokens, targets)
+    step_leaves = len(
+        jax.tree.leaves(jax.eval_shape(_functional_step, params, rest, opt_state, tokens, targets))
+    )
+    assert len(plan.outputs) == step_leaves  # nothing appended: the step left every input Variable alone
+    for _ in range(2):
+        params, opt_state, loss = f(params, rest, opt_state, tokens, targets)
+        their_params, their_opt, their_loss = jax.jit(_functional_step)(
+            their_params, their_rest, their_opt, tokens, targets
+        )
+        assert float(loss) == pytest.approx(float(their_loss), rel=1e-5)
+    assert_trees_close(params, their_params, rtol=1e-4, atol=1e-5)
+
+
+def test_variables_updated_in_place_are_written_back_as_nnx_jit_does():
+    """A bare Variable and the Variables of an nnx.State, assigned inside the step: nnx.jit writes the new
+    values into the caller's Variables, and so does parallelize; a Variable the step only reads is not
+    copied out."""
+
+    def step(state, counter, scale, x):
+        state["kernel"][...] = state["kernel"][...] - 0.1 * jnp.tanh(x @ state["kernel"][...]).T @ x
+        counter[...] = counter[...] + 1
+        return jnp.sum(x * scale[...])
+
+    def args():
+        layer = nnx.Linear(16, 16, rngs=nnx.Rngs(0))
+        return (
+            layer,
+            nnx.state(layer, nnx.Param),
+            nnx.Variable(jnp.zeros((), jnp.int32)),
+            nnx.Param(jnp.ones(16)),
+        )
+
+    x = normal((8, 16), seed=5)
+    f = autopar.parallelize(step, method=autopar.ShardParallel(mesh_shape=(2, 4)), batch_argnums=(3,))
+    (layer, state, counter, scale), (their_layer, theirs, their_counter, their_scale) = args(), args()
+    names = [o.path for o in f.get_execution_plan(state, counter, scale, x).outputs]
+    assert not any("scale" in n for n in names) and any("counter" in n for n in names), names
+    for _ in range(2):
+        got = f(state, counter, scale, x)
+        assert float(got) == pytest.approx(
+            float(nnx.jit(step)(theirs, their_counter, their_scale, x)), rel=1e-5
+        )
+    assert int(counter[...]) == 2 == int(their_counter[...])
+    assert_trees_close(layer.kernel[...], their_layer.kernel[...], rtol=1e-5, atol=1e-6)  # the model's own
+    assert not np.allclose(layer.kernel[...], args()[0].kernel[...])

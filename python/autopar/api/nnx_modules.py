@@ -90,9 +90,21 @@ class CarryingModules:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         nnx = _nnx()
         found = _nodes(nnx, args, kwargs)  # before the step may rebind anything
+        # A bare Variable (one of an nnx.State's, as `nnx.split` gives them) whose value the step leaves
+        # as it came needs no write-back: returning it would copy it out of every step unchanged.
+        # (An array ref is mutated in place, so only a plain value's identity says it was left alone.)
+        values = {
+            i: value
+            for i, (_, node) in enumerate(found)
+            if _is_variable(nnx, node) and not nnx.variablelib.is_array_ref(value := node.get_raw_value())
+        }
         out = self.fn(*args, **kwargs)
         returned = {id(x) for x in jax.tree.leaves(out, is_leaf=nnx.graph.is_graph_node)}
-        self.appended = tuple(i for i, (_, node) in enumerate(found) if id(node) not in returned)
+        self.appended = tuple(
+            i
+            for i, (_, node) in enumerate(found)
+            if id(node) not in returned and not (i in values and node.get_raw_value() is values[i])
+        )
         names = positional_names(self.fn, len(args))
         self.appended_names = tuple(_name(found[i][0], names) for i in self.appended)
         return (out, *(found[i][1] for i in self.appended)) if self.appended else out
@@ -131,5 +143,11 @@ def write_back(args: Sequence[Any], kwargs: Mapping[str, Any], result: Any, appe
     nodes = _nodes(nnx, args, kwargs)
     out, *modules = result
     for i, module in zip(appended, modules, strict=True):
-        nnx.update(nodes[i][1], nnx.state(module))
+        # A Variable is its own state (nnx.state of one has no path to write it under).
+        nnx.update(nodes[i][1], module if _is_variable(nnx, module) else nnx.state(module))
     return out
+
+
+def _is_variable(nnx: Any, node: Any) -> bool:
+    """A bare flax NNX Variable (a graph node of its own, outside any module)."""
+    return isinstance(node, nnx.Variable)
