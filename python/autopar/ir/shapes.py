@@ -10,16 +10,34 @@ again, before a later pass fails on a mesh it dropped.
 
 from __future__ import annotations
 
+import math
+
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import sdy
 
 from autopar.errors import PassError
 from autopar.ir import attrs
 
+# The most elements a tensor may have. Why: the cost model counts bytes and FLOPs in 64-bit integers, and
+# with every tensor of a dot at most 2^40 elements its FLOPs (2 M N K <= 2 sqrt(MK KN MN)) stay below 2^61;
+# 2^40 elements is 4 TiB of f32, beyond any device's memory and most clusters'. Before, a larger tensor
+# failed deep inside the intra-op pass with "internal error: OverflowError".
+MAX_ELEMENTS = 2**40
+
 
 def shape_error(t: ir.Type, what: str, location: ir.Location | None) -> PassError | None:
-    """The error for a value of type `t` that autopar cannot plan (unranked or dynamic), else None."""
-    if not isinstance(t, ir.ShapedType) or isinstance(t, ir.RankedTensorType) and t.has_static_shape:
+    """The error for a value of type `t` that autopar cannot plan (unranked, dynamic, or larger than
+    MAX_ELEMENTS), else None."""
+    if isinstance(t, ir.RankedTensorType) and t.has_static_shape:
+        elements = math.prod(t.shape)
+        if elements <= MAX_ELEMENTS:
+            return None
+        return PassError(
+            f"{what} has {elements:.3g} elements ({t}), more than the 2^40 autopar plans (its costs count "
+            "bytes and FLOPs in 64-bit integers): check the shape",
+            location,
+        )
+    if not isinstance(t, ir.ShapedType):
         return None
     kind = "dynamic shape" if isinstance(t, ir.RankedTensorType) else "unranked type"
     return PassError(
