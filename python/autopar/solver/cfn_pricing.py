@@ -141,11 +141,10 @@ def price_memory_cfn(
     priced large-neighbourhood search settles at 1.046. Given `memory_free_solution` (the exact path's
     memory-free round found it), round 0 is not solved again: it only sets the price's shape. Rounds are
     charged by table entries and backtracks (deterministic, about a microsecond of this machine per unit)
-    against `budget`. The phase stops early
-    when CFN_UNPROVEN rounds in a row hit their backtrack limit (S: toulbar2 then returns priced solutions
-    no better than the large-neighbourhood search's, at ten times its cost). Improvements go to `incumbent`;
-    the result holds the share of `budget` used and the price reached (None when nothing was priced), for
-    the priced search to go on from.
+    against `budget`. The phase stops early when CFN_UNPROVEN rounds in a row hit their backtrack limit (S:
+    toulbar2 then returns priced solutions no better than the large-neighbourhood search's, at ten times
+    its cost). Improvements go to `incumbent`; the result holds the share of `budget` used and the price
+    reached (None when nothing was priced), for the priced search to go on from.
     """
     a = core.arrays()
     first, usage = a.strategy_offset[:-1], a.node_usage
@@ -176,12 +175,12 @@ def price_memory_cfn(
             incumbent.log({"cfn_skipped": (work + entry_work) / budget})
             break
         rounds += 1
+        cap = phase_wall_cap(budget - work)
         if rounds == 1 and memory_free_solution is not None:
             # Solved before (the exact path): toulbar2 would solve the same unpriced network again.
             result = CfnResult(np.asarray(memory_free_solution), None, -np.inf, False, 0, False, 0.0)
         else:
             bound = cfn.value(reference, node_price) + cfn.unit
-            cap = phase_wall_cap(budget - work)
             result = cfn.solve(node_price, bound, CFN_BACKTRACKS, min(remaining, cap), seed)
             work += entry_work + CFN_WORK_PER_BACKTRACK * result.backtracks
         if result.clock_cut and cap < remaining:
