@@ -135,6 +135,26 @@ def test_a_leaf_that_is_not_an_array_is_named_by_its_path():
         f({"layers": [w]}, x, extra={"b": "1"})
 
 
+def test_a_mutable_array_ref_is_refused_by_its_path():
+    # It failed inside jax with "No pxla_result_handler for type: AbstractRef" (jax.new_ref, or a flax NNX
+    # Variable made with ref=True, which nnx.jit accepts).
+    nnx = pytest.importorskip("flax.nnx")
+
+    def step(counter, x):
+        counter[...] = counter[...] + 1
+        return jnp.sum(x)
+
+    f = autopar.parallelize(step, method=autopar.ShardParallel(mesh_shape=(8,)), batch_argnums=(1,))
+    x = jnp.ones((8, 4))
+    with pytest.raises(TypeError, match=r"^counter\.value is a mutable array ref .* pass its value"):
+        f(nnx.Variable(jnp.zeros((), jnp.int32), ref=True), x)
+    with pytest.raises(TypeError, match=r"^counter is a mutable array ref"):
+        f(jax.new_ref(jnp.zeros((), jnp.int32)), x)
+    counter = nnx.Variable(jnp.zeros((), jnp.int32))  # the same step on a plain Variable runs
+    f(counter, x)
+    assert int(counter[...]) == 1
+
+
 @pytest.mark.parametrize("transform", ["jit", "grad", "vmap"])
 def test_a_call_inside_a_jax_transformation_is_refused_by_name(transform):
     # It met the tracer deep inside ("The 'sharding' attribute is not available on traced array").

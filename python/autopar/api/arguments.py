@@ -87,6 +87,8 @@ def abstract(x: Any) -> jax.ShapeDtypeStruct:
     """Shape, dtype and weak type of an argument leaf, without its sharding."""
     if isinstance(x, jax.ShapeDtypeStruct):
         return jax.ShapeDtypeStruct(x.shape, x.dtype, weak_type=bool(getattr(x, "weak_type", False)))
+    if isinstance(x, jax.Ref):  # typeof gives its AbstractRef, which no plan output can be made of
+        raise TypeError("a mutable array ref is not an array")
     try:
         aval = jax.typeof(x)
     except TypeError:
@@ -174,6 +176,12 @@ def _refused_leaf(
             f"{name} is a tracer: {getattr(fn, '__name__', 'the function')} was called inside jax.jit, "
             "jax.grad, jax.vmap or another transformation, but it runs a plan compiled for concrete "
             "arrays; call it outside them, or parallelize the function that calls it"
+        )
+    if isinstance(leaf, jax.Ref):
+        return TypeError(
+            f"{name} is a mutable array ref (jax.new_ref, or a flax NNX Variable made with ref=True), which "
+            "a plan cannot take: pass its value (ref[...]) and return the new one, or make the Variable "
+            "without ref=True (parallelize writes a Variable the step assigns back, as nnx.jit does)"
         )
     return TypeError(
         f"{name} (a {type(leaf).__name__}) is not an array: pass arrays, scalars or "
