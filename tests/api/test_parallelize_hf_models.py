@@ -1,8 +1,9 @@
-"""Code nobody here wrote: HF transformers' Flax GPT-2, Llama, BERT (also with its gradient checkpointing),
-ALBERT, ViT, ResNet, RegNet and a classifier on CLIP's pooled text (random init from tiny configs; nothing
-downloads), trained through `autopar.parallelize` on 1-, 2- and 3-axis meshes of 8 devices. Each step's
-loss and the trained parameters equal `jax.jit`'s, and the collectives XLA compiled carry the bytes the
-plan priced, per kind (XLA merges the gradient all-reduces, so counts differ; bytes do not).
+"""Code nobody here wrote: HF transformers' Flax GPT-2, Llama, Mistral, BART, BERT (also with its gradient
+checkpointing), ALBERT, ViT, ResNet, RegNet and a classifier on CLIP's pooled text (random init from tiny
+configs; nothing downloads), trained through `autopar.parallelize` on 1-, 2- and 3-axis meshes of 8
+devices. Each step's loss and the trained parameters equal `jax.jit`'s, and the collectives XLA compiled
+carry the bytes the plan priced, per kind (XLA merges the gradient all-reduces, so counts differ; bytes
+do not).
 Pipelined (PipeshardParallel: two stages on submeshes, two micro-batches), each equals `jax.jit`'s
 full-batch step too (ResNet's max pool and that pool's gradient combine over the micro-batches).
 
@@ -67,6 +68,38 @@ def _llama():
     # Grouped-query attention (2 key/value heads for 4 query heads) and rotary position embeddings.
     config = transformers.LlamaConfig(**TINY_ENCODER, num_key_value_heads=2)
     return _causal_lm(transformers.FlaxLlamaForCausalLM(config, seed=0))
+
+
+def _mistral():
+    # Sliding-window attention (a band of 16 positions) over grouped-query attention.
+    config = transformers.MistralConfig(**TINY_ENCODER, num_key_value_heads=2, sliding_window=16)
+    return _causal_lm(transformers.FlaxMistralForCausalLM(config, seed=0))
+
+
+def _bart():
+    """An encoder-decoder: the first half of each sequence is the source, the decoder predicts the second
+    half (cross-attention, a decoder's causal mask and a shared embedding)."""
+    config = transformers.BartConfig(
+        vocab_size=VOCAB,
+        d_model=64,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_position_embeddings=SEQ,
+    )
+    model = transformers.FlaxBartForConditionalGeneration(config, seed=0)
+    half = SEQ // 2
+
+    def loss(params, tokens):
+        source, target = tokens[:, :half], tokens[:, half:]
+        logits = model(input_ids=source, decoder_input_ids=target[:, :-1], params=params).logits
+        return optax.softmax_cross_entropy_with_integer_labels(logits, target[:, 1:]).mean()
+
+    # Ids from 3 on: 0-2 are BART's padding and sequence marks.
+    return model.params, loss, lambda rng: rng.integers(3, VOCAB, (BATCH, SEQ + 1)).astype(np.int32)
 
 
 def _albert():
@@ -165,6 +198,8 @@ def _clip_text():
 
 MODELS = {
     "albert": _albert,
+    "bart": _bart,
+    "mistral": _mistral,
     "clip-text": _clip_text,
     "llama": _llama,
     "gpt2": _gpt2,
