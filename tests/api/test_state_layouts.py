@@ -528,3 +528,40 @@ def test_variables_updated_in_place_are_written_back_as_nnx_jit_does():
     assert int(counter[...]) == 2 == int(their_counter[...])
     assert_trees_close(layer.kernel[...], their_layer.kernel[...], rtol=1e-5, atol=1e-6)  # the model's own
     assert not np.allclose(layer.kernel[...], args()[0].kernel[...])
+
+
+def test_a_module_the_step_only_reads_is_not_copied_out():
+    """Distillation: the teacher is read, the student and its optimizer updated in place. nnx.jit writes
+    back what changed; parallelize used to return every module argument the step did not return, so the
+    teacher's whole state was copied out of every step unchanged."""
+
+    class Net(nnx.Module):
+        def __init__(self, width: int, rngs: nnx.Rngs):
+            self.up = nnx.Linear(32, width, rngs=rngs)
+            self.down = nnx.Linear(width, 8, rngs=rngs)
+
+        def __call__(self, x):
+            return self.down(nnx.relu(self.up(x)))
+
+    def distill(student, optimizer, teacher, x):
+        target = teacher(x)
+        loss, grads = nnx.value_and_grad(lambda s: jnp.mean((s(x) - target) ** 2))(student)
+        optimizer.update(student, grads)
+        return loss
+
+    def models():
+        student = Net(16, nnx.Rngs(0))
+        return student, nnx.Optimizer(student, _OPTIMIZER, wrt=nnx.Param), Net(64, nnx.Rngs(1))
+
+    x = normal((16, 32), seed=6)
+    f = autopar.parallelize(distill, method=autopar.ShardParallel(mesh_shape=(2, 4)), batch_argnums=(3,))
+    mine, theirs = models(), models()
+    names = [o.path for o in f.get_execution_plan(*mine, x).outputs]
+    assert any(n.startswith("new student") for n in names) and any(
+        n.startswith("new optimizer") for n in names
+    )
+    assert not any(n.startswith("new teacher") for n in names), names
+    for _ in range(2):
+        assert float(f(*mine, x)) == pytest.approx(float(nnx.jit(distill)(*theirs, x)), rel=1e-5)
+    assert int(mine[1].step[...]) == 2
+    assert_trees_close(nnx.state(mine[0], nnx.Param), nnx.state(theirs[0], nnx.Param), rtol=1e-4, atol=1e-5)

@@ -3,8 +3,10 @@
 NNX steps update their modules in place (`optimizer.update(model, grads)`) and often return only the loss.
 Under `jax.jit` a module argument is a pytree: the step updates a copy made inside the trace, and the
 caller's model silently never trains. `nnx.jit` writes the updates back; so does parallelize: the traced
-step also returns every module among its arguments that it does not return itself, and the call writes
-their new state into the caller's modules (`nnx.update`). A module is found at any depth of the arguments
+step also returns every module among its arguments that it does not return itself and whose Variables it
+assigned, and the call writes their new state into the caller's modules (`nnx.update`). Variables are
+graph nodes of their own (bare, or inside an `nnx.State`) and are handled alike. A module is found at any
+depth of the arguments
 (`step((model, optimizer), batch)`, `step({"model": model}, batch)`, keyword arguments), as `nnx.jit` finds
 it; flax is not imported unless the caller already did.
 """
@@ -90,20 +92,16 @@ class CarryingModules:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         nnx = _nnx()
         found = _nodes(nnx, args, kwargs)  # before the step may rebind anything
-        # A bare Variable (one of an nnx.State's, as `nnx.split` gives them) whose value the step leaves
-        # as it came needs no write-back: returning it would copy it out of every step unchanged.
-        # (An array ref is mutated in place, so only a plain value's identity says it was left alone.)
-        values = {
-            i: value
-            for i, (_, node) in enumerate(found)
-            if _is_variable(nnx, node) and not nnx.variablelib.is_array_ref(value := node.get_raw_value())
-        }
+        before = [_variable_values(nnx, node) for _, node in found]
         out = self.fn(*args, **kwargs)
         returned = {id(x) for x in jax.tree.leaves(out, is_leaf=nnx.graph.is_graph_node)}
+        # A module or Variable whose every Variable still holds the value it came with (a frozen teacher
+        # model, a Variable of an nnx.State the step only reads) needs no write-back: returning it would
+        # copy it out of every step unchanged.
         self.appended = tuple(
             i
             for i, (_, node) in enumerate(found)
-            if id(node) not in returned and not (i in values and node.get_raw_value() is values[i])
+            if id(node) not in returned and not _unchanged(before[i], _variable_values(nnx, node))
         )
         names = positional_names(self.fn, len(args))
         self.appended_names = tuple(_name(found[i][0], names) for i in self.appended)
@@ -146,6 +144,26 @@ def write_back(args: Sequence[Any], kwargs: Mapping[str, Any], result: Any, appe
         # A Variable is its own state (nnx.state of one has no path to write it under).
         nnx.update(nodes[i][1], module if _is_variable(nnx, module) else nnx.state(module))
     return out
+
+
+def _variable_values(nnx: Any, node: Any) -> list[tuple[Any, Any]] | None:
+    """(path, value) of every Variable in `node` (itself, for a Variable), or None when one holds an array
+    ref, which a step mutates in place: only a plain value's identity says it was left alone."""
+    values = []
+    for path, v in nnx.iter_graph(node):
+        if isinstance(v, nnx.Variable):
+            value = v.get_raw_value()
+            if nnx.variablelib.is_array_ref(value):
+                return None
+            values.append((path, value))
+    return values
+
+
+def _unchanged(before: list[tuple[Any, Any]] | None, after: list[tuple[Any, Any]] | None) -> bool:
+    """Whether a node's Variables are the same paths holding the same (traced) values as before the step."""
+    if before is None or after is None or len(before) != len(after):
+        return False
+    return all(p == q and a is b for (p, a), (q, b) in zip(before, after, strict=True))
 
 
 def _is_variable(nnx: Any, node: Any) -> bool:
