@@ -139,6 +139,17 @@ def test_auto_sharding_options_are_checked_when_made(fields, message) -> None:
         ({"cluster_shape": (-1, 8)}, r"cluster_shape must be \(hosts, devices per host\), positive ints"),
         ({"cluster_shape": (8,)}, "cluster_shape must be"),
         ({"virtual_stages_per_mesh": 0}, "virtual_stages_per_mesh must be an int >= 1, got 0"),
+        # The pass said it on the first call: "... needs at least 8 layers, got 4: cut more layers
+        # (autopar-cluster-layers num-layers) or use fewer chunks", names a PipeshardParallel user never set.
+        (
+            {
+                "pipeline_schedule": "interleaved-1f1b",
+                "stage_option": autopar.UniformStageOption(num_stages=4),
+                "layer_option": autopar.AutoLayerOption(layer_num=4),
+            },
+            r"virtual_stages_per_mesh=2 stages on each of num_stages=4 meshes, so it needs "
+            r"AutoLayerOption\(layer_num=...\) >= 8, got 4",
+        ),
     ],
 )
 def test_pipeshard_fields_are_checked_when_made(fields, message) -> None:

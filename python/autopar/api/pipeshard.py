@@ -130,6 +130,16 @@ class PipeshardParallel:
                 "pipeline_schedule='interleaved-1f1b' runs virtual_stages_per_mesh stages on each of equal "
                 "meshes: give stage_option=UniformStageOption(num_stages=...)"
             )
+        if self.pipeline_schedule == "interleaved-1f1b" and isinstance(self.layer_option, AutoLayerOption):
+            # Checked here in the API's words; the pass would say it later, naming its own options.
+            stages, chunks = self.stage_option.num_stages, self.virtual_stages_per_mesh
+            if self.layer_option.layer_num < stages * chunks:
+                raise ValueError(
+                    f"pipeline_schedule='interleaved-1f1b' runs virtual_stages_per_mesh={chunks} stages on "
+                    f"each of num_stages={stages} meshes, so it needs AutoLayerOption(layer_num=...) >= "
+                    f"{stages * chunks}, got {self.layer_option.layer_num}: raise layer_num or lower one of "
+                    "them"
+                )
         if self.stage_cost not in ("intra-op", "analytic"):
             raise ValueError(f"stage_cost must be 'intra-op' or 'analytic', got {self.stage_cost!r}")
         if self.executor not in ("auto", "processes", "in-process"):
