@@ -142,7 +142,7 @@ def write_back(args: Sequence[Any], kwargs: Mapping[str, Any], result: Any, appe
     out, *modules = result
     for i, module in zip(appended, modules, strict=True):
         # A Variable is its own state (nnx.state of one has no path to write it under).
-        nnx.update(nodes[i][1], module if _is_variable(nnx, module) else nnx.state(module))
+        nnx.update(nodes[i][1], module if isinstance(module, nnx.Variable) else nnx.state(module))
     return out
 
 
@@ -164,8 +164,3 @@ def _unchanged(before: list[tuple[Any, Any]] | None, after: list[tuple[Any, Any]
     if before is None or after is None or len(before) != len(after):
         return False
     return all(p == q and a is b for (p, a), (q, b) in zip(before, after, strict=True))
-
-
-def _is_variable(nnx: Any, node: Any) -> bool:
-    """A bare flax NNX Variable (a graph node of its own, outside any module)."""
-    return isinstance(node, nnx.Variable)
