@@ -579,8 +579,19 @@ def test_bad_call_arguments():
         method=autopar.ShardParallel(manual_sharding_option=autopar.ManualShardingOption(("x",), (None,))),
         batch_argnums=(3,),
     )
-    with pytest.raises(ValueError, match="batch_argnums has 3"):
+    with pytest.raises(ValueError, match="batch_argnums names argument 3 but <lambda> was called with 1 "):
         g(jnp.ones(8))
+    # A call that lacks the batch argument says so, not that batch_argnums is wrong;
+    # extra ones fail in Python's words.
+    two = autopar.parallelize(lambda params, batch: params * batch.sum(), batch_argnums=(1,))
+    with pytest.raises(
+        TypeError, match="cannot be called with these arguments: missing a required argument: 'batch'"
+    ):
+        two(jnp.ones(8))
+    with pytest.raises(TypeError, match="takes 2 positional arguments but 3 were given"):
+        two(jnp.ones(8), jnp.ones(8), jnp.ones(8))
+    with pytest.raises(TypeError, match="got an unexpected keyword argument 'lr'"):
+        two(jnp.ones(8), jnp.ones(8), lr=0.1)
     with pytest.raises(TypeError, match="not an array"):
         g("text")
     h = autopar.parallelize(

@@ -209,6 +209,20 @@ def keywords_to_positions(
     return tuple(args), kwargs
 
 
+def check_call_fits(fn: Callable[..., Any], name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """A call whose argnums point past its arguments may simply lack one: then that is the error, in
+    Python's words. Only asked after an argnums check failed, so a decorator whose __wrapped__ signature
+    differs from what it accepts is never refused here."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as e:
+        raise TypeError(f"{name} cannot be called with these arguments: {e}") from None
+
+
 def positional_names(fn: Callable[..., Any], n: int) -> list[str]:
     try:
         params = list(inspect.signature(fn).parameters.values())

@@ -35,6 +35,7 @@ from autopar.api.arguments import (
     auto_static_argnums,
     batch_size,
     broadcast_specs,
+    check_call_fits,
     check_default_batch,
     check_function_and_devices,
     delete_donated,
@@ -228,7 +229,8 @@ class ParallelizedFunction:
         for i in self.static_argnums:
             if i >= len(args):
                 raise ValueError(
-                    f"static_argnums has {i} but {self.__name__} was called with {len(args)} arguments"
+                    f"static_argnums names argument {i} but {self.__name__} was called with {len(args)} "
+                    "positional arguments"
                 )
         dynamic = [i for i in range(len(args)) if i not in self.static_argnums]
         statics = tuple(args[i] for i in self.static_argnums)
@@ -261,7 +263,11 @@ class ParallelizedFunction:
         if progress is not None:
             progress.stage("tracing and lowering")
         if self._batch_explicit and (past := [i for i in self.batch_argnums if i >= len(args)]):
-            raise ValueError(f"batch_argnums has {past[0]} but {self.__name__} has {len(args)} arguments")
+            check_call_fits(self.fn, self.__name__, args, kwargs)
+            raise ValueError(
+                f"batch_argnums names argument {past[0]} but {self.__name__} was called with {len(args)} "
+                "positional arguments: pass the batch there, or give batch_argnums its position"
+            )
         # NNX modules: their in-place updates come back (nnx_modules.py).
         carrying = self.carry_modules and has_modules(self.fn, args, kwargs)
         traced = CarryingModules(self.fn) if carrying else self.fn
