@@ -882,6 +882,28 @@ def test_pipelined_schedules_equal_the_full_batch_step_over_three_steps(schedule
     assert (first_backward < last_forward) == interleaves
 
 
+@pytest.mark.parametrize("schedule", ["1f1b", "gpipe", "zb-h1", "interleaved-1f1b"])
+def test_an_evaluation_step_runs_pipelined_under_every_schedule(schedule):
+    # A forward-only step has no backward to split into halves: ZB-H1 ran into "needs each backward
+    # split" from the schedule pass, in pass options.
+    rng = np.random.default_rng(5)
+    params = [jnp.asarray(rng.standard_normal((WIDTH, WIDTH)) * 0.4, jnp.float32) for _ in range(4)]
+    x = jnp.asarray(rng.standard_normal((BATCH, WIDTH)), jnp.float32)
+    method = autopar.PipeshardParallel(
+        num_micro_batches=4,
+        layer_option=autopar.AutoLayerOption(layer_num=4),
+        stage_option=autopar.UniformStageOption(num_stages=2),
+        pipeline_schedule=schedule,
+        executor="in-process",
+    )
+    evaluate = autopar.parallelize(mlp_outputs, method=method, batch_argnums=(1,))
+    assert_trees_close(evaluate(params, x), jax.jit(mlp_outputs)(params, x), rtol=1e-5, atol=1e-6)
+    exe = evaluate._cache[next(iter(evaluate._cache))].executable
+    assert {ins.part for ins in exe.program.order} == {"forward"}
+    chunks = 2 if schedule == "interleaved-1f1b" else 1
+    assert len({ins.stage for ins in exe.program.order}) == 2 * chunks
+
+
 def test_gpipe_plans_memory_for_every_micro_batch_in_flight():
     from autopar.cost import ClusterModel, DeviceModel
     from autopar.passes.inter_op.stage_costs import LayerProfile, stage_cost_table

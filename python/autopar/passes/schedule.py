@@ -62,7 +62,10 @@ def schedule(module_op: ir.Operation, options: types.SimpleNamespace) -> None:
         if op.operation.name == "func.func" and attrs.get_stage(op) is not None
     }
     split = any(part in SPLIT for part, _ in outlined)
-    if split != (options.schedule == "zb-h1"):
+    # A forward-only program (an evaluation step) has no backward to split: every schedule runs its
+    # forwards, in that schedule's order.
+    backward = split or any(part == "backward" for part, _ in outlined)
+    if backward and split != (options.schedule == "zb-h1"):
         needs = (
             "each backward as one part" if split else "each backward split into its input and weight halves"
         )
