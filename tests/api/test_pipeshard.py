@@ -151,6 +151,12 @@ def test_bad_pipeshard_arguments_are_clear_errors(data):
         autopar.parallelize(sgd_step, method=method)(params, batch)
     with pytest.raises(ValueError, match="layer_option must be"):
         autopar.PipeshardParallel(layer_option="auto")
+    # No batch to split: said in the API's names (it was "no @main argument is marked autopar.batch").
+    four = autopar.PipeshardParallel(num_micro_batches=4, layer_option=autopar.AutoLayerOption(2))
+    with pytest.raises(
+        ArgumentError, match=r"num_micro_batches=4\) splits a batch, but no argument of sgd_step is"
+    ):
+        autopar.parallelize(sgd_step, method=four, batch_argnums=())(params, batch)
 
 
 # ---- the micro-batched step equals jax.jit's full-batch step (ir/micro_batch.py labels) --------------------

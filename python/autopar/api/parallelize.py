@@ -291,6 +291,12 @@ class ParallelizedFunction:
         dynamic, _ = self._split(args)
         flat_avals = [a._aval for a in jax.tree.leaves(lowered.args_info)]
         roles, paths = self._roles_and_paths(args, kwargs, dynamic, flat_avals)
+        if self._pipeshard and (B := self.method.num_micro_batches) > 1 and "batch" not in roles:
+            raise ArgumentError(
+                f"PipeshardParallel(num_micro_batches={B}) splits a batch, but no argument of "
+                f"{self.__name__} is one (batch_argnums={self.batch_argnums}): give batch_argnums the "
+                "positions of the batch arguments (dim 0 is the batch), or use num_micro_batches=1"
+            )
         main = sh.main_func(module)
         if len(main.type.inputs) != len(roles) or len(main.type.results) != lowered.out_tree.num_leaves:
             raise AutoparError(impure_step_message(self.__name__, lowered, main, len(roles)))
