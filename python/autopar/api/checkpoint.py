@@ -6,6 +6,8 @@ worker that updates them: runtime/remote_array.py) into its own part, `worker_<k
 writes the rest into `driver/`. Everything goes into a temporary folder beside `path`; `manifest.json`
 (where each leaf is) is written last, and the folder is renamed to `path` only then, so a checkpoint cut
 short by a fault is never taken for a whole one: `restore_checkpoint` refuses a folder without a manifest.
+A typed PRNG key (a dropout key in the training state) is saved as its key data with its implementation's
+name in the manifest, and restored as a key again where `like` holds a key of that implementation.
 The parts are read back here, so a checkpoint restores on any cluster shape, or without one. The hosts must
 share the file system `path` is on. A save replaces only a checkpoint: any other file or folder at `path` (a
 typo'd `"."`, a data folder) is refused, since replacing it would delete what it holds.
@@ -47,6 +49,7 @@ def save_checkpoint(path: str | os.PathLike, state: Any) -> None:
     paths, leaves = _leaf_paths(state, "state")
     where: list[str] = []
     on_driver: dict[str, np.ndarray] = {}
+    key_impls: dict[str, str] = {}  # leaf -> PRNG implementation, for typed keys saved as their data
     by_worker: dict[tuple[Any, int], dict[str, str]] = {}  # (executor, worker) -> {leaf: key}, in order
     for i, leaf in enumerate(leaves):
         if isinstance(leaf, RemoteArray) and not leaf.is_deleted():
@@ -54,6 +57,9 @@ def save_checkpoint(path: str | os.PathLike, state: Any) -> None:
             by_worker.setdefault(holder, {})[str(i)] = leaf.key
             where.append(f"worker_{list(by_worker).index(holder)}")
         else:
+            if _is_key(leaf):
+                key_impls[str(i)] = str(jax.random.key_impl(leaf))
+                leaf = jax.random.key_data(leaf)
             on_driver[str(i)] = _host_array(leaf, paths[i])
             where.append("driver")
     nearest = next(a for a in target.parents if a.exists())
@@ -69,7 +75,7 @@ def save_checkpoint(path: str | os.PathLike, state: Any) -> None:
             executor.save_arrays(worker, str(staging / f"worker_{n}"), keys)
         if on_driver:
             _checkpointer().save(str(staging / "driver"), on_driver)
-        manifest = {"leaves": len(leaves), "where": where, "paths": paths}
+        manifest = {"leaves": len(leaves), "where": where, "paths": paths, "key_impls": key_impls}
         (staging / MANIFEST).write_text(json.dumps(manifest))
         if target.exists():
             retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
@@ -95,6 +101,7 @@ def restore_checkpoint(path: str | os.PathLike, like: Any) -> Any:
     try:
         manifest = json.loads(manifest_path.read_text())
         counted, where = int(manifest["leaves"]), list(manifest["where"])
+        key_impls = dict(manifest.get("key_impls", {}))
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{manifest_path} is damaged ({e}); restore an earlier checkpoint") from None
     paths, leaves = _leaf_paths(like, "like")
@@ -110,13 +117,24 @@ def restore_checkpoint(path: str | os.PathLike, like: Any) -> Any:
     out = []
     for i, (part, leaf) in enumerate(zip(where, leaves, strict=True)):
         value = np.asarray(parts[part][str(i)])
+        saved_impl, wanted_impl = (
+            key_impls.get(str(i)),
+            str(jax.random.key_impl(leaf)) if _is_key(leaf) else None,
+        )
+        if saved_impl != wanted_impl:
+            raise CheckpointError(
+                f"{root}: {paths[i]} is {_describe_key(saved_impl)} in the checkpoint but "
+                f"{_describe_key(wanted_impl)} in `like`: pass the pytree the checkpoint was saved from"
+            )
+        if wanted_impl is not None:
+            leaf = jax.random.key_data(leaf)
         shape, dtype = tuple(np.shape(leaf)), np.dtype(getattr(leaf, "dtype", value.dtype))
         if value.shape != shape or value.dtype != dtype:
             raise CheckpointError(
                 f"{root}: {paths[i]} is {value.dtype}{list(value.shape)} in the checkpoint but "
                 f"{dtype}{list(shape)} in `like`: pass the pytree the checkpoint was saved from"
             )
-        out.append(value)
+        out.append(value if wanted_impl is None else jax.random.wrap_key_data(value, impl=wanted_impl))
     return jax.tree.unflatten(treedef, out)
 
 
@@ -126,11 +144,17 @@ def _leaf_paths(tree: Any, name: str) -> tuple[list[str], list[Any]]:
     return [f"{name}{jax.tree_util.keystr(k)}" for k, _ in with_paths], [leaf for _, leaf in with_paths]
 
 
+def _is_key(leaf: Any) -> bool:
+    dtype = getattr(leaf, "dtype", None)
+    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _describe_key(impl: str | None) -> str:
+    return "an array" if impl is None else f"a typed PRNG key ({impl})"
+
+
 def _host_array(leaf: Any, path: str) -> np.ndarray:
     """The leaf as a numpy array of a numeric or boolean dtype, or a CheckpointError naming it."""
-    dtype = getattr(leaf, "dtype", None)
-    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-        raise CheckpointError(f"{path} is a typed PRNG key: save jax.random.key_data(key) instead")
     value = np.asarray(leaf)
     if not (jax.dtypes.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
         raise CheckpointError(
