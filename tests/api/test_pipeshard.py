@@ -712,6 +712,27 @@ def test_a_step_whose_ops_change_with_the_batch_size_is_refused_at_its_line():
         f(w, x)
 
 
+def test_time_major_data_is_refused_with_a_hint_to_put_the_batch_first():
+    """A (time, batch, features) input: micro-batches would cut the time axis, which the step's cumulative
+    sum mixes; the refusal says which dim micro-batches split."""
+
+    def step(w, x):
+        def loss(w):
+            return jnp.mean(jnp.cumsum(jnp.tanh(x @ w), axis=0) ** 2)
+
+        loss_value, grad = jax.value_and_grad(loss)(w)
+        return w - 0.1 * grad, loss_value
+
+    w, x = 0.1 * jnp.ones((16, 16)), jnp.ones((8, BATCH, 16))
+    f = autopar.parallelize(step, method=autopar.PipeshardParallel(**TWO_STAGES))
+    with pytest.raises(
+        autopar.AutoparError,
+        match=r"windows span examples at \S*test_pipeshard\.py:\d+:\d+ \(micro-batches split dim 0 of every "
+        r"batch argument: time-major data needs its batch first\)",
+    ):
+        f(w, x)
+
+
 def _apply_if_finite_step(state, batch):
     """optax's guard against a non-finite update: a lax.cond on the gradients' finiteness."""
     params, opt_state = state

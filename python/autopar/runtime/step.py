@@ -27,6 +27,10 @@ class ExecutionError(AutoparError):
     """A stage module could not be compiled or run (names the stage)."""
 
 
+# Reasons of ops that mix the values along dim 0, which are also what a time-major batch argument gives.
+MIXES_EXAMPLES = ("span examples", "pairs different examples", "cuts into the batch dim")
+
+
 class MicroBatchCombineError(ExecutionError):
     """A value of the micro-batch step does not combine exactly into the full-batch step's value."""
 
@@ -238,6 +242,10 @@ class StepProgram:
             else ""
         )
         average = "" if uncombinable else "average it as Alpa does with approximate_combine=True, "
+        if any(reason in why for reason in MIXES_EXAMPLES):
+            why += (
+                " (micro-batches split dim 0 of every batch argument: time-major data needs its batch first)"
+            )
         raise MicroBatchCombineError(
             f"{what}{f' (computed at {where})' if where else ''} does not combine exactly over "
             f"{self.num_micro_batches} micro-batches: {why}; {hint}{average}or use num_micro_batches=1"
