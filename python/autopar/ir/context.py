@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
-from jaxlib.mlir import ir
-from jaxlib.mlir._mlir_libs import _jax_mlir_ext
-from jaxlib.mlir.dialects import chlo, mhlo, mpmd, sdy, stablehlo
+# jaxlib's MLIR extensions, loaded before JAX starts its backend, leave C++ INFO logging on: the backend's
+# start then writes "PjRt-IFRT device count" lines to stderr (autopar-opt --emit=exported did). INFO only;
+# warnings and errors still print, and a level the user set is kept.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from autopar.errors import format_location
+from jaxlib.mlir import ir  # noqa: E402
+from jaxlib.mlir._mlir_libs import _jax_mlir_ext  # noqa: E402
+from jaxlib.mlir.dialects import chlo, mhlo, mpmd, sdy, stablehlo  # noqa: E402
+
+from autopar.errors import format_location  # noqa: E402
 
 
 class DiagnosticSink:
