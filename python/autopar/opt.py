@@ -66,6 +66,13 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "autopar-intra-op / autopar-shard then plan around the inputs' layouts)",
     )
     parser.add_argument(
+        "--bind-dims",
+        default="",
+        metavar="NAME=SIZE,...",
+        help="a shape-polymorphic jax.export input's symbolic dims at these sizes (e.g. b=32): plans are "
+        "for static shapes",
+    )
+    parser.add_argument(
         "--plan-report",
         default="",
         metavar="FILE",
@@ -323,13 +330,22 @@ def _process(run: _Run) -> int:
 
 def _read_module(run: _Run, chunk: bytes, elements):
     """The input module and, when the input is a serialized jax.export.Exported, that Exported (its
-    shardings dropped or kept by --input-shardings)."""
+    shardings dropped or kept by --input-shardings, its symbolic dims bound by --bind-dims)."""
     from autopar import ir as air
+    from autopar.ir import bind_dims
     from autopar.ir import exported as ir_exported
+    from autopar.ir.bind_dims import DimBindingError
 
     if not ir_exported.is_exported(chunk):
+        if run.args.bind_dims:
+            raise DimBindingError(
+                f"--bind-dims binds the symbolic dims of a serialized jax.export input; {run.source_name} is "
+                "MLIR: lower it with concrete shapes"
+            )
         return air.parse_bytes(chunk, source_name=run.source_name), None
     module, source = ir_exported.read(chunk, run.source_name, run.args.input_shardings)
+    if run.args.bind_dims and source is not None:
+        module, source = bind_dims.bind(source, bind_dims.parse_bindings(run.args.bind_dims), run.source_name)
     if run.args.input_shardings == "keep":
         ir_exported.prepare_kept_shardings(module, [e.name for e in elements])
     return module, source

@@ -214,13 +214,11 @@ def check_call_fits(fn: Callable[..., Any], name: str, args: tuple[Any, ...], kw
     Python's words. Only asked after an argnums check failed, so a decorator whose __wrapped__ signature
     differs from what it accepts is never refused here."""
     try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return
-    try:
-        signature.bind(*args, **kwargs)
-    except TypeError as e:
+        inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError as e:  # a signature inspect cannot read raises ValueError: nothing to say then
         raise TypeError(f"{name} cannot be called with these arguments: {e}") from None
+    except ValueError:
+        pass
 
 
 def positional_names(fn: Callable[..., Any], n: int) -> list[str]:

@@ -42,7 +42,7 @@ def shape_error(t: ir.Type, what: str, location: ir.Location | None) -> PassErro
     kind = "dynamic shape" if isinstance(t, ir.RankedTensorType) else "unranked type"
     return PassError(
         f"{what} has {kind} {t} (symbolic dims of a jax.export?); autopar plans static shapes: export or "
-        "lower with concrete shapes, or run stablehlo-refine-shapes first",
+        "lower with concrete shapes, or give autopar-opt --bind-dims (e.g. b=32) for a jax.export input",
         location,
     )
 

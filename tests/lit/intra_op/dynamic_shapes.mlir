@@ -6,7 +6,7 @@
 // RUN: not autopar-opt %s --pass-pipeline='builtin.module(autopar-pipeshard{layers=2 cluster=1x8 micro-batches=2})' -o %t.out 2>&1 | filecheck %s --check-prefix=PIPESHARD
 // RUN: not test -e %t.out
 
-// INTRA: error: pass 'autopar-intra-op' failed: {{.*}}dynamic_shapes.mlir:{{[0-9]+}}:1: x has dynamic shape tensor<?x16xf32> (symbolic dims of a jax.export?); autopar plans static shapes: export or lower with concrete shapes, or run stablehlo-refine-shapes first
+// INTRA: error: pass 'autopar-intra-op' failed: {{.*}}dynamic_shapes.mlir:{{[0-9]+}}:1: x has dynamic shape tensor<?x16xf32> (symbolic dims of a jax.export?); autopar plans static shapes: export or lower with concrete shapes, or give autopar-opt --bind-dims (e.g. b=32) for a jax.export input
 // LAYERS: error: pass 'autopar-cluster-layers' failed: {{.*}}: x has dynamic shape tensor<?x16xf32>
 // PIPESHARD: error: pass 'autopar-pipeshard' failed: {{.*}}: x has dynamic shape tensor<?x16xf32>
 func.func public @main(%arg0: tensor<16x16xf32> {autopar.parameter, autopar.path = "w"},
