@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+import types
 
 import jax
 import numpy as np
@@ -129,3 +130,26 @@ def test_training_resumes_from_the_last_checkpoint_after_a_fault(two_hosts, tmp_
         *carry, loss = step(*carry, batch)
         losses.append(float(loss))
     np.testing.assert_allclose(losses, uninterrupted, rtol=1e-6)
+
+
+def test_a_worker_asked_after_ray_shut_down_does_not_start_ray_again(monkeypatch):
+    """An executor still alive at exit closes its workers after the user's ray.shutdown(): asking their
+    agents then made ray.get start a whole new local Ray instance ("Started a local Ray instance" at
+    exit, seconds late). With Ray down, the agents are gone: each question gets its default."""
+    from autopar.runtime.cluster import RayWorker
+
+    calls = []
+
+    def ray_get(*args, **kwargs):  # the real one would start Ray; the caller swallows errors
+        calls.append(args)
+        raise RuntimeError("no Ray")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "get", ray_get)
+    worker = RayWorker.__new__(RayWorker)
+    remote = types.SimpleNamespace(remote=lambda *args: "object ref")
+    agent = types.SimpleNamespace(poll=remote, wait=remote, kill=remote, log_tail=remote)
+    worker._agent, worker.host, worker.pid = agent, "host 1", 1234
+    assert worker.poll() == -1 and worker.wait(10) == -1 and worker.log_tail() == ""
+    worker.kill()
+    assert calls == []

@@ -124,6 +124,8 @@ class RayWorker:
     def _ask(self, method: str, *args: Any, default: Any = None) -> Any:
         import ray
 
+        if not ray.is_initialized():  # Ray was shut down, and its agents with it: ray.get would start a new
+            return default  # local Ray instance (an executor closed at exit did, after ray.shutdown())
         try:
             return ray.get(getattr(self._agent, method).remote(self.pid, *args), timeout=10)
         except Exception:  # the agent (its node) is gone
