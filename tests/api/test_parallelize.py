@@ -117,6 +117,44 @@ def test_static_arguments_and_pytree_structure_key_the_cache():
     assert f.cache_size() == 3
 
 
+def test_static_argnames_as_jax_jits_keyword_only_arguments_too():
+    # A keyword-only flag (def step(p, x, *, train)) could not be static at all: the error said
+    # "static_argnums", which cannot name it, and the traced bool failed in Python control flow.
+    def step(params, x, *, train, activation="tanh"):
+        h = getattr(jnp, activation)(x @ params["w1"]) @ params["w2"]
+        return jnp.mean(h**2) * (1.0 if train else 0.5)
+
+    def ranked(params, x, scale):
+        return jnp.mean(x @ params["w1"]) * (scale if scale > 1 else 1)
+
+    params, x = _params(), _batch()
+    method = autopar.ShardParallel(mesh_shape=(2, 4))
+    want = jax.jit(step, static_argnames=("train", "activation"))
+    f = autopar.parallelize(step, method=method, static_argnames=("train", "activation"))
+    for train, activation in ((True, "tanh"), (False, "sin"), (True, "tanh")):
+        got = f(params, x, train=train, activation=activation)
+        assert_trees_close(got, want(params, x, train=train, activation=activation))
+    assert f.cache_size() == 2
+    # A positional parameter's name makes its position static; "auto" covers keyword arguments.
+    g = autopar.parallelize(ranked, method=method, static_argnames="scale")
+    assert g.static_argnums == (2,)
+    assert_trees_close(g(params, x, scale=3), jax.jit(ranked, static_argnames="scale")(params, x, scale=3))
+    auto = autopar.parallelize(step, method=method, static_argnums="auto")
+    assert_trees_close(
+        auto(params, x, train=False, activation="sin"), want(params, x, train=False, activation="sin")
+    )
+    with pytest.raises(
+        ValueError, match=r"static_argnames names 'trian', which is no parameter of step \(its"
+    ):
+        autopar.parallelize(step, static_argnames="trian")
+    with pytest.raises(TypeError, match="static argument activation of step has unhashable type list"):
+        f(params, x, train=True, activation=["tanh"])
+    with pytest.raises(
+        TypeError, match=r"^activation \(a str\) is not an array: .* static \(static_argnames\)"
+    ):
+        autopar.parallelize(step, method=method)(params, x, train=1.0, activation="sin")
+
+
 def test_a_leaf_that_is_not_an_array_is_named_by_its_path():
     # A module that keeps its activation among its weights (Equinox's modules do) is the usual case.
     def apply(model, x, *, extra):

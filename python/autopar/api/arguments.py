@@ -59,7 +59,7 @@ def argnums_or_auto(value: int | Sequence[int] | str, name: str) -> tuple[int, .
 def auto_static_argnums(args: Sequence[Any]) -> tuple[int, ...]:
     """Alpa's rule for static_argnums="auto": a Python bool, int, float or str, or a pytree with a leaf
     that is not an array (a callable, a config object)."""
-    return tuple(i for i, a in enumerate(args) if _is_static_by_default(a))
+    return tuple(i for i, a in enumerate(args) if is_static_by_default(a))
 
 
 def auto_donate_argnums(args: Sequence[Any], static: Sequence[int]) -> tuple[int, ...]:
@@ -67,7 +67,7 @@ def auto_donate_argnums(args: Sequence[Any], static: Sequence[int]) -> tuple[int
     return tuple(i for i, a in enumerate(args) if i not in static and _is_train_state(a))
 
 
-def _is_static_by_default(arg: Any) -> bool:
+def is_static_by_default(arg: Any) -> bool:
     if isinstance(arg, (bool, int, float, str)):
         return True
     try:
@@ -185,8 +185,8 @@ def _refused_leaf(
         )
     return TypeError(
         f"{name} (a {type(leaf).__name__}) is not an array: pass arrays, scalars or "
-        f"jax.ShapeDtypeStruct; make {head} static (static_argnums) if it holds no arrays, or pass "
-        "its arrays apart from the rest (e.g. eqx.partition, or a closure)"
+        f"jax.ShapeDtypeStruct; make {head} static (static_{'argnums' if path[0].idx == 0 else 'argnames'}) "
+        "if it holds no arrays, or pass its arrays apart from the rest (e.g. eqx.partition, or a closure)"
     )
 
 

@@ -249,6 +249,7 @@ def export(
         method=method,
         devices=planning_devices,
         static_argnums=static_argnums,
+        static_argnames=(),  # an export takes positional arguments only
         donate_argnums=(),
         batch_argnums=batch_argnums,
     )

@@ -22,11 +22,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import PartitionSpec
 from jaxlib.mlir import ir
 
 from autopar import passes
-from autopar.api import pipeshard
+from autopar.api import pipeshard, static_keywords
 from autopar.api.arguments import (
     abstract,
     argnums,
@@ -34,7 +33,6 @@ from autopar.api.arguments import (
     auto_donate_argnums,
     auto_static_argnums,
     batch_size,
-    broadcast_specs,
     check_call_fits,
     check_default_batch,
     check_function_and_devices,
@@ -52,6 +50,7 @@ from autopar.api.arguments import (
     micro_batch_failure,
     positional_names,
 )
+from autopar.api.manual_sharding import annotate_manual
 from autopar.api.methods import ShardParallel, as_compiled_for
 from autopar.api.nnx_modules import CarryingModules, has_modules, output_names, output_paths, write_back
 from autopar.api.plan import ExecutionPlan, execution_plan
@@ -79,6 +78,7 @@ def parallelize(
     method: ShardParallel | pipeshard.PipeshardParallel | None = None,
     devices: Sequence[jax.Device] | None = None,
     static_argnums: int | Sequence[int] | str = (),
+    static_argnames: str | Sequence[str] = (),
     donate_argnums: int | Sequence[int] | str = (),
     batch_argnums: int | Sequence[int] | None = None,
 ) -> Any:
@@ -87,13 +87,14 @@ def parallelize(
     Usable as `parallelize(fn, ...)`, `@parallelize` or `@parallelize(method=...)`. Arguments at
     `batch_argnums` are data batches (dim 0 is the batch dim; by default (1,), as Alpa's, refused where the
     step returns that argument updated); every other array argument is a parameter or optimizer state.
-    The result runs like `jax.jit(fn)` and has `lower`, `get_execution_plan`. `static_argnums="auto"` and
-    `donate_argnums="auto"` choose them as Alpa did, from the first call.
+    The result runs like `jax.jit(fn)` and has `lower`, `get_execution_plan`; `static_argnames` are jax.jit's.
+    `static_argnums="auto"` and `donate_argnums="auto"` choose them as Alpa did, from the first call.
     """
     options = dict(
         method=method,
         devices=devices,
         static_argnums=static_argnums,
+        static_argnames=static_argnames,
         donate_argnums=donate_argnums,
         batch_argnums=batch_argnums,
     )
@@ -113,6 +114,7 @@ class ParallelizedFunction:
         method: ShardParallel | pipeshard.PipeshardParallel | None,
         devices: Sequence[jax.Device] | None,
         static_argnums: int | Sequence[int] | str,
+        static_argnames: str | Sequence[str],
         donate_argnums: int | Sequence[int] | str,
         batch_argnums: int | Sequence[int] | None,
     ):
@@ -139,7 +141,10 @@ class ParallelizedFunction:
         static = argnums_or_auto(static_argnums, "static_argnums")
         donate = argnums_or_auto(donate_argnums, "donate_argnums")
         self._static_auto, self._donate_auto = static is None, donate is None
-        self.static_argnums, self.donate_argnums = static or (), donate or ()
+        named_positions, self._static_keywords = static_keywords.resolve(fn, static_argnames)
+        self._static_keywords_auto = static is None  # Alpa's rule for keyword arguments too
+        self.static_argnums = tuple(dict.fromkeys((*(static or ()), *named_positions)))
+        self.donate_argnums = donate or ()
         self._batch_explicit = batch_argnums is not None
         self._batch_given = argnums((1,) if batch_argnums is None else batch_argnums, "batch_argnums")
         self._check_argnums()
@@ -155,7 +160,7 @@ class ParallelizedFunction:
 
     @user_facing
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        args, kwargs = keywords_to_positions(self.fn, args, kwargs)
+        args, kwargs = self._arguments(args, kwargs)
         entry = self._cache.get(self._signature(args, kwargs))
         if entry is None or entry.executable is None:  # a first call: plan and compile (shown when slow)
             with self._progress() as progress:
@@ -168,7 +173,7 @@ class ParallelizedFunction:
     @user_facing
     def lower(self, *args: Any, **kwargs: Any) -> Lowered:
         """Plans for these arguments (arrays or jax.ShapeDtypeStruct) without running."""
-        args, kwargs = keywords_to_positions(self.fn, args, kwargs)
+        args, kwargs = self._arguments(args, kwargs)
         with self._progress() as progress:
             return Lowered(self, self._entry(args, kwargs, progress))
 
@@ -184,7 +189,7 @@ class ParallelizedFunction:
 
         For PipeshardParallel: the stages (layers, submesh, device ids, logical mesh, estimated cost) read
         from the plan, without compiling."""
-        args, kwargs = keywords_to_positions(self.fn, args, kwargs)
+        args, kwargs = self._arguments(args, kwargs)
         entry = self._entry(args, kwargs)
         if self._pipeshard:
             plan = pipeshard.read_plan(entry.module, self.method, self.cluster)
@@ -209,6 +214,16 @@ class ParallelizedFunction:
 
     # ---- signature, lowering, planning ----------------------------------------------------------------
 
+    def _arguments(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Keyword arguments of positional parameters moved to their positions; static keyword-only ones
+        wrapped (static_keywords.py)."""
+        args, kwargs = keywords_to_positions(self.fn, args, kwargs)
+        return args, static_keywords.mark(
+            kwargs, self._static_keywords, self._static_keywords_auto, self.__name__
+        )
+
     def _check_argnums(self) -> None:
         self.batch_argnums = self._batch_given
         if not self._batch_explicit:  # the default (1,) simply does not apply to a static argument
@@ -221,7 +236,9 @@ class ParallelizedFunction:
 
     def _split(self, args: tuple[Any, ...]) -> tuple[list[int], tuple[Any, ...]]:
         if self._static_auto or self._donate_auto:  # Alpa's "auto", chosen once from the first call
-            static = auto_static_argnums(args) if self._static_auto else self.static_argnums
+            static = self.static_argnums
+            if self._static_auto:  # Alpa's rule, beside the positions static_argnames named
+                static = tuple(sorted({*auto_static_argnums(args), *static}))
             donate = auto_donate_argnums(args, static) if self._donate_auto else self.donate_argnums
             self.static_argnums, self.donate_argnums = static, donate
             self._static_auto = self._donate_auto = False
@@ -271,6 +288,11 @@ class ParallelizedFunction:
         # NNX modules: their in-place updates come back (nnx_modules.py).
         carrying = self.carry_modules and has_modules(self.fn, args, kwargs)
         traced = CarryingModules(self.fn) if carrying else self.fn
+        traced = (
+            static_keywords.unwrapping(traced)
+            if self._static_keywords or self._static_keywords_auto
+            else traced
+        )
         jitted = jax.jit(
             traced, static_argnums=self.static_argnums, donate_argnums=self.donate_argnums, keep_unused=True
         )
@@ -322,7 +344,9 @@ class ParallelizedFunction:
         if self._pipeshard:
             self._run_pipeline(module, self.method.pipeline(self.cluster))
         elif self.method.manual_sharding_option is not None:
-            self._annotate_manual(module, args, kwargs, dynamic, lowered)
+            annotate_manual(
+                module, self.method, self.axis_names, self.mesh_shape, (args, kwargs, dynamic), lowered
+            )
         else:
             self._run_pipeline(module, self.method.pipeline(self.mesh_shape, self.axis_names))
         if not self._pipeshard:
@@ -389,34 +413,6 @@ class ParallelizedFunction:
             roles.append("batch" if is_batch else "parameter")
             paths.append(head + jax.tree_util.keystr(tuple(rest)))
         return tuple(roles), tuple(paths)
-
-    def _annotate_manual(
-        self,
-        module: ir.Module,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        dynamic: list[int],
-        lowered: Any,
-    ) -> None:
-        manual = self.method.manual_sharding_option
-        assert manual is not None
-        dyn_args = tuple(args[i] for i in dynamic)
-        in_specs = broadcast_specs(manual.in_axis_resources, dyn_args, "in_axis_resources") + [None] * len(
-            jax.tree.leaves(kwargs)
-        )
-        out_shapes = jax.tree.unflatten(lowered.out_tree, [0] * lowered.out_tree.num_leaves)
-        out_specs = broadcast_specs(manual.out_axis_resources, out_shapes, "out_axis_resources")
-        mesh = sh.MeshSpec("mesh", self.axis_names, self.mesh_shape)
-        for spec in in_specs + out_specs:
-            for entry in spec or ():
-                for axis in (entry,) if isinstance(entry, str) else (entry or ()):
-                    if axis not in self.axis_names:
-                        raise ValueError(
-                            f"PartitionSpec {spec} names axis {axis!r}; the mesh has {self.axis_names}"
-                        )
-        sh.annotate_main(
-            module, mesh, [s or PartitionSpec() for s in in_specs], [s or PartitionSpec() for s in out_specs]
-        )
 
     def _check_planned_mesh(self, module: ir.Module) -> None:
         meshes = sh.module_meshes(module)
