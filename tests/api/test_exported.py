@@ -411,3 +411,12 @@ def test_cli_binds_the_symbolic_dims_of_a_shape_polymorphic_export(tmp_path):
     assert "rejects these sizes: Input shapes do not match the symbolic shape constraint n >= 16" in line
     assert _opt(source, "--bind-dims=n=16", "-o", tmp_path / "n16.mlir").returncode == 0
     assert "tensor<16x8xf32>" in (tmp_path / "n16.mlir").read_text()
+    # An Exported for another platform binds here too, lowered for its own platform.
+    cuda = jax.export.export(jax.jit(jnp.tanh), platforms=("cuda",))(
+        jax.ShapeDtypeStruct((b, 8), jnp.float32)
+    )
+    source.write_bytes(cuda.serialize())
+    result = _opt(source, "--bind-dims=b=16", pipeline, "--emit=exported", "-o", out)
+    assert result.returncode == 0, result.stderr.decode()
+    exp = jax.export.deserialize(bytearray(out.read_bytes()))
+    assert exp.platforms == ("cuda",) and exp.in_avals[0].shape == (16, 8) and exp.nr_devices == 8

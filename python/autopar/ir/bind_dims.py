@@ -82,7 +82,10 @@ def bind(exported: Any, bindings: dict[str, int], source_name: str) -> tuple[ir.
     ]
     args, kwargs = jax.tree.unflatten(exported.in_tree, shapes)
     try:
-        lowered = jax.jit(exported.call, keep_unused=True).lower(*args, **kwargs)
+        # An Exported for one platform is lowered for it (a CUDA export binds on a CPU-only machine).
+        platforms = tuple(exported.platforms) if len(exported.platforms) == 1 else None
+        traced = jax.jit(exported.call, keep_unused=True).trace(*args, **kwargs)
+        lowered = traced.lower(lowering_platforms=platforms)
         refined = jax_mlir.refine_polymorphic_shapes(lowered.compiler_ir("stablehlo"))
     except Exception as err:  # a shape assertion or JAX's refinement names what the sizes break
         raise DimBindingError(
