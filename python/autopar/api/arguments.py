@@ -125,18 +125,18 @@ def impure_step_message(name: str, lowered: Any, main: Any, inputs: int) -> str:
     )
 
 
-def _is_key(dtype: Any) -> bool:
+def is_key_dtype(dtype: Any) -> bool:
     return jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
 
 
 def key_data(x: Any) -> Any:
     dtype = getattr(x, "dtype", None)
-    return jax.random.key_data(x) if dtype is not None and _is_key(dtype) else x
+    return jax.random.key_data(x) if dtype is not None and is_key_dtype(dtype) else x
 
 
 def key_impl(leaf: Any) -> Any:
     """The PRNG implementation of a typed-key output (to wrap its data back), else None."""
-    return leaf.dtype._impl if _is_key(leaf.dtype) else None
+    return leaf.dtype._impl if is_key_dtype(leaf.dtype) else None
 
 
 def aval_key(x: Any) -> tuple[Any, ...]:
@@ -299,7 +299,7 @@ def batch_size(args: tuple[Any, ...], batch_argnums: tuple[int, ...]) -> int | N
         for i in batch_argnums
         if i < len(args)
         for leaf in jax.tree.leaves(args[i])
-        if _shape(leaf) and not _is_key_leaf(leaf)
+        if _shape(leaf) and not is_key_leaf(leaf)
     )
     return max(sizes, key=lambda n: (sizes[n], n)) if sizes else None
 
@@ -308,16 +308,16 @@ def is_batch_leaf(leaf: Any, size: int | None) -> bool:
     """Whether a leaf of a batch argument is split into micro-batches: it has the batch's leading size
     and is not a PRNG key (a key, a step counter or a table of another size is passed whole)."""
     shape = _shape(leaf)
-    return bool(shape) and size is not None and shape[0] == size and not _is_key_leaf(leaf)
+    return bool(shape) and size is not None and shape[0] == size and not is_key_leaf(leaf)
 
 
 def _shape(leaf: Any) -> tuple[int, ...]:
     return tuple(getattr(leaf, "shape", np.shape(leaf)))
 
 
-def _is_key_leaf(leaf: Any) -> bool:
+def is_key_leaf(leaf: Any) -> bool:
     dtype = getattr(leaf, "dtype", None)
-    return dtype is not None and _is_key(dtype)
+    return dtype is not None and is_key_dtype(dtype)
 
 
 def micro_batch_args(

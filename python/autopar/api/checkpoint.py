@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from autopar.api.arguments import is_key_leaf, key_data
 from autopar.errors import AutoparError
 from autopar.runtime.remote_array import RemoteArray
 
@@ -57,9 +58,9 @@ def save_checkpoint(path: str | os.PathLike, state: Any) -> None:
             by_worker.setdefault(holder, {})[str(i)] = leaf.key
             where.append(f"worker_{list(by_worker).index(holder)}")
         else:
-            if _is_key(leaf):
+            if is_key_leaf(leaf):
                 key_impls[str(i)] = str(jax.random.key_impl(leaf))
-                leaf = jax.random.key_data(leaf)
+            leaf = key_data(leaf)
             on_driver[str(i)] = _host_array(leaf, paths[i])
             where.append("driver")
     nearest = next(a for a in target.parents if a.exists())
@@ -119,15 +120,14 @@ def restore_checkpoint(path: str | os.PathLike, like: Any) -> Any:
         value = np.asarray(parts[part][str(i)])
         saved_impl, wanted_impl = (
             key_impls.get(str(i)),
-            str(jax.random.key_impl(leaf)) if _is_key(leaf) else None,
+            str(jax.random.key_impl(leaf)) if is_key_leaf(leaf) else None,
         )
         if saved_impl != wanted_impl:
             raise CheckpointError(
                 f"{root}: {paths[i]} is {_describe_key(saved_impl)} in the checkpoint but "
                 f"{_describe_key(wanted_impl)} in `like`: pass the pytree the checkpoint was saved from"
             )
-        if wanted_impl is not None:
-            leaf = jax.random.key_data(leaf)
+        leaf = key_data(leaf)
         shape, dtype = tuple(np.shape(leaf)), np.dtype(getattr(leaf, "dtype", value.dtype))
         if value.shape != shape or value.dtype != dtype:
             raise CheckpointError(
@@ -142,11 +142,6 @@ def _leaf_paths(tree: Any, name: str) -> tuple[list[str], list[Any]]:
     """Each leaf's pytree path as errors name it (`state['opt'][0]`) and the leaves, in flattening order."""
     with_paths = jax.tree_util.tree_flatten_with_path(tree)[0]
     return [f"{name}{jax.tree_util.keystr(k)}" for k, _ in with_paths], [leaf for _, leaf in with_paths]
-
-
-def _is_key(leaf: Any) -> bool:
-    dtype = getattr(leaf, "dtype", None)
-    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
 
 
 def _describe_key(impl: str | None) -> str:
